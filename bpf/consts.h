@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Limits, flags and counter indices shared by the balancer program and the Go side. */
+#ifndef __SY_CONSTS_H
+#define __SY_CONSTS_H
+
+/* Limits; tests may shrink them with -D. Changing MAX_VIPS or MAX_BACKENDS
+ * changes pinned map sizes: an upgrade across such a change needs `switchyard
+ * remove` first. */
+#ifndef MAX_VIPS
+#define MAX_VIPS 512
+#endif
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 4096
+#endif
+#ifndef DEFAULT_CONN_TABLE_SIZE
+#define DEFAULT_CONN_TABLE_SIZE (1 << 20)
+#endif
+
+/* Maglev table generations per VIP: the active one and the previous one. */
+#define MAGLEV_GENERATIONS 2
+/* A table slot with no backend (a VIP whose backends are all down). */
+#define MAGLEV_EMPTY 0xffffffff
+
+/* Seed of the flow hash. Every balancer must use the same value, and the Go
+ * mirror (pkg/datapath.FlowHash) must match: changing it moves every flow that
+ * is not pinned in a connection table. */
+#define FLOW_HASH_SEED 0x5eed5eed
+
+#define DEFAULT_TTL 64
+/* Refresh a connection entry's timestamp at most this often (ns), so that an
+ * established TCP flow does not write to the shared LRU on every packet. */
+#define CONN_TOUCH_NS 1000000000ULL
+
+#define ETH_ALEN 6
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define IPPROTO_ICMP 1
+#define IPPROTO_IPIP 4
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_IPV6 41
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_ICMPV6 58
+
+#define IP_DF 0x4000
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_FRAG_NEEDED 4
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+/* Bytes of the offending packet quoted in a generated "too big" message:
+ * its IPv4 header plus 8 bytes (RFC 792), or its IPv6 header plus 8 bytes. */
+#define ICMP4_QUOTE_L4 8
+#define ICMP6_QUOTE_LEN (40 + 8)
+
+#define IPV4_HDR_LEN 20
+#define IPV6_HDR_LEN 40
+#define UDP_HDR_LEN 8
+
+/* enum vip_flags: per-VIP options, set by the control plane in vip_meta.flags. */
+enum vip_flags {
+	VIP_F_HASH_SRC = 1 << 0,     /* hash on the client address only (affinity) */
+	VIP_F_NO_CONNTRACK = 1 << 1, /* pure hashing, no connection table (UDP) */
+};
+
+/* enum backend_flags: backend.flags. */
+enum backend_flags {
+	BACKEND_F_VALID = 1 << 0, /* slot holds a live backend */
+	BACKEND_F_V6 = 1 << 1,    /* backend address is IPv6: IPv6 outer header */
+};
+
+/* enum cfg_flags: lb_config.flags. */
+enum cfg_flags {
+	CFG_F_NEXTHOP = 1 << 0,     /* nh_mac is known: forwarding may start */
+	CFG_F_GUE = 1 << 1,         /* encapsulate in UDP (GUE variant 1) */
+	CFG_F_ICMP_TOO_BIG = 1 << 2, /* answer oversized packets with a "too big" */
+	CFG_F_SRC_PREFIX_V4 = 1 << 3, /* outer IPv4 source hashed inside a prefix */
+	CFG_F_SRC_PREFIX_V6 = 1 << 4, /* outer IPv6 source hashed inside a prefix */
+};
+
+/* enum sy_stat: indices of the per-CPU global counter array. Names are read
+ * by pkg/datapath (bpf2go -type sy_stat) and become metric labels, so keep
+ * them stable. STAT_DROP_* are drop reasons; everything else counts events. */
+enum sy_stat {
+	STAT_PASS_MALFORMED = 0, /* L2/L3 header unparsable: handed to the stack */
+	STAT_CONN_HIT,           /* connection table entry used */
+	STAT_CONN_MISS,          /* no usable entry: Maglev chose */
+	STAT_UDP_EXPIRED,        /* UDP entry older than the idle timeout */
+	STAT_ENCAP_IPIP,         /* IPv4 outer header */
+	STAT_ENCAP_IP6,          /* IPv6 outer header */
+	STAT_ENCAP_GUE,          /* of which in UDP (GUE) */
+	STAT_ICMP_ECHO_REPLY,    /* echo request to a VIP answered */
+	STAT_ICMP_TOO_BIG_FWD,   /* "too big" about a VIP flow sent to its backend */
+	STAT_ICMP_TOO_BIG_SENT,  /* "too big" sent to a client (packet over MTU) */
+	STAT_DROP_FRAGMENT,      /* IP fragment to a VIP address */
+	STAT_DROP_TRUNCATED,     /* L4 header or payload shorter than declared */
+	STAT_DROP_NO_BACKEND,    /* VIP has no healthy backend */
+	STAT_DROP_NO_NEXTHOP,    /* next-hop MAC not yet resolved */
+	STAT_DROP_TOO_BIG,       /* over MTU after encap and no "too big" was sent */
+	STAT_DROP_ADJUST,        /* bpf_xdp_adjust_head/tail failed */
+	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow */
+	STAT_MAX,
+};
+
+/* enum decap_stat: indices of the decap program's per-CPU counters. */
+enum decap_stat {
+	DECAP_STAT_IPIP = 0,   /* IPv4 outer removed */
+	DECAP_STAT_IP6,        /* IPv6 outer removed */
+	DECAP_STAT_GUE,        /* of which GUE */
+	DECAP_STAT_PASS,       /* not encapsulated to us: untouched */
+	DECAP_STAT_DROP_INNER, /* for us, but the inner packet is not IP */
+	DECAP_STAT_DROP_ADJUST, /* bpf_xdp_adjust_head failed */
+	DECAP_STAT_MAX,
+};
+
+#endif

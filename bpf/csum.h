@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Internet checksum helpers (RFC 1071, incremental updates per RFC 1624). */
+#ifndef __SY_CSUM_H
+#define __SY_CSUM_H
+
+#include <linux/types.h>
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Checksum of a 20-byte IPv4 header whose check field is zero. */
+static __always_inline __u16 ipv4_hdr_csum(const void *iph)
+{
+	const __u32 *w = iph;
+	__u64 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < IPV4_HDR_LEN / 4; i++)
+		sum += w[i];
+	return csum_fold(sum);
+}
+
+/* RFC 1624 eqn. 3: the checksum after one 16-bit word changed old -> new. */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u16)~old + new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+#endif

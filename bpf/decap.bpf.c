@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The Switchyard decap program for backend appliances: strips the IPIP,
+ * 6in4, IPv6 or GUE outer header of packets addressed to one of this host's
+ * encap addresses and passes the inner packet up the stack, on the same
+ * device (so rp_filter and sockets bound to the VIP on lo just work).
+ * Everything else is left untouched. */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "structs.h"
+#include "pkt.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const enum decap_stat *unused_decap_stat __attribute__((unused));
+
+/* Outer destination addresses to decapsulate (this host's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct addr);
+	__type(value, __u32);
+} decap_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct decap_config);
+} decap_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DECAP_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} decap_stats SEC(".maps");
+
+static __always_inline void dcount(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&decap_stats, &idx);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int pass(void)
+{
+	dcount(DECAP_STAT_PASS);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdp_decap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct decap_config *cfg;
+	__u32 zero = 0, l2_len = sizeof(*eth), outer_len;
+	__u8 l2[sizeof(struct ethhdr) + sizeof(struct vlan_hdr)];
+	struct addr dst = {};
+	__u8 nexthdr, *inner;
+	__be16 proto;
+	int v6, gue = 0;
+
+	if ((void *)(eth + 1) > data_end)
+		return pass();
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vh = (void *)(eth + 1);
+
+		if ((void *)(vh + 1) > data_end)
+			return pass();
+		proto = vh->encap_proto;
+		l2_len += sizeof(*vh);
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = data + l2_len;
+
+		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5)
+			return pass();
+		if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+			return pass(); /* the stack reassembles; see README */
+		dst.a[2] = bpf_htonl(0xffff);
+		dst.a[3] = iph->daddr;
+		nexthdr = iph->protocol;
+		outer_len = iph->ihl * 4;
+		v6 = 0;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + l2_len;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return pass();
+		dst = ip6->daddr;
+		nexthdr = ip6->nexthdr;
+		outer_len = IPV6_HDR_LEN;
+		v6 = 1;
+	} else {
+		return pass();
+	}
+
+	if (nexthdr == IPPROTO_UDP) {
+		struct udphdr *uh = data + ((l2_len + outer_len) & 0x7f);
+
+		cfg = bpf_map_lookup_elem(&decap_cfg, &zero);
+		if (!cfg || !cfg->gue_port)
+			return pass();
+		if ((void *)(uh + 1) > data_end || uh->dest != cfg->gue_port)
+			return pass();
+		outer_len += UDP_HDR_LEN;
+		gue = 1;
+	} else if (nexthdr != IPPROTO_IPIP && nexthdr != IPPROTO_IPV6) {
+		return pass();
+	}
+	if (!bpf_map_lookup_elem(&decap_addrs, &dst))
+		return pass();
+
+	inner = data + ((l2_len + outer_len) & 0x7f);
+	if ((void *)(inner + 1) > data_end) {
+		dcount(DECAP_STAT_DROP_INNER);
+		return XDP_DROP;
+	}
+	switch (*inner >> 4) {
+	case 4:
+		proto = bpf_htons(ETH_P_IP);
+		break;
+	case 6:
+		proto = bpf_htons(ETH_P_IPV6);
+		break;
+	default:
+		dcount(DECAP_STAT_DROP_INNER);
+		return XDP_DROP;
+	}
+
+	/* Keep the L2 header (with its VLAN tag), drop the outer headers. */
+	if (l2_len == sizeof(struct ethhdr)) {
+		__builtin_memcpy(l2, data, sizeof(struct ethhdr));
+	} else {
+		if (data + sizeof(l2) > data_end)
+			return pass();
+		__builtin_memcpy(l2, data, sizeof(l2));
+	}
+	if (bpf_xdp_adjust_head(ctx, outer_len)) {
+		dcount(DECAP_STAT_DROP_ADJUST);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	if (l2_len == sizeof(struct ethhdr)) {
+		__builtin_memcpy(eth, l2, sizeof(struct ethhdr));
+		eth->h_proto = proto;
+	} else {
+		struct vlan_hdr *vh = (void *)(eth + 1);
+
+		if ((void *)(vh + 1) > data_end)
+			return XDP_DROP;
+		__builtin_memcpy(eth, l2, sizeof(l2));
+		vh->encap_proto = proto;
+	}
+	dcount(v6 ? DECAP_STAT_IP6 : DECAP_STAT_IPIP);
+	if (gue)
+		dcount(DECAP_STAT_GUE);
+	return XDP_PASS;
+}

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* ICMP and ICMPv6: echo replies from a VIP, "too big" messages to clients
+ * whose packets would exceed the MTU once encapsulated, and the reversed flow
+ * of a "too big" that a router sent about a VIP flow. */
+#ifndef __SY_ICMP_H
+#define __SY_ICMP_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "csum.h"
+#include "parsing.h"
+
+#define IPV6_MIN_MTU 1280
+
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 tmp[ETH_ALEN];
+
+	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
+}
+
+/* Turns an echo request to a VIP into the reply, in place. The address swap
+ * leaves every checksum unchanged; type and TTL are updated incrementally. */
+static __always_inline int echo_reply(struct xdp_md *ctx, const struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct icmphdr *ih = data + (p->l4_off & 0xff);
+	__u16 old;
+
+	if ((void *)(eth + 1) > data_end || (void *)(ih + 1) > data_end)
+		return XDP_PASS;
+
+	old = *(__u16 *)ih;
+	ih->type = p->v6 ? ICMPV6_ECHO_REPLY : ICMP_ECHOREPLY;
+	ih->checksum = csum_replace16(ih->checksum, old, *(__u16 *)ih);
+
+	if (p->v6) {
+		struct ipv6hdr *ip6 = data + (p->l2_len & 0x1f);
+		struct addr tmp;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_PASS;
+		tmp = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = tmp;
+		ip6->hop_limit = DEFAULT_TTL;
+	} else {
+		struct iphdr *iph = data + (p->l2_len & 0x1f);
+		__be32 tmp;
+
+		if ((void *)(iph + 1) > data_end)
+			return XDP_PASS;
+		tmp = iph->saddr;
+		iph->saddr = iph->daddr;
+		iph->daddr = tmp;
+		old = *(__u16 *)&iph->ttl;
+		iph->ttl = DEFAULT_TTL;
+		iph->check = csum_replace16(iph->check, old, *(__u16 *)&iph->ttl);
+	}
+	swap_macs(eth);
+	count(STAT_ICMP_ECHO_REPLY);
+	return XDP_TX;
+}
+
+/* Sum of the first 'words' 32-bit words at base (at most MAX_QUOTE_WORDS),
+ * each read bounds-checked at a constant offset the verifier can follow. */
+#define MAX_QUOTE_WORDS 19 /* 8-byte ICMP header + 60-byte IPv4 header + 8 */
+static __always_inline __u64 sum_words(void *base, void *data_end, __u32 words, __u64 sum)
+{
+#pragma unroll
+	for (int i = 0; i < MAX_QUOTE_WORDS; i++) {
+		__u32 *w = (__u32 *)base + i;
+
+		if (i >= words || (void *)(w + 1) > data_end)
+			break;
+		sum += *w;
+	}
+	return sum;
+}
+
+/* Replaces the client's packet with an ICMP "fragmentation needed" (IPv4) or
+ * ICMPv6 "packet too big" quoting its start, addressed back to the client
+ * from the VIP, announcing 'mtu' as the usable size. Returns an XDP verdict. */
+static __always_inline int send_too_big(struct xdp_md *ctx, const struct pkt *p, __u32 mtu)
+{
+	__u32 l2_len = p->l2_len & 0x1f;
+	__u32 hdrs = p->v6 ? IPV6_HDR_LEN + 8 : IPV4_HDR_LEN + 8;
+	__u32 quote = p->v6 ? ICMP6_QUOTE_LEN : (p->l4_off - p->l2_len) + ICMP4_QUOTE_L4;
+	__u8 old_src[ETH_ALEN], old_dst[ETH_ALEN];
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	int new_len;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(old_src, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(old_dst, eth->h_dest, ETH_ALEN);
+
+	if (bpf_xdp_adjust_head(ctx, -(int)hdrs))
+		goto adjust_failed;
+	/* The frame is now frame_len + hdrs long; keep l2 + hdrs + quote. */
+	new_len = l2_len + quote;
+	if (bpf_xdp_adjust_tail(ctx, new_len - (int)p->frame_len))
+		goto adjust_failed;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (l2_rewrite(data, data_end, l2_len, hdrs, old_src, old_dst,
+		       p->v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP)))
+		goto adjust_failed;
+
+	if (!p->v6) {
+		struct iphdr *iph = data + l2_len;
+		struct icmphdr *ih = (void *)(iph + 1);
+		__u64 sum;
+
+		if ((void *)(ih + 1) > data_end)
+			goto adjust_failed;
+		iph->version = 4;
+		iph->ihl = 5;
+		iph->tos = 0;
+		iph->tot_len = bpf_htons(hdrs + quote);
+		iph->id = 0;
+		iph->frag_off = 0;
+		iph->ttl = DEFAULT_TTL;
+		iph->protocol = IPPROTO_ICMP;
+		iph->check = 0;
+		iph->saddr = p->flow.dst.a[3];
+		iph->daddr = p->flow.src.a[3];
+		iph->check = ipv4_hdr_csum(iph);
+
+		ih->type = ICMP_DEST_UNREACH;
+		ih->code = ICMP_FRAG_NEEDED;
+		ih->checksum = 0;
+		ih->un.frag.unused = 0;
+		ih->un.frag.mtu = bpf_htons(mtu);
+		sum = sum_words(ih, data_end, (8 + quote) / 4, 0);
+		ih->checksum = csum_fold(sum);
+	} else {
+		struct ipv6hdr *ip6 = data + l2_len;
+		struct icmphdr *ih = (void *)(ip6 + 1);
+		__u64 sum = 0;
+
+		if ((void *)(ih + 1) > data_end)
+			goto adjust_failed;
+		if (mtu < IPV6_MIN_MTU)
+			mtu = IPV6_MIN_MTU;
+		ip6->version = 6;
+		ip6->priority = 0;
+		ip6->flow_lbl[0] = 0;
+		ip6->flow_lbl[1] = 0;
+		ip6->flow_lbl[2] = 0;
+		ip6->payload_len = bpf_htons(8 + quote);
+		ip6->nexthdr = IPPROTO_ICMPV6;
+		ip6->hop_limit = DEFAULT_TTL;
+		ip6->saddr = p->flow.dst;
+		ip6->daddr = p->flow.src;
+
+		ih->type = ICMPV6_PKT_TOOBIG;
+		ih->code = 0;
+		ih->checksum = 0;
+		ih->un.mtu6 = bpf_htonl(mtu);
+		/* Pseudo-header: addresses, upper-layer length, next header. */
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			sum += p->flow.src.a[i] + (__u64)p->flow.dst.a[i];
+		sum += bpf_htonl(8 + quote);
+		sum += bpf_htonl(IPPROTO_ICMPV6);
+		sum = sum_words(ih, data_end, (8 + quote) / 4, sum);
+		ih->checksum = csum_fold(sum);
+	}
+	count(STAT_ICMP_TOO_BIG_SENT);
+	return XDP_TX;
+
+adjust_failed:
+	count(STAT_DROP_ADJUST);
+	return XDP_DROP;
+}
+
+/* A "too big" addressed to a VIP quotes a packet the backend sent from the
+ * VIP to a client. Rebuilds that client's flow key (the quoted tuple,
+ * reversed) into p->flow so the message reaches the flow's backend.
+ * Returns PARSE_OK, PARSE_PASS (quotes something that is not TCP/UDP) or a
+ * PARSE_DROP verdict. */
+static __always_inline int parse_too_big_quote(void *data, void *data_end, struct pkt *p)
+{
+	void *quoted = data + (p->l4_off & 0xff) + sizeof(struct icmphdr);
+	__be16 *ports;
+	__u8 proto;
+
+	if (!p->v6) {
+		struct iphdr *iph = quoted;
+
+		if ((void *)(iph + 1) > data_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		if (iph->version != 4 || iph->ihl < 5)
+			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
+		proto = iph->protocol;
+		ports = quoted + iph->ihl * 4;
+		if ((void *)(ports + 2) > data_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		addr_set_v4(&p->flow.src, iph->daddr);
+		addr_set_v4(&p->flow.dst, iph->saddr);
+	} else {
+		struct ipv6hdr *ip6 = quoted;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		if (ip6->version != 6)
+			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
+		proto = ip6->nexthdr;
+		ports = (void *)(ip6 + 1);
+		if ((void *)(ports + 2) > data_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		p->flow.src = ip6->daddr;
+		p->flow.dst = ip6->saddr;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return PARSE_PASS;
+	p->flow.proto = proto;
+	p->flow.sport = ports[1];
+	p->flow.dport = ports[0];
+	return PARSE_OK;
+}
+
+#endif

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Maps of the balancer program. All of them are pinned by pkg/datapath, so a
+ * restart or an upgrade keeps VIPs, tables and established flows. */
+#ifndef __SY_MAPS_H
+#define __SY_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "structs.h"
+
+/* (address, port, protocol) -> VIP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vip_meta);
+} vips SEC(".maps");
+
+/* Addresses that carry at least one VIP -> number of VIPs on it. One lookup
+ * decides that a packet is host traffic; it also catches fragments and ICMP,
+ * which have no port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct addr);
+	__type(value, __u32);
+} vip_addrs SEC(".maps");
+
+/* One Maglev table: slot -> backend id. Tables of different (prime) sizes
+ * share the outer map thanks to BPF_F_INNER_MAP. */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+/* vip_num * 2 + generation -> Maglev table. The control plane fills the
+ * inactive generation, then flips vip_meta.gen; the other generation stays
+ * readable for flows that predate the change. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_VIPS * MAGLEV_GENERATIONS);
+	__type(key, __u32);
+	__array(values, struct maglev_table);
+} maglev_tables SEC(".maps");
+
+/* Flow -> backend. Capacity is set at load time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DEFAULT_CONN_TABLE_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_counters);
+} vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_counters);
+} backend_stats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&stats, &idx);
+
+	if (c)
+		*c += 1;
+}
+
+#endif

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Packet parsing: Ethernet (+ one 802.1Q/802.1ad tag), IPv4 (with options),
+ * IPv6, TCP, UDP, ICMP, ICMPv6. Every read is bounds-checked: a short packet
+ * ends in a verdict, never in an out-of-bounds access. */
+#ifndef __SY_PARSING_H
+#define __SY_PARSING_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include "pkt.h"
+#include "maps.h"
+
+/* What the parser learned about a packet. Offsets are from ctx->data. */
+struct pkt {
+	struct flow_key flow;
+	__u32 l2_len; /* 14, or 18 with a VLAN tag */
+	__u32 l4_off; /* start of the L4 header */
+	__u32 l3_len; /* IP header + payload, as the IP header declares */
+	__u32 frame_len;
+	__u8 v6;
+	__u8 tos;       /* IPv4 TOS or IPv6 traffic class */
+	__u8 tcp_flags;
+	__u8 df;        /* IPv4 "don't fragment"; always 1 for IPv6 */
+	__u8 icmp_type;
+	__u8 icmp_code;
+};
+
+/* Parser verdicts. PARSE_DROP + n means "drop, counted under sy_stat n". */
+#define PARSE_OK 0
+#define PARSE_PASS 1      /* not for a VIP: leave it to the stack */
+#define PARSE_MALFORMED 2 /* unparsable L2/L3: leave it to the stack, count */
+#define PARSE_DROP 0x100
+
+static __always_inline void addr_set_v4(struct addr *a, __be32 v4)
+{
+	a->a[0] = 0;
+	a->a[1] = 0;
+	a->a[2] = bpf_htonl(0xffff);
+	a->a[3] = v4;
+}
+
+static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
+{
+	__u32 off = p->l4_off & 0xff; /* <= 18 + 60: keeps the verifier's bounds tight */
+	__u32 l3_end = p->l2_len + p->l3_len;
+
+	switch (p->flow.proto) {
+	case IPPROTO_TCP: {
+		struct tcphdr *th = data + off;
+
+		if ((void *)(th + 1) > data_end || off + sizeof(*th) > l3_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		p->flow.sport = th->source;
+		p->flow.dport = th->dest;
+		p->tcp_flags = th->flags;
+		return PARSE_OK;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr *uh = data + off;
+
+		if ((void *)(uh + 1) > data_end || off + sizeof(*uh) > l3_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		p->flow.sport = uh->source;
+		p->flow.dport = uh->dest;
+		return PARSE_OK;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		struct icmphdr *ih = data + off;
+
+		if ((void *)(ih + 1) > data_end || off + sizeof(*ih) > l3_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		p->icmp_type = ih->type;
+		p->icmp_code = ih->code;
+		return PARSE_OK;
+	}
+	}
+	return PARSE_PASS;
+}
+
+static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
+{
+	struct iphdr *iph = data + p->l2_len;
+	__u32 ihl_len;
+
+	if ((void *)(iph + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (iph->version != 4 || iph->ihl < 5)
+		return PARSE_MALFORMED;
+	addr_set_v4(&p->flow.dst, iph->daddr);
+	if (!bpf_map_lookup_elem(&vip_addrs, &p->flow.dst))
+		return PARSE_PASS;
+
+	ihl_len = iph->ihl * 4;
+	p->l4_off = p->l2_len + ihl_len;
+	if (p->l4_off > p->frame_len)
+		return PARSE_DROP + STAT_DROP_TRUNCATED;
+
+	addr_set_v4(&p->flow.src, iph->saddr);
+	p->l3_len = bpf_ntohs(iph->tot_len);
+	if (p->l3_len < ihl_len || p->l2_len + p->l3_len > p->frame_len)
+		return PARSE_DROP + STAT_DROP_TRUNCATED;
+	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PARSE_DROP + STAT_DROP_FRAGMENT;
+	p->df = !!(iph->frag_off & bpf_htons(IP_DF));
+	p->tos = iph->tos;
+	p->flow.proto = iph->protocol;
+	if (p->flow.proto == IPPROTO_ICMPV6)
+		return PARSE_PASS;
+	return parse_l4(data, data_end, p);
+}
+
+static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
+{
+	struct ipv6hdr *ip6 = data + p->l2_len;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (ip6->version != 6)
+		return PARSE_MALFORMED;
+	p->flow.dst = ip6->daddr;
+	if (!bpf_map_lookup_elem(&vip_addrs, &p->flow.dst))
+		return PARSE_PASS;
+
+	p->v6 = 1;
+	p->flow.src = ip6->saddr;
+	p->l4_off = p->l2_len + IPV6_HDR_LEN;
+	p->l3_len = IPV6_HDR_LEN + bpf_ntohs(ip6->payload_len);
+	if (p->l2_len + p->l3_len > p->frame_len)
+		return PARSE_DROP + STAT_DROP_TRUNCATED;
+	if (ip6->nexthdr == IPPROTO_FRAGMENT)
+		return PARSE_DROP + STAT_DROP_FRAGMENT;
+	p->df = 1;
+	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	p->flow.proto = ip6->nexthdr;
+	if (p->flow.proto == IPPROTO_ICMP)
+		return PARSE_PASS;
+	return parse_l4(data, data_end, p);
+}
+
+static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__be16 proto;
+
+	p->frame_len = data_end - data;
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_MALFORMED;
+	proto = eth->h_proto;
+	p->l2_len = sizeof(*eth);
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vh = (void *)(eth + 1);
+
+		if ((void *)(vh + 1) > data_end)
+			return PARSE_MALFORMED;
+		proto = vh->encap_proto;
+		p->l2_len += sizeof(*vh);
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(data, data_end, p);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(data, data_end, p);
+	return PARSE_PASS;
+}
+
+#endif

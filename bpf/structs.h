@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Map keys and values. Go gets them through bpf2go -type; field order and
+ * sizes are ABI for pinned maps: append, never reorder. */
+#ifndef __SY_STRUCTS_H
+#define __SY_STRUCTS_H
+
+#include <linux/types.h>
+#include "consts.h"
+
+/* An address in 16 bytes: IPv4 is written as ::ffff:a.b.c.d so that one code
+ * path and one key layout serve both families. Network byte order. */
+struct addr {
+	__be32 a[4];
+};
+
+struct vip_key {
+	struct addr addr;
+	__be16 port; /* 0: all ports */
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct vip_meta {
+	__u32 vip_num;  /* index into maglev_tables and vip_stats */
+	__u32 flags;    /* enum vip_flags */
+	__u32 table_size[MAGLEV_GENERATIONS]; /* slots of each generation's table */
+	__u32 gen;      /* active generation: 0 or 1 */
+	__u32 pad;
+};
+
+/* The 5-tuple of a client flow, as seen on the way in. */
+struct flow_key {
+	struct addr src;
+	struct addr dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct conn {
+	__u32 backend_id;
+	__u32 vip_num;
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the latest refresh */
+};
+
+struct backend {
+	struct addr addr;
+	__u32 flags; /* enum backend_flags */
+};
+
+struct lb_config {
+	__u8 nh_mac[ETH_ALEN];  /* next hop (router) */
+	__u8 src_mac[ETH_ALEN]; /* our interface */
+	__u16 mtu;              /* largest encapsulated L3 packet */
+	__be16 gue_port;
+	__u32 flags;            /* enum cfg_flags */
+	__be32 src_v4;
+	struct addr src_v6;
+	__be32 src_prefix_v4;   /* network part, host bits zero */
+	__be32 src_hostmask_v4; /* host bits set */
+	struct addr src_prefix_v6;
+	struct addr src_hostmask_v6;
+	__u64 udp_timeout_ns;
+};
+
+struct vip_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+struct backend_counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct decap_config {
+	__be16 gue_port; /* 0: no GUE */
+	__u16 pad;
+	__u32 flags;
+};
+
+#endif

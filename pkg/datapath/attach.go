@@ -1,0 +1,239 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// AttachMode selects how the XDP program is attached.
+type AttachMode int
+
+const (
+	// AttachNative runs the program in the driver (fast path).
+	AttachNative AttachMode = iota
+	// AttachGeneric runs it on the skb path: works everywhere, slower.
+	AttachGeneric
+	// AttachAuto tries native and falls back to generic with a warning.
+	AttachAuto
+)
+
+// ParseAttachMode parses "native", "generic" or "auto".
+func ParseAttachMode(s string) (AttachMode, error) {
+	switch s {
+	case "", "native":
+		return AttachNative, nil
+	case "generic":
+		return AttachGeneric, nil
+	case "auto":
+		return AttachAuto, nil
+	}
+	return 0, fmt.Errorf("unknown attach mode %q: use native, generic or auto", s)
+}
+
+func (m AttachMode) String() string {
+	switch m {
+	case AttachNative:
+		return "native"
+	case AttachGeneric:
+		return "generic"
+	}
+	return "auto"
+}
+
+// ErrNoInterface: the configured interface does not exist.
+var ErrNoInterface = errors.New("no such interface")
+
+const linkPinName = "link"
+
+// AttachResult says what attachProgram did.
+type AttachResult struct {
+	Mode     AttachMode // native or generic: what is in force
+	Replaced bool       // an existing pinned link was updated in place
+	OldTag   string     // tag of the program that was replaced
+	NewTag   string
+}
+
+// attachProgram attaches prog to iface and pins the link at pinDir/link, or,
+// when a link is already pinned there, swaps prog into it (the hitless
+// upgrade path). It returns the link; the caller closes it (the pin keeps the
+// attachment alive).
+func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir string, log *slog.Logger) (link.Link, AttachResult, error) {
+	res := AttachResult{}
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, res, fmt.Errorf("interface %q: %w (check the name with `ip link`; inside a namespace, run switchyard in that namespace)", iface, ErrNoInterface)
+	}
+	if info, err := prog.Info(); err == nil {
+		res.NewTag = info.Tag
+	}
+
+	linkPath := ""
+	if pinDir != "" {
+		linkPath = filepath.Join(pinDir, linkPinName)
+		if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
+			ok, oldTag, oldMode := pinnedLinkUsable(l, ifc.Index)
+			if ok {
+				res.OldTag = oldTag
+				if err := l.Update(prog); err != nil {
+					l.Close()
+					return nil, res, fmt.Errorf("replace program on pinned link %s: %w", linkPath, err)
+				}
+				res.Replaced = true
+				res.Mode = oldMode
+				return l, res, nil
+			}
+			// The interface went away (or was recreated): the link is
+			// defunct. Drop the pin and attach afresh.
+			log.Warn("pinned XDP link is stale, attaching afresh", "pin", linkPath)
+			l.Unpin()
+			l.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, res, fmt.Errorf("load pinned link %s: %w", linkPath, err)
+		}
+	}
+
+	try := func(m AttachMode) (link.Link, error) {
+		flags := link.XDPDriverMode
+		if m == AttachGeneric {
+			flags = link.XDPGenericMode
+		}
+		return link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: flags})
+	}
+	var l link.Link
+	switch mode {
+	case AttachAuto:
+		l, err = try(AttachNative)
+		res.Mode = AttachNative
+		if err != nil && !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EEXIST) {
+			log.Warn("native XDP attach failed, falling back to generic (skb) mode: expect lower performance",
+				"interface", iface, "error", err)
+			l, err = try(AttachGeneric)
+			res.Mode = AttachGeneric
+		}
+	default:
+		l, err = try(mode)
+		res.Mode = mode
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
+			return nil, res, fmt.Errorf("attach XDP to %s: another XDP program is already attached (not by this switchyard pin dir); remove it with `ip link set dev %s xdp off` or run `switchyard remove`: %w", iface, iface, err)
+		case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
+			return nil, res, fmt.Errorf("attach XDP to %s in %s mode: %w (the driver may not support native XDP; set datapath.attach_mode to auto or generic)", iface, res.Mode, err)
+		}
+		return nil, res, fmt.Errorf("attach XDP to %s: %w", iface, err)
+	}
+	if linkPath != "" {
+		if err := l.Pin(linkPath); err != nil {
+			l.Close()
+			return nil, res, fmt.Errorf("pin XDP link at %s: %w", linkPath, err)
+		}
+	}
+	return l, res, nil
+}
+
+// pinnedLinkUsable reports whether a pinned XDP link is still attached to
+// ifindex, with the tag of its program and its mode.
+func pinnedLinkUsable(l link.Link, ifindex int) (bool, string, AttachMode) {
+	info, err := l.Info()
+	if err != nil {
+		return false, "", 0
+	}
+	xdp := info.XDP()
+	if xdp == nil || int(xdp.Ifindex) != ifindex {
+		return false, "", 0
+	}
+	tag := ""
+	if p, err := ebpf.NewProgramFromID(info.Program); err == nil {
+		if pi, err := p.Info(); err == nil {
+			tag = pi.Tag
+		}
+		p.Close()
+	}
+	mode := AttachNative
+	if dev, err := netlink.LinkByIndex(ifindex); err == nil && dev.Attrs().Xdp != nil &&
+		dev.Attrs().Xdp.AttachMode == nl.XDP_ATTACHED_SKB {
+		mode = AttachGeneric
+	}
+	return true, tag, mode
+}
+
+// removePinned detaches the pinned link under pinDir (if any) and removes
+// every pin there. Safe to call when nothing is pinned.
+func removePinned(pinDir string) error {
+	if err := checkBPFFS(pinDir); err != nil {
+		return err
+	}
+	linkPath := filepath.Join(pinDir, linkPinName)
+	if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
+		// Unpinned and closed, the link is gone and the program detached.
+		if err := l.Unpin(); err != nil {
+			l.Close()
+			return fmt.Errorf("unpin %s: %w", linkPath, err)
+		}
+		l.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("load pinned link %s: %w", linkPath, err)
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		return fmt.Errorf("remove pins in %s: %w", pinDir, err)
+	}
+	// Remove the parent too when this was its last interface.
+	parent := filepath.Dir(pinDir)
+	if parent != BPFFSRoot && strings.HasPrefix(parent, BPFFSRoot) {
+		os.Remove(parent) // fails harmlessly when not empty
+	}
+	return nil
+}
+
+// AttachPass attaches a plain XDP_PASS program to ifname in the network
+// namespace ns (netlink attach, no link object to keep open). A veth only
+// delivers frames that its peer XDP_TXes when it has an XDP program itself;
+// test and demo topologies call this for the router side of balancer links.
+// The attachment lives until the interface is deleted.
+func AttachPass(ns netns.NsHandle, ifname string) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with the goroutine, so no other
+		// goroutine inherits the namespace switch.
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter namespace: %w", err)
+			return
+		}
+		errc <- attachPassHere(ifname)
+	}()
+	return <-errc
+}
+
+func attachPassHere(ifname string) error {
+	var objs testprogsObjects
+	if err := loadTestprogsObjects(&objs, nil); err != nil {
+		return fmt.Errorf("load xdp_pass: %w", err)
+	}
+	defer objs.Close()
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	if err := netlink.LinkSetXdpFdWithFlags(l, objs.XdpPass.FD(), xdpFlagsDrvMode); err != nil {
+		return fmt.Errorf("attach xdp_pass to %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// xdpFlagsDrvMode is XDP_FLAGS_DRV_MODE from linux/if_link.h.
+const xdpFlagsDrvMode = 1 << 2

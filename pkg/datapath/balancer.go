@@ -1,0 +1,556 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure how the balancer program is loaded.
+type Options struct {
+	// PinDir is the bpffs directory of this balancer's maps and link.
+	// "" loads unpinned objects that vanish on Close (tests, benchmarks).
+	PinDir string
+	// ConnTableSize is the connection-table capacity (0: DefaultConnTableSize).
+	// Pinned tables keep their size: changing it needs `switchyard remove`.
+	ConnTableSize uint32
+	// Logger receives warnings (nil: discarded).
+	Logger *slog.Logger
+
+	// benchUndo loads the benchmark build, which strips its own
+	// encapsulation again so BPF_PROG_TEST_RUN repeats a real packet.
+	benchUndo bool
+}
+
+// Balancer is the loaded balancer program and its maps.
+type Balancer struct {
+	objs   balancerObjects
+	pinDir string
+	log    *slog.Logger
+	link   link.Link
+
+	mu     sync.Mutex
+	tables map[uint32]*ebpf.Map // vip_num*2+gen -> inner map, opened lazily
+}
+
+// LoadBalancer loads the balancer program, creating or reusing the maps
+// pinned under opts.PinDir. It does not attach the program.
+func LoadBalancer(opts Options) (*Balancer, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	load := loadBalancer
+	if opts.benchUndo {
+		load = loadBalancerbench
+	}
+	spec, err := load()
+	if err != nil {
+		return nil, fmt.Errorf("read balancer object: %w", err)
+	}
+	size := opts.ConnTableSize
+	if size == 0 {
+		size = DefaultConnTableSize
+	}
+	spec.Maps["conns"].MaxEntries = size
+	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}}
+	if opts.benchUndo {
+		var objs balancerbenchObjects
+		if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
+			return nil, err
+		}
+		b.objs = balancerObjects{
+			balancerPrograms: balancerPrograms{XdpBalancer: objs.XdpBalancer},
+			balancerMaps:     balancerMaps(objs.balancerbenchMaps),
+		}
+		return b, nil
+	}
+	if err := loadCollection(spec, opts.PinDir, &b.objs); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Attach attaches the program to iface, or swaps it into the link an earlier
+// run pinned (keeping established flows). Needs a PinDir to survive restarts.
+func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
+	l, res, err := attachProgram(b.objs.XdpBalancer, iface, mode, b.pinDir, b.log)
+	if err != nil {
+		return res, err
+	}
+	b.link = l
+	return res, nil
+}
+
+// Close releases file descriptors. Pinned maps and the pinned link stay, and
+// with them the datapath: packets keep flowing while no daemon runs.
+func (b *Balancer) Close() error {
+	b.mu.Lock()
+	for k, m := range b.tables {
+		m.Close()
+		delete(b.tables, k)
+	}
+	b.mu.Unlock()
+	if b.link != nil {
+		b.link.Close()
+	}
+	return b.objs.Close()
+}
+
+// RemoveBalancer detaches the balancer pinned under pinDir and deletes its
+// pins, dropping every flow. The explicit way to uninstall.
+func RemoveBalancer(pinDir string) error { return removePinned(pinDir) }
+
+// Settings are the balancer-wide datapath parameters.
+type Settings struct {
+	NextHopMAC     net.HardwareAddr // router MAC; nil: not resolved, VIP traffic is dropped (counted)
+	SourceMAC      net.HardwareAddr // the interface's MAC
+	MTU            uint16           // largest encapsulated L3 packet
+	GUEPort        uint16           // 0: IPIP / IPv6 encapsulation; else GUE on this UDP port
+	ICMPTooBig     bool             // answer over-MTU packets with "too big"
+	SourceV4       netip.Addr       // outer IPv4 source
+	SourceV6       netip.Addr       // outer IPv6 source
+	SourcePrefixV4 netip.Prefix     // if valid: outer IPv4 source hashed from the client inside it
+	SourcePrefixV6 netip.Prefix
+	UDPIdleTimeout time.Duration
+}
+
+// SetSettings writes the balancer-wide parameters (one atomic map update).
+func (b *Balancer) SetSettings(s Settings) error {
+	var c balancerLbConfig
+	if len(s.NextHopMAC) == 6 {
+		copy(c.NhMac[:], s.NextHopMAC)
+		c.Flags |= uint32(balancerCfgFlagsCFG_F_NEXTHOP)
+	}
+	if len(s.SourceMAC) == 6 {
+		copy(c.SrcMac[:], s.SourceMAC)
+	}
+	c.Mtu = s.MTU
+	if s.GUEPort != 0 {
+		c.GuePort = htons(s.GUEPort)
+		c.Flags |= uint32(balancerCfgFlagsCFG_F_GUE)
+	}
+	if s.ICMPTooBig {
+		c.Flags |= uint32(balancerCfgFlagsCFG_F_ICMP_TOO_BIG)
+	}
+	if s.SourceV4.Is4() {
+		c.SrcV4 = toAddr(s.SourceV4).A[3]
+	}
+	if s.SourceV6.Is6() {
+		c.SrcV6 = toAddr(s.SourceV6)
+	}
+	if p := s.SourcePrefixV4; p.IsValid() && p.Addr().Is4() {
+		net4, mask := prefixParts(p)
+		c.SrcPrefixV4, c.SrcHostmaskV4 = net4.A[3], mask.A[3]
+		c.Flags |= uint32(balancerCfgFlagsCFG_F_SRC_PREFIX_V4)
+	}
+	if p := s.SourcePrefixV6; p.IsValid() && p.Addr().Is6() {
+		c.SrcPrefixV6, c.SrcHostmaskV6 = prefixParts(p)
+		c.Flags |= uint32(balancerCfgFlagsCFG_F_SRC_PREFIX_V6)
+	}
+	c.UdpTimeoutNs = uint64(s.UDPIdleTimeout.Nanoseconds())
+	return b.objs.Config.Put(uint32(0), &c)
+}
+
+// prefixParts returns a prefix's network part and its host mask in datapath
+// form (an IPv4 prefix occupies the last word).
+func prefixParts(p netip.Prefix) (network, hostmask balancerAddr) {
+	p = p.Masked()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	var m [16]byte
+	for i := range m {
+		switch {
+		case bits >= 8*(i+1):
+			m[i] = 0
+		case bits <= 8*i:
+			m[i] = 0xff
+		default:
+			m[i] = 0xff >> (bits - 8*i)
+		}
+	}
+	return toAddr(p.Addr()), toAddr(netip.AddrFrom16(m))
+}
+
+// SetVIP creates a VIP or changes its options, keeping its tables and
+// generation. A new VIP has no table (its packets are dropped as "no
+// backend") until PublishTable.
+func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
+	if num >= MaxVIPs {
+		return fmt.Errorf("VIP %s: number %d over the datapath's limit of %d VIPs", k, num, MaxVIPs)
+	}
+	key := toVIPKey(k)
+	var meta balancerVipMeta
+	err := b.objs.Vips.Lookup(&key, &meta)
+	switch {
+	case err == nil && meta.VipNum != num:
+		return fmt.Errorf("VIP %s: already has number %d, not %d", k, meta.VipNum, num)
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		meta = balancerVipMeta{VipNum: num}
+		if err := b.clearTables(num); err != nil {
+			return err
+		}
+	case err != nil:
+		return fmt.Errorf("look up VIP %s: %w", k, err)
+	}
+	meta.Flags = uint32(flags)
+	if err := b.objs.Vips.Put(&key, &meta); err != nil {
+		return fmt.Errorf("write VIP %s: %w", k, err)
+	}
+	return b.syncVIPAddr(k.Addr)
+}
+
+// DeleteVIP removes a VIP and its tables. Its connection entries age out.
+func (b *Balancer) DeleteVIP(k VIPKey) error {
+	key := toVIPKey(k)
+	var meta balancerVipMeta
+	if err := b.objs.Vips.Lookup(&key, &meta); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return fmt.Errorf("look up VIP %s: %w", k, err)
+	}
+	if err := b.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete VIP %s: %w", k, err)
+	}
+	if err := b.syncVIPAddr(k.Addr); err != nil {
+		return err
+	}
+	return b.clearTables(meta.VipNum)
+}
+
+// VIPs returns every VIP in the datapath.
+func (b *Balancer) VIPs() (map[VIPKey]VIPMeta, error) {
+	out := map[VIPKey]VIPMeta{}
+	var key balancerVipKey
+	var meta balancerVipMeta
+	it := b.objs.Vips.Iterate()
+	for it.Next(&key, &meta) {
+		out[fromVIPKey(key)] = VIPMeta{Num: meta.VipNum, Flags: VIPFlags(meta.Flags), TableSize: meta.TableSize, Gen: meta.Gen}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate VIPs: %w", err)
+	}
+	return out, nil
+}
+
+// syncVIPAddr keeps vip_addrs[addr] equal to the number of VIPs on addr.
+func (b *Balancer) syncVIPAddr(addr netip.Addr) error {
+	vips, err := b.VIPs()
+	if err != nil {
+		return err
+	}
+	var n uint32
+	for k := range vips {
+		if k.Addr == addr {
+			n++
+		}
+	}
+	a := toAddr(addr)
+	if n == 0 {
+		if err := b.objs.VipAddrs.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete VIP address %s: %w", addr, err)
+		}
+		return nil
+	}
+	if err := b.objs.VipAddrs.Put(&a, n); err != nil {
+		return fmt.Errorf("write VIP address %s: %w", addr, err)
+	}
+	return nil
+}
+
+// PublishTable installs a new Maglev table for a VIP without any packet ever
+// seeing a half-written one: it fills the inactive generation, then flips
+// the VIP's generation index in one map update. The table that was active
+// stays readable as the previous generation. Returns the new generation.
+func (b *Balancer) PublishTable(k VIPKey, table []uint32) (uint32, error) {
+	if len(table) == 0 {
+		return 0, fmt.Errorf("VIP %s: empty table", k)
+	}
+	key := toVIPKey(k)
+	var meta balancerVipMeta
+	if err := b.objs.Vips.Lookup(&key, &meta); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("VIP %s: %w", k, ErrNoSuchVIP)
+		}
+		return 0, fmt.Errorf("look up VIP %s: %w", k, err)
+	}
+	next := meta.Gen ^ 1
+	if meta.TableSize[meta.Gen] == 0 {
+		next = meta.Gen // first table: nothing to keep
+	}
+	if err := b.writeTable(meta.VipNum, next, table); err != nil {
+		return 0, fmt.Errorf("VIP %s: %w", k, err)
+	}
+	meta.TableSize[next] = uint32(len(table))
+	meta.Gen = next
+	if err := b.objs.Vips.Put(&key, &meta); err != nil {
+		return 0, fmt.Errorf("flip VIP %s to generation %d: %w", k, next, err)
+	}
+	return next, nil
+}
+
+func (b *Balancer) writeTable(num, gen uint32, table []uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	slot := num*2 + gen
+	m, err := b.tableLocked(slot)
+	if err != nil {
+		return err
+	}
+	if m == nil || m.MaxEntries() != uint32(len(table)) {
+		nm, err := ebpf.NewMap(&ebpf.MapSpec{
+			Name: "maglev_table", Type: ebpf.Array, KeySize: 4, ValueSize: 4,
+			MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,
+		})
+		if err != nil {
+			return fmt.Errorf("create Maglev table of %d slots: %w", len(table), err)
+		}
+		if err := fillTable(nm, table); err != nil {
+			nm.Close()
+			return err
+		}
+		if err := b.objs.MaglevTables.Put(slot, nm); err != nil {
+			nm.Close()
+			return fmt.Errorf("install Maglev table: %w", err)
+		}
+		if m != nil {
+			m.Close()
+		}
+		b.tables[slot] = nm
+		return nil
+	}
+	return fillTable(m, table)
+}
+
+func fillTable(m *ebpf.Map, table []uint32) error {
+	keys := make([]uint32, len(table))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := m.BatchUpdate(keys, table, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("write Maglev table: %w", err)
+		}
+		for i, v := range table {
+			if err := m.Put(uint32(i), v); err != nil {
+				return fmt.Errorf("write Maglev table slot %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// tableLocked returns the inner map at slot, opening it from the outer map
+// if an earlier run installed it; nil if there is none.
+func (b *Balancer) tableLocked(slot uint32) (*ebpf.Map, error) {
+	if m, ok := b.tables[slot]; ok {
+		return m, nil
+	}
+	var m *ebpf.Map
+	if err := b.objs.MaglevTables.Lookup(slot, &m); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("open Maglev table %d: %w", slot, err)
+	}
+	b.tables[slot] = m
+	return m, nil
+}
+
+func (b *Balancer) clearTables(num uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for gen := range uint32(2) {
+		slot := num*2 + gen
+		if err := b.objs.MaglevTables.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete Maglev table %d: %w", slot, err)
+		}
+		if m, ok := b.tables[slot]; ok {
+			m.Close()
+			delete(b.tables, slot)
+		}
+	}
+	return nil
+}
+
+// Table reads back a VIP's table of generation gen (nil if it has none).
+func (b *Balancer) Table(k VIPKey, gen uint32) ([]uint32, error) {
+	key := toVIPKey(k)
+	var meta balancerVipMeta
+	if err := b.objs.Vips.Lookup(&key, &meta); err != nil {
+		return nil, fmt.Errorf("VIP %s: %w", k, ErrNoSuchVIP)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m, err := b.tableLocked(meta.VipNum*2 + gen&1)
+	if err != nil || m == nil {
+		return nil, err
+	}
+	out := make([]uint32, meta.TableSize[gen&1])
+	for i := range out {
+		if err := m.Lookup(uint32(i), &out[i]); err != nil {
+			return nil, fmt.Errorf("read slot %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// SetBackend writes backend id's address. Connection entries that point at
+// id follow the new address.
+func (b *Balancer) SetBackend(id uint32, addr netip.Addr) error {
+	if id >= MaxBackends {
+		return fmt.Errorf("backend id %d over the datapath's limit of %d", id, MaxBackends)
+	}
+	be := balancerBackend{Addr: toAddr(addr), Flags: uint32(balancerBackendFlagsBACKEND_F_VALID)}
+	if addr.Is6() && !addr.Is4In6() {
+		be.Flags |= uint32(balancerBackendFlagsBACKEND_F_V6)
+	}
+	if err := b.objs.Backends.Put(id, &be); err != nil {
+		return fmt.Errorf("write backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteBackend invalidates backend id: flows pinned to it choose again.
+func (b *Balancer) DeleteBackend(id uint32) error {
+	if err := b.objs.Backends.Put(id, &balancerBackend{}); err != nil {
+		return fmt.Errorf("clear backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// Backends returns the valid backend slots.
+func (b *Balancer) Backends() (map[uint32]Backend, error) {
+	out := map[uint32]Backend{}
+	var id uint32
+	var be balancerBackend
+	it := b.objs.Backends.Iterate()
+	for it.Next(&id, &be) {
+		if be.Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) != 0 {
+			out[id] = Backend{Addr: fromAddr(be.Addr)}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate backends: %w", err)
+	}
+	return out, nil
+}
+
+// Flows calls fn for every connection-table entry until fn returns false.
+func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
+	var key balancerFlowKey
+	var c balancerConn
+	it := b.objs.Conns.Iterate()
+	for it.Next(&key, &c) {
+		if !fn(fromFlowKey(key), Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate connection table: %w", err)
+	}
+	return nil
+}
+
+// LookupFlow returns the connection entry of a flow.
+func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
+	key := toFlowKey(f)
+	var c balancerConn
+	if err := b.objs.Conns.Lookup(&key, &c); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Conn{}, false, nil
+		}
+		return Conn{}, false, err
+	}
+	return Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}, true, nil
+}
+
+// ConnTableSize is the capacity of the connection table.
+func (b *Balancer) ConnTableSize() uint32 { return b.objs.Conns.MaxEntries() }
+
+// VIPCounters returns VIP num's counters summed over CPUs.
+func (b *Balancer) VIPCounters(num uint32) (VIPCounters, error) {
+	var per []balancerVipCounters
+	if err := b.objs.VipStats.Lookup(num, &per); err != nil {
+		return VIPCounters{}, fmt.Errorf("read VIP %d counters: %w", num, err)
+	}
+	var out VIPCounters
+	for _, c := range per {
+		out.Packets += c.Packets
+		out.Bytes += c.Bytes
+		out.NewFlows += c.NewFlows
+	}
+	return out, nil
+}
+
+// BackendCounters returns backend id's counters summed over CPUs.
+func (b *Balancer) BackendCounters(id uint32) (BackendCounters, error) {
+	var per []balancerBackendCounters
+	if err := b.objs.BackendStats.Lookup(id, &per); err != nil {
+		return BackendCounters{}, fmt.Errorf("read backend %d counters: %w", id, err)
+	}
+	var out BackendCounters
+	for _, c := range per {
+		out.Packets += c.Packets
+		out.Bytes += c.Bytes
+	}
+	return out, nil
+}
+
+// Stats returns the global counters by name (see StatNames), summed over CPUs.
+func (b *Balancer) Stats() (map[string]uint64, error) {
+	return readStats(b.objs.Stats, statNames[:])
+}
+
+func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(names))
+	for i, name := range names {
+		var per []uint64
+		if err := m.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
+
+// statNames are the global counters, in the order of enum sy_stat. Names
+// starting with "drop_" are drop reasons.
+var statNames = [balancerSyStatSTAT_MAX]string{
+	balancerSyStatSTAT_PASS_MALFORMED:    "pass_malformed",
+	balancerSyStatSTAT_CONN_HIT:          "conn_hit",
+	balancerSyStatSTAT_CONN_MISS:         "conn_miss",
+	balancerSyStatSTAT_UDP_EXPIRED:       "udp_expired",
+	balancerSyStatSTAT_ENCAP_IPIP:        "encap_ipip",
+	balancerSyStatSTAT_ENCAP_IP6:         "encap_ip6",
+	balancerSyStatSTAT_ENCAP_GUE:         "encap_gue",
+	balancerSyStatSTAT_ICMP_ECHO_REPLY:   "icmp_echo_reply",
+	balancerSyStatSTAT_ICMP_TOO_BIG_FWD:  "icmp_too_big_forwarded",
+	balancerSyStatSTAT_ICMP_TOO_BIG_SENT: "icmp_too_big_sent",
+	balancerSyStatSTAT_DROP_FRAGMENT:     "drop_fragment",
+	balancerSyStatSTAT_DROP_TRUNCATED:    "drop_truncated",
+	balancerSyStatSTAT_DROP_NO_BACKEND:   "drop_no_backend",
+	balancerSyStatSTAT_DROP_NO_NEXTHOP:   "drop_no_nexthop",
+	balancerSyStatSTAT_DROP_TOO_BIG:      "drop_too_big",
+	balancerSyStatSTAT_DROP_ADJUST:       "drop_adjust_failed",
+	balancerSyStatSTAT_DROP_ICMP_INVALID: "drop_icmp_invalid",
+}
+
+// StatNames lists the global counter names, in datapath order.
+func StatNames() []string { return slices.Clone(statNames[:]) }

@@ -1,0 +1,439 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// encapWant describes the packet a forwarding fixture must produce.
+type encapWant struct {
+	backend netip.Addr
+	gue     uint16 // GUE destination port, 0 for plain IP-in-IP
+	vlan    uint16
+}
+
+// checkEncap decodes out field by field: L2 rewritten to the next hop, the
+// outer header right (addresses, length, TTL, TOS, protocol, checksum), and
+// the inner packet byte-for-byte the packet that came in.
+func checkEncap(t *testing.T, in []byte, l2 int, out []byte, want encapWant) {
+	t.Helper()
+	inner := in[l2:]
+	innerV6 := inner[0]>>4 == 6
+	innerLen := len(inner)
+	var innerTOS uint8
+	if innerV6 {
+		innerTOS = inner[0]<<4 | inner[1]>>4
+		innerLen = 40 + int(binary.BigEndian.Uint16(inner[4:]))
+	} else {
+		innerTOS = inner[1]
+		innerLen = int(binary.BigEndian.Uint16(inner[2:]))
+	}
+	inner = inner[:innerLen]
+
+	pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
+	eth, _ := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	if eth == nil {
+		t.Fatalf("output has no Ethernet header: %x", out)
+	}
+	if !bytes.Equal(eth.DstMAC, nextHopMAC) || !bytes.Equal(eth.SrcMAC, ourMAC) {
+		t.Errorf("L2 %s -> %s, want %s -> %s", eth.SrcMAC, eth.DstMAC, ourMAC, nextHopMAC)
+	}
+	off := 14
+	if want.vlan != 0 {
+		dq, _ := pkt.Layer(layers.LayerTypeDot1Q).(*layers.Dot1Q)
+		if dq == nil || dq.VLANIdentifier != want.vlan {
+			t.Fatalf("VLAN tag lost: %v", pkt)
+		}
+		off = 18
+	}
+	outerProto := layers.IPProtocolIPv4
+	if innerV6 {
+		outerProto = layers.IPProtocolIPv6
+	}
+	if want.gue != 0 {
+		outerProto = layers.IPProtocolUDP
+	}
+	hdr := 20
+	if want.backend.Is6() {
+		hdr = 40
+		ip, _ := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		if ip == nil {
+			t.Fatalf("no outer IPv6 header: %v", pkt)
+		}
+		if got := netip.MustParseAddr(ip.DstIP.String()); got != want.backend {
+			t.Errorf("outer destination %s, want backend %s", got, want.backend)
+		}
+		if got := netip.MustParseAddr(ip.SrcIP.String()); got != lbV6 {
+			t.Errorf("outer source %s, want %s", got, lbV6)
+		}
+		if ip.HopLimit != 64 || ip.TrafficClass != innerTOS || ip.NextHeader != outerProto {
+			t.Errorf("outer hop limit %d tclass %#x next %v, want 64 %#x %v", ip.HopLimit, ip.TrafficClass, ip.NextHeader, innerTOS, outerProto)
+		}
+		wantPayload := innerLen
+		if want.gue != 0 {
+			wantPayload += 8
+		}
+		if int(ip.Length) != wantPayload {
+			t.Errorf("outer payload length %d, want %d", ip.Length, wantPayload)
+		}
+	} else {
+		ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if ip == nil {
+			t.Fatalf("no outer IPv4 header: %v", pkt)
+		}
+		if got := netip.MustParseAddr(ip.DstIP.String()); got != want.backend {
+			t.Errorf("outer destination %s, want backend %s", got, want.backend)
+		}
+		if got := netip.MustParseAddr(ip.SrcIP.String()); got != lbV4 {
+			t.Errorf("outer source %s, want %s", got, lbV4)
+		}
+		if ip.TTL != 64 || ip.TOS != innerTOS || ip.Protocol != outerProto || ip.IHL != 5 || ip.Flags != layers.IPv4DontFragment {
+			t.Errorf("outer ttl %d tos %#x proto %v ihl %d flags %v", ip.TTL, ip.TOS, ip.Protocol, ip.IHL, ip.Flags)
+		}
+		wantLen := innerLen + 20
+		if want.gue != 0 {
+			wantLen += 8
+		}
+		if int(ip.Length) != wantLen {
+			t.Errorf("outer total length %d, want %d", ip.Length, wantLen)
+		}
+		if c := inetChecksum(out[off:off+20], 0); c != 0 {
+			t.Errorf("outer IPv4 header checksum invalid (residue %#x)", c)
+		}
+	}
+	if want.gue != 0 {
+		udp, _ := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if udp == nil || uint16(udp.DstPort) != want.gue || udp.SrcPort < 0x8000 || int(udp.Length) != innerLen+8 {
+			t.Errorf("GUE header wrong: %+v", udp)
+		}
+		hdr += 8
+	}
+	got := out[off+hdr:]
+	if len(got) < innerLen || !bytes.Equal(got[:innerLen], inner) {
+		t.Errorf("inner packet changed:\n got %x\nwant %x", got[:min(len(got), innerLen)], inner)
+	}
+}
+
+func TestForwardingFixtures(t *testing.T) {
+	w := newWorld(t, Options{})
+
+	type fixture struct {
+		name   string
+		spec   pktSpec
+		vip    fixtureVIP
+		action uint32
+		want   encapWant
+	}
+	fixtures := []fixture{
+		{name: "TCP SYN v4 VIP to v4 backend", spec: syn4(40000), vip: vipTCP4, action: xdpTX},
+		{name: "TCP SYN v6 VIP to v6 backend", spec: pktSpec{src: client6, dst: vip6, sport: 40001, dport: 80, proto: ProtoTCP, syn: true, tos: 0xb8}, vip: vipTCP6, action: xdpTX},
+		{name: "TCP SYN v4 VIP to v6 backend", spec: pktSpec{src: client4, dst: vip4to6, sport: 40002, dport: 80, proto: ProtoTCP, syn: true, tos: 0x10}, vip: vip4To6, action: xdpTX},
+		{name: "UDP v4 with source affinity", spec: pktSpec{src: client4, dst: vip4, sport: 5353, dport: 53, proto: ProtoUDP, payload: []byte("query")}, vip: vipUDPSrc, action: xdpTX},
+		{name: "VLAN-tagged SYN keeps its tag", spec: func() pktSpec { s := syn4(40003); s.vlan = 42; return s }(), vip: vipTCP4, action: xdpTX, want: encapWant{vlan: 42}},
+		{name: "IPv4 with options", spec: func() pktSpec { s := syn4(40004); s.ipOptions = true; return s }(), vip: vipTCP4, action: xdpTX},
+		{name: "all-ports VIP", spec: pktSpec{src: client4, dst: vip4all, sport: 40005, dport: 8443, proto: ProtoTCP, syn: true}, vip: vipAll, action: xdpTX},
+		{name: "UDP without connection table", spec: pktSpec{src: client4, dst: vip4pure, sport: 5000, dport: 53, proto: ProtoUDP, payload: []byte("x")}, vip: vipPure, action: xdpTX},
+		{name: "TCP data v6 with payload", spec: pktSpec{src: client6, dst: vip6, sport: 40006, dport: 80, proto: ProtoTCP, ack: true, payload: bytes.Repeat([]byte("a"), 1000)}, vip: vipTCP6, action: xdpTX},
+	}
+	for _, f := range fixtures {
+		t.Run(f.name, func(t *testing.T) {
+			in, l2 := build(t, f.spec)
+			act, out := w.run(t, in)
+			if act != f.action {
+				t.Fatalf("action %s, want %s", actionNames[act], actionNames[f.action])
+			}
+			want := f.want
+			want.backend = w.expectBackend(f.vip, flowOf(f.spec))
+			checkEncap(t, in, l2, out, want)
+		})
+	}
+
+	t.Run("non-VIP traffic passes untouched", func(t *testing.T) {
+		for _, s := range []pktSpec{
+			{src: client4, dst: nonVIP, sport: 1, dport: 80, proto: ProtoTCP, syn: true},
+			{src: client4, dst: vip4, sport: 1, dport: 81, proto: ProtoTCP, syn: true}, // VIP address, other port
+			{src: client4, dst: vip4, sport: 1, dport: 80, proto: ProtoUDP},            // VIP address, other protocol
+			{src: client6, dst: netip.MustParseAddr("fd00:200::1"), sport: 1, dport: 80, proto: ProtoUDP},
+		} {
+			in, _ := build(t, s)
+			act, out := w.run(t, in)
+			if act != xdpPass || !bytes.Equal(out, in) {
+				t.Errorf("%v: action %s (changed: %v), want untouched PASS", flowOf(s), actionNames[act], !bytes.Equal(out, in))
+			}
+		}
+		arp := append(bytes.Repeat([]byte{0xff}, 6), ourMAC...)
+		arp = append(arp, 0x08, 0x06)
+		arp = append(arp, make([]byte, 28)...)
+		if act, _ := w.run(t, arp); act != xdpPass {
+			t.Errorf("ARP: %s, want PASS", actionNames[act])
+		}
+	})
+
+	t.Run("source affinity maps all of a client's flows to one backend", func(t *testing.T) {
+		var first netip.Addr
+		for port := uint16(1000); port < 1032; port++ {
+			s := pktSpec{src: client4, dst: vip4, sport: port, dport: 53, proto: ProtoUDP}
+			in, l2 := build(t, s)
+			act, out := w.run(t, in)
+			if act != xdpTX {
+				t.Fatalf("action %s", actionNames[act])
+			}
+			got := netip.AddrFrom4([4]byte(out[l2+16 : l2+20]))
+			if port == 1000 {
+				first = got
+			} else if got != first {
+				t.Fatalf("port %d went to %s, port 1000 to %s", port, got, first)
+			}
+		}
+		if want := w.expectBackend(vipUDPSrc, FlowKey{Src: client4}); first != want {
+			t.Errorf("client went to %s, Go's FlowHash says %s", first, want)
+		}
+	})
+}
+
+func TestDropReasons(t *testing.T) {
+	w := newWorld(t, Options{})
+	cases := []struct {
+		name   string
+		spec   pktSpec
+		reason string
+	}{
+		{"IPv4 first fragment", func() pktSpec { s := syn4(1); s.fragMF = true; s.df = false; return s }(), "drop_fragment"},
+		{"IPv4 later fragment", func() pktSpec { s := syn4(1); s.fragOffset = 100; s.df = false; return s }(), "drop_fragment"},
+		{"IPv6 fragment", pktSpec{src: client6, dst: vip6, proto: ProtoTCP, fragMF: true}, "drop_fragment"},
+		{"IPv4 over MTU without DF", pktSpec{src: client4, dst: vip4, sport: 2, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1460)}, "drop_too_big"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := w.stats(t)[c.reason]
+			in, _ := build(t, c.spec)
+			if act, _ := w.run(t, in); act != xdpDrop {
+				t.Fatalf("action %s, want DROP", actionNames[act])
+			}
+			if got := w.stats(t)[c.reason] - before; got != 1 {
+				t.Errorf("%s rose by %d, want 1", c.reason, got)
+			}
+		})
+	}
+
+	t.Run("no next hop yet", func(t *testing.T) {
+		s := defaultSettings()
+		s.NextHopMAC = nil
+		if err := w.b.SetSettings(s); err != nil {
+			t.Fatal(err)
+		}
+		defer w.b.SetSettings(defaultSettings())
+		in, _ := build(t, syn4(3))
+		before := w.stats(t)["drop_no_nexthop"]
+		if act, _ := w.run(t, in); act != xdpDrop || w.stats(t)["drop_no_nexthop"] != before+1 {
+			t.Errorf("action %s, want DROP counted as drop_no_nexthop", actionNames[act])
+		}
+	})
+
+	t.Run("VIP whose backends are all down", func(t *testing.T) {
+		k := VIPKey{netip.MustParseAddr("10.100.0.9"), 80, ProtoTCP}
+		if err := w.b.SetVIP(k, 9, 0); err != nil {
+			t.Fatal(err)
+		}
+		empty := make([]uint32, 251)
+		for i := range empty {
+			empty[i] = MaglevEmpty
+		}
+		if _, err := w.b.PublishTable(k, empty); err != nil {
+			t.Fatal(err)
+		}
+		in, _ := build(t, pktSpec{src: client4, dst: k.Addr, sport: 4, dport: 80, proto: ProtoTCP, syn: true})
+		before := w.stats(t)["drop_no_backend"]
+		if act, _ := w.run(t, in); act != xdpDrop || w.stats(t)["drop_no_backend"] != before+1 {
+			t.Errorf("action %s, want DROP counted as drop_no_backend", actionNames[act])
+		}
+	})
+}
+
+// TestTruncation cuts packets at every byte and checks that each prefix is
+// passed (L2/L3 unreadable: the stack decides) or dropped as truncated (a VIP
+// packet shorter than its headers say), never sent, and always counted.
+func TestTruncation(t *testing.T) {
+	w := newWorld(t, Options{})
+	specs := []pktSpec{
+		func() pktSpec { s := syn4(7); s.vlan = 7; s.ipOptions = true; return s }(),
+		{src: client6, dst: vip6, sport: 7, dport: 80, proto: ProtoTCP, syn: true},
+		{src: client4, dst: vip4, sport: 7, dport: 53, proto: ProtoUDP, payload: []byte("abcd")},
+		{src: client4, dst: vip4, icmpType: 8, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")},
+		{src: client6, dst: vip6, icmpType: 128, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")},
+	}
+	for _, s := range specs {
+		full, l2 := build(t, s)
+		for n := 14; n < len(full); n++ {
+			in := full[:n]
+			before := w.stats(t)
+			act, _ := w.run(t, in)
+			after := w.stats(t)
+			ipMin, ipEnd := l2+20, l2+int(binary.BigEndian.Uint16(full[l2+2:]))
+			if s.dst.Is6() {
+				ipMin, ipEnd = l2+40, l2+40+int(binary.BigEndian.Uint16(full[l2+4:]))
+			}
+			if n >= ipEnd {
+				break // only Ethernet padding was cut
+			}
+			switch {
+			case n < l2:
+				// Cut inside the VLAN tag: not IP at all.
+				if act != xdpPass {
+					t.Errorf("%v cut at %d: %s, want PASS", flowOf(s), n, actionNames[act])
+				}
+			case n < ipMin:
+				if act != xdpPass || after["pass_malformed"] != before["pass_malformed"]+1 {
+					t.Errorf("%v cut at %d: %s, want PASS counted as pass_malformed", flowOf(s), n, actionNames[act])
+				}
+			default:
+				if act != xdpDrop || after["drop_truncated"] != before["drop_truncated"]+1 {
+					t.Errorf("%v cut at %d: %s, want DROP counted as drop_truncated", flowOf(s), n, actionNames[act])
+				}
+			}
+		}
+	}
+}
+
+func TestTableFlipPinsEstablishedFlows(t *testing.T) {
+	w := newWorld(t, Options{})
+	old := syn4(41000)
+	in, l2 := build(t, old)
+	if act, _ := w.run(t, in); act != xdpTX {
+		t.Fatalf("SYN: %s", actionNames[act])
+	}
+	pinned := w.expectBackend(vipTCP4, flowOf(old))
+
+	// New generation: a single backend that is not the pinned one.
+	var other uint32
+	for _, id := range vipTCP4.backends {
+		if backendAddrs[id] != pinned {
+			other = id
+			break
+		}
+	}
+	meta := func() VIPMeta {
+		vs, err := w.b.VIPs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vs[vipTCP4.key]
+	}
+	genBefore := meta().Gen
+	w.publish(t, vipTCP4.key, other)
+	if m := meta(); m.Gen == genBefore || m.TableSize[0] == 0 || m.TableSize[1] == 0 {
+		t.Fatalf("generation did not flip or previous generation lost: %+v", m)
+	}
+	prev, err := w.b.Table(vipTCP4.key, genBefore)
+	if err != nil || len(prev) != 1021 {
+		t.Fatalf("previous generation unreadable: %v (%d slots)", err, len(prev))
+	}
+
+	est := old
+	est.syn, est.ack = false, true
+	in, l2 = build(t, est)
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("ACK: %s", actionNames[act])
+	}
+	checkEncap(t, in, l2, out, encapWant{backend: pinned})
+
+	fresh := syn4(41001)
+	in, l2 = build(t, fresh)
+	act, out = w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("new SYN: %s", actionNames[act])
+	}
+	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
+
+	// A retransmitted SYN of the old flow follows the current table.
+	in, l2 = build(t, old)
+	_, out = w.run(t, in)
+	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
+}
+
+func TestUDPIdleExpiry(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := pktSpec{src: client4, dst: vip4pure, sport: 9, dport: 53, proto: ProtoUDP}
+	_ = s
+	u := pktSpec{src: client4, dst: netip.MustParseAddr("10.100.0.1"), sport: 7777, dport: 53, proto: ProtoUDP}
+	in, _ := build(t, u)
+	w.run(t, in)
+	// Idle timeout of zero: the entry is stale at once.
+	set := defaultSettings()
+	set.UDPIdleTimeout = 0
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	before := w.stats(t)["udp_expired"]
+	w.run(t, in)
+	if got := w.stats(t)["udp_expired"]; got != before+1 {
+		t.Errorf("udp_expired %d -> %d, want +1", before, got)
+	}
+}
+
+func TestGUE(t *testing.T) {
+	w := newWorld(t, Options{})
+	set := defaultSettings()
+	set.GUEPort = 6080
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		spec pktSpec
+		vip  fixtureVIP
+	}{
+		{syn4(42000), vipTCP4},
+		{pktSpec{src: client6, dst: vip6, sport: 42001, dport: 80, proto: ProtoTCP, syn: true}, vipTCP6},
+	} {
+		in, l2 := build(t, c.spec)
+		act, out := w.run(t, in)
+		if act != xdpTX {
+			t.Fatalf("action %s", actionNames[act])
+		}
+		checkEncap(t, in, l2, out, encapWant{backend: w.expectBackend(c.vip, flowOf(c.spec)), gue: 6080})
+	}
+	if s := w.stats(t); s["encap_gue"] != 2 {
+		t.Errorf("encap_gue = %d, want 2", s["encap_gue"])
+	}
+}
+
+func TestHashedOuterSource(t *testing.T) {
+	w := newWorld(t, Options{})
+	set := defaultSettings()
+	set.SourcePrefixV4 = netip.MustParsePrefix("172.16.0.0/16")
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	srcOf := func(client netip.Addr) netip.Addr {
+		s := syn4(43000)
+		s.src = client
+		in, l2 := build(t, s)
+		if act, out := w.run(t, in); act == xdpTX {
+			return netip.AddrFrom4([4]byte(out[l2+12 : l2+16]))
+		}
+		t.Fatal("not forwarded")
+		return netip.Addr{}
+	}
+	seen := map[netip.Addr]bool{}
+	pfx := set.SourcePrefixV4
+	for i := range 16 {
+		c := netip.AddrFrom4([4]byte{10, 0, byte(i), 2})
+		a := srcOf(c)
+		if !pfx.Contains(a) {
+			t.Fatalf("outer source %s outside %s", a, pfx)
+		}
+		if srcOf(c) != a {
+			t.Fatalf("outer source for %s is not stable", c)
+		}
+		seen[a] = true
+	}
+	if len(seen) < 12 {
+		t.Errorf("16 clients map to only %d outer sources: the hash does not spread", len(seen))
+	}
+}

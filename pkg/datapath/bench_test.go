@@ -1,0 +1,122 @@
+package datapath
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// Benchmarks time the programs inside the kernel with BPF_PROG_TEST_RUN and
+// report ns/packet as the kernel measured it. Each path is proven to have
+// run on every repetition by the program's own counters. The forwarding
+// paths use the benchmark build (SY_BENCH_UNDO), which strips its outer
+// headers after encapsulating so the next repetition sees the client's
+// packet again instead of our output (see KERNEL-FACTS.md). `make bench`
+// prints each as a ratio to the floor measured in the same run.
+
+func benchProg(b *testing.B, prog *ebpf.Program, in []byte, wantAction uint32) {
+	b.Helper()
+	act, perRun, err := prog.Benchmark(in, b.N, b.ResetTimer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if act != wantAction {
+		b.Fatalf("verdict %s, want %s", actionNames[act], actionNames[wantAction])
+	}
+	b.ReportMetric(float64(perRun.Nanoseconds()), "ns/packet")
+}
+
+func BenchmarkDatapath(b *testing.B) {
+	requireRoot(b)
+	syn, _ := build(b, syn4(50000))
+
+	b.Run("floor", func(b *testing.B) {
+		var objs testprogsObjects
+		if err := loadTestprogsObjects(&objs, nil); err != nil {
+			b.Fatal(err)
+		}
+		defer objs.Close()
+		benchProg(b, objs.XdpFloor, syn, xdpTX)
+	})
+
+	b.Run("new-flow", func(b *testing.B) {
+		w := newWorld(b, Options{benchUndo: true})
+		before := w.stats(b)
+		benchProg(b, w.b.objs.XdpBalancer, syn, xdpTX)
+		after := w.stats(b)
+		vc, _ := w.b.VIPCounters(vipTCP4.num)
+		if after["encap_ipip"]-before["encap_ipip"] < uint64(b.N) || after["conn_miss"]-before["conn_miss"] < uint64(b.N) || vc.NewFlows < uint64(b.N) {
+			b.Fatalf("path not taken every time: %d runs, %d encapsulated, %d misses, %d new flows",
+				b.N, after["encap_ipip"]-before["encap_ipip"], after["conn_miss"]-before["conn_miss"], vc.NewFlows)
+		}
+	})
+
+	b.Run("established", func(b *testing.B) {
+		w := newWorld(b, Options{benchUndo: true})
+		w.run(b, syn) // insert the connection
+		est := syn4(50000)
+		est.syn, est.ack = false, true
+		in, _ := build(b, est)
+		before := w.stats(b)
+		benchProg(b, w.b.objs.XdpBalancer, in, xdpTX)
+		after := w.stats(b)
+		if after["encap_ipip"]-before["encap_ipip"] < uint64(b.N) || after["conn_hit"]-before["conn_hit"] < uint64(b.N) {
+			b.Fatalf("path not taken every time: %d runs, %d encapsulated, %d hits",
+				b.N, after["encap_ipip"]-before["encap_ipip"], after["conn_hit"]-before["conn_hit"])
+		}
+	})
+
+	b.Run("non-vip", func(b *testing.B) {
+		w := newWorld(b, Options{})
+		in, _ := build(b, pktSpec{src: client4, dst: nonVIP, sport: 1, dport: 80, proto: ProtoTCP, syn: true})
+		before := w.stats(b)
+		benchProg(b, w.b.objs.XdpBalancer, in, xdpPass)
+		if after := w.stats(b); !reflect.DeepEqual(before, after) {
+			b.Fatalf("non-VIP packets moved counters: %v -> %v", before, after)
+		}
+	})
+}
+
+// TestMapMemory reports the kernel memory the balancer's maps take at the
+// default sizes (1Mi connections, one VIP with two 65537-slot tables) and
+// holds it to the budget the README states.
+func TestMapMemory(t *testing.T) {
+	requireRoot(t)
+	bal, err := LoadBalancer(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bal.Close()
+	k := VIPKey{vip4, 80, ProtoTCP}
+	if err := bal.SetVIP(k, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	table := make([]uint32, 65537)
+	for range 2 {
+		if _, err := bal.PublishTable(k, table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables,
+		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.objs.Config, "stats": bal.objs.Stats,
+		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats}
+	for slot, m := range bal.tables {
+		maps[fmt.Sprintf("maglev table %d", slot)] = m
+	}
+	var total uint64
+	for name, m := range maps {
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := info.Memlock()
+		t.Logf("%-16s %8.2f MiB", name, float64(n)/(1<<20))
+		total += n
+	}
+	t.Logf("total            %8.2f MiB", float64(total)/(1<<20))
+	if total > 256<<20 {
+		t.Errorf("maps take %d MiB at default sizes, over the 256 MiB budget", total>>20)
+	}
+}

@@ -1,0 +1,108 @@
+// Package datapath loads, pins, attaches and upgrades Switchyard's XDP
+// programs and gives typed access to their maps. It is the only package that
+// imports cilium/ebpf.
+//
+// Pinned state lives under a directory in bpffs (by default
+// /sys/fs/bpf/switchyard/<interface>): every map and the XDP link. Loading a
+// newer program reuses the pinned maps and swaps the program on the pinned
+// link with link.Update, so a restart or an upgrade keeps every VIP, table and
+// established flow.
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultConnTableSize is the connection-table capacity when none is set.
+const DefaultConnTableSize = 1 << 20
+
+// BPFFSRoot is where bpffs is expected to be mounted.
+const BPFFSRoot = "/sys/fs/bpf"
+
+// Limits compiled into the programs (bpf/consts.h).
+const (
+	MaxVIPs     = 512
+	MaxBackends = 4096
+)
+
+// MaglevEmpty marks a table slot with no backend.
+const MaglevEmpty = ^uint32(0)
+
+var (
+	// ErrBPFFSNotMounted: the pin directory is not on a bpffs mount.
+	ErrBPFFSNotMounted = errors.New("bpffs is not mounted")
+	// ErrPinnedIncompatible: maps pinned by an earlier run cannot be reused
+	// (a size or layout changed).
+	ErrPinnedIncompatible = errors.New("pinned maps are incompatible with this program")
+	// ErrNoSuchVIP: the VIP is not in the datapath.
+	ErrNoSuchVIP = errors.New("no such VIP in the datapath")
+)
+
+// DefaultPinDir is the pin directory of the balancer on an interface.
+func DefaultPinDir(iface string) string {
+	return filepath.Join(BPFFSRoot, "switchyard", iface)
+}
+
+// DefaultAgentPinDir is the pin directory of the decap program on an interface.
+func DefaultAgentPinDir(iface string) string {
+	return filepath.Join(BPFFSRoot, "switchyard-agent", iface)
+}
+
+// checkBPFFS verifies that dir (or its nearest existing parent) is on bpffs.
+func checkBPFFS(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		var st unix.Statfs_t
+		err := unix.Statfs(d, &st)
+		if err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return fmt.Errorf("%s is not on a bpffs mount; mount it with `mount -t bpf bpf %s`: %w",
+					d, BPFFSRoot, ErrBPFFSNotMounted)
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || d == "/" || d == "." {
+			return fmt.Errorf("stat %s: %w", d, err)
+		}
+	}
+}
+
+// loadCollection loads spec with every named map pinned by name under
+// pinDir (reusing maps an earlier run pinned), or unpinned if pinDir is "".
+func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any) error {
+	opts := &ebpf.CollectionOptions{}
+	if pinDir != "" {
+		if err := checkBPFFS(pinDir); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(pinDir, 0o700); err != nil {
+			return fmt.Errorf("create pin directory: %w", err)
+		}
+		for name, m := range spec.Maps {
+			if !strings.HasPrefix(name, ".") {
+				m.Pinning = ebpf.PinByName
+			}
+		}
+		opts.Maps.PinPath = pinDir
+	}
+	if err := spec.LoadAndAssign(assign, opts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return fmt.Errorf("%w (%v); keep the earlier setting (e.g. conn_table_size), or run `switchyard remove` to start afresh, which drops established flows", ErrPinnedIncompatible, err)
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("the kernel's verifier rejected the program: %+v", verr)
+		}
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("load BPF objects: %w (run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)", err)
+		}
+		return fmt.Errorf("load BPF objects: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package datapath
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+)
+
+// TestDecapRoundTrip feeds the balancer's output to the decap program and
+// expects the client's original packet back, for every encapsulation.
+func TestDecapRoundTrip(t *testing.T) {
+	w := newWorld(t, Options{})
+	d, err := LoadDecap("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	var addrs []netip.Addr
+	for _, a := range backendAddrs {
+		addrs = append(addrs, a)
+	}
+	if err := d.SetAddrs(addrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetGUEPort(6080); err != nil {
+		t.Fatal(err)
+	}
+
+	specs := []pktSpec{
+		syn4(46000), // IPIP
+		{src: client6, dst: vip6, sport: 46001, dport: 80, proto: ProtoTCP, syn: true, tos: 0x28},  // IPv6 in IPv6
+		{src: client4, dst: vip4to6, sport: 46002, dport: 80, proto: ProtoTCP, syn: true},          // IPv4 in IPv6
+		func() pktSpec { s := syn4(46003); s.vlan = 100; s.payload = []byte("hello"); return s }(), // tagged
+	}
+	for _, gue := range []uint16{0, 6080} {
+		set := defaultSettings()
+		set.GUEPort = gue
+		if err := w.b.SetSettings(set); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range specs {
+			in, l2 := build(t, s)
+			act, enc := w.run(t, in)
+			if act != xdpTX {
+				t.Fatalf("balancer: %s", actionNames[act])
+			}
+			act, dec := runProg(t, d.objs.XdpDecap, enc)
+			if act != xdpPass {
+				t.Fatalf("decap: %s", actionNames[act])
+			}
+			if !bytes.Equal(dec[12:l2], in[12:l2]) {
+				t.Errorf("gue=%d %v: L2 type/tag %x, want %x", gue, flowOf(s), dec[12:l2], in[12:l2])
+			}
+			if !bytes.Equal(dec[l2:], in[l2:]) {
+				t.Errorf("gue=%d %v: decapsulated packet differs from the original:\n got %x\nwant %x", gue, flowOf(s), dec[l2:], in[l2:])
+			}
+		}
+	}
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["decap_ipv4_outer"] != 4 || st["decap_ipv6_outer"] != 4 || st["decap_gue"] != 4 {
+		t.Errorf("decap counters %v, want 4 IPv4 outer, 4 IPv6 outer, 4 GUE", st)
+	}
+
+	// Not addressed to this host, or not encapsulated: untouched.
+	other, _ := build(t, syn4(1))
+	enc := append([]byte(nil), other...)
+	if act, out := runProg(t, d.objs.XdpDecap, enc); act != xdpPass || !bytes.Equal(out, other) {
+		t.Errorf("plain packet: %s changed=%v", actionNames[act], !bytes.Equal(out, other))
+	}
+	w.b.SetSettings(defaultSettings())
+	in, _ := build(t, syn4(46004))
+	_, enc = w.run(t, in)
+	if err := d.SetAddrs([]netip.Addr{netip.MustParseAddr("10.2.9.9")}); err != nil {
+		t.Fatal(err)
+	}
+	if act, out := runProg(t, d.objs.XdpDecap, enc); act != xdpPass || !bytes.Equal(out, enc) {
+		t.Errorf("encapsulated to another host: %s changed=%v, want untouched", actionNames[act], !bytes.Equal(out, enc))
+	}
+}
+
+// TestCounters runs a known mix of packets and checks every counter it
+// should move.
+func TestCounters(t *testing.T) {
+	w := newWorld(t, Options{})
+	syn := syn4(47000)
+	in, _ := build(t, syn)
+	w.run(t, in)
+	ack := syn
+	ack.syn, ack.ack, ack.payload = false, true, []byte("GET / HTTP/1.1\r\n\r\n")
+	ackIn, _ := build(t, ack)
+	for range 3 {
+		w.run(t, ackIn)
+	}
+	frag := syn4(1)
+	frag.fragMF = true
+	fragIn, _ := build(t, frag)
+	w.run(t, fragIn)
+	nv, _ := build(t, pktSpec{src: client4, dst: nonVIP, sport: 1, dport: 80, proto: ProtoTCP, syn: true})
+	w.run(t, nv)
+
+	s := w.stats(t)
+	want := map[string]uint64{"conn_hit": 3, "conn_miss": 1, "encap_ipip": 4, "drop_fragment": 1, "drop_truncated": 0}
+	for k, v := range want {
+		if s[k] != v {
+			t.Errorf("%s = %d, want %d", k, s[k], v)
+		}
+	}
+	vc, err := w.b.VIPCounters(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBytes := uint64(len(in) + 3*len(ackIn))
+	if vc.Packets != 4 || vc.NewFlows != 1 || vc.Bytes != wantBytes {
+		t.Errorf("VIP counters %+v, want 4 packets, 1 new flow, %d bytes", vc, wantBytes)
+	}
+	be := w.expectBackend(vipTCP4, flowOf(syn))
+	for id, a := range backendAddrs {
+		bc, err := w.b.BackendCounters(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantPk := map[bool]uint64{true: 4, false: 0}[a == be]; bc.Packets != wantPk {
+			t.Errorf("backend %s: %d packets, want %d", a, bc.Packets, wantPk)
+		}
+	}
+	var flows int
+	w.b.Flows(func(f FlowKey, c Conn) bool {
+		flows++
+		if f != flowOf(syn) || backendAddrs[c.BackendID] != be || c.VIPNum != vipTCP4.num {
+			t.Errorf("flow %v -> backend %d vip %d", f, c.BackendID, c.VIPNum)
+		}
+		return true
+	})
+	if flows != 1 {
+		t.Errorf("%d flows in the connection table, want 1", flows)
+	}
+}

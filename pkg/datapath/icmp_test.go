@@ -1,0 +1,197 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+func TestEchoReply(t *testing.T) {
+	w := newWorld(t, Options{})
+	for _, s := range []pktSpec{
+		{src: client4, dst: vip4, icmpType: 8, icmpID: 7, icmpSeq: 3, icmpPayload: []byte("switchyard ping payload")},
+		{src: client6, dst: vip6, icmpType: 128, icmpID: 7, icmpSeq: 3, icmpPayload: []byte("switchyard ping payload")},
+	} {
+		in, l2 := build(t, s)
+		act, out := w.run(t, in)
+		if act != xdpTX {
+			t.Fatalf("%s echo: %s, want TX", s.dst, actionNames[act])
+		}
+		if len(out) != len(in) {
+			t.Fatalf("reply is %d bytes, request %d", len(out), len(in))
+		}
+		if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) {
+			t.Errorf("MACs not swapped")
+		}
+		pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
+		if s.dst.Is4() {
+			ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			ic := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+			if netip.MustParseAddr(ip.SrcIP.String()) != vip4 || netip.MustParseAddr(ip.DstIP.String()) != client4 || ip.TTL != 64 {
+				t.Errorf("reply %s -> %s ttl %d", ip.SrcIP, ip.DstIP, ip.TTL)
+			}
+			if ic.TypeCode.Type() != 0 || ic.Id != 7 || ic.Seq != 3 || !bytes.Equal(ic.Payload, s.icmpPayload) {
+				t.Errorf("reply ICMP %v id %d seq %d payload %q", ic.TypeCode, ic.Id, ic.Seq, ic.Payload)
+			}
+			if inetChecksum(out[l2:l2+20], 0) != 0 || inetChecksum(out[l2+20:], 0) != 0 {
+				t.Errorf("bad IPv4 or ICMP checksum")
+			}
+		} else {
+			ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			ic := pkt.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+			if netip.MustParseAddr(ip.SrcIP.String()) != vip6 || netip.MustParseAddr(ip.DstIP.String()) != client6 || ip.HopLimit != 64 {
+				t.Errorf("reply %s -> %s hop limit %d", ip.SrcIP, ip.DstIP, ip.HopLimit)
+			}
+			if ic.TypeCode.Type() != 129 {
+				t.Errorf("reply type %v", ic.TypeCode)
+			}
+			body := out[l2+40:]
+			if inetChecksum(body, pseudoSum(vip6, client6, uint32(len(body)), 58)) != 0 {
+				t.Errorf("bad ICMPv6 checksum")
+			}
+		}
+	}
+	if got := w.stats(t)["icmp_echo_reply"]; got != 2 {
+		t.Errorf("icmp_echo_reply = %d, want 2", got)
+	}
+}
+
+// quotedReply builds the start of a reply a backend sent from the VIP to the
+// client (what a router quotes in a "too big").
+func quotedReply(t *testing.T, s pktSpec) []byte {
+	r := s
+	r.src, r.dst, r.sport, r.dport = s.dst, s.src, s.dport, s.sport
+	r.syn, r.ack, r.payload = true, true, make([]byte, 64)
+	b, l2 := build(t, r)
+	if r.dst.Is4() {
+		return b[l2 : l2+28]
+	}
+	return b[l2 : l2+48]
+}
+
+func TestTooBigReachesTheFlowsBackend(t *testing.T) {
+	w := newWorld(t, Options{})
+	for _, c := range []struct {
+		flow pktSpec
+		vip  fixtureVIP
+		icmp func(quote []byte) pktSpec
+	}{
+		{syn4(44000), vipTCP4, func(q []byte) pktSpec {
+			return pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: q}
+		}},
+		{pktSpec{src: client6, dst: vip6, sport: 44001, dport: 80, proto: ProtoTCP, syn: true}, vipTCP6, func(q []byte) pktSpec {
+			return pktSpec{src: netip.MustParseAddr("fd00:9::9"), dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400, icmpPayload: q}
+		}},
+	} {
+		// The flow is established on the old table...
+		in, _ := build(t, c.flow)
+		if act, _ := w.run(t, in); act != xdpTX {
+			t.Fatalf("SYN: %s", actionNames[act])
+		}
+		pinned := w.expectBackend(c.vip, flowOf(c.flow))
+		// ...then the table moves everything elsewhere: only the
+		// connection table still knows the flow's backend.
+		var other uint32
+		for _, id := range c.vip.backends {
+			if backendAddrs[id] != pinned {
+				other = id
+			}
+		}
+		w.publish(t, c.vip.key, other)
+
+		icmp, l2 := build(t, c.icmp(quotedReply(t, c.flow)))
+		act, out := w.run(t, icmp)
+		if act != xdpTX {
+			t.Fatalf("too big: %s, want TX", actionNames[act])
+		}
+		checkEncap(t, icmp, l2, out, encapWant{backend: pinned})
+		w.publish(t, c.vip.key, c.vip.backends...)
+	}
+	if got := w.stats(t)["icmp_too_big_forwarded"]; got != 2 {
+		t.Errorf("icmp_too_big_forwarded = %d, want 2", got)
+	}
+
+	// A "too big" quoting a flow of no VIP is dropped and counted.
+	stray := syn4(1)
+	stray.dst = vip4
+	stray.dport = 9999
+	icmp, _ := build(t, pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: quotedReply(t, stray)})
+	if act, _ := w.run(t, icmp); act != xdpDrop || w.stats(t)["drop_icmp_invalid"] != 1 {
+		t.Errorf("stray too big: %s, want DROP counted as drop_icmp_invalid", actionNames[act])
+	}
+}
+
+func TestMTUExceededSendsTooBig(t *testing.T) {
+	w := newWorld(t, Options{})
+	for _, c := range []struct {
+		spec    pktSpec
+		wantMTU uint32
+	}{
+		// 1500-byte packets; IPIP adds 20 (v4 backend), IPv6 outer adds 40.
+		{pktSpec{src: client4, dst: vip4, sport: 45000, dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1460)}, 1480},
+		{pktSpec{src: client6, dst: vip6, sport: 45001, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1440)}, 1460},
+	} {
+		in, l2 := build(t, c.spec)
+		act, out := w.run(t, in)
+		if act != xdpTX {
+			t.Fatalf("oversized packet: %s, want TX of a too-big", actionNames[act])
+		}
+		if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) {
+			t.Errorf("too-big not addressed back to the sender's MAC")
+		}
+		pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
+		if c.spec.dst.Is4() {
+			ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			if netip.MustParseAddr(ip.SrcIP.String()) != vip4 || netip.MustParseAddr(ip.DstIP.String()) != client4 || ip.Protocol != layers.IPProtocolICMPv4 {
+				t.Errorf("too-big %s -> %s proto %v", ip.SrcIP, ip.DstIP, ip.Protocol)
+			}
+			icmp := out[l2+20:]
+			if icmp[0] != 3 || icmp[1] != 4 || uint32(binary.BigEndian.Uint16(icmp[6:])) != c.wantMTU {
+				t.Errorf("ICMP type %d code %d mtu %d, want 3/4/%d", icmp[0], icmp[1], binary.BigEndian.Uint16(icmp[6:]), c.wantMTU)
+			}
+			if len(icmp) != 8+28 || !bytes.Equal(icmp[8:], in[l2:l2+28]) {
+				t.Errorf("quote is not the offending packet's first 28 bytes: %x", icmp[8:])
+			}
+			if inetChecksum(out[l2:l2+20], 0) != 0 || inetChecksum(icmp, 0) != 0 || int(ip.Length) != 20+8+28 {
+				t.Errorf("bad checksum or length %d", ip.Length)
+			}
+		} else {
+			ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			if netip.MustParseAddr(ip.SrcIP.String()) != vip6 || netip.MustParseAddr(ip.DstIP.String()) != client6 || ip.NextHeader != layers.IPProtocolICMPv6 {
+				t.Errorf("too-big %s -> %s next %v", ip.SrcIP, ip.DstIP, ip.NextHeader)
+			}
+			icmp := out[l2+40:]
+			if icmp[0] != 2 || binary.BigEndian.Uint32(icmp[4:]) != c.wantMTU {
+				t.Errorf("ICMPv6 type %d mtu %d, want 2/%d", icmp[0], binary.BigEndian.Uint32(icmp[4:]), c.wantMTU)
+			}
+			if len(icmp) != 8+48 || !bytes.Equal(icmp[8:], in[l2:l2+48]) {
+				t.Errorf("quote is not the offending packet's first 48 bytes")
+			}
+			if inetChecksum(icmp, pseudoSum(vip6, client6, uint32(len(icmp)), 58)) != 0 {
+				t.Errorf("bad ICMPv6 checksum")
+			}
+		}
+	}
+	if got := w.stats(t)["icmp_too_big_sent"]; got != 2 {
+		t.Errorf("icmp_too_big_sent = %d, want 2", got)
+	}
+
+	// With "too big" disabled the packet is dropped, and counted.
+	set := defaultSettings()
+	set.ICMPTooBig = false
+	w.b.SetSettings(set)
+	in, _ := build(t, pktSpec{src: client4, dst: vip4, sport: 45002, dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1460)})
+	if act, _ := w.run(t, in); act != xdpDrop || w.stats(t)["drop_too_big"] != 1 {
+		t.Errorf("oversized without too-big: %s, want DROP counted as drop_too_big", actionNames[act])
+	}
+	// Exactly at the MTU still goes through.
+	w.b.SetSettings(defaultSettings())
+	in, _ = build(t, pktSpec{src: client4, dst: vip4, sport: 45003, dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1440)})
+	if act, _ := w.run(t, in); act != xdpTX {
+		t.Errorf("1480-byte packet: %s, want TX", actionNames[act])
+	}
+}

@@ -1,0 +1,202 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Protocol numbers a VIP can carry.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// VIPKey identifies a virtual service: address, port (0 = all ports), protocol.
+type VIPKey struct {
+	Addr  netip.Addr
+	Port  uint16
+	Proto uint8
+}
+
+func (k VIPKey) String() string {
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.Addr, k.Port), protoName(k.Proto))
+}
+
+// VIPFlags are the per-VIP options of the datapath.
+type VIPFlags uint32
+
+const (
+	// VIPHashSource hashes on the client address only (client affinity).
+	VIPHashSource = VIPFlags(balancerVipFlagsVIP_F_HASH_SRC)
+	// VIPNoConntrack skips the connection table: pure hashing (UDP services).
+	VIPNoConntrack = VIPFlags(balancerVipFlagsVIP_F_NO_CONNTRACK)
+)
+
+// VIPMeta is what the datapath holds for a VIP.
+type VIPMeta struct {
+	Num       uint32    // index of the VIP's tables and counters
+	Flags     VIPFlags  //
+	TableSize [2]uint32 // slots of each generation's Maglev table (0: none)
+	Gen       uint32    // active generation, 0 or 1
+}
+
+// FlowKey is a client flow's 5-tuple as the balancer sees it on the way in.
+type FlowKey struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+func (f FlowKey) String() string {
+	return fmt.Sprintf("%s %s -> %s", protoName(f.Proto),
+		netip.AddrPortFrom(f.Src, f.SrcPort), netip.AddrPortFrom(f.Dst, f.DstPort))
+}
+
+// Conn is a connection-table entry: the backend a flow is pinned to.
+type Conn struct {
+	BackendID uint32
+	VIPNum    uint32
+	// LastSeen is CLOCK_MONOTONIC_COARSE when the
+	// entry was last refreshed; refreshed at most once a second.
+	LastSeen time.Duration
+}
+
+// Backend is a backend slot of the datapath.
+type Backend struct {
+	Addr netip.Addr
+}
+
+// VIPCounters are a VIP's counters, summed over CPUs.
+type VIPCounters struct {
+	Packets, Bytes, NewFlows uint64
+}
+
+// BackendCounters are a backend's counters, summed over CPUs.
+type BackendCounters struct {
+	Packets, Bytes uint64
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}
+
+// toAddr converts to the datapath's 16-byte form: IPv4 as ::ffff:a.b.c.d,
+// network byte order in memory.
+func toAddr(a netip.Addr) balancerAddr {
+	b := a.As16()
+	var out balancerAddr
+	for i := range out.A {
+		out.A[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return out
+}
+
+func fromAddr(x balancerAddr) netip.Addr {
+	var b [16]byte
+	for i, w := range x.A {
+		binary.NativeEndian.PutUint32(b[4*i:], w)
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
+
+// htons returns v as it lies in memory in network byte order, read natively.
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func ntohs(v uint16) uint16 {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], v)
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func be32(v uint32) uint32 {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func toVIPKey(k VIPKey) balancerVipKey {
+	return balancerVipKey{Addr: toAddr(k.Addr), Port: htons(k.Port), Proto: k.Proto}
+}
+
+func fromVIPKey(k balancerVipKey) VIPKey {
+	return VIPKey{Addr: fromAddr(k.Addr), Port: ntohs(k.Port), Proto: k.Proto}
+}
+
+func toFlowKey(f FlowKey) balancerFlowKey {
+	return balancerFlowKey{
+		Src: toAddr(f.Src), Dst: toAddr(f.Dst),
+		Sport: htons(f.SrcPort), Dport: htons(f.DstPort), Proto: f.Proto,
+	}
+}
+
+func fromFlowKey(k balancerFlowKey) FlowKey {
+	return FlowKey{
+		Src: fromAddr(k.Src), Dst: fromAddr(k.Dst),
+		SrcPort: ntohs(k.Sport), DstPort: ntohs(k.Dport), Proto: k.Proto,
+	}
+}
+
+// flowHashSeed mirrors FLOW_HASH_SEED in bpf/consts.h.
+const flowHashSeed = 0x5eed5eed
+
+// FlowHash is the datapath's flow hash (bpf/hash.h): MurmurHash3 over the
+// flow key's words as the BPF program reads them. The Maglev slot of a flow
+// is FlowHash % table size. With sourceOnly it hashes the client address,
+// as a VIP with VIPHashSource does. Changing either side alone moves flows.
+func FlowHash(f FlowKey, sourceOnly bool) uint32 {
+	if sourceOnly {
+		return hashAddr(toAddr(f.Src), flowHashSeed)
+	}
+	k := toFlowKey(f)
+	var w [10]uint32
+	copy(w[0:4], k.Src.A[:])
+	copy(w[4:8], k.Dst.A[:])
+	w[8] = uint32(k.Sport) | uint32(k.Dport)<<16
+	w[9] = uint32(k.Proto)
+	h := uint32(flowHashSeed)
+	for _, x := range w {
+		h = murmurRound(h, x)
+	}
+	return murmurFinal(h, 40)
+}
+
+func hashAddr(a balancerAddr, seed uint32) uint32 {
+	h := seed
+	for _, x := range a.A {
+		h = murmurRound(h, x)
+	}
+	return murmurFinal(h, 16)
+}
+
+func rotl32(x uint32, r uint) uint32 { return x<<r | x>>(32-r) }
+
+func murmurRound(h, k uint32) uint32 {
+	k *= 0xcc9e2d51
+	k = rotl32(k, 15)
+	k *= 0x1b873593
+	h ^= k
+	h = rotl32(h, 13)
+	return h*5 + 0xe6546b64
+}
+
+func murmurFinal(h, n uint32) uint32 {
+	h ^= n
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
