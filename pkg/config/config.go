@@ -1,0 +1,633 @@
+// Package config reads, defaults and validates the YAML configuration of
+// the balancer (Config, configs/switchyard.yaml) and of the backend agent
+// (AgentConfig, configs/agent.yaml).
+//
+// Unknown fields are rejected, and every problem in a file is reported at
+// once, each naming the file, the line, the field path and the fix:
+//
+//	switchyard.yaml:14: vips[0].port: 70000 is out of range; use 0 (all ports) to 65535
+//
+// Defaults come in two kinds. Static defaults (documented as "Default: X"
+// on each field) are in place before the file is decoded over them, so a
+// field left out keeps its default while an explicit value, even 0 or "",
+// is kept and validated. Derived defaults (documented as "Empty/0 means …")
+// depend on other fields and are filled by ApplyDefaults after decoding.
+//
+// The types are plain values (no pointers, no hidden state), so a reload
+// can compare old and new configs with reflect.DeepEqual. Addresses are
+// kept as the strings of the file, for printing; methods such as VIP.Addr
+// return them parsed.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Balancer defaults.
+const (
+	DefaultAttachMode     = AttachNative
+	DefaultConnTableSize  = 1 << 20
+	DefaultUDPIdleTimeout = 30 * time.Second
+	DefaultEncapType      = EncapIPIP
+	DefaultGUEPort        = 6080
+	DefaultAPISocket      = "/run/switchyard/switchyard.sock"
+	DefaultMetricsListen  = "127.0.0.1:9301"
+	DefaultPinDirBase     = "/sys/fs/bpf/switchyard" // the pin dir is DefaultPinDirBase/<interface>
+	DefaultTableSize      = 65537
+
+	DefaultHealthType     = CheckTCP
+	DefaultHealthPath     = "/"
+	DefaultExpectStatus   = 200
+	DefaultHealthInterval = time.Second
+	DefaultHealthTimeout  = 500 * time.Millisecond
+	DefaultRise           = 2
+	DefaultFall           = 3
+
+	MinConnTableSize = 1024
+	MaxConnTableSize = 16 << 20
+)
+
+// TableSizes are the allowed Maglev table sizes per VIP, ascending: primes,
+// so that every backend's permutation visits every slot. Every balancer must
+// agree on them; do not modify.
+var TableSizes = []int{251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, 131071, 262139, 524287, 1048573}
+
+// exampleConfig is the annotated example that error messages point to.
+const exampleConfig = "configs/switchyard.yaml"
+
+// AttachMode says how the XDP program is attached to the interface.
+type AttachMode string
+
+const (
+	AttachNative  AttachMode = "native"  // in the driver; fails if the driver lacks XDP
+	AttachGeneric AttachMode = "generic" // in the kernel's generic (skb) path; slower, works everywhere
+	AttachAuto    AttachMode = "auto"    // native, falling back to generic with a warning
+)
+
+// EncapType is the encapsulation from balancer to backend.
+type EncapType string
+
+const (
+	EncapIPIP EncapType = "ipip" // IPIP for IPv4 backends, IP6IP6/IPv4-in-IPv6 for IPv6 ones
+	EncapGUE  EncapType = "gue"  // generic UDP encapsulation, to Encap.GUEPort
+)
+
+// Protocol is the transport protocol of a VIP.
+type Protocol string
+
+const (
+	ProtocolTCP Protocol = "tcp"
+	ProtocolUDP Protocol = "udp"
+)
+
+// HashMode is what a VIP hashes to pick a backend.
+type HashMode string
+
+const (
+	Hash5Tuple HashMode = "5tuple" // the whole flow: spreads one client's flows
+	HashSource HashMode = "source" // the client address only: client affinity
+)
+
+// CheckType is the kind of backend health check.
+type CheckType string
+
+const (
+	CheckTCP   CheckType = "tcp"   // a TCP connect
+	CheckHTTP  CheckType = "http"  // an HTTP GET, compared with ExpectStatus
+	CheckHTTPS CheckType = "https" // as http, over TLS without certificate verification
+	CheckNone  CheckType = "none"  // no check: the backend is always healthy
+)
+
+// Config is the configuration of a balancer (`switchyard run`).
+type Config struct {
+	Node     Node     `yaml:"node"`
+	Datapath Datapath `yaml:"datapath"`
+	Encap    Encap    `yaml:"encap"`
+	Nexthop  Nexthop  `yaml:"nexthop"`
+	API      API      `yaml:"api"`
+	Metrics  Metrics  `yaml:"metrics"`
+	VIPs     []VIP    `yaml:"vips"`
+}
+
+// Node identifies this machine to the cluster.
+type Node struct {
+	// Name is unique in the cluster. Empty means the hostname.
+	Name string `yaml:"name"`
+}
+
+// Datapath configures the XDP balancer program.
+type Datapath struct {
+	// Interface receives VIP traffic and, one-arm, sends the encapsulated
+	// packets back out. Required.
+	Interface string `yaml:"interface"`
+	// AttachMode is native, generic or auto. Default: native.
+	AttachMode AttachMode `yaml:"attach_mode"`
+	// PinDir is the bpffs directory for pinned maps and links. Empty means
+	// DefaultPinDirBase/<interface>.
+	PinDir string `yaml:"pin_dir"`
+	// ConnTableSize is the capacity of the connection table (an LRU), from
+	// MinConnTableSize to MaxConnTableSize. Default: 1Mi entries.
+	ConnTableSize int `yaml:"conn_table_size"`
+	// UDPIdleTimeout ends a UDP flow's pinning to its backend. Default: 30s.
+	UDPIdleTimeout Duration `yaml:"udp_idle_timeout"`
+	// MTU is the largest encapsulated packet put on the wire. 0 means the
+	// interface's MTU.
+	MTU int `yaml:"mtu"`
+	// ICMPTooBig sends ICMP "fragmentation needed" / ICMPv6 "packet too
+	// big" to clients whose packets would exceed MTU once encapsulated.
+	// Default: true.
+	ICMPTooBig bool `yaml:"icmp_too_big"`
+}
+
+// Encap configures the encapsulation of packets to backends.
+type Encap struct {
+	// Type is ipip or gue. IPv6 backends get an IPv6 outer header either
+	// way. Default: ipip.
+	Type EncapType `yaml:"type"`
+	// GUEPort is the UDP destination port for gue, 1 to 65535.
+	// Default: 6080.
+	GUEPort int `yaml:"gue_port"`
+	// SourceV4 is the outer IPv4 source. Empty means the interface's first
+	// IPv4 address, found when the datapath starts.
+	SourceV4 string `yaml:"source_v4"`
+	// SourceV6 is the outer IPv6 source. Empty means the interface's first
+	// global IPv6 address, found when the datapath starts.
+	SourceV6 string `yaml:"source_v6"`
+	// SourcePrefixV4, if set, is a CIDR prefix the outer IPv4 source is
+	// picked from by hashing the client address, so that backend NICs
+	// spread the load over their receive queues. Overrides SourceV4.
+	SourcePrefixV4 string `yaml:"source_prefix_v4"`
+	// SourcePrefixV6 is SourcePrefixV4 for IPv6.
+	SourcePrefixV6 string `yaml:"source_prefix_v6"`
+}
+
+// SourceV4Addr returns SourceV4 parsed; invalid (zero) if unset.
+func (e Encap) SourceV4Addr() netip.Addr { return addr(e.SourceV4) }
+
+// SourceV6Addr returns SourceV6 parsed; invalid (zero) if unset.
+func (e Encap) SourceV6Addr() netip.Addr { return addr(e.SourceV6) }
+
+// SourcePrefixV4Net returns SourcePrefixV4 parsed; invalid (zero) if unset.
+func (e Encap) SourcePrefixV4Net() netip.Prefix { return prefix(e.SourcePrefixV4) }
+
+// SourcePrefixV6Net returns SourcePrefixV6 parsed; invalid (zero) if unset.
+func (e Encap) SourcePrefixV6Net() netip.Prefix { return prefix(e.SourcePrefixV6) }
+
+// Nexthop says where encapsulated packets go.
+type Nexthop struct {
+	// Gateway is the router the balancer sends encapsulated packets to; its
+	// MAC is resolved through netlink. Empty means the default route's
+	// gateway of each address family.
+	Gateway string `yaml:"gateway"`
+}
+
+// GatewayAddr returns Gateway parsed; invalid (zero) if unset.
+func (n Nexthop) GatewayAddr() netip.Addr { return addr(n.Gateway) }
+
+// API configures the local control socket used by the command line tools.
+type API struct {
+	// Socket is the unix socket path. Default: DefaultAPISocket for the
+	// balancer, DefaultAgentAPISocket for the agent.
+	Socket string `yaml:"socket"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is host:port to serve /metrics on; "" disables it. Default:
+	// DefaultMetricsListen for the balancer, DefaultAgentMetricsListen for
+	// the agent.
+	Listen string `yaml:"listen"`
+}
+
+// VIP is one virtual service: an address, port and protocol balanced over
+// a set of backends.
+type VIP struct {
+	// Name is unique among VIPs and matches [a-z0-9][a-z0-9._-]*. Required.
+	Name string `yaml:"name"`
+	// Address is the IPv4 or IPv6 virtual address. Required.
+	Address string `yaml:"address"`
+	// Port is the service port; 0 means every port of Protocol. Required in
+	// a file (a forgotten port would make an all-ports VIP), even if 0.
+	Port int `yaml:"port"`
+	// Protocol is tcp or udp. Default: tcp.
+	Protocol Protocol `yaml:"protocol"`
+	// Hash is 5tuple or source (client affinity). Default: 5tuple.
+	Hash HashMode `yaml:"hash"`
+	// Conntrack pins each flow to its backend in the connection table, so
+	// that a backend change does not move it. false (pure hashing) is only
+	// allowed for udp. Default: true.
+	Conntrack bool `yaml:"conntrack"`
+	// TableSize is the Maglev table size, one of TableSizes. Default: 65537.
+	TableSize int `yaml:"table_size"`
+	// Health is the check run against every backend.
+	Health Health `yaml:"health"`
+	// Backends receive the VIP's flows.
+	Backends []Backend `yaml:"backends"`
+}
+
+// Addr returns Address parsed; invalid (zero) if Validate rejects it.
+func (v VIP) Addr() netip.Addr { return addr(v.Address) }
+
+// BackendByName returns the backend called name, or nil.
+func (v *VIP) BackendByName(name string) *Backend {
+	for i := range v.Backends {
+		if v.Backends[i].Name == name {
+			return &v.Backends[i]
+		}
+	}
+	return nil
+}
+
+// Health is a VIP's backend health check.
+type Health struct {
+	// Type is tcp, http, https or none. https does not verify the
+	// backend's certificate. Default: tcp.
+	Type CheckType `yaml:"type"`
+	// Port is probed on each backend address. 0 means the VIP's port; it is
+	// required when the VIP is all-ports and Type is not none.
+	Port int `yaml:"port"`
+	// Path is the HTTP request path, http and https only. Empty means "/".
+	Path string `yaml:"path"`
+	// ExpectStatus is the HTTP status of a healthy backend, http and https
+	// only. 0 means 200.
+	ExpectStatus int `yaml:"expect_status"`
+	// Interval between checks. Default: 1s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one check; must be shorter than Interval. Default: 500ms.
+	Timeout Duration `yaml:"timeout"`
+	// Rise is how many consecutive successes mark a backend healthy.
+	// Default: 2.
+	Rise int `yaml:"rise"`
+	// Fall is how many consecutive failures mark a backend unhealthy.
+	// Default: 3.
+	Fall int `yaml:"fall"`
+}
+
+// Backend is one server of a VIP.
+type Backend struct {
+	// Name is unique within the VIP. It is the backend's identity in the
+	// Maglev table, so renaming a backend moves its flows. Required.
+	Name string `yaml:"name"`
+	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
+	// the VIP's family. Required.
+	Address string `yaml:"address"`
+	// Weight is the backend's relative share of new flows, 1 to 65535.
+	// Default: 1.
+	Weight int `yaml:"weight"`
+	// Drained backends get no new flows; existing ones continue.
+	Drained bool `yaml:"drained"`
+}
+
+// Addr returns Address parsed; invalid (zero) if Validate rejects it.
+func (b Backend) Addr() netip.Addr { return addr(b.Address) }
+
+// DefaultConfig returns a Config holding every static default and no VIPs.
+func DefaultConfig() Config {
+	return Config{
+		Datapath: Datapath{
+			AttachMode:     DefaultAttachMode,
+			ConnTableSize:  DefaultConnTableSize,
+			UDPIdleTimeout: Duration(DefaultUDPIdleTimeout),
+			ICMPTooBig:     true,
+		},
+		Encap:   Encap{Type: DefaultEncapType, GUEPort: DefaultGUEPort},
+		API:     API{Socket: DefaultAPISocket},
+		Metrics: Metrics{Listen: DefaultMetricsListen},
+	}
+}
+
+// DefaultVIP returns a VIP holding every static default, to fill in.
+func DefaultVIP() VIP {
+	return VIP{
+		Protocol:  ProtocolTCP,
+		Hash:      Hash5Tuple,
+		Conntrack: true,
+		TableSize: DefaultTableSize,
+		Health: Health{
+			Type:     DefaultHealthType,
+			Interval: Duration(DefaultHealthInterval),
+			Timeout:  Duration(DefaultHealthTimeout),
+			Rise:     DefaultRise,
+			Fall:     DefaultFall,
+		},
+	}
+}
+
+// DefaultBackend returns a Backend holding every static default, to fill in.
+func DefaultBackend() Backend { return Backend{Weight: 1} }
+
+func (v *VIP) setDefaults()     { *v = DefaultVIP() }
+func (b *Backend) setDefaults() { *b = DefaultBackend() }
+
+// Load reads and parses the balancer config file at path.
+func Load(path string) (*Config, error) {
+	data, err := readFile(path, exampleConfig)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+// Parse parses a balancer config: it decodes data over DefaultConfig,
+// applies the derived defaults and validates. name is the file name used
+// in error messages.
+func Parse(data []byte, name string) (*Config, error) {
+	c := DefaultConfig()
+	err := parseInto(data, name, exampleConfig, &c, func(set func(string) bool) problems {
+		c.ApplyDefaults()
+		// A forgotten port would silently make an all-ports VIP that
+		// takes every connection to the address.
+		var p problems
+		noPort := map[string]bool{}
+		for i := range c.VIPs {
+			if path := fmt.Sprintf("vips[%d].port", i); !set(path) {
+				p.add(path, "required; write the service port, or 0 for every port")
+				noPort[fmt.Sprintf("vips[%d].health.port", i)] = true
+			}
+		}
+		for _, pr := range c.validate() {
+			if !noPort[pr.Path] { // asking for a check port would be noise
+				p = append(p, pr)
+			}
+		}
+		return p
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// ApplyDefaults fills the derived defaults: fields whose empty value means
+// something computed from other fields. It is idempotent. Parse calls it;
+// call it yourself on a Config built in code (start from DefaultConfig,
+// DefaultVIP and DefaultBackend for the static defaults).
+func (c *Config) ApplyDefaults() {
+	if c.Node.Name == "" {
+		c.Node.Name, _ = os.Hostname() // if that fails, Validate asks for a name
+	}
+	if c.Datapath.PinDir == "" && c.Datapath.Interface != "" {
+		c.Datapath.PinDir = filepath.Join(DefaultPinDirBase, c.Datapath.Interface)
+	}
+	for i := range c.VIPs {
+		h := &c.VIPs[i].Health
+		if h.Port == 0 {
+			h.Port = c.VIPs[i].Port
+		}
+		if h.Type == CheckHTTP || h.Type == CheckHTTPS {
+			if h.Path == "" {
+				h.Path = DefaultHealthPath
+			}
+			if h.ExpectStatus == 0 {
+				h.ExpectStatus = DefaultExpectStatus
+			}
+		}
+	}
+}
+
+// VIPByName returns the VIP called name, or nil.
+func (c *Config) VIPByName(name string) *VIP {
+	for i := range c.VIPs {
+		if c.VIPs[i].Name == name {
+			return &c.VIPs[i]
+		}
+	}
+	return nil
+}
+
+// Validate checks c as ApplyDefaults would complete it (c itself is not
+// changed) and returns every problem joined, each a *FieldError wrapping
+// ErrInvalid, or nil. Without a file the messages carry the field path but
+// no file or line.
+func (c *Config) Validate() error {
+	d := *c
+	d.VIPs = slices.Clone(c.VIPs) // ApplyDefaults writes VIPs[i].Health, nothing deeper
+	d.ApplyDefaults()
+	return join(d.validate())
+}
+
+func (c *Config) validate() problems {
+	var p problems
+	if c.Node.Name == "" {
+		p.add("node.name", "required: the hostname could not be read; set a name unique in the cluster")
+	}
+
+	d := c.Datapath
+	checkInterface(&p, "datapath.interface", d.Interface, "receives the VIP traffic")
+	switch d.AttachMode {
+	case AttachNative, AttachGeneric, AttachAuto:
+	default:
+		p.add("datapath.attach_mode", "%q is not an attach mode; use native, generic or auto", d.AttachMode)
+	}
+	if d.PinDir != "" || d.Interface != "" {
+		checkPinDir(&p, "datapath.pin_dir", d.PinDir)
+	}
+	if d.ConnTableSize < MinConnTableSize || d.ConnTableSize > MaxConnTableSize {
+		p.add("datapath.conn_table_size", "%d is out of range; use %d to %d (default %d)",
+			d.ConnTableSize, MinConnTableSize, MaxConnTableSize, DefaultConnTableSize)
+	}
+	if d.UDPIdleTimeout <= 0 {
+		p.add("datapath.udp_idle_timeout", "%s is not positive; write e.g. 30s", d.UDPIdleTimeout)
+	}
+	if d.MTU != 0 && (d.MTU < 576 || d.MTU > 65535) {
+		p.add("datapath.mtu", "%d is out of range; use 0 (the interface MTU) or 576 to 65535", d.MTU)
+	} else if d.MTU != 0 && d.MTU < 1280 && c.hasIPv6() {
+		p.add("datapath.mtu", "%d is below 1280, the IPv6 minimum, and some VIPs or backends are IPv6; use 0 (the interface MTU) or at least 1280", d.MTU)
+	}
+
+	e := c.Encap
+	switch e.Type {
+	case EncapIPIP, EncapGUE:
+	default:
+		p.add("encap.type", "%q is not an encapsulation; use ipip or gue", e.Type)
+	}
+	checkPort(&p, "encap.gue_port", e.GUEPort, 1, "")
+	checkFamilyAddr(&p, "encap.source_v4", e.SourceV4, false)
+	checkFamilyAddr(&p, "encap.source_v6", e.SourceV6, true)
+	checkFamilyPrefix(&p, "encap.source_prefix_v4", e.SourcePrefixV4, false)
+	checkFamilyPrefix(&p, "encap.source_prefix_v6", e.SourcePrefixV6, true)
+
+	if c.Nexthop.Gateway != "" {
+		if a, ok := parseAddr(&p, "nexthop.gateway", c.Nexthop.Gateway); ok && (a.IsUnspecified() || a.IsMulticast()) {
+			p.add("nexthop.gateway", "%s is not a unicast address; write the router's address, or leave it empty for the default route's gateway", a)
+		}
+	}
+	checkSocket(&p, "api.socket", c.API.Socket, DefaultAPISocket)
+	checkListen(&p, "metrics.listen", c.Metrics.Listen, DefaultMetricsListen)
+
+	type vipKey struct {
+		addr  netip.Addr
+		port  int
+		proto Protocol
+	}
+	names := map[string]int{}
+	keys := map[vipKey]int{}
+	for i := range c.VIPs {
+		path := fmt.Sprintf("vips[%d]", i)
+		v := &c.VIPs[i]
+		switch {
+		case v.Name == "":
+			p.add(path+".name", "required; name the VIP, e.g. web")
+		case !namePattern.MatchString(v.Name):
+			p.add(path+".name", "%q is not a valid name; use lower-case letters, digits, '.', '-' and '_', starting with a letter or digit", v.Name)
+		default:
+			if j, dup := names[v.Name]; dup {
+				p.add(path+".name", "%q is already the name of vips[%d]; VIP names must be unique", v.Name, j)
+			} else {
+				names[v.Name] = i
+			}
+		}
+		a, addrOK := parseUnicast(&p, path+".address", v.Address)
+		checkPort(&p, path+".port", v.Port, 0, "all ports")
+		switch v.Protocol {
+		case ProtocolTCP, ProtocolUDP:
+		default:
+			p.add(path+".protocol", "%q is not a protocol; use tcp or udp", v.Protocol)
+		}
+		if addrOK {
+			k := vipKey{a, v.Port, v.Protocol}
+			if j, dup := keys[k]; dup {
+				p.add(path, "%s port %d %s is already vips[%d] (%s); each address, port and protocol may be one VIP only",
+					a, v.Port, v.Protocol, j, c.VIPs[j].Name)
+			} else {
+				keys[k] = i
+			}
+		}
+		switch v.Hash {
+		case Hash5Tuple, HashSource:
+		default:
+			p.add(path+".hash", "%q is not a hash mode; use 5tuple or source", v.Hash)
+		}
+		if !v.Conntrack && v.Protocol != ProtocolUDP {
+			p.add(path+".conntrack", "false is only allowed for udp VIPs; TCP flows need the connection table to keep their backend, so set it to true")
+		}
+		if !slices.Contains(TableSizes, v.TableSize) {
+			p.add(path+".table_size", "%d is not an allowed size; use %d (the nearest) or another of %s",
+				v.TableSize, nearestTableSize(v.TableSize), intList(TableSizes))
+		} else if len(v.Backends) >= v.TableSize {
+			p.add(path+".table_size", "%d slots hold at most %d backends, and there are %d; use a larger size from %s",
+				v.TableSize, v.TableSize-1, len(v.Backends), intList(TableSizes))
+		}
+		v.Health.validate(&p, path+".health", v.Port)
+		validateBackends(&p, path, v.Backends)
+	}
+	return p
+}
+
+func (h Health) validate(p *problems, path string, vipPort int) {
+	switch h.Type {
+	case CheckTCP, CheckHTTP, CheckHTTPS, CheckNone:
+	default:
+		p.add(path+".type", "%q is not a check type; use tcp, http, https or none", h.Type)
+		return
+	}
+	if h.Type == CheckNone {
+		return
+	}
+	switch {
+	case h.Port == 0 && vipPort == 0:
+		p.add(path+".port", "required because the VIP has port 0 (all ports); set the port to probe on each backend")
+	case h.Port != vipPort: // else the VIP's port is checked already
+		checkPort(p, path+".port", h.Port, 1, "")
+	}
+	httpCheck := h.Type == CheckHTTP || h.Type == CheckHTTPS
+	switch {
+	case !httpCheck && h.Path != "":
+		p.add(path+".path", "only http and https checks have a path; remove it or set type to http")
+	case httpCheck && !strings.HasPrefix(h.Path, "/"):
+		p.add(path+".path", "%q does not start with /; write e.g. /healthz", h.Path)
+	}
+	switch {
+	case !httpCheck && h.ExpectStatus != 0:
+		p.add(path+".expect_status", "only http and https checks have a status; remove it or set type to http")
+	case httpCheck && (h.ExpectStatus < 100 || h.ExpectStatus > 599):
+		p.add(path+".expect_status", "%d is not an HTTP status; use 100 to 599, e.g. 200", h.ExpectStatus)
+	}
+	intervalOK := h.Interval > 0
+	if !intervalOK {
+		p.add(path+".interval", "%s is not positive; write e.g. 1s", h.Interval)
+	}
+	switch {
+	case h.Timeout <= 0:
+		p.add(path+".timeout", "%s is not positive; write e.g. 500ms", h.Timeout)
+	case intervalOK && h.Timeout >= h.Interval:
+		p.add(path+".timeout", "%s is not shorter than interval (%s); lower it or raise the interval", h.Timeout, h.Interval)
+	}
+	if h.Rise < 1 {
+		p.add(path+".rise", "%d is below 1; it counts the successes that mark a backend healthy, e.g. 2", h.Rise)
+	}
+	if h.Fall < 1 {
+		p.add(path+".fall", "%d is below 1; it counts the failures that mark a backend unhealthy, e.g. 3", h.Fall)
+	}
+}
+
+func validateBackends(p *problems, vipPath string, bs []Backend) {
+	names := map[string]int{}
+	addrs := map[netip.Addr]int{}
+	for j, b := range bs {
+		path := fmt.Sprintf("%s.backends[%d]", vipPath, j)
+		if b.Name == "" {
+			p.add(path+".name", "required; name the backend, e.g. be1")
+		} else if k, dup := names[b.Name]; dup {
+			p.add(path+".name", "%q is already the name of backends[%d]; backend names must be unique within a VIP", b.Name, k)
+		} else {
+			names[b.Name] = j
+		}
+		if a, ok := parseUnicast(p, path+".address", b.Address); ok {
+			if k, dup := addrs[a]; dup {
+				p.add(path+".address", "%s is already backends[%d] (%s); list each backend once per VIP", a, k, bs[k].Name)
+			} else {
+				addrs[a] = j
+			}
+		}
+		if b.Weight < 1 || b.Weight > 65535 {
+			p.add(path+".weight", "%d is out of range; use 1 to 65535 (to stop new flows, set drained: true)", b.Weight)
+		}
+	}
+}
+
+// hasIPv6 reports whether any VIP or backend is IPv6.
+func (c *Config) hasIPv6() bool {
+	for _, v := range c.VIPs {
+		if v.Addr().Is6() {
+			return true
+		}
+		for _, b := range v.Backends {
+			if b.Addr().Is6() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func nearestTableSize(n int) int {
+	best := TableSizes[0]
+	for _, s := range TableSizes {
+		if abs(s-n) < abs(best-n) {
+			best = s
+		}
+	}
+	return best
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+func intList(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, " ")
+}

@@ -1,0 +1,760 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// lines joins its arguments as the lines of a file, so that a test case
+// can name line numbers by counting arguments.
+func lines(ls ...string) string { return strings.Join(ls, "\n") + "\n" }
+
+func TestExampleConfigsLoad(t *testing.T) {
+	c, err := Load("../../configs/switchyard.yaml")
+	if err != nil {
+		t.Fatalf("configs/switchyard.yaml: %v", err)
+	}
+	if c.Datapath.Interface != "eth0" {
+		t.Errorf("interface = %q, want eth0", c.Datapath.Interface)
+	}
+	want := map[string]struct {
+		addr     string
+		port     int
+		proto    Protocol
+		hash     HashMode
+		backends []string
+	}{
+		"web":  {"10.100.0.1", 80, ProtocolTCP, Hash5Tuple, []string{"10.2.1.2", "10.2.2.2", "10.2.3.2"}},
+		"web6": {"fd00:100::1", 80, ProtocolTCP, Hash5Tuple, []string{"fd00:2:1::2", "fd00:2:2::2", "fd00:2:3::2"}},
+		"dns":  {"10.100.0.1", 53, ProtocolUDP, HashSource, []string{"10.2.1.2", "10.2.2.2", "10.2.3.2"}},
+	}
+	if len(c.VIPs) != len(want) {
+		t.Errorf("%d VIPs, want %d", len(c.VIPs), len(want))
+	}
+	for name, w := range want {
+		v := c.VIPByName(name)
+		if v == nil {
+			t.Errorf("no VIP %q", name)
+			continue
+		}
+		if v.Address != w.addr || v.Port != w.port || v.Protocol != w.proto || v.Hash != w.hash {
+			t.Errorf("VIP %s = %s:%d/%s hash %s, want %s:%d/%s hash %s", name,
+				v.Address, v.Port, v.Protocol, v.Hash, w.addr, w.port, w.proto, w.hash)
+		}
+		var got []string
+		for _, b := range v.Backends {
+			got = append(got, b.Address)
+		}
+		if !reflect.DeepEqual(got, w.backends) {
+			t.Errorf("VIP %s backends = %v, want %v", name, got, w.backends)
+		}
+	}
+
+	a, err := LoadAgent("../../configs/agent.yaml")
+	if err != nil {
+		t.Fatalf("configs/agent.yaml: %v", err)
+	}
+	if a.Interface != "eth0" || len(a.VIPs) != 2 {
+		t.Errorf("agent interface %q vips %v, want eth0 and the two demo VIPs", a.Interface, a.VIPs)
+	}
+}
+
+// TestExampleDocumentsEveryField keeps the annotated example complete: a
+// field added to a struct must be added (with its comment) to the example.
+func TestExampleDocumentsEveryField(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		typ  reflect.Type
+	}{
+		{"../../configs/switchyard.yaml", reflect.TypeFor[Config]()},
+		{"../../configs/agent.yaml", reflect.TypeFor[AgentConfig]()},
+	} {
+		data, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var root yaml.Node
+		if err := yaml.Unmarshal(data, &root); err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		var walk func(n *yaml.Node, path string)
+		walk = func(n *yaml.Node, path string) {
+			switch n.Kind {
+			case yaml.DocumentNode:
+				walk(n.Content[0], path)
+			case yaml.MappingNode:
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					p := fieldPath(path, n.Content[i].Value)
+					have[p] = true
+					walk(n.Content[i+1], p)
+				}
+			case yaml.SequenceNode:
+				for _, item := range n.Content {
+					walk(item, path+"[]")
+				}
+			}
+		}
+		walk(&root, "")
+		var fields func(t reflect.Type, path string)
+		fields = func(typ reflect.Type, path string) {
+			for i := range typ.NumField() {
+				f := typ.Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				p := fieldPath(path, name)
+				if !have[p] {
+					t.Errorf("%s does not show %s", filepath.Base(tc.file), p)
+				}
+				switch {
+				case f.Type.Kind() == reflect.Struct:
+					fields(f.Type, p)
+				case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+					fields(f.Type.Elem(), p+"[]")
+				}
+			}
+		}
+		fields(tc.typ, "")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no hostname to compare with: %v", err)
+	}
+	c, err := Parse([]byte(lines(
+		"datapath:",
+		"  interface: eth1",
+		"vips:",
+		"  - name: web",
+		"    address: 10.100.0.1",
+		"    port: 80",
+		"    health: {type: https}",
+		"    backends: [{name: be1, address: 10.2.1.2}]",
+		"  - {name: any, address: 10.100.0.2, port: 0, health: {type: tcp, port: 22}}",
+	)), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Node: Node{Name: host},
+		Datapath: Datapath{
+			Interface:      "eth1",
+			AttachMode:     AttachNative,
+			PinDir:         "/sys/fs/bpf/switchyard/eth1",
+			ConnTableSize:  1 << 20,
+			UDPIdleTimeout: Duration(30 * time.Second),
+			ICMPTooBig:     true,
+		},
+		Encap:   Encap{Type: EncapIPIP, GUEPort: 6080},
+		API:     API{Socket: "/run/switchyard/switchyard.sock"},
+		Metrics: Metrics{Listen: "127.0.0.1:9301"},
+		VIPs: []VIP{{
+			Name: "web", Address: "10.100.0.1", Port: 80, Protocol: ProtocolTCP, Hash: Hash5Tuple,
+			Conntrack: true, TableSize: 65537,
+			Health: Health{Type: CheckHTTPS, Port: 80, Path: "/", ExpectStatus: 200,
+				Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond), Rise: 2, Fall: 3},
+			Backends: []Backend{{Name: "be1", Address: "10.2.1.2", Weight: 1}},
+		}, {
+			Name: "any", Address: "10.100.0.2", Port: 0, Protocol: ProtocolTCP, Hash: Hash5Tuple,
+			Conntrack: true, TableSize: 65537,
+			Health: Health{Type: CheckTCP, Port: 22,
+				Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond), Rise: 2, Fall: 3},
+		}},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+
+	// Explicit values, including those equal to a zero value, are kept.
+	c, err = Parse([]byte(lines(
+		"node: {name: lb9}",
+		"datapath: {interface: eth0, icmp_too_big: false, pin_dir: /sys/fs/bpf/x}",
+		"metrics: {listen: \"\"}",
+		"vips:",
+		"  - {name: dns, address: 10.100.0.1, port: 53, protocol: udp, conntrack: false, health: {type: none}}",
+	)), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node.Name != "lb9" || c.Datapath.ICMPTooBig || c.Datapath.PinDir != "/sys/fs/bpf/x" ||
+		c.Metrics.Listen != "" || c.VIPs[0].Conntrack {
+		t.Errorf("explicit values not kept: %+v", c)
+	}
+
+	// "field:" with no value means "not set": the default stays.
+	c, err = Parse([]byte(lines("datapath:", "  interface: eth0", "  conn_table_size:", "metrics:")), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Datapath.ConnTableSize != DefaultConnTableSize || c.Metrics.Listen != DefaultMetricsListen {
+		t.Errorf("null values replaced defaults: %+v", c)
+	}
+}
+
+func TestAgentDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skipf("no hostname to compare with: %v", err)
+	}
+	c, err := ParseAgent([]byte("interface: eth0\n"), "agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &AgentConfig{
+		Node:      Node{Name: host},
+		Interface: "eth0",
+		GUEPort:   6080,
+		PinDir:    "/sys/fs/bpf/switchyard-agent/eth0",
+		API:       API{Socket: "/run/switchyard/agent.sock"},
+		Metrics:   Metrics{Listen: "127.0.0.1:9302"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+	}
+	c, err = ParseAgent([]byte("interface: eth0\ngue_port: 0\nvips: []\n"), "agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GUEPort != 0 || c.VIPs != nil {
+		t.Errorf("gue_port 0 must disable GUE and vips: [] must equal no vips; got %+v", c)
+	}
+}
+
+type errCase struct {
+	name string
+	yaml string
+	want []string // each must appear in the error, e.g. "t.yaml:3: vips[0].port: 70000"
+}
+
+func TestParseErrors(t *testing.T) {
+	manyBackends := make([]string, 251)
+	for i := range manyBackends {
+		manyBackends[i] = fmt.Sprintf("{name: b%d, address: 10.3.%d.%d}", i, i/200, i%200+1)
+	}
+	cases := []errCase{
+		// Decoding.
+		{"unknown top-level field", lines("datapath: {interface: eth0}", "vipz: []"),
+			[]string{"t.yaml:2: vipz: unknown field; did you mean vips?"}},
+		{"unknown nested field", lines("datapath:", "  interface: eth0", "  attach: native"),
+			[]string{"t.yaml:3: datapath.attach: unknown field", "attach_mode"}},
+		{"unknown field in list item", lines("datapath: {interface: eth0}", "vips:",
+			"  - {name: web, address: 10.100.0.1, port: 80,", "     weight: 3}"),
+			[]string{"t.yaml:4: vips[0].weight: unknown field"}},
+		{"field set twice", lines("datapath:", "  interface: eth0", "  interface: eth1"),
+			[]string{"t.yaml:3: datapath.interface: set twice (first on line 2)"}},
+		{"not a number", lines("datapath:", "  interface: eth0", "  conn_table_size: 1Mi"),
+			[]string{`t.yaml:3: datapath.conn_table_size: "1Mi" is not a whole number`}},
+		{"not a bool", lines("datapath:", "  interface: eth0", "  icmp_too_big: maybe"),
+			[]string{`t.yaml:3: datapath.icmp_too_big: "maybe" is not true or false`}},
+		{"duration without unit", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 30"),
+			[]string{"t.yaml:3: datapath.udp_idle_timeout: 30 has no unit; write a duration such as 30s"}},
+		{"list where a mapping belongs", lines("datapath: [eth0]"),
+			[]string{"t.yaml:1: datapath: expected a mapping with the fields interface,"}},
+		{"mapping where a list belongs", lines("datapath: {interface: eth0}", "vips: {web: 1}"),
+			[]string{"t.yaml:2: vips: expected a list, got a mapping"}},
+		{"list where a value belongs", lines("datapath:", "  interface: [eth0]"),
+			[]string{"t.yaml:2: datapath.interface: expected a single value, got a list"}},
+		{"not YAML", lines("datapath:", "  interface: eth0", "  mtu: [1500", "vips: []"),
+			[]string{"t.yaml:", "not valid YAML"}},
+		{"alias inside its own anchor", lines("datapath: {interface: eth0}", "vips: [&a {name: x, port: 80, <<: *a}]"),
+			[]string{"t.yaml:2: vips[0]: the alias refers to a value that contains it"}},
+		{"top level not a mapping", lines("- eth0"),
+			[]string{"t.yaml:1: expected a mapping with the fields node, datapath,"}},
+
+		// node, datapath.
+		{"interface missing", lines("datapath:", "  mtu: 1500"),
+			[]string{"t.yaml:1: datapath.interface: required; name the NIC"}},
+		{"interface too long", lines("datapath:", "  interface: enp0s31f6abcdefgh"),
+			[]string{`t.yaml:2: datapath.interface: "enp0s31f6abcdefgh" is longer than 15 bytes`}},
+		{"interface with slash", lines("datapath:", "  interface: eth0/1"),
+			[]string{`t.yaml:2: datapath.interface: "eth0/1" is not a valid interface name`}},
+		{"attach mode", lines("datapath:", "  interface: eth0", "  attach_mode: skb"),
+			[]string{`t.yaml:3: datapath.attach_mode: "skb" is not an attach mode; use native, generic or auto`}},
+		{"pin dir relative", lines("datapath:", "  interface: eth0", "  pin_dir: bpf/x"),
+			[]string{`t.yaml:3: datapath.pin_dir: "bpf/x" is not an absolute path`}},
+		{"conn table too small", lines("datapath:", "  interface: eth0", "  conn_table_size: 1000"),
+			[]string{"t.yaml:3: datapath.conn_table_size: 1000 is out of range; use 1024 to 16777216"}},
+		{"conn table too big", lines("datapath:", "  interface: eth0", "  conn_table_size: 16777217"),
+			[]string{"t.yaml:3: datapath.conn_table_size: 16777217 is out of range"}},
+		{"udp idle timeout zero", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 0s"),
+			[]string{"t.yaml:3: datapath.udp_idle_timeout: 0s is not positive"}},
+		{"mtu too small", lines("datapath:", "  interface: eth0", "  mtu: 100"),
+			[]string{"t.yaml:3: datapath.mtu: 100 is out of range; use 0 (the interface MTU) or 576 to 65535"}},
+		{"mtu below the IPv6 minimum", lines("datapath:", "  interface: eth0", "  mtu: 1000", "vips:",
+			"  - {name: web, address: 10.100.0.1, port: 80, backends: [{name: be1, address: 'fd00:2:1::2'}]}"),
+			[]string{"t.yaml:3: datapath.mtu: 1000 is below 1280, the IPv6 minimum"}},
+
+		// encap, nexthop, api, metrics.
+		{"encap type", lines("datapath: {interface: eth0}", "encap:", "  type: vxlan"),
+			[]string{`t.yaml:3: encap.type: "vxlan" is not an encapsulation; use ipip or gue`}},
+		{"gue port 0", lines("datapath: {interface: eth0}", "encap:", "  gue_port: 0"),
+			[]string{"t.yaml:3: encap.gue_port: 0 is out of range; use 1 to 65535"}},
+		{"gue port too big", lines("datapath: {interface: eth0}", "encap:", "  gue_port: 65536"),
+			[]string{"t.yaml:3: encap.gue_port: 65536 is out of range; use 1 to 65535"}},
+		{"source v4 not an IP", lines("datapath: {interface: eth0}", "encap:", "  source_v4: 10.0.0.256"),
+			[]string{`t.yaml:3: encap.source_v4: "10.0.0.256" is not an IP address`}},
+		{"source v4 is IPv6", lines("datapath: {interface: eth0}", "encap:", "  source_v4: fd00::1"),
+			[]string{"t.yaml:3: encap.source_v4: fd00::1 is not an IPv4 address; put IPv6 ones in encap.source_v6"}},
+		{"source v6 is IPv4", lines("datapath: {interface: eth0}", "encap:", "  source_v6: 10.0.0.1"),
+			[]string{"t.yaml:3: encap.source_v6: 10.0.0.1 is not an IPv6 address; put IPv4 ones in encap.source_v4"}},
+		{"source prefix not a CIDR", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 172.16.0.0"),
+			[]string{`t.yaml:3: encap.source_prefix_v4: "172.16.0.0" is not a CIDR prefix; write one such as 172.16.0.0/16`}},
+		{"source prefix host bits", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 172.16.1.0/16"),
+			[]string{"t.yaml:3: encap.source_prefix_v4: 172.16.1.0/16 has host bits set; write 172.16.0.0/16"}},
+		{"source prefix v6 is IPv4", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v6: 172.16.0.0/16"),
+			[]string{"t.yaml:3: encap.source_prefix_v6: 172.16.0.0/16 is not an IPv6 prefix"}},
+		{"gateway not an IP", lines("datapath: {interface: eth0}", "nexthop:", "  gateway: router1"),
+			[]string{`t.yaml:3: nexthop.gateway: "router1" is not an IP address`}},
+		{"gateway with zone", lines("datapath: {interface: eth0}", "nexthop:", "  gateway: fe80::1%eth0"),
+			[]string{`t.yaml:3: nexthop.gateway: "fe80::1%eth0" has an IPv6 zone; remove %eth0`}},
+		{"api socket empty", lines("datapath: {interface: eth0}", "api:", `  socket: ""`),
+			[]string{"t.yaml:3: api.socket: required"}},
+		{"api socket relative", lines("datapath: {interface: eth0}", "api:", "  socket: sy.sock"),
+			[]string{`t.yaml:3: api.socket: "sy.sock" is not an absolute path`}},
+		{"api socket too long", lines("datapath: {interface: eth0}", "api:", "  socket: /"+strings.Repeat("x", 110)),
+			[]string{"t.yaml:3: api.socket:", "longer than the 107 a unix socket path may have"}},
+		{"metrics not host:port", lines("datapath: {interface: eth0}", "metrics:", "  listen: 9301"),
+			[]string{`t.yaml:3: metrics.listen: "9301" is not host:port`}},
+		{"metrics bad port", lines("datapath: {interface: eth0}", "metrics:", "  listen: 127.0.0.1:99999"),
+			[]string{`t.yaml:3: metrics.listen: port "99999"`}},
+
+		// vips.
+		{"vip name missing", lines("datapath: {interface: eth0}", "vips:", "  - address: 10.100.0.1", "    port: 80"),
+			[]string{"t.yaml:3: vips[0].name: required"}},
+		{"vip name invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: Web Site", "    address: 10.100.0.1", "    port: 80"),
+			[]string{`t.yaml:3: vips[0].name: "Web Site" is not a valid name`}},
+		{"vip name duplicate", lines("datapath: {interface: eth0}", "vips:",
+			"  - {name: web, address: 10.100.0.1, port: 80}", "  - {name: web, address: 10.100.0.1, port: 443}"),
+			[]string{`t.yaml:4: vips[1].name: "web" is already the name of vips[0]`}},
+		{"vip address missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    port: 80"),
+			[]string{"t.yaml:3: vips[0].address: required"}},
+		{"vip address invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0", "    port: 80"),
+			[]string{`t.yaml:4: vips[0].address: "10.100.0" is not an IP address`}},
+		{"vip address unspecified", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 0.0.0.0", "    port: 80"),
+			[]string{"t.yaml:4: vips[0].address: 0.0.0.0 is the unspecified address"}},
+		{"vip address multicast", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: ff02::1", "    port: 80"),
+			[]string{"t.yaml:4: vips[0].address: ff02::1 is a multicast address"}},
+		{"vip address v4-mapped", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: ::ffff:10.100.0.1", "    port: 80"),
+			[]string{"t.yaml:4: vips[0].address: ::ffff:10.100.0.1 is an IPv4-mapped IPv6 address; write it as 10.100.0.1"}},
+		{"vip port out of range", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 70000"),
+			[]string{"t.yaml:5: vips[0].port: 70000 is out of range; use 0 (all ports) to 65535"}},
+		{"vip port negative", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: -1"),
+			[]string{"t.yaml:5: vips[0].port: -1 is out of range"}},
+		{"vip port missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1"),
+			[]string{"t.yaml:3: vips[0].port: required; write the service port, or 0 for every port"}},
+		{"vip protocol", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    protocol: sctp"),
+			[]string{`t.yaml:6: vips[0].protocol: "sctp" is not a protocol; use tcp or udp`}},
+		{"vip duplicate address port protocol", lines("datapath: {interface: eth0}", "vips:",
+			"  - {name: a, address: 'fd00:100::1', port: 80}", "  - {name: b, address: 'fd00:100:0::1', port: 80, protocol: tcp}"),
+			[]string{"t.yaml:4: vips[1]: fd00:100::1 port 80 tcp is already vips[0] (a)"}},
+		{"vip hash", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    hash: roundrobin"),
+			[]string{`t.yaml:6: vips[0].hash: "roundrobin" is not a hash mode; use 5tuple or source`}},
+		{"conntrack off for tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    conntrack: false"),
+			[]string{"t.yaml:6: vips[0].conntrack: false is only allowed for udp VIPs"}},
+		{"table size not allowed", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    table_size: 65536"),
+			[]string{"t.yaml:6: vips[0].table_size: 65536 is not an allowed size; use 65537 (the nearest)"}},
+		{"table size too small for backends", lines("datapath: {interface: eth0}", "vips:",
+			"  - {name: web, address: 10.100.0.1, port: 80, table_size: 251, backends: ["+strings.Join(manyBackends, ", ")+"]}"),
+			[]string{"t.yaml:3: vips[0].table_size: 251 slots hold at most 250 backends, and there are 251"}},
+
+		// vips[].health.
+		{"health type", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: icmp"),
+			[]string{`t.yaml:7: vips[0].health.type: "icmp" is not a check type`}},
+		{"health port needed for all-ports VIP", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 0", "    health:", "      type: tcp"),
+			[]string{"t.yaml:6: vips[0].health.port: required because the VIP has port 0 (all ports)"}},
+		{"health port out of range", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      port: 65536"),
+			[]string{"t.yaml:7: vips[0].health.port: 65536 is out of range; use 1 to 65535"}},
+		{"health path on tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      path: /healthz"),
+			[]string{"t.yaml:7: vips[0].health.path: only http and https checks have a path"}},
+		{"health path relative", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: http", "      path: healthz"),
+			[]string{`t.yaml:8: vips[0].health.path: "healthz" does not start with /`}},
+		{"health status on tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      expect_status: 204"),
+			[]string{"t.yaml:7: vips[0].health.expect_status: only http and https checks have a status"}},
+		{"health status invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: https", "      expect_status: 2000"),
+			[]string{"t.yaml:8: vips[0].health.expect_status: 2000 is not an HTTP status"}},
+		{"health interval zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: 0s"),
+			[]string{"t.yaml:7: vips[0].health.interval: 0s is not positive"}},
+		{"health timeout zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      timeout: -1s"),
+			[]string{"t.yaml:7: vips[0].health.timeout: -1s is not positive"}},
+		{"health timeout not below interval", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: 2s", "      timeout: 2s"),
+			[]string{"t.yaml:8: vips[0].health.timeout: 2s is not shorter than interval (2s)"}},
+		{"health bad duration", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: fast"),
+			[]string{`t.yaml:7: vips[0].health.interval: "fast" is not a duration`}},
+		{"health rise zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      rise: 0"),
+			[]string{"t.yaml:7: vips[0].health.rise: 0 is below 1"}},
+		{"health fall zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      fall: 0"),
+			[]string{"t.yaml:7: vips[0].health.fall: 0 is below 1"}},
+		{"health unknown field", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      intervall: 1s"),
+			[]string{"t.yaml:7: vips[0].health.intervall: unknown field; did you mean interval?"}},
+
+		// vips[].backends.
+		{"backend name missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - address: 10.2.1.2"),
+			[]string{"t.yaml:7: vips[0].backends[0].name: required"}},
+		{"backend name duplicate", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
+			"      - {name: be1, address: 10.2.1.2}", "      - {name: be1, address: 10.2.2.2}"),
+			[]string{`t.yaml:8: vips[0].backends[1].name: "be1" is already the name of backends[0]`}},
+		{"backend address missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1"),
+			[]string{"t.yaml:7: vips[0].backends[0].address: required"}},
+		{"backend address invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: be1.example"),
+			[]string{`t.yaml:8: vips[0].backends[0].address: "be1.example" is not an IP address`}},
+		{"backend address duplicate", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
+			"      - {name: be1, address: 10.2.1.2}", "      - {name: be2, address: 10.2.1.2}"),
+			[]string{"t.yaml:8: vips[0].backends[1].address: 10.2.1.2 is already backends[0] (be1)"}},
+		{"backend weight zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: 10.2.1.2", "        weight: 0"),
+			[]string{"t.yaml:9: vips[0].backends[0].weight: 0 is out of range; use 1 to 65535 (to stop new flows, set drained: true)"}},
+		{"backend weight too big", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: 10.2.1.2", "        weight: 65536"),
+			[]string{"t.yaml:9: vips[0].backends[0].weight: 65536 is out of range"}},
+	}
+	runErrCases(t, cases, func(data []byte) error { _, err := Parse(data, "t.yaml"); return err })
+}
+
+func TestParseAgentErrors(t *testing.T) {
+	cases := []errCase{
+		{"unknown field", lines("interface: eth0", "vip: [10.100.0.1]"),
+			[]string{"t.yaml:2: vip: unknown field; did you mean vips?"}},
+		{"interface missing", lines("gue_port: 6080"),
+			[]string{"t.yaml:1: interface: required; name the NIC that receives the encapsulated packets"}},
+		{"interface invalid", lines("interface: 'eth 0'"),
+			[]string{`t.yaml:1: interface: "eth 0" is not a valid interface name`}},
+		{"encap address invalid", lines("interface: eth0", "encap_addresses:", "  - 10.2.1.2", "  - 10.2.1"),
+			[]string{`t.yaml:4: encap_addresses[1]: "10.2.1" is not an IP address`}},
+		{"encap address duplicate", lines("interface: eth0", "encap_addresses: [10.2.1.2, 10.2.1.2]"),
+			[]string{"t.yaml:2: encap_addresses[1]: 10.2.1.2 is already encap_addresses[0]"}},
+		{"gue port", lines("interface: eth0", "gue_port: 65536"),
+			[]string{"t.yaml:2: gue_port: 65536 is out of range; use 0 (GUE decap off) to 65535"}},
+		{"vip invalid", lines("interface: eth0", "vips:", "  - 10.100.0.1", "  - 'fd00:100::1%lo'"),
+			[]string{`t.yaml:4: vips[1]: "fd00:100::1%lo" has an IPv6 zone`}},
+		{"vip duplicate", lines("interface: eth0", "vips:", "  - 10.100.0.1", "  - 10.100.0.1"),
+			[]string{"t.yaml:4: vips[1]: 10.100.0.1 is already vips[0]"}},
+		{"vip not a list", lines("interface: eth0", "vips: 10.100.0.1"),
+			[]string{"t.yaml:2: vips: expected a list"}},
+		{"pin dir relative", lines("interface: eth0", "pin_dir: x"),
+			[]string{`t.yaml:2: pin_dir: "x" is not an absolute path`}},
+		{"api socket", lines("interface: eth0", "api: {socket: agent.sock}"),
+			[]string{`t.yaml:2: api.socket: "agent.sock" is not an absolute path`}},
+		{"metrics listen", lines("interface: eth0", "metrics: {listen: 'localhost'}"),
+			[]string{`t.yaml:2: metrics.listen: "localhost" is not host:port; write e.g. 127.0.0.1:9302`}},
+	}
+	runErrCases(t, cases, func(data []byte) error { _, err := ParseAgent(data, "t.yaml"); return err })
+}
+
+func runErrCases(t *testing.T, cases []errCase, parse func([]byte) error) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error for\n%s", tc.yaml)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.File != "t.yaml" || fe.Line == 0 {
+				t.Errorf("error is not a *FieldError with file and line: %#v", fe)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestAllProblemsAtOnce: a user fixes a file in one go, so every problem
+// is reported, ordered by line.
+func TestAllProblemsAtOnce(t *testing.T) {
+	_, err := Parse([]byte(lines(
+		"datapath:",
+		"  interfaze: eth0", // 2: unknown, and so interface is missing
+		"  conn_table_size: 10",
+		"vips:",
+		"  - name: web",
+		"    address: 10.100.0.1",
+		"    port: 70000",
+		"    backends: [{name: be1, address: 10.2.1.2, weight: 0}]",
+	)), "switchyard.yaml")
+	want := []string{
+		"switchyard.yaml:1: datapath.interface: required",
+		"switchyard.yaml:2: datapath.interfaze: unknown field; did you mean interface?",
+		"switchyard.yaml:3: datapath.conn_table_size: 10 is out of range",
+		"switchyard.yaml:7: vips[0].port: 70000 is out of range; use 0 (all ports) to 65535",
+		"switchyard.yaml:8: vips[0].backends[0].weight: 0 is out of range",
+	}
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(got), len(want), err)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("problem %d = %q, want prefix %q", i, got[i], want[i])
+		}
+	}
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != len(want) {
+		t.Errorf("want %d errors behind Unwrap() []error", len(want))
+	}
+}
+
+// TestDecodeErrorHidesDerivedNoise: a field that fails to decode is
+// reported once, not again by the validation of the default it kept.
+func TestDecodeErrorHidesDerivedNoise(t *testing.T) {
+	_, err := Parse([]byte(lines("datapath:", "  interface: [eth0]")), "t.yaml")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n != 1 {
+		t.Errorf("want exactly one problem, got %d:\n%v", n, err)
+	}
+}
+
+func TestEmptyAndMissingFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, content := range []string{"", "\n\n", "# only a comment\n", "---\n", "~\n"} {
+		path := filepath.Join(dir, "empty.yaml")
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for name, load := range map[string]func(string) error{
+			"Load":      func(p string) error { _, err := Load(p); return err },
+			"LoadAgent": func(p string) error { _, err := LoadAgent(p); return err },
+		} {
+			err := load(path)
+			if !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), path) {
+				t.Errorf("%s(file containing %q) = %v, want ErrEmpty naming the file", name, content, err)
+			}
+		}
+	}
+	missing := filepath.Join(dir, "nope.yaml")
+	_, err := Load(missing)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "configs/switchyard.yaml") {
+		t.Errorf("Load(missing) = %v, want fs.ErrNotExist naming the file and the example", err)
+	}
+	_, err = LoadAgent(missing)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "configs/agent.yaml") {
+		t.Errorf("LoadAgent(missing) = %v, want fs.ErrNotExist naming the example", err)
+	}
+}
+
+func TestSecondDocumentRejected(t *testing.T) {
+	_, err := Parse([]byte(lines("datapath: {interface: eth0}", "---", "datapath: {interface: eth1}")), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:2: a second YAML document") {
+		t.Errorf("got %v, want the second document reported on line 2, where --- is", err)
+	}
+}
+
+func TestAnchorsAndMergeKeys(t *testing.T) {
+	c, err := Parse([]byte(lines(
+		"datapath: {interface: eth0}",
+		"vips:",
+		"  - &web",
+		"    name: web",
+		"    address: 10.100.0.1",
+		"    port: 80",
+		"    health: &fast {interval: 100ms, timeout: 50ms}",
+		"  - <<: *web",
+		"    name: web8080",
+		"    port: 8080",
+		"    health: *fast",
+	)), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := c.VIPByName("web8080")
+	if v == nil || v.Address != "10.100.0.1" || v.Port != 8080 || v.Health.Interval != Duration(100*time.Millisecond) ||
+		v.Health.Port != 8080 {
+		t.Errorf("merged VIP = %+v", v)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    time.Duration
+		wantErr string
+	}{
+		{in: "1s", want: time.Second},
+		{in: "500ms", want: 500 * time.Millisecond},
+		{in: "1m30s", want: 90 * time.Second},
+		{in: "1.5s", want: 1500 * time.Millisecond},
+		{in: `"250ms"`, want: 250 * time.Millisecond},
+		{in: "0", want: 0}, // valid as a duration; Validate says whether 0 is allowed
+		{in: "1", wantErr: "1 has no unit; write a duration such as 1s or 1ms"},
+		{in: "1.5", wantErr: "1.5 has no unit"},
+		{in: "fast", wantErr: `"fast" is not a duration`},
+		{in: "1 s", wantErr: `"1 s" is not a duration`},
+		{in: "[1s]", wantErr: "expected a duration"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var got struct {
+				D Duration `yaml:"d"`
+			}
+			err := yaml.Unmarshal([]byte("d: "+tc.in), &got)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || time.Duration(got.D) != tc.want {
+				t.Errorf("= %v, %v; want %v", time.Duration(got.D), err, tc.want)
+			}
+		})
+	}
+}
+
+// TestMarshalRoundTrip: a printed config (switchyard status) reads back as
+// the same config, and reflect.DeepEqual sees no difference.
+func TestMarshalRoundTrip(t *testing.T) {
+	c, err := Load("../../configs/switchyard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out, "printed")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !reflect.DeepEqual(c, back) {
+		t.Errorf("round trip changed the config:\n%s", out)
+	}
+}
+
+func TestValidateInCode(t *testing.T) {
+	c := DefaultConfig()
+	c.Node.Name = "lb1"
+	c.Datapath.Interface = "eth0"
+	v := DefaultVIP()
+	v.Name, v.Address, v.Port = "web", "10.100.0.1", 80
+	b := DefaultBackend()
+	b.Name, b.Address = "be1", "10.2.1.2"
+	v.Backends = append(v.Backends, b)
+	c.VIPs = append(c.VIPs, v)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid config built in code, before ApplyDefaults: %v", err)
+	}
+	if c.Datapath.PinDir != "" || c.VIPs[0].Health.Port != 0 {
+		t.Error("Validate changed the config")
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid config built in code: %v", err)
+	}
+
+	c.VIPs[0].Port = 70000
+	err := c.Validate()
+	if !errors.Is(err, ErrInvalid) || err.Error() != "vips[0].port: 70000 is out of range; use 0 (all ports) to 65535" {
+		t.Errorf("Validate() = %q, want the path and fix without a file", err)
+	}
+
+	a := DefaultAgentConfig()
+	a.Interface = "eth0"
+	a.VIPs = []string{"10.100.0.1"}
+	if err := a.Validate(); err != nil {
+		t.Errorf("valid agent config built in code: %v", err)
+	}
+}
+
+func TestLookupsAndParsedAddresses(t *testing.T) {
+	c, err := Parse([]byte(lines(
+		"datapath: {interface: eth0}",
+		"encap: {source_v4: 10.0.0.9, source_v6: 'fd00::9', source_prefix_v4: 172.16.0.0/16, source_prefix_v6: 'fd00:16::/64'}",
+		"nexthop: {gateway: 10.0.0.1}",
+		"vips:",
+		"  - {name: web6, address: 'fd00:100::1', port: 80, backends: [{name: be1, address: 10.2.1.2}]}",
+	)), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := c.VIPByName("web6")
+	if v == nil || c.VIPByName("nope") != nil {
+		t.Fatalf("VIPByName: %v", v)
+	}
+	if v.Addr() != netip.MustParseAddr("fd00:100::1") || !v.Addr().Is6() {
+		t.Errorf("VIP Addr = %v", v.Addr())
+	}
+	b := v.BackendByName("be1")
+	if b == nil || b.Addr() != netip.MustParseAddr("10.2.1.2") || v.BackendByName("be9") != nil {
+		t.Errorf("BackendByName = %+v", b)
+	}
+	e := c.Encap
+	if e.SourceV4Addr() != netip.MustParseAddr("10.0.0.9") || e.SourceV6Addr() != netip.MustParseAddr("fd00::9") ||
+		e.SourcePrefixV4Net() != netip.MustParsePrefix("172.16.0.0/16") || e.SourcePrefixV6Net() != netip.MustParsePrefix("fd00:16::/64") ||
+		c.Nexthop.GatewayAddr() != netip.MustParseAddr("10.0.0.1") {
+		t.Errorf("parsed encap/nexthop addresses wrong: %+v %+v", e, c.Nexthop)
+	}
+	if DefaultConfig().Nexthop.GatewayAddr().IsValid() {
+		t.Error("unset gateway must be the invalid Addr")
+	}
+
+	a, err := ParseAgent([]byte(lines("interface: eth0", "vips: [10.100.0.1, 'fd00:100::1']")), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Addr{netip.MustParseAddr("10.100.0.1"), netip.MustParseAddr("fd00:100::1")}
+	if !reflect.DeepEqual(a.VIPAddrs(), want) || a.EncapAddrs() != nil {
+		t.Errorf("VIPAddrs = %v, EncapAddrs = %v", a.VIPAddrs(), a.EncapAddrs())
+	}
+}
+
+func TestTableSizesArePrimeAndAscending(t *testing.T) {
+	for i, n := range TableSizes {
+		if i > 0 && n <= TableSizes[i-1] {
+			t.Errorf("TableSizes not ascending at %d", n)
+		}
+		for d := 2; d*d <= n; d++ {
+			if n%d == 0 {
+				t.Errorf("%d is not prime", n)
+				break
+			}
+		}
+	}
+	if !slices.Contains(TableSizes, DefaultVIP().TableSize) {
+		t.Errorf("the default table size %d is not allowed", DefaultVIP().TableSize)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, p := range []string{"../../configs/switchyard.yaml", "../../configs/agent.yaml"} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("vips: [&a {name: x, <<: *a}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, "fuzz.yaml")
+		if err == nil {
+			if verr := c.Validate(); verr != nil {
+				t.Fatalf("Parse accepted what Validate rejects: %v", verr)
+			}
+		} else if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrEmpty) {
+			t.Fatalf("error wraps neither ErrInvalid nor ErrEmpty: %v", err)
+		}
+		if a, err := ParseAgent(data, "fuzz.yaml"); err == nil {
+			if verr := a.Validate(); verr != nil {
+				t.Fatalf("ParseAgent accepted what Validate rejects: %v", verr)
+			}
+		}
+	})
+}

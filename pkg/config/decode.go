@@ -1,0 +1,407 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// readFile reads a config file; a missing or empty file is an error that
+// says so and points at the annotated example.
+func readFile(path, example string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w; pass the path of a config file (%s is an annotated example)", path, err, example)
+	}
+	return data, nil
+}
+
+// parseInto decodes the YAML document in data over out (a pointer to a
+// struct already holding the static defaults), then calls finish, which
+// applies the derived defaults and validates; finish can ask whether the
+// file set a field (to a value other than null). Decoding and validation
+// problems are reported together, each with name, line and field path.
+func parseInto(data []byte, name, example string, out any, finish func(set func(path string) bool) problems) error {
+	root, err := parseDocument(data, name, example)
+	if err != nil {
+		return err
+	}
+	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, active: map[*yaml.Node]bool{}}
+	d.decode(root, reflect.ValueOf(out).Elem(), "")
+	if d.aliases > maxAliases {
+		return join(d.errs) // the rest was not decoded: validating it is noise
+	}
+
+	all := d.errs
+	for _, p := range finish(func(path string) bool { return d.set[path] }) {
+		// A field that failed to decode kept its default; checking that
+		// default would only add noise next to the real problem.
+		if !d.failedUnder(p.Path) {
+			all = append(all, p)
+		}
+	}
+	for _, p := range all {
+		p.File = name
+		if p.Line == 0 {
+			p.Line = d.line(p.Path)
+		}
+	}
+	return join(all)
+}
+
+var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parseDocument returns the root node of the only document in data.
+func parseDocument(data []byte, name, example string) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %w; write the configuration in it (%s is an annotated example)", name, ErrEmpty, example)
+		}
+		return nil, syntaxError(name, err)
+	}
+	if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].ShortTag() == "!!null") {
+		return nil, fmt.Errorf("%s: %w; write the configuration in it (%s is an annotated example)", name, ErrEmpty, example)
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, syntaxError(name, err)
+	default:
+		return nil, join([]*FieldError{{File: name, Line: extra.Line, Msg: "a second YAML document starts here; " +
+			"put the whole configuration in one document (remove the ---)"}})
+	}
+	return doc.Content[0], nil
+}
+
+// syntaxError turns a yaml.v3 parse error ("yaml: line 3: …") into a
+// FieldError so that it reads like every other problem.
+func syntaxError(name string, err error) error {
+	msg := err.Error()
+	fe := &FieldError{File: name}
+	if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
+		fe.Line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	} else {
+		msg = strings.TrimPrefix(msg, "yaml: ")
+	}
+	fe.Msg = "not valid YAML: " + msg + "; check the indentation and quoting around this line"
+	return join([]*FieldError{fe})
+}
+
+// decoder walks a yaml.Node tree into Go values, field by field.
+//
+// yaml.v3 can reject unknown fields (Decoder.KnownFields) but stops at the
+// first one, and neither it nor Node.Decode can tell which line a field path
+// such as vips[2].health.timeout came from. Walking the tree ourselves gives
+// both: every unknown or mistyped field is reported, and lines maps each
+// field path to its line for the validation errors that come later.
+type decoder struct {
+	lines  map[string]int  // field path → line of its key or list item
+	set    map[string]bool // field paths given a non-null value
+	errs   problems
+	failed []string // paths that failed to decode
+
+	active  map[*yaml.Node]bool // nodes being decoded, to catch an alias inside its own anchor
+	aliases int                 // aliases followed so far
+}
+
+// defaulter is implemented by list elements whose fields have defaults:
+// each new element starts from them before the YAML is decoded over it, so
+// that a field left out keeps its default and an explicit 0 stays 0 (and is
+// then rejected with a useful message rather than silently replaced).
+type defaulter interface{ setDefaults() }
+
+func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
+	d.errs = append(d.errs, &FieldError{Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.failed = append(d.failed, path)
+}
+
+// failedUnder reports whether path, or a field that contains it, failed to
+// decode.
+func (d *decoder) failedUnder(path string) bool {
+	for _, f := range d.failed {
+		if within(path, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether path is ancestor or a field inside it.
+func within(path, ancestor string) bool {
+	if ancestor == "" || path == ancestor {
+		return true
+	}
+	if !strings.HasPrefix(path, ancestor) {
+		return false
+	}
+	next := path[len(ancestor)]
+	return next == '.' || next == '['
+}
+
+// line returns the line of path, or of its nearest ancestor present in the
+// file (a required field that is missing is reported where its parent is).
+func (d *decoder) line(path string) int {
+	for {
+		if l, ok := d.lines[path]; ok {
+			return l
+		}
+		if path == "" {
+			return 0
+		}
+		path = parent(path)
+	}
+}
+
+// parent strips the last ".field" or "[i]" from path.
+func parent(path string) string {
+	i := strings.LastIndexAny(path, ".[")
+	if i < 0 {
+		return ""
+	}
+	return path[:i]
+}
+
+func fieldPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// maxAliases bounds how many times aliases (*name) are followed, so that
+// a file of nested aliases cannot make decoding take exponential time.
+const maxAliases = 10000
+
+// resolve follows aliases to the node they name. It returns nil, having
+// reported why, if the alias budget is spent or the alias refers to a value
+// that contains it.
+func (d *decoder) resolve(n *yaml.Node, path string) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		d.aliases++
+		if d.aliases > maxAliases {
+			if d.aliases == maxAliases+1 {
+				d.fail(n, path, "more than %d aliases followed; write the values out", maxAliases)
+			}
+			return nil
+		}
+		n = n.Alias
+	}
+	if d.active[n] {
+		d.fail(n, path, "the alias refers to a value that contains it; write the value out")
+		return nil
+	}
+	return n
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if n = d.resolve(n, path); n == nil {
+		return
+	}
+	d.active[n] = true
+	defer delete(d.active, n)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		// "port:" with nothing after it means "not set": keep the default.
+		return
+	}
+	d.set[path] = true
+	if u, ok := v.Addr().Interface().(yaml.Unmarshaler); ok {
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, path, "expected a single value, got %s", describe(n))
+			return
+		}
+		if err := u.UnmarshalYAML(n); err != nil {
+			d.fail(n, path, "%v", err)
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(n, path, "expected a list, got %s; write one item per line starting with \"- \", or [a, b]", describe(n))
+			return
+		}
+		if len(n.Content) == 0 {
+			v.Set(reflect.Zero(v.Type())) // nil, not empty: "vips: []" equals no vips
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[p] = item.Line
+			e := s.Index(i)
+			if df, ok := e.Addr().Interface().(defaulter); ok {
+				df.setDefaults()
+			}
+			d.decode(item, e, p)
+		}
+		v.Set(s)
+	default:
+		d.decodeScalar(n, v, path)
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	fields := yamlFields(v.Type())
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "expected a mapping with the fields %s, got %s", strings.Join(fields.names, ", "), describe(n))
+		return
+	}
+	// Merge keys ("<<: *defaults") first, so that the keys written out in
+	// this mapping win, as in YAML's merge semantics.
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.ShortTag() != "!!merge" {
+			continue
+		}
+		if val.Kind == yaml.SequenceNode {
+			for _, m := range val.Content {
+				d.decode(m, v, path)
+			}
+		} else {
+			d.decode(val, v, path)
+		}
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.ShortTag() == "!!merge" {
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			d.fail(k, path, "a field name must be a plain word, got %s", describe(k))
+			continue
+		}
+		p := fieldPath(path, k.Value)
+		if first, dup := seen[k.Value]; dup {
+			d.fail(k, p, "set twice (first on line %d); keep one", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		idx, ok := fields.index[k.Value]
+		if !ok {
+			d.fail(k, p, "unknown field; %s", suggest(k.Value, fields.names))
+			continue
+		}
+		d.lines[p] = k.Line
+		d.decode(val, v.Field(idx), p)
+	}
+}
+
+func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.ScalarNode {
+		d.fail(n, path, "expected a single value, got %s", describe(n))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Int:
+		if n.ShortTag() == "!!str" { // port: "80"
+			if i, err := strconv.Atoi(n.Value); err == nil {
+				v.SetInt(int64(i))
+				return
+			}
+		}
+		if n.ShortTag() != "!!int" {
+			d.fail(n, path, "%q is not a whole number; write digits only, e.g. 80", n.Value)
+			return
+		}
+	case reflect.Bool:
+		if n.ShortTag() != "!!bool" {
+			d.fail(n, path, "%q is not true or false; write true or false", n.Value)
+			return
+		}
+	case reflect.String:
+		// Anything written as a scalar is fine as a string: "name: 1" is
+		// the name "1". Node.Decode would turn !!binary into bytes.
+		v.SetString(n.Value)
+		return
+	}
+	if err := n.Decode(v.Addr().Interface()); err != nil {
+		d.fail(n, path, "%q cannot be used here: %v", n.Value, err)
+	}
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	default:
+		return "something else"
+	}
+}
+
+type structFields struct {
+	index map[string]int // yaml name → field index
+	names []string       // yaml names in declaration order
+}
+
+// yamlFields lists the fields of a struct type by their yaml tag. Every
+// config struct field has an explicit tag; untagged fields are not
+// configurable.
+func yamlFields(t reflect.Type) structFields {
+	fs := structFields{index: map[string]int{}}
+	for i := range t.NumField() {
+		tag := t.Field(i).Tag.Get("yaml")
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fs.index[name] = i
+		fs.names = append(fs.names, name)
+	}
+	return fs
+}
+
+// suggest names the closest valid field if the unknown one looks like a
+// typo, and lists the valid fields either way.
+func suggest(got string, valid []string) string {
+	best, bestDist := "", len(got)/3+2
+	for _, v := range valid {
+		if dist := editDistance(strings.ToLower(got), v); dist < bestDist {
+			best, bestDist = v, dist
+		}
+	}
+	list := strings.Join(valid, ", ")
+	if best != "" {
+		return fmt.Sprintf("did you mean %s? (valid here: %s)", best, list)
+	}
+	return "valid here: " + list
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,35 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Duration is a time.Duration written in YAML the way time.ParseDuration
+// reads it: "1s", "500ms", "1m30s". A bare number is rejected because its
+// unit would be a guess. Convert with time.Duration(d).
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("expected a duration such as 1s or 500ms")
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		if n.ShortTag() == "!!int" || n.ShortTag() == "!!float" {
+			return fmt.Errorf("%s has no unit; write a duration such as %ss or %sms", n.Value, n.Value, n.Value)
+		}
+		return fmt.Errorf("%q is not a duration; write one such as 1s, 500ms or 1m30s", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler, so a printed config reads back.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+func (d Duration) String() string { return time.Duration(d).String() }

@@ -1,0 +1,205 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// namePattern is what a VIP name may look like: it ends up in metric
+// labels, CLI arguments and pin paths, so it stays lower-case and plain.
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+
+// maxSocketPath is the longest path a unix socket may have: sun_path is
+// 108 bytes including the terminating NUL.
+const maxSocketPath = 107
+
+// checkInterface applies the kernel's rules for interface names
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or space.
+func checkInterface(p *problems, path, name, what string) {
+	switch {
+	case name == "":
+		p.add(path, "required; name the NIC that %s, e.g. eth0", what)
+	case len(name) > 15:
+		p.add(path, "%q is longer than 15 bytes, the Linux limit for interface names; check `ip link`", name)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n"):
+		p.add(path, "%q is not a valid interface name; check `ip link`", name)
+	}
+}
+
+// parseUnicast parses an address that traffic is sent to or from (a VIP, a
+// backend, an address on lo). It reports a problem and returns false if s
+// is not one.
+func parseUnicast(p *problems, path, s string) (netip.Addr, bool) {
+	if s == "" {
+		p.add(path, "required; write an IPv4 or IPv6 address, e.g. 10.0.0.1 or fd00::1")
+		return netip.Addr{}, false
+	}
+	a, ok := parseAddr(p, path, s)
+	if !ok {
+		return a, false
+	}
+	switch {
+	case a.IsUnspecified():
+		p.add(path, "%s is the unspecified address; use the real address", s)
+	case a.IsMulticast():
+		p.add(path, "%s is a multicast address; use a unicast address", s)
+	default:
+		return a, true
+	}
+	return a, false
+}
+
+// parseAddr parses an IP address, rejecting forms that would make two
+// spellings of one address compare different.
+func parseAddr(p *problems, path, s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		p.add(path, "%q is not an IP address; write e.g. 10.0.0.1 or fd00::1", s)
+	case a.Zone() != "":
+		p.add(path, "%q has an IPv6 zone; remove %%%s, the interface comes from the interface setting", s, a.Zone())
+	case a.Is4In6():
+		p.add(path, "%s is an IPv4-mapped IPv6 address; write it as %s", s, a.Unmap())
+	default:
+		return a, true
+	}
+	return a, false
+}
+
+// checkFamilyAddr checks an optional address that must be of one family.
+func checkFamilyAddr(p *problems, path, s string, v6 bool) {
+	if s == "" {
+		return
+	}
+	a, ok := parseAddr(p, path, s)
+	if !ok {
+		return
+	}
+	if a.Is6() != v6 {
+		p.add(path, "%s is not an %s address; %s", s, familyName(v6), otherFamilyHint(path, v6))
+		return
+	}
+	if a.IsUnspecified() || a.IsMulticast() {
+		p.add(path, "%s is not a unicast address; use an address of this host, or leave it empty", s)
+	}
+}
+
+// checkFamilyPrefix checks an optional CIDR prefix that must be of one
+// family and have no host bits set.
+func checkFamilyPrefix(p *problems, path, s string, v6 bool) {
+	if s == "" {
+		return
+	}
+	pf, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		example := "172.16.0.0/16"
+		if v6 {
+			example = "fd00:16::/64"
+		}
+		p.add(path, "%q is not a CIDR prefix; write one such as %s", s, example)
+	case pf.Addr().Is4In6() || pf.Addr().Is6() != v6:
+		p.add(path, "%s is not an %s prefix; %s", s, familyName(v6), otherFamilyHint(path, v6))
+	case pf != pf.Masked():
+		p.add(path, "%s has host bits set; write %s", s, pf.Masked())
+	}
+}
+
+func familyName(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+func otherFamilyHint(path string, v6 bool) string {
+	if v6 {
+		return "put IPv4 ones in " + strings.TrimSuffix(path, "v6") + "v4"
+	}
+	return "put IPv6 ones in " + strings.TrimSuffix(path, "v4") + "v6"
+}
+
+// checkPort checks a port number; lo is 0 where 0 has a meaning, else 1.
+func checkPort(p *problems, path string, port, lo int, zeroMeans string) {
+	if port >= lo && port <= 65535 {
+		return
+	}
+	if lo == 0 {
+		p.add(path, "%d is out of range; use 0 (%s) to 65535", port, zeroMeans)
+		return
+	}
+	p.add(path, "%d is out of range; use 1 to 65535", port)
+}
+
+// checkListen checks a metrics listen address: "" (disabled) or host:port.
+func checkListen(p *problems, path, s, example string) {
+	if s == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		p.add(path, "%q is not host:port; write e.g. %s, or \"\" to disable", s, example)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		p.add(path, "port %q in %q is not 1 to 65535; write e.g. %s", port, s, example)
+		return
+	}
+	if strings.ContainsAny(host, " \t/%") {
+		p.add(path, "host %q in %q is not an address or host name; write e.g. %s", host, s, example)
+	}
+}
+
+// checkSocket checks the path of the API's unix socket.
+func checkSocket(p *problems, path, s, example string) {
+	switch {
+	case s == "":
+		p.add(path, "required; the command line tools talk to the daemon over it, e.g. %s", example)
+	case !filepath.IsAbs(s):
+		p.add(path, "%q is not an absolute path; write e.g. %s", s, example)
+	case len(s) > maxSocketPath:
+		p.add(path, "%q is %d bytes, longer than the %d a unix socket path may have; use a shorter path", s, len(s), maxSocketPath)
+	}
+}
+
+// checkPinDir checks the bpffs directory the datapath pins its state in.
+func checkPinDir(p *problems, path, s string) {
+	if !filepath.IsAbs(s) {
+		p.add(path, "%q is not an absolute path; leave it empty for the default, or write a directory under /sys/fs/bpf", s)
+	}
+}
+
+// checkUniqueAddrs checks a list of unicast addresses with no repeats.
+func checkUniqueAddrs(p *problems, path string, list []string) {
+	seen := map[netip.Addr]int{}
+	for i, s := range list {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		a, ok := parseUnicast(p, ip, s)
+		if !ok {
+			continue
+		}
+		if j, dup := seen[a]; dup {
+			p.add(ip, "%s is already %s[%d]; list each address once", s, path, j)
+			continue
+		}
+		seen[a] = i
+	}
+}
+
+// addr returns the parsed form of an address string that Validate accepted,
+// and the zero Addr for "" or anything Validate rejects.
+func addr(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
+}
+
+func prefix(s string) netip.Prefix {
+	p, _ := netip.ParsePrefix(s)
+	return p
+}

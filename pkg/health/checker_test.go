@@ -1,0 +1,197 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// listen returns the address of a loopback TCP listener that accepts and
+// closes connections until the test ends.
+func listen(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go acceptAndClose(ln)
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// closedAddr returns a loopback address on which nothing listens.
+func closedAddr(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	return ap
+}
+
+// recordingDialer dials with a net.Dialer, or fails with err, and counts
+// the dials: it stands for a Dialer that dials in another namespace.
+type recordingDialer struct {
+	err   error
+	block bool // wait for ctx instead of dialing
+	dials atomic.Int32
+	last  atomic.Value // "network address" of the last dial
+}
+
+func (d *recordingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	d.dials.Add(1)
+	d.last.Store(network + " " + address)
+	switch {
+	case d.block:
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case d.err != nil:
+		return nil, d.err
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, address)
+}
+
+func TestTCPChecker(t *testing.T) {
+	open := listen(t)
+	closed := closedAddr(t)
+	errNoRoute := errors.New("no route to host")
+	for _, tc := range []struct {
+		name      string
+		addr      netip.AddrPort
+		dialer    *recordingDialer
+		wantErr   string
+		wantErrIs error
+	}{
+		{name: "listening", addr: open},
+		{name: "nothing listening", addr: closed, wantErr: "connection refused"},
+		{name: "injected dialer is used", addr: open, dialer: &recordingDialer{}},
+		{name: "dialer error is the reason", addr: open, dialer: &recordingDialer{err: errNoRoute}, wantErrIs: errNoRoute},
+		{name: "bounded by the context", addr: open, dialer: &recordingDialer{block: true}, wantErrIs: context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := TCPChecker{Addr: tc.addr}
+			if tc.dialer != nil {
+				c.Dialer = tc.dialer
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			err := c.Check(ctx)
+			checkErr(t, err, tc.wantErr, tc.wantErrIs)
+			if tc.dialer != nil {
+				if got, want := tc.dialer.last.Load(), "tcp "+tc.addr.String(); tc.dialer.dials.Load() != 1 || got != want {
+					t.Errorf("dialer saw %d dials, last %v; want 1 dial of %q", tc.dialer.dials.Load(), got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTCPCheckerIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	go acceptAndClose(ln)
+	c := TCPChecker{Addr: netip.MustParseAddrPort(ln.Addr().String())}
+	if err := c.Check(context.Background()); err != nil {
+		t.Errorf("check of %s: %v", c.Addr, err)
+	}
+}
+
+func TestHTTPChecker(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			w.WriteHeader(http.StatusOK)
+		case "/down":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/moved":
+			http.Redirect(w, r, "/ok", http.StatusFound)
+		case "/slow":
+			<-r.Context().Done()
+		}
+	})
+	plain := httptest.NewServer(handler)
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(handler) // self-signed, like the backends'
+	defer tlsSrv.Close()
+
+	for _, tc := range []struct {
+		name      string
+		c         HTTPChecker
+		wantErr   string
+		wantErrIs error
+	}{
+		{name: "200", c: HTTPChecker{URL: plain.URL + "/ok"}},
+		{name: "503 is down", c: HTTPChecker{URL: plain.URL + "/down"},
+			wantErr: "status 503 Service Unavailable, want 200", wantErrIs: ErrUnexpectedStatus},
+		{name: "expected status other than 200", c: HTTPChecker{URL: plain.URL + "/nocontent", ExpectStatus: 204}},
+		{name: "200 when 204 is expected", c: HTTPChecker{URL: plain.URL + "/ok", ExpectStatus: 204},
+			wantErr: "status 200 OK, want 204"},
+		{name: "redirect is not followed", c: HTTPChecker{URL: plain.URL + "/moved"}, wantErr: "status 302 Found, want 200"},
+		{name: "https with a self-signed certificate", c: HTTPChecker{URL: tlsSrv.URL + "/ok"}},
+		{name: "https 503", c: HTTPChecker{URL: tlsSrv.URL + "/down"}, wantErrIs: ErrUnexpectedStatus},
+		{name: "bounded by the context", c: HTTPChecker{URL: plain.URL + "/slow"}, wantErrIs: context.DeadlineExceeded},
+		{name: "nothing listening", c: HTTPChecker{URL: "http://" + closedAddr(t).String() + "/"}, wantErr: "connection refused"},
+		{name: "not a URL", c: HTTPChecker{URL: "http://[::1"}, wantErr: "http check"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			checkErr(t, tc.c.Check(ctx), tc.wantErr, tc.wantErrIs)
+		})
+	}
+
+	t.Run("injected dialer is used", func(t *testing.T) {
+		d := &recordingDialer{}
+		c := HTTPChecker{URL: tlsSrv.URL + "/ok", Dialer: d}
+		if err := c.Check(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if d.dials.Load() != 1 {
+			t.Errorf("dialer used %d times, want 1", d.dials.Load())
+		}
+	})
+}
+
+func checkErr(t *testing.T, err error, wantErr string, wantErrIs error) {
+	t.Helper()
+	if wantErr == "" && wantErrIs == nil {
+		if err != nil {
+			t.Errorf("Check() = %v, want healthy", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("Check() = nil, want an error")
+	}
+	if wantErr != "" && !strings.Contains(err.Error(), wantErr) {
+		t.Errorf("Check() = %q, want it to contain %q", err, wantErr)
+	}
+	if wantErrIs != nil && !errors.Is(err, wantErrIs) {
+		t.Errorf("Check() = %v, want errors.Is %v", err, wantErrIs)
+	}
+}

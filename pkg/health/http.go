@@ -1,0 +1,68 @@
+package health
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// maxBody is how much of a response body is read before the connection
+// is closed; the status decides, the body is only drained politely.
+const maxBody = 4 << 10
+
+// HTTPChecker sends GET URL and expects ExpectStatus. Redirects are not
+// followed: a 301 is compared with ExpectStatus like any other status.
+// Every check opens a new connection (no keep-alive), so a backend that has
+// stopped accepting connections is noticed, and proxy environment variables
+// are ignored: the check goes straight to the backend.
+//
+// For https URLs the backend's certificate is NOT verified: backends
+// commonly use self-signed certificates, the check sends nothing secret, and
+// what it tests is whether the backend answers, not who it is.
+type HTTPChecker struct {
+	// URL is http:// or https:// with the backend's address, e.g.
+	// "http://10.2.1.2:80/healthz" or "https://[fd00:2:1::2]:443/".
+	URL string
+	// ExpectStatus is the status of a healthy backend; 0 means 200.
+	ExpectStatus int
+	// Dialer opens the connection; nil means a plain net.Dialer.
+	Dialer Dialer
+}
+
+// Check implements Checker.
+func (c HTTPChecker) Check(ctx context.Context) error {
+	want := c.ExpectStatus
+	if want == 0 {
+		want = http.StatusOK
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, nil)
+	if err != nil {
+		return fmt.Errorf("http check: %w", err)
+	}
+	req.Header.Set("User-Agent", "switchyard-health-check")
+
+	// A Transport per check keeps HTTPChecker a plain comparable value
+	// (see Monitor.Set); with keep-alives off it holds nothing afterwards.
+	tr := &http.Transport{
+		DialContext:       dialerOrDefault(c.Dialer).DialContext,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // see the type's doc
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("http check: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+	if resp.StatusCode != want {
+		return fmt.Errorf("http check: GET %s: status %s, want %d: %w", c.URL, resp.Status, want, ErrUnexpectedStatus)
+	}
+	return nil
+}

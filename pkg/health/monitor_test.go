@@ -1,0 +1,415 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Short intervals keep the suite fast; deadlines are generous so that a
+// loaded machine (or -race) does not make the tests flaky.
+const (
+	interval = 20 * time.Millisecond
+	timeout  = 15 * time.Millisecond
+	deadline = 5 * time.Second
+)
+
+// checkerFunc is a scripted Checker. Funcs are never DeepEqual, so Set
+// treats a target holding one as changed every time; tests that re-Set
+// targets use real TCP checks instead.
+type checkerFunc func(ctx context.Context) error
+
+func (f checkerFunc) Check(ctx context.Context) error { return f(ctx) }
+
+func newMonitor(t *testing.T, startHealthy bool) (*Monitor, chan Transition) {
+	t.Helper()
+	ch := make(chan Transition, 16)
+	cfg := DefaultConfig()
+	cfg.StartHealthy = startHealthy
+	cfg.Transitions = ch
+	m := New(cfg)
+	t.Cleanup(m.Close)
+	return m, ch
+}
+
+func target(key string, c Checker, rise, fall int) Target {
+	return Target{Key: key, Checker: c, Interval: interval, Timeout: timeout, Rise: rise, Fall: fall}
+}
+
+// waitTransition waits for the next transition of key and checks its
+// direction.
+func waitTransition(t *testing.T, ch <-chan Transition, key string, healthy bool) Transition {
+	t.Helper()
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	for {
+		select {
+		case tr := <-ch:
+			if tr.Key != key {
+				continue
+			}
+			if tr.Healthy != healthy {
+				t.Fatalf("transition of %s to healthy=%v (%s), want healthy=%v", key, tr.Healthy, tr.Reason, healthy)
+			}
+			return tr
+		case <-timer.C:
+			t.Fatalf("no transition of %s to healthy=%v within %s", key, healthy, deadline)
+		}
+	}
+}
+
+// poll waits until cond holds.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %s", what, deadline)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func mustState(t *testing.T, m *Monitor, key string) Status {
+	t.Helper()
+	st, ok := m.State(key)
+	if !ok {
+		t.Fatalf("no state for %s", key)
+	}
+	return st
+}
+
+// TestTCPDownAndUp: a backend whose listener closes is reported down after
+// Fall failures, and up again after Rise successes once it listens again.
+func TestTCPDownAndUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go acceptAndClose(ln)
+	addr := ln.Addr().String()
+	m, ch := newMonitor(t, true)
+	if err := m.Set([]Target{target("web/be1", TCPChecker{Addr: netip.MustParseAddrPort(addr)}, 2, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, m, "web/be1"); !st.Healthy {
+		t.Fatalf("new target is %+v, want healthy (StartHealthy)", st)
+	}
+	poll(t, "first successful check", func() bool { return mustState(t, m, "web/be1").Successes > 0 })
+
+	ln.Close()
+	tr := waitTransition(t, ch, "web/be1", false)
+	if !strings.Contains(tr.Reason, "3 consecutive failed checks") || !strings.Contains(tr.Reason, "connection refused") {
+		t.Errorf("down reason = %q, want 3 failures and the last error", tr.Reason)
+	}
+	st := mustState(t, m, "web/be1")
+	if st.Healthy || st.Failures < 3 || !strings.Contains(st.LastError, "connection refused") || st.Since.IsZero() {
+		t.Errorf("state after down = %+v", st)
+	}
+
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	defer ln.Close()
+	go acceptAndClose(ln)
+	tr = waitTransition(t, ch, "web/be1", true)
+	if tr.Reason != "2 consecutive successful checks" {
+		t.Errorf("up reason = %q", tr.Reason)
+	}
+	st = mustState(t, m, "web/be1")
+	if !st.Healthy || st.Successes < 2 || st.Failures != 0 || st.LastError != "" || st.LastCheck.IsZero() {
+		t.Errorf("state after up = %+v", st)
+	}
+}
+
+// TestHysteresis: Rise and Fall count consecutive results, so a flapping
+// backend keeps its state, and the state changes exactly at the Rise-th
+// success or Fall-th failure.
+func TestHysteresis(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		startHealthy bool
+		results      string // one letter per check, o(k) or f(ail); the last repeats
+		rise, fall   int
+		wantAt       int // the check (1-based) that flips the state; 0 = none
+	}{
+		{name: "up after rise successes", results: "o", rise: 3, fall: 1, wantAt: 3},
+		{name: "down after fall failures", startHealthy: true, results: "f", rise: 1, fall: 4, wantAt: 4},
+		{name: "failures must be consecutive", startHealthy: true, results: "ffoffoffofff", rise: 1, fall: 3, wantAt: 12},
+		{name: "successes must be consecutive", results: "ofoofoooo", rise: 3, fall: 1, wantAt: 8},
+		{name: "flapping stays healthy", startHealthy: true, results: strings.Repeat("fo", 10), rise: 2, fall: 2},
+		{name: "flapping stays unhealthy", results: strings.Repeat("of", 10) + "f", rise: 2, fall: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m, ch := newMonitor(t, tc.startHealthy)
+			// Each check records the state the previous checks left, so
+			// the test knows exactly which check flipped it.
+			var mu sync.Mutex
+			var stateBefore []bool // stateBefore[i]: healthy before check i+1
+			check := checkerFunc(func(context.Context) error {
+				st, _ := m.State("k")
+				mu.Lock()
+				stateBefore = append(stateBefore, st.Healthy)
+				n := len(stateBefore)
+				mu.Unlock()
+				if tc.results[min(n, len(tc.results))-1] == 'f' {
+					return fmt.Errorf("scripted failure %d", n)
+				}
+				return nil
+			})
+			if err := m.Set([]Target{target("k", check, tc.rise, tc.fall)}); err != nil {
+				t.Fatal(err)
+			}
+			upTo := len(tc.results) + 2
+			if tc.wantAt != 0 {
+				waitTransition(t, ch, "k", !tc.startHealthy)
+				upTo = tc.wantAt + 1
+			}
+			poll(t, "checks to run", func() bool { mu.Lock(); defer mu.Unlock(); return len(stateBefore) >= upTo })
+			mu.Lock()
+			defer mu.Unlock()
+			for i, healthy := range stateBefore[:upTo] {
+				want := tc.startHealthy
+				if tc.wantAt != 0 && i >= tc.wantAt {
+					want = !tc.startHealthy
+				}
+				if healthy != want {
+					t.Fatalf("healthy=%v after check %d, want %v (state before each check: %v)", healthy, i, want, stateBefore[:upTo])
+				}
+			}
+		})
+	}
+}
+
+func TestHTTPStatusMismatchIsDown(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	m, ch := newMonitor(t, true)
+	tgt := Target{Key: "web/be1", Checker: HTTPChecker{URL: srv.URL + "/healthz"},
+		Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, Rise: 1, Fall: 2}
+	if err := m.Set([]Target{tgt}); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitTransition(t, ch, "web/be1", false)
+	if !strings.Contains(tr.Reason, "status 503 Service Unavailable, want 200") {
+		t.Errorf("reason %q does not name the status", tr.Reason)
+	}
+	if st := mustState(t, m, "web/be1"); !strings.Contains(st.LastError, "503") {
+		t.Errorf("LastError %q does not name the status", st.LastError)
+	}
+}
+
+// TestSetKeepsUnchanged: a config reload that passes the same targets again
+// must not reset their health; removed targets go, new ones start.
+func TestSetKeepsUnchanged(t *testing.T) {
+	up, down := listen(t), closedAddr(t)
+	m, ch := newMonitor(t, false)
+	a := target("a", TCPChecker{Addr: up}, 2, 2)
+	b := target("b", TCPChecker{Addr: down}, 2, 2)
+	if err := m.Set([]Target{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	waitTransition(t, ch, "a", true)
+	poll(t, "b to fail and a to succeed", func() bool {
+		return mustState(t, m, "b").Failures >= 2 && mustState(t, m, "a").Successes >= 3
+	})
+	before := mustState(t, m, "a")
+
+	// The same targets rebuilt from a reloaded config: equal, not identical.
+	n := before.Successes
+	if err := m.Set([]Target{target("a", TCPChecker{Addr: up}, 2, 2), target("c", TCPChecker{Addr: up}, 3, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, m, "c"); st.Healthy {
+		t.Errorf("new target c = %+v, want unhealthy (StartHealthy false) until it rises", st)
+	}
+	after := mustState(t, m, "a")
+	if !after.Healthy || !after.Since.Equal(before.Since) || after.Successes < n {
+		t.Errorf("a after Set = %+v, want untouched: healthy since %v with at least %d successes", after, before.Since, n)
+	}
+
+	// Pointer checkers are compared by what they point to.
+	if err := m.Set([]Target{target("a", &TCPChecker{Addr: up}, 2, 2), target("c", TCPChecker{Addr: up}, 3, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a to count successes again", func() bool { return mustState(t, m, "a").Successes >= 3 })
+	n = mustState(t, m, "a").Successes
+	if err := m.Set([]Target{target("a", &TCPChecker{Addr: up}, 2, 2), target("c", TCPChecker{Addr: up}, 3, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, m, "a"); st.Successes < n || !st.Healthy || !st.Since.Equal(before.Since) {
+		t.Errorf("a after Set with an equal pointer checker = %+v, want untouched (at least %d successes)", st, n)
+	}
+	if _, ok := m.State("b"); ok {
+		t.Error("removed target b still has a state")
+	}
+	waitTransition(t, ch, "c", true)
+	snap := m.Snapshot()
+	if len(snap) != 2 || !snap["a"].Healthy || !snap["c"].Healthy {
+		t.Errorf("Snapshot() = %+v, want a and c healthy", snap)
+	}
+}
+
+// TestSetRestartsChanged: a target whose check changed runs the new check,
+// keeping its health until the new check says otherwise.
+func TestSetRestartsChanged(t *testing.T) {
+	up, down := listen(t), closedAddr(t)
+	m, ch := newMonitor(t, true)
+	if err := m.Set([]Target{target("a", TCPChecker{Addr: up}, 1, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a checked", func() bool { return mustState(t, m, "a").Successes > 0 })
+	before := mustState(t, m, "a")
+
+	changed := target("a", TCPChecker{Addr: down}, 1, 2)
+	changed.Interval = 2 * interval
+	if err := m.Set([]Target{changed}); err != nil {
+		t.Fatal(err)
+	}
+	st := mustState(t, m, "a")
+	if !st.Healthy || !st.Since.Equal(before.Since) || st.Successes != 0 {
+		t.Errorf("restarted target = %+v, want healthy since %v with counts reset", st, before.Since)
+	}
+	tr := waitTransition(t, ch, "a", false)
+	if !strings.Contains(tr.Reason, down.String()) {
+		t.Errorf("reason %q does not come from the new check of %s", tr.Reason, down)
+	}
+}
+
+func TestNoCheckerIsAlwaysHealthy(t *testing.T) {
+	m, _ := newMonitor(t, false)
+	if err := m.Set([]Target{{Key: "none"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, m, "none"); !st.Healthy || st.Since.IsZero() {
+		t.Errorf("target without checker = %+v, want healthy", st)
+	}
+}
+
+func TestCheckBoundedByTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		check   checkerFunc
+		wantErr string
+	}{
+		{"check that honours its context", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() },
+			"deadline exceeded"},
+		{"check that ignores its context", func(ctx context.Context) error { time.Sleep(2 * timeout); return nil },
+			ErrSlow.Error()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, ch := newMonitor(t, true)
+			if err := m.Set([]Target{{Key: "slow", Checker: tc.check, Interval: 4 * timeout, Timeout: timeout, Rise: 1, Fall: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			tr := waitTransition(t, ch, "slow", false)
+			if !strings.Contains(tr.Reason, tc.wantErr) {
+				t.Errorf("reason %q, want %q", tr.Reason, tc.wantErr)
+			}
+			if st := mustState(t, m, "slow"); st.LastDuration < timeout {
+				t.Errorf("LastDuration %s, want at least the timeout %s", st.LastDuration, timeout)
+			}
+		})
+	}
+}
+
+func TestSetRejectsInvalidTargets(t *testing.T) {
+	ok := target("ok", TCPChecker{}, 1, 1)
+	for _, tc := range []struct {
+		name    string
+		targets []Target
+	}{
+		{"empty key", []Target{target("", TCPChecker{}, 1, 1)}},
+		{"duplicate key", []Target{ok, ok}},
+		{"zero interval", []Target{{Key: "x", Checker: TCPChecker{}, Timeout: timeout, Rise: 1, Fall: 1}}},
+		{"zero timeout", []Target{{Key: "x", Checker: TCPChecker{}, Interval: interval, Rise: 1, Fall: 1}}},
+		{"timeout over interval", []Target{{Key: "x", Checker: TCPChecker{}, Interval: interval, Timeout: 2 * interval, Rise: 1, Fall: 1}}},
+		{"zero rise", []Target{target("x", TCPChecker{}, 0, 1)}},
+		{"zero fall", []Target{target("x", TCPChecker{}, 1, 0)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := newMonitor(t, true)
+			if err := m.Set([]Target{{Key: "keep"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Set(tc.targets); !errors.Is(err, ErrInvalidTarget) {
+				t.Errorf("Set() = %v, want ErrInvalidTarget", err)
+			}
+			if _, ok := m.State("keep"); !ok {
+				t.Error("a rejected Set changed the targets")
+			}
+		})
+	}
+}
+
+// TestCloseLeaksNoGoroutines: Close stops every check goroutine, even one
+// blocked handing a transition to a reader that has gone away.
+func TestCloseLeaksNoGoroutines(t *testing.T) {
+	up, down := listen(t), closedAddr(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	before := runtime.NumGoroutine()
+
+	cfg := DefaultConfig()
+	cfg.Transitions = make(chan Transition) // never read
+	m := New(cfg)
+	var targets []Target
+	for i := range 5 {
+		targets = append(targets,
+			target(fmt.Sprintf("up%d", i), TCPChecker{Addr: up}, 1, 1),
+			target(fmt.Sprintf("down%d", i), TCPChecker{Addr: down}, 1, 1), // blocks reporting
+			Target{Key: fmt.Sprintf("http%d", i), Checker: HTTPChecker{URL: srv.URL}, Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, Rise: 1, Fall: 1},
+			Target{Key: fmt.Sprintf("none%d", i)},
+		)
+	}
+	if err := m.Set(targets); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "every down target to fail", func() bool {
+		for i := range 5 {
+			if mustState(t, m, fmt.Sprintf("down%d", i)).Failures == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := m.Set(targets[:8]); err != nil { // removes some, with goroutines blocked
+		t.Fatal(err)
+	}
+
+	closed := make(chan struct{})
+	go func() { m.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(deadline):
+		t.Fatal("Close did not return")
+	}
+	m.Close() // idempotent
+	if err := m.Set(targets); !errors.Is(err, ErrClosed) {
+		t.Errorf("Set after Close = %v, want ErrClosed", err)
+	}
+	if len(m.Snapshot()) != 0 {
+		t.Error("targets left after Close")
+	}
+	end := time.Now().Add(deadline)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(end) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
