@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +26,11 @@ type Options struct {
 	ConnTableSize uint32
 	// Logger receives warnings (nil: discarded).
 	Logger *slog.Logger
+
+	// ProgramVariant, when non-zero, prepends a no-op instruction carrying
+	// the value to the program: a functionally identical program with a
+	// different tag. It exists to test hitless upgrades end to end.
+	ProgramVariant uint32
 
 	// benchUndo loads the benchmark build, which strips its own
 	// encapsulation again so BPF_PROG_TEST_RUN repeats a real packet.
@@ -57,6 +63,9 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read balancer object: %w", err)
 	}
+	if opts.ProgramVariant != 0 {
+		addVariant(spec.Programs["xdp_balancer"], opts.ProgramVariant)
+	}
 	size := opts.ConnTableSize
 	if size == 0 {
 		size = DefaultConnTableSize
@@ -78,6 +87,15 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// addVariant prepends `r0 = v` (overwritten before any use) to prog,
+// moving the function's symbol and BTF metadata to the new first instruction.
+func addVariant(prog *ebpf.ProgramSpec, v uint32) {
+	first := prog.Instructions[0]
+	nop := asm.Mov.Imm(asm.R0, int32(v)).WithMetadata(first.Metadata)
+	first = first.WithMetadata(asm.Metadata{})
+	prog.Instructions = append(asm.Instructions{nop, first}, prog.Instructions[1:]...)
 }
 
 // Attach attaches the program to iface, or swaps it into the link an earlier
@@ -398,11 +416,23 @@ func (b *Balancer) Table(k VIPKey, gen uint32) ([]uint32, error) {
 	if err != nil || m == nil {
 		return nil, err
 	}
-	out := make([]uint32, meta.TableSize[gen&1])
-	for i := range out {
-		if err := m.Lookup(uint32(i), &out[i]); err != nil {
-			return nil, fmt.Errorf("read slot %d: %w", i, err)
+	n := int(min(meta.TableSize[gen&1], m.MaxEntries()))
+	out := make([]uint32, n)
+	keys := make([]uint32, n)
+	var cursor ebpf.MapBatchCursor
+	got := 0
+	for got < n {
+		c, err := m.BatchLookup(&cursor, keys[got:], out[got:], nil)
+		got += c
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
 		}
+		if err != nil {
+			return nil, fmt.Errorf("read Maglev table: %w", err)
+		}
+	}
+	if got != n {
+		return nil, fmt.Errorf("read Maglev table: %d of %d slots", got, n)
 	}
 	return out, nil
 }
@@ -475,6 +505,26 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 		return Conn{}, false, err
 	}
 	return Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}, true, nil
+}
+
+// CountFlows returns the number of connection-table entries (batched reads:
+// about 100 ms for a full 1Mi table).
+func (b *Balancer) CountFlows() (uint64, error) {
+	const chunk = 4096
+	keys := make([]balancerFlowKey, chunk)
+	vals := make([]balancerConn, chunk)
+	var cursor ebpf.MapBatchCursor
+	var total uint64
+	for {
+		n, err := b.objs.Conns.BatchLookup(&cursor, keys, vals, nil)
+		total += uint64(n)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("count connection table: %w", err)
+		}
+	}
 }
 
 // ConnTableSize is the capacity of the connection table.

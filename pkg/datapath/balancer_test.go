@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -436,4 +437,39 @@ func TestHashedOuterSource(t *testing.T) {
 	if len(seen) < 12 {
 		t.Errorf("16 clients map to only %d outer sources: the hash does not spread", len(seen))
 	}
+}
+
+func TestReadBackTablesAndFlows(t *testing.T) {
+	w := newWorld(t, Options{})
+	got, err := w.b.Table(vipTCP4.key, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, w.tables[vipTCP4.key]) {
+		t.Fatalf("table read back differs from the one published")
+	}
+	for i := range 10 {
+		in, _ := build(t, syn4(uint16(30000+i)))
+		w.run(t, in)
+	}
+	if n, err := w.b.CountFlows(); err != nil || n != 10 {
+		t.Errorf("CountFlows = %d, %v; want 10", n, err)
+	}
+}
+
+// TestProgramVariant: the upgrade-test build differs in tag only.
+func TestProgramVariant(t *testing.T) {
+	w := newWorld(t, Options{})
+	v := newWorld(t, Options{ProgramVariant: 7})
+	a, _ := w.b.objs.XdpBalancer.Info()
+	b, _ := v.b.objs.XdpBalancer.Info()
+	if a.Tag == b.Tag {
+		t.Fatalf("variant has the same tag %s", a.Tag)
+	}
+	in, l2 := build(t, syn4(48000))
+	act, out := v.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("variant: %s", actionNames[act])
+	}
+	checkEncap(t, in, l2, out, encapWant{backend: v.expectBackend(vipTCP4, flowOf(syn4(48000)))})
 }
