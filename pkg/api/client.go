@@ -1,0 +1,167 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+)
+
+// Client talks to a daemon's Server. Bound each call with its context: the
+// Client has no timeout of its own. Its methods are safe for concurrent
+// use.
+//
+// Errors say what the user can do: ErrNoDaemon if nothing listens on the
+// socket; an error matching fs.ErrPermission if the socket is not the
+// user's; otherwise the daemon's own message, matching ErrNotFound,
+// ErrBadRequest or ErrRejected by the status of the answer.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a Client of the daemon listening on socket ("" means
+// config.DefaultAPISocket).
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = config.DefaultAPISocket
+	}
+	var d net.Dialer
+	return &Client{
+		socket: socket,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}},
+	}
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, nil, &s)
+	return s, err
+}
+
+// Flows lists connection-table entries of the VIP named vip ("" for every
+// VIP), at most limit of them (<= 0: the daemon's default).
+func (c *Client) Flows(ctx context.Context, vip string, limit int) (FlowsResponse, error) {
+	q := url.Values{}
+	if vip != "" {
+		q.Set("vip", vip)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var f FlowsResponse
+	err := c.do(ctx, http.MethodGet, "/v1/flows", q, nil, &f)
+	return f, err
+}
+
+// Drain stops new flows to a backend: "NAME" (in every VIP) or "VIP/NAME".
+func (c *Client) Drain(ctx context.Context, backend string) (DrainResponse, error) {
+	var d DrainResponse
+	err := c.do(ctx, http.MethodPost, "/v1/drain", nil, DrainRequest{Backend: backend}, &d)
+	return d, err
+}
+
+// Undrain lets a drained backend take new flows again.
+func (c *Client) Undrain(ctx context.Context, backend string) (DrainResponse, error) {
+	var d DrainResponse
+	err := c.do(ctx, http.MethodPost, "/v1/undrain", nil, DrainRequest{Backend: backend}, &d)
+	return d, err
+}
+
+// Reload makes the daemon re-read its configuration file. An invalid file
+// gives an error matching ErrRejected that names the problems; the daemon
+// keeps running the previous configuration.
+func (c *Client) Reload(ctx context.Context) (ReloadResponse, error) {
+	var r ReloadResponse
+	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, nil, &r)
+	return r, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	u := "http://switchyard" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode the request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("build the request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return answerError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("read the answer of switchyard at %s: %w", c.socket, err)
+	}
+	return nil
+}
+
+// transportError words a failure to exchange a request for the user.
+func (c *Client) transportError(err error) error {
+	// The *url.Error adds `Get "http://switchyard/v1/status"`, which
+	// means nothing to the user.
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		err = ue.Err
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return &dialError{
+			message: fmt.Sprintf("cannot reach switchyard at %s: is `switchyard run` running? (use --socket to point elsewhere)", c.socket),
+			kind:    ErrNoDaemon,
+			cause:   err,
+		}
+	case errors.Is(err, fs.ErrPermission):
+		return &dialError{
+			message: fmt.Sprintf("permission denied on %s: the switchyard API is root-only; run this as root (e.g. with sudo)", c.socket),
+			cause:   err,
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("switchyard at %s did not answer in time (use --timeout to wait longer): %w", c.socket, err)
+	}
+	return fmt.Errorf("talk to switchyard at %s: %w", c.socket, err)
+}
+
+// answerError turns an error answer into an error with the daemon's message.
+func answerError(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	var e Error
+	msg := ""
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		msg = e.Error
+	} else {
+		// Not one of our answers, e.g. a proxy's or another program's.
+		msg = strings.TrimSpace(resp.Status + ": " + strings.TrimSpace(string(data)))
+	}
+	return &serverError{message: msg, sentinel: sentinelOf(resp.StatusCode)}
+}

@@ -1,0 +1,195 @@
+package api
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWriteStatus(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	if err := writeStatus(&b, sampleStatus(now), now); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{
+		"lb1, up 3h12m",
+		"eth0 (native), program 5f1c0a9e3b2d7c41",
+		"generation 4 of /etc/switchyard/switchyard.yaml, 1 failed reload",
+		"last reload error: /etc/switchyard/switchyard.yaml:12: vips[0].port",
+		"10.0.0.1 (02:00:00:00:00:01)",
+		"1234 of 65536 entries (1.9%)",
+		"VIP web  10.0.0.100:80/tcp  hash maglev  12.3k packets  120.5 pkt/s  321 new flows\n",
+		"VIP dns  10.0.0.53:53/udp  hash maglev  7 packets  0.0 pkt/s  0 new flows  conntrack off\n",
+		"drops: fragment 3, no_backend 12\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q", want)
+		}
+	}
+	for _, unwanted := range []string{"ttl", "encap"} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("status shows %q: only non-zero drop counters belong there", unwanted)
+		}
+	}
+
+	rows := map[string][]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			rows[f[0]] = f
+		}
+	}
+	for name, want := range map[string]string{
+		"web-1":         "web-1 10.2.1.1 1 UP for 5m0s no 100.0% 4000",
+		"web-backend-2": "web-backend-2 10.2.1.22 10 DOWN for 12s yes 0.0% 1.23M tcp check: dial tcp 10.2.1.22:80: connect: connection refused",
+		"dns-1":         "dns-1 10.2.1.1 2 UP no 100.0% 4000 no check",
+	} {
+		if got := strings.Join(rows[name], " "); got != want {
+			t.Errorf("row of %s:\n got %q\nwant %q", name, got, want)
+		}
+	}
+	checkAligned(t, out, "  BACKEND")
+	if strings.Contains(out, " \n") {
+		t.Error("a line ends in spaces")
+	}
+}
+
+func TestWriteStatusUnresolvedNextHop(t *testing.T) {
+	var b strings.Builder
+	err := WriteStatus(&b, Status{NextHop: NextHop{Gateway: "10.0.0.1"}, VIPs: []VIP{{Name: "web", Address: "2001:db8::1", Port: 443, Protocol: "tcp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"10.0.0.1 NOT RESOLVED: VIP traffic is dropped",
+		"0 of 0 entries (-)",
+		"[2001:db8::1]:443/tcp",
+		"  no backends\n",
+		"drops: none\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestWriteFlows(t *testing.T) {
+	var b strings.Builder
+	if err := WriteFlows(&b, sampleFlows()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{
+		"tcp    192.0.2.10:51234    web 10.0.0.100:80  web-1     3.2s\n",
+		"udp    [2001:db8::1]:5353  10.0.0.53:53       10.2.1.9  12m5s\n",
+		"showing the first 2 flows",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("flows lack %q", want)
+		}
+	}
+	checkAligned(t, out, "PROTO")
+
+	b.Reset()
+	f := sampleFlows()
+	f.Truncated = false
+	if err := WriteFlows(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "showing") {
+		t.Errorf("complete flow list says it is truncated:\n%s", b.String())
+	}
+
+	b.Reset()
+	if err := WriteFlows(&b, FlowsResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != "no flows\n" {
+		t.Errorf("empty flow list: got %q", b.String())
+	}
+}
+
+type failingWriter struct{}
+
+var errDiskFull = errors.New("disk full")
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
+
+func TestWriteErrors(t *testing.T) {
+	if err := WriteStatus(failingWriter{}, sampleStatus(time.Now())); !errors.Is(err, errDiskFull) {
+		t.Errorf("WriteStatus: got %v, want %v", err, errDiskFull)
+	}
+	if err := WriteFlows(failingWriter{}, sampleFlows()); !errors.Is(err, errDiskFull) {
+		t.Errorf("WriteFlows: got %v, want %v", err, errDiskFull)
+	}
+}
+
+// checkAligned checks every table whose header line starts with header:
+// each of its rows (the lines up to a blank one) has a cell starting at
+// every column of the header, after a space.
+func checkAligned(t *testing.T, out, header string) {
+	t.Helper()
+	lines := strings.Split(out, "\n")
+	tables := 0
+	for i, h := range lines {
+		if !strings.HasPrefix(h, header) {
+			continue
+		}
+		tables++
+		var cols []int
+		for c := 1; c < len(h); c++ {
+			if h[c-1] == ' ' && h[c] != ' ' {
+				cols = append(cols, c)
+			}
+		}
+		for _, row := range lines[i+1:] {
+			if row == "" {
+				break
+			}
+			for j, c := range cols {
+				if c >= len(row) && j == len(cols)-1 {
+					continue // an empty last cell
+				}
+				if c >= len(row) || row[c-1] != ' ' || row[c] == ' ' {
+					t.Errorf("row not aligned with its header at column %d:\n%s\n%s", c, h, row)
+					break
+				}
+			}
+		}
+	}
+	if tables == 0 {
+		t.Errorf("no table with header %q", header)
+	}
+}
+
+func TestCount(t *testing.T) {
+	for n, want := range map[uint64]string{
+		0: "0", 9999: "9999", 10000: "10.0k", 12345: "12.3k", 99949: "99.9k", 99950: "100k",
+		999499: "999k", 999500: "1.00M", 1234567: "1.23M", math.MaxUint64: "18.4E",
+	} {
+		if got := count(n); got != want {
+			t.Errorf("count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestAge(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		-time.Second:                     "0.0s",
+		1500 * time.Millisecond:          "1.5s",
+		42 * time.Second:                 "42s",
+		5*time.Minute + 3*time.Second:    "5m3s",
+		3*time.Hour + 12*time.Minute:     "3h12m",
+		(4*24+3)*time.Hour + time.Minute: "4d3h",
+	} {
+		if got := age(d); got != want {
+			t.Errorf("age(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

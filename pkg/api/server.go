@@ -1,0 +1,339 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+)
+
+// Service is what the daemon implements. Its errors choose the status of
+// the answer: wrap ErrNotFound, ErrBadRequest or ErrRejected; anything
+// else is a 500. The error text is shown to the user as it is.
+type Service interface {
+	Status(ctx context.Context) (Status, error)
+	// Flows lists connection-table entries of the VIP named vip ("" for
+	// every VIP), at most limit of them (<= 0: a default of 1000).
+	Flows(ctx context.Context, vip string, limit int) (FlowsResponse, error)
+	// Drain drains (drain true) or undrains a backend named as in
+	// DrainRequest.
+	Drain(ctx context.Context, backend string, drain bool) (DrainResponse, error)
+	Reload(ctx context.Context) (ReloadResponse, error)
+}
+
+const (
+	// maxBody bounds request bodies; the largest legitimate one is a
+	// DrainRequest of a few dozen bytes.
+	maxBody = 1 << 20
+	// maxSocketPath is the longest path a unix socket may have (sun_path
+	// holds 108 bytes with the terminating NUL).
+	maxSocketPath = 107
+	// shutdownTimeout bounds how long Close waits for requests in flight.
+	shutdownTimeout = 5 * time.Second
+	// probeTimeout bounds the check for a live daemon on an existing socket.
+	probeTimeout = time.Second
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Socket is the path of the unix socket; "" means
+	// config.DefaultAPISocket.
+	Socket string
+	// Logger logs failed requests and the removal of a stale socket; nil
+	// means no logging.
+	Logger *slog.Logger
+}
+
+func (c ServerConfig) socket() string {
+	if c.Socket == "" {
+		return config.DefaultAPISocket
+	}
+	return c.Socket
+}
+
+// Validate checks the socket path.
+func (c ServerConfig) Validate() error {
+	s := c.socket()
+	switch {
+	case !filepath.IsAbs(s):
+		return fmt.Errorf("api socket %q is not an absolute path", s)
+	case len(s) > maxSocketPath:
+		return fmt.Errorf("api socket %q is %d bytes, longer than the %d a unix socket path may have", s, len(s), maxSocketPath)
+	}
+	return nil
+}
+
+// Server serves a Service on a unix socket. Its methods are safe for
+// concurrent use.
+type Server struct {
+	socket string
+	svc    Service
+	log    *slog.Logger
+	routes map[string]route
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	http    *http.Server
+	sock    os.FileInfo // the socket file Start created, to remove only it
+	wg      sync.WaitGroup
+}
+
+// route is one endpoint: its method and what answers it.
+type route struct {
+	method string
+	handle func(r *http.Request) (any, error)
+}
+
+// NewServer returns a Server of svc; Start makes it listen.
+func NewServer(cfg ServerConfig, svc Service) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if svc == nil {
+		return nil, errors.New("api server needs a Service")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{socket: cfg.socket(), svc: svc, log: log.With("component", "api")}
+	s.routes = map[string]route{
+		"/v1/status":  {http.MethodGet, s.status},
+		"/v1/flows":   {http.MethodGet, s.flows},
+		"/v1/drain":   {http.MethodPost, func(r *http.Request) (any, error) { return s.drain(r, true) }},
+		"/v1/undrain": {http.MethodPost, func(r *http.Request) (any, error) { return s.drain(r, false) }},
+		"/v1/reload":  {http.MethodPost, s.reload},
+	}
+	return s, nil
+}
+
+// Socket is the path the Server listens on.
+func (s *Server) Socket() string { return s.socket }
+
+// Start listens on the socket and serves in the background until Close.
+// It creates the socket's directory (0755) if needed and replaces a stale
+// socket left by a daemon that died, but fails with ErrSocketInUse if a
+// daemon answers on it. The socket is made 0600: only its owner (root, for
+// the daemon) may connect.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return errors.New("api server already started")
+	}
+	if err := os.MkdirAll(filepath.Dir(s.socket), 0o755); err != nil {
+		return fmt.Errorf("create the directory of the api socket: %w", err)
+	}
+	if err := s.removeStale(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("unix", s.socket)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.socket, err)
+	}
+	// Close removes the file itself, and only if it is still ours.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	// Until the chmod the socket has the mode the umask gives; connecting
+	// needs write permission, which the usual umask 022 gives no one else.
+	err = os.Chmod(s.socket, 0o600)
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = os.Lstat(s.socket)
+	}
+	if err != nil {
+		ln.Close()
+		os.Remove(s.socket)
+		return fmt.Errorf("restrict the api socket to its owner: %w", err)
+	}
+	s.started, s.sock = true, fi
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.wg.Go(func() {
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("api server stopped", "socket", s.socket, "error", err)
+		}
+	})
+	return nil
+}
+
+// removeStale removes a socket file nothing answers on.
+func (s *Server) removeStale() error {
+	fi, err := os.Lstat(s.socket)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check the api socket: %w", err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket: move it away or choose another path", s.socket)
+	}
+	conn, err := net.DialTimeout("unix", s.socket, probeTimeout)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("another daemon is listening on %s: stop it first, or give this one another socket: %w", s.socket, ErrSocketInUse)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("check for a daemon on %s: %w", s.socket, err)
+	}
+	if err := os.Remove(s.socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the stale api socket: %w", err)
+	}
+	s.log.Info("removed a stale api socket", "socket", s.socket)
+	return nil
+}
+
+// Close stops listening, waits up to 5 seconds for requests in flight, and
+// removes the socket file. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	srv, sock := s.http, s.sock
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		err = errors.Join(fmt.Errorf("api server: requests still running after %v: %w", shutdownTimeout, err), srv.Close())
+	}
+	s.wg.Wait()
+	// A daemon started after this one may have replaced the socket: leave
+	// its socket alone.
+	if fi, statErr := os.Lstat(s.socket); statErr == nil && os.SameFile(fi, sock) {
+		if rmErr := os.Remove(s.socket); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("remove the api socket: %w", rmErr))
+		}
+	}
+	return err
+}
+
+// ServeHTTP answers one API request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt, ok := s.routes[r.URL.Path]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s (this daemon serves %s)", r.URL.Path, strings.Join(s.paths(), ", ")))
+		return
+	}
+	if r.Method != rt.method {
+		w.Header().Set("Allow", rt.method)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s, not %s", r.URL.Path, rt.method, r.Method))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	v, err := rt.handle(r)
+	if err != nil {
+		status := statusOf(err)
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			status = http.StatusRequestEntityTooLarge
+		}
+		level := slog.LevelDebug
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		s.log.Log(r.Context(), level, "api request failed", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
+		writeError(w, status, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) paths() []string {
+	var p []string
+	for path := range s.routes {
+		p = append(p, path)
+	}
+	sort.Strings(p)
+	return p
+}
+
+func (s *Server) status(r *http.Request) (any, error) {
+	return s.svc.Status(r.Context())
+}
+
+func (s *Server) flows(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return nil, fmt.Errorf("limit %q is not a whole number: %w", l, ErrBadRequest)
+		}
+		limit = n
+	}
+	return s.svc.Flows(r.Context(), q.Get("vip"), limit)
+}
+
+func (s *Server) drain(r *http.Request, drain bool) (any, error) {
+	var req DrainRequest
+	if err := decodeBody(r.Body, &req); err != nil {
+		return nil, err
+	}
+	if req.Backend == "" {
+		return nil, fmt.Errorf("name a backend: NAME (in every VIP) or VIP/NAME: %w", ErrBadRequest)
+	}
+	return s.svc.Drain(r.Context(), req.Backend, drain)
+}
+
+func (s *Server) reload(r *http.Request) (any, error) {
+	return s.svc.Reload(r.Context())
+}
+
+// decodeBody decodes exactly one JSON value of v's type from body.
+func decodeBody(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, tokErr := dec.Token(); tokErr != io.EOF {
+			err = errors.New("data after the JSON object")
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return fmt.Errorf("request body larger than %d bytes: %w", mbe.Limit, err)
+	}
+	if err == io.EOF {
+		return fmt.Errorf("request body is empty: %w", ErrBadRequest)
+	}
+	return fmt.Errorf("request body: %v: %w", err, ErrBadRequest)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, Error{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// The status is sent: a failure here is the client going away.
+	_ = json.NewEncoder(w).Encode(v)
+}

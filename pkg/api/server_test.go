@@ -1,0 +1,430 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var fixedNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeService answers with the sample fixtures and records its calls; the
+// kernel is not under test here.
+type fakeService struct {
+	err error // returned by every method
+
+	mu    sync.Mutex
+	calls []string
+	// statusHook, if set, runs in Status before it returns.
+	statusHook func(ctx context.Context)
+}
+
+func (f *fakeService) record(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeService) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeService) Status(ctx context.Context) (Status, error) {
+	f.record("status")
+	if f.statusHook != nil {
+		f.statusHook(ctx)
+	}
+	return sampleStatus(fixedNow), f.err
+}
+
+func (f *fakeService) Flows(_ context.Context, vip string, limit int) (FlowsResponse, error) {
+	f.record("flows vip=%q limit=%d", vip, limit)
+	return sampleFlows(), f.err
+}
+
+func (f *fakeService) Drain(_ context.Context, backend string, drain bool) (DrainResponse, error) {
+	f.record("drain %s %v", backend, drain)
+	return DrainResponse{Matched: []string{"web/" + backend}}, f.err
+}
+
+func (f *fakeService) Reload(context.Context) (ReloadResponse, error) {
+	f.record("reload")
+	return ReloadResponse{Generation: 5, Changed: []string{"vip web: backend web-3 added"}}, f.err
+}
+
+// startServer serves svc on a socket in a directory Start has to create.
+func startServer(t *testing.T, svc Service) (*Server, string) {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "run", "sw.sock")
+	s, err := NewServer(ServerConfig{Socket: socket}, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, socket
+}
+
+// rawDo sends one request over the socket without the Client, to see the
+// status and body the server answers with.
+func rawDo(t *testing.T, socket, method, path, body string) (*http.Response, Error) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest(method, "http://switchyard"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e Error
+	if resp.StatusCode != http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+			t.Fatalf("%s %s: %s answer is not a JSON api.Error: %v", method, path, resp.Status, err)
+		}
+	}
+	return resp, e
+}
+
+func TestRoundTrip(t *testing.T) {
+	svc := &fakeService{}
+	_, socket := startServer(t, svc)
+	fi, err := os.Stat(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, want a socket with 0600", fi.Mode())
+	}
+
+	ctx := t.Context()
+	c := NewClient(socket)
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sampleStatus(fixedNow); !reflect.DeepEqual(st, want) {
+		t.Errorf("status:\n got %+v\nwant %+v", st, want)
+	}
+	fl, err := c.Flows(ctx, "web", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sampleFlows(); !reflect.DeepEqual(fl, want) {
+		t.Errorf("flows:\n got %+v\nwant %+v", fl, want)
+	}
+	if _, err := c.Flows(ctx, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Drain(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(d.Matched, []string{"web/web-1"}) {
+		t.Errorf("drain matched %q", d.Matched)
+	}
+	if _, err := c.Undrain(ctx, "web/web-1"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Reload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Generation != 5 || len(r.Changed) != 1 {
+		t.Errorf("reload: got %+v", r)
+	}
+
+	want := []string{
+		"status",
+		`flows vip="web" limit=10`,
+		`flows vip="" limit=0`,
+		"drain web-1 true",
+		"drain web/web-1 false",
+		"reload",
+	}
+	if got := svc.Calls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("service calls:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	for _, tc := range []struct {
+		err      error
+		status   int
+		sentinel error
+	}{
+		{fmt.Errorf("no backend named %q: %w", "web-9", ErrNotFound), http.StatusNotFound, ErrNotFound},
+		{fmt.Errorf("backend %q is ambiguous, say VIP/NAME: %w", "b", ErrBadRequest), http.StatusBadRequest, ErrBadRequest},
+		{fmt.Errorf("/etc/switchyard/switchyard.yaml:12: vips[0].port: 0 is not 1 to 65535: %w", ErrRejected), http.StatusUnprocessableEntity, ErrRejected},
+		{errors.New("read conn table: operation not permitted"), http.StatusInternalServerError, nil},
+	} {
+		t.Run(http.StatusText(tc.status), func(t *testing.T) {
+			_, socket := startServer(t, &fakeService{err: tc.err})
+			resp, e := rawDo(t, socket, http.MethodPost, "/v1/reload", "")
+			if resp.StatusCode != tc.status || e.Error != tc.err.Error() {
+				t.Errorf("answer %d %q, want %d %q", resp.StatusCode, e.Error, tc.status, tc.err.Error())
+			}
+
+			_, err := NewClient(socket).Reload(t.Context())
+			if err == nil || err.Error() != tc.err.Error() {
+				t.Errorf("client error %q, want the daemon's message %q", err, tc.err.Error())
+			}
+			for _, s := range []error{ErrNotFound, ErrBadRequest, ErrRejected, ErrNoDaemon} {
+				if errors.Is(err, s) != (s == tc.sentinel) {
+					t.Errorf("errors.Is(%q, %v) = %v", err, s, !(s == tc.sentinel))
+				}
+			}
+		})
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	svc := &fakeService{}
+	_, socket := startServer(t, svc)
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		msg                string
+	}{
+		{"POST", "/v1/drain", "web-1", 400, "request body"},
+		{"POST", "/v1/drain", "", 400, "request body is empty"},
+		{"POST", "/v1/drain", `{"backend": ""}`, 400, "name a backend"},
+		{"POST", "/v1/drain", `{"backend": "a", "vip": "web"}`, 400, `unknown field "vip"`},
+		{"POST", "/v1/undrain", `{"backend": "a"} {}`, 400, "data after the JSON object"},
+		{"POST", "/v1/drain", `{"backend": "` + strings.Repeat("a", 2<<20) + `"}`, 413, "larger than 1048576 bytes"},
+		{"GET", "/v1/flows?limit=ten", "", 400, `limit "ten" is not a whole number`},
+		{"GET", "/v1/drain", "", 405, "/v1/drain takes POST, not GET"},
+		{"POST", "/v1/status", "", 405, "/v1/status takes GET, not POST"},
+		{"GET", "/v2/status", "", 404, "no endpoint /v2/status"},
+	} {
+		resp, e := rawDo(t, socket, tc.method, tc.path, tc.body)
+		if resp.StatusCode != tc.status || !strings.Contains(e.Error, tc.msg) {
+			t.Errorf("%s %s: answer %d %q, want %d with %q", tc.method, tc.path, resp.StatusCode, e.Error, tc.status, tc.msg)
+		}
+		if tc.status == 405 && resp.Header.Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without an Allow header", tc.method, tc.path)
+		}
+	}
+	if calls := svc.Calls(); len(calls) != 0 {
+		t.Errorf("bad requests reached the service: %q", calls)
+	}
+
+	_, err := NewClient(socket).Drain(t.Context(), "")
+	if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "VIP/NAME") {
+		t.Errorf("drain of no backend: got %v, want ErrBadRequest saying how to name one", err)
+	}
+}
+
+func TestStartRemovesStaleSocket(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	// A daemon that died leaves its socket file behind.
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := NewClient(socket).Status(t.Context()); !errors.Is(err, ErrNoDaemon) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("client on a stale socket: got %v, want ErrNoDaemon", err)
+	}
+
+	s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatalf("start over a stale socket: %v", err)
+	}
+	defer s.Close()
+	if _, err := NewClient(socket).Status(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStartRefusesLiveSocket(t *testing.T) {
+	_, socket := startServer(t, &fakeService{})
+
+	second, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Start()
+	if !errors.Is(err, ErrSocketInUse) || !strings.Contains(err.Error(), "another daemon is listening on "+socket) {
+		t.Fatalf("second server on a live socket: got %v, want ErrSocketInUse naming the socket", err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(socket).Status(t.Context()); err != nil {
+		t.Fatalf("the first daemon stopped answering: %v", err)
+	}
+}
+
+func TestStartRefusesNonSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sw.sock")
+	if err := os.WriteFile(path, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(ServerConfig{Socket: path}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+		t.Fatalf("start over a regular file: got %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "precious" {
+		t.Errorf("the regular file was changed: %q, %v", b, err)
+	}
+}
+
+func TestCloseRemovesOnlyItsSocket(t *testing.T) {
+	first, socket := startServer(t, &fakeService{})
+	// Someone removes the socket and starts a second daemon on the path.
+	if err := os.Remove(socket); err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(socket).Status(t.Context()); err != nil {
+		t.Fatalf("closing the first daemon broke the second: %v", err)
+	}
+
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket left after Close: %v", err)
+	}
+	if err := second.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestCloseFinishesRequestsInFlight(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	svc := &fakeService{statusHook: func(context.Context) {
+		close(entered)
+		<-release
+	}}
+	s, socket := startServer(t, svc)
+
+	answered := make(chan error, 1)
+	go func() {
+		_, err := NewClient(socket).Status(context.Background())
+		answered <- err
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	// Close stops listening first: wait for that, then let the request end.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := net.Dial("unix", socket)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not stop listening")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-answered; err != nil {
+		t.Errorf("request in flight during Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket left after Close: %v", err)
+	}
+}
+
+func TestClientNoDaemon(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "switchyard.sock")
+	_, err := NewClient(socket).Status(t.Context())
+	if !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("got %v, want ErrNoDaemon", err)
+	}
+	want := "cannot reach switchyard at " + socket + ": is `switchyard run` running? (use --socket to point elsewhere)"
+	if err.Error() != want {
+		t.Errorf("message:\n got %q\nwant %q", err, want)
+	}
+}
+
+func TestClientPermissionDenied(t *testing.T) {
+	// Root may connect to any socket, so build the error a user gets.
+	c := NewClient("/run/switchyard/switchyard.sock")
+	err := c.transportError(&url.Error{Op: "Get", URL: "http://switchyard/v1/status", Err: &net.OpError{
+		Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES),
+	}})
+	if !errors.Is(err, fs.ErrPermission) || errors.Is(err, ErrNoDaemon) {
+		t.Errorf("got %v, want an error matching fs.ErrPermission and not ErrNoDaemon", err)
+	}
+	if !strings.Contains(err.Error(), "/run/switchyard/switchyard.sock") || !strings.Contains(err.Error(), "run this as root") {
+		t.Errorf("message %q does not say to run as root", err)
+	}
+}
+
+func TestClientTimeout(t *testing.T) {
+	_, socket := startServer(t, &fakeService{statusHook: func(ctx context.Context) { <-ctx.Done() }})
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := NewClient(socket).Status(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not answer in time") {
+		t.Errorf("got %v, want a deadline error saying the daemon did not answer", err)
+	}
+}
+
+func TestServerConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		socket, msg string
+	}{
+		{"run/sw.sock", "not an absolute path"},
+		{"/" + strings.Repeat("s", 200), "longer than the 107"},
+	} {
+		if _, err := NewServer(ServerConfig{Socket: tc.socket}, &fakeService{}); err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("socket %.20q: got %v, want an error with %q", tc.socket, err, tc.msg)
+		}
+	}
+	if err := (ServerConfig{}).Validate(); err != nil {
+		t.Errorf("default socket: %v", err)
+	}
+	if s, err := NewServer(ServerConfig{}, &fakeService{}); err != nil || s.Socket() != "/run/switchyard/switchyard.sock" {
+		t.Errorf("default socket: %v, %v", s, err)
+	}
+}

@@ -1,0 +1,209 @@
+// Package metrics exposes the daemon's state to Prometheus. A Collector
+// reads everything at scrape time through the same status function the
+// control API answers with (which reads the BPF maps), so a scrape never
+// sees stale values and the daemon keeps no metric state of its own.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+)
+
+// scrapeTimeout bounds one call of the status function: Prometheus's
+// default scrape timeout.
+const scrapeTimeout = 10 * time.Second
+
+// Collector is a prometheus.Collector of the daemon's status. Its methods
+// are safe for concurrent use if the status function is.
+type Collector struct {
+	status func(ctx context.Context) (api.Status, error)
+	log    *slog.Logger
+
+	scrapeErrors prometheus.Counter
+
+	vipPackets, vipBytes, vipNewFlows *prometheus.Desc
+	backendPackets, backendBytes      *prometheus.Desc
+	backendHealthy, backendDrained    *prometheus.Desc
+	backendTableSlots, backendWeight  *prometheus.Desc
+	drops, events                     *prometheus.Desc
+	connEntries, connCapacity         *prometheus.Desc
+	generation, reloadFailures        *prometheus.Desc
+	nexthopResolved, info             *prometheus.Desc
+}
+
+// NewCollector returns a Collector that calls status once per scrape. A
+// failed call (an error, or a panic) increments
+// switchyard_scrape_errors_total, is logged, and leaves that scrape with
+// no other series of this Collector. log may be nil.
+func NewCollector(status func(ctx context.Context) (api.Status, error), log *slog.Logger) *Collector {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	vipLabels := []string{"vip", "address", "port", "protocol"}
+	backendLabels := []string{"vip", "backend", "address"}
+	addrLabels := []string{"backend", "address"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("switchyard_"+name, help, labels, nil)
+	}
+	return &Collector{
+		status: status,
+		log:    log.With("component", "metrics"),
+		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_scrape_errors_total",
+			Help: "Scrapes that could not read the daemon's status (they have no other switchyard series).",
+		}),
+
+		vipPackets:  d("vip_packets_total", "Packets the datapath balanced for the VIP.", vipLabels...),
+		vipBytes:    d("vip_bytes_total", "Bytes the datapath balanced for the VIP.", vipLabels...),
+		vipNewFlows: d("vip_new_flows_total", "Flows the datapath added to the connection table for the VIP.", vipLabels...),
+
+		backendPackets: d("backend_packets_total", "Packets sent to the backend address, over all VIPs; backend is the first name of the address.", addrLabels...),
+		backendBytes:   d("backend_bytes_total", "Bytes sent to the backend address, over all VIPs; backend is the first name of the address.", addrLabels...),
+
+		backendHealthy:    d("backend_healthy", "1 if the backend passes its health checks, else 0.", backendLabels...),
+		backendDrained:    d("backend_drained", "1 if the backend is drained (takes no new flows), else 0.", backendLabels...),
+		backendTableSlots: d("backend_table_slots", "Slots of the VIP's active lookup table that point to the backend.", backendLabels...),
+		backendWeight:     d("backend_weight", "Configured weight of the backend in the VIP.", backendLabels...),
+
+		drops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
+		events: d("datapath_events_total", "Datapath events other than drops, by event.", "event"),
+
+		connEntries:  d("conntrack_entries", "Entries in the connection table."),
+		connCapacity: d("conntrack_capacity", "Capacity of the connection table."),
+
+		generation:      d("config_generation", "Generation of the applied configuration; +1 per applied (re)load."),
+		reloadFailures:  d("config_reload_failures_total", "Configuration reloads that were rejected."),
+		nexthopResolved: d("nexthop_resolved", "1 if the MAC address of the next hop is known, else 0 (VIP traffic is dropped)."),
+		info:            d("info", "Always 1; the labels describe the running datapath.", "node", "interface", "attach_mode", "program_tag"),
+	}
+}
+
+func (c *Collector) descs() []*prometheus.Desc {
+	return []*prometheus.Desc{
+		c.scrapeErrors.Desc(),
+		c.vipPackets, c.vipBytes, c.vipNewFlows,
+		c.backendPackets, c.backendBytes,
+		c.backendHealthy, c.backendDrained, c.backendTableSlots, c.backendWeight,
+		c.drops, c.events,
+		c.connEntries, c.connCapacity,
+		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs() {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.readStatus()
+	if err != nil {
+		c.scrapeErrors.Inc()
+		c.log.Warn("metrics scrape: cannot read the status", "error", err)
+		ch <- c.scrapeErrors
+		return
+	}
+	ch <- c.scrapeErrors
+
+	e := emitter{ch: ch, log: c.log}
+	seenAddr := map[string]bool{}
+	for _, v := range st.VIPs {
+		vl := []string{v.Name, v.Address, strconv.Itoa(int(v.Port)), v.Protocol}
+		e.counter(c.vipPackets, v.Packets, vl...)
+		e.counter(c.vipBytes, v.Bytes, vl...)
+		e.counter(c.vipNewFlows, v.NewFlows, vl...)
+		for _, b := range v.Backends {
+			bl := []string{v.Name, b.Name, b.Address}
+			e.gauge(c.backendHealthy, boolValue(b.Healthy), bl...)
+			e.gauge(c.backendDrained, boolValue(b.Drained), bl...)
+			e.gauge(c.backendTableSlots, float64(b.TableSlots), bl...)
+			e.gauge(c.backendWeight, float64(b.Weight), bl...)
+			// The datapath counts per address, whatever VIPs share it:
+			// one series per address, or sums over VIPs would double it.
+			if seenAddr[b.Address] {
+				continue
+			}
+			seenAddr[b.Address] = true
+			e.counter(c.backendPackets, b.Packets, b.Name, b.Address)
+			e.counter(c.backendBytes, b.Bytes, b.Name, b.Address)
+		}
+	}
+	for k, n := range st.Counters {
+		if reason, ok := strings.CutPrefix(k, "drop_"); ok {
+			e.counter(c.drops, n, reason)
+		} else {
+			e.counter(c.events, n, k)
+		}
+	}
+	e.gauge(c.connEntries, float64(st.ConnTable.Entries))
+	e.gauge(c.connCapacity, float64(st.ConnTable.Capacity))
+	e.gauge(c.generation, float64(st.ConfigGeneration))
+	e.counter(c.reloadFailures, st.ReloadFailures)
+	e.gauge(c.nexthopResolved, boolValue(st.NextHop.Resolved))
+	e.gauge(c.info, 1, st.Node, st.Interface, st.AttachMode, st.ProgramTag)
+}
+
+// readStatus calls the status function, turning a panic into an error:
+// the registry collects in goroutines of its own, where a panic would end
+// the daemon.
+func (c *Collector) readStatus() (st api.Status, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("status function panicked: %v", p)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	return c.status(ctx)
+}
+
+// emitter sends const metrics, logging (instead of panicking on) the ones
+// the client library refuses, such as label values that are not UTF-8.
+type emitter struct {
+	ch  chan<- prometheus.Metric
+	log *slog.Logger
+}
+
+func (e emitter) counter(d *prometheus.Desc, v uint64, labels ...string) {
+	e.emit(d, prometheus.CounterValue, float64(v), labels)
+}
+
+func (e emitter) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	e.emit(d, prometheus.GaugeValue, v, labels)
+}
+
+func (e emitter) emit(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		e.log.Warn("metrics scrape: dropped a series", "desc", d.String(), "error", err)
+		return
+	}
+	e.ch <- m
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// NewRegistry returns a registry with c and the Go runtime and process
+// collectors.
+func NewRegistry(c prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}

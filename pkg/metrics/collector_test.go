@@ -1,0 +1,210 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+)
+
+// sampleStatus has two VIPs whose backends web-1 and dns-1 share an
+// address, as the datapath counts them once.
+func sampleStatus() api.Status {
+	return api.Status{
+		Node: "lb1", Interface: "eth0", AttachMode: "native", ProgramTag: "5f1c0a9e3b2d7c41",
+		ConfigGeneration: 4, ReloadFailures: 2,
+		NextHop:   api.NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
+		ConnTable: api.ConnTable{Capacity: 65536, Entries: 1234},
+		VIPs: []api.VIP{
+			{
+				Name: "web", Address: "10.0.0.100", Port: 80, Protocol: "tcp", Hash: "maglev",
+				Packets: 12345, Bytes: 9876543, NewFlows: 321, PacketRate: 120.5, TableSize: 65537,
+				Backends: []api.Backend{
+					{Name: "web-1", Address: "10.2.1.1", Weight: 1, Healthy: true, TableSlots: 65537, Packets: 4000, Bytes: 400000},
+					{Name: "web-2", Address: "10.2.1.2", Weight: 10, Healthy: false, Drained: true, Packets: 17, Bytes: 1700},
+				},
+			},
+			{
+				Name: "dns", Address: "2001:db8::53", Port: 53, Protocol: "udp", Hash: "maglev",
+				Packets: 7, Bytes: 700, NewFlows: 0, TableSize: 251,
+				Backends: []api.Backend{
+					{Name: "dns-1", Address: "10.2.1.1", Weight: 2, Healthy: true, TableSlots: 251, Packets: 4000, Bytes: 400000},
+				},
+			},
+		},
+		Counters: map[string]uint64{"drop_fragment": 3, "drop_no_backend": 12, "drop_ttl": 0, "encap": 12352, "icmp_too_big": 5},
+	}
+}
+
+func staticStatus(st api.Status) func(context.Context) (api.Status, error) {
+	return func(context.Context) (api.Status, error) { return st, nil }
+}
+
+const wantSample = `
+# HELP switchyard_scrape_errors_total Scrapes that could not read the daemon's status (they have no other switchyard series).
+# TYPE switchyard_scrape_errors_total counter
+switchyard_scrape_errors_total 0
+# HELP switchyard_vip_packets_total Packets the datapath balanced for the VIP.
+# TYPE switchyard_vip_packets_total counter
+switchyard_vip_packets_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 12345
+switchyard_vip_packets_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 7
+# HELP switchyard_vip_bytes_total Bytes the datapath balanced for the VIP.
+# TYPE switchyard_vip_bytes_total counter
+switchyard_vip_bytes_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 9.876543e+06
+switchyard_vip_bytes_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 700
+# HELP switchyard_vip_new_flows_total Flows the datapath added to the connection table for the VIP.
+# TYPE switchyard_vip_new_flows_total counter
+switchyard_vip_new_flows_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 321
+switchyard_vip_new_flows_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
+# HELP switchyard_backend_packets_total Packets sent to the backend address, over all VIPs; backend is the first name of the address.
+# TYPE switchyard_backend_packets_total counter
+switchyard_backend_packets_total{address="10.2.1.1",backend="web-1"} 4000
+switchyard_backend_packets_total{address="10.2.1.2",backend="web-2"} 17
+# HELP switchyard_backend_bytes_total Bytes sent to the backend address, over all VIPs; backend is the first name of the address.
+# TYPE switchyard_backend_bytes_total counter
+switchyard_backend_bytes_total{address="10.2.1.1",backend="web-1"} 400000
+switchyard_backend_bytes_total{address="10.2.1.2",backend="web-2"} 1700
+# HELP switchyard_backend_healthy 1 if the backend passes its health checks, else 0.
+# TYPE switchyard_backend_healthy gauge
+switchyard_backend_healthy{address="10.2.1.1",backend="web-1",vip="web"} 1
+switchyard_backend_healthy{address="10.2.1.2",backend="web-2",vip="web"} 0
+switchyard_backend_healthy{address="10.2.1.1",backend="dns-1",vip="dns"} 1
+# HELP switchyard_backend_drained 1 if the backend is drained (takes no new flows), else 0.
+# TYPE switchyard_backend_drained gauge
+switchyard_backend_drained{address="10.2.1.1",backend="web-1",vip="web"} 0
+switchyard_backend_drained{address="10.2.1.2",backend="web-2",vip="web"} 1
+switchyard_backend_drained{address="10.2.1.1",backend="dns-1",vip="dns"} 0
+# HELP switchyard_backend_table_slots Slots of the VIP's active lookup table that point to the backend.
+# TYPE switchyard_backend_table_slots gauge
+switchyard_backend_table_slots{address="10.2.1.1",backend="web-1",vip="web"} 65537
+switchyard_backend_table_slots{address="10.2.1.2",backend="web-2",vip="web"} 0
+switchyard_backend_table_slots{address="10.2.1.1",backend="dns-1",vip="dns"} 251
+# HELP switchyard_backend_weight Configured weight of the backend in the VIP.
+# TYPE switchyard_backend_weight gauge
+switchyard_backend_weight{address="10.2.1.1",backend="web-1",vip="web"} 1
+switchyard_backend_weight{address="10.2.1.2",backend="web-2",vip="web"} 10
+switchyard_backend_weight{address="10.2.1.1",backend="dns-1",vip="dns"} 2
+# HELP switchyard_datapath_drops_total Packets the datapath dropped, by reason.
+# TYPE switchyard_datapath_drops_total counter
+switchyard_datapath_drops_total{reason="fragment"} 3
+switchyard_datapath_drops_total{reason="no_backend"} 12
+switchyard_datapath_drops_total{reason="ttl"} 0
+# HELP switchyard_datapath_events_total Datapath events other than drops, by event.
+# TYPE switchyard_datapath_events_total counter
+switchyard_datapath_events_total{event="encap"} 12352
+switchyard_datapath_events_total{event="icmp_too_big"} 5
+# HELP switchyard_conntrack_entries Entries in the connection table.
+# TYPE switchyard_conntrack_entries gauge
+switchyard_conntrack_entries 1234
+# HELP switchyard_conntrack_capacity Capacity of the connection table.
+# TYPE switchyard_conntrack_capacity gauge
+switchyard_conntrack_capacity 65536
+# HELP switchyard_config_generation Generation of the applied configuration; +1 per applied (re)load.
+# TYPE switchyard_config_generation gauge
+switchyard_config_generation 4
+# HELP switchyard_config_reload_failures_total Configuration reloads that were rejected.
+# TYPE switchyard_config_reload_failures_total counter
+switchyard_config_reload_failures_total 2
+# HELP switchyard_nexthop_resolved 1 if the MAC address of the next hop is known, else 0 (VIP traffic is dropped).
+# TYPE switchyard_nexthop_resolved gauge
+switchyard_nexthop_resolved 1
+# HELP switchyard_info Always 1; the labels describe the running datapath.
+# TYPE switchyard_info gauge
+switchyard_info{attach_mode="native",interface="eth0",node="lb1",program_tag="5f1c0a9e3b2d7c41"} 1
+`
+
+func TestCollector(t *testing.T) {
+	c := NewCollector(staticStatus(sampleStatus()), nil)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(wantSample)); err != nil {
+		t.Error(err)
+	}
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestCollectorReadsAtScrapeTime(t *testing.T) {
+	st := sampleStatus()
+	c := NewCollector(func(context.Context) (api.Status, error) { return st, nil }, nil)
+	want := func(n string) string {
+		return `
+# HELP switchyard_config_generation Generation of the applied configuration; +1 per applied (re)load.
+# TYPE switchyard_config_generation gauge
+switchyard_config_generation ` + n + "\n"
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want("4")), "switchyard_config_generation"); err != nil {
+		t.Error(err)
+	}
+	st.ConfigGeneration = 5
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want("5")), "switchyard_config_generation"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCollectorScrapeErrors(t *testing.T) {
+	fail := true
+	c := NewCollector(func(context.Context) (api.Status, error) {
+		if fail {
+			return api.Status{}, errors.New("read conn table: operation not permitted")
+		}
+		return sampleStatus(), nil
+	}, nil)
+	wantErrors := func(n string) string {
+		return `
+# HELP switchyard_scrape_errors_total Scrapes that could not read the daemon's status (they have no other switchyard series).
+# TYPE switchyard_scrape_errors_total counter
+switchyard_scrape_errors_total ` + n + "\n"
+	}
+	// A failed scrape has the error counter and nothing else.
+	if err := testutil.CollectAndCompare(c, strings.NewReader(wantErrors("1"))); err != nil {
+		t.Error(err)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(wantErrors("2"))); err != nil {
+		t.Error(err)
+	}
+	// The count survives a good scrape.
+	fail = false
+	if err := testutil.CollectAndCompare(c, strings.NewReader(wantErrors("2")), "switchyard_scrape_errors_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(c, "switchyard_vip_packets_total"); n != 2 {
+		t.Errorf("good scrape after failures: %d VIP series, want 2", n)
+	}
+}
+
+func TestCollectorStatusPanics(t *testing.T) {
+	c := NewCollector(func(context.Context) (api.Status, error) { panic("nil map") }, nil)
+	reg := NewRegistry(c)
+	n, err := testutil.GatherAndCount(reg, "switchyard_scrape_errors_total", "switchyard_info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d series, want only switchyard_scrape_errors_total", n)
+	}
+	if v := testutil.ToFloat64(c.scrapeErrors); v != 1 {
+		t.Errorf("switchyard_scrape_errors_total = %v, want 1", v)
+	}
+}
+
+func TestCollectorSkipsInvalidLabels(t *testing.T) {
+	st := sampleStatus()
+	st.VIPs = st.VIPs[:1]
+	st.VIPs[0].Backends = st.VIPs[0].Backends[:1]
+	st.VIPs[0].Backends[0].Name = "web-\xff"
+	c := NewCollector(staticStatus(st), nil)
+	if n := testutil.CollectAndCount(c, "switchyard_backend_healthy"); n != 0 {
+		t.Errorf("%d series with a label that is not UTF-8, want 0", n)
+	}
+	if n := testutil.CollectAndCount(c, "switchyard_vip_packets_total"); n != 1 {
+		t.Errorf("%d VIP series, want the other series kept", n)
+	}
+}
