@@ -1,0 +1,302 @@
+// Package agent runs Switchyard on a backend appliance (`switchyard agent`):
+// it attaches the decap program that strips what the balancers
+// encapsulated, puts the VIPs on lo so that local servers accept the inner
+// packets, sets the sysctls direct server return needs, and undoes all of
+// it on a clean shutdown, leaving the host as it found it.
+//
+// Start runs in the network namespace of the thread that calls it; every
+// kernel object the agent touches afterwards (netlink sockets, sysctl
+// files) is bound to that namespace when Start opens it, so Stop, Stats and
+// the address watcher may run on any goroutine.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Errors callers can branch on.
+var (
+	ErrRunning    = errors.New("agent is already running")
+	ErrNotRunning = errors.New("agent is not running")
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Agent is the agent's configuration, as config.LoadAgent returns it.
+	Agent config.AgentConfig
+	// Logger receives what the agent did and what went wrong in its
+	// background work (nil: discarded).
+	Logger *slog.Logger
+	// AttachMode is how the decap program is attached (zero: native).
+	AttachMode datapath.AttachMode
+}
+
+// Validate reports whether the configuration can be used.
+func (c Config) Validate() error {
+	if err := c.Agent.Validate(); err != nil {
+		return err
+	}
+	switch c.AttachMode {
+	case datapath.AttachNative, datapath.AttachGeneric, datapath.AttachAuto:
+	default:
+		return fmt.Errorf("attach mode %d: use datapath.AttachNative, AttachGeneric or AttachAuto", c.AttachMode)
+	}
+	return nil
+}
+
+// Agent is the backend-side part of Switchyard on one interface.
+type Agent struct {
+	iface   string
+	pinDir  string
+	guePort uint16
+	mode    datapath.AttachMode
+	vips    []netip.Addr
+	// encapFixed is the configured encap address set; nil means "follow
+	// the interface's addresses".
+	encapFixed []netip.Addr
+	log        *slog.Logger
+
+	mu      sync.RWMutex // guards the running state below against Stop
+	running bool
+	nl      *netlink.Handle
+	ifindex int
+	decap   *datapath.Decap
+	// ownPins: the pin directory is ours to remove on teardown (Start
+	// created it, or Start completed).
+	ownPins bool
+	sysctls []*sysctl      // changed by Start, in the order they were set
+	added   []netip.Prefix // VIP addresses Start added to lo
+	watch   *watcher
+
+	encapMu sync.Mutex
+	encap   []netip.Addr // the set last written to the decap map
+}
+
+// New returns an agent for cfg. It changes nothing on the host until Start.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	c := cfg.Agent
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{
+		iface:   c.Interface,
+		pinDir:  c.PinDir,
+		guePort: uint16(c.GUEPort),
+		mode:    cfg.AttachMode,
+		vips:    unmapAll(c.VIPAddrs()),
+		log:     log.With("component", "agent", "interface", c.Interface),
+	}
+	if a.pinDir == "" {
+		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
+	}
+	if len(c.EncapAddresses) > 0 {
+		a.encapFixed = unmapAll(c.EncapAddrs())
+	}
+	return a, nil
+}
+
+// Start attaches the decap program to the interface, sets the sysctls for
+// direct server return, adds the VIPs to lo and, unless the encap addresses
+// are configured, keeps the decap program's address set in step with the
+// interface's addresses. It works in the network namespace of the calling
+// thread. On error it undoes what it did.
+//
+// The order keeps the host consistent at every step: the ARP sysctls are in
+// force before a VIP appears on lo (so the NIC never answers ARP for it),
+// and the program is attached last, once the VIPs can accept what it
+// decapsulates.
+func (a *Agent) Start() (err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running {
+		return ErrRunning
+	}
+	defer func() {
+		if err != nil {
+			if uerr := a.teardown(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo the partial start: %w", uerr))
+			}
+		}
+	}()
+
+	// A handle created here keeps talking to this namespace from any thread.
+	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	l, err := a.nl.LinkByName(a.iface)
+	if err != nil {
+		if errors.As(err, &netlink.LinkNotFoundError{}) {
+			return fmt.Errorf("interface %q: %w (check the name with `ip link` and the interface setting of the agent config; inside a namespace, run the agent there)",
+				a.iface, datapath.ErrNoInterface)
+		}
+		return fmt.Errorf("interface %q: %w", a.iface, err)
+	}
+	a.ifindex = l.Attrs().Index
+
+	if err := a.loadDecap(); err != nil {
+		return err
+	}
+	if err := a.setSysctls(); err != nil {
+		return err
+	}
+	if err := a.addVIPs(); err != nil {
+		return err
+	}
+	res, err := a.decap.Attach(a.iface, a.mode)
+	if err != nil {
+		return fmt.Errorf("decap program: %w", err)
+	}
+	if a.encapFixed == nil {
+		if a.watch, err = a.startWatch(); err != nil {
+			return err
+		}
+	}
+	a.ownPins = true
+	a.running = true
+	a.log.Info("agent started", "mode", res.Mode.String(), "replaced", res.Replaced,
+		"vips", len(a.vips), "encap_addresses", fmt.Sprint(a.EncapAddrs()), "pin_dir", a.pinDir)
+	return nil
+}
+
+func (a *Agent) loadDecap() error {
+	_, err := os.Stat(a.pinDir)
+	// Pins left by an earlier run that did not shut down cleanly stay
+	// theirs if this start fails; a successful start adopts them.
+	a.ownPins = errors.Is(err, os.ErrNotExist)
+	if a.decap, err = datapath.LoadDecap(a.pinDir, a.log); err != nil {
+		// The datapath says how to fix a refused BPF load, but not a
+		// refused look at the pin directory, which is what a user who is
+		// not root meets first.
+		if errors.Is(err, fs.ErrPermission) && !strings.Contains(err.Error(), "run as root") {
+			return fmt.Errorf("load decap program (pins in %s): %w (run the agent as root)", a.pinDir, err)
+		}
+		return fmt.Errorf("load decap program (pins in %s): %w", a.pinDir, err)
+	}
+	if err := a.decap.SetGUEPort(a.guePort); err != nil {
+		return err
+	}
+	addrs := a.encapFixed
+	if addrs == nil {
+		if addrs, err = a.interfaceAddrs(); err != nil {
+			return err
+		}
+	}
+	return a.setEncap(addrs)
+}
+
+// Stop shuts the agent down cleanly: it detaches the decap program and
+// removes its pins, deletes the VIP addresses Start added (VIPs that were
+// on lo before Start stay), and restores every sysctl Start changed to the
+// value it found. It may be called from any goroutine. Stopping an agent
+// that is not running does nothing.
+func (a *Agent) Stop() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.running {
+		return nil
+	}
+	err := a.teardown()
+	if err == nil {
+		a.log.Info("agent stopped")
+	}
+	return err
+}
+
+// teardown undoes, in reverse order, whatever Start recorded, resets the
+// agent to its state after New and returns every error met on the way.
+func (a *Agent) teardown() error {
+	var errs []error
+	a.running = false
+	if a.watch != nil {
+		a.watch.stop()
+		a.watch = nil
+	}
+	if a.decap != nil {
+		// Our link fd keeps the program attached: close it before the
+		// pinned link is removed.
+		if err := a.decap.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close decap program: %w", err))
+		}
+		a.decap = nil
+	}
+	if a.ownPins {
+		if _, err := os.Stat(a.pinDir); err == nil {
+			if err := datapath.RemoveDecap(a.pinDir); err != nil {
+				errs = append(errs, fmt.Errorf("detach decap program from %s: %w", a.iface, err))
+			}
+		}
+		a.ownPins = false
+	}
+	if err := a.removeVIPs(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.restoreSysctls(); err != nil {
+		errs = append(errs, err)
+	}
+	if a.nl != nil {
+		a.nl.Close()
+		a.nl = nil
+	}
+	a.encapMu.Lock()
+	a.encap = nil
+	a.encapMu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Stats returns the decap program's counters by name, summed over CPUs.
+func (a *Agent) Stats() (map[string]uint64, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if !a.running {
+		return nil, ErrNotRunning
+	}
+	return a.decap.Stats()
+}
+
+// EncapAddrs returns the outer destination addresses the decap program
+// currently strips (nil when the agent is not running).
+func (a *Agent) EncapAddrs() []netip.Addr {
+	a.encapMu.Lock()
+	defer a.encapMu.Unlock()
+	return slices.Clone(a.encap)
+}
+
+// VIPs returns the configured VIPs, which the agent keeps on lo while it
+// runs.
+func (a *Agent) VIPs() []netip.Addr { return slices.Clone(a.vips) }
+
+// setEncap makes addrs the decap program's address set.
+func (a *Agent) setEncap(addrs []netip.Addr) error {
+	if err := a.decap.SetAddrs(addrs); err != nil {
+		return fmt.Errorf("set encap addresses of %s: %w", a.iface, err)
+	}
+	a.encapMu.Lock()
+	a.encap = slices.Clone(addrs)
+	a.encapMu.Unlock()
+	return nil
+}
+
+func unmapAll(addrs []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.Unmap()
+	}
+	return out
+}

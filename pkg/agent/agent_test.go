@@ -1,0 +1,425 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+)
+
+var (
+	vip4 = netip.MustParseAddr("10.100.0.1")
+	vip6 = netip.MustParseAddr("fd00:100::1")
+)
+
+const testTimeout = 5 * time.Second
+
+func newTopology(t *testing.T) *topology.Topology {
+	t.Helper()
+	return topology.NewForTest(t, topology.Config{Prefix: "syagt", Balancers: 1, Backends: 1})
+}
+
+// testConfig is backend 1's agent config. The pins go to a directory of
+// this topology's own, so that parallel runs never share them.
+func testConfig(topo *topology.Topology) config.AgentConfig {
+	c := config.DefaultAgentConfig()
+	c.Node.Name = "be1"
+	c.Interface = topology.EthName
+	c.VIPs = []string{vip4.String(), vip6.String()}
+	c.PinDir = filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
+	return c
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// newAgent builds an agent whose leftovers, should the test fail before
+// stopping it, are removed before the topology is closed.
+func newAgent(t *testing.T, c config.AgentConfig) *Agent {
+	t.Helper()
+	a, err := New(Config{Agent: c, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := a.Stop(); err != nil {
+			t.Errorf("cleanup: Stop: %v", err)
+		}
+		if err := datapath.RemoveDecap(c.PinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	return a
+}
+
+// startAgent starts an agent for c inside node.
+func startAgent(t *testing.T, topo *topology.Topology, node string, c config.AgentConfig) *Agent {
+	t.Helper()
+	a := newAgent(t, c)
+	if err := topo.Do(node, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return a
+}
+
+// hostState is what the agent may change on a backend.
+type hostState struct {
+	sysctls map[string]string // every IPv4 and IPv6 per-device setting
+	lo      []string          // lo's addresses
+	xdp     string            // XDP attachment of eth0, "" if none
+}
+
+func snapshot(t *testing.T, topo *topology.Topology, node string) hostState {
+	t.Helper()
+	s := hostState{sysctls: map[string]string{}}
+	err := topo.Do(node, func() error {
+		for _, root := range []string{"/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"} {
+			err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				b, err := os.ReadFile(path)
+				if err != nil { // e.g. stable_secret when unset
+					s.sysctls[path] = "error: " + err.Error()
+					return nil
+				}
+				s.sysctls[path] = strings.TrimSpace(string(b))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read sysctls of %s: %v", node, err)
+	}
+	err = topo.Netlink(node, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		addrs, err := h.AddrList(lo, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			s.lo = append(s.lo, fmt.Sprintf("%s scope %d flags %#x", a.IPNet, a.Scope, a.Flags))
+		}
+		sort.Strings(s.lo)
+		eth, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if x := eth.Attrs().Xdp; x != nil && x.Attached {
+			s.xdp = fmt.Sprintf("prog %d mode %d", x.ProgId, x.AttachMode)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read addresses of %s: %v", node, err)
+	}
+	return s
+}
+
+// requireSame fails the test if the host differs from before.
+func requireSame(t *testing.T, before, after hostState) {
+	t.Helper()
+	for k, v := range before.sysctls {
+		if after.sysctls[k] != v {
+			t.Errorf("sysctl %s = %q, was %q", k, after.sysctls[k], v)
+		}
+	}
+	for k, v := range after.sysctls {
+		if _, ok := before.sysctls[k]; !ok {
+			t.Errorf("sysctl %s = %q appeared", k, v)
+		}
+	}
+	if !slices.Equal(before.lo, after.lo) {
+		t.Errorf("addresses of lo:\n%s\nwere\n%s", strings.Join(after.lo, "\n"), strings.Join(before.lo, "\n"))
+	}
+	if before.xdp != after.xdp {
+		t.Errorf("XDP on eth0: %q, was %q", after.xdp, before.xdp)
+	}
+}
+
+func requireNoPins(t *testing.T, pinDir string) {
+	t.Helper()
+	for _, d := range []string{pinDir, filepath.Dir(pinDir)} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("pin directory %s is still there (stat: %v)", d, err)
+		}
+	}
+}
+
+func sysctlValue(t *testing.T, topo *topology.Topology, node, key string) string {
+	t.Helper()
+	v, err := topo.SysctlValue(node, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func setSysctl(t *testing.T, topo *topology.Topology, node, key, value string) {
+	t.Helper()
+	if err := topo.Sysctl(node, key, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStartStop: a started agent has attached the decap program, put the
+// VIPs on lo and set the sysctls for direct server return; a clean
+// shutdown leaves the backend exactly as it found it.
+func TestStartStop(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	// Strict reverse-path filtering, and a value the agent must put back.
+	setSysctl(t, topo, be, "net.ipv4.conf.all.rp_filter", "1")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+
+	a := startAgent(t, topo, be, c)
+
+	running := snapshot(t, topo, be)
+	eth, err := topo.Link(be, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := eth.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != nl.XDP_ATTACHED_DRV {
+		t.Errorf("eth0 XDP: %+v, want a program attached in native mode", x)
+	}
+	for _, want := range []string{"10.100.0.1/32", "fd00:100::1/128"} {
+		if !slices.ContainsFunc(running.lo, func(s string) bool { return strings.HasPrefix(s, want+" ") }) {
+			t.Errorf("VIP %s not on lo: %v", want, running.lo)
+		}
+	}
+	for key, want := range map[string]string{
+		"net.ipv4.conf.all.arp_ignore":    "1",
+		"net.ipv4.conf.all.arp_announce":  "2",
+		"net.ipv4.conf.eth0.arp_ignore":   "1",
+		"net.ipv4.conf.eth0.arp_announce": "2",
+		"net.ipv4.conf.all.rp_filter":     "2",
+		"net.ipv4.conf.eth0.rp_filter":    "2",
+	} {
+		if got := sysctlValue(t, topo, be, key); got != want {
+			t.Errorf("%s = %s, want %s", key, got, want)
+		}
+	}
+	wantEncap := []netip.Addr{topology.BackendIPv4(1), topology.BackendIPv6(1)}
+	if got := a.EncapAddrs(); !slices.Equal(got, wantEncap) {
+		t.Errorf("encap addresses %v, want eth0's %v", got, wantEncap)
+	}
+	if err := topo.Do(be, a.Start); !errors.Is(err, ErrRunning) {
+		t.Errorf("second Start: %v, want ErrRunning", err)
+	}
+
+	if err := topo.Do(be, a.Stop); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+	if _, err := a.Stats(); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Stats after Stop: %v, want ErrNotRunning", err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+// TestRPFilterOnlyRelaxedFromStrict: reverse-path filtering that is off or
+// already loose is the admin's choice and stays.
+func TestRPFilterOnlyRelaxedFromStrict(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.all.rp_filter", "0")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "2")
+	startAgent(t, topo, be, testConfig(topo))
+	if got := sysctlValue(t, topo, be, "net.ipv4.conf.all.rp_filter"); got != "0" {
+		t.Errorf("all.rp_filter = %s, want 0 (left alone)", got)
+	}
+	if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.rp_filter"); got != "2" {
+		t.Errorf("eth0.rp_filter = %s, want 2 (left alone)", got)
+	}
+}
+
+// TestVIPAlreadyOnLoSurvivesStop: a VIP somebody else put on lo is not the
+// agent's to remove. Stop runs outside the backend's namespace, as a
+// signal handler's goroutine would, and still cleans up the right one.
+func TestVIPAlreadyOnLoSurvivesStop(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+		if err := topo.AddAddr(be, "lo", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	a := startAgent(t, topo, be, c)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+}
+
+// TestStartMissingInterface: the error names the interface, and nothing is
+// left behind.
+func TestStartMissingInterface(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	c.Interface = "nosuch0"
+	a := newAgent(t, c)
+	err := topo.Do(be, a.Start)
+	if !errors.Is(err, datapath.ErrNoInterface) || !strings.Contains(err.Error(), `"nosuch0"`) {
+		t.Fatalf("Start: %v, want an error naming nosuch0 that wraps ErrNoInterface", err)
+	}
+	t.Logf("Start: %v", err)
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+}
+
+// TestStartFailureUndoes: when the attach, the last step, fails because
+// another XDP program holds the interface, everything done before it is
+// undone.
+func TestStartFailureUndoes(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	if err := datapath.AttachPass(topo.NsHandle(be), topology.EthName); err != nil {
+		t.Fatal(err)
+	}
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	a := newAgent(t, c)
+	err := topo.Do(be, a.Start)
+	if err == nil || !strings.Contains(err.Error(), "already attached") {
+		t.Fatalf("Start: %v, want an error saying another program is attached", err)
+	}
+	t.Logf("Start: %v", err)
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+}
+
+// TestEncapAddrsFollowInterface: an address added to the interface is
+// decapsulated as soon as the watcher sees it, and dropped from the set
+// when it goes.
+func TestEncapAddrsFollowInterface(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	a := startAgent(t, topo, be, testConfig(topo))
+	extra := netip.MustParsePrefix("10.2.1.99/24")
+	if err := topo.AddAddr(be, topology.EthName, extra); err != nil {
+		t.Fatal(err)
+	}
+	waitEncap(t, a, extra.Addr(), true)
+
+	conn := listenUDP(t, topo, be, netip.AddrPortFrom(vip4, 5353))
+	pkt := packetCase{name: "ipip to new address", outerSrc: topology.BalancerIPv4(1), outerDst: extra.Addr(),
+		innerSrc: netip.AddrPortFrom(topology.ClientIPv4, 40001), innerDst: netip.AddrPortFrom(vip4, 5353)}
+	sendFrame(t, topo, buildFrame(t, topo, pkt))
+	expectDatagram(t, conn, pkt)
+
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(l, &netlink.Addr{IPNet: ipNet(extra)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEncap(t, a, extra.Addr(), false)
+}
+
+// TestEncapAddrsConfigured: configured encap addresses are used as they are.
+func TestEncapAddrsConfigured(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	c.EncapAddresses = []string{"10.2.1.2"}
+	a := startAgent(t, topo, be, c)
+	if got := a.EncapAddrs(); !slices.Equal(got, []netip.Addr{topology.BackendIPv4(1)}) {
+		t.Errorf("encap addresses %v, want the configured 10.2.1.2", got)
+	}
+}
+
+func waitEncap(t *testing.T, a *Agent, addr netip.Addr, present bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for slices.Contains(a.EncapAddrs(), addr) != present {
+		if time.Now().After(deadline) {
+			t.Fatalf("encap addresses %v: %s present=%t after %s, want %t", a.EncapAddrs(), addr, !present, testTimeout, present)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	valid := func() Config {
+		c := config.DefaultAgentConfig()
+		c.Node.Name = "be1"
+		c.Interface = "eth0"
+		c.VIPs = []string{"10.100.0.1"}
+		return Config{Agent: c}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   string // "" = valid
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"generic", func(c *Config) { c.AttachMode = datapath.AttachGeneric }, ""},
+		{"no interface", func(c *Config) { c.Agent.Interface = "" }, "interface"},
+		{"bad VIP", func(c *Config) { c.Agent.VIPs = []string{"10.100.0"} }, "vips[0]"},
+		{"bad attach mode", func(c *Config) { c.AttachMode = 7 }, "attach mode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.change(&c)
+			a, err := New(c)
+			if tc.want == "" {
+				if err != nil || a == nil {
+					t.Fatalf("New: %v", err)
+				}
+				if a.pinDir != datapath.DefaultAgentPinDir("eth0") {
+					t.Errorf("pin dir %s, want the default %s", a.pinDir, datapath.DefaultAgentPinDir("eth0"))
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error about %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Names of the decap counters in datapath.Decap.Stats.
+const (
+	statDecapIPv4 = "decap_ipv4_outer"
+	statDecapIPv6 = "decap_ipv6_outer"
+	statDecapGUE  = "decap_gue"
+	statPass      = "pass"
+	statDropPfx   = "drop_"
+)
+
+// Collector returns a Prometheus collector that reads the decap program's
+// counters at scrape time. It reports nothing while the agent is not
+// running.
+func (a *Agent) Collector() prometheus.Collector {
+	return &collector{
+		a: a,
+		decap: prometheus.NewDesc("switchyard_agent_decap_packets_total",
+			"Packets decapsulated, by outer IP version (GUE packets included).", []string{"outer"}, nil),
+		gue: prometheus.NewDesc("switchyard_agent_decap_gue_packets_total",
+			"Packets decapsulated that were GUE (UDP) encapsulated.", nil, nil),
+		passed: prometheus.NewDesc("switchyard_agent_passed_packets_total",
+			"Packets passed to the stack untouched: not encapsulated for this host.", nil, nil),
+		drops: prometheus.NewDesc("switchyard_agent_drops_total",
+			"Encapsulated packets for this host that were dropped, by reason.", []string{"reason"}, nil),
+		vips: prometheus.NewDesc("switchyard_agent_vips",
+			"VIPs the agent keeps on lo.", nil, nil),
+	}
+}
+
+type collector struct {
+	a                               *Agent
+	decap, gue, passed, drops, vips *prometheus.Desc
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.decap
+	ch <- c.gue
+	ch <- c.passed
+	ch <- c.drops
+	ch <- c.vips
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.a.Stats()
+	if errors.Is(err, ErrNotRunning) {
+		return
+	}
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.decap, err)
+		return
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.decap, st[statDecapIPv4], "ipv4")
+	counter(c.decap, st[statDecapIPv6], "ipv6")
+	counter(c.gue, st[statDecapGUE])
+	counter(c.passed, st[statPass])
+	for name, v := range st {
+		if reason, ok := strings.CutPrefix(name, statDropPfx); ok {
+			counter(c.drops, v, reason)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(c.a.vips)))
+}

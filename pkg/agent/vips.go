@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	loopback = "lo"
+	// vipReadyTimeout bounds the wait for an IPv6 VIP to leave the
+	// tentative state; the kernel work item that clears it normally runs
+	// within milliseconds.
+	vipReadyTimeout = 2 * time.Second
+	vipReadyPoll    = 5 * time.Millisecond
+)
+
+// addVIPs puts every VIP on lo as a host address, recording those it added;
+// a VIP already on lo (with any prefix length) is left to whoever put it
+// there. It returns once every IPv6 VIP can be bound to.
+func (a *Agent) addVIPs() error {
+	lo, err := a.nl.LinkByName(loopback)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", loopback, err)
+	}
+	present, err := a.loAddrs(lo)
+	if err != nil {
+		return err
+	}
+	var v6 []netip.Addr
+	for _, vip := range a.vips {
+		if vip.Is6() {
+			v6 = append(v6, vip)
+		}
+		if _, ok := present[vip]; ok {
+			a.log.Info("VIP already on lo, leaving it as it is", "vip", vip)
+			continue
+		}
+		p := netip.PrefixFrom(vip, vip.BitLen())
+		addr := &netlink.Addr{IPNet: ipNet(p)}
+		if vip.Is6() {
+			// Duplicate address detection makes no sense for an address
+			// every backend shares, and would hold it back for a second.
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := a.nl.AddrAdd(lo, addr); err != nil {
+			if errors.Is(err, unix.EEXIST) { // added by someone else meanwhile
+				continue
+			}
+			return fmt.Errorf("add VIP %s to %s: %w", p, loopback, err)
+		}
+		a.added = append(a.added, p)
+		a.log.Info("VIP added to lo", "vip", p)
+	}
+	return a.waitVIPsUsable(lo, v6)
+}
+
+// waitVIPsUsable polls until none of vips is tentative: a socket cannot
+// bind to a tentative IPv6 address (EADDRNOTAVAIL) and packets to it are
+// dropped. Even with IFA_F_NODAD the flag is cleared by a kernel work item,
+// not by the netlink request.
+func (a *Agent) waitVIPsUsable(lo netlink.Link, vips []netip.Addr) error {
+	if len(vips) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(vipReadyTimeout)
+	for {
+		present, err := a.loAddrs(lo)
+		if err != nil {
+			return err
+		}
+		var waiting []netip.Addr
+		for _, vip := range vips {
+			flags := present[vip]
+			if flags&unix.IFA_F_DADFAILED != 0 {
+				return fmt.Errorf("VIP %s on %s: duplicate address detection failed", vip, loopback)
+			}
+			if flags&unix.IFA_F_TENTATIVE != 0 {
+				waiting = append(waiting, vip)
+			}
+		}
+		if len(waiting) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("VIPs %v on %s are still tentative after %.0f s, so servers cannot bind to them; check that %s is up (`ip link set lo up`)",
+				waiting, loopback, vipReadyTimeout.Seconds(), loopback)
+		}
+		time.Sleep(vipReadyPoll)
+	}
+}
+
+// loAddrs returns lo's addresses with their IFA_F_* flags.
+func (a *Agent) loAddrs(lo netlink.Link) (map[netip.Addr]int, error) {
+	list, err := a.nl.AddrList(lo, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", loopback, err)
+	}
+	out := make(map[netip.Addr]int, len(list))
+	for _, ad := range list {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok {
+			out[ip.Unmap()] = ad.Flags
+		}
+	}
+	return out, nil
+}
+
+// removeVIPs deletes the VIP addresses addVIPs added.
+func (a *Agent) removeVIPs() error {
+	if len(a.added) == 0 {
+		return nil
+	}
+	defer func() { a.added = nil }()
+	var errs []error
+	lo, err := a.nl.LinkByName(loopback)
+	if err != nil {
+		return fmt.Errorf("find %s to remove the VIPs %v: %w", loopback, a.added, err)
+	}
+	for _, p := range a.added {
+		err := a.nl.AddrDel(lo, &netlink.Addr{IPNet: ipNet(p)})
+		switch {
+		case errors.Is(err, unix.EADDRNOTAVAIL), errors.Is(err, unix.ENOENT):
+			// Someone removed it already.
+		case err != nil:
+			errs = append(errs, fmt.Errorf("remove VIP %s from %s: %w", p, loopback, err))
+		default:
+			a.log.Info("VIP removed from lo", "vip", p)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
