@@ -1,0 +1,788 @@
+// Package balancer is the control loop of a Switchyard balancer: it turns
+// the desired state (configuration, backend health, operator drains) into
+// datapath map writes, and keeps the next hop in step with the kernel's
+// neighbour table. One goroutine owns all writes; API calls are run on it.
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/health"
+	"github.com/switchyard-lb/switchyard/pkg/maglev"
+)
+
+// Datapath is what the control loop needs of the datapath
+// (*datapath.Balancer implements it).
+type Datapath interface {
+	SetSettings(datapath.Settings) error
+	SetVIP(k datapath.VIPKey, num uint32, flags datapath.VIPFlags) error
+	DeleteVIP(k datapath.VIPKey) error
+	VIPs() (map[datapath.VIPKey]datapath.VIPMeta, error)
+	PublishTable(k datapath.VIPKey, table []uint32) (uint32, error)
+	Table(k datapath.VIPKey, gen uint32) ([]uint32, error)
+	SetBackend(id uint32, addr netip.Addr) error
+	DeleteBackend(id uint32) error
+	Backends() (map[uint32]datapath.Backend, error)
+	Flows(fn func(datapath.FlowKey, datapath.Conn) bool) error
+	CountFlows() (uint64, error)
+	ConnTableSize() uint32
+	VIPCounters(num uint32) (datapath.VIPCounters, error)
+	BackendCounters(id uint32) (datapath.BackendCounters, error)
+	Stats() (map[string]uint64, error)
+}
+
+// Config configures a Balancer.
+type Config struct {
+	ConfigPath string         // re-read on Reload
+	Initial    *config.Config // loaded and validated
+	Datapath   Datapath
+	Logger     *slog.Logger
+	// AttachMode and ProgramTag are shown in status.
+	AttachMode string
+	ProgramTag string
+	// HealthDialer, if set, opens health-check connections (tests).
+	HealthDialer health.Dialer
+}
+
+// Balancer is the control loop. Create with New, start with Run.
+type Balancer struct {
+	dp   Datapath
+	log  *slog.Logger
+	path string
+	info api.Status // static parts of the status
+
+	cfg         *config.Config
+	generation  uint64
+	reloadFails uint64
+	lastErr     string
+	drain       map[string]bool // "vip/backend" -> operator override
+	vipNums     map[datapath.VIPKey]uint32
+	backendIDs  map[netip.Addr]uint32
+	published   map[datapath.VIPKey][]uint32
+	settings    datapath.Settings
+	gateway     netip.Addr
+	nhResolved  bool
+	health      *health.Monitor
+	transitions chan health.Transition
+	dialer      health.Dialer
+	requests    chan func()
+	netEvents   chan struct{}
+	rates       map[uint32]rateSample
+}
+
+type rateSample struct {
+	at      time.Time
+	packets uint64
+	rate    float64
+}
+
+// New prepares the control loop and applies the initial configuration to
+// the datapath, adopting what an earlier run left there (VIP numbers,
+// backend ids, tables), so a restart moves no flow.
+func New(cfg Config) (*Balancer, error) {
+	if cfg.Initial == nil || cfg.Datapath == nil {
+		return nil, errors.New("balancer: Initial config and Datapath are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Balancer{
+		dp:          cfg.Datapath,
+		log:         log.With("component", "balancer"),
+		path:        cfg.ConfigPath,
+		drain:       map[string]bool{},
+		vipNums:     map[datapath.VIPKey]uint32{},
+		backendIDs:  map[netip.Addr]uint32{},
+		published:   map[datapath.VIPKey][]uint32{},
+		transitions: make(chan health.Transition, 64),
+		dialer:      cfg.HealthDialer,
+		requests:    make(chan func()),
+		netEvents:   make(chan struct{}, 1),
+		rates:       map[uint32]rateSample{},
+	}
+	b.info = api.Status{
+		Node: cfg.Initial.Node.Name, Interface: cfg.Initial.Datapath.Interface,
+		AttachMode: cfg.AttachMode, ProgramTag: cfg.ProgramTag, ConfigFile: cfg.ConfigPath,
+		StartedAt: time.Now(),
+	}
+	hc := health.DefaultConfig()
+	hc.Transitions = b.transitions
+	hc.Logger = log.With("component", "health")
+	b.health = health.New(hc)
+
+	if err := b.adopt(); err != nil {
+		b.health.Close()
+		return nil, err
+	}
+	if _, err := b.apply(cfg.Initial); err != nil {
+		b.health.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// adopt reads the VIP numbers, backend ids and active tables that an
+// earlier run left in the (pinned) datapath.
+func (b *Balancer) adopt() error {
+	vips, err := b.dp.VIPs()
+	if err != nil {
+		return err
+	}
+	for k, m := range vips {
+		b.vipNums[k] = m.Num
+		if m.TableSize[m.Gen] > 0 {
+			if t, err := b.dp.Table(k, m.Gen); err == nil {
+				b.published[k] = t
+			}
+		}
+	}
+	bes, err := b.dp.Backends()
+	if err != nil {
+		return err
+	}
+	for id, be := range bes {
+		b.backendIDs[be.Addr] = id
+	}
+	if len(vips) > 0 {
+		b.log.Info("adopted datapath state from an earlier run", "vips", len(vips), "backends", len(bes))
+	}
+	return nil
+}
+
+// Run runs the control loop until ctx ends.
+func (b *Balancer) Run(ctx context.Context) error {
+	defer b.health.Close()
+	if err := watchNetwork(ctx, b.netEvents); err != nil {
+		return err
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case fn := <-b.requests:
+			fn()
+		case tr := <-b.transitions:
+			b.log.Info("backend health changed", "backend", tr.Key, "healthy", tr.Healthy, "reason", tr.Reason)
+			b.drainTransitions()
+			if err := b.syncTables(); err != nil {
+				b.log.Error("rebuild tables after a health change", "error", err)
+			}
+		case <-b.netEvents:
+			if err := b.syncSettings(); err != nil {
+				b.log.Error("update datapath settings", "error", err)
+			}
+		case now := <-tick.C:
+			b.sampleRates(now)
+			if !b.nhResolved {
+				if err := b.syncSettings(); err != nil {
+					b.log.Warn("next hop", "error", err)
+				}
+			}
+		}
+	}
+}
+
+// drainTransitions takes every queued health transition (the tables are
+// rebuilt once for all of them).
+func (b *Balancer) drainTransitions() {
+	for {
+		select {
+		case tr := <-b.transitions:
+			b.log.Info("backend health changed", "backend", tr.Key, "healthy", tr.Healthy, "reason", tr.Reason)
+		default:
+			return
+		}
+	}
+}
+
+// do runs fn on the control loop and waits for it.
+func (b *Balancer) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case b.requests <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// apply makes the datapath match cfg. It returns a summary of the changes.
+func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
+	changes := describeChanges(b.cfg, cfg)
+	b.cfg = cfg
+	if err := b.syncSettings(); err != nil {
+		// A missing next hop is not fatal: traffic starts when the
+		// neighbour appears (the watch tells us).
+		b.log.Warn("datapath settings", "error", err)
+	}
+	if err := b.syncVIPs(); err != nil {
+		return changes, err
+	}
+	if err := b.syncHealth(); err != nil {
+		return changes, err
+	}
+	if err := b.syncTables(); err != nil {
+		return changes, err
+	}
+	b.generation++
+	return changes, nil
+}
+
+func vipKey(v *config.VIP) datapath.VIPKey {
+	p := datapath.ProtoTCP
+	if v.Protocol == config.ProtocolUDP {
+		p = datapath.ProtoUDP
+	}
+	return datapath.VIPKey{Addr: v.Addr(), Port: uint16(v.Port), Proto: p}
+}
+
+func vipFlags(v *config.VIP) datapath.VIPFlags {
+	var f datapath.VIPFlags
+	if v.Hash == config.HashSource {
+		f |= datapath.VIPHashSource
+	}
+	if !v.Conntrack {
+		f |= datapath.VIPNoConntrack
+	}
+	return f
+}
+
+// syncSettings resolves the interface and next hop and writes the
+// balancer-wide settings when they changed.
+func (b *Balancer) syncSettings() error {
+	cfg := b.cfg
+	ifi, err := readIface(cfg.Datapath.Interface)
+	if err != nil {
+		return err
+	}
+	s := datapath.Settings{
+		SourceMAC:      ifi.MAC,
+		MTU:            uint16(ifi.MTU),
+		ICMPTooBig:     cfg.Datapath.ICMPTooBig,
+		SourceV4:       ifi.AddrV4,
+		SourceV6:       ifi.AddrV6,
+		SourcePrefixV4: cfg.Encap.SourcePrefixV4Net(),
+		SourcePrefixV6: cfg.Encap.SourcePrefixV6Net(),
+		UDPIdleTimeout: time.Duration(cfg.Datapath.UDPIdleTimeout),
+	}
+	if cfg.Datapath.MTU > 0 {
+		s.MTU = uint16(cfg.Datapath.MTU)
+	}
+	if a := cfg.Encap.SourceV4Addr(); a.IsValid() {
+		s.SourceV4 = a
+	}
+	if a := cfg.Encap.SourceV6Addr(); a.IsValid() {
+		s.SourceV6 = a
+	}
+	if cfg.Encap.Type == config.EncapGUE {
+		s.GUEPort = uint16(cfg.Encap.GUEPort)
+	}
+	var nhErr error
+	gw, err := gatewayFor(ifi.Index, cfg.Nexthop.GatewayAddr())
+	if err != nil {
+		nhErr = err
+	} else {
+		b.gateway = gw
+		if mac, ok := neighbourMAC(ifi.Index, gw); ok {
+			s.NextHopMAC = mac
+		} else {
+			probeGateway(gw)
+			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
+		}
+	}
+	resolved := s.NextHopMAC != nil
+	if resolved != b.nhResolved {
+		if resolved {
+			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC)
+		} else {
+			b.log.Warn("next hop lost", "gateway", gw)
+		}
+	}
+	b.nhResolved = resolved
+	if !reflect.DeepEqual(s, b.settings) {
+		if err := b.dp.SetSettings(s); err != nil {
+			return err
+		}
+		b.settings = s
+	}
+	return nhErr
+}
+
+// syncVIPs adds, updates and removes VIPs and backend slots.
+func (b *Balancer) syncVIPs() error {
+	want := map[datapath.VIPKey]*config.VIP{}
+	for i := range b.cfg.VIPs {
+		want[vipKey(&b.cfg.VIPs[i])] = &b.cfg.VIPs[i]
+	}
+	for k := range b.vipNums {
+		if _, ok := want[k]; !ok {
+			if err := b.dp.DeleteVIP(k); err != nil {
+				return err
+			}
+			delete(b.vipNums, k)
+			delete(b.published, k)
+			b.log.Info("VIP removed", "vip", k)
+		}
+	}
+	used := map[uint32]bool{}
+	for _, n := range b.vipNums {
+		used[n] = true
+	}
+	keys := make([]datapath.VIPKey, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return want[keys[i]].Name < want[keys[j]].Name })
+	for _, k := range keys {
+		num, ok := b.vipNums[k]
+		if !ok {
+			for used[num] {
+				num++
+			}
+			used[num] = true
+			b.vipNums[k] = num
+			b.log.Info("VIP added", "vip", want[k].Name, "key", k, "num", num)
+		}
+		if err := b.dp.SetVIP(k, num, vipFlags(want[k])); err != nil {
+			return err
+		}
+	}
+	// Backend slots: one per address. Addresses that left the config keep
+	// their slot (and so their established flows) until the id is needed.
+	usedIDs := map[uint32]bool{}
+	for _, id := range b.backendIDs {
+		usedIDs[id] = true
+	}
+	for i := range b.cfg.VIPs {
+		for _, be := range b.cfg.VIPs[i].Backends {
+			a := be.Addr()
+			if _, ok := b.backendIDs[a]; ok {
+				continue
+			}
+			id, err := b.allocBackendID(usedIDs)
+			if err != nil {
+				return err
+			}
+			if err := b.dp.SetBackend(id, a); err != nil {
+				return err
+			}
+			b.backendIDs[a] = id
+			usedIDs[id] = true
+		}
+	}
+	return nil
+}
+
+func (b *Balancer) allocBackendID(used map[uint32]bool) (uint32, error) {
+	for id := uint32(0); id < datapath.MaxBackends; id++ {
+		if !used[id] {
+			return id, nil
+		}
+	}
+	// Full: recycle the slot of an address no longer configured.
+	inCfg := map[netip.Addr]bool{}
+	for i := range b.cfg.VIPs {
+		for _, be := range b.cfg.VIPs[i].Backends {
+			inCfg[be.Addr()] = true
+		}
+	}
+	for a, id := range b.backendIDs {
+		if !inCfg[a] {
+			delete(b.backendIDs, a)
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("more than %d backend addresses: the datapath limit", datapath.MaxBackends)
+}
+
+func healthKey(vip, backend string) string { return vip + "/" + backend }
+
+// syncHealth gives the monitor one target per (VIP, backend).
+func (b *Balancer) syncHealth() error {
+	var targets []health.Target
+	for i := range b.cfg.VIPs {
+		v := &b.cfg.VIPs[i]
+		for _, be := range v.Backends {
+			t := health.Target{
+				Key: healthKey(v.Name, be.Name), Interval: time.Duration(v.Health.Interval),
+				Timeout: time.Duration(v.Health.Timeout), Rise: v.Health.Rise, Fall: v.Health.Fall,
+			}
+			port := v.Health.Port
+			if port == 0 {
+				port = v.Port
+			}
+			ap := netip.AddrPortFrom(be.Addr(), uint16(port))
+			switch v.Health.Type {
+			case config.CheckTCP:
+				t.Checker = health.TCPChecker{Addr: ap, Dialer: b.dialer}
+			case config.CheckHTTP, config.CheckHTTPS:
+				u := string(v.Health.Type) + "://" + ap.String() + v.Health.Path
+				t.Checker = health.HTTPChecker{URL: u, ExpectStatus: v.Health.ExpectStatus, Dialer: b.dialer}
+			}
+			targets = append(targets, t)
+		}
+	}
+	return b.health.Set(targets)
+}
+
+func (b *Balancer) drained(vip string, be config.Backend) bool {
+	if d, ok := b.drain[healthKey(vip, be.Name)]; ok {
+		return d
+	}
+	return be.Drained
+}
+
+func (b *Balancer) healthy(vip, be string) bool {
+	st, ok := b.health.State(healthKey(vip, be))
+	return !ok || st.Healthy
+}
+
+// syncTables rebuilds every VIP's Maglev table from the backends that are
+// healthy and not drained, and publishes those that changed.
+func (b *Balancer) syncTables() error {
+	for i := range b.cfg.VIPs {
+		v := &b.cfg.VIPs[i]
+		k := vipKey(v)
+		mb, err := maglev.New(maglev.Config{Size: uint64(v.TableSize)})
+		if err != nil {
+			return fmt.Errorf("VIP %s: %w", v.Name, err)
+		}
+		var in []maglev.Backend
+		for _, be := range v.Backends {
+			if b.drained(v.Name, be) || !b.healthy(v.Name, be.Name) {
+				continue
+			}
+			in = append(in, maglev.Backend{ID: be.Addr().String(), Weight: uint32(be.Weight), Value: b.backendIDs[be.Addr()]})
+		}
+		table, err := mb.Build(in)
+		if err != nil {
+			return fmt.Errorf("VIP %s: %w", v.Name, err)
+		}
+		if slices.Equal(table, b.published[k]) {
+			continue
+		}
+		gen, err := b.dp.PublishTable(k, table)
+		if err != nil {
+			return err
+		}
+		b.published[k] = table
+		b.log.Info("table published", "vip", v.Name, "generation", gen, "backends", len(in))
+	}
+	return nil
+}
+
+// Reload re-reads the configuration file. An invalid file is refused whole
+// and the running configuration stays in force.
+func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
+	var resp api.ReloadResponse
+	var rerr error
+	err := b.do(ctx, func() {
+		cfg, err := config.Load(b.path)
+		if err == nil {
+			err = immutableChanged(b.cfg, cfg)
+		}
+		if err != nil {
+			b.reloadFails++
+			b.lastErr = err.Error()
+			b.log.Error("reload refused; the running configuration stays in force", "error", err)
+			rerr = fmt.Errorf("configuration refused, the running one stays in force (%w):\n%w", api.ErrRejected, err)
+			return
+		}
+		changes, err := b.apply(cfg)
+		if err != nil {
+			b.reloadFails++
+			b.lastErr = err.Error()
+			rerr = err
+			return
+		}
+		b.lastErr = ""
+		resp = api.ReloadResponse{Generation: b.generation, Changed: changes}
+		b.log.Info("configuration reloaded", "generation", b.generation, "changes", len(changes))
+	})
+	if err != nil {
+		return resp, err
+	}
+	return resp, rerr
+}
+
+// immutableChanged refuses changes that need a restart.
+func immutableChanged(old, cur *config.Config) error {
+	var errs []error
+	check := func(field string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			errs = append(errs, fmt.Errorf("%s changed from %v to %v: this needs a restart of switchyard run, not a reload", field, a, b))
+		}
+	}
+	check("datapath.interface", old.Datapath.Interface, cur.Datapath.Interface)
+	check("datapath.pin_dir", old.Datapath.PinDir, cur.Datapath.PinDir)
+	check("datapath.attach_mode", old.Datapath.AttachMode, cur.Datapath.AttachMode)
+	check("datapath.conn_table_size", old.Datapath.ConnTableSize, cur.Datapath.ConnTableSize)
+	check("api.socket", old.API.Socket, cur.API.Socket)
+	check("metrics.listen", old.Metrics.Listen, cur.Metrics.Listen)
+	return errors.Join(errs...)
+}
+
+// describeChanges summarises a configuration change for the operator.
+func describeChanges(old, cur *config.Config) []string {
+	if old == nil {
+		return nil
+	}
+	var out []string
+	for i := range cur.VIPs {
+		v := &cur.VIPs[i]
+		ov := old.VIPByName(v.Name)
+		if ov == nil {
+			out = append(out, "vip "+v.Name+" added")
+			continue
+		}
+		if !reflect.DeepEqual(ov, v) {
+			for _, be := range v.Backends {
+				ob := ov.BackendByName(be.Name)
+				switch {
+				case ob == nil:
+					out = append(out, "vip "+v.Name+": backend "+be.Name+" added")
+				case !reflect.DeepEqual(*ob, be):
+					out = append(out, "vip "+v.Name+": backend "+be.Name+" changed")
+				}
+			}
+			for _, be := range ov.Backends {
+				if v.BackendByName(be.Name) == nil {
+					out = append(out, "vip "+v.Name+": backend "+be.Name+" removed")
+				}
+			}
+			ov2, v2 := *ov, *v
+			ov2.Backends, v2.Backends = nil, nil
+			if !reflect.DeepEqual(ov2, v2) {
+				out = append(out, "vip "+v.Name+" settings changed")
+			}
+		}
+	}
+	for i := range old.VIPs {
+		if cur.VIPByName(old.VIPs[i].Name) == nil {
+			out = append(out, "vip "+old.VIPs[i].Name+" removed")
+		}
+	}
+	o, c := *old, *cur
+	o.VIPs, c.VIPs = nil, nil
+	if !reflect.DeepEqual(o, c) {
+		out = append(out, "global settings changed")
+	}
+	return out
+}
+
+// Drain stops (or, with drain false, resumes) new flows to a backend; its
+// established flows continue. backend is "NAME" (every VIP) or "VIP/NAME".
+func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.DrainResponse, error) {
+	var resp api.DrainResponse
+	var rerr error
+	err := b.do(ctx, func() {
+		vipName, beName, scoped := strings.Cut(backend, "/")
+		if !scoped {
+			vipName, beName = "", backend
+		}
+		for i := range b.cfg.VIPs {
+			v := &b.cfg.VIPs[i]
+			if scoped && v.Name != vipName {
+				continue
+			}
+			if be := v.BackendByName(beName); be != nil {
+				b.drain[healthKey(v.Name, be.Name)] = drain
+				resp.Matched = append(resp.Matched, healthKey(v.Name, be.Name))
+			}
+		}
+		if len(resp.Matched) == 0 {
+			rerr = fmt.Errorf("no backend %q in any VIP; name it NAME or VIP/NAME as `switchyard status` shows (%w)", backend, api.ErrNotFound)
+			return
+		}
+		if err := b.syncTables(); err != nil {
+			rerr = err
+			return
+		}
+		verb := "drained"
+		if !drain {
+			verb = "undrained"
+		}
+		b.log.Info("backend "+verb, "backends", resp.Matched)
+	})
+	if err != nil {
+		return resp, err
+	}
+	return resp, rerr
+}
+
+func (b *Balancer) sampleRates(now time.Time) {
+	for _, num := range b.vipNums {
+		c, err := b.dp.VIPCounters(num)
+		if err != nil {
+			continue
+		}
+		prev, ok := b.rates[num]
+		s := rateSample{at: now, packets: c.Packets}
+		if ok && now.After(prev.at) && c.Packets >= prev.packets {
+			s.rate = float64(c.Packets-prev.packets) / now.Sub(prev.at).Seconds()
+		}
+		b.rates[num] = s
+	}
+}
+
+// Status reports VIPs, backends, health and datapath counters, read from
+// the maps now.
+func (b *Balancer) Status(ctx context.Context) (api.Status, error) {
+	var st api.Status
+	var rerr error
+	err := b.do(ctx, func() { st, rerr = b.status() })
+	if err != nil {
+		return st, err
+	}
+	return st, rerr
+}
+
+func (b *Balancer) status() (api.Status, error) {
+	st := b.info
+	st.ConfigGeneration = b.generation
+	st.ReloadFailures = b.reloadFails
+	st.LastReloadError = b.lastErr
+	st.NextHop = api.NextHop{Gateway: b.gateway.String(), Resolved: b.nhResolved}
+	if b.nhResolved {
+		st.NextHop.MAC = net.HardwareAddr(b.settings.NextHopMAC).String()
+	}
+	n, err := b.dp.CountFlows()
+	if err != nil {
+		return st, err
+	}
+	st.ConnTable = api.ConnTable{Capacity: b.dp.ConnTableSize(), Entries: n}
+	if st.Counters, err = b.dp.Stats(); err != nil {
+		return st, err
+	}
+	metas, err := b.dp.VIPs()
+	if err != nil {
+		return st, err
+	}
+	for i := range b.cfg.VIPs {
+		v := &b.cfg.VIPs[i]
+		k := vipKey(v)
+		num := b.vipNums[k]
+		av := api.VIP{
+			Name: v.Name, Address: v.Addr().String(), Port: uint16(v.Port), Protocol: string(v.Protocol),
+			Hash: string(v.Hash), Conntrack: v.Conntrack, TableSize: uint32(v.TableSize),
+			Generation: metas[k].Gen, PacketRate: b.rates[num].rate,
+		}
+		if c, err := b.dp.VIPCounters(num); err == nil {
+			av.Packets, av.Bytes, av.NewFlows = c.Packets, c.Bytes, c.NewFlows
+		}
+		slots := map[uint32]int{}
+		for _, id := range b.published[k] {
+			slots[id]++
+		}
+		for _, be := range v.Backends {
+			id := b.backendIDs[be.Addr()]
+			ab := api.Backend{
+				Name: be.Name, Address: be.Addr().String(), ID: id, Weight: uint32(be.Weight),
+				Healthy: true, Drained: b.drained(v.Name, be), TableSlots: slots[id],
+			}
+			if hs, ok := b.health.State(healthKey(v.Name, be.Name)); ok {
+				ab.Healthy, ab.Since, ab.HealthInfo = hs.Healthy, hs.Since, hs.LastError
+			} else {
+				ab.HealthInfo = "no check"
+			}
+			if c, err := b.dp.BackendCounters(id); err == nil {
+				ab.Packets, ab.Bytes = c.Packets, c.Bytes
+			}
+			av.Backends = append(av.Backends, ab)
+		}
+		st.VIPs = append(st.VIPs, av)
+	}
+	return st, nil
+}
+
+// Flows lists connection-table entries, optionally of one VIP (by name).
+func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsResponse, error) {
+	var resp api.FlowsResponse
+	var rerr error
+	if limit <= 0 {
+		limit = 1000
+	}
+	err := b.do(ctx, func() {
+		names := map[uint32]*config.VIP{}
+		want := uint32(0)
+		found := vip == ""
+		for i := range b.cfg.VIPs {
+			v := &b.cfg.VIPs[i]
+			num := b.vipNums[vipKey(v)]
+			names[num] = v
+			if v.Name == vip {
+				want, found = num, true
+			}
+		}
+		if !found {
+			rerr = fmt.Errorf("no VIP named %q; `switchyard status` lists them (%w)", vip, api.ErrNotFound)
+			return
+		}
+		beNames := map[uint32]string{}
+		for i := range b.cfg.VIPs {
+			for _, be := range b.cfg.VIPs[i].Backends {
+				beNames[b.backendIDs[be.Addr()]] = be.Name
+			}
+		}
+		bes, _ := b.dp.Backends()
+		now := monotonicCoarse()
+		rerr = b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
+			if vip != "" && c.VIPNum != want {
+				return true
+			}
+			if len(resp.Flows) >= limit {
+				resp.Truncated = true
+				return false
+			}
+			fl := api.Flow{
+				Protocol: protoName(f.Proto), Client: netip.AddrPortFrom(f.Src, f.SrcPort).String(),
+				VIP: netip.AddrPortFrom(f.Dst, f.DstPort).String(), BackendID: c.BackendID,
+				Backend: beNames[c.BackendID], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
+			}
+			if v := names[c.VIPNum]; v != nil {
+				fl.VIPName = v.Name
+			}
+			if fl.Backend == "" {
+				fl.Backend = bes[c.BackendID].Addr.String()
+			}
+			resp.Flows = append(resp.Flows, fl)
+			return true
+		})
+	})
+	if err != nil {
+		return resp, err
+	}
+	return resp, rerr
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case datapath.ProtoTCP:
+		return "tcp"
+	case datapath.ProtoUDP:
+		return "udp"
+	}
+	return strconv.Itoa(int(p))
+}

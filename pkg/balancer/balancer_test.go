@@ -1,0 +1,285 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+// The control loop is tested against the real datapath (unpinned maps in
+// the kernel): what matters is what ends up in the maps.
+
+const baseConfig = `
+datapath:
+  interface: lo
+  conn_table_size: 4096
+api:
+  socket: /tmp/unused.sock
+metrics:
+  listen: ""
+vips:
+  - name: web
+    address: 10.100.0.1
+    port: 80
+    protocol: tcp
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+      - {name: be2, address: 10.2.2.2}
+      - {name: be3, address: 10.2.3.2, weight: 2}
+  - name: dns
+    address: 10.100.0.1
+    port: 53
+    protocol: udp
+    hash: source
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+`
+
+type rig struct {
+	t    *testing.T
+	dir  string
+	path string
+	dp   *datapath.Balancer
+	b    *Balancer
+	ctx  context.Context
+}
+
+func newRig(t *testing.T, yaml string, opts datapath.Options) *rig {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
+	}
+	r := &rig{t: t, dir: t.TempDir()}
+	r.path = filepath.Join(r.dir, "switchyard.yaml")
+	r.write(yaml)
+	cfg, err := config.Load(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ConnTableSize == 0 {
+		opts.ConnTableSize = 4096
+	}
+	r.dp, err = datapath.LoadBalancer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.dp.Close() })
+	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: r.dp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.b.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	r.ctx = ctx
+	return r
+}
+
+func (r *rig) write(yaml string) {
+	if err := os.WriteFile(r.path, []byte(yaml), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// slots counts, per backend address, the active table's slots of a VIP.
+func (r *rig) slots(name string) map[string]int {
+	r.t.Helper()
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, v := range st.VIPs {
+		if v.Name != name {
+			continue
+		}
+		vk := vipKeyOf(r.t, r.b.cfg.VIPByName(name))
+		metas, _ := r.dp.VIPs()
+		table, err := r.dp.Table(vk, metas[vk].Gen)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		bes, _ := r.dp.Backends()
+		for _, id := range table {
+			if id == datapath.MaglevEmpty {
+				out["empty"]++
+			} else {
+				out[bes[id].Addr.String()]++
+			}
+		}
+	}
+	return out
+}
+
+func vipKeyOf(t *testing.T, v *config.VIP) datapath.VIPKey {
+	if v == nil {
+		t.Fatal("no such VIP")
+	}
+	return vipKey(v)
+}
+
+func TestApplyInstallsVIPsBackendsAndWeightedTables(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	vips, err := r.dp.VIPs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vips) != 2 {
+		t.Fatalf("%d VIPs in the datapath, want 2", len(vips))
+	}
+	dns := vips[vipKeyOf(t, r.b.cfg.VIPByName("dns"))]
+	if dns.Flags&datapath.VIPHashSource == 0 {
+		t.Errorf("dns VIP lacks source hashing: %+v", dns)
+	}
+	s := r.slots("web")
+	if s["10.2.3.2"] < s["10.2.1.2"]*3/2 {
+		t.Errorf("weight 2 backend has %d slots vs %d for weight 1", s["10.2.3.2"], s["10.2.1.2"])
+	}
+	if sum := s["10.2.1.2"] + s["10.2.2.2"] + s["10.2.3.2"]; sum != 251 {
+		t.Errorf("table covers %d slots, want 251", sum)
+	}
+}
+
+func TestDrainUndrain(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.slots("web"); s["10.2.2.2"] != 0 {
+		t.Errorf("drained backend still has %d slots", s["10.2.2.2"])
+	}
+	// be1 is in both VIPs: a bare name drains it everywhere.
+	resp, err := r.b.Drain(r.ctx, "be1", true)
+	if err != nil || len(resp.Matched) != 2 {
+		t.Fatalf("drain be1: %v %v", resp, err)
+	}
+	if s := r.slots("dns"); len(s) != 1 || s["empty"] != 251 {
+		// its only backend is drained: every slot is empty
+		t.Errorf("dns table with its only backend drained: %v", s)
+	}
+	if _, err := r.b.Drain(r.ctx, "web/be2", false); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.slots("web"); s["10.2.2.2"] == 0 {
+		t.Errorf("undrained backend got no slots")
+	}
+	if _, err := r.b.Drain(r.ctx, "nope", true); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("unknown backend: %v, want ErrNotFound", err)
+	}
+}
+
+func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	before, _ := r.dp.VIPs()
+	webKey := vipKeyOf(t, r.b.cfg.VIPByName("web"))
+	genBefore := before[webKey].Gen
+
+	// Invalid: refused whole, running config untouched.
+	r.write(strings.Replace(baseConfig, "port: 80", "port: 80000", 1))
+	_, err := r.b.Reload(r.ctx)
+	if !errors.Is(err, api.ErrRejected) || !strings.Contains(err.Error(), "switchyard.yaml:") {
+		t.Fatalf("invalid reload: %v, want a rejection naming file:line", err)
+	}
+	st, _ := r.b.Status(r.ctx)
+	if st.ReloadFailures != 1 || st.LastReloadError == "" {
+		t.Errorf("reload failure not recorded: %d %q", st.ReloadFailures, st.LastReloadError)
+	}
+	after, _ := r.dp.VIPs()
+	if !mapsEqual(before, after) {
+		t.Errorf("datapath changed on a refused reload")
+	}
+
+	// A change of the interface needs a restart.
+	r.write(strings.Replace(baseConfig, "interface: lo", "interface: eth9", 1))
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("interface change: %v, want a refusal saying to restart", err)
+	}
+
+	// Valid: a backend added to web; dns untouched.
+	added := strings.Replace(baseConfig, "      - {name: be3, address: 10.2.3.2, weight: 2}",
+		"      - {name: be3, address: 10.2.3.2, weight: 2}\n      - {name: be4, address: 10.2.4.2}", 1)
+	r.write(added)
+	resp, err := r.b.Reload(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(resp.Changed, "vip web: backend be4 added") || len(resp.Changed) != 1 {
+		t.Errorf("changes %q", resp.Changed)
+	}
+	now, _ := r.dp.VIPs()
+	if now[webKey].Gen == genBefore {
+		t.Errorf("web table did not flip generation")
+	}
+	dnsKey := vipKeyOf(t, r.b.cfg.VIPByName("dns"))
+	if now[dnsKey].Gen != before[dnsKey].Gen {
+		t.Errorf("dns table was republished though it did not change")
+	}
+	if s := r.slots("web"); s["10.2.4.2"] == 0 {
+		t.Errorf("new backend has no slots: %v", s)
+	}
+
+	// Reloading the same file changes nothing.
+	resp, err = r.b.Reload(r.ctx)
+	if err != nil || len(resp.Changed) != 0 {
+		t.Errorf("no-op reload: %v %v", resp, err)
+	}
+	if again, _ := r.dp.VIPs(); !mapsEqual(now, again) {
+		t.Errorf("no-op reload touched the datapath")
+	}
+}
+
+func mapsEqual(a, b map[datapath.VIPKey]datapath.VIPMeta) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRestartAdoptsPinnedState: a second control loop over the same pinned
+// maps keeps VIP numbers, backend ids and tables (no flow moves).
+func TestRestartAdoptsPinnedState(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	pin := filepath.Join(datapath.BPFFSRoot, fmt.Sprintf("switchyard-unit-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { datapath.RemoveBalancer(pin) })
+	r1 := newRig(t, baseConfig, datapath.Options{PinDir: pin})
+	vips1, _ := r1.dp.VIPs()
+	bes1, _ := r1.dp.Backends()
+	web := vipKeyOf(t, r1.b.cfg.VIPByName("web"))
+	table1, _ := r1.dp.Table(web, vips1[web].Gen)
+
+	r2 := newRig(t, baseConfig, datapath.Options{PinDir: pin})
+	vips2, _ := r2.dp.VIPs()
+	bes2, _ := r2.dp.Backends()
+	if !mapsEqual(vips1, vips2) {
+		t.Errorf("VIPs changed across restart:\n%v\n%v", vips1, vips2)
+	}
+	if fmt.Sprint(bes1) != fmt.Sprint(bes2) {
+		t.Errorf("backend ids changed across restart")
+	}
+	table2, _ := r2.dp.Table(web, vips2[web].Gen)
+	if !slices.Equal(table1, table2) {
+		t.Errorf("table changed across restart")
+	}
+}

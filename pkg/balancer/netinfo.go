@@ -1,0 +1,163 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ifaceInfo is what the balancer needs to know about its interface.
+type ifaceInfo struct {
+	Index  int
+	MAC    net.HardwareAddr
+	MTU    int
+	AddrV4 netip.Addr // first IPv4 address
+	AddrV6 netip.Addr // first global IPv6 address
+}
+
+func readIface(name string) (ifaceInfo, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return ifaceInfo{}, fmt.Errorf("interface %q: %w (check the name with `ip link`)", name, err)
+	}
+	info := ifaceInfo{Index: l.Attrs().Index, MAC: l.Attrs().HardwareAddr, MTU: l.Attrs().MTU}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return info, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		switch {
+		case ip.Is4() && !info.AddrV4.IsValid():
+			info.AddrV4 = ip
+		case ip.Is6() && ip.IsGlobalUnicast() && !info.AddrV6.IsValid():
+			info.AddrV6 = ip
+		}
+	}
+	return info, nil
+}
+
+// gatewayFor returns the configured gateway, or the default route's gateway
+// on the interface (IPv4 first, then IPv6).
+func gatewayFor(ifindex int, configured netip.Addr) (netip.Addr, error) {
+	if configured.IsValid() {
+		return configured, nil
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{LinkIndex: ifindex}, netlink.RT_FILTER_OIF)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+					continue
+				}
+			}
+			if gw, ok := netip.AddrFromSlice(r.Gw); ok && gw.IsValid() {
+				return gw.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errNoGateway
+}
+
+var errNoGateway = errors.New("no default route on the interface; set nexthop.gateway to the router's address")
+
+// neighbourMAC returns the MAC of gw in the neighbour table, if usable.
+func neighbourMAC(ifindex int, gw netip.Addr) (net.HardwareAddr, bool) {
+	fam := netlink.FAMILY_V4
+	if gw.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	neighs, err := netlink.NeighList(ifindex, fam)
+	if err != nil {
+		return nil, false
+	}
+	for _, n := range neighs {
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || ip.Unmap() != gw || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		if n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) != 0 || n.State == netlink.NUD_NONE {
+			return nil, false
+		}
+		return n.HardwareAddr, true
+	}
+	return nil, false
+}
+
+// probeGateway makes the kernel resolve gw's MAC by sending it one UDP
+// datagram (to the discard port): the neighbour watch then sees the answer.
+func probeGateway(gw netip.Addr) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, 9)))
+	if err != nil {
+		return
+	}
+	c.Write([]byte{0})
+	c.Close()
+}
+
+// watchNetwork sends on out (without blocking) whenever a neighbour, link,
+// address or route changes, until ctx ends. Watching, not polling: the
+// kernel tells us when the router's MAC or our interface changes.
+func watchNetwork(ctx context.Context, out chan<- struct{}) error {
+	done := make(chan struct{})
+	neighCh := make(chan netlink.NeighUpdate, 64)
+	linkCh := make(chan netlink.LinkUpdate, 16)
+	addrCh := make(chan netlink.AddrUpdate, 16)
+	routeCh := make(chan netlink.RouteUpdate, 64)
+	if err := netlink.NeighSubscribe(neighCh, done); err != nil {
+		close(done)
+		return fmt.Errorf("watch neighbours: %w", err)
+	}
+	if err := netlink.LinkSubscribe(linkCh, done); err != nil {
+		close(done)
+		return fmt.Errorf("watch links: %w", err)
+	}
+	if err := netlink.AddrSubscribe(addrCh, done); err != nil {
+		close(done)
+		return fmt.Errorf("watch addresses: %w", err)
+	}
+	if err := netlink.RouteSubscribe(routeCh, done); err != nil {
+		close(done)
+		return fmt.Errorf("watch routes: %w", err)
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-neighCh:
+			case <-linkCh:
+			case <-addrCh:
+			case <-routeCh:
+			}
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return nil
+}
+
+// monotonicCoarse is the clock of the connection table's timestamps.
+func monotonicCoarse() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
