@@ -56,6 +56,10 @@ type Config struct {
 	ProgramTag string
 	// HealthDialer, if set, opens health-check connections (tests).
 	HealthDialer health.Dialer
+	// DrainFile keeps operator drains across daemon restarts ("" = not
+	// kept). It belongs on a tmpfs such as /run: a reboot loses the
+	// datapath too.
+	DrainFile string
 }
 
 // Balancer is the control loop. Create with New, start with Run.
@@ -82,6 +86,7 @@ type Balancer struct {
 	requests    chan func()
 	netEvents   chan struct{}
 	rates       map[uint32]rateSample
+	drainFile   string
 }
 
 type rateSample struct {
@@ -114,6 +119,10 @@ func New(cfg Config) (*Balancer, error) {
 		requests:    make(chan func()),
 		netEvents:   make(chan struct{}, 1),
 		rates:       map[uint32]rateSample{},
+		drainFile:   cfg.DrainFile,
+	}
+	if err := b.loadDrains(); err != nil {
+		b.log.Warn("operator drains from the previous run are lost", "file", b.drainFile, "error", err)
 	}
 	b.info = api.Status{
 		Node: cfg.Initial.Node.Name, Interface: cfg.Initial.Datapath.Interface,
@@ -169,6 +178,10 @@ func (b *Balancer) Run(ctx context.Context) error {
 	defer b.health.Close()
 	if err := watchNetwork(ctx, b.netEvents); err != nil {
 		return err
+	}
+	// What changed before the watch began (the probe's answer, say).
+	if err := b.syncSettings(); err != nil {
+		b.log.Warn("next hop", "error", err)
 	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -315,7 +328,7 @@ func (b *Balancer) syncSettings() error {
 	resolved := s.NextHopMAC != nil
 	if resolved != b.nhResolved {
 		if resolved {
-			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC)
+			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC.String())
 		} else {
 			b.log.Warn("next hop lost", "gateway", gw)
 		}
@@ -619,6 +632,9 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 		if err := b.syncTables(); err != nil {
 			rerr = err
 			return
+		}
+		if err := b.saveDrains(); err != nil {
+			b.log.Warn("drain applied but not saved: a restart will forget it", "file", b.drainFile, "error", err)
 		}
 		verb := "drained"
 		if !drain {

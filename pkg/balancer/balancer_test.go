@@ -283,3 +283,42 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 		t.Errorf("table changed across restart")
 	}
 }
+
+func TestDrainsSurviveRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	file := filepath.Join(t.TempDir(), "drains.json")
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "switchyard.yaml")
+	os.WriteFile(path, []byte(baseConfig), 0o600)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b1.Run(ctx); close(done) }()
+	if _, err := b1.Drain(ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	b2, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.health.Close()
+	if !b2.drained("web", *cfg.VIPByName("web").BackendByName("be2")) {
+		t.Errorf("drain of web/be2 forgotten across restart")
+	}
+}

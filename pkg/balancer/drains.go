@@ -1,0 +1,53 @@
+package balancer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Operator drains outlive the daemon (a restart or an upgrade must not
+// quietly put a drained backend back into service), so they are written to
+// a small JSON file: {"vip/backend": true|false}.
+
+func (b *Balancer) loadDrains() error {
+	if b.drainFile == "" {
+		return nil
+	}
+	data, err := os.ReadFile(b.drainFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	m := map[string]bool{}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("parse %s: %w", b.drainFile, err)
+	}
+	b.drain = m
+	if len(m) > 0 {
+		b.log.Info("operator drains restored", "file", b.drainFile, "entries", len(m))
+	}
+	return nil
+}
+
+func (b *Balancer) saveDrains() error {
+	if b.drainFile == "" {
+		return nil
+	}
+	data, err := json.Marshal(b.drain)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(b.drainFile), 0o755); err != nil {
+		return err
+	}
+	tmp := b.drainFile + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, b.drainFile)
+}
