@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/switchyard-lb/switchyard/pkg/agent"
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/metrics"
+)
+
+func runAgent(args []string) error {
+	fs := flag.NewFlagSet("agent", flag.ExitOnError)
+	cfgPath := fs.String("config", "/etc/switchyard/agent.yaml", "agent configuration file")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	modeFlag := fs.String("attach-mode", "native", "native, generic or auto")
+	fs.Parse(args)
+
+	log, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.LoadAgent(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errNotRoot
+	}
+	mode, err := datapath.ParseAttachMode(*modeFlag)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{Agent: *cfg, Logger: log, AttachMode: mode})
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.Stop(); err != nil {
+			log.Error("clean shutdown incomplete", "error", err)
+		} else {
+			log.Info("agent stopped; decap detached, VIPs and sysctls restored")
+		}
+	}()
+	if cfg.Metrics.Listen != "" {
+		ms := metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, metrics.NewRegistry(a.Collector()))
+		if err := ms.Start(); err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("agent running", "interface", cfg.Interface, "vips", cfg.VIPs)
+	<-ctx.Done()
+	return nil
+}

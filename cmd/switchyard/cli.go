@@ -1,0 +1,164 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func runStatus(args []string) error {
+	var cf clientFlags
+	fs := flag.NewFlagSet("status", flag.ExitOnError)
+	cf.register(fs)
+	fs.Parse(args)
+	ctx, cancel := cf.context()
+	defer cancel()
+	st, err := api.NewClient(cf.socket).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(st)
+	}
+	return api.WriteStatus(os.Stdout, st)
+}
+
+func runFlows(args []string) error {
+	var cf clientFlags
+	fs := flag.NewFlagSet("flows", flag.ExitOnError)
+	cf.register(fs)
+	vip := fs.String("vip", "", "only flows of this VIP (by name)")
+	limit := fs.Int("limit", 1000, "at most this many flows")
+	fs.Parse(args)
+	ctx, cancel := cf.context()
+	defer cancel()
+	fl, err := api.NewClient(cf.socket).Flows(ctx, *vip, *limit)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(fl)
+	}
+	return api.WriteFlows(os.Stdout, fl)
+}
+
+func runDrain(args []string) error   { return drainCmd("drain", args) }
+func runUndrain(args []string) error { return drainCmd("undrain", args) }
+
+func drainCmd(name string, args []string) error {
+	var cf clientFlags
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	cf.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: switchyard %s [flags] BACKEND\n\nBACKEND is a backend name (in every VIP) or VIP/NAME.\n\n", name)
+		fs.PrintDefaults()
+	}
+	pos := parseInterspersed(fs, args)
+	if len(pos) != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	ctx, cancel := cf.context()
+	defer cancel()
+	c := api.NewClient(cf.socket)
+	var resp api.DrainResponse
+	var err error
+	if name == "drain" {
+		resp, err = c.Drain(ctx, pos[0])
+	} else {
+		resp, err = c.Undrain(ctx, pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(resp)
+	}
+	fmt.Printf("%sed: %s\n", name, strings.Join(resp.Matched, ", "))
+	return nil
+}
+
+func runReload(args []string) error {
+	var cf clientFlags
+	fs := flag.NewFlagSet("reload", flag.ExitOnError)
+	cf.register(fs)
+	fs.Parse(args)
+	ctx, cancel := cf.context()
+	defer cancel()
+	resp, err := api.NewClient(cf.socket).Reload(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		return printJSON(resp)
+	}
+	if len(resp.Changed) == 0 {
+		fmt.Printf("reloaded (generation %d): nothing changed\n", resp.Generation)
+		return nil
+	}
+	fmt.Printf("reloaded (generation %d):\n  %s\n", resp.Generation, strings.Join(resp.Changed, "\n  "))
+	return nil
+}
+
+func runRemove(args []string) error {
+	fs := flag.NewFlagSet("remove", flag.ExitOnError)
+	cfgPath := fs.String("config", "", "configuration file of the balancer to remove")
+	iface := fs.String("interface", "", "interface of the balancer to remove (default pin directory)")
+	pinDir := fs.String("pin-dir", "", "pin directory to remove")
+	agent := fs.Bool("agent", false, "remove the backend agent's decap program instead")
+	fs.Parse(args)
+	if os.Geteuid() != 0 {
+		return errNotRoot
+	}
+	dir := *pinDir
+	switch {
+	case dir != "":
+	case *cfgPath != "":
+		if *agent {
+			c, err := config.LoadAgent(*cfgPath)
+			if err != nil {
+				return err
+			}
+			dir = c.PinDir
+			if dir == "" {
+				dir = datapath.DefaultAgentPinDir(c.Interface)
+			}
+		} else {
+			c, err := config.Load(*cfgPath)
+			if err != nil {
+				return err
+			}
+			dir = c.Datapath.PinDir
+			if dir == "" {
+				dir = datapath.DefaultPinDir(c.Datapath.Interface)
+			}
+		}
+	case *iface != "":
+		dir = datapath.DefaultPinDir(*iface)
+		if *agent {
+			dir = datapath.DefaultAgentPinDir(*iface)
+		}
+	default:
+		return fmt.Errorf("say what to remove: --config FILE, --interface NAME or --pin-dir DIR")
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("nothing pinned at %s: %w", dir, err)
+	}
+	if err := datapath.RemoveBalancer(dir); err != nil {
+		return err
+	}
+	fmt.Printf("removed the datapath pinned at %s\n", dir)
+	return nil
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/balancer"
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/metrics"
+)
+
+func runRun(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	cfgPath := fs.String("config", "/etc/switchyard/switchyard.yaml", "configuration file")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	variant := fs.Uint("program-variant", 0, "load a functionally identical BPF program with a different tag (upgrade tests)")
+	fs.Parse(args)
+	// Signals from here on end the run cleanly: a SIGTERM during start-up
+	// lets it finish (pins complete) and then returns at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	log, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errNotRoot
+	}
+	mode, err := datapath.ParseAttachMode(string(cfg.Datapath.AttachMode))
+	if err != nil {
+		return err
+	}
+	pinDir := cfg.Datapath.PinDir
+	if pinDir == "" {
+		pinDir = datapath.DefaultPinDir(cfg.Datapath.Interface)
+	}
+
+	dp, err := datapath.LoadBalancer(datapath.Options{
+		PinDir: pinDir, ConnTableSize: uint32(cfg.Datapath.ConnTableSize), Logger: log,
+		ProgramVariant: uint32(*variant),
+	})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	res, err := dp.Attach(cfg.Datapath.Interface, mode)
+	if err != nil {
+		return err
+	}
+	if res.Replaced {
+		log.Info("reused the pinned datapath: program replaced in place, flows kept",
+			"interface", cfg.Datapath.Interface, "old_tag", res.OldTag, "new_tag", res.NewTag, "mode", res.Mode)
+	} else {
+		log.Info("XDP balancer attached", "interface", cfg.Datapath.Interface, "mode", res.Mode, "tag", res.NewTag, "pins", pinDir)
+	}
+
+	bal, err := balancer.New(balancer.Config{
+		ConfigPath: *cfgPath, Initial: cfg, Datapath: dp, Logger: log,
+		AttachMode: res.Mode.String(), ProgramTag: res.NewTag,
+		DrainFile: filepath.Join(filepath.Dir(cfg.API.Socket), "drains-"+filepath.Base(pinDir)+".json"),
+	})
+	if err != nil {
+		return err
+	}
+
+	srv, err := api.NewServer(api.ServerConfig{Socket: cfg.API.Socket, Logger: log}, bal)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("api.socket: %w", err)
+	}
+	defer srv.Close()
+
+	if cfg.Metrics.Listen != "" {
+		reg := metrics.NewRegistry(metrics.NewCollector(bal.Status, log))
+		ms := metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, reg)
+		if err := ms.Start(); err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("metrics", "url", "http://"+ms.Addr().String()+"/metrics")
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if _, err := bal.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("SIGHUP reload failed", "error", err)
+			}
+		}
+	}()
+	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs))
+	err = bal.Run(ctx)
+	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
+	return err
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/switchyard-lb/switchyard/pkg/testserver"
+)
+
+func runTestserver(args []string) error {
+	d := testserver.DefaultConfig()
+	fs := flag.NewFlagSet("testserver", flag.ExitOnError)
+	name := fs.String("name", "", "name this server reports in every answer (required)")
+	httpAddr := fs.String("http", d.HTTPAddr, "HTTP listen address (\"\" disables)")
+	udpAddr := fs.String("udp", d.UDPAddr, "UDP echo listen address (\"\" disables)")
+	fs.Parse(args)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "testserver")
+	s, err := testserver.New(testserver.Config{Name: *name, HTTPAddr: *httpAddr, UDPAddr: *udpAddr}, log)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("serving", "name", *name, "http", *httpAddr, "udp", *udpAddr)
+	<-ctx.Done()
+	return s.Close()
+}
