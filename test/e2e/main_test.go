@@ -1,0 +1,171 @@
+// Package e2e tests Switchyard end to end: the real binary (`switchyard
+// run`, `agent`, `testserver` and the CLI) in a namespace lab (pkg/demo),
+// with real traffic from the client node through the XDP balancer to the
+// backends and directly back. Every test builds its own lab with a random
+// prefix and removes it, also when it fails. They need root; without it
+// every test is skipped, loudly.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/demo"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// binary is the switchyard binary TestMain built.
+var binary string
+
+const notRoot = "SKIPPED: NOT ROOT — the end-to-end tests build network namespaces and load XDP programs; run them as root (`sudo make test`)"
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintf(os.Stderr, "\n*** test/e2e: %s ***\n\n", notRoot)
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "switchyard-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/e2e:", err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "switchyard")
+	if err := build(binary); err != nil {
+		fmt.Fprintln(os.Stderr, "test/e2e: build the switchyard binary:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// build compiles ./cmd/switchyard of this module into out.
+func build(out string) error {
+	root := "../.."
+	if gomod, err := exec.Command("go", "env", "GOMOD").Output(); err == nil {
+		if p := strings.TrimSpace(string(gomod)); p != "" && p != os.DevNull {
+			root = filepath.Dir(p)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/switchyard")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w\n%s", err, b)
+	}
+	return nil
+}
+
+// newLab builds a lab for t with a random "sye" prefix and removes it when
+// t ends; when t failed, the end of every process log is logged first.
+func newLab(t *testing.T, cfg demo.LabConfig) *demo.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip(notRoot)
+	}
+	cfg.Binary = binary
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = 500 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		cfg.Prefix = topology.RandomPrefix("sye")
+		lab, err := demo.NewLab(ctx, cfg)
+		if errors.Is(err, topology.ErrPrefixInUse) && attempt < 10 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("build the lab: %v", err)
+		}
+		t.Logf("lab %s, files in %s", cfg.Prefix, lab.Dir())
+		t.Cleanup(func() {
+			if err := lab.Close(); err != nil {
+				t.Errorf("close the lab: %v", err)
+			}
+		})
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("process logs:\n%s", lab.Logs(40))
+			}
+		})
+		return lab
+	}
+}
+
+// testContext bounds a test's traffic and waits.
+func testContext(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// within is a child of ctx that ends after d.
+func within(t *testing.T, ctx context.Context, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(ctx, d)
+	t.Cleanup(cancel)
+	return c
+}
+
+// spread sends n new connections to url and fails t on any failed request.
+func spread(t *testing.T, ctx context.Context, lab *demo.Lab, url string, n int) map[string]int {
+	t.Helper()
+	counts, err := lab.Spread(ctx, url, n, 8, 5*time.Second)
+	if err != nil {
+		t.Fatalf("%d requests to %s: %v (answers %v)", n, url, err, counts)
+	}
+	return counts
+}
+
+// onlyFrom fails t if counts has answers from a backend not in allowed.
+func onlyFrom(t *testing.T, step string, counts map[string]int, allowed ...string) {
+	t.Helper()
+	for be, n := range counts {
+		if !slices.Contains(allowed, be) {
+			t.Errorf("%s: %d new connections went to %s; only %v may take new connections", step, n, be, allowed)
+		}
+	}
+}
+
+func format(counts map[string]int) string {
+	var keys []string
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		name := k
+		if name == "" {
+			name = "failed"
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", name, counts[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// metricValue returns the value of the sample whose line starts with
+// series (name and labels as exposed), or NaN.
+func metricValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v
+			}
+		}
+	}
+	return math.NaN()
+}
