@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make bench: datapath ns/packet through BPF_PROG_TEST_RUN (as ratios to the
+# floor program measured in the same run), Maglev build time, map memory,
+# then wrk and iperf3 from a client namespace to the VIP, to one backend
+# directly and to HAProxy on the balancer (as ratios to direct).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=1 scripts/install-deps.sh
+go build -o bin/switchyard ./cmd/switchyard
+
+echo "== datapath (ns/packet inside the kernel; median of 5 runs of 5,000,000 packets)"
+go test -run='^$' -bench='^BenchmarkDatapath$' -benchtime=5000000x -count=5 ./pkg/datapath/ | tee /tmp/switchyard-bench-dp.txt |
+	awk '/ns\/packet/ { split($1, a, "/"); n = a[2]; sub(/-[0-9]+$/, "", n); v[n] = v[n] " " $(NF-1) }
+	END {
+		for (k in v) { c = split(v[k], xs, " "); asort(xs); med[k] = xs[int((c + 1) / 2)] }
+		printf "%-12s %10s %8s %s\n", "path", "ns/packet", "ratio", "target"
+		split("floor new-flow established non-vip", order, " ")
+		split("- <=6x <=4x <=2.5x", tgt, " ")
+		for (i = 1; i <= 4; i++) { k = order[i]; printf "%-12s %10.1f %7.2fx %s\n", k, med[k], med[k] / med["floor"], tgt[i] }
+	}'
+
+echo
+echo "== Maglev table build (pkg/maglev)"
+go test -run='^$' -bench='BenchmarkBuild' -benchtime=20x ./pkg/maglev/ | grep -E '^Benchmark' || true
+
+echo
+echo "== datapath map memory at default sizes"
+go test -count=1 -run='^TestMapMemory$' -v ./pkg/datapath/ | grep -E 'total|conns|maglev table' || true
+
+echo
+echo "== side by side (wrk, iperf3)"
+SWITCHYARD_BIN=$PWD/bin/switchyard go test -count=1 -tags bench -run TestSideBySide -v -timeout 15m ./test/bench/ | grep -vE '^(=== RUN|--- PASS|PASS|ok )'
