@@ -60,7 +60,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 			continue
 		}
 		tw := newTable(ew)
-		fmt.Fprintln(tw, "  BACKEND\tADDRESS\tWEIGHT\tHEALTH\tDRAINED\tSLOTS\tPACKETS\tCHECK")
+		fmt.Fprintln(tw, "  BACKEND\tADDRESS\tWEIGHT\tHEALTH\tDRAINED\tSLOTS\tPKTS(ALL-VIPS)\tCHECK")
 		for _, b := range v.Backends {
 			health := "DOWN"
 			if b.Healthy {

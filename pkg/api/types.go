@@ -47,7 +47,7 @@ type VIP struct {
 	Packets    uint64    `json:"packets"`
 	Bytes      uint64    `json:"bytes"`
 	NewFlows   uint64    `json:"new_flows"`
-	PacketRate float64   `json:"packet_rate"` // packets/s over the daemon's latest 2-second sample (0 until it has two)
+	PacketRate float64   `json:"packet_rate"` // packets/s over the last 0.5-2.5 s (sampled every 2 s)
 	Backends   []Backend `json:"backends"`
 }
 

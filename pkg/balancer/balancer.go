@@ -185,6 +185,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	b.sampleRates(time.Now())
 	for {
 		select {
 		case <-ctx.Done():
@@ -707,6 +708,10 @@ func (b *Balancer) status() (api.Status, error) {
 		}
 		if c, err := b.dp.VIPCounters(num); err == nil {
 			av.Packets, av.Bytes, av.NewFlows = c.Packets, c.Bytes, c.NewFlows
+			// Between samples, the rate since the latest one is fresher.
+			if s, ok := b.rates[num]; ok && time.Since(s.at) > 500*time.Millisecond && c.Packets >= s.packets {
+				av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
+			}
 		}
 		slots := map[uint32]int{}
 		for _, id := range b.published[k] {
