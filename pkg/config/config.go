@@ -20,6 +20,8 @@
 package config
 
 import (
+	"github.com/switchyard-lb/switchyard/pkg/maglev"
+
 	"fmt"
 	"net/netip"
 	"os"
@@ -53,10 +55,15 @@ const (
 	MaxConnTableSize = 16 << 20
 )
 
-// TableSizes are the allowed Maglev table sizes per VIP, ascending: primes,
-// so that every backend's permutation visits every slot. Every balancer must
-// agree on them; do not modify.
-var TableSizes = []int{251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, 131071, 262139, 524287, 1048573}
+// TableSizes returns the allowed Maglev table sizes per VIP, ascending:
+// pkg/maglev's list, the one place they are defined.
+func TableSizes() []int {
+	var out []int
+	for _, n := range maglev.Sizes() {
+		out = append(out, int(n))
+	}
+	return out
+}
 
 // exampleConfig is the annotated example that error messages point to.
 const exampleConfig = "configs/switchyard.yaml"
@@ -507,12 +514,12 @@ func (c *Config) validate() problems {
 		if !v.Conntrack && v.Protocol != ProtocolUDP {
 			p.add(path+".conntrack", "false is only allowed for udp VIPs; TCP flows need the connection table to keep their backend, so set it to true")
 		}
-		if !slices.Contains(TableSizes, v.TableSize) {
+		if !slices.Contains(TableSizes(), v.TableSize) {
 			p.add(path+".table_size", "%d is not an allowed size; use %d (the nearest) or another of %s",
-				v.TableSize, nearestTableSize(v.TableSize), intList(TableSizes))
+				v.TableSize, nearestTableSize(v.TableSize), intList(TableSizes()))
 		} else if len(v.Backends) >= v.TableSize {
 			p.add(path+".table_size", "%d slots hold at most %d backends, and there are %d; use a larger size from %s",
-				v.TableSize, v.TableSize-1, len(v.Backends), intList(TableSizes))
+				v.TableSize, v.TableSize-1, len(v.Backends), intList(TableSizes()))
 		}
 		v.Health.validate(&p, path+".health", v.Port)
 		validateBackends(&p, path, v.Backends)
@@ -608,8 +615,9 @@ func (c *Config) hasIPv6() bool {
 }
 
 func nearestTableSize(n int) int {
-	best := TableSizes[0]
-	for _, s := range TableSizes {
+	sizes := TableSizes()
+	best := sizes[0]
+	for _, s := range sizes {
 		if abs(s-n) < abs(best-n) {
 			best = s
 		}
