@@ -20,8 +20,6 @@
 package config
 
 import (
-	"github.com/switchyard-lb/switchyard/pkg/maglev"
-
 	"fmt"
 	"net/netip"
 	"os"
@@ -29,6 +27,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/maglev"
 )
 
 // Balancer defaults.
