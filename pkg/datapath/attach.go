@@ -179,7 +179,13 @@ func removePinned(pinDir string) error {
 	}
 	linkPath := filepath.Join(pinDir, linkPinName)
 	if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
-		// Unpinned and closed, the link is gone and the program detached.
+		// Detach first: a running daemon may still hold the link open,
+		// and unpinning alone would leave the program attached until it
+		// exits.
+		if err := l.Detach(); err != nil && !errors.Is(err, unix.ENOLINK) {
+			l.Close()
+			return fmt.Errorf("detach %s: %w", linkPath, err)
+		}
 		if err := l.Unpin(); err != nil {
 			l.Close()
 			return fmt.Errorf("unpin %s: %w", linkPath, err)

@@ -1,0 +1,126 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// TestAttachUpgradeRemove drives the pinned lifecycle on a real interface in
+// a namespace of its own: attach, restart with a different program (the
+// pinned link is updated in place and the maps are reused), remove.
+func TestAttachUpgradeRemove(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sydp", Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-attach-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	err := topo.Do(topo.Balancer(1), func() error {
+		b1, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		res, err := b1.Attach("eth0", AttachNative)
+		if err != nil {
+			return err
+		}
+		if res.Replaced || res.Mode != AttachNative {
+			return fmt.Errorf("first attach: %+v", res)
+		}
+		if err := b1.SetVIP(VIPKey{vip4, 80, ProtoTCP}, 3, 0); err != nil {
+			return err
+		}
+		b1.Close()
+		if id := xdpProgID(t, "eth0"); id == 0 {
+			return errors.New("closing the daemon's handles detached the program")
+		}
+
+		// A newer program: swapped into the pinned link, state kept.
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, ProgramVariant: 1})
+		if err != nil {
+			return err
+		}
+		defer b2.Close()
+		res, err = b2.Attach("eth0", AttachNative)
+		if err != nil {
+			return err
+		}
+		if !res.Replaced || res.OldTag == res.NewTag || res.OldTag == "" {
+			return fmt.Errorf("upgrade: %+v, want an in-place replacement with a new tag", res)
+		}
+		vips, err := b2.VIPs()
+		if err != nil || vips[VIPKey{vip4, 80, ProtoTCP}].Num != 3 {
+			return fmt.Errorf("pinned VIP lost across the upgrade: %v %v", vips, err)
+		}
+		info, _ := b2.objs.XdpBalancer.Info()
+		if id, _ := info.ID(); uint32(id) != xdpProgID(t, "eth0") {
+			return errors.New("the interface does not run the new program")
+		}
+
+		// A pinned table of another size cannot be reused: a clear error.
+		if _, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 8192}); !errors.Is(err, ErrPinnedIncompatible) {
+			return fmt.Errorf("resized connection table: %v, want ErrPinnedIncompatible", err)
+		}
+
+		// A missing interface is refused with the fix in the message.
+		if _, err := b2.Attach("nosuch0", AttachNative); !errors.Is(err, ErrNoInterface) {
+			return fmt.Errorf("missing interface: %v, want ErrNoInterface", err)
+		}
+
+		if err := RemoveBalancer(pin); err != nil {
+			return err
+		}
+		if id := xdpProgID(t, "eth0"); id != 0 {
+			return fmt.Errorf("program %d still attached after remove", id)
+		}
+		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("pins left behind: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAttachGeneric(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sydg", Balancers: 1, Backends: 1})
+	err := topo.Do(topo.Balancer(1), func() error {
+		d, err := LoadDecap("", nil)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		res, err := d.Attach("eth0", AttachGeneric)
+		if err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if res.Mode != AttachGeneric || l.Attrs().Xdp == nil || l.Attrs().Xdp.AttachMode != 2 /* XDP_ATTACHED_SKB */ {
+			return fmt.Errorf("generic attach: %+v, link %+v", res, l.Attrs().Xdp)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func xdpProgID(t *testing.T, ifname string) uint32 {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil || l.Attrs().Xdp == nil {
+		return 0
+	}
+	return l.Attrs().Xdp.ProgId
+}
