@@ -70,6 +70,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 {
 	__u32 zero = 0, id = MAGLEV_EMPTY, hash, bytes = p->frame_len;
 	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
+	__u32 new_flow = 0;
 	struct lb_config *cfg;
 	struct backend *be;
 	struct conn *c;
@@ -120,13 +121,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 			.vip_num = vm->vip_num,
 			.last_seen_ns = now ? now : bpf_ktime_get_coarse_ns(),
 		};
-		struct vip_counters *vs;
-		__u32 vnum = vm->vip_num;
 
 		bpf_map_update_elem(&conns, &p->flow, &nc, BPF_ANY);
-		vs = bpf_map_lookup_elem(&vip_stats, &vnum);
-		if (vs)
-			vs->new_flows++;
+		new_flow = 1;
 	}
 
 send:
@@ -145,6 +142,7 @@ send:
 		if (vs) {
 			vs->packets++;
 			vs->bytes += bytes;
+			vs->new_flows += new_flow;
 		}
 		bs = bpf_map_lookup_elem(&backend_stats, &id);
 		if (bs) {
