@@ -77,6 +77,8 @@ type Balancer struct {
 	vipNums     map[datapath.VIPKey]uint32
 	backendIDs  map[netip.Addr]uint32
 	published   map[datapath.VIPKey][]uint32
+	inputs      map[datapath.VIPKey]string // what each published table was built from
+	builders    map[int]*maglev.Builder    // by table size; they reuse their buffers
 	settings    datapath.Settings
 	gateway     netip.Addr
 	nhResolved  bool
@@ -114,6 +116,8 @@ func New(cfg Config) (*Balancer, error) {
 		vipNums:     map[datapath.VIPKey]uint32{},
 		backendIDs:  map[netip.Addr]uint32{},
 		published:   map[datapath.VIPKey][]uint32{},
+		inputs:      map[datapath.VIPKey]string{},
+		builders:    map[int]*maglev.Builder{},
 		transitions: make(chan health.Transition, 64),
 		dialer:      cfg.HealthDialer,
 		requests:    make(chan func()),
@@ -357,6 +361,7 @@ func (b *Balancer) syncVIPs() error {
 			}
 			delete(b.vipNums, k)
 			delete(b.published, k)
+			delete(b.inputs, k)
 			b.log.Info("VIP removed", "vip", k)
 		}
 	}
@@ -479,10 +484,6 @@ func (b *Balancer) syncTables() error {
 	for i := range b.cfg.VIPs {
 		v := &b.cfg.VIPs[i]
 		k := vipKey(v)
-		mb, err := maglev.New(maglev.Config{Size: uint64(v.TableSize)})
-		if err != nil {
-			return fmt.Errorf("VIP %s: %w", v.Name, err)
-		}
 		var in []maglev.Backend
 		for _, be := range v.Backends {
 			if b.drained(v.Name, be) || !b.healthy(v.Name, be.Name) {
@@ -490,10 +491,25 @@ func (b *Balancer) syncTables() error {
 			}
 			in = append(in, maglev.Backend{ID: be.Addr().String(), Weight: uint32(be.Weight), Value: b.backendIDs[be.Addr()]})
 		}
+		// A health change touches one backend: skip the (milliseconds
+		// long) build for every VIP whose inputs did not change.
+		sig := fmt.Sprint(v.TableSize, in)
+		if _, ok := b.published[k]; ok && b.inputs[k] == sig {
+			continue
+		}
+		mb, ok := b.builders[v.TableSize]
+		if !ok {
+			var err error
+			if mb, err = maglev.New(maglev.Config{Size: uint64(v.TableSize)}); err != nil {
+				return fmt.Errorf("VIP %s: %w", v.Name, err)
+			}
+			b.builders[v.TableSize] = mb
+		}
 		table, err := mb.Build(in)
 		if err != nil {
 			return fmt.Errorf("VIP %s: %w", v.Name, err)
 		}
+		b.inputs[k] = sig
 		if slices.Equal(table, b.published[k]) {
 			continue
 		}
