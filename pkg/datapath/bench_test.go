@@ -3,6 +3,7 @@ package datapath
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -118,5 +119,57 @@ func TestMapMemory(t *testing.T) {
 	t.Logf("total            %8.2f MiB", float64(total)/(1<<20))
 	if total > 256<<20 {
 		t.Errorf("maps take %d MiB at default sizes, over the 256 MiB budget", total>>20)
+	}
+}
+
+// BenchmarkRatios measures each forwarding path against the floor program
+// in tightly alternating pairs (floor, path, floor, path, ...) and reports
+// the median of the per-pair ratios: the VM's speed drifts over seconds,
+// and a ratio taken within a pair cancels that drift.
+func BenchmarkRatios(b *testing.B) {
+	requireRoot(b)
+	const pairs, perRun = 21, 200000
+	syn, _ := build(b, syn4(50000))
+	est := syn4(50000)
+	est.syn, est.ack = false, true
+	estIn, _ := build(b, est)
+	nonVIP, _ := build(b, pktSpec{src: client4, dst: nonVIP, sport: 1, dport: 80, proto: ProtoTCP, syn: true})
+
+	var floor testprogsObjects
+	if err := loadTestprogsObjects(&floor, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer floor.Close()
+	undo := newWorld(b, Options{benchUndo: true})
+	undo.run(b, syn) // the established path needs its connection
+	prod := newWorld(b, Options{})
+
+	paths := []struct {
+		name string
+		prog *ebpf.Program
+		in   []byte
+		want uint32
+	}{
+		{"new-flow", undo.b.objs.XdpBalancer, syn, xdpTX},
+		{"established", undo.b.objs.XdpBalancer, estIn, xdpTX},
+		{"non-vip", prod.b.objs.XdpBalancer, nonVIP, xdpPass},
+	}
+	timeOf := func(p *ebpf.Program, in []byte, want uint32) float64 {
+		act, d, err := p.Benchmark(in, perRun, nil)
+		if err != nil || act != want {
+			b.Fatalf("run: %v, verdict %s", err, actionNames[act])
+		}
+		return float64(d.Nanoseconds())
+	}
+	for range b.N {
+		for _, p := range paths {
+			ratios := make([]float64, pairs)
+			for i := range ratios {
+				f := timeOf(floor.XdpFloor, syn, xdpTX)
+				ratios[i] = timeOf(p.prog, p.in, p.want) / max(f, 1)
+			}
+			slices.Sort(ratios)
+			b.ReportMetric(ratios[pairs/2], "x-floor-"+p.name)
+		}
 	}
 }
