@@ -76,14 +76,14 @@ static __always_inline void outer_src_v6(const struct lb_config *cfg, const stru
 	}
 }
 
-/* Prepends the outer headers and rewrites L2 to the next hop. The packet is
+/* Prepends the outer headers (overhead = encap_overhead(be, cfg) bytes)
+ * and rewrites L2 to the next hop. The packet is
  * ready for XDP_TX when it returns 0; -1 means the adjust failed (drop). */
 static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const struct backend *be,
-				 const struct lb_config *cfg, __u32 hash)
+				 const struct lb_config *cfg, __u32 hash, __u32 overhead)
 {
 	__u32 gue = cfg->flags & CFG_F_GUE;
 	__u32 be_v6 = be->flags & BACKEND_F_V6;
-	__u32 overhead = encap_overhead(be, cfg);
 	__u32 l2_len = p->l2_len;
 	__u8 inner_proto = p->v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
 	__u16 inner_len = p->l3_len;

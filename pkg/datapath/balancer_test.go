@@ -360,8 +360,6 @@ func TestTableFlipPinsEstablishedFlows(t *testing.T) {
 
 func TestUDPIdleExpiry(t *testing.T) {
 	w := newWorld(t, Options{})
-	s := pktSpec{src: client4, dst: vip4pure, sport: 9, dport: 53, proto: ProtoUDP}
-	_ = s
 	u := pktSpec{src: client4, dst: netip.MustParseAddr("10.100.0.1"), sport: 7777, dport: 53, proto: ProtoUDP}
 	in, _ := build(t, u)
 	w.run(t, in)
@@ -472,4 +470,37 @@ func TestProgramVariant(t *testing.T) {
 		t.Fatalf("variant: %s", actionNames[act])
 	}
 	checkEncap(t, in, l2, out, encapWant{backend: v.expectBackend(vipTCP4, flowOf(syn4(48000)))})
+}
+
+// TestDeletedBackendReselects: a flow pinned to a backend that was deleted
+// is chosen afresh from the table instead of being sent to a dead slot.
+func TestDeletedBackendReselects(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := syn4(49000)
+	in, _ := build(t, s)
+	w.run(t, in)
+	pinned := w.expectBackend(vipTCP4, flowOf(s))
+	var pinnedID, other uint32
+	for _, id := range vipTCP4.backends {
+		if backendAddrs[id] == pinned {
+			pinnedID = id
+		} else {
+			other = id
+		}
+	}
+	w.publish(t, vipTCP4.key, other)
+	if err := w.b.DeleteBackend(pinnedID); err != nil {
+		t.Fatal(err)
+	}
+	est := s
+	est.syn, est.ack = false, true
+	in, l2 := build(t, est)
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("action %s", actionNames[act])
+	}
+	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
+	if c, ok, _ := w.b.LookupFlow(flowOf(s)); !ok || c.BackendID != other {
+		t.Errorf("connection entry %+v (found %v), want it re-pinned to %d", c, ok, other)
+	}
 }

@@ -171,24 +171,23 @@ func (w *world) stats(tb testing.TB) map[string]uint64 {
 // ---- packet construction ----
 
 type pktSpec struct {
-	src, dst         netip.Addr
-	sport, dport     uint16
-	proto            uint8 // ProtoTCP, ProtoUDP
-	syn, ack         bool
-	payload          []byte
-	tos              uint8
-	vlan             uint16 // 0: untagged
-	ipOptions        bool   // IPv4 header with options (IHL 6)
-	df               bool
-	fragMF           bool
-	fragOffset       uint16
-	hopLimitOrTTL    uint8
-	icmpType         uint8 // with proto 0: an ICMP(v6) packet
-	icmpCode         uint8
-	icmpPayload      []byte
-	icmpID, icmpSeq  uint16
-	icmpMTU          uint32
-	overrideNextProt uint8
+	src, dst        netip.Addr
+	sport, dport    uint16
+	proto           uint8 // ProtoTCP, ProtoUDP
+	syn, ack        bool
+	payload         []byte
+	tos             uint8
+	vlan            uint16 // 0: untagged
+	ipOptions       bool   // IPv4 header with options (IHL 6)
+	df              bool
+	fragMF          bool
+	fragOffset      uint16
+	hopLimitOrTTL   uint8
+	icmpType        uint8 // with proto 0: an ICMP(v6) packet
+	icmpCode        uint8
+	icmpPayload     []byte
+	icmpID, icmpSeq uint16
+	icmpMTU         uint32
 }
 
 func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {
