@@ -35,7 +35,6 @@ type Datapath interface {
 	PublishTable(k datapath.VIPKey, table []uint32) (uint32, error)
 	Table(k datapath.VIPKey, gen uint32) ([]uint32, error)
 	SetBackend(id uint32, addr netip.Addr) error
-	DeleteBackend(id uint32) error
 	Backends() (map[uint32]datapath.Backend, error)
 	Flows(fn func(datapath.FlowKey, datapath.Conn) bool) error
 	CountFlows() (uint64, error)
@@ -180,7 +179,11 @@ func (b *Balancer) adopt() error {
 // Run runs the control loop until ctx ends.
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.health.Close()
-	if err := watchNetwork(ctx, b.netEvents); err != nil {
+	ifi, err := readIface(b.cfg.Datapath.Interface)
+	if err != nil {
+		return err
+	}
+	if err := watchNetwork(ctx, ifi.Index, b.netEvents); err != nil {
 		return err
 	}
 	// What changed before the watch began (the probe's answer, say).

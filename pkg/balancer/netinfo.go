@@ -108,10 +108,12 @@ func probeGateway(gw netip.Addr) {
 	c.Close()
 }
 
-// watchNetwork sends on out (without blocking) whenever a neighbour, link,
-// address or route changes, until ctx ends. Watching, not polling: the
-// kernel tells us when the router's MAC or our interface changes.
-func watchNetwork(ctx context.Context, out chan<- struct{}) error {
+// watchNetwork sends on out (without blocking) whenever a neighbour, the
+// link, an address or a route of interface ifindex changes, until ctx ends.
+// Watching, not polling: the kernel tells us when the router's MAC or our
+// interface changes; events of other interfaces are ignored, so busy
+// neighbour tables elsewhere cause no work here.
+func watchNetwork(ctx context.Context, ifindex int, out chan<- struct{}) error {
 	done := make(chan struct{})
 	neighCh := make(chan netlink.NeighUpdate, 64)
 	linkCh := make(chan netlink.LinkUpdate, 16)
@@ -136,13 +138,21 @@ func watchNetwork(ctx context.Context, out chan<- struct{}) error {
 	go func() {
 		defer close(done)
 		for {
+			var idx int
 			select {
 			case <-ctx.Done():
 				return
-			case <-neighCh:
-			case <-linkCh:
-			case <-addrCh:
-			case <-routeCh:
+			case u := <-neighCh:
+				idx = u.LinkIndex
+			case u := <-linkCh:
+				idx = int(u.Index)
+			case u := <-addrCh:
+				idx = u.LinkIndex
+			case u := <-routeCh:
+				idx = u.LinkIndex
+			}
+			if idx != ifindex {
+				continue
 			}
 			select {
 			case out <- struct{}{}:
