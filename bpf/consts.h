@@ -16,6 +16,9 @@
 #define DEFAULT_CONN_TABLE_SIZE (1 << 20)
 #endif
 
+/* Size of the VIP address filter (bits, a power of two). */
+#define VIP_FILTER_BITS 65536
+
 /* Maglev table generations per VIP: the active one and the previous one. */
 #define MAGLEV_GENERATIONS 2
 /* A table slot with no backend (a VIP whose backends are all down). */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Flow hash: MurmurHash3 (x86, 32-bit) over the flow key's 32-bit words.
+/* Flow hash over the flow key's 64-bit lanes (see hash_flow).
  * pkg/datapath.FlowHash mirrors it bit for bit; the cluster needs to know
  * which Maglev slot a flow falls into, so the two must never diverge. */
 #ifndef __SY_HASH_H
@@ -8,21 +8,8 @@
 #include <linux/types.h>
 #include "structs.h"
 
-static __always_inline __u32 rotl32(__u32 x, __u32 r)
-{
-	return (x << r) | (x >> (32 - r));
-}
-
-static __always_inline __u32 murmur_round(__u32 h, __u32 k)
-{
-	k *= 0xcc9e2d51;
-	k = rotl32(k, 15);
-	k *= 0x1b873593;
-	h ^= k;
-	h = rotl32(h, 13);
-	return h * 5 + 0xe6546b64;
-}
-
+/* MurmurHash3's 32-bit finaliser: outer_src_v6 derives one word per
+ * 32 bits of the host part from the client's address hash with it. */
 static __always_inline __u32 murmur_final(__u32 h, __u32 len)
 {
 	h ^= len;
@@ -34,27 +21,56 @@ static __always_inline __u32 murmur_final(__u32 h, __u32 len)
 	return h;
 }
 
+/* The flow hash. The key is read as 64-bit lanes; each lane is mixed on
+ * its own (xor with a lane key, one multiply, a lane-specific rotation) and
+ * the lanes are summed, so the multiplies run in parallel instead of in
+ * one chain as MurmurHash3's rounds do; fmix64 (MurmurHash3's 64-bit
+ * finaliser) then spreads every input bit over the result. About half the
+ * cost of a 32-bit MurmurHash3 over the same 40 bytes, with the same
+ * spread for Maglev. Callers pass 8-byte aligned keys (struct flow_key
+ * is), since the verifier refuses unaligned stack reads. */
+#define HASH_MUL 0x9e3779b97f4a7c15ULL
+#define HASH_LANE_KEY 0xa0761d6478bd642fULL
+
+static __always_inline __u64 rotl64(__u64 x, __u32 r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+static __always_inline __u64 hash_lane(__u64 w, __u64 i)
+{
+	return (w ^ (HASH_LANE_KEY * (i + 1))) * HASH_MUL;
+}
+
+static __always_inline __u32 hash_final(__u64 h, __u64 len)
+{
+	h ^= len;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (__u32)h;
+}
+
+/* Hashes a 16-byte address (the client's, for source affinity and for
+ * the outer source inside a prefix). */
 static __always_inline __u32 hash_addr(const struct addr *a, __u32 seed)
 {
-	__u32 h = seed;
+	const __u64 *w = (const __u64 *)a;
 
-	h = murmur_round(h, a->a[0]);
-	h = murmur_round(h, a->a[1]);
-	h = murmur_round(h, a->a[2]);
-	h = murmur_round(h, a->a[3]);
-	return murmur_final(h, 16);
+	return hash_final(seed + hash_lane(w[0], 0) + rotl64(hash_lane(w[1], 1), 23), 16);
 }
 
 /* Hashes the whole 40-byte key (pad bytes are zero). */
 static __always_inline __u32 hash_flow(const struct flow_key *f)
 {
-	const __u32 *w = (const __u32 *)f;
-	__u32 h = FLOW_HASH_SEED;
+	const __u64 *w = (const __u64 *)f;
 
-#pragma unroll
-	for (int i = 0; i < sizeof(*f) / 4; i++)
-		h = murmur_round(h, w[i]);
-	return murmur_final(h, sizeof(*f));
+	return hash_final(FLOW_HASH_SEED + hash_lane(w[0], 0) + rotl64(hash_lane(w[1], 1), 23) +
+				  rotl64(hash_lane(w[2], 2), 46) + rotl64(hash_lane(w[3], 3), 5) +
+				  rotl64(hash_lane(w[4], 4), 28),
+			  sizeof(*f));
 }
 
 #endif

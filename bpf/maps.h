@@ -16,15 +16,29 @@ struct {
 	__type(value, struct vip_meta);
 } vips SEC(".maps");
 
-/* Addresses that carry at least one VIP -> number of VIPs on it. One lookup
- * decides that a packet is host traffic; it also catches fragments and ICMP,
- * which have no port. */
+/* Addresses that carry at least one VIP -> number of VIPs on it. The exact
+ * answer behind vip_filter, for packets that have no port to look a VIP up
+ * by (fragments, ICMP) or that would be dropped. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_VIPS);
 	__type(key, struct addr);
 	__type(value, __u32);
 } vip_addrs SEC(".maps");
+
+/* A bit per hash of VIP address: set for every address in vip_addrs (the
+ * control plane keeps the two in step). One inlined array read sends most
+ * host traffic on its way; a set bit only means "maybe a VIP". */
+struct vip_filter {
+	__u64 w[VIP_FILTER_BITS / 64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vip_filter);
+} vip_filter SEC(".maps");
 
 /* One Maglev table: slot -> backend id. Tables of different (prime) sizes
  * share the outer map thanks to BPF_F_INNER_MAP. */

@@ -9,6 +9,7 @@
 #include <bpf/bpf_endian.h>
 #include "pkt.h"
 #include "maps.h"
+#include "hash.h"
 
 /* What the parser learned about a packet. Offsets are from ctx->data. */
 struct pkt {
@@ -37,6 +38,24 @@ static __always_inline void addr_set_v4(struct addr *a, __be32 v4)
 	a->a[1] = 0;
 	a->a[2] = bpf_htonl(0xffff);
 	a->a[3] = v4;
+}
+
+/* The bit of vip_filter that stands for address a (8-byte aligned).
+ * pkg/datapath mirrors it. */
+static __always_inline __u32 vip_filter_bit(const struct addr *a)
+{
+	const __u64 *w = (const __u64 *)a;
+
+	return ((w[0] ^ w[1]) * HASH_MUL) >> (64 - 16);
+}
+
+/* 0: certainly not a VIP address. 1: maybe. */
+static __always_inline int vip_addr_maybe(const struct addr *a)
+{
+	__u32 zero = 0, bit = vip_filter_bit(a) & (VIP_FILTER_BITS - 1);
+	struct vip_filter *f = bpf_map_lookup_elem(&vip_filter, &zero);
+
+	return f && ((f->w[bit / 64] >> (bit % 64)) & 1);
 }
 
 static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
@@ -88,7 +107,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 	if (iph->version != 4 || iph->ihl < 5)
 		return PARSE_MALFORMED;
 	addr_set_v4(&p->flow.dst, iph->daddr);
-	if (!bpf_map_lookup_elem(&vip_addrs, &p->flow.dst))
+	if (!vip_addr_maybe(&p->flow.dst))
 		return PARSE_PASS;
 
 	ihl_len = iph->ihl * 4;
@@ -119,7 +138,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 	if (ip6->version != 6)
 		return PARSE_MALFORMED;
 	p->flow.dst = ip6->daddr;
-	if (!bpf_map_lookup_elem(&vip_addrs, &p->flow.dst))
+	if (!vip_addr_maybe(&p->flow.dst))
 		return PARSE_PASS;
 
 	p->v6 = 1;
@@ -138,7 +157,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 	return parse_l4(data, data_end, p);
 }
 
-static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
+static __always_inline int parse_headers(struct xdp_md *ctx, struct pkt *p)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -163,6 +182,21 @@ static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(data, data_end, p);
 	return PARSE_PASS;
+}
+
+/* Parses the headers. vip_filter lets through some host addresses; TCP and
+ * UDP are settled exactly by the VIP lookup that follows, everything else
+ * the program would drop or answer is checked against vip_addrs first. */
+static __always_inline int parse(struct xdp_md *ctx, struct pkt *p)
+{
+	int ret = parse_headers(ctx, p);
+
+	if (ret == PARSE_PASS || ret == PARSE_MALFORMED ||
+	    (ret == PARSE_OK && (p->flow.proto == IPPROTO_TCP || p->flow.proto == IPPROTO_UDP)))
+		return ret;
+	if (!bpf_map_lookup_elem(&vip_addrs, &p->flow.dst))
+		return PARSE_PASS;
+	return ret;
 }
 
 #endif

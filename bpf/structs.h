@@ -28,7 +28,8 @@ struct vip_meta {
 	__u32 pad;
 };
 
-/* The 5-tuple of a client flow, as seen on the way in. */
+/* The 5-tuple of a client flow, as seen on the way in. 8-byte aligned:
+ * hash_flow reads it in 64-bit lanes. */
 struct flow_key {
 	struct addr src;
 	struct addr dst;
@@ -36,7 +37,7 @@ struct flow_key {
 	__be16 dport;
 	__u8 proto;
 	__u8 pad[3];
-};
+} __attribute__((aligned(8)));
 
 struct conn {
 	__u32 backend_id;

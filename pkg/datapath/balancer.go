@@ -81,9 +81,13 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 			balancerPrograms: balancerPrograms{XdpBalancer: objs.XdpBalancer},
 			balancerMaps:     balancerMaps(objs.balancerbenchMaps),
 		}
-		return b, nil
+	} else if err := loadCollection(spec, opts.PinDir, &b.objs); err != nil {
+		return nil, err
 	}
-	if err := loadCollection(spec, opts.PinDir, &b.objs); err != nil {
+	// Maps pinned by an earlier version may predate vip_filter: derive it
+	// from vip_addrs, the record it mirrors.
+	if err := b.syncVIPFilter(); err != nil {
+		b.Close()
 		return nil, err
 	}
 	return b, nil
@@ -280,10 +284,31 @@ func (b *Balancer) syncVIPAddr(addr netip.Addr) error {
 		if err := b.objs.VipAddrs.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete VIP address %s: %w", addr, err)
 		}
-		return nil
+		return b.syncVIPFilter()
 	}
 	if err := b.objs.VipAddrs.Put(&a, n); err != nil {
 		return fmt.Errorf("write VIP address %s: %w", addr, err)
+	}
+	return b.syncVIPFilter()
+}
+
+// syncVIPFilter rewrites vip_filter from vip_addrs. Bits of addresses that
+// stay are rewritten with the same value, so a packet to them never sees
+// the filter say "no" while this runs.
+func (b *Balancer) syncVIPFilter() error {
+	var f balancerVipFilter
+	var a balancerAddr
+	var n uint32
+	it := b.objs.VipAddrs.Iterate()
+	for it.Next(&a, &n) {
+		bit := vipFilterBit(a)
+		f.W[bit/64] |= 1 << (bit % 64)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate VIP addresses: %w", err)
+	}
+	if err := b.objs.VipFilter.Put(uint32(0), &f); err != nil {
+		return fmt.Errorf("write VIP address filter: %w", err)
 	}
 	return nil
 }

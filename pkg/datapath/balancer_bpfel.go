@@ -110,6 +110,11 @@ type balancerVipCounters struct {
 	NewFlows uint64
 }
 
+type balancerVipFilter struct {
+	_ structs.HostLayout
+	W [1024]uint64
+}
+
 type balancerVipFlags uint32
 
 const (
@@ -145,6 +150,7 @@ const (
 	balancerMapMaglevTables       = "maglev_tables"
 	balancerMapStats              = "stats"
 	balancerMapVipAddrs           = "vip_addrs"
+	balancerMapVipFilter          = "vip_filter"
 	balancerMapVipStats           = "vip_stats"
 	balancerMapVips               = "vips"
 	balancerProgXdpBalancer       = "xdp_balancer"
@@ -210,6 +216,7 @@ type balancerMapSpecs struct {
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -251,6 +258,7 @@ type balancerMaps struct {
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -264,6 +272,7 @@ func (m *balancerMaps) Close() error {
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,
+		m.VipFilter,
 		m.VipStats,
 		m.Vips,
 	)

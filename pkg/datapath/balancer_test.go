@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -502,5 +503,60 @@ func TestDeletedBackendReselects(t *testing.T) {
 	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
 	if c, ok, _ := w.b.LookupFlow(flowOf(s)); !ok || c.BackendID != other {
 		t.Errorf("connection entry %+v (found %v), want it re-pinned to %d", c, ok, other)
+	}
+}
+
+// TestVIPFilterFalsePositive sends host traffic to an address that shares
+// vip_filter's bit with a VIP address: the filter says "maybe", and
+// nothing may be dropped, answered or counted on the strength of that.
+func TestVIPFilterFalsePositive(t *testing.T) {
+	w := newWorld(t, Options{})
+	want := vipFilterBit(toAddr(vip4))
+	var host netip.Addr
+	for i := uint32(1); i < 1<<24; i++ {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if a != vip4 && vipFilterBit(toAddr(a)) == want {
+			host = a
+			break
+		}
+	}
+	if !host.IsValid() {
+		t.Fatal("no address in 10/8 shares vip4's filter bit")
+	}
+	var f balancerVipFilter
+	if err := w.b.objs.VipFilter.Lookup(uint32(0), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.W[want/64]&(1<<(want%64)) == 0 {
+		t.Fatalf("vip4's bit %d is not set in vip_filter", want)
+	}
+	t.Logf("%s shares filter bit %d with %s", host, want, vip4)
+
+	tcp := pktSpec{src: client4, dst: host, sport: 9, dport: 80, proto: ProtoTCP, syn: true, df: true}
+	frag := tcp
+	frag.fragMF, frag.df = true, false
+	tooBigQuote := quotedReply(t, pktSpec{src: client4, dst: host, sport: 9, dport: 80, proto: ProtoTCP, ack: true})
+	cases := []struct {
+		name string
+		spec pktSpec
+		cut  int // bytes cut off the end
+	}{
+		{"TCP SYN to port 80", tcp, 0},
+		{"UDP to port 53", pktSpec{src: client4, dst: host, sport: 9, dport: 53, proto: ProtoUDP, payload: []byte("q")}, 0},
+		{"fragment", frag, 0},
+		{"truncated TCP", tcp, 10},
+		{"echo request", pktSpec{src: client4, dst: host, icmpType: 8, icmpID: 1, icmpSeq: 1}, 0},
+		{"fragmentation needed", pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: host, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: tooBigQuote}, 0},
+	}
+	for _, c := range cases {
+		in, _ := build(t, c.spec)
+		in = in[:len(in)-c.cut]
+		before := w.stats(t)
+		if act, _ := w.run(t, in); act != xdpPass {
+			t.Errorf("%s to %s: %s, want PASS", c.name, host, actionNames[act])
+		}
+		if after := w.stats(t); !reflect.DeepEqual(before, after) {
+			t.Errorf("%s to %s moved counters: %v -> %v", c.name, host, before, after)
+		}
 	}
 }

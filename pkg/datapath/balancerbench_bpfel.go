@@ -70,6 +70,11 @@ type balancerbenchVipCounters struct {
 	NewFlows uint64
 }
 
+type balancerbenchVipFilter struct {
+	_ structs.HostLayout
+	W [1024]uint64
+}
+
 type balancerbenchVipKey struct {
 	_     structs.HostLayout
 	Addr  balancerbenchAddr
@@ -98,6 +103,7 @@ const (
 	balancerbenchMapMaglevTables       = "maglev_tables"
 	balancerbenchMapStats              = "stats"
 	balancerbenchMapVipAddrs           = "vip_addrs"
+	balancerbenchMapVipFilter          = "vip_filter"
 	balancerbenchMapVipStats           = "vip_stats"
 	balancerbenchMapVips               = "vips"
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
@@ -163,6 +169,7 @@ type balancerbenchMapSpecs struct {
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -204,6 +211,7 @@ type balancerbenchMaps struct {
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -217,6 +225,7 @@ func (m *balancerbenchMaps) Close() error {
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,
+		m.VipFilter,
 		m.VipStats,
 		m.Vips,
 	)

@@ -3,6 +3,7 @@ package datapath
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"time"
 )
@@ -151,52 +152,51 @@ func fromFlowKey(k balancerFlowKey) FlowKey {
 // flowHashSeed mirrors FLOW_HASH_SEED in bpf/consts.h.
 const flowHashSeed = 0x5eed5eed
 
-// FlowHash is the datapath's flow hash (bpf/hash.h): MurmurHash3 over the
-// flow key's words as the BPF program reads them. The Maglev slot of a flow
-// is FlowHash % table size. With sourceOnly it hashes the client address,
-// as a VIP with VIPHashSource does. Changing either side alone moves flows.
+// FlowHash is the datapath's flow hash (bpf/hash.h): lane-wise multiply,
+// sum and fmix64 over the flow key's 64-bit words as the BPF program reads
+// them. The Maglev slot of a flow is FlowHash % table size. With
+// sourceOnly it hashes the client address, as a VIP with VIPHashSource
+// does. Changing either side alone moves flows.
 func FlowHash(f FlowKey, sourceOnly bool) uint32 {
 	if sourceOnly {
 		return hashAddr(toAddr(f.Src), flowHashSeed)
 	}
 	k := toFlowKey(f)
-	var w [10]uint32
-	copy(w[0:4], k.Src.A[:])
-	copy(w[4:8], k.Dst.A[:])
-	w[8] = uint32(k.Sport) | uint32(k.Dport)<<16
-	w[9] = uint32(k.Proto)
-	h := uint32(flowHashSeed)
-	for _, x := range w {
-		h = murmurRound(h, x)
-	}
-	return murmurFinal(h, 40)
+	h := uint64(flowHashSeed) +
+		hashLane(addrLane(k.Src, 0), 0) + bits.RotateLeft64(hashLane(addrLane(k.Src, 1), 1), 23) +
+		bits.RotateLeft64(hashLane(addrLane(k.Dst, 0), 2), 46) + bits.RotateLeft64(hashLane(addrLane(k.Dst, 1), 3), 5) +
+		bits.RotateLeft64(hashLane(uint64(k.Sport)|uint64(k.Dport)<<16|uint64(k.Proto)<<32, 4), 28)
+	return hashFinal(h, 40)
 }
 
 func hashAddr(a balancerAddr, seed uint32) uint32 {
-	h := seed
-	for _, x := range a.A {
-		h = murmurRound(h, x)
-	}
-	return murmurFinal(h, 16)
+	return hashFinal(uint64(seed)+hashLane(addrLane(a, 0), 0)+bits.RotateLeft64(hashLane(addrLane(a, 1), 1), 23), 16)
 }
 
-func rotl32(x uint32, r uint) uint32 { return x<<r | x>>(32-r) }
-
-func murmurRound(h, k uint32) uint32 {
-	k *= 0xcc9e2d51
-	k = rotl32(k, 15)
-	k *= 0x1b873593
-	h ^= k
-	h = rotl32(h, 13)
-	return h*5 + 0xe6546b64
+// addrLane is the i-th 64-bit word of an address as a little-endian load
+// of its bytes (bpf/hash.h reads the key that way).
+func addrLane(a balancerAddr, i int) uint64 {
+	return uint64(a.A[2*i]) | uint64(a.A[2*i+1])<<32
 }
 
-func murmurFinal(h, n uint32) uint32 {
+// vipFilterBit mirrors vip_filter_bit in bpf/parsing.h.
+func vipFilterBit(a balancerAddr) uint32 {
+	return uint32((addrLane(a, 0) ^ addrLane(a, 1)) * hashMul >> (64 - 16))
+}
+
+const (
+	hashMul     = 0x9e3779b97f4a7c15
+	hashLaneKey = 0xa0761d6478bd642f
+)
+
+func hashLane(w, i uint64) uint64 { return (w ^ hashLaneKey*(i+1)) * hashMul }
+
+func hashFinal(h, n uint64) uint32 {
 	h ^= n
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return uint32(h)
 }
