@@ -13,6 +13,7 @@
 #include "hash.h"
 #include "csum.h"
 #include "parsing.h"
+#include "conntrack.h"
 #include "encap.h"
 #include "icmp.h"
 
@@ -68,42 +69,51 @@ static __always_inline int drop(__u32 reason)
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
 				   int icmp)
 {
-	__u32 zero = 0, id = MAGLEV_EMPTY, hash, bytes = p->frame_len;
+	__u32 zero = 0, id = MAGLEV_EMPTY, hash, flow_hash, tag = 0, bytes = p->frame_len;
 	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
 	__u32 new_flow = 0, overhead;
+	struct conn_set *cs = NULL;
 	struct lb_config *cfg;
 	struct backend *be;
-	struct conn *c;
 	__u64 now = 0;
+	int way = -1;
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
 		return drop(STAT_DROP_NO_NEXTHOP);
 
+	/* The connection table always goes by the whole 5-tuple, also for a
+	 * source-affinity VIP, whose Maglev hash is the client address. */
+	flow_hash = hash_flow(&p->flow);
+	hash = flow_hash;
 	if (vm->flags & VIP_F_HASH_SRC)
 		hash = hash_addr(&p->flow.src, FLOW_HASH_SEED);
-	else
-		hash = hash_flow(&p->flow);
 
 	if (!(vm->flags & VIP_F_NO_CONNTRACK)) {
 		int syn = p->flow.proto == IPPROTO_TCP &&
 			  (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+		__u64 last_seen;
 
-		c = syn && !icmp ? NULL : bpf_map_lookup_elem(&conns, &p->flow);
-		if (c) {
+		tag = conn_tag(flow_hash);
+		cs = conn_set_of(flow_hash);
+		if (cs)
+			way = conn_find(cs, &p->flow, tag);
+		/* A SYN always follows the current table; it only learns
+		 * which entry to overwrite. */
+		if (way >= 0 && (!syn || icmp) && conn_read(cs, way, tag, &id, &last_seen))
+			way = -1; /* another CPU took the entry while we read it */
+		if (way >= 0 && (!syn || icmp)) {
 			now = bpf_ktime_get_coarse_ns();
-			if (p->flow.proto == IPPROTO_UDP && now - c->last_seen_ns >= cfg->udp_timeout_ns) {
+			if (p->flow.proto == IPPROTO_UDP && now - last_seen >= cfg->udp_timeout_ns) {
 				count(STAT_UDP_EXPIRED);
 			} else {
-				id = c->backend_id;
 				be = bpf_map_lookup_elem(&backends, &id);
 				if (be && (be->flags & BACKEND_F_VALID)) {
 					count(STAT_CONN_HIT);
-					if (conntrack && now - c->last_seen_ns > CONN_TOUCH_NS)
-						c->last_seen_ns = now;
+					if (conntrack && now - last_seen > CONN_TOUCH_NS)
+						cs->slot[way & (CONN_WAYS - 1)].last_seen_ns = now;
 					goto send;
 				}
-				id = MAGLEV_EMPTY;
 			}
 		}
 		count(STAT_CONN_MISS);
@@ -115,14 +125,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	be = bpf_map_lookup_elem(&backends, &id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
-	if (conntrack) {
-		struct conn nc = {
-			.backend_id = id,
-			.vip_num = vm->vip_num,
-			.last_seen_ns = now ? now : bpf_ktime_get_coarse_ns(),
-		};
-
-		bpf_map_update_elem(&conns, &p->flow, &nc, BPF_ANY);
+	if (conntrack && cs) {
+		conn_insert(cs, way, &p->flow, tag, id, vm->vip_num, now ? now : bpf_ktime_get_coarse_ns());
 		new_flow = 1;
 	}
 
@@ -177,6 +181,16 @@ send:
 		if (d + sizeof(eth_saved) > de)
 			return XDP_DROP;
 		__builtin_memcpy(d, &eth_saved, sizeof(eth_saved));
+		/* A new TCP flow: the next repetition is another new flow
+		 * (next client port), so every one takes a fresh entry and,
+		 * once the table is full, evicts, as real new flows do. */
+		if (new_flow && p->flow.proto == IPPROTO_TCP) {
+			struct tcphdr *th = d + (p->l4_off & 0xff);
+
+			if ((void *)(th + 1) > de)
+				return XDP_DROP;
+			th->source = bpf_htons(bpf_ntohs(th->source) + 1);
+		}
 	}
 #endif
 	return XDP_TX;

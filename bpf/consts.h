@@ -16,6 +16,12 @@
 #define DEFAULT_CONN_TABLE_SIZE (1 << 20)
 #endif
 
+/* Connection table: entries per set, and the tags of free and busy slots
+ * (a flow's tag always has bit 1 set, so it is neither). */
+#define CONN_WAYS 4
+#define CONN_TAG_EMPTY 0
+#define CONN_TAG_BUSY 1
+
 /* Size of the VIP address filter (bits, a power of two). */
 #define VIP_FILTER_BITS 65536
 
@@ -31,7 +37,7 @@
 
 #define DEFAULT_TTL 64
 /* Refresh a connection entry's timestamp at most this often (ns), so that an
- * established TCP flow does not write to the shared LRU on every packet. */
+ * established TCP flow does not write to the shared table on every packet. */
 #define CONN_TOUCH_NS 1000000000ULL
 
 #define ETH_ALEN 6
@@ -116,6 +122,8 @@ enum sy_stat {
 	STAT_DROP_TOO_BIG,       /* over MTU after encap and no "too big" was sent */
 	STAT_DROP_ADJUST,        /* bpf_xdp_adjust_head/tail failed */
 	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow */
+	STAT_CONN_EVICTED,       /* a live entry made room for a new flow (its set was full) */
+	STAT_CONN_INSERT_RACE,   /* another CPU was writing the chosen slot: flow not recorded */
 	STAT_MAX,
 };
 

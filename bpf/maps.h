@@ -60,12 +60,14 @@ struct {
 	__array(values, struct maglev_table);
 } maglev_tables SEC(".maps");
 
-/* Flow -> backend. Capacity is set at load time. */
+/* The connection table, flow -> backend: a set-associative LRU hash table
+ * (see conntrack.h), set index -> set. Its size (sets) is set at load time,
+ * together with conn_sets. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DEFAULT_CONN_TABLE_SIZE);
-	__type(key, struct flow_key);
-	__type(value, struct conn);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DEFAULT_CONN_TABLE_SIZE / CONN_WAYS);
+	__type(key, __u32);
+	__type(value, struct conn_set);
 } conns SEC(".maps");
 
 struct {

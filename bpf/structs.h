@@ -39,10 +39,21 @@ struct flow_key {
 	__u8 pad[3];
 } __attribute__((aligned(8)));
 
-struct conn {
+/* One connection-table entry. */
+struct conn_slot {
+	struct flow_key key;
 	__u32 backend_id;
 	__u32 vip_num;
 	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the latest refresh */
+};
+
+/* A set of the connection table: CONN_WAYS entries, tag[w] telling what
+ * slot[w] holds (CONN_TAG_EMPTY, CONN_TAG_BUSY while a CPU writes it, or
+ * conn_tag() of its flow hash). The tags share a cache line so that a
+ * lookup reads the slots only on a likely match. */
+struct conn_set {
+	__u32 tag[CONN_WAYS];
+	struct conn_slot slot[CONN_WAYS];
 };
 
 struct backend {

@@ -70,7 +70,11 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	if size == 0 {
 		size = DefaultConnTableSize
 	}
-	spec.Maps["conns"].MaxEntries = size
+	sets := connSets(size)
+	spec.Maps["conns"].MaxEntries = sets
+	if err := spec.Variables["conn_sets"].Set(sets); err != nil {
+		return nil, fmt.Errorf("set connection-table size: %w", err)
+	}
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}}
 	if opts.benchUndo {
 		var objs balancerbenchObjects
@@ -503,57 +507,91 @@ func (b *Balancer) Backends() (map[uint32]Backend, error) {
 	return out, nil
 }
 
-// Flows calls fn for every connection-table entry until fn returns false.
-func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
-	var key balancerFlowKey
-	var c balancerConn
-	it := b.objs.Conns.Iterate()
-	for it.Next(&key, &c) {
-		if !fn(fromFlowKey(key), Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}) {
+// Connection-table layout, as in bpf/consts.h.
+const (
+	connWays     = 4
+	connTagEmpty = 0
+	connTagBusy  = 1
+)
+
+// connSets is the number of sets that hold size entries.
+func connSets(size uint32) uint32 { return (size + connWays - 1) / connWays }
+
+// connSetOf mirrors conn_set_of in bpf/conntrack.h.
+func connSetOf(flowHash, sets uint32) uint32 { return uint32(uint64(flowHash) * uint64(sets) >> 32) }
+
+func connOf(c *balancerConnSlot) Conn {
+	return Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}
+}
+
+// eachConnSet reads the connection table in batches and calls fn for every
+// set until fn returns false.
+func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
+	const chunk = 1024
+	keys := make([]uint32, chunk)
+	vals := make([]balancerConnSet, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := b.objs.Conns.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if !fn(&vals[i]) {
+				return nil
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
+		if err != nil {
+			return fmt.Errorf("read connection table: %w", err)
+		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate connection table: %w", err)
-	}
-	return nil
+}
+
+// Flows calls fn for every connection-table entry until fn returns false.
+func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
+	return b.eachConnSet(func(s *balancerConnSet) bool {
+		for w, tag := range s.Tag {
+			if tag != connTagEmpty && tag != connTagBusy && !fn(fromFlowKey(s.Slot[w].Key), connOf(&s.Slot[w])) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // LookupFlow returns the connection entry of a flow.
 func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
-	key := toFlowKey(f)
-	var c balancerConn
-	if err := b.objs.Conns.Lookup(&key, &c); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return Conn{}, false, nil
-		}
-		return Conn{}, false, err
+	h := FlowHash(f, false)
+	var s balancerConnSet
+	if err := b.objs.Conns.Lookup(connSetOf(h, b.objs.Conns.MaxEntries()), &s); err != nil {
+		return Conn{}, false, fmt.Errorf("read connection table: %w", err)
 	}
-	return Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}, true, nil
+	key := toFlowKey(f)
+	for w, tag := range s.Tag {
+		if tag == h|2 && s.Slot[w].Key == key {
+			return connOf(&s.Slot[w]), true, nil
+		}
+	}
+	return Conn{}, false, nil
 }
 
-// CountFlows returns the number of connection-table entries (batched reads:
-// about 100 ms for a full 1Mi table).
+// CountFlows returns the number of connection-table entries (batched reads
+// of the whole table: about 60 MiB at the default size).
 func (b *Balancer) CountFlows() (uint64, error) {
-	const chunk = 4096
-	keys := make([]balancerFlowKey, chunk)
-	vals := make([]balancerConn, chunk)
-	var cursor ebpf.MapBatchCursor
 	var total uint64
-	for {
-		n, err := b.objs.Conns.BatchLookup(&cursor, keys, vals, nil)
-		total += uint64(n)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return total, nil
+	err := b.eachConnSet(func(s *balancerConnSet) bool {
+		for _, tag := range s.Tag {
+			if tag != connTagEmpty && tag != connTagBusy {
+				total++
+			}
 		}
-		if err != nil {
-			return total, fmt.Errorf("count connection table: %w", err)
-		}
-	}
+		return true
+	})
+	return total, err
 }
 
 // ConnTableSize is the capacity of the connection table.
-func (b *Balancer) ConnTableSize() uint32 { return b.objs.Conns.MaxEntries() }
+func (b *Balancer) ConnTableSize() uint32 { return b.objs.Conns.MaxEntries() * connWays }
 
 // VIPCounters returns VIP num's counters summed over CPUs.
 func (b *Balancer) VIPCounters(num uint32) (VIPCounters, error) {
@@ -625,6 +663,8 @@ var statNames = [balancerSyStatSTAT_MAX]string{
 	balancerSyStatSTAT_DROP_TOO_BIG:      "drop_too_big",
 	balancerSyStatSTAT_DROP_ADJUST:       "drop_adjust_failed",
 	balancerSyStatSTAT_DROP_ICMP_INVALID: "drop_icmp_invalid",
+	balancerSyStatSTAT_CONN_EVICTED:      "conn_evicted",
+	balancerSyStatSTAT_CONN_INSERT_RACE:  "conn_insert_race",
 }
 
 // StatNames lists the global counter names, in datapath order.

@@ -47,8 +47,15 @@ const (
 	balancerCfgFlagsCFG_F_SRC_PREFIX_V6 balancerCfgFlags = 16
 )
 
-type balancerConn struct {
+type balancerConnSet struct {
+	_    structs.HostLayout
+	Tag  [4]uint32
+	Slot [4]balancerConnSlot
+}
+
+type balancerConnSlot struct {
 	_          structs.HostLayout
+	Key        balancerFlowKey
 	BackendId  uint32
 	VipNum     uint32
 	LastSeenNs uint64
@@ -100,7 +107,9 @@ const (
 	balancerSyStatSTAT_DROP_TOO_BIG      balancerSyStat = 14
 	balancerSyStatSTAT_DROP_ADJUST       balancerSyStat = 15
 	balancerSyStatSTAT_DROP_ICMP_INVALID balancerSyStat = 16
-	balancerSyStatSTAT_MAX               balancerSyStat = 17
+	balancerSyStatSTAT_CONN_EVICTED      balancerSyStat = 17
+	balancerSyStatSTAT_CONN_INSERT_RACE  balancerSyStat = 18
+	balancerSyStatSTAT_MAX               balancerSyStat = 19
 )
 
 type balancerVipCounters struct {
@@ -154,6 +163,7 @@ const (
 	balancerMapVipStats           = "vip_stats"
 	balancerMapVips               = "vips"
 	balancerProgXdpBalancer       = "xdp_balancer"
+	balancerVarConnSets           = "conn_sets"
 	balancerVarUnusedBackendFlags = "unused_backend_flags"
 	balancerVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerVarUnusedSyStat       = "unused_sy_stat"
@@ -225,6 +235,7 @@ type balancerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerVariableSpecs struct {
+	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
@@ -282,6 +293,7 @@ func (m *balancerMaps) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerVariables struct {
+	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -557,6 +558,77 @@ func TestVIPFilterFalsePositive(t *testing.T) {
 		}
 		if after := w.stats(t); !reflect.DeepEqual(before, after) {
 			t.Errorf("%s to %s moved counters: %v -> %v", c.name, host, before, after)
+		}
+	}
+}
+
+// TestConnTableEviction fills one set of the connection table and checks
+// that a new flow takes the place of the entry seen least recently (not
+// the oldest inserted), that the eviction is counted, and that a SYN of a
+// recorded flow reuses its entry.
+func TestConnTableEviction(t *testing.T) {
+	w := newWorld(t, Options{})
+	sets := w.b.objs.Conns.MaxEntries()
+	var same []pktSpec // connWays+1 flows of one set
+	want := connSetOf(FlowHash(flowOf(syn4(20000)), false), sets)
+	for port := uint16(20000); len(same) < connWays+1; port++ {
+		if s := syn4(port); connSetOf(FlowHash(flowOf(s), false), sets) == want {
+			same = append(same, s)
+		}
+	}
+	send := func(s pktSpec) {
+		t.Helper()
+		in, _ := build(t, s)
+		if act, _ := w.run(t, in); act != xdpTX {
+			t.Fatalf("%v: %s", flowOf(s), actionNames[act])
+		}
+	}
+	recorded := func(s pktSpec) bool {
+		t.Helper()
+		_, ok, err := w.b.LookupFlow(flowOf(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	count := func() uint64 {
+		n, err := w.b.CountFlows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// The coarse clock ticks every jiffy (1-10 ms): space the inserts out.
+	for _, s := range same[:connWays] {
+		send(s)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count(); n != connWays {
+		t.Fatalf("%d entries after %d new flows", n, connWays)
+	}
+	// A SYN of a recorded flow overwrites its own entry.
+	send(same[1])
+	if n := count(); n != connWays {
+		t.Fatalf("a repeated SYN added an entry: %d, want %d", n, connWays)
+	}
+	// Refresh the first flow: only a packet more than CONN_TOUCH_NS after
+	// the entry's last refresh writes its timestamp.
+	time.Sleep(1100 * time.Millisecond)
+	ack := same[0]
+	ack.syn, ack.ack = false, true
+	send(ack)
+
+	before := w.stats(t)
+	send(same[connWays])
+	after := w.stats(t)
+	if got := after["conn_evicted"] - before["conn_evicted"]; got != 1 {
+		t.Errorf("conn_evicted rose by %d, want 1", got)
+	}
+	// same[1] was re-recorded by its second SYN; same[2] is now the entry
+	// seen least recently.
+	for i, s := range same {
+		if want := i != 2; recorded(s) != want {
+			t.Errorf("flow %d (%v) recorded: %v, want %v", i, flowOf(s), !want, want)
 		}
 	}
 }

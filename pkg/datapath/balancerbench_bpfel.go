@@ -30,21 +30,24 @@ type balancerbenchBackendCounters struct {
 	Bytes   uint64
 }
 
-type balancerbenchConn struct {
-	_          structs.HostLayout
-	BackendId  uint32
-	VipNum     uint32
-	LastSeenNs uint64
-}
-
-type balancerbenchFlowKey struct {
-	_     structs.HostLayout
-	Src   balancerbenchAddr
-	Dst   balancerbenchAddr
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
+type balancerbenchConnSet struct {
+	_    structs.HostLayout
+	Tag  [4]uint32
+	Slot [4]struct {
+		_   structs.HostLayout
+		Key struct {
+			_     structs.HostLayout
+			Src   balancerbenchAddr
+			Dst   balancerbenchAddr
+			Sport uint16
+			Dport uint16
+			Proto uint8
+			Pad   [3]uint8
+		}
+		BackendId  uint32
+		VipNum     uint32
+		LastSeenNs uint64
+	}
 }
 
 type balancerbenchLbConfig struct {
@@ -107,6 +110,7 @@ const (
 	balancerbenchMapVipStats           = "vip_stats"
 	balancerbenchMapVips               = "vips"
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
+	balancerbenchVarConnSets           = "conn_sets"
 	balancerbenchVarUnusedBackendFlags = "unused_backend_flags"
 	balancerbenchVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerbenchVarUnusedSyStat       = "unused_sy_stat"
@@ -178,6 +182,7 @@ type balancerbenchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerbenchVariableSpecs struct {
+	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
@@ -235,6 +240,7 @@ func (m *balancerbenchMaps) Close() error {
 //
 // It can be passed to loadBalancerbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerbenchVariables struct {
+	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
