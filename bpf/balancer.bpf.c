@@ -64,74 +64,13 @@ static __always_inline int drop(__u32 reason)
 	return XDP_DROP;
 }
 
-/* Chooses the backend of p->flow, encapsulates, sends. 'icmp' marks a "too
- * big" about an existing flow: it may not create a connection entry. */
-static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
-				   int icmp)
+/* Encapsulates p towards backend be (id) and sends it. */
+static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct lb_config *cfg,
+				const struct backend *be, __u32 id, __u32 vip_num, __u32 flow_hash,
+				__u32 new_flow, int icmp)
 {
-	__u32 zero = 0, id = MAGLEV_EMPTY, hash, flow_hash, tag = 0, bytes = p->frame_len;
-	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
-	__u32 new_flow = 0, overhead;
-	struct conn_set *cs = NULL;
-	struct lb_config *cfg;
-	struct backend *be;
-	__u64 now = 0;
-	int way = -1;
+	__u32 bytes = p->frame_len, overhead = encap_overhead(be, cfg);
 
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
-		return drop(STAT_DROP_NO_NEXTHOP);
-
-	/* The connection table always goes by the whole 5-tuple, also for a
-	 * source-affinity VIP, whose Maglev hash is the client address. */
-	flow_hash = hash_flow(&p->flow);
-	hash = flow_hash;
-	if (vm->flags & VIP_F_HASH_SRC)
-		hash = hash_addr(&p->flow.src, FLOW_HASH_SEED);
-
-	if (!(vm->flags & VIP_F_NO_CONNTRACK)) {
-		int syn = p->flow.proto == IPPROTO_TCP &&
-			  (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-		__u64 last_seen;
-
-		tag = conn_tag(flow_hash);
-		cs = conn_set_of(flow_hash);
-		if (cs)
-			way = conn_find(cs, &p->flow, tag);
-		/* A SYN always follows the current table; it only learns
-		 * which entry to overwrite. */
-		if (way >= 0 && (!syn || icmp) && conn_read(cs, way, tag, &id, &last_seen))
-			way = -1; /* another CPU took the entry while we read it */
-		if (way >= 0 && (!syn || icmp)) {
-			now = bpf_ktime_get_coarse_ns();
-			if (p->flow.proto == IPPROTO_UDP && now - last_seen >= cfg->udp_timeout_ns) {
-				count(STAT_UDP_EXPIRED);
-			} else {
-				be = bpf_map_lookup_elem(&backends, &id);
-				if (be && (be->flags & BACKEND_F_VALID)) {
-					count(STAT_CONN_HIT);
-					if (conntrack && now - last_seen > CONN_TOUCH_NS)
-						cs->slot[way & (CONN_WAYS - 1)].last_seen_ns = now;
-					goto send;
-				}
-			}
-		}
-		count(STAT_CONN_MISS);
-	}
-
-	id = maglev_pick(vm, vm->gen, hash);
-	if (id == MAGLEV_EMPTY)
-		return drop(STAT_DROP_NO_BACKEND);
-	be = bpf_map_lookup_elem(&backends, &id);
-	if (!be || !(be->flags & BACKEND_F_VALID))
-		return drop(STAT_DROP_NO_BACKEND);
-	if (conntrack && cs) {
-		conn_insert(cs, way, &p->flow, tag, id, vm->vip_num, now ? now : bpf_ktime_get_coarse_ns());
-		new_flow = 1;
-	}
-
-send:
-	overhead = encap_overhead(be, cfg);
 	if (p->l3_len + overhead > cfg->mtu) {
 		if (p->df && !icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG))
 			return send_too_big(ctx, p, cfg->mtu - overhead);
@@ -139,14 +78,13 @@ send:
 	}
 	/* be points into the backends map: it stays valid across the
 	 * packet adjustments inside encap. */
-	if (encap(ctx, p, be, cfg, hash, overhead))
+	if (encap(ctx, p, be, cfg, flow_hash, overhead))
 		return drop(STAT_DROP_ADJUST);
 	{
 		struct vip_counters *vs;
 		struct backend_counters *bs;
-		__u32 vnum = vm->vip_num;
 
-		vs = bpf_map_lookup_elem(&vip_stats, &vnum);
+		vs = bpf_map_lookup_elem(&vip_stats, &vip_num);
 		if (vs) {
 			vs->packets++;
 			vs->bytes += bytes;
@@ -196,6 +134,122 @@ send:
 	return XDP_TX;
 }
 
+/* The backend of the flow recorded in way 'way' of set cs, if the entry is
+ * still usable: not overwritten meanwhile, its VIP still the one that
+ * recorded it (vip_epochs), a UDP entry not idle too long (else *expired
+ * is set), the backend still valid. Touches the entry's timestamp (at most every CONN_TOUCH_NS). */
+static __always_inline struct backend *conn_backend(struct conn_set *cs, int way, __u32 tag,
+						    const struct pkt *p, const struct lb_config *cfg,
+						    __u32 *id, __u32 *vip_num, int touch, int *expired)
+{
+	__u32 vnum, *epoch;
+	struct backend *be;
+	__u64 last_seen, now;
+	__u16 vip_epoch;
+
+	if (conn_read(cs, way, tag, id, &vnum, &vip_epoch, &last_seen))
+		return NULL;
+	epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
+	if (!epoch || !(*epoch & 1) || (__u16)*epoch != vip_epoch)
+		return NULL;
+	now = bpf_ktime_get_coarse_ns();
+	if (p->flow.proto == IPPROTO_UDP && now - last_seen >= cfg->udp_timeout_ns) {
+		*expired = 1;
+		return NULL;
+	}
+	be = bpf_map_lookup_elem(&backends, id);
+	if (!be || !(be->flags & BACKEND_F_VALID))
+		return NULL;
+	if (touch && now - last_seen > CONN_TOUCH_NS)
+		cs->slot[way & (CONN_WAYS - 1)].last_seen_ns = now;
+	*vip_num = vnum;
+	return be;
+}
+
+/* The fast path of a packet that is not a SYN: a flow recorded in the
+ * connection table goes to its backend without a VIP lookup. Returns -1 to
+ * take the full path (no usable entry). */
+static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u32 flow_hash)
+{
+	__u32 zero = 0, tag = conn_tag(flow_hash), id, vip_num;
+	struct lb_config *cfg;
+	struct conn_set *cs;
+	struct backend *be;
+	int way, expired = 0;
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	cs = conn_set_of(flow_hash);
+	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP) || !cs)
+		return -1;
+	way = conn_find(cs, &p->flow, tag);
+	if (way < 0)
+		return -1;
+	be = conn_backend(cs, way, tag, p, cfg, &id, &vip_num, 1, &expired);
+	if (!be)
+		return -1;
+	count(STAT_CONN_HIT);
+	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 0);
+}
+
+/* The full path: the VIP is known. Uses the connection entry if there is a
+ * usable one (never for a SYN), else lets Maglev choose and records the
+ * choice. 'icmp' marks a "too big" about an existing flow: it may not
+ * create a connection entry. */
+static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
+				   __u32 flow_hash, int icmp)
+{
+	__u32 zero = 0, id = MAGLEV_EMPTY, hash = flow_hash, tag = conn_tag(flow_hash), vip_num;
+	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
+	struct conn_set *cs = NULL;
+	struct lb_config *cfg;
+	struct backend *be;
+	int way = -1, expired = 0, new_flow = 0;
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
+		return drop(STAT_DROP_NO_NEXTHOP);
+
+	if (!(vm->flags & VIP_F_NO_CONNTRACK)) {
+		int syn = p->flow.proto == IPPROTO_TCP &&
+			  (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+
+		cs = conn_set_of(flow_hash);
+		if (cs)
+			way = conn_find(cs, &p->flow, tag);
+		/* A SYN always follows the current table; it only learns
+		 * which entry to overwrite. */
+		if (way >= 0 && (!syn || icmp)) {
+			be = conn_backend(cs, way, tag, p, cfg, &id, &vip_num, conntrack, &expired);
+			if (be && vip_num == vm->vip_num) {
+				count(STAT_CONN_HIT);
+				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, icmp);
+			}
+			if (expired)
+				count(STAT_UDP_EXPIRED);
+		}
+		count(STAT_CONN_MISS);
+	}
+
+	/* A source-affinity VIP hashes the client address into Maglev; the
+	 * connection table always goes by the whole 5-tuple. */
+	if (vm->flags & VIP_F_HASH_SRC)
+		hash = hash_addr(&p->flow.src, FLOW_HASH_SEED);
+	id = maglev_pick(vm, vm->gen, hash);
+	if (id == MAGLEV_EMPTY)
+		return drop(STAT_DROP_NO_BACKEND);
+	be = bpf_map_lookup_elem(&backends, &id);
+	if (!be || !(be->flags & BACKEND_F_VALID))
+		return drop(STAT_DROP_NO_BACKEND);
+	if (conntrack && cs) {
+		__u32 vnum = vm->vip_num, *epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
+
+		if (epoch)
+			conn_insert(cs, way, &p->flow, tag, id, vnum, *epoch, bpf_ktime_get_coarse_ns());
+		new_flow = 1;
+	}
+	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, icmp);
+}
+
 SEC("xdp")
 int xdp_balancer(struct xdp_md *ctx)
 {
@@ -203,6 +257,7 @@ int xdp_balancer(struct xdp_md *ctx)
 	struct vip_meta *vm;
 	struct pkt p = {};
 	int ret, icmp = 0;
+	__u32 flow_hash;
 
 	ret = parse(ctx, &p);
 	if (ret == PARSE_PASS)
@@ -230,11 +285,18 @@ int xdp_balancer(struct xdp_md *ctx)
 		icmp = 1;
 	}
 
+	flow_hash = hash_flow(&p.flow);
+	if (!icmp && !(p.flow.proto == IPPROTO_TCP &&
+		       (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)) {
+		ret = forward_pinned(ctx, &p, flow_hash);
+		if (ret >= 0)
+			return ret;
+	}
 	vm = vip_lookup(&p);
 	if (!vm) {
 		if (icmp)
 			return drop(STAT_DROP_ICMP_INVALID);
 		return XDP_PASS;
 	}
-	return forward(ctx, &p, vm, icmp);
+	return forward(ctx, &p, vm, flow_hash, icmp);
 }

@@ -62,13 +62,15 @@ static __always_inline int conn_find(struct conn_set *s, const struct flow_key *
 }
 
 /* Reads way w of s if it still holds the flow tagged tag: 0 and the
- * backend and timestamp, or -1 when a writer took the entry meanwhile. */
+ * entry's fields, or -1 when a writer took the entry meanwhile. */
 static __always_inline int conn_read(struct conn_set *s, int w, __u32 tag, __u32 *backend_id,
-				     __u64 *last_seen)
+				     __u32 *vip_num, __u16 *vip_epoch, __u64 *last_seen)
 {
 	struct conn_slot *c = &s->slot[w & (CONN_WAYS - 1)];
 
 	*backend_id = c->backend_id;
+	*vip_num = c->vip_num;
+	*vip_epoch = c->vip_epoch;
 	*last_seen = c->last_seen_ns;
 	barrier();
 	return READ_ONCE_U32(s->tag[w & (CONN_WAYS - 1)]) == tag ? 0 : -1;
@@ -77,7 +79,8 @@ static __always_inline int conn_read(struct conn_set *s, int w, __u32 tag, __u32
 /* Records flow f in set s. 'way' is the entry that already holds f (from
  * conn_find), or -1. */
 static __always_inline void conn_insert(struct conn_set *s, int way, const struct flow_key *f,
-					__u32 tag, __u32 backend_id, __u32 vip_num, __u64 now)
+					__u32 tag, __u32 backend_id, __u32 vip_num, __u32 vip_epoch,
+					__u64 now)
 {
 	struct conn_slot *c;
 	__u32 old;
@@ -116,6 +119,7 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 	c->key = *f;
 	c->backend_id = backend_id;
 	c->vip_num = vip_num;
+	c->vip_epoch = vip_epoch;
 	c->last_seen_ns = now;
 	barrier();
 	s->tag[v] = tag;

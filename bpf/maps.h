@@ -70,6 +70,17 @@ struct {
 	__type(value, struct conn_set);
 } conns SEC(".maps");
 
+/* vip_num -> epoch: odd while the VIP exists. The control plane moves it
+ * on when a VIP number is created, changes flags or is deleted, so that
+ * connection entries recorded for an earlier VIP of that number are not
+ * used (a pinned packet skips the VIP lookup). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, __u32);
+} vip_epochs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_BACKENDS);

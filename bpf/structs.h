@@ -43,7 +43,8 @@ struct flow_key {
 struct conn_slot {
 	struct flow_key key;
 	__u32 backend_id;
-	__u32 vip_num;
+	__u16 vip_num;
+	__u16 vip_epoch;    /* vip_epochs[vip_num] when recorded (low 16 bits) */
 	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the latest refresh */
 };
 

@@ -94,6 +94,10 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.Close()
 		return nil, err
 	}
+	if err := b.syncEpochs(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -223,21 +227,69 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 	case err == nil && meta.VipNum != num:
 		return fmt.Errorf("VIP %s: already has number %d, not %d", k, meta.VipNum, num)
 	case errors.Is(err, ebpf.ErrKeyNotExist):
-		meta = balancerVipMeta{VipNum: num}
+		meta = balancerVipMeta{VipNum: num, Flags: ^uint32(0)}
 		if err := b.clearTables(num); err != nil {
 			return err
 		}
 	case err != nil:
 		return fmt.Errorf("look up VIP %s: %w", k, err)
 	}
+	changed := meta.Flags != uint32(flags)
 	meta.Flags = uint32(flags)
 	if err := b.objs.Vips.Put(&key, &meta); err != nil {
 		return fmt.Errorf("write VIP %s: %w", k, err)
 	}
+	if changed {
+		// A new VIP, or new flags: entries recorded before do not apply.
+		if err := b.nextEpoch(num, true); err != nil {
+			return err
+		}
+	}
 	return b.syncVIPAddr(k.Addr)
 }
 
-// DeleteVIP removes a VIP and its tables. Its connection entries age out.
+// nextEpoch moves vip_epochs[num] on to the next odd (live) or even
+// (deleted) value. Connection entries carry the epoch they were recorded
+// under; a pinned packet whose entry's epoch is not the current one takes
+// the full path (VIP lookup, Maglev).
+func (b *Balancer) nextEpoch(num uint32, live bool) error {
+	var e uint32
+	if err := b.objs.VipEpochs.Lookup(num, &e); err != nil {
+		return fmt.Errorf("read VIP epoch %d: %w", num, err)
+	}
+	e++
+	if (e%2 == 1) != live {
+		e++
+	}
+	if err := b.objs.VipEpochs.Put(num, e); err != nil {
+		return fmt.Errorf("write VIP epoch %d: %w", num, err)
+	}
+	return nil
+}
+
+// syncEpochs makes the epoch of every VIP in the datapath live (odd): maps
+// pinned by an earlier version have no vip_epochs.
+func (b *Balancer) syncEpochs() error {
+	vips, err := b.VIPs()
+	if err != nil {
+		return err
+	}
+	for _, m := range vips {
+		var e uint32
+		if err := b.objs.VipEpochs.Lookup(m.Num, &e); err != nil {
+			return fmt.Errorf("read VIP epoch %d: %w", m.Num, err)
+		}
+		if e%2 == 0 {
+			if err := b.nextEpoch(m.Num, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// DeleteVIP removes a VIP and its tables. Its connection entries are no
+// longer used (their epoch is over) and age out.
 func (b *Balancer) DeleteVIP(k VIPKey) error {
 	key := toVIPKey(k)
 	var meta balancerVipMeta
@@ -249,6 +301,9 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 	}
 	if err := b.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete VIP %s: %w", k, err)
+	}
+	if err := b.nextEpoch(meta.VipNum, false); err != nil {
+		return err
 	}
 	if err := b.syncVIPAddr(k.Addr); err != nil {
 		return err
@@ -521,7 +576,7 @@ func connSets(size uint32) uint32 { return (size + connWays - 1) / connWays }
 func connSetOf(flowHash, sets uint32) uint32 { return uint32(uint64(flowHash) * uint64(sets) >> 32) }
 
 func connOf(c *balancerConnSlot) Conn {
-	return Conn{BackendID: c.BackendId, VIPNum: c.VipNum, LastSeen: time.Duration(c.LastSeenNs)}
+	return Conn{BackendID: c.BackendId, VIPNum: uint32(c.VipNum), LastSeen: time.Duration(c.LastSeenNs)}
 }
 
 // eachConnSet reads the connection table in batches and calls fn for every

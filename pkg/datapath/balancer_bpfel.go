@@ -57,7 +57,8 @@ type balancerConnSlot struct {
 	_          structs.HostLayout
 	Key        balancerFlowKey
 	BackendId  uint32
-	VipNum     uint32
+	VipNum     uint16
+	VipEpoch   uint16
 	LastSeenNs uint64
 }
 
@@ -159,6 +160,7 @@ const (
 	balancerMapMaglevTables       = "maglev_tables"
 	balancerMapStats              = "stats"
 	balancerMapVipAddrs           = "vip_addrs"
+	balancerMapVipEpochs          = "vip_epochs"
 	balancerMapVipFilter          = "vip_filter"
 	balancerMapVipStats           = "vip_stats"
 	balancerMapVips               = "vips"
@@ -226,6 +228,7 @@ type balancerMapSpecs struct {
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
 	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
@@ -269,6 +272,7 @@ type balancerMaps struct {
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
 	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
@@ -283,6 +287,7 @@ func (m *balancerMaps) Close() error {
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,
+		m.VipEpochs,
 		m.VipFilter,
 		m.VipStats,
 		m.Vips,

@@ -306,20 +306,10 @@ func TestTruncation(t *testing.T) {
 func TestTableFlipPinsEstablishedFlows(t *testing.T) {
 	w := newWorld(t, Options{})
 	old := syn4(41000)
-	in, l2 := build(t, old)
-	if act, _ := w.run(t, in); act != xdpTX {
-		t.Fatalf("SYN: %s", actionNames[act])
-	}
-	pinned := w.expectBackend(vipTCP4, flowOf(old))
+	pinned := w.open(t, vipTCP4, old)
 
 	// New generation: a single backend that is not the pinned one.
-	var other uint32
-	for _, id := range vipTCP4.backends {
-		if backendAddrs[id] != pinned {
-			other = id
-			break
-		}
-	}
+	other := otherBackend(vipTCP4, pinned)
 	meta := func() VIPMeta {
 		vs, err := w.b.VIPs()
 		if err != nil {
@@ -339,7 +329,7 @@ func TestTableFlipPinsEstablishedFlows(t *testing.T) {
 
 	est := old
 	est.syn, est.ack = false, true
-	in, l2 = build(t, est)
+	in, l2 := build(t, est)
 	act, out := w.run(t, in)
 	if act != xdpTX {
 		t.Fatalf("ACK: %s", actionNames[act])
@@ -631,4 +621,46 @@ func TestConnTableEviction(t *testing.T) {
 			t.Errorf("flow %d (%v) recorded: %v, want %v", i, flowOf(s), !want, want)
 		}
 	}
+}
+
+// TestDeletedVIPStopsPinnedFlows: packets of a recorded flow skip the VIP
+// lookup, so the entry itself must stop working when its VIP goes (the
+// address still carries another VIP here, so the address filter does not
+// stop them), and a VIP re-created under the same number must not inherit
+// the old entries.
+func TestDeletedVIPStopsPinnedFlows(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := syn4(43000)
+	pinned := w.open(t, vipTCP4, s)
+	ack := s
+	ack.syn, ack.ack = false, true
+	ackIn, l2 := build(t, ack)
+	act, out := w.run(t, ackIn)
+	if act != xdpTX {
+		t.Fatalf("ACK: %s", actionNames[act])
+	}
+	checkEncap(t, ackIn, l2, out, encapWant{backend: pinned})
+
+	if err := w.b.DeleteVIP(vipTCP4.key); err != nil {
+		t.Fatal(err)
+	}
+	before := w.stats(t)
+	if act, _ := w.run(t, ackIn); act != xdpPass {
+		t.Fatalf("ACK after the VIP was deleted: %s, want PASS", actionNames[act])
+	}
+	if after := w.stats(t); after["conn_hit"] != before["conn_hit"] {
+		t.Errorf("a deleted VIP's entry was used: conn_hit %d -> %d", before["conn_hit"], after["conn_hit"])
+	}
+
+	// Same number again, with one backend that is not the pinned one.
+	if err := w.b.SetVIP(vipTCP4.key, vipTCP4.num, vipTCP4.flags); err != nil {
+		t.Fatal(err)
+	}
+	other := otherBackend(vipTCP4, pinned)
+	w.publish(t, vipTCP4.key, other)
+	act, out = w.run(t, ackIn)
+	if act != xdpTX {
+		t.Fatalf("ACK after the VIP was re-created: %s", actionNames[act])
+	}
+	checkEncap(t, ackIn, l2, out, encapWant{backend: backendAddrs[other]})
 }

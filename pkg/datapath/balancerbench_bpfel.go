@@ -45,7 +45,8 @@ type balancerbenchConnSet struct {
 			Pad   [3]uint8
 		}
 		BackendId  uint32
-		VipNum     uint32
+		VipNum     uint16
+		VipEpoch   uint16
 		LastSeenNs uint64
 	}
 }
@@ -106,6 +107,7 @@ const (
 	balancerbenchMapMaglevTables       = "maglev_tables"
 	balancerbenchMapStats              = "stats"
 	balancerbenchMapVipAddrs           = "vip_addrs"
+	balancerbenchMapVipEpochs          = "vip_epochs"
 	balancerbenchMapVipFilter          = "vip_filter"
 	balancerbenchMapVipStats           = "vip_stats"
 	balancerbenchMapVips               = "vips"
@@ -173,6 +175,7 @@ type balancerbenchMapSpecs struct {
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
 	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
@@ -216,6 +219,7 @@ type balancerbenchMaps struct {
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
+	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
 	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
@@ -230,6 +234,7 @@ func (m *balancerbenchMaps) Close() error {
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,
+		m.VipEpochs,
 		m.VipFilter,
 		m.VipStats,
 		m.Vips,

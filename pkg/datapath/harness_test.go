@@ -137,6 +137,26 @@ func (w *world) publish(tb testing.TB, k VIPKey, ids ...uint32) {
 	w.tables[k] = table
 }
 
+// open sends the SYN s to VIP v and returns the backend it was pinned to.
+func (w *world) open(tb testing.TB, v fixtureVIP, s pktSpec) netip.Addr {
+	tb.Helper()
+	in, _ := build(tb, s)
+	if act, _ := w.run(tb, in); act != xdpTX {
+		tb.Fatalf("SYN %v: %s", flowOf(s), actionNames[act])
+	}
+	return w.expectBackend(v, flowOf(s))
+}
+
+// otherBackend is a backend of v whose address is not a.
+func otherBackend(v fixtureVIP, a netip.Addr) uint32 {
+	for _, id := range v.backends {
+		if backendAddrs[id] != a {
+			return id
+		}
+	}
+	panic("every backend of the VIP has address " + a.String())
+}
+
 // expectBackend is the backend Maglev gives flow f of VIP v, computed in Go.
 func (w *world) expectBackend(v fixtureVIP, f FlowKey) netip.Addr {
 	t := w.tables[v.key]
