@@ -161,7 +161,7 @@ static __always_inline struct backend *conn_backend(struct conn_set *cs, int way
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return NULL;
 	if (touch && now - last_seen > CONN_TOUCH_NS)
-		cs->slot[way & (CONN_WAYS - 1)].last_seen_ns = now;
+		conn_touch(cs, way, now);
 	*vip_num = vnum;
 	return be;
 }

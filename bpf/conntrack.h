@@ -4,7 +4,8 @@
  *
  * The flow hash picks a set of CONN_WAYS entries; a flow lives in one of
  * them. A new flow takes a free entry of its set, or the entry seen least
- * recently (counted as an eviction when that one was still recorded). It
+ * recently, by the stamps kept beside the tags (counted as an eviction
+ * when that one was still recorded). It
  * replaces the kernel's LRU hash, whose insert (free-list pop, bucket lock,
  * LRU list locks, jhash of the 40-byte key) cost more than the rest of the
  * new-flow path together; here a lookup is an inlined array access plus a
@@ -87,18 +88,17 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 	int v = way;
 
 	if (v < 0) {
-		__u64 oldest = ~0ULL;
+		__u32 now_stamp = now >> CONN_STAMP_SHIFT, oldest = 0;
 
 #pragma unroll
 		for (int w = CONN_WAYS - 1; w >= 0; w--) {
 			__u32 t = READ_ONCE_U32(s->tag[w]);
+			/* Wrap-safe age; an empty entry counts as the oldest. */
+			__u32 age = t == CONN_TAG_EMPTY ? ~0U : now_stamp - s->stamp[w];
 
-			if (t == CONN_TAG_EMPTY) {
+			if (t != CONN_TAG_BUSY && age >= oldest) {
 				v = w;
-				oldest = 0;
-			} else if (t != CONN_TAG_BUSY && s->slot[w].last_seen_ns < oldest) {
-				v = w;
-				oldest = s->slot[w].last_seen_ns;
+				oldest = age;
 			}
 		}
 		if (v < 0) {
@@ -121,8 +121,16 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 	c->vip_num = vip_num;
 	c->vip_epoch = vip_epoch;
 	c->last_seen_ns = now;
+	s->stamp[v] = now >> CONN_STAMP_SHIFT;
 	barrier();
 	s->tag[v] = tag;
+}
+
+/* Refreshes the timestamp of way w (an established flow's packet). */
+static __always_inline void conn_touch(struct conn_set *s, int w, __u64 now)
+{
+	s->slot[w & (CONN_WAYS - 1)].last_seen_ns = now;
+	s->stamp[w & (CONN_WAYS - 1)] = now >> CONN_STAMP_SHIFT;
 }
 
 #endif

@@ -21,6 +21,8 @@
 #define CONN_WAYS 4
 #define CONN_TAG_EMPTY 0
 #define CONN_TAG_BUSY 1
+/* conn_set.stamp is the timestamp in units of 2^20 ns (about 1 ms). */
+#define CONN_STAMP_SHIFT 20
 
 /* Size of the VIP address filter (bits, a power of two). */
 #define VIP_FILTER_BITS 65536

@@ -50,10 +50,12 @@ struct conn_slot {
 
 /* A set of the connection table: CONN_WAYS entries, tag[w] telling what
  * slot[w] holds (CONN_TAG_EMPTY, CONN_TAG_BUSY while a CPU writes it, or
- * conn_tag() of its flow hash). The tags share a cache line so that a
- * lookup reads the slots only on a likely match. */
+ * conn_tag() of its flow hash). Tags and stamps share the first cache
+ * line: a lookup reads a slot only on a likely match, an insert only the
+ * slot it writes. 256 bytes: four cache lines. */
 struct conn_set {
 	__u32 tag[CONN_WAYS];
+	__u32 stamp[CONN_WAYS]; /* last_seen_ns >> CONN_STAMP_SHIFT: choosing a victim reads no slot */
 	struct conn_slot slot[CONN_WAYS];
 };
 

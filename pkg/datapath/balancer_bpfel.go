@@ -48,9 +48,10 @@ const (
 )
 
 type balancerConnSet struct {
-	_    structs.HostLayout
-	Tag  [4]uint32
-	Slot [4]balancerConnSlot
+	_     structs.HostLayout
+	Tag   [4]uint32
+	Stamp [4]uint32
+	Slot  [4]balancerConnSlot
 }
 
 type balancerConnSlot struct {

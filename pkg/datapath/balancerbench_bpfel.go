@@ -31,9 +31,10 @@ type balancerbenchBackendCounters struct {
 }
 
 type balancerbenchConnSet struct {
-	_    structs.HostLayout
-	Tag  [4]uint32
-	Slot [4]struct {
+	_     structs.HostLayout
+	Tag   [4]uint32
+	Stamp [4]uint32
+	Slot  [4]struct {
 		_   structs.HostLayout
 		Key struct {
 			_     structs.HostLayout

@@ -143,6 +143,9 @@ func BenchmarkRatios(b *testing.B) {
 	undo := newWorld(b, Options{benchUndo: true})
 	undo.run(b, syn) // the established path needs its connection
 	prod := newWorld(b, Options{})
+	// New flows spread over a default-sized (1Mi) table miss the CPU
+	// caches as real ones do; the small fixture table stays cached.
+	big := newWorld(b, Options{benchUndo: true, ConnTableSize: DefaultConnTableSize})
 
 	paths := []struct {
 		name string
@@ -151,6 +154,7 @@ func BenchmarkRatios(b *testing.B) {
 		want uint32
 	}{
 		{"new-flow", undo.b.objs.XdpBalancer, syn, xdpTX},
+		{"new-flow-1Mi", big.b.objs.XdpBalancer, syn, xdpTX},
 		{"established", undo.b.objs.XdpBalancer, estIn, xdpTX},
 		{"non-vip", prod.b.objs.XdpBalancer, nonVIP, xdpPass},
 	}
