@@ -20,11 +20,15 @@ awk '/x-floor/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^x-floor-/) { k = substr
 	sort -k1,1 -k2,2n | awk '{ v[$1, ++c[$1]] = $2 } END { for (k in c) print k, v[k, int((c[k] + 1) / 2)] }' >/tmp/switchyard-bench-rx.txt
 awk 'FNR == NR { ns[$1] = $2; next } { rx[$1] = $2 }
 	END {
-		split("floor new-flow established non-vip", order, " ")
-		split("- <=6x <=4x <=2.5x", tgt, " ")
+		split("floor new-flow new-flow-1Mi established non-vip", order, " ")
+		split("- <=6x <=6x <=4x <=2.5x", tgt, " ")
 		rx["floor"] = 1
 		printf "%-12s %10s %14s  %s\n", "path", "ns/packet", "ratio to floor", "target"
-		for (i = 1; i <= 4; i++) { k = order[i]; printf "%-12s %10.1f %13.2fx  %s\n", k, ns[k], rx[k], tgt[i] }
+		for (i = 1; i <= 5; i++) {
+			k = order[i]
+			n = (k in ns) ? sprintf("%10.1f", ns[k]) : sprintf("%10s", "-")
+			printf "%-12s %s %13.2fx  %s\n", k, n, rx[k], tgt[i]
+		}
 	}' /tmp/switchyard-bench-ns.txt /tmp/switchyard-bench-rx.txt
 
 echo
