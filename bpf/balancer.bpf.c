@@ -166,25 +166,37 @@ static __always_inline struct backend *conn_backend(struct conn_set *cs, int way
 	return be;
 }
 
+static __always_inline int is_syn(const struct pkt *p)
+{
+	return p->flow.proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+/* Where a flow is recorded in the connection table, or would be: found
+ * once per packet, used by both paths. */
+struct conn_ref {
+	struct conn_set *cs; /* NULL only if the array lookup failed */
+	__u32 tag;
+	int way; /* -1: not recorded */
+};
+
 /* The fast path of a packet that is not a SYN: a flow recorded in the
  * connection table goes to its backend without a VIP lookup. Returns -1 to
  * take the full path (no usable entry). */
-static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u32 flow_hash)
+static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u32 flow_hash,
+					  const struct conn_ref *cr)
 {
-	__u32 zero = 0, tag = conn_tag(flow_hash), id, vip_num;
+	__u32 zero = 0, id, vip_num;
 	struct lb_config *cfg;
-	struct conn_set *cs;
 	struct backend *be;
-	int way, expired = 0;
+	int expired = 0;
 
+	if (cr->way < 0 || !cr->cs)
+		return -1;
 	cfg = bpf_map_lookup_elem(&config, &zero);
-	cs = conn_set_of(flow_hash);
-	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP) || !cs)
+	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
 		return -1;
-	way = conn_find(cs, &p->flow, tag);
-	if (way < 0)
-		return -1;
-	be = conn_backend(cs, way, tag, p, cfg, &id, &vip_num, 1, &expired);
+	be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
 		return -1;
 	count(STAT_CONN_HIT);
@@ -196,30 +208,24 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
  * choice. 'icmp' marks a "too big" about an existing flow: it may not
  * create a connection entry. */
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
-				   __u32 flow_hash, int icmp)
+				   __u32 flow_hash, const struct conn_ref *cr, int icmp)
 {
-	__u32 zero = 0, id = MAGLEV_EMPTY, hash = flow_hash, tag = conn_tag(flow_hash), vip_num;
+	__u32 zero = 0, id = MAGLEV_EMPTY, hash = flow_hash, vip_num;
 	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
-	struct conn_set *cs = NULL;
 	struct lb_config *cfg;
 	struct backend *be;
-	int way = -1, expired = 0, new_flow = 0;
+	int expired = 0, new_flow = 0;
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
 		return drop(STAT_DROP_NO_NEXTHOP);
 
 	if (!(vm->flags & VIP_F_NO_CONNTRACK)) {
-		int syn = p->flow.proto == IPPROTO_TCP &&
-			  (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-
-		cs = conn_set_of(flow_hash);
-		if (cs)
-			way = conn_find(cs, &p->flow, tag);
 		/* A SYN always follows the current table; it only learns
 		 * which entry to overwrite. */
-		if (way >= 0 && (!syn || icmp)) {
-			be = conn_backend(cs, way, tag, p, cfg, &id, &vip_num, conntrack, &expired);
+		if (cr->way >= 0 && cr->cs && (!is_syn(p) || icmp)) {
+			be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, conntrack,
+					  &expired);
 			if (be && vip_num == vm->vip_num) {
 				count(STAT_CONN_HIT);
 				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, icmp);
@@ -240,11 +246,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	be = bpf_map_lookup_elem(&backends, &id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
-	if (conntrack && cs) {
+	if (conntrack && cr->cs) {
 		__u32 vnum = vm->vip_num, *epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
 
 		if (epoch)
-			conn_insert(cs, way, &p->flow, tag, id, vnum, *epoch, bpf_ktime_get_coarse_ns());
+			conn_insert(cr->cs, cr->way, &p->flow, cr->tag, id, vnum, *epoch,
+				    bpf_ktime_get_coarse_ns());
 		new_flow = 1;
 	}
 	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, icmp);
@@ -255,6 +262,7 @@ int xdp_balancer(struct xdp_md *ctx)
 {
 	void *data, *data_end;
 	struct vip_meta *vm;
+	struct conn_ref cr;
 	struct pkt p = {};
 	int ret, icmp = 0;
 	__u32 flow_hash;
@@ -286,9 +294,11 @@ int xdp_balancer(struct xdp_md *ctx)
 	}
 
 	flow_hash = hash_flow(&p.flow);
-	if (!icmp && !(p.flow.proto == IPPROTO_TCP &&
-		       (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)) {
-		ret = forward_pinned(ctx, &p, flow_hash);
+	cr.tag = conn_tag(flow_hash);
+	cr.cs = conn_set_of(flow_hash);
+	cr.way = cr.cs ? conn_find(cr.cs, &p.flow, cr.tag) : -1;
+	if (!icmp && !is_syn(&p)) {
+		ret = forward_pinned(ctx, &p, flow_hash, &cr);
 		if (ret >= 0)
 			return ret;
 	}
@@ -298,5 +308,5 @@ int xdp_balancer(struct xdp_md *ctx)
 			return drop(STAT_DROP_ICMP_INVALID);
 		return XDP_PASS;
 	}
-	return forward(ctx, &p, vm, flow_hash, icmp);
+	return forward(ctx, &p, vm, flow_hash, &cr, icmp);
 }
