@@ -572,6 +572,9 @@ const (
 // connSets is the number of sets that hold size entries.
 func connSets(size uint32) uint32 { return (size + connWays - 1) / connWays }
 
+// connTag mirrors conn_tag in bpf/conntrack.h.
+func connTag(flowHash uint32) uint32 { return flowHash | 2 }
+
 // connSetOf mirrors conn_set_of in bpf/conntrack.h.
 func connSetOf(flowHash, sets uint32) uint32 { return uint32(uint64(flowHash) * uint64(sets) >> 32) }
 
@@ -623,7 +626,7 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	}
 	key := toFlowKey(f)
 	for w, tag := range s.Tag {
-		if tag == h|2 && s.Slot[w].Key == key {
+		if tag == connTag(h) && s.Slot[w].Key == key {
 			return connOf(&s.Slot[w]), true, nil
 		}
 	}

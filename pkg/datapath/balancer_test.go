@@ -327,27 +327,10 @@ func TestTableFlipPinsEstablishedFlows(t *testing.T) {
 		t.Fatalf("previous generation unreadable: %v (%d slots)", err, len(prev))
 	}
 
-	est := old
-	est.syn, est.ack = false, true
-	in, l2 := build(t, est)
-	act, out := w.run(t, in)
-	if act != xdpTX {
-		t.Fatalf("ACK: %s", actionNames[act])
-	}
-	checkEncap(t, in, l2, out, encapWant{backend: pinned})
-
-	fresh := syn4(41001)
-	in, l2 = build(t, fresh)
-	act, out = w.run(t, in)
-	if act != xdpTX {
-		t.Fatalf("new SYN: %s", actionNames[act])
-	}
-	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
-
+	w.expectSent(t, ackOf(old), pinned)
+	w.expectSent(t, syn4(41001), backendAddrs[other])
 	// A retransmitted SYN of the old flow follows the current table.
-	in, l2 = build(t, old)
-	_, out = w.run(t, in)
-	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
+	w.expectSent(t, old, backendAddrs[other])
 }
 
 func TestUDPIdleExpiry(t *testing.T) {
@@ -484,14 +467,7 @@ func TestDeletedBackendReselects(t *testing.T) {
 	if err := w.b.DeleteBackend(pinnedID); err != nil {
 		t.Fatal(err)
 	}
-	est := s
-	est.syn, est.ack = false, true
-	in, l2 := build(t, est)
-	act, out := w.run(t, in)
-	if act != xdpTX {
-		t.Fatalf("action %s", actionNames[act])
-	}
-	checkEncap(t, in, l2, out, encapWant{backend: backendAddrs[other]})
+	w.expectSent(t, ackOf(s), backendAddrs[other])
 	if c, ok, _ := w.b.LookupFlow(flowOf(s)); !ok || c.BackendID != other {
 		t.Errorf("connection entry %+v (found %v), want it re-pinned to %d", c, ok, other)
 	}
@@ -604,9 +580,7 @@ func TestConnTableEviction(t *testing.T) {
 	// Refresh the first flow: only a packet more than CONN_TOUCH_NS after
 	// the entry's last refresh writes its timestamp.
 	time.Sleep(1100 * time.Millisecond)
-	ack := same[0]
-	ack.syn, ack.ack = false, true
-	send(ack)
+	send(ackOf(same[0]))
 
 	before := w.stats(t)
 	send(same[connWays])
@@ -632,14 +606,8 @@ func TestDeletedVIPStopsPinnedFlows(t *testing.T) {
 	w := newWorld(t, Options{})
 	s := syn4(43000)
 	pinned := w.open(t, vipTCP4, s)
-	ack := s
-	ack.syn, ack.ack = false, true
-	ackIn, l2 := build(t, ack)
-	act, out := w.run(t, ackIn)
-	if act != xdpTX {
-		t.Fatalf("ACK: %s", actionNames[act])
-	}
-	checkEncap(t, ackIn, l2, out, encapWant{backend: pinned})
+	w.expectSent(t, ackOf(s), pinned)
+	ackIn, _ := build(t, ackOf(s))
 
 	if err := w.b.DeleteVIP(vipTCP4.key); err != nil {
 		t.Fatal(err)
@@ -658,9 +626,5 @@ func TestDeletedVIPStopsPinnedFlows(t *testing.T) {
 	}
 	other := otherBackend(vipTCP4, pinned)
 	w.publish(t, vipTCP4.key, other)
-	act, out = w.run(t, ackIn)
-	if act != xdpTX {
-		t.Fatalf("ACK after the VIP was re-created: %s", actionNames[act])
-	}
-	checkEncap(t, ackIn, l2, out, encapWant{backend: backendAddrs[other]})
+	w.expectSent(t, ackOf(s), backendAddrs[other])
 }

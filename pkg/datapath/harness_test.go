@@ -147,6 +147,23 @@ func (w *world) open(tb testing.TB, v fixtureVIP, s pktSpec) netip.Addr {
 	return w.expectBackend(v, flowOf(s))
 }
 
+// expectSent sends s and checks that it is encapsulated to backend.
+func (w *world) expectSent(t *testing.T, s pktSpec, backend netip.Addr) {
+	t.Helper()
+	in, l2 := build(t, s)
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("%v: %s, want TX to %s", flowOf(s), actionNames[act], backend)
+	}
+	checkEncap(t, in, l2, out, encapWant{backend: backend})
+}
+
+// ackOf is a packet of s's flow after the handshake.
+func ackOf(s pktSpec) pktSpec {
+	s.syn, s.ack = false, true
+	return s
+}
+
 // otherBackend is a backend of v whose address is not a.
 func otherBackend(v fixtureVIP, a netip.Addr) uint32 {
 	for _, id := range v.backends {
