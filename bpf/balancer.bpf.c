@@ -104,21 +104,24 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 	 * BPF_PROG_TEST_RUN's next repetition sees the client's packet again,
 	 * not our output. The inner packet is untouched. */
 	{
-		struct ethhdr eth_saved;
 		void *d = (void *)(long)ctx->data;
 		void *de = (void *)(long)ctx->data_end;
+		__u64 macs0;
+		__u32 macs1;
 
-		if (d + sizeof(eth_saved) > de)
+		if (d + sizeof(struct ethhdr) > de)
 			return XDP_DROP;
-		__builtin_memcpy(&eth_saved, d, sizeof(eth_saved));
-		eth_saved.h_proto = p->v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+		macs0 = *(sy_u64 *)d;
+		macs1 = *(sy_u32 *)(d + 8);
 		if (bpf_xdp_adjust_head(ctx, (int)overhead))
 			return XDP_DROP;
 		d = (void *)(long)ctx->data;
 		de = (void *)(long)ctx->data_end;
-		if (d + sizeof(eth_saved) > de)
+		if (d + sizeof(struct ethhdr) > de)
 			return XDP_DROP;
-		__builtin_memcpy(d, &eth_saved, sizeof(eth_saved));
+		*(sy_u64 *)d = macs0;
+		*(sy_u32 *)(d + 8) = macs1;
+		*(sy_u16 *)(d + 12) = p->v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
 		/* A new TCP flow: the next repetition is another new flow
 		 * (next client port), so every one takes a fresh entry and,
 		 * once the table is full, evicts, as real new flows do. */

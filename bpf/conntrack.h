@@ -46,7 +46,7 @@ static __always_inline struct conn_set *conn_set_of(__u32 flow_hash)
 
 static __always_inline int flow_eq(const struct flow_key *a, const struct flow_key *b)
 {
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	const sy_u64 *x = (const sy_u64 *)a, *y = (const sy_u64 *)b;
 
 	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
 }

@@ -22,19 +22,20 @@ static __always_inline __u32 encap_overhead(const struct backend *be, const stru
 }
 
 /* Moves the L2 header to the new start of the frame after the head grew by
- * 'delta' bytes, and sets its addresses and EtherType. The old header is at
- * data + delta; delta >= 18 so the two never overlap. */
+ * 'delta' bytes, and sets its addresses (macs: destination then source, 12
+ * bytes) and EtherType. The old header is at data + delta; delta >= 18 so
+ * the two never overlap. */
 static __always_inline int l2_rewrite(void *data, void *data_end, __u32 l2_len, __u32 delta,
-				      const __u8 *dst, const __u8 *src, __be16 proto)
+				      const __u8 *macs, __be16 proto)
 {
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
 		return -1;
-	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+	*(sy_u64 *)eth = *(const sy_u64 *)macs;
+	*(sy_u32 *)((void *)eth + 8) = *(const sy_u32 *)(macs + 8);
 	if (l2_len == sizeof(*eth)) {
-		eth->h_proto = proto;
+		*(sy_u16 *)((void *)eth + 12) = proto;
 		return 0;
 	}
 	{
@@ -49,6 +50,25 @@ static __always_inline int l2_rewrite(void *data, void *data_end, __u32 l2_len, 
 		vh->encap_proto = proto;
 	}
 	return 0;
+}
+
+/* Writes a 20-byte IPv4 header (DF set, no options) at oh. It is built in
+ * registers and its checksum summed from them, not read back from the
+ * packet (see sy_u64). */
+static __always_inline void ipv4_outer_write(void *oh, __u8 tos, __u16 tot_len, __u8 proto,
+					     __be32 saddr, __be32 daddr)
+{
+	/* version, IHL, TOS, total length, ID 0, flags and fragment offset */
+	__u64 w0 = 0x45 | ((__u64)tos << 8) | ((__u64)bpf_htons(tot_len) << 16) |
+		   ((__u64)bpf_htons(IP_DF) << 48);
+	/* TTL, protocol, checksum (0 while summing), source */
+	__u64 w1 = DEFAULT_TTL | ((__u64)proto << 8) | ((__u64)saddr << 32);
+	__u64 sum = (w0 & 0xffffffff) + (w0 >> 32) + (w1 & 0xffffffff) + (w1 >> 32) + daddr;
+
+	w1 |= (__u64)csum_fold(sum) << 16;
+	*(sy_u64 *)oh = w0;
+	*(sy_u64 *)(oh + 8) = w1;
+	*(sy_u32 *)(oh + 16) = daddr;
 }
 
 static __always_inline __be32 outer_src_v4(const struct lb_config *cfg, const struct pkt *p)
@@ -94,7 +114,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
-	if (l2_rewrite(data, data_end, l2_len, overhead, cfg->nh_mac, cfg->src_mac,
+	if (l2_rewrite(data, data_end, l2_len, overhead, cfg->nh_mac,
 		       be_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP)))
 		return -1;
 
@@ -103,18 +123,8 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 
 		if ((void *)(oh + 1) > data_end)
 			return -1;
-		oh->version = 4;
-		oh->ihl = 5;
-		oh->tos = p->tos;
-		oh->tot_len = bpf_htons(inner_len + overhead);
-		oh->id = 0;
-		oh->frag_off = bpf_htons(IP_DF);
-		oh->ttl = DEFAULT_TTL;
-		oh->protocol = gue ? IPPROTO_UDP : inner_proto;
-		oh->check = 0;
-		oh->saddr = outer_src_v4(cfg, p);
-		oh->daddr = be->addr.a[3];
-		oh->check = ipv4_hdr_csum(oh);
+		ipv4_outer_write(oh, p->tos, inner_len + overhead, gue ? IPPROTO_UDP : inner_proto,
+				 outer_src_v4(cfg, p), be->addr.a[3]);
 		l4 = oh + 1;
 		count(STAT_ENCAP_IPIP);
 	} else {

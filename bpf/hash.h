@@ -57,7 +57,7 @@ static __always_inline __u32 hash_final(__u64 h, __u64 len)
  * the outer source inside a prefix). */
 static __always_inline __u32 hash_addr(const struct addr *a, __u32 seed)
 {
-	const __u64 *w = (const __u64 *)a;
+	const sy_u64 *w = (const sy_u64 *)a;
 
 	return hash_final(seed + hash_lane(w[0], 0) + rotl64(hash_lane(w[1], 1), 23), 16);
 }
@@ -65,7 +65,7 @@ static __always_inline __u32 hash_addr(const struct addr *a, __u32 seed)
 /* Hashes the whole 40-byte key (pad bytes are zero). */
 static __always_inline __u32 hash_flow(const struct flow_key *f)
 {
-	const __u64 *w = (const __u64 *)f;
+	const sy_u64 *w = (const sy_u64 *)f;
 
 	return hash_final(FLOW_HASH_SEED + hash_lane(w[0], 0) + rotl64(hash_lane(w[1], 1), 23) +
 				  rotl64(hash_lane(w[2], 2), 46) + rotl64(hash_lane(w[3], 3), 5) +

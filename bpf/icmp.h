@@ -91,7 +91,9 @@ static __always_inline int send_too_big(struct xdp_md *ctx, const struct pkt *p,
 	__u32 l2_len = p->l2_len & 0x1f;
 	__u32 hdrs = p->v6 ? IPV6_HDR_LEN + 8 : IPV4_HDR_LEN + 8;
 	__u32 quote = p->v6 ? ICMP6_QUOTE_LEN : (p->l4_off - p->l2_len) + ICMP4_QUOTE_L4;
-	__u8 old_src[ETH_ALEN], old_dst[ETH_ALEN];
+	/* The reply goes back where the packet came from: the old source
+	 * MAC becomes the destination. */
+	__u8 macs[2 * ETH_ALEN] __attribute__((aligned(8)));
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
@@ -99,8 +101,8 @@ static __always_inline int send_too_big(struct xdp_md *ctx, const struct pkt *p,
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_DROP;
-	__builtin_memcpy(old_src, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(old_dst, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(macs, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(macs + ETH_ALEN, eth->h_dest, ETH_ALEN);
 
 	if (bpf_xdp_adjust_head(ctx, -(int)hdrs))
 		goto adjust_failed;
@@ -110,7 +112,7 @@ static __always_inline int send_too_big(struct xdp_md *ctx, const struct pkt *p,
 		goto adjust_failed;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	if (l2_rewrite(data, data_end, l2_len, hdrs, old_src, old_dst,
+	if (l2_rewrite(data, data_end, l2_len, hdrs, macs,
 		       p->v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP)))
 		goto adjust_failed;
 
@@ -217,14 +219,12 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 		ports = (void *)(ip6 + 1);
 		if ((void *)(ports + 2) > data_end)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
-		p->flow.src = ip6->daddr;
-		p->flow.dst = ip6->saddr;
+		addr_copy(&p->flow.src, &ip6->daddr);
+		addr_copy(&p->flow.dst, &ip6->saddr);
 	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return PARSE_PASS;
-	p->flow.proto = proto;
-	p->flow.sport = ports[1];
-	p->flow.dport = ports[0];
+	flow_set_l4(&p->flow, ports[1], ports[0], proto);
 	return PARSE_OK;
 }
 

@@ -32,19 +32,36 @@ struct pkt {
 #define PARSE_MALFORMED 2 /* unparsable L2/L3: leave it to the stack, count */
 #define PARSE_DROP 0x100
 
+/* The flow key is written in the 64-bit words that hash_flow, flow_eq
+ * and vip_filter_bit read it by (see sy_u64 in pkt.h). */
 static __always_inline void addr_set_v4(struct addr *a, __be32 v4)
 {
-	a->a[0] = 0;
-	a->a[1] = 0;
-	a->a[2] = bpf_htonl(0xffff);
-	a->a[3] = v4;
+	sy_u64 *w = (sy_u64 *)a;
+
+	w[0] = 0;
+	w[1] = (__u64)bpf_htonl(0xffff) | ((__u64)v4 << 32);
+}
+
+static __always_inline void addr_copy(struct addr *dst, const struct addr *src)
+{
+	sy_u64 *d = (sy_u64 *)dst;
+	const sy_u64 *s = (const sy_u64 *)src;
+
+	d[0] = s[0];
+	d[1] = s[1];
+}
+
+/* Ports, protocol and padding: the key's last word. */
+static __always_inline void flow_set_l4(struct flow_key *f, __be16 sport, __be16 dport, __u8 proto)
+{
+	*(sy_u64 *)&f->sport = (__u64)sport | ((__u64)dport << 16) | ((__u64)proto << 32);
 }
 
 /* The bit of vip_filter that stands for address a (8-byte aligned).
  * pkg/datapath mirrors it. */
 static __always_inline __u32 vip_filter_bit(const struct addr *a)
 {
-	const __u64 *w = (const __u64 *)a;
+	const sy_u64 *w = (const sy_u64 *)a;
 
 	return ((w[0] ^ w[1]) * HASH_MUL) >> (64 - 16);
 }
@@ -69,8 +86,7 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 
 		if ((void *)(th + 1) > data_end || off + sizeof(*th) > l3_end)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
-		p->flow.sport = th->source;
-		p->flow.dport = th->dest;
+		flow_set_l4(&p->flow, th->source, th->dest, IPPROTO_TCP);
 		p->tcp_flags = th->flags;
 		return PARSE_OK;
 	}
@@ -79,8 +95,7 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 
 		if ((void *)(uh + 1) > data_end || off + sizeof(*uh) > l3_end)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
-		p->flow.sport = uh->source;
-		p->flow.dport = uh->dest;
+		flow_set_l4(&p->flow, uh->source, uh->dest, IPPROTO_UDP);
 		return PARSE_OK;
 	}
 	case IPPROTO_ICMP:
@@ -89,6 +104,7 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 
 		if ((void *)(ih + 1) > data_end || off + sizeof(*ih) > l3_end)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		flow_set_l4(&p->flow, 0, 0, p->flow.proto);
 		p->icmp_type = ih->type;
 		p->icmp_code = ih->code;
 		return PARSE_OK;
@@ -137,12 +153,12 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 		return PARSE_MALFORMED;
 	if (ip6->version != 6)
 		return PARSE_MALFORMED;
-	p->flow.dst = ip6->daddr;
+	addr_copy(&p->flow.dst, &ip6->daddr);
 	if (!vip_addr_maybe(&p->flow.dst))
 		return PARSE_PASS;
 
 	p->v6 = 1;
-	p->flow.src = ip6->saddr;
+	addr_copy(&p->flow.src, &ip6->saddr);
 	p->l4_off = p->l2_len + IPV6_HDR_LEN;
 	p->l3_len = IPV6_HDR_LEN + bpf_ntohs(ip6->payload_len);
 	if (p->l2_len + p->l3_len > p->frame_len)

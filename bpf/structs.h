@@ -7,6 +7,19 @@
 #include <linux/types.h>
 #include "consts.h"
 
+/* Whole words of headers and keys. Where the program reads bytes it has
+ * just written, it writes them as wide as it reads them: a CPU cannot
+ * forward two narrow stores into one wider load, which then waits until
+ * the stores retire (a store-forwarding stall). may_alias: the same
+ * bytes are also read through the header structs. */
+typedef __u16 __attribute__((may_alias)) sy_u16;
+typedef __u32 __attribute__((may_alias)) sy_u32;
+typedef __u64 __attribute__((may_alias)) sy_u64;
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the word layouts of parsing.h and encap.h assume a little-endian target (bpfel)"
+#endif
+
 /* An address in 16 bytes: IPv4 is written as ::ffff:a.b.c.d so that one code
  * path and one key layout serve both families. Network byte order. */
 struct addr {
@@ -65,8 +78,8 @@ struct backend {
 };
 
 struct lb_config {
-	__u8 nh_mac[ETH_ALEN];  /* next hop (router) */
-	__u8 src_mac[ETH_ALEN]; /* our interface */
+	__u8 nh_mac[ETH_ALEN];  /* next hop (router); encap copies both MACs as */
+	__u8 src_mac[ETH_ALEN]; /* our interface;     one 12-byte block */
 	__u16 mtu;              /* largest encapsulated L3 packet */
 	__be16 gue_port;
 	__u32 flags;            /* enum cfg_flags */
