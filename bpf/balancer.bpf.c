@@ -45,16 +45,17 @@ static __always_inline __u32 maglev_pick(const struct vip_meta *vm, __u32 gen, _
 
 static __always_inline struct vip_meta *vip_lookup(const struct pkt *p)
 {
-	struct vip_key key = {
-		.addr = p->flow.dst,
-		.port = p->flow.dport,
-		.proto = p->flow.proto,
-	};
-	struct vip_meta *vm = bpf_map_lookup_elem(&vips, &key);
+	struct vip_key key;
+	struct vip_meta *vm;
 
+	/* The hash map reads the key in 32-bit words: port, protocol and
+	 * padding are written as one (see sy_u64). */
+	addr_copy(&key.addr, &p->flow.dst);
+	*(sy_u32 *)&key.port = p->flow.dport | ((__u32)p->flow.proto << 16);
+	vm = bpf_map_lookup_elem(&vips, &key);
 	if (vm)
 		return vm;
-	key.port = 0;
+	*(sy_u32 *)&key.port = (__u32)p->flow.proto << 16;
 	return bpf_map_lookup_elem(&vips, &key);
 }
 
