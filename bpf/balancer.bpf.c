@@ -38,7 +38,9 @@ static __always_inline __u32 maglev_pick(const struct vip_meta *vm, __u32 gen, _
 	table = bpf_map_lookup_elem(&maglev_tables, &key);
 	if (!table)
 		return MAGLEV_EMPTY;
-	slot = hash % size;
+	/* The hash scaled to [0, size): a multiply, where '%' is a divide
+	 * (pkg/datapath.MaglevSlot mirrors it). */
+	slot = ((__u64)hash * size) >> 32;
 	id = bpf_map_lookup_elem(table, &slot);
 	return id ? *id : MAGLEV_EMPTY;
 }

@@ -177,7 +177,7 @@ func otherBackend(v fixtureVIP, a netip.Addr) uint32 {
 // expectBackend is the backend Maglev gives flow f of VIP v, computed in Go.
 func (w *world) expectBackend(v fixtureVIP, f FlowKey) netip.Addr {
 	t := w.tables[v.key]
-	return backendAddrs[t[FlowHash(f, v.flags&VIPHashSource != 0)%uint32(len(t))]]
+	return backendAddrs[t[MaglevSlot(FlowHash(f, v.flags&VIPHashSource != 0), len(t))]]
 }
 
 func (w *world) run(tb testing.TB, in []byte) (uint32, []byte) {

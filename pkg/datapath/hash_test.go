@@ -13,7 +13,7 @@ func TestFlowHashSpread(t *testing.T) {
 	spread := func(name string, n int, flow func(i int) FlowKey, sourceOnly bool) {
 		counts := make([]int, slots)
 		for i := range n {
-			counts[FlowHash(flow(i), sourceOnly)%slots]++
+			counts[MaglevSlot(FlowHash(flow(i), sourceOnly), slots)]++
 		}
 		lo, hi := n, 0
 		for _, c := range counts {

@@ -154,7 +154,7 @@ const flowHashSeed = 0x5eed5eed
 
 // FlowHash is the datapath's flow hash (bpf/hash.h): lane-wise multiply,
 // sum and fmix64 over the flow key's 64-bit words as the BPF program reads
-// them. The Maglev slot of a flow is FlowHash % table size. With
+// them. The Maglev slot of a flow is MaglevSlot(FlowHash, table size). With
 // sourceOnly it hashes the client address, as a VIP with VIPHashSource
 // does. Changing either side alone moves flows.
 func FlowHash(f FlowKey, sourceOnly bool) uint32 {
@@ -167,6 +167,12 @@ func FlowHash(f FlowKey, sourceOnly bool) uint32 {
 		bits.RotateLeft64(hashLane(addrLane(k.Dst, 0), 2), 46) + bits.RotateLeft64(hashLane(addrLane(k.Dst, 1), 3), 5) +
 		bits.RotateLeft64(hashLane(uint64(k.Sport)|uint64(k.Dport)<<16|uint64(k.Proto)<<32, 4), 28)
 	return hashFinal(h, 40)
+}
+
+// MaglevSlot is the slot of a table of size slots that flow hash h picks:
+// h scaled to [0, size) by a multiply (bpf maglev_pick does the same).
+func MaglevSlot(h uint32, size int) int {
+	return int(uint64(h) * uint64(size) >> 32)
 }
 
 func hashAddr(a balancerAddr, seed uint32) uint32 {

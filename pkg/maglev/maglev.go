@@ -3,7 +3,8 @@
 // Balancer", NSDI 2016).
 //
 // The control plane builds one table per virtual service; the XDP datapath
-// picks a backend with table[flowhash % len(table)]. Every balancer in a
+// picks a backend with table[flowhash * len(table) >> 32] (the 32-bit flow
+// hash scaled to the table, datapath.MaglevSlot). Every balancer in a
 // cluster must compute the same table from the same input, so a table is a
 // pure function of (Config.Size, Config.Seed, the set of (ID, Weight, Value)
 // triples): input order does not matter, and the hashes are fixed forever
