@@ -81,20 +81,20 @@ static __always_inline int conn_read(struct conn_set *s, int w, __u32 tag, __u32
  * conn_find), or -1. */
 static __always_inline void conn_insert(struct conn_set *s, int way, const struct flow_key *f,
 					__u32 tag, __u32 backend_id, __u32 vip_num, __u32 vip_epoch,
-					__u64 now)
+					__u64 now, __u32 jiffy)
 {
 	struct conn_slot *c;
 	__u32 old;
 	int v = way;
 
 	if (v < 0) {
-		__u32 now_stamp = now >> CONN_STAMP_SHIFT, oldest = 0;
+		__u32 oldest = 0;
 
 #pragma unroll
 		for (int w = CONN_WAYS - 1; w >= 0; w--) {
 			__u32 t = READ_ONCE_U32(s->tag[w]);
 			/* Wrap-safe age; an empty entry counts as the oldest. */
-			__u32 age = t == CONN_TAG_EMPTY ? ~0U : now_stamp - s->stamp[w];
+			__u32 age = t == CONN_TAG_EMPTY ? ~0U : jiffy - s->stamp[w];
 
 			if (t != CONN_TAG_BUSY && age >= oldest) {
 				v = w;
@@ -121,16 +121,16 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 	c->vip_num = vip_num;
 	c->vip_epoch = vip_epoch;
 	c->last_seen_ns = now;
-	s->stamp[v] = now >> CONN_STAMP_SHIFT;
+	s->stamp[v] = jiffy;
 	barrier();
 	s->tag[v] = tag;
 }
 
-/* Refreshes the timestamp of way w (an established flow's packet). */
-static __always_inline void conn_touch(struct conn_set *s, int w, __u64 now)
+/* Refreshes the timestamps of way w (an established flow's packet). */
+static __always_inline void conn_touch(struct conn_set *s, int w, __u64 now, __u32 jiffy)
 {
 	s->slot[w & (CONN_WAYS - 1)].last_seen_ns = now;
-	s->stamp[w & (CONN_WAYS - 1)] = now >> CONN_STAMP_SHIFT;
+	s->stamp[w & (CONN_WAYS - 1)] = jiffy;
 }
 
 #endif

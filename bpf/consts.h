@@ -21,8 +21,9 @@
 #define CONN_WAYS 4
 #define CONN_TAG_EMPTY 0
 #define CONN_TAG_BUSY 1
-/* conn_set.stamp is the timestamp in units of 2^20 ns (about 1 ms). */
-#define CONN_STAMP_SHIFT 20
+/* The longest a jiffy lasts (HZ >= 100): an entry whose stamp is the
+ * current jiffy was refreshed less than this long ago. */
+#define JIFFY_MAX_NS 10000000ULL
 
 /* Size of the VIP address filter (bits, a power of two). */
 #define VIP_FILTER_BITS 65536
@@ -38,9 +39,6 @@
 #define FLOW_HASH_SEED 0x5eed5eed
 
 #define DEFAULT_TTL 64
-/* Refresh a connection entry's timestamp at most this often (ns), so that an
- * established TCP flow does not write to the shared table on every packet. */
-#define CONN_TOUCH_NS 1000000000ULL
 
 #define ETH_ALEN 6
 #define ETH_P_IP 0x0800

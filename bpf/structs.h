@@ -68,7 +68,7 @@ struct conn_slot {
  * slot it writes. 256 bytes: four cache lines. */
 struct conn_set {
 	__u32 tag[CONN_WAYS];
-	__u32 stamp[CONN_WAYS]; /* last_seen_ns >> CONN_STAMP_SHIFT: choosing a victim reads no slot */
+	__u32 stamp[CONN_WAYS]; /* jiffies (low 32 bits) at the latest refresh: choosing a victim reads no slot */
 	struct conn_slot slot[CONN_WAYS];
 };
 
