@@ -33,7 +33,7 @@ struct pkt {
 #define PARSE_DROP 0x100
 
 /* The flow key is written in the 64-bit words that hash_flow, flow_eq
- * and vip_filter_bit read it by (see sy_u64 in pkt.h). */
+ * and vip_filter_bit read it by (see sy_u64 in structs.h). */
 static __always_inline void addr_set_v4(struct addr *a, __be32 v4)
 {
 	sy_u64 *w = (sy_u64 *)a;

@@ -17,7 +17,7 @@ typedef __u32 __attribute__((may_alias)) sy_u32;
 typedef __u64 __attribute__((may_alias)) sy_u64;
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "the word layouts of parsing.h and encap.h assume a little-endian target (bpfel)"
+#error "the header and key words built in registers (parsing.h, encap.h, vip_lookup) assume a little-endian target (bpfel)"
 #endif
 
 /* An address in 16 bytes: IPv4 is written as ::ffff:a.b.c.d so that one code
