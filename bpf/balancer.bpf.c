@@ -272,17 +272,15 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, icmp);
 }
 
-SEC("xdp")
-int xdp_balancer(struct xdp_md *ctx)
+/* Parses what parse_common left to it, from the start: -1 to go on with p
+ * (*icmp set for a "too big" about a VIP flow), else the verdict. */
+static __always_inline int parse_rest(struct xdp_md *ctx, struct pkt *p, int *icmp)
 {
 	void *data, *data_end;
-	struct vip_meta *vm;
-	struct conn_ref cr;
-	struct pkt p = {};
-	int ret, icmp = 0;
-	__u32 flow_hash;
+	int ret;
 
-	ret = parse(ctx, &p);
+	__builtin_memset(p, 0, sizeof(*p));
+	ret = parse(ctx, p);
 	if (ret == PARSE_PASS)
 		return XDP_PASS;
 	if (ret == PARSE_MALFORMED) {
@@ -291,24 +289,47 @@ int xdp_balancer(struct xdp_md *ctx)
 	}
 	if (ret >= PARSE_DROP)
 		return drop(ret - PARSE_DROP);
+	if (p->flow.proto != IPPROTO_ICMP && p->flow.proto != IPPROTO_ICMPV6)
+		return -1;
+	if (p->icmp_type == (p->v6 ? ICMPV6_ECHO_REQUEST : ICMP_ECHO))
+		return echo_reply(ctx, p);
+	if (p->v6 ? p->icmp_type != ICMPV6_PKT_TOOBIG
+		  : p->icmp_type != ICMP_DEST_UNREACH || p->icmp_code != ICMP_FRAG_NEEDED)
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	ret = parse_too_big_quote(data, data_end, p);
+	if (ret == PARSE_PASS)
+		return XDP_PASS;
+	if (ret >= PARSE_DROP)
+		return drop(ret - PARSE_DROP);
+	*icmp = 1;
+	return -1;
+}
 
-	if (p.flow.proto == IPPROTO_ICMP || p.flow.proto == IPPROTO_ICMPV6) {
-		if (p.icmp_type == (p.v6 ? ICMPV6_ECHO_REQUEST : ICMP_ECHO))
-			return echo_reply(ctx, &p);
-		if (p.v6 ? p.icmp_type != ICMPV6_PKT_TOOBIG
-			 : p.icmp_type != ICMP_DEST_UNREACH || p.icmp_code != ICMP_FRAG_NEEDED)
-			return XDP_PASS;
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-		ret = parse_too_big_quote(data, data_end, &p);
-		if (ret == PARSE_PASS)
-			return XDP_PASS;
-		if (ret >= PARSE_DROP)
-			return drop(ret - PARSE_DROP);
-		icmp = 1;
+SEC("xdp")
+int xdp_balancer(struct xdp_md *ctx)
+{
+	struct vip_meta *vm;
+	struct conn_ref cr;
+	struct pkt p;
+	int ret, icmp = 0;
+	__u32 flow_hash;
+
+	/* The hash is taken in each branch: on the common one the compiler
+	 * folds the words parse_common wrote as constants. */
+	ret = parse_common(ctx, &p);
+	if (ret == PARSE_OK) {
+		flow_hash = hash_flow(&p.flow);
+	} else if (ret == PARSE_PASS) {
+		return XDP_PASS;
+	} else {
+		ret = parse_rest(ctx, &p, &icmp);
+		if (ret >= 0)
+			return ret;
+		flow_hash = hash_flow(&p.flow);
 	}
 
-	flow_hash = hash_flow(&p.flow);
 	cr.tag = conn_tag(flow_hash);
 	cr.cs = conn_set_of(flow_hash);
 	cr.way = cr.cs ? conn_find(cr.cs, &p.flow, cr.tag) : -1;

@@ -21,26 +21,21 @@ static __always_inline __u32 murmur_final(__u32 h, __u32 len)
 	return h;
 }
 
-/* The flow hash. The key is read as 64-bit lanes; each lane is mixed on
- * its own (xor with a lane key, one multiply, a lane-specific rotation) and
- * the lanes are summed, so the multiplies run in parallel instead of in
- * one chain as MurmurHash3's rounds do; fmix64 (MurmurHash3's 64-bit
- * finaliser) then spreads every input bit over the result. About half the
- * cost of a 32-bit MurmurHash3 over the same 40 bytes, with the same
- * spread for Maglev. Callers pass 8-byte aligned keys (struct flow_key
+/* The flow hash. The key is read as 64-bit lanes; each lane is multiplied
+ * by its own odd constant and the products are summed (a multilinear
+ * hash: the multiplies run in parallel instead of in one chain as
+ * MurmurHash3's rounds do, and two keys that differ in one lane never
+ * collide before the finaliser, a bijection). fmix64 (MurmurHash3's
+ * 64-bit finaliser) then spreads every input bit over the result. A lane
+ * the caller knows to be zero (the upper half of an IPv4 address) folds
+ * away at compile time. Callers pass 8-byte aligned keys (struct flow_key
  * is), since the verifier refuses unaligned stack reads. */
-#define HASH_MUL 0x9e3779b97f4a7c15ULL
-#define HASH_LANE_KEY 0xa0761d6478bd642fULL
-
-static __always_inline __u64 rotl64(__u64 x, __u32 r)
-{
-	return (x << r) | (x >> (64 - r));
-}
-
-static __always_inline __u64 hash_lane(__u64 w, __u64 i)
-{
-	return (w ^ (HASH_LANE_KEY * (i + 1))) * HASH_MUL;
-}
+#define HASH_MUL 0x9e3779b97f4a7c15ULL /* vip_filter_bit's multiplier */
+#define HASH_M0 0xa0761d6478bd642fULL
+#define HASH_M1 0xe7037ed1a0b428dbULL
+#define HASH_M2 0x8ebc6af09c88c6e3ULL
+#define HASH_M3 0x589965cc75374cc3ULL
+#define HASH_M4 0x1d8e4e27c47d124fULL
 
 static __always_inline __u32 hash_final(__u64 h, __u64 len)
 {
@@ -59,7 +54,7 @@ static __always_inline __u32 hash_addr(const struct addr *a, __u32 seed)
 {
 	const sy_u64 *w = (const sy_u64 *)a;
 
-	return hash_final(seed + hash_lane(w[0], 0) + rotl64(hash_lane(w[1], 1), 23), 16);
+	return hash_final(seed + w[0] * HASH_M0 + w[1] * HASH_M1, 16);
 }
 
 /* Hashes the whole 40-byte key (pad bytes are zero). */
@@ -67,9 +62,8 @@ static __always_inline __u32 hash_flow(const struct flow_key *f)
 {
 	const sy_u64 *w = (const sy_u64 *)f;
 
-	return hash_final(FLOW_HASH_SEED + hash_lane(w[0], 0) + rotl64(hash_lane(w[1], 1), 23) +
-				  rotl64(hash_lane(w[2], 2), 46) + rotl64(hash_lane(w[3], 3), 5) +
-				  rotl64(hash_lane(w[4], 4), 28),
+	return hash_final(FLOW_HASH_SEED + w[0] * HASH_M0 + w[1] * HASH_M1 + w[2] * HASH_M2 +
+				  w[3] * HASH_M3 + w[4] * HASH_M4,
 			  sizeof(*f));
 }
 

@@ -3,7 +3,6 @@ package datapath
 import (
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"net/netip"
 	"time"
 )
@@ -152,20 +151,21 @@ func fromFlowKey(k balancerFlowKey) FlowKey {
 // flowHashSeed mirrors FLOW_HASH_SEED in bpf/consts.h.
 const flowHashSeed = 0x5eed5eed
 
-// FlowHash is the datapath's flow hash (bpf/hash.h): lane-wise multiply,
-// sum and fmix64 over the flow key's 64-bit words as the BPF program reads
-// them. The Maglev slot of a flow is MaglevSlot(FlowHash, table size). With
-// sourceOnly it hashes the client address, as a VIP with VIPHashSource
-// does. Changing either side alone moves flows.
+// FlowHash is the datapath's flow hash (bpf/hash.h): a multiply per 64-bit
+// word of the flow key as the BPF program reads it, with a constant per
+// word, summed, then fmix64. The Maglev slot of a flow is
+// MaglevSlot(FlowHash, table size). With sourceOnly it hashes the client
+// address, as a VIP with VIPHashSource does. Changing either side alone
+// moves flows.
 func FlowHash(f FlowKey, sourceOnly bool) uint32 {
 	if sourceOnly {
 		return hashAddr(toAddr(f.Src), flowHashSeed)
 	}
 	k := toFlowKey(f)
 	h := uint64(flowHashSeed) +
-		hashLane(addrLane(k.Src, 0), 0) + bits.RotateLeft64(hashLane(addrLane(k.Src, 1), 1), 23) +
-		bits.RotateLeft64(hashLane(addrLane(k.Dst, 0), 2), 46) + bits.RotateLeft64(hashLane(addrLane(k.Dst, 1), 3), 5) +
-		bits.RotateLeft64(hashLane(uint64(k.Sport)|uint64(k.Dport)<<16|uint64(k.Proto)<<32, 4), 28)
+		addrLane(k.Src, 0)*hashM[0] + addrLane(k.Src, 1)*hashM[1] +
+		addrLane(k.Dst, 0)*hashM[2] + addrLane(k.Dst, 1)*hashM[3] +
+		(uint64(k.Sport)|uint64(k.Dport)<<16|uint64(k.Proto)<<32)*hashM[4]
 	return hashFinal(h, 40)
 }
 
@@ -176,7 +176,7 @@ func MaglevSlot(h uint32, size int) int {
 }
 
 func hashAddr(a balancerAddr, seed uint32) uint32 {
-	return hashFinal(uint64(seed)+hashLane(addrLane(a, 0), 0)+bits.RotateLeft64(hashLane(addrLane(a, 1), 1), 23), 16)
+	return hashFinal(uint64(seed)+addrLane(a, 0)*hashM[0]+addrLane(a, 1)*hashM[1], 16)
 }
 
 // addrLane is the i-th 64-bit word of an address as a little-endian load
@@ -190,12 +190,10 @@ func vipFilterBit(a balancerAddr) uint32 {
 	return uint32((addrLane(a, 0) ^ addrLane(a, 1)) * hashMul >> (64 - 16))
 }
 
-const (
-	hashMul     = 0x9e3779b97f4a7c15
-	hashLaneKey = 0xa0761d6478bd642f
-)
+const hashMul = 0x9e3779b97f4a7c15 // vip_filter_bit's multiplier
 
-func hashLane(w, i uint64) uint64 { return (w ^ hashLaneKey*(i+1)) * hashMul }
+// hashM are the per-word multipliers of the flow hash (HASH_M0..4).
+var hashM = [5]uint64{0xa0761d6478bd642f, 0xe7037ed1a0b428db, 0x8ebc6af09c88c6e3, 0x589965cc75374cc3, 0x1d8e4e27c47d124f}
 
 func hashFinal(h, n uint64) uint32 {
 	h ^= n
