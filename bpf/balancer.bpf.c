@@ -67,10 +67,11 @@ static __always_inline int drop(__u32 reason)
 	return XDP_DROP;
 }
 
-/* Encapsulates p towards backend be (id) and sends it. */
+/* Encapsulates p towards backend be (id) and sends it. new_flow: Maglev
+ * chose and the flow was recorded; hit: a connection-table entry chose. */
 static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct lb_config *cfg,
 				const struct backend *be, __u32 id, __u32 vip_num, __u32 flow_hash,
-				__u32 new_flow, int icmp)
+				__u32 new_flow, __u32 hit, int icmp)
 {
 	__u32 bytes = p->frame_len, overhead = encap_overhead(be, cfg);
 
@@ -83,6 +84,10 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 	 * packet adjustments inside encap. */
 	if (encap(ctx, p, be, cfg, flow_hash, overhead))
 		return drop(STAT_DROP_ADJUST);
+	/* Everything a forwarded packet counts goes to the two per-CPU
+	 * entries it needs anyway: a global counter would cost one more
+	 * lookup per packet (connection hits are summed over VIPs by
+	 * pkg/datapath; the encapsulation follows from the backend). */
 	{
 		struct vip_counters *vs;
 		struct backend_counters *bs;
@@ -92,6 +97,7 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 			vs->packets++;
 			vs->bytes += bytes;
 			vs->new_flows += new_flow;
+			vs->conn_hits += hit;
 		}
 		bs = bpf_map_lookup_elem(&backend_stats, &id);
 		if (bs) {
@@ -214,8 +220,7 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
 	be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
 		return -1;
-	count(STAT_CONN_HIT);
-	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 0);
+	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, 0);
 }
 
 /* The full path: the VIP is known. Uses the connection entry if there is a
@@ -241,10 +246,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		if (cr->way >= 0 && cr->cs && (!is_syn(p) || icmp)) {
 			be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, conntrack,
 					  &expired);
-			if (be && vip_num == vm->vip_num) {
-				count(STAT_CONN_HIT);
-				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, icmp);
-			}
+			if (be && vip_num == vm->vip_num)
+				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, icmp);
 			if (expired)
 				count(STAT_UDP_EXPIRED);
 		}
@@ -269,7 +272,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 				    bpf_ktime_get_coarse_ns(), bpf_jiffies64());
 		new_flow = 1;
 	}
-	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, icmp);
+	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, 0, icmp);
 }
 
 /* Parses what parse_common left to it, from the start: -1 to go on with p

@@ -106,12 +106,12 @@ enum cfg_flags {
  * them stable. STAT_DROP_* are drop reasons; everything else counts events. */
 enum sy_stat {
 	STAT_PASS_MALFORMED = 0, /* L2/L3 header unparsable: handed to the stack */
-	STAT_CONN_HIT,           /* connection table entry used */
+	STAT_CONN_HIT,           /* unused: connection hits are counted per VIP (vip_counters.conn_hits) */
 	STAT_CONN_MISS,          /* no usable entry: Maglev chose */
 	STAT_UDP_EXPIRED,        /* UDP entry older than the idle timeout */
-	STAT_ENCAP_IPIP,         /* IPv4 outer header */
-	STAT_ENCAP_IP6,          /* IPv6 outer header */
-	STAT_ENCAP_GUE,          /* of which in UDP (GUE) */
+	STAT_ENCAP_IPIP,         /* unused since encapsulations are no longer counted per packet: */
+	STAT_ENCAP_IP6,          /* the backend's counters and address family say it; */
+	STAT_ENCAP_GUE,          /* the indices stay so pinned counters keep their meaning */
 	STAT_ICMP_ECHO_REPLY,    /* echo request to a VIP answered */
 	STAT_ICMP_TOO_BIG_FWD,   /* "too big" about a VIP flow sent to its backend */
 	STAT_ICMP_TOO_BIG_SENT,  /* "too big" sent to a client (packet over MTU) */

@@ -126,7 +126,6 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		ipv4_outer_write(oh, p->tos, inner_len + overhead, gue ? IPPROTO_UDP : inner_proto,
 				 outer_src_v4(cfg, p), be->addr.a[3]);
 		l4 = oh + 1;
-		count(STAT_ENCAP_IPIP);
 	} else {
 		struct ipv6hdr *oh = data + (l2_len & 0x1f);
 
@@ -145,7 +144,6 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		outer_src_v6(cfg, p, &oh->saddr);
 		oh->daddr = be->addr;
 		l4 = oh + 1;
-		count(STAT_ENCAP_IP6);
 	}
 
 	if (gue) {
@@ -160,7 +158,6 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		uh->dest = cfg->gue_port;
 		uh->len = bpf_htons(inner_len + UDP_HDR_LEN);
 		uh->check = 0;
-		count(STAT_ENCAP_GUE);
 	}
 	return 0;
 }

@@ -96,6 +96,7 @@ struct vip_counters {
 	__u64 packets;
 	__u64 bytes;
 	__u64 new_flows;
+	__u64 conn_hits; /* packets a connection-table entry sent (STAT_CONN_HIT's share) */
 };
 
 struct backend_counters {

@@ -662,6 +662,7 @@ func (b *Balancer) VIPCounters(num uint32) (VIPCounters, error) {
 		out.Packets += c.Packets
 		out.Bytes += c.Bytes
 		out.NewFlows += c.NewFlows
+		out.ConnHits += c.ConnHits
 	}
 	return out, nil
 }
@@ -680,14 +681,39 @@ func (b *Balancer) BackendCounters(id uint32) (BackendCounters, error) {
 	return out, nil
 }
 
-// Stats returns the global counters by name (see StatNames), summed over CPUs.
+// Stats returns the global counters by name (see StatNames), summed over
+// CPUs. conn_hit is the sum of every VIP number's ConnHits: the datapath
+// counts hits per VIP only, and never clears a VIP number's counters, so
+// the sum only grows.
 func (b *Balancer) Stats() (map[string]uint64, error) {
-	return readStats(b.objs.Stats, statNames[:])
+	out, err := readStats(b.objs.Stats, statNames[:])
+	if err != nil {
+		return nil, err
+	}
+	var (
+		num  uint32
+		per  []balancerVipCounters
+		hits uint64
+	)
+	it := b.objs.VipStats.Iterate()
+	for it.Next(&num, &per) {
+		for _, c := range per {
+			hits += c.ConnHits
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read VIP counters: %w", err)
+	}
+	out["conn_hit"] = hits
+	return out, nil
 }
 
 func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
 	out := make(map[string]uint64, len(names))
 	for i, name := range names {
+		if name == "" {
+			continue // an index the datapath no longer counts
+		}
 		var per []uint64
 		if err := m.Lookup(uint32(i), &per); err != nil {
 			return nil, fmt.Errorf("read counter %s: %w", name, err)
@@ -702,15 +728,13 @@ func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
 }
 
 // statNames are the global counters, in the order of enum sy_stat. Names
-// starting with "drop_" are drop reasons.
+// starting with "drop_" are drop reasons; indices without a name are no
+// longer counted.
 var statNames = [balancerSyStatSTAT_MAX]string{
 	balancerSyStatSTAT_PASS_MALFORMED:    "pass_malformed",
 	balancerSyStatSTAT_CONN_HIT:          "conn_hit",
 	balancerSyStatSTAT_CONN_MISS:         "conn_miss",
 	balancerSyStatSTAT_UDP_EXPIRED:       "udp_expired",
-	balancerSyStatSTAT_ENCAP_IPIP:        "encap_ipip",
-	balancerSyStatSTAT_ENCAP_IP6:         "encap_ip6",
-	balancerSyStatSTAT_ENCAP_GUE:         "encap_gue",
 	balancerSyStatSTAT_ICMP_ECHO_REPLY:   "icmp_echo_reply",
 	balancerSyStatSTAT_ICMP_TOO_BIG_FWD:  "icmp_too_big_forwarded",
 	balancerSyStatSTAT_ICMP_TOO_BIG_SENT: "icmp_too_big_sent",
@@ -726,4 +750,6 @@ var statNames = [balancerSyStatSTAT_MAX]string{
 }
 
 // StatNames lists the global counter names, in datapath order.
-func StatNames() []string { return slices.Clone(statNames[:]) }
+func StatNames() []string {
+	return slices.DeleteFunc(slices.Clone(statNames[:]), func(n string) bool { return n == "" })
+}

@@ -119,6 +119,7 @@ type balancerVipCounters struct {
 	Packets  uint64
 	Bytes    uint64
 	NewFlows uint64
+	ConnHits uint64
 }
 
 type balancerVipFilter struct {

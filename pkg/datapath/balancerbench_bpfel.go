@@ -73,6 +73,7 @@ type balancerbenchVipCounters struct {
 	Packets  uint64
 	Bytes    uint64
 	NewFlows uint64
+	ConnHits uint64
 }
 
 type balancerbenchVipFilter struct {

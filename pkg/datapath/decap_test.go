@@ -102,7 +102,7 @@ func TestCounters(t *testing.T) {
 	w.run(t, nv)
 
 	s := w.stats(t)
-	want := map[string]uint64{"conn_hit": 3, "conn_miss": 1, "encap_ipip": 4, "drop_fragment": 1, "drop_truncated": 0}
+	want := map[string]uint64{"conn_hit": 3, "conn_miss": 1, "drop_fragment": 1, "drop_truncated": 0}
 	for k, v := range want {
 		if s[k] != v {
 			t.Errorf("%s = %d, want %d", k, s[k], v)
@@ -113,8 +113,8 @@ func TestCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantBytes := uint64(len(in) + 3*len(ackIn))
-	if vc.Packets != 4 || vc.NewFlows != 1 || vc.Bytes != wantBytes {
-		t.Errorf("VIP counters %+v, want 4 packets, 1 new flow, %d bytes", vc, wantBytes)
+	if vc.Packets != 4 || vc.NewFlows != 1 || vc.ConnHits != 3 || vc.Bytes != wantBytes {
+		t.Errorf("VIP counters %+v, want 4 packets, 1 new flow, 3 connection hits, %d bytes", vc, wantBytes)
 	}
 	be := w.expectBackend(vipTCP4, flowOf(syn))
 	for id, a := range backendAddrs {

@@ -68,9 +68,10 @@ type Backend struct {
 	Addr netip.Addr
 }
 
-// VIPCounters are a VIP's counters, summed over CPUs.
+// VIPCounters are a VIP's counters, summed over CPUs. ConnHits are the
+// packets a connection-table entry sent to its backend.
 type VIPCounters struct {
-	Packets, Bytes, NewFlows uint64
+	Packets, Bytes, NewFlows, ConnHits uint64
 }
 
 // BackendCounters are a backend's counters, summed over CPUs.
