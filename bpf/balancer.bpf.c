@@ -207,15 +207,14 @@ struct conn_ref {
 static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u32 flow_hash,
 					  const struct conn_ref *cr)
 {
-	__u32 zero = 0, id, vip_num;
-	struct lb_config *cfg;
+	const struct lb_config *cfg = &config;
+	__u32 id, vip_num;
 	struct backend *be;
 	int expired = 0;
 
 	if (cr->way < 0 || !cr->cs)
 		return -1;
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
+	if (!(cfg->flags & CFG_F_NEXTHOP))
 		return -1;
 	be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
@@ -230,14 +229,13 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
 				   __u32 flow_hash, const struct conn_ref *cr, int icmp)
 {
-	__u32 zero = 0, id = MAGLEV_EMPTY, hash = flow_hash, vip_num;
+	__u32 id = MAGLEV_EMPTY, hash = flow_hash, vip_num;
 	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
-	struct lb_config *cfg;
+	const struct lb_config *cfg = &config;
 	struct backend *be;
 	int expired = 0, new_flow = 0;
 
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || !(cfg->flags & CFG_F_NEXTHOP))
+	if (!(cfg->flags & CFG_F_NEXTHOP))
 		return drop(STAT_DROP_NO_NEXTHOP);
 
 	if (!(vm->flags & VIP_F_NO_CONNTRACK)) {

@@ -33,12 +33,12 @@ struct vip_filter {
 	__u64 w[VIP_FILTER_BITS / 64];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct vip_filter);
-} vip_filter SEC(".maps");
+/* vip_filter and config are globals, each in its own data section: an
+ * array map of one entry that the program reads by direct address, with
+ * no lookup and no NULL check. pkg/datapath names and pins them as
+ * "vip_filter" and "config" (the layout of the single-entry array maps of
+ * earlier versions, so their pins carry over) and writes them whole. */
+struct vip_filter vip_filter SEC(".data.vip_filter");
 
 /* One Maglev table: slot -> backend id. Tables of different (prime) sizes
  * share the outer map thanks to BPF_F_INNER_MAP. */
@@ -88,12 +88,7 @@ struct {
 	__type(value, struct backend);
 } backends SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lb_config);
-} config SEC(".maps");
+struct lb_config config SEC(".data.config");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -69,10 +69,9 @@ static __always_inline __u32 vip_filter_bit(const struct addr *a)
 /* 0: certainly not a VIP address. 1: maybe. */
 static __always_inline int vip_addr_maybe(const struct addr *a)
 {
-	__u32 zero = 0, bit = vip_filter_bit(a) & (VIP_FILTER_BITS - 1);
-	struct vip_filter *f = bpf_map_lookup_elem(&vip_filter, &zero);
+	__u32 bit = vip_filter_bit(a) & (VIP_FILTER_BITS - 1);
 
-	return f && ((f->w[bit / 64] >> (bit % 64)) & 1);
+	return (vip_filter.w[bit / 64] >> (bit % 64)) & 1;
 }
 
 static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)

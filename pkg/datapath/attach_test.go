@@ -37,6 +37,13 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		if err := b1.SetVIP(VIPKey{vip4, 80, ProtoTCP}, 3, 0); err != nil {
 			return err
 		}
+		if err := b1.SetSettings(defaultSettings()); err != nil {
+			return err
+		}
+		cfg1, filter1, err := readGlobals(b1)
+		if err != nil {
+			return err
+		}
 		b1.Close()
 		if id := xdpProgID(t, "eth0"); id == 0 {
 			return errors.New("closing the daemon's handles detached the program")
@@ -58,6 +65,15 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		vips, err := b2.VIPs()
 		if err != nil || vips[VIPKey{vip4, 80, ProtoTCP}].Num != 3 {
 			return fmt.Errorf("pinned VIP lost across the upgrade: %v %v", vips, err)
+		}
+		// The globals the running program reads (config, vip_filter)
+		// are pinned maps too: loading must not reset them.
+		cfg2, filter2, err := readGlobals(b2)
+		if err != nil {
+			return err
+		}
+		if cfg2 != cfg1 || cfg1.Flags == 0 || filter2 != filter1 {
+			return fmt.Errorf("settings or VIP filter reset by the upgrade: config %+v -> %+v", cfg1, cfg2)
 		}
 		info, _ := b2.objs.XdpBalancer.Info()
 		if id, _ := info.ID(); uint32(id) != xdpProgID(t, "eth0") {
@@ -88,6 +104,14 @@ func TestAttachUpgradeRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readGlobals reads the balancer's config and vip_filter globals.
+func readGlobals(b *Balancer) (cfg balancerLbConfig, filter balancerVipFilter, err error) {
+	if err = b.data.Config.Lookup(uint32(0), &cfg); err == nil {
+		err = b.data.VipFilter.Lookup(uint32(0), &filter)
+	}
+	return cfg, filter, err
 }
 
 func TestAttachGeneric(t *testing.T) {

@@ -40,6 +40,7 @@ type Options struct {
 // Balancer is the loaded balancer program and its maps.
 type Balancer struct {
 	objs   balancerObjects
+	data   balancerDataMaps
 	pinDir string
 	log    *slog.Logger
 	link   link.Link
@@ -47,6 +48,19 @@ type Balancer struct {
 	mu     sync.Mutex
 	tables map[uint32]*ebpf.Map // vip_num*2+gen -> inner map, opened lazily
 }
+
+// balancerDataMaps are the balancer's global variables that the control
+// plane writes, each in its own data section (bpf/maps.h). They are named
+// and pinned like the single-entry array maps they replaced, whose layout
+// they keep: pins of an earlier version carry over.
+type balancerDataMaps struct {
+	Config    *ebpf.Map `ebpf:".data.config"`
+	VipFilter *ebpf.Map `ebpf:".data.vip_filter"`
+}
+
+// dataMapNames maps the data sections of balancerDataMaps to their map and
+// pin names, which are also the names of their variables.
+var dataMapNames = map[string]string{".data.config": "config", ".data.vip_filter": "vip_filter"}
 
 // LoadBalancer loads the balancer program, creating or reusing the maps
 // pinned under opts.PinDir. It does not attach the program.
@@ -75,9 +89,22 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	if err := spec.Variables["conn_sets"].Set(sets); err != nil {
 		return nil, fmt.Errorf("set connection-table size: %w", err)
 	}
+	// The control plane owns these: a load must not overwrite what an
+	// earlier run pinned, and cilium/ebpf writes a data section's initial
+	// contents into its map even when it reuses a pin. So they load with
+	// no contents (a new map starts zeroed) and without their variables.
+	for sec, name := range dataMapNames {
+		spec.Maps[sec].Name = name
+		spec.Maps[sec].Contents = nil
+		delete(spec.Variables, name)
+	}
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}}
 	if opts.benchUndo {
-		var objs balancerbenchObjects
+		var objs struct {
+			balancerbenchPrograms
+			balancerbenchMaps
+			balancerDataMaps
+		}
 		if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
 			return nil, err
 		}
@@ -85,8 +112,18 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 			balancerPrograms: balancerPrograms{XdpBalancer: objs.XdpBalancer},
 			balancerMaps:     balancerMaps(objs.balancerbenchMaps),
 		}
-	} else if err := loadCollection(spec, opts.PinDir, &b.objs); err != nil {
-		return nil, err
+		b.data = objs.balancerDataMaps
+	} else {
+		var objs struct {
+			balancerPrograms
+			balancerMaps
+			balancerDataMaps
+		}
+		if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
+			return nil, err
+		}
+		b.objs = balancerObjects{balancerPrograms: objs.balancerPrograms, balancerMaps: objs.balancerMaps}
+		b.data = objs.balancerDataMaps
 	}
 	// Maps pinned by an earlier version may predate vip_filter: derive it
 	// from vip_addrs, the record it mirrors.
@@ -133,6 +170,8 @@ func (b *Balancer) Close() error {
 	if b.link != nil {
 		b.link.Close()
 	}
+	b.data.Config.Close()
+	b.data.VipFilter.Close()
 	return b.objs.Close()
 }
 
@@ -188,7 +227,7 @@ func (b *Balancer) SetSettings(s Settings) error {
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_SRC_PREFIX_V6)
 	}
 	c.UdpTimeoutNs = uint64(s.UDPIdleTimeout.Nanoseconds())
-	return b.objs.Config.Put(uint32(0), &c)
+	return b.data.Config.Put(uint32(0), &c)
 }
 
 // prefixParts returns a prefix's network part and its host mask in datapath
@@ -366,7 +405,7 @@ func (b *Balancer) syncVIPFilter() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterate VIP addresses: %w", err)
 	}
-	if err := b.objs.VipFilter.Put(uint32(0), &f); err != nil {
+	if err := b.data.VipFilter.Put(uint32(0), &f); err != nil {
 		return fmt.Errorf("write VIP address filter: %w", err)
 	}
 	return nil

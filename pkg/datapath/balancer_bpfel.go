@@ -74,19 +74,28 @@ type balancerFlowKey struct {
 }
 
 type balancerLbConfig struct {
-	_             structs.HostLayout
-	NhMac         [6]uint8
-	SrcMac        [6]uint8
-	Mtu           uint16
-	GuePort       uint16
-	Flags         uint32
-	SrcV4         uint32
-	SrcV6         balancerAddr
+	_       structs.HostLayout
+	NhMac   [6]uint8
+	SrcMac  [6]uint8
+	Mtu     uint16
+	GuePort uint16
+	Flags   uint32
+	SrcV4   uint32
+	SrcV6   struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
 	SrcPrefixV4   uint32
 	SrcHostmaskV4 uint32
-	SrcPrefixV6   balancerAddr
-	SrcHostmaskV6 balancerAddr
-	UdpTimeoutNs  uint64
+	SrcPrefixV6   struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	SrcHostmaskV6 struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	UdpTimeoutNs uint64
 }
 
 type balancerSyStat uint32
@@ -157,21 +166,21 @@ type balancerVipMeta struct {
 const (
 	balancerMapBackendStats       = "backend_stats"
 	balancerMapBackends           = "backends"
-	balancerMapConfig             = "config"
 	balancerMapConns              = "conns"
 	balancerMapMaglevTables       = "maglev_tables"
 	balancerMapStats              = "stats"
 	balancerMapVipAddrs           = "vip_addrs"
 	balancerMapVipEpochs          = "vip_epochs"
-	balancerMapVipFilter          = "vip_filter"
 	balancerMapVipStats           = "vip_stats"
 	balancerMapVips               = "vips"
 	balancerProgXdpBalancer       = "xdp_balancer"
+	balancerVarConfig             = "config"
 	balancerVarConnSets           = "conn_sets"
 	balancerVarUnusedBackendFlags = "unused_backend_flags"
 	balancerVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerVarUnusedSyStat       = "unused_sy_stat"
 	balancerVarUnusedVipFlags     = "unused_vip_flags"
+	balancerVarVipFilter          = "vip_filter"
 )
 
 // loadBalancer returns the embedded CollectionSpec for balancer.
@@ -225,13 +234,11 @@ type balancerProgramSpecs struct {
 type balancerMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Config       *ebpf.MapSpec `ebpf:"config"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
-	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -240,11 +247,13 @@ type balancerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerVariableSpecs struct {
+	Config             *ebpf.VariableSpec `ebpf:"config"`
 	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.VariableSpec `ebpf:"unused_vip_flags"`
+	VipFilter          *ebpf.VariableSpec `ebpf:"vip_filter"`
 }
 
 // balancerObjects contains all objects after they have been loaded into the kernel.
@@ -269,13 +278,11 @@ func (o *balancerObjects) Close() error {
 type balancerMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
-	Config       *ebpf.Map `ebpf:"config"`
 	Conns        *ebpf.Map `ebpf:"conns"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
-	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -284,13 +291,11 @@ func (m *balancerMaps) Close() error {
 	return _BalancerClose(
 		m.BackendStats,
 		m.Backends,
-		m.Config,
 		m.Conns,
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,
 		m.VipEpochs,
-		m.VipFilter,
 		m.VipStats,
 		m.Vips,
 	)
@@ -300,11 +305,13 @@ func (m *balancerMaps) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerVariables struct {
+	Config             *ebpf.Variable `ebpf:"config"`
 	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.Variable `ebpf:"unused_vip_flags"`
+	VipFilter          *ebpf.Variable `ebpf:"vip_filter"`
 }
 
 // balancerPrograms contains all programs after they have been loaded into the kernel.

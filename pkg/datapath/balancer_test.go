@@ -488,7 +488,7 @@ func TestVIPFilterFalsePositive(t *testing.T) {
 		t.Fatal("no address in 10/8 shares vip4's filter bit")
 	}
 	var f balancerVipFilter
-	if err := w.b.objs.VipFilter.Lookup(uint32(0), &f); err != nil {
+	if err := w.b.data.VipFilter.Lookup(uint32(0), &f); err != nil {
 		t.Fatal(err)
 	}
 	if f.W[want/64]&(1<<(want%64)) == 0 {

@@ -53,19 +53,28 @@ type balancerbenchConnSet struct {
 }
 
 type balancerbenchLbConfig struct {
-	_             structs.HostLayout
-	NhMac         [6]uint8
-	SrcMac        [6]uint8
-	Mtu           uint16
-	GuePort       uint16
-	Flags         uint32
-	SrcV4         uint32
-	SrcV6         balancerbenchAddr
+	_       structs.HostLayout
+	NhMac   [6]uint8
+	SrcMac  [6]uint8
+	Mtu     uint16
+	GuePort uint16
+	Flags   uint32
+	SrcV4   uint32
+	SrcV6   struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
 	SrcPrefixV4   uint32
 	SrcHostmaskV4 uint32
-	SrcPrefixV6   balancerbenchAddr
-	SrcHostmaskV6 balancerbenchAddr
-	UdpTimeoutNs  uint64
+	SrcPrefixV6   struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	SrcHostmaskV6 struct {
+		_ structs.HostLayout
+		A [4]uint32
+	}
+	UdpTimeoutNs uint64
 }
 
 type balancerbenchVipCounters struct {
@@ -104,21 +113,21 @@ type balancerbenchVipMeta struct {
 const (
 	balancerbenchMapBackendStats       = "backend_stats"
 	balancerbenchMapBackends           = "backends"
-	balancerbenchMapConfig             = "config"
 	balancerbenchMapConns              = "conns"
 	balancerbenchMapMaglevTables       = "maglev_tables"
 	balancerbenchMapStats              = "stats"
 	balancerbenchMapVipAddrs           = "vip_addrs"
 	balancerbenchMapVipEpochs          = "vip_epochs"
-	balancerbenchMapVipFilter          = "vip_filter"
 	balancerbenchMapVipStats           = "vip_stats"
 	balancerbenchMapVips               = "vips"
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
+	balancerbenchVarConfig             = "config"
 	balancerbenchVarConnSets           = "conn_sets"
 	balancerbenchVarUnusedBackendFlags = "unused_backend_flags"
 	balancerbenchVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerbenchVarUnusedSyStat       = "unused_sy_stat"
 	balancerbenchVarUnusedVipFlags     = "unused_vip_flags"
+	balancerbenchVarVipFilter          = "vip_filter"
 )
 
 // loadBalancerbench returns the embedded CollectionSpec for balancerbench.
@@ -172,13 +181,11 @@ type balancerbenchProgramSpecs struct {
 type balancerbenchMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Config       *ebpf.MapSpec `ebpf:"config"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
-	VipFilter    *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -187,11 +194,13 @@ type balancerbenchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerbenchVariableSpecs struct {
+	Config             *ebpf.VariableSpec `ebpf:"config"`
 	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.VariableSpec `ebpf:"unused_vip_flags"`
+	VipFilter          *ebpf.VariableSpec `ebpf:"vip_filter"`
 }
 
 // balancerbenchObjects contains all objects after they have been loaded into the kernel.
@@ -216,13 +225,11 @@ func (o *balancerbenchObjects) Close() error {
 type balancerbenchMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
-	Config       *ebpf.Map `ebpf:"config"`
 	Conns        *ebpf.Map `ebpf:"conns"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
-	VipFilter    *ebpf.Map `ebpf:"vip_filter"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -231,13 +238,11 @@ func (m *balancerbenchMaps) Close() error {
 	return _BalancerbenchClose(
 		m.BackendStats,
 		m.Backends,
-		m.Config,
 		m.Conns,
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,
 		m.VipEpochs,
-		m.VipFilter,
 		m.VipStats,
 		m.Vips,
 	)
@@ -247,11 +252,13 @@ func (m *balancerbenchMaps) Close() error {
 //
 // It can be passed to loadBalancerbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerbenchVariables struct {
+	Config             *ebpf.Variable `ebpf:"config"`
 	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
 	UnusedBackendFlags *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.Variable `ebpf:"unused_vip_flags"`
+	VipFilter          *ebpf.Variable `ebpf:"vip_filter"`
 }
 
 // balancerbenchPrograms contains all programs after they have been loaded into the kernel.

@@ -101,7 +101,7 @@ func TestMapMemory(t *testing.T) {
 		}
 	}
 	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables,
-		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.objs.Config, "stats": bal.objs.Stats,
+		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.data.Config, "vip_filter": bal.data.VipFilter, "stats": bal.objs.Stats,
 		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats}
 	for slot, m := range bal.tables {
 		maps[fmt.Sprintf("maglev table %d", slot)] = m

@@ -84,8 +84,10 @@ func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any) error 
 		if err := os.MkdirAll(pinDir, 0o700); err != nil {
 			return fmt.Errorf("create pin directory: %w", err)
 		}
-		for name, m := range spec.Maps {
-			if !strings.HasPrefix(name, ".") {
+		// Data sections keep their dotted names and stay unpinned,
+		// unless the caller named them.
+		for _, m := range spec.Maps {
+			if !strings.HasPrefix(m.Name, ".") {
 				m.Pinning = ebpf.PinByName
 			}
 		}
