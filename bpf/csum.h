@@ -5,9 +5,14 @@
 
 #include <linux/types.h>
 
+/* Folds a sum of at most 2^15 32-bit words (callers add up a header's or
+ * an ICMP quote's words) into the 16-bit ones' complement checksum. Then
+ * sum < 2^47, so after the first step sum < 2^32 + 2^15. Below 2^32 the
+ * second step leaves at most 0x1fffe and the third at most 0xffff; at or
+ * above it the second leaves 0x10000 plus under 2^15, the third under
+ * 2^15 + 1. Three steps, not four: one fewer on every encapsulation. */
 static __always_inline __u16 csum_fold(__u64 sum)
 {
-	sum = (sum & 0xffffffff) + (sum >> 32);
 	sum = (sum & 0xffffffff) + (sum >> 32);
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
