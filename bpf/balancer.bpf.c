@@ -68,10 +68,11 @@ static __always_inline int drop(__u32 reason)
 }
 
 /* Encapsulates p towards backend be (id) and sends it. new_flow: Maglev
- * chose and the flow was recorded; hit: a connection-table entry chose. */
+ * chose and the flow was recorded; hit: a connection-table entry chose.
+ * vs: the VIP's counters if the caller has looked them up, else NULL. */
 static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct lb_config *cfg,
 				const struct backend *be, __u32 id, __u32 vip_num, __u32 flow_hash,
-				__u32 new_flow, __u32 hit, int icmp)
+				__u32 new_flow, __u32 hit, int icmp, struct vip_counters *vs)
 {
 	__u32 bytes = p->frame_len, overhead = encap_overhead(be, cfg);
 
@@ -86,13 +87,13 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 		return drop(STAT_DROP_ADJUST);
 	/* Everything a forwarded packet counts goes to the two per-CPU
 	 * entries it needs anyway: a global counter would cost one more
-	 * lookup per packet (connection hits are summed over VIPs by
-	 * pkg/datapath; the encapsulation follows from the backend). */
+	 * lookup per packet (connection hits and misses are summed over VIPs
+	 * by pkg/datapath; the encapsulation follows from the backend). */
 	{
-		struct vip_counters *vs;
 		struct backend_counters *bs;
 
-		vs = bpf_map_lookup_elem(&vip_stats, &vip_num);
+		if (!vs)
+			vs = bpf_map_lookup_elem(&vip_stats, &vip_num);
 		if (vs) {
 			vs->packets++;
 			vs->bytes += bytes;
@@ -212,7 +213,7 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
 	be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
 		return -1;
-	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, 0);
+	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, 0, NULL);
 }
 
 /* The full path: the VIP is known. Uses the connection entry if there is a
@@ -222,9 +223,10 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
 				   __u32 flow_hash, const struct conn_ref *cr, int icmp)
 {
-	__u32 id = MAGLEV_EMPTY, hash = flow_hash, vip_num;
+	__u32 id = MAGLEV_EMPTY, hash = flow_hash, vip_num, vnum = vm->vip_num;
 	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
 	const struct lb_config *cfg = &config;
+	struct vip_counters *vs = NULL;
 	struct backend *be;
 	int expired = 0, new_flow = 0;
 
@@ -238,11 +240,15 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 			be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, conntrack,
 					  &expired);
 			if (be && vip_num == vm->vip_num)
-				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, icmp);
+				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, icmp, NULL);
 			if (expired)
 				count(STAT_UDP_EXPIRED);
 		}
-		count(STAT_CONN_MISS);
+		/* The miss goes to the VIP's counters, which send() then
+		 * reuses. */
+		vs = bpf_map_lookup_elem(&vip_stats, &vnum);
+		if (vs)
+			vs->conn_misses++;
 	}
 
 	/* A source-affinity VIP hashes the client address into Maglev; the
@@ -256,14 +262,14 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
 	if (conntrack && cr->cs) {
-		__u32 vnum = vm->vip_num, *epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
+		__u32 *epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
 
 		if (epoch)
 			conn_insert(cr->cs, cr->way, &p->flow, cr->tag, id, vnum, *epoch,
 				    bpf_ktime_get_coarse_ns(), bpf_jiffies64());
 		new_flow = 1;
 	}
-	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, 0, icmp);
+	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, 0, icmp, vs);
 }
 
 /* Parses what parse_common left to it, from the start: -1 to go on with p

@@ -106,8 +106,8 @@ enum cfg_flags {
  * them stable. STAT_DROP_* are drop reasons; everything else counts events. */
 enum sy_stat {
 	STAT_PASS_MALFORMED = 0, /* L2/L3 header unparsable: handed to the stack */
-	STAT_CONN_HIT,           /* unused: connection hits are counted per VIP (vip_counters.conn_hits) */
-	STAT_CONN_MISS,          /* no usable entry: Maglev chose */
+	STAT_CONN_HIT,           /* unused: hits and misses are counted per VIP */
+	STAT_CONN_MISS,          /* (vip_counters.conn_hits, conn_misses) */
 	STAT_UDP_EXPIRED,        /* UDP entry older than the idle timeout */
 	STAT_ENCAP_IPIP,         /* unused since encapsulations are no longer counted per packet: */
 	STAT_ENCAP_IP6,          /* the backend's counters and address family say it; */

@@ -96,7 +96,8 @@ struct vip_counters {
 	__u64 packets;
 	__u64 bytes;
 	__u64 new_flows;
-	__u64 conn_hits; /* packets a connection-table entry sent (STAT_CONN_HIT's share) */
+	__u64 conn_hits;   /* packets a connection-table entry sent */
+	__u64 conn_misses; /* packets that found no usable entry (then Maglev chose) */
 };
 
 struct backend_counters {

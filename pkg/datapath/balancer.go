@@ -702,6 +702,7 @@ func (b *Balancer) VIPCounters(num uint32) (VIPCounters, error) {
 		out.Bytes += c.Bytes
 		out.NewFlows += c.NewFlows
 		out.ConnHits += c.ConnHits
+		out.ConnMisses += c.ConnMisses
 	}
 	return out, nil
 }
@@ -721,29 +722,30 @@ func (b *Balancer) BackendCounters(id uint32) (BackendCounters, error) {
 }
 
 // Stats returns the global counters by name (see StatNames), summed over
-// CPUs. conn_hit is the sum of every VIP number's ConnHits: the datapath
-// counts hits per VIP only, and never clears a VIP number's counters, so
-// the sum only grows.
+// CPUs. conn_hit and conn_miss are the sums of every VIP number's ConnHits
+// and ConnMisses: the datapath counts them per VIP only, and never clears a
+// VIP number's counters, so the sums only grow.
 func (b *Balancer) Stats() (map[string]uint64, error) {
 	out, err := readStats(b.objs.Stats, statNames[:])
 	if err != nil {
 		return nil, err
 	}
 	var (
-		num  uint32
-		per  []balancerVipCounters
-		hits uint64
+		num          uint32
+		per          []balancerVipCounters
+		hits, misses uint64
 	)
 	it := b.objs.VipStats.Iterate()
 	for it.Next(&num, &per) {
 		for _, c := range per {
 			hits += c.ConnHits
+			misses += c.ConnMisses
 		}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read VIP counters: %w", err)
 	}
-	out["conn_hit"] = hits
+	out["conn_hit"], out["conn_miss"] = hits, misses
 	return out, nil
 }
 

@@ -124,11 +124,12 @@ const (
 )
 
 type balancerVipCounters struct {
-	_        structs.HostLayout
-	Packets  uint64
-	Bytes    uint64
-	NewFlows uint64
-	ConnHits uint64
+	_          structs.HostLayout
+	Packets    uint64
+	Bytes      uint64
+	NewFlows   uint64
+	ConnHits   uint64
+	ConnMisses uint64
 }
 
 type balancerVipFilter struct {

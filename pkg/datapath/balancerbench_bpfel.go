@@ -78,11 +78,12 @@ type balancerbenchLbConfig struct {
 }
 
 type balancerbenchVipCounters struct {
-	_        structs.HostLayout
-	Packets  uint64
-	Bytes    uint64
-	NewFlows uint64
-	ConnHits uint64
+	_          structs.HostLayout
+	Packets    uint64
+	Bytes      uint64
+	NewFlows   uint64
+	ConnHits   uint64
+	ConnMisses uint64
 }
 
 type balancerbenchVipFilter struct {

@@ -113,8 +113,8 @@ func TestCounters(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantBytes := uint64(len(in) + 3*len(ackIn))
-	if vc.Packets != 4 || vc.NewFlows != 1 || vc.ConnHits != 3 || vc.Bytes != wantBytes {
-		t.Errorf("VIP counters %+v, want 4 packets, 1 new flow, 3 connection hits, %d bytes", vc, wantBytes)
+	if vc.Packets != 4 || vc.NewFlows != 1 || vc.ConnHits != 3 || vc.ConnMisses != 1 || vc.Bytes != wantBytes {
+		t.Errorf("VIP counters %+v, want 4 packets, 1 new flow, 3 connection hits, 1 miss, %d bytes", vc, wantBytes)
 	}
 	be := w.expectBackend(vipTCP4, flowOf(syn))
 	for id, a := range backendAddrs {

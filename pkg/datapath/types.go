@@ -69,9 +69,10 @@ type Backend struct {
 }
 
 // VIPCounters are a VIP's counters, summed over CPUs. ConnHits are the
-// packets a connection-table entry sent to its backend.
+// packets a connection-table entry sent to its backend, ConnMisses those
+// that found no usable entry (Maglev then chose, or the packet was dropped).
 type VIPCounters struct {
-	Packets, Bytes, NewFlows, ConnHits uint64
+	Packets, Bytes, NewFlows, ConnHits, ConnMisses uint64
 }
 
 // BackendCounters are a backend's counters, summed over CPUs.
