@@ -47,6 +47,8 @@ type VIP struct {
 	Packets    uint64    `json:"packets"`
 	Bytes      uint64    `json:"bytes"`
 	NewFlows   uint64    `json:"new_flows"`
+	ConnHits   uint64    `json:"conn_hits"`   // packets a connection-table entry sent
+	ConnMisses uint64    `json:"conn_misses"` // packets that found no usable entry
 	PacketRate float64   `json:"packet_rate"` // packets/s over the last 0.5-2.5 s (sampled every 2 s)
 	Backends   []Backend `json:"backends"`
 }

@@ -727,6 +727,7 @@ func (b *Balancer) status() (api.Status, error) {
 		}
 		if c, err := b.dp.VIPCounters(num); err == nil {
 			av.Packets, av.Bytes, av.NewFlows = c.Packets, c.Bytes, c.NewFlows
+			av.ConnHits, av.ConnMisses = c.ConnHits, c.ConnMisses
 			// Between samples, the rate since the latest one is fresher.
 			if s, ok := b.rates[num]; ok && time.Since(s.at) > 500*time.Millisecond && c.Packets >= s.packets {
 				av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()

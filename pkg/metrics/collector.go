@@ -31,6 +31,7 @@ type Collector struct {
 	scrapeErrors prometheus.Counter
 
 	vipPackets, vipBytes, vipNewFlows *prometheus.Desc
+	vipConnHits, vipConnMisses        *prometheus.Desc
 	backendPackets, backendBytes      *prometheus.Desc
 	backendHealthy, backendDrained    *prometheus.Desc
 	backendTableSlots, backendWeight  *prometheus.Desc
@@ -62,9 +63,11 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 			Help: "Scrapes that could not read the daemon's status (they have no other switchyard series).",
 		}),
 
-		vipPackets:  d("vip_packets_total", "Packets the datapath balanced for the VIP.", vipLabels...),
-		vipBytes:    d("vip_bytes_total", "Bytes the datapath balanced for the VIP.", vipLabels...),
-		vipNewFlows: d("vip_new_flows_total", "Flows the datapath added to the connection table for the VIP.", vipLabels...),
+		vipPackets:    d("vip_packets_total", "Packets the datapath balanced for the VIP.", vipLabels...),
+		vipBytes:      d("vip_bytes_total", "Bytes the datapath balanced for the VIP.", vipLabels...),
+		vipNewFlows:   d("vip_new_flows_total", "Flows the datapath added to the connection table for the VIP.", vipLabels...),
+		vipConnHits:   d("vip_conn_hits_total", "Packets of the VIP that a connection-table entry sent to its backend.", vipLabels...),
+		vipConnMisses: d("vip_conn_misses_total", "Packets of the VIP that found no usable connection-table entry.", vipLabels...),
 
 		backendPackets: d("backend_packets_total", "Packets sent to the backend address, over all VIPs; backend is the first name of the address.", addrLabels...),
 		backendBytes:   d("backend_bytes_total", "Bytes sent to the backend address, over all VIPs; backend is the first name of the address.", addrLabels...),
@@ -90,7 +93,7 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		c.scrapeErrors.Desc(),
-		c.vipPackets, c.vipBytes, c.vipNewFlows,
+		c.vipPackets, c.vipBytes, c.vipNewFlows, c.vipConnHits, c.vipConnMisses,
 		c.backendPackets, c.backendBytes,
 		c.backendHealthy, c.backendDrained, c.backendTableSlots, c.backendWeight,
 		c.drops, c.events,
@@ -124,6 +127,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		e.counter(c.vipPackets, v.Packets, vl...)
 		e.counter(c.vipBytes, v.Bytes, vl...)
 		e.counter(c.vipNewFlows, v.NewFlows, vl...)
+		e.counter(c.vipConnHits, v.ConnHits, vl...)
+		e.counter(c.vipConnMisses, v.ConnMisses, vl...)
 		for _, b := range v.Backends {
 			bl := []string{v.Name, b.Name, b.Address}
 			e.gauge(c.backendHealthy, boolValue(b.Healthy), bl...)

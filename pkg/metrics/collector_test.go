@@ -22,7 +22,7 @@ func sampleStatus() api.Status {
 		VIPs: []api.VIP{
 			{
 				Name: "web", Address: "10.0.0.100", Port: 80, Protocol: "tcp", Hash: "maglev",
-				Packets: 12345, Bytes: 9876543, NewFlows: 321, PacketRate: 120.5, TableSize: 65537,
+				Packets: 12345, Bytes: 9876543, NewFlows: 321, ConnHits: 12000, ConnMisses: 345, PacketRate: 120.5, TableSize: 65537,
 				Backends: []api.Backend{
 					{Name: "web-1", Address: "10.2.1.1", Weight: 1, Healthy: true, TableSlots: 65537, Packets: 4000, Bytes: 400000},
 					{Name: "web-2", Address: "10.2.1.2", Weight: 10, Healthy: false, Drained: true, Packets: 17, Bytes: 1700},
@@ -60,6 +60,14 @@ switchyard_vip_bytes_total{address="2001:db8::53",port="53",protocol="udp",vip="
 # TYPE switchyard_vip_new_flows_total counter
 switchyard_vip_new_flows_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 321
 switchyard_vip_new_flows_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
+# HELP switchyard_vip_conn_hits_total Packets of the VIP that a connection-table entry sent to its backend.
+# TYPE switchyard_vip_conn_hits_total counter
+switchyard_vip_conn_hits_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 12000
+switchyard_vip_conn_hits_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
+# HELP switchyard_vip_conn_misses_total Packets of the VIP that found no usable connection-table entry.
+# TYPE switchyard_vip_conn_misses_total counter
+switchyard_vip_conn_misses_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 345
+switchyard_vip_conn_misses_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
 # HELP switchyard_backend_packets_total Packets sent to the backend address, over all VIPs; backend is the first name of the address.
 # TYPE switchyard_backend_packets_total counter
 switchyard_backend_packets_total{address="10.2.1.1",backend="web-1"} 4000
