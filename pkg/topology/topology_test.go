@@ -445,6 +445,17 @@ func TestCleanupRemovesLeftovers(t *testing.T) {
 		cmd.Process.Kill()
 		<-exited
 	})
+	// nsenter enters the namespace after it starts: under load, a scan
+	// right away could find it still in ours.
+	want, _ := statNs(topo.NsPath(topo.Backend(1)))
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if id, ok := statNs(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)); ok && id == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process did not enter the node's namespace")
+		}
+	}
 
 	// Forget the topology as a killed process would: drop the handles,
 	// leave the names.
