@@ -24,6 +24,9 @@ const enum sy_stat *unused_sy_stat __attribute__((unused));
 const enum vip_flags *unused_vip_flags __attribute__((unused));
 const enum backend_flags *unused_backend_flags __attribute__((unused));
 const enum cfg_flags *unused_cfg_flags __attribute__((unused));
+/* And vip_slot, which BTF otherwise records only as a forward
+ * declaration (the value of an inner-map template). */
+const struct vip_slot *unused_vip_slot __attribute__((unused));
 
 static __always_inline __u32 maglev_pick(const struct vip_meta *vm, __u32 gen, __u32 hash)
 {
@@ -45,20 +48,42 @@ static __always_inline __u32 maglev_pick(const struct vip_meta *vm, __u32 gen, _
 	return id ? *id : MAGLEV_EMPTY;
 }
 
+/* The VIP with this address and port/protocol word in index table idx,
+ * or NULL: probes from the key's home slot until the key or a free slot. */
+static __always_inline struct vip_meta *vip_index_find(void *idx, __u64 a0, __u64 a1, __u32 port_proto)
+{
+	__u32 home = vip_index_hash(a0, a1, port_proto);
+
+	for (__u32 i = 0; i < VIP_INDEX_PROBES; i++) {
+		__u32 slot = (home + i) & (VIP_INDEX_SLOTS - 1);
+		struct vip_slot *s = bpf_map_lookup_elem(idx, &slot);
+		const sy_u64 *w;
+
+		if (!s || !s->port_proto)
+			return NULL;
+		w = (const sy_u64 *)&s->addr;
+		if (((w[0] ^ a0) | (w[1] ^ a1) | (s->port_proto ^ port_proto)) == 0)
+			return &s->meta;
+	}
+	return NULL;
+}
+
+/* The VIP of a packet: its destination port's, else the address's
+ * all-ports VIP. */
 static __always_inline struct vip_meta *vip_lookup(const struct pkt *p)
 {
-	struct vip_key key;
+	const sy_u64 *dst = (const sy_u64 *)&p->flow.dst;
+	__u32 zero = 0, proto = (__u32)p->flow.proto << 16;
 	struct vip_meta *vm;
+	void *idx;
 
-	/* The hash map reads the key in 32-bit words: port, protocol and
-	 * padding are written as one (see sy_u64). */
-	addr_copy(&key.addr, &p->flow.dst);
-	*(sy_u32 *)&key.port = p->flow.dport | ((__u32)p->flow.proto << 16);
-	vm = bpf_map_lookup_elem(&vips, &key);
+	idx = bpf_map_lookup_elem(&vip_index, &zero);
+	if (!idx)
+		return NULL;
+	vm = vip_index_find(idx, dst[0], dst[1], p->flow.dport | proto);
 	if (vm)
 		return vm;
-	*(sy_u32 *)&key.port = (__u32)p->flow.proto << 16;
-	return bpf_map_lookup_elem(&vips, &key);
+	return vip_index_find(idx, dst[0], dst[1], proto);
 }
 
 static __always_inline int drop(__u32 reason)

@@ -25,6 +25,11 @@
  * current jiffy was refreshed less than this long ago. */
 #define JIFFY_MAX_NS 10000000ULL
 
+/* The VIP index (maps.h): slots (a power of two, 8x MAX_VIPS so that a
+ * probe rarely goes past the first slot) and the longest probe. */
+#define VIP_INDEX_SLOTS 4096
+#define VIP_INDEX_PROBES 16
+
 /* Size of the VIP address filter (bits, a power of two). */
 #define VIP_FILTER_BITS 65536
 

@@ -67,4 +67,12 @@ static __always_inline __u32 hash_flow(const struct flow_key *f)
 			  sizeof(*f));
 }
 
+/* The home slot of a VIP key in the VIP index: address words and the
+ * port/protocol word (see struct vip_slot), multiplied and summed, top
+ * bits. pkg/datapath.vipIndexHash mirrors it. */
+static __always_inline __u32 vip_index_hash(__u64 a0, __u64 a1, __u32 port_proto)
+{
+	return (a0 * HASH_M0 + a1 * HASH_M1 + port_proto * HASH_M4) >> (64 - 12);
+}
+
 #endif

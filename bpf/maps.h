@@ -8,13 +8,36 @@
 #include <bpf/bpf_helpers.h>
 #include "structs.h"
 
-/* (address, port, protocol) -> VIP. */
+/* (address, port, protocol) -> VIP: the control plane's record. Packets
+ * find VIPs through vip_index, which pkg/datapath derives from it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_VIPS);
 	__type(key, struct vip_key);
 	__type(value, struct vip_meta);
 } vips SEC(".maps");
+
+/* The VIP index: an open-addressed table (linear probing) of the VIPs in
+ * vips, placed by vip_index_hash. A hash-map lookup (jhash and memcmp of
+ * the 20-byte key, through a function call) cost about twice the floor
+ * program per new flow; here it is an inlined array read and a compare.
+ * The control plane builds each version of the index as a new inner map
+ * and swaps it into slot 0 in one update, so a packet sees one version
+ * whole. The inner maps all have the template's size, which lets the
+ * verifier inline their lookups. */
+struct vip_index_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VIP_INDEX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct vip_slot);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct vip_index_table);
+} vip_index SEC(".maps");
 
 /* Addresses that carry at least one VIP -> number of VIPs on it. The exact
  * answer behind vip_filter, for packets that have no port to look a VIP up

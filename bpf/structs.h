@@ -41,6 +41,16 @@ struct vip_meta {
 	__u32 pad;
 };
 
+/* A slot of the VIP index: a VIP's key, as 64-bit words, and a copy of its
+ * vip_meta. port_proto is vip_key's last word (port | protocol << 16);
+ * zero marks a free slot (no VIP has protocol 0). */
+struct vip_slot {
+	struct addr addr;
+	__u32 port_proto;
+	__u32 pad;
+	struct vip_meta meta;
+} __attribute__((aligned(8)));
+
 /* The 5-tuple of a client flow, as seen on the way in. 8-byte aligned:
  * hash_flow reads it in 64-bit lanes. */
 struct flow_key {

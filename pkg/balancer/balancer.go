@@ -33,6 +33,7 @@ type Datapath interface {
 	DeleteVIP(k datapath.VIPKey) error
 	VIPs() (map[datapath.VIPKey]datapath.VIPMeta, error)
 	PublishTable(k datapath.VIPKey, table []uint32) (uint32, error)
+	Batch(fn func() error) error
 	Table(k datapath.VIPKey, gen uint32) ([]uint32, error)
 	SetBackend(id uint32, addr netip.Addr) error
 	Backends() (map[uint32]datapath.Backend, error)
@@ -258,13 +259,17 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 		// neighbour appears (the watch tells us).
 		b.log.Warn("datapath settings", "error", err)
 	}
-	if err := b.syncVIPs(); err != nil {
-		return changes, err
-	}
-	if err := b.syncHealth(); err != nil {
-		return changes, err
-	}
-	if err := b.syncTables(); err != nil {
+	// One batch: the datapath publishes its VIP index once, at the end.
+	err := b.dp.Batch(func() error {
+		if err := b.syncVIPs(); err != nil {
+			return err
+		}
+		if err := b.syncHealth(); err != nil {
+			return err
+		}
+		return b.syncTables()
+	})
+	if err != nil {
 		return changes, err
 	}
 	b.generation++
@@ -482,8 +487,13 @@ func (b *Balancer) healthy(vip, be string) bool {
 }
 
 // syncTables rebuilds every VIP's Maglev table from the backends that are
-// healthy and not drained, and publishes those that changed.
+// healthy and not drained, and publishes those that changed, in one
+// datapath batch.
 func (b *Balancer) syncTables() error {
+	return b.dp.Batch(b.publishTables)
+}
+
+func (b *Balancer) publishTables() error {
 	for i := range b.cfg.VIPs {
 		v := &b.cfg.VIPs[i]
 		k := vipKey(v)

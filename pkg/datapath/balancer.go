@@ -42,8 +42,16 @@ type Balancer struct {
 	objs   balancerObjects
 	data   balancerDataMaps
 	pinDir string
-	log    *slog.Logger
-	link   link.Link
+	// vipIndexSpec makes each version of the VIP index (see syncVIPIndex).
+	vipIndexSpec *ebpf.MapSpec
+	// Inside Batch, VIP index updates wait for its end. indexed holds
+	// what the published index says of each VIP number; indexStale is set
+	// when vips changed since.
+	batch      int
+	indexed    map[uint32]balancerVipMeta
+	indexStale bool
+	log        *slog.Logger
+	link       link.Link
 
 	mu     sync.Mutex
 	tables map[uint32]*ebpf.Map // vip_num*2+gen -> inner map, opened lazily
@@ -98,7 +106,8 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		spec.Maps[sec].Contents = nil
 		delete(spec.Variables, name)
 	}
-	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}}
+	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{},
+		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), indexed: map[uint32]balancerVipMeta{}}
 	if opts.benchUndo {
 		var objs struct {
 			balancerbenchPrograms
@@ -132,6 +141,12 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		return nil, err
 	}
 	if err := b.syncEpochs(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	// Maps pinned by an earlier version have no VIP index, and this
+	// version's index may place VIPs differently: build it afresh.
+	if err := b.syncVIPIndex(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -284,6 +299,9 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 			return err
 		}
 	}
+	if err := b.indexChanged(); err != nil {
+		return err
+	}
 	return b.syncVIPAddr(k.Addr)
 }
 
@@ -340,6 +358,11 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 	}
 	if err := b.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete VIP %s: %w", k, err)
+	}
+	// At once, even inside a batch: its number and tables may be reused
+	// before the batch ends, and packets to it must not follow them.
+	if err := b.syncVIPIndex(); err != nil {
+		return err
 	}
 	if err := b.nextEpoch(meta.VipNum, false); err != nil {
 		return err
@@ -431,6 +454,14 @@ func (b *Balancer) PublishTable(k VIPKey, table []uint32) (uint32, error) {
 	if meta.TableSize[meta.Gen] == 0 {
 		next = meta.Gen // first table: nothing to keep
 	}
+	// The published index must not point packets at the generation this
+	// overwrites: with a second table for the VIP within one batch, it
+	// still may.
+	if im, ok := b.indexed[meta.VipNum]; ok && im.Gen == next && im.TableSize[next] != 0 {
+		if err := b.syncVIPIndex(); err != nil {
+			return 0, fmt.Errorf("VIP %s: %w", k, err)
+		}
+	}
 	if err := b.writeTable(meta.VipNum, next, table); err != nil {
 		return 0, fmt.Errorf("VIP %s: %w", k, err)
 	}
@@ -439,7 +470,91 @@ func (b *Balancer) PublishTable(k VIPKey, table []uint32) (uint32, error) {
 	if err := b.objs.Vips.Put(&key, &meta); err != nil {
 		return 0, fmt.Errorf("flip VIP %s to generation %d: %w", k, next, err)
 	}
+	if err := b.indexChanged(); err != nil {
+		return 0, fmt.Errorf("flip VIP %s to generation %d: %w", k, next, err)
+	}
 	return next, nil
+}
+
+// Batch runs fn, during which changes to VIPs and tables reach the VIP
+// index (and so packets) only when fn returns, in one update: building
+// and swapping in an index waits for the kernel to see no program still
+// reading the previous one (an RCU grace period, milliseconds), which
+// per call would make a large configuration slow to apply. A deleted VIP
+// leaves the index at once. Batches nest; writers (SetVIP, DeleteVIP,
+// PublishTable, Batch) must not run concurrently.
+func (b *Balancer) Batch(fn func() error) error {
+	b.batch++
+	err := fn()
+	b.batch--
+	if b.batch == 0 && b.indexStale {
+		if serr := b.syncVIPIndex(); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	return err
+}
+
+// indexChanged notes that vips changed: the index is rebuilt now, or at
+// the end of the batch.
+func (b *Balancer) indexChanged() error {
+	b.indexStale = true
+	if b.batch > 0 {
+		return nil
+	}
+	return b.syncVIPIndex()
+}
+
+// syncVIPIndex builds the VIP index (bpf/maps.h) from vips as a new table
+// and swaps it into vip_index in one update: a packet sees the previous
+// version or this one, whole. VIPs take the first free slot from their
+// home slot, as the datapath probes.
+func (b *Balancer) syncVIPIndex() error {
+	var (
+		key    balancerVipKey
+		meta   balancerVipMeta
+		slots  []uint32
+		values []balancerVipSlot
+	)
+	taken := map[uint32]bool{}
+	indexed := map[uint32]balancerVipMeta{}
+	it := b.objs.Vips.Iterate()
+	for it.Next(&key, &meta) {
+		indexed[meta.VipNum] = meta
+		pp := uint32(key.Port) | uint32(key.Proto)<<16
+		home, placed := vipIndexHash(key.Addr, pp), false
+		for i := range uint32(vipIndexProbes) {
+			slot := (home + i) & (vipIndexSlots - 1)
+			if !taken[slot] {
+				taken[slot], placed = true, true
+				slots = append(slots, slot)
+				values = append(values, balancerVipSlot{Addr: key.Addr, PortProto: pp, Meta: meta})
+				break
+			}
+		}
+		if !placed {
+			return fmt.Errorf("VIP %s: the VIP index has no free slot within %d of its hash (%d VIPs in %d slots); give the VIP another address or port",
+				fromVIPKey(key), vipIndexProbes, len(slots), vipIndexSlots)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate VIPs: %w", err)
+	}
+	table, err := ebpf.NewMap(b.vipIndexSpec)
+	if err != nil {
+		return fmt.Errorf("create VIP index: %w", err)
+	}
+	defer table.Close() // vip_index holds its own reference
+	if len(slots) > 0 {
+		if _, err := table.BatchUpdate(slots, values, nil); err != nil {
+			return fmt.Errorf("fill VIP index: %w", err)
+		}
+	}
+	if err := b.objs.VipIndex.Put(uint32(0), table); err != nil {
+		return fmt.Errorf("publish VIP index: %w", err)
+	}
+	b.indexed, b.indexStale = indexed, false
+	return nil
 }
 
 func (b *Balancer) writeTable(num, gen uint32, table []uint32) error {

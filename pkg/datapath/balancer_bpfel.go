@@ -161,6 +161,14 @@ type balancerVipMeta struct {
 	Pad       uint32
 }
 
+type balancerVipSlot struct {
+	_         structs.HostLayout
+	Addr      balancerAddr
+	PortProto uint32
+	Pad       uint32
+	Meta      balancerVipMeta
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -172,6 +180,7 @@ const (
 	balancerMapStats              = "stats"
 	balancerMapVipAddrs           = "vip_addrs"
 	balancerMapVipEpochs          = "vip_epochs"
+	balancerMapVipIndex           = "vip_index"
 	balancerMapVipStats           = "vip_stats"
 	balancerMapVips               = "vips"
 	balancerProgXdpBalancer       = "xdp_balancer"
@@ -181,6 +190,7 @@ const (
 	balancerVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerVarUnusedSyStat       = "unused_sy_stat"
 	balancerVarUnusedVipFlags     = "unused_vip_flags"
+	balancerVarUnusedVipSlot      = "unused_vip_slot"
 	balancerVarVipFilter          = "vip_filter"
 )
 
@@ -240,6 +250,7 @@ type balancerMapSpecs struct {
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
+	VipIndex     *ebpf.MapSpec `ebpf:"vip_index"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -254,6 +265,7 @@ type balancerVariableSpecs struct {
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.VariableSpec `ebpf:"unused_vip_flags"`
+	UnusedVipSlot      *ebpf.VariableSpec `ebpf:"unused_vip_slot"`
 	VipFilter          *ebpf.VariableSpec `ebpf:"vip_filter"`
 }
 
@@ -284,6 +296,7 @@ type balancerMaps struct {
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
+	VipIndex     *ebpf.Map `ebpf:"vip_index"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -297,6 +310,7 @@ func (m *balancerMaps) Close() error {
 		m.Stats,
 		m.VipAddrs,
 		m.VipEpochs,
+		m.VipIndex,
 		m.VipStats,
 		m.Vips,
 	)
@@ -312,6 +326,7 @@ type balancerVariables struct {
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.Variable `ebpf:"unused_vip_flags"`
+	UnusedVipSlot      *ebpf.Variable `ebpf:"unused_vip_slot"`
 	VipFilter          *ebpf.Variable `ebpf:"vip_filter"`
 }
 

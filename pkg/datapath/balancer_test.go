@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 )
@@ -624,4 +625,123 @@ func TestDeletedVIPStopsPinnedFlows(t *testing.T) {
 	other := otherBackend(vipTCP4, pinned)
 	w.publish(t, vipTCP4.key, other)
 	w.expectSent(t, ackOf(s), backendAddrs[other])
+}
+
+// TestVIPIndexFindsEveryVIP fills the datapath with as many VIPs as it
+// takes, in one batch, and sends a SYN to each: the VIP index (built in Go
+// with linear probing, probed by the program) must find every one,
+// including VIPs that collided on their home slot and all-ports VIPs that
+// are found after a miss on the packet's port.
+func TestVIPIndexFindsEveryVIP(t *testing.T) {
+	w := newWorld(t, Options{})
+	var vips []fixtureVIP
+	err := w.b.Batch(func() error {
+		for num := uint32(len(allVIPs)); num < MaxVIPs; num++ {
+			v := fixtureVIP{num: num, backends: []uint32{1, 2, 3}}
+			a := netip.AddrFrom4([4]byte{10, 101, byte(num >> 8), byte(num)})
+			if num%2 == 1 {
+				a16 := vip6.As16()
+				a16[14], a16[15] = byte(num>>8), byte(num)
+				a, v.backends = netip.AddrFrom16(a16), []uint32{11, 12, 13}
+			}
+			v.key = VIPKey{a, uint16(1000 + num%7), ProtoTCP}
+			if num%11 == 0 {
+				v.key.Port = 0 // all ports
+			}
+			if err := w.b.SetVIP(v.key, v.num, 0); err != nil {
+				return err
+			}
+			w.publish(t, v.key, v.backends...)
+			vips = append(vips, v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for slot, e := range w.indexSlots(t) {
+		if vipIndexHash(e.Addr, e.PortProto) != slot {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no VIP sits off its home slot: probing is not exercised")
+	}
+	for i, v := range append(vips, allVIPs...) {
+		s := pktSpec{src: client4, dst: v.key.Addr, sport: uint16(20000 + i), dport: v.key.Port, proto: v.key.Proto, syn: true}
+		if v.key.Addr.Is6() {
+			s.src = client6
+		}
+		if s.dport == 0 {
+			s.dport = 4242
+		}
+		w.expectSent(t, s, w.expectBackend(v, flowOf(s)))
+	}
+	t.Logf("%d VIPs, %d of them off their home slot", len(vips)+len(allVIPs), moved)
+}
+
+// indexSlots reads the published VIP index: slot -> entry.
+func (w *world) indexSlots(tb testing.TB) map[uint32]balancerVipSlot {
+	tb.Helper()
+	var id ebpf.MapID
+	if err := w.b.objs.VipIndex.Lookup(uint32(0), &id); err != nil {
+		tb.Fatal(err)
+	}
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer m.Close()
+	out := map[uint32]balancerVipSlot{}
+	var (
+		slot uint32
+		e    balancerVipSlot
+	)
+	it := m.Iterate()
+	for it.Next(&slot, &e) {
+		if e.PortProto != 0 {
+			out[slot] = e
+		}
+	}
+	if err := it.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TestBatchDefersTheVIPIndex: inside a batch a new VIP is not served yet
+// and a VIP keeps its published table; a second table for the same VIP in
+// the batch first publishes the index, so packets never follow a
+// generation that is being overwritten; the batch's end publishes the rest.
+func TestBatchDefersTheVIPIndex(t *testing.T) {
+	w := newWorld(t, Options{})
+	fresh := fixtureVIP{VIPKey{netip.MustParseAddr("10.100.9.9"), 80, ProtoTCP}, 40, 0, []uint32{1, 2, 3}}
+	freshSYN := pktSpec{src: client4, dst: fresh.key.Addr, sport: 30000, dport: 80, proto: ProtoTCP, syn: true}
+	syn := syn4(30001)
+	old := w.expectBackend(vipTCP4, flowOf(syn))
+	first := otherBackend(vipTCP4, old)                  // the batch's first table: all to first
+	second := otherBackend(vipTCP4, backendAddrs[first]) // its second: all to second
+	err := w.b.Batch(func() error {
+		if err := w.b.SetVIP(fresh.key, fresh.num, 0); err != nil {
+			return err
+		}
+		w.publish(t, fresh.key, fresh.backends...)
+		in, _ := build(t, freshSYN)
+		if act, _ := w.run(t, in); act != xdpPass {
+			t.Errorf("new VIP inside the batch: %s, want PASS (not published yet)", actionNames[act])
+		}
+		w.publish(t, vipTCP4.key, first)
+		w.expectSent(t, syn, old) // still the published table
+		// The second table overwrites the generation the index points
+		// to: the index moves to the first table before that.
+		w.publish(t, vipTCP4.key, second)
+		w.expectSent(t, syn, backendAddrs[first])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.expectSent(t, freshSYN, w.expectBackend(fresh, flowOf(freshSYN)))
+	w.expectSent(t, syn, backendAddrs[second])
 }

@@ -119,6 +119,7 @@ const (
 	balancerbenchMapStats              = "stats"
 	balancerbenchMapVipAddrs           = "vip_addrs"
 	balancerbenchMapVipEpochs          = "vip_epochs"
+	balancerbenchMapVipIndex           = "vip_index"
 	balancerbenchMapVipStats           = "vip_stats"
 	balancerbenchMapVips               = "vips"
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
@@ -128,6 +129,7 @@ const (
 	balancerbenchVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerbenchVarUnusedSyStat       = "unused_sy_stat"
 	balancerbenchVarUnusedVipFlags     = "unused_vip_flags"
+	balancerbenchVarUnusedVipSlot      = "unused_vip_slot"
 	balancerbenchVarVipFilter          = "vip_filter"
 )
 
@@ -187,6 +189,7 @@ type balancerbenchMapSpecs struct {
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
+	VipIndex     *ebpf.MapSpec `ebpf:"vip_index"`
 	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -201,6 +204,7 @@ type balancerbenchVariableSpecs struct {
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.VariableSpec `ebpf:"unused_vip_flags"`
+	UnusedVipSlot      *ebpf.VariableSpec `ebpf:"unused_vip_slot"`
 	VipFilter          *ebpf.VariableSpec `ebpf:"vip_filter"`
 }
 
@@ -231,6 +235,7 @@ type balancerbenchMaps struct {
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
 	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
+	VipIndex     *ebpf.Map `ebpf:"vip_index"`
 	VipStats     *ebpf.Map `ebpf:"vip_stats"`
 	Vips         *ebpf.Map `ebpf:"vips"`
 }
@@ -244,6 +249,7 @@ func (m *balancerbenchMaps) Close() error {
 		m.Stats,
 		m.VipAddrs,
 		m.VipEpochs,
+		m.VipIndex,
 		m.VipStats,
 		m.Vips,
 	)
@@ -259,6 +265,7 @@ type balancerbenchVariables struct {
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.Variable `ebpf:"unused_vip_flags"`
+	UnusedVipSlot      *ebpf.Variable `ebpf:"unused_vip_slot"`
 	VipFilter          *ebpf.Variable `ebpf:"vip_filter"`
 }
 

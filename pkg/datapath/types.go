@@ -187,6 +187,18 @@ func addrLane(a balancerAddr, i int) uint64 {
 	return uint64(a.A[2*i]) | uint64(a.A[2*i+1])<<32
 }
 
+// vipIndexSlots and vipIndexProbes mirror VIP_INDEX_SLOTS and
+// VIP_INDEX_PROBES (bpf/consts.h).
+const (
+	vipIndexSlots  = 4096
+	vipIndexProbes = 16
+)
+
+// vipIndexHash mirrors vip_index_hash in bpf/hash.h: a VIP's home slot.
+func vipIndexHash(a balancerAddr, portProto uint32) uint32 {
+	return uint32((addrLane(a, 0)*hashM[0] + addrLane(a, 1)*hashM[1] + uint64(portProto)*hashM[4]) >> (64 - 12))
+}
+
 // vipFilterBit mirrors vip_filter_bit in bpf/parsing.h.
 func vipFilterBit(a balancerAddr) uint32 {
 	return uint32((addrLane(a, 0) ^ addrLane(a, 1)) * hashMul >> (64 - 16))
