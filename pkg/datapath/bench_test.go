@@ -102,10 +102,21 @@ func TestMapMemory(t *testing.T) {
 	}
 	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables,
 		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.data.Config, "vip_filter": bal.data.VipFilter, "stats": bal.objs.Stats,
-		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats}
+		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats, "vip_epochs": bal.objs.VipEpochs,
+		"vip_index": bal.objs.VipIndex}
 	for slot, m := range bal.tables {
 		maps[fmt.Sprintf("maglev table %d", slot)] = m
 	}
+	var indexID ebpf.MapID
+	if err := bal.objs.VipIndex.Lookup(uint32(0), &indexID); err != nil {
+		t.Fatal(err)
+	}
+	index, err := ebpf.NewMapFromID(indexID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer index.Close()
+	maps["vip index table"] = index
 	var total uint64
 	for name, m := range maps {
 		info, err := m.Info()
