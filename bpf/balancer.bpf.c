@@ -169,39 +169,32 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
  * still usable: not overwritten meanwhile, its VIP still the one that
  * recorded it (vip_epochs), a UDP entry not idle too long (else *expired
  * is set), the backend still valid. With 'touch', refreshes the entry's
- * timestamps, at most once per jiffy: an entry already refreshed during
- * the current jiffy (an inlined read of jiffies) needs neither the clock
- * helper nor a write, which spares busy flows both. */
+ * stamp, at most once per jiffy: a busy flow's packets mostly find it
+ * current and write nothing. Idle time is counted in whole jiffies (so to
+ * within one jiffy), modulo 2^32 of them: 49 days at HZ 1000. */
 static __always_inline struct backend *conn_backend(struct conn_set *cs, int way, __u32 tag,
 						    const struct pkt *p, const struct lb_config *cfg,
 						    __u32 *id, __u32 *vip_num, int touch, int *expired)
 {
-	__u32 vnum, *epoch;
-	struct backend *be;
-	__u64 last_seen, now = 0;
+	__u32 vnum, *epoch, stamp;
 	__u32 jiffy = bpf_jiffies64();
+	struct backend *be;
 	__u16 vip_epoch;
-	int fresh;
 
-	if (conn_read(cs, way, tag, id, &vnum, &vip_epoch, &last_seen))
+	if (conn_read(cs, way, tag, id, &vnum, &vip_epoch, &stamp))
 		return NULL;
 	epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
 	if (!epoch || !(*epoch & 1) || (__u16)*epoch != vip_epoch)
 		return NULL;
-	fresh = READ_ONCE_U32(cs->stamp[way & (CONN_WAYS - 1)]) == jiffy &&
-		(p->flow.proto != IPPROTO_UDP || cfg->udp_timeout_ns > JIFFY_MAX_NS);
-	if (!fresh) {
-		now = bpf_ktime_get_coarse_ns();
-		if (p->flow.proto == IPPROTO_UDP && now - last_seen >= cfg->udp_timeout_ns) {
-			*expired = 1;
-			return NULL;
-		}
+	if (p->flow.proto == IPPROTO_UDP && (__u64)(jiffy - stamp) * jiffy_ns >= cfg->udp_timeout_ns) {
+		*expired = 1;
+		return NULL;
 	}
 	be = bpf_map_lookup_elem(&backends, id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return NULL;
-	if (touch && !fresh)
-		conn_touch(cs, way, now, jiffy);
+	if (touch && stamp != jiffy)
+		conn_touch(cs, way, jiffy);
 	*vip_num = vnum;
 	return be;
 }
@@ -291,7 +284,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 
 		if (epoch)
 			conn_insert(cr->cs, cr->way, &p->flow, cr->tag, id, vnum, *epoch,
-				    bpf_ktime_get_coarse_ns(), bpf_jiffies64());
+				    bpf_jiffies64());
 		new_flow = 1;
 	}
 	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, 0, icmp, vs);

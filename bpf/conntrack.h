@@ -29,6 +29,11 @@
 /* Sets in the connection table (max_entries of conns); set by the loader. */
 const volatile __u32 conn_sets = DEFAULT_CONN_TABLE_SIZE / CONN_WAYS;
 
+/* Nanoseconds per jiffy (10^9 / HZ); set by the loader, which measures
+ * it. Entries are timed in jiffies, an inlined read, where the clock
+ * helper would be a call on every new flow. */
+const volatile __u64 jiffy_ns = 4000000;
+
 #define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 
 static __always_inline __u32 conn_tag(__u32 flow_hash)
@@ -63,16 +68,16 @@ static __always_inline int conn_find(struct conn_set *s, const struct flow_key *
 }
 
 /* Reads way w of s if it still holds the flow tagged tag: 0 and the
- * entry's fields, or -1 when a writer took the entry meanwhile. */
+ * entry's fields and stamp, or -1 when a writer took the entry meanwhile. */
 static __always_inline int conn_read(struct conn_set *s, int w, __u32 tag, __u32 *backend_id,
-				     __u32 *vip_num, __u16 *vip_epoch, __u64 *last_seen)
+				     __u32 *vip_num, __u16 *vip_epoch, __u32 *stamp)
 {
 	struct conn_slot *c = &s->slot[w & (CONN_WAYS - 1)];
 
 	*backend_id = c->backend_id;
 	*vip_num = c->vip_num;
 	*vip_epoch = c->vip_epoch;
-	*last_seen = c->last_seen_ns;
+	*stamp = READ_ONCE_U32(s->stamp[w & (CONN_WAYS - 1)]);
 	barrier();
 	return READ_ONCE_U32(s->tag[w & (CONN_WAYS - 1)]) == tag ? 0 : -1;
 }
@@ -81,7 +86,7 @@ static __always_inline int conn_read(struct conn_set *s, int w, __u32 tag, __u32
  * conn_find), or -1. */
 static __always_inline void conn_insert(struct conn_set *s, int way, const struct flow_key *f,
 					__u32 tag, __u32 backend_id, __u32 vip_num, __u32 vip_epoch,
-					__u64 now, __u32 jiffy)
+					__u32 jiffy)
 {
 	struct conn_slot *c;
 	__u32 old;
@@ -120,16 +125,14 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 	c->backend_id = backend_id;
 	c->vip_num = vip_num;
 	c->vip_epoch = vip_epoch;
-	c->last_seen_ns = now;
 	s->stamp[v] = jiffy;
 	barrier();
 	s->tag[v] = tag;
 }
 
-/* Refreshes the timestamps of way w (an established flow's packet). */
-static __always_inline void conn_touch(struct conn_set *s, int w, __u64 now, __u32 jiffy)
+/* Refreshes the stamp of way w (an established flow's packet). */
+static __always_inline void conn_touch(struct conn_set *s, int w, __u32 jiffy)
 {
-	s->slot[w & (CONN_WAYS - 1)].last_seen_ns = now;
 	s->stamp[w & (CONN_WAYS - 1)] = jiffy;
 }
 

@@ -21,9 +21,6 @@
 #define CONN_WAYS 4
 #define CONN_TAG_EMPTY 0
 #define CONN_TAG_BUSY 1
-/* The longest a jiffy lasts (HZ >= 100): an entry whose stamp is the
- * current jiffy was refreshed less than this long ago. */
-#define JIFFY_MAX_NS 10000000ULL
 
 /* The VIP index (maps.h): slots (a power of two, 8x MAX_VIPS so that a
  * probe rarely goes past the first slot) and the longest probe. */

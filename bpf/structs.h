@@ -68,7 +68,7 @@ struct conn_slot {
 	__u32 backend_id;
 	__u16 vip_num;
 	__u16 vip_epoch;    /* vip_epochs[vip_num] when recorded (low 16 bits) */
-	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the latest refresh */
+	__u64 reserved;     /* unused: entries are timed by their set's stamp */
 };
 
 /* A set of the connection table: CONN_WAYS entries, tag[w] telling what
@@ -78,7 +78,7 @@ struct conn_slot {
  * slot it writes. 256 bytes: four cache lines. */
 struct conn_set {
 	__u32 tag[CONN_WAYS];
-	__u32 stamp[CONN_WAYS]; /* jiffies (low 32 bits) at the latest refresh: choosing a victim reads no slot */
+	__u32 stamp[CONN_WAYS]; /* jiffies (low 32 bits) at the latest refresh: idle time, and a victim chosen without reading slots */
 	struct conn_slot slot[CONN_WAYS];
 };
 

@@ -798,7 +798,7 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 			}
 		}
 		bes, _ := b.dp.Backends()
-		now := monotonicCoarse()
+		now := monotonic()
 		rerr = b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
 			if vip != "" && c.VIPNum != want {
 				return true

@@ -163,10 +163,10 @@ func watchNetwork(ctx context.Context, ifindex int, out chan<- struct{}) error {
 	return nil
 }
 
-// monotonicCoarse is the clock of the connection table's timestamps.
-func monotonicCoarse() time.Duration {
+// monotonic is the clock of the connection table's timestamps.
+func monotonic() time.Duration {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return 0
 	}
 	return time.Duration(ts.Nano())

@@ -42,6 +42,7 @@ type Balancer struct {
 	objs   balancerObjects
 	data   balancerDataMaps
 	pinDir string
+	clock  *kernelClock
 	// vipIndexSpec makes each version of the VIP index (see syncVIPIndex).
 	vipIndexSpec *ebpf.MapSpec
 	// Inside Batch, VIP index updates wait for its end. indexed holds
@@ -97,6 +98,13 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	if err := spec.Variables["conn_sets"].Set(sets); err != nil {
 		return nil, fmt.Errorf("set connection-table size: %w", err)
 	}
+	clock, err := getClock()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["jiffy_ns"].Set(clock.jiffyNs); err != nil {
+		return nil, fmt.Errorf("set the jiffy length: %w", err)
+	}
 	// The control plane owns these: a load must not overwrite what an
 	// earlier run pinned, and cilium/ebpf writes a data section's initial
 	// contents into its map even when it reuses a pin. So they load with
@@ -106,7 +114,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		spec.Maps[sec].Contents = nil
 		delete(spec.Variables, name)
 	}
-	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{},
+	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), indexed: map[uint32]balancerVipMeta{}}
 	if opts.benchUndo {
 		var objs struct {
@@ -732,8 +740,10 @@ func connTag(flowHash uint32) uint32 { return flowHash | 2 }
 // connSetOf mirrors conn_set_of in bpf/conntrack.h.
 func connSetOf(flowHash, sets uint32) uint32 { return uint32(uint64(flowHash) * uint64(sets) >> 32) }
 
-func connOf(c *balancerConnSlot) Conn {
-	return Conn{BackendID: c.BackendId, VIPNum: uint32(c.VipNum), LastSeen: time.Duration(c.LastSeenNs)}
+// connOf is way w of set s as a Conn, its stamp read against now.
+func (b *Balancer) connOf(s *balancerConnSet, w int, now clockClockSample) Conn {
+	c := &s.Slot[w]
+	return Conn{BackendID: c.BackendId, VIPNum: uint32(c.VipNum), LastSeen: b.clock.lastSeen(now, s.Stamp[w])}
 }
 
 // eachConnSet reads the connection table in batches and calls fn for every
@@ -761,9 +771,13 @@ func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
 
 // Flows calls fn for every connection-table entry until fn returns false.
 func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
+	now, err := b.clock.sample()
+	if err != nil {
+		return err
+	}
 	return b.eachConnSet(func(s *balancerConnSet) bool {
 		for w, tag := range s.Tag {
-			if tag != connTagEmpty && tag != connTagBusy && !fn(fromFlowKey(s.Slot[w].Key), connOf(&s.Slot[w])) {
+			if tag != connTagEmpty && tag != connTagBusy && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, now)) {
 				return false
 			}
 		}
@@ -778,10 +792,14 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	if err := b.objs.Conns.Lookup(connSetOf(h, b.objs.Conns.MaxEntries()), &s); err != nil {
 		return Conn{}, false, fmt.Errorf("read connection table: %w", err)
 	}
+	now, err := b.clock.sample()
+	if err != nil {
+		return Conn{}, false, err
+	}
 	key := toFlowKey(f)
 	for w, tag := range s.Tag {
 		if tag == connTag(h) && s.Slot[w].Key == key {
-			return connOf(&s.Slot[w]), true, nil
+			return b.connOf(&s, w, now), true, nil
 		}
 	}
 	return Conn{}, false, nil

@@ -55,12 +55,12 @@ type balancerConnSet struct {
 }
 
 type balancerConnSlot struct {
-	_          structs.HostLayout
-	Key        balancerFlowKey
-	BackendId  uint32
-	VipNum     uint16
-	VipEpoch   uint16
-	LastSeenNs uint64
+	_         structs.HostLayout
+	Key       balancerFlowKey
+	BackendId uint32
+	VipNum    uint16
+	VipEpoch  uint16
+	Reserved  uint64
 }
 
 type balancerFlowKey struct {
@@ -186,6 +186,7 @@ const (
 	balancerProgXdpBalancer       = "xdp_balancer"
 	balancerVarConfig             = "config"
 	balancerVarConnSets           = "conn_sets"
+	balancerVarJiffyNs            = "jiffy_ns"
 	balancerVarUnusedBackendFlags = "unused_backend_flags"
 	balancerVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerVarUnusedSyStat       = "unused_sy_stat"
@@ -261,6 +262,7 @@ type balancerMapSpecs struct {
 type balancerVariableSpecs struct {
 	Config             *ebpf.VariableSpec `ebpf:"config"`
 	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
+	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
 	UnusedBackendFlags *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
@@ -322,6 +324,7 @@ func (m *balancerMaps) Close() error {
 type balancerVariables struct {
 	Config             *ebpf.Variable `ebpf:"config"`
 	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
+	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
 	UnusedBackendFlags *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`

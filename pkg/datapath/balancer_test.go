@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 )
 
 // encapWant describes the packet a forwarding fixture must produce.
@@ -349,6 +350,49 @@ func TestUDPIdleExpiry(t *testing.T) {
 	w.run(t, in)
 	if got := w.stats(t)["udp_expired"]; got != before+1 {
 		t.Errorf("udp_expired %d -> %d, want +1", before, got)
+	}
+
+	// Idle time is counted in jiffies: a 100 ms timeout spares a packet
+	// right after the previous one and expires the entry 150 ms later.
+	set.UDPIdleTimeout = 100 * time.Millisecond
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	w.run(t, in) // records the flow again
+	before = w.stats(t)["udp_expired"]
+	w.run(t, in)
+	if got := w.stats(t)["udp_expired"]; got != before {
+		t.Errorf("udp_expired %d -> %d right after a packet of a 100 ms timeout, want unchanged", before, got)
+	}
+	time.Sleep(150 * time.Millisecond)
+	w.run(t, in)
+	if got := w.stats(t)["udp_expired"]; got != before+1 {
+		t.Errorf("udp_expired %d -> %d after 150 ms idle with a 100 ms timeout, want +1", before, got)
+	}
+}
+
+// TestFlowsLastSeen: the connection dump turns an entry's jiffies stamp
+// into CLOCK_MONOTONIC, with the jiffy the loader measured.
+func TestFlowsLastSeen(t *testing.T) {
+	w := newWorld(t, Options{})
+	if ns := w.b.clock.jiffyNs; !slices.Contains([]uint64{1e7, 4e6, 3333333, 1e6}, ns) {
+		t.Fatalf("measured jiffy %d ns, not 10^9 / HZ for any HZ", ns)
+	}
+	s := syn4(31000)
+	w.open(t, vipTCP4, s)
+	time.Sleep(50 * time.Millisecond)
+	c, ok, err := w.b.LookupFlow(flowOf(s))
+	if err != nil || !ok {
+		t.Fatalf("LookupFlow: %v %v", ok, err)
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	idle := time.Duration(ts.Nano()) - c.LastSeen
+	slack := 2 * time.Duration(w.b.clock.jiffyNs)
+	if idle < 50*time.Millisecond-slack || idle > 50*time.Millisecond+slack+20*time.Millisecond {
+		t.Errorf("idle %v after a 50 ms sleep (jiffy %v)", idle, time.Duration(w.b.clock.jiffyNs))
 	}
 }
 

@@ -45,10 +45,10 @@ type balancerbenchConnSet struct {
 			Proto uint8
 			Pad   [3]uint8
 		}
-		BackendId  uint32
-		VipNum     uint16
-		VipEpoch   uint16
-		LastSeenNs uint64
+		BackendId uint32
+		VipNum    uint16
+		VipEpoch  uint16
+		Reserved  uint64
 	}
 }
 
@@ -125,6 +125,7 @@ const (
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
 	balancerbenchVarConfig             = "config"
 	balancerbenchVarConnSets           = "conn_sets"
+	balancerbenchVarJiffyNs            = "jiffy_ns"
 	balancerbenchVarUnusedBackendFlags = "unused_backend_flags"
 	balancerbenchVarUnusedCfgFlags     = "unused_cfg_flags"
 	balancerbenchVarUnusedSyStat       = "unused_sy_stat"
@@ -200,6 +201,7 @@ type balancerbenchMapSpecs struct {
 type balancerbenchVariableSpecs struct {
 	Config             *ebpf.VariableSpec `ebpf:"config"`
 	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
+	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
 	UnusedBackendFlags *ebpf.VariableSpec `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.VariableSpec `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
@@ -261,6 +263,7 @@ func (m *balancerbenchMaps) Close() error {
 type balancerbenchVariables struct {
 	Config             *ebpf.Variable `ebpf:"config"`
 	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
+	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
 	UnusedBackendFlags *ebpf.Variable `ebpf:"unused_backend_flags"`
 	UnusedCfgFlags     *ebpf.Variable `ebpf:"unused_cfg_flags"`
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`

@@ -58,8 +58,8 @@ func (f FlowKey) String() string {
 type Conn struct {
 	BackendID uint32
 	VIPNum    uint32
-	// LastSeen is CLOCK_MONOTONIC_COARSE when the
-	// entry was last refreshed; refreshed at most once a second.
+	// LastSeen is CLOCK_MONOTONIC when the entry was last refreshed (at
+	// most once per jiffy), to within a jiffy.
 	LastSeen time.Duration
 }
 
