@@ -302,13 +302,14 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 		return fmt.Errorf("write VIP %s: %w", k, err)
 	}
 	if changed {
-		// A new VIP, or new flags: entries recorded before do not apply.
+		// A new VIP, or new flags: entries recorded before do not apply,
+		// and the index must show the VIP as it is now.
 		if err := b.nextEpoch(num, true); err != nil {
 			return err
 		}
-	}
-	if err := b.indexChanged(); err != nil {
-		return err
+		if err := b.indexChanged(); err != nil {
+			return err
+		}
 	}
 	return b.syncVIPAddr(k.Addr)
 }

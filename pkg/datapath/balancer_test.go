@@ -789,3 +789,19 @@ func TestBatchDefersTheVIPIndex(t *testing.T) {
 	w.expectSent(t, freshSYN, w.expectBackend(fresh, flowOf(freshSYN)))
 	w.expectSent(t, syn, backendAddrs[second])
 }
+
+// TestVIPFlagsChangeReachesPackets: new flags on an existing VIP reach the
+// index packets find VIPs by (here: source affinity, so every port of a
+// client goes where its address hashes).
+func TestVIPFlagsChangeReachesPackets(t *testing.T) {
+	w := newWorld(t, Options{})
+	v := vipTCP4
+	v.flags = VIPHashSource
+	if err := w.b.SetVIP(v.key, v.num, v.flags); err != nil {
+		t.Fatal(err)
+	}
+	for port := uint16(44000); port < 44008; port++ {
+		s := syn4(port)
+		w.expectSent(t, s, w.expectBackend(v, flowOf(s)))
+	}
+}
