@@ -116,32 +116,17 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	}
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), indexed: map[uint32]balancerVipMeta{}}
-	if opts.benchUndo {
-		var objs struct {
-			balancerbenchPrograms
-			balancerbenchMaps
-			balancerDataMaps
-		}
-		if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
-			return nil, err
-		}
-		b.objs = balancerObjects{
-			balancerPrograms: balancerPrograms{XdpBalancer: objs.XdpBalancer},
-			balancerMaps:     balancerMaps(objs.balancerbenchMaps),
-		}
-		b.data = objs.balancerDataMaps
-	} else {
-		var objs struct {
-			balancerPrograms
-			balancerMaps
-			balancerDataMaps
-		}
-		if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
-			return nil, err
-		}
-		b.objs = balancerObjects{balancerPrograms: objs.balancerPrograms, balancerMaps: objs.balancerMaps}
-		b.data = objs.balancerDataMaps
+	// The benchmark build has the same programs and maps by name.
+	var objs struct {
+		balancerPrograms
+		balancerMaps
+		balancerDataMaps
 	}
+	if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
+		return nil, err
+	}
+	b.objs = balancerObjects{balancerPrograms: objs.balancerPrograms, balancerMaps: objs.balancerMaps}
+	b.data = objs.balancerDataMaps
 	// Maps pinned by an earlier version may predate vip_filter: derive it
 	// from vip_addrs, the record it mirrors.
 	if err := b.syncVIPFilter(); err != nil {
