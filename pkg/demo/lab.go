@@ -677,7 +677,9 @@ func (l *Lab) Metrics(ctx context.Context, i int) (string, error) {
 }
 
 // WaitHealth waits until balancer i reports backend vip/backend with the
-// given health.
+// given health and has acted on it: the backend is in the VIP's table
+// exactly when healthy (unless drained). Status answers come from the
+// control loop, so by then the datapath has the table too.
 func (l *Lab) WaitHealth(ctx context.Context, i int, vip, backend string, healthy bool) error {
 	var last string
 	err := poll(ctx, 10*time.Millisecond, l.Daemon(i), func() bool {
@@ -692,8 +694,12 @@ func (l *Lab) WaitHealth(ctx context.Context, i int, vip, backend string, health
 			}
 			for _, b := range v.Backends {
 				if b.Name == backend {
-					last = fmt.Sprintf("healthy=%t (%s)", b.Healthy, b.HealthInfo)
-					return b.Healthy == healthy
+					// The checker's verdict shows at once; the
+					// table (and so the datapath) follows when the
+					// control loop has handled it.
+					inTable := b.TableSlots > 0
+					last = fmt.Sprintf("healthy=%t (%s), %d table slots", b.Healthy, b.HealthInfo, b.TableSlots)
+					return b.Healthy == healthy && (b.Drained || inTable == healthy)
 				}
 			}
 		}
