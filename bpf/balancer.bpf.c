@@ -165,14 +165,15 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 	return XDP_TX;
 }
 
-/* The backend of the flow recorded in way 'way' of set cs, if the entry is
- * still usable: not overwritten meanwhile, its VIP still the one that
+/* The backend of the flow recorded in way 'way' of set cs (sum: the
+ * flow sum), if the entry is still usable: vouched for by its check word,
+ * its VIP still the one that
  * recorded it (vip_epochs), a UDP entry not idle too long (else *expired
  * is set), the backend still valid. With 'touch', refreshes the entry's
  * stamp, at most once per jiffy: a busy flow's packets mostly find it
  * current and write nothing. Idle time is counted in whole jiffies (so to
  * within one jiffy), modulo 2^32 of them: 49 days at HZ 1000. */
-static __always_inline struct backend *conn_backend(struct conn_set *cs, int way, __u32 tag,
+static __always_inline struct backend *conn_backend(struct conn_set *cs, int way, __u64 sum,
 						    const struct pkt *p, const struct lb_config *cfg,
 						    __u32 *id, __u32 *vip_num, int touch, int *expired)
 {
@@ -181,7 +182,7 @@ static __always_inline struct backend *conn_backend(struct conn_set *cs, int way
 	struct backend *be;
 	__u16 vip_epoch;
 
-	if (conn_read(cs, way, tag, id, &vnum, &vip_epoch, &stamp))
+	if (conn_read(cs, way, sum, id, &vnum, &vip_epoch, &stamp))
 		return NULL;
 	epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
 	if (!epoch || !(*epoch & 1) || (__u16)*epoch != vip_epoch)
@@ -209,6 +210,7 @@ static __always_inline int is_syn(const struct pkt *p)
  * once per packet, used by both paths. */
 struct conn_ref {
 	struct conn_set *cs; /* NULL only if the array lookup failed */
+	__u64 sum;           /* the flow sum */
 	__u32 tag;
 	int way; /* -1: not recorded */
 };
@@ -228,7 +230,7 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
 		return -1;
 	if (!(cfg->flags & CFG_F_NEXTHOP))
 		return -1;
-	be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, 1, &expired);
+	be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
 		return -1;
 	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, 0, NULL);
@@ -255,7 +257,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		/* A SYN always follows the current table; it only learns
 		 * which entry to overwrite. */
 		if (cr->way >= 0 && cr->cs && (!is_syn(p) || icmp)) {
-			be = conn_backend(cr->cs, cr->way, cr->tag, p, cfg, &id, &vip_num, conntrack,
+			be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, conntrack,
 					  &expired);
 			if (be && vip_num == vm->vip_num)
 				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, icmp, NULL);
@@ -283,7 +285,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		__u32 *epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
 
 		if (epoch)
-			conn_insert(cr->cs, cr->way, &p->flow, cr->tag, id, vnum, *epoch,
+			conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, *epoch,
 				    bpf_jiffies64());
 		new_flow = 1;
 	}
@@ -333,23 +335,26 @@ int xdp_balancer(struct xdp_md *ctx)
 	struct pkt p;
 	int ret, icmp = 0;
 	__u32 flow_hash;
+	__u64 flow_sum;
 
-	/* The hash is taken in each branch: on the common one the compiler
-	 * folds the words parse_common wrote as constants. */
+	/* The flow sum is taken in each branch: on the common one the
+	 * compiler folds the words parse_common wrote as constants. */
 	ret = parse_common(ctx, &p);
 	if (ret == PARSE_OK) {
-		flow_hash = hash_flow(&p.flow);
+		flow_sum = hash_flow_sum(&p.flow);
 	} else if (ret == PARSE_PASS) {
 		return XDP_PASS;
 	} else {
 		ret = parse_rest(ctx, &p, &icmp);
 		if (ret >= 0)
 			return ret;
-		flow_hash = hash_flow(&p.flow);
+		flow_sum = hash_flow_sum(&p.flow);
 	}
 
+	flow_hash = hash_flow(flow_sum);
+	cr.sum = flow_sum;
 	cr.tag = conn_tag(flow_hash);
-	cr.cs = conn_set_of(flow_hash);
+	cr.cs = conn_set_of(flow_sum);
 	cr.way = cr.cs ? conn_find(cr.cs, &p.flow, cr.tag) : -1;
 	if (!icmp && !is_syn(&p)) {
 		ret = forward_pinned(ctx, &p, flow_hash, &cr);

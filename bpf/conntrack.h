@@ -9,15 +9,24 @@
  * replaces the kernel's LRU hash, whose insert (free-list pop, bucket lock,
  * LRU list locks, jhash of the 40-byte key) cost more than the rest of the
  * new-flow path together; here a lookup is an inlined array access plus a
- * compare of four tags, and an insert one compare-and-swap and a 56-byte
- * write.
+ * compare of four tags, and an insert a 64-byte write.
  *
- * Concurrency: the array is shared by all CPUs. A writer claims an entry
- * by swapping its tag to CONN_TAG_BUSY (a CPU that loses the race does not
- * record its flow; the next packet of that flow retries), writes it, then
- * publishes the flow's tag. A reader reads the tag, the entry, then the tag
- * again, and treats a changed tag as a miss; with x86's ordering of stores
- * and of loads this never returns a half-written entry. */
+ * Concurrency: the array is shared by all CPUs, and nothing locks an
+ * entry: two CPUs may write the same entry at once, and a CPU may read it
+ * while another writes. Each entry therefore vouches for itself: its check
+ * word is the flow's sum (hash_flow_sum) XOR its value word (backend, VIP
+ * number and epoch), all three written by the same CPU. A reader that
+ * matched its own flow's key uses the value only if check == its flow's
+ * sum XOR value. Whatever mix of two writes a reader sees, that holds only
+ * for a value some CPU wrote for this very flow: with the value a writer
+ * wrote alongside the check, equality means the writer's key had this
+ * flow's sum, and two keys that differ in one 64-bit lane never share a sum
+ * (the lane multipliers are odd); anything else needs a 64-bit coincidence.
+ * An entry that fails is a miss, and the flow's next recorded choice
+ * overwrites it. The tags only filter which keys to compare. This replaced
+ * a compare-and-swap claim per insert (a locked instruction: about a tenth
+ * of a new flow's time), and relies on no CPU's memory ordering: every
+ * word is read and written whole. */
 #ifndef __SY_CONNTRACK_H
 #define __SY_CONNTRACK_H
 
@@ -41,10 +50,12 @@ static __always_inline __u32 conn_tag(__u32 flow_hash)
 	return flow_hash | 2;
 }
 
-/* The set of a flow: the flow hash scaled to [0, conn_sets). */
-static __always_inline struct conn_set *conn_set_of(__u32 flow_hash)
+/* The set of a flow: the high word of its flow sum (hash_flow_sum) scaled
+ * to [0, conn_sets). The sum is ready several multiplies before the flow
+ * hash, so the set's first line is on its way sooner. */
+static __always_inline struct conn_set *conn_set_of(__u64 flow_sum)
 {
-	__u32 idx = ((__u64)flow_hash * conn_sets) >> 32;
+	__u32 idx = ((flow_sum >> 32) * conn_sets) >> 32;
 
 	return bpf_map_lookup_elem(&conns, &idx);
 }
@@ -67,32 +78,45 @@ static __always_inline int conn_find(struct conn_set *s, const struct flow_key *
 	return -1;
 }
 
-/* Reads way w of s if it still holds the flow tagged tag: 0 and the
- * entry's fields and stamp, or -1 when a writer took the entry meanwhile. */
-static __always_inline int conn_read(struct conn_set *s, int w, __u32 tag, __u32 *backend_id,
+/* An entry's value word: backend id, VIP number and VIP epoch. */
+static __always_inline __u64 conn_value(__u32 backend_id, __u32 vip_num, __u32 vip_epoch)
+{
+	return backend_id | (__u64)(vip_num & 0xffff) << 32 | (__u64)(vip_epoch & 0xffff) << 48;
+}
+
+static __always_inline sy_u64 *conn_value_word(struct conn_slot *c)
+{
+	return (sy_u64 *)&c->backend_id;
+}
+
+/* Reads way w of s, whose key is the flow with sum flow_sum (conn_find):
+ * 0 and the entry's fields and stamp, or -1 when its check word does not
+ * vouch for them (writes of two CPUs mixed in it). */
+static __always_inline int conn_read(struct conn_set *s, int w, __u64 flow_sum, __u32 *backend_id,
 				     __u32 *vip_num, __u16 *vip_epoch, __u32 *stamp)
 {
 	struct conn_slot *c = &s->slot[w & (CONN_WAYS - 1)];
+	__u64 v = *conn_value_word(c);
 
-	*backend_id = c->backend_id;
-	*vip_num = c->vip_num;
-	*vip_epoch = c->vip_epoch;
+	*backend_id = (__u32)v;
+	*vip_num = (__u16)(v >> 32);
+	*vip_epoch = (__u16)(v >> 48);
 	*stamp = READ_ONCE_U32(s->stamp[w & (CONN_WAYS - 1)]);
-	barrier();
-	return READ_ONCE_U32(s->tag[w & (CONN_WAYS - 1)]) == tag ? 0 : -1;
+	return c->check == (flow_sum ^ v) ? 0 : -1;
 }
 
-/* Records flow f in set s. 'way' is the entry that already holds f (from
- * conn_find), or -1. */
+/* Records flow f (sum flow_sum, tag tag) in set s. 'way' is the entry
+ * that already holds f (from conn_find), or -1. */
 static __always_inline void conn_insert(struct conn_set *s, int way, const struct flow_key *f,
-					__u32 tag, __u32 backend_id, __u32 vip_num, __u32 vip_epoch,
-					__u32 jiffy)
+					__u64 flow_sum, __u32 tag, __u32 backend_id, __u32 vip_num,
+					__u32 vip_epoch, __u32 jiffy)
 {
+	__u64 v = conn_value(backend_id, vip_num, vip_epoch);
 	struct conn_slot *c;
 	__u32 old;
-	int v = way;
+	int victim = 0;
 
-	if (v < 0) {
+	if (way < 0) {
 		__u32 oldest = 0;
 
 #pragma unroll
@@ -101,33 +125,29 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 			/* Wrap-safe age; an empty entry counts as the oldest. */
 			__u32 age = t == CONN_TAG_EMPTY ? ~0U : jiffy - s->stamp[w];
 
-			if (t != CONN_TAG_BUSY && age >= oldest) {
-				v = w;
+			if (age >= oldest) {
+				victim = w;
 				oldest = age;
 			}
 		}
-		if (v < 0) {
-			count(STAT_CONN_INSERT_RACE);
-			return;
-		}
+	} else {
+		victim = way;
 	}
-	v &= CONN_WAYS - 1;
-	old = READ_ONCE_U32(s->tag[v]);
-	if (old == CONN_TAG_BUSY || (way >= 0 && old != tag) ||
-	    __sync_val_compare_and_swap(&s->tag[v], old, CONN_TAG_BUSY) != old) {
+	victim &= CONN_WAYS - 1;
+	old = READ_ONCE_U32(s->tag[victim]);
+	if (way >= 0 && old != tag) {
+		/* Another flow took the entry since conn_find. */
 		count(STAT_CONN_INSERT_RACE);
 		return;
 	}
 	if (old != CONN_TAG_EMPTY && way < 0)
 		count(STAT_CONN_EVICTED);
-	c = &s->slot[v];
+	c = &s->slot[victim];
 	c->key = *f;
-	c->backend_id = backend_id;
-	c->vip_num = vip_num;
-	c->vip_epoch = vip_epoch;
-	s->stamp[v] = jiffy;
-	barrier();
-	s->tag[v] = tag;
+	*conn_value_word(c) = v;
+	c->check = flow_sum ^ v;
+	s->stamp[victim] = jiffy;
+	s->tag[victim] = tag;
 }
 
 /* Refreshes the stamp of way w (an established flow's packet). */

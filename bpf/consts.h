@@ -16,8 +16,9 @@
 #define DEFAULT_CONN_TABLE_SIZE (1 << 20)
 #endif
 
-/* Connection table: entries per set, and the tags of free and busy slots
- * (a flow's tag always has bit 1 set, so it is neither). */
+/* Connection table: entries per set, and the tags of a free slot and of
+ * one being written (CONN_TAG_BUSY: written by earlier versions only). A
+ * flow's tag always has bit 1 set, so it is neither. */
 #define CONN_WAYS 4
 #define CONN_TAG_EMPTY 0
 #define CONN_TAG_BUSY 1
@@ -125,7 +126,7 @@ enum sy_stat {
 	STAT_DROP_ADJUST,        /* bpf_xdp_adjust_head/tail failed */
 	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow */
 	STAT_CONN_EVICTED,       /* a live entry made room for a new flow (its set was full) */
-	STAT_CONN_INSERT_RACE,   /* another CPU was writing the chosen slot: flow not recorded */
+	STAT_CONN_INSERT_RACE,   /* another flow took the entry being refreshed: not recorded */
 	STAT_MAX,
 };
 

@@ -57,14 +57,21 @@ static __always_inline __u32 hash_addr(const struct addr *a, __u32 seed)
 	return hash_final(seed + w[0] * HASH_M0 + w[1] * HASH_M1, 16);
 }
 
-/* Hashes the whole 40-byte key (pad bytes are zero). */
-static __always_inline __u32 hash_flow(const struct flow_key *f)
+/* The flow sum: the whole 40-byte key (pad bytes are zero) before the
+ * finaliser. The connection table picks a set by its high word and checks
+ * entries against it (conntrack.h). */
+static __always_inline __u64 hash_flow_sum(const struct flow_key *f)
 {
 	const sy_u64 *w = (const sy_u64 *)f;
 
-	return hash_final(FLOW_HASH_SEED + w[0] * HASH_M0 + w[1] * HASH_M1 + w[2] * HASH_M2 +
-				  w[3] * HASH_M3 + w[4] * HASH_M4,
-			  sizeof(*f));
+	return FLOW_HASH_SEED + w[0] * HASH_M0 + w[1] * HASH_M1 + w[2] * HASH_M2 + w[3] * HASH_M3 +
+	       w[4] * HASH_M4;
+}
+
+/* The flow hash, from the flow sum. */
+static __always_inline __u32 hash_flow(__u64 flow_sum)
+{
+	return hash_final(flow_sum, sizeof(struct flow_key));
 }
 
 /* The home slot of a VIP key in the VIP index: address words and the

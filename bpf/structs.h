@@ -62,18 +62,18 @@ struct flow_key {
 	__u8 pad[3];
 } __attribute__((aligned(8)));
 
-/* One connection-table entry. */
+/* One connection-table entry. backend_id, vip_num and vip_epoch are read
+ * and written as one 64-bit value word. */
 struct conn_slot {
 	struct flow_key key;
 	__u32 backend_id;
 	__u16 vip_num;
 	__u16 vip_epoch;    /* vip_epochs[vip_num] when recorded (low 16 bits) */
-	__u64 reserved;     /* unused: entries are timed by their set's stamp */
+	__u64 check;        /* flow sum XOR the word above (see conntrack.h) */
 };
 
 /* A set of the connection table: CONN_WAYS entries, tag[w] telling what
- * slot[w] holds (CONN_TAG_EMPTY, CONN_TAG_BUSY while a CPU writes it, or
- * conn_tag() of its flow hash). Tags and stamps share the first cache
+ * slot[w] holds (CONN_TAG_EMPTY, or conn_tag() of its flow hash). Tags and stamps share the first cache
  * line: a lookup reads a slot only on a likely match, an insert only the
  * slot it writes. 256 bytes: four cache lines. */
 struct conn_set {

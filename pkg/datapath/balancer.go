@@ -723,8 +723,24 @@ func connSets(size uint32) uint32 { return (size + connWays - 1) / connWays }
 // connTag mirrors conn_tag in bpf/conntrack.h.
 func connTag(flowHash uint32) uint32 { return flowHash | 2 }
 
-// connSetOf mirrors conn_set_of in bpf/conntrack.h.
-func connSetOf(flowHash, sets uint32) uint32 { return uint32(uint64(flowHash) * uint64(sets) >> 32) }
+// connSetOf mirrors conn_set_of in bpf/conntrack.h: the set of the flow
+// with sum flowSum.
+func connSetOf(flowSum uint64, sets uint32) uint32 {
+	return uint32((flowSum >> 32) * uint64(sets) >> 32)
+}
+
+// connValid tells whether way w of set s holds a flow whose entry vouches
+// for itself, as the datapath requires (conn_read in bpf/conntrack.h): its
+// check word is the flow sum XOR the value word. Entries that two CPUs'
+// writes mixed (and entries of versions before the check word) fail.
+func connValid(s *balancerConnSet, w int) bool {
+	if s.Tag[w] == connTagEmpty || s.Tag[w] == connTagBusy {
+		return false
+	}
+	c := &s.Slot[w]
+	value := uint64(c.BackendId) | uint64(c.VipNum)<<32 | uint64(c.VipEpoch)<<48
+	return c.Check == flowSum(c.Key)^value
+}
 
 // connOf is way w of set s as a Conn, its stamp read against now.
 func (b *Balancer) connOf(s *balancerConnSet, w int, now clockClockSample) Conn {
@@ -762,8 +778,8 @@ func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
 		return err
 	}
 	return b.eachConnSet(func(s *balancerConnSet) bool {
-		for w, tag := range s.Tag {
-			if tag != connTagEmpty && tag != connTagBusy && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, now)) {
+		for w := range s.Tag {
+			if connValid(s, w) && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, now)) {
 				return false
 			}
 		}
@@ -773,18 +789,18 @@ func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
 
 // LookupFlow returns the connection entry of a flow.
 func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
-	h := FlowHash(f, false)
+	key := toFlowKey(f)
+	sum := flowSum(key)
 	var s balancerConnSet
-	if err := b.objs.Conns.Lookup(connSetOf(h, b.objs.Conns.MaxEntries()), &s); err != nil {
+	if err := b.objs.Conns.Lookup(connSetOf(sum, b.objs.Conns.MaxEntries()), &s); err != nil {
 		return Conn{}, false, fmt.Errorf("read connection table: %w", err)
 	}
 	now, err := b.clock.sample()
 	if err != nil {
 		return Conn{}, false, err
 	}
-	key := toFlowKey(f)
 	for w, tag := range s.Tag {
-		if tag == connTag(h) && s.Slot[w].Key == key {
+		if tag == connTag(hashFinal(sum, 40)) && s.Slot[w].Key == key && connValid(&s, w) {
 			return b.connOf(&s, w, now), true, nil
 		}
 	}
@@ -796,8 +812,8 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 func (b *Balancer) CountFlows() (uint64, error) {
 	var total uint64
 	err := b.eachConnSet(func(s *balancerConnSet) bool {
-		for _, tag := range s.Tag {
-			if tag != connTagEmpty && tag != connTagBusy {
+		for w := range s.Tag {
+			if connValid(s, w) {
 				total++
 			}
 		}

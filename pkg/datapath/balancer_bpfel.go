@@ -60,7 +60,7 @@ type balancerConnSlot struct {
 	BackendId uint32
 	VipNum    uint16
 	VipEpoch  uint16
-	Reserved  uint64
+	Check     uint64
 }
 
 type balancerFlowKey struct {

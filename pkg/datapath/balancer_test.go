@@ -578,9 +578,9 @@ func TestConnTableEviction(t *testing.T) {
 	w := newWorld(t, Options{})
 	sets := w.b.objs.Conns.MaxEntries()
 	var same []pktSpec // connWays+1 flows of one set
-	want := connSetOf(FlowHash(flowOf(syn4(20000)), false), sets)
+	want := connSetOf(flowSum(toFlowKey(flowOf(syn4(20000)))), sets)
 	for port := uint16(20000); len(same) < connWays+1; port++ {
-		if s := syn4(port); connSetOf(FlowHash(flowOf(s), false), sets) == want {
+		if s := syn4(port); connSetOf(flowSum(toFlowKey(flowOf(s))), sets) == want {
 			same = append(same, s)
 		}
 	}
@@ -635,6 +635,75 @@ func TestConnTableEviction(t *testing.T) {
 	for i, s := range same {
 		if want := i != 2; recorded(s) != want {
 			t.Errorf("flow %d (%v) recorded: %v, want %v", i, flowOf(s), !want, want)
+		}
+	}
+}
+
+// TestConnEntryVouchesForItself: nothing locks a connection entry, so two
+// CPUs may write one at once and leave one flow's key beside another
+// flow's backend. The datapath and the dump must not use such an entry:
+// each carries a check word (the flow sum XOR its value word) that only
+// one writer's whole entry satisfies. The test writes the two mixes an
+// interleaving can leave into the map and sends a packet of the flow.
+func TestConnEntryVouchesForItself(t *testing.T) {
+	w := newWorld(t, Options{})
+	a := syn4(44000)
+	pinned := w.open(t, vipTCP4, a)
+	var b pktSpec // a flow that Maglev sends elsewhere
+	for port := uint16(44001); ; port++ {
+		if b = syn4(port); w.expectBackend(vipTCP4, flowOf(b)) != pinned {
+			break
+		}
+	}
+	w.open(t, vipTCP4, b)
+
+	slotOf := func(s pktSpec) (uint32, *balancerConnSet, int) {
+		t.Helper()
+		sum := flowSum(toFlowKey(flowOf(s)))
+		idx := connSetOf(sum, w.b.objs.Conns.MaxEntries())
+		var set balancerConnSet
+		if err := w.b.objs.Conns.Lookup(idx, &set); err != nil {
+			t.Fatal(err)
+		}
+		for i := range set.Slot {
+			if set.Tag[i] == connTag(hashFinal(sum, 40)) && set.Slot[i].Key == toFlowKey(flowOf(s)) {
+				return idx, &set, i
+			}
+		}
+		t.Fatalf("flow %v is not in the connection table", flowOf(s))
+		return 0, nil, 0
+	}
+	_, bSet, bWay := slotOf(b)
+	bSlot := bSet.Slot[bWay]
+
+	for _, mix := range []struct {
+		name  string
+		check bool // b's check word too, not only b's value word
+	}{{"b's value beside a's check", false}, {"b's value and check beside a's key", true}} {
+		idx, set, way := slotOf(a)
+		e := &set.Slot[way]
+		e.BackendId, e.VipNum, e.VipEpoch = bSlot.BackendId, bSlot.VipNum, bSlot.VipEpoch
+		if mix.check {
+			e.Check = bSlot.Check
+		}
+		if err := w.b.objs.Conns.Put(idx, set); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := w.b.LookupFlow(flowOf(a)); err != nil || ok {
+			t.Errorf("%s: LookupFlow found the mixed entry (err %v)", mix.name, err)
+		}
+		if n, err := w.b.CountFlows(); err != nil || n != 1 {
+			t.Errorf("%s: CountFlows = %d (err %v), want 1: the mixed entry is no flow", mix.name, n, err)
+		}
+		before := w.stats(t)
+		w.expectSent(t, ackOf(a), pinned) // Maglev's choice, not b's backend
+		if after := w.stats(t); after["conn_miss"]-before["conn_miss"] != 1 || after["conn_hit"] != before["conn_hit"] {
+			t.Errorf("%s: conn_miss rose by %d and conn_hit by %d, want 1 and 0", mix.name,
+				after["conn_miss"]-before["conn_miss"], after["conn_hit"]-before["conn_hit"])
+		}
+		// The miss recorded the flow again, whole.
+		if c, ok, err := w.b.LookupFlow(flowOf(a)); err != nil || !ok || backendAddrs[c.BackendID] != pinned {
+			t.Errorf("%s: after the miss, entry %+v found %v (err %v), want backend %s", mix.name, c, ok, err, pinned)
 		}
 	}
 }

@@ -48,7 +48,7 @@ type balancerbenchConnSet struct {
 		BackendId uint32
 		VipNum    uint16
 		VipEpoch  uint16
-		Reserved  uint64
+		Check     uint64
 	}
 }
 

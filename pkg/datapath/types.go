@@ -163,12 +163,16 @@ func FlowHash(f FlowKey, sourceOnly bool) uint32 {
 	if sourceOnly {
 		return hashAddr(toAddr(f.Src), flowHashSeed)
 	}
-	k := toFlowKey(f)
-	h := uint64(flowHashSeed) +
+	return hashFinal(flowSum(toFlowKey(f)), 40)
+}
+
+// flowSum mirrors hash_flow_sum in bpf/hash.h: the flow hash before its
+// finaliser, by which the connection table places and checks entries.
+func flowSum(k balancerFlowKey) uint64 {
+	return uint64(flowHashSeed) +
 		addrLane(k.Src, 0)*hashM[0] + addrLane(k.Src, 1)*hashM[1] +
 		addrLane(k.Dst, 0)*hashM[2] + addrLane(k.Dst, 1)*hashM[3] +
 		(uint64(k.Sport)|uint64(k.Dport)<<16|uint64(k.Proto)<<32)*hashM[4]
-	return hashFinal(h, 40)
 }
 
 // MaglevSlot is the slot of a table of size slots that flow hash h picks:
