@@ -282,11 +282,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
 	if (conntrack && cr->cs) {
-		__u32 *epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
-
-		if (epoch)
-			conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, *epoch,
-				    bpf_jiffies64());
+		/* The VIP's epoch from the index (rebuilt whenever an epoch
+		 * moves): no vip_epochs lookup on a new flow. */
+		conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, vm->epoch,
+			    bpf_jiffies64());
 		new_flow = 1;
 	}
 	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, 0, icmp, vs);

@@ -96,7 +96,8 @@ struct {
 /* vip_num -> epoch: odd while the VIP exists. The control plane moves it
  * on when a VIP number is created, changes flags or is deleted, so that
  * connection entries recorded for an earlier VIP of that number are not
- * used (a pinned packet skips the VIP lookup). */
+ * used (a pinned packet skips the VIP lookup). The VIP index carries a
+ * copy (vip_meta.epoch), which new flows record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_VIPS);

@@ -38,7 +38,7 @@ struct vip_meta {
 	__u32 flags;    /* enum vip_flags */
 	__u32 table_size[MAGLEV_GENERATIONS]; /* slots of each generation's table */
 	__u32 gen;      /* active generation: 0 or 1 */
-	__u32 pad;
+	__u32 epoch;    /* in the VIP index: vip_epochs[vip_num] as the index was built */
 };
 
 /* A slot of the VIP index: a VIP's key, as 64-bit words, and a copy of its

@@ -515,6 +515,10 @@ func (b *Balancer) syncVIPIndex() error {
 	it := b.objs.Vips.Iterate()
 	for it.Next(&key, &meta) {
 		indexed[meta.VipNum] = meta
+		// New flows record the epoch the index carries.
+		if err := b.objs.VipEpochs.Lookup(meta.VipNum, &meta.Epoch); err != nil {
+			return fmt.Errorf("read VIP epoch %d: %w", meta.VipNum, err)
+		}
 		pp := uint32(key.Port) | uint32(key.Proto)<<16
 		home, placed := vipIndexHash(key.Addr, pp), false
 		for i := range uint32(vipIndexProbes) {

@@ -158,7 +158,7 @@ type balancerVipMeta struct {
 	Flags     uint32
 	TableSize [2]uint32
 	Gen       uint32
-	Pad       uint32
+	Epoch     uint32
 }
 
 type balancerVipSlot struct {

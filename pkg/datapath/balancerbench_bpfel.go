@@ -105,7 +105,7 @@ type balancerbenchVipMeta struct {
 	Flags     uint32
 	TableSize [2]uint32
 	Gen       uint32
-	Pad       uint32
+	Epoch     uint32
 }
 
 // Names of all BPF objects in the ELF.
