@@ -96,7 +96,7 @@ static __always_inline int drop(__u32 reason)
  * chose and the flow was recorded; hit: a connection-table entry chose.
  * vs: the VIP's counters if the caller has looked them up, else NULL. */
 static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct lb_config *cfg,
-				const struct backend *be, __u32 id, __u32 vip_num, __u32 flow_hash,
+				const struct backend *be, __u32 id, __u32 vip_num, __u64 flow_sum,
 				__u32 new_flow, __u32 hit, int icmp, struct vip_counters *vs)
 {
 	__u32 bytes = p->frame_len, overhead = encap_overhead(be, cfg);
@@ -108,7 +108,7 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 	}
 	/* be points into the backends map: it stays valid across the
 	 * packet adjustments inside encap. */
-	if (encap(ctx, p, be, cfg, flow_hash, overhead))
+	if (encap(ctx, p, be, cfg, flow_sum, overhead))
 		return drop(STAT_DROP_ADJUST);
 	/* Everything a forwarded packet counts goes to the two per-CPU
 	 * entries it needs anyway: a global counter would cost one more
@@ -218,7 +218,7 @@ struct conn_ref {
 /* The fast path of a packet that is not a SYN: a flow recorded in the
  * connection table goes to its backend without a VIP lookup. Returns -1 to
  * take the full path (no usable entry). */
-static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u32 flow_hash,
+static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p,
 					  const struct conn_ref *cr)
 {
 	const struct lb_config *cfg = &config;
@@ -233,7 +233,7 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
 	be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
 		return -1;
-	return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, 0, NULL);
+	return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, 0, NULL);
 }
 
 /* The full path: the VIP is known. Uses the connection entry if there is a
@@ -241,9 +241,9 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p, __u
  * choice. 'icmp' marks a "too big" about an existing flow: it may not
  * create a connection entry. */
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const struct vip_meta *vm,
-				   __u32 flow_hash, const struct conn_ref *cr, int icmp)
+				   const struct conn_ref *cr, int icmp)
 {
-	__u32 id = MAGLEV_EMPTY, hash = flow_hash, vip_num, vnum = vm->vip_num;
+	__u32 id = MAGLEV_EMPTY, hash, vip_num, vnum = vm->vip_num;
 	int conntrack = !(vm->flags & VIP_F_NO_CONNTRACK) && !icmp;
 	const struct lb_config *cfg = &config;
 	struct vip_counters *vs = NULL;
@@ -260,7 +260,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 			be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, conntrack,
 					  &expired);
 			if (be && vip_num == vm->vip_num)
-				return send(ctx, p, cfg, be, id, vip_num, flow_hash, 0, 1, icmp, NULL);
+				return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, icmp, NULL);
 			if (expired)
 				count(STAT_UDP_EXPIRED);
 		}
@@ -275,6 +275,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	 * connection table always goes by the whole 5-tuple. */
 	if (vm->flags & VIP_F_HASH_SRC)
 		hash = hash_addr(&p->flow.src, FLOW_HASH_SEED);
+	else
+		hash = hash_flow(cr->sum);
 	id = maglev_pick(vm, vm->gen, hash);
 	if (id == MAGLEV_EMPTY)
 		return drop(STAT_DROP_NO_BACKEND);
@@ -288,7 +290,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 			    bpf_jiffies64());
 		new_flow = 1;
 	}
-	return send(ctx, p, cfg, be, id, vm->vip_num, flow_hash, new_flow, 0, icmp, vs);
+	return send(ctx, p, cfg, be, id, vm->vip_num, cr->sum, new_flow, 0, icmp, vs);
 }
 
 /* Parses what parse_common left to it, from the start: -1 to go on with p
@@ -333,7 +335,6 @@ int xdp_balancer(struct xdp_md *ctx)
 	struct conn_ref cr;
 	struct pkt p;
 	int ret, icmp = 0;
-	__u32 flow_hash;
 	__u64 flow_sum;
 
 	/* The flow sum is taken in each branch: on the common one the
@@ -350,13 +351,12 @@ int xdp_balancer(struct xdp_md *ctx)
 		flow_sum = hash_flow_sum(&p.flow);
 	}
 
-	flow_hash = hash_flow(flow_sum);
 	cr.sum = flow_sum;
-	cr.tag = conn_tag(flow_hash);
+	cr.tag = conn_tag(flow_sum);
 	cr.cs = conn_set_of(flow_sum);
 	cr.way = cr.cs ? conn_find(cr.cs, &p.flow, cr.tag) : -1;
 	if (!icmp && !is_syn(&p)) {
-		ret = forward_pinned(ctx, &p, flow_hash, &cr);
+		ret = forward_pinned(ctx, &p, &cr);
 		if (ret >= 0)
 			return ret;
 	}
@@ -366,5 +366,5 @@ int xdp_balancer(struct xdp_md *ctx)
 			return drop(STAT_DROP_ICMP_INVALID);
 		return XDP_PASS;
 	}
-	return forward(ctx, &p, vm, flow_hash, &cr, icmp);
+	return forward(ctx, &p, vm, &cr, icmp);
 }

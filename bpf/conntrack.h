@@ -45,9 +45,12 @@ const volatile __u64 jiffy_ns = 4000000;
 
 #define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 
-static __always_inline __u32 conn_tag(__u32 flow_hash)
+/* A flow's tag: the high word of its flow sum, whose top bits chose the
+ * set (conn_set_of); entries of one set differ in the rest. The finished
+ * flow hash would cost its finaliser on every packet. */
+static __always_inline __u32 conn_tag(__u64 flow_sum)
 {
-	return flow_hash | 2;
+	return (__u32)(flow_sum >> 32) | 2;
 }
 
 /* The set of a flow: the high word of its flow sum (hash_flow_sum) scaled

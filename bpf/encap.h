@@ -97,10 +97,12 @@ static __always_inline void outer_src_v6(const struct lb_config *cfg, const stru
 }
 
 /* Prepends the outer headers (overhead = encap_overhead(be, cfg) bytes)
- * and rewrites L2 to the next hop. The packet is
+ * and rewrites L2 to the next hop. flow_sum: the packet's flow sum, whose
+ * flow hash (taken only where an outer header carries it: the IPv6 flow
+ * label, the GUE source port) lets the network spread flows. The packet is
  * ready for XDP_TX when it returns 0; -1 means the adjust failed (drop). */
 static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const struct backend *be,
-				 const struct lb_config *cfg, __u32 hash, __u32 overhead)
+				 const struct lb_config *cfg, __u64 flow_sum, __u32 overhead)
 {
 	__u32 gue = cfg->flags & CFG_F_GUE;
 	__u32 be_v6 = be->flags & BACKEND_F_V6;
@@ -128,6 +130,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		l4 = oh + 1;
 	} else {
 		struct ipv6hdr *oh = data + (l2_len & 0x1f);
+		__u32 hash = hash_flow(flow_sum);
 
 		if ((void *)(oh + 1) > data_end)
 			return -1;
@@ -154,7 +157,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		/* Source port from the flow hash: the backend NIC's RSS spreads
 		 * flows over its queues. Checksum zero: allowed for IPv4, and
 		 * for tunnels over IPv6 (RFC 6935); our decap does not check. */
-		uh->source = bpf_htons(0x8000 | (hash & 0x7fff));
+		uh->source = bpf_htons(0x8000 | (hash_flow(flow_sum) & 0x7fff));
 		uh->dest = cfg->gue_port;
 		uh->len = bpf_htons(inner_len + UDP_HDR_LEN);
 		uh->check = 0;

@@ -73,9 +73,10 @@ struct conn_slot {
 };
 
 /* A set of the connection table: CONN_WAYS entries, tag[w] telling what
- * slot[w] holds (CONN_TAG_EMPTY, or conn_tag() of its flow hash). Tags and stamps share the first cache
- * line: a lookup reads a slot only on a likely match, an insert only the
- * slot it writes. 256 bytes: four cache lines. */
+ * slot[w] holds (CONN_TAG_EMPTY, or conn_tag() of its flow sum). Tags and
+ * stamps share the first cache line: a lookup reads a slot only on a
+ * likely match, an insert only the slot it writes. 256 bytes: four cache
+ * lines. */
 struct conn_set {
 	__u32 tag[CONN_WAYS];
 	__u32 stamp[CONN_WAYS]; /* jiffies (low 32 bits) at the latest refresh: idle time, and a victim chosen without reading slots */

@@ -725,7 +725,7 @@ const (
 func connSets(size uint32) uint32 { return (size + connWays - 1) / connWays }
 
 // connTag mirrors conn_tag in bpf/conntrack.h.
-func connTag(flowHash uint32) uint32 { return flowHash | 2 }
+func connTag(flowSum uint64) uint32 { return uint32(flowSum>>32) | 2 }
 
 // connSetOf mirrors conn_set_of in bpf/conntrack.h: the set of the flow
 // with sum flowSum.
@@ -804,7 +804,7 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 		return Conn{}, false, err
 	}
 	for w, tag := range s.Tag {
-		if tag == connTag(hashFinal(sum, 40)) && s.Slot[w].Key == key && connValid(&s, w) {
+		if tag == connTag(sum) && s.Slot[w].Key == key && connValid(&s, w) {
 			return b.connOf(&s, w, now), true, nil
 		}
 	}

@@ -666,7 +666,7 @@ func TestConnEntryVouchesForItself(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range set.Slot {
-			if set.Tag[i] == connTag(hashFinal(sum, 40)) && set.Slot[i].Key == toFlowKey(flowOf(s)) {
+			if set.Tag[i] == connTag(sum) && set.Slot[i].Key == toFlowKey(flowOf(s)) {
 				return idx, &set, i
 			}
 		}
