@@ -151,14 +151,16 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 			return XDP_DROP;
 		*(sy_u16 *)(d + 12) = p->v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
 		/* A new TCP flow: the next repetition is another new flow
-		 * (next client port), so every one takes a fresh entry and,
-		 * once the table is full, evicts, as real new flows do. */
+		 * (another client port: the port's bytes as they lie, plus
+		 * one, which visits every port), so every one takes a fresh
+		 * entry and, once the table is full, evicts, as real new
+		 * flows do. */
 		if (new_flow && p->flow.proto == IPPROTO_TCP) {
 			struct tcphdr *th = d + (p->l4_off & 0xff);
 
 			if ((void *)(th + 1) > de)
 				return XDP_DROP;
-			th->source = bpf_htons(bpf_ntohs(th->source) + 1);
+			th->source++;
 		}
 	}
 #endif
