@@ -38,12 +38,22 @@ static __always_inline __u32 maglev_pick(const struct vip_meta *vm, __u32 gen, _
 	if (!size)
 		return MAGLEV_EMPTY;
 	key = vm->vip_num * MAGLEV_GENERATIONS + gen;
-	table = bpf_map_lookup_elem(&maglev_tables, &key);
-	if (!table)
-		return MAGLEV_EMPTY;
 	/* The hash scaled to [0, size): a multiply, where '%' is a divide
 	 * (pkg/datapath.MaglevSlot mirrors it). */
 	slot = ((__u64)hash * size) >> 32;
+	if (size <= MAGLEV_STD_SLOTS) {
+		table = bpf_map_lookup_elem(&maglev_std, &key);
+		if (!table)
+			return MAGLEV_EMPTY;
+		id = bpf_map_lookup_elem(table, &slot);
+		return id ? *id : MAGLEV_EMPTY;
+	}
+	table = bpf_map_lookup_elem(&maglev_tables, &key);
+	if (!table)
+		return MAGLEV_EMPTY;
+	/* A lookup of its own: the verifier inlines the one above only as
+	 * long as it sees inner maps of maglev_std alone. */
+	barrier();
 	id = bpf_map_lookup_elem(table, &slot);
 	return id ? *id : MAGLEV_EMPTY;
 }

@@ -33,6 +33,10 @@
 
 /* Maglev table generations per VIP: the active one and the previous one. */
 #define MAGLEV_GENERATIONS 2
+/* Tables of up to this many slots (the default size and every smaller
+ * allowed size) live in maglev_std, whose inner maps all have exactly
+ * this many, so that their lookups are inlined (maps.h). */
+#define MAGLEV_STD_SLOTS 65537
 /* A table slot with no backend (a VIP whose backends are all down). */
 #define MAGLEV_EMPTY 0xffffffff
 

@@ -73,15 +73,34 @@ struct maglev_table {
 	__type(value, __u32);
 };
 
-/* vip_num * 2 + generation -> Maglev table. The control plane fills the
- * inactive generation, then flips vip_meta.gen; the other generation stays
- * readable for flows that predate the change. */
+/* vip_num * 2 + generation -> Maglev table of more than MAGLEV_STD_SLOTS
+ * slots. The control plane fills the inactive generation, then flips
+ * vip_meta.gen; the other generation stays readable for flows that predate
+ * the change. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, MAX_VIPS * MAGLEV_GENERATIONS);
 	__type(key, __u32);
 	__array(values, struct maglev_table);
 } maglev_tables SEC(".maps");
+
+/* The same for tables of up to MAGLEV_STD_SLOTS slots (the default size
+ * and the smaller ones), each in an inner map of exactly that many slots
+ * (a smaller table uses the first ones): inner maps of one size let the
+ * verifier inline their lookups, where maglev_tables' cost a call. */
+struct maglev_std_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAGLEV_STD_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_VIPS * MAGLEV_GENERATIONS);
+	__type(key, __u32);
+	__array(values, struct maglev_std_table);
+} maglev_std SEC(".maps");
 
 /* The connection table, flow -> backend: a set-associative LRU hash table
  * (see conntrack.h), set index -> set. Its size (sets) is set at load time,

@@ -55,7 +55,29 @@ type Balancer struct {
 	link       link.Link
 
 	mu     sync.Mutex
-	tables map[uint32]*ebpf.Map // vip_num*2+gen -> inner map, opened lazily
+	tables map[tableKey]*ebpf.Map // inner maps, opened lazily
+}
+
+// tableKey names a Maglev table's inner map: its slot (vip_num*2+gen) in
+// maglev_std (std) or maglev_tables.
+type tableKey struct {
+	slot uint32
+	std  bool
+}
+
+// maglevStdSlots mirrors MAGLEV_STD_SLOTS (bpf/consts.h): tables of up to
+// this many slots live in maglev_std, in inner maps of exactly this size,
+// whose lookups the verifier inlines; larger ones in maglev_tables.
+const maglevStdSlots = 65537
+
+func isStdTable(size uint32) bool { return size <= maglevStdSlots }
+
+// outer is the outer map that holds std or larger tables.
+func (b *Balancer) outer(std bool) *ebpf.Map {
+	if std {
+		return b.objs.MaglevStd
+	}
+	return b.objs.MaglevTables
 }
 
 // balancerDataMaps are the balancer's global variables that the control
@@ -114,7 +136,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		spec.Maps[sec].Contents = nil
 		delete(spec.Variables, name)
 	}
-	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[uint32]*ebpf.Map{}, clock: clock,
+	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
 	var objs struct {
@@ -134,6 +156,12 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		return nil, err
 	}
 	if err := b.syncEpochs(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	// Maps pinned by an earlier version keep every table in
+	// maglev_tables.
+	if err := b.syncStdTables(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -558,34 +586,51 @@ func (b *Balancer) syncVIPIndex() error {
 func (b *Balancer) writeTable(num, gen uint32, table []uint32) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	slot := num*2 + gen
-	m, err := b.tableLocked(slot)
+	k := tableKey{num*2 + gen, isStdTable(uint32(len(table)))}
+	if err := b.installLocked(k, table); err != nil {
+		return err
+	}
+	// The slot's table in the other outer map, if any, is an earlier
+	// content of this generation: nothing reads it any more.
+	return b.deleteTableLocked(tableKey{k.slot, !k.std})
+}
+
+// installLocked writes table into k's inner map, creating and installing
+// one if there is none of a fitting size.
+func (b *Balancer) installLocked(k tableKey, table []uint32) error {
+	m, err := b.tableLocked(k)
 	if err != nil {
 		return err
 	}
-	if m == nil || m.MaxEntries() != uint32(len(table)) {
-		nm, err := ebpf.NewMap(&ebpf.MapSpec{
-			Name: "maglev_table", Type: ebpf.Array, KeySize: 4, ValueSize: 4,
-			MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,
-		})
-		if err != nil {
-			return fmt.Errorf("create Maglev table of %d slots: %w", len(table), err)
-		}
-		if err := fillTable(nm, table); err != nil {
-			nm.Close()
-			return err
-		}
-		if err := b.objs.MaglevTables.Put(slot, nm); err != nil {
-			nm.Close()
-			return fmt.Errorf("install Maglev table: %w", err)
-		}
-		if m != nil {
-			m.Close()
-		}
-		b.tables[slot] = nm
-		return nil
+	// A std inner map has room for any std table; other sizes need a map
+	// of their own.
+	if m != nil && (k.std || m.MaxEntries() == uint32(len(table))) {
+		return fillTable(m, table)
 	}
-	return fillTable(m, table)
+	spec := &ebpf.MapSpec{
+		Name: "maglev_table", Type: ebpf.Array, KeySize: 4, ValueSize: 4,
+		MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,
+	}
+	if k.std {
+		spec.MaxEntries, spec.Flags = maglevStdSlots, 0
+	}
+	nm, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("create Maglev table of %d slots: %w", len(table), err)
+	}
+	if err := fillTable(nm, table); err != nil {
+		nm.Close()
+		return err
+	}
+	if err := b.outer(k.std).Put(k.slot, nm); err != nil {
+		nm.Close()
+		return fmt.Errorf("install Maglev table: %w", err)
+	}
+	if m != nil {
+		m.Close()
+	}
+	b.tables[k] = nm
+	return nil
 }
 
 func fillTable(m *ebpf.Map, table []uint32) error {
@@ -606,34 +651,78 @@ func fillTable(m *ebpf.Map, table []uint32) error {
 	return nil
 }
 
-// tableLocked returns the inner map at slot, opening it from the outer map
+// tableLocked returns the inner map of k, opening it from its outer map
 // if an earlier run installed it; nil if there is none.
-func (b *Balancer) tableLocked(slot uint32) (*ebpf.Map, error) {
-	if m, ok := b.tables[slot]; ok {
+func (b *Balancer) tableLocked(k tableKey) (*ebpf.Map, error) {
+	if m, ok := b.tables[k]; ok {
 		return m, nil
 	}
 	var m *ebpf.Map
-	if err := b.objs.MaglevTables.Lookup(slot, &m); err != nil {
+	if err := b.outer(k.std).Lookup(k.slot, &m); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("open Maglev table %d: %w", slot, err)
+		return nil, fmt.Errorf("open Maglev table %d: %w", k.slot, err)
 	}
-	b.tables[slot] = m
+	b.tables[k] = m
 	return m, nil
+}
+
+func (b *Balancer) deleteTableLocked(k tableKey) error {
+	if err := b.outer(k.std).Delete(k.slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete Maglev table %d: %w", k.slot, err)
+	}
+	if m, ok := b.tables[k]; ok {
+		m.Close()
+		delete(b.tables, k)
+	}
+	return nil
 }
 
 func (b *Balancer) clearTables(num uint32) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for gen := range uint32(2) {
-		slot := num*2 + gen
-		if err := b.objs.MaglevTables.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete Maglev table %d: %w", slot, err)
+		for _, std := range []bool{true, false} {
+			if err := b.deleteTableLocked(tableKey{num*2 + gen, std}); err != nil {
+				return err
+			}
 		}
-		if m, ok := b.tables[slot]; ok {
-			m.Close()
-			delete(b.tables, slot)
+	}
+	return nil
+}
+
+// syncStdTables gives every std-size table that an earlier version left
+// only in maglev_tables a copy in maglev_std, where this version's program
+// looks for it. The copy in maglev_tables stays for the program still
+// running until Attach swaps this one in; the generation's next write
+// removes it.
+func (b *Balancer) syncStdTables() error {
+	vips, err := b.VIPs()
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for vk, v := range vips {
+		for gen := range uint32(2) {
+			size, slot := v.TableSize[gen], v.Num*2+gen
+			if size == 0 || !isStdTable(size) {
+				continue
+			}
+			if m, err := b.tableLocked(tableKey{slot, true}); err != nil || m != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			table, err := b.readTableLocked(tableKey{slot, false}, size)
+			if err == nil && table != nil {
+				err = b.installLocked(tableKey{slot, true}, table)
+			}
+			if err != nil {
+				return fmt.Errorf("VIP %s: move the table of generation %d: %w", vk, gen, err)
+			}
 		}
 	}
 	return nil
@@ -648,11 +737,18 @@ func (b *Balancer) Table(k VIPKey, gen uint32) ([]uint32, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m, err := b.tableLocked(meta.VipNum*2 + gen&1)
+	size := meta.TableSize[gen&1]
+	return b.readTableLocked(tableKey{meta.VipNum*2 + gen&1, isStdTable(size)}, size)
+}
+
+// readTableLocked reads the first size slots of k's inner map (nil if
+// there is none).
+func (b *Balancer) readTableLocked(k tableKey, size uint32) ([]uint32, error) {
+	m, err := b.tableLocked(k)
 	if err != nil || m == nil {
 		return nil, err
 	}
-	n := int(min(meta.TableSize[gen&1], m.MaxEntries()))
+	n := int(min(size, m.MaxEntries()))
 	out := make([]uint32, n)
 	keys := make([]uint32, n)
 	var cursor ebpf.MapBatchCursor
@@ -667,10 +763,10 @@ func (b *Balancer) Table(k VIPKey, gen uint32) ([]uint32, error) {
 			return nil, fmt.Errorf("read Maglev table: %w", err)
 		}
 	}
-	if got != n {
+	if got < n {
 		return nil, fmt.Errorf("read Maglev table: %d of %d slots", got, n)
 	}
-	return out, nil
+	return out[:n], nil
 }
 
 // SetBackend writes backend id's address. Connection entries that point at

@@ -176,6 +176,7 @@ const (
 	balancerMapBackendStats       = "backend_stats"
 	balancerMapBackends           = "backends"
 	balancerMapConns              = "conns"
+	balancerMapMaglevStd          = "maglev_std"
 	balancerMapMaglevTables       = "maglev_tables"
 	balancerMapStats              = "stats"
 	balancerMapVipAddrs           = "vip_addrs"
@@ -247,6 +248,7 @@ type balancerMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
+	MaglevStd    *ebpf.MapSpec `ebpf:"maglev_std"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
@@ -294,6 +296,7 @@ type balancerMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conns        *ebpf.Map `ebpf:"conns"`
+	MaglevStd    *ebpf.Map `ebpf:"maglev_std"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
@@ -308,6 +311,7 @@ func (m *balancerMaps) Close() error {
 		m.BackendStats,
 		m.Backends,
 		m.Conns,
+		m.MaglevStd,
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,

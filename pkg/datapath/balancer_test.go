@@ -3,7 +3,10 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
@@ -451,6 +454,90 @@ func TestHashedOuterSource(t *testing.T) {
 	}
 	if len(seen) < 12 {
 		t.Errorf("16 clients map to only %d outer sources: the hash does not spread", len(seen))
+	}
+}
+
+// TestMaglevTablesOfEverySize: tables of up to MAGLEV_STD_SLOTS slots
+// live in maglev_std (inner maps of one size, whose lookups the verifier
+// inlines), larger ones in maglev_tables. A VIP's generations move between
+// the two as its table size changes, leave nothing behind in the other,
+// and packets follow whichever table is current.
+func TestMaglevTablesOfEverySize(t *testing.T) {
+	w := newWorld(t, Options{})
+	for i, size := range []uint64{131071, 1021, 65537, 1048573, 251} {
+		gen := w.publishSized(t, vipTCP4.key, size, vipTCP4.backends...)
+		slot, std := vipTCP4.num*2+gen, size <= maglevStdSlots
+		for _, o := range []struct {
+			name string
+			m    *ebpf.Map
+			want bool
+		}{{"maglev_std", w.b.objs.MaglevStd, std}, {"maglev_tables", w.b.objs.MaglevTables, !std}} {
+			var id ebpf.MapID
+			if err := o.m.Lookup(slot, &id); (err == nil) != o.want {
+				t.Errorf("%d slots, generation %d: %s has a table: %v, want %v", size, gen, o.name, err == nil, o.want)
+			}
+		}
+		got, err := w.b.Table(vipTCP4.key, gen)
+		if err != nil || !slices.Equal(got, w.tables[vipTCP4.key]) {
+			t.Fatalf("%d slots: the table read back differs from the one published (err %v)", size, err)
+		}
+		for p := range 8 {
+			s := syn4(uint16(31000 + 100*i + p))
+			w.expectSent(t, s, w.expectBackend(vipTCP4, flowOf(s)))
+		}
+	}
+}
+
+// TestStdTablesMovedFromEarlierPins: an earlier version kept every table
+// in maglev_tables. Loading this version over its pins copies std-size
+// tables into maglev_std, where this program looks, and leaves the old
+// copy for the program still attached until the generation is written
+// again.
+func TestStdTablesMovedFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-std-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	meta, err := w.b.VIPs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := meta[vipTCP4.key].Gen
+	slot := vipTCP4.num*2 + gen
+	// Rewrite the pins as the earlier version left them.
+	table := w.tables[vipTCP4.key]
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4,
+		MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := fillTable(old, table); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.b.objs.MaglevTables.Put(slot, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.b.objs.MaglevStd.Delete(slot); err != nil {
+		t.Fatal(err)
+	}
+	s := syn4(32000)
+	in, _ := build(t, s)
+	if act, _ := w.run(t, in); act != xdpDrop {
+		t.Fatalf("without its std table the VIP's SYN got %s, want DROP (no backend)", actionNames[act])
+	}
+	w.b.Close()
+
+	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	w2 := &world{b: b2, tables: w.tables}
+	w2.expectSent(t, syn4(32001), w2.expectBackend(vipTCP4, flowOf(syn4(32001))))
+	var id ebpf.MapID
+	if err := b2.objs.MaglevTables.Lookup(slot, &id); err != nil {
+		t.Errorf("the earlier version's copy is gone before the generation was written again: %v", err)
 	}
 }
 

@@ -115,6 +115,7 @@ const (
 	balancerbenchMapBackendStats       = "backend_stats"
 	balancerbenchMapBackends           = "backends"
 	balancerbenchMapConns              = "conns"
+	balancerbenchMapMaglevStd          = "maglev_std"
 	balancerbenchMapMaglevTables       = "maglev_tables"
 	balancerbenchMapStats              = "stats"
 	balancerbenchMapVipAddrs           = "vip_addrs"
@@ -186,6 +187,7 @@ type balancerbenchMapSpecs struct {
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
+	MaglevStd    *ebpf.MapSpec `ebpf:"maglev_std"`
 	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
@@ -233,6 +235,7 @@ type balancerbenchMaps struct {
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
 	Conns        *ebpf.Map `ebpf:"conns"`
+	MaglevStd    *ebpf.Map `ebpf:"maglev_std"`
 	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
 	Stats        *ebpf.Map `ebpf:"stats"`
 	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
@@ -247,6 +250,7 @@ func (m *balancerbenchMaps) Close() error {
 		m.BackendStats,
 		m.Backends,
 		m.Conns,
+		m.MaglevStd,
 		m.MaglevTables,
 		m.Stats,
 		m.VipAddrs,

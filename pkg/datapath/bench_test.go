@@ -100,12 +100,12 @@ func TestMapMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables,
+	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables, "maglev_std": bal.objs.MaglevStd,
 		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.data.Config, "vip_filter": bal.data.VipFilter, "stats": bal.objs.Stats,
 		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats, "vip_epochs": bal.objs.VipEpochs,
 		"vip_index": bal.objs.VipIndex}
-	for slot, m := range bal.tables {
-		maps[fmt.Sprintf("maglev table %d", slot)] = m
+	for k, m := range bal.tables {
+		maps[fmt.Sprintf("maglev table %d", k.slot)] = m
 	}
 	var indexID ebpf.MapID
 	if err := bal.objs.VipIndex.Lookup(uint32(0), &indexID); err != nil {

@@ -119,7 +119,14 @@ func newWorld(tb testing.TB, opts Options) *world {
 // publish builds a small Maglev table over ids and installs it for k.
 func (w *world) publish(tb testing.TB, k VIPKey, ids ...uint32) {
 	tb.Helper()
-	mb, err := maglev.New(maglev.Config{Size: 1021})
+	w.publishSized(tb, k, 1021, ids...)
+}
+
+// publishSized builds a Maglev table of size slots over ids, installs it
+// for k and returns its generation.
+func (w *world) publishSized(tb testing.TB, k VIPKey, size uint64, ids ...uint32) uint32 {
+	tb.Helper()
+	mb, err := maglev.New(maglev.Config{Size: size})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -131,10 +138,12 @@ func (w *world) publish(tb testing.TB, k VIPKey, ids ...uint32) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := w.b.PublishTable(k, table); err != nil {
+	gen, err := w.b.PublishTable(k, table)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	w.tables[k] = table
+	return gen
 }
 
 // open sends the SYN s to VIP v and returns the backend it was pinned to.
