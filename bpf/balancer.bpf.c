@@ -103,7 +103,8 @@ static __always_inline int drop(__u32 reason)
 }
 
 /* Encapsulates p towards backend be (id) and sends it. new_flow: Maglev
- * chose and the flow was recorded; hit: a connection-table entry chose.
+ * chose and the flow was recorded (the caller counted it); hit: a
+ * connection-table entry chose.
  * vs: the VIP's counters if the caller has looked them up, else NULL. */
 static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct lb_config *cfg,
 				const struct backend *be, __u32 id, __u32 vip_num, __u64 flow_sum,
@@ -132,7 +133,6 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 		if (vs) {
 			vs->packets++;
 			vs->bytes += bytes;
-			vs->new_flows += new_flow;
 			vs->conn_hits += hit;
 		}
 		bs = bpf_map_lookup_elem(&backend_stats, &id);
@@ -298,8 +298,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	if (conntrack && cr->cs) {
 		/* The VIP's epoch from the index (rebuilt whenever an epoch
 		 * moves): no vip_epochs lookup on a new flow. */
-		conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, vm->epoch,
-			    bpf_jiffies64());
+		if (conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, vm->epoch,
+				bpf_jiffies64()) &&
+		    vs)
+			vs->new_flows++;
 		new_flow = 1;
 	}
 	return send(ctx, p, cfg, be, id, vm->vip_num, cr->sum, new_flow, 0, icmp, vs);

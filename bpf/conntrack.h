@@ -109,8 +109,11 @@ static __always_inline int conn_read(struct conn_set *s, int w, __u64 flow_sum, 
 }
 
 /* Records flow f (sum flow_sum, tag tag) in set s. 'way' is the entry
- * that already holds f (from conn_find), or -1. */
-static __always_inline void conn_insert(struct conn_set *s, int way, const struct flow_key *f,
+ * that already holds f (from conn_find), or -1. Returns 1 if it recorded
+ * the flow (the caller counts it in vip_counters.new_flows), 0 if another
+ * flow took the entry meanwhile. The common case, a new flow evicting the
+ * entry seen least recently, counts nothing else (see enum sy_stat). */
+static __always_inline int conn_insert(struct conn_set *s, int way, const struct flow_key *f,
 					__u64 flow_sum, __u32 tag, __u32 backend_id, __u32 vip_num,
 					__u32 vip_epoch, __u32 jiffy)
 {
@@ -138,19 +141,23 @@ static __always_inline void conn_insert(struct conn_set *s, int way, const struc
 	}
 	victim &= CONN_WAYS - 1;
 	old = READ_ONCE_U32(s->tag[victim]);
-	if (way >= 0 && old != tag) {
-		/* Another flow took the entry since conn_find. */
-		count(STAT_CONN_INSERT_RACE);
-		return;
+	if (way >= 0) {
+		if (old != tag) {
+			/* Another flow took the entry since conn_find. */
+			count(STAT_CONN_INSERT_RACE);
+			return 0;
+		}
+		count(STAT_CONN_REFRESHED);
+	} else if (old == CONN_TAG_EMPTY) {
+		count(STAT_CONN_FILLED);
 	}
-	if (old != CONN_TAG_EMPTY && way < 0)
-		count(STAT_CONN_EVICTED);
 	c = &s->slot[victim];
 	c->key = *f;
 	*conn_value_word(c) = v;
 	c->check = flow_sum ^ v;
 	s->stamp[victim] = jiffy;
 	s->tag[victim] = tag;
+	return 1;
 }
 
 /* Refreshes the stamp of way w (an established flow's packet). */

@@ -110,15 +110,25 @@ enum cfg_flags {
 
 /* enum sy_stat: indices of the per-CPU global counter array. Names are read
  * by pkg/datapath (bpf2go -type sy_stat) and become metric labels, so keep
- * them stable. STAT_DROP_* are drop reasons; everything else counts events. */
+ * them stable. STAT_DROP_* are drop reasons; everything else counts events.
+ *
+ * Evictions are not counted one by one: that would cost the common insert
+ * (a new flow into a full set) a per-CPU lookup. Every recorded flow
+ * (vip_counters.new_flows) filled a free entry, was recorded again in its
+ * own, or evicted one; the first two are rare and counted, and
+ * pkg/datapath derives evictions as new flows - fills - refreshes -
+ * STAT_CONN_EVICT_BASE. Indices 4 to 6 counted encapsulations in versions
+ * whose pins this one cannot adopt (their vip_stats was smaller), so they
+ * start at zero. */
 enum sy_stat {
 	STAT_PASS_MALFORMED = 0, /* L2/L3 header unparsable: handed to the stack */
 	STAT_CONN_HIT,           /* unused: hits and misses are counted per VIP */
 	STAT_CONN_MISS,          /* (vip_counters.conn_hits, conn_misses) */
 	STAT_UDP_EXPIRED,        /* UDP entry older than the idle timeout */
-	STAT_ENCAP_IPIP,         /* unused since encapsulations are no longer counted per packet: */
-	STAT_ENCAP_IP6,          /* the backend's counters and address family say it; */
-	STAT_ENCAP_GUE,          /* the indices stay so pinned counters keep their meaning */
+	STAT_CONN_FILLED,        /* a new flow took a free entry */
+	STAT_CONN_REFRESHED,     /* a flow recorded again in its own entry (SYN repeated, entry unusable) */
+	STAT_CONN_EVICT_BASE,    /* not an event: flows recorded before fills were counted that */
+	                         /* evicted nothing (set once by pkg/datapath) */
 	STAT_ICMP_ECHO_REPLY,    /* echo request to a VIP answered */
 	STAT_ICMP_TOO_BIG_FWD,   /* "too big" about a VIP flow sent to its backend */
 	STAT_ICMP_TOO_BIG_SENT,  /* "too big" sent to a client (packet over MTU) */
@@ -129,7 +139,7 @@ enum sy_stat {
 	STAT_DROP_TOO_BIG,       /* over MTU after encap and no "too big" was sent */
 	STAT_DROP_ADJUST,        /* bpf_xdp_adjust_head/tail failed */
 	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow */
-	STAT_CONN_EVICTED,       /* a live entry made room for a new flow (its set was full) */
+	STAT_CONN_EVICTED,       /* evictions as earlier versions counted them (now derived) */
 	STAT_CONN_INSERT_RACE,   /* another flow took the entry being refreshed: not recorded */
 	STAT_MAX,
 };

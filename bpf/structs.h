@@ -106,7 +106,7 @@ struct lb_config {
 struct vip_counters {
 	__u64 packets;
 	__u64 bytes;
-	__u64 new_flows;
+	__u64 new_flows;   /* flows recorded in the connection table (new, or again) */
 	__u64 conn_hits;   /* packets a connection-table entry sent */
 	__u64 conn_misses; /* packets that found no usable entry (then Maglev chose) */
 };

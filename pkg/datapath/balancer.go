@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -56,6 +55,9 @@ type Balancer struct {
 
 	mu     sync.Mutex
 	tables map[tableKey]*ebpf.Map // inner maps, opened lazily
+
+	statsMu sync.Mutex
+	evicted uint64 // conn_evicted as last reported (see Stats)
 }
 
 // tableKey names a Maglev table's inner map: its slot (vip_num*2+gen) in
@@ -156,6 +158,10 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		return nil, err
 	}
 	if err := b.syncEpochs(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if err := b.syncEvictionBase(); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -965,23 +971,97 @@ func (b *Balancer) Stats() (map[string]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	base, err := readStat(b.objs.Stats, uint32(balancerSyStatSTAT_CONN_EVICT_BASE))
+	if err != nil {
+		return nil, fmt.Errorf("read the eviction base: %w", err)
+	}
+	hits, misses, recorded, err := b.vipTotals()
+	if err != nil {
+		return nil, err
+	}
+	out["conn_hit"], out["conn_miss"] = hits, misses
+	// Evictions, derived (bpf/consts.h, enum sy_stat): the fills and
+	// refreshes were read before the recorded flows, so the difference
+	// can only run ahead of a packet's counts, never behind; it is still
+	// held monotonic, as a counter must be.
+	b.statsMu.Lock()
+	if done := out["conn_filled"] + out["conn_refreshed"] + base; recorded >= done {
+		b.evicted = max(b.evicted, recorded-done)
+	}
+	out["conn_evicted"] = b.evicted
+	b.statsMu.Unlock()
+	return out, nil
+}
+
+// vipTotals sums connection hits, misses and recorded flows over every
+// VIP number's counters (never cleared, so the sums never fall).
+func (b *Balancer) vipTotals() (hits, misses, recorded uint64, err error) {
 	var (
-		num          uint32
-		per          []balancerVipCounters
-		hits, misses uint64
+		num uint32
+		per []balancerVipCounters
 	)
 	it := b.objs.VipStats.Iterate()
 	for it.Next(&num, &per) {
 		for _, c := range per {
 			hits += c.ConnHits
 			misses += c.ConnMisses
+			recorded += c.NewFlows
 		}
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read VIP counters: %w", err)
+		return 0, 0, 0, fmt.Errorf("read VIP counters: %w", err)
 	}
-	out["conn_hit"], out["conn_miss"] = hits, misses
-	return out, nil
+	return hits, misses, recorded, nil
+}
+
+// syncEvictionBase: an earlier version counted evictions one by one
+// (STAT_CONN_EVICTED) and no fills or refreshes. On its pins, the flows it
+// recorded that evicted nothing become STAT_CONN_EVICT_BASE, once, so the
+// derived count goes on from the earlier one. Pins that already count
+// fills, or have recorded nothing, are left alone.
+func (b *Balancer) syncEvictionBase() error {
+	var done uint64
+	for _, i := range []balancerSyStat{balancerSyStatSTAT_CONN_FILLED, balancerSyStatSTAT_CONN_REFRESHED, balancerSyStatSTAT_CONN_EVICT_BASE} {
+		n, err := readStat(b.objs.Stats, uint32(i))
+		if err != nil {
+			return fmt.Errorf("read counter %d: %w", i, err)
+		}
+		done += n
+	}
+	if done != 0 {
+		return nil
+	}
+	evicted, err := readStat(b.objs.Stats, uint32(balancerSyStatSTAT_CONN_EVICTED))
+	if err != nil {
+		return fmt.Errorf("read the evictions counted so far: %w", err)
+	}
+	_, _, recorded, err := b.vipTotals()
+	if err != nil || recorded <= evicted {
+		return err
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("count CPUs: %w", err)
+	}
+	per := make([]uint64, ncpu)
+	per[0] = recorded - evicted
+	if err := b.objs.Stats.Put(uint32(balancerSyStatSTAT_CONN_EVICT_BASE), per); err != nil {
+		return fmt.Errorf("write the eviction base: %w", err)
+	}
+	return nil
+}
+
+// readStat is per-CPU counter i of m summed over CPUs.
+func readStat(m *ebpf.Map, i uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(i, &per); err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, v := range per {
+		sum += v
+	}
+	return sum, nil
 }
 
 func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
@@ -990,15 +1070,11 @@ func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
 		if name == "" {
 			continue // an index the datapath no longer counts
 		}
-		var per []uint64
-		if err := m.Lookup(uint32(i), &per); err != nil {
+		n, err := readStat(m, uint32(i))
+		if err != nil {
 			return nil, fmt.Errorf("read counter %s: %w", name, err)
 		}
-		var sum uint64
-		for _, v := range per {
-			sum += v
-		}
-		out[name] = sum
+		out[name] = n
 	}
 	return out, nil
 }
@@ -1021,11 +1097,7 @@ var statNames = [balancerSyStatSTAT_MAX]string{
 	balancerSyStatSTAT_DROP_TOO_BIG:      "drop_too_big",
 	balancerSyStatSTAT_DROP_ADJUST:       "drop_adjust_failed",
 	balancerSyStatSTAT_DROP_ICMP_INVALID: "drop_icmp_invalid",
-	balancerSyStatSTAT_CONN_EVICTED:      "conn_evicted",
 	balancerSyStatSTAT_CONN_INSERT_RACE:  "conn_insert_race",
-}
-
-// StatNames lists the global counter names, in datapath order.
-func StatNames() []string {
-	return slices.DeleteFunc(slices.Clone(statNames[:]), func(n string) bool { return n == "" })
+	balancerSyStatSTAT_CONN_FILLED:       "conn_filled",
+	balancerSyStatSTAT_CONN_REFRESHED:    "conn_refreshed",
 }

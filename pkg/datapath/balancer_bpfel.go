@@ -105,9 +105,9 @@ const (
 	balancerSyStatSTAT_CONN_HIT          balancerSyStat = 1
 	balancerSyStatSTAT_CONN_MISS         balancerSyStat = 2
 	balancerSyStatSTAT_UDP_EXPIRED       balancerSyStat = 3
-	balancerSyStatSTAT_ENCAP_IPIP        balancerSyStat = 4
-	balancerSyStatSTAT_ENCAP_IP6         balancerSyStat = 5
-	balancerSyStatSTAT_ENCAP_GUE         balancerSyStat = 6
+	balancerSyStatSTAT_CONN_FILLED       balancerSyStat = 4
+	balancerSyStatSTAT_CONN_REFRESHED    balancerSyStat = 5
+	balancerSyStatSTAT_CONN_EVICT_BASE   balancerSyStat = 6
 	balancerSyStatSTAT_ICMP_ECHO_REPLY   balancerSyStat = 7
 	balancerSyStatSTAT_ICMP_TOO_BIG_FWD  balancerSyStat = 8
 	balancerSyStatSTAT_ICMP_TOO_BIG_SENT balancerSyStat = 9

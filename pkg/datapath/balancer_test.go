@@ -726,6 +726,57 @@ func TestConnTableEviction(t *testing.T) {
 	}
 }
 
+// TestEvictionsGoOnFromEarlierPins: evictions are derived (new flows -
+// fills - refreshes - base). An earlier version counted them one by one
+// and counted no fills, so loading over its pins must turn what it
+// recorded into the base once: conn_evicted goes on from its value, and
+// later fills and evictions count from there.
+func TestEvictionsGoOnFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-evict-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The earlier version's state: 10 flows recorded, 7 of them evictions.
+	flows := make([]balancerVipCounters, ncpu)
+	flows[0].NewFlows = 10
+	if err := w.b.objs.VipStats.Put(vipTCP4.num, flows); err != nil {
+		t.Fatal(err)
+	}
+	evicted := make([]uint64, ncpu)
+	evicted[0] = 7
+	if err := w.b.objs.Stats.Put(uint32(balancerSyStatSTAT_CONN_EVICTED), evicted); err != nil {
+		t.Fatal(err)
+	}
+	w.b.Close()
+
+	for range 2 { // the second load must not move the base again
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w2 := &world{b: b2, tables: w.tables}
+		st := w2.stats(t)
+		b2.Close()
+		if st["conn_evicted"] != 7 {
+			t.Fatalf("conn_evicted = %d after loading over earlier pins, want 7", st["conn_evicted"])
+		}
+	}
+	b3, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b3.Close()
+	w3 := &world{b: b3, tables: w.tables}
+	w3.open(t, vipTCP4, syn4(45000)) // a free entry: a fill, no eviction
+	if st := w3.stats(t); st["conn_evicted"] != 7 || st["conn_filled"] != 1 {
+		t.Errorf("after a fill: conn_evicted %d, conn_filled %d; want 7 and 1", st["conn_evicted"], st["conn_filled"])
+	}
+}
+
 // TestConnEntryVouchesForItself: nothing locks a connection entry, so two
 // CPUs may write one at once and leave one flow's key beside another
 // flow's backend. The datapath and the dump must not use such an entry:
