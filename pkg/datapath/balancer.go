@@ -151,31 +151,18 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	}
 	b.objs = balancerObjects{balancerPrograms: objs.balancerPrograms, balancerMaps: objs.balancerMaps}
 	b.data = objs.balancerDataMaps
-	// Maps pinned by an earlier version may predate vip_filter: derive it
-	// from vip_addrs, the record it mirrors.
-	if err := b.syncVIPFilter(); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if err := b.syncEpochs(); err != nil {
-		b.Close()
-		return nil, err
-	}
-	if err := b.syncEvictionBase(); err != nil {
-		b.Close()
-		return nil, err
-	}
-	// Maps pinned by an earlier version keep every table in
-	// maglev_tables.
-	if err := b.syncStdTables(); err != nil {
-		b.Close()
-		return nil, err
-	}
-	// Maps pinned by an earlier version have no VIP index, and this
-	// version's index may place VIPs differently: build it afresh.
-	if err := b.syncVIPIndex(); err != nil {
-		b.Close()
-		return nil, err
+	// Bring maps pinned by an earlier version up to this one, in order.
+	for _, sync := range []func() error{
+		b.syncVIPFilter,    // vip_filter may be missing: derive it from vip_addrs
+		b.syncEpochs,       // VIPs may have no live epoch
+		b.syncEvictionBase, // evictions were counted one by one
+		b.syncStdTables,    // every table was in maglev_tables
+		b.syncVIPIndex,     // no index, or one placing VIPs differently: build it afresh
+	} {
+		if err := sync(); err != nil {
+			b.Close()
+			return nil, err
+		}
 	}
 	return b, nil
 }
