@@ -117,7 +117,7 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 			return send_too_big(ctx, p, cfg->mtu - overhead);
 		return drop(STAT_DROP_TOO_BIG);
 	}
-	/* be points into the backends map: it stays valid across the
+	/* be points into backend_table: it stays valid across the
 	 * packet adjustments inside encap. */
 	if (encap(ctx, p, be, cfg, flow_sum, overhead))
 		return drop(STAT_DROP_ADJUST);
@@ -180,7 +180,7 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 /* The backend of the flow recorded in way 'way' of set cs (sum: the
  * flow sum), if the entry is still usable: vouched for by its check word,
  * its VIP still the one that
- * recorded it (vip_epochs), a UDP entry not idle too long (else *expired
+ * recorded it (vip_epoch_table), a UDP entry not idle too long (else *expired
  * is set), the backend still valid. With 'touch', refreshes the entry's
  * stamp, at most once per jiffy: a busy flow's packets mostly find it
  * current and write nothing. Idle time is counted in whole jiffies (so to
@@ -189,21 +189,22 @@ static __always_inline struct backend *conn_backend(struct conn_set *cs, int way
 						    const struct pkt *p, const struct lb_config *cfg,
 						    __u32 *id, __u32 *vip_num, int touch, int *expired)
 {
-	__u32 vnum, *epoch, stamp;
+	__u32 vnum, epoch, stamp;
 	__u32 jiffy = bpf_jiffies64();
 	struct backend *be;
 	__u16 vip_epoch;
 
 	if (conn_read(cs, way, sum, id, &vnum, &vip_epoch, &stamp))
 		return NULL;
-	epoch = bpf_map_lookup_elem(&vip_epochs, &vnum);
-	if (!epoch || !(*epoch & 1) || (__u16)*epoch != vip_epoch)
+	/* vnum < MAX_VIPS in every entry the check vouched for. */
+	epoch = vip_epoch_table[vnum & (MAX_VIPS - 1)];
+	if (!(epoch & 1) || (__u16)epoch != vip_epoch)
 		return NULL;
 	if (p->flow.proto == IPPROTO_UDP && (__u64)(jiffy - stamp) * jiffy_ns >= cfg->udp_timeout_ns) {
 		*expired = 1;
 		return NULL;
 	}
-	be = bpf_map_lookup_elem(&backends, id);
+	be = backend_of(*id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return NULL;
 	if (touch && stamp != jiffy)
@@ -292,12 +293,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	id = maglev_pick(vm, vm->gen, hash);
 	if (id == MAGLEV_EMPTY)
 		return drop(STAT_DROP_NO_BACKEND);
-	be = bpf_map_lookup_elem(&backends, &id);
+	be = backend_of(id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
 	if (conntrack && cr->cs) {
 		/* The VIP's epoch from the index (rebuilt whenever an epoch
-		 * moves): no vip_epochs lookup on a new flow. */
+		 * moves): no epoch read on a new flow. */
 		if (conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, vm->epoch,
 				bpf_jiffies64()) &&
 		    vs)

@@ -115,8 +115,9 @@ struct {
 /* vip_num -> epoch: odd while the VIP exists. The control plane moves it
  * on when a VIP number is created, changes flags or is deleted, so that
  * connection entries recorded for an earlier VIP of that number are not
- * used (a pinned packet skips the VIP lookup). The VIP index carries a
- * copy (vip_meta.epoch), which new flows record. */
+ * used (a pinned packet skips the VIP lookup). Pinned packets read the
+ * copy in vip_epoch_table; the VIP index carries one too (vip_meta.epoch),
+ * which new flows record. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_VIPS);
@@ -124,6 +125,8 @@ struct {
 	__type(value, __u32);
 } vip_epochs SEC(".maps");
 
+/* Backend id -> address and flags: the control plane's record; packets
+ * read the copy in backend_table. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_BACKENDS);
@@ -132,6 +135,23 @@ struct {
 } backends SEC(".maps");
 
 struct lb_config config SEC(".data.config");
+
+/* The datapath's copies of backends and vip_epochs, which stay the control
+ * plane's records: global data, each array in its own section, which the
+ * program reads by direct address (an index under a mask), with no lookup,
+ * no key on the stack and no NULL check. pkg/datapath pins them by these
+ * names, writes a record and then its copy, and rebuilds both copies from
+ * the records at every load (an earlier version's pins have no copies). */
+struct backend backend_table[MAX_BACKENDS] SEC(".data.backend_table");
+__u32 vip_epoch_table[MAX_VIPS] SEC(".data.vip_epoch_table");
+
+/* Backend id's entry in backend_table, or NULL for an id past its end. */
+static __always_inline struct backend *backend_of(__u32 id)
+{
+	if (id >= MAX_BACKENDS)
+		return NULL;
+	return &backend_table[id & (MAX_BACKENDS - 1)];
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

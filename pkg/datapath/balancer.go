@@ -89,11 +89,25 @@ func (b *Balancer) outer(std bool) *ebpf.Map {
 type balancerDataMaps struct {
 	Config    *ebpf.Map `ebpf:".data.config"`
 	VipFilter *ebpf.Map `ebpf:".data.vip_filter"`
+	// The datapath's copies of backends and vip_epochs (see syncCopies).
+	BackendTable  *ebpf.Map `ebpf:".data.backend_table"`
+	VipEpochTable *ebpf.Map `ebpf:".data.vip_epoch_table"`
+}
+
+func (d *balancerDataMaps) close() {
+	for _, m := range []*ebpf.Map{d.Config, d.VipFilter, d.BackendTable, d.VipEpochTable} {
+		if m != nil {
+			m.Close()
+		}
+	}
 }
 
 // dataMapNames maps the data sections of balancerDataMaps to their map and
 // pin names, which are also the names of their variables.
-var dataMapNames = map[string]string{".data.config": "config", ".data.vip_filter": "vip_filter"}
+var dataMapNames = map[string]string{
+	".data.config": "config", ".data.vip_filter": "vip_filter",
+	".data.backend_table": "backend_table", ".data.vip_epoch_table": "vip_epoch_table",
+}
 
 // LoadBalancer loads the balancer program, creating or reusing the maps
 // pinned under opts.PinDir. It does not attach the program.
@@ -155,6 +169,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	for _, sync := range []func() error{
 		b.syncVIPFilter,    // vip_filter may be missing: derive it from vip_addrs
 		b.syncEpochs,       // VIPs may have no live epoch
+		b.syncCopies,       // backend_table and vip_epoch_table may be missing
 		b.syncEvictionBase, // evictions were counted one by one
 		b.syncStdTables,    // every table was in maglev_tables
 		b.syncVIPIndex,     // no index, or one placing VIPs differently: build it afresh
@@ -199,8 +214,7 @@ func (b *Balancer) Close() error {
 	if b.link != nil {
 		b.link.Close()
 	}
-	b.data.Config.Close()
-	b.data.VipFilter.Close()
+	b.data.close()
 	return b.objs.Close()
 }
 
@@ -336,7 +350,7 @@ func (b *Balancer) nextEpoch(num uint32, live bool) error {
 	if err := b.objs.VipEpochs.Put(num, e); err != nil {
 		return fmt.Errorf("write VIP epoch %d: %w", num, err)
 	}
-	return nil
+	return b.putEpochCopy(num, e)
 }
 
 // syncEpochs makes the epoch of every VIP in the datapath live (odd): maps
@@ -775,13 +789,91 @@ func (b *Balancer) SetBackend(id uint32, addr netip.Addr) error {
 	if err := b.objs.Backends.Put(id, &be); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
 	}
-	return nil
+	return b.putBackendCopy(id, be)
 }
 
 // DeleteBackend invalidates backend id: flows pinned to it choose again.
 func (b *Balancer) DeleteBackend(id uint32) error {
+	if id >= MaxBackends {
+		return fmt.Errorf("backend id %d over the datapath's limit of %d", id, MaxBackends)
+	}
 	if err := b.objs.Backends.Put(id, &balancerBackend{}); err != nil {
 		return fmt.Errorf("clear backend %d: %w", id, err)
+	}
+	return b.putBackendCopy(id, balancerBackend{})
+}
+
+// backendTable and epochTable are the values of backend_table and
+// vip_epoch_table (bpf/maps.h): each map's one entry holds the whole array.
+type (
+	backendTable [MaxBackends]balancerBackend
+	epochTable   [MaxVIPs]uint32
+)
+
+// putBackendCopy writes backend id's entry of backend_table: the whole
+// array, read back, with that entry changed. The other entries are written
+// with the bytes they hold, so a packet never sees them change.
+func (b *Balancer) putBackendCopy(id uint32, be balancerBackend) error {
+	t := new(backendTable)
+	if err := b.data.BackendTable.Lookup(uint32(0), t); err != nil {
+		return fmt.Errorf("read backend_table: %w", err)
+	}
+	t[id] = be
+	if err := b.data.BackendTable.Put(uint32(0), t); err != nil {
+		return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+	}
+	return nil
+}
+
+// putEpochCopy writes VIP num's epoch into vip_epoch_table, as
+// putBackendCopy does.
+func (b *Balancer) putEpochCopy(num, epoch uint32) error {
+	var t epochTable
+	if err := b.data.VipEpochTable.Lookup(uint32(0), &t); err != nil {
+		return fmt.Errorf("read vip_epoch_table: %w", err)
+	}
+	t[num] = epoch
+	if err := b.data.VipEpochTable.Put(uint32(0), &t); err != nil {
+		return fmt.Errorf("write VIP epoch %d to vip_epoch_table: %w", num, err)
+	}
+	return nil
+}
+
+// syncCopies rebuilds backend_table and vip_epoch_table, which the program
+// reads, from backends and vip_epochs, the records (bpf/maps.h): an earlier
+// version pinned no copies, and a copy must never differ from its record
+// when the program is attached. Writers keep them in step after that, the
+// record first.
+func (b *Balancer) syncCopies() error {
+	bt := new(backendTable)
+	var (
+		id uint32
+		be balancerBackend
+	)
+	it := b.objs.Backends.Iterate()
+	for it.Next(&id, &be) {
+		bt[id%MaxBackends] = be
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read backends: %w", err)
+	}
+	if err := b.data.BackendTable.Put(uint32(0), bt); err != nil {
+		return fmt.Errorf("write backend_table: %w", err)
+	}
+	var (
+		et    epochTable
+		num   uint32
+		epoch uint32
+	)
+	it = b.objs.VipEpochs.Iterate()
+	for it.Next(&num, &epoch) {
+		et[num%MaxVIPs] = epoch
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read vip_epochs: %w", err)
+	}
+	if err := b.data.VipEpochTable.Put(uint32(0), &et); err != nil {
+		return fmt.Errorf("write vip_epoch_table: %w", err)
 	}
 	return nil
 }

@@ -185,6 +185,7 @@ const (
 	balancerMapVipStats           = "vip_stats"
 	balancerMapVips               = "vips"
 	balancerProgXdpBalancer       = "xdp_balancer"
+	balancerVarBackendTable       = "backend_table"
 	balancerVarConfig             = "config"
 	balancerVarConnSets           = "conn_sets"
 	balancerVarJiffyNs            = "jiffy_ns"
@@ -193,6 +194,7 @@ const (
 	balancerVarUnusedSyStat       = "unused_sy_stat"
 	balancerVarUnusedVipFlags     = "unused_vip_flags"
 	balancerVarUnusedVipSlot      = "unused_vip_slot"
+	balancerVarVipEpochTable      = "vip_epoch_table"
 	balancerVarVipFilter          = "vip_filter"
 )
 
@@ -262,6 +264,7 @@ type balancerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerVariableSpecs struct {
+	BackendTable       *ebpf.VariableSpec `ebpf:"backend_table"`
 	Config             *ebpf.VariableSpec `ebpf:"config"`
 	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
@@ -270,6 +273,7 @@ type balancerVariableSpecs struct {
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.VariableSpec `ebpf:"unused_vip_flags"`
 	UnusedVipSlot      *ebpf.VariableSpec `ebpf:"unused_vip_slot"`
+	VipEpochTable      *ebpf.VariableSpec `ebpf:"vip_epoch_table"`
 	VipFilter          *ebpf.VariableSpec `ebpf:"vip_filter"`
 }
 
@@ -326,6 +330,7 @@ func (m *balancerMaps) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerVariables struct {
+	BackendTable       *ebpf.Variable `ebpf:"backend_table"`
 	Config             *ebpf.Variable `ebpf:"config"`
 	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
@@ -334,6 +339,7 @@ type balancerVariables struct {
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.Variable `ebpf:"unused_vip_flags"`
 	UnusedVipSlot      *ebpf.Variable `ebpf:"unused_vip_slot"`
+	VipEpochTable      *ebpf.Variable `ebpf:"vip_epoch_table"`
 	VipFilter          *ebpf.Variable `ebpf:"vip_filter"`
 }
 

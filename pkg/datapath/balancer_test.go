@@ -777,6 +777,44 @@ func TestEvictionsGoOnFromEarlierPins(t *testing.T) {
 	}
 }
 
+// TestCopiesRebuiltFromEarlierPins: packets read backends and VIP epochs
+// from copies (backend_table, vip_epoch_table) that an earlier version did
+// not pin. Loading over such pins must rebuild the copies from the records
+// before a packet reads them: an established flow stays pinned to its
+// backend, through its connection entry.
+func TestCopiesRebuiltFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-copies-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	s := syn4(43000)
+	pinned := w.open(t, vipTCP4, s)
+	w.b.Close()
+	for _, name := range []string{"backend_table", "vip_epoch_table"} {
+		if err := os.Remove(filepath.Join(pin, name)); err != nil {
+			t.Fatalf("the earlier version's pins: %v", err)
+		}
+	}
+	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	w2 := &world{b: b2, tables: w.tables}
+	before, err := b2.VIPCounters(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2.expectSent(t, ackOf(s), pinned)
+	after, err := b2.VIPCounters(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ConnHits != before.ConnHits+1 {
+		t.Errorf("the ACK was not sent by its connection entry: hits %d -> %d", before.ConnHits, after.ConnHits)
+	}
+}
+
 // TestConnEntryVouchesForItself: nothing locks a connection entry, so two
 // CPUs may write one at once and leave one flow's key beside another
 // flow's backend. The datapath and the dump must not use such an entry:

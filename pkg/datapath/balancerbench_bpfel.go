@@ -124,6 +124,7 @@ const (
 	balancerbenchMapVipStats           = "vip_stats"
 	balancerbenchMapVips               = "vips"
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
+	balancerbenchVarBackendTable       = "backend_table"
 	balancerbenchVarConfig             = "config"
 	balancerbenchVarConnSets           = "conn_sets"
 	balancerbenchVarJiffyNs            = "jiffy_ns"
@@ -132,6 +133,7 @@ const (
 	balancerbenchVarUnusedSyStat       = "unused_sy_stat"
 	balancerbenchVarUnusedVipFlags     = "unused_vip_flags"
 	balancerbenchVarUnusedVipSlot      = "unused_vip_slot"
+	balancerbenchVarVipEpochTable      = "vip_epoch_table"
 	balancerbenchVarVipFilter          = "vip_filter"
 )
 
@@ -201,6 +203,7 @@ type balancerbenchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerbenchVariableSpecs struct {
+	BackendTable       *ebpf.VariableSpec `ebpf:"backend_table"`
 	Config             *ebpf.VariableSpec `ebpf:"config"`
 	ConnSets           *ebpf.VariableSpec `ebpf:"conn_sets"`
 	JiffyNs            *ebpf.VariableSpec `ebpf:"jiffy_ns"`
@@ -209,6 +212,7 @@ type balancerbenchVariableSpecs struct {
 	UnusedSyStat       *ebpf.VariableSpec `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.VariableSpec `ebpf:"unused_vip_flags"`
 	UnusedVipSlot      *ebpf.VariableSpec `ebpf:"unused_vip_slot"`
+	VipEpochTable      *ebpf.VariableSpec `ebpf:"vip_epoch_table"`
 	VipFilter          *ebpf.VariableSpec `ebpf:"vip_filter"`
 }
 
@@ -265,6 +269,7 @@ func (m *balancerbenchMaps) Close() error {
 //
 // It can be passed to loadBalancerbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerbenchVariables struct {
+	BackendTable       *ebpf.Variable `ebpf:"backend_table"`
 	Config             *ebpf.Variable `ebpf:"config"`
 	ConnSets           *ebpf.Variable `ebpf:"conn_sets"`
 	JiffyNs            *ebpf.Variable `ebpf:"jiffy_ns"`
@@ -273,6 +278,7 @@ type balancerbenchVariables struct {
 	UnusedSyStat       *ebpf.Variable `ebpf:"unused_sy_stat"`
 	UnusedVipFlags     *ebpf.Variable `ebpf:"unused_vip_flags"`
 	UnusedVipSlot      *ebpf.Variable `ebpf:"unused_vip_slot"`
+	VipEpochTable      *ebpf.Variable `ebpf:"vip_epoch_table"`
 	VipFilter          *ebpf.Variable `ebpf:"vip_filter"`
 }
 
