@@ -10,10 +10,10 @@ go build -o bin/switchyard ./cmd/switchyard
 
 echo "== datapath, inside the kernel (BPF_PROG_TEST_RUN, 64-byte TCP packets)"
 go test -run='^$' -bench='^BenchmarkDatapath$' -benchtime=5000000x -count=5 ./pkg/datapath/ >/tmp/switchyard-bench-dp.txt
-go test -run='^$' -bench='^BenchmarkRatios$' -benchtime=1x -count=3 ./pkg/datapath/ >/tmp/switchyard-bench-ratio.txt
+go test -run='^$' -bench='^BenchmarkRatios$' -benchtime=1x -count=5 ./pkg/datapath/ >/tmp/switchyard-bench-ratio.txt
 # ns/packet: median of 5 runs of 5,000,000 packets per path. Ratios: mean of
 # the middle half of 41 alternating (floor, path) pairs, so the VM's speed
-# drift cancels; the middle of 3 such means.
+# drift cancels; the middle of 5 such means.
 awk '/ns\/packet/ { split($1, a, "/"); n = a[2]; sub(/-[0-9]+$/, "", n); print n, $(NF-1) }' /tmp/switchyard-bench-dp.txt |
 	sort -k1,1 -k2,2n | awk '{ v[$1, ++c[$1]] = $2 } END { for (k in c) print k, v[k, int((c[k] + 1) / 2)] }' >/tmp/switchyard-bench-ns.txt
 awk '/x-floor/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^x-floor-/) { k = substr($(i+1), 9); print k, $i } }' /tmp/switchyard-bench-ratio.txt |

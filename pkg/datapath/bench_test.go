@@ -101,7 +101,8 @@ func TestMapMemory(t *testing.T) {
 		}
 	}
 	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables, "maglev_std": bal.objs.MaglevStd,
-		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.data.Config, "vip_filter": bal.data.VipFilter, "stats": bal.objs.Stats,
+		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.data.Config, "vip_filter": bal.data.VipFilter,
+		"backend_table": bal.data.BackendTable, "vip_epoch_table": bal.data.VipEpochTable, "stats": bal.objs.Stats,
 		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats, "vip_epochs": bal.objs.VipEpochs,
 		"vip_index": bal.objs.VipIndex}
 	for k, m := range bal.tables {
