@@ -174,6 +174,27 @@ struct {
 	__type(value, struct backend_counters);
 } backend_stats SEC(".maps");
 
+/* Counter baselines, the control plane's alone (the program never reads
+ * them): a VIP number's and a backend id's counters, summed over CPUs, as
+ * they stood when the number was given to a new VIP or the id to a new
+ * address. pkg/datapath reports a VIP's and a backend's counters from
+ * there, so a new VIP does not inherit the counts of a deleted one that
+ * had its number; the global sums (connection hits, misses, evictions)
+ * still take in every count and never fall. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_counters);
+} vip_stats_base SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_counters);
+} backend_stats_base SEC(".maps");
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&stats, &idx);

@@ -313,6 +313,15 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 		if err := b.clearTables(num); err != nil {
 			return err
 		}
+		// The number may have counted for a deleted VIP. No packet
+		// counts for the new one before it is in the index.
+		raw, err := b.rawVIPCounters(num)
+		if err != nil {
+			return err
+		}
+		if err := restartCounters(b.objs.VipStatsBase, num, &raw, "VIP"); err != nil {
+			return err
+		}
 	case err != nil:
 		return fmt.Errorf("look up VIP %s: %w", k, err)
 	}
@@ -786,6 +795,22 @@ func (b *Balancer) SetBackend(id uint32, addr netip.Addr) error {
 	if addr.Is6() && !addr.Is4In6() {
 		be.Flags |= uint32(balancerBackendFlagsBACKEND_F_V6)
 	}
+	var old balancerBackend
+	if err := b.objs.Backends.Lookup(id, &old); err != nil {
+		return fmt.Errorf("read backend %d: %w", id, err)
+	}
+	if old != be {
+		// A new address for the id (or the id back in use): its
+		// counters start again. Flows still pinned to it follow the
+		// new address and count there.
+		raw, err := b.rawBackendCounters(id)
+		if err != nil {
+			return err
+		}
+		if err := restartCounters(b.objs.BackendStatsBase, id, &raw, "backend"); err != nil {
+			return err
+		}
+	}
 	if err := b.objs.Backends.Put(id, &be); err != nil {
 		return fmt.Errorf("write backend %d: %w", id, err)
 	}
@@ -1010,13 +1035,31 @@ func (b *Balancer) CountFlows() (uint64, error) {
 // ConnTableSize is the capacity of the connection table.
 func (b *Balancer) ConnTableSize() uint32 { return b.objs.Conns.MaxEntries() * connWays }
 
-// VIPCounters returns VIP num's counters summed over CPUs.
+// VIPCounters returns VIP num's counters summed over CPUs, counted from
+// when the number was given to the VIP that has it now (vip_stats_base).
 func (b *Balancer) VIPCounters(num uint32) (VIPCounters, error) {
+	raw, err := b.rawVIPCounters(num)
+	if err != nil {
+		return VIPCounters{}, err
+	}
+	var base balancerVipCounters
+	if err := b.objs.VipStatsBase.Lookup(num, &base); err != nil {
+		return VIPCounters{}, fmt.Errorf("read VIP %d counter baseline: %w", num, err)
+	}
+	return VIPCounters{
+		Packets: since(raw.Packets, base.Packets), Bytes: since(raw.Bytes, base.Bytes),
+		NewFlows: since(raw.NewFlows, base.NewFlows), ConnHits: since(raw.ConnHits, base.ConnHits),
+		ConnMisses: since(raw.ConnMisses, base.ConnMisses),
+	}, nil
+}
+
+// rawVIPCounters is VIP number num's vip_stats entry summed over CPUs.
+func (b *Balancer) rawVIPCounters(num uint32) (balancerVipCounters, error) {
 	var per []balancerVipCounters
 	if err := b.objs.VipStats.Lookup(num, &per); err != nil {
-		return VIPCounters{}, fmt.Errorf("read VIP %d counters: %w", num, err)
+		return balancerVipCounters{}, fmt.Errorf("read VIP %d counters: %w", num, err)
 	}
-	var out VIPCounters
+	var out balancerVipCounters
 	for _, c := range per {
 		out.Packets += c.Packets
 		out.Bytes += c.Bytes
@@ -1027,18 +1070,50 @@ func (b *Balancer) VIPCounters(num uint32) (VIPCounters, error) {
 	return out, nil
 }
 
-// BackendCounters returns backend id's counters summed over CPUs.
+// BackendCounters returns backend id's counters summed over CPUs, counted
+// from when the id was given to its address (backend_stats_base).
 func (b *Balancer) BackendCounters(id uint32) (BackendCounters, error) {
+	raw, err := b.rawBackendCounters(id)
+	if err != nil {
+		return BackendCounters{}, err
+	}
+	var base balancerBackendCounters
+	if err := b.objs.BackendStatsBase.Lookup(id, &base); err != nil {
+		return BackendCounters{}, fmt.Errorf("read backend %d counter baseline: %w", id, err)
+	}
+	return BackendCounters{Packets: since(raw.Packets, base.Packets), Bytes: since(raw.Bytes, base.Bytes)}, nil
+}
+
+func (b *Balancer) rawBackendCounters(id uint32) (balancerBackendCounters, error) {
 	var per []balancerBackendCounters
 	if err := b.objs.BackendStats.Lookup(id, &per); err != nil {
-		return BackendCounters{}, fmt.Errorf("read backend %d counters: %w", id, err)
+		return balancerBackendCounters{}, fmt.Errorf("read backend %d counters: %w", id, err)
 	}
-	var out BackendCounters
+	var out balancerBackendCounters
 	for _, c := range per {
 		out.Packets += c.Packets
 		out.Bytes += c.Bytes
 	}
 	return out, nil
+}
+
+// since is a counter's count from its baseline. The datapath's counters
+// only grow, so a count under its baseline means the baseline is from
+// other maps (pins removed and made again between two writes): none.
+func since(count, base uint64) uint64 {
+	if count < base {
+		return 0
+	}
+	return count - base
+}
+
+// restartCounters makes a VIP number's or backend id's counters (raw, as
+// they stand) count from zero: raw becomes its baseline in base.
+func restartCounters(base *ebpf.Map, key uint32, raw any, what string) error {
+	if err := base.Put(key, raw); err != nil {
+		return fmt.Errorf("write %s %d counter baseline: %w", what, key, err)
+	}
+	return nil
 }
 
 // Stats returns the global counters by name (see StatNames), summed over

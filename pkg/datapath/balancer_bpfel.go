@@ -174,6 +174,7 @@ type balancerVipSlot struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	balancerMapBackendStats       = "backend_stats"
+	balancerMapBackendStatsBase   = "backend_stats_base"
 	balancerMapBackends           = "backends"
 	balancerMapConns              = "conns"
 	balancerMapMaglevStd          = "maglev_std"
@@ -183,6 +184,7 @@ const (
 	balancerMapVipEpochs          = "vip_epochs"
 	balancerMapVipIndex           = "vip_index"
 	balancerMapVipStats           = "vip_stats"
+	balancerMapVipStatsBase       = "vip_stats_base"
 	balancerMapVips               = "vips"
 	balancerProgXdpBalancer       = "xdp_balancer"
 	balancerVarBackendTable       = "backend_table"
@@ -247,17 +249,19 @@ type balancerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerMapSpecs struct {
-	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Conns        *ebpf.MapSpec `ebpf:"conns"`
-	MaglevStd    *ebpf.MapSpec `ebpf:"maglev_std"`
-	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
-	VipIndex     *ebpf.MapSpec `ebpf:"vip_index"`
-	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	BackendStats     *ebpf.MapSpec `ebpf:"backend_stats"`
+	BackendStatsBase *ebpf.MapSpec `ebpf:"backend_stats_base"`
+	Backends         *ebpf.MapSpec `ebpf:"backends"`
+	Conns            *ebpf.MapSpec `ebpf:"conns"`
+	MaglevStd        *ebpf.MapSpec `ebpf:"maglev_std"`
+	MaglevTables     *ebpf.MapSpec `ebpf:"maglev_tables"`
+	Stats            *ebpf.MapSpec `ebpf:"stats"`
+	VipAddrs         *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipEpochs        *ebpf.MapSpec `ebpf:"vip_epochs"`
+	VipIndex         *ebpf.MapSpec `ebpf:"vip_index"`
+	VipStats         *ebpf.MapSpec `ebpf:"vip_stats"`
+	VipStatsBase     *ebpf.MapSpec `ebpf:"vip_stats_base"`
+	Vips             *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // balancerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -297,22 +301,25 @@ func (o *balancerObjects) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerMaps struct {
-	BackendStats *ebpf.Map `ebpf:"backend_stats"`
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Conns        *ebpf.Map `ebpf:"conns"`
-	MaglevStd    *ebpf.Map `ebpf:"maglev_std"`
-	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
-	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
-	VipIndex     *ebpf.Map `ebpf:"vip_index"`
-	VipStats     *ebpf.Map `ebpf:"vip_stats"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	BackendStats     *ebpf.Map `ebpf:"backend_stats"`
+	BackendStatsBase *ebpf.Map `ebpf:"backend_stats_base"`
+	Backends         *ebpf.Map `ebpf:"backends"`
+	Conns            *ebpf.Map `ebpf:"conns"`
+	MaglevStd        *ebpf.Map `ebpf:"maglev_std"`
+	MaglevTables     *ebpf.Map `ebpf:"maglev_tables"`
+	Stats            *ebpf.Map `ebpf:"stats"`
+	VipAddrs         *ebpf.Map `ebpf:"vip_addrs"`
+	VipEpochs        *ebpf.Map `ebpf:"vip_epochs"`
+	VipIndex         *ebpf.Map `ebpf:"vip_index"`
+	VipStats         *ebpf.Map `ebpf:"vip_stats"`
+	VipStatsBase     *ebpf.Map `ebpf:"vip_stats_base"`
+	Vips             *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *balancerMaps) Close() error {
 	return _BalancerClose(
 		m.BackendStats,
+		m.BackendStatsBase,
 		m.Backends,
 		m.Conns,
 		m.MaglevStd,
@@ -322,6 +329,7 @@ func (m *balancerMaps) Close() error {
 		m.VipEpochs,
 		m.VipIndex,
 		m.VipStats,
+		m.VipStatsBase,
 		m.Vips,
 	)
 }

@@ -815,6 +815,68 @@ func TestCopiesRebuiltFromEarlierPins(t *testing.T) {
 	}
 }
 
+// TestCountersRestartForNewOwners: a VIP number given to a new VIP, and a
+// backend id given to a new address, report counters from zero, not the
+// counts of their earlier owners; the global sums derived from the VIP
+// counters (hits, misses, evictions) do not move.
+func TestCountersRestartForNewOwners(t *testing.T) {
+	w := newWorld(t, Options{})
+	for i := range 5 {
+		s := syn4(uint16(42000 + i))
+		w.open(t, vipTCP4, s)
+		w.expectSent(t, ackOf(s), w.expectBackend(vipTCP4, flowOf(s)))
+	}
+	old, err := w.b.VIPCounters(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Packets != 10 || old.ConnHits != 5 || old.NewFlows != 5 {
+		t.Fatalf("VIP counters before the change: %+v, want 10 packets, 5 hits, 5 new flows", old)
+	}
+	before := w.stats(t)
+	if err := w.b.DeleteVIP(vipTCP4.key); err != nil {
+		t.Fatal(err)
+	}
+	next := VIPKey{vip4, 8080, ProtoTCP}
+	if err := w.b.SetVIP(next, vipTCP4.num, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := w.b.VIPCounters(vipTCP4.num); err != nil || c != (VIPCounters{}) {
+		t.Errorf("the new VIP of number %d starts with %+v (%v), want zeros", vipTCP4.num, c, err)
+	}
+	after := w.stats(t)
+	for _, k := range []string{"conn_hit", "conn_miss", "conn_evicted"} {
+		if after[k] != before[k] {
+			t.Errorf("%s went from %d to %d when a VIP number changed hands", k, before[k], after[k])
+		}
+	}
+	w.publish(t, next, vipTCP4.backends...)
+	s := syn4(42100)
+	s.dport = 8080
+	w.open(t, fixtureVIP{next, vipTCP4.num, 0, vipTCP4.backends}, s)
+	if c, _ := w.b.VIPCounters(vipTCP4.num); c.Packets != 1 || c.NewFlows != 1 {
+		t.Errorf("the new VIP's first SYN: %+v, want 1 packet, 1 new flow", c)
+	}
+
+	id := vipTCP4.backends[0]
+	if c, err := w.b.BackendCounters(id); err != nil || c.Packets == 0 {
+		t.Fatalf("backend %d counted %+v (%v); the test needs traffic to it", id, c, err)
+	}
+	kept, _ := w.b.BackendCounters(id)
+	if err := w.b.SetBackend(id, backendAddrs[id]); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := w.b.BackendCounters(id); c != kept {
+		t.Errorf("rewriting backend %d with its own address changed its counters: %+v, want %+v", id, c, kept)
+	}
+	if err := w.b.SetBackend(id, netip.MustParseAddr("10.2.9.9")); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := w.b.BackendCounters(id); err != nil || c != (BackendCounters{}) {
+		t.Errorf("backend %d at a new address starts with %+v (%v), want zeros", id, c, err)
+	}
+}
+
 // TestConnEntryVouchesForItself: nothing locks a connection entry, so two
 // CPUs may write one at once and leave one flow's key beside another
 // flow's backend. The datapath and the dump must not use such an entry:

@@ -113,6 +113,7 @@ type balancerbenchVipMeta struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	balancerbenchMapBackendStats       = "backend_stats"
+	balancerbenchMapBackendStatsBase   = "backend_stats_base"
 	balancerbenchMapBackends           = "backends"
 	balancerbenchMapConns              = "conns"
 	balancerbenchMapMaglevStd          = "maglev_std"
@@ -122,6 +123,7 @@ const (
 	balancerbenchMapVipEpochs          = "vip_epochs"
 	balancerbenchMapVipIndex           = "vip_index"
 	balancerbenchMapVipStats           = "vip_stats"
+	balancerbenchMapVipStatsBase       = "vip_stats_base"
 	balancerbenchMapVips               = "vips"
 	balancerbenchProgXdpBalancer       = "xdp_balancer"
 	balancerbenchVarBackendTable       = "backend_table"
@@ -186,17 +188,19 @@ type balancerbenchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerbenchMapSpecs struct {
-	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Conns        *ebpf.MapSpec `ebpf:"conns"`
-	MaglevStd    *ebpf.MapSpec `ebpf:"maglev_std"`
-	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	VipAddrs     *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipEpochs    *ebpf.MapSpec `ebpf:"vip_epochs"`
-	VipIndex     *ebpf.MapSpec `ebpf:"vip_index"`
-	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	BackendStats     *ebpf.MapSpec `ebpf:"backend_stats"`
+	BackendStatsBase *ebpf.MapSpec `ebpf:"backend_stats_base"`
+	Backends         *ebpf.MapSpec `ebpf:"backends"`
+	Conns            *ebpf.MapSpec `ebpf:"conns"`
+	MaglevStd        *ebpf.MapSpec `ebpf:"maglev_std"`
+	MaglevTables     *ebpf.MapSpec `ebpf:"maglev_tables"`
+	Stats            *ebpf.MapSpec `ebpf:"stats"`
+	VipAddrs         *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipEpochs        *ebpf.MapSpec `ebpf:"vip_epochs"`
+	VipIndex         *ebpf.MapSpec `ebpf:"vip_index"`
+	VipStats         *ebpf.MapSpec `ebpf:"vip_stats"`
+	VipStatsBase     *ebpf.MapSpec `ebpf:"vip_stats_base"`
+	Vips             *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // balancerbenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -236,22 +240,25 @@ func (o *balancerbenchObjects) Close() error {
 //
 // It can be passed to loadBalancerbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerbenchMaps struct {
-	BackendStats *ebpf.Map `ebpf:"backend_stats"`
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Conns        *ebpf.Map `ebpf:"conns"`
-	MaglevStd    *ebpf.Map `ebpf:"maglev_std"`
-	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	VipAddrs     *ebpf.Map `ebpf:"vip_addrs"`
-	VipEpochs    *ebpf.Map `ebpf:"vip_epochs"`
-	VipIndex     *ebpf.Map `ebpf:"vip_index"`
-	VipStats     *ebpf.Map `ebpf:"vip_stats"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	BackendStats     *ebpf.Map `ebpf:"backend_stats"`
+	BackendStatsBase *ebpf.Map `ebpf:"backend_stats_base"`
+	Backends         *ebpf.Map `ebpf:"backends"`
+	Conns            *ebpf.Map `ebpf:"conns"`
+	MaglevStd        *ebpf.Map `ebpf:"maglev_std"`
+	MaglevTables     *ebpf.Map `ebpf:"maglev_tables"`
+	Stats            *ebpf.Map `ebpf:"stats"`
+	VipAddrs         *ebpf.Map `ebpf:"vip_addrs"`
+	VipEpochs        *ebpf.Map `ebpf:"vip_epochs"`
+	VipIndex         *ebpf.Map `ebpf:"vip_index"`
+	VipStats         *ebpf.Map `ebpf:"vip_stats"`
+	VipStatsBase     *ebpf.Map `ebpf:"vip_stats_base"`
+	Vips             *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *balancerbenchMaps) Close() error {
 	return _BalancerbenchClose(
 		m.BackendStats,
+		m.BackendStatsBase,
 		m.Backends,
 		m.Conns,
 		m.MaglevStd,
@@ -261,6 +268,7 @@ func (m *balancerbenchMaps) Close() error {
 		m.VipEpochs,
 		m.VipIndex,
 		m.VipStats,
+		m.VipStatsBase,
 		m.Vips,
 	)
 }
