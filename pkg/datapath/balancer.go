@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -160,6 +162,11 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		balancerMaps
 		balancerDataMaps
 	}
+	if opts.PinDir != "" {
+		if err := adoptConns(spec.Maps["conns"], opts.PinDir, log); err != nil {
+			return nil, err
+		}
+	}
 	if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
 		return nil, err
 	}
@@ -180,6 +187,75 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		}
 	}
 	return b, nil
+}
+
+// adoptConns brings a connection table pinned by an earlier release to this
+// release's layout, which differs only in its flags (BPF_F_MMAPABLE, for
+// aligned sets: bpf/maps.h): it copies every set into a new map and pins
+// that in the old one's place. The program still attached records into the
+// old map until the new one replaces it: flows that start in between are
+// not carried over, and their next packets go by the Maglev table, which
+// sends them to the same backend unless the table changed meanwhile. A
+// table of another size or layout is left to loadCollection, which refuses
+// it.
+func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
+	path := filepath.Join(pinDir, "conns")
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open the pinned connection table %s: %w", path, err)
+	}
+	defer old.Close()
+	info, err := old.Info()
+	if err != nil {
+		return fmt.Errorf("read the pinned connection table %s: %w", path, err)
+	}
+	if info.Flags == spec.Flags || old.Type() != spec.Type || old.KeySize() != spec.KeySize ||
+		old.ValueSize() != spec.ValueSize || old.MaxEntries() != spec.MaxEntries {
+		return nil
+	}
+	fresh := spec.Copy()
+	fresh.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(fresh)
+	if err != nil {
+		return fmt.Errorf("create the connection table: %w", err)
+	}
+	defer m.Close()
+	const chunk = 1024
+	keys := make([]uint32, chunk)
+	vals := make([]balancerConnSet, chunk)
+	var cursor ebpf.MapBatchCursor
+	copied := 0
+	for {
+		n, err := old.BatchLookup(&cursor, keys, vals, nil)
+		if n > 0 {
+			if _, uerr := m.BatchUpdate(keys[:n], vals[:n], nil); uerr != nil {
+				return fmt.Errorf("copy the pinned connection table: %w", uerr)
+			}
+			copied += n
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read the pinned connection table %s: %w", path, err)
+		}
+	}
+	// A rename replaces the pin in one step: a crash leaves the old table
+	// or the new one, never none.
+	tmp := path + "_new" // bpffs allows no dot in a name
+	os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return fmt.Errorf("pin the connection table: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace the pinned connection table %s: %w", path, err)
+	}
+	log.Info("connection table moved to this release's layout", "sets", copied)
+	return nil
 }
 
 // addVariant prepends `r0 = v` (overwritten before any use) to prog,

@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -801,17 +802,92 @@ func TestCopiesRebuiltFromEarlierPins(t *testing.T) {
 	}
 	defer b2.Close()
 	w2 := &world{b: b2, tables: w.tables}
-	before, err := b2.VIPCounters(vipTCP4.num)
+	w2.expectSentByEntry(t, vipTCP4, ackOf(s), pinned)
+}
+
+// expectSentByEntry is expectSent for a packet of a recorded flow of v
+// that its connection entry must send (a hit), not a new choice.
+func (w *world) expectSentByEntry(t *testing.T, v fixtureVIP, s pktSpec, backend netip.Addr) {
+	t.Helper()
+	before, err := w.b.VIPCounters(v.num)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2.expectSent(t, ackOf(s), pinned)
-	after, err := b2.VIPCounters(vipTCP4.num)
+	w.expectSent(t, s, backend)
+	after, err := w.b.VIPCounters(v.num)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.ConnHits != before.ConnHits+1 {
-		t.Errorf("the ACK was not sent by its connection entry: hits %d -> %d", before.ConnHits, after.ConnHits)
+		t.Fatalf("the packet was not sent by its connection entry: hits %d -> %d", before.ConnHits, after.ConnHits)
+	}
+}
+
+// TestConnsAdoptedFromEarlierPins: the previous release pinned its
+// connection table without BPF_F_MMAPABLE (unaligned sets). Loading over it
+// must move every entry into a table of this layout, in the old pin's
+// place: an established flow stays with its backend, by its entry.
+func TestConnsAdoptedFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-conns-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	s := syn4(43100)
+	pinned := w.open(t, vipTCP4, s)
+	w.b.Close()
+
+	// The earlier release's table: the same sets, without the flag.
+	path := filepath.Join(pin, "conns")
+	cur, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := loadBalancer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier := spec.Maps["conns"].Copy()
+	earlier.Flags, earlier.Pinning, earlier.MaxEntries = 0, ebpf.PinNone, cur.MaxEntries()
+	old, err := ebpf.NewMap(earlier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set balancerConnSet
+	for i := range cur.MaxEntries() {
+		if err := cur.Lookup(i, &set); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Put(i, &set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	for round := range 2 { // the second load finds the table moved already
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			t.Fatalf("load %d over the earlier table: %v", round+1, err)
+		}
+		info, err := b2.objs.Conns.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Flags&unix.BPF_F_MMAPABLE == 0 {
+			t.Fatalf("load %d: the connection table kept the earlier layout (flags %#x)", round+1, info.Flags)
+		}
+		w2 := &world{b: b2, tables: w.tables}
+		w2.expectSentByEntry(t, vipTCP4, ackOf(s), pinned)
+		b2.Close()
+	}
+	if _, err := os.Stat(path + "_new"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary pin is left behind: %v", err)
 	}
 }
 
