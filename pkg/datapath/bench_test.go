@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"fmt"
 	"reflect"
 	"slices"
@@ -162,6 +163,8 @@ func BenchmarkRatios(b *testing.B) {
 	// caches as real ones do; the small fixture table stays cached.
 	big := newWorld(b, Options{benchUndo: true, ConnTableSize: DefaultConnTableSize})
 
+	touch := loadMemTouch(b, big.b.objs.Conns)
+
 	paths := []struct {
 		name string
 		prog *ebpf.Program
@@ -170,6 +173,7 @@ func BenchmarkRatios(b *testing.B) {
 	}{
 		{"new-flow", undo.b.objs.XdpBalancer, syn, xdpTX},
 		{"new-flow-1Mi", big.b.objs.XdpBalancer, syn, xdpTX},
+		{"mem-touch-1Mi", touch, syn, xdpTX},
 		{"established", undo.b.objs.XdpBalancer, estIn, xdpTX},
 		{"non-vip", prod.b.objs.XdpBalancer, nonVIP, xdpPass},
 	}
@@ -196,4 +200,47 @@ func BenchmarkRatios(b *testing.B) {
 			b.ReportMetric(sum/float64(len(mid)), "x-floor-"+p.name)
 		}
 	}
+}
+
+// loadMemTouch loads the memory-latency reference (bpf/memlat.bpf.c) with a
+// table of as many bytes as conns, and proves that its chain of reads
+// spreads over the whole table.
+func loadMemTouch(b *testing.B, conns *ebpf.Map) *ebpf.Program {
+	b.Helper()
+	spec, err := loadMemlat()
+	if err != nil {
+		b.Fatal(err)
+	}
+	lines := conns.MaxEntries() * conns.ValueSize() / uint32(binary.Size(memlatMemLine{}))
+	spec.Maps["mem_table"].MaxEntries = lines
+	if err := spec.Variables["mem_lines"].Set(lines); err != nil {
+		b.Fatal(err)
+	}
+	var objs memlatObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { objs.Close() })
+	in := make([]byte, 64)
+	const runs = 100000
+	if _, _, err := objs.XdpMemTouch.Benchmark(in, runs, nil); err != nil {
+		b.Fatal(err)
+	}
+	// Each read adds a nonzero step to the line it read: count the lines
+	// the chain visited, in a sample of the table.
+	var line memlatMemLine
+	visited, sample := 0, uint32(4096)
+	for i := range sample {
+		if err := objs.MemTable.Lookup(i*(lines/sample), &line); err != nil {
+			b.Fatal(err)
+		}
+		if line.W[0] != 0 {
+			visited++
+		}
+	}
+	// 100,000 random reads of 1Mi lines visit about 9% of them.
+	if visited < int(sample)/20 {
+		b.Fatalf("the reference's reads visited %d of %d sampled lines: not spread over the table", visited, sample)
+	}
+	return objs.XdpMemTouch
 }

@@ -8,4 +8,5 @@ package datapath
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath -type decap_config -type decap_stat decap ../../bpf/decap.bpf.c -- -I../../bpf
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath testprogs ../../bpf/testprogs.bpf.c -- -I../../bpf
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath -type clock_sample clock ../../bpf/clock.bpf.c -- -I../../bpf
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath memlat ../../bpf/memlat.bpf.c -- -I../../bpf
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath balancerbench ../../bpf/balancer.bpf.c -- -I../../bpf -DSY_BENCH_UNDO
