@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,11 @@ type Balancer struct {
 	clock  *kernelClock
 	// vipIndexSpec makes each version of the VIP index (see syncVIPIndex).
 	vipIndexSpec *ebpf.MapSpec
+	// stdTableSpec makes the inner maps of maglev_std.
+	stdTableSpec *ebpf.MapSpec
+	// legacyStd is the previous release's maglev_std, pinned under its
+	// own name, while its tables are copied (see syncStdTables).
+	legacyStd *ebpf.Map
 	// Inside Batch, VIP index updates wait for its end. indexed holds
 	// what the published index says of each VIP number; indexStale is set
 	// when vips changed since.
@@ -73,6 +79,18 @@ type tableKey struct {
 // this many slots live in maglev_std, in inner maps of exactly this size,
 // whose lookups the verifier inlines; larger ones in maglev_tables.
 const maglevStdSlots = 65537
+
+// Pin names of maglev_std: this release's, whose inner maps are mappable,
+// and the previous release's, which takes only inner maps that are not
+// (the kernel holds an outer map to the inner template it was made with).
+const (
+	maglevStdPin       = "maglev_std_mm"
+	legacyMaglevStdPin = "maglev_std"
+)
+
+// arraySlot is the stride of an array map's values in its memory mapping:
+// the kernel rounds each value up to 8 bytes.
+const arraySlot = 8
 
 func isStdTable(size uint32) bool { return size <= maglevStdSlots }
 
@@ -154,8 +172,10 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		spec.Maps[sec].Contents = nil
 		delete(spec.Variables, name)
 	}
+	spec.Maps["maglev_std"].Name = maglevStdPin
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, clock: clock,
-		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), indexed: map[uint32]balancerVipMeta{}}
+		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
+		indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
 	var objs struct {
 		balancerPrograms
@@ -166,6 +186,11 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		if err := adoptConns(spec.Maps["conns"], opts.PinDir, log); err != nil {
 			return nil, err
 		}
+		legacy, err := ebpf.LoadPinnedMap(filepath.Join(opts.PinDir, legacyMaglevStdPin), nil)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open the previous release's Maglev tables: %w", err)
+		}
+		b.legacyStd = legacy
 	}
 	if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
 		return nil, err
@@ -178,13 +203,24 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.syncEpochs,       // VIPs may have no live epoch
 		b.syncCopies,       // backend_table and vip_epoch_table may be missing
 		b.syncEvictionBase, // evictions were counted one by one
-		b.syncStdTables,    // every table was in maglev_tables
+		b.syncStdTables,    // std tables were in maglev_tables, or in the previous maglev_std
 		b.syncVIPIndex,     // no index, or one placing VIPs differently: build it afresh
 	} {
 		if err := sync(); err != nil {
 			b.Close()
 			return nil, err
 		}
+	}
+	if b.legacyStd != nil {
+		// Its tables are copied; the program still attached keeps it
+		// until Attach swaps this one in.
+		if err := os.Remove(filepath.Join(opts.PinDir, legacyMaglevStdPin)); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("remove the previous release's Maglev tables: %w", err)
+		}
+		b.legacyStd.Close()
+		b.legacyStd = nil
+		log.Info("Maglev tables moved to this release's mappable maps")
 	}
 	return b, nil
 }
@@ -291,6 +327,9 @@ func (b *Balancer) Close() error {
 		b.link.Close()
 	}
 	b.data.close()
+	if b.legacyStd != nil {
+		b.legacyStd.Close()
+	}
 	return b.objs.Close()
 }
 
@@ -704,7 +743,7 @@ func (b *Balancer) installLocked(k tableKey, table []uint32) error {
 		MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,
 	}
 	if k.std {
-		spec.MaxEntries, spec.Flags = maglevStdSlots, 0
+		spec = b.stdTableSpec
 	}
 	nm, err := ebpf.NewMap(spec)
 	if err != nil {
@@ -725,7 +764,16 @@ func (b *Balancer) installLocked(k tableKey, table []uint32) error {
 	return nil
 }
 
+// fillTable writes table into the first slots of m: through m's memory
+// mapping if it has one (maglev_std's), else by a batch update.
 func fillTable(m *ebpf.Map, table []uint32) error {
+	if m.Flags()&unix.BPF_F_MMAPABLE != 0 {
+		return withMapping(m, len(table), true, func(b []byte) {
+			for i, v := range table {
+				binary.NativeEndian.PutUint32(b[i*arraySlot:], v)
+			}
+		})
+	}
 	keys := make([]uint32, len(table))
 	for i := range keys {
 		keys[i] = uint32(i)
@@ -785,10 +833,11 @@ func (b *Balancer) clearTables(num uint32) error {
 }
 
 // syncStdTables gives every std-size table that an earlier version left
-// only in maglev_tables a copy in maglev_std, where this version's program
-// looks for it. The copy in maglev_tables stays for the program still
-// running until Attach swaps this one in; the generation's next write
-// removes it.
+// only in the previous release's maglev_std, or only in maglev_tables, a
+// copy in maglev_std, where this version's program looks for it. The copy
+// in maglev_tables stays for the program still running until Attach swaps
+// this one in; the generation's next write removes it. (The previous
+// maglev_std loses its pin once copied, and lives on with that program.)
 func (b *Balancer) syncStdTables() error {
 	vips, err := b.VIPs()
 	if err != nil {
@@ -808,7 +857,10 @@ func (b *Balancer) syncStdTables() error {
 				}
 				continue
 			}
-			table, err := b.readTableLocked(tableKey{slot, false}, size)
+			table, err := b.legacyTable(slot, size)
+			if err == nil && table == nil {
+				table, err = b.readTableLocked(tableKey{slot, false}, size)
+			}
 			if err == nil && table != nil {
 				err = b.installLocked(tableKey{slot, true}, table)
 			}
@@ -818,6 +870,23 @@ func (b *Balancer) syncStdTables() error {
 		}
 	}
 	return nil
+}
+
+// legacyTable reads the table in slot of the previous release's maglev_std,
+// if there is one.
+func (b *Balancer) legacyTable(slot, size uint32) ([]uint32, error) {
+	if b.legacyStd == nil {
+		return nil, nil
+	}
+	var m *ebpf.Map
+	if err := b.legacyStd.Lookup(slot, &m); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("open the previous release's Maglev table %d: %w", slot, err)
+	}
+	defer m.Close()
+	return readTable(m, size)
 }
 
 // Table reads back a VIP's table of generation gen (nil if it has none).
@@ -840,8 +909,44 @@ func (b *Balancer) readTableLocked(k tableKey, size uint32) ([]uint32, error) {
 	if err != nil || m == nil {
 		return nil, err
 	}
+	return readTable(m, size)
+}
+
+// withMapping maps the first n slots of the mappable array m and calls fn
+// with them, then unmaps them. (A mapping holds the map alive: one kept
+// for later would keep a deleted table's memory until the mapping went.)
+func withMapping(m *ebpf.Map, n int, write bool, fn func([]byte)) error {
+	if n == 0 {
+		return nil
+	}
+	prot := unix.PROT_READ
+	if write {
+		prot |= unix.PROT_WRITE
+	}
+	b, err := unix.Mmap(m.FD(), 0, n*arraySlot, prot, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map Maglev table: %w", err)
+	}
+	fn(b)
+	if err := unix.Munmap(b); err != nil {
+		return fmt.Errorf("unmap Maglev table: %w", err)
+	}
+	return nil
+}
+
+// readTable reads the first size slots of the Maglev table m (fewer if m
+// is smaller).
+func readTable(m *ebpf.Map, size uint32) ([]uint32, error) {
 	n := int(min(size, m.MaxEntries()))
 	out := make([]uint32, n)
+	if m.Flags()&unix.BPF_F_MMAPABLE != 0 {
+		err := withMapping(m, n, false, func(b []byte) {
+			for i := range out {
+				out[i] = binary.NativeEndian.Uint32(b[i*arraySlot:])
+			}
+		})
+		return out, err
+	}
 	keys := make([]uint32, n)
 	var cursor ebpf.MapBatchCursor
 	got := 0

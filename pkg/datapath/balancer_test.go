@@ -542,6 +542,91 @@ func TestStdTablesMovedFromEarlierPins(t *testing.T) {
 	}
 }
 
+// TestStdTablesAdoptedFromEarlierPins: the previous release pinned
+// maglev_std, whose inner maps were not mappable, as "maglev_std". Loading
+// over it must copy every table into this release's outer map, so that
+// packets and readers find them, and drop the old pin.
+func TestStdTablesAdoptedFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-stdmm-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	w.b.Close()
+
+	// The earlier release's outer map and tables.
+	cur, err := ebpf.LoadPinnedMap(filepath.Join(pin, maglevStdPin), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := loadBalancer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier := spec.Maps["maglev_std"].Copy()
+	earlier.Name, earlier.Pinning, earlier.InnerMap.Flags = legacyMaglevStdPin, ebpf.PinNone, 0
+	old, err := ebpf.NewMap(earlier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	var (
+		slot  uint32
+		inner *ebpf.Map
+		moved int
+	)
+	it := cur.Iterate()
+	for it.Next(&slot, &inner) {
+		table, err := readTable(inner, maglevStdSlots)
+		inner.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ebpf.NewMap(earlier.InnerMap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fillTable(m, table); err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Put(slot, m); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		moved++
+	}
+	if err := it.Err(); err != nil || moved == 0 {
+		t.Fatalf("tables of the first load: %d (%v)", moved, err)
+	}
+	cur.Close()
+	if err := os.Remove(filepath.Join(pin, maglevStdPin)); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(pin, legacyMaglevStdPin)); err != nil {
+		t.Fatal(err)
+	}
+
+	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	w2 := &world{b: b2, tables: w.tables}
+	for _, v := range allVIPs {
+		meta, err := b2.VIPs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b2.Table(v.key, meta[v.key].Gen)
+		if err != nil || !slices.Equal(got, w.tables[v.key]) {
+			t.Fatalf("VIP %s: the table read back after the move differs (%v)", v.key, err)
+		}
+	}
+	w2.expectSent(t, syn4(32100), w2.expectBackend(vipTCP4, flowOf(syn4(32100))))
+	if _, err := os.Stat(filepath.Join(pin, legacyMaglevStdPin)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the previous release's pin is still there: %v", err)
+	}
+}
+
 func TestReadBackTablesAndFlows(t *testing.T) {
 	w := newWorld(t, Options{})
 	got, err := w.b.Table(vipTCP4.key, 0)
