@@ -63,6 +63,9 @@ type Balancer struct {
 
 	mu     sync.Mutex
 	tables map[tableKey]*ebpf.Map // inner maps, opened lazily
+	// pending: inner maps made inside a batch, not yet in their outer
+	// map (see installLocked); also in tables.
+	pending map[tableKey]*ebpf.Map
 
 	statsMu sync.Mutex
 	evicted uint64 // conn_evicted as last reported (see Stats)
@@ -173,7 +176,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		delete(spec.Variables, name)
 	}
 	spec.Maps["maglev_std"].Name = maglevStdPin
-	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, clock: clock,
+	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
 		indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
@@ -640,9 +643,14 @@ func (b *Balancer) Batch(fn func() error) error {
 	b.batch++
 	err := fn()
 	b.batch--
-	if b.batch == 0 && b.indexStale {
-		if serr := b.syncVIPIndex(); serr != nil && err == nil {
-			err = serr
+	if b.batch == 0 {
+		if ferr := b.installPending(); ferr != nil && err == nil {
+			err = ferr
+		}
+		if b.indexStale {
+			if serr := b.syncVIPIndex(); serr != nil && err == nil {
+				err = serr
+			}
 		}
 	}
 	return err
@@ -663,6 +671,10 @@ func (b *Balancer) indexChanged() error {
 // version or this one, whole. VIPs take the first free slot from their
 // home slot, as the datapath probes.
 func (b *Balancer) syncVIPIndex() error {
+	// The index may point packets at tables made in this batch.
+	if err := b.installPending(); err != nil {
+		return err
+	}
 	var (
 		key    balancerVipKey
 		meta   balancerVipMeta
@@ -753,7 +765,14 @@ func (b *Balancer) installLocked(k tableKey, table []uint32) error {
 		nm.Close()
 		return err
 	}
-	if err := b.outer(k.std).Put(k.slot, nm); err != nil {
+	// Every update of an outer map waits for an RCU grace period (the
+	// kernel makes sure no program still uses what it replaced): about
+	// 10 ms. Inside a batch the new maps go in together at its end, in
+	// one batch update, one wait; no packet looks for them before the
+	// VIP index that the batch's end publishes.
+	if b.batch > 0 && batchedInstalls {
+		b.pending[k] = nm
+	} else if err := b.outer(k.std).Put(k.slot, nm); err != nil {
 		nm.Close()
 		return fmt.Errorf("install Maglev table: %w", err)
 	}
@@ -761,6 +780,37 @@ func (b *Balancer) installLocked(k tableKey, table []uint32) error {
 		m.Close()
 	}
 	b.tables[k] = nm
+	return nil
+}
+
+// batchedInstalls: inner maps made inside a batch go into their outer map
+// at its end. Off only in the benchmark's baseline (BenchmarkPublishTable).
+var batchedInstalls = true
+
+// installPending puts the inner maps made in this batch into their outer
+// maps, one batch update per outer map.
+func (b *Balancer) installPending() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, std := range []bool{true, false} {
+		var keys, fds []uint32
+		for k, m := range b.pending {
+			if k.std == std {
+				keys, fds = append(keys, k.slot), append(fds, uint32(m.FD()))
+			}
+		}
+		if len(keys) == 0 {
+			continue
+		}
+		if _, err := b.outer(std).BatchUpdate(keys, fds, nil); err != nil {
+			return fmt.Errorf("install %d Maglev tables: %w", len(keys), err)
+		}
+		for k := range b.pending {
+			if k.std == std {
+				delete(b.pending, k)
+			}
+		}
+	}
 	return nil
 }
 
@@ -813,6 +863,7 @@ func (b *Balancer) tableLocked(k tableKey) (*ebpf.Map, error) {
 }
 
 func (b *Balancer) deleteTableLocked(k tableKey) error {
+	delete(b.pending, k)
 	if err := b.outer(k.std).Delete(k.slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete Maglev table %d: %w", k.slot, err)
 	}
@@ -843,6 +894,12 @@ func (b *Balancer) clearTables(num uint32) error {
 // this one in; the generation's next write removes it. (The previous
 // maglev_std loses its pin once copied, and lives on with that program.)
 func (b *Balancer) syncStdTables() error {
+	// One batch: the copies go into maglev_std in one update.
+	return b.Batch(b.moveStdTables)
+}
+
+// moveStdTables is syncStdTables' work, inside its batch.
+func (b *Balancer) moveStdTables() error {
 	vips, err := b.VIPs()
 	if err != nil {
 		return err

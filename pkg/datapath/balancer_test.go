@@ -1243,6 +1243,15 @@ func TestBatchDefersTheVIPIndex(t *testing.T) {
 		if act, _ := w.run(t, in); act != xdpPass {
 			t.Errorf("new VIP inside the batch: %s, want PASS (not published yet)", actionNames[act])
 		}
+		// Its table goes into maglev_std with the batch's other new
+		// tables, in one update.
+		var id ebpf.MapID
+		if err := w.b.objs.MaglevStd.Lookup(fresh.num*2, &id); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Errorf("the new VIP's table is in maglev_std before the batch's end (%v)", err)
+		}
+		if got, err := w.b.Table(fresh.key, 0); err != nil || !slices.Equal(got, w.tables[fresh.key]) {
+			t.Errorf("the new VIP's table does not read back inside the batch (%v)", err)
+		}
 		w.publish(t, vipTCP4.key, first)
 		w.expectSent(t, syn, old) // still the published table
 		// The second table overwrites the generation the index points

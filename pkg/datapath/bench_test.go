@@ -246,6 +246,36 @@ func loadMemTouch(b *testing.B, conns *ebpf.Map) *ebpf.Program {
 	return objs.XdpMemTouch
 }
 
+// benchVIPs is how many VIPs the control-plane benchmarks change at once.
+const benchVIPs = 64
+
+// benchVIPKey is the n-th VIP of the control-plane benchmarks.
+func benchVIPKey(n int) VIPKey {
+	return VIPKey{netip.AddrFrom4([4]byte{10, 100, 1, byte(n)}), 80, ProtoTCP}
+}
+
+// againstBaseline runs fn as two sub-benchmarks, first as the baseline
+// (named baseline, *way off), then as name (*way on, as the product runs),
+// and reports each per VIP.
+func againstBaseline(b *testing.B, way *bool, baseline, name string, fn func(b *testing.B, table []uint32)) {
+	requireRoot(b)
+	table := make([]uint32, maglevStdSlots)
+	for i := range table {
+		table[i] = uint32(1 + i%3) // the fixture's IPv4 backends
+	}
+	for _, c := range []struct {
+		name string
+		on   bool
+	}{{baseline, false}, {name, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			*way = c.on
+			defer func() { *way = true }()
+			fn(b, table)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchVIPs)/1e6, "ms/VIP")
+		})
+	}
+}
+
 // BenchmarkPublishTable times what a change that concerns 64 VIPs costs
 // the datapath: one table flip each through PublishTable, in one batch,
 // whose end swaps in the VIP index once. "mapped" writes each table
@@ -253,60 +283,90 @@ func loadMemTouch(b *testing.B, conns *ebpf.Map) *ebpf.Program {
 // the batch update that wrote tables before, measured in the same run.
 // Reported per VIP; make bench prints the ratio.
 func BenchmarkPublishTable(b *testing.B) {
-	requireRoot(b)
-	const vips = 64
-	table := make([]uint32, maglevStdSlots)
-	for i := range table {
-		table[i] = uint32(i % len(backendAddrs))
-	}
-	for _, c := range []struct {
-		name   string
-		mapped bool
-	}{{"batch-update-baseline", false}, {"mapped", true}} {
-		b.Run(c.name, func(b *testing.B) {
-			w := newWorld(b, Options{})
-			keys := make([]VIPKey, vips)
-			for n := range keys {
-				keys[n] = VIPKey{netip.AddrFrom4([4]byte{10, 100, 1, byte(n)}), 80, ProtoTCP}
-				if err := w.b.SetVIP(keys[n], uint32(100+n), 0); err != nil {
-					b.Fatal(err)
-				}
+	againstBaseline(b, &mappedTableWrites, "batch-update-baseline", "mapped", func(b *testing.B, table []uint32) {
+		w := newWorld(b, Options{})
+		keys := make([]VIPKey, benchVIPs)
+		for n := range keys {
+			keys[n] = benchVIPKey(n)
+			if err := w.b.SetVIP(keys[n], uint32(100+n), 0); err != nil {
+				b.Fatal(err)
 			}
-			flipAll := func() error {
-				return w.b.Batch(func() error {
-					for _, k := range keys {
-						if _, err := w.b.PublishTable(k, table); err != nil {
-							return err
-						}
+		}
+		flipAll := func() error {
+			return w.b.Batch(func() error {
+				for _, k := range keys {
+					if _, err := w.b.PublishTable(k, table); err != nil {
+						return err
 					}
-					return nil
-				})
-			}
-			// Both generations exist after two flips: each further one
-			// writes the inactive table in place.
-			for range 2 {
-				if err := flipAll(); err != nil {
-					b.Fatal(err)
 				}
+				return nil
+			})
+		}
+		// Both generations exist after two flips: each further one
+		// writes the inactive table in place.
+		for range 2 {
+			if err := flipAll(); err != nil {
+				b.Fatal(err)
 			}
-			mappedTableWrites = c.mapped
-			defer func() { mappedTableWrites = true }()
-			for b.Loop() {
-				if err := flipAll(); err != nil {
-					b.Fatal(err)
+		}
+		b.ResetTimer()
+		for range b.N {
+			if err := flipAll(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		meta, err := w.b.VIPs()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, k := range keys {
+			got, err := w.b.Table(k, meta[k].Gen)
+			if err != nil || !slices.Equal(got, table) {
+				b.Fatalf("VIP %s: the table read back differs from the one published (%v)", k, err)
+			}
+		}
+	})
+}
+
+// BenchmarkNewVIPTables times what 64 new VIPs cost the datapath when a
+// configuration adds them: a VIP record and a first table each, in one
+// batch. "batched" puts the new inner maps into maglev_std in one batch
+// update at the batch's end (one RCU grace period); the baseline puts
+// each at once (batchedInstalls off, one grace period per table), as
+// tables were installed before, measured in the same run. Reported per
+// VIP; make bench prints the ratio.
+func BenchmarkNewVIPTables(b *testing.B) {
+	againstBaseline(b, &batchedInstalls, "one-at-a-time-baseline", "batched", func(b *testing.B, table []uint32) {
+		for range b.N {
+			b.StopTimer()
+			w := newWorld(b, Options{})
+			b.StartTimer()
+			err := w.b.Batch(func() error {
+				for n := range benchVIPs {
+					k := benchVIPKey(n)
+					if err := w.b.SetVIP(k, uint32(100+n), 0); err != nil {
+						return err
+					}
+					if _, err := w.b.PublishTable(k, table); err != nil {
+						return err
+					}
 				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*vips)/1e6, "ms/VIP")
-			meta, err := w.b.VIPs()
+				return nil
+			})
+			b.StopTimer()
 			if err != nil {
 				b.Fatal(err)
 			}
-			for _, k := range keys {
-				got, err := w.b.Table(k, meta[k].Gen)
-				if err != nil || !slices.Equal(got, table) {
-					b.Fatalf("VIP %s: the table read back differs from the one published (%v)", k, err)
-				}
+			// The last VIP's packets find its table (without it:
+			// dropped, no backend).
+			in, _ := build(b, pktSpec{src: client4, dst: benchVIPKey(benchVIPs - 1).Addr,
+				sport: 40000, dport: 80, proto: ProtoTCP, syn: true})
+			if act, _ := w.run(b, in); act != xdpTX {
+				b.Fatalf("a SYN to the last new VIP: %s, want TX", actionNames[act])
 			}
-		})
-	}
+			w.b.Close()
+			b.StartTimer()
+		}
+	})
 }
