@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -66,8 +67,15 @@ type Balancer struct {
 	mu     sync.Mutex
 	tables map[tableKey]*ebpf.Map // inner maps, opened lazily
 	// pending: inner maps made inside a batch, not yet in their outer
-	// map (see installLocked); also in tables.
+	// map (see installLocked); also in tables. removed: tables deleted
+	// inside a batch, whose slots get the empty stand-in at its end (see
+	// deleteTableLocked). standIn: that map, per outer map (std or not).
 	pending map[tableKey]*ebpf.Map
+	removed map[tableKey]bool
+	standIn map[bool]*ebpf.Map
+	// deletedNums: VIP numbers deleted in this batch, still in the
+	// published index until its end.
+	deletedNums map[uint32]bool
 
 	statsMu sync.Mutex
 	evicted uint64 // conn_evicted as last reported (see Stats)
@@ -178,7 +186,8 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		delete(spec.Variables, name)
 	}
 	spec.Maps["maglev_std"].Name = maglevStdPin
-	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{}, clock: clock,
+	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{},
+		removed: map[tableKey]bool{}, standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
 		indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
@@ -335,6 +344,9 @@ func (b *Balancer) Close() error {
 	if b.legacyStd != nil {
 		b.legacyStd.Close()
 	}
+	for _, m := range b.standIn {
+		m.Close()
+	}
 	return b.objs.Close()
 }
 
@@ -430,6 +442,13 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 		return fmt.Errorf("VIP %s: already has number %d, not %d", k, meta.VipNum, num)
 	case errors.Is(err, ebpf.ErrKeyNotExist):
 		meta = balancerVipMeta{VipNum: num, Flags: ^uint32(0)}
+		if b.deletedNums[num] {
+			// The published index still sends the deleted VIP's
+			// packets to this number's tables.
+			if err := b.syncVIPIndex(); err != nil {
+				return err
+			}
+		}
 		if err := b.clearTables(num); err != nil {
 			return err
 		}
@@ -517,9 +536,13 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 	if err := b.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete VIP %s: %w", k, err)
 	}
-	// At once, even inside a batch: its number and tables may be reused
-	// before the batch ends, and packets to it must not follow them.
-	if err := b.syncVIPIndex(); err != nil {
+	// The index drops it now, or at the end of the batch, and its tables
+	// go with it (clearTables); a number deleted in a batch is not given
+	// to another VIP before the index has dropped it (SetVIP).
+	if b.batch > 0 && batchedUpdates {
+		b.deletedNums[meta.VipNum] = true
+		b.indexStale = true
+	} else if err := b.syncVIPIndex(); err != nil {
 		return err
 	}
 	if err := b.nextEpoch(meta.VipNum, false); err != nil {
@@ -725,6 +748,7 @@ func (b *Balancer) syncVIPIndex() error {
 		return fmt.Errorf("publish VIP index: %w", err)
 	}
 	b.indexed, b.indexStale = indexed, false
+	clear(b.deletedNums)
 	return nil
 }
 
@@ -772,8 +796,9 @@ func (b *Balancer) installLocked(k tableKey, table []uint32) error {
 	// 10 ms. Inside a batch the new maps go in together at its end, in
 	// one batch update, one wait; no packet looks for them before the
 	// VIP index that the batch's end publishes.
-	if b.batch > 0 && batchedInstalls {
+	if b.batch > 0 && batchedUpdates {
 		b.pending[k] = nm
+		delete(b.removed, k)
 	} else if err := b.outer(k.std).Put(k.slot, nm); err != nil {
 		nm.Close()
 		return fmt.Errorf("install Maglev table: %w", err)
@@ -785,9 +810,11 @@ func (b *Balancer) installLocked(k tableKey, table []uint32) error {
 	return nil
 }
 
-// batchedInstalls: inner maps made inside a batch go into their outer map
-// at its end. Off only in the benchmark's baseline (BenchmarkPublishTable).
-var batchedInstalls = true
+// batchedUpdates: inside a batch, new inner maps go into their outer map,
+// deleted tables give way to the stand-in and deleted VIPs leave the index
+// at its end. Off only in the benchmarks' baselines (BenchmarkNewVIPTables,
+// BenchmarkDeleteVIPs).
+var batchedUpdates = true
 
 // installPending puts the inner maps made in this batch into their outer
 // maps, one batch update per outer map.
@@ -801,6 +828,15 @@ func (b *Balancer) installPending() error {
 				keys, fds = append(keys, k.slot), append(fds, uint32(m.FD()))
 			}
 		}
+		for k := range b.removed {
+			if k.std == std {
+				in, err := b.standInLocked(std)
+				if err != nil {
+					return err
+				}
+				keys, fds = append(keys, k.slot), append(fds, uint32(in.FD()))
+			}
+		}
 		if len(keys) == 0 {
 			continue
 		}
@@ -812,8 +848,53 @@ func (b *Balancer) installPending() error {
 				delete(b.pending, k)
 			}
 		}
+		for k := range b.removed {
+			if k.std == std {
+				delete(b.removed, k)
+			}
+		}
 	}
 	return nil
+}
+
+// standInName names the map that stands in an outer map's slot for a
+// table deleted inside a batch: an outer map has no batch delete, and one
+// delete each would wait for a grace period each. It holds no backend in
+// any slot, so a packet that still reads it is dropped (no backend), as
+// with no table. The name tells it from a table after a restart.
+const standInName = "maglev_none"
+
+// standInLocked returns the stand-in for std or larger tables, made (and
+// its slots emptied) on first use and pinned, so that later runs use the
+// same one.
+func (b *Balancer) standInLocked(std bool) (*ebpf.Map, error) {
+	if m := b.standIn[std]; m != nil {
+		return m, nil
+	}
+	spec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Flags: unix.BPF_F_INNER_MAP}
+	pin := standInName
+	if std {
+		spec, pin = b.stdTableSpec.Copy(), standInName+"_std"
+	}
+	spec.Name = standInName
+	if b.pinDir != "" {
+		spec.Pinning = ebpf.PinByName
+		spec.Name = pin // the pin's name, and the map's: it starts with standInName
+	}
+	m, err := ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: b.pinDir})
+	if err != nil {
+		return nil, fmt.Errorf("create the stand-in for deleted Maglev tables: %w", err)
+	}
+	empty := make([]uint32, m.MaxEntries())
+	for i := range empty {
+		empty[i] = MaglevEmpty
+	}
+	if err := fillTable(m, empty); err != nil {
+		m.Close()
+		return nil, err
+	}
+	b.standIn[std] = m
+	return m, nil
 }
 
 // mappedTableWrites: fillTable writes mappable tables through a mapping.
@@ -853,6 +934,9 @@ func (b *Balancer) tableLocked(k tableKey) (*ebpf.Map, error) {
 	if m, ok := b.tables[k]; ok {
 		return m, nil
 	}
+	if b.removed[k] {
+		return nil, nil
+	}
 	var m *ebpf.Map
 	if err := b.outer(k.std).Lookup(k.slot, &m); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -860,12 +944,32 @@ func (b *Balancer) tableLocked(k tableKey) (*ebpf.Map, error) {
 		}
 		return nil, fmt.Errorf("open Maglev table %d: %w", k.slot, err)
 	}
+	info, err := m.Info()
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("open Maglev table %d: %w", k.slot, err)
+	}
+	if strings.HasPrefix(info.Name, standInName) {
+		m.Close()
+		return nil, nil
+	}
 	b.tables[k] = m
 	return m, nil
 }
 
 func (b *Balancer) deleteTableLocked(k tableKey) error {
 	delete(b.pending, k)
+	if b.batch > 0 && batchedUpdates {
+		if m, err := b.tableLocked(k); err != nil || m == nil {
+			return err // nothing to delete
+		}
+		if m, ok := b.tables[k]; ok {
+			m.Close()
+			delete(b.tables, k)
+		}
+		b.removed[k] = true
+		return nil
+	}
 	if err := b.outer(k.std).Delete(k.slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete Maglev table %d: %w", k.slot, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -542,12 +543,8 @@ func TestStdTablesMovedFromEarlierPins(t *testing.T) {
 	}
 	w.b.Close()
 
-	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b2.Close()
-	w2 := &world{b: b2, tables: w.tables}
+	w2 := w.reload(t, pin)
+	b2 := w2.b
 	w2.expectSent(t, syn4(32001), w2.expectBackend(vipTCP4, flowOf(syn4(32001))))
 	var id ebpf.MapID
 	if err := b2.objs.MaglevTables.Lookup(slot, &id); err != nil {
@@ -618,12 +615,8 @@ func TestStdTablesAdoptedFromEarlierPins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b2.Close()
-	w2 := &world{b: b2, tables: w.tables}
+	w2 := w.reload(t, pin)
+	b2 := w2.b
 	for _, v := range allVIPs {
 		meta, err := b2.VIPs()
 		if err != nil {
@@ -894,13 +887,7 @@ func TestCopiesRebuiltFromEarlierPins(t *testing.T) {
 			t.Fatalf("the earlier version's pins: %v", err)
 		}
 	}
-	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b2.Close()
-	w2 := &world{b: b2, tables: w.tables}
-	w2.expectSentByEntry(t, vipTCP4, ackOf(s), pinned)
+	w.reload(t, pin).expectSentByEntry(t, vipTCP4, ackOf(s), pinned)
 }
 
 // expectSentByEntry is expectSent for a packet of a recorded flow of v
@@ -1278,6 +1265,108 @@ func TestBatchDefersTheVIPIndex(t *testing.T) {
 	}
 	w.expectSent(t, freshSYN, w.expectBackend(fresh, flowOf(freshSYN)))
 	w.expectSent(t, syn, backendAddrs[second])
+}
+
+// TestDeletesInABatch: VIPs deleted inside a batch leave the index at its
+// end, and their tables give way to the empty stand-in then, in one update
+// (not one grace period each). A number deleted and given to a new VIP in
+// the same batch serves the new VIP only. After a reload, the stand-in is
+// not taken for a table: a new VIP gets a table of its own.
+func TestDeletesInABatch(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-del-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	fresh := fixtureVIP{VIPKey{netip.MustParseAddr("10.100.9.8"), 80, ProtoTCP}, vipTCP6.num, 0, []uint32{1, 2, 3}}
+	allSYN := pktSpec{src: client4, dst: vip4all, sport: 30100, dport: 443, proto: ProtoTCP, syn: true}
+	v6SYN := pktSpec{src: client6, dst: vip6, sport: 30101, dport: 80, proto: ProtoTCP, syn: true}
+	freshSYN := pktSpec{src: client4, dst: fresh.key.Addr, sport: 30102, dport: 80, proto: ProtoTCP, syn: true}
+	slotName := func(b *Balancer, slot uint32) string {
+		var id ebpf.MapID
+		if err := b.objs.MaglevStd.Lookup(slot, &id); err != nil {
+			t.Fatalf("slot %d of maglev_std: %v", slot, err)
+		}
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Name
+	}
+	err := w.b.Batch(func() error {
+		if err := w.b.DeleteVIP(vipAll.key); err != nil {
+			return err
+		}
+		if strings.HasPrefix(slotName(w.b, vipAll.num*2), standInName) {
+			t.Errorf("the deleted VIP's table gave way before the batch's end")
+		}
+		if err := w.b.DeleteVIP(vipTCP6.key); err != nil {
+			return err
+		}
+		if err := w.b.SetVIP(fresh.key, fresh.num, 0); err != nil {
+			return err
+		}
+		w.publish(t, fresh.key, fresh.backends...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []pktSpec{allSYN, v6SYN} {
+		in, _ := build(t, s)
+		if act, _ := w.run(t, in); act != xdpPass {
+			t.Errorf("%v to a deleted VIP: %s, want PASS", flowOf(s), actionNames[act])
+		}
+	}
+	w.expectSent(t, freshSYN, w.expectBackend(fresh, flowOf(freshSYN)))
+	if name := slotName(w.b, vipAll.num*2); !strings.HasPrefix(name, standInName) {
+		t.Errorf("the deleted VIP's slot holds %q, not the stand-in", name)
+	}
+	w.b.Close()
+
+	w2 := w.reload(t, pin)
+	b2 := w2.b
+	if err := b2.Batch(func() error {
+		if err := b2.SetVIP(vipAll.key, vipAll.num, 0); err != nil {
+			return err
+		}
+		w2.publish(t, vipAll.key, 2)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w2.expectSent(t, allSYN, backendAddrs[2])
+	// A VIP whose table grows past the std size leaves its std slot of
+	// that generation to the stand-in; when the generation comes back to
+	// a std size, it needs a map of its own again.
+	syn := syn4(30103)
+	for i, size := range []uint64{1021, 131071, 1021, 1021} {
+		id := uint32(1 + i%3)
+		if err := b2.Batch(func() error {
+			w2.publishSized(t, vipTCP4.key, size, id)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		w2.expectSent(t, syn, backendAddrs[id])
+	}
+	w2.expectSent(t, allSYN, backendAddrs[2])
+	standIn, err := ebpf.LoadPinnedMap(filepath.Join(pin, standInName+"_std"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer standIn.Close()
+	got, err := readTable(standIn, maglevStdSlots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(got, func(id uint32) bool { return id != MaglevEmpty }); i >= 0 {
+		t.Errorf("the stand-in's slot %d holds backend %d: a table was written into it", i, got[i])
+	}
 }
 
 // TestVIPFlagsChangeReachesPackets: new flags on an existing VIP reach the

@@ -343,11 +343,11 @@ func BenchmarkPublishTable(b *testing.B) {
 // configuration adds them: a VIP record and a first table each, in one
 // batch. "batched" puts the new inner maps into maglev_std in one batch
 // update at the batch's end (one RCU grace period); the baseline puts
-// each at once (batchedInstalls off, one grace period per table), as
+// each at once (batchedUpdates off, one grace period per table), as
 // tables were installed before, measured in the same run. Reported per
 // VIP; make bench prints the ratio.
 func BenchmarkNewVIPTables(b *testing.B) {
-	againstBaseline(b, &batchedInstalls, "one-at-a-time-baseline", "batched", func(b *testing.B) {
+	againstBaseline(b, &batchedUpdates, "one-at-a-time-baseline", "batched", func(b *testing.B) {
 		table := benchTable()
 		defer reportPerVIP(b)
 		for range b.N {
@@ -407,6 +407,60 @@ func BenchmarkCountFlows(b *testing.B) {
 		// (Five flows in one set of four would evict one.)
 		if n < flows*99/100 || n > flows {
 			b.Fatalf("counted %d flows of %d recorded", n, flows)
+		}
+	})
+}
+
+// BenchmarkDeleteVIPs times what deleting 64 VIPs (two tables each) costs
+// the datapath in one batch: "batched" drops them from the index and gives
+// their table slots to the stand-in at the batch's end, in two updates;
+// the baseline (batchedUpdates off) drops each from the index at once and
+// deletes each table, a grace period each, as before, measured in the
+// same run. Reported per VIP; make bench prints the ratio.
+func BenchmarkDeleteVIPs(b *testing.B) {
+	againstBaseline(b, &batchedUpdates, "one-at-a-time-baseline", "batched", func(b *testing.B) {
+		table := benchTable()
+		on := batchedUpdates
+		defer reportPerVIP(b)
+		for range b.N {
+			b.StopTimer()
+			batchedUpdates = true
+			w := newWorld(b, Options{})
+			for range 2 { // both generations
+				if err := w.b.Batch(func() error {
+					for n := range benchVIPs {
+						if err := w.b.SetVIP(benchVIPKey(n), uint32(100+n), 0); err != nil {
+							return err
+						}
+						if _, err := w.b.PublishTable(benchVIPKey(n), table); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			batchedUpdates = on
+			b.StartTimer()
+			err := w.b.Batch(func() error {
+				for n := range benchVIPs {
+					if err := w.b.DeleteVIP(benchVIPKey(n)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			in, _ := build(b, pktSpec{src: client4, dst: benchVIPKey(0).Addr, sport: 40000, dport: 80, proto: ProtoTCP, syn: true})
+			if act, _ := w.run(b, in); act != xdpPass {
+				b.Fatalf("a SYN to a deleted VIP: %s, want PASS", actionNames[act])
+			}
+			w.b.Close()
+			b.StartTimer()
 		}
 	})
 }

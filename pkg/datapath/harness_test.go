@@ -116,6 +116,19 @@ func newWorld(tb testing.TB, opts Options) *world {
 	return w
 }
 
+// reload loads the balancer again over the maps pinned under pin (as a
+// restart or an upgrade does), for a world with w's tables; closed at the
+// test's end.
+func (w *world) reload(t *testing.T, pin string) *world {
+	t.Helper()
+	b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatalf("load over the pins: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return &world{b: b, tables: w.tables}
+}
+
 // publish builds a small Maglev table over ids and installs it for k.
 func (w *world) publish(tb testing.TB, k VIPKey, ids ...uint32) {
 	tb.Helper()
