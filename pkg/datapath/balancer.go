@@ -198,7 +198,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	}
 	if opts.PinDir != "" {
 		if err := adoptConns(spec.Maps["conns"], opts.PinDir, log); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("move the pinned connection table to this release's layout: %w", err)
 		}
 		legacy, err := ebpf.LoadPinnedMap(filepath.Join(opts.PinDir, legacyMaglevStdPin), nil)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -255,12 +255,12 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("open the pinned connection table %s: %w", path, err)
+		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer old.Close()
 	info, err := old.Info()
 	if err != nil {
-		return fmt.Errorf("read the pinned connection table %s: %w", path, err)
+		return fmt.Errorf("read %s: %w", path, err)
 	}
 	if info.Flags == spec.Flags || old.Type() != spec.Type || old.KeySize() != spec.KeySize ||
 		old.ValueSize() != spec.ValueSize || old.MaxEntries() != spec.MaxEntries {
@@ -270,7 +270,7 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 	fresh.Pinning = ebpf.PinNone
 	m, err := ebpf.NewMap(fresh)
 	if err != nil {
-		return fmt.Errorf("create the connection table: %w", err)
+		return fmt.Errorf("create its successor: %w", err)
 	}
 	defer m.Close()
 	const chunk = 1024
@@ -282,7 +282,7 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 		n, err := old.BatchLookup(&cursor, keys, vals, nil)
 		if n > 0 {
 			if _, uerr := m.BatchUpdate(keys[:n], vals[:n], nil); uerr != nil {
-				return fmt.Errorf("copy the pinned connection table: %w", uerr)
+				return fmt.Errorf("copy: %w", uerr)
 			}
 			copied += n
 		}
@@ -290,7 +290,7 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read the pinned connection table %s: %w", path, err)
+			return fmt.Errorf("read %s: %w", path, err)
 		}
 	}
 	// A rename replaces the pin in one step: a crash leaves the old table
@@ -298,11 +298,11 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 	tmp := path + "_new" // bpffs allows no dot in a name
 	os.Remove(tmp)
 	if err := m.Pin(tmp); err != nil {
-		return fmt.Errorf("pin the connection table: %w", err)
+		return fmt.Errorf("pin its successor: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("replace the pinned connection table %s: %w", path, err)
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	log.Info("connection table moved to this release's layout", "sets", copied)
 	return nil
