@@ -273,25 +273,16 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 		return fmt.Errorf("create its successor: %w", err)
 	}
 	defer m.Close()
-	const chunk = 1024
-	keys := make([]uint32, chunk)
-	vals := make([]balancerConnSet, chunk)
-	var cursor ebpf.MapBatchCursor
 	copied := 0
-	for {
-		n, err := old.BatchLookup(&cursor, keys, vals, nil)
-		if n > 0 {
-			if _, uerr := m.BatchUpdate(keys[:n], vals[:n], nil); uerr != nil {
-				return fmt.Errorf("copy: %w", uerr)
-			}
-			copied += n
+	err = eachConnBatch(old, func(keys []uint32, sets []balancerConnSet) error {
+		if _, err := m.BatchUpdate(keys, sets, nil); err != nil {
+			return fmt.Errorf("copy: %w", err)
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
-		}
+		copied += len(keys)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", path, err)
 	}
 	// A rename replaces the pin in one step: a crash leaves the old table
 	// or the new one, never none.
@@ -872,16 +863,16 @@ func (b *Balancer) standInLocked(std bool) (*ebpf.Map, error) {
 		return m, nil
 	}
 	spec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1, Flags: unix.BPF_F_INNER_MAP}
-	pin := standInName
-	if std {
-		spec, pin = b.stdTableSpec.Copy(), standInName+"_std"
-	}
 	spec.Name = standInName
-	if b.pinDir != "" {
-		spec.Pinning = ebpf.PinByName
-		spec.Name = pin // the pin's name, and the map's: it starts with standInName
+	if std {
+		spec = b.stdTableSpec.Copy()
+		spec.Name = standInName + "_std"
 	}
-	m, err := ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: b.pinDir})
+	var opts ebpf.MapOptions
+	if b.pinDir != "" {
+		spec.Pinning, opts.PinPath = ebpf.PinByName, b.pinDir // pinned by its name
+	}
+	m, err := ebpf.NewMapWithOptions(spec, opts)
 	if err != nil {
 		return nil, fmt.Errorf("create the stand-in for deleted Maglev tables: %w", err)
 	}
@@ -905,11 +896,15 @@ var mappedTableWrites = true
 // mapping if it has one (maglev_std's), else by a batch update.
 func fillTable(m *ebpf.Map, table []uint32) error {
 	if m.Flags()&unix.BPF_F_MMAPABLE != 0 && mappedTableWrites {
-		return withMapping(m, len(table), true, func(b []byte) {
+		err := withMapping(m, len(table)*arraySlot, true, func(b []byte) {
 			for i, v := range table {
 				binary.NativeEndian.PutUint32(b[i*arraySlot:], v)
 			}
 		})
+		if err != nil {
+			return fmt.Errorf("write Maglev table: %w", err)
+		}
+		return nil
 	}
 	keys := make([]uint32, len(table))
 	for i := range keys {
@@ -960,13 +955,12 @@ func (b *Balancer) tableLocked(k tableKey) (*ebpf.Map, error) {
 func (b *Balancer) deleteTableLocked(k tableKey) error {
 	delete(b.pending, k)
 	if b.batch > 0 && batchedUpdates {
-		if m, err := b.tableLocked(k); err != nil || m == nil {
+		m, err := b.tableLocked(k) // now in b.tables, if there is one
+		if err != nil || m == nil {
 			return err // nothing to delete
 		}
-		if m, ok := b.tables[k]; ok {
-			m.Close()
-			delete(b.tables, k)
-		}
+		m.Close()
+		delete(b.tables, k)
 		b.removed[k] = true
 		return nil
 	}
@@ -1079,24 +1073,24 @@ func (b *Balancer) readTableLocked(k tableKey, size uint32) ([]uint32, error) {
 	return readTable(m, size)
 }
 
-// withMapping maps the first n slots of the mappable array m and calls fn
-// with them, then unmaps them. (A mapping holds the map alive: one kept
+// withMapping maps the first size bytes of the mappable array m and calls
+// fn with them, then unmaps them. (A mapping holds the map alive: one kept
 // for later would keep a deleted table's memory until the mapping went.)
-func withMapping(m *ebpf.Map, n int, write bool, fn func([]byte)) error {
-	if n == 0 {
+func withMapping(m *ebpf.Map, size int, write bool, fn func([]byte)) error {
+	if size == 0 {
 		return nil
 	}
 	prot := unix.PROT_READ
 	if write {
 		prot |= unix.PROT_WRITE
 	}
-	b, err := unix.Mmap(m.FD(), 0, n*arraySlot, prot, unix.MAP_SHARED)
+	b, err := unix.Mmap(m.FD(), 0, size, prot, unix.MAP_SHARED)
 	if err != nil {
-		return fmt.Errorf("map Maglev table: %w", err)
+		return fmt.Errorf("memory-map: %w", err)
 	}
 	fn(b)
 	if err := unix.Munmap(b); err != nil {
-		return fmt.Errorf("unmap Maglev table: %w", err)
+		return fmt.Errorf("unmap: %w", err)
 	}
 	return nil
 }
@@ -1107,12 +1101,15 @@ func readTable(m *ebpf.Map, size uint32) ([]uint32, error) {
 	n := int(min(size, m.MaxEntries()))
 	out := make([]uint32, n)
 	if m.Flags()&unix.BPF_F_MMAPABLE != 0 {
-		err := withMapping(m, n, false, func(b []byte) {
+		err := withMapping(m, n*arraySlot, false, func(b []byte) {
 			for i := range out {
 				out[i] = binary.NativeEndian.Uint32(b[i*arraySlot:])
 			}
 		})
-		return out, err
+		if err != nil {
+			return nil, fmt.Errorf("read Maglev table: %w", err)
+		}
+		return out, nil
 	}
 	keys := make([]uint32, n)
 	var cursor ebpf.MapBatchCursor
@@ -1306,25 +1303,17 @@ func (b *Balancer) connOf(s *balancerConnSet, w int, now clockClockSample) Conn 
 	return Conn{BackendID: c.BackendId, VIPNum: uint32(c.VipNum), LastSeen: b.clock.lastSeen(now, s.Stamp[w])}
 }
 
-// mappedConnReads: eachConnSet reads a mappable connection table through a
-// mapping. Off only in the benchmark's baseline (BenchmarkCountFlows).
-var mappedConnReads = true
-
 // eachConnSet calls fn for every set of the connection table that may hold
-// an entry, a copy taken as the datapath writes on, until fn returns false. It reads through a
-// read-only mapping of the table (conns is mappable: bpf/maps.h), else in
-// batches.
+// an entry, a copy taken as the datapath writes on, until fn returns false.
+// It reads through a read-only mapping of the table (conns is mappable:
+// bpf/maps.h), where batched reads copied all of it.
 func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
 	m := b.objs.Conns
-	if m.Flags()&unix.BPF_F_MMAPABLE != 0 && mappedConnReads &&
-		unsafe.Sizeof(balancerConnSet{}) == uintptr(m.ValueSize()) {
-		n := int(m.MaxEntries())
-		mem, err := unix.Mmap(m.FD(), 0, n*int(m.ValueSize()), unix.PROT_READ, unix.MAP_SHARED)
-		if err != nil {
-			return fmt.Errorf("map connection table: %w", err)
-		}
-		defer unix.Munmap(mem)
-		sets := unsafe.Slice((*balancerConnSet)(unsafe.Pointer(&mem[0])), n)
+	if unsafe.Sizeof(balancerConnSet{}) != uintptr(m.ValueSize()) {
+		return fmt.Errorf("read connection table: sets of %d bytes, not %d", m.ValueSize(), unsafe.Sizeof(balancerConnSet{}))
+	}
+	err := withMapping(m, int(m.MaxEntries())*int(m.ValueSize()), false, func(mem []byte) {
+		sets := unsafe.Slice((*balancerConnSet)(unsafe.Pointer(&mem[0])), m.MaxEntries())
 		for i := range sets {
 			// Most sets of a large table are empty: copy the others.
 			if !slices.ContainsFunc(sets[i].Tag[:], func(t uint32) bool { return t != connTagEmpty && t != connTagBusy }) {
@@ -1332,27 +1321,35 @@ func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
 			}
 			s := sets[i]
 			if !fn(&s) {
-				return nil
+				return
 			}
 		}
-		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read connection table: %w", err)
 	}
+	return nil
+}
+
+// eachConnBatch reads the connection table m in batches, from its first
+// set, and calls fn with each batch's keys and sets.
+func eachConnBatch(m *ebpf.Map, fn func(keys []uint32, sets []balancerConnSet) error) error {
 	const chunk = 1024
 	keys := make([]uint32, chunk)
-	vals := make([]balancerConnSet, chunk)
+	sets := make([]balancerConnSet, chunk)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := b.objs.Conns.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			if !fn(&vals[i]) {
-				return nil
+		n, err := m.BatchLookup(&cursor, keys, sets, nil)
+		if n > 0 {
+			if ferr := fn(keys[:n], sets[:n]); ferr != nil {
+				return ferr
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read connection table: %w", err)
+			return err
 		}
 	}
 }
