@@ -58,6 +58,16 @@ awk '/^BenchmarkCountFlows/ { n = $1; sub(/^BenchmarkCountFlows\//, "", n); sub(
 	}'
 
 echo
+echo "== control plane: a backend shared by 64 VIPs (100 backends, 65,537 slots each) leaves (pkg/balancer)"
+go test -run='^$' -bench='^BenchmarkFailover$' -benchtime=10x -count=3 ./pkg/balancer/ >/tmp/switchyard-bench-failover.txt
+awk '/ms\/VIP/ { n = $1; sub(/^BenchmarkFailover\//, "", n); sub(/-[0-9]+$/, "", n); print n, $(NF-1) }' /tmp/switchyard-bench-failover.txt |
+	sort -k1,1 -k2,2n | awk '{ v[$1, ++c[$1]] = $2 } END {
+		split("sequential-baseline parallel", order, " ")
+		for (i = 1; i <= 2; i++) { k = order[i]; m[k] = v[k, int((c[k] + 1) / 2)]; printf "Failover/%-29s %8.3f ms per VIP (rebuilt and published)\n", k, m[k] }
+		if (m["parallel"] > 0) printf "failover: parallel builds %.2fx faster than sequential\n", m["sequential-baseline"] / m["parallel"]
+	}'
+
+echo
 echo "== datapath map memory at default sizes"
 go test -count=1 -run='^TestMapMemory$' -v ./pkg/datapath/ | grep -E 'total|conns|maglev table' || true
 

@@ -12,10 +12,13 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
@@ -78,7 +81,7 @@ type Balancer struct {
 	backendIDs  map[netip.Addr]uint32
 	published   map[datapath.VIPKey][]uint32
 	inputs      map[datapath.VIPKey]string // what each published table was built from
-	builders    map[int]*maglev.Builder    // by table size; they reuse their buffers
+	builders    []map[int]*maglev.Builder  // per build goroutine, by table size; kept for their buffers
 	settings    datapath.Settings
 	gateway     netip.Addr
 	nhResolved  bool
@@ -117,7 +120,6 @@ func New(cfg Config) (*Balancer, error) {
 		backendIDs:  map[netip.Addr]uint32{},
 		published:   map[datapath.VIPKey][]uint32{},
 		inputs:      map[datapath.VIPKey]string{},
-		builders:    map[int]*maglev.Builder{},
 		transitions: make(chan health.Transition, 64),
 		dialer:      cfg.HealthDialer,
 		requests:    make(chan func()),
@@ -494,6 +496,7 @@ func (b *Balancer) syncTables() error {
 }
 
 func (b *Balancer) publishTables() error {
+	var jobs []*tableJob
 	for i := range b.cfg.VIPs {
 		v := &b.cfg.VIPs[i]
 		k := vipKey(v)
@@ -510,30 +513,78 @@ func (b *Balancer) publishTables() error {
 		if _, ok := b.published[k]; ok && b.inputs[k] == sig {
 			continue
 		}
-		mb, ok := b.builders[v.TableSize]
-		if !ok {
-			var err error
-			if mb, err = maglev.New(maglev.Config{Size: uint64(v.TableSize)}); err != nil {
-				return fmt.Errorf("VIP %s: %w", v.Name, err)
-			}
-			b.builders[v.TableSize] = mb
+		jobs = append(jobs, &tableJob{vip: v, key: k, in: in, sig: sig})
+	}
+	b.buildTables(jobs)
+	for _, j := range jobs {
+		if j.err != nil {
+			return fmt.Errorf("VIP %s: %w", j.vip.Name, j.err)
 		}
-		table, err := mb.Build(in)
-		if err != nil {
-			return fmt.Errorf("VIP %s: %w", v.Name, err)
-		}
-		b.inputs[k] = sig
-		if slices.Equal(table, b.published[k]) {
+		b.inputs[j.key] = j.sig
+		if slices.Equal(j.table, b.published[j.key]) {
 			continue
 		}
-		gen, err := b.dp.PublishTable(k, table)
+		gen, err := b.dp.PublishTable(j.key, j.table)
 		if err != nil {
 			return err
 		}
-		b.published[k] = table
-		b.log.Info("table published", "vip", v.Name, "generation", gen, "backends", len(in))
+		b.published[j.key] = j.table
+		b.log.Info("table published", "vip", j.vip.Name, "generation", gen, "backends", len(j.in))
 	}
 	return nil
+}
+
+// tableJob is the Maglev build of one VIP whose inputs changed.
+type tableJob struct {
+	vip   *config.VIP
+	key   datapath.VIPKey
+	in    []maglev.Backend
+	sig   string
+	table []uint32
+	err   error
+}
+
+// parallelBuilds is false only for a benchmark's baseline.
+var parallelBuilds = true
+
+// buildTables builds the jobs' tables on up to GOMAXPROCS goroutines: a
+// backend that many VIPs share fails, and every one of them needs a new
+// table of milliseconds. A Builder is not safe for concurrent use, so each
+// goroutine has its own set (b.builders[w]), kept for its buffers.
+func (b *Balancer) buildTables(jobs []*tableJob) {
+	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	if !parallelBuilds {
+		workers = min(1, len(jobs))
+	}
+	for len(b.builders) < workers {
+		b.builders = append(b.builders, map[int]*maglev.Builder{})
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		own := b.builders[w]
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(jobs)); i = next.Add(1) - 1 {
+				j := jobs[i]
+				j.table, j.err = buildTable(own, j.vip.TableSize, j.in)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// buildTable builds a table of size slots with the builder for that size in
+// builders, made on first use.
+func buildTable(builders map[int]*maglev.Builder, size int, in []maglev.Backend) ([]uint32, error) {
+	mb, ok := builders[size]
+	if !ok {
+		var err error
+		if mb, err = maglev.New(maglev.Config{Size: uint64(size)}); err != nil {
+			return nil, err
+		}
+		builders[size] = mb
+	}
+	return mb.Build(in)
 }
 
 // Reload re-reads the configuration file. An invalid file is refused whole

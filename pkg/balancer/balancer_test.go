@@ -14,6 +14,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/maglev"
 )
 
 // The control loop is tested against the real datapath (unpinned maps in
@@ -50,7 +51,7 @@ vips:
 `
 
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	path string
 	dp   *datapath.Balancer
@@ -58,7 +59,7 @@ type rig struct {
 	ctx  context.Context
 }
 
-func newRig(t *testing.T, yaml string, opts datapath.Options) *rig {
+func newRig(t testing.TB, yaml string, opts datapath.Options) *rig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
@@ -126,7 +127,7 @@ func (r *rig) slots(name string) map[string]int {
 	return out
 }
 
-func vipKeyOf(t *testing.T, v *config.VIP) datapath.VIPKey {
+func vipKeyOf(t testing.TB, v *config.VIP) datapath.VIPKey {
 	if v == nil {
 		t.Fatal("no such VIP")
 	}
@@ -153,6 +154,72 @@ func TestApplyInstallsVIPsBackendsAndWeightedTables(t *testing.T) {
 	if sum := s["10.2.1.2"] + s["10.2.2.2"] + s["10.2.3.2"]; sum != 251 {
 		t.Errorf("table covers %d slots, want 251", sum)
 	}
+}
+
+// Tables are built on several goroutines, each with its own builders: every
+// VIP still gets exactly the table of its own size and backends, also when
+// one drain rebuilds them all at once.
+func TestParallelBuildsGiveEachVIPItsTable(t *testing.T) {
+	sizes := []int{251, 509, 65537, 251, 1021, 65537, 509, 131071}
+	var sb strings.Builder
+	sb.WriteString("datapath:\n  interface: lo\n  conn_table_size: 4096\napi:\n  socket: /tmp/unused.sock\nmetrics:\n  listen: \"\"\nvips:\n")
+	for v, size := range sizes {
+		fmt.Fprintf(&sb, "  - name: v%d\n    address: 10.100.0.%d\n    port: 80\n    protocol: tcp\n    table_size: %d\n    health: {type: none}\n    backends:\n",
+			v, 1+v, size)
+		sb.WriteString("      - {name: shared, address: 10.9.0.1}\n")
+		for i := range 2 + v {
+			fmt.Fprintf(&sb, "      - {name: be%d, address: 10.2.0.%d, weight: %d}\n", i, 1+i, 1+i%3)
+		}
+	}
+	r := newRig(t, sb.String(), datapath.Options{})
+	check := func(drained bool) {
+		t.Helper()
+		metas, err := r.dp.VIPs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bes, err := r.dp.Backends()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]uint32{}
+		for id, be := range bes {
+			ids[be.Addr.String()] = id
+		}
+		for v, size := range sizes {
+			cv := r.b.cfg.VIPByName(fmt.Sprintf("v%d", v))
+			var in []maglev.Backend
+			for _, be := range cv.Backends {
+				if drained && be.Name == "shared" {
+					continue
+				}
+				a := be.Addr().String()
+				in = append(in, maglev.Backend{ID: a, Weight: uint32(be.Weight), Value: ids[a]})
+			}
+			mb, err := maglev.New(maglev.Config{Size: uint64(size)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := mb.Build(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := vipKeyOf(t, cv)
+			got, err := r.dp.Table(k, metas[k].Gen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("VIP v%d (size %d, drained %v): active table is not its own (%d of %d slots)",
+					v, size, drained, len(got), len(want))
+			}
+		}
+	}
+	check(false)
+	if _, err := r.b.Drain(r.ctx, "shared", true); err != nil {
+		t.Fatal(err)
+	}
+	check(true)
 }
 
 func TestDrainUndrain(t *testing.T) {
@@ -320,5 +387,45 @@ func TestDrainsSurviveRestart(t *testing.T) {
 	defer b2.health.Close()
 	if !b2.drained("web", *cfg.VIPByName("web").BackendByName("be2")) {
 		t.Errorf("drain of web/be2 forgotten across restart")
+	}
+}
+
+// BenchmarkFailover times what the control loop does when a backend that
+// every VIP shares leaves (drained here; a failed health check takes the
+// same path): a new 65,537-slot table for each of 64 VIPs of 100 backends,
+// published in one datapath batch. "parallel" builds the tables on
+// GOMAXPROCS goroutines, as the product does; the baseline builds them one
+// after another, as before.
+func BenchmarkFailover(b *testing.B) {
+	const vips, backends = 64, 100
+	var sb strings.Builder
+	sb.WriteString("datapath:\n  interface: lo\n  conn_table_size: 4096\napi:\n  socket: /tmp/unused.sock\nmetrics:\n  listen: \"\"\nvips:\n")
+	for v := range vips {
+		fmt.Fprintf(&sb, "  - name: v%d\n    address: 10.100.%d.%d\n    port: 80\n    protocol: tcp\n    health: {type: none}\n    backends:\n",
+			v, v/250, 1+v%250)
+		sb.WriteString("      - {name: shared, address: 10.9.0.1}\n")
+		for i := range backends {
+			fmt.Fprintf(&sb, "      - {name: be%d, address: 10.2.%d.%d}\n", i, i/250, 1+i%250)
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		parallel bool
+	}{{"sequential-baseline", false}, {"parallel", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			parallelBuilds = c.parallel
+			defer func() { parallelBuilds = true }()
+			r := newRig(b, sb.String(), datapath.Options{})
+			ctx := context.Background()
+			drain := true
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := r.b.Drain(ctx, "shared", drain); err != nil {
+					b.Fatal(err)
+				}
+				drain = !drain
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*vips)/1e6, "ms/VIP")
+		})
 	}
 }
