@@ -16,8 +16,9 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	testprogsProgXdpFloor = "xdp_floor"
-	testprogsProgXdpPass  = "xdp_pass"
+	testprogsProgXdpFloor     = "xdp_floor"
+	testprogsProgXdpFloorUndo = "xdp_floor_undo"
+	testprogsProgXdpPass      = "xdp_pass"
 )
 
 // loadTestprogs returns the embedded CollectionSpec for testprogs.
@@ -62,8 +63,9 @@ type testprogsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type testprogsProgramSpecs struct {
-	XdpFloor *ebpf.ProgramSpec `ebpf:"xdp_floor"`
-	XdpPass  *ebpf.ProgramSpec `ebpf:"xdp_pass"`
+	XdpFloor     *ebpf.ProgramSpec `ebpf:"xdp_floor"`
+	XdpFloorUndo *ebpf.ProgramSpec `ebpf:"xdp_floor_undo"`
+	XdpPass      *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 }
 
 // testprogsMapSpecs contains maps before they are loaded into the kernel.
@@ -114,13 +116,15 @@ type testprogsVariables struct {
 //
 // It can be passed to loadTestprogsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type testprogsPrograms struct {
-	XdpFloor *ebpf.Program `ebpf:"xdp_floor"`
-	XdpPass  *ebpf.Program `ebpf:"xdp_pass"`
+	XdpFloor     *ebpf.Program `ebpf:"xdp_floor"`
+	XdpFloorUndo *ebpf.Program `ebpf:"xdp_floor_undo"`
+	XdpPass      *ebpf.Program `ebpf:"xdp_pass"`
 }
 
 func (p *testprogsPrograms) Close() error {
 	return _TestprogsClose(
 		p.XdpFloor,
+		p.XdpFloorUndo,
 		p.XdpPass,
 	)
 }
