@@ -76,6 +76,9 @@ type Balancer struct {
 	// deletedNums: VIP numbers deleted in this batch, still in the
 	// published index until its end.
 	deletedNums map[uint32]bool
+	// staleAddrs: addresses whose VIPs changed in this batch; their
+	// vip_addrs counts and vip_filter are brought in step at its end.
+	staleAddrs map[netip.Addr]bool
 
 	statsMu sync.Mutex
 	evicted uint64 // conn_evicted as last reported (see Stats)
@@ -187,7 +190,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	}
 	spec.Maps["maglev_std"].Name = maglevStdPin
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{},
-		removed: map[tableKey]bool{}, standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, clock: clock,
+		removed: map[tableKey]bool{}, standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, staleAddrs: map[netip.Addr]bool{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
 		indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
@@ -470,7 +473,7 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 			return err
 		}
 	}
-	return b.syncVIPAddr(k.Addr)
+	return b.vipAddrChanged(k.Addr)
 }
 
 // nextEpoch moves vip_epochs[num] on to the next odd (live) or even
@@ -539,7 +542,7 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 	if err := b.nextEpoch(meta.VipNum, false); err != nil {
 		return err
 	}
-	if err := b.syncVIPAddr(k.Addr); err != nil {
+	if err := b.vipAddrChanged(k.Addr); err != nil {
 		return err
 	}
 	return b.clearTables(meta.VipNum)
@@ -560,27 +563,40 @@ func (b *Balancer) VIPs() (map[VIPKey]VIPMeta, error) {
 	return out, nil
 }
 
-// syncVIPAddr keeps vip_addrs[addr] equal to the number of VIPs on addr.
-func (b *Balancer) syncVIPAddr(addr netip.Addr) error {
+// vipAddrChanged notes that the VIPs on addr changed: its count in
+// vip_addrs (and vip_filter) is brought in step now, or at the end of the
+// batch, once for all the batch's addresses.
+func (b *Balancer) vipAddrChanged(addr netip.Addr) error {
+	if b.batch > 0 && batchedUpdates {
+		b.staleAddrs[addr] = true
+		return nil
+	}
+	return b.syncVIPAddrs(map[netip.Addr]bool{addr: true})
+}
+
+// syncVIPAddrs keeps vip_addrs[a] equal to the number of VIPs on a, for
+// each address in addrs, and then vip_filter: one pass over vips for all
+// of them.
+func (b *Balancer) syncVIPAddrs(addrs map[netip.Addr]bool) error {
 	vips, err := b.VIPs()
 	if err != nil {
 		return err
 	}
-	var n uint32
+	count := map[netip.Addr]uint32{}
 	for k := range vips {
-		if k.Addr == addr {
-			n++
+		if addrs[k.Addr] {
+			count[k.Addr]++
 		}
 	}
-	a := toAddr(addr)
-	if n == 0 {
-		if err := b.objs.VipAddrs.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	for addr := range addrs {
+		a := toAddr(addr)
+		if n := count[addr]; n > 0 {
+			if err := b.objs.VipAddrs.Put(&a, n); err != nil {
+				return fmt.Errorf("write VIP address %s: %w", addr, err)
+			}
+		} else if err := b.objs.VipAddrs.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete VIP address %s: %w", addr, err)
 		}
-		return b.syncVIPFilter()
-	}
-	if err := b.objs.VipAddrs.Put(&a, n); err != nil {
-		return fmt.Errorf("write VIP address %s: %w", addr, err)
 	}
 	return b.syncVIPFilter()
 }
@@ -660,6 +676,18 @@ func (b *Balancer) Batch(fn func() error) error {
 	err := fn()
 	b.batch--
 	if b.batch == 0 {
+		// Addresses first: a VIP added in the batch is in the filter
+		// before the index below sends its packets anywhere.
+		if len(b.staleAddrs) > 0 {
+			if aerr := b.syncVIPAddrs(b.staleAddrs); aerr != nil {
+				// Kept: the next change retries them.
+				if err == nil {
+					err = aerr
+				}
+			} else {
+				clear(b.staleAddrs)
+			}
+		}
 		if ferr := b.installPending(); ferr != nil && err == nil {
 			err = ferr
 		}

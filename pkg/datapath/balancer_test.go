@@ -1323,6 +1323,33 @@ func TestDeletesInABatch(t *testing.T) {
 		}
 	}
 	w.expectSent(t, freshSYN, w.expectBackend(fresh, flowOf(freshSYN)))
+	// The batch's address changes were applied together at its end.
+	vips, err := w.b.VIPs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var filter balancerVipFilter
+	if err := w.b.data.VipFilter.Lookup(uint32(0), &filter); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []netip.Addr{vip4all, vip6, fresh.key.Addr, vip4} {
+		var want, got uint32
+		for k := range vips {
+			if k.Addr == addr {
+				want++
+			}
+		}
+		a := toAddr(addr)
+		if err := w.b.objs.VipAddrs.Lookup(&a, &got); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("vip_addrs[%s] = %d after the batch, want %d", addr, got, want)
+		}
+		if bit := vipFilterBit(a); want > 0 && filter.W[bit/64]&(1<<(bit%64)) == 0 {
+			t.Errorf("vip_filter lacks the bit of %s, which has %d VIPs", addr, want)
+		}
+	}
 	if name := slotName(w.b, vipAll.num*2); !strings.HasPrefix(name, standInName) {
 		t.Errorf("the deleted VIP's slot holds %q, not the stand-in", name)
 	}
