@@ -75,6 +75,8 @@ awk '/ms\/VIP/ { n = $1; sub(/^BenchmarkFailover\//, "", n); sub(/-[0-9]+$/, "",
 		for (i = 1; i <= 2; i++) { k = order[i]; m[k] = v[k, int((c[k] + 1) / 2)]; printf "Failover/%-29s %8.3f ms per VIP (rebuilt and published)\n", k, m[k] }
 		if (m["parallel"] > 0) printf "failover: parallel builds %.2fx faster than sequential\n", m["sequential-baseline"] / m["parallel"]
 	}'
+go test -run='^$' -bench='^BenchmarkRetainedHeap$' -benchtime=3x ./pkg/balancer/ |
+	awk '/KiB\/VIP/ { printf "control loop heap kept per VIP (64 VIPs of 100 backends, 65,537 slots): %s KiB\n", $(NF-1) }'
 
 echo
 echo "== datapath map memory at default sizes"

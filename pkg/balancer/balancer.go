@@ -79,9 +79,9 @@ type Balancer struct {
 	drain       map[string]bool // "vip/backend" -> operator override
 	vipNums     map[datapath.VIPKey]uint32
 	backendIDs  map[netip.Addr]uint32
-	published   map[datapath.VIPKey][]uint32
-	inputs      map[datapath.VIPKey]string // what each published table was built from
-	builders    []map[int]*maglev.Builder  // per build goroutine, by table size; kept for their buffers
+	published   map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
+	inputs      map[datapath.VIPKey]string         // what each published table was built from
+	builders    []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
 	settings    datapath.Settings
 	gateway     netip.Addr
 	nhResolved  bool
@@ -118,7 +118,7 @@ func New(cfg Config) (*Balancer, error) {
 		drain:       map[string]bool{},
 		vipNums:     map[datapath.VIPKey]uint32{},
 		backendIDs:  map[netip.Addr]uint32{},
-		published:   map[datapath.VIPKey][]uint32{},
+		published:   map[datapath.VIPKey]map[uint32]int{},
 		inputs:      map[datapath.VIPKey]string{},
 		transitions: make(chan health.Transition, 64),
 		dialer:      cfg.HealthDialer,
@@ -162,7 +162,7 @@ func (b *Balancer) adopt() error {
 		b.vipNums[k] = m.Num
 		if m.TableSize[m.Gen] > 0 {
 			if t, err := b.dp.Table(k, m.Gen); err == nil {
-				b.published[k] = t
+				b.published[k] = slotCounts(t)
 			}
 		}
 	}
@@ -515,23 +515,61 @@ func (b *Balancer) publishTables() error {
 		}
 		jobs = append(jobs, &tableJob{vip: v, key: k, in: in, sig: sig})
 	}
+	if len(jobs) == 0 {
+		return nil
+	}
 	b.buildTables(jobs)
+	metas, err := b.dp.VIPs()
+	if err != nil {
+		return err
+	}
 	for _, j := range jobs {
 		if j.err != nil {
 			return fmt.Errorf("VIP %s: %w", j.vip.Name, j.err)
 		}
 		b.inputs[j.key] = j.sig
-		if slices.Equal(j.table, b.published[j.key]) {
-			continue
+		if _, ok := b.published[j.key]; ok {
+			// Inputs changed, the table need not have (backends
+			// reordered in the file; a restart's first build): the
+			// active table is read back rather than kept in memory.
+			active, err := b.dp.Table(j.key, metas[j.key].Gen)
+			if err != nil {
+				return err
+			}
+			if slices.Equal(active, j.table) {
+				continue
+			}
 		}
 		gen, err := b.dp.PublishTable(j.key, j.table)
 		if err != nil {
 			return err
 		}
-		b.published[j.key] = j.table
+		b.published[j.key] = slotCounts(j.table)
 		b.log.Info("table published", "vip", j.vip.Name, "generation", gen, "backends", len(j.in))
 	}
 	return nil
+}
+
+// slotCounts counts a table's slots per backend id: what the control loop
+// keeps of a published table, for status. Not the table itself (256 KiB
+// per VIP at the default size, 4 MiB at the largest): when it needs that,
+// it reads the datapath's.
+func slotCounts(table []uint32) map[uint32]int {
+	// Ids are datapath backend ids, below MaxBackends: counted in an
+	// array first, a map increment per slot costs ten times more.
+	var counts [datapath.MaxBackends]int32
+	for _, id := range table {
+		if id < datapath.MaxBackends {
+			counts[id]++
+		}
+	}
+	out := map[uint32]int{}
+	for id, n := range counts {
+		if n > 0 {
+			out[uint32(id)] = int(n)
+		}
+	}
+	return out
 }
 
 // tableJob is the Maglev build of one VIP whose inputs changed.
@@ -794,10 +832,7 @@ func (b *Balancer) status() (api.Status, error) {
 				av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
 			}
 		}
-		slots := map[uint32]int{}
-		for _, id := range b.published[k] {
-			slots[id]++
-		}
+		slots := b.published[k]
 		for _, be := range v.Backends {
 			id := b.backendIDs[be.Addr()]
 			ab := api.Backend{
