@@ -393,23 +393,38 @@ func TestFlowsLastSeen(t *testing.T) {
 		return time.Duration(ts.Nano())
 	}
 	s := syn4(31000)
-	// The entry's stamp is the jiffy of the packet, somewhere in
-	// [before, after]: the bounds do not depend on how long the VM takes
-	// to come back from the sleep.
-	before := mono()
+	// The entry's stamp is the jiffy the packet read, between the jiffies
+	// of clock samples taken around it. How far behind CLOCK_MONOTONIC
+	// the jiffies ran then (a late tick, on a VM) is not the test's to
+	// bound: it compares jiffies with jiffies, and times with the
+	// clock's conversion of them.
+	before, err := w.b.clock.sample()
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.open(t, vipTCP4, s)
-	after := mono()
+	after, err := w.b.clock.sample()
+	if err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(50 * time.Millisecond)
 	c, ok, err := w.b.LookupFlow(flowOf(s))
 	if err != nil || !ok {
 		t.Fatalf("LookupFlow: %v %v", ok, err)
 	}
-	slack := 2 * time.Duration(w.b.clock.jiffyNs)
-	if c.LastSeen < before-slack || c.LastSeen > after+slack {
-		t.Errorf("last seen %v, but the packet ran between %v and %v (jiffy %v)", c.LastSeen, before, after,
-			time.Duration(w.b.clock.jiffyNs))
+	at := func(j uint64) time.Duration { return w.b.clock.lastSeen(after, uint32(j)) }
+	if c.LastSeen < at(before.Jiffies) || c.LastSeen > at(after.Jiffies) {
+		t.Errorf("last seen %v, outside the jiffies around the packet: %v (jiffy %d) to %v (jiffy %d)",
+			c.LastSeen, at(before.Jiffies), before.Jiffies, at(after.Jiffies), after.Jiffies)
 	}
-	if idle := mono() - c.LastSeen; idle < 50*time.Millisecond-slack {
+	// A jiffy begins no later than a sample that reads it, and not long
+	// before: the conversion is CLOCK_MONOTONIC.
+	if d := time.Duration(after.MonoNs) - at(after.Jiffies); d < 0 || d > time.Second {
+		t.Errorf("jiffy %d converts to %v, %v before the sample that read it at %v",
+			after.Jiffies, at(after.Jiffies), d, time.Duration(after.MonoNs))
+	}
+	// Hence at least the sleep since the packet.
+	if idle := mono() - c.LastSeen; idle < 50*time.Millisecond {
 		t.Errorf("idle %v after a 50 ms sleep (jiffy %v)", idle, time.Duration(w.b.clock.jiffyNs))
 	}
 }

@@ -3,6 +3,8 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,9 +15,21 @@ import (
 // why). kernelClock turns stamps into CLOCK_MONOTONIC times: it reads both
 // clocks together through a BPF program (bpf/clock.bpf.c), and measures
 // the length of a jiffy once per process.
+//
+// The kernel advances jiffies by one every jiffyNs of CLOCK_MONOTONIC, from
+// a fixed origin: jiffy J starts at J*jiffyNs + offset. It does so in the
+// tick, which may come late (on a VM, whole milliseconds when the host runs
+// something else), so a sample's jiffies may lag its clock, and the lag of
+// the sample a conversion used would shift its result. The clock therefore
+// keeps the least Mono - Jiffies*jiffyNs seen in any sample, which only a
+// late tick raises, as the offset, and converts with it alone.
 type kernelClock struct {
 	prog    *ebpf.Program
 	jiffyNs uint64
+
+	mu     sync.Mutex
+	offset uint64 // modulo 2^64: jiffies start 5 minutes before wrapping
+	seen   bool
 }
 
 var (
@@ -33,10 +47,12 @@ func getClock() (*kernelClock, error) {
 // kernelHZ are the values CONFIG_HZ can take.
 var kernelHZ = []uint64{100, 250, 300, 1000}
 
-// openClock loads the clock program and measures a jiffy: the time
-// between two jiffy edges five or more jiffies apart, each caught within
-// a fifth of a millisecond, then the nearest 10^9 / HZ. About 5 jiffies:
-// 20 ms at HZ 250.
+// clockEdges is how many jiffy edges openClock catches: 48 ms at HZ 250.
+const clockEdges = 12
+
+// openClock loads the clock program and measures a jiffy (jiffyLength):
+// it catches clockEdges edges of jiffies, each within a fifth of a
+// millisecond of the tick that made it.
 func openClock() (*kernelClock, error) {
 	var objs clockObjects
 	if err := loadClockObjects(&objs, nil); err != nil {
@@ -44,49 +60,66 @@ func openClock() (*kernelClock, error) {
 	}
 	c := &kernelClock{prog: objs.ReadClocks}
 	deadline := time.Now().Add(2 * time.Second)
-	edge := func(after uint64) (clockClockSample, error) {
-		for {
-			s, err := c.sample()
-			if err != nil || s.Jiffies > after {
-				return s, err
-			}
-			if time.Now().After(deadline) {
-				return s, errors.New("measure the kernel's jiffy: jiffies do not advance")
-			}
-			time.Sleep(200 * time.Microsecond)
+	prev, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	var edges []clockClockSample
+	for len(edges) < clockEdges {
+		s, err := c.read()
+		if err != nil {
+			return nil, err
 		}
-	}
-	start, err := c.sample()
-	if err != nil {
-		return nil, err
-	}
-	first, err := edge(start.Jiffies)
-	if err != nil {
-		return nil, err
-	}
-	last, err := edge(first.Jiffies + 4)
-	if err != nil {
-		return nil, err
-	}
-	per := float64(last.MonoNs-first.MonoNs) / float64(last.Jiffies-first.Jiffies)
-	for _, hz := range kernelHZ {
-		ns := uint64(1e9) / hz
-		if c.jiffyNs == 0 || absDiff(per, ns) < absDiff(per, c.jiffyNs) {
-			c.jiffyNs = ns
+		if s.Jiffies != prev.Jiffies {
+			edges = append(edges, s)
 		}
+		prev = s
+		if time.Now().After(deadline) {
+			return nil, errors.New("measure the kernel's jiffy: jiffies do not advance")
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	c.jiffyNs = jiffyLength(edges)
+	for _, s := range edges {
+		c.observe(s)
 	}
 	return c, nil
 }
 
-func absDiff(a float64, b uint64) float64 {
-	if d := a - float64(b); d > 0 {
-		return d
+// jiffyLength picks the 10^9 / HZ, of the HZ the kernel can be built with,
+// that the edges fit: each edge's Mono - Jiffies * length is then the same
+// offset plus how late its tick came (and the poll that caught it). A
+// length that is not the kernel's makes that difference drift with every
+// jiffy, and scatters it; the right one leaves it flat but for late ticks,
+// which a VM has now and then. So: the length that leaves the smallest
+// median deviation. (A slope between two edges, as before, took a late
+// first tick for a shorter jiffy: 10 ms late over 5 jiffies read HZ 250 as
+// 300, and idle times 17% short.)
+func jiffyLength(edges []clockClockSample) uint64 {
+	var best uint64
+	bestDev := math.Inf(1)
+	for _, hz := range kernelHZ {
+		ns := uint64(1e9) / hz
+		offs := make([]float64, len(edges))
+		for i, e := range edges {
+			offs[i] = float64(int64(e.MonoNs - e.Jiffies*ns - (edges[0].MonoNs - edges[0].Jiffies*ns)))
+		}
+		slices.Sort(offs)
+		mid := offs[len(offs)/2]
+		devs := make([]float64, len(offs))
+		for i, o := range offs {
+			devs[i] = math.Abs(o - mid)
+		}
+		slices.Sort(devs)
+		if dev := devs[len(devs)/2]; dev < bestDev {
+			best, bestDev = ns, dev
+		}
 	}
-	return float64(b) - a
+	return best
 }
 
-// sample reads jiffies and CLOCK_MONOTONIC together.
-func (c *kernelClock) sample() (clockClockSample, error) {
+// read reads jiffies and CLOCK_MONOTONIC together.
+func (c *kernelClock) read() (clockClockSample, error) {
 	var s clockClockSample
 	if _, err := c.prog.Run(&ebpf.RunOptions{Context: &s, ContextOut: &s}); err != nil {
 		return s, fmt.Errorf("read the kernel clocks: %w", err)
@@ -94,10 +127,36 @@ func (c *kernelClock) sample() (clockClockSample, error) {
 	return s, nil
 }
 
+// sample reads both clocks and lowers the offset if this sample's tick
+// was more punctual than any before.
+func (c *kernelClock) sample() (clockClockSample, error) {
+	s, err := c.read()
+	if err == nil {
+		c.observe(s)
+	}
+	return s, err
+}
+
+func (c *kernelClock) observe(s clockClockSample) {
+	off := s.MonoNs - s.Jiffies*c.jiffyNs
+	c.mu.Lock()
+	if !c.seen || int64(off-c.offset) < 0 {
+		c.offset, c.seen = off, true
+	}
+	c.mu.Unlock()
+}
+
 // lastSeen converts an entry's stamp (low 32 bits of jiffies) into the
-// CLOCK_MONOTONIC time of that jiffy, to within a jiffy, given a sample
-// taken after it.
+// CLOCK_MONOTONIC time at which that jiffy began, given a sample taken
+// after it (which extends the stamp to 64 bits).
 func (c *kernelClock) lastSeen(now clockClockSample, stamp uint32) time.Duration {
-	ago := uint64(uint32(now.Jiffies)-stamp) * c.jiffyNs
-	return time.Duration(now.MonoNs - min(ago, now.MonoNs))
+	j := now.Jiffies - uint64(uint32(now.Jiffies)-stamp)
+	c.mu.Lock()
+	off := c.offset
+	c.mu.Unlock()
+	t := j*c.jiffyNs + off
+	if int64(t) < 0 {
+		return 0
+	}
+	return time.Duration(t)
 }

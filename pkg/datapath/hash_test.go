@@ -37,3 +37,37 @@ func TestFlowHashSpread(t *testing.T) {
 		return FlowKey{Src: netip.AddrFrom16(a), Dst: netip.MustParseAddr("fd00:100::1"), SrcPort: 40000, DstPort: 80, Proto: ProtoTCP}
 	}, true)
 }
+
+// jiffyLength finds the kernel's jiffy from edges caught by polling, also
+// when some ticks came late (a VM's host ran something else), when a late
+// tick advanced jiffies by more than one, and across the wrap of jiffies
+// five minutes after boot.
+func TestJiffyLength(t *testing.T) {
+	for _, hz := range kernelHZ {
+		ns := uint64(1e9) / hz
+		for _, c := range []struct {
+			name string
+			late map[int]uint64 // edge -> how late its tick came, ns
+		}{
+			{"punctual", nil},
+			{"first tick 3 ms late", map[int]uint64{0: 3e6}},
+			{"first tick 10 ms late", map[int]uint64{0: 10e6}},
+			{"two late ticks", map[int]uint64{0: 10e6, 7: 6e6}},
+			{"last tick 10 ms late", map[int]uint64{clockEdges - 1: 10e6}},
+		} {
+			const offset = 123456789
+			j := uint64(0) - 300*hz + 3 // INITIAL_JIFFIES, 3 jiffies on
+			var edges []clockClockSample
+			for i := range clockEdges {
+				poll := uint64(i*37%200) * 1000 // caught within 0.2 ms
+				late := c.late[i]
+				// A late tick brings jiffies up to date at once.
+				j += 1 + late/ns
+				edges = append(edges, clockClockSample{Jiffies: j, MonoNs: offset + j*ns + late%ns + poll})
+			}
+			if got := jiffyLength(edges); got != ns {
+				t.Errorf("HZ %d, %s: jiffy of %d ns, want %d", hz, c.name, got, ns)
+			}
+		}
+	}
+}
