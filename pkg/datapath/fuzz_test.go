@@ -1,11 +1,13 @@
 package datapath
 
 import (
+	"bytes"
 	"testing"
 )
 
 // FuzzBalancer feeds arbitrary frames to the balancer program through the
-// kernel: it must always return a valid verdict, and never fail to run.
+// kernel: it must always return a valid verdict, never fail to run, and
+// pass every frame it passes untouched (host traffic, malformed packets).
 func FuzzBalancer(f *testing.F) {
 	w := newWorld(f, Options{})
 	seeds := []pktSpec{
@@ -25,9 +27,12 @@ func FuzzBalancer(f *testing.F) {
 		if len(in) < 14 || len(in) > 3000 {
 			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
 		}
-		act, _ := w.run(t, in)
+		act, out := w.run(t, in)
 		if act != xdpPass && act != xdpDrop && act != xdpTX {
 			t.Fatalf("verdict %d for %x", act, in)
+		}
+		if act == xdpPass && !bytes.Equal(out, in) {
+			t.Fatalf("passed frame changed:\n in %x\nout %x", in, out)
 		}
 	})
 }
