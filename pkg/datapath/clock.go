@@ -92,9 +92,9 @@ func openClock() (*kernelClock, error) {
 // length that is not the kernel's makes that difference drift with every
 // jiffy, and scatters it; the right one leaves it flat but for late ticks,
 // which a VM has now and then. So: the length that leaves the smallest
-// median deviation. (A slope between two edges, as before, took a late
-// first tick for a shorter jiffy: 10 ms late over 5 jiffies read HZ 250 as
-// 300, and idle times 17% short.)
+// median deviation. (A slope between two edges takes a late first tick
+// for a shorter jiffy: 3 ms late over 5 jiffies reads HZ 250 as 300, and
+// every idle time 17% short.)
 func jiffyLength(edges []clockClockSample) uint64 {
 	var best uint64
 	bestDev := math.Inf(1)
