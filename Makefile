@@ -39,6 +39,7 @@ bench: deps build
 # Longer fuzzing than the seeds `make test` runs.
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzBalancer -fuzztime=60s ./pkg/datapath/
+	$(GO) test -run='^$$' -fuzz=FuzzDecap -fuzztime=60s ./pkg/datapath/
 	$(GO) test -run='^$$' -fuzz=FuzzBuild -fuzztime=60s ./pkg/maglev/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=60s ./pkg/config/
 

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 )
 
@@ -33,6 +34,71 @@ func FuzzBalancer(f *testing.F) {
 		}
 		if act == xdpPass && !bytes.Equal(out, in) {
 			t.Fatalf("passed frame changed:\n in %x\nout %x", in, out)
+		}
+	})
+}
+
+// FuzzDecap feeds arbitrary frames to the decap program, seeded with the
+// balancer's encapsulations: it passes or drops, and a frame it passes is
+// either untouched or its own tail behind an Ethernet header (with the
+// frame's 802.1Q tag, if any): the outer headers stripped, the inner
+// packet's bytes never changed.
+func FuzzDecap(f *testing.F) {
+	w := newWorld(f, Options{})
+	d, err := LoadDecap("", nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { d.Close() })
+	var addrs []netip.Addr
+	for _, a := range backendAddrs {
+		addrs = append(addrs, a)
+	}
+	if err := d.SetAddrs(addrs); err != nil {
+		f.Fatal(err)
+	}
+	if err := d.SetGUEPort(6080); err != nil {
+		f.Fatal(err)
+	}
+	seeds := []pktSpec{
+		syn4(5),
+		{src: client6, dst: vip6, sport: 6, dport: 80, proto: ProtoTCP, syn: true},
+		{src: client4, dst: vip4to6, sport: 7, dport: 80, proto: ProtoTCP, syn: true},
+		func() pktSpec { s := syn4(8); s.vlan = 100; return s }(),
+	}
+	for _, gue := range []uint16{0, 6080} {
+		set := defaultSettings()
+		set.GUEPort = gue
+		if err := w.b.SetSettings(set); err != nil {
+			f.Fatal(err)
+		}
+		for _, s := range seeds {
+			in, _ := build(f, s)
+			if act, enc := w.run(f, in); act == xdpTX {
+				f.Add(enc)
+			}
+		}
+		in, _ := build(f, syn4(9))
+		f.Add(in)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 14 || len(in) > 3000 {
+			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
+		}
+		act, out := runProg(t, d.objs.XdpDecap, append([]byte(nil), in...))
+		switch {
+		case act == xdpDrop:
+		case act != xdpPass:
+			t.Fatalf("verdict %d for %x", act, in)
+		case bytes.Equal(out, in):
+		default:
+			l2 := 14 // the Ethernet header, with its 802.1Q tag if any
+			if len(out) >= 18 && out[12] == 0x81 && out[13] == 0x00 {
+				l2 = 18
+			}
+			if len(out) < l2 || len(out) >= len(in) || !bytes.Equal(out[l2:], in[len(in)-len(out)+l2:]) {
+				t.Fatalf("passed frame is neither untouched nor its inner packet:\n in %x\nout %x", in, out)
+			}
 		}
 	})
 }
