@@ -146,11 +146,19 @@ func (c *kernelClock) observe(s clockClockSample) {
 	c.mu.Unlock()
 }
 
+// stampAhead is how far a stamp may be ahead of a sample's jiffies and
+// still be taken as later than the sample (an entry refreshed while Flows
+// scanned the table, after its sample): 2^16 jiffies, over a minute.
+const stampAhead = 1 << 16
+
 // lastSeen converts an entry's stamp (low 32 bits of jiffies) into the
 // CLOCK_MONOTONIC time at which that jiffy began, given a sample taken
-// after it (which extends the stamp to 64 bits).
+// about when the entry was read (which extends the stamp to 64 bits).
 func (c *kernelClock) lastSeen(now clockClockSample, stamp uint32) time.Duration {
 	j := now.Jiffies - uint64(uint32(now.Jiffies)-stamp)
+	if ahead := stamp - uint32(now.Jiffies); ahead < stampAhead {
+		j = now.Jiffies + uint64(ahead)
+	}
 	c.mu.Lock()
 	off := c.offset
 	c.mu.Unlock()

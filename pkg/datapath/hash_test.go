@@ -3,6 +3,7 @@ package datapath
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestFlowHashSpread checks that flows which differ only in the client port,
@@ -68,6 +69,32 @@ func TestJiffyLength(t *testing.T) {
 			if got := jiffyLength(edges); got != ns {
 				t.Errorf("HZ %d, %s: jiffy of %d ns, want %d", hz, c.name, got, ns)
 			}
+		}
+	}
+}
+
+// lastSeen extends a 32-bit stamp with the sample's jiffies: back across
+// the wrap of the low word, and forward for an entry refreshed after the
+// sample was taken (Flows samples once, then scans for milliseconds).
+func TestLastSeenStamps(t *testing.T) {
+	c := &kernelClock{jiffyNs: 4e6, offset: 1000, seen: true}
+	at := func(j uint64) time.Duration { return time.Duration(j*4e6 + 1000) }
+	for _, tc := range []struct {
+		name  string
+		now   uint64
+		stamp uint32
+		want  uint64 // the stamp's jiffy
+	}{
+		{"same jiffy", 5000, 5000, 5000},
+		{"ten jiffies before", 5000, 4990, 4990},
+		{"before the low word wrapped", 1<<32 + 2, 0xffff_fffe, 1<<32 - 2},
+		{"three jiffies after the sample", 5000, 5003, 5003},
+		{"after the sample, across the wrap", 1<<32 - 1, 1, 1<<32 + 1},
+		{"a day before, at HZ 250", 30_000_000, 30_000_000 - 21_600_000, 30_000_000 - 21_600_000},
+	} {
+		if got := c.lastSeen(clockClockSample{Jiffies: tc.now}, tc.stamp); got != at(tc.want) {
+			t.Errorf("%s: stamp %d with the sample at jiffy %d: %v, want %v (jiffy %d)",
+				tc.name, tc.stamp, tc.now, got, at(tc.want), tc.want)
 		}
 	}
 }
