@@ -35,25 +35,15 @@ func BenchmarkDatapath(b *testing.B) {
 	requireRoot(b)
 	syn, _ := build(b, syn4(50000))
 
-	b.Run("floor", func(b *testing.B) {
-		var objs testprogsObjects
-		if err := loadTestprogsObjects(&objs, nil); err != nil {
-			b.Fatal(err)
-		}
-		defer objs.Close()
-		benchProg(b, objs.XdpFloor, syn, xdpTX)
-	})
-
+	var floor testprogsObjects
+	if err := loadTestprogsObjects(&floor, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer floor.Close()
+	b.Run("floor", func(b *testing.B) { benchProg(b, floor.XdpFloor, syn, xdpTX) })
 	// A reference, not a path: the floor plus what the benchmark build's
 	// undo adds to a forwarded packet.
-	b.Run("floor-undo", func(b *testing.B) {
-		var objs testprogsObjects
-		if err := loadTestprogsObjects(&objs, nil); err != nil {
-			b.Fatal(err)
-		}
-		defer objs.Close()
-		benchProg(b, objs.XdpFloorUndo, syn, xdpTX)
-	})
+	b.Run("floor-undo", func(b *testing.B) { benchProg(b, floor.XdpFloorUndo, syn, xdpTX) })
 
 	b.Run("new-flow", func(b *testing.B) {
 		w := newWorld(b, Options{benchUndo: true})

@@ -6,39 +6,56 @@ import (
 	"testing"
 )
 
-// TestDecapRoundTrip feeds the balancer's output to the decap program and
-// expects the client's original packet back, for every encapsulation.
-func TestDecapRoundTrip(t *testing.T) {
-	w := newWorld(t, Options{})
+// encapSpecs are one packet for each encapsulation the balancer makes of
+// the fixture's VIPs (each also with GUE, see setGUE).
+var encapSpecs = []pktSpec{
+	syn4(46000), // IPIP
+	{src: client6, dst: vip6, sport: 46001, dport: 80, proto: ProtoTCP, syn: true, tos: 0x28},  // IPv6 in IPv6
+	{src: client4, dst: vip4to6, sport: 46002, dport: 80, proto: ProtoTCP, syn: true},          // IPv4 in IPv6
+	func() pktSpec { s := syn4(46003); s.vlan = 100; s.payload = []byte("hello"); return s }(), // tagged
+}
+
+// setGUE switches the balancer's GUE encapsulation to port (0: off).
+func (w *world) setGUE(tb testing.TB, port uint16) {
+	tb.Helper()
+	set := defaultSettings()
+	set.GUEPort = port
+	if err := w.b.SetSettings(set); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// loadFixtureDecap loads the decap program for every fixture backend's
+// address, with GUE on port 6080; closed at the test's end.
+func loadFixtureDecap(tb testing.TB) *Decap {
+	tb.Helper()
 	d, err := LoadDecap("", nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
+	tb.Cleanup(func() { d.Close() })
 	var addrs []netip.Addr
 	for _, a := range backendAddrs {
 		addrs = append(addrs, a)
 	}
 	if err := d.SetAddrs(addrs); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := d.SetGUEPort(6080); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return d
+}
 
-	specs := []pktSpec{
-		syn4(46000), // IPIP
-		{src: client6, dst: vip6, sport: 46001, dport: 80, proto: ProtoTCP, syn: true, tos: 0x28},  // IPv6 in IPv6
-		{src: client4, dst: vip4to6, sport: 46002, dport: 80, proto: ProtoTCP, syn: true},          // IPv4 in IPv6
-		func() pktSpec { s := syn4(46003); s.vlan = 100; s.payload = []byte("hello"); return s }(), // tagged
-	}
+// TestDecapRoundTrip feeds the balancer's output to the decap program and
+// expects the client's original packet back, for every encapsulation.
+func TestDecapRoundTrip(t *testing.T) {
+	w := newWorld(t, Options{})
+	d := loadFixtureDecap(t)
+
 	for _, gue := range []uint16{0, 6080} {
-		set := defaultSettings()
-		set.GUEPort = gue
-		if err := w.b.SetSettings(set); err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range specs {
+		w.setGUE(t, gue)
+		for _, s := range encapSpecs {
 			in, l2 := build(t, s)
 			act, enc := w.run(t, in)
 			if act != xdpTX {

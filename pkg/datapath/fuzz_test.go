@@ -2,7 +2,6 @@ package datapath
 
 import (
 	"bytes"
-	"net/netip"
 	"testing"
 )
 
@@ -45,42 +44,18 @@ func FuzzBalancer(f *testing.F) {
 // packet's bytes never changed.
 func FuzzDecap(f *testing.F) {
 	w := newWorld(f, Options{})
-	d, err := LoadDecap("", nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { d.Close() })
-	var addrs []netip.Addr
-	for _, a := range backendAddrs {
-		addrs = append(addrs, a)
-	}
-	if err := d.SetAddrs(addrs); err != nil {
-		f.Fatal(err)
-	}
-	if err := d.SetGUEPort(6080); err != nil {
-		f.Fatal(err)
-	}
-	seeds := []pktSpec{
-		syn4(5),
-		{src: client6, dst: vip6, sport: 6, dport: 80, proto: ProtoTCP, syn: true},
-		{src: client4, dst: vip4to6, sport: 7, dport: 80, proto: ProtoTCP, syn: true},
-		func() pktSpec { s := syn4(8); s.vlan = 100; return s }(),
-	}
+	d := loadFixtureDecap(f)
 	for _, gue := range []uint16{0, 6080} {
-		set := defaultSettings()
-		set.GUEPort = gue
-		if err := w.b.SetSettings(set); err != nil {
-			f.Fatal(err)
-		}
-		for _, s := range seeds {
+		w.setGUE(f, gue)
+		for _, s := range encapSpecs {
 			in, _ := build(f, s)
 			if act, enc := w.run(f, in); act == xdpTX {
 				f.Add(enc)
 			}
 		}
-		in, _ := build(f, syn4(9))
-		f.Add(in)
 	}
+	plain, _ := build(f, syn4(9))
+	f.Add(plain)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 3000 {
 			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
