@@ -30,8 +30,9 @@ func twoCPUs(t *testing.T) [2]int {
 	return [2]int{cpus[0], cpus[1]}
 }
 
-// onCPU runs fn on a thread bound to cpu. The thread is never unlocked,
-// so it keeps its affinity to itself: Go discards it when fn returns.
+// onCPU runs fn on the calling goroutine's thread, bound to cpu. The thread
+// stays locked, so its affinity stays with it: Go discards the thread when
+// the goroutine ends. Call it from a goroutine of its own.
 func onCPU(cpu int, fn func() error) error {
 	runtime.LockOSThread()
 	var set unix.CPUSet
