@@ -362,9 +362,23 @@ type Settings struct {
 	UDPIdleTimeout time.Duration
 }
 
+// MinMTU is the smallest MTU SetSettings accepts: IPv4's minimum
+// datagram size. Below it the encapsulation alone would leave clients too
+// little room, and the "too big" messages would announce an MTU that no
+// stack accepts.
+const MinMTU = 576
+
 // SetSettings writes the balancer-wide parameters (one atomic map update).
+// Settings that the program cannot work with are refused, and the ones in
+// force stay.
 func (b *Balancer) SetSettings(s Settings) error {
 	var c balancerLbConfig
+	if s.MTU < MinMTU {
+		return fmt.Errorf("datapath settings: MTU %d is below %d; raise the interface MTU or set datapath.mtu to at least %d", s.MTU, MinMTU, MinMTU)
+	}
+	if s.UDPIdleTimeout < 0 {
+		return fmt.Errorf("datapath settings: UDP idle timeout %s is negative; use 0 (expire at once) or a positive duration", s.UDPIdleTimeout)
+	}
 	if len(s.NextHopMAC) == 6 {
 		copy(c.NhMac[:], s.NextHopMAC)
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_NEXTHOP)

@@ -340,6 +340,45 @@ func TestTableFlipPinsEstablishedFlows(t *testing.T) {
 	w.expectSent(t, old, backendAddrs[other])
 }
 
+// Settings the program cannot work with are refused whole, and the ones in
+// force stay: an MTU below the encapsulation's room would make every VIP
+// packet "too big", with an MTU that wrapped around.
+func TestSettingsRefused(t *testing.T) {
+	w := newWorld(t, Options{})
+	good := defaultSettings()
+	good.MTU = 1400
+	if err := w.b.SetSettings(good); err != nil {
+		t.Fatal(err)
+	}
+	small := defaultSettings()
+	small.MTU = 40
+	negative := defaultSettings()
+	negative.UDPIdleTimeout = -time.Second
+	for _, c := range []struct {
+		s    Settings
+		want string
+	}{
+		{small, "MTU 40 is below 576"},
+		{negative, "UDP idle timeout -1s is negative"},
+	} {
+		err := w.b.SetSettings(c.s)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("SetSettings: error %v, want one saying %q", err, c.want)
+		}
+		cfg, _, err := readGlobals(w.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Mtu != 1400 || cfg.UdpTimeoutNs != uint64(30*time.Second) {
+			t.Errorf("after a refused SetSettings: MTU %d, UDP timeout %d ns, want the settings in force (1400, 30 s)", cfg.Mtu, cfg.UdpTimeoutNs)
+		}
+	}
+	in, _ := build(t, syn4(9))
+	if act, _ := w.run(t, in); act != xdpTX {
+		t.Errorf("a SYN after refused settings: action %s, want TX", actionNames[act])
+	}
+}
+
 func TestUDPIdleExpiry(t *testing.T) {
 	w := newWorld(t, Options{})
 	u := pktSpec{src: client4, dst: netip.MustParseAddr("10.100.0.1"), sport: 7777, dport: 53, proto: ProtoUDP}
