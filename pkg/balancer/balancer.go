@@ -191,7 +191,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 	}
 	// What changed before the watch began (the probe's answer, say).
 	if err := b.syncSettings(); err != nil {
-		b.log.Warn("next hop", "error", err)
+		b.log.Warn("datapath settings", "error", err)
 	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
@@ -216,7 +216,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 			b.sampleRates(now)
 			if !b.nhResolved {
 				if err := b.syncSettings(); err != nil {
-					b.log.Warn("next hop", "error", err)
+					b.log.Warn("datapath settings", "error", err)
 				}
 			}
 		}
