@@ -113,7 +113,10 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 	__u32 bytes = p->frame_len, overhead = encap_overhead(be, cfg);
 
 	if (p->l3_len + overhead > cfg->mtu) {
-		if (p->df && !icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG))
+		/* Answered whether or not DF is set: XDP cannot fragment, and
+		 * a client that did not set DF still learns the path MTU from
+		 * it (Linux records it either way). */
+		if (!icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG))
 			return send_too_big(ctx, p, cfg->mtu - overhead);
 		return drop(STAT_DROP_TOO_BIG);
 	}
@@ -296,7 +299,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	be = backend_of(id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
-	if (conntrack && cr->cs) {
+	/* A packet too big to forward records nothing: send() answers or
+	 * drops it, and the client's smaller retry is the new flow. */
+	if (conntrack && cr->cs && p->l3_len + encap_overhead(be, cfg) <= cfg->mtu) {
 		/* The VIP's epoch from the index (rebuilt whenever an epoch
 		 * moves): no epoch read on a new flow. */
 		if (conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, vm->epoch,

@@ -21,7 +21,6 @@ struct pkt {
 	__u8 v6;
 	__u8 tos;       /* IPv4 TOS or IPv6 traffic class */
 	__u8 tcp_flags;
-	__u8 df;        /* IPv4 "don't fragment"; always 1 for IPv6 */
 	__u8 icmp_type;
 	__u8 icmp_code;
 };
@@ -136,7 +135,6 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 		return PARSE_DROP + STAT_DROP_TRUNCATED;
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_DROP + STAT_DROP_FRAGMENT;
-	p->df = !!(iph->frag_off & bpf_htons(IP_DF));
 	p->tos = iph->tos;
 	p->flow.proto = iph->protocol;
 	if (p->flow.proto == IPPROTO_ICMPV6)
@@ -164,7 +162,6 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 		return PARSE_DROP + STAT_DROP_TRUNCATED;
 	if (ip6->nexthdr == IPPROTO_FRAGMENT)
 		return PARSE_DROP + STAT_DROP_FRAGMENT;
-	p->df = 1;
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	p->flow.proto = ip6->nexthdr;
 	if (p->flow.proto == IPPROTO_ICMP)
@@ -240,7 +237,6 @@ static __always_inline int parse_common(struct xdp_md *ctx, struct pkt *p)
 	p->v6 = 0;
 	p->tos = iph->tos;
 	p->tcp_flags = proto == IPPROTO_TCP ? th->flags : 0;
-	p->df = !!(frag_off & bpf_htons(IP_DF));
 	p->icmp_type = 0;
 	p->icmp_code = 0;
 	return PARSE_OK;

@@ -216,7 +216,6 @@ func TestDropReasons(t *testing.T) {
 		{"IPv4 first fragment", func() pktSpec { s := syn4(1); s.fragMF = true; s.df = false; return s }(), "drop_fragment"},
 		{"IPv4 later fragment", func() pktSpec { s := syn4(1); s.fragOffset = 100; s.df = false; return s }(), "drop_fragment"},
 		{"IPv6 fragment", pktSpec{src: client6, dst: vip6, proto: ProtoTCP, fragMF: true}, "drop_fragment"},
-		{"IPv4 over MTU without DF", pktSpec{src: client4, dst: vip4, sport: 2, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1460)}, "drop_too_big"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

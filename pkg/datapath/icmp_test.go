@@ -134,6 +134,11 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 		// 1500-byte packets; IPIP adds 20 (v4 backend), IPv6 outer adds 40.
 		{pktSpec{src: client4, dst: vip4, sport: 45000, dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1460)}, 1480},
 		{pktSpec{src: client6, dst: vip6, sport: 45001, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1440)}, 1460},
+		// Without DF too: XDP cannot fragment, and the client learns
+		// the MTU all the same.
+		{pktSpec{src: client4, dst: vip4, sport: 45004, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1460)}, 1480},
+		// A new UDP flow (of a VIP with a connection table).
+		{pktSpec{src: client4, dst: vip4, sport: 45005, dport: 53, proto: ProtoUDP, payload: make([]byte, 1472)}, 1480},
 	} {
 		in, l2 := build(t, c.spec)
 		act, out := w.run(t, in)
@@ -156,6 +161,9 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 			if len(icmp) != 8+28 || !bytes.Equal(icmp[8:], in[l2:l2+28]) {
 				t.Errorf("quote is not the offending packet's first 28 bytes: %x", icmp[8:])
 			}
+			if ip.Flags&layers.IPv4DontFragment != 0 {
+				t.Errorf("the too-big itself has DF set")
+			}
 			if inetChecksum(out[l2:l2+20], 0) != 0 || inetChecksum(icmp, 0) != 0 || int(ip.Length) != 20+8+28 {
 				t.Errorf("bad checksum or length %d", ip.Length)
 			}
@@ -176,8 +184,23 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 			}
 		}
 	}
-	if got := w.stats(t)["icmp_too_big_sent"]; got != 2 {
-		t.Errorf("icmp_too_big_sent = %d, want 2", got)
+	st := w.stats(t)
+	if st["icmp_too_big_sent"] != 4 {
+		t.Errorf("icmp_too_big_sent = %d, want 4", st["icmp_too_big_sent"])
+	}
+	// A packet answered with a too-big was not forwarded: no flow was
+	// recorded, and no VIP counted one.
+	if st["conn_filled"] != 0 {
+		t.Errorf("conn_filled = %d after packets answered with too-big, want 0", st["conn_filled"])
+	}
+	for _, v := range []fixtureVIP{vipTCP4, vipTCP6, vipUDPSrc} {
+		c, err := w.b.VIPCounters(v.num)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.NewFlows != 0 || c.Packets != 0 {
+			t.Errorf("VIP %v counted %d packets, %d new flows for packets it answered with too-big, want 0", v.key, c.Packets, c.NewFlows)
+		}
 	}
 
 	// With "too big" disabled the packet is dropped, and counted.
