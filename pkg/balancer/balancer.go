@@ -350,6 +350,12 @@ func (b *Balancer) syncSettings() error {
 	}
 	b.nhResolved = resolved
 	if !reflect.DeepEqual(s, b.settings) {
+		if min, why := cfg.MinMTU(); int(s.MTU) < min && int(s.MTU) >= datapath.MinMTU {
+			// Taken from the interface (config checks its own datapath.mtu):
+			// the large packets of some clients will find no MTU they
+			// can use. Everything else works.
+			b.log.Warn("interface MTU too small for these VIPs; raise it or set datapath.mtu", "interface", cfg.Datapath.Interface, "mtu", s.MTU, "need", min, "why", why)
+		}
 		if err := b.dp.SetSettings(s); err != nil {
 			return err
 		}

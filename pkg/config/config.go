@@ -444,8 +444,8 @@ func (c *Config) validate() problems {
 	}
 	if d.MTU != 0 && (d.MTU < 576 || d.MTU > 65535) {
 		p.add("datapath.mtu", "%d is out of range; use 0 (the interface MTU) or 576 to 65535", d.MTU)
-	} else if d.MTU != 0 && d.MTU < 1280 && c.hasIPv6() {
-		p.add("datapath.mtu", "%d is below 1280, the IPv6 minimum, and some VIPs or backends are IPv6; use 0 (the interface MTU) or at least 1280", d.MTU)
+	} else if min, why := c.MinMTU(); d.MTU != 0 && d.MTU < min {
+		p.add("datapath.mtu", "%d is below %d: %s; use 0 (the interface MTU) or at least %d", d.MTU, min, why, min)
 	}
 
 	e := c.Encap
@@ -599,19 +599,31 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 	}
 }
 
-// hasIPv6 reports whether any VIP or backend is IPv6.
-func (c *Config) hasIPv6() bool {
+// MinMTU is the smallest MTU this configuration's VIPs can work with, and
+// why: IPv4's minimum datagram size (576); 1280, IPv6's minimum link MTU,
+// when a backend is IPv6 (its packets go out in IPv6); and with an IPv6 VIP,
+// 1280 plus the IPv6 encapsulation, so that a client's packet of IPv6's
+// minimum size still fits once encapsulated (a "too big" cannot ask an
+// IPv6 client for less).
+func (c *Config) MinMTU() (int, string) {
+	v6VIP, v6Backend := false, false
 	for _, v := range c.VIPs {
-		if v.Addr().Is6() {
-			return true
-		}
+		v6VIP = v6VIP || v.Addr().Is6()
 		for _, b := range v.Backends {
-			if b.Addr().Is6() {
-				return true
-			}
+			v6Backend = v6Backend || b.Addr().Is6()
 		}
 	}
-	return false
+	switch {
+	case v6VIP:
+		overhead := 40
+		if c.Encap.Type == EncapGUE {
+			overhead += 8
+		}
+		return 1280 + overhead, fmt.Sprintf("IPv6 clients need 1280 bytes, IPv6's minimum MTU, after the %d-byte encapsulation", overhead)
+	case v6Backend:
+		return 1280, "1280 is the IPv6 minimum, and some backends are IPv6"
+	}
+	return 576, "576 is IPv4's minimum datagram size"
 }
 
 func nearestTableSize(n int) int {

@@ -294,7 +294,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: datapath.mtu: 100 is out of range; use 0 (the interface MTU) or 576 to 65535"}},
 		{"mtu below the IPv6 minimum", lines("datapath:", "  interface: eth0", "  mtu: 1000", "vips:",
 			"  - {name: web, address: 10.100.0.1, port: 80, backends: [{name: be1, address: 'fd00:2:1::2'}]}"),
-			[]string{"t.yaml:3: datapath.mtu: 1000 is below 1280, the IPv6 minimum"}},
+			[]string{"t.yaml:3: datapath.mtu: 1000 is below 1280: 1280 is the IPv6 minimum, and some backends are IPv6"}},
+		{"mtu leaves IPv6 clients less than 1280", lines("datapath:", "  interface: eth0", "  mtu: 1300", "encap: {type: gue}", "vips:",
+			"  - {name: web, address: 'fd00:100::1', port: 80, backends: [{name: be1, address: 'fd00:2:1::2'}]}"),
+			[]string{"t.yaml:3: datapath.mtu: 1300 is below 1328: IPv6 clients need 1280 bytes, IPv6's minimum MTU, after the 48-byte encapsulation; use 0 (the interface MTU) or at least 1328"}},
 
 		// encap, nexthop, api, metrics.
 		{"encap type", lines("datapath: {interface: eth0}", "encap:", "  type: vxlan"),
