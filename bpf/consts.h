@@ -58,7 +58,10 @@
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_IPV6 41
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ROUTING 43
 #define IPPROTO_FRAGMENT 44
+#define IPPROTO_DSTOPTS 60
 #define IPPROTO_ICMPV6 58
 
 #define IP_DF 0x4000
@@ -85,6 +88,11 @@
 
 #define IPV4_HDR_LEN 20
 #define IPV6_HDR_LEN 40
+/* IPv6 extension headers followed to a VIP packet's L4 header (RFC 8200's
+ * order has at most hop-by-hop, destination options, routing, destination
+ * options), and the furthest that L4 header may start in the frame. */
+#define IPV6_EXT_MAX 4
+#define IPV6_L4_OFF_MAX 255
 #define UDP_HDR_LEN 8
 
 /* enum vip_flags: per-VIP options, set by the control plane in vip_meta.flags. */

@@ -142,8 +142,49 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 	return parse_l4(data, data_end, p);
 }
 
+static __always_inline int ipv6_ext(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS;
+}
+
+/* Follows the extension headers of an IPv6 packet from its next-header
+ * value nh (p->l4_off at the first of them) and leaves p->l4_off and
+ * p->flow.proto at the L4 header. A fragment header anywhere in the chain
+ * drops the packet as a fragment; a chain too long to follow (more than
+ * IPV6_EXT_MAX headers, or an L4 header beyond IPV6_L4_OFF_MAX) is passed
+ * as malformed: the stack decides. */
+static __always_inline int parse_ipv6_ext(void *data, void *data_end, struct pkt *p, __u8 nh)
+{
+	__u32 off = p->l4_off & 0xff, l3_end = p->l2_len + p->l3_len;
+
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		__u8 *eh = data + off;
+
+		if (nh == IPPROTO_FRAGMENT)
+			return PARSE_DROP + STAT_DROP_FRAGMENT;
+		if (!ipv6_ext(nh))
+			break;
+		if ((void *)(eh + 2) > data_end || off + 8 > l3_end)
+			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		nh = eh[0];
+		off += ((__u32)eh[1] + 1) * 8;
+		if (off > IPV6_L4_OFF_MAX)
+			return PARSE_MALFORMED;
+	}
+	if (nh == IPPROTO_FRAGMENT)
+		return PARSE_DROP + STAT_DROP_FRAGMENT;
+	if (ipv6_ext(nh))
+		return PARSE_MALFORMED;
+	p->l4_off = off;
+	p->flow.proto = nh;
+	return PARSE_OK;
+}
+
 static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 {
+	int ret;
+
 	struct ipv6hdr *ip6 = data + p->l2_len;
 
 	if ((void *)(ip6 + 1) > data_end)
@@ -160,11 +201,14 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 	p->l3_len = IPV6_HDR_LEN + bpf_ntohs(ip6->payload_len);
 	if (p->l2_len + p->l3_len > p->frame_len)
 		return PARSE_DROP + STAT_DROP_TRUNCATED;
-	if (ip6->nexthdr == IPPROTO_FRAGMENT)
-		return PARSE_DROP + STAT_DROP_FRAGMENT;
 	p->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	p->flow.proto = ip6->nexthdr;
-	if (p->flow.proto == IPPROTO_ICMP)
+	ret = parse_ipv6_ext(data, data_end, p, ip6->nexthdr);
+	if (ret != PARSE_OK)
+		return ret;
+	/* ICMPv6 behind extension headers is the stack's: echo_reply and
+	 * the "too big" parser expect it right after the IPv6 header. */
+	if (p->flow.proto == IPPROTO_ICMP ||
+	    (p->flow.proto == IPPROTO_ICMPV6 && p->l4_off != p->l2_len + IPV6_HDR_LEN))
 		return PARSE_PASS;
 	return parse_l4(data, data_end, p);
 }

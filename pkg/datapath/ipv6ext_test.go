@@ -1,0 +1,123 @@
+package datapath
+
+import (
+	"testing"
+)
+
+// withExtHeaders returns the IPv6 frame in (IPv6 header at l2) with the
+// extension headers exts inserted after its fixed header, each given as
+// (type, total length in bytes, a multiple of 8), chained in order to the
+// original next header. The L4 checksum stays valid: its pseudo-header
+// holds the upper-layer length, which does not change.
+func withExtHeaders(in []byte, l2 int, exts ...[2]int) []byte {
+	var chain []byte
+	next := in[l2+6]
+	for i := len(exts) - 1; i >= 0; i-- {
+		typ, n := exts[i][0], exts[i][1]
+		h := make([]byte, n)
+		h[0], h[1] = next, byte(n/8-1)
+		if n >= 8 {
+			h[2], h[3] = 1, byte(n-4) // a PadN option filling the rest
+		}
+		chain = append(h, chain...)
+		next = byte(typ)
+	}
+	out := append([]byte{}, in[:l2+40]...)
+	out[l2+6] = next
+	plen := int(out[l2+4])<<8 | int(out[l2+5])
+	plen += len(chain)
+	out[l2+4], out[l2+5] = byte(plen>>8), byte(plen)
+	out = append(out, chain...)
+	return append(out, in[l2+40:]...)
+}
+
+const (
+	extHopByHop = 0
+	extRouting  = 43
+	extFragment = 44
+	extDestOpts = 60
+)
+
+// TestIPv6ExtensionHeaders: a VIP packet behind extension headers is
+// balanced by its L4 header like any other and sent whole, headers
+// included; a fragment header anywhere in the chain is a fragment; a chain
+// cut short is truncated; one too long to follow goes to the stack, counted.
+func TestIPv6ExtensionHeaders(t *testing.T) {
+	w := newWorld(t, Options{})
+	forwarded := []struct {
+		name string
+		exts [][2]int
+	}{
+		{"hop-by-hop", [][2]int{{extHopByHop, 8}}},
+		{"hop-by-hop, destination options, routing", [][2]int{{extHopByHop, 8}, {extDestOpts, 16}, {extRouting, 24}}},
+		{"four headers", [][2]int{{extHopByHop, 8}, {extDestOpts, 8}, {extRouting, 8}, {extDestOpts, 8}}},
+		{"L4 header at byte 254, the furthest followed", [][2]int{{extHopByHop, 200}}},
+	}
+	for i, c := range forwarded {
+		t.Run(c.name, func(t *testing.T) {
+			s := pktSpec{src: client6, dst: vip6, sport: uint16(46000 + i), dport: 80, proto: ProtoTCP, syn: true}
+			plain, l2 := build(t, s)
+			in := withExtHeaders(plain, l2, c.exts...)
+			before := w.stats(t)
+			act, out := w.run(t, in)
+			if act != xdpTX {
+				t.Fatalf("action %s, want TX", actionNames[act])
+			}
+			// checkEncap compares the whole inner packet, extension
+			// headers included, with what came in.
+			checkEncap(t, in, l2, out, encapWant{backend: w.expectBackend(vipTCP6, flowOf(s))})
+			if _, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || !ok {
+				t.Errorf("flow %v not recorded by its ports (%v)", flowOf(s), err)
+			}
+			if after := w.stats(t); after["pass_malformed"] != before["pass_malformed"] {
+				t.Errorf("pass_malformed moved")
+			}
+		})
+	}
+
+	for _, c := range []struct {
+		name   string
+		exts   [][2]int
+		cut    int // bytes cut off the end of the frame (and its IPv6 length)
+		act    uint32
+		reason string
+	}{
+		{"fragment behind destination options", [][2]int{{extDestOpts, 8}, {extFragment, 8}}, 0, xdpDrop, "drop_fragment"},
+		{"fragment after four headers", [][2]int{{extHopByHop, 8}, {extDestOpts, 8}, {extRouting, 8}, {extDestOpts, 8}, {extFragment, 8}}, 0, xdpDrop, "drop_fragment"},
+		{"five headers", [][2]int{{extHopByHop, 8}, {extDestOpts, 8}, {extRouting, 8}, {extDestOpts, 8}, {extDestOpts, 8}}, 0, xdpPass, "pass_malformed"},
+		{"L4 header beyond 255 bytes", [][2]int{{extHopByHop, 208}}, 0, xdpPass, "pass_malformed"},
+		{"chain cut inside a header", [][2]int{{extHopByHop, 8}, {extRouting, 24}}, 20 + 24 - 4, xdpDrop, "drop_truncated"},
+		{"TCP header cut behind a header", [][2]int{{extHopByHop, 8}}, 4, xdpDrop, "drop_truncated"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := pktSpec{src: client6, dst: vip6, sport: 46100, dport: 80, proto: ProtoTCP, syn: true}
+			plain, l2 := build(t, s)
+			in := withExtHeaders(plain, l2, c.exts...)
+			if c.cut > 0 {
+				in = in[:len(in)-c.cut]
+				plen := len(in) - l2 - 40
+				in[l2+4], in[l2+5] = byte(plen>>8), byte(plen)
+			}
+			before := w.stats(t)
+			act, out := w.run(t, in)
+			if act != c.act {
+				t.Fatalf("action %s, want %s", actionNames[act], actionNames[c.act])
+			}
+			if got := w.stats(t)[c.reason] - before[c.reason]; got != 1 {
+				t.Errorf("%s rose by %d, want 1", c.reason, got)
+			}
+			if act == xdpPass && string(out[:len(in)]) != string(in) {
+				t.Errorf("passed frame changed")
+			}
+		})
+	}
+
+	// ICMPv6 behind an extension header is the stack's, even an echo
+	// request to the VIP.
+	echo := pktSpec{src: client6, dst: vip6, icmpType: 128, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")}
+	plain, l2 := build(t, echo)
+	in := withExtHeaders(plain, l2, [2]int{extHopByHop, 8})
+	if act, _ := w.run(t, in); act != xdpPass {
+		t.Errorf("echo request behind hop-by-hop: %s, want PASS", actionNames[act])
+	}
+}
