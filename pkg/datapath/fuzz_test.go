@@ -23,6 +23,10 @@ func FuzzBalancer(f *testing.F) {
 		in, _ := build(f, s)
 		f.Add(in)
 	}
+	// IPv6 behind extension headers (a chain the mutator can lengthen,
+	// cut and reorder).
+	v6, l2 := build(f, seeds[1])
+	f.Add(withExtHeaders(v6, l2, [2]int{extHopByHop, 8}, [2]int{extRouting, 24}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 3000 {
 			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
