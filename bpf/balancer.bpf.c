@@ -165,15 +165,18 @@ static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct 
 		*(sy_u16 *)(d + 12) = p->v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
 		/* A new TCP flow: the next repetition is another new flow
 		 * (another client port: the port's bytes as they lie, plus
-		 * one, which visits every port), so every one takes a fresh
-		 * entry and, once the table is full, evicts, as real new
-		 * flows do. */
+		 * one, which visits every port; after the last, another
+		 * IPv4 client address), so every one takes a fresh entry
+		 * and, once the table is full, evicts, as real new flows do:
+		 * none finds an entry of its own, even in the 1Mi table. */
 		if (new_flow && p->flow.proto == IPPROTO_TCP) {
 			struct tcphdr *th = d + (p->l4_off & 0xff);
+			struct iphdr *iph = d + (p->l2_len & 0x1f);
 
-			if ((void *)(th + 1) > de)
+			if ((void *)(th + 1) > de || (void *)(iph + 1) > de)
 				return XDP_DROP;
-			th->source++;
+			if (++th->source == 0 && !p->v6)
+				iph->saddr++;
 		}
 	}
 #endif

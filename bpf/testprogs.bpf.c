@@ -31,7 +31,8 @@ int xdp_floor(struct xdp_md *ctx)
  * benchmark build (balancer.bpf.c, send): one bpf_xdp_adjust_head call
  * (here by 0 bytes, which does the same checks and stores), the EtherType
  * rewritten and the TCP source port of an IPv4 packet without options
- * incremented. The product runs none of it. */
+ * incremented (and, when it wraps, the source address). The product runs
+ * none of it. */
 SEC("xdp")
 int xdp_floor_undo(struct xdp_md *ctx)
 {
@@ -52,7 +53,8 @@ int xdp_floor_undo(struct xdp_md *ctx)
 	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
-	(*sport)++;
+	if (++*sport == 0)
+		((struct iphdr *)(eth + 1))->saddr++;
 	return XDP_TX;
 }
 
