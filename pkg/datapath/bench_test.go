@@ -191,24 +191,17 @@ func BenchmarkRatios(b *testing.B) {
 
 	// What a path counts once per packet, read from the world that runs
 	// it: proof that every repetition took the path.
-	newFlows := func(w *world) func() uint64 {
+	vipCount := func(w *world, field func(VIPCounters) uint64) func() uint64 {
 		return func() uint64 {
 			c, err := w.b.VIPCounters(vipTCP4.num)
 			if err != nil {
 				b.Fatal(err)
 			}
-			return c.NewFlows
+			return field(c)
 		}
 	}
-	hits := func(w *world) func() uint64 {
-		return func() uint64 {
-			c, err := w.b.VIPCounters(vipTCP4.num)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return c.ConnHits
-		}
-	}
+	newFlows := func(c VIPCounters) uint64 { return c.NewFlows }
+	hits := func(c VIPCounters) uint64 { return c.ConnHits }
 	paths := []struct {
 		name  string
 		prog  *ebpf.Program
@@ -218,11 +211,11 @@ func BenchmarkRatios(b *testing.B) {
 		count func() uint64 // rises by one per packet of the path
 		fresh bool          // new flows: none may find an entry of its own
 	}{
-		{"new-flow", undo.b.objs.XdpBalancer, syn, xdpTX, undo, newFlows(undo), true},
-		{"new-flow-1Mi", big.b.objs.XdpBalancer, syn, xdpTX, big, newFlows(big), true},
+		{"new-flow", undo.b.objs.XdpBalancer, syn, xdpTX, undo, vipCount(undo, newFlows), true},
+		{"new-flow-1Mi", big.b.objs.XdpBalancer, syn, xdpTX, big, vipCount(big, newFlows), true},
 		{"mem-touch-1Mi", touch, syn, xdpTX, nil, nil, false},
 		{"floor-undo", floor.XdpFloorUndo, syn, xdpTX, nil, nil, false},
-		{"established", estW.b.objs.XdpBalancer, estIn, xdpTX, estW, hits(estW), false},
+		{"established", estW.b.objs.XdpBalancer, estIn, xdpTX, estW, vipCount(estW, hits), false},
 		{"non-vip", prod.b.objs.XdpBalancer, nonVIP, xdpPass, nil, nil, false},
 	}
 	timeOf := func(p *ebpf.Program, in []byte, want uint32) float64 {
