@@ -97,6 +97,10 @@ int xdp_decap(struct xdp_md *ctx)
 		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
 			return pass();
 		dst = ip6->daddr;
+		/* ::ffff:a.b.c.d is how decap_addrs holds an IPv4 address:
+		 * an IPv6 outer header to one is not ours. */
+		if (!dst.a[0] && !dst.a[1] && dst.a[2] == bpf_htonl(0xffff))
+			return pass();
 		nexthdr = ip6->nexthdr;
 		outer_len = IPV6_HDR_LEN;
 		v6 = 1;

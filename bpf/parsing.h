@@ -50,6 +50,13 @@ static __always_inline void addr_copy(struct addr *dst, const struct addr *src)
 	d[1] = s[1];
 }
 
+static __always_inline int addr_v4_mapped(const struct addr *a)
+{
+	const sy_u64 *w = (const sy_u64 *)a;
+
+	return w[0] == 0 && (__u32)w[1] == bpf_htonl(0xffff);
+}
+
 /* Ports, protocol and padding: the key's last word. */
 static __always_inline void flow_set_l4(struct flow_key *f, __be16 sport, __be16 dport, __u8 proto)
 {
@@ -193,6 +200,11 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 		return PARSE_MALFORMED;
 	addr_copy(&p->flow.dst, &ip6->daddr);
 	if (!vip_addr_maybe(&p->flow.dst))
+		return PARSE_PASS;
+	/* ::ffff:a.b.c.d is how the flow key writes an IPv4 address
+	 * (addr_set_v4): an IPv6 packet to one is no VIP's, or it would pass
+	 * for IPv4 and share IPv4 flows' entries. */
+	if (addr_v4_mapped(&p->flow.dst))
 		return PARSE_PASS;
 
 	p->v6 = 1;

@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"bytes"
+	"net/netip"
 	"testing"
 )
 
@@ -119,5 +121,58 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 	in := withExtHeaders(plain, l2, [2]int{extHopByHop, 8})
 	if act, _ := w.run(t, in); act != xdpPass {
 		t.Errorf("echo request behind hop-by-hop: %s, want PASS", actionNames[act])
+	}
+}
+
+// TestV4MappedIPv6 sends IPv6 packets to ::ffff:a.b.c.d, the way the flow
+// key and the decap address table write IPv4: they are not an IPv4 VIP's
+// nor an IPv4 encap address's, and pass untouched, recording nothing.
+func TestV4MappedIPv6(t *testing.T) {
+	w := newWorld(t, Options{})
+	mapped := func(a netip.Addr) netip.Addr { return netip.AddrFrom16(a.As16()) }
+	// Built as IPv6 packets, then given the mapped addresses (the
+	// program checks no L4 checksum).
+	syn := pktSpec{src: client6, dst: vip6, sport: 777, dport: 80, proto: ProtoTCP, syn: true}
+	echo := pktSpec{src: client6, dst: vip6, icmpType: 128, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")}
+	before, err := w.b.VIPCounters(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []pktSpec{syn, echo} {
+		in, l2 := build(t, s)
+		src, dst := mapped(client4).As16(), mapped(vip4).As16()
+		copy(in[l2+8:], src[:])
+		copy(in[l2+24:], dst[:])
+		if act, out := w.run(t, in); act != xdpPass || !bytes.Equal(out[:len(in)], in) {
+			t.Errorf("IPv6 to %s: %s (changed: %v), want PASS untouched", mapped(vip4), actionNames[act], !bytes.Equal(out[:len(in)], in))
+		}
+	}
+	v4 := syn4(777)
+	if _, ok, err := w.b.LookupFlow(flowOf(v4)); err != nil || ok {
+		t.Errorf("the IPv4 flow %v was recorded by an IPv6 packet (%v)", flowOf(v4), err)
+	}
+	if after, _ := w.b.VIPCounters(vipTCP4.num); after != before {
+		t.Errorf("IPv4 VIP counters moved: %+v -> %+v", before, after)
+	}
+
+	// Decap: an IPv6 outer header to a backend's IPv4 address, mapped,
+	// carrying IPIP.
+	d := loadFixtureDecap(t)
+	inner, l2 := build(t, syn4(778))
+	be := w.expectBackend(vipTCP4, flowOf(syn4(778)))
+	frame := append([]byte{}, inner[:12]...)
+	frame = append(frame, 0x86, 0xdd, 0x60, 0, 0, 0, byte((len(inner)-l2)>>8), byte(len(inner)-l2), 4, 64)
+	src, dst := lbV6.As16(), mapped(be).As16()
+	frame = append(append(append(frame, src[:]...), dst[:]...), inner[l2:]...)
+	before2, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act, out := runProg(t, d.objs.XdpDecap, frame); act != xdpPass || !bytes.Equal(out[:len(frame)], frame) {
+		t.Errorf("decap of an IPv6 outer to %s: %s, want PASS untouched", mapped(be), actionNames[act])
+	}
+	after2, _ := d.Stats()
+	if after2["decap_ipv6_outer"] != before2["decap_ipv6_outer"] || after2["pass"] != before2["pass"]+1 {
+		t.Errorf("decap counters %v -> %v, want one more pass and no IPv6 decap", before2, after2)
 	}
 }
