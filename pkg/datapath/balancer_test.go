@@ -150,6 +150,14 @@ func TestForwardingFixtures(t *testing.T) {
 		{name: "UDP without connection table", spec: pktSpec{src: client4, dst: vip4pure, sport: 5000, dport: 53, proto: ProtoUDP, payload: []byte("x")}, vip: vipPure, action: xdpTX},
 		{name: "TCP data v6 with payload", spec: pktSpec{src: client6, dst: vip6, sport: 40006, dport: 80, proto: ProtoTCP, ack: true, payload: bytes.Repeat([]byte("a"), 1000)}, vip: vipTCP6, action: xdpTX},
 	}
+	// The counters each fixture should move: its VIP's and its backend's,
+	// once, by the frame's length.
+	wantVIP := map[uint32]VIPCounters{}
+	wantBackend := map[uint32]BackendCounters{}
+	backendID := map[netip.Addr]uint32{}
+	for id, a := range backendAddrs {
+		backendID[a] = id
+	}
 	for _, f := range fixtures {
 		t.Run(f.name, func(t *testing.T) {
 			in, l2 := build(t, f.spec)
@@ -161,6 +169,34 @@ func TestForwardingFixtures(t *testing.T) {
 			want.backend = w.expectBackend(f.vip, flowOf(f.spec))
 			checkEncap(t, in, l2, out, want)
 		})
+		in, _ := build(t, f.spec)
+		be := w.expectBackend(f.vip, flowOf(f.spec))
+		v, b := wantVIP[f.vip.num], wantBackend[backendID[be]]
+		v.Packets, v.Bytes = v.Packets+1, v.Bytes+uint64(len(in))
+		b.Packets, b.Bytes = b.Packets+1, b.Bytes+uint64(len(in))
+		if f.vip.flags&VIPNoConntrack == 0 {
+			// A first packet: a miss, then recorded (a SYN or not).
+			v.ConnMisses, v.NewFlows = v.ConnMisses+1, v.NewFlows+1
+		}
+		wantVIP[f.vip.num], wantBackend[backendID[be]] = v, b
+	}
+	for _, v := range allVIPs {
+		got, err := w.b.VIPCounters(v.num)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != wantVIP[v.num] {
+			t.Errorf("VIP %v counters %+v after the fixtures, want %+v", v.key, got, wantVIP[v.num])
+		}
+	}
+	for id := range backendAddrs {
+		got, err := w.b.BackendCounters(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != wantBackend[id] {
+			t.Errorf("backend %d (%s) counters %+v after the fixtures, want %+v", id, backendAddrs[id], got, wantBackend[id])
+		}
 	}
 
 	t.Run("non-VIP traffic passes untouched", func(t *testing.T) {
