@@ -191,20 +191,26 @@ adjust_failed:
  * PARSE_DROP verdict. */
 static __always_inline int parse_too_big_quote(void *data, void *data_end, struct pkt *p)
 {
-	void *quoted = data + (p->l4_off & 0xff) + sizeof(struct icmphdr);
+	__u32 quote_off = (p->l4_off & 0xff) + sizeof(struct icmphdr);
+	/* The quote ends where the ICMP packet's IP header says, not at the
+	 * frame's end (which may carry a link-layer trailer). */
+	__u32 quote_len = p->l2_len + p->l3_len - quote_off;
+	void *quoted = data + quote_off;
 	__be16 *ports;
 	__u8 proto;
 
+	if (p->l2_len + p->l3_len < quote_off)
+		return PARSE_DROP + STAT_DROP_TRUNCATED;
 	if (!p->v6) {
 		struct iphdr *iph = quoted;
 
-		if ((void *)(iph + 1) > data_end)
+		if ((void *)(iph + 1) > data_end || quote_len < sizeof(*iph))
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
 		if (iph->version != 4 || iph->ihl < 5)
 			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
 		proto = iph->protocol;
 		ports = quoted + iph->ihl * 4;
-		if ((void *)(ports + 2) > data_end)
+		if ((void *)(ports + 2) > data_end || quote_len < iph->ihl * 4 + 4)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
 		addr_set_v4(&p->flow.src, iph->daddr);
 		addr_set_v4(&p->flow.dst, iph->saddr);
@@ -217,7 +223,7 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
 		proto = ip6->nexthdr;
 		ports = (void *)(ip6 + 1);
-		if ((void *)(ports + 2) > data_end)
+		if ((void *)(ports + 2) > data_end || quote_len < IPV6_HDR_LEN + 4)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
 		addr_copy(&p->flow.src, &ip6->daddr);
 		addr_copy(&p->flow.dst, &ip6->saddr);

@@ -207,6 +207,11 @@ func TestTooBigQuoteCut(t *testing.T) {
 				if len(frames[0]) < 60 {
 					frames = append(frames, reframe(t, icmp, 60, nil))
 				}
+				if k < hdr+4 {
+					// The rest of the quote as a trailer behind the
+					// IP packet: still cut, by the IP length.
+					frames = append(frames, append(reframe(t, icmp, 0, nil), quote[k:]...))
+				}
 				for _, in := range frames {
 					before := w.stats(t)
 					act, out := w.run(t, in)
