@@ -102,24 +102,33 @@ static __always_inline int drop(__u32 reason)
 	return XDP_DROP;
 }
 
-/* Encapsulates p towards backend be (id) and sends it. new_flow: Maglev
- * chose and the flow was recorded (the caller counted it); hit: a
+/* A packet over the MTU once encapsulated with 'overhead' bytes: answered
+ * with a "too big" carrying the usable MTU, or dropped (counted). -1 if it
+ * fits. The "too big" goes out whether or not DF is set: XDP cannot
+ * fragment, and a client that did not set DF still learns the path MTU
+ * from it (Linux records it either way). */
+static __always_inline int over_mtu(struct xdp_md *ctx, const struct pkt *p,
+				    const struct lb_config *cfg, __u32 overhead, int icmp)
+{
+	if (p->l3_len + overhead <= cfg->mtu)
+		return -1;
+	if (!icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG))
+		return send_too_big(ctx, p, cfg->mtu - overhead);
+	return drop(STAT_DROP_TOO_BIG);
+}
+
+/* Encapsulates p towards backend be (id) with 'overhead' bytes of outer
+ * headers (encap_overhead; over_mtu passed it) and sends it. new_flow:
+ * Maglev chose and the flow was recorded (the caller counted it); hit: a
  * connection-table entry chose.
  * vs: the VIP's counters if the caller has looked them up, else NULL. */
 static __always_inline int send(struct xdp_md *ctx, struct pkt *p, const struct lb_config *cfg,
 				const struct backend *be, __u32 id, __u32 vip_num, __u64 flow_sum,
-				__u32 new_flow, __u32 hit, int icmp, struct vip_counters *vs)
+				__u32 new_flow, __u32 hit, int icmp, struct vip_counters *vs,
+				__u32 overhead)
 {
-	__u32 bytes = p->frame_len, overhead = encap_overhead(be, cfg);
+	__u32 bytes = p->frame_len;
 
-	if (p->l3_len + overhead > cfg->mtu) {
-		/* Answered whether or not DF is set: XDP cannot fragment, and
-		 * a client that did not set DF still learns the path MTU from
-		 * it (Linux records it either way). */
-		if (!icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG))
-			return send_too_big(ctx, p, cfg->mtu - overhead);
-		return drop(STAT_DROP_TOO_BIG);
-	}
 	/* be points into backend_table: it stays valid across the
 	 * packet adjustments inside encap. */
 	if (encap(ctx, p, be, cfg, flow_sum, overhead))
@@ -243,7 +252,8 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p,
 	const struct lb_config *cfg = &config;
 	__u32 id, vip_num;
 	struct backend *be;
-	int expired = 0;
+	int expired = 0, ret;
+	__u32 overhead;
 
 	if (cr->way < 0 || !cr->cs)
 		return -1;
@@ -252,7 +262,11 @@ static __always_inline int forward_pinned(struct xdp_md *ctx, struct pkt *p,
 	be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, 1, &expired);
 	if (!be)
 		return -1;
-	return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, 0, NULL);
+	overhead = encap_overhead(be, cfg);
+	ret = over_mtu(ctx, p, cfg, overhead, 0);
+	if (ret >= 0)
+		return ret;
+	return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, 0, NULL, overhead);
 }
 
 /* The full path: the VIP is known. Uses the connection entry if there is a
@@ -267,7 +281,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	const struct lb_config *cfg = &config;
 	struct vip_counters *vs = NULL;
 	struct backend *be;
-	int expired = 0, new_flow = 0;
+	int expired = 0, new_flow = 0, ret;
+	__u32 overhead;
 
 	if (!(cfg->flags & CFG_F_NEXTHOP))
 		return drop(STAT_DROP_NO_NEXTHOP);
@@ -278,8 +293,14 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		if (cr->way >= 0 && cr->cs && (!is_syn(p) || icmp)) {
 			be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, conntrack,
 					  &expired);
-			if (be && vip_num == vm->vip_num)
-				return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, icmp, NULL);
+			if (be && vip_num == vm->vip_num) {
+				overhead = encap_overhead(be, cfg);
+				ret = over_mtu(ctx, p, cfg, overhead, icmp);
+				if (ret >= 0)
+					return ret;
+				return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, icmp, NULL,
+					    overhead);
+			}
 			if (expired)
 				count(STAT_UDP_EXPIRED);
 		}
@@ -302,9 +323,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 	be = backend_of(id);
 	if (!be || !(be->flags & BACKEND_F_VALID))
 		return drop(STAT_DROP_NO_BACKEND);
-	/* A packet too big to forward records nothing: send() answers or
-	 * drops it, and the client's smaller retry is the new flow. */
-	if (conntrack && cr->cs && p->l3_len + encap_overhead(be, cfg) <= cfg->mtu) {
+	/* A packet too big to forward records nothing: the client's smaller
+	 * retry is the new flow. */
+	overhead = encap_overhead(be, cfg);
+	ret = over_mtu(ctx, p, cfg, overhead, icmp);
+	if (ret >= 0)
+		return ret;
+	if (conntrack && cr->cs) {
 		/* The VIP's epoch from the index (rebuilt whenever an epoch
 		 * moves): no epoch read on a new flow. */
 		if (conn_insert(cr->cs, cr->way, &p->flow, cr->sum, cr->tag, id, vnum, vm->epoch,
@@ -313,7 +338,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 			vs->new_flows++;
 		new_flow = 1;
 	}
-	return send(ctx, p, cfg, be, id, vm->vip_num, cr->sum, new_flow, 0, icmp, vs);
+	return send(ctx, p, cfg, be, id, vm->vip_num, cr->sum, new_flow, 0, icmp, vs, overhead);
 }
 
 /* Parses what parse_common left to it, from the start: -1 to go on with p
