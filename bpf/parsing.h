@@ -190,9 +190,8 @@ static __always_inline int parse_ipv6_ext(void *data, void *data_end, struct pkt
 
 static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 {
-	int ret;
-
 	struct ipv6hdr *ip6 = data + p->l2_len;
+	int ret;
 
 	if ((void *)(ip6 + 1) > data_end)
 		return PARSE_MALFORMED;
