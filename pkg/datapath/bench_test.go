@@ -255,11 +255,7 @@ func BenchmarkRatios(b *testing.B) {
 				// A new flow finds no entry of its own, except as a
 				// replay (replayed).
 				n, again := p.count()-counted, p.world.stats(b)["conn_refreshed"]-refreshed
-				short := n < pairs*perRun
-				if p.fresh {
-					short = n < pairs*perRun || again > replayed(n, pairs*perRun)
-				}
-				if short {
+				if n < pairs*perRun || (p.fresh && again > replayed(n, pairs*perRun)) {
 					b.Fatalf("%s: %d packets, %d counted on the path, %d recorded again in their own entry", p.name, pairs*perRun, n, again)
 				}
 			}
