@@ -158,7 +158,7 @@ enum decap_stat {
 	DECAP_STAT_IP6,        /* IPv6 outer removed */
 	DECAP_STAT_GUE,        /* of which GUE */
 	DECAP_STAT_PASS,       /* not encapsulated to us: untouched */
-	DECAP_STAT_DROP_INNER, /* for us, but the inner packet is not IP */
+	DECAP_STAT_DROP_INNER, /* for us, but the inner packet is not IP (or not the IP the outer header names) */
 	DECAP_STAT_DROP_ADJUST, /* bpf_xdp_adjust_head failed */
 	DECAP_STAT_MAX,
 };

@@ -140,6 +140,13 @@ int xdp_decap(struct xdp_md *ctx)
 		dcount(DECAP_STAT_DROP_INNER);
 		return XDP_DROP;
 	}
+	/* Without GUE the outer header names the inner family: IPIP (4) for
+	 * IPv4, 41 for IPv6. A packet that says otherwise is not one the
+	 * balancer made. */
+	if (!gue && (nexthdr == IPPROTO_IPIP) != (proto == bpf_htons(ETH_P_IP))) {
+		dcount(DECAP_STAT_DROP_INNER);
+		return XDP_DROP;
+	}
 
 	/* Keep the L2 header (with its VLAN tag), drop the outer headers. */
 	if (l2_len == sizeof(struct ethhdr)) {

@@ -77,6 +77,8 @@ func TestDecapCases(t *testing.T) {
 		{"IPv6 outer, inner IP version 0", encapFrame(t, lbV6, ours6, layers.IPProtocolIPv6, 0, make([]byte, 40)), xdpDrop, nil, []string{"drop_inner_not_ip"}},
 		{"GUE, a variant 0 header", encapFrame(t, lbV4, ours4, 0, 6080, gueV0), xdpDrop, nil, []string{"drop_inner_not_ip"}},
 		{"GUE over IPv6, inner IP version 5", encapFrame(t, lbV6, ours6, 0, 6080, notIP), xdpDrop, nil, []string{"drop_inner_not_ip"}},
+		{"IPIP carrying IPv6", encapFrame(t, lbV4, ours4, layers.IPProtocolIPv4, 0, inner6), xdpDrop, nil, []string{"drop_inner_not_ip"}},
+		{"IPv6 outer, protocol 41, carrying IPv4", encapFrame(t, lbV6, ours6, layers.IPProtocolIPv6, 0, inner4), xdpDrop, nil, []string{"drop_inner_not_ip"}},
 		{"IPIP, nothing after the outer header", encapFrame(t, lbV4, ours4, layers.IPProtocolIPv4, 0, nil), xdpDrop, nil, []string{"drop_inner_not_ip"}},
 		{"GUE over IPv6, nothing after the UDP header", encapFrame(t, lbV6, ours6, 0, 6080, nil), xdpDrop, nil, []string{"drop_inner_not_ip"}},
 
