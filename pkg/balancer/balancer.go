@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"reflect"
@@ -306,8 +307,10 @@ func (b *Balancer) syncSettings() error {
 		return err
 	}
 	s := datapath.Settings{
-		SourceMAC:      ifi.MAC,
-		MTU:            uint16(ifi.MTU),
+		SourceMAC: ifi.MAC,
+		// An interface MTU above 65535 (lo's is 65536) exceeds any IP
+		// packet; truncated to 16 bits it would be a tiny or zero MTU.
+		MTU:            uint16(min(ifi.MTU, math.MaxUint16)),
 		ICMPTooBig:     cfg.Datapath.ICMPTooBig,
 		SourceV4:       ifi.AddrV4,
 		SourceV6:       ifi.AddrV6,

@@ -493,3 +493,24 @@ func BenchmarkFailover(b *testing.B) {
 		})
 	}
 }
+
+// An interface MTU above 65535 (lo's is 65536) exceeds any IP packet: the
+// datapath must be told 65535, not the MTU cut to 16 bits (65536 became 0,
+// which SetSettings refuses, so no settings reached the datapath at all).
+func TestInterfaceMTUAbove65535(t *testing.T) {
+	ifi, err := readIface("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ifi.MTU <= 65535 {
+		t.Skipf("lo's MTU is %d; this test needs one above 65535", ifi.MTU)
+	}
+	r := newRig(t, baseConfig, datapath.Options{})
+	var mtu uint16
+	if err := r.b.do(r.ctx, func() { mtu = r.b.settings.MTU }); err != nil {
+		t.Fatal(err)
+	}
+	if mtu != 65535 {
+		t.Errorf("datapath MTU for lo (MTU %d) is %d, want 65535", ifi.MTU, mtu)
+	}
+}
