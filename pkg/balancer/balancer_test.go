@@ -514,3 +514,55 @@ func TestInterfaceMTUAbove65535(t *testing.T) {
 		t.Errorf("datapath MTU for lo (MTU %d) is %d, want 65535", ifi.MTU, mtu)
 	}
 }
+
+// manyVIPsConfig is baseConfig's VIPs followed by extra VIPs of one backend
+// each, on addresses of their own.
+func manyVIPsConfig(extra, backendsEach, tableSize int) string {
+	var sb strings.Builder
+	sb.WriteString(baseConfig)
+	for v := range extra {
+		fmt.Fprintf(&sb, "  - name: x%d\n    address: 10.101.%d.%d\n    port: 80\n    table_size: %d\n    health: {type: none}\n    backends:\n",
+			v, v/250, 1+v%250, tableSize)
+		for i := range backendsEach {
+			n := v*backendsEach + i
+			fmt.Fprintf(&sb, "      - {name: be%d, address: 10.3.%d.%d}\n", i, n/250, 1+n%250)
+		}
+	}
+	return sb.String()
+}
+
+// A configuration over the datapath's limits must be refused whole by the
+// reload, like any other invalid file: applied, it failed half-way, with
+// some VIPs created and the new configuration in force over a datapath
+// that holds only part of it.
+func TestReloadOverDatapathLimitsIsRefusedWhole(t *testing.T) {
+	tests := []struct {
+		name                           string
+		extra, backendsEach, tableSize int
+		want                           string
+	}{
+		{name: "VIPs", extra: datapath.MaxVIPs - 1, backendsEach: 1, tableSize: 251, want: "VIPs"},
+		{name: "backend addresses", extra: 2, backendsEach: datapath.MaxBackends / 2, tableSize: 4093, want: "backend addresses"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, baseConfig, datapath.Options{})
+			before, _ := r.dp.VIPs()
+			r.write(manyVIPsConfig(tt.extra, tt.backendsEach, tt.tableSize))
+			_, err := r.b.Reload(r.ctx)
+			if !errors.Is(err, api.ErrRejected) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("reload over the datapath's limit: %v, want a rejection about %s", err, tt.want)
+			}
+			if after, _ := r.dp.VIPs(); !mapsEqual(before, after) {
+				t.Errorf("a refused reload changed the datapath: %d VIPs before, %d after", len(before), len(after))
+			}
+			var vips int
+			if err := r.b.do(r.ctx, func() { vips = len(r.b.cfg.VIPs) }); err != nil {
+				t.Fatal(err)
+			}
+			if vips != 2 {
+				t.Errorf("the running configuration has %d VIPs after a refused reload, want 2", vips)
+			}
+		})
+	}
+}

@@ -53,6 +53,13 @@ const (
 
 	MinConnTableSize = 1024
 	MaxConnTableSize = 16 << 20
+
+	// MaxVIPs and MaxBackendAddrs are the datapath's limits (MAX_VIPS and
+	// MAX_BACKENDS in bpf/consts.h, datapath.MaxVIPs and MaxBackends):
+	// VIPs, and distinct backend addresses over all VIPs. A file over
+	// them is refused here, whole; applied, it would fail half-way.
+	MaxVIPs         = 512
+	MaxBackendAddrs = 4096
 )
 
 // TableSizes returns the allowed Maglev table sizes per VIP, ascending:
@@ -473,6 +480,11 @@ func (c *Config) validate() problems {
 		port  int
 		proto Protocol
 	}
+	if len(c.VIPs) > MaxVIPs {
+		p.add("vips", "%d VIPs are more than the datapath's limit of %d; remove some, or spread them over more balancers",
+			len(c.VIPs), MaxVIPs)
+	}
+	backendAddrs := map[netip.Addr]bool{}
 	names := map[string]int{}
 	keys := map[vipKey]int{}
 	for i := range c.VIPs {
@@ -523,6 +535,15 @@ func (c *Config) validate() problems {
 		}
 		v.Health.validate(&p, path+".health", v.Port)
 		validateBackends(&p, path, v.Backends)
+		for _, b := range v.Backends {
+			if a := b.Addr(); a.IsValid() {
+				backendAddrs[a] = true
+			}
+		}
+	}
+	if len(backendAddrs) > MaxBackendAddrs {
+		p.add("vips", "%d distinct backend addresses are more than the datapath's limit of %d; remove some, or spread the VIPs over more balancers",
+			len(backendAddrs), MaxBackendAddrs)
 	}
 	return p
 }
