@@ -285,11 +285,13 @@ type Health struct {
 
 // Backend is one server of a VIP.
 type Backend struct {
-	// Name is unique within the VIP. It is the backend's identity in the
-	// Maglev table, so renaming a backend moves its flows. Required.
+	// Name is unique within the VIP: what status, drains and health
+	// checks call the backend. Renaming it moves no flow. Required.
 	Name string `yaml:"name"`
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
-	// the VIP's family. Required.
+	// the VIP's family. It is the backend's identity in the Maglev table
+	// (pkg/balancer sorts by it), so changing it moves the backend's
+	// flows. Required.
 	Address string `yaml:"address"`
 	// Weight is the backend's relative share of new flows, 1 to 65535.
 	// Default: 1.
