@@ -98,16 +98,52 @@ func checkFamilyPrefix(p *problems, path, s string, v6 bool) {
 	pf, err := netip.ParsePrefix(s)
 	switch {
 	case err != nil:
-		example := "172.16.0.0/16"
-		if v6 {
-			example = "fd00:16::/64"
-		}
-		p.add(path, "%q is not a CIDR prefix; write one such as %s", s, example)
+		p.add(path, "%q is not a CIDR prefix; write one such as %s", s, prefixExample(v6))
 	case pf.Addr().Is4In6() || pf.Addr().Is6() != v6:
 		p.add(path, "%s is not an %s prefix; %s", s, familyName(v6), otherFamilyHint(path, v6))
 	case pf != pf.Masked():
 		p.add(path, "%s has host bits set; write %s", s, pf.Masked())
+	default:
+		// The outer source is hashed from anywhere in the prefix, so all
+		// of it must be unicast, as checkFamilyAddr asks of one address.
+		for _, r := range martianRanges(v6) {
+			if pf.Overlaps(r.prefix) {
+				p.add(path, "%s holds %s addresses (%s); use a unicast prefix routed to this balancer, e.g. %s",
+					s, r.what, r.prefix, prefixExample(v6))
+				return
+			}
+		}
 	}
+}
+
+type martianRange struct {
+	what   string
+	prefix netip.Prefix
+}
+
+// martianRanges returns the ranges a packet's source address must not come
+// from: receivers and routers drop such packets as martians.
+func martianRanges(v6 bool) []martianRange {
+	if v6 {
+		return []martianRange{
+			{"unspecified", netip.MustParsePrefix("::/128")},
+			{"loopback", netip.MustParsePrefix("::1/128")},
+			{"multicast", netip.MustParsePrefix("ff00::/8")},
+		}
+	}
+	return []martianRange{
+		{`"this network"`, netip.MustParsePrefix("0.0.0.0/8")},
+		{"loopback", netip.MustParsePrefix("127.0.0.0/8")},
+		{"multicast", netip.MustParsePrefix("224.0.0.0/4")},
+		{"broadcast", netip.MustParsePrefix("255.255.255.255/32")},
+	}
+}
+
+func prefixExample(v6 bool) string {
+	if v6 {
+		return "fd00:16::/64"
+	}
+	return "172.16.0.0/16"
 }
 
 func familyName(v6 bool) string {
