@@ -149,6 +149,7 @@ func New(cfg Config) (*Balancer, error) {
 		b.health.Close()
 		return nil, err
 	}
+	b.generation = 1
 	return b, nil
 }
 
@@ -253,7 +254,9 @@ func (b *Balancer) do(ctx context.Context, fn func()) error {
 	}
 }
 
-// apply makes the datapath match cfg. It returns a summary of the changes.
+// apply makes the datapath match cfg and makes it the running
+// configuration. It returns a summary of the changes. On an error the
+// datapath may hold part of cfg.
 func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	changes := describeChanges(b.cfg, cfg)
 	b.cfg = cfg
@@ -272,11 +275,7 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 		}
 		return b.syncTables()
 	})
-	if err != nil {
-		return changes, err
-	}
-	b.generation++
-	return changes, nil
+	return changes, err
 }
 
 func vipKey(v *config.VIP) datapath.VIPKey {
@@ -651,13 +650,24 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			rerr = fmt.Errorf("configuration refused, the running one stays in force (%w):\n%w", api.ErrRejected, err)
 			return
 		}
+		old := b.cfg
 		changes, err := b.apply(cfg)
 		if err != nil {
+			// The datapath took part of cfg: put the running
+			// configuration back, so that it stays in force.
 			b.reloadFails++
+			err = fmt.Errorf("apply the configuration: %w", err)
+			if _, rbErr := b.apply(old); rbErr != nil {
+				err = fmt.Errorf("%w; restoring the running configuration failed too, so the datapath may hold parts of both (reload again): %w", err, rbErr)
+			} else {
+				err = fmt.Errorf("%w; the running configuration stays in force", err)
+			}
 			b.lastErr = err.Error()
+			b.log.Error("reload failed", "error", err)
 			rerr = err
 			return
 		}
+		b.generation++
 		b.lastErr = ""
 		resp = api.ReloadResponse{Generation: b.generation, Changed: changes}
 		b.log.Info("configuration reloaded", "generation", b.generation, "changes", len(changes))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -564,5 +565,100 @@ func TestReloadOverDatapathLimitsIsRefusedWhole(t *testing.T) {
 				t.Errorf("the running configuration has %d VIPs after a refused reload, want 2", vips)
 			}
 		})
+	}
+}
+
+// failingPublish is the real datapath, except that publishing a table for
+// one VIP fails, as a kernel out of memory would make it.
+type failingPublish struct {
+	*datapath.Balancer
+	fail datapath.VIPKey
+}
+
+func (f failingPublish) PublishTable(k datapath.VIPKey, table []uint32) (uint32, error) {
+	if k == f.fail {
+		return 0, errors.New("injected failure")
+	}
+	return f.Balancer.PublishTable(k, table)
+}
+
+// A valid file that the datapath fails to take half-way leaves the running
+// configuration in force: the new VIP goes again, the changed VIP gets its
+// old table back, and the loop still works from the running configuration.
+func TestReloadThatFailsHalfWayRestoresTheRunningConfig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := datapath.VIPKey{Addr: netip.MustParseAddr("10.100.0.9"), Port: 80, Proto: datapath.ProtoTCP}
+	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: failingPublish{dp, newKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	webKey := vipKey(cfg.VIPByName("web"))
+	activeWeb := func() []uint32 {
+		t.Helper()
+		metas, err := dp.VIPs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		table, err := dp.Table(webKey, metas[webKey].Gen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return table
+	}
+	webBefore := activeWeb()
+	statusBefore, err := b.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// web gains a backend (published first, in file order), then the new
+	// VIP's table fails.
+	changed := strings.Replace(baseConfig, "      - {name: be3, address: 10.2.3.2, weight: 2}",
+		"      - {name: be3, address: 10.2.3.2, weight: 2}\n      - {name: be4, address: 10.2.4.2}", 1) +
+		"  - name: zz\n    address: 10.100.0.9\n    port: 80\n    table_size: 251\n    health: {type: none}\n    backends:\n      - {name: be1, address: 10.2.1.2}\n"
+	if err := os.WriteFile(path, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Reload(ctx); err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("reload with a failing datapath: %v, want the datapath's error", err)
+	}
+
+	vips, err := dp.VIPs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := vips[newKey]; ok || len(vips) != 2 {
+		t.Errorf("after the failed reload the datapath has %d VIPs (the new one: %v), want the 2 running ones", len(vips), ok)
+	}
+	if !slices.Equal(activeWeb(), webBefore) {
+		t.Errorf("after the failed reload web's active table is the new configuration's, not the running one's")
+	}
+	st, err := b.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.VIPs) != 2 || st.ConfigGeneration != statusBefore.ConfigGeneration || st.ReloadFailures != 1 {
+		t.Errorf("after the failed reload: %d VIPs, generation %d (was %d), %d reload failures; want 2, unchanged, 1",
+			len(st.VIPs), st.ConfigGeneration, statusBefore.ConfigGeneration, st.ReloadFailures)
 	}
 }
