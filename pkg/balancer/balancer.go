@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -651,10 +652,12 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			return
 		}
 		old := b.cfg
+		dropped := b.dropOutvotedDrains(old, cfg)
 		changes, err := b.apply(cfg)
 		if err != nil {
 			// The datapath took part of cfg: put the running
 			// configuration back, so that it stays in force.
+			maps.Copy(b.drain, dropped)
 			b.reloadFails++
 			err = fmt.Errorf("apply the configuration: %w", err)
 			if _, rbErr := b.apply(old); rbErr != nil {
@@ -667,6 +670,11 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			rerr = err
 			return
 		}
+		if len(dropped) > 0 {
+			if err := b.saveDrains(); err != nil {
+				b.log.Warn("operator drains outvoted by the file but not saved: a restart will bring them back", "file", b.drainFile, "error", err)
+			}
+		}
 		b.generation++
 		b.lastErr = ""
 		resp = api.ReloadResponse{Generation: b.generation, Changed: changes}
@@ -676,6 +684,31 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 		return resp, err
 	}
 	return resp, rerr
+}
+
+// dropOutvotedDrains forgets the operator's drain or undrain of every
+// backend whose `drained` the file changes from old to cur: the newest word
+// wins, so an old undrain cannot keep a backend in service that the file
+// now drains (nor an old drain keep out one it undrains). It returns what
+// it forgot.
+func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]bool {
+	dropped := map[string]bool{}
+	for i := range cur.VIPs {
+		v := &cur.VIPs[i]
+		ov := old.VIPByName(v.Name)
+		if ov == nil {
+			continue
+		}
+		for _, be := range v.Backends {
+			key := healthKey(v.Name, be.Name)
+			d, ok := b.drain[key]
+			if ob := ov.BackendByName(be.Name); ok && ob != nil && ob.Drained != be.Drained {
+				dropped[key] = d
+				delete(b.drain, key)
+			}
+		}
+	}
+	return dropped
 }
 
 // immutableChanged refuses changes that need a restart.

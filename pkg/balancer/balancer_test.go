@@ -662,3 +662,23 @@ func TestReloadThatFailsHalfWayRestoresTheRunningConfig(t *testing.T) {
 			len(st.VIPs), st.ConfigGeneration, statusBefore.ConfigGeneration, st.ReloadFailures)
 	}
 }
+
+// The newest word on a backend's drain wins: an operator's undrain must
+// not outvote a later `drained: true` in the file (and, kept in the drain
+// file, keep outvoting it across restarts).
+func TestConfigDrainAfterUndrainTakesEffect(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.Drain(r.ctx, "web/be2", false); err != nil {
+		t.Fatal(err)
+	}
+	r.write(strings.Replace(baseConfig, "{name: be2, address: 10.2.2.2}", "{name: be2, address: 10.2.2.2, drained: true}", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.slots("web"); s["10.2.2.2"] != 0 {
+		t.Errorf("be2, drained in the file after an operator undrain, still has %d slots", s["10.2.2.2"])
+	}
+}
