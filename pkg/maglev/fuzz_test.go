@@ -50,8 +50,10 @@ func FuzzBuild(f *testing.F) {
 		// The second Build also runs on buffers left over from the first.
 		table2, err2 := b.Build(reversed)
 
+		// Input that breaks a rule must be refused, for a reason it breaks.
+		wrong := invalidReasons(cfg, bes)
 		if err != nil {
-			for _, sentinel := range []error{ErrTooManyBackends, ErrDuplicateID, ErrDuplicateValue, ErrZeroWeight, ErrInvalidBackend} {
+			for _, sentinel := range wrong {
 				if errors.Is(err, sentinel) {
 					if err2 == nil {
 						t.Fatalf("Build failed with %v but succeeded on the reversed input", err)
@@ -59,7 +61,10 @@ func FuzzBuild(f *testing.F) {
 					return
 				}
 			}
-			t.Fatalf("Build error %v wraps no sentinel", err)
+			t.Fatalf("Build error %v wraps none of the sentinels the input calls for, %v", err, wrong)
+		}
+		if len(wrong) > 0 {
+			t.Fatalf("Build accepted input that breaks its rules (%v)", wrong)
 		}
 		if err2 != nil {
 			t.Fatalf("Build succeeded but failed on the reversed input: %v", err2)
@@ -92,4 +97,31 @@ func FuzzBuild(f *testing.F) {
 			}
 		}
 	})
+}
+
+// invalidReasons returns the sentinel errors that Build may give for bes,
+// worked out independently of Build: none for valid input.
+func invalidReasons(cfg Config, bes []Backend) []error {
+	var wrong []error
+	if uint64(len(bes)) >= cfg.Size {
+		wrong = append(wrong, ErrTooManyBackends)
+	}
+	ids := map[string]bool{}
+	values := map[uint32]bool{}
+	for _, be := range bes {
+		if be.ID == "" || be.Value == Empty {
+			wrong = append(wrong, ErrInvalidBackend)
+		}
+		if be.Weight == 0 {
+			wrong = append(wrong, ErrZeroWeight)
+		}
+		if ids[be.ID] {
+			wrong = append(wrong, ErrDuplicateID)
+		}
+		if values[be.Value] {
+			wrong = append(wrong, ErrDuplicateValue)
+		}
+		ids[be.ID], values[be.Value] = true, true
+	}
+	return wrong
 }
