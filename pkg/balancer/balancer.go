@@ -83,6 +83,7 @@ type Balancer struct {
 	backendIDs  map[netip.Addr]uint32
 	published   map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
 	inputs      map[datapath.VIPKey]string         // what each published table was built from
+	tablesStale bool                               // the last table sync failed: the tick tries again
 	builders    []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
 	settings    datapath.Settings
 	gateway     netip.Addr
@@ -217,6 +218,13 @@ func (b *Balancer) Run(ctx context.Context) error {
 			}
 		case now := <-tick.C:
 			b.sampleRates(now)
+			if b.tablesStale {
+				// Nothing else may come to rebuild them: a drained or
+				// failed backend would stay in its VIP's table.
+				if err := b.syncTables(); err != nil {
+					b.log.Error("publish tables again", "error", err)
+				}
+			}
 			if !b.nhResolved {
 				if err := b.syncSettings(); err != nil {
 					b.log.Warn("datapath settings", "error", err)
@@ -501,7 +509,9 @@ func (b *Balancer) healthy(vip, be string) bool {
 // healthy and not drained, and publishes those that changed, in one
 // datapath batch.
 func (b *Balancer) syncTables() error {
-	return b.dp.Batch(b.publishTables)
+	err := b.dp.Batch(b.publishTables)
+	b.tablesStale = err != nil
+	return err
 }
 
 func (b *Balancer) publishTables() error {
@@ -536,7 +546,6 @@ func (b *Balancer) publishTables() error {
 		if j.err != nil {
 			return fmt.Errorf("VIP %s: %w", j.vip.Name, j.err)
 		}
-		b.inputs[j.key] = j.sig
 		if _, ok := b.published[j.key]; ok {
 			// Inputs changed, the table need not have (backends
 			// reordered in the file; a restart's first build): the
@@ -546,6 +555,7 @@ func (b *Balancer) publishTables() error {
 				return err
 			}
 			if slices.Equal(active, j.table) {
+				b.inputs[j.key] = j.sig
 				continue
 			}
 		}
@@ -553,6 +563,9 @@ func (b *Balancer) publishTables() error {
 		if err != nil {
 			return err
 		}
+		// Only now: a table that failed to publish is built again
+		// at the next sync, not skipped as already published.
+		b.inputs[j.key] = j.sig
 		b.published[j.key] = slotCounts(j.table)
 		b.log.Info("table published", "vip", j.vip.Name, "generation", gen, "backends", len(j.in))
 	}

@@ -63,6 +63,13 @@ type rig struct {
 
 func newRig(t testing.TB, yaml string, opts datapath.Options) *rig {
 	t.Helper()
+	return newWrappedRig(t, yaml, opts, nil)
+}
+
+// newWrappedRig is newRig with the control loop seeing the datapath through
+// wrap (if not nil), for injecting failures.
+func newWrappedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*datapath.Balancer) Datapath) *rig {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
 	}
@@ -81,7 +88,11 @@ func newRig(t testing.TB, yaml string, opts datapath.Options) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.dp.Close() })
-	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: r.dp})
+	var dp Datapath = r.dp
+	if wrap != nil {
+		dp = wrap(r.dp)
+	}
+	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: dp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,14 +580,14 @@ func TestReloadOverDatapathLimitsIsRefusedWhole(t *testing.T) {
 }
 
 // failingPublish is the real datapath, except that publishing a table for
-// one VIP fails, as a kernel out of memory would make it.
+// the VIP *fail fails, as a kernel out of memory would make it.
 type failingPublish struct {
 	*datapath.Balancer
-	fail datapath.VIPKey
+	fail *datapath.VIPKey // nil: nothing fails
 }
 
-func (f failingPublish) PublishTable(k datapath.VIPKey, table []uint32) (uint32, error) {
-	if k == f.fail {
+func (f *failingPublish) PublishTable(k datapath.VIPKey, table []uint32) (uint32, error) {
+	if f.fail != nil && k == *f.fail {
 		return 0, errors.New("injected failure")
 	}
 	return f.Balancer.PublishTable(k, table)
@@ -586,32 +597,12 @@ func (f failingPublish) PublishTable(k datapath.VIPKey, table []uint32) (uint32,
 // configuration in force: the new VIP goes again, the changed VIP gets its
 // old table back, and the loop still works from the running configuration.
 func TestReloadThatFailsHalfWayRestoresTheRunningConfig(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
-	path := filepath.Join(t.TempDir(), "switchyard.yaml")
-	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	newKey := datapath.VIPKey{Addr: netip.MustParseAddr("10.100.0.9"), Port: 80, Proto: datapath.ProtoTCP}
-	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: failingPublish{dp, newKey}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { b.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return &failingPublish{dp, &newKey}
+	})
+	b, dp, ctx, path := r.b, r.dp, r.ctx, r.path
+	cfg := b.cfg
 	webKey := vipKey(cfg.VIPByName("web"))
 	activeWeb := func() []uint32 {
 		t.Helper()
@@ -680,5 +671,48 @@ func TestConfigDrainAfterUndrainTakesEffect(t *testing.T) {
 	}
 	if s := r.slots("web"); s["10.2.2.2"] != 0 {
 		t.Errorf("be2, drained in the file after an operator undrain, still has %d slots", s["10.2.2.2"])
+	}
+}
+
+// A table that failed to publish is tried again at the next rebuild: a
+// drain (or failed check) whose publish failed once must not leave the
+// backend in the table for good.
+func TestFailedPublishIsRetried(t *testing.T) {
+	fp := &failingPublish{}
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		fp.Balancer = dp
+		return fp
+	})
+	web := vipKey(r.b.cfg.VIPByName("web"))
+	if err := r.b.do(r.ctx, func() { fp.fail = &web }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err == nil {
+		t.Fatal("drain with a failing publish: no error")
+	}
+	if err := r.b.do(r.ctx, func() { fp.fail = nil }); err != nil {
+		t.Fatal(err)
+	}
+	// The loop tries again by itself; so does any later rebuild.
+	for deadline := time.Now().Add(10 * time.Second); r.slots("web")["10.2.2.2"] != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("be2 is drained but, its first publish having failed, still has %d slots 10 s later", r.slots("web")["10.2.2.2"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := r.b.do(r.ctx, func() { fp.fail = &web }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.Drain(r.ctx, "web/be2", false); err == nil {
+		t.Fatal("undrain with a failing publish: no error")
+	}
+	if err := r.b.do(r.ctx, func() { fp.fail = nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.Drain(r.ctx, "dns/be1", false); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.slots("web"); s["10.2.2.2"] == 0 {
+		t.Errorf("be2 was undrained, its publish failed, and the next rebuild (for dns) left it out of web")
 	}
 }
