@@ -84,9 +84,20 @@ func checkFamilyAddr(p *problems, path, s string, v6 bool) {
 		p.add(path, "%s is not an %s address; %s", s, familyName(v6), otherFamilyHint(path, v6))
 		return
 	}
-	if a.IsUnspecified() || a.IsMulticast() {
-		p.add(path, "%s is not a unicast address; use an address of this host, or leave it empty", s)
+	for _, r := range martianRanges(v6) {
+		if r.prefix.Contains(a) {
+			p.add(path, "%s is %s %s address (%s); use an address of this host that routers forward, or leave it empty",
+				s, article(r.what), r.what, r.prefix)
+			return
+		}
 	}
+}
+
+func article(word string) string {
+	if strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // checkFamilyPrefix checks an optional CIDR prefix that must be of one
