@@ -285,8 +285,9 @@ type Health struct {
 
 // Backend is one server of a VIP.
 type Backend struct {
-	// Name is unique within the VIP: what status, drains and health
-	// checks call the backend. Renaming it moves no flow. Required.
+	// Name is unique within the VIP and has no '/': what status, drains
+	// and health checks call the backend. Renaming it moves no flow.
+	// Required.
 	Name string `yaml:"name"`
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
 	// the VIP's family. It is the backend's identity in the Maglev table
@@ -604,6 +605,9 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 		path := fmt.Sprintf("%s.backends[%d]", vipPath, j)
 		if b.Name == "" {
 			p.add(path+".name", "required; name the backend, e.g. be1")
+		} else if strings.Contains(b.Name, "/") {
+			p.add(path+".name", "%q contains '/', which switchyard drain and undrain read as VIP/NAME; use e.g. %s",
+				b.Name, strings.ReplaceAll(b.Name, "/", "-"))
 		} else if k, dup := names[b.Name]; dup {
 			p.add(path+".name", "%q is already the name of backends[%d]; backend names must be unique within a VIP", b.Name, k)
 		} else {

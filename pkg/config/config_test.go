@@ -425,6 +425,8 @@ func TestParseErrors(t *testing.T) {
 		{"backend name duplicate", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
 			"      - {name: be1, address: 10.2.1.2}", "      - {name: be1, address: 10.2.2.2}"),
 			[]string{`t.yaml:8: vips[0].backends[1].name: "be1" is already the name of backends[0]`}},
+		{"backend name with a slash", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - {name: rack1/be1, address: 10.2.1.2}"),
+			[]string{`t.yaml:7: vips[0].backends[0].name: "rack1/be1" contains '/', which switchyard drain and undrain read as VIP/NAME; use e.g. rack1-be1`}},
 		{"backend address missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1"),
 			[]string{"t.yaml:7: vips[0].backends[0].address: required"}},
 		{"backend address invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: be1.example"),
