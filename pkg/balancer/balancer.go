@@ -367,6 +367,13 @@ func (b *Balancer) syncSettings() error {
 			// can use. Everything else works.
 			b.log.Warn("interface MTU too small for these VIPs; raise it or set datapath.mtu", "interface", cfg.Datapath.Interface, "mtu", s.MTU, "need", min, "why", why)
 		}
+		if cfg.Datapath.MTU > ifi.MTU {
+			// Outer packets up to datapath.mtu leave through an interface
+			// that cannot send them: the driver drops them, and no "too
+			// big" tells the clients.
+			b.log.Warn("datapath.mtu is above the interface's MTU: encapsulated packets between the two are lost; lower datapath.mtu or raise the interface's MTU",
+				"interface", cfg.Datapath.Interface, "datapath.mtu", cfg.Datapath.MTU, "interface_mtu", ifi.MTU)
+		}
 		if err := b.dp.SetSettings(s); err != nil {
 			return err
 		}
