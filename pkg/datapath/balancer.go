@@ -1339,6 +1339,28 @@ func connValid(s *balancerConnSet, w int) bool {
 	return c.Check == flowSum(c.Key)^value
 }
 
+// connLive tells whether way w of set s (valid: connValid) was recorded
+// under its VIP number's current epoch, in et (vip_epoch_table), as the
+// datapath requires (conn_backend in bpf/balancer.bpf.c). Entries of a
+// deleted VIP, or of one whose options changed since, are never used
+// again: they only wait to be overwritten, and their number may belong to
+// another VIP by now.
+func connLive(s *balancerConnSet, w int, et *epochTable) bool {
+	c := &s.Slot[w]
+	e := et[uint32(c.VipNum)%MaxVIPs]
+	return e%2 == 1 && uint16(e) == c.VipEpoch
+}
+
+// epochs reads vip_epoch_table, the VIP epochs the datapath checks
+// connection entries against.
+func (b *Balancer) epochs() (*epochTable, error) {
+	et := new(epochTable)
+	if err := b.data.VipEpochTable.Lookup(uint32(0), et); err != nil {
+		return nil, fmt.Errorf("read vip_epoch_table: %w", err)
+	}
+	return et, nil
+}
+
 // connOf is way w of set s as a Conn, its stamp read against now.
 func (b *Balancer) connOf(s *balancerConnSet, w int, now clockClockSample) Conn {
 	c := &s.Slot[w]
@@ -1396,15 +1418,20 @@ func eachConnBatch(m *ebpf.Map, fn func(keys []uint32, sets []balancerConnSet) e
 	}
 }
 
-// Flows calls fn for every connection-table entry until fn returns false.
+// Flows calls fn for every connection-table entry that the datapath would
+// use (see connLive) until fn returns false.
 func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
+	et, err := b.epochs()
+	if err != nil {
+		return err
+	}
 	now, err := b.clock.sample()
 	if err != nil {
 		return err
 	}
 	return b.eachConnSet(func(s *balancerConnSet) bool {
 		for w := range s.Tag {
-			if connValid(s, w) && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, now)) {
+			if connValid(s, w) && connLive(s, w, et) && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, now)) {
 				return false
 			}
 		}
@@ -1412,10 +1439,15 @@ func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
 	})
 }
 
-// LookupFlow returns the connection entry of a flow.
+// LookupFlow returns the connection entry of a flow, if the datapath would
+// use it (see connLive).
 func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	key := toFlowKey(f)
 	sum := flowSum(key)
+	et, err := b.epochs()
+	if err != nil {
+		return Conn{}, false, err
+	}
 	var s balancerConnSet
 	if err := b.objs.Conns.Lookup(connSetOf(sum, b.objs.Conns.MaxEntries()), &s); err != nil {
 		return Conn{}, false, fmt.Errorf("read connection table: %w", err)
@@ -1425,7 +1457,7 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 		return Conn{}, false, err
 	}
 	for w, tag := range s.Tag {
-		if tag == connTag(sum) && s.Slot[w].Key == key && connValid(&s, w) {
+		if tag == connTag(sum) && s.Slot[w].Key == key && connValid(&s, w) && connLive(&s, w, et) {
 			return b.connOf(&s, w, now), true, nil
 		}
 	}

@@ -1500,3 +1500,37 @@ func TestVIPFlagsChangeReachesPackets(t *testing.T) {
 		w.expectSent(t, s, w.expectBackend(v, flowOf(s)))
 	}
 }
+
+// TestFlowsSkipEntriesOfEndedVIPs: a deleted VIP's connection entries stay
+// in the table until they age out, but the datapath no longer uses them
+// (their epoch is over). The dump and LookupFlow must not report them
+// either: once the number goes to another VIP they would show up as that
+// VIP's flows, pinned to backends it may not have.
+func TestFlowsSkipEntriesOfEndedVIPs(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := syn4(44000)
+	w.open(t, vipTCP4, s)
+	if _, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || !ok {
+		t.Fatalf("LookupFlow of a live flow: %v %v", ok, err)
+	}
+	if err := w.b.DeleteVIP(vipTCP4.key); err != nil {
+		t.Fatal(err)
+	}
+	next := VIPKey{netip.MustParseAddr("10.100.9.9"), 443, ProtoTCP}
+	if err := w.b.SetVIP(next, vipTCP4.num, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.publish(t, next, vipTCP4.backends...)
+	if c, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || ok {
+		t.Errorf("LookupFlow of the deleted VIP's flow: %+v, found %v (%v); want not found", c, ok, err)
+	}
+	err := w.b.Flows(func(f FlowKey, c Conn) bool {
+		if c.VIPNum == vipTCP4.num {
+			t.Errorf("Flows reports %v as a flow of VIP number %d (now %s): its VIP was deleted", f, c.VIPNum, next)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
