@@ -449,6 +449,23 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 	case err == nil && meta.VipNum != num:
 		return fmt.Errorf("VIP %s: already has number %d, not %d", k, meta.VipNum, num)
 	case errors.Is(err, ebpf.ErrKeyNotExist):
+		// The number names another VIP's tables, counters and epoch
+		// while that VIP exists. Its epoch is live (odd) then: only
+		// such a number needs looking for in vips (a DeleteVIP that
+		// failed half-way may leave one live, with no VIP).
+		var e uint32
+		if err := b.objs.VipEpochs.Lookup(num, &e); err != nil {
+			return fmt.Errorf("read VIP epoch %d: %w", num, err)
+		}
+		if e%2 == 1 {
+			owner, err := b.vipOfNum(num)
+			if err != nil {
+				return err
+			}
+			if owner != nil {
+				return fmt.Errorf("VIP %s: number %d is taken by VIP %s; delete that VIP first or use another number", k, num, owner)
+			}
+		}
 		meta = balancerVipMeta{VipNum: num, Flags: ^uint32(0)}
 		if b.deletedNums[num] {
 			// The published index still sends the deleted VIP's
@@ -488,6 +505,20 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 		}
 	}
 	return b.vipAddrChanged(k.Addr)
+}
+
+// vipOfNum returns the VIP that has number num, or nil.
+func (b *Balancer) vipOfNum(num uint32) (*VIPKey, error) {
+	vips, err := b.VIPs()
+	if err != nil {
+		return nil, err
+	}
+	for k, m := range vips {
+		if m.Num == num {
+			return &k, nil
+		}
+	}
+	return nil, nil
 }
 
 // nextEpoch moves vip_epochs[num] on to the next odd (live) or even

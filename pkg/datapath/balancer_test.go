@@ -1534,3 +1534,25 @@ func TestFlowsSkipEntriesOfEndedVIPs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSetVIPRefusesATakenNumber: a VIP number names the VIP's tables,
+// counters and epoch. Giving a new VIP the number of one that exists
+// would wipe that VIP's tables, restart its counters and end its
+// established flows: refused, with the VIP that has it named.
+func TestSetVIPRefusesATakenNumber(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := syn4(45000)
+	pinned := w.open(t, vipTCP4, s)
+	other := VIPKey{netip.MustParseAddr("10.100.9.9"), 443, ProtoTCP}
+	err := w.b.SetVIP(other, vipTCP4.num, 0)
+	if err == nil || !strings.Contains(err.Error(), vipTCP4.key.String()) {
+		t.Errorf("SetVIP with the number of %s: %v, want an error naming it", vipTCP4.key, err)
+	}
+	if vs, _ := w.b.VIPs(); vs[other] != (VIPMeta{}) {
+		t.Errorf("refused VIP written: %+v", vs[other])
+	}
+	if tbl, err := w.b.Table(vipTCP4.key, 0); err != nil || !slices.Equal(tbl, w.tables[vipTCP4.key]) {
+		t.Errorf("%s lost its table (%d slots, %v)", vipTCP4.key, len(tbl), err)
+	}
+	w.expectSent(t, ackOf(s), pinned)
+}
