@@ -394,23 +394,34 @@ func (b *Balancer) SetSettings(s Settings) error {
 	if s.ICMPTooBig {
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_ICMP_TOO_BIG)
 	}
-	if s.SourceV4.Is4() {
-		c.SrcV4 = toAddr(s.SourceV4).A[3]
+	// IPv4 in its mapped form (::ffff:a.b.c.d) is IPv4, as everywhere
+	// in the datapath; a mapped address is never an IPv6 source.
+	if a := s.SourceV4.Unmap(); a.Is4() {
+		c.SrcV4 = toAddr(a).A[3]
 	}
-	if s.SourceV6.Is6() {
-		c.SrcV6 = toAddr(s.SourceV6)
+	if a := s.SourceV6; a.Is6() && !a.Is4In6() {
+		c.SrcV6 = toAddr(a)
 	}
-	if p := s.SourcePrefixV4; p.IsValid() && p.Addr().Is4() {
+	if p := unmapPrefix(s.SourcePrefixV4); p.IsValid() && p.Addr().Is4() {
 		net4, mask := prefixParts(p)
 		c.SrcPrefixV4, c.SrcHostmaskV4 = net4.A[3], mask.A[3]
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_SRC_PREFIX_V4)
 	}
-	if p := s.SourcePrefixV6; p.IsValid() && p.Addr().Is6() {
+	if p := s.SourcePrefixV6; p.IsValid() && p.Addr().Is6() && !p.Addr().Is4In6() {
 		c.SrcPrefixV6, c.SrcHostmaskV6 = prefixParts(p)
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_SRC_PREFIX_V6)
 	}
 	c.UdpTimeoutNs = uint64(s.UDPIdleTimeout.Nanoseconds())
 	return b.data.Config.Put(uint32(0), &c)
+}
+
+// unmapPrefix returns an IPv4 prefix written in mapped form
+// (::ffff:a.b.c.d/96+n) as the IPv4 prefix it is, and p otherwise.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.IsValid() && p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // prefixParts returns a prefix's network part and its host mask in datapath

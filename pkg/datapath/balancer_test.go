@@ -1556,3 +1556,33 @@ func TestSetVIPRefusesATakenNumber(t *testing.T) {
 	}
 	w.expectSent(t, ackOf(s), pinned)
 }
+
+// TestSettingsTakeMappedIPv4: the datapath treats ::ffff:a.b.c.d as the
+// IPv4 address a.b.c.d everywhere (VIPs, backends, flows), and so must
+// the outer source settings: an IPv4 source or prefix given in its
+// mapped form (as net.IP and netip.AddrFromSlice often give it) is
+// IPv4, not ignored (outer source 0.0.0.0) nor taken for IPv6.
+func TestSettingsTakeMappedIPv4(t *testing.T) {
+	w := newWorld(t, Options{})
+	set := defaultSettings()
+	set.SourceV4 = netip.AddrFrom16(lbV4.As16())
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	s := syn4(46000)
+	w.expectSent(t, s, w.expectBackend(vipTCP4, flowOf(s)))
+
+	pfx := netip.MustParsePrefix("172.16.0.0/16")
+	set.SourcePrefixV4 = netip.PrefixFrom(netip.AddrFrom16(pfx.Addr().As16()), 96+pfx.Bits())
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	in, l2 := build(t, syn4(46001))
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("SYN: %s", actionNames[act])
+	}
+	if a := netip.AddrFrom4([4]byte(out[l2+12 : l2+16])); !pfx.Contains(a) {
+		t.Errorf("outer source %s with source prefix %s, want one in %s", a, set.SourcePrefixV4, pfx)
+	}
+}
