@@ -453,6 +453,14 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 	if num >= MaxVIPs {
 		return fmt.Errorf("VIP %s: number %d over the datapath's limit of %d VIPs", k, num, MaxVIPs)
 	}
+	// The VIP index reads a slot whose port and protocol word is zero
+	// as free: a VIP of protocol 0 would end other VIPs' probes.
+	if k.Proto != ProtoTCP && k.Proto != ProtoUDP {
+		return fmt.Errorf("VIP %s: protocol %d; a VIP is TCP (%d) or UDP (%d)", k, k.Proto, ProtoTCP, ProtoUDP)
+	}
+	if !k.Addr.IsValid() {
+		return fmt.Errorf("VIP %s: no address", k)
+	}
 	key := toVIPKey(k)
 	var meta balancerVipMeta
 	err := b.objs.Vips.Lookup(&key, &meta)

@@ -1586,3 +1586,23 @@ func TestSettingsTakeMappedIPv4(t *testing.T) {
 		t.Errorf("outer source %s with source prefix %s, want one in %s", a, set.SourcePrefixV4, pfx)
 	}
 }
+
+// TestSetVIPRefusesKeysItCannotServe: a VIP is TCP or UDP on a valid
+// address. Protocol 0 (and port 0) makes the key's index word zero, which
+// the datapath reads as a free slot: it ends the probe of every VIP
+// placed past it. The zero address would make a VIP on ::.
+func TestSetVIPRefusesKeysItCannotServe(t *testing.T) {
+	w := newWorld(t, Options{})
+	for i, k := range []VIPKey{
+		{netip.MustParseAddr("10.100.9.9"), 0, 0},
+		{netip.MustParseAddr("10.100.9.9"), 80, 1},
+		{netip.Addr{}, 80, ProtoTCP},
+	} {
+		if err := w.b.SetVIP(k, 40+uint32(i), 0); err == nil {
+			t.Errorf("SetVIP(%+v) accepted", k)
+		}
+	}
+	if vs, err := w.b.VIPs(); err != nil || len(vs) != len(allVIPs) {
+		t.Errorf("VIPs after refusals: %d (%v), want %d", len(vs), err, len(allVIPs))
+	}
+}
