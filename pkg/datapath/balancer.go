@@ -1228,6 +1228,9 @@ func (b *Balancer) SetBackend(id uint32, addr netip.Addr) error {
 	if id >= MaxBackends {
 		return fmt.Errorf("backend id %d over the datapath's limit of %d", id, MaxBackends)
 	}
+	if !addr.IsValid() {
+		return fmt.Errorf("backend %d: no address (use DeleteBackend to free the id)", id)
+	}
 	be := balancerBackend{Addr: toAddr(addr), Flags: uint32(balancerBackendFlagsBACKEND_F_VALID)}
 	if addr.Is6() && !addr.Is4In6() {
 		be.Flags |= uint32(balancerBackendFlagsBACKEND_F_V6)

@@ -1606,3 +1606,16 @@ func TestSetVIPRefusesKeysItCannotServe(t *testing.T) {
 		t.Errorf("VIPs after refusals: %d (%v), want %d", len(vs), err, len(allVIPs))
 	}
 }
+
+// TestSetBackendRefusesNoAddress: a backend slot written with the zero
+// netip.Addr would be valid, an IPv4 backend at 0.0.0.0, and its flows
+// encapsulated there.
+func TestSetBackendRefusesNoAddress(t *testing.T) {
+	w := newWorld(t, Options{})
+	if err := w.b.SetBackend(40, netip.Addr{}); err == nil {
+		t.Error("SetBackend with no address accepted")
+	}
+	if bes, err := w.b.Backends(); err != nil || len(bes) != len(backendAddrs) {
+		t.Errorf("backends after the refusal: %v (%v)", bes, err)
+	}
+}
