@@ -68,7 +68,8 @@ type AttachResult struct {
 
 // attachProgram attaches prog to iface and pins the link at pinDir/link, or,
 // when a link is already pinned there, swaps prog into it (the hitless
-// upgrade path). It returns the link; the caller closes it (the pin keeps the
+// upgrade path) unless it runs in another mode than an explicit one
+// asked. It returns the link; the caller closes it (the pin keeps the
 // attachment alive).
 func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir string, log *slog.Logger) (link.Link, AttachResult, error) {
 	res := AttachResult{}
@@ -85,7 +86,8 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 		linkPath = filepath.Join(pinDir, linkPinName)
 		if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
 			ok, oldTag, oldMode := pinnedLinkUsable(l, ifc.Index)
-			if ok {
+			switch {
+			case ok && (mode == AttachAuto || mode == oldMode):
 				res.OldTag = oldTag
 				if err := l.Update(prog); err != nil {
 					l.Close()
@@ -94,12 +96,27 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 				res.Replaced = true
 				res.Mode = oldMode
 				return l, res, nil
+			case ok:
+				// An explicit mode is what runs, as on a first attach.
+				// The kernel runs one mode at a time: the link goes,
+				// and a new one is made. The maps stay, and with them
+				// every flow, but packets reach the host stack between
+				// the two.
+				log.Warn("pinned XDP link runs in another mode than asked: attaching afresh",
+					"pin", linkPath, "running", oldMode, "asked", mode)
+				if err := l.Detach(); err != nil {
+					l.Close()
+					return nil, res, fmt.Errorf("detach pinned link %s (%s mode) to attach in %s mode: %w", linkPath, oldMode, mode, err)
+				}
+				l.Unpin()
+				l.Close()
+			default:
+				// The interface went away (or was recreated): the link
+				// is defunct. Drop the pin and attach afresh.
+				log.Warn("pinned XDP link is stale, attaching afresh", "pin", linkPath)
+				l.Unpin()
+				l.Close()
 			}
-			// The interface went away (or was recreated): the link is
-			// defunct. Drop the pin and attach afresh.
-			log.Warn("pinned XDP link is stale, attaching afresh", "pin", linkPath)
-			l.Unpin()
-			l.Close()
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, res, fmt.Errorf("load pinned link %s: %w", linkPath, err)
 		}

@@ -148,3 +148,69 @@ func xdpProgID(t *testing.T, ifname string) uint32 {
 	}
 	return l.Attrs().Xdp.ProgId
 }
+
+// TestAttachHonoursAnExplicitMode: a pinned link left in generic mode (an
+// earlier run asked for it, or fell back to it) does not hold a restart
+// that explicitly asks for native mode there: native is what runs (the
+// kernel runs one mode at a time, so the link is made afresh), and the
+// pinned maps, with them the VIPs, carry over.
+func TestAttachHonoursAnExplicitMode(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("sydm"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-mode-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { RemoveBalancer(pin) })
+
+	err := topo.Do(topo.Balancer(1), func() error {
+		b1, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		if _, err := b1.Attach("eth0", AttachGeneric); err != nil {
+			b1.Close()
+			return err
+		}
+		if err := b1.SetVIP(VIPKey{vip4, 80, ProtoTCP}, 3, 0); err != nil {
+			b1.Close()
+			return err
+		}
+		b1.Close()
+
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b2.Close()
+		res, err := b2.Attach("eth0", AttachNative)
+		if err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if res.Mode != AttachNative || l.Attrs().Xdp == nil || l.Attrs().Xdp.AttachMode != 1 /* XDP_ATTACHED_DRV */ {
+			return fmt.Errorf("native asked over a generic pinned link: %+v, link %+v", res, l.Attrs().Xdp)
+		}
+		info, _ := b2.objs.XdpBalancer.Info()
+		if id, _ := info.ID(); uint32(id) != xdpProgID(t, "eth0") {
+			return errors.New("the interface does not run the new program")
+		}
+		if vips, err := b2.VIPs(); err != nil || vips[VIPKey{vip4, 80, ProtoTCP}].Num != 3 {
+			return fmt.Errorf("pinned VIP lost across the mode change: %v %v", vips, err)
+		}
+		// The pin holds the new link: a later restart updates it in place.
+		b2.Close()
+		b3, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b3.Close()
+		if res, err := b3.Attach("eth0", AttachNative); err != nil || !res.Replaced || res.Mode != AttachNative {
+			return fmt.Errorf("restart after the mode change: %+v %v, want an in-place native replacement", res, err)
+		}
+		return RemoveBalancer(pin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
