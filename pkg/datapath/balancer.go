@@ -631,6 +631,9 @@ func (b *Balancer) VIPs() (map[VIPKey]VIPMeta, error) {
 // vip_addrs (and vip_filter) is brought in step now, or at the end of the
 // batch, once for all the batch's addresses.
 func (b *Balancer) vipAddrChanged(addr netip.Addr) error {
+	// In the form VIPs gives (as the datapath keys it): IPv4 unmapped,
+	// no zone.
+	addr = fromAddr(toAddr(addr))
 	if b.batch > 0 && batchedUpdates {
 		b.staleAddrs[addr] = true
 		return nil

@@ -1619,3 +1619,36 @@ func TestSetBackendRefusesNoAddress(t *testing.T) {
 		t.Errorf("backends after the refusal: %v (%v)", bes, err)
 	}
 }
+
+// TestVIPOnMappedAddress: a VIP key whose IPv4 address comes in mapped
+// form (::ffff:a.b.c.d) is the IPv4 VIP (the datapath keys both forms the
+// same). The address's count in vip_addrs, and its vip_filter bit, must
+// count it too: else packets to it, and to every other VIP on the
+// address, are passed to the host as not for a VIP.
+func TestVIPOnMappedAddress(t *testing.T) {
+	w := newWorld(t, Options{})
+	mapped := netip.AddrFrom16(vip4.As16())
+	k := VIPKey{mapped, 8080, ProtoTCP}
+	v := fixtureVIP{VIPKey{vip4, 8080, ProtoTCP}, 40, 0, []uint32{1, 2, 3}}
+	if err := w.b.SetVIP(k, v.num, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.publish(t, k, v.backends...)
+	w.tables[v.key] = w.tables[k]
+	var n uint32
+	a := toAddr(vip4)
+	if err := w.b.objs.VipAddrs.Lookup(&a, &n); err != nil || n != 3 {
+		t.Errorf("vip_addrs[%s] = %d (%v), want 3 VIPs", vip4, n, err)
+	}
+	s := syn4(47000)
+	s.dport = 8080
+	w.expectSent(t, s, w.expectBackend(v, flowOf(s)))
+	s = syn4(47001)
+	w.expectSent(t, s, w.expectBackend(vipTCP4, flowOf(s)))
+	if err := w.b.DeleteVIP(k); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.b.objs.VipAddrs.Lookup(&a, &n); err != nil || n != 2 {
+		t.Errorf("vip_addrs[%s] = %d (%v) after the delete, want 2 VIPs", vip4, n, err)
+	}
+}
