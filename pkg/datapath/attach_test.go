@@ -214,3 +214,43 @@ func TestAttachHonoursAnExplicitMode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttachAgainKeepsOneLink: attaching again (the same program, or
+// after the interface came back) replaces the handle the balancer holds;
+// the one it replaces is closed, not leaked.
+func TestAttachAgainKeepsOneLink(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("sydl"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-again-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { RemoveBalancer(pin) })
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	err := topo.Do(topo.Balancer(1), func() error {
+		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if _, err := b.Attach("eth0", AttachNative); err != nil {
+			return err
+		}
+		before := fds()
+		for range 3 {
+			if res, err := b.Attach("eth0", AttachNative); err != nil || !res.Replaced {
+				return fmt.Errorf("attach again: %+v %v", res, err)
+			}
+		}
+		if after := fds(); after != before {
+			return fmt.Errorf("%d file descriptors after attaching 3 times again, %d before", after, before)
+		}
+		return RemoveBalancer(pin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -318,6 +318,12 @@ func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
 	if err != nil {
 		return res, err
 	}
+	if b.link != nil && b.pinDir != "" {
+		// A handle of the pinned link that l updated or replaced:
+		// the pin keeps what must stay attached. (Unpinned, the
+		// handle is the attachment.)
+		b.link.Close()
+	}
 	b.link = l
 	return res, nil
 }

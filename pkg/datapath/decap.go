@@ -41,6 +41,12 @@ func (d *Decap) Attach(iface string, mode AttachMode) (AttachResult, error) {
 	if err != nil {
 		return res, err
 	}
+	if d.link != nil && d.pinDir != "" {
+		// A handle of the pinned link that l updated or replaced:
+		// the pin keeps what must stay attached. (Unpinned, the
+		// handle is the attachment.)
+		d.link.Close()
+	}
 	d.link = l
 	return res, nil
 }
