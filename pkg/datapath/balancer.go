@@ -385,6 +385,14 @@ func (b *Balancer) SetSettings(s Settings) error {
 	if s.UDPIdleTimeout < 0 {
 		return fmt.Errorf("datapath settings: UDP idle timeout %s is negative; use 0 (expire at once) or a positive duration", s.UDPIdleTimeout)
 	}
+	// Empty: not resolved. Any other length is no Ethernet address, and
+	// would silently stop (or misaddress) forwarding.
+	if len(s.NextHopMAC) != 0 && len(s.NextHopMAC) != 6 {
+		return fmt.Errorf("datapath settings: next-hop MAC %s is not a 6-byte Ethernet address", s.NextHopMAC)
+	}
+	if len(s.SourceMAC) != 0 && len(s.SourceMAC) != 6 {
+		return fmt.Errorf("datapath settings: source MAC %s is not a 6-byte Ethernet address; XDP forwarding needs an Ethernet interface", s.SourceMAC)
+	}
 	if len(s.NextHopMAC) == 6 {
 		copy(c.NhMac[:], s.NextHopMAC)
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_NEXTHOP)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -389,12 +390,20 @@ func TestSettingsRefused(t *testing.T) {
 	small.MTU = 40
 	negative := defaultSettings()
 	negative.UDPIdleTimeout = -time.Second
+	// Not Ethernet (an EUI-64, an IPoIB address): no MAC the program
+	// can write.
+	longNextHop := defaultSettings()
+	longNextHop.NextHopMAC = net.HardwareAddr{0x02, 0, 0, 0xff, 0xfe, 0, 0, 0x01}
+	longSource := defaultSettings()
+	longSource.SourceMAC = make(net.HardwareAddr, 20)
 	for _, c := range []struct {
 		s    Settings
 		want string
 	}{
 		{small, "MTU 40 is below 576"},
 		{negative, "UDP idle timeout -1s is negative"},
+		{longNextHop, "next-hop MAC 02:00:00:ff:fe:00:00:01 is not"},
+		{longSource, "source MAC"},
 	} {
 		err := w.b.SetSettings(c.s)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
