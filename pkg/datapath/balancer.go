@@ -1534,13 +1534,18 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	return Conn{}, false, nil
 }
 
-// CountFlows returns the number of connection-table entries (a scan of the
-// whole table: 64 MiB at the default size).
+// CountFlows returns the number of connection-table entries the datapath
+// would use, as Flows lists them (a scan of the whole table: 64 MiB at the
+// default size).
 func (b *Balancer) CountFlows() (uint64, error) {
+	et, err := b.epochs()
+	if err != nil {
+		return 0, err
+	}
 	var total uint64
-	err := b.eachConnSet(func(s *balancerConnSet) bool {
+	err = b.eachConnSet(func(s *balancerConnSet) bool {
 		for w := range s.Tag {
-			if connValid(s, w) {
+			if connValid(s, w) && connLive(s, w, et) {
 				total++
 			}
 		}

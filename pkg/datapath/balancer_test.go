@@ -1522,8 +1522,15 @@ func TestFlowsSkipEntriesOfEndedVIPs(t *testing.T) {
 	if _, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || !ok {
 		t.Fatalf("LookupFlow of a live flow: %v %v", ok, err)
 	}
+	before, err := w.b.CountFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := w.b.DeleteVIP(vipTCP4.key); err != nil {
 		t.Fatal(err)
+	}
+	if n, err := w.b.CountFlows(); err != nil || n != before-1 {
+		t.Errorf("CountFlows after the VIP's deletion: %d (%v), want %d: the deleted VIP's flow still counted", n, err, before-1)
 	}
 	next := VIPKey{netip.MustParseAddr("10.100.9.9"), 443, ProtoTCP}
 	if err := w.b.SetVIP(next, vipTCP4.num, 0); err != nil {
@@ -1533,7 +1540,7 @@ func TestFlowsSkipEntriesOfEndedVIPs(t *testing.T) {
 	if c, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || ok {
 		t.Errorf("LookupFlow of the deleted VIP's flow: %+v, found %v (%v); want not found", c, ok, err)
 	}
-	err := w.b.Flows(func(f FlowKey, c Conn) bool {
+	err = w.b.Flows(func(f FlowKey, c Conn) bool {
 		if c.VIPNum == vipTCP4.num {
 			t.Errorf("Flows reports %v as a flow of VIP number %d (now %s): its VIP was deleted", f, c.VIPNum, next)
 		}
