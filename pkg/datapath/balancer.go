@@ -210,6 +210,9 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.legacyStd = legacy
 	}
 	if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
+		if b.legacyStd != nil {
+			b.legacyStd.Close()
+		}
 		return nil, err
 	}
 	b.objs = balancerObjects{balancerPrograms: objs.balancerPrograms, balancerMaps: objs.balancerMaps}
@@ -749,8 +752,10 @@ func (b *Balancer) PublishTable(k VIPKey, table []uint32) (uint32, error) {
 // index (and so packets) only when fn returns, in one update: building
 // and swapping in an index waits for the kernel to see no program still
 // reading the previous one (an RCU grace period, milliseconds), which
-// per call would make a large configuration slow to apply. A deleted VIP
-// leaves the index at once. Batches nest; writers (SetVIP, DeleteVIP,
+// per call would make a large configuration slow to apply. A VIP deleted
+// in the batch leaves the index at its end too, with the batch's other
+// changes; its entries stop serving at once (its epoch ends). Batches
+// nest; writers (SetVIP, DeleteVIP,
 // PublishTable, Batch) must not run concurrently.
 func (b *Balancer) Batch(fn func() error) error {
 	b.batch++
