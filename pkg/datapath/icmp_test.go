@@ -15,6 +15,8 @@ func TestEchoReply(t *testing.T) {
 	for _, s := range []pktSpec{
 		{src: client4, dst: vip4, icmpType: 8, icmpID: 7, icmpSeq: 3, icmpPayload: []byte("switchyard ping payload")},
 		{src: client6, dst: vip6, icmpType: 128, icmpID: 7, icmpSeq: 3, icmpPayload: []byte("switchyard ping payload")},
+		{src: client4, dst: vip4, vlan: 9, icmpType: 8, icmpID: 7, icmpSeq: 3, icmpPayload: []byte("switchyard ping payload")},
+		{src: client6, dst: vip6, vlan: 9, icmpType: 128, icmpID: 7, icmpSeq: 3, icmpPayload: []byte("switchyard ping payload")},
 	} {
 		in, l2 := build(t, s)
 		act, out := w.run(t, in)
@@ -26,6 +28,9 @@ func TestEchoReply(t *testing.T) {
 		}
 		if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) {
 			t.Errorf("MACs not swapped")
+		}
+		if !bytes.Equal(out[12:l2], in[12:l2]) {
+			t.Errorf("EtherType/tag %x, want %x", out[12:l2], in[12:l2])
 		}
 		pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
 		if s.dst.Is4() {
@@ -55,8 +60,8 @@ func TestEchoReply(t *testing.T) {
 			}
 		}
 	}
-	if got := w.stats(t)["icmp_echo_reply"]; got != 2 {
-		t.Errorf("icmp_echo_reply = %d, want 2", got)
+	if got := w.stats(t)["icmp_echo_reply"]; got != 4 {
+		t.Errorf("icmp_echo_reply = %d, want 4", got)
 	}
 }
 
@@ -179,6 +184,9 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 			if len(icmp) != 8+48 || !bytes.Equal(icmp[8:], in[l2:l2+48]) {
 				t.Errorf("quote is not the offending packet's first 48 bytes")
 			}
+			if int(ip.Length) != 8+48 {
+				t.Errorf("IPv6 payload length %d, want %d", ip.Length, 8+48)
+			}
 			if inetChecksum(icmp, pseudoSum(vip6, client6, uint32(len(icmp)), 58)) != 0 {
 				t.Errorf("bad ICMPv6 checksum")
 			}
@@ -213,8 +221,12 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 	}
 	// Exactly at the MTU still goes through.
 	w.b.SetSettings(defaultSettings())
-	in, _ = build(t, pktSpec{src: client4, dst: vip4, sport: 45003, dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1440)})
-	if act, _ := w.run(t, in); act != xdpTX {
-		t.Errorf("1480-byte packet: %s, want TX", actionNames[act])
+	at := pktSpec{src: client4, dst: vip4, sport: 45003, dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1440)}
+	in, l2 := build(t, at)
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("1480-byte packet: %s, want TX", actionNames[act])
 	}
+	// Forwarded, not answered with a too-big (also an XDP_TX).
+	checkEncap(t, in, l2, out, encapWant{backend: w.expectBackend(vipTCP4, flowOf(at))})
 }
