@@ -1,0 +1,116 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+)
+
+// TestTooBigShapes: the "too big" for packets the fixture's other cases
+// do not send. An IPv4 header with options is quoted whole plus 8 bytes of
+// what follows (RFC 792), and the message's lengths and checksums cover
+// that quote; a VLAN-tagged packet's answer keeps the tag.
+func TestTooBigShapes(t *testing.T) {
+	w := newWorld(t, Options{})
+	opts := pktSpec{src: client4, dst: vip4, sport: 45200, dport: 80, proto: ProtoTCP, ack: true, df: true, ipOptions: true, tos: 0x28, payload: make([]byte, 1456)}
+	tagged4 := pktSpec{src: client4, dst: vip4, sport: 45201, dport: 80, proto: ProtoTCP, ack: true, df: true, vlan: 7, payload: make([]byte, 1460)}
+	tagged6 := pktSpec{src: client6, dst: vip6, sport: 45202, dport: 80, proto: ProtoTCP, ack: true, vlan: 7, tos: 0x28, payload: make([]byte, 1440)}
+	for _, c := range []struct {
+		name    string
+		spec    pktSpec
+		quote   int // bytes of the offending packet quoted
+		wantMTU uint32
+	}{
+		{"IPv4 with options", opts, 24 + 8, 1480},
+		{"IPv4, VLAN-tagged", tagged4, 20 + 8, 1480},
+		{"IPv6, VLAN-tagged", tagged6, 40 + 8, 1460},
+	} {
+		in, l2 := build(t, c.spec)
+		act, out := w.run(t, in)
+		if act != xdpTX {
+			t.Fatalf("%s: %s, want TX of a too-big", c.name, actionNames[act])
+		}
+		if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) || !bytes.Equal(out[12:l2], in[12:l2]) {
+			t.Errorf("%s: L2 header %x, want the sender's MACs swapped and type/tag %x", c.name, out[:l2], in[12:l2])
+		}
+		if c.spec.dst.Is4() {
+			ip, icmp := out[l2:l2+20], out[l2+20:]
+			if ip[0] != 0x45 || ip[1] != 0 || int(binary.BigEndian.Uint16(ip[2:])) != 20+8+c.quote || binary.BigEndian.Uint16(ip[6:]) != 0 ||
+				ip[8] != 64 || ip[9] != 1 || inetChecksum(ip, 0) != 0 {
+				t.Errorf("%s: IPv4 header %x, want IHL 5, TOS 0, total length %d, no DF, TTL 64, ICMP, valid checksum", c.name, ip, 20+8+c.quote)
+			}
+			if icmp[0] != 3 || icmp[1] != 4 || uint32(binary.BigEndian.Uint16(icmp[6:])) != c.wantMTU {
+				t.Errorf("%s: ICMP type %d code %d mtu %d, want 3/4/%d", c.name, icmp[0], icmp[1], binary.BigEndian.Uint16(icmp[6:]), c.wantMTU)
+			}
+			if len(icmp) != 8+c.quote || !bytes.Equal(icmp[8:], in[l2:l2+c.quote]) || inetChecksum(icmp, 0) != 0 {
+				t.Errorf("%s: ICMP body %x, want a valid checksum over the first %d bytes of %x", c.name, icmp, c.quote, in[l2:])
+			}
+		} else {
+			ip, icmp := out[l2:l2+40], out[l2+40:]
+			if binary.BigEndian.Uint32(ip) != 6<<28 || int(binary.BigEndian.Uint16(ip[4:])) != 8+c.quote || ip[6] != 58 || ip[7] != 64 {
+				t.Errorf("%s: IPv6 header %x, want traffic class and flow label 0, payload length %d, ICMPv6, hop limit 64", c.name, ip, 8+c.quote)
+			}
+			if icmp[0] != ICMPv6PacketTooBig || binary.BigEndian.Uint32(icmp[4:]) != c.wantMTU {
+				t.Errorf("%s: ICMPv6 type %d mtu %d, want %d/%d", c.name, icmp[0], binary.BigEndian.Uint32(icmp[4:]), ICMPv6PacketTooBig, c.wantMTU)
+			}
+			if len(icmp) != 8+c.quote || !bytes.Equal(icmp[8:], in[l2:l2+c.quote]) || inetChecksum(icmp, pseudoSum(vip6, client6, uint32(len(icmp)), 58)) != 0 {
+				t.Errorf("%s: ICMPv6 body %x, want a valid checksum over the first %d bytes of %x", c.name, icmp, c.quote, in[l2:])
+			}
+		}
+	}
+}
+
+// TestTooBigIPv6NeverBelow1280: with a link MTU that leaves an IPv6
+// client less than 1280 bytes after encapsulation, the "packet too big"
+// announces 1280 (RFC 8200 §5: no IPv6 link is smaller), never the
+// smaller figure a client would have to refuse.
+func TestTooBigIPv6NeverBelow1280(t *testing.T) {
+	w := newWorld(t, Options{})
+	set := defaultSettings()
+	set.MTU = 1300 // an IPv6 backend's outer header leaves 1260
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	in, l2 := build(t, pktSpec{src: client6, dst: vip6, sport: 45100, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1240)})
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("1280-byte IPv6 packet over a 1300 MTU: %s, want TX of a too-big", actionNames[act])
+	}
+	icmp := out[l2+40:]
+	if icmp[0] != ICMPv6PacketTooBig || binary.BigEndian.Uint32(icmp[4:]) != 1280 {
+		t.Errorf("ICMPv6 type %d mtu %d, want %d/1280", icmp[0], binary.BigEndian.Uint32(icmp[4:]), ICMPv6PacketTooBig)
+	}
+	if inetChecksum(icmp, pseudoSum(vip6, client6, uint32(len(icmp)), 58)) != 0 {
+		t.Errorf("bad ICMPv6 checksum")
+	}
+}
+
+// TestOversizedTooBigIsDropped: a "too big" about a VIP flow that would
+// itself exceed the MTU once encapsulated (an IPv6 router quotes as much
+// as fits in 1280 bytes) is dropped and counted; it is never answered with
+// a "too big" of its own (no ICMP error about an ICMP error).
+func TestOversizedTooBigIsDropped(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := pktSpec{src: client6, dst: vip6, sport: 44400, dport: 80, proto: ProtoTCP, syn: true}
+	w.open(t, vipTCP6, s)
+	set := defaultSettings()
+	set.MTU = 1300 // leaves 1260 after an IPv6 backend's outer header
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	r := s
+	r.src, r.dst, r.sport, r.dport, r.ack, r.payload = s.dst, s.src, s.dport, s.sport, true, make([]byte, 1400)
+	reply, l2 := build(t, r)
+	icmp, _ := build(t, pktSpec{src: netip.MustParseAddr("fd00:9::9"), dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1280,
+		icmpPayload: reply[l2 : l2+1280-40-8]}) // a 1280-byte ICMPv6 packet
+	before := w.stats(t)
+	if act, _ := w.run(t, icmp); act != xdpDrop {
+		t.Errorf("1280-byte too big over a 1300 MTU: %s, want DROP", actionNames[act])
+	}
+	after := w.stats(t)
+	if after["drop_too_big"] != before["drop_too_big"]+1 || after["icmp_too_big_sent"] != before["icmp_too_big_sent"] {
+		t.Errorf("drop_too_big %d -> %d, icmp_too_big_sent %d -> %d, want +1 and unchanged",
+			before["drop_too_big"], after["drop_too_big"], before["icmp_too_big_sent"], after["icmp_too_big_sent"])
+	}
+}
