@@ -291,9 +291,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 		/* A SYN always follows the current table; it only learns
 		 * which entry to overwrite. */
 		if (cr->way >= 0 && cr->cs && (!is_syn(p) || icmp)) {
+			/* The entry's VIP may not be vm (an all-ports VIP the
+			 * flow was recorded under, before its port's own VIP
+			 * was added): the flow's packets follow the entry all
+			 * the same (forward_pinned), and so does a "too big". */
 			be = conn_backend(cr->cs, cr->way, cr->sum, p, cfg, &id, &vip_num, conntrack,
 					  &expired);
-			if (be && vip_num == vm->vip_num) {
+			if (be) {
 				overhead = encap_overhead(be, cfg);
 				ret = over_mtu(ctx, p, cfg, overhead, icmp);
 				if (ret >= 0)

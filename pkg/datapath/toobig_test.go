@@ -114,3 +114,30 @@ func TestOversizedTooBigIsDropped(t *testing.T) {
 			before["drop_too_big"], after["drop_too_big"], before["icmp_too_big_sent"], after["icmp_too_big_sent"])
 	}
 }
+
+// TestTooBigFollowsThePinnedFlow: a flow recorded under an all-ports VIP
+// keeps its backend when a VIP for its port is added on the same address
+// (its packets follow their connection entry), and so must the "too big"
+// a router sends about it: the backend that holds the connection is the
+// one whose path MTU it corrects.
+func TestTooBigFollowsThePinnedFlow(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := syn4(44100)
+	s.dst = vip4all
+	pinned := w.open(t, vipAll, s)
+	port80 := fixtureVIP{VIPKey{vip4all, 80, ProtoTCP}, 23, 0, []uint32{otherBackend(vipAll, pinned)}}
+	w.addVIPs(t, port80)
+	// The flow's packets still go to its backend...
+	w.expectSent(t, ackOf(s), pinned)
+	// ...and so does a "too big" about it.
+	icmp, l2 := build(t, pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: vip4all, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: quotedReply(t, s)})
+	act, out := w.run(t, icmp)
+	if act != xdpTX {
+		t.Fatalf("too big: %s, want TX", actionNames[act])
+	}
+	checkEncap(t, icmp, l2, out, encapWant{backend: pinned})
+	// A new flow to the port goes to the new VIP.
+	n := syn4(44101)
+	n.dst = vip4all
+	w.expectSent(t, n, backendAddrs[port80.backends[0]])
+}
