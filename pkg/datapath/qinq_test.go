@@ -39,3 +39,32 @@ func TestQinQTaggedVIPPacket(t *testing.T) {
 		checkEncap(t, in, l2, out, encapWant{backend: be, vlan: 300})
 	}
 }
+
+// TestTaggedToIPv6Backends: a VLAN-tagged packet encapsulated in an IPv6
+// outer header (IPv4 and IPv6 clients, with and without GUE) keeps its tag,
+// has its outer header behind the tag, and decapsulates back to itself.
+func TestTaggedToIPv6Backends(t *testing.T) {
+	w := newWorld(t, Options{})
+	d := loadFixtureDecap(t)
+	for _, gue := range []uint16{0, 6080} {
+		w.setGUE(t, gue)
+		for _, c := range []struct {
+			spec pktSpec
+			vip  fixtureVIP
+		}{
+			{pktSpec{src: client4, dst: vip4to6, sport: 44500, dport: 80, proto: ProtoTCP, syn: true, vlan: 21, payload: []byte("hello")}, vip4To6},
+			{pktSpec{src: client6, dst: vip6, sport: 44501, dport: 80, proto: ProtoTCP, syn: true, vlan: 21, payload: []byte("hello")}, vipTCP6},
+		} {
+			in, l2 := build(t, c.spec)
+			act, out := w.run(t, in)
+			if act != xdpTX {
+				t.Fatalf("gue=%d tagged %v: %s, want TX", gue, flowOf(c.spec), actionNames[act])
+			}
+			checkEncap(t, in, l2, out, encapWant{backend: w.expectBackend(c.vip, flowOf(c.spec)), gue: gue, vlan: 21})
+			act, dec := runProg(t, d.objs.XdpDecap, out)
+			if act != xdpPass || !bytes.Equal(dec[12:], in[12:]) {
+				t.Errorf("gue=%d tagged %v: decap %s\n got %x\nwant %x", gue, flowOf(c.spec), actionNames[act], dec[12:], in[12:])
+			}
+		}
+	}
+}
