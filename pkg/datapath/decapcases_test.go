@@ -110,16 +110,23 @@ func TestDecapCases(t *testing.T) {
 				t.Errorf("%s: output\n got %x\nwant %x", c.name, out, wantOut)
 			}
 		}
-		after, err := d.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := maps.Clone(before)
-		for _, k := range c.counters {
-			want[k]++
-		}
-		if !maps.Equal(after, want) {
-			t.Errorf("%s: counters %v -> %v, want only %v up by 1", c.name, before, after, c.counters)
-		}
+		expectDecapCounters(t, d, c.name, before, c.counters)
+	}
+}
+
+// expectDecapCounters checks that of d's counters exactly those named went
+// up by one each since before.
+func expectDecapCounters(t *testing.T, d *Decap, name string, before map[string]uint64, counters []string) {
+	t.Helper()
+	after, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := maps.Clone(before)
+	for _, k := range counters {
+		want[k]++
+	}
+	if !maps.Equal(after, want) {
+		t.Errorf("%s: counters %v -> %v, want only %v up by 1", name, before, after, counters)
 	}
 }
