@@ -122,6 +122,17 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 	if act, _ := w.run(t, in); act != xdpPass {
 		t.Errorf("echo request behind hop-by-hop: %s, want PASS", actionNames[act])
 	}
+	// But a header that the IPv6 length cuts short is truncated whatever
+	// it names next: here 4 of the hop-by-hop header's 8 bytes.
+	cut := append([]byte(nil), in[:l2+40+4]...)
+	cut[l2+4], cut[l2+5] = 0, 4
+	before := w.stats(t)
+	if act, _ := w.run(t, cut); act != xdpDrop {
+		t.Errorf("echo request behind a cut hop-by-hop header: %s, want DROP", actionNames[act])
+	}
+	if got := w.stats(t)["drop_truncated"] - before["drop_truncated"]; got != 1 {
+		t.Errorf("drop_truncated rose by %d for a cut hop-by-hop header, want 1", got)
+	}
 }
 
 // TestV4MappedIPv6 sends IPv6 packets to ::ffff:a.b.c.d, the way the flow
