@@ -891,10 +891,17 @@ func TestConnTableEviction(t *testing.T) {
 	if n := count(); n != connWays {
 		t.Fatalf("%d entries after %d new flows", n, connWays)
 	}
-	// A SYN of a recorded flow overwrites its own entry.
+	// A SYN of a recorded flow overwrites its own entry: a refresh, which
+	// evicts nothing (evictions are derived from new flows less fills and
+	// refreshes).
+	st := w.stats(t)
 	send(same[1])
 	if n := count(); n != connWays {
 		t.Fatalf("a repeated SYN added an entry: %d, want %d", n, connWays)
+	}
+	if after := w.stats(t); after["conn_refreshed"] != st["conn_refreshed"]+1 || after["conn_evicted"] != st["conn_evicted"] {
+		t.Errorf("a repeated SYN: conn_refreshed %d -> %d, conn_evicted %d -> %d; want one refresh, no eviction",
+			st["conn_refreshed"], after["conn_refreshed"], st["conn_evicted"], after["conn_evicted"])
 	}
 	// Refresh the first flow: a packet refreshes an entry's stamp once per
 	// jiffy, so let the jiffy move on first.
