@@ -281,6 +281,43 @@ func TestDropReasons(t *testing.T) {
 		}
 	})
 
+	// The fast path of a recorded flow checks the next hop too: with it
+	// lost (its neighbour entry gone), a packet would leave for a zero MAC.
+	t.Run("next hop lost under a recorded flow", func(t *testing.T) {
+		syn := syn4(4)
+		w.open(t, vipTCP4, syn)
+		s := defaultSettings()
+		s.NextHopMAC = nil
+		if err := w.b.SetSettings(s); err != nil {
+			t.Fatal(err)
+		}
+		defer w.b.SetSettings(defaultSettings())
+		in, _ := build(t, ackOf(syn))
+		before := w.stats(t)["drop_no_nexthop"]
+		if act, _ := w.run(t, in); act != xdpDrop || w.stats(t)["drop_no_nexthop"] != before+1 {
+			t.Errorf("action %s, want DROP counted as drop_no_nexthop", actionNames[act])
+		}
+	})
+
+	// A VIP whose table is not published yet has none to pick from, even
+	// though its tables' slots read as backend id 0, a live backend here.
+	t.Run("VIP with no table yet", func(t *testing.T) {
+		if err := w.b.SetBackend(0, netip.MustParseAddr("10.2.9.2")); err != nil {
+			t.Fatal(err)
+		}
+		defer w.b.DeleteBackend(0)
+		k := VIPKey{netip.MustParseAddr("10.100.0.8"), 80, ProtoTCP}
+		if err := w.b.SetVIP(k, 8, 0); err != nil {
+			t.Fatal(err)
+		}
+		defer w.b.DeleteVIP(k)
+		in, _ := build(t, pktSpec{src: client4, dst: k.Addr, sport: 5, dport: 80, proto: ProtoTCP, syn: true})
+		before := w.stats(t)["drop_no_backend"]
+		if act, _ := w.run(t, in); act != xdpDrop || w.stats(t)["drop_no_backend"] != before+1 {
+			t.Errorf("action %s, want DROP counted as drop_no_backend", actionNames[act])
+		}
+	})
+
 	t.Run("VIP whose backends are all down", func(t *testing.T) {
 		k := VIPKey{netip.MustParseAddr("10.100.0.9"), 80, ProtoTCP}
 		if err := w.b.SetVIP(k, 9, 0); err != nil {
