@@ -33,15 +33,24 @@ type kernelClock struct {
 }
 
 var (
-	clockOnce sync.Once
-	theClock  *kernelClock
-	clockErr  error
+	clockMu  sync.Mutex
+	theClock *kernelClock
 )
 
-// getClock returns the process's kernelClock, opening it on first use.
+// getClock returns the process's kernelClock, opening it on first use. A
+// failure is not kept: the next call tries again (a VM paused during the
+// jiffy measurement, say, need not fail every later load).
 func getClock() (*kernelClock, error) {
-	clockOnce.Do(func() { theClock, clockErr = openClock() })
-	return theClock, clockErr
+	clockMu.Lock()
+	defer clockMu.Unlock()
+	if theClock == nil {
+		c, err := openClock()
+		if err != nil {
+			return nil, err
+		}
+		theClock = c
+	}
+	return theClock, nil
 }
 
 // kernelHZ are the values CONFIG_HZ can take.
