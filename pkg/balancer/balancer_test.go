@@ -684,15 +684,19 @@ func TestFailedPublishIsRetried(t *testing.T) {
 		return fp
 	})
 	web := vipKey(r.b.cfg.VIPByName("web"))
-	if err := r.b.do(r.ctx, func() { fp.fail = &web }); err != nil {
-		t.Fatal(err)
+	// failOn makes publishing k's table fail (nil: nothing fails), from the
+	// control loop's goroutine.
+	failOn := func(k *datapath.VIPKey) {
+		t.Helper()
+		if err := r.b.do(r.ctx, func() { fp.fail = k }); err != nil {
+			t.Fatal(err)
+		}
 	}
+	failOn(&web)
 	if _, err := r.b.Drain(r.ctx, "web/be2", true); err == nil {
 		t.Fatal("drain with a failing publish: no error")
 	}
-	if err := r.b.do(r.ctx, func() { fp.fail = nil }); err != nil {
-		t.Fatal(err)
-	}
+	failOn(nil)
 	// The loop tries again by itself; so does any later rebuild.
 	for deadline := time.Now().Add(10 * time.Second); r.slots("web")["10.2.2.2"] != 0; {
 		if time.Now().After(deadline) {
@@ -700,15 +704,11 @@ func TestFailedPublishIsRetried(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := r.b.do(r.ctx, func() { fp.fail = &web }); err != nil {
-		t.Fatal(err)
-	}
+	failOn(&web)
 	if _, err := r.b.Drain(r.ctx, "web/be2", false); err == nil {
 		t.Fatal("undrain with a failing publish: no error")
 	}
-	if err := r.b.do(r.ctx, func() { fp.fail = nil }); err != nil {
-		t.Fatal(err)
-	}
+	failOn(nil)
 	if _, err := r.b.Drain(r.ctx, "dns/be1", false); err != nil {
 		t.Fatal(err)
 	}
