@@ -481,6 +481,7 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 	key := toVIPKey(k)
 	var meta balancerVipMeta
 	err := b.objs.Vips.Lookup(&key, &meta)
+	isNew := errors.Is(err, ebpf.ErrKeyNotExist)
 	switch {
 	case err == nil && meta.VipNum != num:
 		return fmt.Errorf("VIP %s: already has number %d, not %d", k, meta.VipNum, num)
@@ -537,10 +538,32 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 			return err
 		}
 		if err := b.indexChanged(); err != nil {
+			if isNew {
+				// Most likely no room in the index: take the VIP out
+				// again, so that the index can be rebuilt without it
+				// and the VIPs there stay served.
+				return b.unsetVIP(k, num, err)
+			}
 			return err
 		}
 	}
 	return b.vipAddrChanged(k.Addr)
+}
+
+// unsetVIP takes out the VIP that SetVIP has just added, after the index
+// rebuild failed with cause.
+func (b *Balancer) unsetVIP(k VIPKey, num uint32, cause error) error {
+	key := toVIPKey(k)
+	if err := b.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("%w; taking VIP %s out again failed too: %w", cause, k, err)
+	}
+	if err := b.nextEpoch(num, false); err != nil {
+		return fmt.Errorf("%w; %w", cause, err)
+	}
+	if err := b.syncVIPIndex(); err != nil {
+		return fmt.Errorf("%w; rebuilding the VIP index without it failed too: %w", cause, err)
+	}
+	return fmt.Errorf("%w (VIP %s not added)", cause, k)
 }
 
 // vipOfNum returns the VIP that has number num, or nil.
@@ -618,7 +641,12 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 		b.deletedNums[meta.VipNum] = true
 		b.indexStale = true
 	} else if err := b.syncVIPIndex(); err != nil {
-		return err
+		// Put it back: the published index still has it, and a retry
+		// must find it to finish the deletion.
+		if perr := b.objs.Vips.Put(&key, &meta); perr != nil {
+			return fmt.Errorf("%w; VIP %s is out of the VIP list but still in the published index (putting it back failed: %v); restart to rebuild the index", err, k, perr)
+		}
+		return fmt.Errorf("%w (VIP %s not deleted)", err, k)
 	}
 	if err := b.nextEpoch(meta.VipNum, false); err != nil {
 		return err
