@@ -629,28 +629,35 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 // MinMTU is the smallest MTU this configuration's VIPs can work with, and
 // why: IPv4's minimum datagram size (576); 1280, IPv6's minimum link MTU,
 // when a backend is IPv6 (its packets go out in IPv6); and with an IPv6 VIP,
-// 1280 plus the IPv6 encapsulation, so that a client's packet of IPv6's
-// minimum size still fits once encapsulated (a "too big" cannot ask an
-// IPv6 client for less).
+// 1280 plus the encapsulation its backends get (20 bytes to an IPv4
+// backend, 40 to an IPv6 one, 8 more with GUE), so that a client's packet
+// of IPv6's minimum size still fits once encapsulated (a "too big" cannot
+// ask an IPv6 client for less).
 func (c *Config) MinMTU() (int, string) {
-	v6VIP, v6Backend := false, false
+	min, why := 576, "576 is IPv4's minimum datagram size"
 	for _, v := range c.VIPs {
-		v6VIP = v6VIP || v.Addr().Is6()
+		overhead := 0
 		for _, b := range v.Backends {
-			v6Backend = v6Backend || b.Addr().Is6()
+			if b.Addr().Is6() {
+				if min < 1280 {
+					min, why = 1280, "1280 is the IPv6 minimum, and some backends are IPv6"
+				}
+				overhead = 40
+			} else if overhead == 0 {
+				overhead = 20
+			}
 		}
-	}
-	switch {
-	case v6VIP:
-		overhead := 40
+		if !v.Addr().Is6() || overhead == 0 {
+			continue
+		}
 		if c.Encap.Type == EncapGUE {
 			overhead += 8
 		}
-		return 1280 + overhead, fmt.Sprintf("IPv6 clients need 1280 bytes, IPv6's minimum MTU, after the %d-byte encapsulation", overhead)
-	case v6Backend:
-		return 1280, "1280 is the IPv6 minimum, and some backends are IPv6"
+		if 1280+overhead > min {
+			min, why = 1280+overhead, fmt.Sprintf("IPv6 clients need 1280 bytes, IPv6's minimum MTU, after the %d-byte encapsulation", overhead)
+		}
 	}
-	return 576, "576 is IPv4's minimum datagram size"
+	return min, why
 }
 
 func nearestTableSize(n int) int {

@@ -298,6 +298,9 @@ func TestParseErrors(t *testing.T) {
 		{"mtu leaves IPv6 clients less than 1280", lines("datapath:", "  interface: eth0", "  mtu: 1300", "encap: {type: gue}", "vips:",
 			"  - {name: web, address: 'fd00:100::1', port: 80, backends: [{name: be1, address: 'fd00:2:1::2'}]}"),
 			[]string{"t.yaml:3: datapath.mtu: 1300 is below 1328: IPv6 clients need 1280 bytes, IPv6's minimum MTU, after the 48-byte encapsulation; use 0 (the interface MTU) or at least 1328"}},
+		{"mtu leaves IPv6 clients of IPv4 backends less than 1280", lines("datapath:", "  interface: eth0", "  mtu: 1299", "vips:",
+			"  - {name: web, address: 'fd00:100::1', port: 80, backends: [{name: be1, address: 10.2.1.2}]}"),
+			[]string{"t.yaml:3: datapath.mtu: 1299 is below 1300: IPv6 clients need 1280 bytes, IPv6's minimum MTU, after the 20-byte encapsulation; use 0 (the interface MTU) or at least 1300"}},
 
 		// encap, nexthop, api, metrics.
 		{"encap type", lines("datapath: {interface: eth0}", "encap:", "  type: vxlan"),
@@ -735,6 +738,58 @@ func TestLookupsAndParsedAddresses(t *testing.T) {
 	want := []netip.Addr{netip.MustParseAddr("10.100.0.1"), netip.MustParseAddr("fd00:100::1")}
 	if !reflect.DeepEqual(a.VIPAddrs(), want) || a.EncapAddrs() != nil {
 		t.Errorf("VIPAddrs = %v, EncapAddrs = %v", a.VIPAddrs(), a.EncapAddrs())
+	}
+}
+
+// TestMinMTU checks the smallest MTU for each mix of VIP and backend
+// families: an IPv6 VIP needs 1280 plus the encapsulation its backends
+// actually get, not always the IPv6 one.
+func TestMinMTU(t *testing.T) {
+	vip := func(addr string, backends ...string) string {
+		bs := make([]string, len(backends))
+		for i, b := range backends {
+			bs[i] = fmt.Sprintf("{name: be%d, address: '%s'}", i, b)
+		}
+		return fmt.Sprintf("  - {name: v%d, address: '%s', port: 80, backends: [%s]}", len(addr), addr, strings.Join(bs, ", "))
+	}
+	cases := []struct {
+		name  string
+		encap string
+		vips  []string
+		want  int
+	}{
+		{"no VIPs", "ipip", nil, 576},
+		{"IPv4 only", "ipip", []string{vip("10.100.0.1", "10.2.1.2")}, 576},
+		{"IPv4 VIP, IPv6 backend", "ipip", []string{vip("10.100.0.1", "fd00:2::2")}, 1280},
+		{"IPv6 VIP, IPv4 backends", "ipip", []string{vip("fd00:100::1", "10.2.1.2", "10.2.2.2")}, 1300},
+		{"IPv6 VIP, IPv4 backends, GUE", "gue", []string{vip("fd00:100::1", "10.2.1.2")}, 1308},
+		{"IPv6 VIP, mixed backends", "ipip", []string{vip("fd00:100::1", "10.2.1.2", "fd00:2::2")}, 1320},
+		{"IPv6 VIP, IPv6 backends, GUE", "gue", []string{vip("fd00:100::1", "fd00:2::2")}, 1328},
+		{"IPv6 VIP of IPv4 backends beside an IPv6 backend elsewhere", "ipip",
+			[]string{vip("fd00:100::1", "10.2.1.2"), vip("10.100.0.1", "fd00:2::2")}, 1300},
+		{"IPv6 VIP without backends", "ipip", []string{vip("fd00:100::1")}, 576},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := lines("datapath: {interface: eth0}", "encap: {type: "+tc.encap+"}", "vips:")
+			if len(tc.vips) > 0 {
+				doc += lines(tc.vips...)
+			} else {
+				doc = lines("datapath: {interface: eth0}", "encap: {type: "+tc.encap+"}")
+			}
+			c, err := Parse([]byte(doc), "t.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, why := c.MinMTU()
+			if got != tc.want {
+				t.Fatalf("MinMTU %d (%s), want %d", got, why, tc.want)
+			}
+			// The minimum itself is accepted as datapath.mtu.
+			if _, err := Parse([]byte(strings.Replace(doc, "{interface: eth0}", fmt.Sprintf("{interface: eth0, mtu: %d}", got), 1)), "t.yaml"); err != nil {
+				t.Fatalf("datapath.mtu %d refused: %v", got, err)
+			}
+		})
 	}
 }
 
