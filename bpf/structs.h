@@ -68,7 +68,8 @@ struct conn_slot {
 	struct flow_key key;
 	__u32 backend_id;
 	__u16 vip_num;
-	__u16 vip_epoch;    /* vip_epochs[vip_num] when recorded (low 16 bits) */
+	__u16 vip_epoch;    /* vip_epochs[vip_num] when recorded (low 16 bits; the
+			     * control plane empties a number's entries when they wrap) */
 	__u64 check;        /* flow sum XOR the word above (see conntrack.h) */
 };
 

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -589,9 +590,20 @@ func (b *Balancer) nextEpoch(num uint32, live bool) error {
 	if err := b.objs.VipEpochs.Lookup(num, &e); err != nil {
 		return fmt.Errorf("read VIP epoch %d: %w", num, err)
 	}
+	old := e
 	e++
 	if (e%2 == 1) != live {
 		e++
+	}
+	if e>>16 != old>>16 {
+		// Entries carry the epoch's low 16 bits: from here on they
+		// repeat, and an entry of this number recorded 65,536 epochs
+		// ago would match again. None of its entries is live once the
+		// epoch moves on, so all go (once per 32,768 deletions or
+		// option changes of the VIP number).
+		if err := b.purgeConns(num); err != nil {
+			return fmt.Errorf("VIP epoch %d: %w", num, err)
+		}
 	}
 	if err := b.objs.VipEpochs.Put(num, e); err != nil {
 		return fmt.Errorf("write VIP epoch %d: %w", num, err)
@@ -1494,6 +1506,38 @@ func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
 	})
 	if err != nil {
 		return fmt.Errorf("read connection table: %w", err)
+	}
+	return nil
+}
+
+// purgeConns empties every connection entry of VIP number num, through a
+// writable mapping of the table. An entry's tag is cleared only if it is
+// still the one read with the entry's VIP number (compare-and-swap): an
+// entry that a CPU records meanwhile for another flow is left alone.
+func (b *Balancer) purgeConns(num uint32) error {
+	m := b.objs.Conns
+	if unsafe.Sizeof(balancerConnSet{}) != uintptr(m.ValueSize()) {
+		return fmt.Errorf("purge connection table: sets of %d bytes, not %d", m.ValueSize(), unsafe.Sizeof(balancerConnSet{}))
+	}
+	err := withMapping(m, int(m.MaxEntries())*int(m.ValueSize()), true, func(mem []byte) {
+		sets := unsafe.Slice((*balancerConnSet)(unsafe.Pointer(&mem[0])), m.MaxEntries())
+		for i := range sets {
+			s := &sets[i]
+			for w := range s.Tag {
+				t := atomic.LoadUint32(&s.Tag[w])
+				if t == connTagEmpty || t == connTagBusy {
+					continue
+				}
+				// The value word: backend id, VIP number, epoch.
+				v := atomic.LoadUint64((*uint64)(unsafe.Pointer(&s.Slot[w].BackendId)))
+				if uint16(v>>32) == uint16(num) {
+					atomic.CompareAndSwapUint32(&s.Tag[w], t, connTagEmpty)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("purge connection table: %w", err)
 	}
 	return nil
 }
