@@ -1482,17 +1482,25 @@ func (b *Balancer) connOf(s *balancerConnSet, w int, now clockClockSample) Conn 
 	return Conn{BackendID: c.BackendId, VIPNum: uint32(c.VipNum), LastSeen: b.clock.lastSeen(now, s.Stamp[w])}
 }
 
-// eachConnSet calls fn for every set of the connection table that may hold
-// an entry, a copy taken as the datapath writes on, until fn returns false.
-// It reads through a read-only mapping of the table (conns is mappable:
-// bpf/maps.h), where batched reads copied all of it.
-func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
+// withConnSets calls fn with the connection table's sets, through a
+// mapping of the table (conns is mappable: bpf/maps.h), read-only unless
+// write. The datapath writes on meanwhile.
+func (b *Balancer) withConnSets(write bool, fn func(sets []balancerConnSet)) error {
 	m := b.objs.Conns
 	if unsafe.Sizeof(balancerConnSet{}) != uintptr(m.ValueSize()) {
-		return fmt.Errorf("read connection table: sets of %d bytes, not %d", m.ValueSize(), unsafe.Sizeof(balancerConnSet{}))
+		return fmt.Errorf("connection table: sets of %d bytes, not %d", m.ValueSize(), unsafe.Sizeof(balancerConnSet{}))
 	}
-	err := withMapping(m, int(m.MaxEntries())*int(m.ValueSize()), false, func(mem []byte) {
-		sets := unsafe.Slice((*balancerConnSet)(unsafe.Pointer(&mem[0])), m.MaxEntries())
+	return withMapping(m, int(m.MaxEntries())*int(m.ValueSize()), write, func(mem []byte) {
+		fn(unsafe.Slice((*balancerConnSet)(unsafe.Pointer(&mem[0])), m.MaxEntries()))
+	})
+}
+
+// eachConnSet calls fn for every set of the connection table that may hold
+// an entry, a copy taken as the datapath writes on, until fn returns false.
+// It reads through a mapping of the table, where batched reads copied all
+// of it.
+func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
+	err := b.withConnSets(false, func(sets []balancerConnSet) {
 		for i := range sets {
 			// Most sets of a large table are empty: copy the others.
 			if !slices.ContainsFunc(sets[i].Tag[:], func(t uint32) bool { return t != connTagEmpty && t != connTagBusy }) {
@@ -1515,12 +1523,7 @@ func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
 // still the one read with the entry's VIP number (compare-and-swap): an
 // entry that a CPU records meanwhile for another flow is left alone.
 func (b *Balancer) purgeConns(num uint32) error {
-	m := b.objs.Conns
-	if unsafe.Sizeof(balancerConnSet{}) != uintptr(m.ValueSize()) {
-		return fmt.Errorf("purge connection table: sets of %d bytes, not %d", m.ValueSize(), unsafe.Sizeof(balancerConnSet{}))
-	}
-	err := withMapping(m, int(m.MaxEntries())*int(m.ValueSize()), true, func(mem []byte) {
-		sets := unsafe.Slice((*balancerConnSet)(unsafe.Pointer(&mem[0])), m.MaxEntries())
+	err := b.withConnSets(true, func(sets []balancerConnSet) {
 		for i := range sets {
 			s := &sets[i]
 			for w := range s.Tag {
