@@ -18,7 +18,9 @@ func runAgent(args []string) error {
 	cfgPath := fs.String("config", "/etc/switchyard/agent.yaml", "agent configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	modeFlag := fs.String("attach-mode", "native", "native, generic or auto")
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 
 	log, err := newLogger(*level)
 	if err != nil {

@@ -22,7 +22,9 @@ func runStatus(args []string) error {
 	var cf clientFlags
 	fs := flag.NewFlagSet("status", flag.ExitOnError)
 	cf.register(fs)
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	ctx, cancel := cf.context()
 	defer cancel()
 	st, err := api.NewClient(cf.socket).Status(ctx)
@@ -41,7 +43,9 @@ func runFlows(args []string) error {
 	cf.register(fs)
 	vip := fs.String("vip", "", "only flows of this VIP (by name)")
 	limit := fs.Int("limit", 1000, "at most this many flows")
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	ctx, cancel := cf.context()
 	defer cancel()
 	fl, err := api.NewClient(cf.socket).Flows(ctx, *vip, *limit)
@@ -68,7 +72,7 @@ func drainCmd(name string, args []string) error {
 	pos := parseInterspersed(fs, args)
 	if len(pos) != 1 {
 		fs.Usage()
-		os.Exit(2)
+		return &usageError{fmt.Sprintf("name one BACKEND, not %d: %q", len(pos), pos)}
 	}
 	ctx, cancel := cf.context()
 	defer cancel()
@@ -94,7 +98,9 @@ func runReload(args []string) error {
 	var cf clientFlags
 	fs := flag.NewFlagSet("reload", flag.ExitOnError)
 	cf.register(fs)
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	ctx, cancel := cf.context()
 	defer cancel()
 	resp, err := api.NewClient(cf.socket).Reload(ctx)
@@ -118,7 +124,9 @@ func runRemove(args []string) error {
 	iface := fs.String("interface", "", "interface of the balancer to remove (default pin directory)")
 	pinDir := fs.String("pin-dir", "", "pin directory to remove")
 	agent := fs.Bool("agent", false, "remove the backend agent's decap program instead")
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 )
@@ -69,5 +72,89 @@ func TestRemoveNeedsATarget(t *testing.T) {
 	}
 	if err := runRemove([]string{"--pin-dir", "/sys/fs/bpf/switchyard-does-not-exist"}); err == nil || !strings.Contains(err.Error(), "nothing pinned") {
 		t.Errorf("remove of nothing: %v", err)
+	}
+}
+
+// Every command that takes no positional arguments refuses one, wherever it
+// stands: the flag package stops at it and would ignore the flags after it
+// (`flows web --json` printed a table of every VIP's flows; `run my.yaml`
+// ran the default configuration file).
+func TestCommandsRefuseArguments(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		name string
+		run  func([]string) error
+		flag []string // a flag the command takes, to put on either side
+	}{
+		{"status", runStatus, []string{"--socket", sock}},
+		{"flows", runFlows, []string{"--socket", sock}},
+		{"reload", runReload, []string{"--socket", sock}},
+		{"remove", runRemove, []string{"--interface", "eth0"}},
+		{"run", runRun, []string{"--log-level", "info"}},
+		{"agent", runAgent, []string{"--log-level", "info"}},
+	} {
+		for _, args := range [][]string{
+			append(slices.Clone(tc.flag), "extra"),
+			append([]string{"extra"}, tc.flag...),
+		} {
+			err := tc.run(args)
+			if _, ok := errors.AsType[*usageError](err); !ok || !strings.Contains(err.Error(), `unexpected argument "extra"`) {
+				t.Errorf("%s %q: %v, want a usage error naming the argument", tc.name, args, err)
+			}
+		}
+	}
+	for _, args := range [][]string{{"--socket", sock}, {"a", "b", "--socket", sock}} {
+		err := runDrain(args)
+		if _, ok := errors.AsType[*usageError](err); !ok {
+			t.Errorf("drain %q: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// mainEnv makes the test binary run main with its arguments (TestMain), so
+// that a test can see the exit status a user's shell sees.
+const mainEnv = "SWITCHYARD_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// A failed command exits 1, a command line it cannot take 2 (as the flag
+// package does), so scripts can tell them apart.
+func TestExitCodes(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"status", "--socket", sock}, 1, "cannot reach switchyard at " + sock},
+		{[]string{"drain", "be1", "--socket", sock}, 1, "cannot reach switchyard"},
+		{[]string{"status", "extra", "--socket", sock}, 2, `unexpected argument "extra"`},
+		{[]string{"flows", "--socket", sock, "web", "--json"}, 2, `unexpected argument "web"`},
+		{[]string{"drain", "--socket", sock}, 2, "usage: switchyard drain"},
+		{[]string{"status", "--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"bogus"}, 2, `unknown command "bogus"`},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], tc.args...)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		code := 0
+		if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(stderr.String(), tc.stderr) {
+			t.Errorf("switchyard %q: exit %d, stderr %q; want exit %d with %q", tc.args, code, stderr.String(), tc.code, tc.stderr)
+		}
 	}
 }

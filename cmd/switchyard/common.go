@@ -40,6 +40,13 @@ func (c *clientFlags) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.timeout)
 }
 
+// usageError is a command line a command cannot take. main exits 2 on it,
+// as the flag package does on an unknown flag, so that a script can tell a
+// wrong call from a failed one.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
 // parseInterspersed parses flags that may come before or after positional
 // arguments (`switchyard drain be1 --socket S` and `drain --socket S be1`),
 // returning the positionals.
@@ -53,4 +60,15 @@ func parseInterspersed(fs *flag.FlagSet, args []string) []string {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// parseFlagsOnly parses the flags of a command that takes no positional
+// arguments. The flag package stops at the first one and ignores the rest,
+// so `switchyard flows web --json` listed every VIP's flows as a table, and
+// `switchyard run my.yaml` ran the default configuration file: refuse them.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	if pos := parseInterspersed(fs, args); len(pos) > 0 {
+		return &usageError{fmt.Sprintf("unexpected argument %q: this command takes only flags (`switchyard %s -h` lists them)", pos[0], fs.Name())}
+	}
+	return nil
 }

@@ -25,7 +25,9 @@ func runDemo(args []string) error {
 			"Ctrl-C tears down too.\n\n", demo.Prefix)
 		fs.PrintDefaults()
 	}
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}

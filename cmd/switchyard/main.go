@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -43,6 +44,9 @@ func main() {
 		if c.name == os.Args[1] {
 			if err := c.run(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "switchyard %s: %v\n", c.name, err)
+				if _, ok := errors.AsType[*usageError](err); ok {
+					os.Exit(2)
+				}
 				os.Exit(1)
 			}
 			return

@@ -22,7 +22,9 @@ func runRun(args []string) error {
 	cfgPath := fs.String("config", "/etc/switchyard/switchyard.yaml", "configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	variant := fs.Uint("program-variant", 0, "load a functionally identical BPF program with a different tag (upgrade tests)")
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	// Signals from here on end the run cleanly: a SIGTERM during start-up
 	// lets it finish (pins complete) and then returns at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

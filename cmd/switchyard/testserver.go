@@ -17,7 +17,9 @@ func runTestserver(args []string) error {
 	name := fs.String("name", "", "name this server reports in every answer (required)")
 	httpAddr := fs.String("http", d.HTTPAddr, "HTTP listen address (\"\" disables)")
 	udpAddr := fs.String("udp", d.UDPAddr, "UDP echo listen address (\"\" disables)")
-	fs.Parse(args)
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "testserver")
 	s, err := testserver.New(testserver.Config{Name: *name, HTTPAddr: *httpAddr, UDPAddr: *udpAddr}, log)
 	if err != nil {
