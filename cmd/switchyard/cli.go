@@ -25,7 +25,10 @@ func runStatus(args []string) error {
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	ctx, cancel := cf.context()
+	ctx, cancel, err := cf.context()
+	if err != nil {
+		return err
+	}
 	defer cancel()
 	st, err := api.NewClient(cf.socket).Status(ctx)
 	if err != nil {
@@ -46,7 +49,14 @@ func runFlows(args []string) error {
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	ctx, cancel := cf.context()
+	if *limit < 1 {
+		// The API takes 0 and below as its default of 1000.
+		return &usageError{fmt.Sprintf("--limit %d: give at least 1", *limit)}
+	}
+	ctx, cancel, err := cf.context()
+	if err != nil {
+		return err
+	}
 	defer cancel()
 	fl, err := api.NewClient(cf.socket).Flows(ctx, *vip, *limit)
 	if err != nil {
@@ -74,11 +84,13 @@ func drainCmd(name string, args []string) error {
 		fs.Usage()
 		return &usageError{fmt.Sprintf("name one BACKEND, not %d: %q", len(pos), pos)}
 	}
-	ctx, cancel := cf.context()
+	ctx, cancel, err := cf.context()
+	if err != nil {
+		return err
+	}
 	defer cancel()
 	c := api.NewClient(cf.socket)
 	var resp api.DrainResponse
-	var err error
 	if name == "drain" {
 		resp, err = c.Drain(ctx, pos[0])
 	} else {
@@ -101,7 +113,10 @@ func runReload(args []string) error {
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	ctx, cancel := cf.context()
+	ctx, cancel, err := cf.context()
+	if err != nil {
+		return err
+	}
 	defer cancel()
 	resp, err := api.NewClient(cf.socket).Reload(ctx)
 	if err != nil {

@@ -158,3 +158,31 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// A --limit or --timeout that cannot be meant is refused before any
+// request: the API reads a limit under 1 as its default of 1000, and a
+// timeout of 0 fails every request as "did not answer in time".
+func TestClientFlagRanges(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		name string
+		run  func([]string) error
+		args []string
+		msg  string
+	}{
+		{"flows", runFlows, []string{"--limit", "0"}, "--limit 0: give at least 1"},
+		{"flows", runFlows, []string{"--limit", "-5"}, "--limit -5"},
+		{"status", runStatus, []string{"--timeout", "0s"}, "--timeout 0s: give a positive duration"},
+		{"reload", runReload, []string{"--timeout", "-1s"}, "--timeout -1s"},
+		{"drain", runDrain, []string{"be1", "--timeout", "0"}, "--timeout 0s"},
+	} {
+		err := tc.run(append([]string{"--socket", sock}, tc.args...))
+		if _, ok := errors.AsType[*usageError](err); !ok || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s %q: %v, want a usage error with %q", tc.name, tc.args, err, tc.msg)
+		}
+	}
+	// In range, they pass on to the request.
+	if err := runFlows([]string{"--socket", sock, "--limit", "1", "--timeout", "1ms"}); !errors.Is(err, api.ErrNoDaemon) {
+		t.Errorf("flows --limit 1 --timeout 1ms: %v, want ErrNoDaemon", err)
+	}
+}

@@ -36,8 +36,15 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "give up after this long")
 }
 
-func (c *clientFlags) context() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), c.timeout)
+// context bounds a request by --timeout, which must be positive: a zero
+// or negative one would fail every request with "did not answer in time"
+// before it is sent.
+func (c *clientFlags) context() (context.Context, context.CancelFunc, error) {
+	if c.timeout <= 0 {
+		return nil, nil, &usageError{fmt.Sprintf("--timeout %v: give a positive duration, such as 30s", c.timeout)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	return ctx, cancel, nil
 }
 
 // usageError is a command line a command cannot take. main exits 2 on it,
