@@ -44,6 +44,12 @@ func NewClient(socket string) *Client {
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return d.DialContext(ctx, "unix", socket)
 			},
+			// One connection per request: a Client has no Close, and
+			// callers make one per request (the CLI, the demo's polls),
+			// so a kept-alive connection would hold a file and a
+			// goroutine in the daemon until its idle timeout, one more
+			// per poll. Connecting to a unix socket is cheap.
+			DisableKeepAlives: true,
 		}},
 	}
 }

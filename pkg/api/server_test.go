@@ -1,10 +1,12 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -426,5 +428,47 @@ func TestServerConfigValidate(t *testing.T) {
 	}
 	if s, err := NewServer(ServerConfig{}, &fakeService{}); err != nil || s.Socket() != "/run/switchyard/switchyard.sock" {
 		t.Errorf("default socket: %v, %v", s, err)
+	}
+}
+
+// The Client closes its connection once it has the answer. A Client has no
+// Close, and callers make one per request (the demo polls every 10 ms): a
+// connection kept alive would hold a file and a goroutine in the daemon,
+// and three goroutines in the caller, for the daemon's idle timeout.
+func TestClientClosesItsConnection(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	afterAnswer := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			afterAnswer <- err
+			return
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			afterAnswer <- err
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		body := `{"node":"lb1"}`
+		fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		// Bounded: a client that keeps the connection sends nothing more.
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = br.ReadByte()
+		afterAnswer <- err
+	}()
+	st, err := NewClient(socket).Status(t.Context())
+	if err != nil || st.Node != "lb1" {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+	if err := <-afterAnswer; !errors.Is(err, io.EOF) {
+		t.Errorf("after the answer the connection gave %v, want EOF: the client kept it open", err)
 	}
 }
