@@ -121,7 +121,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return c.transportError(err)
+		return c.transportError(method, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -134,7 +134,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 }
 
 // transportError words a failure to exchange a request for the user.
-func (c *Client) transportError(err error) error {
+func (c *Client) transportError(method string, err error) error {
 	// The *url.Error adds `Get "http://switchyard/v1/status"`, which
 	// means nothing to the user.
 	if ue, ok := errors.AsType[*url.Error](err); ok {
@@ -152,6 +152,11 @@ func (c *Client) transportError(err error) error {
 			message: fmt.Sprintf("permission denied on %s: the switchyard API is root-only; run this as root (e.g. with sudo)", c.socket),
 			cause:   err,
 		}
+	case errors.Is(err, context.DeadlineExceeded) && method != http.MethodGet:
+		// The daemon carries out a request its control loop has taken
+		// even when the client stops waiting: a drain or reload may have
+		// happened.
+		return fmt.Errorf("switchyard at %s did not answer in time (use --timeout to wait longer); it may still have carried out the request: `switchyard status` shows whether it did: %w", c.socket, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("switchyard at %s did not answer in time (use --timeout to wait longer): %w", c.socket, err)
 	}

@@ -248,6 +248,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	v, err := rt.handle(r)
+	if err != nil && r.Context().Err() != nil {
+		// The client hung up (its --timeout ran out): nobody reads an
+		// answer, and the service's error is only that it stopped
+		// waiting, not that the request failed. A drain or reload the
+		// control loop had taken is carried out all the same.
+		s.log.Warn("api client gave up before the answer; a change it asked for may still have been made",
+			"method", r.Method, "path", r.URL.Path, "error", err)
+		return
+	}
 	if err != nil {
 		status := statusOf(err)
 		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {

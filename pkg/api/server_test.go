@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,6 +33,8 @@ type fakeService struct {
 	calls []string
 	// statusHook, if set, runs in Status before it returns.
 	statusHook func(ctx context.Context)
+	// reloadHook, if set, runs in Reload; its error is Reload's.
+	reloadHook func(ctx context.Context) error
 }
 
 func (f *fakeService) record(format string, args ...any) {
@@ -64,8 +67,11 @@ func (f *fakeService) Drain(_ context.Context, backend string, drain bool) (Drai
 	return DrainResponse{Matched: []string{"web/" + backend}}, f.err
 }
 
-func (f *fakeService) Reload(context.Context) (ReloadResponse, error) {
+func (f *fakeService) Reload(ctx context.Context) (ReloadResponse, error) {
 	f.record("reload")
+	if f.reloadHook != nil {
+		return ReloadResponse{}, f.reloadHook(ctx)
+	}
 	return ReloadResponse{Generation: 5, Changed: []string{"vip web: backend web-3 added"}}, f.err
 }
 
@@ -391,7 +397,7 @@ func TestClientNoDaemon(t *testing.T) {
 func TestClientPermissionDenied(t *testing.T) {
 	// Root may connect to any socket, so build the error a user gets.
 	c := NewClient("/run/switchyard/switchyard.sock")
-	err := c.transportError(&url.Error{Op: "Get", URL: "http://switchyard/v1/status", Err: &net.OpError{
+	err := c.transportError(http.MethodGet, &url.Error{Op: "Get", URL: "http://switchyard/v1/status", Err: &net.OpError{
 		Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.EACCES),
 	}})
 	if !errors.Is(err, fs.ErrPermission) || errors.Is(err, ErrNoDaemon) {
@@ -409,6 +415,66 @@ func TestClientTimeout(t *testing.T) {
 	_, err := NewClient(socket).Status(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "did not answer in time") {
 		t.Errorf("got %v, want a deadline error saying the daemon did not answer", err)
+	}
+	if strings.Contains(err.Error(), "may still") {
+		t.Errorf("got %v: a status request changes nothing", err)
+	}
+}
+
+// syncBuffer is a log destination the server's goroutines and the test
+// share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A change the client stops waiting for may still be made (the control
+// loop carries out what it took): the client says so and where to look,
+// and the daemon does not log it as a failed request.
+func TestClientGivesUpOnAChange(t *testing.T) {
+	var logs syncBuffer
+	svc := &fakeService{reloadHook: func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}}
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	s, err := NewServer(ServerConfig{Socket: socket, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err = NewClient(socket).Reload(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "may still have carried out the request: `switchyard status` shows whether it did") {
+		t.Errorf("got %v, want a deadline error saying the reload may still happen", err)
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "api client gave up before the answer") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not log the client giving up:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if out := logs.String(); strings.Contains(out, "level=ERROR") || strings.Contains(out, "status=500") {
+		t.Errorf("a request its client gave up on is logged as a failure:\n%s", out)
 	}
 }
 
