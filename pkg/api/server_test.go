@@ -538,3 +538,57 @@ func TestClientClosesItsConnection(t *testing.T) {
 		t.Errorf("after the answer the connection gave %v, want EOF: the client kept it open", err)
 	}
 }
+
+// serveForeign serves h on a unix socket: another program, or a proxy, in
+// the daemon's place.
+func serveForeign(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "foreign.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	return socket
+}
+
+// Answers that are not the daemon's JSON still give the user the status
+// and text they carried, and the sentinel of the status.
+func TestClientForeignAnswers(t *testing.T) {
+	socket := serveForeign(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/status":
+			http.Error(w, "upstream gone", http.StatusBadGateway)
+		case "/v1/flows":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"flows": [`)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	c := NewClient(socket)
+	_, err := c.Status(t.Context())
+	if err == nil || err.Error() != "502 Bad Gateway: upstream gone" {
+		t.Errorf("status: got %v, want the proxy's status and text", err)
+	}
+	for _, s := range []error{ErrNotFound, ErrBadRequest, ErrRejected, ErrNoDaemon} {
+		if errors.Is(err, s) {
+			t.Errorf("status: %v matches %v", err, s)
+		}
+	}
+	if _, err := c.Reload(t.Context()); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "404 Not Found: 404 page not found") {
+		t.Errorf("reload: got %v, want ErrNotFound with the text", err)
+	}
+	if _, err := c.Flows(t.Context(), "", 0); err == nil || !strings.Contains(err.Error(), "read the answer of switchyard at "+socket) {
+		t.Errorf("flows: got %v, want an error naming the socket whose answer was cut short", err)
+	}
+}
