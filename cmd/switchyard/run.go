@@ -29,6 +29,12 @@ func runRun(args []string) error {
 	// lets it finish (pins complete) and then returns at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A SIGHUP's default action ends the process: caught from here on, one
+	// that comes during start-up (an upgrade's table copy takes a moment)
+	// waits and reloads once the daemon runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	log, err := newLogger(*level)
 	if err != nil {
@@ -97,8 +103,6 @@ func runRun(args []string) error {
 		log.Info("metrics", "url", "http://"+ms.Addr().String()+"/metrics")
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
 			if _, err := bal.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {

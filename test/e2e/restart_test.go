@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +101,57 @@ func TestRestartAndUpgradeKeepConnections(t *testing.T) {
 		spread(t, ctx, lab, web, 30)
 		checkStreams(t, streams)
 	})
+
+	// A SIGHUP while the daemon starts (after it attached, before it
+	// serves) is kept for when it runs: it reloads then, where before it
+	// was caught only once everything had started, and killed the daemon.
+	t.Run("SIGHUPDuringStartup", func(t *testing.T) {
+		old := lab.Daemon(1)
+		if err := lab.StopDaemon(1); err != nil {
+			t.Fatalf("daemon stop: %v", err)
+		}
+		fi, err := os.Stat(old.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan error, 1)
+		go func() { started <- lab.StartDaemon(ctx, 1) }()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if p := lab.Daemon(1); p != nil && p != old && logAfter(t, old.Log, fi.Size(), "reused the pinned datapath") {
+				if err := p.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the restarted daemon did not log attaching within 30 s:\n%s", old.Tail(20))
+			}
+			time.Sleep(time.Millisecond) // a poll's interval: the window is a few milliseconds
+		}
+		if err := <-started; err != nil {
+			t.Fatalf("daemon after a SIGHUP during start-up: %v", err)
+		}
+		for !logAfter(t, old.Log, fi.Size(), "configuration reloaded") {
+			if !lab.Daemon(1).Running() || time.Now().After(deadline) {
+				t.Fatalf("the SIGHUP during start-up brought no reload:\n%s", lab.Daemon(1).Tail(20))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		flowing(t, ctx, "after a SIGHUP during start-up", streams)
+		checkStreams(t, streams)
+	})
+}
+
+// logAfter tells whether the log file at path holds s after its first
+// offset bytes.
+func logAfter(t *testing.T, path string, offset int64, s string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(b)) > offset && strings.Contains(string(b[offset:]), s)
 }
 
 // checkStreams fails t for every stream that broke or stalled for more
