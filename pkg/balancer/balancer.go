@@ -92,6 +92,8 @@ type Balancer struct {
 	transitions chan health.Transition
 	dialer      health.Dialer
 	requests    chan func()
+	stopped     chan struct{} // closed when Run returns: requests fail at once
+	stopOnce    sync.Once
 	netEvents   chan struct{}
 	rates       map[uint32]rateSample
 	drainFile   string
@@ -126,6 +128,7 @@ func New(cfg Config) (*Balancer, error) {
 		transitions: make(chan health.Transition, 64),
 		dialer:      cfg.HealthDialer,
 		requests:    make(chan func()),
+		stopped:     make(chan struct{}),
 		netEvents:   make(chan struct{}, 1),
 		rates:       map[uint32]rateSample{},
 		drainFile:   cfg.DrainFile,
@@ -186,6 +189,7 @@ func (b *Balancer) adopt() error {
 // Run runs the control loop until ctx ends.
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.health.Close()
+	defer b.stopOnce.Do(func() { close(b.stopped) })
 	ifi, err := readIface(b.cfg.Datapath.Interface)
 	if err != nil {
 		return err
@@ -247,11 +251,19 @@ func (b *Balancer) drainTransitions() {
 	}
 }
 
-// do runs fn on the control loop and waits for it.
+// ErrStopped is what requests get once the control loop has stopped (the
+// daemon is shutting down).
+var ErrStopped = errors.New("switchyard is shutting down: its control loop has stopped")
+
+// do runs fn on the control loop and waits for it; ErrStopped once Run has
+// returned, where the request would wait for its deadline (and hold up the
+// API server's shutdown).
 func (b *Balancer) do(ctx context.Context, fn func()) error {
 	done := make(chan struct{})
 	select {
 	case b.requests <- func() { fn(); close(done) }:
+	case <-b.stopped:
+		return ErrStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}

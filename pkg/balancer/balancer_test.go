@@ -59,6 +59,7 @@ type rig struct {
 	dp   *datapath.Balancer
 	b    *Balancer
 	ctx  context.Context
+	stop func() // ends Run and waits for it
 }
 
 func newRig(t testing.TB, yaml string, opts datapath.Options) *rig {
@@ -99,7 +100,8 @@ func newWrappedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.b.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r.stop = func() { cancel(); <-done }
+	t.Cleanup(r.stop)
 	r.ctx = ctx
 	return r
 }
@@ -714,5 +716,28 @@ func TestFailedPublishIsRetried(t *testing.T) {
 	}
 	if s := r.slots("web"); s["10.2.2.2"] == 0 {
 		t.Errorf("be2 was undrained, its publish failed, and the next rebuild (for dns) left it out of web")
+	}
+}
+
+// TestRequestsAfterStopFailAtOnce stops the control loop and sends it
+// requests: each fails at once with ErrStopped. Before, a request waited
+// for a loop that would never take it until its own deadline, and held up
+// the API server's shutdown that long.
+func TestRequestsAfterStopFailAtOnce(t *testing.T) {
+	r := newRig(t, failoverConfig(1, 2), datapath.Options{})
+	if _, err := r.b.Status(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.b.Status(ctx); !errors.Is(err, ErrStopped) {
+		t.Errorf("status after Run returned: %v, want ErrStopped", err)
+	}
+	if _, err := r.b.Reload(ctx); !errors.Is(err, ErrStopped) {
+		t.Errorf("reload after Run returned: %v, want ErrStopped", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("the requests waited for their deadline")
 	}
 }
