@@ -139,6 +139,10 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"drain", "--socket", sock}, 2, "usage: switchyard drain"},
 		{[]string{"status", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"bogus"}, 2, `unknown command "bogus"`},
+		{[]string{}, 2, "usage: switchyard COMMAND"},
+		{[]string{"help"}, 0, "usage: switchyard COMMAND"},
+		{[]string{"-h"}, 0, "`switchyard COMMAND -h` shows a command's flags"},
+		{[]string{"status", "-h"}, 0, "-socket"},
 	} {
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, os.Args[0], tc.args...)
