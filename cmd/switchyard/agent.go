@@ -21,6 +21,13 @@ func runAgent(args []string) error {
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
+	// Signals from here on end the agent cleanly: one that arrives while
+	// Start is changing the host lets Start finish, and the agent then
+	// stops at once and undoes it all. Killed mid-start, the agent would
+	// leave sysctls, VIPs and pins that its next run takes for the admin's
+	// and never undoes.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 
 	log, err := newLogger(*level)
 	if err != nil {
@@ -58,8 +65,6 @@ func runAgent(args []string) error {
 		}
 		defer ms.Close()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	log.Info("agent running", "interface", cfg.Interface, "vips", cfg.VIPs)
 	<-ctx.Done()
 	return nil
