@@ -263,6 +263,44 @@ func TestRPFilterOnlyRelaxedFromStrict(t *testing.T) {
 	}
 }
 
+// TestARPIgnoreStricterKept: arp_ignore 2 and 8 answer no ARP for a VIP on
+// lo either, and are stricter than the 1 the agent sets: an admin's choice
+// of them stays (the kernel applies the larger of "all" and the device's).
+// 3 and the reserved values answer for the VIP and are replaced. Stop puts
+// back what it replaced.
+func TestARPIgnoreStricterKept(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		all, dev         string // before Start
+		wantAll, wantDev string // while running
+	}{
+		{all: "2", dev: "8", wantAll: "2", wantDev: "8"},
+		{all: "8", dev: "0", wantAll: "8", wantDev: "1"},
+		{all: "3", dev: "2", wantAll: "1", wantDev: "2"},
+		{all: "0", dev: "5", wantAll: "1", wantDev: "1"},
+	} {
+		t.Run("all="+tc.all+",eth0="+tc.dev, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			setSysctl(t, topo, be, "net.ipv4.conf.all.arp_ignore", tc.all)
+			setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_ignore", tc.dev)
+			before := snapshot(t, topo, be)
+			a := startAgent(t, topo, be, testConfig(topo))
+			if got := sysctlValue(t, topo, be, "net.ipv4.conf.all.arp_ignore"); got != tc.wantAll {
+				t.Errorf("all.arp_ignore = %s while running, want %s", got, tc.wantAll)
+			}
+			if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.arp_ignore"); got != tc.wantDev {
+				t.Errorf("eth0.arp_ignore = %s while running, want %s", got, tc.wantDev)
+			}
+			if err := a.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			requireSame(t, before, snapshot(t, topo, be))
+		})
+	}
+}
+
 // TestVIPAlreadyOnLoSurvivesStop: a VIP somebody else put on lo is not the
 // agent's to remove. Stop runs outside the backend's namespace, as a
 // signal handler's goroutine would, and still cleans up the right one.

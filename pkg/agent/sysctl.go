@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -19,21 +20,28 @@ type sysctlRule struct {
 	// onlyFrom, if set, is the only current value that is changed: the rule
 	// relaxes a setting without overriding any other choice of the admin.
 	onlyFrom string
+	// keep are current values other than want that serve as well (stricter
+	// choices of the admin): they are left as they are.
+	keep []string
 }
 
 // dsrSysctls are the settings for direct server return on iface. The VIPs
 // live on lo, so the host must not answer ARP for them on its NIC
 // (arp_ignore=1) nor use them as the source of its own ARP requests
 // (arp_announce=2); the kernel applies the larger of "all" and the device's
-// value, so both are set. The decapsulated packet arrives on iface with the
-// client's source address: loose reverse-path filtering accepts it whatever
-// the routing, so strict filtering is relaxed to loose.
+// value, so both are set. arp_ignore 2 (only to senders in the address's
+// subnet) and 8 (never) answer no ARP for a VIP on lo either, and are
+// stricter than 1: an admin's 2 or 8 stays. 0, 3 (any non-host-scope
+// address, a VIP on lo included) and the reserved 4-7 answer for the VIP.
+// The decapsulated packet arrives on iface with the client's source
+// address: loose reverse-path filtering accepts it whatever the routing,
+// so strict filtering is relaxed to loose.
 func dsrSysctls(iface string) []sysctlRule {
 	conf := func(dev, key string) string { return filepath.Join("net/ipv4/conf", dev, key) }
 	return []sysctlRule{
-		{path: conf("all", "arp_ignore"), want: "1"},
+		{path: conf("all", "arp_ignore"), want: "1", keep: []string{"2", "8"}},
 		{path: conf("all", "arp_announce"), want: "2"},
-		{path: conf(iface, "arp_ignore"), want: "1"},
+		{path: conf(iface, "arp_ignore"), want: "1", keep: []string{"2", "8"}},
 		{path: conf(iface, "arp_announce"), want: "2"},
 		{path: conf("all", "rp_filter"), want: "2", onlyFrom: "1"},
 		{path: conf(iface, "rp_filter"), want: "2", onlyFrom: "1"},
@@ -81,7 +89,7 @@ func applySysctl(r sysctlRule) (*sysctl, error) {
 		f.Close()
 		return nil, fmt.Errorf("read sysctl %s: %w", name, err)
 	}
-	if old == r.want || (r.onlyFrom != "" && old != r.onlyFrom) {
+	if old == r.want || slices.Contains(r.keep, old) || (r.onlyFrom != "" && old != r.onlyFrom) {
 		f.Close()
 		return nil, nil
 	}
