@@ -413,3 +413,157 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// gate scripts the checks of a gateChecker: each check hands the test its
+// context on started, then returns what the test sends on results (or its
+// context's error).
+type gate struct {
+	started chan context.Context
+	results chan error
+}
+
+func newGate() *gate {
+	return &gate{started: make(chan context.Context), results: make(chan error)}
+}
+
+// gateChecker is a scripted Checker that Set can compare: two holding the
+// same gate are DeepEqual, so a target passed again unchanged keeps running.
+type gateChecker struct{ g *gate }
+
+func (c gateChecker) Check(ctx context.Context) error {
+	select {
+	case c.g.started <- ctx:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.g.results:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// next waits for the next check to start and returns its context.
+func (g *gate) next(t *testing.T) context.Context {
+	t.Helper()
+	select {
+	case ctx := <-g.started:
+		return ctx
+	case <-time.After(deadline):
+		t.Fatalf("no check started within %s", deadline)
+		return nil
+	}
+}
+
+// TestSetRestartsOnAnyParameter: a reload that changes only a target's
+// interval, timeout, rise or fall restarts it with the new value in force;
+// one that changes nothing leaves it running with its counts. Interval and
+// Timeout are an hour, so every check after the first is one the test
+// caused.
+func TestSetRestartsOnAnyParameter(t *testing.T) {
+	base := func(g *gate) Target {
+		return Target{Key: "a", Checker: gateChecker{g}, Interval: time.Hour, Timeout: time.Hour, Rise: 2, Fall: 3}
+	}
+	for _, tc := range []struct {
+		name string
+		// down makes the first check's failure take the target down.
+		down   bool
+		change func(*Target)
+		// then runs the first check of the restarted target and checks
+		// that the new value is the one in force.
+		then func(t *testing.T, m *Monitor, ch <-chan Transition, g *gate, ctx context.Context)
+	}{
+		{name: "interval", change: func(tg *Target) { tg.Interval = 2 * time.Hour }},
+		{name: "timeout", change: func(tg *Target) { tg.Timeout = time.Minute },
+			then: func(t *testing.T, _ *Monitor, _ <-chan Transition, _ *gate, ctx context.Context) {
+				if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > time.Minute {
+					t.Errorf("check deadline %v, want at most the new timeout of 1m from now", dl)
+				}
+			}},
+		{name: "fall", change: func(tg *Target) { tg.Fall = 1 },
+			then: func(t *testing.T, _ *Monitor, ch <-chan Transition, g *gate, _ context.Context) {
+				g.results <- errors.New("scripted failure")
+				if tr := waitTransition(t, ch, "a", false); !strings.Contains(tr.Reason, "1 consecutive failed checks") {
+					t.Errorf("reason %q, want the new fall of 1", tr.Reason)
+				}
+			}},
+		{name: "rise", down: true, change: func(tg *Target) { tg.Rise = 1 },
+			then: func(t *testing.T, _ *Monitor, ch <-chan Transition, g *gate, _ context.Context) {
+				g.results <- nil
+				if tr := waitTransition(t, ch, "a", true); tr.Reason != "1 consecutive successful checks" {
+					t.Errorf("reason %q, want the new rise of 1", tr.Reason)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, ch := newMonitor(t, true)
+			g := newGate()
+			orig := base(g)
+			if tc.down {
+				orig.Fall = 1
+			}
+			if err := m.Set([]Target{orig}); err != nil {
+				t.Fatal(err)
+			}
+			g.next(t)
+			g.results <- errors.New("scripted failure")
+			poll(t, "the failure to count", func() bool { return mustState(t, m, "a").Failures == 1 })
+			if tc.down {
+				waitTransition(t, ch, "a", false)
+			}
+
+			// Passed again unchanged (a reload of the same file): running
+			// on, its count kept.
+			same := orig
+			same.Checker = gateChecker{g}
+			if err := m.Set([]Target{same}); err != nil {
+				t.Fatal(err)
+			}
+			if st := mustState(t, m, "a"); st.Failures != 1 {
+				t.Fatalf("unchanged target after Set = %+v, want its failure still counted", st)
+			}
+
+			changed := orig
+			tc.change(&changed)
+			if err := m.Set([]Target{changed}); err != nil {
+				t.Fatal(err)
+			}
+			if st := mustState(t, m, "a"); st.Failures != 0 || st.Healthy == tc.down {
+				t.Fatalf("target after its %s changed = %+v, want it restarted: health kept, counts from 0", tc.name, st)
+			}
+			ctx := g.next(t) // the restarted target checks at once
+			if tc.then != nil {
+				tc.then(t, m, ch, g, ctx)
+			}
+		})
+	}
+}
+
+// TestChecksSpacedByInterval: a target is checked once per Interval, not
+// more often: the k-th check (from 0) starts no earlier than k intervals
+// after Set.
+func TestChecksSpacedByInterval(t *testing.T) {
+	const every = 50 * time.Millisecond
+	m, _ := newMonitor(t, true)
+	var mu sync.Mutex
+	var starts []time.Time
+	check := checkerFunc(func(context.Context) error {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		return nil
+	})
+	t0 := time.Now()
+	if err := m.Set([]Target{{Key: "k", Checker: check, Interval: every, Timeout: every / 2, Rise: 1, Fall: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "4 checks", func() bool { mu.Lock(); defer mu.Unlock(); return len(starts) >= 4 })
+	mu.Lock()
+	defer mu.Unlock()
+	for k, s := range starts[:4] {
+		if earliest := t0.Add(time.Duration(k) * every); s.Before(earliest) {
+			t.Errorf("check %d started %s after Set, want at least %s", k, s.Sub(t0), time.Duration(k)*every)
+		}
+	}
+}
