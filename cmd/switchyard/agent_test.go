@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,29 +20,9 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
-
-// helperEnv makes the test binary run `switchyard <command>` instead of the
-// tests, so that a test can send the command signals.
-const helperEnv = "SWITCHYARD_TEST_COMMAND"
-
-func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		for _, c := range commands {
-			if c.name == name {
-				if err := c.run(os.Args[1:]); err != nil {
-					fmt.Fprintf(os.Stderr, "switchyard %s: %v\n", name, err)
-					os.Exit(1)
-				}
-				os.Exit(0)
-			}
-		}
-		fmt.Fprintf(os.Stderr, "%s=%s: no such command\n", helperEnv, name)
-		os.Exit(2)
-	}
-	os.Exit(m.Run())
-}
 
 // agentHostState is what `switchyard agent` changes on a backend.
 type agentHostState struct {
@@ -117,6 +100,42 @@ func fullPipe(t *testing.T) (r, w *os.File) {
 	return r, w
 }
 
+// agentSetup builds a topology for `switchyard agent` on backend 1 and
+// writes its config, with metrics set as given (a YAML flow mapping).
+func agentSetup(t *testing.T, metrics string) (topo *topology.Topology, be, pinDir, cfgPath string) {
+	t.Helper()
+	topo = topology.NewForTest(t, topology.Config{Prefix: "syHag", Balancers: 1, Backends: 1})
+	be = topo.Backend(1)
+	pinDir = filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
+	t.Cleanup(func() {
+		if err := datapath.RemoveDecap(pinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	cfgPath = filepath.Join(t.TempDir(), "agent.yaml")
+	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nvips: [10.100.0.1, \"fd00:100::1\"]\npin_dir: %s\nmetrics: %s\n",
+		topology.EthName, pinDir, metrics)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return topo, be, pinDir, cfgPath
+}
+
+// agentCommand returns `switchyard agent --config cfgPath args...` run by
+// the test binary inside node.
+func agentCommand(t *testing.T, topo *topology.Topology, node, cfgPath string, args ...string) *exec.Cmd {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel) // kills the agent if the test ends before it exits
+	cmd := topo.Command(ctx, node, self, append([]string{"agent", "--config", cfgPath}, args...)...)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	return cmd
+}
+
 // TestAgentSignalDuringStart: a SIGTERM that arrives while the agent is
 // still starting (after it has begun to change the host) lets the start
 // finish and then shuts down cleanly, leaving the host as it was. Killed
@@ -127,31 +146,11 @@ func fullPipe(t *testing.T) (r, w *os.File) {
 // is full until the test reads it.
 func TestAgentSignalDuringStart(t *testing.T) {
 	t.Parallel()
-	topo := topology.NewForTest(t, topology.Config{Prefix: "syHag", Balancers: 1, Backends: 1})
-	be := topo.Backend(1)
-	pinDir := filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
-	t.Cleanup(func() {
-		if err := datapath.RemoveDecap(pinDir); err != nil {
-			t.Errorf("cleanup: remove pins: %v", err)
-		}
-	})
-	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
-	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nvips: [10.100.0.1, \"fd00:100::1\"]\npin_dir: %s\nmetrics: {listen: \"\"}\n",
-		topology.EthName, pinDir)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
 	before := agentState(t, topo, be, pinDir)
 
 	r, w := fullPipe(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := topo.Command(ctx, be, self, "--config", cfgPath, "--log-level", "info")
-	cmd.Env = append(os.Environ(), helperEnv+"=agent")
+	cmd := agentCommand(t, topo, be, cfgPath)
 	cmd.Stderr = w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -185,22 +184,126 @@ func TestAgentSignalDuringStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	drain()
+	err := waitExit(t, cmd, exited)
+	<-drained
+	requireCleanStop(t, err, strings.TrimLeft(stderr.String(), "#"))
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
+
+// waitExit waits for the agent to exit after a signal, killing it (by its
+// PID) if it does not.
+func waitExit(t *testing.T, cmd *exec.Cmd, exited <-chan error) error {
+	t.Helper()
 	select {
-	case err = <-exited:
+	case err := <-exited:
+		return err
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
+		<-exited
 		t.Fatal("agent did not exit within 10 s of SIGTERM")
+		return nil
 	}
-	<-drained
-	log := strings.TrimLeft(stderr.String(), "#")
-	if err != nil {
-		t.Errorf("agent exited with %v, want a clean stop; its log:\n%s", err, log)
+}
+
+func requireCleanStop(t *testing.T, exitErr error, log string) {
+	t.Helper()
+	if exitErr != nil {
+		t.Errorf("agent exited with %v, want a clean stop; its log:\n%s", exitErr, log)
 	}
-	if !strings.Contains(log, "agent stopped") {
-		t.Errorf("agent log does not say it stopped:\n%s", log)
+	if !strings.Contains(log, "agent stopped; decap detached, VIPs and sysctls restored") {
+		t.Errorf("agent log does not say it stopped cleanly:\n%s", log)
 	}
-	if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, before.sysctls) ||
-		!slices.Equal(after.lo, before.lo) || after.xdp != before.xdp || after.pinned != before.pinned {
+}
+
+func requireAgentState(t *testing.T, after, before agentHostState) {
+	t.Helper()
+	if !slices.Equal(after.sysctls, before.sysctls) || !slices.Equal(after.lo, before.lo) ||
+		after.xdp != before.xdp || after.pinned != before.pinned {
 		t.Errorf("host after the agent stopped: %+v\nwas %+v", after, before)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a command's output goroutine and the
+// test may use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestAgentCommand: `switchyard agent` attaches the decap program in the
+// mode --attach-mode asks, puts the VIPs on lo, serves its metrics on
+// metrics.listen, and on SIGTERM stops and leaves the host as it was.
+func TestAgentCommand(t *testing.T) {
+	t.Parallel()
+	const metricsAddr = "127.0.0.1:9302" // in the backend's own namespace
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: "`+metricsAddr+`"}`)
+	before := agentState(t, topo, be, pinDir)
+
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	// The metrics server starts after Start: once it answers, the agent runs.
+	client := topo.HTTPClient(be)
+	client.Timeout = time.Second
+	var metrics string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			t.Fatalf("agent exited: %v\n%s", err, stderr.String())
+		default:
+		}
+		if resp, err := client.Get("http://" + metricsAddr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				metrics = string(b)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics on %s within 10 s; agent log:\n%s", metricsAddr, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(metrics, "\nswitchyard_agent_vips 2\n") {
+		t.Errorf("metrics do not count the 2 VIPs:\n%s", metrics)
+	}
+	eth, err := topo.Link(be, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := eth.Attrs().Xdp; x == nil || !x.Attached || x.AttachMode != nl.XDP_ATTACHED_SKB {
+		t.Errorf("eth0 XDP %+v, want the decap program in generic mode (--attach-mode generic)", x)
+	}
+	running := agentState(t, topo, be, pinDir)
+	for _, vip := range []string{"10.100.0.1/32", "fd00:100::1/128"} {
+		if !slices.Contains(running.lo, vip) {
+			t.Errorf("VIP %s not on lo: %v", vip, running.lo)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
