@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +106,42 @@ func TestDecapDeliversToVIP(t *testing.T) {
 	}
 	if got := gather(t, reg); len(got) != 0 {
 		t.Errorf("metrics of a stopped agent: %v, want none", got)
+	}
+}
+
+// TestGUEPortConfigured: the agent decapsulates GUE on the configured
+// gue_port and passes UDP to any other port, the default 6080 included, to
+// the stack untouched.
+func TestGUEPortConfigured(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	c.GUEPort = 7777
+	startAgent(t, topo, be, c)
+
+	vip := listenUDP(t, topo, be, netip.AddrPortFrom(vip4, 5353))
+	gue := packetCase{name: "GUE on the configured port", outerSrc: topology.BalancerIPv4(1), outerDst: topology.BackendIPv4(1),
+		guePort: 7777, innerSrc: netip.AddrPortFrom(topology.ClientIPv4, 40001), innerDst: netip.AddrPortFrom(vip4, 5353)}
+	sendFrame(t, topo, buildFrame(t, topo, gue))
+	expectDatagram(t, vip, gue)
+
+	// On the default port, now an ordinary UDP port: the stack delivers
+	// the datagram whole to whoever listens there.
+	plain := listenUDP(t, topo, be, netip.AddrPortFrom(topology.BackendIPv4(1), config.DefaultGUEPort))
+	other := gue
+	other.name, other.guePort = "GUE on the default port", config.DefaultGUEPort
+	sendFrame(t, topo, buildFrame(t, topo, other))
+	if err := plain.SetReadDeadline(time.Now().Add(testTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	n, _, err := plain.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no datagram on the default GUE port %d, which is not the configured one: %v", config.DefaultGUEPort, err)
+	}
+	if !strings.HasSuffix(string(buf[:n]), other.name) {
+		t.Errorf("datagram on port %d is %q, want the GUE packet whole", config.DefaultGUEPort, buf[:n])
 	}
 }
 
