@@ -143,23 +143,14 @@ func (s *Server) Start() error {
 	if err := s.removeStale(); err != nil {
 		return err
 	}
-	ln, err := net.Listen("unix", s.socket)
+	ln, err := listenPrivate(s.socket)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.socket, err)
+		return err
 	}
-	// Close removes the file itself, and only if it is still ours.
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	// Until the chmod the socket has the mode the umask gives; connecting
-	// needs write permission, which the usual umask 022 gives no one else.
-	err = os.Chmod(s.socket, 0o600)
-	var fi os.FileInfo
-	if err == nil {
-		fi, err = os.Lstat(s.socket)
-	}
+	fi, err := os.Lstat(s.socket)
 	if err != nil {
 		ln.Close()
-		os.Remove(s.socket)
-		return fmt.Errorf("restrict the api socket to its owner: %w", err)
+		return fmt.Errorf("check the api socket: %w", err)
 	}
 	s.started, s.sock = true, fi
 	s.http = &http.Server{
@@ -174,6 +165,41 @@ func (s *Server) Start() error {
 		}
 	})
 	return nil
+}
+
+// listenPrivate listens on a unix socket at path that only its owner can
+// connect to from the moment it exists there. A socket is created with the
+// mode the umask leaves (with umask 0 or 002, writable, so connectable, by
+// others) until a chmod: it is bound in a fresh directory only the owner
+// can enter, restricted to 0600, and then renamed into place. If the
+// temporary path would be too long for a socket, it is bound in place and
+// restricted at once.
+func listenPrivate(path string) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".sy")
+	if err != nil {
+		return nil, fmt.Errorf("create a private directory beside the api socket: %w", err)
+	}
+	defer os.Remove(dir)
+	tmp := filepath.Join(dir, "s")
+	if len(tmp) > maxSocketPath {
+		tmp = path
+	}
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	// Close removes the file itself, and only if it is still ours.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	err = os.Chmod(tmp, 0o600)
+	if err == nil && tmp != path {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("restrict the api socket to its owner: %w", err)
+	}
+	return ln, nil
 }
 
 // removeStale removes a socket file nothing answers on.

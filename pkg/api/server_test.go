@@ -20,6 +20,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 var fixedNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -590,5 +593,110 @@ func TestClientForeignAnswers(t *testing.T) {
 	}
 	if _, err := c.Flows(t.Context(), "", 0); err == nil || !strings.Contains(err.Error(), "read the answer of switchyard at "+socket) {
 		t.Errorf("flows: got %v, want an error naming the socket whose answer was cut short", err)
+	}
+}
+
+// TestSocketAppearsRestricted watches the socket's directory while the
+// server starts, with a umask that would leave a new socket open to
+// everyone: the socket must arrive under its name already restricted to
+// its owner (renamed into place), never be created there and then
+// restricted, which leaves a moment in which anyone may connect. No
+// temporary directory is left behind.
+func TestSocketAppearsRestricted(t *testing.T) {
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "sy.sock")
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		t.Fatal(err)
+	}
+	old := unix.Umask(0)
+	s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err == nil {
+		err = s.Start()
+	}
+	unix.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		t.Fatalf("no events in the socket's directory: %v", err)
+	}
+	var moved bool
+	for off := 0; off < n; {
+		ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+		name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(ev.Len)]), "\x00")
+		off += unix.SizeofInotifyEvent + int(ev.Len)
+		if name != "sy.sock" {
+			continue
+		}
+		if ev.Mask&unix.IN_CREATE != 0 {
+			t.Error("the socket was created under its name, and restricted only after")
+		}
+		moved = moved || ev.Mask&unix.IN_MOVED_TO != 0
+	}
+	if !moved {
+		t.Error("the socket was not renamed into place")
+	}
+	fi, err := os.Lstat(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, want a socket of mode 0600", fi.Mode())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Errorf("the socket's directory holds %v, want the socket alone", entries)
+	}
+	// And it serves.
+	if _, err := NewClient(socket).Status(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSocketAtTheLengthLimit starts a server on a socket path of the
+// longest length a unix socket takes, in a directory so long that a path
+// in a private directory inside it would be too long: the socket is bound
+// in place, restricted, and serves.
+func TestSocketAtTheLengthLimit(t *testing.T) {
+	// A long directory: the private one in it, and its socket, would be
+	// longer than the limit.
+	dir := t.TempDir()
+	dir = filepath.Join(dir, strings.Repeat("d", maxSocketPath-len(dir)-len("/s.sock")-1))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "s.sock")
+	if len(socket) != maxSocketPath {
+		t.Fatalf("socket path of %d bytes, want %d", len(socket), maxSocketPath)
+	}
+	s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	fi, err := os.Lstat(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, want 0600", fi.Mode())
+	}
+	if _, err := NewClient(socket).Status(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }
