@@ -307,3 +307,47 @@ func TestAgentCommand(t *testing.T) {
 	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
+
+// TestAgentAttachModeHint: when the NIC's driver has no native XDP, the
+// agent's error says how to choose another mode for the agent (its
+// --attach-mode flag), not the balancer's datapath.attach_mode, which an
+// agent config refuses as an unknown field.
+func TestAgentAttachModeHint(t *testing.T) {
+	t.Parallel()
+	topo := topology.NewForTest(t, topology.Config{Prefix: "syRam", Balancers: 1, Backends: 1})
+	be := topo.Backend(1)
+	// A bridge: no driver XDP, so a native attach fails.
+	const dev = "br0"
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		return h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: dev}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinDir := filepath.Join(datapath.BPFFSRoot, topo.Prefix(), dev)
+	t.Cleanup(func() {
+		if err := datapath.RemoveDecap(pinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nencap_addresses: [10.2.1.2]\nvips: [10.100.0.1]\npin_dir: %s\nmetrics: {listen: \"\"}\n", dev, pinDir)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "native")
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("agent on a device without native XDP: %v, want exit status 1; its log:\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	if !strings.Contains(log, "may not support native XDP") || !strings.Contains(log, "--attach-mode auto or generic") {
+		t.Errorf("agent error does not point at its --attach-mode flag:\n%s", log)
+	}
+	if strings.Contains(log, "datapath.attach_mode") {
+		t.Errorf("agent error names the balancer's datapath.attach_mode, which the agent has no such field for:\n%s", log)
+	}
+}

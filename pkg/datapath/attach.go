@@ -56,6 +56,37 @@ func (m AttachMode) String() string {
 // ErrNoInterface: the configured interface does not exist.
 var ErrNoInterface = errors.New("no such interface")
 
+// LookupInterface returns the interface called name in the caller's network
+// namespace, or an error wrapping ErrNoInterface that says how to find the
+// right name. A daemon calls it before it loads anything, so that a wrong
+// name leaves no pins behind.
+func LookupInterface(name string) (*net.Interface, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q: %w (check the name with `ip link`; inside a namespace, run switchyard in that namespace)", name, ErrNoInterface)
+	}
+	return ifc, nil
+}
+
+// attachHints are the fixes an attach error suggests: they differ between
+// the balancer, whose mode is datapath.attach_mode in its file, and the
+// agent, whose mode is a flag.
+type attachHints struct {
+	mode   string // how to choose another attach mode
+	remove string // how to remove a stale Switchyard attachment
+}
+
+var (
+	balancerHints = attachHints{
+		mode:   "set datapath.attach_mode to auto or generic",
+		remove: "run `switchyard remove`",
+	}
+	decapHints = attachHints{
+		mode:   "run the agent with --attach-mode auto or generic",
+		remove: "run `switchyard remove --agent`",
+	}
+)
+
 const linkPinName = "link"
 
 // AttachResult says what attachProgram did.
@@ -71,11 +102,11 @@ type AttachResult struct {
 // upgrade path) unless it runs in another mode than an explicit one
 // asked. It returns the link; the caller closes it (the pin keeps the
 // attachment alive).
-func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir string, log *slog.Logger) (link.Link, AttachResult, error) {
+func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir string, hints attachHints, log *slog.Logger) (link.Link, AttachResult, error) {
 	res := AttachResult{}
-	ifc, err := net.InterfaceByName(iface)
+	ifc, err := LookupInterface(iface)
 	if err != nil {
-		return nil, res, fmt.Errorf("interface %q: %w (check the name with `ip link`; inside a namespace, run switchyard in that namespace)", iface, ErrNoInterface)
+		return nil, res, err
 	}
 	if info, err := prog.Info(); err == nil {
 		res.NewTag = info.Tag
@@ -147,9 +178,9 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
-			return nil, res, fmt.Errorf("attach XDP to %s: another XDP program is already attached (not by this switchyard pin dir); remove it with `ip link set dev %s xdp off` or run `switchyard remove`: %w", iface, iface, err)
+			return nil, res, fmt.Errorf("attach XDP to %s: another XDP program is already attached (not by this switchyard pin dir); remove it with `ip link set dev %s xdp off` or %s: %w", iface, iface, hints.remove, err)
 		case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
-			return nil, res, fmt.Errorf("attach XDP to %s in %s mode: %w (the driver may not support native XDP; set datapath.attach_mode to auto or generic)", iface, res.Mode, err)
+			return nil, res, fmt.Errorf("attach XDP to %s in %s mode: %w (the driver may not support native XDP; %s)", iface, res.Mode, err, hints.mode)
 		}
 		return nil, res, fmt.Errorf("attach XDP to %s: %w", iface, err)
 	}

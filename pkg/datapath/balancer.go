@@ -318,7 +318,7 @@ func addVariant(prog *ebpf.ProgramSpec, v uint32) {
 // Attach attaches the program to iface, or swaps it into the link an earlier
 // run pinned (keeping established flows). Needs a PinDir to survive restarts.
 func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
-	l, res, err := attachProgram(b.objs.XdpBalancer, iface, mode, b.pinDir, b.log)
+	l, res, err := attachProgram(b.objs.XdpBalancer, iface, mode, b.pinDir, balancerHints, b.log)
 	if err != nil {
 		return res, err
 	}

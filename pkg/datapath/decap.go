@@ -37,7 +37,7 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 
 // Attach attaches (or hitlessly replaces) the decap program on iface.
 func (d *Decap) Attach(iface string, mode AttachMode) (AttachResult, error) {
-	l, res, err := attachProgram(d.objs.XdpDecap, iface, mode, d.pinDir, d.log)
+	l, res, err := attachProgram(d.objs.XdpDecap, iface, mode, d.pinDir, decapHints, d.log)
 	if err != nil {
 		return res, err
 	}
