@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
 )
 
 func TestParseInterspersed(t *testing.T) {
@@ -188,5 +191,42 @@ func TestClientFlagRanges(t *testing.T) {
 	// In range, they pass on to the request.
 	if err := runFlows([]string{"--socket", sock, "--limit", "1", "--timeout", "1ms"}); !errors.Is(err, api.ErrNoDaemon) {
 		t.Errorf("flows --limit 1 --timeout 1ms: %v, want ErrNoDaemon", err)
+	}
+}
+
+// A datapath.interface that names no interface is refused before anything
+// is loaded: loaded first, the datapath pinned its maps (64 MiB of
+// connection table at the default size) under a directory named for the
+// missing interface, and left them there after the error.
+func TestRunMissingInterfaceLeavesNoPins(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: run checks for root before the interface")
+	}
+	const iface = "syRnone0"
+	if _, err := net.InterfaceByName(iface); err == nil {
+		t.Fatalf("interface %s exists; this test needs a name that does not", iface)
+	}
+	pinDir := filepath.Join(datapath.BPFFSRoot, "syRif-"+strconv.Itoa(os.Getpid()), iface)
+	t.Cleanup(func() {
+		if _, err := os.Stat(pinDir); err == nil {
+			datapath.RemoveBalancer(pinDir)
+		}
+		os.Remove(filepath.Dir(pinDir))
+	})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "switchyard.yaml")
+	body := "node: {name: lb1}\n" +
+		"datapath: {interface: " + iface + ", pin_dir: " + pinDir + "}\n" +
+		"api: {socket: " + filepath.Join(dir, "sy.sock") + "}\n" +
+		"metrics: {listen: \"\"}\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := runRun([]string{"--config", cfg, "--log-level", "error"})
+	if !errors.Is(err, datapath.ErrNoInterface) || !strings.Contains(err.Error(), `interface "`+iface+`"`) {
+		t.Errorf("run on a missing interface: %v, want an error wrapping ErrNoInterface naming %q", err, iface)
+	}
+	if _, err := os.Stat(pinDir); err == nil {
+		t.Errorf("run on a missing interface left pins in %s", pinDir)
 	}
 }

@@ -55,6 +55,11 @@ func runRun(args []string) error {
 	if pinDir == "" {
 		pinDir = datapath.DefaultPinDir(cfg.Datapath.Interface)
 	}
+	// Before the load, which pins the maps: a mistyped interface must
+	// not leave a pin directory (and its connection table) behind.
+	if _, err := datapath.LookupInterface(cfg.Datapath.Interface); err != nil {
+		return err
+	}
 
 	dp, err := datapath.LoadBalancer(datapath.Options{
 		PinDir: pinDir, ConnTableSize: uint32(cfg.Datapath.ConnTableSize), Logger: log,
