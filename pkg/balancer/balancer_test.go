@@ -529,6 +529,20 @@ func TestInterfaceMTUAbove65535(t *testing.T) {
 	}
 }
 
+// lo frames packets in Ethernet with an all-zero MAC, which netlink
+// reports as no address at all: readIface must still give six bytes, or
+// the datapath refuses lo's settings as those of a device without
+// Ethernet framing (tun).
+func TestReadIfaceZeroMAC(t *testing.T) {
+	ifi, err := readIface("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ifi.MAC) != 6 {
+		t.Errorf("lo's MAC %q has %d bytes, want 6 (all zero)", ifi.MAC, len(ifi.MAC))
+	}
+}
+
 // manyVIPsConfig is baseConfig's VIPs followed by extra VIPs of one backend
 // each, on addresses of their own.
 func manyVIPsConfig(extra, backendsEach, tableSize int) string {

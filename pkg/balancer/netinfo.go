@@ -27,6 +27,12 @@ func readIface(name string) (ifaceInfo, error) {
 		return ifaceInfo{}, fmt.Errorf("interface %q: %w (check the name with `ip link`)", name, err)
 	}
 	info := ifaceInfo{Index: l.Attrs().Index, MAC: l.Attrs().HardwareAddr, MTU: l.Attrs().MTU}
+	// netlink reports an all-zero address (lo's) as none, like the missing
+	// one of a device without Ethernet framing (tun): the datapath refuses
+	// the latter, so give the former back its six bytes.
+	if len(info.MAC) == 0 && (l.Attrs().EncapType == "ether" || l.Attrs().EncapType == "loopback") {
+		info.MAC = make(net.HardwareAddr, 6)
+	}
 	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return info, fmt.Errorf("addresses of %s: %w", name, err)

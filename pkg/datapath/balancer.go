@@ -361,7 +361,7 @@ func RemoveBalancer(pinDir string) error { return removePinned(pinDir) }
 // Settings are the balancer-wide datapath parameters.
 type Settings struct {
 	NextHopMAC     net.HardwareAddr // router MAC; nil: not resolved, VIP traffic is dropped (counted)
-	SourceMAC      net.HardwareAddr // the interface's MAC
+	SourceMAC      net.HardwareAddr // the interface's MAC: 6 bytes, as only Ethernet is forwarded
 	MTU            uint16           // largest encapsulated L3 packet
 	GUEPort        uint16           // 0: IPIP / IPv6 encapsulation; else GUE on this UDP port
 	ICMPTooBig     bool             // answer over-MTU packets with "too big"
@@ -394,16 +394,21 @@ func (b *Balancer) SetSettings(s Settings) error {
 	if len(s.NextHopMAC) != 0 && len(s.NextHopMAC) != 6 {
 		return fmt.Errorf("datapath settings: next-hop MAC %s is not a 6-byte Ethernet address", s.NextHopMAC)
 	}
-	if len(s.SourceMAC) != 0 && len(s.SourceMAC) != 6 {
-		return fmt.Errorf("datapath settings: source MAC %s is not a 6-byte Ethernet address; XDP forwarding needs an Ethernet interface", s.SourceMAC)
+	// An interface without a MAC (tun, wireguard) frames packets without
+	// an Ethernet header, as one with a longer address (IPoIB) does: the
+	// program would rewrite bytes of the IP header as MACs.
+	if len(s.SourceMAC) != 6 {
+		mac := s.SourceMAC.String()
+		if mac == "" {
+			mac = "(none)"
+		}
+		return fmt.Errorf("datapath settings: source MAC %s is not a 6-byte Ethernet address; XDP forwarding needs an Ethernet interface", mac)
 	}
 	if len(s.NextHopMAC) == 6 {
 		copy(c.NhMac[:], s.NextHopMAC)
 		c.Flags |= uint32(balancerCfgFlagsCFG_F_NEXTHOP)
 	}
-	if len(s.SourceMAC) == 6 {
-		copy(c.SrcMac[:], s.SourceMAC)
-	}
+	copy(c.SrcMac[:], s.SourceMAC)
 	c.Mtu = s.MTU
 	if s.GUEPort != 0 {
 		c.GuePort = htons(s.GUEPort)

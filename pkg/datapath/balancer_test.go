@@ -433,6 +433,9 @@ func TestSettingsRefused(t *testing.T) {
 	longNextHop.NextHopMAC = net.HardwareAddr{0x02, 0, 0, 0xff, 0xfe, 0, 0, 0x01}
 	longSource := defaultSettings()
 	longSource.SourceMAC = make(net.HardwareAddr, 20)
+	// No MAC at all (tun, wireguard): no Ethernet header either.
+	noSource := defaultSettings()
+	noSource.SourceMAC = nil
 	for _, c := range []struct {
 		s    Settings
 		want string
@@ -441,6 +444,7 @@ func TestSettingsRefused(t *testing.T) {
 		{negative, "UDP idle timeout -1s is negative"},
 		{longNextHop, "next-hop MAC 02:00:00:ff:fe:00:00:01 is not"},
 		{longSource, "source MAC"},
+		{noSource, "source MAC (none) is not a 6-byte Ethernet address"},
 	} {
 		err := w.b.SetSettings(c.s)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
