@@ -150,8 +150,8 @@ type Datapath struct {
 	ConnTableSize int `yaml:"conn_table_size"`
 	// UDPIdleTimeout ends a UDP flow's pinning to its backend. Default: 30s.
 	UDPIdleTimeout Duration `yaml:"udp_idle_timeout"`
-	// MTU is the largest encapsulated packet put on the wire. 0 means the
-	// interface's MTU.
+	// MTU is the largest encapsulated packet put on the wire: 0 (the
+	// interface's MTU) or 576 to 65535, and at least MinMTU.
 	MTU int `yaml:"mtu"`
 	// ICMPTooBig sends ICMP "fragmentation needed" / ICMPv6 "packet too
 	// big" to clients whose packets would exceed MTU once encapsulated.
@@ -195,9 +195,10 @@ func (e Encap) SourcePrefixV6Net() netip.Prefix { return prefix(e.SourcePrefixV6
 
 // Nexthop says where encapsulated packets go.
 type Nexthop struct {
-	// Gateway is the router the balancer sends encapsulated packets to; its
-	// MAC is resolved through netlink. Empty means the default route's
-	// gateway of each address family.
+	// Gateway is the router the balancer sends encapsulated packets to, of
+	// either family; its MAC is resolved through netlink. Empty means the
+	// gateway of the default route through the interface: IPv4's if there
+	// is one, else IPv6's.
 	Gateway string `yaml:"gateway"`
 }
 
