@@ -34,7 +34,10 @@ type AgentConfig struct {
 	VIPs []string `yaml:"vips"`
 	// PinDir is the bpffs directory for pinned maps and links. Empty means
 	// DefaultAgentPinDirBase/<interface>.
-	PinDir  string  `yaml:"pin_dir"`
+	PinDir string `yaml:"pin_dir"`
+	// API is reserved: the agent serves no API yet, so nothing listens on
+	// API.Socket. It is kept (and checked) so that files written for it
+	// stay valid.
 	API     API     `yaml:"api"`
 	Metrics Metrics `yaml:"metrics"`
 }
