@@ -38,7 +38,18 @@ func WorkDir() string { return filepath.Join(os.TempDir(), "switchyard-demo") }
 
 // Cleanup removes whatever a demo left behind (after --keep, or an
 // interrupted run): processes, namespaces, pins and the work directory.
+// While a demo runs it removes nothing and returns an error wrapping
+// ErrRunning.
 func Cleanup(binary string) error {
+	release, err := lock()
+	if err != nil {
+		return err
+	}
+	defer release()
+	return cleanup(binary)
+}
+
+func cleanup(binary string) error {
 	return errors.Join(CleanupLeftovers(Prefix, binary), os.RemoveAll(WorkDir()))
 }
 
@@ -55,11 +66,19 @@ func leftovers() bool {
 // Run runs the demo: one balancer and three backends in namespaces, real
 // HTTP through the VIP, a drain under a live connection, metrics and
 // status; then it tears everything down, also when ctx ends (Ctrl-C) or a
-// step fails.
+// step fails. While another demo runs it touches nothing and returns an
+// error wrapping ErrRunning.
 func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.Binary == "" || cfg.Out == nil {
 		return errors.New("demo: Binary and Out are required")
 	}
+	// Held until the lab is gone, so that a second demo cannot take it for
+	// an earlier run's leftovers and tear it down.
+	release, err := lock()
+	if err != nil {
+		return err
+	}
+	defer release()
 	if cfg.Requests <= 0 {
 		cfg.Requests = 300
 	}
@@ -70,7 +89,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if leftovers() {
 		d.printf("removing what an earlier demo left behind…\n")
 	}
-	if err := Cleanup(cfg.Binary); err != nil {
+	if err := cleanup(cfg.Binary); err != nil {
 		return fmt.Errorf("remove the leftovers of an earlier demo: %w", err)
 	}
 
