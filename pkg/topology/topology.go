@@ -426,6 +426,9 @@ func (t *Topology) build() error {
 // moves the calling thread into the new namespace, so it runs on a locked
 // thread that is thrown away afterwards.
 func (t *Topology) createNamespaces() error {
+	if err := prepareNetnsDir(); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -452,6 +455,54 @@ func (t *Topology) createNamespaces() error {
 		errc <- nil
 	}()
 	return <-errc
+}
+
+// prepareNetnsDir makes NetnsDir a shared mount point of its own, as
+// iproute2 does before `ip netns add` mounts a namespace there
+// (netns_prepare), and leaves it so, as iproute2 does.
+//
+// Without it, our namespace mounts sit on the filesystem that holds
+// NetnsDir; the first later `ip netns add` or `ip netns del` (by anyone)
+// then bind-mounts NetnsDir onto itself, recursively, which copies our
+// mounts on top and hides the originals beneath. Unmounting a name then
+// removes only the copy, the hidden mount keeps the namespace (and its
+// veths) alive, and removing the name fails with EBUSY on every later
+// Close or Cleanup.
+func prepareNetnsDir() error {
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", NetnsDir, err)
+	}
+	// Serialises the check and the bind with other processes of ours
+	// (parallel test packages): two binds would stack, and the upper one
+	// would hide the lower one's namespaces just the same. The lock is on
+	// the directory's inode, which the bind mount shares.
+	d, err := os.Open(NetnsDir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", NetnsDir, err)
+	}
+	defer d.Close()
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", NetnsDir, err)
+	}
+	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
+	err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) {
+		// Not a mount point yet. Namespaces already named there (by
+		// another program, or an older Switchyard) would be hidden by the
+		// bind from whoever deletes them; leave them, and NetnsDir, as
+		// they are.
+		if names, _ := d.Readdirnames(1); len(names) > 0 {
+			return nil
+		}
+		if err := unix.Mount(NetnsDir, NetnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mount %s onto itself (as ip netns add does): %w", NetnsDir, err)
+		}
+		err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount (as ip netns add does): %w", NetnsDir, err)
+	}
+	return nil
 }
 
 func (t *Topology) addVIPRoutes(rh *netlink.Handle) error {
@@ -573,8 +624,16 @@ func deleteNamed(name string) error {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount %s: %w", path, err)
 	}
+	// os.Remove's errors name the path.
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", path, err)
+		if errors.Is(err, unix.EBUSY) {
+			// What prepareNetnsDir prevents, left by a run without it.
+			return fmt.Errorf("%w: a mount of %s over it hides the namespace's own mount "+
+				"(iproute2's `ip netns add` or `del` bind-mounts %s onto itself when it is not a mount point). "+
+				"Run `umount %s` and then this again (namespaces added with ip netns since then lose their names)",
+				err, NetnsDir, NetnsDir, NetnsDir)
+		}
+		return err
 	}
 	return nil
 }
