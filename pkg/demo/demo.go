@@ -268,17 +268,24 @@ func metricsExcerpt(text string) string {
 
 func (d *demo) keepMessage(lab *Lab, drained string) {
 	topo := lab.Topology()
-	d.printf(`
+	d.printf("%s", keepText(lab.Binary(), topo.NsPath(topo.Client()), topo.NsPath(topo.Balancer(1)), lab.Socket(1), drained, lab.Dir()))
+}
+
+// keepText says how to explore and remove a kept lab. Its commands name
+// binary by its path: a demo run as bin/switchyard (make demo) has none on
+// PATH.
+func keepText(binary, clientNs, balancerNs, socket, drained, dir string) string {
+	return fmt.Sprintf(`
 The lab keeps running. Try:
   sudo nsenter --net=%s curl http://%s/
   sudo nsenter --net=%s curl -N 'http://%s/stream?count=50'
-  sudo switchyard status --socket %s
-  sudo switchyard undrain --socket %s %s
+  sudo %s status --socket %s
+  sudo %s undrain --socket %s %s
   sudo nsenter --net=%s curl http://127.0.0.1:%d/metrics
 Configuration and logs: %s
-Remove it with: sudo switchyard demo --cleanup
-`, topo.NsPath(topo.Client()), WebVIP, topo.NsPath(topo.Client()), WebVIP,
-		lab.Socket(1), lab.Socket(1), drained, topo.NsPath(topo.Balancer(1)), MetricsPort, lab.Dir())
+Remove it with: sudo %s demo --cleanup
+`, clientNs, WebVIP, clientNs, WebVIP,
+		binary, socket, binary, socket, drained, balancerNs, MetricsPort, dir, binary)
 }
 
 func indent(s string) string {
