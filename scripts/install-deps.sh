@@ -7,6 +7,8 @@ set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+# The commands `switchyard demo --keep` suggests use curl.
+command -v curl >/dev/null || need+=(curl)
 if [[ "${BENCH:-0}" == 1 ]]; then
 	command -v wrk >/dev/null || need+=(wrk)
 	command -v iperf3 >/dev/null || need+=(iperf3)

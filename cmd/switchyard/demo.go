@@ -39,8 +39,13 @@ func runDemo(args []string) error {
 		}
 	}
 	if *cleanup {
-		if err := demo.Cleanup(bin); err != nil {
+		found, err := demo.Cleanup(bin)
+		if err != nil {
 			return err
+		}
+		if !found {
+			fmt.Println("nothing to remove: no demo namespaces, pins or files on this host")
+			return nil
 		}
 		fmt.Println("removed the demo's namespaces, processes, pins and files")
 		return nil

@@ -38,15 +38,16 @@ func WorkDir() string { return filepath.Join(os.TempDir(), "switchyard-demo") }
 
 // Cleanup removes whatever a demo left behind (after --keep, or an
 // interrupted run): processes, namespaces, pins and the work directory.
-// While a demo runs it removes nothing and returns an error wrapping
-// ErrRunning.
-func Cleanup(binary string) error {
+// found reports whether there was anything to remove. While a demo runs it
+// removes nothing and returns an error wrapping ErrRunning.
+func Cleanup(binary string) (found bool, err error) {
 	release, err := lock()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer release()
-	return cleanup(binary)
+	found = leftovers()
+	return found, cleanup(binary)
 }
 
 func cleanup(binary string) error {

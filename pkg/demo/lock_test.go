@@ -60,7 +60,7 @@ func TestSecondDemoLeavesTheRunningOneAlone(t *testing.T) {
 	if out.Len() > 0 {
 		t.Errorf("Run during another demo printed %q, want nothing", out.String())
 	}
-	if err := Cleanup("/nonexistent/switchyard"); !errors.Is(err, ErrRunning) {
+	if _, err := Cleanup("/nonexistent/switchyard"); !errors.Is(err, ErrRunning) {
 		t.Errorf("Cleanup during a demo = %v, want ErrRunning", err)
 	}
 	if _, err := os.Stat(marker); err != nil {
@@ -69,8 +69,11 @@ func TestSecondDemoLeavesTheRunningOneAlone(t *testing.T) {
 
 	// Once it has ended, cleaning up is allowed again.
 	release()
-	if err := Cleanup("/nonexistent/switchyard"); err != nil {
-		t.Fatalf("Cleanup after the demo ended: %v", err)
+	if found, err := Cleanup("/nonexistent/switchyard"); err != nil || !found {
+		t.Fatalf("Cleanup after the demo ended = %v, %v; want true (the work directory was there), nil", found, err)
+	}
+	if found, err := Cleanup("/nonexistent/switchyard"); err != nil || found {
+		t.Errorf("second Cleanup = %v, %v; want false (nothing left), nil", found, err)
 	}
 	if _, err := os.Stat(WorkDir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Cleanup after the demo ended left %s: %v", WorkDir(), err)
