@@ -182,6 +182,10 @@ func runRemove(args []string) error {
 	if err := datapath.RemoveBalancer(dir); err != nil {
 		return err
 	}
-	fmt.Printf("removed the datapath pinned at %s\n", dir)
+	what := "the balancer's XDP program and maps"
+	if *agent {
+		what = "the agent's decap program and maps"
+	}
+	fmt.Printf("removed %s pinned at %s\n", what, dir)
 	return nil
 }
