@@ -210,7 +210,8 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		}
 		b.legacyStd = legacy
 	}
-	if err := loadCollection(spec, opts.PinDir, &objs); err != nil {
+	if err := loadCollection(spec, opts.PinDir, &objs,
+		"keep the earlier setting (e.g. conn_table_size), or run `switchyard remove` to start afresh, which drops established flows"); err != nil {
 		if b.legacyStd != nil {
 			b.legacyStd.Close()
 		}

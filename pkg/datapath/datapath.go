@@ -75,7 +75,8 @@ func checkBPFFS(dir string) error {
 
 // loadCollection loads spec with every named map pinned by name under
 // pinDir (reusing maps an earlier run pinned), or unpinned if pinDir is "".
-func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any) error {
+// fresh says how the user starts afresh when the pinned maps do not fit.
+func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any, fresh string) error {
 	opts := &ebpf.CollectionOptions{}
 	if pinDir != "" {
 		if err := checkBPFFS(pinDir); err != nil {
@@ -95,7 +96,7 @@ func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any) error 
 	}
 	if err := spec.LoadAndAssign(assign, opts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return fmt.Errorf("%w (%v); keep the earlier setting (e.g. conn_table_size), or run `switchyard remove` to start afresh, which drops established flows", ErrPinnedIncompatible, err)
+			return fmt.Errorf("%w (%v); %s", ErrPinnedIncompatible, err, fresh)
 		}
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {

@@ -29,7 +29,8 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 		return nil, fmt.Errorf("read decap object: %w", err)
 	}
 	d := &Decap{pinDir: pinDir, log: log}
-	if err := loadCollection(spec, pinDir, &d.objs); err != nil {
+	if err := loadCollection(spec, pinDir, &d.objs,
+		"they come from another version of the agent: run `switchyard remove --agent` to start afresh (decapsulation stops until the agent is up again)"); err != nil {
 		return nil, err
 	}
 	return d, nil

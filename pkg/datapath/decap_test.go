@@ -2,8 +2,16 @@ package datapath
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // encapSpecs are one packet for each encapsulation the balancer makes of
@@ -153,5 +161,34 @@ func TestCounters(t *testing.T) {
 	})
 	if flows != 1 {
 		t.Errorf("%d flows in the connection table, want 1", flows)
+	}
+}
+
+// Maps an earlier agent pinned that this program cannot reuse are refused
+// with the agent's way out (remove --agent), not the balancer's settings.
+func TestDecapIncompatiblePins(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-pins-test-%d", time.Now().UnixNano()))
+	if err := os.MkdirAll(pin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	// decap_cfg as another version might have had it: another value size.
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "decap_cfg", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(pin, "decap_cfg")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := LoadDecap(pin, nil)
+	if err == nil {
+		d.Close()
+		t.Fatal("LoadDecap over an incompatible pinned map succeeded")
+	}
+	if !errors.Is(err, ErrPinnedIncompatible) || !strings.Contains(err.Error(), "switchyard remove --agent") ||
+		strings.Contains(err.Error(), "conn_table_size") {
+		t.Errorf("LoadDecap over an incompatible pinned map: %v; want ErrPinnedIncompatible naming `switchyard remove --agent` and no balancer setting", err)
 	}
 }
