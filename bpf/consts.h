@@ -64,6 +64,11 @@
 #define IPPROTO_DSTOPTS 60
 #define IPPROTO_ICMPV6 58
 
+/* The ECN field (the low two bits of the TOS / traffic class) and its
+ * "congestion experienced" value. */
+#define ECN_MASK 3
+#define ECN_CE 3
+
 #define IP_DF 0x4000
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff

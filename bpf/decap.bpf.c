@@ -12,6 +12,7 @@
 #include "consts.h"
 #include "structs.h"
 #include "pkt.h"
+#include "csum.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -53,6 +54,29 @@ static __always_inline int pass(void)
 	return XDP_PASS;
 }
 
+/* Marks an ECN-capable inner packet (v4: IPv4, else IPv6) "congestion
+ * experienced", as a router on the way marked its outer header (RFC 6040
+ * section 4.2): the outer header goes, and the mark with it, so without
+ * this the backend's transport never learns of the congestion. A Not-ECT
+ * inner packet is left as it is. */
+static __always_inline void inner_set_ce(__u8 *inner, void *data_end, int v4)
+{
+	if (v4) {
+		struct iphdr *iph = (void *)inner;
+		__u16 old;
+
+		if ((void *)(iph + 1) > data_end || !(iph->tos & ECN_MASK))
+			return;
+		old = *(__u16 *)iph;
+		iph->tos |= ECN_CE;
+		iph->check = csum_replace16(iph->check, old, *(__u16 *)iph);
+	} else {
+		if ((void *)(inner + 2) > data_end || !(inner[1] & (ECN_MASK << 4)))
+			return;
+		inner[1] |= ECN_CE << 4;
+	}
+}
+
 SEC("xdp")
 int xdp_decap(struct xdp_md *ctx)
 {
@@ -63,7 +87,7 @@ int xdp_decap(struct xdp_md *ctx)
 	__u32 zero = 0, l2_len = sizeof(*eth), outer_len;
 	__u8 l2[sizeof(struct ethhdr) + sizeof(struct vlan_hdr)];
 	struct addr dst = {};
-	__u8 nexthdr, *inner;
+	__u8 nexthdr, outer_ecn, *inner;
 	__be16 proto;
 	int v6, gue = 0;
 
@@ -89,6 +113,7 @@ int xdp_decap(struct xdp_md *ctx)
 		dst.a[2] = bpf_htonl(0xffff);
 		dst.a[3] = iph->daddr;
 		nexthdr = iph->protocol;
+		outer_ecn = iph->tos & ECN_MASK;
 		outer_len = iph->ihl * 4;
 		v6 = 0;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -102,6 +127,7 @@ int xdp_decap(struct xdp_md *ctx)
 		if (!dst.a[0] && !dst.a[1] && dst.a[2] == bpf_htonl(0xffff))
 			return pass();
 		nexthdr = ip6->nexthdr;
+		outer_ecn = (ip6->flow_lbl[0] >> 4) & ECN_MASK;
 		outer_len = IPV6_HDR_LEN;
 		v6 = 1;
 	} else {
@@ -147,6 +173,8 @@ int xdp_decap(struct xdp_md *ctx)
 		dcount(DECAP_STAT_DROP_INNER);
 		return XDP_DROP;
 	}
+	if (outer_ecn == ECN_CE)
+		inner_set_ce(inner, data_end, proto == bpf_htons(ETH_P_IP));
 
 	/* Keep the L2 header (with its VLAN tag), drop the outer headers. */
 	if (l2_len == sizeof(struct ethhdr)) {

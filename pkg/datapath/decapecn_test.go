@@ -1,0 +1,65 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+)
+
+// setECN sets the ECN field of the IP header at ip to ecn, and makes an
+// IPv4 header's checksum right again.
+func setECN(ip []byte, ecn uint8) {
+	if ip[0]>>4 == 6 {
+		ip[1] = ip[1]&^0x30 | ecn<<4
+		return
+	}
+	ip[1] = ip[1]&^3 | ecn
+	hl := int(ip[0]&0xf) * 4
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip[:hl], 0))
+}
+
+// TestDecapKeepsCongestionMark: a router between balancer and backend
+// that is congested marks the outer header CE instead of dropping the
+// packet (the outer header carries the client's ECN field, encap.h). The
+// decap program must carry that mark over to the inner header of an
+// ECN-capable packet (RFC 6040 §4.2), with a valid IPv4 checksum, or the
+// backend's transport never learns of the congestion; the DSCP and every
+// other inner byte stay as the client sent them. An outer header without
+// the mark leaves the inner one alone. Every encapsulation, with GUE and
+// without.
+func TestDecapKeepsCongestionMark(t *testing.T) {
+	w := newWorld(t, Options{})
+	w.addVIPs(t, vip6To4)
+	d := loadFixtureDecap(t)
+	const notECT, ect1, ect0, ce = 0, 1, 2, 3
+	for _, gue := range []uint16{0, 6080} {
+		w.setGUE(t, gue)
+		for _, c := range encapKinds() {
+			for _, innerECN := range []uint8{notECT, ect1, ect0, ce} {
+				for _, marked := range []bool{false, true} {
+					s := c.spec
+					s.tos = 0xb8 | innerECN
+					s.sport += uint16(innerECN)
+					in, l2 := build(t, s)
+					act, out := w.run(t, in)
+					if act != xdpTX {
+						t.Fatalf("gue=%d %s: %s, want TX", gue, c.name, actionNames[act])
+					}
+					want := append([]byte(nil), in[l2:]...)
+					if marked {
+						setECN(out[l2:], ce)
+						if innerECN != notECT {
+							setECN(want, ce)
+						}
+					}
+					act, dec := runProg(t, d.objs.XdpDecap, out)
+					if act != xdpPass || !bytes.Equal(dec[l2:], want) {
+						t.Errorf("gue=%d %s, inner ECN %d, outer marked CE %v: decap %s\n got %x\nwant %x",
+							gue, c.name, innerECN, marked, actionNames[act], dec[l2:], want)
+					}
+				}
+			}
+		}
+	}
+}
