@@ -46,7 +46,7 @@ func FuzzBalancer(f *testing.F) {
 // balancer's encapsulations (also of ECN-capable packets whose outer
 // header a router marked CE): it passes or drops, and a frame it passes is
 // either untouched or its own tail behind an Ethernet header (with the
-// frame's 802.1Q tag, if any): the outer headers stripped, the inner
+// frame's 802.1Q or 802.1ad tag, if any): the outer headers stripped, the inner
 // packet's bytes unchanged but for a CE mark (ceMarked).
 func FuzzDecap(f *testing.F) {
 	w := newWorld(f, Options{})
@@ -68,6 +68,15 @@ func FuzzDecap(f *testing.F) {
 	}
 	plain, _ := build(f, syn4(9))
 	f.Add(plain)
+	// An 802.1ad (QinQ) tag, which decap keeps as it keeps an 802.1Q one.
+	w.setGUE(f, 0)
+	qinq := syn4(9)
+	qinq.vlan = 300
+	in, _ := build(f, qinq)
+	in[12], in[13] = 0x88, 0xa8
+	if act, enc := w.run(f, in); act == xdpTX {
+		f.Add(enc)
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 3000 {
 			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
@@ -79,8 +88,8 @@ func FuzzDecap(f *testing.F) {
 			t.Fatalf("verdict %d for %x", act, in)
 		case bytes.Equal(out, in):
 		default:
-			l2 := 14 // the Ethernet header, with its 802.1Q tag if any
-			if len(out) >= 18 && out[12] == 0x81 && out[13] == 0x00 {
+			l2 := 14 // the Ethernet header, with its 802.1Q or 802.1ad tag if any
+			if len(out) >= 18 && (out[12] == 0x81 && out[13] == 0x00 || out[12] == 0x88 && out[13] == 0xa8) {
 				l2 = 18
 			}
 			if len(out) < l2 || len(out) >= len(in) {
