@@ -347,6 +347,11 @@ func TestTruncation(t *testing.T) {
 		func() pktSpec { s := syn4(7); s.vlan = 7; s.ipOptions = true; return s }(),
 		{src: client6, dst: vip6, sport: 7, dport: 80, proto: ProtoTCP, syn: true},
 		{src: client4, dst: vip4, sport: 7, dport: 53, proto: ProtoUDP, payload: []byte("abcd")},
+		// Long enough for the fast path (parse_common): untagged IPv4
+		// TCP and UDP without options, 40 bytes of IP or more.
+		func() pktSpec { s := syn4(7); s.payload = []byte("abcdefgh"); return s }(),
+		{src: client4, dst: vip4, sport: 7, dport: 53, proto: ProtoUDP, payload: []byte("abcdefghijklmnop")},
+		{src: client6, dst: vip6, sport: 7, dport: 53, proto: ProtoUDP, payload: []byte("abcd")},
 		{src: client4, dst: vip4, icmpType: 8, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")},
 		{src: client6, dst: vip6, icmpType: 128, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")},
 	}
