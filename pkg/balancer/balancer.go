@@ -291,12 +291,21 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 		if err := b.syncVIPs(); err != nil {
 			return err
 		}
-		if err := b.syncHealth(); err != nil {
-			return err
-		}
 		return b.syncTables()
 	})
-	return changes, err
+	if err != nil {
+		return changes, err
+	}
+	// Only once the datapath took cfg: the monitor forgets the state of a
+	// target it drops, so a rollback to the running configuration would
+	// bring a removed backend that had failed its checks back as healthy.
+	// The tables above need no new targets (one without a state is
+	// healthy, as a new target starts), but a target whose check is
+	// turned off becomes healthy now, and Set sends no transition for it.
+	if err := b.syncHealth(); err != nil {
+		return changes, err
+	}
+	return changes, b.syncTables()
 }
 
 func vipKey(v *config.VIP) datapath.VIPKey {

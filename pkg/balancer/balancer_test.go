@@ -4,18 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/health"
 	"github.com/switchyard-lb/switchyard/pkg/maglev"
 )
 
@@ -71,6 +74,13 @@ func newRig(t testing.TB, yaml string, opts datapath.Options) *rig {
 // wrap (if not nil), for injecting failures.
 func newWrappedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*datapath.Balancer) Datapath) *rig {
 	t.Helper()
+	return newCheckedRig(t, yaml, opts, wrap, nil)
+}
+
+// newCheckedRig is newWrappedRig with health checks dialling through
+// dialer (if not nil).
+func newCheckedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*datapath.Balancer) Datapath, dialer health.Dialer) *rig {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
 	}
@@ -93,7 +103,7 @@ func newWrappedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*
 	if wrap != nil {
 		dp = wrap(r.dp)
 	}
-	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: dp})
+	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: dp, HealthDialer: dialer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -753,5 +763,116 @@ func TestRequestsAfterStopFailAtOnce(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Error("the requests waited for their deadline")
+	}
+}
+
+// refusingDialer fails every health check's connect to an address in
+// down, as a backend whose service is stopped does, and connects nothing
+// else either (no check leaves the test's process). Checks of other
+// addresses succeed without a connection: net.Pipe stands for it.
+type refusingDialer struct{ down map[string]bool }
+
+func (d refusingDialer) DialContext(_ context.Context, _, address string) (net.Conn, error) {
+	if d.down[address] {
+		return nil, syscall.ECONNREFUSED
+	}
+	c, s := net.Pipe()
+	s.Close()
+	return c, nil
+}
+
+// failingCheckConfig has web's be2 fail its checks through
+// refusingDialer{down: be2Down}.
+const failingCheckConfig = `
+datapath:
+  interface: lo
+  conn_table_size: 4096
+api:
+  socket: /tmp/unused.sock
+metrics:
+  listen: ""
+vips:
+  - name: web
+    address: 10.100.0.1
+    port: 80
+    table_size: 251
+    health: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 3}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+      - {name: be2, address: 10.2.2.2}
+`
+
+var be2Down = map[string]bool{"10.2.2.2:80": true}
+
+// be2State returns whether web's be2 is down, and its slots, by the status.
+func (r *rig) be2State() (down bool, slots int) {
+	r.t.Helper()
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, be := range st.VIPs[0].Backends {
+		if be.Name == "be2" {
+			return !be.Healthy, be.TableSlots
+		}
+	}
+	r.t.Fatal("no be2 in the status")
+	return false, 0
+}
+
+// waitBe2Down waits for be2, failing its checks, to be down and out of the
+// table.
+func (r *rig) waitBe2Down() {
+	r.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if down, slots := r.be2State(); down && slots == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatal("be2 fails its checks but is not down and out of the table 10 s later")
+		}
+	}
+}
+
+// A reload that turns a VIP's checks off puts its backends that had
+// failed them back into its table at once.
+func TestReloadWithoutChecksTakesFailedBackendsBack(t *testing.T) {
+	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, nil, refusingDialer{down: be2Down})
+	r.waitBe2Down()
+	r.write(strings.Replace(failingCheckConfig, "health: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 3}", "health: {type: none}", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if down, slots := r.be2State(); down || slots == 0 {
+		t.Errorf("after a reload without checks be2 is down: %v, with %d table slots; want up, in the table", down, slots)
+	}
+	if s := r.slots("web"); s["10.2.2.2"] == 0 {
+		t.Errorf("after a reload without checks the datapath gives be2 none of web's slots")
+	}
+}
+
+// A reload that fails half-way is rolled back, and the rollback must keep
+// what the health checks found: a backend that had failed its checks, and
+// that the refused file removed, is still down and out of the table after
+// it, not taken back as healthy (and sent new flows) until it fails its
+// checks again.
+func TestFailedReloadKeepsBackendHealth(t *testing.T) {
+	newKey := datapath.VIPKey{Addr: netip.MustParseAddr("10.100.0.9"), Port: 80, Proto: datapath.ProtoTCP}
+	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return &failingPublish{dp, &newKey}
+	}, refusingDialer{down: be2Down})
+	r.waitBe2Down()
+
+	// be2 goes, and a new VIP's table fails to publish: rolled back.
+	r.write(strings.Replace(failingCheckConfig, "      - {name: be2, address: 10.2.2.2}\n", "", 1) +
+		"  - name: zz\n    address: 10.100.0.9\n    port: 80\n    table_size: 251\n    health: {type: none}\n    backends:\n      - {name: be1, address: 10.2.1.2}\n")
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("reload with a failing datapath: %v, want the datapath's error", err)
+	}
+	if down, slots := r.be2State(); !down || slots != 0 {
+		t.Errorf("after the rolled-back reload be2 (failing its checks) is down: %v, with %d table slots; want down, 0", down, slots)
+	}
+	if s := r.slots("web"); s["10.2.2.2"] != 0 {
+		t.Errorf("after the rolled-back reload the datapath gives be2 %d of web's slots", s["10.2.2.2"])
 	}
 }
