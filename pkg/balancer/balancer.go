@@ -72,7 +72,7 @@ type Balancer struct {
 	dp   Datapath
 	log  *slog.Logger
 	path string
-	info api.Status // static parts of the status
+	info api.Status // parts of the status fixed for the daemon's life
 
 	cfg         *config.Config
 	generation  uint64
@@ -137,7 +137,7 @@ func New(cfg Config) (*Balancer, error) {
 		b.log.Warn("operator drains from the previous run are lost", "file", b.drainFile, "error", err)
 	}
 	b.info = api.Status{
-		Node: cfg.Initial.Node.Name, Interface: cfg.Initial.Datapath.Interface,
+		Interface:  cfg.Initial.Datapath.Interface,
 		AttachMode: cfg.AttachMode, ProgramTag: cfg.ProgramTag, ConfigFile: cfg.ConfigPath,
 		StartedAt: time.Now(),
 	}
@@ -889,6 +889,7 @@ func (b *Balancer) Status(ctx context.Context) (api.Status, error) {
 
 func (b *Balancer) status() (api.Status, error) {
 	st := b.info
+	st.Node = b.cfg.Node.Name // a reload may rename it
 	st.ConfigGeneration = b.generation
 	st.ReloadFailures = b.reloadFails
 	st.LastReloadError = b.lastErr

@@ -876,3 +876,20 @@ func TestFailedReloadKeepsBackendHealth(t *testing.T) {
 		t.Errorf("after the rolled-back reload the datapath gives be2 %d of web's slots", s["10.2.2.2"])
 	}
 }
+
+// The node name is the running configuration's: a reload that changes it
+// shows in the status (and so in switchyard_info).
+func TestReloadedNodeNameShows(t *testing.T) {
+	r := newRig(t, "node: {name: lb1}\n"+baseConfig, datapath.Options{})
+	r.write("node: {name: lb2}\n" + baseConfig)
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != "lb2" {
+		t.Errorf("status after a reload renaming the node to lb2: node %q", st.Node)
+	}
+}
