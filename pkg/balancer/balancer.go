@@ -154,6 +154,12 @@ func New(cfg Config) (*Balancer, error) {
 		b.health.Close()
 		return nil, err
 	}
+	// The file may have lost backends while no daemon ran.
+	if dropped := b.dropGoneDrains(cfg.Initial); len(dropped) > 0 {
+		if err := b.saveDrains(); err != nil {
+			b.log.Warn("operator drains of backends no longer configured not saved as ended", "file", b.drainFile, "error", err)
+		}
+	}
 	b.generation = 1
 	return b, nil
 }
@@ -730,10 +736,11 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 // dropOutvotedDrains forgets the operator's drain or undrain of every
 // backend whose `drained` the file changes from old to cur: the newest word
 // wins, so an old undrain cannot keep a backend in service that the file
-// now drains (nor an old drain keep out one it undrains). It returns what
-// it forgot.
+// now drains (nor an old drain keep out one it undrains). It forgets those
+// of backends cur does not have too (dropGoneDrains). It returns what it
+// forgot.
 func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]bool {
-	dropped := map[string]bool{}
+	dropped := b.dropGoneDrains(cur)
 	for i := range cur.VIPs {
 		v := &cur.VIPs[i]
 		ov := old.VIPByName(v.Name)
@@ -747,6 +754,22 @@ func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]bool {
 				dropped[key] = d
 				delete(b.drain, key)
 			}
+		}
+	}
+	return dropped
+}
+
+// dropGoneDrains forgets the operator's drain or undrain of every backend
+// that cfg does not have: a file that adds a backend of that name again
+// has the newest word on it, and the drain file would otherwise keep every
+// backend ever drained. It returns what it forgot.
+func (b *Balancer) dropGoneDrains(cfg *config.Config) map[string]bool {
+	dropped := map[string]bool{}
+	for key, d := range b.drain {
+		vip, be, _ := strings.Cut(key, "/")
+		if v := cfg.VIPByName(vip); v == nil || v.BackendByName(be) == nil {
+			dropped[key] = d
+			delete(b.drain, key)
 		}
 	}
 	return dropped

@@ -877,6 +877,33 @@ func TestFailedReloadKeepsBackendHealth(t *testing.T) {
 	}
 }
 
+// An operator's drain is of a backend in the configuration: a reload that
+// removes the backend ends it, so the backend is not drained when a later
+// file adds one of that name again (the newest word is the file's).
+func TestDrainOfARemovedBackendEnds(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	r.write(strings.Replace(baseConfig, "      - {name: be2, address: 10.2.2.2}\n", "", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.write(strings.Replace(baseConfig, "{name: be2, address: 10.2.2.2}", "{name: be2, address: 10.2.9.2}", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, be := range st.VIPs[0].Backends {
+		if be.Name == "be2" && (be.Drained || be.TableSlots == 0) {
+			t.Errorf("be2, removed while drained and added again by the file, is drained: %v, with %d slots", be.Drained, be.TableSlots)
+		}
+	}
+}
+
 // The node name is the running configuration's: a reload that changes it
 // shows in the status (and so in switchyard_info).
 func TestReloadedNodeNameShows(t *testing.T) {
@@ -891,5 +918,46 @@ func TestReloadedNodeNameShows(t *testing.T) {
 	}
 	if st.Node != "lb2" {
 		t.Errorf("status after a reload renaming the node to lb2: node %q", st.Node)
+	}
+}
+
+// So does a restart with a file that lost the drained backend meanwhile.
+func TestDrainOfABackendRemovedOverARestartEnds(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	file := filepath.Join(t.TempDir(), "drains.json")
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	start := func(yaml string) *Balancer {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "switchyard.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.health.Close)
+		return b
+	}
+	b1 := start(baseConfig)
+	b1.drain["web/be2"] = true // as Drain leaves it, without running the loop
+	if err := b1.saveDrains(); err != nil {
+		t.Fatal(err)
+	}
+	b1.health.Close()
+	start(strings.Replace(baseConfig, "      - {name: be2, address: 10.2.2.2}\n", "", 1)).health.Close()
+	b3 := start(baseConfig)
+	if b3.drained("web", *b3.cfg.VIPByName("web").BackendByName("be2")) {
+		t.Errorf("be2, drained, then gone from the file of a restart, is drained when a later file has it again")
 	}
 }
