@@ -540,12 +540,20 @@ func TestAllProblemsAtOnce(t *testing.T) {
 // TestDecodeErrorHidesDerivedNoise: a field that fails to decode is
 // reported once, not again by the validation of the default it kept.
 func TestDecodeErrorHidesDerivedNoise(t *testing.T) {
-	_, err := Parse([]byte(lines("datapath:", "  interface: [eth0]")), "t.yaml")
-	if err == nil {
-		t.Fatal("no error")
-	}
-	if n := strings.Count(err.Error(), "\n") + 1; n != 1 {
-		t.Errorf("want exactly one problem, got %d:\n%v", n, err)
+	for _, yaml := range []string{
+		lines("datapath:", "  interface: [eth0]"),
+		// Not "health.port: required because the VIP has port 0": the
+		// file gave a port, one that did not decode.
+		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: http}"),
+		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: [80]}"),
+	} {
+		_, err := Parse([]byte(yaml), "t.yaml")
+		if err == nil {
+			t.Fatalf("no error for\n%s", yaml)
+		}
+		if n := strings.Count(err.Error(), "\n") + 1; n != 1 {
+			t.Errorf("want exactly one problem, got %d:\n%v", n, err)
+		}
 	}
 }
 

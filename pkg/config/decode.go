@@ -27,7 +27,9 @@ func readFile(path, example string) ([]byte, error) {
 // parseInto decodes the YAML document in data over out (a pointer to a
 // struct already holding the static defaults), then calls finish, which
 // applies the derived defaults and validates; finish can ask whether the
-// file set a field (to a value other than null). Decoding and validation
+// file set a field (to a value other than null that decoded: one that did
+// not is reported already, and the field keeps its default, whose
+// consequences would be noise). Decoding and validation
 // problems are reported together, each with name, line and field path.
 func parseInto(data []byte, name, example string, out any, finish func(set func(path string) bool) problems) error {
 	root, err := parseDocument(data, name, example)
@@ -41,7 +43,7 @@ func parseInto(data []byte, name, example string, out any, finish func(set func(
 	}
 
 	all := d.errs
-	for _, p := range finish(func(path string) bool { return d.set[path] }) {
+	for _, p := range finish(func(path string) bool { return d.set[path] && !d.failedUnder(path) }) {
 		// A field that failed to decode kept its default; checking that
 		// default would only add noise next to the real problem.
 		if !d.failedUnder(p.Path) {
