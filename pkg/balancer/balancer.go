@@ -864,16 +864,19 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 			rerr = fmt.Errorf("no backend %q in any VIP; name it NAME or VIP/NAME as `switchyard status` shows (%w)", backend, api.ErrNotFound)
 			return
 		}
-		if err := b.syncTables(); err != nil {
-			rerr = err
-			return
-		}
-		if err := b.saveDrains(); err != nil {
-			b.log.Warn("drain applied but not saved: a restart will forget it", "file", b.drainFile, "error", err)
-		}
 		verb := "drained"
 		if !drain {
 			verb = "undrained"
+		}
+		// Saved whatever the publish does: the drain is in force either
+		// way, as a failed publish is tried again on every tick.
+		if err := b.saveDrains(); err != nil {
+			b.log.Warn("drain applied but not saved: a restart will forget it", "file", b.drainFile, "error", err)
+		}
+		if err := b.syncTables(); err != nil {
+			rerr = fmt.Errorf("%s %s, but its tables could not be published; the daemon tries again every 2 s: %w",
+				strings.Join(resp.Matched, ", "), verb, err)
+			return
 		}
 		b.log.Info("backend "+verb, "backends", resp.Matched)
 	})

@@ -961,3 +961,50 @@ func TestDrainOfABackendRemovedOverARestartEnds(t *testing.T) {
 		t.Errorf("be2, drained, then gone from the file of a restart, is drained when a later file has it again")
 	}
 }
+
+// A drain whose table fails to publish is in force all the same (the loop
+// publishes it on its next tick, TestFailedPublishIsRetried), so it is
+// kept over a restart like any other.
+func TestDrainWithAFailedPublishSurvivesRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	file := filepath.Join(t.TempDir(), "drains.json")
+	real, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer real.Close()
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := vipKey(cfg.VIPByName("web"))
+	fp := &failingPublish{Balancer: real}
+	b1, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: fp, DrainFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp.fail = &web // before Run: its goroutine is the only other reader
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b1.Run(ctx); close(done) }()
+	_, err = b1.Drain(ctx, "web/be2", true)
+	cancel()
+	<-done
+	if err == nil || !strings.Contains(err.Error(), "injected failure") || !strings.Contains(err.Error(), "tries again") {
+		t.Fatalf("drain with a failing publish: %v, want the datapath's error, saying that it is tried again", err)
+	}
+	b2, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: real, DrainFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.health.Close()
+	if !b2.drained("web", *cfg.VIPByName("web").BackendByName("be2")) {
+		t.Errorf("a drain whose publish failed, but which the loop kept in force, is forgotten over a restart")
+	}
+}
