@@ -297,7 +297,12 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 		if err := b.syncVIPs(); err != nil {
 			return err
 		}
-		return b.syncTables()
+		if err := b.syncTables(); err != nil {
+			return err
+		}
+		// Last: a VIP deleted and created again by a rollback would
+		// start a new epoch, its established flows' entries unused.
+		return b.deleteGoneVIPs()
 	})
 	if err != nil {
 		return changes, err
@@ -409,21 +414,22 @@ func (b *Balancer) syncSettings() error {
 	return nhErr
 }
 
-// syncVIPs adds, updates and removes VIPs and backend slots.
+// syncVIPs adds and updates VIPs and backend slots. The VIPs that left the
+// configuration stay (deleteGoneVIPs removes them) unless the new ones need
+// their numbers.
 func (b *Balancer) syncVIPs() error {
 	want := map[datapath.VIPKey]*config.VIP{}
+	added := 0
 	for i := range b.cfg.VIPs {
-		want[vipKey(&b.cfg.VIPs[i])] = &b.cfg.VIPs[i]
+		k := vipKey(&b.cfg.VIPs[i])
+		want[k] = &b.cfg.VIPs[i]
+		if _, ok := b.vipNums[k]; !ok {
+			added++
+		}
 	}
-	for k := range b.vipNums {
-		if _, ok := want[k]; !ok {
-			if err := b.dp.DeleteVIP(k); err != nil {
-				return err
-			}
-			delete(b.vipNums, k)
-			delete(b.published, k)
-			delete(b.inputs, k)
-			b.log.Info("VIP removed", "vip", k)
+	if len(b.vipNums)+added > datapath.MaxVIPs {
+		if err := b.deleteGoneVIPs(); err != nil {
+			return err
 		}
 	}
 	used := map[uint32]bool{}
@@ -471,6 +477,27 @@ func (b *Balancer) syncVIPs() error {
 			b.backendIDs[a] = id
 			usedIDs[id] = true
 		}
+	}
+	return nil
+}
+
+// deleteGoneVIPs removes the VIPs that are not in the configuration.
+func (b *Balancer) deleteGoneVIPs() error {
+	want := map[datapath.VIPKey]bool{}
+	for i := range b.cfg.VIPs {
+		want[vipKey(&b.cfg.VIPs[i])] = true
+	}
+	for k := range b.vipNums {
+		if want[k] {
+			continue
+		}
+		if err := b.dp.DeleteVIP(k); err != nil {
+			return err
+		}
+		delete(b.vipNums, k)
+		delete(b.published, k)
+		delete(b.inputs, k)
+		b.log.Info("VIP removed", "vip", k)
 	}
 	return nil
 }

@@ -1008,3 +1008,72 @@ func TestDrainWithAFailedPublishSurvivesRestart(t *testing.T) {
 		t.Errorf("a drain whose publish failed, but which the loop kept in force, is forgotten over a restart")
 	}
 }
+
+// deleteRecorder is failingPublish that also records the VIPs deleted.
+type deleteRecorder struct {
+	*failingPublish
+	deleted []datapath.VIPKey
+}
+
+func (d *deleteRecorder) DeleteVIP(k datapath.VIPKey) error {
+	d.deleted = append(d.deleted, k)
+	return d.failingPublish.DeleteVIP(k)
+}
+
+// A reload that removes a VIP and then fails is rolled back, and the VIP
+// must come out of it as it was: deleted and created again, it would start
+// a new epoch (its connection entries no longer used, so its established
+// flows placed by Maglev again) and new counters. The VIPs a file removes
+// go only once the rest of it is in the datapath.
+func TestFailedReloadKeepsTheVIPsItRemoves(t *testing.T) {
+	newKey := datapath.VIPKey{Addr: netip.MustParseAddr("10.100.0.9"), Port: 80, Proto: datapath.ProtoTCP}
+	var rec *deleteRecorder
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		rec = &deleteRecorder{failingPublish: &failingPublish{dp, &newKey}}
+		return rec
+	})
+	dnsKey := vipKeyOf(t, r.b.cfg.VIPByName("dns"))
+	before, _ := r.dp.VIPs()
+
+	// dns goes and zz comes, whose table fails to publish.
+	dnsAt := strings.Index(baseConfig, "  - name: dns")
+	r.write(baseConfig[:dnsAt] +
+		"  - name: zz\n    address: 10.100.0.9\n    port: 80\n    table_size: 251\n    health: {type: none}\n    backends:\n      - {name: be1, address: 10.2.1.2}\n")
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("reload with a failing datapath: %v, want the datapath's error", err)
+	}
+	if slices.Contains(rec.deleted, dnsKey) {
+		t.Errorf("the rolled-back reload deleted dns (and created it again), ending its flows' entries")
+	}
+	if after, _ := r.dp.VIPs(); !mapsEqual(before, after) {
+		t.Errorf("after the rolled-back reload the datapath's VIPs are\n%v, want those before\n%v", after, before)
+	}
+
+	// Applied, the same file does delete dns.
+	if err := r.b.do(r.ctx, func() { rec.fail = nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := r.dp.VIPs(); len(after) != 2 || after[dnsKey] != (datapath.VIPMeta{}) {
+		t.Errorf("after the reload the datapath has %d VIPs (dns: %v), want web and zz", len(after), after[dnsKey])
+	}
+}
+
+// A file of the datapath's full count of VIPs that replaces some of the
+// running ones is applied: the VIPs it removes go first then, their
+// numbers needed for the new ones.
+func TestReloadReplacingVIPsAtTheLimit(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	full := manyVIPsConfig(datapath.MaxVIPs-1, 1, 251)
+	dnsAt := strings.Index(full, "  - name: dns")
+	xAt := strings.Index(full, "  - name: x0")
+	r.write(full[:dnsAt] + full[xAt:]) // web and the x VIPs, no dns
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if vips, _ := r.dp.VIPs(); len(vips) != datapath.MaxVIPs {
+		t.Errorf("%d VIPs in the datapath, want %d", len(vips), datapath.MaxVIPs)
+	}
+}
