@@ -120,49 +120,115 @@ func probeGateway(gw netip.Addr) {
 // interface changes; events of other interfaces are ignored, so busy
 // neighbour tables elsewhere cause no work here.
 func watchNetwork(ctx context.Context, ifindex int, out chan<- struct{}) error {
-	done := make(chan struct{})
+	return watchWith(ctx, ifindex, out, subscribeNetlink)
+}
+
+// netSubscription is the channels of netlink's neighbour, link, address
+// and route updates. netlink closes a channel when its subscription fails
+// (a receive error, such as ENOBUFS when the kernel's events outran the
+// socket's buffer), and when done closes.
+type netSubscription struct {
+	neigh <-chan netlink.NeighUpdate
+	link  <-chan netlink.LinkUpdate
+	addr  <-chan netlink.AddrUpdate
+	route <-chan netlink.RouteUpdate
+}
+
+// drain reads every channel until netlink closes it, once done is closed:
+// a subscription's goroutine blocked on a full channel would otherwise
+// never see its socket closed, and leak with it.
+func (s netSubscription) drain() {
+	for range s.neigh {
+	}
+	for range s.link {
+	}
+	for range s.addr {
+	}
+	for range s.route {
+	}
+}
+
+// subscribeNetlink subscribes to the updates until done closes.
+func subscribeNetlink(done <-chan struct{}) (netSubscription, error) {
 	neighCh := make(chan netlink.NeighUpdate, 64)
 	linkCh := make(chan netlink.LinkUpdate, 16)
 	addrCh := make(chan netlink.AddrUpdate, 16)
 	routeCh := make(chan netlink.RouteUpdate, 64)
+	sub := netSubscription{neighCh, linkCh, addrCh, routeCh}
 	if err := netlink.NeighSubscribe(neighCh, done); err != nil {
-		close(done)
-		return fmt.Errorf("watch neighbours: %w", err)
+		return sub, fmt.Errorf("watch neighbours: %w", err)
 	}
 	if err := netlink.LinkSubscribe(linkCh, done); err != nil {
-		close(done)
-		return fmt.Errorf("watch links: %w", err)
+		return sub, fmt.Errorf("watch links: %w", err)
 	}
 	if err := netlink.AddrSubscribe(addrCh, done); err != nil {
-		close(done)
-		return fmt.Errorf("watch addresses: %w", err)
+		return sub, fmt.Errorf("watch addresses: %w", err)
 	}
 	if err := netlink.RouteSubscribe(routeCh, done); err != nil {
+		return sub, fmt.Errorf("watch routes: %w", err)
+	}
+	return sub, nil
+}
+
+// resubscribeDelay is the wait between attempts to subscribe again.
+const resubscribeDelay = time.Second
+
+// watchWith is watchNetwork with the subscriptions made by subscribe. A
+// subscription that ends is not the end of the watch: a closed channel
+// would be read at once forever (a core spinning, and no event reaching
+// out again), so all of them are made afresh, and out is told once, for
+// the changes missed meanwhile.
+func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe func(done <-chan struct{}) (netSubscription, error)) error {
+	done := make(chan struct{})
+	sub, err := subscribe(done)
+	if err != nil {
 		close(done)
-		return fmt.Errorf("watch routes: %w", err)
+		return err
+	}
+	notify := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
 	}
 	go func() {
-		defer close(done)
 		for {
 			var idx int
+			ok := true
 			select {
 			case <-ctx.Done():
+				close(done)
+				sub.drain()
 				return
-			case u := <-neighCh:
-				idx = u.LinkIndex
-			case u := <-linkCh:
-				idx = int(u.Index)
-			case u := <-addrCh:
-				idx = u.LinkIndex
-			case u := <-routeCh:
-				idx = u.LinkIndex
+			case u, open := <-sub.neigh:
+				idx, ok = u.LinkIndex, open
+			case u, open := <-sub.link:
+				idx, ok = int(u.Index), open
+			case u, open := <-sub.addr:
+				idx, ok = u.LinkIndex, open
+			case u, open := <-sub.route:
+				idx, ok = u.LinkIndex, open
 			}
-			if idx != ifindex {
+			if !ok {
+				close(done) // ends the subscriptions still open
+				go sub.drain()
+				notify()
+				for {
+					done = make(chan struct{})
+					if sub, err = subscribe(done); err == nil {
+						break
+					}
+					close(done)
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(resubscribeDelay):
+					}
+				}
 				continue
 			}
-			select {
-			case out <- struct{}{}:
-			default:
+			if idx == ifindex {
+				notify()
 			}
 		}
 	}()
