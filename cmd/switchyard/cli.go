@@ -169,6 +169,11 @@ func runRemove(args []string) error {
 			}
 		}
 	case *iface != "":
+		// Joined to the pin directory's path: "..", say, would name
+		// another program's pins, or all of bpffs.
+		if err := config.CheckInterfaceName(*iface); err != nil {
+			return &usageError{fmt.Sprintf("--interface: %v", err)}
+		}
 		dir = datapath.DefaultPinDir(*iface)
 		if *agent {
 			dir = datapath.DefaultAgentPinDir(*iface)

@@ -230,3 +230,28 @@ func TestRunMissingInterfaceLeavesNoPins(t *testing.T) {
 		t.Errorf("run on a missing interface left pins in %s", pinDir)
 	}
 }
+
+// remove --interface names an interface, whose pins are under
+// /sys/fs/bpf/switchyard: a name that is a path (.., a/b) would make it
+// delete a directory of bpffs outside them, another program's pins (with
+// "..", all of bpffs). It is refused before anything is removed.
+func TestRemoveRefusesAPathForAnInterface(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: remove checks for root first")
+	}
+	// Not Switchyard's: a directory beside /sys/fs/bpf/switchyard.
+	other := filepath.Join(datapath.BPFFSRoot, "aK-other-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Skipf("SKIPPED: cannot create %s (is bpffs mounted?): %v", other, err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	for _, iface := range []string{"../" + filepath.Base(other), "switchyard/../../" + filepath.Base(other)} {
+		err := runRemove([]string{"--interface", iface})
+		if _, ok := errors.AsType[*usageError](err); !ok || !strings.Contains(err.Error(), "--interface") {
+			t.Errorf("remove --interface %s: %v, want a usage error naming --interface", iface, err)
+		}
+		if _, err := os.Stat(other); err != nil {
+			t.Fatalf("remove --interface %s removed %s, which is not Switchyard's", iface, other)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,17 +19,29 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 // 108 bytes including the terminating NUL.
 const maxSocketPath = 107
 
-// checkInterface applies the kernel's rules for interface names
-// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or space.
+// checkInterface applies the kernel's rules for interface names.
 func checkInterface(p *problems, path, name, what string) {
+	if name == "" {
+		p.add(path, "required; name the NIC that %s, e.g. eth0", what)
+	} else if err := CheckInterfaceName(name); err != nil {
+		p.add(path, "%v", err)
+	}
+}
+
+// CheckInterfaceName applies the kernel's rules for interface names
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or space.
+// A name that passes is one element of a path: the pin directories are
+// named after interfaces.
+func CheckInterfaceName(name string) error {
 	switch {
 	case name == "":
-		p.add(path, "required; name the NIC that %s, e.g. eth0", what)
+		return errors.New("an interface name is required, e.g. eth0")
 	case len(name) > 15:
-		p.add(path, "%q is longer than 15 bytes, the Linux limit for interface names; check `ip link`", name)
+		return fmt.Errorf("%q is longer than 15 bytes, the Linux limit for interface names; check `ip link`", name)
 	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n"):
-		p.add(path, "%q is not a valid interface name; check `ip link`", name)
+		return fmt.Errorf("%q is not a valid interface name; check `ip link`", name)
 	}
+	return nil
 }
 
 // parseUnicast parses an address that traffic is sent to or from (a VIP, a
