@@ -122,7 +122,7 @@ func (c *AgentConfig) validate() problems {
 	checkPort(&p, "gue_port", c.GUEPort, 0, "GUE decap off")
 	checkUniqueAddrs(&p, "vips", c.VIPs)
 	if c.PinDir != "" || c.Interface != "" {
-		checkPinDir(&p, "pin_dir", c.PinDir)
+		checkPinDir(&p, "pin_dir", c.PinDir, filepath.Join(DefaultAgentPinDirBase, c.Interface))
 	}
 	checkSocket(&p, "api.socket", c.API.Socket, DefaultAgentAPISocket)
 	checkListen(&p, "metrics.listen", c.Metrics.Listen, DefaultAgentMetricsListen)

@@ -444,7 +444,7 @@ func (c *Config) validate() problems {
 		p.add("datapath.attach_mode", "%q is not an attach mode; use native, generic or auto", d.AttachMode)
 	}
 	if d.PinDir != "" || d.Interface != "" {
-		checkPinDir(&p, "datapath.pin_dir", d.PinDir)
+		checkPinDir(&p, "datapath.pin_dir", d.PinDir, filepath.Join(DefaultPinDirBase, d.Interface))
 	}
 	if d.ConnTableSize < MinConnTableSize || d.ConnTableSize > MaxConnTableSize {
 		p.add("datapath.conn_table_size", "%d is out of range; use %d to %d (default %d)",

@@ -228,10 +228,20 @@ func checkSocket(p *problems, path, s, example string) {
 	}
 }
 
-// checkPinDir checks the bpffs directory the datapath pins its state in.
-func checkPinDir(p *problems, path, s string) {
-	if !filepath.IsAbs(s) {
+// bpffsRoot is where bpffs is mounted (datapath.BPFFSRoot).
+const bpffsRoot = "/sys/fs/bpf"
+
+// checkPinDir checks the bpffs directory the datapath pins its state in;
+// def is the default, for the fix. It must be a directory of its own:
+// `switchyard remove` deletes it whole.
+func checkPinDir(p *problems, path, s, def string) {
+	switch clean := filepath.Clean(s); {
+	case !filepath.IsAbs(s):
 		p.add(path, "%q is not an absolute path; leave it empty for the default, or write a directory under /sys/fs/bpf", s)
+	case clean == bpffsRoot:
+		p.add(path, "%q is the root of bpffs, where other programs pin theirs too, and `switchyard remove` deletes the pin directory whole; leave it empty for %s, or write a directory under it", s, def)
+	case clean == "/":
+		p.add(path, "%q is the root directory; leave it empty for %s, or write a directory under /sys/fs/bpf", s, def)
 	}
 }
 
