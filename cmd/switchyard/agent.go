@@ -28,6 +28,12 @@ func runAgent(args []string) error {
 	// and never undoes.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The agent has no reload, and SIGHUP's default action would kill it
+	// as abruptly: one sent out of habit (the balancer's reload signal)
+	// or by a closing terminal must leave it running.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	log, err := newLogger(*level)
 	if err != nil {
@@ -66,6 +72,12 @@ func runAgent(args []string) error {
 		defer ms.Close()
 	}
 	log.Info("agent running", "interface", cfg.Interface, "vips", cfg.VIPs)
-	<-ctx.Done()
-	return nil
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			log.Warn("SIGHUP ignored: the agent has no reload; restart it (SIGTERM, then start it again) to apply a changed configuration", "config", *cfgPath)
+		}
+	}
 }

@@ -351,3 +351,50 @@ func TestAgentAttachModeHint(t *testing.T) {
 		t.Errorf("agent error names the balancer's datapath.attach_mode, which the agent has no such field for:\n%s", log)
 	}
 }
+
+// TestAgentSIGHUP: a SIGHUP (the balancer's reload signal, or the hangup
+// of the terminal the agent was started from) does not end the agent: its
+// default action killed it on the spot, leaving its VIPs, sysctls and
+// pins, which the next run takes for the admin's and never undoes. The
+// agent has no reload: it says so, and keeps running.
+func TestAgentSIGHUP(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	before := agentState(t, topo, be, pinDir)
+
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	waitLog := func(line, after string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), line); time.Sleep(10 * time.Millisecond) {
+			select {
+			case err := <-exited:
+				t.Fatalf("agent exited %s: %v\n%s", after, err, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent did not log %q within 10 s %s:\n%s", line, after, stderr.String())
+			}
+		}
+	}
+	waitLog("agent running", "before it ran")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog("SIGHUP ignored", "on SIGHUP")
+	if !slices.Contains(agentState(t, topo, be, pinDir).lo, "10.100.0.1/32") {
+		t.Errorf("after SIGHUP the VIP is no longer on lo")
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
