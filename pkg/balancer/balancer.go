@@ -285,11 +285,20 @@ func (b *Balancer) do(ctx context.Context, fn func()) error {
 // configuration. It returns a summary of the changes. On an error the
 // datapath may hold part of cfg.
 func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
-	changes := describeChanges(b.cfg, cfg)
+	old := b.cfg
+	changes := describeChanges(old, cfg)
 	b.cfg = cfg
 	if err := b.syncSettings(); err != nil {
 		// A missing next hop is not fatal: traffic starts when the
-		// neighbour appears (the watch tells us).
+		// neighbour appears (the watch tells us). Nor is a refusal of
+		// settings the file did not change (the interface's MTU, say):
+		// the watch tries them again when the interface changes. But
+		// settings a new file asks for and the datapath refuses are not
+		// applied: the file is not.
+		_, nextHop := errors.AsType[*nextHopError](err)
+		if !nextHop && old != nil && settingsChanged(old, cfg) {
+			return changes, err
+		}
 		b.log.Warn("datapath settings", "error", err)
 	}
 	// One batch: the datapath publishes its VIP index once, at the end.
@@ -338,8 +347,23 @@ func vipFlags(v *config.VIP) datapath.VIPFlags {
 	return f
 }
 
+// nextHopError is a next hop not (yet) resolved: settings were written,
+// without it.
+type nextHopError struct{ err error }
+
+func (e *nextHopError) Error() string { return e.err.Error() }
+func (e *nextHopError) Unwrap() error { return e.err }
+
+// settingsChanged reports whether cur changes the fields of old that
+// syncSettings writes to the datapath.
+func settingsChanged(old, cur *config.Config) bool {
+	return old.Datapath.MTU != cur.Datapath.MTU || old.Datapath.ICMPTooBig != cur.Datapath.ICMPTooBig ||
+		old.Datapath.UDPIdleTimeout != cur.Datapath.UDPIdleTimeout || old.Encap != cur.Encap || old.Nexthop != cur.Nexthop
+}
+
 // syncSettings resolves the interface and next hop and writes the
-// balancer-wide settings when they changed.
+// balancer-wide settings when they changed. A next hop that is not
+// resolved is a *nextHopError, after the rest is written.
 func (b *Balancer) syncSettings() error {
 	cfg := b.cfg
 	ifi, err := readIface(cfg.Datapath.Interface)
@@ -411,7 +435,10 @@ func (b *Balancer) syncSettings() error {
 		}
 		b.settings = s
 	}
-	return nhErr
+	if nhErr != nil {
+		return &nextHopError{nhErr}
+	}
+	return nil
 }
 
 // syncVIPs adds and updates VIPs and backend slots. The VIPs that left the

@@ -1077,3 +1077,52 @@ func TestReloadReplacingVIPsAtTheLimit(t *testing.T) {
 		t.Errorf("%d VIPs in the datapath, want %d", len(vips), datapath.MaxVIPs)
 	}
 }
+
+// failingSettings is the real datapath, except that it refuses settings
+// with GUE, as it refuses any it cannot work with (an MTU under 576, a
+// non-Ethernet interface).
+type failingSettings struct{ *datapath.Balancer }
+
+func (f failingSettings) SetSettings(s datapath.Settings) error {
+	if s.GUEPort != 0 {
+		return errors.New("injected refusal")
+	}
+	return f.Balancer.SetSettings(s)
+}
+
+// A reload whose settings the datapath refuses is refused: before, it was
+// applied but for its settings (a warning in the log), and reported as
+// reloaded, the file's encapsulation in status and generation while the
+// datapath kept the old one.
+func TestReloadWithRefusedSettingsIsRolledBack(t *testing.T) {
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return failingSettings{dp}
+	})
+	before, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.write("encap: {type: gue}\n" + baseConfig)
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "injected refusal") ||
+		!strings.Contains(err.Error(), "the running configuration stays in force") {
+		t.Errorf("reload with settings the datapath refuses: %v, want its error, the running configuration in force", err)
+	}
+	var encap config.EncapType
+	if err := r.b.do(r.ctx, func() { encap = r.b.cfg.Encap.Type }); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if encap != config.EncapIPIP || st.ConfigGeneration != before.ConfigGeneration {
+		t.Errorf("after the refused reload: encap %s, generation %d (was %d); want ipip, unchanged", encap, st.ConfigGeneration, before.ConfigGeneration)
+	}
+
+	// A reload that leaves the settings as they were is not held up by
+	// a next hop not yet resolved (the rig has none).
+	r.write(strings.Replace(baseConfig, "      - {name: be1, address: 10.2.1.2}\n      - {name: be2", "      - {name: be2", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Errorf("reload without a next hop: %v", err)
+	}
+}
