@@ -256,6 +256,11 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: datapath.interface: set twice (first on line 2)"}},
 		{"not a number", lines("datapath:", "  interface: eth0", "  conn_table_size: 1Mi"),
 			[]string{`t.yaml:3: datapath.conn_table_size: "1Mi" is not a whole number`}},
+		// Digits, so not "write digits only".
+		{"number beyond any range", lines("datapath:", "  interface: eth0", "  conn_table_size: 99999999999999999999"),
+			[]string{`t.yaml:3: datapath.conn_table_size: 99999999999999999999 is out of range; write a number`, "configs/switchyard.yaml"}},
+		{"negative number beyond any range", lines("datapath:", "  interface: eth0", "  mtu: -99999999999999999999"),
+			[]string{`t.yaml:3: datapath.mtu: -99999999999999999999 is out of range; write a number`}},
 		{"not a bool", lines("datapath:", "  interface: eth0", "  icmp_too_big: maybe"),
 			[]string{`t.yaml:3: datapath.icmp_too_big: "maybe" is not true or false`}},
 		{"duration without unit", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 30"),

@@ -36,7 +36,7 @@ func parseInto(data []byte, name, example string, out any, finish func(set func(
 	if err != nil {
 		return err
 	}
-	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, active: map[*yaml.Node]bool{}}
+	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, active: map[*yaml.Node]bool{}, example: example}
 	d.decode(root, reflect.ValueOf(out).Elem(), "")
 	if d.aliases > maxAliases {
 		return join(d.errs) // the rest was not decoded: validating it is noise
@@ -116,7 +116,11 @@ type decoder struct {
 
 	active  map[*yaml.Node]bool // nodes being decoded, to catch an alias inside its own anchor
 	aliases int                 // aliases followed so far
+	example string              // the annotated example, which documents each field's range
 }
+
+// wholeNumber is an integer written in decimal, of any size.
+var wholeNumber = regexp.MustCompile(`^[-+]?[0-9]+$`)
 
 // defaulter is implemented by list elements whose fields have defaults:
 // each new element starts from them before the YAML is decoded over it, so
@@ -315,6 +319,11 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 				v.SetInt(int64(i))
 				return
 			}
+		}
+		if _, err := strconv.Atoi(n.Value); errors.Is(err, strconv.ErrRange) && wholeNumber.MatchString(n.Value) {
+			// Digits, too many for an int (YAML reads them as a float).
+			d.fail(n, path, "%s is out of range; write a number in the range this field allows (%s gives it)", n.Value, d.example)
+			return
 		}
 		if n.ShortTag() != "!!int" {
 			d.fail(n, path, "%q is not a whole number; write digits only, e.g. 80", n.Value)
