@@ -1015,7 +1015,9 @@ func (b *Balancer) status() (api.Status, error) {
 			}
 			if hs, ok := b.health.State(healthKey(v.Name, be.Name)); ok {
 				ab.Healthy, ab.Since, ab.HealthInfo = hs.Healthy, hs.Since, hs.LastError
-			} else {
+			}
+			if v.Health.Type == config.CheckNone {
+				// The monitor has a target for it too, always healthy.
 				ab.HealthInfo = "no check"
 			}
 			if c, err := b.dp.BackendCounters(id); err == nil {

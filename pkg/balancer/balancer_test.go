@@ -1126,3 +1126,20 @@ func TestReloadWithRefusedSettingsIsRolledBack(t *testing.T) {
 		t.Errorf("reload without a next hop: %v", err)
 	}
 }
+
+// A backend of a VIP without checks says so in status (CHECK column), as
+// the render fixtures and api.Backend.HealthInfo have it.
+func TestStatusSaysNoCheck(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.VIPs {
+		for _, be := range v.Backends {
+			if be.HealthInfo != "no check" || !be.Healthy {
+				t.Errorf("%s/%s (health type none): healthy %v, health info %q; want healthy, \"no check\"", v.Name, be.Name, be.Healthy, be.HealthInfo)
+			}
+		}
+	}
+}
