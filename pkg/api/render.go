@@ -35,7 +35,10 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	}
 	fmt.Fprintf(tw, ", %s\n", plural(s.ReloadFailures, "failed reload"))
 	if s.LastReloadError != "" {
-		fmt.Fprintf(tw, "\tlast reload error: %s\n", s.LastReloadError)
+		// A refused file's error has a line per problem: each goes in
+		// the value column (a line without a cell would end the
+		// table, and the rows after it be aligned afresh).
+		fmt.Fprintf(tw, "\tlast reload error: %s\n", strings.ReplaceAll(s.LastReloadError, "\n", "\n\t"))
 	}
 	switch {
 	case s.NextHop.Resolved:

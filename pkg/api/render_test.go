@@ -193,3 +193,35 @@ func TestAge(t *testing.T) {
 		}
 	}
 }
+
+// A refused reload's error has a line per problem: each stays in the
+// value column, and the lines after it stay aligned with those before.
+func TestWriteStatusMultiLineReloadError(t *testing.T) {
+	var b strings.Builder
+	s := Status{Node: "lb1", NextHop: NextHop{Gateway: "10.0.0.1"},
+		LastReloadError: "configuration refused, the running one stays in force (rejected):\n" +
+			"f.yaml:3: vips[0].port: 70000 is out of range; use 0 (all ports) to 65535\nf.yaml:9: vips[1].name: required"}
+	if err := WriteStatus(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	col := -1
+	for _, l := range strings.Split(out, "\n") {
+		if l == "" {
+			break // the header ends
+		}
+		// "label:   value", or "         value" continuing the one above
+		valueAt := 0
+		if !strings.HasPrefix(l, " ") {
+			valueAt = strings.Index(l, ":") + 1
+		}
+		c := len(l) - len(strings.TrimLeft(l[valueAt:], " "))
+		if col == -1 {
+			col = c
+		}
+		if c != col {
+			t.Errorf("line not in the value column (%d):\n%s", col, out)
+			break
+		}
+	}
+}
