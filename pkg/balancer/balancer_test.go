@@ -1143,3 +1143,42 @@ func TestStatusSaysNoCheck(t *testing.T) {
 		}
 	}
 }
+
+// A drains file holding JSON null (written by hand, say) is an empty one:
+// it became a nil map, and the next drain panicked the control loop.
+func TestDrainsFileOfNull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	file := filepath.Join(t.TempDir(), "drains.json")
+	if err := os.WriteFile(file, []byte("null"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if _, err := b.Drain(ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true}` {
+		t.Errorf("drains file after the drain: %q, %v", data, err)
+	}
+}

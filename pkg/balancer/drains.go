@@ -23,9 +23,12 @@ func (b *Balancer) loadDrains() error {
 	if err != nil {
 		return err
 	}
-	m := map[string]bool{}
+	var m map[string]bool
 	if err := json.Unmarshal(data, &m); err != nil {
 		return fmt.Errorf("parse %s: %w", b.drainFile, err)
+	}
+	if m == nil {
+		m = map[string]bool{} // the file held null: Drain writes to the map
 	}
 	b.drain = m
 	if len(m) > 0 {
