@@ -321,7 +321,9 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	bufio.NewReader(resp.Body).ReadString('\n')
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "backend=be1 seq=1\n" {
+		t.Fatalf("stream before Close: first line %q, %v; want it open", line, err)
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- s.Close() }()
