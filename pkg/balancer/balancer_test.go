@@ -122,6 +122,36 @@ func (r *rig) write(yaml string) {
 	}
 }
 
+// vips reads the datapath's VIPs. A read error fails the test: two failed
+// reads compare equal, and "the datapath did not change" would pass.
+func (r *rig) vips() map[datapath.VIPKey]datapath.VIPMeta {
+	r.t.Helper()
+	m, err := r.dp.VIPs()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return m
+}
+
+func (r *rig) backends() map[uint32]datapath.Backend {
+	r.t.Helper()
+	m, err := r.dp.Backends()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return m
+}
+
+// table is the active lookup table of the VIP k.
+func (r *rig) table(k datapath.VIPKey) []uint32 {
+	r.t.Helper()
+	table, err := r.dp.Table(k, r.vips()[k].Gen)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return table
+}
+
 // slots counts, per backend address, the active table's slots of a VIP.
 func (r *rig) slots(name string) map[string]int {
 	r.t.Helper()
@@ -135,12 +165,7 @@ func (r *rig) slots(name string) map[string]int {
 			continue
 		}
 		vk := vipKeyOf(r.t, r.b.cfg.VIPByName(name))
-		metas, _ := r.dp.VIPs()
-		table, err := r.dp.Table(vk, metas[vk].Gen)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		bes, _ := r.dp.Backends()
+		table, bes := r.table(vk), r.backends()
 		for _, id := range table {
 			if id == datapath.MaglevEmpty {
 				out["empty"]++
@@ -200,7 +225,7 @@ func TestApplyInstallsVIPsBackendsAndWeightedTables(t *testing.T) {
 // published, though the inputs' order changed.
 func TestReorderedBackendsKeepTheTable(t *testing.T) {
 	r := newRig(t, baseConfig, datapath.Options{})
-	before, _ := r.dp.VIPs()
+	before := r.vips()
 	reordered := strings.Replace(baseConfig, `      - {name: be1, address: 10.2.1.2}
       - {name: be2, address: 10.2.2.2}
       - {name: be3, address: 10.2.3.2, weight: 2}`, `      - {name: be3, address: 10.2.3.2, weight: 2}
@@ -213,7 +238,7 @@ func TestReorderedBackendsKeepTheTable(t *testing.T) {
 	if _, err := r.b.Reload(r.ctx); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := r.dp.VIPs()
+	after := r.vips()
 	web := vipKeyOf(t, r.b.cfg.VIPByName("web"))
 	if after[web].Gen != before[web].Gen {
 		t.Errorf("web's table was republished (generation %d to %d) though only its backends' order changed",
@@ -317,7 +342,7 @@ func TestDrainUndrain(t *testing.T) {
 
 func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	r := newRig(t, baseConfig, datapath.Options{})
-	before, _ := r.dp.VIPs()
+	before := r.vips()
 	webKey := vipKeyOf(t, r.b.cfg.VIPByName("web"))
 	genBefore := before[webKey].Gen
 
@@ -327,11 +352,14 @@ func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	if !errors.Is(err, api.ErrRejected) || !strings.Contains(err.Error(), "switchyard.yaml:") {
 		t.Fatalf("invalid reload: %v, want a rejection naming file:line", err)
 	}
-	st, _ := r.b.Status(r.ctx)
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if st.ReloadFailures != 1 || st.LastReloadError == "" {
 		t.Errorf("reload failure not recorded: %d %q", st.ReloadFailures, st.LastReloadError)
 	}
-	after, _ := r.dp.VIPs()
+	after := r.vips()
 	if !mapsEqual(before, after) {
 		t.Errorf("datapath changed on a refused reload")
 	}
@@ -353,7 +381,7 @@ func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	if !slices.Contains(resp.Changed, "vip web: backend be4 added") || len(resp.Changed) != 1 {
 		t.Errorf("changes %q", resp.Changed)
 	}
-	now, _ := r.dp.VIPs()
+	now := r.vips()
 	if now[webKey].Gen == genBefore {
 		t.Errorf("web table did not flip generation")
 	}
@@ -370,7 +398,7 @@ func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	if err != nil || len(resp.Changed) != 0 {
 		t.Errorf("no-op reload: %v %v", resp, err)
 	}
-	if again, _ := r.dp.VIPs(); !mapsEqual(now, again) {
+	if again := r.vips(); !mapsEqual(now, again) {
 		t.Errorf("no-op reload touched the datapath")
 	}
 }
@@ -396,22 +424,21 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 	pin := filepath.Join(datapath.BPFFSRoot, fmt.Sprintf("switchyard-unit-%d", time.Now().UnixNano()))
 	t.Cleanup(func() { datapath.RemoveBalancer(pin) })
 	r1 := newRig(t, baseConfig, datapath.Options{PinDir: pin})
-	vips1, _ := r1.dp.VIPs()
-	bes1, _ := r1.dp.Backends()
 	web := vipKeyOf(t, r1.b.cfg.VIPByName("web"))
-	table1, _ := r1.dp.Table(web, vips1[web].Gen)
+	vips1, bes1, table1 := r1.vips(), r1.backends(), r1.table(web)
+	if len(vips1) != 2 || len(bes1) == 0 || len(table1) != 251 {
+		t.Fatalf("first loop: %d VIPs, %d backends, web table of %d slots; want 2, some, 251", len(vips1), len(bes1), len(table1))
+	}
 
 	r2 := newRig(t, baseConfig, datapath.Options{PinDir: pin})
-	vips2, _ := r2.dp.VIPs()
-	bes2, _ := r2.dp.Backends()
+	vips2, bes2 := r2.vips(), r2.backends()
 	if !mapsEqual(vips1, vips2) {
 		t.Errorf("VIPs changed across restart:\n%v\n%v", vips1, vips2)
 	}
 	if fmt.Sprint(bes1) != fmt.Sprint(bes2) {
 		t.Errorf("backend ids changed across restart")
 	}
-	table2, _ := r2.dp.Table(web, vips2[web].Gen)
-	if !slices.Equal(table1, table2) {
+	if table2 := r2.table(web); !slices.Equal(table1, table2) {
 		t.Errorf("table changed across restart")
 	}
 }
@@ -428,7 +455,9 @@ func TestDrainsSurviveRestart(t *testing.T) {
 	defer dp.Close()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "switchyard.yaml")
-	os.WriteFile(path, []byte(baseConfig), 0o600)
+	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -585,13 +614,13 @@ func TestReloadOverDatapathLimitsIsRefusedWhole(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, baseConfig, datapath.Options{})
-			before, _ := r.dp.VIPs()
+			before := r.vips()
 			r.write(manyVIPsConfig(tt.extra, tt.backendsEach, tt.tableSize))
 			_, err := r.b.Reload(r.ctx)
 			if !errors.Is(err, api.ErrRejected) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("reload over the datapath's limit: %v, want a rejection about %s", err, tt.want)
 			}
-			if after, _ := r.dp.VIPs(); !mapsEqual(before, after) {
+			if after := r.vips(); !mapsEqual(before, after) {
 				t.Errorf("a refused reload changed the datapath: %d VIPs before, %d after", len(before), len(after))
 			}
 			var vips int
