@@ -262,7 +262,9 @@ func TestLinks(t *testing.T) {
 			t.Errorf("router %s = %s, want %s", key, got, want)
 		}
 		// The client must not have been changed along with the router.
-		if got, _ := topo.SysctlValue(topo.Client(), key); got == want {
+		if got, err := topo.SysctlValue(topo.Client(), key); err != nil {
+			t.Errorf("client %s: %v", key, err)
+		} else if got == want {
 			t.Errorf("client %s = %s too: sysctl leaked out of the router namespace", key, got)
 		}
 	}
