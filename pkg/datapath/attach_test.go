@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/switchyard-lb/switchyard/pkg/topology"
@@ -45,8 +46,8 @@ func TestAttachUpgradeRemove(t *testing.T) {
 			return err
 		}
 		b1.Close()
-		if id := xdpProgID(t, "eth0"); id == 0 {
-			return errors.New("closing the daemon's handles detached the program")
+		if id, err := xdpProgID("eth0"); err != nil || id == 0 {
+			return fmt.Errorf("closing the daemon's handles detached the program (%v)", err)
 		}
 
 		// A newer program: swapped into the pinned link, state kept.
@@ -75,9 +76,8 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		if cfg2 != cfg1 || cfg1.Flags == 0 || filter2 != filter1 {
 			return fmt.Errorf("settings or VIP filter reset by the upgrade: config %+v -> %+v", cfg1, cfg2)
 		}
-		info, _ := b2.objs.XdpBalancer.Info()
-		if id, _ := info.ID(); uint32(id) != xdpProgID(t, "eth0") {
-			return errors.New("the interface does not run the new program")
+		if err := runsProgram(b2.objs.XdpBalancer, "eth0"); err != nil {
+			return err
 		}
 
 		// A pinned table of another size cannot be reused: a clear error.
@@ -93,8 +93,8 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		if err := RemoveBalancer(pin); err != nil {
 			return err
 		}
-		if id := xdpProgID(t, "eth0"); id != 0 {
-			return fmt.Errorf("program %d still attached after remove", id)
+		if id, err := xdpProgID("eth0"); err != nil || id != 0 {
+			return fmt.Errorf("program %d still attached after remove (%v)", id, err)
 		}
 		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("pins left behind: %v", err)
@@ -141,12 +141,37 @@ func TestAttachGeneric(t *testing.T) {
 	}
 }
 
-func xdpProgID(t *testing.T, ifname string) uint32 {
+// xdpProgID is the id of the XDP program on ifname, 0 if none. A failed
+// lookup is an error, not 0: "no program after remove" must not pass on it.
+func xdpProgID(ifname string) (uint32, error) {
 	l, err := netlink.LinkByName(ifname)
-	if err != nil || l.Attrs().Xdp == nil {
-		return 0
+	if err != nil {
+		return 0, err
 	}
-	return l.Attrs().Xdp.ProgId
+	if l.Attrs().Xdp == nil {
+		return 0, nil
+	}
+	return l.Attrs().Xdp.ProgId, nil
+}
+
+// runsProgram returns an error unless p is the XDP program on ifname.
+func runsProgram(p *ebpf.Program, ifname string) error {
+	info, err := p.Info()
+	if err != nil {
+		return err
+	}
+	id, ok := info.ID()
+	if !ok {
+		return errors.New("the kernel gives no id for the new program")
+	}
+	on, err := xdpProgID(ifname)
+	if err != nil {
+		return err
+	}
+	if uint32(id) != on {
+		return fmt.Errorf("%s runs program %d, not the new program %d", ifname, on, id)
+	}
+	return nil
 }
 
 // TestAttachHonoursAnExplicitMode: a pinned link left in generic mode (an
@@ -191,9 +216,8 @@ func TestAttachHonoursAnExplicitMode(t *testing.T) {
 		if res.Mode != AttachNative || l.Attrs().Xdp == nil || l.Attrs().Xdp.AttachMode != 1 /* XDP_ATTACHED_DRV */ {
 			return fmt.Errorf("native asked over a generic pinned link: %+v, link %+v", res, l.Attrs().Xdp)
 		}
-		info, _ := b2.objs.XdpBalancer.Info()
-		if id, _ := info.ID(); uint32(id) != xdpProgID(t, "eth0") {
-			return errors.New("the interface does not run the new program")
+		if err := runsProgram(b2.objs.XdpBalancer, "eth0"); err != nil {
+			return err
 		}
 		if vips, err := b2.VIPs(); err != nil || vips[VIPKey{vip4, 80, ProtoTCP}].Num != 3 {
 			return fmt.Errorf("pinned VIP lost across the mode change: %v %v", vips, err)
