@@ -55,15 +55,22 @@ func FuzzDecap(f *testing.F) {
 		w.setGUE(f, gue)
 		for _, s := range encapSpecs {
 			in, l2 := build(f, s)
-			if act, enc := w.run(f, in); act == xdpTX {
-				f.Add(enc)
+			// A seed not encapsulated is a broken fixture, not one to
+			// leave out: without the seeds, the run (CI runs the seeds
+			// only) would check a plain SYN and nothing else.
+			act, enc := w.run(f, in)
+			if act != xdpTX {
+				f.Fatalf("seed %v with GUE port %d: balancer %s, want TX", flowOf(s), gue, actionNames[act])
 			}
+			f.Add(enc)
 			s.tos |= 2 // ECT(0)
 			in, _ = build(f, s)
-			if act, enc := w.run(f, in); act == xdpTX {
-				setECN(enc[l2:], 3)
-				f.Add(enc)
+			act, enc = w.run(f, in)
+			if act != xdpTX {
+				f.Fatalf("ECT(0) seed %v with GUE port %d: balancer %s, want TX", flowOf(s), gue, actionNames[act])
 			}
+			setECN(enc[l2:], 3)
+			f.Add(enc)
 		}
 	}
 	plain, _ := build(f, syn4(9))
