@@ -87,7 +87,7 @@ type Balancer struct {
 	builders    []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
 	settings    datapath.Settings
 	gateway     netip.Addr
-	nhResolved  bool
+	nhResolved  bool // the settings the datapath holds carry a next-hop MAC
 	health      *health.Monitor
 	transitions chan health.Transition
 	dialer      health.Dialer
@@ -407,15 +407,6 @@ func (b *Balancer) syncSettings() error {
 			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
 		}
 	}
-	resolved := s.NextHopMAC != nil
-	if resolved != b.nhResolved {
-		if resolved {
-			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC.String())
-		} else {
-			b.log.Warn("next hop lost", "gateway", gw)
-		}
-	}
-	b.nhResolved = resolved
 	if !reflect.DeepEqual(s, b.settings) {
 		if min, why := cfg.MinMTU(); int(s.MTU) < min && int(s.MTU) >= datapath.MinMTU {
 			// Taken from the interface (config checks its own datapath.mtu):
@@ -430,10 +421,20 @@ func (b *Balancer) syncSettings() error {
 			b.log.Warn("datapath.mtu is above the interface's MTU: encapsulated packets between the two are lost; lower datapath.mtu or raise the interface's MTU",
 				"interface", cfg.Datapath.Interface, "datapath.mtu", cfg.Datapath.MTU, "interface_mtu", ifi.MTU)
 		}
+		// A refused write leaves the datapath with the settings before:
+		// status and the next-hop metric say what it holds.
 		if err := b.dp.SetSettings(s); err != nil {
 			return err
 		}
 		b.settings = s
+	}
+	if resolved := s.NextHopMAC != nil; resolved != b.nhResolved {
+		if resolved {
+			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC.String())
+		} else {
+			b.log.Warn("next hop lost", "gateway", gw)
+		}
+		b.nhResolved = resolved
 	}
 	if nhErr != nil {
 		return &nextHopError{nhErr}
