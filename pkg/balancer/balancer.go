@@ -95,7 +95,7 @@ type Balancer struct {
 	stopped     chan struct{} // closed when Run returns: requests fail at once
 	stopOnce    sync.Once
 	netEvents   chan struct{}
-	rates       map[uint32]rateSample
+	rates       map[uint32]rateSample // by VIP number; cleared when a number is freed or given
 	drainFile   string
 }
 
@@ -477,6 +477,7 @@ func (b *Balancer) syncVIPs() error {
 			}
 			used[num] = true
 			b.vipNums[k] = num
+			delete(b.rates, num) // a number's samples are its VIP's
 			b.log.Info("VIP added", "vip", want[k].Name, "key", k, "num", num)
 		}
 		if err := b.dp.SetVIP(k, num, vipFlags(want[k])); err != nil {
@@ -522,6 +523,7 @@ func (b *Balancer) deleteGoneVIPs() error {
 		if err := b.dp.DeleteVIP(k); err != nil {
 			return err
 		}
+		delete(b.rates, b.vipNums[k])
 		delete(b.vipNums, k)
 		delete(b.published, k)
 		delete(b.inputs, k)

@@ -1211,3 +1211,61 @@ func TestDrainsFileOfNull(t *testing.T) {
 		t.Errorf("drains file after the drain: %q, %v", data, err)
 	}
 }
+
+// A new VIP that takes a deleted one's datapath number starts with no
+// packet rate: the rate samples were kept by number, and status showed the
+// deleted VIP's rate for the new one until the next sample (2 s later).
+func TestReusedVIPNumberStartsWithoutARate(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	dnsAt := strings.Index(baseConfig, "  - name: dns")
+	withoutDNS := baseConfig[:dnsAt]
+	withAPI := withoutDNS + strings.Replace(baseConfig[dnsAt:], "name: dns", "name: api", 1)
+	load := func(yaml string) *config.Config {
+		t.Helper()
+		r.write(yaml)
+		cfg, err := config.Load(r.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	cfgWithout, cfgWith := load(withoutDNS), load(withAPI)
+	var st api.Status
+	var dnsNum, apiNum uint32
+	var err error
+	// On the control loop, in one go: no tick samples the rates between.
+	if e := r.b.do(r.ctx, func() {
+		dnsNum = r.b.vipNums[vipKey(r.b.cfg.VIPByName("dns"))]
+		// What a sample of a busy dns leaves: its count (the new VIP's
+		// counters start from zero, under it) and its rate.
+		r.b.rates[dnsNum] = rateSample{at: time.Now(), packets: 1 << 40, rate: 5000}
+		if _, err = r.b.apply(cfgWithout); err != nil {
+			return
+		}
+		if _, err = r.b.apply(cfgWith); err != nil {
+			return
+		}
+		apiNum = r.b.vipNums[vipKey(r.b.cfg.VIPByName("api"))]
+		st, err = r.b.status()
+	}); e != nil {
+		t.Fatal(e)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if apiNum != dnsNum {
+		t.Fatalf("api took VIP number %d, not dns's %d: the test shows nothing", apiNum, dnsNum)
+	}
+	found := false
+	for _, v := range st.VIPs {
+		if v.Name == "api" {
+			found = true
+			if v.PacketRate != 0 {
+				t.Errorf("new VIP api (number %d, dns's before): packet rate %v, want 0 (it has had no packets)", apiNum, v.PacketRate)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("status has no VIP api: %+v", st.VIPs)
+	}
+}
