@@ -45,13 +45,16 @@ func runFlows(args []string) error {
 	fs := flag.NewFlagSet("flows", flag.ExitOnError)
 	cf.register(fs)
 	vip := fs.String("vip", "", "only flows of this VIP (by name)")
-	limit := fs.Int("limit", 1000, "at most this many flows")
+	limit := fs.Int("limit", 1000, fmt.Sprintf("at most this many flows (up to %d)", api.MaxFlowsLimit))
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	if *limit < 1 {
 		// The API takes 0 and below as its default of 1000.
 		return &usageError{fmt.Sprintf("--limit %d: give at least 1", *limit)}
+	}
+	if *limit > api.MaxFlowsLimit {
+		return &usageError{fmt.Sprintf("--limit %d: give at most %d (narrow the list with --vip)", *limit, api.MaxFlowsLimit)}
 	}
 	ctx, cancel, err := cf.context()
 	if err != nil {

@@ -179,6 +179,9 @@ func TestClientFlagRanges(t *testing.T) {
 	}{
 		{"flows", runFlows, []string{"--limit", "0"}, "--limit 0: give at least 1"},
 		{"flows", runFlows, []string{"--limit", "-5"}, "--limit -5"},
+		// A full connection table (16Mi entries) would answer gigabytes
+		// and hold the control loop meanwhile.
+		{"flows", runFlows, []string{"--limit", "100001"}, "--limit 100001: give at most 100000"},
 		{"status", runStatus, []string{"--timeout", "0s"}, "--timeout 0s: give a positive duration"},
 		{"reload", runReload, []string{"--timeout", "-1s"}, "--timeout -1s"},
 		{"drain", runDrain, []string{"be1", "--timeout", "0"}, "--timeout 0s"},
@@ -192,8 +195,10 @@ func TestClientFlagRanges(t *testing.T) {
 	// dial can outlast (a missing socket fails at once): 1ms ran out
 	// first on a loaded machine, and the request ended "did not answer
 	// in time" instead of reaching the dial.
-	if err := runFlows([]string{"--socket", sock, "--limit", "1", "--timeout", "1m"}); !errors.Is(err, api.ErrNoDaemon) {
-		t.Errorf("flows --limit 1 --timeout 1m: %v, want ErrNoDaemon", err)
+	for _, limit := range []string{"1", "100000"} {
+		if err := runFlows([]string{"--socket", sock, "--limit", limit, "--timeout", "1m"}); !errors.Is(err, api.ErrNoDaemon) {
+			t.Errorf("flows --limit %s --timeout 1m: %v, want ErrNoDaemon", limit, err)
+		}
 	}
 }
 

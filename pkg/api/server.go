@@ -28,7 +28,8 @@ import (
 type Service interface {
 	Status(ctx context.Context) (Status, error)
 	// Flows lists connection-table entries of the VIP named vip ("" for
-	// every VIP), at most limit of them (<= 0: a default of 1000).
+	// every VIP), at most limit of them (<= 0: a default of 1000; the
+	// server refuses more than MaxFlowsLimit).
 	Flows(ctx context.Context, vip string, limit int) (FlowsResponse, error)
 	// Drain drains (drain true) or undrains a backend named as in
 	// DrainRequest.
@@ -319,6 +320,9 @@ func (s *Server) flows(r *http.Request) (any, error) {
 		n, err := strconv.Atoi(l)
 		if err != nil {
 			return nil, fmt.Errorf("limit %q is not a whole number: %w", l, ErrBadRequest)
+		}
+		if n > MaxFlowsLimit {
+			return nil, fmt.Errorf("limit %d is above the maximum of %d; ask for fewer flows, or narrow them to one VIP: %w", n, MaxFlowsLimit, ErrBadRequest)
 		}
 		limit = n
 	}

@@ -152,6 +152,9 @@ func TestRoundTrip(t *testing.T) {
 	if _, err := c.Flows(ctx, "", 0); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.Flows(ctx, "", 100000); err != nil {
+		t.Fatalf("flows at the maximum limit: %v", err)
+	}
 	d, err := c.Drain(ctx, "web-1")
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +177,7 @@ func TestRoundTrip(t *testing.T) {
 		"status",
 		`flows vip="web" limit=10`,
 		`flows vip="" limit=0`,
+		`flows vip="" limit=100000`,
 		"drain web-1 true",
 		"drain web/web-1 false",
 		"reload",
@@ -229,6 +233,7 @@ func TestBadRequests(t *testing.T) {
 		{"POST", "/v1/undrain", `{"backend": "a"} {}`, 400, "data after the JSON object"},
 		{"POST", "/v1/drain", `{"backend": "` + strings.Repeat("a", 2<<20) + `"}`, 413, "larger than 1048576 bytes"},
 		{"GET", "/v1/flows?limit=ten", "", 400, `limit "ten" is not a whole number`},
+		{"GET", "/v1/flows?limit=16777216", "", 400, "limit 16777216 is above the maximum of 100000"},
 		{"GET", "/v1/drain", "", 405, "/v1/drain takes POST, not GET"},
 		{"POST", "/v1/status", "", 405, "/v1/status takes GET, not POST"},
 		{"GET", "/v2/status", "", 404, "no endpoint /v2/status"},

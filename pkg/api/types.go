@@ -79,6 +79,12 @@ type Flow struct {
 	IdleSecond float64 `json:"idle_seconds"`
 }
 
+// MaxFlowsLimit is the largest limit GET /v1/flows (and `switchyard flows
+// --limit`) takes. The control loop builds the whole answer while it holds
+// the datapath: a full connection table (16Mi entries) would take it
+// gigabytes and seconds. 100,000 flows are about 20 MB of JSON.
+const MaxFlowsLimit = 100000
+
 // FlowsResponse is the answer of GET /v1/flows.
 type FlowsResponse struct {
 	Flows     []Flow `json:"flows"`
