@@ -744,7 +744,7 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 	var resp api.ReloadResponse
 	var rerr error
 	err := b.do(ctx, func() {
-		cfg, err := config.Load(b.path)
+		cfg, err := config.Reload(b.path)
 		if err == nil {
 			err = immutableChanged(b.cfg, cfg)
 		}

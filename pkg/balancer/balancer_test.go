@@ -1269,3 +1269,21 @@ func TestReusedVIPNumberStartsWithoutARate(t *testing.T) {
 		t.Errorf("status has no VIP api: %+v", st.VIPs)
 	}
 }
+
+// A reload that cannot read the file says how to fix that for a reload:
+// before, it advised passing the path of a config file, which neither
+// SIGHUP nor `switchyard reload` can.
+func TestReloadOfAMissingFileAdvisesRestoringIt(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	if err := os.Remove(r.path); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.b.Reload(r.ctx)
+	if err == nil {
+		t.Fatal("reload of a missing file succeeded")
+	}
+	if msg := err.Error(); strings.Contains(msg, "pass the path") || !strings.Contains(msg, "restore "+r.path) ||
+		!errors.Is(err, os.ErrNotExist) {
+		t.Errorf("reload of a missing file: %q; want it to wrap the read error and say to restore %s, not to pass a path", msg, r.path)
+	}
+}

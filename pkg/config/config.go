@@ -352,6 +352,17 @@ func Load(path string) (*Config, error) {
 	return Parse(data, path)
 }
 
+// Reload is Load for a running daemon's reload (SIGHUP, `switchyard
+// reload`): a file it cannot read is to be restored at path, not replaced
+// by another path.
+func Reload(path string) (*Config, error) {
+	data, err := rereadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
 // Parse parses a balancer config: it decodes data over DefaultConfig,
 // applies the derived defaults and validates. name is the file name used
 // in error messages.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"reflect"
 	"regexp"
@@ -20,6 +21,20 @@ func readFile(path, example string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config %s: %w; pass the path of a config file (%s is an annotated example)", path, err, example)
+	}
+	return data, nil
+}
+
+// rereadFile reads the config file of a running daemon for a reload,
+// which cannot name another file: the advice is to put this one right.
+func rereadFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fix := "restore " + path
+		if errors.Is(err, fs.ErrPermission) {
+			fix = "fix the permissions of " + path
+		}
+		return nil, fmt.Errorf("read config %s: %w; a reload reads the file switchyard run was started with: %s, then reload again", path, err, fix)
 	}
 	return data, nil
 }
