@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -80,10 +81,11 @@ func runRun(args []string) error {
 		log.Info("XDP balancer attached", "interface", cfg.Datapath.Interface, "mode", res.Mode, "tag", res.NewTag, "pins", pinDir)
 	}
 
+	drainFile, legacyDrainFile := drainFiles(cfg.API.Socket, pinDir)
 	bal, err := balancer.New(balancer.Config{
 		ConfigPath: *cfgPath, Initial: cfg, Datapath: dp, Logger: log,
 		AttachMode: res.Mode.String(), ProgramTag: res.NewTag,
-		DrainFile: filepath.Join(filepath.Dir(cfg.API.Socket), "drains-"+filepath.Base(pinDir)+".json"),
+		DrainFile: drainFile, LegacyDrainFile: legacyDrainFile,
 	})
 	if err != nil {
 		return err
@@ -119,4 +121,22 @@ func runRun(args []string) error {
 	err = bal.Run(ctx)
 	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
 	return err
+}
+
+// drainFiles names the file of operator drains, beside the API socket.
+// Daemons whose sockets share a directory keep theirs apart by pin
+// directory: the default one (/sys/fs/bpf/switchyard/<interface>) keeps
+// the name earlier releases gave it, drains-<interface>.json; any other
+// adds a hash of its whole path to its last element. legacy is the name
+// earlier releases gave that file ("" if the same), read while the new
+// one is missing, so an upgrade keeps the drains.
+func drainFiles(socket, pinDir string) (file, legacy string) {
+	dir, base := filepath.Dir(socket), filepath.Base(pinDir)
+	old := filepath.Join(dir, "drains-"+base+".json")
+	clean := filepath.Clean(pinDir)
+	if clean == datapath.DefaultPinDir(base) {
+		return old, ""
+	}
+	sum := sha256.Sum256([]byte(clean))
+	return filepath.Join(dir, fmt.Sprintf("drains-%s-%x.json", base, sum[:6])), old
 }

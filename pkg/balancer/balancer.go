@@ -65,6 +65,9 @@ type Config struct {
 	// kept). It belongs on a tmpfs such as /run: a reboot loses the
 	// datapath too.
 	DrainFile string
+	// LegacyDrainFile, if set, is where an earlier release kept the
+	// drains DrainFile now keeps: read when DrainFile is missing.
+	LegacyDrainFile string
 }
 
 // Balancer is the control loop. Create with New, start with Run.
@@ -97,6 +100,7 @@ type Balancer struct {
 	netEvents   chan struct{}
 	rates       map[uint32]rateSample // by VIP number; cleared when a number is freed or given
 	drainFile   string
+	legacyDrain string // read when drainFile is missing
 }
 
 type rateSample struct {
@@ -132,6 +136,7 @@ func New(cfg Config) (*Balancer, error) {
 		netEvents:   make(chan struct{}, 1),
 		rates:       map[uint32]rateSample{},
 		drainFile:   cfg.DrainFile,
+		legacyDrain: cfg.LegacyDrainFile,
 	}
 	if err := b.loadDrains(); err != nil {
 		b.log.Warn("operator drains from the previous run are lost", "file", b.drainFile, "error", err)

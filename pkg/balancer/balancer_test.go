@@ -484,6 +484,44 @@ func TestDrainsSurviveRestart(t *testing.T) {
 	}
 }
 
+// An upgrade to a release that names the drains file otherwise finds the
+// drains in the file of the earlier name, and keeps them in the new one
+// from then on.
+func TestDrainsFromAnEarlierFileName(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	dir := t.TempDir()
+	legacy, file := filepath.Join(dir, "drains-pins.json"), filepath.Join(dir, "drains-pins-0123456789ab.json")
+	if err := os.WriteFile(legacy, []byte(`{"web/be2":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	path := filepath.Join(dir, "switchyard.yaml")
+	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file, LegacyDrainFile: legacy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.health.Close()
+	if !b.drained("web", *cfg.VIPByName("web").BackendByName("be2")) {
+		t.Errorf("drain of web/be2 in %s (the earlier name of %s) forgotten", legacy, file)
+	}
+	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true}` {
+		t.Errorf("%s after the start: %q, %v; want the drains read from %s", file, data, err, legacy)
+	}
+}
+
 // failoverConfig is 64 VIPs of 100 backends and 65,537 slots each, all of
 // them sharing the backend "shared".
 func failoverConfig(vips, backends int) string {

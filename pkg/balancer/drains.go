@@ -16,7 +16,13 @@ func (b *Balancer) loadDrains() error {
 	if b.drainFile == "" {
 		return nil
 	}
-	data, err := os.ReadFile(b.drainFile)
+	file := b.drainFile
+	data, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) && b.legacyDrain != "" {
+		// An upgrade: the drains are in the file an earlier release named.
+		file = b.legacyDrain
+		data, err = os.ReadFile(file)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -25,14 +31,21 @@ func (b *Balancer) loadDrains() error {
 	}
 	var m map[string]bool
 	if err := json.Unmarshal(data, &m); err != nil {
-		return fmt.Errorf("parse %s: %w", b.drainFile, err)
+		return fmt.Errorf("parse %s: %w", file, err)
 	}
 	if m == nil {
 		m = map[string]bool{} // the file held null: Drain writes to the map
 	}
 	b.drain = m
 	if len(m) > 0 {
-		b.log.Info("operator drains restored", "file", b.drainFile, "entries", len(m))
+		b.log.Info("operator drains restored", "file", file, "entries", len(m))
+	}
+	if file != b.drainFile {
+		// From now on in this release's file; the earlier one is left
+		// alone, as another daemon may share it.
+		if err := b.saveDrains(); err != nil {
+			b.log.Warn("operator drains not moved to this release's file; the earlier one stays in use", "file", b.drainFile, "error", err)
+		}
 	}
 	return nil
 }
