@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -225,6 +226,9 @@ func removePinned(pinDir string) error {
 	if err := checkBPFFS(pinDir); err != nil {
 		return err
 	}
+	if err := checkPinDir(pinDir); err != nil {
+		return err
+	}
 	linkPath := filepath.Join(pinDir, linkPinName)
 	if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
 		// Detach first: a running daemon may still hold the link open,
@@ -251,6 +255,88 @@ func removePinned(pinDir string) error {
 		os.Remove(parent) // fails harmlessly when not empty
 	}
 	return nil
+}
+
+// pinDirAdvice ends the errors of checkPinDir.
+const pinDirAdvice = "name the pin directory of one balancer or agent (datapath.pin_dir or the agent's pin_dir; by default /sys/fs/bpf/switchyard/IFACE or /sys/fs/bpf/switchyard-agent/IFACE)"
+
+// checkPinDir refuses a directory that removePinned must not delete: the
+// root of a bpffs mount (every BPF program's pins are there), or one that
+// holds anything Switchyard does not pin. A missing one is nothing to
+// delete.
+func checkPinDir(pinDir string) error {
+	dir, err := filepath.Abs(pinDir)
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("refuse to remove %s: %w (%w); %s", pinDir, err, ErrNotPinDir, pinDirAdvice)
+	}
+	var st, parent unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if err := unix.Stat(filepath.Dir(dir), &parent); err != nil {
+		return fmt.Errorf("stat %s: %w", filepath.Dir(dir), err)
+	}
+	if st.Dev != parent.Dev || st.Ino == parent.Ino {
+		return fmt.Errorf("refuse to remove %s: it is the root of a bpffs mount, which holds every BPF program's pins (%w); %s",
+			pinDir, ErrNotPinDir, pinDirAdvice)
+	}
+	names, err := pinNames()
+	if err != nil {
+		return err
+	}
+	var foreign []string
+	for _, e := range entries {
+		switch {
+		case e.IsDir():
+			foreign = append(foreign, strconv.Quote(e.Name())+" (a directory)")
+		case !names[e.Name()]:
+			foreign = append(foreign, strconv.Quote(e.Name()))
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	const shown = 5
+	list := strings.Join(foreign[:min(len(foreign), shown)], ", ")
+	if len(foreign) > shown {
+		list += fmt.Sprintf(" and %d more", len(foreign)-shown)
+	}
+	return fmt.Errorf("refuse to remove %s: it holds %s, which Switchyard does not pin (%w); %s, or move what is not Switchyard's out of it first",
+		pinDir, list, ErrNotPinDir, pinDirAdvice)
+}
+
+// pinNames are the names Switchyard pins in a pin directory: the maps of
+// the balancer and of the decap program (data sections under the names
+// dataMapNames gives them; they include the maps of earlier releases that
+// became data sections), the link, and the pins an upgrade moves: the
+// previous release's Maglev tables and adoptConns' successor table, which
+// a crash can leave.
+func pinNames() (map[string]bool, error) {
+	names := map[string]bool{
+		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true,
+		standInName: true, standInName + "_std": true,
+	}
+	for what, load := range map[string]func() (*ebpf.CollectionSpec, error){"balancer": loadBalancer, "decap": loadDecap} {
+		spec, err := load()
+		if err != nil {
+			return nil, fmt.Errorf("read %s object: %w", what, err)
+		}
+		for sec, m := range spec.Maps {
+			if name, ok := dataMapNames[sec]; ok {
+				names[name] = true
+			} else if !strings.HasPrefix(m.Name, ".") {
+				names[m.Name] = true
+			}
+		}
+	}
+	return names, nil
 }
 
 // AttachPass attaches a plain XDP_PASS program to ifname in the network

@@ -41,6 +41,10 @@ var (
 	// ErrPinnedIncompatible: maps pinned by an earlier run cannot be reused
 	// (a size or layout changed).
 	ErrPinnedIncompatible = errors.New("pinned maps are incompatible with this program")
+	// ErrNotPinDir: a directory given to RemoveBalancer or RemoveDecap
+	// holds something Switchyard does not pin (or is a bpffs root), so it
+	// is not removed.
+	ErrNotPinDir = errors.New("not a Switchyard pin directory")
 	// ErrNoSuchVIP: the VIP is not in the datapath.
 	ErrNoSuchVIP = errors.New("no such VIP in the datapath")
 )
