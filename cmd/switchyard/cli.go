@@ -187,7 +187,11 @@ func runRemove(args []string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("nothing pinned at %s: %w", dir, err)
 	}
-	if err := datapath.RemoveBalancer(dir); err != nil {
+	remove := datapath.RemoveBalancer
+	if *agent {
+		remove = datapath.RemoveDecap
+	}
+	if err := remove(dir); err != nil {
 		return err
 	}
 	what := "the balancer's XDP program and maps"

@@ -115,7 +115,12 @@ func WriteFlows(w io.Writer, f FlowsResponse) error {
 	}
 	tw.Flush()
 	if f.Truncated {
-		fmt.Fprintf(ew, "\nshowing the first %d flows; the connection table has more (use --limit to see more)\n", len(f.Flows))
+		more := "use --limit to see more"
+		if len(f.Flows) >= MaxFlowsLimit {
+			// --limit is at its maximum already.
+			more = "narrow the list with --vip NAME"
+		}
+		fmt.Fprintf(ew, "\nshowing the first %d flows; the connection table has more (%s)\n", len(f.Flows), more)
 	}
 	return ew.err
 }

@@ -96,8 +96,21 @@ func TestWriteFlows(t *testing.T) {
 	}
 	checkAligned(t, out, "PROTO")
 
+	// At the largest limit, more of --limit cannot help.
 	b.Reset()
 	f := sampleFlows()
+	for len(f.Flows) < MaxFlowsLimit {
+		f.Flows = append(f.Flows, f.Flows[0])
+	}
+	if err := WriteFlows(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	if tail := b.String()[b.Len()-200:]; !strings.Contains(tail, "narrow the list with --vip NAME") || strings.Contains(tail, "--limit") {
+		t.Errorf("flows truncated at the largest limit end with %q, want the --vip hint and no --limit one", tail)
+	}
+
+	b.Reset()
+	f = sampleFlows()
 	f.Truncated = false
 	if err := WriteFlows(&b, f); err != nil {
 		t.Fatal(err)
