@@ -51,6 +51,13 @@ const (
 	DefaultRise           = 2
 	DefaultFall           = 3
 
+	// MinHealthInterval and MinHealthTimeout bound a health check from
+	// below: each backend has a goroutine checking it every interval, and a
+	// shorter one is a typo (2ns for 2s) that would spin it, not a check
+	// any backend could answer in time.
+	MinHealthInterval = 100 * time.Millisecond
+	MinHealthTimeout  = time.Millisecond
+
 	MinConnTableSize = 1024
 	MaxConnTableSize = 16 << 20
 
@@ -264,17 +271,19 @@ type Health struct {
 	// Type is tcp, http, https or none. https does not verify the
 	// backend's certificate. Default: tcp.
 	Type CheckType `yaml:"type"`
-	// Port is probed on each backend address. 0 means the VIP's port; it is
-	// required when the VIP is all-ports and Type is not none.
+	// Port is probed on each backend address, tcp, http and https only.
+	// 0 means the VIP's port; it is required when the VIP is all-ports and
+	// Type is not none.
 	Port int `yaml:"port"`
 	// Path is the HTTP request path, http and https only. Empty means "/".
 	Path string `yaml:"path"`
 	// ExpectStatus is the HTTP status of a healthy backend, http and https
 	// only. 0 means 200.
 	ExpectStatus int `yaml:"expect_status"`
-	// Interval between checks. Default: 1s.
+	// Interval between checks, at least MinHealthInterval. Default: 1s.
 	Interval Duration `yaml:"interval"`
-	// Timeout of one check; must be shorter than Interval. Default: 500ms.
+	// Timeout of one check, at least MinHealthTimeout and shorter than
+	// Interval. Default: 500ms.
 	Timeout Duration `yaml:"timeout"`
 	// Rise is how many consecutive successes mark a backend healthy.
 	// Default: 2.
@@ -406,7 +415,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	for i := range c.VIPs {
 		h := &c.VIPs[i].Health
-		if h.Port == 0 {
+		if h.Port == 0 && h.Type != CheckNone { // none probes no port: one set is refused
 			h.Port = c.VIPs[i].Port
 		}
 		if h.Type == CheckHTTP || h.Type == CheckHTTPS {
@@ -571,6 +580,16 @@ func (h Health) validate(p *problems, path string, vipPort int) {
 		return
 	}
 	if h.Type == CheckNone {
+		const fix = "type none runs no check, so it %s; remove %s, or set type to %s"
+		if h.Port != 0 {
+			p.add(path+".port", fix, "probes no port", "port", "tcp, http or https")
+		}
+		if h.Path != "" {
+			p.add(path+".path", fix, "requests no path", "path", "http or https")
+		}
+		if h.ExpectStatus != 0 {
+			p.add(path+".expect_status", fix, "expects no status", "expect_status", "http or https")
+		}
 		return
 	}
 	switch {
@@ -592,13 +611,20 @@ func (h Health) validate(p *problems, path string, vipPort int) {
 	case httpCheck && (h.ExpectStatus < 100 || h.ExpectStatus > 599):
 		p.add(path+".expect_status", "%d is not an HTTP status; use 100 to 599, e.g. 200", h.ExpectStatus)
 	}
-	intervalOK := h.Interval > 0
-	if !intervalOK {
+	intervalOK := false
+	switch {
+	case h.Interval <= 0:
 		p.add(path+".interval", "%s is not positive; write e.g. 1s", h.Interval)
+	case time.Duration(h.Interval) < MinHealthInterval:
+		p.add(path+".interval", "%s is below the minimum of %s; write e.g. 1s", h.Interval, MinHealthInterval)
+	default:
+		intervalOK = true
 	}
 	switch {
 	case h.Timeout <= 0:
 		p.add(path+".timeout", "%s is not positive; write e.g. 500ms", h.Timeout)
+	case time.Duration(h.Timeout) < MinHealthTimeout:
+		p.add(path+".timeout", "%s is below the minimum of %s; write e.g. 500ms", h.Timeout, MinHealthTimeout)
 	case intervalOK && h.Timeout >= h.Interval:
 		p.add(path+".timeout", "%s is not shorter than interval (%s); lower it or raise the interval", h.Timeout, h.Interval)
 	}

@@ -427,6 +427,19 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:8: vips[0].health.timeout: 2s is not shorter than interval (2s)"}},
 		{"health bad duration", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: fast"),
 			[]string{`t.yaml:7: vips[0].health.interval: "fast" is not a duration`}},
+		{"health interval below the minimum", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: 2ns", "      timeout: 1ns"),
+			[]string{"t.yaml:7: vips[0].health.interval: 2ns is below the minimum of 100ms", "write e.g. 1s",
+				"t.yaml:8: vips[0].health.timeout: 1ns is below the minimum of 1ms"}},
+		{"health timeout below the minimum", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      timeout: 500us"),
+			[]string{"t.yaml:7: vips[0].health.timeout: 500µs is below the minimum of 1ms; write e.g. 500ms"}},
+		{"health port with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      port: 8080"),
+			[]string{"t.yaml:8: vips[0].health.port: type none runs no check, so it probes no port; remove port, or set type to tcp, http or https"}},
+		{"health port equal to the VIP's with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, port: 80}"),
+			[]string{"t.yaml:6: vips[0].health.port: type none runs no check"}},
+		{"health path with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      path: /healthz"),
+			[]string{"t.yaml:8: vips[0].health.path: type none runs no check, so it requests no path; remove path, or set type to http or https"}},
+		{"health status with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      expect_status: 204"),
+			[]string{"t.yaml:8: vips[0].health.expect_status: type none runs no check, so it expects no status; remove expect_status, or set type to http or https"}},
 		{"health rise zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      rise: 0"),
 			[]string{"t.yaml:7: vips[0].health.rise: 0 is below 1"}},
 		{"health fall zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      fall: 0"),
@@ -711,6 +724,21 @@ func TestValidateInCode(t *testing.T) {
 	err := c.Validate()
 	if !errors.Is(err, ErrInvalid) || err.Error() != "vips[0].port: 70000 is out of range; use 0 (all ports) to 65535" {
 		t.Errorf("Validate() = %q, want the path and fix without a file", err)
+	}
+
+	// type none probes no port: ApplyDefaults gives it none, which
+	// Validate would refuse as unused.
+	c.VIPs[0].Port = 80
+	none := DefaultVIP()
+	none.Name, none.Address, none.Port, none.Health.Type = "none", "10.100.0.2", 80, CheckNone
+	c.VIPs = append(c.VIPs, none)
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Errorf("valid config with a type none VIP, after ApplyDefaults: %v", err)
+	}
+	c.VIPs[1].Health.Port = 8080
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "vips[1].health.port: type none runs no check") {
+		t.Errorf("Validate() = %v, want health.port refused with type none", err)
 	}
 
 	a := DefaultAgentConfig()
