@@ -203,7 +203,7 @@ func (e Encap) SourcePrefixV6Net() netip.Prefix { return prefix(e.SourcePrefixV6
 // Nexthop says where encapsulated packets go.
 type Nexthop struct {
 	// Gateway is the router the balancer sends encapsulated packets to, of
-	// either family; its MAC is resolved through netlink. Empty means the
+	// either family (a unicast address, not loopback); its MAC is resolved through netlink. Empty means the
 	// gateway of the default route through the interface: IPv4's if there
 	// is one, else IPv6's.
 	Gateway string `yaml:"gateway"`
@@ -232,7 +232,8 @@ type Metrics struct {
 type VIP struct {
 	// Name is unique among VIPs and matches [a-z0-9][a-z0-9._-]*. Required.
 	Name string `yaml:"name"`
-	// Address is the IPv4 or IPv6 virtual address. Required.
+	// Address is the IPv4 or IPv6 virtual address, of one host: not
+	// unspecified, loopback, multicast or broadcast. Required.
 	Address string `yaml:"address"`
 	// Port is the service port; 0 means every port of Protocol. Required in
 	// a file (a forgotten port would make an all-ports VIP), even if 0.
@@ -300,7 +301,8 @@ type Backend struct {
 	// Required.
 	Name string `yaml:"name"`
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
-	// the VIP's family. It is the backend's identity in the Maglev table
+	// the VIP's family, of one host reached over the network (not
+	// loopback, multicast or broadcast). It is the backend's identity in the Maglev table
 	// (pkg/balancer sorts by it), so changing it moves the backend's
 	// flows. Required.
 	Address string `yaml:"address"`
@@ -492,8 +494,8 @@ func (c *Config) validate() problems {
 	checkFamilyPrefix(&p, "encap.source_prefix_v6", e.SourcePrefixV6, true)
 
 	if c.Nexthop.Gateway != "" {
-		if a, ok := parseAddr(&p, "nexthop.gateway", c.Nexthop.Gateway); ok && (a.IsUnspecified() || a.IsMulticast()) {
-			p.add("nexthop.gateway", "%s is not a unicast address; write the router's address, or leave it empty for the default route's gateway", a)
+		if a, ok := parseAddr(&p, "nexthop.gateway", c.Nexthop.Gateway); ok {
+			checkUnicast(&p, "nexthop.gateway", a, "write the router's address, or leave it empty for the default route's gateway")
 		}
 	}
 	checkSocket(&p, "api.socket", c.API.Socket, DefaultAPISocket)

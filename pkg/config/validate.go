@@ -53,18 +53,28 @@ func parseUnicast(p *problems, path, s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	a, ok := parseAddr(p, path, s)
-	if !ok {
+	if !ok || !checkUnicast(p, path, a, "use a unicast address such as 10.0.0.1 or fd00::1") {
 		return a, false
 	}
-	switch {
-	case a.IsUnspecified():
-		p.add(path, "%s is the unspecified address; use the real address", s)
-	case a.IsMulticast():
-		p.add(path, "%s is a multicast address; use a unicast address", s)
-	default:
-		return a, true
+	return a, true
+}
+
+// checkUnicast reports a problem, ending with fix, and returns false if a
+// cannot be the address of one host that packets are sent to: unspecified,
+// "this network", loopback, multicast (link-local multicast included) or
+// broadcast.
+func checkUnicast(p *problems, path string, a netip.Addr, fix string) bool {
+	if a.IsUnspecified() {
+		p.add(path, "%s is the unspecified address: it names no host; %s", a, fix)
+		return false
 	}
-	return a, false
+	for _, r := range martianRanges(a.Is6()) {
+		if r.prefix.Contains(a) {
+			p.add(path, "%s is %s %s address (%s): %s; %s", a, article(r.what), r.what, r.prefix, r.why, fix)
+			return false
+		}
+	}
+	return true
 }
 
 // parseAddr parses an IP address, rejecting forms that would make two
@@ -143,23 +153,30 @@ func checkFamilyPrefix(p *problems, path, s string, v6 bool) {
 type martianRange struct {
 	what   string
 	prefix netip.Prefix
+	why    string // why no one host can be reached there
 }
+
+const (
+	whyNoHost    = "it names no host"
+	whyLoopback  = "packets to it never leave the host"
+	whyMulticast = "it names a group of hosts, not one"
+)
 
 // martianRanges returns the ranges a packet's source address must not come
 // from: receivers and routers drop such packets as martians.
 func martianRanges(v6 bool) []martianRange {
 	if v6 {
 		return []martianRange{
-			{"unspecified", netip.MustParsePrefix("::/128")},
-			{"loopback", netip.MustParsePrefix("::1/128")},
-			{"multicast", netip.MustParsePrefix("ff00::/8")},
+			{"unspecified", netip.MustParsePrefix("::/128"), whyNoHost},
+			{"loopback", netip.MustParsePrefix("::1/128"), whyLoopback},
+			{"multicast", netip.MustParsePrefix("ff00::/8"), whyMulticast},
 		}
 	}
 	return []martianRange{
-		{`"this network"`, netip.MustParsePrefix("0.0.0.0/8")},
-		{"loopback", netip.MustParsePrefix("127.0.0.0/8")},
-		{"multicast", netip.MustParsePrefix("224.0.0.0/4")},
-		{"broadcast", netip.MustParsePrefix("255.255.255.255/32")},
+		{`"this network"`, netip.MustParsePrefix("0.0.0.0/8"), whyNoHost},
+		{"loopback", netip.MustParsePrefix("127.0.0.0/8"), whyLoopback},
+		{"multicast", netip.MustParsePrefix("224.0.0.0/4"), whyMulticast},
+		{"broadcast", netip.MustParsePrefix("255.255.255.255/32"), "it names every host on the link"},
 	}
 }
 
