@@ -27,6 +27,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/switchyard-lb/switchyard/pkg/maglev"
 )
@@ -296,8 +298,8 @@ type Health struct {
 
 // Backend is one server of a VIP.
 type Backend struct {
-	// Name is unique within the VIP and has no '/': what status, drains
-	// and health checks call the backend. Renaming it moves no flow.
+	// Name is unique within the VIP, of visible characters with no space
+	// and no '/': what status, drains and health checks call the backend. Renaming it moves no flow.
 	// Required.
 	Name string `yaml:"name"`
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
@@ -645,6 +647,9 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 		path := fmt.Sprintf("%s.backends[%d]", vipPath, j)
 		if b.Name == "" {
 			p.add(path+".name", "required; name the backend, e.g. be1")
+		} else if bad, ok := invisibleRune(b.Name); ok {
+			p.add(path+".name", "%q contains %q, a space or control character, which would break the status table; write visible characters only, e.g. %s",
+				b.Name, bad, visibleName(b.Name))
 		} else if strings.Contains(b.Name, "/") {
 			p.add(path+".name", "%q contains '/', which switchyard drain and undrain read as VIP/NAME; use e.g. %s",
 				b.Name, strings.ReplaceAll(b.Name, "/", "-"))
@@ -664,6 +669,28 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 			p.add(path+".weight", "%d is out of range; use 1 to 65535 (to stop new flows, set drained: true)", b.Weight)
 		}
 	}
+}
+
+// invisibleRune returns the first rune of name that is not a visible
+// character: a space, a control or format character, or an invalid byte.
+// Names are printed in columns and read back from command lines.
+func invisibleRune(name string) (rune, bool) {
+	for _, r := range name {
+		if r == ' ' || r == utf8.RuneError || !unicode.IsPrint(r) {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// visibleName is name with each invisible rune replaced by '-'.
+func visibleName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if _, bad := invisibleRune(string(r)); bad {
+			return '-'
+		}
+		return r
+	}, name)
 }
 
 // MinMTU is the smallest MTU this configuration's VIPs can work with, and

@@ -378,6 +378,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: vips[0].name: required"}},
 		{"vip name invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: Web Site", "    address: 10.100.0.1", "    port: 80"),
 			[]string{`t.yaml:3: vips[0].name: "Web Site" is not a valid name`}},
+		{"vip name with a tab", lines("datapath: {interface: eth0}", "vips:", `  - name: "web\t"`, "    address: 10.100.0.1", "    port: 80"),
+			[]string{`t.yaml:3: vips[0].name: "web\t" is not a valid name`}},
 		{"vip name duplicate", lines("datapath: {interface: eth0}", "vips:",
 			"  - {name: web, address: 10.100.0.1, port: 80}", "  - {name: web, address: 10.100.0.1, port: 443}"),
 			[]string{`t.yaml:4: vips[1].name: "web" is already the name of vips[0]`}},
@@ -478,6 +480,14 @@ func TestParseErrors(t *testing.T) {
 			[]string{`t.yaml:8: vips[0].backends[1].name: "be1" is already the name of backends[0]`}},
 		{"backend name with a slash", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - {name: rack1/be1, address: 10.2.1.2}"),
 			[]string{`t.yaml:7: vips[0].backends[0].name: "rack1/be1" contains '/', which switchyard drain and undrain read as VIP/NAME; use e.g. rack1-be1`}},
+		{"backend name with a tab", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", `      - {name: "be\t1", address: 10.2.1.2}`),
+			[]string{`t.yaml:7: vips[0].backends[0].name: "be\t1" contains '\t', a space or control character, which would break the status table; write visible characters only, e.g. be-1`}},
+		{"backend name with a newline", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", `      - {name: "be1\n", address: 10.2.1.2}`),
+			[]string{`t.yaml:7: vips[0].backends[0].name: "be1\n" contains '\n'`, "e.g. be1-"}},
+		{"backend name with a space", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - {name: rack 1, address: 10.2.1.2}"),
+			[]string{`t.yaml:7: vips[0].backends[0].name: "rack 1" contains ' '`, "e.g. rack-1"}},
+		{"backend name with an invisible character", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", `      - {name: "be\u200b1", address: 10.2.1.2}`),
+			[]string{`t.yaml:7: vips[0].backends[0].name: "be\u200b1" contains '\u200b'`}},
 		{"backend address missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1"),
 			[]string{"t.yaml:7: vips[0].backends[0].address: required"}},
 		{"backend address invalid", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: be1.example"),
@@ -754,6 +764,12 @@ func TestValidateInCode(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) || err.Error() != "vips[0].port: 70000 is out of range; use 0 (all ports) to 65535" {
 		t.Errorf("Validate() = %q, want the path and fix without a file", err)
 	}
+
+	c.VIPs[0].Backends[0].Name = "be\xff1"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "vips[0].backends[0].name: \"be\\xff1\" contains") {
+		t.Errorf("Validate() = %v, want a backend name that is not UTF-8 refused", err)
+	}
+	c.VIPs[0].Backends[0].Name = "be1"
 
 	// type none probes no port: ApplyDefaults gives it none, which
 	// Validate would refuse as unused.
