@@ -256,6 +256,13 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: datapath.interface: set twice (first on line 2)"}},
 		{"not a number", lines("datapath:", "  interface: eth0", "  conn_table_size: 1Mi"),
 			[]string{`t.yaml:3: datapath.conn_table_size: "1Mi" is not a whole number`}},
+		{"port with a leading zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 080"),
+			[]string{"t.yaml:5: vips[0].port: 080 has a leading zero, which YAML may read as octal; write 80"}},
+		// YAML 1.1 reads 010 as octal: 8, not the 10 written.
+		{"octal-looking port", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 010"),
+			[]string{"t.yaml:5: vips[0].port: 010 has a leading zero, which YAML may read as octal; write 10"}},
+		{"negative number with a leading zero", lines("datapath:", "  interface: eth0", "  mtu: -00"),
+			[]string{"t.yaml:3: datapath.mtu: -00 has a leading zero, which YAML may read as octal; write 0"}},
 		// Digits, so not "write digits only".
 		{"number beyond any range", lines("datapath:", "  interface: eth0", "  conn_table_size: 99999999999999999999"),
 			[]string{`t.yaml:3: datapath.conn_table_size: 99999999999999999999 is out of range; write a number`, "configs/switchyard.yaml"}},
@@ -612,6 +619,7 @@ func TestDecodeErrorHidesDerivedNoise(t *testing.T) {
 		// file gave a port, one that did not decode.
 		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: http}"),
 		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: [80]}"),
+		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: 080}"),
 	} {
 		_, err := Parse([]byte(yaml), "t.yaml")
 		if err == nil {

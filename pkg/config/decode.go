@@ -137,6 +137,27 @@ type decoder struct {
 // wholeNumber is an integer written in decimal, of any size.
 var wholeNumber = regexp.MustCompile(`^[-+]?[0-9]+$`)
 
+// leadingZero is a decimal integer written with a leading zero, such as
+// 080 or 010.
+var leadingZero = regexp.MustCompile(`^[-+]?0[0-9]+$`)
+
+// withoutLeadingZeros writes a number that matches leadingZero plainly:
+// 080 as 80, -00 as 0.
+func withoutLeadingZeros(s string) string {
+	sign := ""
+	if s[0] == '-' || s[0] == '+' {
+		sign, s = s[:1], s[1:]
+	}
+	s = strings.TrimLeft(s, "0")
+	if s == "" {
+		return "0"
+	}
+	if sign == "+" {
+		sign = ""
+	}
+	return sign + s
+}
+
 // defaulter is implemented by list elements whose fields have defaults:
 // each new element starts from them before the YAML is decoded over it, so
 // that a field left out keeps its default and an explicit 0 stays 0 (and is
@@ -334,6 +355,12 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 				v.SetInt(int64(i))
 				return
 			}
+		}
+		if leadingZero.MatchString(n.Value) {
+			// YAML reads 010 as octal 8 and 080 as a float: neither is
+			// the decimal number meant.
+			d.fail(n, path, "%s has a leading zero, which YAML may read as octal; write %s", n.Value, withoutLeadingZeros(n.Value))
+			return
 		}
 		if _, err := strconv.Atoi(n.Value); errors.Is(err, strconv.ErrRange) && wholeNumber.MatchString(n.Value) {
 			// Digits, too many for an int (YAML reads them as a float).
