@@ -140,7 +140,8 @@ type Config struct {
 
 // Node identifies this machine to the cluster.
 type Node struct {
-	// Name is unique in the cluster. Empty means the hostname.
+	// Name is unique in the cluster, of visible characters with no space.
+	// Empty means the hostname.
 	Name string `yaml:"name"`
 }
 
@@ -458,6 +459,9 @@ func (c *Config) validate() problems {
 	var p problems
 	if c.Node.Name == "" {
 		p.add("node.name", "required: the hostname could not be read; set a name unique in the cluster")
+	} else if bad, ok := invisibleRune(c.Node.Name); ok {
+		p.add("node.name", "%q contains %q, a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. %s",
+			c.Node.Name, bad, visibleName(c.Node.Name))
 	}
 
 	d := c.Datapath

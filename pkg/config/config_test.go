@@ -479,6 +479,9 @@ func TestParseErrors(t *testing.T) {
 		{"health unknown field", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      intervall: 1s"),
 			[]string{"t.yaml:7: vips[0].health.intervall: unknown field; did you mean interval?"}},
 
+		{"node name with a space", lines("node: {name: lb 1}", "datapath: {interface: eth0}"),
+			[]string{`t.yaml:1: node.name: "lb 1" contains ' ', a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. lb-1`}},
+
 		// vips[].backends.
 		{"backend name missing", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - address: 10.2.1.2"),
 			[]string{"t.yaml:7: vips[0].backends[0].name: required"}},
