@@ -156,7 +156,8 @@ type Datapath struct {
 	// DefaultPinDirBase/<interface>.
 	PinDir string `yaml:"pin_dir"`
 	// ConnTableSize is the capacity of the connection table (an LRU), from
-	// MinConnTableSize to MaxConnTableSize. Default: 1Mi entries.
+	// MinConnTableSize to MaxConnTableSize; the datapath rounds it up to
+	// whole sets of 4. Default: 1Mi entries.
 	ConnTableSize int `yaml:"conn_table_size"`
 	// UDPIdleTimeout ends a UDP flow's pinning to its backend. Default: 30s.
 	UDPIdleTimeout Duration `yaml:"udp_idle_timeout"`
