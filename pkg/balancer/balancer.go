@@ -923,7 +923,14 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 			}
 		}
 		if len(resp.Matched) == 0 {
-			rerr = fmt.Errorf("no backend %q in any VIP; name it NAME or VIP/NAME as `switchyard status` shows (%w)", backend, api.ErrNotFound)
+			switch {
+			case !scoped:
+				rerr = fmt.Errorf("no backend %q in any VIP; name it NAME or VIP/NAME as `switchyard status` shows (%w)", backend, api.ErrNotFound)
+			case b.cfg.VIPByName(vipName) == nil:
+				rerr = fmt.Errorf("no VIP %q; name the backend NAME or VIP/NAME as `switchyard status` shows (%w)", vipName, api.ErrNotFound)
+			default:
+				rerr = fmt.Errorf("VIP %q has no backend %q; name it as the BACKEND column of `switchyard status` shows (%w)", vipName, beName, api.ErrNotFound)
+			}
 			return
 		}
 		verb := "drained"

@@ -335,8 +335,14 @@ func TestDrainUndrain(t *testing.T) {
 	if s := r.slots("web"); s["10.2.2.2"] == 0 {
 		t.Errorf("undrained backend got no slots")
 	}
-	if _, err := r.b.Drain(r.ctx, "nope", true); !errors.Is(err, api.ErrNotFound) {
-		t.Errorf("unknown backend: %v, want ErrNotFound", err)
+	for name, want := range map[string]string{
+		"nope":     `no backend "nope" in any VIP`,
+		"web/be9":  `VIP "web" has no backend "be9"`,
+		"nope/be1": `no VIP "nope"`,
+	} {
+		if _, err := r.b.Drain(r.ctx, name, true); !errors.Is(err, api.ErrNotFound) || !strings.Contains(fmt.Sprint(err), want) {
+			t.Errorf("drain %s: %v, want ErrNotFound saying %s", name, err, want)
+		}
 	}
 }
 
