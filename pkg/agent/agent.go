@@ -31,6 +31,8 @@ import (
 var (
 	ErrRunning    = errors.New("agent is already running")
 	ErrNotRunning = errors.New("agent is not running")
+	// ErrInUse: another agent runs with the same pin directory.
+	ErrInUse = errors.New("another switchyard agent is running with this pin directory")
 )
 
 // Config configures an Agent.
@@ -77,6 +79,9 @@ type Agent struct {
 	// ownPins: the pin directory is ours to remove on teardown (Start
 	// created it, or Start completed).
 	ownPins bool
+	// lock holds the pin directory's flock from before Start touches the
+	// pins until teardown has removed them.
+	lock    *os.File
 	sysctls []*sysctl      // changed by Start, in the order they were set
 	added   []netip.Prefix // VIP addresses Start added to lo
 	watch   *watcher
@@ -150,6 +155,9 @@ func (a *Agent) Start() (err error) {
 	}
 	a.ifindex = l.Attrs().Index
 
+	if err := a.lockPinDir(); err != nil {
+		return err
+	}
 	if err := a.loadDecap(); err != nil {
 		return err
 	}
@@ -175,11 +183,56 @@ func (a *Agent) Start() (err error) {
 	return nil
 }
 
+// lockPinDir takes the pin directory for this agent, creating it if need
+// be, and fails with ErrInUse while another agent holds it. Without the
+// lock a second agent would adopt a running one's pins and replace its
+// program, and the first of the two to stop would detach the decap
+// program and delete the pins under the other. The lock goes with the
+// process, so pins left by a crashed agent are adopted as before.
+func (a *Agent) lockPinDir() error {
+	if err := datapath.CheckBPFFS(a.pinDir); err != nil {
+		return err
+	}
+	// A holder that stops removes the directory: a lock taken on the
+	// directory it removed guards nothing, so take it again on the new one.
+	for attempt := 0; ; attempt++ {
+		// Pins left by an earlier run that did not shut down cleanly stay
+		// theirs if this start fails; a successful start adopts them.
+		_, err := os.Stat(a.pinDir)
+		created := errors.Is(err, os.ErrNotExist)
+		if err := os.MkdirAll(a.pinDir, 0o700); err != nil {
+			return fmt.Errorf("create pin directory %s: %w", a.pinDir, err)
+		}
+		f, err := os.Open(a.pinDir)
+		if err != nil {
+			return fmt.Errorf("open pin directory %s: %w", a.pinDir, err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return fmt.Errorf("pin directory %s (interface %s): %w: stop that agent before starting another; agents for different interfaces each need a pin_dir of their own",
+					a.pinDir, a.iface, ErrInUse)
+			}
+			return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
+		}
+		var held, now unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
+			f.Close()
+			return fmt.Errorf("stat pin directory %s: %w", a.pinDir, err)
+		}
+		if err := unix.Stat(a.pinDir, &now); err == nil && now.Dev == held.Dev && now.Ino == held.Ino {
+			a.lock, a.ownPins = f, created
+			return nil
+		}
+		f.Close()
+		if attempt == 10 {
+			return fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile", a.pinDir)
+		}
+	}
+}
+
 func (a *Agent) loadDecap() error {
-	_, err := os.Stat(a.pinDir)
-	// Pins left by an earlier run that did not shut down cleanly stay
-	// theirs if this start fails; a successful start adopts them.
-	a.ownPins = errors.Is(err, os.ErrNotExist)
+	var err error
 	if a.decap, err = datapath.LoadDecap(a.pinDir, a.log); err != nil {
 		// The datapath says how to fix a refused BPF load, but not a
 		// refused look at the pin directory, which is what a user who is
@@ -243,6 +296,10 @@ func (a *Agent) teardown() error {
 			}
 		}
 		a.ownPins = false
+	}
+	if a.lock != nil {
+		a.lock.Close() // releases the flock
+		a.lock = nil
 	}
 	if err := a.removeVIPs(); err != nil {
 		errs = append(errs, err)

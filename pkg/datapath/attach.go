@@ -223,7 +223,7 @@ func pinnedLinkUsable(l link.Link, ifindex int) (bool, string, AttachMode) {
 // removePinned detaches the pinned link under pinDir (if any) and removes
 // every pin there. Safe to call when nothing is pinned.
 func removePinned(pinDir string) error {
-	if err := checkBPFFS(pinDir); err != nil {
+	if err := CheckBPFFS(pinDir); err != nil {
 		return err
 	}
 	if err := checkPinDir(pinDir); err != nil {

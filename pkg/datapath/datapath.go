@@ -59,8 +59,9 @@ func DefaultAgentPinDir(iface string) string {
 	return filepath.Join(BPFFSRoot, "switchyard-agent", iface)
 }
 
-// checkBPFFS verifies that dir (or its nearest existing parent) is on bpffs.
-func checkBPFFS(dir string) error {
+// CheckBPFFS verifies that dir (or its nearest existing parent) is on bpffs;
+// its error wraps ErrBPFFSNotMounted and says how to mount it.
+func CheckBPFFS(dir string) error {
 	for d := dir; ; d = filepath.Dir(d) {
 		var st unix.Statfs_t
 		err := unix.Statfs(d, &st)
@@ -83,7 +84,7 @@ func checkBPFFS(dir string) error {
 func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any, fresh string) error {
 	opts := &ebpf.CollectionOptions{}
 	if pinDir != "" {
-		if err := checkBPFFS(pinDir); err != nil {
+		if err := CheckBPFFS(pinDir); err != nil {
 			return err
 		}
 		if err := os.MkdirAll(pinDir, 0o700); err != nil {

@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// TestSecondAgentRefused: a second agent started for the interface (and
+// pin directory) of a running one, say by hand while the service runs, is
+// refused before it changes anything. It used to adopt the running
+// agent's pins and replace its program, and whichever of the two stopped
+// first then detached the decap program and deleted the pins under the
+// other, which went on running without decapsulating anything.
+func TestSecondAgentRefused(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	first := startAgent(t, topo, be, c)
+	running := snapshot(t, topo, be)
+
+	second := newAgent(t, c)
+	err := topo.Do(be, second.Start)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), c.PinDir) {
+		t.Fatalf("second Start: %v, want an error naming %s that wraps ErrInUse", err, c.PinDir)
+	}
+	t.Logf("second Start: %v", err)
+	if err := second.Stop(); err != nil {
+		t.Errorf("Stop of the refused agent: %v", err)
+	}
+	requireSame(t, running, snapshot(t, topo, be))
+	if _, err := os.Stat(c.PinDir); err != nil {
+		t.Errorf("the running agent's pins: %v", err)
+	}
+	if _, err := first.Stats(); err != nil {
+		t.Errorf("the running agent: Stats: %v", err)
+	}
+
+	// Once the first has stopped, another may start.
+	if err := first.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := topo.Do(be, second.Start); err != nil {
+		t.Fatalf("Start after the first stopped: %v", err)
+	}
+	eth, err := topo.Link(be, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := eth.Attrs().Xdp; x == nil || !x.Attached {
+		t.Errorf("eth0 XDP after the second start: %+v, want a program attached", x)
+	}
+}
