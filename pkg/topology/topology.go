@@ -639,7 +639,8 @@ func deleteNamed(name string) error {
 }
 
 // Cleanup removes the namespaces left by a topology with this prefix whose
-// Close never ran (an interrupted demo or test). Processes still running in
+// Close never ran (an interrupted demo or test): those with the names of
+// its nodes, whatever their number, and no others. Processes still running in
 // them (servers started with Command, say) are killed first: a namespace
 // lives as long as any process is inside it. Cleanup of a prefix with no
 // leftovers does nothing.
@@ -657,7 +658,7 @@ func Cleanup(prefix string) error {
 	var names []string
 	targets := make(map[nsID]bool)
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix+"-") {
+		if !isNodeName(prefix, e.Name()) {
 			continue
 		}
 		names = append(names, e.Name())
@@ -677,6 +678,27 @@ func Cleanup(prefix string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isNodeName reports whether name is one a topology with prefix gives a
+// node: "<prefix>-" followed by client, router, lbN or beN (N from 1 to
+// 255, as Config allows). Other names that merely start with the prefix
+// are not ours to delete.
+func isNodeName(prefix, name string) bool {
+	node, ok := strings.CutPrefix(name, prefix+"-")
+	if !ok {
+		return false
+	}
+	if node == "client" || node == "router" {
+		return true
+	}
+	for _, kind := range []string{"lb", "be"} {
+		if num, ok := strings.CutPrefix(node, kind); ok {
+			i, err := strconv.Atoi(num)
+			return err == nil && i >= 1 && i <= 255 && strconv.Itoa(i) == num
+		}
+	}
+	return false
 }
 
 // nsID identifies a namespace: the nsfs device and inode that both the bind
