@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -51,6 +54,10 @@ func (a *Agent) addVIPs() error {
 		if err := a.nl.AddrAdd(lo, addr); err != nil {
 			if errors.Is(err, unix.EEXIST) { // added by someone else meanwhile
 				continue
+			}
+			if vip.Is6() && errors.Is(err, unix.EACCES) && ipv6Disabled(loopback) {
+				return fmt.Errorf("add VIP %s to %s: %w: IPv6 is disabled on %s (sysctl %s = 1); set it to 0, or remove the IPv6 VIPs from the agent's vips",
+					p, loopback, err, loopback, strings.ReplaceAll(disableIPv6Path(loopback), "/", "."))
 			}
 			return fmt.Errorf("add VIP %s to %s: %w", p, loopback, err)
 		}
@@ -133,6 +140,17 @@ func (a *Agent) removeVIPs() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// disableIPv6Path is dev's disable_ipv6 sysctl, relative to /proc/sys.
+func disableIPv6Path(dev string) string { return filepath.Join("net/ipv6/conf", dev, "disable_ipv6") }
+
+// ipv6Disabled reports whether IPv6 is turned off on dev, in the network
+// namespace of the calling thread: the kernel then refuses its IPv6
+// addresses with EACCES.
+func ipv6Disabled(dev string) bool {
+	b, err := os.ReadFile(filepath.Join(procSys, disableIPv6Path(dev)))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
