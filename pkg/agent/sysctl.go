@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -23,6 +24,10 @@ type sysctlRule struct {
 	// keep are current values other than want that serve as well (stricter
 	// choices of the admin): they are left as they are.
 	keep []string
+	// maxWith, if set, is the setting the kernel combines with this one by
+	// taking the larger value; onlyFrom then applies to that larger value,
+	// the one in force.
+	maxWith string
 }
 
 // dsrSysctls are the settings for direct server return on iface. The VIPs
@@ -35,7 +40,9 @@ type sysctlRule struct {
 // address, a VIP on lo included) and the reserved 4-7 answer for the VIP.
 // The decapsulated packet arrives on iface with the client's source
 // address: loose reverse-path filtering accepts it whatever the routing,
-// so strict filtering is relaxed to loose.
+// so strict filtering in force on iface (from "all" or its own value) is
+// relaxed to loose by iface's value alone. "all" stays: relaxing it would
+// turn off strict filtering on every other interface of the host.
 func dsrSysctls(iface string) []sysctlRule {
 	conf := func(dev, key string) string { return filepath.Join("net/ipv4/conf", dev, key) }
 	return []sysctlRule{
@@ -43,8 +50,7 @@ func dsrSysctls(iface string) []sysctlRule {
 		{path: conf("all", "arp_announce"), want: "2"},
 		{path: conf(iface, "arp_ignore"), want: "1", keep: []string{"2", "8"}},
 		{path: conf(iface, "arp_announce"), want: "2"},
-		{path: conf("all", "rp_filter"), want: "2", onlyFrom: "1"},
-		{path: conf(iface, "rp_filter"), want: "2", onlyFrom: "1"},
+		{path: conf(iface, "rp_filter"), want: "2", onlyFrom: "1", maxWith: conf("all", "rp_filter")},
 	}
 }
 
@@ -89,7 +95,14 @@ func applySysctl(r sysctlRule) (*sysctl, error) {
 		f.Close()
 		return nil, fmt.Errorf("read sysctl %s: %w", name, err)
 	}
-	if old == r.want || slices.Contains(r.keep, old) || (r.onlyFrom != "" && old != r.onlyFrom) {
+	inForce := old
+	if r.maxWith != "" {
+		if inForce, err = maxSysctl(old, r.maxWith); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("read sysctl %s: %w", name, err)
+		}
+	}
+	if old == r.want || slices.Contains(r.keep, old) || (r.onlyFrom != "" && inForce != r.onlyFrom) {
 		f.Close()
 		return nil, nil
 	}
@@ -100,6 +113,26 @@ func applySysctl(r sysctlRule) (*sysctl, error) {
 		return nil, fmt.Errorf("set sysctl %s=%s: %w", name, r.want, err)
 	}
 	return &sysctl{name: name, f: f, old: old}, nil
+}
+
+// maxSysctl returns the larger of the integer value v and the one of the
+// sysctl at path (relative to /proc/sys), as the kernel combines a
+// device's setting with "all".
+func maxSysctl(v, path string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(procSys, path))
+	if err != nil {
+		return "", err
+	}
+	w := strings.TrimSpace(string(b))
+	a, aerr := strconv.Atoi(v)
+	c, cerr := strconv.Atoi(w)
+	if aerr != nil || cerr != nil {
+		return "", fmt.Errorf("compare %q with %s=%q: not integers", v, strings.ReplaceAll(path, "/", "."), w)
+	}
+	if c > a {
+		return w, nil
+	}
+	return v, nil
 }
 
 func readSysctl(f *os.File) (string, error) {
