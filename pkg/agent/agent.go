@@ -257,8 +257,9 @@ func (a *Agent) loadDecap() error {
 // Stop shuts the agent down cleanly: it detaches the decap program and
 // removes its pins, deletes the VIP addresses Start added (VIPs that were
 // on lo before Start stay), and restores every sysctl Start changed to the
-// value it found. It may be called from any goroutine. Stopping an agent
-// that is not running does nothing.
+// value it found (one the admin changed again meanwhile stays as it is).
+// It may be called from any goroutine. Stopping an agent that is not
+// running does nothing.
 func (a *Agent) Stop() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -62,6 +62,7 @@ type sysctl struct {
 	name string // dotted, for messages
 	f    *os.File
 	old  string
+	set  string // what the agent wrote
 }
 
 // setSysctls applies dsrSysctls, recording what it changed.
@@ -112,7 +113,7 @@ func applySysctl(r sysctlRule) (*sysctl, error) {
 		f.Close()
 		return nil, fmt.Errorf("set sysctl %s=%s: %w", name, r.want, err)
 	}
-	return &sysctl{name: name, f: f, old: old}, nil
+	return &sysctl{name: name, f: f, old: old, set: r.want}, nil
 }
 
 // maxSysctl returns the larger of the integer value v and the one of the
@@ -145,11 +146,21 @@ func readSysctl(f *os.File) (string, error) {
 }
 
 // restoreSysctls puts back every value setSysctls changed, newest first.
+// A value changed again since (by the admin, while the agent ran) is the
+// newest choice and stays.
 func (a *Agent) restoreSysctls() error {
 	var errs []error
 	for i := len(a.sysctls) - 1; i >= 0; i-- {
 		s := a.sysctls[i]
-		_, err := s.f.WriteAt([]byte(s.old), 0)
+		cur, err := readSysctl(s.f)
+		if err == nil && cur != s.set {
+			a.log.Info("sysctl changed since the agent set it: left as it is", "key", s.name, "value", cur, "found_at_start", s.old)
+			s.f.Close()
+			continue
+		}
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			_, err = s.f.WriteAt([]byte(s.old), 0)
+		}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			// The device is gone, and its settings with it.

@@ -58,3 +58,26 @@ func TestRPFilterRelaxedOnlyOnInterface(t *testing.T) {
 		})
 	}
 }
+
+// TestSysctlChangedMeanwhileKept: a setting the admin changes while the
+// agent runs is the admin's newest choice, and Stop leaves it; the agent
+// used to write back the value it had found at Start over it. Settings
+// still as the agent set them are restored.
+func TestSysctlChangedMeanwhileKept(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "0")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_ignore", "0")
+	a := startAgent(t, topo, be, testConfig(topo))
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "1")
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.arp_announce"); got != "1" {
+		t.Errorf("eth0.arp_announce = %s after Stop, want 1, as the admin set it while the agent ran", got)
+	}
+	if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.arp_ignore"); got != "0" {
+		t.Errorf("eth0.arp_ignore = %s after Stop, want 0, as found at Start", got)
+	}
+}
