@@ -58,10 +58,9 @@ const demoSteps = 8
 
 // leftovers reports whether an earlier demo left anything behind.
 func leftovers() bool {
-	names, _ := filepath.Glob(filepath.Join(topology.NetnsDir, Prefix+"-*"))
 	_, err := os.Stat(PinBase(Prefix))
 	_, werr := os.Stat(WorkDir())
-	return len(names) > 0 || err == nil || werr == nil
+	return len(topology.Leftovers(Prefix)) > 0 || err == nil || werr == nil
 }
 
 // Run runs the demo: one balancer and three backends in namespaces, real

@@ -78,8 +78,18 @@ func TestCleanupLeavesOtherNamespaces(t *testing.T) {
 		}
 	}
 
+	// Leftovers reports what Cleanup would remove, and only that.
+	left := Leftovers(prefix)
+	slices.Sort(left)
+	if wantLeft := slices.Sorted(slices.Values(ours)); !slices.Equal(left, wantLeft) {
+		t.Errorf("Leftovers(%q) = %v, want %v", prefix, left, wantLeft)
+	}
+
 	if err := Cleanup(prefix); err != nil {
 		t.Fatal(err)
+	}
+	if left := Leftovers(prefix); len(left) != 0 {
+		t.Errorf("Leftovers after Cleanup = %v, want none", left)
 	}
 	got := netnsNames(t, prefix)
 	for _, name := range ours {

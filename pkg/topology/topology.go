@@ -680,6 +680,20 @@ func Cleanup(prefix string) error {
 	return errors.Join(errs...)
 }
 
+// Leftovers returns the names of the namespaces under NetnsDir that
+// Cleanup(prefix) would remove: those of a topology's nodes, not every
+// name that starts with the prefix.
+func Leftovers(prefix string) []string {
+	entries, _ := os.ReadDir(NetnsDir)
+	var names []string
+	for _, e := range entries {
+		if isNodeName(prefix, e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
 // isNodeName reports whether name is one a topology with prefix gives a
 // node: "<prefix>-" followed by client, router, lbN or beN (N from 1 to
 // 255, as Config allows). Other names that merely start with the prefix
