@@ -134,6 +134,11 @@ func TestHTTPChecker(t *testing.T) {
 			http.Redirect(w, r, "/ok", http.StatusFound)
 		case "/slow":
 			<-r.Context().Done()
+		case "/hungbody":
+			w.WriteHeader(http.StatusOK)
+			w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		}
 	})
 	plain := httptest.NewServer(handler)
@@ -166,6 +171,20 @@ func TestHTTPChecker(t *testing.T) {
 			checkErr(t, tc.c.Check(ctx), tc.wantErr, tc.wantErrIs)
 		})
 	}
+
+	// The status decides: a 200 whose body never ends is healthy at once,
+	// not after the check's timeout (where the monitor would count it a
+	// failure, ErrSlow).
+	t.Run("200 with a body that never ends", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := (HTTPChecker{URL: plain.URL + "/hungbody"}).Check(ctx); err != nil {
+			t.Errorf("Check() = %v, want healthy", err)
+		}
+		if ctx.Err() != nil {
+			t.Errorf("Check() returned only when its context ended: it waited for the body")
+		}
+	})
 
 	t.Run("injected dialer is used", func(t *testing.T) {
 		d := &recordingDialer{}
