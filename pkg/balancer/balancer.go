@@ -81,7 +81,7 @@ type Balancer struct {
 	generation  uint64
 	reloadFails uint64
 	lastErr     string
-	drain       map[string]bool // "vip/backend" -> operator override
+	drain       map[string]override // by "vip/backend"
 	vipNums     map[datapath.VIPKey]uint32
 	backendIDs  map[netip.Addr]uint32
 	published   map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
@@ -124,7 +124,7 @@ func New(cfg Config) (*Balancer, error) {
 		dp:          cfg.Datapath,
 		log:         log.With("component", "balancer"),
 		path:        cfg.ConfigPath,
-		drain:       map[string]bool{},
+		drain:       map[string]override{},
 		vipNums:     map[datapath.VIPKey]uint32{},
 		backendIDs:  map[netip.Addr]uint32{},
 		published:   map[datapath.VIPKey]map[uint32]int{},
@@ -138,7 +138,8 @@ func New(cfg Config) (*Balancer, error) {
 		drainFile:   cfg.DrainFile,
 		legacyDrain: cfg.LegacyDrainFile,
 	}
-	if err := b.loadDrains(); err != nil {
+	rewriteDrains, err := b.loadDrains(cfg.Initial)
+	if err != nil {
 		b.log.Warn("operator drains from the previous run are lost", "file", b.drainFile, "error", err)
 	}
 	b.info = api.Status{
@@ -159,10 +160,10 @@ func New(cfg Config) (*Balancer, error) {
 		b.health.Close()
 		return nil, err
 	}
-	// The file may have lost backends while no daemon ran.
-	if dropped := b.dropGoneDrains(cfg.Initial); len(dropped) > 0 {
+	// Only once the start succeeded: a failed one changes nothing.
+	if rewriteDrains {
 		if err := b.saveDrains(); err != nil {
-			b.log.Warn("operator drains of backends no longer configured not saved as ended", "file", b.drainFile, "error", err)
+			b.log.Warn("operator drains not saved as this start left them; the next start reads the file as it was", "file", b.drainFile, "error", err)
 		}
 	}
 	b.generation = 1
@@ -590,8 +591,8 @@ func (b *Balancer) syncHealth() error {
 }
 
 func (b *Balancer) drained(vip string, be config.Backend) bool {
-	if d, ok := b.drain[healthKey(vip, be.Name)]; ok {
-		return d
+	if o, ok := b.drain[healthKey(vip, be.Name)]; ok {
+		return o.drained
 	}
 	return be.Drained
 }
@@ -798,10 +799,13 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 // dropOutvotedDrains forgets the operator's drain or undrain of every
 // backend whose `drained` the file changes from old to cur: the newest word
 // wins, so an old undrain cannot keep a backend in service that the file
-// now drains (nor an old drain keep out one it undrains). It forgets those
-// of backends cur does not have too (dropGoneDrains). It returns what it
-// forgot.
-func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]bool {
+// now drains (nor an old drain keep out one it undrains), and an override
+// that agreed with the file ends too, so that the backend follows the file
+// from then on. (So an override that stays has the `drained` it was given
+// under, which loadDrains compares with the file at a restart.)
+// It forgets those of backends cur does not have too (dropGoneDrains). It
+// returns what it forgot.
+func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]override {
 	dropped := b.dropGoneDrains(cur)
 	for i := range cur.VIPs {
 		v := &cur.VIPs[i]
@@ -811,9 +815,9 @@ func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]bool {
 		}
 		for _, be := range v.Backends {
 			key := healthKey(v.Name, be.Name)
-			d, ok := b.drain[key]
+			o, ok := b.drain[key]
 			if ob := ov.BackendByName(be.Name); ok && ob != nil && ob.Drained != be.Drained {
-				dropped[key] = d
+				dropped[key] = o
 				delete(b.drain, key)
 			}
 		}
@@ -825,12 +829,12 @@ func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]bool {
 // that cfg does not have: a file that adds a backend of that name again
 // has the newest word on it, and the drain file would otherwise keep every
 // backend ever drained. It returns what it forgot.
-func (b *Balancer) dropGoneDrains(cfg *config.Config) map[string]bool {
-	dropped := map[string]bool{}
-	for key, d := range b.drain {
+func (b *Balancer) dropGoneDrains(cfg *config.Config) map[string]override {
+	dropped := map[string]override{}
+	for key, o := range b.drain {
 		vip, be, _ := strings.Cut(key, "/")
 		if v := cfg.VIPByName(vip); v == nil || v.BackendByName(be) == nil {
-			dropped[key] = d
+			dropped[key] = o
 			delete(b.drain, key)
 		}
 	}
@@ -918,7 +922,7 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 				continue
 			}
 			if be := v.BackendByName(beName); be != nil {
-				b.drain[healthKey(v.Name, be.Name)] = drain
+				b.drain[healthKey(v.Name, be.Name)] = override{drained: drain, file: be.Drained}
 				resp.Matched = append(resp.Matched, healthKey(v.Name, be.Name))
 			}
 		}

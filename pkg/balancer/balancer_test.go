@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -56,13 +57,16 @@ vips:
 `
 
 type rig struct {
-	t    testing.TB
-	dir  string
-	path string
-	dp   *datapath.Balancer
-	b    *Balancer
-	ctx  context.Context
-	stop func() // ends Run and waits for it
+	t      testing.TB
+	dir    string
+	path   string
+	drains string // the drains file
+	dp     *datapath.Balancer
+	seen   Datapath // dp as the control loop sees it
+	dialer health.Dialer
+	b      *Balancer
+	ctx    context.Context
+	stop   func() // ends Run and waits for it
 }
 
 func newRig(t testing.TB, yaml string, opts datapath.Options) *rig {
@@ -99,21 +103,44 @@ func newCheckedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.dp.Close() })
-	var dp Datapath = r.dp
+	r.seen, r.dialer = r.dp, dialer
 	if wrap != nil {
-		dp = wrap(r.dp)
+		r.seen = wrap(r.dp)
 	}
-	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: dp, HealthDialer: dialer})
+	r.drains = filepath.Join(r.dir, "drains.json")
+	r.start(cfg)
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+// start runs a control loop of cfg over the rig's datapath and drains file.
+func (r *rig) start(cfg *config.Config) {
+	r.t.Helper()
+	var err error
+	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: r.seen, HealthDialer: r.dialer, DrainFile: r.drains})
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { r.b.Run(ctx); close(done) }()
+	b := r.b
+	go func() { b.Run(ctx); close(done) }()
 	r.stop = func() { cancel(); <-done }
-	t.Cleanup(r.stop)
 	r.ctx = ctx
-	return r
+}
+
+// restart stops the control loop and starts another with the file yaml, on
+// the same datapath and drains file: a daemon restarted after the file was
+// edited.
+func (r *rig) restart(yaml string) {
+	r.t.Helper()
+	r.stop()
+	r.write(yaml)
+	cfg, err := config.Load(r.path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.start(cfg)
 }
 
 func (r *rig) write(yaml string) {
@@ -523,7 +550,7 @@ func TestDrainsFromAnEarlierFileName(t *testing.T) {
 	if !b.drained("web", *cfg.VIPByName("web").BackendByName("be2")) {
 		t.Errorf("drain of web/be2 in %s (the earlier name of %s) forgotten", legacy, file)
 	}
-	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true}` {
+	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true,"web/be2 config_drained":false}` {
 		t.Errorf("%s after the start: %q, %v; want the drains read from %s", file, data, err, legacy)
 	}
 }
@@ -1023,7 +1050,7 @@ func TestDrainOfABackendRemovedOverARestartEnds(t *testing.T) {
 		return b
 	}
 	b1 := start(baseConfig)
-	b1.drain["web/be2"] = true // as Drain leaves it, without running the loop
+	b1.drain["web/be2"] = override{drained: true} // as Drain leaves it, without running the loop
 	if err := b1.saveDrains(); err != nil {
 		t.Fatal(err)
 	}
@@ -1251,7 +1278,7 @@ func TestDrainsFileOfNull(t *testing.T) {
 	if _, err := b.Drain(ctx, "web/be2", true); err != nil {
 		t.Fatal(err)
 	}
-	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true}` {
+	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true,"web/be2 config_drained":false}` {
 		t.Errorf("drains file after the drain: %q, %v", data, err)
 	}
 }
@@ -1329,5 +1356,93 @@ func TestReloadOfAMissingFileAdvisesRestoringIt(t *testing.T) {
 	if msg := err.Error(); strings.Contains(msg, "pass the path") || !strings.Contains(msg, "restore "+r.path) ||
 		!errors.Is(err, os.ErrNotExist) {
 		t.Errorf("reload of a missing file: %q; want it to wrap the read error and say to restore %s, not to pass a path", msg, r.path)
+	}
+}
+
+// The newest word on a backend's drain wins, whether the file changed
+// under a running daemon (reload) or while none ran (restart): an
+// operator's drain or undrain, redundant with the file or not, ends when
+// the file changes that backend's `drained`, and the backend follows the
+// file from then on. Across a restart, a stale override used to win, as
+// the drains file did not say what the file said when the operator spoke.
+func TestFileChangeOutvotesOperator(t *testing.T) {
+	be2 := func(drained bool) string {
+		return strings.Replace(baseConfig, "{name: be2, address: 10.2.2.2}",
+			fmt.Sprintf("{name: be2, address: 10.2.2.2, drained: %v}", drained), 1)
+	}
+	for _, tc := range []struct {
+		name    string
+		drain   bool // the operator's word
+		file    bool // the file's `drained` when the operator spoke
+		restart bool // the file changes while no daemon runs
+	}{
+		{"drain of an undrained backend, reload", true, false, false},
+		{"redundant drain, reload", true, true, false},
+		{"redundant undrain, reload", false, false, false},
+		{"undrain of a drained backend, reload", false, true, false},
+		{"drain of an undrained backend, restart", true, false, true},
+		{"redundant drain, restart", true, true, true},
+		{"redundant undrain, restart", false, false, true},
+		{"undrain of a drained backend, restart", false, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, be2(tc.file), datapath.Options{})
+			if _, err := r.b.Drain(r.ctx, "web/be2", tc.drain); err != nil {
+				t.Fatal(err)
+			}
+			// The file flips be2's `drained`, then flips it back.
+			for _, file := range []bool{!tc.file, tc.file} {
+				if tc.restart {
+					r.restart(be2(file))
+				} else {
+					r.write(be2(file))
+					if _, err := r.b.Reload(r.ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if slots := r.slots("web")["10.2.2.2"]; (slots == 0) != file {
+					t.Fatalf("be2, %s by the operator when the file said drained: %v, has %d slots once the file says drained: %v; want it to follow the file",
+						map[bool]string{true: "drained", false: "undrained"}[tc.drain], tc.file, slots, file)
+				}
+			}
+		})
+	}
+}
+
+// A drains file of the previous release does not say what the file said
+// when the operator spoke: its overrides win at the first start, as they
+// did, and the file's value is recorded from then on. The file this
+// release writes still reads as the operator's words to the previous
+// release ({"vip/backend": bool}), so a downgrade keeps them.
+func TestDrainsOfThePreviousFormat(t *testing.T) {
+	be2 := func(drained bool) string {
+		return strings.Replace(baseConfig, "{name: be2, address: 10.2.2.2}",
+			fmt.Sprintf("{name: be2, address: 10.2.2.2, drained: %v}", drained), 1)
+	}
+	r := newRig(t, be2(false), datapath.Options{})
+	if err := os.WriteFile(r.drains, []byte(`{"web/be2":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, step := range []struct {
+		file, drained bool
+	}{
+		{false, true}, // the operator's drain wins, as before
+		{true, true},  // the file changed be2's drained since the last start
+		{false, false},
+	} {
+		r.restart(be2(step.file))
+		if slots := r.slots("web")["10.2.2.2"]; (slots == 0) != step.drained {
+			t.Fatalf("start %d, drained: %v in the file: be2 has %d slots, want it drained: %v", i+1, step.file, slots, step.drained)
+		}
+		if i == 0 {
+			var previous map[string]bool // what the previous release reads
+			data, err := os.ReadFile(r.drains)
+			if err == nil {
+				err = json.Unmarshal(data, &previous)
+			}
+			if err != nil || !previous["web/be2"] {
+				t.Errorf("drains file %q (%v): the previous release would not find web/be2 drained", data, err)
+			}
+		}
 	}
 }
