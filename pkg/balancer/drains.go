@@ -124,8 +124,22 @@ func (b *Balancer) saveDrains() error {
 	if err := os.MkdirAll(filepath.Dir(b.drainFile), 0o755); err != nil {
 		return err
 	}
+	// Written whole and synced before it replaces the file, so that on a
+	// persistent filesystem a crash leaves the old file or the new one.
 	tmp := b.drainFile + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, b.drainFile)
