@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/switchyard-lb/switchyard/pkg/agent"
@@ -23,9 +24,10 @@ func runAgent(args []string) error {
 	}
 	// Signals from here on end the agent cleanly: one that arrives while
 	// Start is changing the host lets Start finish, and the agent then
-	// stops at once and undoes it all. Killed mid-start, the agent would
-	// leave sysctls, VIPs and pins that its next run takes for the admin's
-	// and never undoes.
+	// stops at once and undoes it all. An agent killed outright (SIGKILL,
+	// the OOM killer, a panic) leaves its sysctls, VIPs and pins; it has
+	// recorded them in its state file before making them, and its next
+	// run takes them over and undoes them when it stops.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The agent has no reload, and SIGHUP's default action would kill it
@@ -50,7 +52,9 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{Agent: *cfg, Logger: log, AttachMode: mode})
+	// The state file lives beside the (reserved) API socket, as the
+	// balancer's drains file beside its own: /run/switchyard by default.
+	a, err := agent.New(agent.Config{Agent: *cfg, Logger: log, AttachMode: mode, StateDir: filepath.Dir(cfg.API.Socket)})
 	if err != nil {
 		return err
 	}

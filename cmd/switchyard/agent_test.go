@@ -112,9 +112,12 @@ func agentSetup(t *testing.T, metrics string) (topo *topology.Topology, be, pinD
 			t.Errorf("cleanup: remove pins: %v", err)
 		}
 	})
-	cfgPath = filepath.Join(t.TempDir(), "agent.yaml")
-	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nvips: [10.100.0.1, \"fd00:100::1\"]\npin_dir: %s\nmetrics: %s\n",
-		topology.EthName, pinDir, metrics)
+	dir := t.TempDir()
+	cfgPath = filepath.Join(dir, "agent.yaml")
+	// The agent keeps its state file beside api.socket: here, not in the
+	// host's /run/switchyard.
+	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nvips: [10.100.0.1, \"fd00:100::1\"]\npin_dir: %s\nmetrics: %s\napi: {socket: %s}\n",
+		topology.EthName, pinDir, metrics, filepath.Join(dir, "agent.sock"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -330,8 +333,10 @@ func TestAgentAttachModeHint(t *testing.T) {
 			t.Errorf("cleanup: remove pins: %v", err)
 		}
 	})
-	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
-	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nencap_addresses: [10.2.1.2]\nvips: [10.100.0.1]\npin_dir: %s\nmetrics: {listen: \"\"}\n", dev, pinDir)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	cfg := fmt.Sprintf("node: {name: be1}\ninterface: %s\nencap_addresses: [10.2.1.2]\nvips: [10.100.0.1]\npin_dir: %s\nmetrics: {listen: \"\"}\napi: {socket: %s}\n",
+		dev, pinDir, filepath.Join(dir, "agent.sock"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -397,4 +402,62 @@ func TestAgentSIGHUP(t *testing.T) {
 	}
 	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
+
+// TestAgentKilledThenRestarted: an agent killed outright (SIGKILL, as the
+// OOM killer does) leaves its VIPs and sysctls; the next run takes them
+// over, and its clean stop leaves the host as it was before the first run.
+// The next run used to take them for the admin's and keep them for good.
+func TestAgentKilledThenRestarted(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	if err := topo.Sysctl(be, "net.ipv4.conf.eth0.rp_filter", "1"); err != nil {
+		t.Fatal(err)
+	}
+	before := agentState(t, topo, be, pinDir)
+
+	run := func() (*exec.Cmd, *syncBuffer, <-chan error) {
+		t.Helper()
+		var stderr syncBuffer
+		cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
+			select {
+			case err := <-exited:
+				t.Fatalf("agent exited before it ran: %v\n%s", err, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent did not run within 10 s:\n%s", stderr.String())
+			}
+		}
+		return cmd, &stderr, exited
+	}
+
+	cmd, _, exited := run()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if s := agentState(t, topo, be, pinDir); !slices.Contains(s.lo, "10.100.0.1/32") {
+		t.Fatalf("after SIGKILL the VIP is not on lo: %v", s.lo)
+	}
+
+	cmd, stderr, exited := run()
+	if !strings.Contains(stderr.String(), "an earlier run did not stop cleanly") {
+		t.Errorf("the restarted agent does not say it takes over the killed one's changes:\n%s", stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 0 {
+		t.Errorf("state files left after a clean stop: %v", left)
+	}
 }

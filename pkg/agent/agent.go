@@ -44,6 +44,11 @@ type Config struct {
 	Logger *slog.Logger
 	// AttachMode is how the decap program is attached (zero: native).
 	AttachMode datapath.AttachMode
+	// StateDir holds the file in which the agent records what it changes
+	// on the host, before it changes it, so that a run after a crash can
+	// undo it ("": DefaultStateDir). It should be a tmpfs, which a reboot
+	// clears together with the changes.
+	StateDir string
 }
 
 // Validate reports whether the configuration can be used.
@@ -86,6 +91,14 @@ type Agent struct {
 	added   []netip.Prefix // VIP addresses Start added to lo
 	watch   *watcher
 
+	// statePath records sysctls and added while the agent runs (see
+	// loadState); stateHeld says that this agent read it under the pin
+	// directory's lock, so that it is this agent's to write and remove.
+	statePath string
+	stateHeld bool
+	bootID    string
+	netns     uint64
+
 	encapMu sync.Mutex
 	encap   []netip.Addr // the set last written to the decap map
 }
@@ -111,6 +124,11 @@ func New(cfg Config) (*Agent, error) {
 	if a.pinDir == "" {
 		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
 	}
+	stateDir := cfg.StateDir
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	a.statePath = stateFile(stateDir, a.pinDir, c.Interface)
 	if len(c.EncapAddresses) > 0 {
 		a.encapFixed = unmapAll(c.EncapAddrs())
 	}
@@ -122,6 +140,11 @@ func New(cfg Config) (*Agent, error) {
 // are configured, keeps the decap program's address set in step with the
 // interface's addresses. It works in the network namespace of the calling
 // thread. On error it undoes what it did.
+//
+// Each change to sysctls and lo is recorded in the state file before it is
+// made. Start takes over what the record of an earlier run that did not
+// stop cleanly lists and finds still as that run left it, so that Stop (or
+// a failed Start) undoes it too; see loadState.
 //
 // The order keeps the host consistent at every step: the ARP sysctls are in
 // force before a VIP appears on lo (so the NIC never answers ARP for it),
@@ -156,6 +179,9 @@ func (a *Agent) Start() (err error) {
 	a.ifindex = l.Attrs().Index
 
 	if err := a.lockPinDir(); err != nil {
+		return err
+	}
+	if err := a.loadState(); err != nil {
 		return err
 	}
 	if err := a.loadDecap(); err != nil {
@@ -258,6 +284,9 @@ func (a *Agent) loadDecap() error {
 // removes its pins, deletes the VIP addresses Start added (VIPs that were
 // on lo before Start stay), and restores every sysctl Start changed to the
 // value it found (one the admin changed again meanwhile stays as it is).
+// What it took over from an earlier run that did not stop cleanly is
+// undone in the same way, to the values found before that run. Once all of
+// it is undone, the state file goes.
 // It may be called from any goroutine. Stopping an agent that is not
 // running does nothing.
 func (a *Agent) Stop() error {
@@ -290,6 +319,27 @@ func (a *Agent) teardown() error {
 		}
 		a.decap = nil
 	}
+	// The host changes and their record go while the pin directory's
+	// lock is still held: removing the pins removes the directory, and a
+	// lock on a removed directory excludes no new agent, which would read
+	// the record, or write its own, while this one undoes and removes it.
+	var undoErrs []error
+	if err := a.removeVIPs(); err != nil {
+		undoErrs = append(undoErrs, err)
+	}
+	if err := a.restoreSysctls(); err != nil {
+		undoErrs = append(undoErrs, err)
+	}
+	if a.stateHeld {
+		// What could not be undone stays recorded, for the next run.
+		if len(undoErrs) == 0 {
+			if err := a.dropState(); err != nil {
+				undoErrs = append(undoErrs, err)
+			}
+		}
+		a.stateHeld = false
+	}
+	errs = append(errs, undoErrs...)
 	if a.ownPins {
 		if _, err := os.Stat(a.pinDir); err == nil {
 			if err := datapath.RemoveDecap(a.pinDir); err != nil {
@@ -301,12 +351,6 @@ func (a *Agent) teardown() error {
 	if a.lock != nil {
 		a.lock.Close() // releases the flock
 		a.lock = nil
-	}
-	if err := a.removeVIPs(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := a.restoreSysctls(); err != nil {
-		errs = append(errs, err)
 	}
 	if a.nl != nil {
 		a.nl.Close()

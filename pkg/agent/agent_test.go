@@ -48,11 +48,24 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// testStateDir is the state directory of the agents of the topology whose
+// pin directory c names: agents sharing that share their record, as on a
+// host, and never the real DefaultStateDir.
+func testStateDir(t *testing.T, c config.AgentConfig) string {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "switchyard-agent-test", filepath.Base(filepath.Dir(c.PinDir)))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // newAgent builds an agent whose leftovers, should the test fail before
 // stopping it, are removed before the topology is closed.
 func newAgent(t *testing.T, c config.AgentConfig) *Agent {
 	t.Helper()
-	a, err := New(Config{Agent: c, Logger: testLogger(t)})
+	a, err := New(Config{Agent: c, Logger: testLogger(t), StateDir: testStateDir(t, c)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -16,8 +16,8 @@ const procSys = "/proc/sys"
 
 // sysctlRule is one setting direct server return needs.
 type sysctlRule struct {
-	path string // relative to /proc/sys
-	want string
+	conf, dev, key string // the sysctl conf/dev/key, relative to /proc/sys
+	want           string
 	// onlyFrom, if set, is the only current value that is changed: the rule
 	// relaxes a setting without overriding any other choice of the admin.
 	onlyFrom string
@@ -44,15 +44,17 @@ type sysctlRule struct {
 // relaxed to loose by iface's value alone. "all" stays: relaxing it would
 // turn off strict filtering on every other interface of the host.
 func dsrSysctls(iface string) []sysctlRule {
-	conf := func(dev, key string) string { return filepath.Join("net/ipv4/conf", dev, key) }
+	const v4 = "net/ipv4/conf"
 	return []sysctlRule{
-		{path: conf("all", "arp_ignore"), want: "1", keep: []string{"2", "8"}},
-		{path: conf("all", "arp_announce"), want: "2"},
-		{path: conf(iface, "arp_ignore"), want: "1", keep: []string{"2", "8"}},
-		{path: conf(iface, "arp_announce"), want: "2"},
-		{path: conf(iface, "rp_filter"), want: "2", onlyFrom: "1", maxWith: conf("all", "rp_filter")},
+		{conf: v4, dev: "all", key: "arp_ignore", want: "1", keep: []string{"2", "8"}},
+		{conf: v4, dev: "all", key: "arp_announce", want: "2"},
+		{conf: v4, dev: iface, key: "arp_ignore", want: "1", keep: []string{"2", "8"}},
+		{conf: v4, dev: iface, key: "arp_announce", want: "2"},
+		{conf: v4, dev: iface, key: "rp_filter", want: "2", onlyFrom: "1", maxWith: filepath.Join(v4, "all", "rp_filter")},
 	}
 }
+
+func (r sysctlRule) path() string { return filepath.Join(r.conf, r.dev, r.key) }
 
 // sysctl is a setting the agent changed. The file stays open until it is
 // restored: a /proc/sys/net file belongs to the network namespace of the
@@ -61,30 +63,43 @@ func dsrSysctls(iface string) []sysctlRule {
 type sysctl struct {
 	name string // dotted, for messages
 	f    *os.File
-	old  string
-	set  string // what the agent wrote
+	sysctlRecord
 }
 
-// setSysctls applies dsrSysctls, recording what it changed.
+// setSysctls applies dsrSysctls, recording each change in the state file
+// before it makes it.
 func (a *Agent) setSysctls() error {
 	for _, r := range dsrSysctls(a.iface) {
-		s, err := applySysctl(r)
+		s, err := a.checkSysctl(r)
 		if err != nil {
 			return err
 		}
-		if s != nil {
-			a.sysctls = append(a.sysctls, s)
-			a.log.Info("sysctl set", "key", s.name, "old", s.old, "new", r.want)
+		if s == nil {
+			continue
 		}
+		a.sysctls = append(a.sysctls, s)
+		if err := a.saveState(); err != nil {
+			return err
+		}
+		// At offset 0: with the default kernel.sysctl_writes_strict, a
+		// write at any other position is ignored. Should it fail, the
+		// record holds a value the setting does not have, which a later
+		// run takes for someone else's.
+		if _, err := s.f.WriteAt([]byte(s.Set), 0); err != nil {
+			a.sysctls = a.sysctls[:len(a.sysctls)-1]
+			s.f.Close()
+			return fmt.Errorf("set sysctl %s=%s: %w", s.name, s.Set, err)
+		}
+		a.log.Info("sysctl set", "key", s.name, "old", s.Old, "new", s.Set)
 	}
 	return nil
 }
 
-// applySysctl sets one rule and returns the change, or nil if none was
-// needed.
-func applySysctl(r sysctlRule) (*sysctl, error) {
-	name := strings.ReplaceAll(r.path, "/", ".")
-	f, err := os.OpenFile(filepath.Join(procSys, r.path), os.O_RDWR, 0)
+// checkSysctl opens the setting of rule r and returns the change r needs,
+// not yet made, or nil if none is needed.
+func (a *Agent) checkSysctl(r sysctlRule) (*sysctl, error) {
+	name := dotted(r.path())
+	f, err := os.OpenFile(filepath.Join(procSys, r.path()), os.O_RDWR, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return nil, fmt.Errorf("open sysctl %s: %w (run the agent as root)", name, err)
@@ -107,13 +122,11 @@ func applySysctl(r sysctlRule) (*sysctl, error) {
 		f.Close()
 		return nil, nil
 	}
-	// At offset 0: with the default kernel.sysctl_writes_strict, a write
-	// at any other position is ignored.
-	if _, err := f.WriteAt([]byte(r.want), 0); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("set sysctl %s=%s: %w", name, r.want, err)
+	rec := sysctlRecord{Conf: r.conf, Dev: r.dev, Key: r.key, Old: old, Set: r.want}
+	if r.dev == a.iface {
+		rec.Ifindex = a.ifindex
 	}
-	return &sysctl{name: name, f: f, old: old, set: r.want}, nil
+	return &sysctl{name: name, f: f, sysctlRecord: rec}, nil
 }
 
 // maxSysctl returns the larger of the integer value v and the one of the
@@ -145,32 +158,39 @@ func readSysctl(f *os.File) (string, error) {
 	return strings.TrimSpace(string(buf[:n])), nil
 }
 
-// restoreSysctls puts back every value setSysctls changed, newest first.
-// A value changed again since (by the admin, while the agent ran) is the
-// newest choice and stays.
+// restoreSysctls puts back every value setSysctls changed (or an earlier
+// run did, see loadState), newest first.
 func (a *Agent) restoreSysctls() error {
 	var errs []error
 	for i := len(a.sysctls) - 1; i >= 0; i-- {
-		s := a.sysctls[i]
-		cur, err := readSysctl(s.f)
-		if err == nil && cur != s.set {
-			a.log.Info("sysctl changed since the agent set it: left as it is", "key", s.name, "value", cur, "found_at_start", s.old)
-			s.f.Close()
-			continue
+		if err := a.restoreSysctl(a.sysctls[i]); err != nil {
+			errs = append(errs, err)
 		}
-		if err == nil || !errors.Is(err, fs.ErrNotExist) {
-			_, err = s.f.WriteAt([]byte(s.old), 0)
-		}
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			// The device is gone, and its settings with it.
-		case err != nil:
-			errs = append(errs, fmt.Errorf("restore sysctl %s=%s: %w", s.name, s.old, err))
-		default:
-			a.log.Info("sysctl restored", "key", s.name, "value", s.old)
-		}
-		s.f.Close()
 	}
 	a.sysctls = nil
 	return errors.Join(errs...)
+}
+
+// restoreSysctl puts back the value s found and closes it. A value
+// changed again since (by the admin, while the agent ran) is the newest
+// choice and stays.
+func (a *Agent) restoreSysctl(s *sysctl) error {
+	defer s.f.Close()
+	cur, err := readSysctl(s.f)
+	if err == nil && cur != s.Set {
+		a.log.Info("sysctl changed since the agent set it: left as it is", "key", s.name, "value", cur, "found_at_start", s.Old)
+		return nil
+	}
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		_, err = s.f.WriteAt([]byte(s.Old), 0)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// The device is gone, and its settings with it.
+	case err != nil:
+		return fmt.Errorf("restore sysctl %s=%s: %w", s.name, s.Old, err)
+	default:
+		a.log.Info("sysctl restored", "key", s.name, "value", s.Old)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,9 +24,11 @@ const (
 	vipReadyPoll    = 5 * time.Millisecond
 )
 
-// addVIPs puts every VIP on lo as a host address, recording those it added;
-// a VIP already on lo (with any prefix length) is left to whoever put it
-// there. It returns once every IPv6 VIP can be bound to.
+// addVIPs puts every VIP on lo as a host address, recording each in the
+// state file before it adds it; a VIP already on lo (with any prefix
+// length) is left to whoever put it there, unless an earlier run put it
+// there (loadState took it over). It returns once every IPv6 VIP can be
+// bound to.
 func (a *Agent) addVIPs() error {
 	lo, err := a.nl.LinkByName(loopback)
 	if err != nil {
@@ -40,19 +43,29 @@ func (a *Agent) addVIPs() error {
 		if vip.Is6() {
 			v6 = append(v6, vip)
 		}
+		p := netip.PrefixFrom(vip, vip.BitLen())
 		if _, ok := present[vip]; ok {
-			a.log.Info("VIP already on lo, leaving it as it is", "vip", vip)
+			if !slices.Contains(a.added, p) {
+				a.log.Info("VIP already on lo, leaving it as it is", "vip", vip)
+			}
 			continue
 		}
-		p := netip.PrefixFrom(vip, vip.BitLen())
 		addr := &netlink.Addr{IPNet: ipNet(p)}
 		if vip.Is6() {
 			// Duplicate address detection makes no sense for an address
 			// every backend shares, and would hold it back for a second.
 			addr.Flags = unix.IFA_F_NODAD
 		}
+		a.added = append(a.added, p)
+		if err := a.saveState(); err != nil {
+			return err
+		}
 		if err := a.nl.AddrAdd(lo, addr); err != nil {
+			a.added = a.added[:len(a.added)-1]
 			if errors.Is(err, unix.EEXIST) { // added by someone else meanwhile
+				if err := a.saveState(); err != nil {
+					return err
+				}
 				continue
 			}
 			if vip.Is6() && errors.Is(err, unix.EACCES) && ipv6Disabled(loopback) {
@@ -61,7 +74,6 @@ func (a *Agent) addVIPs() error {
 			}
 			return fmt.Errorf("add VIP %s to %s: %w", p, loopback, err)
 		}
-		a.added = append(a.added, p)
 		a.log.Info("VIP added to lo", "vip", p)
 	}
 	return a.waitVIPsUsable(lo, v6)
@@ -117,18 +129,24 @@ func (a *Agent) loAddrs(lo netlink.Link) (map[netip.Addr]int, error) {
 	return out, nil
 }
 
-// removeVIPs deletes the VIP addresses addVIPs added.
+// removeVIPs deletes the VIP addresses addVIPs added (or an earlier run
+// did, see loadState).
 func (a *Agent) removeVIPs() error {
 	if len(a.added) == 0 {
 		return nil
 	}
 	defer func() { a.added = nil }()
-	var errs []error
+	return a.deleteVIPs(a.added)
+}
+
+// deleteVIPs removes ps from lo; one already gone is no error.
+func (a *Agent) deleteVIPs(ps []netip.Prefix) error {
 	lo, err := a.nl.LinkByName(loopback)
 	if err != nil {
-		return fmt.Errorf("find %s to remove the VIPs %v: %w", loopback, a.added, err)
+		return fmt.Errorf("find %s to remove the VIPs %v: %w", loopback, ps, err)
 	}
-	for _, p := range a.added {
+	var errs []error
+	for _, p := range ps {
 		err := a.nl.AddrDel(lo, &netlink.Addr{IPNet: ipNet(p)})
 		switch {
 		case errors.Is(err, unix.EADDRNOTAVAIL), errors.Is(err, unix.ENOENT):

@@ -1,0 +1,296 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultStateDir holds the agents' state files. It is a tmpfs on every
+// systemd host: a reboot clears the records together with the changes
+// they describe.
+const DefaultStateDir = "/run/switchyard"
+
+// stateFormat names the layout of the state file. A change an earlier
+// release would misread takes a new name: a run then refuses the file
+// instead of undoing the wrong things.
+const stateFormat = "switchyard-agent-state/1"
+
+// ErrState: the state file of an earlier run cannot be used.
+var ErrState = errors.New("agent state file cannot be used")
+
+// stateRecord is what the agent has changed on the host, written before
+// each change, so that a run after a crash undoes its predecessor's
+// changes as its own instead of taking them for the admin's.
+type stateRecord struct {
+	Format string `json:"format"`
+	// BootID and NetNS say where the changes were made: a record from
+	// before a reboot or from another network namespace describes
+	// changes that are gone.
+	BootID  string         `json:"boot_id"`
+	NetNS   uint64         `json:"netns"`
+	Sysctls []sysctlRecord `json:"sysctls"` // in the order they were set
+	VIPs    []netip.Prefix `json:"vips"`    // added to lo
+}
+
+// sysctlRecord is one sysctl the agent changed: conf/dev/key, relative to
+// /proc/sys.
+type sysctlRecord struct {
+	Conf string `json:"conf"`
+	Dev  string `json:"dev"`
+	// Ifindex is Dev's index when Dev is an interface (0 for "all"): a
+	// run after the interface was renamed finds its settings by it.
+	Ifindex int    `json:"ifindex,omitempty"`
+	Key     string `json:"key"`
+	Old     string `json:"old"` // found before the first run changed it
+	Set     string `json:"set"` // what the agent wrote
+}
+
+func (r sysctlRecord) path() string { return filepath.Join(r.Conf, r.Dev, r.Key) }
+
+// stateFile names the state file of the agent with pinDir, which one agent
+// at a time holds: for the default pin directory agent-<interface>.json,
+// for any other the last element of the path and a hash of all of it.
+func stateFile(dir, pinDir, iface string) string {
+	clean := filepath.Clean(pinDir)
+	if clean == datapath.DefaultAgentPinDir(iface) {
+		return filepath.Join(dir, "agent-"+iface+".json")
+	}
+	sum := sha256.Sum256([]byte(clean))
+	return filepath.Join(dir, fmt.Sprintf("agent-%s-%x.json", filepath.Base(clean), sum[:6]))
+}
+
+// hostID returns the boot and the network namespace (of the calling
+// thread) the agent changes.
+func hostID() (bootID string, netns uint64, err error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", 0, fmt.Errorf("read boot id: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return "", 0, fmt.Errorf("identify the network namespace: %w", err)
+	}
+	return strings.TrimSpace(string(b)), st.Ino, nil
+}
+
+// readState returns the record of an earlier run, nil if there is none.
+func readState(path string) (*stateRecord, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	const undo = "it lists the sysctls and VIPs an earlier run of the agent changed and did not undo (it did not stop cleanly): " +
+		"set those sysctls back and delete those VIPs from lo by hand where need be (the README, Operations, says which the agent changes), then remove the file and start the agent again"
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w: %w; %s", path, ErrState, err, undo)
+	}
+	var probe struct {
+		Format string `json:"format"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("parse %s: %w: %w; %s", path, ErrState, err, undo)
+	}
+	if probe.Format != stateFormat {
+		return nil, fmt.Errorf("%s: %w: format %q, this release reads %q; another release of switchyard wrote it and did not stop cleanly: "+
+			"start that release again and stop it with SIGTERM, so that it undoes its changes; or %s",
+			path, ErrState, probe.Format, stateFormat, undo)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var rec stateRecord
+	if err := dec.Decode(&rec); err != nil {
+		return nil, fmt.Errorf("parse %s: %w: %w; %s", path, ErrState, err, undo)
+	}
+	for _, s := range rec.Sysctls {
+		if !strings.HasPrefix(s.Conf, "net/") || strings.Contains(s.Dev, "/") || s.Dev == ".." || strings.Contains(s.Key, "/") {
+			return nil, fmt.Errorf("%s: %w: sysctl %q is not one the agent sets; %s", path, ErrState, s.path(), undo)
+		}
+	}
+	return &rec, nil
+}
+
+// loadState reads the record of an earlier run that did not stop cleanly
+// and takes over what it changed that is still as it left it: a sysctl
+// still at the value it wrote, a VIP still on lo. Those Stop undoes as if
+// this run had made them, the rest is someone else's since. What this run
+// would not have changed (a VIP no longer configured, a setting of another
+// interface) is undone at once. It runs under the pin directory's lock.
+func (a *Agent) loadState() error {
+	var err error
+	if a.bootID, a.netns, err = hostID(); err != nil {
+		return err
+	}
+	rec, err := readState(a.statePath)
+	if err != nil {
+		return err
+	}
+	a.stateHeld = true
+	if rec == nil {
+		return nil
+	}
+	if rec.BootID != a.bootID || rec.NetNS != a.netns {
+		a.log.Info("state of a run before a reboot or in another network namespace: its changes are gone", "file", a.statePath)
+		return a.saveState()
+	}
+	a.log.Warn("an earlier run did not stop cleanly: taking over its changes", "file", a.statePath)
+	for _, r := range rec.Sysctls {
+		s, err := a.adoptSysctl(r)
+		if err != nil {
+			return err
+		}
+		if s != nil {
+			a.sysctls = append(a.sysctls, s)
+		}
+	}
+	lo, err := a.nl.LinkByName(loopback)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", loopback, err)
+	}
+	present, err := a.loAddrs(lo)
+	if err != nil {
+		return err
+	}
+	for _, p := range rec.VIPs {
+		if _, ok := present[p.Addr()]; ok && !slices.Contains(a.added, p) {
+			a.added = append(a.added, p)
+		} else {
+			a.log.Info("VIP the earlier run added is no longer on lo", "vip", p)
+		}
+	}
+	if err := a.undoUnwanted(); err != nil {
+		return err
+	}
+	return a.saveState()
+}
+
+// adoptSysctl opens the setting r recorded, under the current name of its
+// interface, and returns it if it still has the value the earlier run
+// wrote (nil if it is gone or was changed since).
+func (a *Agent) adoptSysctl(r sysctlRecord) (*sysctl, error) {
+	if r.Ifindex != 0 {
+		l, err := a.nl.LinkByIndex(r.Ifindex)
+		if err != nil {
+			a.log.Info("interface of a sysctl the earlier run set is gone", "key", dotted(r.path()), "ifindex", r.Ifindex)
+			return nil, nil
+		}
+		if name := l.Attrs().Name; name != r.Dev {
+			a.log.Info("interface renamed since the earlier run", "was", r.Dev, "now", name, "ifindex", r.Ifindex)
+			r.Dev = name
+		}
+	}
+	name := dotted(r.path())
+	f, err := os.OpenFile(filepath.Join(procSys, r.path()), os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open sysctl %s: %w", name, err)
+	}
+	cur, err := readSysctl(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read sysctl %s: %w", name, err)
+	}
+	if cur != r.Set {
+		a.log.Info("sysctl changed since the earlier run set it: left as it is", "key", name, "value", cur, "found_before", r.Old)
+		f.Close()
+		return nil, nil
+	}
+	return &sysctl{name: name, f: f, sysctlRecord: r}, nil
+}
+
+// undoUnwanted undoes the adopted changes this run would not make.
+func (a *Agent) undoUnwanted() error {
+	want := map[string]bool{}
+	for _, r := range dsrSysctls(a.iface) {
+		want[r.path()] = true
+	}
+	var undo []*sysctl
+	a.sysctls = slices.DeleteFunc(a.sysctls, func(s *sysctl) bool {
+		if s.Ifindex != 0 && s.Ifindex != a.ifindex || !want[s.path()] {
+			undo = append(undo, s)
+			return true
+		}
+		return false
+	})
+	var errs []error
+	for i := len(undo) - 1; i >= 0; i-- {
+		if err := a.restoreSysctl(undo[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var gone []netip.Prefix
+	a.added = slices.DeleteFunc(a.added, func(p netip.Prefix) bool {
+		if !slices.Contains(a.vips, p.Addr()) {
+			gone = append(gone, p)
+			return true
+		}
+		return false
+	})
+	if len(gone) > 0 {
+		a.log.Info("removing VIPs no longer configured that the earlier run added", "vips", fmt.Sprint(gone))
+		if err := a.deleteVIPs(gone); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// saveState records the current changes: written to a temporary file that
+// replaces the old record, so a crash leaves one or the other whole.
+func (a *Agent) saveState() error {
+	rec := stateRecord{Format: stateFormat, BootID: a.bootID, NetNS: a.netns, VIPs: a.added}
+	for _, s := range a.sysctls {
+		rec.Sysctls = append(rec.Sysctls, s.sysctlRecord)
+	}
+	data, err := json.MarshalIndent(rec, "", "\t")
+	if err != nil {
+		return err
+	}
+	why := "the agent records there what it changes on the host, so that a run after a crash can undo it; make the directory writable (it follows the agent's api.socket)"
+	dir := filepath.Dir(a.statePath)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create state directory %s: %w (%s)", dir, err, why)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(a.statePath)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write state file %s: %w (%s)", a.statePath, err, why)
+	}
+	_, err = f.Write(append(data, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), a.statePath)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write state file %s: %w (%s)", a.statePath, err, why)
+	}
+	return nil
+}
+
+// dropState removes the state file once everything it recorded is undone.
+func (a *Agent) dropState() error {
+	if err := os.Remove(a.statePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove state file %s: %w", a.statePath, err)
+	}
+	return nil
+}
+
+func dotted(path string) string { return strings.ReplaceAll(path, "/", ".") }

@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"github.com/vishvananda/netlink"
+)
+
+// crash drops a running agent as its process dying would: every file
+// descriptor it holds is closed (the pinned link keeps the program
+// attached) and nothing it changed on the host is undone.
+func crash(t *testing.T, a *Agent) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.running {
+		t.Fatal("crash: the agent is not running")
+	}
+	if a.watch != nil {
+		a.watch.stop()
+	}
+	a.decap.Close()
+	for _, s := range a.sysctls {
+		s.f.Close()
+	}
+	a.lock.Close()
+	a.nl.Close()
+	a.running, a.ownPins, a.stateHeld = false, false, false
+	a.watch, a.decap, a.lock, a.nl = nil, nil, nil, nil
+	a.sysctls, a.added = nil, nil
+}
+
+func loHas(t *testing.T, topo *topology.Topology, node string, p netip.Prefix) bool {
+	t.Helper()
+	return slices.ContainsFunc(snapshot(t, topo, node).lo, func(s string) bool { return strings.HasPrefix(s, p.String()+" ") })
+}
+
+func requireNoState(t *testing.T, a *Agent) {
+	t.Helper()
+	if _, err := os.Stat(a.statePath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file %s is still there after a clean stop (stat: %v)", a.statePath, err)
+	}
+}
+
+// TestCrashedRunUndoneByNext: an agent that died without stopping leaves
+// its VIPs and sysctls; the next run takes them over and its clean stop
+// leaves the host as it was before the first run. It used to take them for
+// the admin's and leave them for good.
+func TestCrashedRunUndoneByNext(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.all.rp_filter", "1")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+
+	crash(t, startAgent(t, topo, be, c))
+	if !loHas(t, topo, be, netip.PrefixFrom(vip4, 32)) {
+		t.Fatal("the crashed agent's VIP is not on lo: the crash undid it")
+	}
+
+	a := startAgent(t, topo, be, c)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+	requireNoState(t, a)
+}
+
+// TestCrashedRunAdminChangeKept: a setting the admin changed between the
+// crash and the next run is the admin's, as one changed while an agent
+// runs; the crashed run's other changes are undone.
+func TestCrashedRunAdminChangeKept(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "0")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_ignore", "0")
+	c := testConfig(topo)
+	crash(t, startAgent(t, topo, be, c))
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "1")
+	crashed := snapshot(t, topo, be)
+
+	a := startAgent(t, topo, be, c)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.arp_announce"); got != "1" {
+		t.Errorf("eth0.arp_announce = %s after Stop, want 1, as the admin set it after the crash", got)
+	}
+	if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.arp_ignore"); got != "0" {
+		t.Errorf("eth0.arp_ignore = %s after Stop, want 0, as found before the first run", got)
+	}
+	after := snapshot(t, topo, be)
+	for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+		if slices.ContainsFunc(after.lo, func(s string) bool { return strings.HasPrefix(s, p.String()+" ") }) {
+			t.Errorf("VIP %s the crashed run added is still on lo", p)
+		}
+	}
+	const allIgnore = "/proc/sys/net/ipv4/conf/all/arp_ignore"
+	if after.sysctls[allIgnore] == crashed.sysctls[allIgnore] {
+		t.Errorf("all.arp_ignore = %s after Stop, as the crashed run set it", after.sysctls[allIgnore])
+	}
+	requireNoState(t, a)
+}
+
+// TestCrashedRunVIPNoLongerConfigured: a VIP the crashed run added that the
+// configuration no longer has goes as soon as the next run starts.
+func TestCrashedRunVIPNoLongerConfigured(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	crash(t, startAgent(t, topo, be, c))
+
+	c.VIPs = []string{vip4.String()}
+	a := startAgent(t, topo, be, c)
+	if loHas(t, topo, be, netip.PrefixFrom(vip6, 128)) {
+		t.Errorf("VIP %s, no longer configured, is still on lo after the next start", vip6)
+	}
+	if !loHas(t, topo, be, netip.PrefixFrom(vip4, 32)) {
+		t.Errorf("VIP %s is not on lo", vip4)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, a)
+}
+
+// TestCrashedRunInterfaceRenamed: after the interface was renamed (and the
+// configuration with it), the next run finds the crashed run's settings of
+// the interface under its new name.
+func TestCrashedRunInterfaceRenamed(t *testing.T) {
+	t.Parallel()
+	const renamed = "aGren0"
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_ignore", "0")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "0")
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	crash(t, startAgent(t, topo, be, c))
+
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetDown(l); err != nil {
+			return err
+		}
+		if err := h.LinkSetName(l, renamed); err != nil {
+			return err
+		}
+		return h.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Interface = renamed // the pin directory stays as configured
+	a := startAgent(t, topo, be, c)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	for _, key := range []string{"arp_ignore", "arp_announce", "rp_filter"} {
+		want := before.sysctls["/proc/sys/net/ipv4/conf/eth0/"+key]
+		if got := sysctlValue(t, topo, be, "net.ipv4.conf."+renamed+"."+key); got != want {
+			t.Errorf("%s.%s = %s after Stop, want %s, as found before the first run", renamed, key, got, want)
+		}
+	}
+	for _, key := range []string{"arp_ignore", "arp_announce"} {
+		want := before.sysctls["/proc/sys/net/ipv4/conf/all/"+key]
+		if got := sysctlValue(t, topo, be, "net.ipv4.conf.all."+key); got != want {
+			t.Errorf("all.%s = %s after Stop, want %s", key, got, want)
+		}
+	}
+	requireNoState(t, a)
+}
+
+// TestStateFileUnusable: a state file that cannot be read, or that another
+// release wrote, is refused with an error that names it and says what to
+// do, and the agent changes nothing: guessing would undo the admin's
+// settings or keep the crashed run's for good.
+func TestStateFileUnusable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"garbage", "{not json", "remove the file"},
+		{"other format", `{"format": "switchyard-agent-state/99"}`, `format "switchyard-agent-state/99"`},
+		{"unknown field", `{"format": "switchyard-agent-state/1", "routes": []}`, "remove the file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+			before := snapshot(t, topo, be)
+			c := testConfig(topo)
+			a := newAgent(t, c)
+			if err := os.WriteFile(a.statePath, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := topo.Do(be, a.Start)
+			if !errors.Is(err, ErrState) || !strings.Contains(err.Error(), a.statePath) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v, want ErrState naming %s and saying %q", err, a.statePath, tc.want)
+			}
+			t.Logf("Start: %v", err)
+			requireSame(t, before, snapshot(t, topo, be))
+			requireNoPins(t, c.PinDir)
+			if b, err := os.ReadFile(a.statePath); err != nil || string(b) != tc.content {
+				t.Errorf("state file after the refused start: %q, %v; want it left as it was", b, err)
+			}
+		})
+	}
+}
+
+// TestStateFileWritten: while the agent runs, its state file (mode 0600,
+// named for its pin directory) lists what it changed.
+func TestStateFileWritten(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_ignore", "0")
+	c := testConfig(topo)
+	a := startAgent(t, topo, be, c)
+	st, err := os.Stat(a.statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", st.Mode().Perm())
+	}
+	rec, err := readState(a.statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(rec.Sysctls, func(r sysctlRecord) bool {
+		return r.Dev == "eth0" && r.Key == "arp_ignore" && r.Old == "0" && r.Set == "1" && r.Ifindex != 0
+	}) {
+		t.Errorf("state %+v does not record eth0.arp_ignore 0 -> 1", rec.Sysctls)
+	}
+	if want := []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)}; !slices.Equal(rec.VIPs, want) {
+		t.Errorf("state records VIPs %v, want %v", rec.VIPs, want)
+	}
+	if got, want := filepath.Base(a.statePath), "agent-eth0-"; !strings.HasPrefix(got, want) {
+		t.Errorf("state file %s, want one named for the pin directory %s", got, c.PinDir)
+	}
+}
