@@ -114,7 +114,7 @@ func readState(path string) (*stateRecord, error) {
 		return nil, fmt.Errorf("parse %s: %w: %w; %s", path, ErrState, err, undo)
 	}
 	for _, s := range rec.Sysctls {
-		if !strings.HasPrefix(s.Conf, "net/") || strings.Contains(s.Dev, "/") || s.Dev == ".." || strings.Contains(s.Key, "/") {
+		if s.Conf != ipv4Conf || !validName(s.Dev) || !validName(s.Key) {
 			return nil, fmt.Errorf("%s: %w: sysctl %q is not one the agent sets; %s", path, ErrState, s.path(), undo)
 		}
 	}
@@ -292,5 +292,8 @@ func (a *Agent) dropState() error {
 	}
 	return nil
 }
+
+// validName reports whether s is one element of a path.
+func validName(s string) bool { return s != "" && s != "." && s != ".." && !strings.Contains(s, "/") }
 
 func dotted(path string) string { return strings.ReplaceAll(path, "/", ".") }

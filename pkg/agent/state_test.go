@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -202,6 +203,7 @@ func TestStateFileUnusable(t *testing.T) {
 		{"garbage", "{not json", "remove the file"},
 		{"other format", `{"format": "switchyard-agent-state/99"}`, `format "switchyard-agent-state/99"`},
 		{"unknown field", `{"format": "switchyard-agent-state/1", "routes": []}`, "remove the file"},
+		{"foreign sysctl", `{"format": "switchyard-agent-state/1", "sysctls": [{"conf": "kernel", "dev": "..", "key": "x", "old": "0", "set": "1"}]}`, "is not one the agent sets"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -258,5 +260,55 @@ func TestStateFileWritten(t *testing.T) {
 	}
 	if got, want := filepath.Base(a.statePath), "agent-eth0-"; !strings.HasPrefix(got, want) {
 		t.Errorf("state file %s, want one named for the pin directory %s", got, c.PinDir)
+	}
+}
+
+// TestStateFromElsewhereIgnored: a record from before a reboot, or made in
+// another network namespace, describes changes that went with that boot
+// or namespace. A setting it lists that now has the value it wrote is
+// someone else's: Stop leaves it.
+func TestStateFromElsewhereIgnored(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(*stateRecord)
+	}{
+		{"other boot", func(r *stateRecord) { r.BootID = "00000000-0000-0000-0000-000000000000" }},
+		{"other namespace", func(r *stateRecord) { r.NetNS++ }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			// As the admin set it: the agent changes nothing here.
+			setSysctl(t, topo, be, "net.ipv4.conf.all.arp_ignore", "1")
+			before := snapshot(t, topo, be)
+			c := testConfig(topo)
+			a := newAgent(t, c)
+			rec := stateRecord{Format: stateFormat, Sysctls: []sysctlRecord{{Conf: ipv4Conf, Dev: "all", Key: "arp_ignore", Old: "0", Set: "1"}}}
+			err := topo.Do(be, func() (err error) {
+				rec.BootID, rec.NetNS, err = hostID()
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.change(&rec)
+			data, err := json.Marshal(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(a.statePath, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := topo.Do(be, a.Start); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			if err := a.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			requireSame(t, before, snapshot(t, topo, be))
+			requireNoState(t, a)
+		})
 	}
 }

@@ -12,7 +12,12 @@ import (
 	"strings"
 )
 
-const procSys = "/proc/sys"
+const (
+	procSys = "/proc/sys"
+	// ipv4Conf holds every setting the agent changes (relative to
+	// procSys); a state file that names another directory is refused.
+	ipv4Conf = "net/ipv4/conf"
+)
 
 // sysctlRule is one setting direct server return needs.
 type sysctlRule struct {
@@ -44,13 +49,12 @@ type sysctlRule struct {
 // relaxed to loose by iface's value alone. "all" stays: relaxing it would
 // turn off strict filtering on every other interface of the host.
 func dsrSysctls(iface string) []sysctlRule {
-	const v4 = "net/ipv4/conf"
 	return []sysctlRule{
-		{conf: v4, dev: "all", key: "arp_ignore", want: "1", keep: []string{"2", "8"}},
-		{conf: v4, dev: "all", key: "arp_announce", want: "2"},
-		{conf: v4, dev: iface, key: "arp_ignore", want: "1", keep: []string{"2", "8"}},
-		{conf: v4, dev: iface, key: "arp_announce", want: "2"},
-		{conf: v4, dev: iface, key: "rp_filter", want: "2", onlyFrom: "1", maxWith: filepath.Join(v4, "all", "rp_filter")},
+		{conf: ipv4Conf, dev: "all", key: "arp_ignore", want: "1", keep: []string{"2", "8"}},
+		{conf: ipv4Conf, dev: "all", key: "arp_announce", want: "2"},
+		{conf: ipv4Conf, dev: iface, key: "arp_ignore", want: "1", keep: []string{"2", "8"}},
+		{conf: ipv4Conf, dev: iface, key: "arp_announce", want: "2"},
+		{conf: ipv4Conf, dev: iface, key: "rp_filter", want: "2", onlyFrom: "1", maxWith: filepath.Join(ipv4Conf, "all", "rp_filter")},
 	}
 }
 
