@@ -53,7 +53,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // host, and never the real DefaultStateDir.
 func testStateDir(t *testing.T, c config.AgentConfig) string {
 	t.Helper()
-	dir := filepath.Join(os.TempDir(), "switchyard-agent-test", filepath.Base(filepath.Dir(c.PinDir)))
+	dir := filepath.Join(os.TempDir(), "switchyard-agent-state-"+filepath.Base(filepath.Dir(c.PinDir)))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
