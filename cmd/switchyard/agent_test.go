@@ -142,8 +142,8 @@ func agentCommand(t *testing.T, topo *topology.Topology, node, cfgPath string, a
 // TestAgentSignalDuringStart: a SIGTERM that arrives while the agent is
 // still starting (after it has begun to change the host) lets the start
 // finish and then shuts down cleanly, leaving the host as it was. Killed
-// mid-start, the agent would leave its sysctls, VIPs and pins behind, and
-// the next run would take them for the admin's own and keep them for good.
+// mid-start, the agent would leave its sysctls, VIPs and pins behind until
+// a next run took them over.
 //
 // The agent is held inside Start by its own log: its stderr is a pipe that
 // is full until the test reads it.
@@ -360,8 +360,8 @@ func TestAgentAttachModeHint(t *testing.T) {
 // TestAgentSIGHUP: a SIGHUP (the balancer's reload signal, or the hangup
 // of the terminal the agent was started from) does not end the agent: its
 // default action killed it on the spot, leaving its VIPs, sysctls and
-// pins, which the next run takes for the admin's and never undoes. The
-// agent has no reload: it says so, and keeps running.
+// pins until a next run took them over. The agent has no reload: it says
+// so, and keeps running.
 func TestAgentSIGHUP(t *testing.T) {
 	t.Parallel()
 	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
