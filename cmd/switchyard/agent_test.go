@@ -461,3 +461,69 @@ func TestAgentKilledThenRestarted(t *testing.T) {
 		t.Errorf("state files left after a clean stop: %v", left)
 	}
 }
+
+// TestRemoveAgentAfterKill: `switchyard remove --agent --config FILE` after
+// an agent was killed outright leaves the host as it was before the agent
+// started: VIPs, sysctls, pins and the state file. It used to remove the
+// pins alone.
+func TestRemoveAgentAfterKill(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	if err := topo.Sysctl(be, "net.ipv4.conf.eth0.rp_filter", "1"); err != nil {
+		t.Fatal(err)
+	}
+	before := agentState(t, topo, be, pinDir)
+
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("agent exited before it ran: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not run within 10 s:\n%s", stderr.String())
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if s := agentState(t, topo, be, pinDir); !slices.Contains(s.lo, "10.100.0.1/32") {
+		t.Fatalf("after SIGKILL the VIP is not on lo: %v", s.lo)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	rm.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := rm.CombinedOutput()
+	if err != nil {
+		t.Fatalf("remove --agent: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "undid the host changes") {
+		t.Errorf("remove --agent says %q, want that it undid the recorded host changes", out)
+	}
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 0 {
+		t.Errorf("state files left after remove --agent: %v", left)
+	}
+
+	// Nothing left: said so, as an error.
+	again := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	again.Env = append(os.Environ(), mainEnv+"=1")
+	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "nothing pinned at") {
+		t.Errorf("second remove --agent: %v, %q; want an error saying nothing is pinned", err, out)
+	}
+}

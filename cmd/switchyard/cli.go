@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/switchyard-lb/switchyard/pkg/agent"
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -148,6 +150,9 @@ func runRemove(args []string) error {
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}
+	if *agent && (*cfgPath != "" || *iface != "") {
+		return removeAgent(*cfgPath, *iface, *pinDir)
+	}
 	dir := *pinDir
 	switch {
 	case dir != "":
@@ -194,10 +199,51 @@ func runRemove(args []string) error {
 	if err := remove(dir); err != nil {
 		return err
 	}
-	what := "the balancer's XDP program and maps"
 	if *agent {
-		what = "the agent's decap program and maps"
+		fmt.Printf("removed the agent's decap program and maps pinned at %s\n", dir)
+		fmt.Println("(VIPs and sysctls a crashed agent recorded are undone only with --config FILE or --interface NAME)")
+		return nil
 	}
-	fmt.Printf("removed %s pinned at %s\n", what, dir)
+	fmt.Printf("removed the balancer's XDP program and maps pinned at %s\n", dir)
+	return nil
+}
+
+// removeAgent undoes what an agent that did not stop cleanly left: the
+// host changes its state file records, and its pins. The agent's
+// configuration (or, with an interface alone, the defaults) names the pin
+// directory and the state file.
+func removeAgent(cfgPath, iface, pinDir string) error {
+	var c config.AgentConfig
+	if cfgPath != "" {
+		loaded, err := config.LoadAgent(cfgPath)
+		if err != nil {
+			return err
+		}
+		c = *loaded
+	} else {
+		// Joined to the pin directory's path: "..", say, would name
+		// another program's pins, or all of bpffs.
+		if err := config.CheckInterfaceName(iface); err != nil {
+			return &usageError{fmt.Sprintf("--interface: %v", err)}
+		}
+		c = config.DefaultAgentConfig()
+		c.Interface = iface
+	}
+	if pinDir != "" {
+		c.PinDir = pinDir
+	}
+	a, err := agent.New(agent.Config{Agent: c, StateDir: filepath.Dir(c.API.Socket)})
+	if err != nil {
+		return err
+	}
+	_, perr := os.Stat(a.PinDir())
+	_, serr := os.Stat(a.StatePath())
+	if perr != nil && serr != nil {
+		return fmt.Errorf("nothing pinned at %s and no state file %s: no agent left anything to remove", a.PinDir(), a.StatePath())
+	}
+	if err := a.Remove(); err != nil {
+		return err
+	}
+	fmt.Printf("removed the agent's decap program and maps pinned at %s, and undid the host changes %s recorded\n", a.PinDir(), a.StatePath())
 	return nil
 }

@@ -96,8 +96,10 @@ type Agent struct {
 	// directory's lock, so that it is this agent's to write and remove.
 	statePath string
 	stateHeld bool
-	bootID    string
-	netns     uint64
+	// removing: Remove runs; no change of an earlier run is wanted.
+	removing bool
+	bootID   string
+	netns    uint64
 
 	encapMu sync.Mutex
 	encap   []netip.Addr // the set last written to the decap map
@@ -362,6 +364,46 @@ func (a *Agent) teardown() error {
 	return errors.Join(errs...)
 }
 
+// Remove undoes what an agent with this configuration left behind when it
+// did not stop cleanly (switchyard remove --agent): the sysctls and VIPs
+// its state file records and finds still as that run left them, the
+// record itself, and the decap program with its pins. It works in the
+// network namespace of the calling thread and refuses, with ErrInUse,
+// while an agent holds the pin directory.
+func (a *Agent) Remove() (err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running {
+		return ErrRunning
+	}
+	defer func() {
+		if terr := a.teardown(); terr != nil {
+			err = errors.Join(err, terr)
+		}
+		a.removing = false
+	}()
+	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	// The interface may be gone: then so are its settings.
+	if l, err := a.nl.LinkByName(a.iface); err == nil {
+		a.ifindex = l.Attrs().Index
+	}
+	// Nothing is wanted: loadState undoes every change it takes over.
+	a.removing = true
+	if err := a.lockPinDir(); err != nil {
+		return err
+	}
+	// What the record names comes first: pins go only once it is undone,
+	// so that a failure leaves everything for another try.
+	if err := a.loadState(); err != nil {
+		a.ownPins = false
+		return err
+	}
+	a.ownPins = true
+	return nil
+}
+
 // Stats returns the decap program's counters by name, summed over CPUs.
 func (a *Agent) Stats() (map[string]uint64, error) {
 	a.mu.RLock()
@@ -379,6 +421,12 @@ func (a *Agent) EncapAddrs() []netip.Addr {
 	defer a.encapMu.Unlock()
 	return slices.Clone(a.encap)
 }
+
+// PinDir returns the directory of the decap program's pins.
+func (a *Agent) PinDir() string { return a.pinDir }
+
+// StatePath returns the file in which the agent records its host changes.
+func (a *Agent) StatePath() string { return a.statePath }
 
 // VIPs returns the configured VIPs, which the agent keeps on lo while it
 // runs.

@@ -215,7 +215,7 @@ func (a *Agent) adoptSysctl(r sysctlRecord) (*sysctl, error) {
 func (a *Agent) undoUnwanted() error {
 	want := map[string]bool{}
 	for _, r := range dsrSysctls(a.iface) {
-		want[r.path()] = true
+		want[r.path()] = !a.removing
 	}
 	var undo []*sysctl
 	a.sysctls = slices.DeleteFunc(a.sysctls, func(s *sysctl) bool {
@@ -233,7 +233,7 @@ func (a *Agent) undoUnwanted() error {
 	}
 	var gone []netip.Prefix
 	a.added = slices.DeleteFunc(a.added, func(p netip.Prefix) bool {
-		if !slices.Contains(a.vips, p.Addr()) {
+		if a.removing || !slices.Contains(a.vips, p.Addr()) {
 			gone = append(gone, p)
 			return true
 		}

@@ -312,3 +312,43 @@ func TestStateFromElsewhereIgnored(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveUndoesCrashedRun: switchyard remove --agent after an agent died
+// without stopping leaves the host as it was before that agent started:
+// its VIPs, sysctls, state file and pins all go. It used to remove the pins
+// alone.
+func TestRemoveUndoesCrashedRun(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+
+	crashed := startAgent(t, topo, be, c)
+	crash(t, crashed)
+	if !loHas(t, topo, be, netip.PrefixFrom(vip4, 32)) {
+		t.Fatal("the crashed agent's VIP is not on lo: the crash undid it")
+	}
+
+	r := newAgent(t, c)
+	if err := topo.Do(be, r.Remove); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+	requireNoState(t, r)
+
+	// While an agent runs, Remove touches nothing.
+	a := startAgent(t, topo, be, c)
+	running := snapshot(t, topo, be)
+	r2 := newAgent(t, c)
+	if err := topo.Do(be, r2.Remove); !errors.Is(err, ErrInUse) {
+		t.Errorf("Remove while an agent runs = %v, want ErrInUse", err)
+	}
+	requireSame(t, running, snapshot(t, topo, be))
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+}
