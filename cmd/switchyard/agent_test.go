@@ -404,6 +404,32 @@ func TestAgentSIGHUP(t *testing.T) {
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
 
+// runAgentCommand starts `switchyard agent --config cfgPath` (generic
+// mode) in node and waits until it logs that it runs. It returns the
+// command, its stderr and a channel that receives its exit.
+func runAgentCommand(t *testing.T, topo *topology.Topology, node, cfgPath string) (*exec.Cmd, *syncBuffer, <-chan error) {
+	t.Helper()
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, node, cfgPath, "--attach-mode", "generic")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("agent exited before it ran: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not run within 10 s:\n%s", stderr.String())
+		}
+	}
+	return cmd, &stderr, exited
+}
+
 // TestAgentKilledThenRestarted: an agent killed outright (SIGKILL, as the
 // OOM killer does) leaves its VIPs and sysctls; the next run takes them
 // over, and its clean stop leaves the host as it was before the first run.
@@ -416,30 +442,7 @@ func TestAgentKilledThenRestarted(t *testing.T) {
 	}
 	before := agentState(t, topo, be, pinDir)
 
-	run := func() (*exec.Cmd, *syncBuffer, <-chan error) {
-		t.Helper()
-		var stderr syncBuffer
-		cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
-			select {
-			case err := <-exited:
-				t.Fatalf("agent exited before it ran: %v\n%s", err, stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("agent did not run within 10 s:\n%s", stderr.String())
-			}
-		}
-		return cmd, &stderr, exited
-	}
-
-	cmd, _, exited := run()
+	cmd, _, exited := runAgentCommand(t, topo, be, cfgPath)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +451,7 @@ func TestAgentKilledThenRestarted(t *testing.T) {
 		t.Fatalf("after SIGKILL the VIP is not on lo: %v", s.lo)
 	}
 
-	cmd, stderr, exited := run()
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
 	if !strings.Contains(stderr.String(), "an earlier run did not stop cleanly") {
 		t.Errorf("the restarted agent does not say it takes over the killed one's changes:\n%s", stderr.String())
 	}
@@ -474,24 +477,7 @@ func TestRemoveAgentAfterKill(t *testing.T) {
 	}
 	before := agentState(t, topo, be, pinDir)
 
-	var stderr syncBuffer
-	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			t.Fatalf("agent exited before it ran: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent did not run within 10 s:\n%s", stderr.String())
-		}
-	}
+	cmd, _, exited := runAgentCommand(t, topo, be, cfgPath)
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
