@@ -316,11 +316,11 @@ func checkPinDir(pinDir string) error {
 // the balancer and of the decap program (data sections under the names
 // dataMapNames gives them; they include the maps of earlier releases that
 // became data sections), the link, and the pins an upgrade moves: the
-// previous release's Maglev tables and adoptConns' successor table, which
-// a crash can leave.
+// previous release's Maglev tables and the successors adoptConns and
+// adoptDecapStats pin for a moment, which a crash can leave.
 func pinNames() (map[string]bool, error) {
 	names := map[string]bool{
-		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true,
+		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true,
 		standInName: true, standInName + "_std": true,
 	}
 	for what, load := range map[string]func() (*ebpf.CollectionSpec, error){"balancer": loadBalancer, "decap": loadDecap} {

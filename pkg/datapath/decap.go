@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -29,6 +31,11 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 		return nil, fmt.Errorf("read decap object: %w", err)
 	}
 	d := &Decap{pinDir: pinDir, log: log}
+	if pinDir != "" {
+		if err := adoptDecapStats(spec.Maps[decapStatsPin], pinDir, log); err != nil {
+			return nil, fmt.Errorf("move the pinned decap counters to this release's map: %w", err)
+		}
+	}
 	if err := loadCollection(spec, pinDir, &d.objs,
 		"they come from another version of the agent: run `switchyard remove --agent` to start afresh (decapsulation stops until the agent is up again)"); err != nil {
 		return nil, err
@@ -115,4 +122,60 @@ var decapStatNames = [decapDecapStatDECAP_STAT_MAX]string{
 	decapDecapStatDECAP_STAT_PASS:        "pass",
 	decapDecapStatDECAP_STAT_DROP_INNER:  "drop_inner_not_ip",
 	decapDecapStatDECAP_STAT_DROP_ADJUST: "drop_adjust_failed",
+}
+
+// decapStatsPin is the pin of the decap counters; adoptDecapStats pins
+// their successor as decapStatsPin + "_new" for a moment.
+const decapStatsPin = "decap_stats"
+
+// adoptDecapStats brings the counters pinned by an earlier release, which
+// had fewer drop reasons (a smaller decap_stats: the new ones go last, so
+// every earlier index means the same), to this release's size: it copies
+// every CPU's counts into a new map and pins that in the old one's place.
+// The program still attached counts into the old map until Attach swaps
+// this one in: the few packets it counts in between are not carried over.
+// A map of another kind, or a larger one (a later release's), is left to
+// loadCollection, which refuses it.
+func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
+	path := filepath.Join(pinDir, decapStatsPin)
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer old.Close()
+	if old.Type() != spec.Type || old.KeySize() != spec.KeySize || old.ValueSize() != spec.ValueSize ||
+		old.MaxEntries() >= spec.MaxEntries {
+		return nil
+	}
+	fresh := spec.Copy()
+	fresh.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(fresh)
+	if err != nil {
+		return fmt.Errorf("create its successor: %w", err)
+	}
+	defer m.Close()
+	var perCPU []uint64
+	for i := range old.MaxEntries() {
+		if err := old.Lookup(i, &perCPU); err != nil {
+			return fmt.Errorf("read %s[%d]: %w", path, i, err)
+		}
+		if err := m.Put(i, perCPU); err != nil {
+			return fmt.Errorf("copy %s[%d]: %w", path, i, err)
+		}
+	}
+	// As in adoptConns: a rename replaces the pin in one step.
+	tmp := path + "_new"
+	os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return fmt.Errorf("pin its successor: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	log.Info("decap counters moved to this release's larger map", "reasons", len(decapStatNames), "earlier", old.MaxEntries())
+	return nil
 }

@@ -86,7 +86,7 @@ func TestRemoveRefusesWhatIsNotAPinDir(t *testing.T) {
 
 	// A directory of nothing but Switchyard's pins goes.
 	ours := filepath.Join(mnt, "aLours")
-	for _, name := range []string{"vips", "conns", "maglev_std_mm", "decap_cfg", "conns_new"} {
+	for _, name := range []string{"vips", "conns", "maglev_std_mm", "decap_cfg", "conns_new", "decap_stats_new"} {
 		pinMap(t, filepath.Join(ours, name))
 	}
 	if err := RemoveBalancer(ours); err != nil {

@@ -1,0 +1,121 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// TestDecapStatsAdoptedFromEarlierPins: the previous release pinned
+// decap_stats one reason smaller (the last one is new) and left its program
+// attached through the pinned link. An agent upgraded in place must load
+// over those pins without manual steps: its counters start from the
+// earlier ones, per CPU, the new reason from zero, and its program is
+// swapped into the pinned link (no detach, so decapsulation goes on). A
+// second load finds the map moved already, and no temporary pin is left.
+func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sydu", Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-upgrade-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	earlier := uint32(len(decapStatNames) - 1)
+
+	// The previous release: this program with its smaller counter map,
+	// pinned and attached, its counters already counting.
+	spec, err := loadDecap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Maps[decapStatsPin].MaxEntries = earlier
+	old := &Decap{pinDir: pin, log: slog.New(slog.DiscardHandler)}
+	if err := loadCollection(spec, pin, &old.objs, ""); err != nil {
+		t.Fatal(err)
+	}
+	var oldID uint32
+	err = topo.Do(topo.Backend(1), func() error {
+		if _, err := old.Attach("eth0", AttachNative); err != nil {
+			return err
+		}
+		oldID, err = xdpProgID("eth0")
+		return err
+	})
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{decapStatNames[earlier]: 0} // the new reason starts from zero
+	for i := range earlier {
+		perCPU := make([]uint64, cpus)
+		for c := range perCPU {
+			perCPU[c] = uint64(i+1)*1000 + uint64(c)
+			want[decapStatNames[i]] += perCPU[c]
+		}
+		if err := old.objs.DecapStats.Put(i, perCPU); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close()
+
+	d, err := LoadDecap(pin, nil)
+	if err != nil {
+		t.Fatalf("load over the previous release's pins: %v", err)
+	}
+	defer d.Close()
+	if got := d.objs.DecapStats.MaxEntries(); got != uint32(len(decapStatNames)) {
+		t.Fatalf("decap_stats has %d entries after the load, want %d", got, len(decapStatNames))
+	}
+	expectStats(t, "after the upgrade", d, want)
+	err = topo.Do(topo.Backend(1), func() error {
+		res, err := d.Attach("eth0", AttachNative)
+		if err != nil {
+			return err
+		}
+		if !res.Replaced {
+			return fmt.Errorf("attach after the upgrade: %+v, want the pinned link updated in place", res)
+		}
+		if id, err := xdpProgID("eth0"); err != nil || id == oldID {
+			return fmt.Errorf("the previous program %d is still attached (%v)", id, err)
+		}
+		return runsProgram(d.objs.XdpDecap, "eth0")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d.Close()
+
+	again, err := LoadDecap(pin, nil)
+	if err != nil {
+		t.Fatalf("second load: %v", err)
+	}
+	defer again.Close()
+	expectStats(t, "second load", again, want)
+	if _, err := os.Stat(filepath.Join(pin, decapStatsPin+"_new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary pin is left behind: %v", err)
+	}
+}
+
+// expectStats fails the test unless d's counters are exactly want.
+func expectStats(t *testing.T, when string, d *Decap, want map[string]uint64) {
+	t.Helper()
+	got, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("%s: counters %v, want %v", when, got, want)
+	}
+}
