@@ -165,6 +165,10 @@ enum decap_stat {
 	DECAP_STAT_PASS,       /* not encapsulated to us: untouched */
 	DECAP_STAT_DROP_INNER, /* for us, but the inner packet is not IP (or not the IP the outer header names) */
 	DECAP_STAT_DROP_ADJUST, /* bpf_xdp_adjust_head failed */
+	/* outer CE over a Not-ECT inner packet (RFC 6040 section 4.2). New
+	 * reasons go last: an earlier release's pinned counters keep their
+	 * indices when LoadDecap moves them to a larger map. */
+	DECAP_STAT_DROP_CE_NOT_ECT,
 	DECAP_STAT_MAX,
 };
 

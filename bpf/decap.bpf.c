@@ -54,27 +54,35 @@ static __always_inline int pass(void)
 	return XDP_PASS;
 }
 
-/* Marks an ECN-capable inner packet (v4: IPv4, else IPv6) "congestion
- * experienced", as a router on the way marked its outer header (RFC 6040
- * section 4.2): the outer header goes, and the mark with it, so without
- * this the backend's transport never learns of the congestion. A Not-ECT
- * inner packet is left as it is. */
-static __always_inline void inner_set_ce(__u8 *inner, void *data_end, int v4)
+/* Carries a "congestion experienced" mark of the outer header into the
+ * inner packet (v4: IPv4, else IPv6), as RFC 6040 section 4.2 says: the
+ * outer header goes, and the mark with it, so without this the backend's
+ * transport never learns of the congestion. An ECN-capable inner packet is
+ * marked CE; a Not-ECT one cannot carry the mark, and its transport
+ * understands only a loss, so it must be dropped: returns nonzero for
+ * that. An inner header too short to hold its ECN field is left to the
+ * stack. */
+static __always_inline int inner_set_ce(__u8 *inner, void *data_end, int v4)
 {
 	if (v4) {
 		struct iphdr *iph = (void *)inner;
 		__u16 old;
 
-		if ((void *)(iph + 1) > data_end || !(iph->tos & ECN_MASK))
-			return;
+		if ((void *)(iph + 1) > data_end)
+			return 0;
+		if (!(iph->tos & ECN_MASK))
+			return 1;
 		old = *(__u16 *)iph;
 		iph->tos |= ECN_CE;
 		iph->check = csum_replace16(iph->check, old, *(__u16 *)iph);
 	} else {
-		if ((void *)(inner + 2) > data_end || !(inner[1] & (ECN_MASK << 4)))
-			return;
+		if ((void *)(inner + 2) > data_end)
+			return 0;
+		if (!(inner[1] & (ECN_MASK << 4)))
+			return 1;
 		inner[1] |= ECN_CE << 4;
 	}
+	return 0;
 }
 
 SEC("xdp")
@@ -173,8 +181,10 @@ int xdp_decap(struct xdp_md *ctx)
 		dcount(DECAP_STAT_DROP_INNER);
 		return XDP_DROP;
 	}
-	if (outer_ecn == ECN_CE)
-		inner_set_ce(inner, data_end, proto == bpf_htons(ETH_P_IP));
+	if (outer_ecn == ECN_CE && inner_set_ce(inner, data_end, proto == bpf_htons(ETH_P_IP))) {
+		dcount(DECAP_STAT_DROP_CE_NOT_ECT);
+		return XDP_DROP;
+	}
 
 	/* Keep the L2 header (with its VLAN tag), drop the outer headers. */
 	if (l2_len == sizeof(struct ethhdr)) {

@@ -91,6 +91,7 @@ func TestDecapDeliversToVIP(t *testing.T) {
 		`switchyard_agent_decap_gue_packets_total`:             2,
 		`switchyard_agent_drops_total{reason="inner_not_ip"}`:  0,
 		`switchyard_agent_drops_total{reason="adjust_failed"}`: 0,
+		`switchyard_agent_drops_total{reason="ce_not_ect"}`:    0,
 		`switchyard_agent_vips`:                                2,
 	} {
 		if v, ok := got[metric]; !ok || v != want {

@@ -116,12 +116,13 @@ func (d *Decap) Close() error {
 func RemoveDecap(pinDir string) error { return removePinned(pinDir) }
 
 var decapStatNames = [decapDecapStatDECAP_STAT_MAX]string{
-	decapDecapStatDECAP_STAT_IPIP:        "decap_ipv4_outer",
-	decapDecapStatDECAP_STAT_IP6:         "decap_ipv6_outer",
-	decapDecapStatDECAP_STAT_GUE:         "decap_gue",
-	decapDecapStatDECAP_STAT_PASS:        "pass",
-	decapDecapStatDECAP_STAT_DROP_INNER:  "drop_inner_not_ip",
-	decapDecapStatDECAP_STAT_DROP_ADJUST: "drop_adjust_failed",
+	decapDecapStatDECAP_STAT_IPIP:            "decap_ipv4_outer",
+	decapDecapStatDECAP_STAT_IP6:             "decap_ipv6_outer",
+	decapDecapStatDECAP_STAT_GUE:             "decap_gue",
+	decapDecapStatDECAP_STAT_PASS:            "pass",
+	decapDecapStatDECAP_STAT_DROP_INNER:      "drop_inner_not_ip",
+	decapDecapStatDECAP_STAT_DROP_ADJUST:     "drop_adjust_failed",
+	decapDecapStatDECAP_STAT_DROP_CE_NOT_ECT: "drop_ce_not_ect",
 }
 
 // decapStatsPin is the pin of the decap counters; adoptDecapStats pins

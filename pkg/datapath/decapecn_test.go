@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 )
 
@@ -25,8 +26,11 @@ func setECN(ip []byte, ecn uint8) {
 // decap program must carry that mark over to the inner header of an
 // ECN-capable packet (RFC 6040 §4.2), with a valid IPv4 checksum, or the
 // backend's transport never learns of the congestion; the DSCP and every
-// other inner byte stay as the client sent them. An outer header without
-// the mark leaves the inner one alone. Every encapsulation, with GUE and
+// other inner byte stay as the client sent them. A Not-ECT inner packet
+// cannot carry the mark, and its transport reads congestion only from a
+// loss: it must be dropped (RFC 6040 §4.2, as Linux's ip_tunnel does),
+// counted as drop_ce_not_ect and nothing else. An outer header without the
+// mark leaves the inner one alone. Every encapsulation, with GUE and
 // without.
 func TestDecapKeepsCongestionMark(t *testing.T) {
 	w := newWorld(t, Options{})
@@ -53,10 +57,28 @@ func TestDecapKeepsCongestionMark(t *testing.T) {
 							setECN(want, ce)
 						}
 					}
+					name := fmt.Sprintf("gue=%d %s, inner ECN %d, outer marked CE %v", gue, c.name, innerECN, marked)
+					before, err := d.Stats()
+					if err != nil {
+						t.Fatal(err)
+					}
 					act, dec := runProg(t, d.objs.XdpDecap, out)
+					if marked && innerECN == notECT {
+						if act != xdpDrop {
+							t.Errorf("%s: decap %s, want DROP", name, actionNames[act])
+						}
+						expectDecapCounters(t, d, name, before, []string{"drop_ce_not_ect"})
+						continue
+					}
 					if act != xdpPass || !bytes.Equal(dec[l2:], want) {
-						t.Errorf("gue=%d %s, inner ECN %d, outer marked CE %v: decap %s\n got %x\nwant %x",
-							gue, c.name, innerECN, marked, actionNames[act], dec[l2:], want)
+						t.Errorf("%s: decap %s\n got %x\nwant %x", name, actionNames[act], dec[l2:], want)
+					}
+					after, err := d.Stats()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if after["drop_ce_not_ect"] != before["drop_ce_not_ect"] {
+						t.Errorf("%s: drop_ce_not_ect counted a packet passed", name)
 					}
 				}
 			}

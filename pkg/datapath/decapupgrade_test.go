@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
@@ -95,6 +97,17 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The new reason counts into the pinned map.
+	if err := d.SetAddrs([]netip.Addr{backendAddrs[1]}); err != nil {
+		t.Fatal(err)
+	}
+	inner, l2 := build(t, syn4(53100))
+	frame := encapFrame(t, lbV4, backendAddrs[1], layers.IPProtocolIPv4, 0, inner[l2:])
+	setECN(frame[14:], 3)
+	if act, _ := runProg(t, d.objs.XdpDecap, frame); act != xdpDrop {
+		t.Fatalf("outer CE over Not-ECT after the upgrade: %s, want DROP", actionNames[act])
+	}
+	want["drop_ce_not_ect"] = 1
 	d.Close()
 
 	again, err := LoadDecap(pin, nil)

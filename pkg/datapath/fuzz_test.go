@@ -43,11 +43,13 @@ func FuzzBalancer(f *testing.F) {
 }
 
 // FuzzDecap feeds arbitrary frames to the decap program, seeded with the
-// balancer's encapsulations (also of ECN-capable packets whose outer
-// header a router marked CE): it passes or drops, and a frame it passes is
-// either untouched or its own tail behind an Ethernet header (with the
-// frame's 802.1Q or 802.1ad tag, if any): the outer headers stripped, the inner
-// packet's bytes unchanged but for a CE mark (ceMarked).
+// balancer's encapsulations (also of ECN-capable and Not-ECT packets whose
+// outer header a router marked CE): it passes or drops, and a frame it
+// passes is either untouched or its own tail behind an Ethernet header
+// (with the frame's 802.1Q or 802.1ad tag, if any): the outer headers
+// stripped, the inner packet's bytes unchanged but for a CE mark
+// (ceMarked). A CE mark on the outer header is never lost: the inner
+// packet passed carries it (a Not-ECT one is dropped instead, RFC 6040).
 func FuzzDecap(f *testing.F) {
 	w := newWorld(f, Options{})
 	d := loadFixtureDecap(f)
@@ -68,6 +70,14 @@ func FuzzDecap(f *testing.F) {
 			act, enc = w.run(f, in)
 			if act != xdpTX {
 				f.Fatalf("ECT(0) seed %v with GUE port %d: balancer %s, want TX", flowOf(s), gue, actionNames[act])
+			}
+			setECN(enc[l2:], 3)
+			f.Add(enc)
+			s.tos &^= 3 // Not-ECT, outer CE: to be dropped
+			in, _ = build(f, s)
+			act, enc = w.run(f, in)
+			if act != xdpTX {
+				f.Fatalf("Not-ECT seed %v with GUE port %d: balancer %s, want TX", flowOf(s), gue, actionNames[act])
 			}
 			setECN(enc[l2:], 3)
 			f.Add(enc)
@@ -105,8 +115,27 @@ func FuzzDecap(f *testing.F) {
 			if inner := in[len(in)-len(out)+l2:]; !bytes.Equal(out[l2:], inner) && !ceMarked(inner, out[l2:]) {
 				t.Fatalf("passed frame is neither untouched nor its inner packet:\n in %x\nout %x", in, out)
 			}
+			// An inner IPv4 header too short for its checksum is left
+			// to the stack, which drops it.
+			whole := out[l2]>>4 == 6 || len(out)-l2 >= 20
+			if whole && ipECN(in[l2:]) == 3 && ipECN(out[l2:]) != 3 {
+				t.Fatalf("outer header marked CE, inner packet passed without the mark:\n in %x\nout %x", in, out)
+			}
 		}
 	})
+}
+
+// ipECN is the ECN field of the IP header that ip starts with (0 if
+// ip is too short to hold it).
+func ipECN(ip []byte) uint8 {
+	switch {
+	case len(ip) < 2:
+		return 0
+	case ip[0]>>4 == 6:
+		return ip[1] >> 4 & 3
+	default:
+		return ip[1] & 3
+	}
 }
 
 // ceMarked: got is the IP packet want with its ECN field turned from
