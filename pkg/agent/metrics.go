@@ -29,7 +29,8 @@ func (a *Agent) Collector() prometheus.Collector {
 		passed: prometheus.NewDesc("switchyard_agent_passed_packets_total",
 			"Packets passed to the stack untouched: not encapsulated for this host.", nil, nil),
 		drops: prometheus.NewDesc("switchyard_agent_drops_total",
-			"Encapsulated packets for this host that were dropped, by reason.", []string{"reason"}, nil),
+			"Encapsulated packets for this host that were dropped, by reason: inner_not_ip (the inner packet is not IP, or not the IP the outer header names), adjust_failed (the kernel refused to strip the outer headers), ce_not_ect (outer header marked congestion experienced, inner packet not ECN-capable: RFC 6040).",
+			[]string{"reason"}, nil),
 		vips: prometheus.NewDesc("switchyard_agent_vips",
 			"VIPs the agent keeps on lo.", nil, nil),
 	}
