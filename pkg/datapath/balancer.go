@@ -1448,16 +1448,19 @@ func connSetOf(flowSum uint64, sets uint32) uint32 {
 }
 
 // connValid tells whether way w of set s holds a flow whose entry vouches
-// for itself, as the datapath requires (conn_read in bpf/conntrack.h): its
-// check word is the flow sum XOR the value word. Entries that two CPUs'
-// writes mixed (and entries of versions before the check word) fail.
+// for itself, as the datapath requires (conn_find and conn_read in
+// bpf/conntrack.h): its tag is its key's, and its check word is the flow
+// sum XOR the value word. Entries that two CPUs' writes mixed (one flow's
+// tag beside another's entry, one's value beside another's check) and
+// entries of versions before the check word fail.
 func connValid(s *balancerConnSet, w int) bool {
-	if s.Tag[w] == connTagEmpty || s.Tag[w] == connTagBusy {
+	c := &s.Slot[w]
+	sum := flowSum(c.Key)
+	if s.Tag[w] != connTag(sum) {
 		return false
 	}
-	c := &s.Slot[w]
 	value := uint64(c.BackendId) | uint64(c.VipNum)<<32 | uint64(c.VipEpoch)<<48
-	return c.Check == flowSum(c.Key)^value
+	return c.Check == sum^value
 }
 
 // connLive tells whether way w of set s (valid: connValid) was recorded

@@ -1721,3 +1721,62 @@ func TestVIPOnMappedAddress(t *testing.T) {
 		t.Errorf("vip_addrs[%s] = %d (%v) after the delete, want 2 VIPs", vip4, n, err)
 	}
 }
+
+// TestFlowsSkipEntriesUnderAnotherFlowsTag: two CPUs that record two flows
+// in one entry at once may leave one flow's tag beside the other's whole
+// entry (key, value and check word: conn_insert writes the tag last). The
+// datapath uses neither (flow_eq fails for the tag's flow, the tag for the
+// key's): Flows and CountFlows must not list it either.
+func TestFlowsSkipEntriesUnderAnotherFlowsTag(t *testing.T) {
+	w := newWorld(t, Options{})
+	a, b := syn4(46000), syn4(46001)
+	pinned := w.open(t, vipTCP4, a)
+	w.open(t, vipTCP4, b)
+	before, err := w.b.CountFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	entry := func(s pktSpec) (uint32, *balancerConnSet, int) {
+		t.Helper()
+		sum := flowSum(toFlowKey(flowOf(s)))
+		idx := connSetOf(sum, w.b.objs.Conns.MaxEntries())
+		var set balancerConnSet
+		if err := w.b.objs.Conns.Lookup(idx, &set); err != nil {
+			t.Fatal(err)
+		}
+		for i := range set.Slot {
+			if set.Tag[i] == connTag(sum) && set.Slot[i].Key == toFlowKey(flowOf(s)) {
+				return idx, &set, i
+			}
+		}
+		t.Fatalf("flow %v is not in the connection table", flowOf(s))
+		return 0, nil, 0
+	}
+	_, bSet, bWay := entry(b)
+	idx, set, way := entry(a)
+	set.Slot[way] = bSet.Slot[bWay] // a's tag stays
+	if err := w.b.objs.Conns.Put(idx, set); err != nil {
+		t.Fatal(err)
+	}
+
+	if n, err := w.b.CountFlows(); err != nil || n != before-1 {
+		t.Errorf("CountFlows = %d (err %v), want %d: an entry under another flow's tag is no flow", n, err, before-1)
+	}
+	listed := 0
+	err = w.b.Flows(func(f FlowKey, c Conn) bool {
+		if f == flowOf(b) {
+			listed++
+		}
+		return true
+	})
+	if err != nil || listed != 1 {
+		t.Errorf("Flows lists %v %d times (err %v), want once", flowOf(b), listed, err)
+	}
+	// What the datapath makes of it: a miss for a, which Maglev places.
+	before2 := w.stats(t)
+	w.expectSent(t, ackOf(a), pinned)
+	if after := w.stats(t); after["conn_miss"]-before2["conn_miss"] != 1 {
+		t.Errorf("conn_miss rose by %d, want 1: the datapath used the entry", after["conn_miss"]-before2["conn_miss"])
+	}
+}
