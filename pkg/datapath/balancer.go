@@ -1463,16 +1463,14 @@ func connValid(s *balancerConnSet, w int) bool {
 	return c.Check == sum^value
 }
 
-// connLive tells whether way w of set s (valid: connValid) was recorded
-// under its VIP number's current epoch, in et (vip_epoch_table), as the
-// datapath requires (conn_backend in bpf/balancer.bpf.c). Entries of a
-// deleted VIP, or of one whose options changed since, are never used
-// again: they only wait to be overwritten, and their number may belong to
-// another VIP by now.
-func connLive(s *balancerConnSet, w int, et *epochTable) bool {
-	c := &s.Slot[w]
-	e := et[uint32(c.VipNum)%MaxVIPs]
-	return e%2 == 1 && uint16(e) == c.VipEpoch
+// connView is what tells whether the datapath would use a connection
+// entry (conn_backend in bpf/balancer.bpf.c), read once per scan.
+type connView struct {
+	epochs   *epochTable   // vip_epoch_table
+	backends *backendTable // backend_table
+	udpIdle  uint64        // udp_timeout_ns
+	jiffyNs  uint64
+	now      clockClockSample // taken before the entries are read
 }
 
 // epochs reads vip_epoch_table, the VIP epochs the datapath checks
@@ -1483,6 +1481,56 @@ func (b *Balancer) epochs() (*epochTable, error) {
 		return nil, fmt.Errorf("read vip_epoch_table: %w", err)
 	}
 	return et, nil
+}
+
+// connView reads the maps and clocks that usable checks entries against.
+func (b *Balancer) connView() (*connView, error) {
+	v := &connView{backends: new(backendTable), jiffyNs: b.clock.jiffyNs}
+	var err error
+	if v.epochs, err = b.epochs(); err != nil {
+		return nil, err
+	}
+	if err := b.data.BackendTable.Lookup(uint32(0), v.backends); err != nil {
+		return nil, fmt.Errorf("read backend_table: %w", err)
+	}
+	var cfg balancerLbConfig
+	if err := b.data.Config.Lookup(uint32(0), &cfg); err != nil {
+		return nil, fmt.Errorf("read the datapath settings: %w", err)
+	}
+	v.udpIdle = cfg.UdpTimeoutNs
+	if v.now, err = b.clock.sample(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// usable tells whether way w of set s (valid: connValid) is an entry the
+// datapath would use, as conn_backend requires: recorded under its VIP
+// number's current epoch (entries of a deleted VIP, or of one whose
+// options changed since, only wait to be overwritten, and their number
+// may belong to another VIP by now), pinned to a valid backend (a flow of
+// a deleted one chooses again), and, for UDP, not idle past the timeout.
+func (v *connView) usable(s *balancerConnSet, w int) bool {
+	c := &s.Slot[w]
+	e := v.epochs[uint32(c.VipNum)%MaxVIPs]
+	if e%2 == 0 || uint16(e) != c.VipEpoch {
+		return false
+	}
+	if c.BackendId >= MaxBackends || v.backends[c.BackendId].Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0 {
+		return false
+	}
+	if c.Key.Proto == ProtoUDP {
+		// An entry refreshed after v.now has a stamp ahead of it:
+		// idle for no time.
+		idle := uint32(v.now.Jiffies) - s.Stamp[w]
+		if s.Stamp[w]-uint32(v.now.Jiffies) < stampAhead {
+			idle = 0
+		}
+		if uint64(idle)*v.jiffyNs >= v.udpIdle {
+			return false
+		}
+	}
+	return true
 }
 
 // connOf is way w of set s as a Conn, its stamp read against now.
@@ -1578,19 +1626,15 @@ func eachConnBatch(m *ebpf.Map, fn func(keys []uint32, sets []balancerConnSet) e
 }
 
 // Flows calls fn for every connection-table entry that the datapath would
-// use (see connLive) until fn returns false.
+// use (see connView.usable) until fn returns false.
 func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
-	et, err := b.epochs()
-	if err != nil {
-		return err
-	}
-	now, err := b.clock.sample()
+	v, err := b.connView()
 	if err != nil {
 		return err
 	}
 	return b.eachConnSet(func(s *balancerConnSet) bool {
 		for w := range s.Tag {
-			if connValid(s, w) && connLive(s, w, et) && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, now)) {
+			if connValid(s, w) && v.usable(s, w) && !fn(fromFlowKey(s.Slot[w].Key), b.connOf(s, w, v.now)) {
 				return false
 			}
 		}
@@ -1599,11 +1643,11 @@ func (b *Balancer) Flows(fn func(FlowKey, Conn) bool) error {
 }
 
 // LookupFlow returns the connection entry of a flow, if the datapath would
-// use it (see connLive).
+// use it (see connView.usable).
 func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	key := toFlowKey(f)
 	sum := flowSum(key)
-	et, err := b.epochs()
+	v, err := b.connView()
 	if err != nil {
 		return Conn{}, false, err
 	}
@@ -1611,13 +1655,9 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	if err := b.objs.Conns.Lookup(connSetOf(sum, b.objs.Conns.MaxEntries()), &s); err != nil {
 		return Conn{}, false, fmt.Errorf("read connection table: %w", err)
 	}
-	now, err := b.clock.sample()
-	if err != nil {
-		return Conn{}, false, err
-	}
 	for w, tag := range s.Tag {
-		if tag == connTag(sum) && s.Slot[w].Key == key && connValid(&s, w) && connLive(&s, w, et) {
-			return b.connOf(&s, w, now), true, nil
+		if tag == connTag(sum) && s.Slot[w].Key == key && connValid(&s, w) && v.usable(&s, w) {
+			return b.connOf(&s, w, v.now), true, nil
 		}
 	}
 	return Conn{}, false, nil
@@ -1627,14 +1667,14 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 // would use, as Flows lists them (a scan of the whole table: 64 MiB at the
 // default size).
 func (b *Balancer) CountFlows() (uint64, error) {
-	et, err := b.epochs()
+	v, err := b.connView()
 	if err != nil {
 		return 0, err
 	}
 	var total uint64
 	err = b.eachConnSet(func(s *balancerConnSet) bool {
 		for w := range s.Tag {
-			if connValid(s, w) && connLive(s, w, et) {
+			if connValid(s, w) && v.usable(s, w) {
 				total++
 			}
 		}
