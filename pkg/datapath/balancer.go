@@ -77,6 +77,9 @@ type Balancer struct {
 	// deletedNums: VIP numbers deleted in this batch, still in the
 	// published index until its end.
 	deletedNums map[uint32]bool
+	// repurge: VIP numbers whose epoch wrapped (see nextEpoch) while the
+	// published index carried the previous one.
+	repurge map[uint32]bool
 	// staleAddrs: addresses whose VIPs changed in this batch; their
 	// vip_addrs counts and vip_filter are brought in step at its end.
 	staleAddrs map[netip.Addr]bool
@@ -191,7 +194,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	}
 	spec.Maps["maglev_std"].Name = maglevStdPin
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{},
-		removed: map[tableKey]bool{}, standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, staleAddrs: map[netip.Addr]bool{}, clock: clock,
+		removed: map[tableKey]bool{}, standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, repurge: map[uint32]bool{}, staleAddrs: map[netip.Addr]bool{}, clock: clock,
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
 		indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
@@ -607,8 +610,14 @@ func (b *Balancer) nextEpoch(num uint32, live bool) error {
 		// ago would match again. None of its entries is live once the
 		// epoch moves on, so all go (once per 32,768 deletions or
 		// option changes of the VIP number).
-		if err := b.purgeConns(num); err != nil {
+		if err := b.purgeConns(num, 0); err != nil {
 			return fmt.Errorf("VIP epoch %d: %w", num, err)
+		}
+		// Until the index is rebuilt, new flows record the epoch it
+		// carries, which the purge cannot catch: those go once it is
+		// (see syncVIPIndex).
+		if _, ok := b.indexed[num]; ok {
+			b.repurge[num] = true
 		}
 	}
 	if err := b.objs.VipEpochs.Put(num, e); err != nil {
@@ -900,6 +909,24 @@ func (b *Balancer) syncVIPIndex() error {
 	}
 	b.indexed, b.indexStale = indexed, false
 	clear(b.deletedNums)
+	// The kernel has waited for every packet that read the previous index
+	// (an outer map's update does): entries recorded under the epochs it
+	// carried are all written now. The index is published whatever
+	// happens here (callers undo their change on an error): a purge that
+	// fails is retried with the next index, long before the epoch comes
+	// round to those entries.
+	for num := range b.repurge {
+		var e uint32
+		err := b.objs.VipEpochs.Lookup(num, &e)
+		if err == nil {
+			err = b.purgeConns(num, e)
+		}
+		if err != nil {
+			b.log.Warn("purge the connection entries of a wrapped VIP epoch: retried with the next VIP index", "vip_num", num, "error", err)
+			continue
+		}
+		delete(b.repurge, num)
+	}
 	return nil
 }
 
@@ -1575,11 +1602,12 @@ func (b *Balancer) eachConnSet(fn func(*balancerConnSet) bool) error {
 	return nil
 }
 
-// purgeConns empties every connection entry of VIP number num, through a
-// writable mapping of the table. An entry's tag is cleared only if it is
-// still the one read with the entry's VIP number (compare-and-swap): an
-// entry that a CPU records meanwhile for another flow is left alone.
-func (b *Balancer) purgeConns(num uint32) error {
+// purgeConns empties every connection entry of VIP number num but those
+// of its epoch live, if live is a live (odd) epoch, through a writable
+// mapping of the table. An entry's tag is cleared only if it is still the
+// one read with the entry's VIP number (compare-and-swap): an entry that
+// a CPU records meanwhile for another flow is left alone.
+func (b *Balancer) purgeConns(num, live uint32) error {
 	err := b.withConnSets(true, func(sets []balancerConnSet) {
 		for i := range sets {
 			s := &sets[i]
@@ -1590,7 +1618,7 @@ func (b *Balancer) purgeConns(num uint32) error {
 				}
 				// The value word: backend id, VIP number, epoch.
 				v := atomic.LoadUint64((*uint64)(unsafe.Pointer(&s.Slot[w].BackendId)))
-				if uint16(v>>32) == uint16(num) {
+				if uint16(v>>32) == uint16(num) && (live%2 == 0 || uint16(v>>48) != uint16(live)) {
 					atomic.CompareAndSwapUint32(&s.Tag[w], t, connTagEmpty)
 				}
 			}
