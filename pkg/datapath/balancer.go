@@ -554,7 +554,13 @@ func (b *Balancer) SetVIP(k VIPKey, num uint32, flags VIPFlags) error {
 				// and the VIPs there stay served.
 				return b.unsetVIP(k, num, err)
 			}
-			return err
+			return fmt.Errorf("%w (new options of VIP %s not in effect until the index can be built)", err, k)
+		}
+	} else if im, ok := b.indexed[num]; b.batch == 0 && ok && im.Flags != meta.Flags {
+		// An earlier call moved the epoch but could not publish the
+		// index: the retry publishes it, or fails as that call did.
+		if err := b.indexChanged(); err != nil {
+			return fmt.Errorf("%w (new options of VIP %s not in effect until the index can be built)", err, k)
 		}
 	}
 	return b.vipAddrChanged(k.Addr)

@@ -165,3 +165,50 @@ func TestDeleteVIPFailingIndexKeepsTheVIP(t *testing.T) {
 		t.Errorf("SYN to the deleted VIP: %s, want PASS", actionNames[act])
 	}
 }
+
+// TestSetVIPRetryPublishesItsOptions: new options for a VIP move its
+// epoch and then rebuild the index; when the rebuild fails (a batch left
+// a VIP the index cannot place), a retry with the same options must not
+// report success while the published index still carries the old ones
+// (and the old epoch, so every packet of the VIP misses its entry).
+func TestSetVIPRetryPublishesItsOptions(t *testing.T) {
+	w := newWorld(t, Options{})
+	keys := collidingVIPs(t, w, vipIndexProbes+1)
+	err := w.b.Batch(func() error {
+		for i, k := range keys {
+			if err := w.b.SetVIP(k, uint32(len(allVIPs)+i), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		t.Fatal("batch of VIPs the index cannot place succeeded")
+	}
+	err = w.b.SetVIP(vipTCP4.key, vipTCP4.num, VIPHashSource)
+	if err == nil || !strings.Contains(err.Error(), "not in effect until the index can be built") {
+		t.Fatalf("SetVIP with new options while the index cannot be built: %v, want an error saying they are not in effect", err)
+	}
+	published := func() VIPFlags {
+		for _, s := range w.indexSlots(t) {
+			if s.Meta.VipNum == vipTCP4.num {
+				return VIPFlags(s.Meta.Flags)
+			}
+		}
+		t.Fatalf("VIP number %d is not in the index", vipTCP4.num)
+		return 0
+	}
+	err = w.b.SetVIP(vipTCP4.key, vipTCP4.num, VIPHashSource)
+	if got := published(); err == nil && got != VIPHashSource {
+		t.Errorf("retried SetVIP succeeded, but the index carries options %#x, want %#x", got, VIPHashSource)
+	}
+	if err := w.b.DeleteVIP(keys[vipIndexProbes]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.b.SetVIP(vipTCP4.key, vipTCP4.num, VIPHashSource); err != nil {
+		t.Fatalf("SetVIP once the index can be built: %v", err)
+	}
+	if got := published(); got != VIPHashSource {
+		t.Errorf("index carries options %#x, want %#x", got, VIPHashSource)
+	}
+}
