@@ -114,6 +114,9 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	}
 
 	linkPath := ""
+	// restore: the mode a pinned link ran in before it went for an
+	// explicit other mode; -1 if none.
+	restore := AttachMode(-1)
 	if pinDir != "" {
 		linkPath = filepath.Join(pinDir, linkPinName)
 		if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
@@ -142,6 +145,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 				}
 				l.Unpin()
 				l.Close()
+				restore = oldMode
 			default:
 				// The interface went away (or was recreated): the link
 				// is defunct. Drop the pin and attach afresh.
@@ -175,6 +179,19 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	default:
 		l, err = try(mode)
 		res.Mode = mode
+	}
+	if err != nil && restore >= 0 {
+		// The program ran in the other mode a moment ago: it runs so
+		// again, and packets stay balanced while the mode is fixed.
+		if rl, rerr := try(restore); rerr != nil {
+			err = fmt.Errorf("%w; attaching it again in %s mode failed too: %w", err, restore, rerr)
+		} else if perr := rl.Pin(linkPath); perr != nil {
+			rl.Close()
+			err = fmt.Errorf("%w; pinning it again in %s mode at %s failed too: %w", err, restore, linkPath, perr)
+		} else {
+			rl.Close() // the pin keeps it attached
+			err = fmt.Errorf("%w; the program stays attached in %s mode", err, restore)
+		}
 	}
 	if err != nil {
 		switch {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,6 +272,70 @@ func TestAttachAgainKeepsOneLink(t *testing.T) {
 		}
 		if after := fds(); after != before {
 			return fmt.Errorf("%d file descriptors after attaching 3 times again, %d before", after, before)
+		}
+		return RemoveBalancer(pin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAttachKeepsTheOldModeWhenTheAskedOneFails: asking explicitly for
+// native mode over a pinned generic link takes the generic one down
+// first (the kernel runs one mode at a time). If native then fails (a
+// driver without native XDP: loopback), the program must run in generic
+// mode again, pinned, not leave the interface with none until someone
+// fixes the mode: every packet would reach the host stack unbalanced.
+func TestAttachKeepsTheOldModeWhenTheAskedOneFails(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("aDam"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("aD-switchyard-mode-fail-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { RemoveBalancer(pin) })
+
+	err := topo.Do(topo.Balancer(1), func() error {
+		// The namespace's own loopback: a device without native XDP.
+		const dev = "lo"
+		b1, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		if _, err := b1.Attach(dev, AttachGeneric); err != nil {
+			b1.Close()
+			return err
+		}
+		b1.Close()
+
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, ProgramVariant: 7})
+		if err != nil {
+			return err
+		}
+		defer b2.Close()
+		_, err = b2.Attach(dev, AttachNative)
+		if err == nil {
+			return errors.New("native attach to loopback succeeded; the test needs a device without native XDP")
+		}
+		if !strings.Contains(err.Error(), "stays attached in generic mode") {
+			return fmt.Errorf("error %q does not say the program stays attached in generic mode", err)
+		}
+		l, lerr := netlink.LinkByName(dev)
+		if lerr != nil {
+			return lerr
+		}
+		if l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached || l.Attrs().Xdp.AttachMode != 2 /* XDP_ATTACHED_SKB */ {
+			return fmt.Errorf("after the failed native attach, %s has XDP %+v, want a generic attachment", dev, l.Attrs().Xdp)
+		}
+		if err := runsProgram(b2.objs.XdpBalancer, dev); err != nil {
+			return err
+		}
+		// Pinned: a later start in generic mode updates it in place.
+		b2.Close()
+		b3, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b3.Close()
+		if res, err := b3.Attach(dev, AttachGeneric); err != nil || !res.Replaced {
+			return fmt.Errorf("restart in generic mode: %+v %v, want an in-place replacement", res, err)
 		}
 		return RemoveBalancer(pin)
 	})
