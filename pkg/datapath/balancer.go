@@ -775,6 +775,13 @@ func (b *Balancer) PublishTable(k VIPKey, table []uint32) (uint32, error) {
 	if len(table) == 0 {
 		return 0, fmt.Errorf("VIP %s: empty table", k)
 	}
+	// The program reads backends under a mask: an id past the limit would
+	// send its slots' packets to another backend's copy, or to none.
+	for i, id := range table {
+		if id >= MaxBackends && id != MaglevEmpty {
+			return 0, fmt.Errorf("VIP %s: slot %d holds backend id %d, over the datapath's limit of %d", k, i, id, MaxBackends)
+		}
+	}
 	key := toVIPKey(k)
 	var meta balancerVipMeta
 	if err := b.objs.Vips.Lookup(&key, &meta); err != nil {

@@ -327,6 +327,12 @@ func TestDropReasons(t *testing.T) {
 		for i := range empty {
 			empty[i] = MaglevEmpty
 		}
+		// A backend id past the datapath's limit is refused whole.
+		bad := slices.Clone(empty)
+		bad[7] = MaxBackends
+		if _, err := w.b.PublishTable(k, bad); err == nil || !strings.Contains(err.Error(), "slot 7 holds backend id") {
+			t.Errorf("PublishTable with backend id %d: %v, want it refused naming the slot", MaxBackends, err)
+		}
 		if _, err := w.b.PublishTable(k, empty); err != nil {
 			t.Fatal(err)
 		}

@@ -68,6 +68,12 @@ func openClock() (*kernelClock, error) {
 		return nil, fmt.Errorf("load the clock program: %w", err)
 	}
 	c := &kernelClock{prog: objs.ReadClocks}
+	ok := false
+	defer func() {
+		if !ok {
+			objs.Close()
+		}
+	}()
 	deadline := time.Now().Add(2 * time.Second)
 	prev, err := c.read()
 	if err != nil {
@@ -92,6 +98,7 @@ func openClock() (*kernelClock, error) {
 	for _, s := range edges {
 		c.observe(s)
 	}
+	ok = true
 	return c, nil
 }
 
