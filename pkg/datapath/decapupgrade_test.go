@@ -121,14 +121,21 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 	}
 }
 
-// expectStats fails the test unless d's counters are exactly want.
+// expectStats fails the test unless d's counters are want: exactly, but
+// for "pass", which may be more. The program runs attached to a live
+// interface, and what the network sends it (IPv6 neighbour discovery,
+// MLD reports) is passed and counted.
 func expectStats(t *testing.T, when string, d *Decap, want map[string]uint64) {
 	t.Helper()
 	got, err := d.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got["pass"] >= want["pass"] {
+		got = maps.Clone(got)
+		got["pass"] = want["pass"]
+	}
 	if !maps.Equal(got, want) {
-		t.Errorf("%s: counters %v, want %v", when, got, want)
+		t.Errorf("%s: counters %v, want %v (pass at least)", when, got, want)
 	}
 }
