@@ -277,36 +277,47 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 		old.ValueSize() != spec.ValueSize || old.MaxEntries() != spec.MaxEntries {
 		return nil
 	}
+	copied := 0
+	err = replacePinned(path, spec, func(m *ebpf.Map) error {
+		return eachConnBatch(old, func(keys []uint32, sets []balancerConnSet) error {
+			if _, err := m.BatchUpdate(keys, sets, nil); err != nil {
+				return fmt.Errorf("copy: %w", err)
+			}
+			copied += len(keys)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("connection table moved to this release's layout", "sets", copied)
+	return nil
+}
+
+// replacePinned creates a map of spec, fills it with fill (the copy of the
+// map pinned at path) and pins it in that one's place. A rename replaces
+// the pin in one step: a crash leaves the old map or the new one, never
+// none.
+func replacePinned(path string, spec *ebpf.MapSpec, fill func(*ebpf.Map) error) error {
 	fresh := spec.Copy()
 	fresh.Pinning = ebpf.PinNone
 	m, err := ebpf.NewMap(fresh)
 	if err != nil {
-		return fmt.Errorf("create its successor: %w", err)
+		return fmt.Errorf("create the successor of %s: %w", path, err)
 	}
 	defer m.Close()
-	copied := 0
-	err = eachConnBatch(old, func(keys []uint32, sets []balancerConnSet) error {
-		if _, err := m.BatchUpdate(keys, sets, nil); err != nil {
-			return fmt.Errorf("copy: %w", err)
-		}
-		copied += len(keys)
-		return nil
-	})
-	if err != nil {
+	if err := fill(m); err != nil {
 		return fmt.Errorf("copy %s: %w", path, err)
 	}
-	// A rename replaces the pin in one step: a crash leaves the old table
-	// or the new one, never none.
 	tmp := path + "_new" // bpffs allows no dot in a name
 	os.Remove(tmp)
 	if err := m.Pin(tmp); err != nil {
-		return fmt.Errorf("pin its successor: %w", err)
+		return fmt.Errorf("pin the successor of %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	log.Info("connection table moved to this release's layout", "sets", copied)
 	return nil
 }
 

@@ -151,31 +151,20 @@ func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error 
 		old.MaxEntries() >= spec.MaxEntries {
 		return nil
 	}
-	fresh := spec.Copy()
-	fresh.Pinning = ebpf.PinNone
-	m, err := ebpf.NewMap(fresh)
+	err = replacePinned(path, spec, func(m *ebpf.Map) error {
+		var perCPU []uint64
+		for i := range old.MaxEntries() {
+			if err := old.Lookup(i, &perCPU); err != nil {
+				return fmt.Errorf("read entry %d: %w", i, err)
+			}
+			if err := m.Put(i, perCPU); err != nil {
+				return fmt.Errorf("write entry %d: %w", i, err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("create its successor: %w", err)
-	}
-	defer m.Close()
-	var perCPU []uint64
-	for i := range old.MaxEntries() {
-		if err := old.Lookup(i, &perCPU); err != nil {
-			return fmt.Errorf("read %s[%d]: %w", path, i, err)
-		}
-		if err := m.Put(i, perCPU); err != nil {
-			return fmt.Errorf("copy %s[%d]: %w", path, i, err)
-		}
-	}
-	// As in adoptConns: a rename replaces the pin in one step.
-	tmp := path + "_new"
-	os.Remove(tmp)
-	if err := m.Pin(tmp); err != nil {
-		return fmt.Errorf("pin its successor: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("replace %s: %w", path, err)
+		return err
 	}
 	log.Info("decap counters moved to this release's larger map", "reasons", len(decapStatNames), "earlier", old.MaxEntries())
 	return nil
