@@ -430,6 +430,21 @@ func runAgentCommand(t *testing.T, topo *topology.Topology, node, cfgPath string
 	return cmd, &stderr, exited
 }
 
+// killedAgent runs the agent of cfgPath in node until it runs, then kills
+// it outright (SIGKILL, as the OOM killer does), and checks it left its VIP
+// on lo.
+func killedAgent(t *testing.T, topo *topology.Topology, node, pinDir, cfgPath string) {
+	t.Helper()
+	cmd, _, exited := runAgentCommand(t, topo, node, cfgPath)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if s := agentState(t, topo, node, pinDir); !slices.Contains(s.lo, "10.100.0.1/32") {
+		t.Fatalf("after SIGKILL the VIP is not on lo: %v", s.lo)
+	}
+}
+
 // TestAgentKilledThenRestarted: an agent killed outright (SIGKILL, as the
 // OOM killer does) leaves its VIPs and sysctls; the next run takes them
 // over, and its clean stop leaves the host as it was before the first run.
@@ -442,14 +457,7 @@ func TestAgentKilledThenRestarted(t *testing.T) {
 	}
 	before := agentState(t, topo, be, pinDir)
 
-	cmd, _, exited := runAgentCommand(t, topo, be, cfgPath)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-exited
-	if s := agentState(t, topo, be, pinDir); !slices.Contains(s.lo, "10.100.0.1/32") {
-		t.Fatalf("after SIGKILL the VIP is not on lo: %v", s.lo)
-	}
+	killedAgent(t, topo, be, pinDir, cfgPath)
 
 	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
 	if !strings.Contains(stderr.String(), "an earlier run did not stop cleanly") {
@@ -477,14 +485,7 @@ func TestRemoveAgentAfterKill(t *testing.T) {
 	}
 	before := agentState(t, topo, be, pinDir)
 
-	cmd, _, exited := runAgentCommand(t, topo, be, cfgPath)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-exited
-	if s := agentState(t, topo, be, pinDir); !slices.Contains(s.lo, "10.100.0.1/32") {
-		t.Fatalf("after SIGKILL the VIP is not on lo: %v", s.lo)
-	}
+	killedAgent(t, topo, be, pinDir, cfgPath)
 
 	self, err := os.Executable()
 	if err != nil {
