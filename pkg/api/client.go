@@ -28,18 +28,34 @@ import (
 // ErrBadRequest or ErrRejected by the status of the answer.
 type Client struct {
 	socket string
+	daemon string // the command that serves the socket, for errors
 	http   *http.Client
 }
 
-// NewClient returns a Client of the daemon listening on socket ("" means
-// config.DefaultAPISocket).
+// NewClient returns a Client of the balancer daemon (`switchyard run`)
+// listening on socket ("" means config.DefaultAPISocket).
 func NewClient(socket string) *Client {
 	if socket == "" {
 		socket = config.DefaultAPISocket
 	}
+	return newClient(socket, "switchyard run")
+}
+
+// NewAgentClient returns a Client of the backend agent (`switchyard
+// agent`) listening on socket ("" means config.DefaultAgentAPISocket). Of
+// its methods only AgentStatus applies.
+func NewAgentClient(socket string) *Client {
+	if socket == "" {
+		socket = config.DefaultAgentAPISocket
+	}
+	return newClient(socket, "switchyard agent")
+}
+
+func newClient(socket, daemon string) *Client {
 	var d net.Dialer
 	return &Client{
 		socket: socket,
+		daemon: daemon,
 		http: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return d.DialContext(ctx, "unix", socket)
@@ -58,6 +74,13 @@ func NewClient(socket string) *Client {
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
 	err := c.do(ctx, http.MethodGet, "/v1/status", nil, nil, &s)
+	return s, err
+}
+
+// AgentStatus returns the backend agent's status.
+func (c *Client) AgentStatus(ctx context.Context) (AgentStatus, error) {
+	var s AgentStatus
+	err := c.do(ctx, http.MethodGet, agentStatusPath, nil, nil, &s)
 	return s, err
 }
 
@@ -143,7 +166,7 @@ func (c *Client) transportError(method string, err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return &dialError{
-			message: fmt.Sprintf("cannot reach switchyard at %s: is `switchyard run` running? (use --socket to point elsewhere)", c.socket),
+			message: fmt.Sprintf("cannot reach switchyard at %s: is `%s` running? (use --socket to point elsewhere)", c.socket, c.daemon),
 			kind:    ErrNoDaemon,
 			cause:   err,
 		}

@@ -82,18 +82,107 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		tw.Flush()
 	}
 
+	fmt.Fprintf(ew, "\ndrops: %s\n", dropList(s.Counters))
+	return ew.err
+}
+
+// WriteAgentStatus writes the operator's view of a backend agent that
+// `switchyard status --agent` prints: the agent, its VIPs on lo, the
+// sysctls it changed, then the decap counters.
+func WriteAgentStatus(w io.Writer, s AgentStatus) error {
+	return writeAgentStatus(w, s, time.Now())
+}
+
+func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
+	ew := &errWriter{w: w}
+
+	tw := newTable(ew)
+	up := ""
+	if !s.StartedAt.IsZero() {
+		up = ", up " + age(now.Sub(s.StartedAt))
+	}
+	fmt.Fprintf(tw, "node:\t%s (agent)%s\n", orDash(s.Node), up)
+	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
+	if s.ConfigFile != "" {
+		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
+	}
+	fmt.Fprintf(tw, "pins:\t%s\n", orDash(s.PinDir))
+	fmt.Fprintf(tw, "state file:\t%s\n", orDash(s.StateFile))
+	encap := strings.Join(s.EncapAddresses, ", ")
+	switch {
+	case len(s.EncapAddresses) == 0 && s.EncapFollowsInterface:
+		encap = fmt.Sprintf("NONE: %s has no address, nothing is decapsulated", orDash(s.Interface))
+	case s.EncapFollowsInterface:
+		encap += fmt.Sprintf(" (the addresses of %s)", orDash(s.Interface))
+	}
+	fmt.Fprintf(tw, "decapsulates to:\t%s\n", orDash(encap))
+	gue := "off"
+	if s.GUEPort != 0 {
+		gue = fmt.Sprintf("UDP port %d", s.GUEPort)
+	}
+	fmt.Fprintf(tw, "GUE:\t%s\n", gue)
+	c := s.Counters
+	fmt.Fprintf(tw, "packets:\t%s decapsulated (%s IPv4 outer, %s IPv6 outer, %s of them GUE), %s passed untouched\n",
+		count(c["decap_ipv4_outer"]+c["decap_ipv6_outer"]), count(c["decap_ipv4_outer"]), count(c["decap_ipv6_outer"]),
+		count(c["decap_gue"]), count(c["pass"]))
+	tw.Flush()
+
+	fmt.Fprintln(ew)
+	if len(s.VIPs) == 0 {
+		fmt.Fprintln(ew, "VIPs on lo: none configured")
+	} else {
+		tw := newTable(ew)
+		fmt.Fprintln(tw, "VIP\tON LO\tBY")
+		for _, v := range s.VIPs {
+			state := "yes"
+			switch {
+			case !v.OnLo:
+				state = "MISSING: packets to it are dropped (restart the agent to put it back)"
+			case v.Tentative:
+				state = "TENTATIVE: not usable yet (is lo up?)"
+			}
+			by := "admin (stays after the agent)"
+			if v.Added {
+				by = "agent"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Address, state, by)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintln(ew)
+	if len(s.Sysctls) == 0 {
+		fmt.Fprintln(ew, "sysctls changed: none (the host's settings already suit direct server return)")
+	} else {
+		tw := newTable(ew)
+		fmt.Fprintln(tw, "SYSCTL CHANGED\tWAS\tSET\tNOW")
+		for _, sc := range s.Sysctls {
+			now := sc.Now
+			if now != sc.Set {
+				now += " (changed since: kept at stop)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sc.Name, sc.Old, sc.Set, now)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(ew, "\ndrops: %s\n", dropList(s.Counters))
+	return ew.err
+}
+
+// dropList lists the non-zero drop_<reason> counters of c, or "none".
+func dropList(c map[string]uint64) string {
 	var drops []string
-	for k, n := range s.Counters {
+	for k, n := range c {
 		if reason, ok := strings.CutPrefix(k, "drop_"); ok && n > 0 {
 			drops = append(drops, fmt.Sprintf("%s %s", reason, count(n)))
 		}
 	}
 	sort.Strings(drops)
 	if len(drops) == 0 {
-		drops = []string{"none"}
+		return "none"
 	}
-	fmt.Fprintf(ew, "\ndrops: %s\n", strings.Join(drops, ", "))
-	return ew.err
+	return strings.Join(drops, ", ")
 }
 
 // WriteFlows writes f as the table `switchyard flows` prints.

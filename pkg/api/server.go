@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/config"
 )
 
-// Service is what the daemon implements. Its errors choose the status of
+// Service is what the balancer daemon (`switchyard run`) implements. Its errors choose the status of
 // the answer: wrap ErrNotFound, ErrBadRequest or ErrRejected; anything
 // else is a 500. The error text is shown to the user as it is.
 type Service interface {
@@ -36,6 +37,17 @@ type Service interface {
 	Drain(ctx context.Context, backend string, drain bool) (DrainResponse, error)
 	Reload(ctx context.Context) (ReloadResponse, error)
 }
+
+// AgentService is what the backend agent (`switchyard agent`) implements,
+// with the same error rules as Service.
+type AgentService interface {
+	AgentStatus(ctx context.Context) (AgentStatus, error)
+}
+
+// The agent's endpoints live under their own path, so that a balancer
+// client pointed at an agent's socket (or the other way round) is told so
+// instead of decoding one daemon's status as the other's.
+const agentStatusPath = "/v1/agent/status"
 
 const (
 	// maxBody bounds request bodies; the largest legitimate one is a
@@ -53,7 +65,8 @@ const (
 // ServerConfig configures a Server.
 type ServerConfig struct {
 	// Socket is the path of the unix socket; "" means
-	// config.DefaultAPISocket.
+	// config.DefaultAPISocket (for NewAgentServer,
+	// config.DefaultAgentAPISocket).
 	Socket string
 	// Logger logs failed requests and the removal of a stale socket; nil
 	// means no logging.
@@ -83,9 +96,13 @@ func (c ServerConfig) Validate() error {
 // concurrent use.
 type Server struct {
 	socket string
-	svc    Service
 	log    *slog.Logger
 	routes map[string]route
+	// daemon is the command that serves this API, other its
+	// counterpart's, and foreign the paths the counterpart serves: a
+	// request for one of them was meant for the other daemon.
+	daemon, other string
+	foreign       []string
 
 	mu      sync.Mutex
 	started bool
@@ -101,27 +118,57 @@ type route struct {
 	handle func(r *http.Request) (any, error)
 }
 
-// NewServer returns a Server of svc; Start makes it listen.
+// NewServer returns a Server of the balancer daemon's svc; Start makes it
+// listen.
 func NewServer(cfg ServerConfig, svc Service) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if svc == nil {
 		return nil, errors.New("api server needs a Service")
+	}
+	s, err := newServer(cfg, config.DefaultAPISocket)
+	if err != nil {
+		return nil, err
+	}
+	s.daemon, s.other, s.foreign = "switchyard run", "switchyard agent", []string{agentStatusPath}
+	s.routes = map[string]route{
+		"/v1/status":  {http.MethodGet, func(r *http.Request) (any, error) { return svc.Status(r.Context()) }},
+		"/v1/flows":   {http.MethodGet, func(r *http.Request) (any, error) { return flows(r, svc) }},
+		"/v1/drain":   {http.MethodPost, func(r *http.Request) (any, error) { return drain(r, svc, true) }},
+		"/v1/undrain": {http.MethodPost, func(r *http.Request) (any, error) { return drain(r, svc, false) }},
+		"/v1/reload":  {http.MethodPost, func(r *http.Request) (any, error) { return svc.Reload(r.Context()) }},
+	}
+	return s, nil
+}
+
+// NewAgentServer returns a Server of the backend agent's svc, on
+// cfg.Socket or config.DefaultAgentAPISocket; Start makes it listen.
+func NewAgentServer(cfg ServerConfig, svc AgentService) (*Server, error) {
+	if svc == nil {
+		return nil, errors.New("api server needs an AgentService")
+	}
+	s, err := newServer(cfg, config.DefaultAgentAPISocket)
+	if err != nil {
+		return nil, err
+	}
+	s.daemon, s.other = "switchyard agent", "switchyard run"
+	s.foreign = []string{"/v1/status", "/v1/flows", "/v1/drain", "/v1/undrain", "/v1/reload"}
+	s.routes = map[string]route{
+		agentStatusPath: {http.MethodGet, func(r *http.Request) (any, error) { return svc.AgentStatus(r.Context()) }},
+	}
+	return s, nil
+}
+
+func newServer(cfg ServerConfig, defaultSocket string) (*Server, error) {
+	if cfg.Socket == "" {
+		cfg.Socket = defaultSocket
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{socket: cfg.socket(), svc: svc, log: log.With("component", "api")}
-	s.routes = map[string]route{
-		"/v1/status":  {http.MethodGet, s.status},
-		"/v1/flows":   {http.MethodGet, s.flows},
-		"/v1/drain":   {http.MethodPost, func(r *http.Request) (any, error) { return s.drain(r, true) }},
-		"/v1/undrain": {http.MethodPost, func(r *http.Request) (any, error) { return s.drain(r, false) }},
-		"/v1/reload":  {http.MethodPost, s.reload},
-	}
-	return s, nil
+	return &Server{socket: cfg.Socket, log: log.With("component", "api")}, nil
 }
 
 // Socket is the path the Server listens on.
@@ -265,7 +312,11 @@ func (s *Server) Close() error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, ok := s.routes[r.URL.Path]
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s (this daemon serves %s)", r.URL.Path, strings.Join(s.paths(), ", ")))
+		msg := fmt.Sprintf("no endpoint %s (this daemon serves %s)", r.URL.Path, strings.Join(s.paths(), ", "))
+		if slices.Contains(s.foreign, r.URL.Path) {
+			msg = fmt.Sprintf("%s is the socket of `%s`, not of `%s`: %s", s.socket, s.daemon, s.other, switchHint(s.daemon))
+		}
+		writeError(w, http.StatusNotFound, msg)
 		return
 	}
 	if r.Method != rt.method {
@@ -309,11 +360,15 @@ func (s *Server) paths() []string {
 	return p
 }
 
-func (s *Server) status(r *http.Request) (any, error) {
-	return s.svc.Status(r.Context())
+// switchHint says how to talk to the daemon that serves a socket.
+func switchHint(daemon string) string {
+	if daemon == "switchyard agent" {
+		return "add --agent (`switchyard status --agent --socket PATH`)"
+	}
+	return "leave out --agent, or give the agent's socket (its api.socket, default " + config.DefaultAgentAPISocket + ")"
 }
 
-func (s *Server) flows(r *http.Request) (any, error) {
+func flows(r *http.Request, svc Service) (any, error) {
 	q := r.URL.Query()
 	limit := 0
 	if l := q.Get("limit"); l != "" {
@@ -326,10 +381,10 @@ func (s *Server) flows(r *http.Request) (any, error) {
 		}
 		limit = n
 	}
-	return s.svc.Flows(r.Context(), q.Get("vip"), limit)
+	return svc.Flows(r.Context(), q.Get("vip"), limit)
 }
 
-func (s *Server) drain(r *http.Request, drain bool) (any, error) {
+func drain(r *http.Request, svc Service, drain bool) (any, error) {
 	var req DrainRequest
 	if err := decodeBody(r.Body, &req); err != nil {
 		return nil, err
@@ -337,11 +392,7 @@ func (s *Server) drain(r *http.Request, drain bool) (any, error) {
 	if req.Backend == "" {
 		return nil, fmt.Errorf("name a backend: NAME (in every VIP) or VIP/NAME: %w", ErrBadRequest)
 	}
-	return s.svc.Drain(r.Context(), req.Backend, drain)
-}
-
-func (s *Server) reload(r *http.Request) (any, error) {
-	return s.svc.Reload(r.Context())
+	return svc.Drain(r.Context(), req.Backend, drain)
 }
 
 // decodeBody decodes exactly one JSON value of v's type from body.

@@ -111,3 +111,50 @@ type ReloadResponse struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// AgentStatus is what `switchyard status --agent` shows: the backend agent
+// of one interface, from GET /v1/agent/status on the agent's socket.
+type AgentStatus struct {
+	Node       string    `json:"node"`
+	Interface  string    `json:"interface"`
+	AttachMode string    `json:"attach_mode"` // native | generic
+	ProgramTag string    `json:"program_tag"`
+	ConfigFile string    `json:"config_file"`
+	PinDir     string    `json:"pin_dir"`
+	StateFile  string    `json:"state_file"` // the record of the agent's host changes
+	StartedAt  time.Time `json:"started_at"`
+	// EncapAddresses are the outer destinations decapsulated now. With
+	// EncapFollowsInterface they are the interface's addresses, followed
+	// as they change; otherwise the configured ones.
+	EncapAddresses        []string      `json:"encap_addresses"`
+	EncapFollowsInterface bool          `json:"encap_follows_interface"`
+	GUEPort               uint16        `json:"gue_port"` // 0: GUE is not decapsulated
+	VIPs                  []AgentVIP    `json:"vips"`
+	Sysctls               []AgentSysctl `json:"sysctls"`
+	// Counters are the decap program's: decap_ipv4_outer,
+	// decap_ipv6_outer, decap_gue, pass and drop_<reason>.
+	Counters map[string]uint64 `json:"counters"`
+}
+
+// AgentVIP is a VIP the agent keeps on lo for direct server return.
+type AgentVIP struct {
+	Address string `json:"address"`
+	// OnLo: the address is on lo now. A VIP missing from lo makes the
+	// host drop what the balancers send to it.
+	OnLo bool `json:"on_lo"`
+	// Tentative: an IPv6 VIP on lo that cannot be used yet (lo down, or
+	// duplicate address detection running).
+	Tentative bool `json:"tentative,omitempty"`
+	// Added: the agent added it and removes it when it stops; otherwise it
+	// was on lo before the agent started, and stays.
+	Added bool `json:"added"`
+}
+
+// AgentSysctl is a sysctl the agent changed for direct server return; it
+// puts Old back when it stops, unless the value changed meanwhile.
+type AgentSysctl struct {
+	Name string `json:"name"` // net.ipv4.conf.eth0.arp_ignore
+	Old  string `json:"old"`  // found before the agent changed it
+	Set  string `json:"set"`  // what the agent wrote
+	Now  string `json:"now"`  // read at the time of the status
+}

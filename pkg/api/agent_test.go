@@ -1,0 +1,165 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// agentService answers with sampleAgentStatus, or err.
+type agentService struct{ err error }
+
+func (a agentService) AgentStatus(context.Context) (AgentStatus, error) {
+	return sampleAgentStatus(fixedNow), a.err
+}
+
+// sampleAgentStatus is an agent whose IPv4 VIP went missing from lo and
+// one of whose sysctls the admin changed since.
+func sampleAgentStatus(now time.Time) AgentStatus {
+	return AgentStatus{
+		Node: "be1", Interface: "eth0", AttachMode: "native", ProgramTag: "0a1b2c3d4e5f6071",
+		ConfigFile: "/etc/switchyard/agent.yaml", PinDir: "/sys/fs/bpf/switchyard-agent/eth0",
+		StateFile: "/run/switchyard/agent-eth0.json", StartedAt: now.Add(-90 * time.Second),
+		EncapAddresses: []string{"10.2.1.2", "fd00:2:1::2"}, EncapFollowsInterface: true, GUEPort: 6080,
+		VIPs: []AgentVIP{
+			{Address: "10.100.0.1", OnLo: false, Added: true},
+			{Address: "fd00:100::1", OnLo: true, Added: false},
+		},
+		Sysctls: []AgentSysctl{
+			{Name: "net.ipv4.conf.all.arp_ignore", Old: "0", Set: "1", Now: "1"},
+			{Name: "net.ipv4.conf.eth0.arp_announce", Old: "0", Set: "2", Now: "1"},
+		},
+		Counters: map[string]uint64{"decap_ipv4_outer": 12000, "decap_ipv6_outer": 34, "decap_gue": 5,
+			"pass": 77, "drop_inner_not_ip": 0, "drop_ce_not_ect": 2},
+	}
+}
+
+func startAgentServer(t *testing.T, svc AgentService) string {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "agent.sock")
+	s, err := NewAgentServer(ServerConfig{Socket: socket}, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return socket
+}
+
+func TestAgentStatusRoundTrip(t *testing.T) {
+	socket := startAgentServer(t, agentService{})
+	got, err := NewAgentClient(socket).AgentStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sampleAgentStatus(fixedNow); !reflect.DeepEqual(got, want) {
+		t.Errorf("AgentStatus:\n got %+v\nwant %+v", got, want)
+	}
+	_, err = NewAgentClient(startAgentServer(t, agentService{err: errors.New("read the decap counters: boom")})).AgentStatus(context.Background())
+	if err == nil || err.Error() != "read the decap counters: boom" {
+		t.Errorf("failing AgentStatus: %v", err)
+	}
+}
+
+// A client of one daemon pointed at the other's socket is told which
+// command serves it, instead of reading one status as the other's.
+func TestWrongDaemonSocket(t *testing.T) {
+	agentSock := startAgentServer(t, agentService{})
+	_, err := NewClient(agentSock).Status(context.Background())
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), agentSock+" is the socket of `switchyard agent`, not of `switchyard run`: add --agent") {
+		t.Errorf("balancer status on the agent's socket: %v", err)
+	}
+	_, balSock := startServer(t, &fakeService{})
+	_, err = NewAgentClient(balSock).AgentStatus(context.Background())
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), balSock+" is the socket of `switchyard run`, not of `switchyard agent`: leave out --agent") {
+		t.Errorf("agent status on the balancer's socket: %v", err)
+	}
+	// Each daemon knows every path of the other's.
+	bal, err := NewServer(ServerConfig{Socket: "/run/b.sock"}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag, err := NewAgentServer(ServerConfig{Socket: "/run/a.sock"}, agentService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(bal.paths(), slices.Sorted(slices.Values(ag.foreign))) ||
+		!slices.Equal(ag.paths(), slices.Sorted(slices.Values(bal.foreign))) {
+		t.Errorf("balancer serves %v, the agent takes %v for its; agent serves %v, the balancer takes %v for its",
+			bal.paths(), ag.foreign, ag.paths(), bal.foreign)
+	}
+	// Any other path is still an unknown endpoint.
+	resp, body := rawDo(t, agentSock, http.MethodGet, "/v2/whatever", "")
+	if resp.StatusCode != http.StatusNotFound || body.Error != "no endpoint /v2/whatever (this daemon serves /v1/agent/status)" {
+		t.Errorf("unknown endpoint: %d %q", resp.StatusCode, body.Error)
+	}
+}
+
+func TestAgentServerDefaultSocket(t *testing.T) {
+	s, err := NewAgentServer(ServerConfig{}, agentService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Socket() != "/run/switchyard/agent.sock" {
+		t.Errorf("default agent socket %s", s.Socket())
+	}
+	if _, err := NewAgentServer(ServerConfig{}, nil); err == nil {
+		t.Error("NewAgentServer without a service: no error")
+	}
+}
+
+func TestWriteAgentStatus(t *testing.T) {
+	var b strings.Builder
+	if err := writeAgentStatus(&b, sampleAgentStatus(fixedNow), fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{
+		"node:             be1 (agent), up 1m30s\n",
+		"interface:        eth0 (native), decap program 0a1b2c3d4e5f6071\n",
+		"decapsulates to:  10.2.1.2, fd00:2:1::2 (the addresses of eth0)\n",
+		"GUE:              UDP port 6080\n",
+		"packets:          12.0k decapsulated (12.0k IPv4 outer, 34 IPv6 outer, 5 of them GUE), 77 passed untouched\n",
+		"10.100.0.1   MISSING: packets to it are dropped (restart the agent to put it back)  agent\n",
+		"fd00:100::1  yes",
+		"net.ipv4.conf.all.arp_ignore     0    1    1\n",
+		"net.ipv4.conf.eth0.arp_announce  0    2    1 (changed since: kept at stop)\n",
+		"drops: ce_not_ect 2\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("agent status lacks %q", want)
+		}
+	}
+	if strings.Contains(out, " \n") {
+		t.Error("a line ends in spaces")
+	}
+
+	// An agent following an interface without addresses decapsulates
+	// nothing: say so. No GUE, no VIPs, no sysctls changed.
+	empty := AgentStatus{Interface: "eth1", EncapFollowsInterface: true, EncapAddresses: []string{}}
+	b.Reset()
+	if err := writeAgentStatus(&b, empty, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	for _, want := range []string{
+		"decapsulates to:  NONE: eth1 has no address, nothing is decapsulated\n",
+		"GUE:              off\n",
+		"VIPs on lo: none configured\n",
+		"sysctls changed: none",
+		"drops: none\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("empty agent status lacks %q:\n%s", want, out)
+		}
+	}
+}
