@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -44,6 +45,9 @@ type Config struct {
 	Logger *slog.Logger
 	// AttachMode is how the decap program is attached (zero: native).
 	AttachMode datapath.AttachMode
+	// ConfigPath is the file the configuration came from, shown in the
+	// status ("": none).
+	ConfigPath string
 	// StateDir holds the file in which the agent records what it changes
 	// on the host, before it changes it, so that a run after a crash can
 	// undo it ("": DefaultStateDir). It should be a tmpfs, which a reboot
@@ -66,6 +70,8 @@ func (c Config) Validate() error {
 
 // Agent is the backend-side part of Switchyard on one interface.
 type Agent struct {
+	node    string
+	cfgPath string
 	iface   string
 	pinDir  string
 	guePort uint16
@@ -90,6 +96,9 @@ type Agent struct {
 	sysctls []*sysctl      // changed by Start, in the order they were set
 	added   []netip.Prefix // VIP addresses Start added to lo
 	watch   *watcher
+	// attached and started are shown in the status.
+	attached datapath.AttachResult
+	started  time.Time
 
 	// statePath records sysctls and added while the agent runs (see
 	// loadState); stateHeld says that this agent read it under the pin
@@ -116,6 +125,8 @@ func New(cfg Config) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{
+		node:    c.Node.Name,
+		cfgPath: cfg.ConfigPath,
 		iface:   c.Interface,
 		pinDir:  c.PinDir,
 		guePort: uint16(c.GUEPort),
@@ -206,6 +217,7 @@ func (a *Agent) Start() (err error) {
 	}
 	a.ownPins = true
 	a.running = true
+	a.attached, a.started = res, time.Now()
 	a.log.Info("agent started", "mode", res.Mode.String(), "replaced", res.Replaced,
 		"vips", len(a.vips), "encap_addresses", fmt.Sprint(a.EncapAddrs()), "pin_dir", a.pinDir)
 	return nil

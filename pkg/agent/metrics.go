@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -33,12 +34,14 @@ func (a *Agent) Collector() prometheus.Collector {
 			[]string{"reason"}, nil),
 		vips: prometheus.NewDesc("switchyard_agent_vips",
 			"VIPs the agent keeps on lo.", nil, nil),
+		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
+			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),
 	}
 }
 
 type collector struct {
-	a                               *Agent
-	decap, gue, passed, drops, vips *prometheus.Desc
+	a                                        *Agent
+	decap, gue, passed, drops, vips, missing *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -47,10 +50,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.passed
 	ch <- c.drops
 	ch <- c.vips
+	ch <- c.missing
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st, err := c.a.Stats()
+	status, err := c.a.AgentStatus(context.Background())
 	if errors.Is(err, ErrNotRunning) {
 		return
 	}
@@ -58,6 +62,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.decap, err)
 		return
 	}
+	st := status.Counters
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
@@ -70,5 +75,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.drops, v, reason)
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(c.a.vips)))
+	missing := 0
+	for _, v := range status.VIPs {
+		if !v.OnLo {
+			missing++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(status.VIPs)))
+	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
 }

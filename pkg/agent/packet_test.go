@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,6 +95,7 @@ func TestDecapDeliversToVIP(t *testing.T) {
 		`switchyard_agent_drops_total{reason="adjust_failed"}`: 0,
 		`switchyard_agent_drops_total{reason="ce_not_ect"}`:    0,
 		`switchyard_agent_vips`:                                2,
+		`switchyard_agent_vips_missing`:                        0,
 	} {
 		if v, ok := got[metric]; !ok || v != want {
 			t.Errorf("%s = %v (present %t), want %v", metric, v, ok, want)
@@ -100,6 +103,28 @@ func TestDecapDeliversToVIP(t *testing.T) {
 	}
 	if _, ok := got["switchyard_agent_passed_packets_total"]; !ok {
 		t.Errorf("switchyard_agent_passed_packets_total missing: %v", got)
+	}
+	// The status shows the same counts.
+	st, err := a.AgentStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counters[statDecapIPv4] != 2 || st.Counters[statDecapIPv6] != 3 || st.Counters[statDecapGUE] != 2 {
+		t.Errorf("status counters %v, want 2 IPv4, 3 IPv6 and 2 GUE decapsulated", st.Counters)
+	}
+	// A VIP removed from lo behind the agent's back is counted missing.
+	err = topo.Netlink(be, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(vip6, 128))})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := gather(t, reg)["switchyard_agent_vips_missing"]; got != 1 {
+		t.Errorf("switchyard_agent_vips_missing = %v after the removal of %s from lo, want 1", got, vip6)
 	}
 
 	if err := a.Stop(); err != nil {

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"golang.org/x/sys/unix"
+)
+
+// AgentStatus reports what the agent keeps in force, read from the host
+// and the decap program at the time of the call: lo's addresses and the
+// sysctls' values are read again, so a VIP someone removed from lo, or a
+// sysctl changed behind the agent's back, shows. It fails with
+// ErrNotRunning while the agent is not running. It implements
+// api.AgentService.
+func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if !a.running {
+		return api.AgentStatus{}, ErrNotRunning
+	}
+	st := api.AgentStatus{
+		Node:                  a.node,
+		Interface:             a.iface,
+		AttachMode:            a.attached.Mode.String(),
+		ProgramTag:            a.attached.NewTag,
+		ConfigFile:            a.cfgPath,
+		PinDir:                a.pinDir,
+		StateFile:             a.statePath,
+		StartedAt:             a.started,
+		EncapFollowsInterface: a.encapFixed == nil,
+		GUEPort:               a.guePort,
+		EncapAddresses:        []string{},
+		VIPs:                  []api.AgentVIP{},
+		Sysctls:               []api.AgentSysctl{},
+	}
+	for _, e := range a.EncapAddrs() {
+		st.EncapAddresses = append(st.EncapAddresses, e.String())
+	}
+	var err error
+	if st.Counters, err = a.decap.Stats(); err != nil {
+		return api.AgentStatus{}, fmt.Errorf("read the decap counters: %w", err)
+	}
+	lo, err := a.nl.LinkByName(loopback)
+	if err != nil {
+		return api.AgentStatus{}, fmt.Errorf("find %s: %w", loopback, err)
+	}
+	present, err := a.loAddrs(lo)
+	if err != nil {
+		return api.AgentStatus{}, err
+	}
+	for _, vip := range a.vips {
+		flags, on := present[vip]
+		st.VIPs = append(st.VIPs, api.AgentVIP{
+			Address:   vip.String(),
+			OnLo:      on,
+			Tentative: on && flags&unix.IFA_F_TENTATIVE != 0,
+			Added:     slices.Contains(a.added, netip.PrefixFrom(vip, vip.BitLen())),
+		})
+	}
+	for _, s := range a.sysctls {
+		now, err := readSysctl(s.f)
+		if err != nil {
+			return api.AgentStatus{}, fmt.Errorf("read sysctl %s: %w", s.name, err)
+		}
+		st.Sysctls = append(st.Sysctls, api.AgentSysctl{Name: s.name, Old: s.Old, Set: s.Set, Now: now})
+	}
+	return st, nil
+}

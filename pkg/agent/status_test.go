@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"github.com/vishvananda/netlink"
+)
+
+// TestAgentStatus: the status reports the agent's program, its VIPs and
+// who put each on lo, the sysctls it changed and the decap counters, and
+// reads lo and the sysctls afresh: a VIP removed from lo, or a sysctl
+// changed behind the agent's back, shows as such.
+func TestAgentStatus(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	// The IPv6 VIP is the admin's; strict reverse-path filtering on eth0.
+	if err := topo.AddAddr(be, "lo", netip.PrefixFrom(vip6, 128)); err != nil {
+		t.Fatal(err)
+	}
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	c := testConfig(topo)
+	a := newAgent(t, c)
+	if _, err := a.AgentStatus(context.Background()); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("AgentStatus before Start: %v, want ErrNotRunning", err)
+	}
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+
+	st, err := a.AgentStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != "be1" || st.Interface != topology.EthName || st.AttachMode != "native" || st.ProgramTag == "" ||
+		st.PinDir != c.PinDir || st.StateFile != a.StatePath() || st.StartedAt.IsZero() || st.GUEPort != 6080 {
+		t.Errorf("status %+v", st)
+	}
+	wantEncap := []string{topology.BackendIPv4(1).String(), topology.BackendIPv6(1).String()}
+	if !st.EncapFollowsInterface || !slices.Equal(st.EncapAddresses, wantEncap) {
+		t.Errorf("encap addresses %v (follow %v), want eth0's %v", st.EncapAddresses, st.EncapFollowsInterface, wantEncap)
+	}
+	wantVIPs := []api.AgentVIP{
+		{Address: vip4.String(), OnLo: true, Added: true},
+		{Address: vip6.String(), OnLo: true, Added: false},
+	}
+	if !slices.Equal(st.VIPs, wantVIPs) {
+		t.Errorf("VIPs %+v, want %+v", st.VIPs, wantVIPs)
+	}
+	rp := api.AgentSysctl{Name: "net.ipv4.conf.eth0.rp_filter", Old: "1", Set: "2", Now: "2"}
+	announce := api.AgentSysctl{Name: "net.ipv4.conf.eth0.arp_announce", Old: "0", Set: "2", Now: "2"}
+	if !slices.Contains(st.Sysctls, rp) || !slices.Contains(st.Sysctls, announce) {
+		t.Errorf("sysctls %+v, want %+v and %+v among them", st.Sysctls, rp, announce)
+	}
+	stats, err := a.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range stats {
+		if _, ok := st.Counters[name]; !ok {
+			t.Errorf("counters %v lack %s", st.Counters, name)
+		}
+	}
+
+	// Behind the agent's back: the VIP goes, a sysctl changes.
+	err = topo.Netlink(be, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		addr, err := netlink.ParseAddr(vip4.String() + "/32")
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(lo, addr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "1")
+	st, err = a.AgentStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.VIPs[0].OnLo {
+		t.Errorf("VIP %s removed from lo reads %+v", vip4, st.VIPs[0])
+	}
+	announce.Now = "1"
+	if !slices.Contains(st.Sysctls, announce) {
+		t.Errorf("sysctls %+v, want %+v among them", st.Sysctls, announce)
+	}
+
+	if err := topo.Do(be, a.Stop); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if _, err := a.AgentStatus(context.Background()); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("AgentStatus after Stop: %v, want ErrNotRunning", err)
+	}
+}
