@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/switchyard-lb/switchyard/pkg/agent"
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/metrics"
@@ -52,12 +53,24 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	// The state file lives beside the (reserved) API socket, as the
-	// balancer's drains file beside its own: /run/switchyard by default.
-	a, err := agent.New(agent.Config{Agent: *cfg, Logger: log, AttachMode: mode, StateDir: filepath.Dir(cfg.API.Socket)})
+	// The state file lives beside the API socket, as the balancer's
+	// drains file beside its own: /run/switchyard by default.
+	a, err := agent.New(agent.Config{Agent: *cfg, Logger: log, AttachMode: mode,
+		StateDir: filepath.Dir(cfg.API.Socket), ConfigPath: *cfgPath})
 	if err != nil {
 		return err
 	}
+	// The socket is taken before the host is touched: an agent already
+	// serving it (this configuration started twice) is refused without a
+	// change. A status asked for meanwhile waits for Start.
+	srv, err := api.NewAgentServer(api.ServerConfig{Socket: cfg.API.Socket, Logger: log}, a)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer srv.Close()
 	if err := a.Start(); err != nil {
 		return err
 	}
@@ -75,7 +88,7 @@ func runAgent(args []string) error {
 		}
 		defer ms.Close()
 	}
-	log.Info("agent running", "interface", cfg.Interface, "vips", cfg.VIPs)
+	log.Info("agent running", "interface", cfg.Interface, "vips", cfg.VIPs, "api", cfg.API.Socket)
 	for {
 		select {
 		case <-ctx.Done():

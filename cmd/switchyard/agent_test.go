@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
@@ -303,12 +305,84 @@ func TestAgentCommand(t *testing.T) {
 			t.Errorf("VIP %s not on lo: %v", vip, running.lo)
 		}
 	}
+	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+	checkAgentStatusCommand(t, sock, cfgPath)
+	// The same configuration started again is refused before it touches
+	// the host, and the running agent keeps its socket.
+	again := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "another daemon is listening on "+sock) {
+		t.Errorf("a second agent of the same configuration: %v\n%s", err, out)
+	}
+	if out, err := runMain(t, "status", "--agent", "--socket", sock); err != nil {
+		t.Errorf("status --agent after a second agent was refused: %v\n%s", err, out)
+	}
+	if now := agentState(t, topo, be, pinDir); !slices.Equal(now.sysctls, running.sysctls) || !slices.Equal(now.lo, running.lo) || !now.xdp {
+		t.Errorf("the refused second agent changed the host: %+v, was %+v", now, running)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
+
+// checkAgentStatusCommand runs `switchyard status --agent` against the
+// running agent of agentSetup's configuration at cfgPath, whose API
+// listens on sock (a unix socket, reachable from the host's namespace).
+func checkAgentStatusCommand(t *testing.T, sock, cfgPath string) {
+	t.Helper()
+	out, err := runMain(t, "status", "--agent", "--socket", sock)
+	if err != nil {
+		t.Fatalf("status --agent: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"node:             be1 (agent), up ",
+		"interface:        eth0 (generic), decap program ",
+		"config:           " + cfgPath,
+		"(the addresses of eth0)",
+		"GUE:              UDP port 6080",
+		"10.100.0.1   yes    agent",
+		"fd00:100::1  yes    agent",
+		"net.ipv4.conf.eth0.arp_ignore",
+		"drops: none",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status --agent lacks %q:\n%s", want, out)
+		}
+	}
+	js, err := runMain(t, "status", "--agent", "--socket", sock, "--json")
+	if err != nil {
+		t.Fatalf("status --agent --json: %v\n%s", err, js)
+	}
+	var st api.AgentStatus
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		t.Fatalf("status --agent --json: %v\n%s", err, js)
+	}
+	if st.Interface != "eth0" || st.AttachMode != "generic" || len(st.VIPs) != 2 || len(st.EncapAddresses) == 0 {
+		t.Errorf("status --agent --json = %+v", st)
+	}
+	// The balancer's status on the agent's socket says which command fits.
+	out, err = runMain(t, "status", "--socket", sock)
+	if err == nil || !strings.Contains(out, "is the socket of `switchyard agent`, not of `switchyard run`: add --agent") {
+		t.Errorf("status on the agent's socket: %v\n%s", err, out)
+	}
+}
+
+// runMain runs the test binary as `switchyard args...` and returns its
+// standard output, or its standard error with a failure.
+func runMain(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stderr.String(), err
+	}
+	return stdout.String(), nil
 }
 
 // TestAgentAttachModeHint: when the NIC's driver has no native XDP, the

@@ -24,6 +24,7 @@ func runStatus(args []string) error {
 	var cf clientFlags
 	fs := flag.NewFlagSet("status", flag.ExitOnError)
 	cf.register(fs)
+	agentFlag := fs.Bool("agent", false, fmt.Sprintf("show a backend agent's status (default --socket %s)", config.DefaultAgentAPISocket))
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
@@ -32,6 +33,20 @@ func runStatus(args []string) error {
 		return err
 	}
 	defer cancel()
+	if *agentFlag {
+		socket := cf.socket
+		if !flagGiven(fs, "socket") {
+			socket = config.DefaultAgentAPISocket
+		}
+		st, err := api.NewAgentClient(socket).AgentStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			return printJSON(st)
+		}
+		return api.WriteAgentStatus(os.Stdout, st)
+	}
 	st, err := api.NewClient(cf.socket).Status(ctx)
 	if err != nil {
 		return err
@@ -40,6 +55,13 @@ func runStatus(args []string) error {
 		return printJSON(st)
 	}
 	return api.WriteStatus(os.Stdout, st)
+}
+
+// flagGiven says whether the command line set the flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 func runFlows(args []string) error {

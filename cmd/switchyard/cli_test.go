@@ -137,6 +137,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{[]string{"status", "--socket", sock}, 1, "cannot reach switchyard at " + sock},
 		{[]string{"drain", "be1", "--socket", sock}, 1, "cannot reach switchyard"},
+		{[]string{"status", "--agent", "--socket", sock}, 1, "cannot reach switchyard at " + sock + ": is `switchyard agent` running?"},
 		{[]string{"status", "extra", "--socket", sock}, 2, `unexpected argument "extra"`},
 		{[]string{"flows", "--socket", sock, "web", "--json"}, 2, `unexpected argument "web"`},
 		{[]string{"drain", "--socket", sock}, 2, "usage: switchyard drain"},

@@ -17,7 +17,7 @@ type command struct {
 var commands = []command{
 	{"run", "run the balancer daemon on this host", runRun},
 	{"agent", "run the backend agent (decap, VIPs on lo, DSR sysctls)", runAgent},
-	{"status", "show VIPs, backends, health and rates", runStatus},
+	{"status", "show VIPs, backends, health and rates (--agent: a backend agent)", runStatus},
 	{"flows", "list the connection table", runFlows},
 	{"drain", "stop new flows to a backend (established flows continue)", runDrain},
 	{"undrain", "let a drained backend take new flows again", runUndrain},

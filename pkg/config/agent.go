@@ -35,9 +35,8 @@ type AgentConfig struct {
 	// PinDir is the bpffs directory for pinned maps and links. Empty means
 	// DefaultAgentPinDirBase/<interface>.
 	PinDir string `yaml:"pin_dir"`
-	// API is reserved: the agent serves no API yet, so nothing listens on
-	// API.Socket. It is kept (and checked) so that files written for it
-	// stay valid.
+	// API.Socket is where the agent serves its status (`switchyard status
+	// --agent`); its directory also holds the agent's state file.
 	API     API     `yaml:"api"`
 	Metrics Metrics `yaml:"metrics"`
 }
