@@ -203,7 +203,7 @@ func (d *demo) scenario(ctx context.Context, lab *Lab, requests int) (string, er
 	}
 	d.printf("      %s gets no new connections; its established one continues (%d lines so far)\n", drained, s.Lines())
 
-	d.step(7, "what the operator sees: /metrics (excerpt) and switchyard status")
+	d.step(7, "what the operator sees: /metrics (excerpt), switchyard status, and a backend agent's status")
 	metrics, err := lab.Metrics(ctx, 1)
 	if err != nil {
 		return "", err
@@ -215,6 +215,11 @@ func (d *demo) scenario(ctx context.Context, lab *Lab, requests int) (string, er
 		return "", err
 	}
 	d.printf("      $ switchyard status --socket %s\n%s", lab.Socket(1), indent(status))
+	agent, err := lab.AgentStatus(ctx, 1)
+	if err != nil {
+		return "", err
+	}
+	d.printf("      $ switchyard status --agent --socket %s   # %s's agent\n%s", lab.AgentSocket(1), BackendName(1), indent(agent))
 	return drained, nil
 }
 

@@ -271,6 +271,17 @@ func (l *Lab) AgentPinDir(j int) string {
 	return filepath.Join(l.pinBase, BackendName(j)+"-agent")
 }
 
+// AgentSocket is the API socket of backend j's agent.
+func (l *Lab) AgentSocket(j int) string {
+	return filepath.Join(l.dir, BackendName(j)+"-agent.sock")
+}
+
+// AgentStatus runs `switchyard status --agent` against backend j's agent
+// and returns its output.
+func (l *Lab) AgentStatus(ctx context.Context, j int) (string, error) {
+	return l.run(ctx, "status", "--agent", "--socket", l.AgentSocket(j))
+}
+
 // API returns a client of balancer i's daemon.
 func (l *Lab) API(i int) *api.Client { return api.NewClient(l.Socket(i)) }
 
@@ -504,7 +515,7 @@ func (l *Lab) StartAgent(ctx context.Context, j int) error {
 	name := BackendName(j) + "-agent"
 	text := renderAgent(agentFile{
 		node: BackendName(j), index: j, pinDir: l.AgentPinDir(j),
-		socket: filepath.Join(l.dir, name+".sock"),
+		socket: l.AgentSocket(j),
 	})
 	if err := writeFileAtomic(l.AgentConfigPath(j), text); err != nil {
 		return err
