@@ -273,24 +273,25 @@ func metricsExcerpt(text string) string {
 
 func (d *demo) keepMessage(lab *Lab, drained string) {
 	topo := lab.Topology()
-	d.printf("%s", keepText(lab.Binary(), topo.NsPath(topo.Client()), topo.NsPath(topo.Balancer(1)), lab.Socket(1), drained, lab.Dir()))
+	d.printf("%s", keepText(lab.Binary(), topo.NsPath(topo.Client()), topo.NsPath(topo.Balancer(1)), lab.Socket(1), lab.AgentSocket(1), drained, lab.Dir()))
 }
 
 // keepText says how to explore and remove a kept lab. Its commands name
 // binary by its path: a demo run as bin/switchyard (make demo) has none on
 // PATH.
-func keepText(binary, clientNs, balancerNs, socket, drained, dir string) string {
+func keepText(binary, clientNs, balancerNs, socket, agentSocket, drained, dir string) string {
 	return fmt.Sprintf(`
 The lab keeps running. Try:
   sudo nsenter --net=%s curl http://%s/
   sudo nsenter --net=%s curl -N 'http://%s/stream?count=50'
   sudo %s status --socket %s
   sudo %s undrain --socket %s %s
+  sudo %s status --agent --socket %s
   sudo nsenter --net=%s curl http://127.0.0.1:%d/metrics
 Configuration and logs: %s
 Remove it with: sudo %s demo --cleanup
 `, clientNs, WebVIP, clientNs, WebVIP,
-		binary, socket, binary, socket, drained, balancerNs, MetricsPort, dir, binary)
+		binary, socket, binary, socket, drained, binary, agentSocket, balancerNs, MetricsPort, dir, binary)
 }
 
 func indent(s string) string {

@@ -62,10 +62,11 @@ func TestRenderedConfigsParse(t *testing.T) {
 // is bin/switchyard under make demo, not a "switchyard" on PATH.
 func TestKeepTextNamesTheBinaryRun(t *testing.T) {
 	const bin = "/home/me/switchyard/bin/switchyard"
-	text := keepText(bin, "/var/run/netns/sydemo-client", "/var/run/netns/sydemo-lb1", "/tmp/switchyard-demo/lb1.sock", "be2", "/tmp/switchyard-demo")
+	text := keepText(bin, "/var/run/netns/sydemo-client", "/var/run/netns/sydemo-lb1", "/tmp/switchyard-demo/lb1.sock", "/tmp/switchyard-demo/be1-agent.sock", "be2", "/tmp/switchyard-demo")
 	for _, want := range []string{
 		"sudo " + bin + " status --socket /tmp/switchyard-demo/lb1.sock\n",
 		"sudo " + bin + " undrain --socket /tmp/switchyard-demo/lb1.sock be2\n",
+		"sudo " + bin + " status --agent --socket /tmp/switchyard-demo/be1-agent.sock\n",
 		"sudo " + bin + " demo --cleanup\n",
 		"sudo nsenter --net=/var/run/netns/sydemo-client curl http://10.100.0.1:80/\n",
 		"sudo nsenter --net=/var/run/netns/sydemo-lb1 curl http://127.0.0.1:9301/metrics\n",
