@@ -42,16 +42,18 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
+	// A flag's value is checked with the other flags, before the file:
+	// a wrong call is told as such (exit 2), not as a missing config.
+	mode, err := datapath.ParseAttachMode(*modeFlag)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
 	cfg, err := config.LoadAgent(*cfgPath)
 	if err != nil {
 		return err
 	}
 	if os.Geteuid() != 0 {
 		return errNotRoot
-	}
-	mode, err := datapath.ParseAttachMode(*modeFlag)
-	if err != nil {
-		return err
 	}
 	// The state file lives beside the API socket, as the balancer's
 	// drains file beside its own: /run/switchyard by default.

@@ -162,12 +162,15 @@ func runReload(args []string) error {
 
 func runRemove(args []string) error {
 	fs := flag.NewFlagSet("remove", flag.ExitOnError)
-	cfgPath := fs.String("config", "", "configuration file of the balancer to remove")
-	iface := fs.String("interface", "", "interface of the balancer to remove (default pin directory)")
+	cfgPath := fs.String("config", "", "configuration file of the balancer (with --agent: of the agent) to remove")
+	iface := fs.String("interface", "", "interface of the balancer (with --agent: of the agent) to remove (default pin directory)")
 	pinDir := fs.String("pin-dir", "", "pin directory to remove")
 	agent := fs.Bool("agent", false, "remove the backend agent's decap program instead")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
+	}
+	if *cfgPath == "" && *iface == "" && *pinDir == "" {
+		return &usageError{"say what to remove: --config FILE, --interface NAME or --pin-dir DIR"}
 	}
 	if os.Geteuid() != 0 {
 		return errNotRoot
@@ -208,8 +211,6 @@ func runRemove(args []string) error {
 		if *agent {
 			dir = datapath.DefaultAgentPinDir(*iface)
 		}
-	default:
-		return fmt.Errorf("say what to remove: --config FILE, --interface NAME or --pin-dir DIR")
 	}
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("nothing pinned at %s: %w", dir, err)

@@ -130,6 +130,7 @@ func TestMain(m *testing.M) {
 // package does), so scripts can tell them apart.
 func TestExitCodes(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
 	for _, tc := range []struct {
 		args   []string
 		code   int
@@ -142,6 +143,11 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"flows", "--socket", sock, "web", "--json"}, 2, `unexpected argument "web"`},
 		{[]string{"drain", "--socket", sock}, 2, "usage: switchyard drain"},
 		{[]string{"status", "--bogus"}, 2, "flag provided but not defined"},
+		// A flag's value is a wrong call too, told before the file is read.
+		{[]string{"run", "--log-level", "verbose", "--config", missing}, 2, `--log-level "verbose": use debug, info, warn or error`},
+		{[]string{"agent", "--attach-mode", "skb", "--config", missing}, 2, `unknown attach mode "skb": use native, generic or auto`},
+		{[]string{"remove"}, 2, "say what to remove"},
+		{[]string{"remove", "--agent"}, 2, "say what to remove"},
 		{[]string{"bogus"}, 2, `unknown command "bogus"`},
 		{[]string{}, 2, "usage: switchyard COMMAND"},
 		{[]string{"help"}, 0, "usage: switchyard COMMAND"},

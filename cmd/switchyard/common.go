@@ -18,7 +18,7 @@ var errNotRoot = errors.New("must run as root (loading XDP programs needs CAP_BP
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+		return nil, &usageError{fmt.Sprintf("--log-level %q: use debug, info, warn or error", level)}
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
