@@ -374,6 +374,11 @@ func TestStartFailureUndoes(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "already attached") {
 		t.Fatalf("Start: %v, want an error saying another program is attached", err)
 	}
+	// The advice is a command line remove takes: alone it asks which
+	// datapath to remove.
+	if !strings.Contains(err.Error(), "`switchyard remove --agent --config FILE`") {
+		t.Errorf("Start: %v, want the advice to name `switchyard remove --agent --config FILE`", err)
+	}
 	t.Logf("Start: %v", err)
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoPins(t, c.PinDir)

@@ -79,12 +79,13 @@ type attachHints struct {
 
 var (
 	balancerHints = attachHints{
-		mode:   "set datapath.attach_mode to auto or generic",
-		remove: "run `switchyard remove`",
+		mode: "set datapath.attach_mode to auto or generic",
+		// remove alone is refused: it must be told which datapath.
+		remove: "run `switchyard remove --config FILE` with the configuration that attached it",
 	}
 	decapHints = attachHints{
 		mode:   "run the agent with --attach-mode auto or generic",
-		remove: "run `switchyard remove --agent`",
+		remove: "run `switchyard remove --agent --config FILE` with the agent configuration that attached it",
 	}
 )
 
