@@ -82,8 +82,11 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		}
 
 		// A pinned table of another size cannot be reused: a clear error.
-		if _, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 8192}); !errors.Is(err, ErrPinnedIncompatible) {
-			return fmt.Errorf("resized connection table: %v, want ErrPinnedIncompatible", err)
+		// Its advice is a command line remove takes: alone it asks
+		// which datapath to remove.
+		if _, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 8192}); !errors.Is(err, ErrPinnedIncompatible) ||
+			!strings.Contains(err.Error(), "`switchyard remove --config FILE`") {
+			return fmt.Errorf("resized connection table: %v, want ErrPinnedIncompatible naming `switchyard remove --config FILE`", err)
 		}
 
 		// A missing interface is refused with the fix in the message.

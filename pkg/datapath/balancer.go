@@ -214,7 +214,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.legacyStd = legacy
 	}
 	if err := loadCollection(spec, opts.PinDir, &objs,
-		"keep the earlier setting (e.g. conn_table_size), or run `switchyard remove` to start afresh, which drops established flows"); err != nil {
+		"keep the earlier setting (e.g. conn_table_size), or run `switchyard remove --config FILE` to start afresh, which drops established flows"); err != nil {
 		if b.legacyStd != nil {
 			b.legacyStd.Close()
 		}

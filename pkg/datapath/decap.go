@@ -37,7 +37,7 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 		}
 	}
 	if err := loadCollection(spec, pinDir, &d.objs,
-		"they come from another version of the agent: run `switchyard remove --agent` to start afresh (decapsulation stops until the agent is up again)"); err != nil {
+		"they come from another version of the agent: run `switchyard remove --agent --config FILE` to start afresh (decapsulation stops until the agent is up again)"); err != nil {
 		return nil, err
 	}
 	return d, nil

@@ -187,8 +187,8 @@ func TestDecapIncompatiblePins(t *testing.T) {
 		d.Close()
 		t.Fatal("LoadDecap over an incompatible pinned map succeeded")
 	}
-	if !errors.Is(err, ErrPinnedIncompatible) || !strings.Contains(err.Error(), "switchyard remove --agent") ||
+	if !errors.Is(err, ErrPinnedIncompatible) || !strings.Contains(err.Error(), "`switchyard remove --agent --config FILE`") ||
 		strings.Contains(err.Error(), "conn_table_size") {
-		t.Errorf("LoadDecap over an incompatible pinned map: %v; want ErrPinnedIncompatible naming `switchyard remove --agent` and no balancer setting", err)
+		t.Errorf("LoadDecap over an incompatible pinned map: %v; want ErrPinnedIncompatible naming `switchyard remove --agent --config FILE` and no balancer setting", err)
 	}
 }
