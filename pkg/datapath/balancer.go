@@ -670,10 +670,16 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 	key := toVIPKey(k)
 	var meta balancerVipMeta
 	if err := b.objs.Vips.Lookup(&key, &meta); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("look up VIP %s: %w", k, err)
 		}
-		return fmt.Errorf("look up VIP %s: %w", k, err)
+		// Gone already, or by a call that failed after taking it out
+		// of vips: the retry finishes that one, which no longer knows
+		// the VIP's number.
+		if err := b.endOrphanEpochs(); err != nil {
+			return fmt.Errorf("VIP %s: finish an earlier deletion: %w", k, err)
+		}
+		return b.vipAddrChanged(k.Addr)
 	}
 	if err := b.objs.Vips.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete VIP %s: %w", k, err)
@@ -699,6 +705,56 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 		return err
 	}
 	return b.clearTables(meta.VipNum)
+}
+
+// endOrphanEpochs ends the epoch of every VIP number that no VIP has but
+// whose epoch is live, in its record or in the copy packets read: a
+// DeleteVIP (or a refused SetVIP) that failed after taking its VIP out of
+// vips leaves one, and the VIP's connection entries stay usable with it
+// (a pinned packet skips the VIP lookup). The number's tables go too.
+// Writers never leave one otherwise: SetVIP puts a VIP in vips before
+// its epoch goes live.
+func (b *Balancer) endOrphanEpochs() error {
+	vips, err := b.VIPs()
+	if err != nil {
+		return err
+	}
+	owned := map[uint32]bool{}
+	for _, m := range vips {
+		owned[m.Num] = true
+	}
+	copies, err := b.epochs()
+	if err != nil {
+		return err
+	}
+	var (
+		num, e  uint32
+		orphans = map[uint32]uint32{}
+	)
+	it := b.objs.VipEpochs.Iterate()
+	for it.Next(&num, &e) {
+		if num < MaxVIPs && !owned[num] && (e%2 == 1 || copies[num] != e) {
+			orphans[num] = e
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read vip_epochs: %w", err)
+	}
+	for num, e := range orphans {
+		if e%2 == 1 {
+			err = b.nextEpoch(num, false)
+		} else {
+			// Only the copy is live: its write failed.
+			err = b.putEpochCopy(num, e)
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.clearTables(num); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // VIPs returns every VIP in the datapath.

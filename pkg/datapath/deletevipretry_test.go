@@ -1,0 +1,95 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// readOnly returns a handle of m that the kernel refuses every write
+// through (EPERM), as a map opened read-only is: swapped in for one of the
+// balancer's handles, it makes that step of a change fail for real. The
+// handle is closed at the test's end.
+func readOnly(tb testing.TB, m *ebpf.Map) *ebpf.Map {
+	tb.Helper()
+	c, err := m.Clone()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	path := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-ro-test-%d", time.Now().UnixNano()))
+	if err := c.Pin(path); err != nil {
+		tb.Fatal(err)
+	}
+	defer os.Remove(path)
+	ro, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ro.Close() })
+	return ro
+}
+
+// TestDeleteVIPRetryEndsTheEpoch makes the epoch move of a DeleteVIP fail
+// after the VIP index has dropped the VIP (the record's write, or the
+// copy's that packets read) and retries: the retry must end the epoch, so
+// that the VIP's established flows stop being forwarded by their entries.
+// Before, the retry found no VIP and returned nil with the epoch live: the
+// deleted VIP's flows went on to its backends, listed by Flows.
+func TestDeleteVIPRetryEndsTheEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		m    func(b *Balancer) **ebpf.Map
+	}{
+		{"record", func(b *Balancer) **ebpf.Map { return &b.objs.VipEpochs }},
+		{"copy", func(b *Balancer) **ebpf.Map { return &b.data.VipEpochTable }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, Options{})
+			s := syn4(43000)
+			w.open(t, vipTCP4, s)
+
+			h := tc.m(w.b)
+			saved := *h
+			*h = readOnly(t, saved)
+			err := w.b.DeleteVIP(vipTCP4.key)
+			*h = saved
+			if !errors.Is(err, unix.EPERM) {
+				t.Fatalf("DeleteVIP with the epoch %s read-only: %v, want EPERM", tc.name, err)
+			}
+
+			if err := w.b.DeleteVIP(vipTCP4.key); err != nil {
+				t.Fatalf("retried DeleteVIP: %v", err)
+			}
+			var rec uint32
+			if err := w.b.objs.VipEpochs.Lookup(vipTCP4.num, &rec); err != nil {
+				t.Fatal(err)
+			}
+			et, err := w.b.epochs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec%2 != 0 || et[vipTCP4.num] != rec {
+				t.Errorf("after the retry: epoch record %d, copy %d; want one even value", rec, et[vipTCP4.num])
+			}
+			var n uint32
+			a := toAddr(vip4)
+			if err := w.b.objs.VipAddrs.Lookup(&a, &n); err != nil || n != 1 {
+				t.Errorf("VIPs on %s after the retry: %d (%v), want 1 (its UDP VIP)", vip4, n, err)
+			}
+			if inFlows, found, _ := w.listed(t, flowOf(s)); inFlows || found {
+				t.Errorf("deleted VIP's flow: in Flows %v, found %v; want neither", inFlows, found)
+			}
+			in, _ := build(t, ackOf(s))
+			if act, _ := w.run(t, in); act == xdpTX {
+				t.Error("the deleted VIP's established flow is still forwarded by its entry")
+			}
+		})
+	}
+}
