@@ -1322,7 +1322,10 @@ func (b *Balancer) Table(k VIPKey, gen uint32) ([]uint32, error) {
 	key := toVIPKey(k)
 	var meta balancerVipMeta
 	if err := b.objs.Vips.Lookup(&key, &meta); err != nil {
-		return nil, fmt.Errorf("VIP %s: %w", k, ErrNoSuchVIP)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, fmt.Errorf("VIP %s: %w", k, ErrNoSuchVIP)
+		}
+		return nil, fmt.Errorf("look up VIP %s: %w", k, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

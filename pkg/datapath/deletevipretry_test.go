@@ -14,26 +14,36 @@ import (
 
 // readOnly returns a handle of m that the kernel refuses every write
 // through (EPERM), as a map opened read-only is: swapped in for one of the
-// balancer's handles, it makes that step of a change fail for real. The
-// handle is closed at the test's end.
+// balancer's handles, it makes that step of a change fail for real.
 func readOnly(tb testing.TB, m *ebpf.Map) *ebpf.Map {
+	return reopen(tb, m, ebpf.LoadPinOptions{ReadOnly: true})
+}
+
+// writeOnly is readOnly's counterpart: lookups through it fail (EPERM).
+func writeOnly(tb testing.TB, m *ebpf.Map) *ebpf.Map {
+	return reopen(tb, m, ebpf.LoadPinOptions{WriteOnly: true})
+}
+
+// reopen opens m again through a pin, with opts' access; the handle is
+// closed at the test's end.
+func reopen(tb testing.TB, m *ebpf.Map, opts ebpf.LoadPinOptions) *ebpf.Map {
 	tb.Helper()
 	c, err := m.Clone()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer c.Close()
-	path := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-ro-test-%d", time.Now().UnixNano()))
+	path := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-reopen-test-%d", time.Now().UnixNano()))
 	if err := c.Pin(path); err != nil {
 		tb.Fatal(err)
 	}
 	defer os.Remove(path)
-	ro, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	h, err := ebpf.LoadPinnedMap(path, &opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { ro.Close() })
-	return ro
+	tb.Cleanup(func() { h.Close() })
+	return h
 }
 
 // TestDeleteVIPRetryEndsTheEpoch makes the epoch move of a DeleteVIP fail
