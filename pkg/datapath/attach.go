@@ -212,6 +212,28 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	return l, res, nil
 }
 
+// linkRuns tells whether prog runs on the link pinned under pinDir.
+func linkRuns(pinDir string, prog *ebpf.Program) bool {
+	if pinDir == "" {
+		return false
+	}
+	l, err := link.LoadPinnedLink(filepath.Join(pinDir, linkPinName), nil)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return false
+	}
+	pi, err := prog.Info()
+	if err != nil {
+		return false
+	}
+	id, ok := pi.ID()
+	return ok && id == info.Program
+}
+
 // pinnedLinkUsable reports whether a pinned XDP link is still attached to
 // ifindex, with the tag of its program and its mode.
 func pinnedLinkUsable(l link.Link, ifindex int) (bool, string, AttachMode) {

@@ -64,6 +64,8 @@ type Balancer struct {
 	indexStale bool
 	log        *slog.Logger
 	link       link.Link
+	// upgrade: the pins that swap to this program's maps once it runs.
+	upgrade upgradePins
 
 	mu     sync.Mutex
 	tables map[tableKey]*ebpf.Map // inner maps, opened lazily
@@ -204,20 +206,26 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		balancerDataMaps
 	}
 	if opts.PinDir != "" {
-		if err := adoptConns(spec.Maps["conns"], opts.PinDir, log); err != nil {
+		conns, err := adoptConns(spec.Maps["conns"], opts.PinDir, log)
+		if err != nil {
 			return nil, fmt.Errorf("move the pinned connection table to this release's layout: %w", err)
+		}
+		if conns != nil {
+			b.upgrade.staged = append(b.upgrade.staged, conns)
 		}
 		legacy, err := ebpf.LoadPinnedMap(filepath.Join(opts.PinDir, legacyMaglevStdPin), nil)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			b.upgrade.close()
 			return nil, fmt.Errorf("open the previous release's Maglev tables: %w", err)
 		}
 		b.legacyStd = legacy
 	}
-	if err := loadCollection(spec, opts.PinDir, &objs,
+	if err := loadCollection(spec, opts.PinDir, b.upgrade.replacements(), &objs,
 		"keep the earlier setting (e.g. conn_table_size), or run `switchyard remove --config FILE` to start afresh, which drops established flows"); err != nil {
 		if b.legacyStd != nil {
 			b.legacyStd.Close()
 		}
+		b.upgrade.close()
 		return nil, err
 	}
 	b.objs = balancerObjects{balancerPrograms: objs.balancerPrograms, balancerMaps: objs.balancerMaps}
@@ -237,48 +245,45 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		}
 	}
 	if b.legacyStd != nil {
-		// Its tables are copied; the program still attached keeps it
-		// until Attach swaps this one in.
-		if err := os.Remove(filepath.Join(opts.PinDir, legacyMaglevStdPin)); err != nil {
-			b.Close()
-			return nil, fmt.Errorf("remove the previous release's Maglev tables: %w", err)
-		}
+		// Its tables are copied. The program still attached reads it
+		// until Attach swaps this one in, which removes its pin.
+		b.upgrade.remove = append(b.upgrade.remove, filepath.Join(opts.PinDir, legacyMaglevStdPin))
 		b.legacyStd.Close()
 		b.legacyStd = nil
-		log.Info("Maglev tables moved to this release's mappable maps")
+		log.Info("Maglev tables copied to this release's mappable maps")
 	}
 	return b, nil
 }
 
 // adoptConns brings a connection table pinned by an earlier release to this
 // release's layout, which differs only in its flags (BPF_F_MMAPABLE, for
-// aligned sets: bpf/maps.h): it copies every set into a new map and pins
-// that in the old one's place. The program still attached records into the
-// old map until the new one replaces it: flows that start in between are
-// not carried over, and their next packets go by the Maglev table, which
-// sends them to the same backend unless the table changed meanwhile. A
-// table of another size or layout is left to loadCollection, which refuses
-// it.
-func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
+// aligned sets: bpf/maps.h): it copies every set into a new map, which
+// takes the old one's pin once this program runs (see upgradePins). The
+// program still attached records into the old map until then: flows that
+// start in between are not carried over, and their next packets go by the
+// Maglev table, which sends them to the same backend unless the table
+// changed meanwhile. A table of another size or layout is left to
+// loadCollection, which refuses it. nil: nothing to move.
+func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin, error) {
 	path := filepath.Join(pinDir, "conns")
 	old, err := ebpf.LoadPinnedMap(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer old.Close()
 	info, err := old.Info()
 	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if info.Flags == spec.Flags || old.Type() != spec.Type || old.KeySize() != spec.KeySize ||
 		old.ValueSize() != spec.ValueSize || old.MaxEntries() != spec.MaxEntries {
-		return nil
+		return nil, nil
 	}
 	copied := 0
-	err = replacePinned(path, spec, func(m *ebpf.Map) error {
+	staged, err := stagePin("conns", path, spec, func(m *ebpf.Map) error {
 		return eachConnBatch(old, func(keys []uint32, sets []balancerConnSet) error {
 			if _, err := m.BatchUpdate(keys, sets, nil); err != nil {
 				return fmt.Errorf("copy: %w", err)
@@ -288,37 +293,116 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
 		})
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	log.Info("connection table moved to this release's layout", "sets", copied)
-	return nil
+	log.Info("connection table copied to this release's layout", "sets", copied)
+	return staged, nil
 }
 
-// replacePinned creates a map of spec, fills it with fill (the copy of the
-// map pinned at path) and pins it in that one's place. A rename replaces
-// the pin in one step: a crash leaves the old map or the new one, never
-// none.
-func replacePinned(path string, spec *ebpf.MapSpec, fill func(*ebpf.Map) error) error {
+// upgradePins are the pin changes of an upgrade: successors of pinned maps
+// (of an earlier layout) and pins of maps this release no longer uses.
+// They are made only once the program loaded with the successors runs
+// (commit, from Attach): until then the pins stay those of the program
+// still attached, which reads and writes those maps, so that an upgrade
+// whose swap fails leaves it running on its pinned state, for a restart
+// or `switchyard remove` to find. What remains is the moment between the
+// swap and commit: a crash there leaves the new program running on
+// successors no pin holds, and the next start copies the earlier maps
+// again (losing what the new program recorded meanwhile), as an upgrade
+// does.
+type upgradePins struct {
+	staged []*stagedPin
+	remove []string
+}
+
+// stagedPin is the successor of the map pinned at path, the map spec
+// name of the collection that uses it.
+type stagedPin struct {
+	name, path string
+	m          *ebpf.Map
+}
+
+// stagePin creates a map of spec and fills it with fill (the copy of the
+// map pinned at path), for upgradePins to pin in that one's place.
+func stagePin(name, path string, spec *ebpf.MapSpec, fill func(*ebpf.Map) error) (*stagedPin, error) {
 	fresh := spec.Copy()
 	fresh.Pinning = ebpf.PinNone
 	m, err := ebpf.NewMap(fresh)
 	if err != nil {
-		return fmt.Errorf("create the successor of %s: %w", path, err)
+		return nil, fmt.Errorf("create the successor of %s: %w", path, err)
 	}
-	defer m.Close()
 	if err := fill(m); err != nil {
-		return fmt.Errorf("copy %s: %w", path, err)
+		m.Close()
+		return nil, fmt.Errorf("copy %s: %w", path, err)
 	}
-	tmp := path + "_new" // bpffs allows no dot in a name
-	os.Remove(tmp)
-	if err := m.Pin(tmp); err != nil {
-		return fmt.Errorf("pin the successor of %s: %w", path, err)
+	return &stagedPin{name: name, path: path, m: m}, nil
+}
+
+// replacements are the successors, for loadCollection to use in place of
+// the pinned maps.
+func (u *upgradePins) replacements() map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	for _, s := range u.staged {
+		out[s.name] = s.m
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	return out
+}
+
+// commit pins every successor in its predecessor's place and removes the
+// pins to remove. A rename replaces a pin in one step: a crash leaves the
+// old map or the new one, never none. What fails stays to commit, for a
+// later Attach.
+func (u *upgradePins) commit() error {
+	for len(u.staged) > 0 {
+		s := u.staged[0]
+		tmp := s.path + "_new" // bpffs allows no dot in a name
 		os.Remove(tmp)
-		return fmt.Errorf("replace %s: %w", path, err)
+		if err := s.m.Pin(tmp); err != nil {
+			return fmt.Errorf("pin the successor of %s: %w", s.path, err)
+		}
+		if err := os.Rename(tmp, s.path); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("replace %s: %w", s.path, err)
+		}
+		s.m.Close()
+		u.staged = u.staged[1:]
+	}
+	for len(u.remove) > 0 {
+		if err := os.Remove(u.remove[0]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove the pin %s, which this release no longer uses: %w", u.remove[0], err)
+		}
+		u.remove = u.remove[1:]
 	}
 	return nil
+}
+
+// close drops what was not committed: the pins stay the earlier maps'.
+func (u *upgradePins) close() {
+	for _, s := range u.staged {
+		s.m.Close()
+	}
+	u.staged, u.remove = nil, nil
+}
+
+// commitUpgrade commits u once prog runs on the link pinned under pinDir:
+// after a successful attach (err nil), or a failed one that left prog
+// attached (see attachProgram). The pins stay the earlier program's while
+// it runs.
+func commitUpgrade(u *upgradePins, prog *ebpf.Program, pinDir string, err error) error {
+	if len(u.staged) == 0 && len(u.remove) == 0 {
+		return err
+	}
+	if err != nil && !linkRuns(pinDir, prog) {
+		return err
+	}
+	if cerr := u.commit(); cerr != nil {
+		cerr = fmt.Errorf("the new program runs, but its maps are not all pinned: %w; run it again to finish the upgrade", cerr)
+		if err != nil {
+			return fmt.Errorf("%w; %w", err, cerr)
+		}
+		return cerr
+	}
+	return err
 }
 
 // addVariant prepends `r0 = v` (overwritten before any use) to prog,
@@ -334,7 +418,8 @@ func addVariant(prog *ebpf.ProgramSpec, v uint32) {
 // run pinned (keeping established flows). Needs a PinDir to survive restarts.
 func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
 	l, res, err := attachProgram(b.objs.XdpBalancer, iface, mode, b.pinDir, balancerHints, b.log)
-	if err != nil {
+	err = commitUpgrade(&b.upgrade, b.objs.XdpBalancer, b.pinDir, err)
+	if l == nil {
 		return res, err
 	}
 	if b.link != nil && b.pinDir != "" {
@@ -344,7 +429,7 @@ func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
 		b.link.Close()
 	}
 	b.link = l
-	return res, nil
+	return res, err
 }
 
 // Close releases file descriptors. Pinned maps and the pinned link stay, and
@@ -366,6 +451,7 @@ func (b *Balancer) Close() error {
 	for _, m := range b.standIn {
 		m.Close()
 	}
+	b.upgrade.close()
 	return b.objs.Close()
 }
 

@@ -80,9 +80,11 @@ func CheckBPFFS(dir string) error {
 
 // loadCollection loads spec with every named map pinned by name under
 // pinDir (reusing maps an earlier run pinned), or unpinned if pinDir is "".
-// fresh says how the user starts afresh when the pinned maps do not fit.
-func loadCollection(spec *ebpf.CollectionSpec, pinDir string, assign any, fresh string) error {
-	opts := &ebpf.CollectionOptions{}
+// replace: maps to use instead of the pinned ones (successors, see
+// upgradePins), by map spec name. fresh says how the user starts afresh
+// when the pinned maps do not fit.
+func loadCollection(spec *ebpf.CollectionSpec, pinDir string, replace map[string]*ebpf.Map, assign any, fresh string) error {
+	opts := &ebpf.CollectionOptions{MapReplacements: replace}
 	if pinDir != "" {
 		if err := CheckBPFFS(pinDir); err != nil {
 			return err

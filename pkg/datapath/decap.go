@@ -18,6 +18,8 @@ type Decap struct {
 	pinDir string
 	log    *slog.Logger
 	link   link.Link
+	// upgrade: the pins that swap to this program's maps once it runs.
+	upgrade upgradePins
 }
 
 // LoadDecap loads the decap program, reusing maps pinned under pinDir ("" =
@@ -32,12 +34,17 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 	}
 	d := &Decap{pinDir: pinDir, log: log}
 	if pinDir != "" {
-		if err := adoptDecapStats(spec.Maps[decapStatsPin], pinDir, log); err != nil {
+		stats, err := adoptDecapStats(spec.Maps[decapStatsPin], pinDir, log)
+		if err != nil {
 			return nil, fmt.Errorf("move the pinned decap counters to this release's map: %w", err)
 		}
+		if stats != nil {
+			d.upgrade.staged = append(d.upgrade.staged, stats)
+		}
 	}
-	if err := loadCollection(spec, pinDir, &d.objs,
+	if err := loadCollection(spec, pinDir, d.upgrade.replacements(), &d.objs,
 		"they come from another version of the agent: run `switchyard remove --agent --config FILE` to start afresh (decapsulation stops until the agent is up again)"); err != nil {
+		d.upgrade.close()
 		return nil, err
 	}
 	return d, nil
@@ -46,7 +53,8 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 // Attach attaches (or hitlessly replaces) the decap program on iface.
 func (d *Decap) Attach(iface string, mode AttachMode) (AttachResult, error) {
 	l, res, err := attachProgram(d.objs.XdpDecap, iface, mode, d.pinDir, decapHints, d.log)
-	if err != nil {
+	err = commitUpgrade(&d.upgrade, d.objs.XdpDecap, d.pinDir, err)
+	if l == nil {
 		return res, err
 	}
 	if d.link != nil && d.pinDir != "" {
@@ -56,7 +64,7 @@ func (d *Decap) Attach(iface string, mode AttachMode) (AttachResult, error) {
 		d.link.Close()
 	}
 	d.link = l
-	return res, nil
+	return res, err
 }
 
 // SetGUEPort sets the UDP port of GUE packets to decapsulate (0: none).
@@ -109,6 +117,7 @@ func (d *Decap) Close() error {
 	if d.link != nil {
 		d.link.Close()
 	}
+	d.upgrade.close()
 	return d.objs.Close()
 }
 
@@ -132,26 +141,27 @@ const decapStatsPin = "decap_stats"
 // adoptDecapStats brings the counters pinned by an earlier release, which
 // had fewer drop reasons (a smaller decap_stats: the new ones go last, so
 // every earlier index means the same), to this release's size: it copies
-// every CPU's counts into a new map and pins that in the old one's place.
-// The program still attached counts into the old map until Attach swaps
-// this one in: the few packets it counts in between are not carried over.
-// A map of another kind, or a larger one (a later release's), is left to
-// loadCollection, which refuses it.
-func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error {
+// every CPU's counts into a new map, which takes the old one's pin once
+// this program runs (see upgradePins). The program still attached counts
+// into the old map until Attach swaps this one in: the few packets it
+// counts in between are not carried over. A map of another kind, or a
+// larger one (a later release's), is left to loadCollection, which
+// refuses it. nil: nothing to move.
+func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin, error) {
 	path := filepath.Join(pinDir, decapStatsPin)
 	old, err := ebpf.LoadPinnedMap(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer old.Close()
 	if old.Type() != spec.Type || old.KeySize() != spec.KeySize || old.ValueSize() != spec.ValueSize ||
 		old.MaxEntries() >= spec.MaxEntries {
-		return nil
+		return nil, nil
 	}
-	err = replacePinned(path, spec, func(m *ebpf.Map) error {
+	staged, err := stagePin(decapStatsPin, path, spec, func(m *ebpf.Map) error {
 		var perCPU []uint64
 		for i := range old.MaxEntries() {
 			if err := old.Lookup(i, &perCPU); err != nil {
@@ -164,8 +174,8 @@ func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) error 
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	log.Info("decap counters moved to this release's larger map", "reasons", len(decapStatNames), "earlier", old.MaxEntries())
-	return nil
+	log.Info("decap counters copied to this release's larger map", "reasons", len(decapStatNames), "earlier", old.MaxEntries())
+	return staged, nil
 }

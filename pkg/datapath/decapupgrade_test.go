@@ -39,7 +39,7 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 	}
 	spec.Maps[decapStatsPin].MaxEntries = earlier
 	old := &Decap{pinDir: pin, log: slog.New(slog.DiscardHandler)}
-	if err := loadCollection(spec, pin, &old.objs, ""); err != nil {
+	if err := loadCollection(spec, pin, nil, &old.objs, ""); err != nil {
 		t.Fatal(err)
 	}
 	var oldID uint32
