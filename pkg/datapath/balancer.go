@@ -86,6 +86,10 @@ type Balancer struct {
 	// vip_addrs counts and vip_filter are brought in step at its end.
 	staleAddrs map[netip.Addr]bool
 
+	// grace and graceInner: a map-in-map and its content, whose update
+	// waits for packets in flight (see waitForPackets).
+	grace, graceInner *ebpf.Map
+
 	statsMu sync.Mutex
 	evicted uint64 // conn_evicted as last reported (see Stats)
 }
@@ -452,6 +456,11 @@ func (b *Balancer) Close() error {
 		m.Close()
 	}
 	b.upgrade.close()
+	for _, m := range []*ebpf.Map{b.grace, b.graceInner} {
+		if m != nil {
+			m.Close()
+		}
+	}
 	return b.objs.Close()
 }
 
@@ -1539,17 +1548,91 @@ type (
 	epochTable   [MaxVIPs]uint32
 )
 
-// putBackendCopy writes backend id's entry of backend_table: the whole
-// array, read back, with that entry changed. The other entries are written
-// with the bytes they hold, so a packet never sees them change.
+// putBackendCopy writes backend id's entry of backend_table in an order
+// that no packet sees torn. A packet reads an entry's flags
+// (BACKEND_F_VALID, then BACKEND_F_V6 in encap) and its address at
+// different moments, with no lock, and uses the entry only while it is
+// valid (backend_of and its callers in bpf/balancer.bpf.c). A write is a
+// copy of the whole array (the map's one value; the map is not mappable,
+// and other entries are rewritten with the bytes they hold), in which a
+// new address and its flags changed together: one packet could see the
+// flags of one address and bytes of the other. So a new address goes in
+// while the entry is invalid: its validity is cleared, every packet that
+// may have read it valid is waited for, the address is written, the
+// packets that ran meanwhile (which saw it invalid, but may have read
+// address bytes early) are waited for, and the flags go in last. A write
+// that changes only the flags changes one byte (they all fit in the
+// first: bpf/consts.h), which no copy tears. A deleted entry keeps the
+// address and BACKEND_F_V6 it had (nothing reads them in an invalid entry
+// but the packets that read it valid before, for which they must stay the
+// address's): the copy differs from its record there only, until
+// syncCopies.
 func (b *Balancer) putBackendCopy(id uint32, be balancerBackend) error {
 	t := new(backendTable)
 	if err := b.data.BackendTable.Lookup(uint32(0), t); err != nil {
 		return fmt.Errorf("read backend_table: %w", err)
 	}
-	t[id] = be
-	if err := b.data.BackendTable.Put(uint32(0), t); err != nil {
+	put := func() error {
+		if err := b.data.BackendTable.Put(uint32(0), t); err != nil {
+			return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+		}
+		return nil
+	}
+	e := &t[id]
+	switch {
+	case *e == be:
+		return nil
+	case be.Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0:
+		e.Flags &^= uint32(balancerBackendFlagsBACKEND_F_VALID)
+		return put()
+	case e.Addr == be.Addr:
+		e.Flags = be.Flags
+		return put()
+	}
+	if e.Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) != 0 {
+		// Only the validity: a packet that read it valid reads
+		// BACKEND_F_V6 again in encap, which must still be the
+		// address's.
+		e.Flags &^= uint32(balancerBackendFlagsBACKEND_F_VALID)
+		if err := put(); err != nil {
+			return err
+		}
+		if err := b.waitForPackets(); err != nil {
+			return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+		}
+	}
+	e.Addr = be.Addr
+	if err := put(); err != nil {
+		return err
+	}
+	if err := b.waitForPackets(); err != nil {
 		return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+	}
+	e.Flags = be.Flags
+	return put()
+}
+
+// waitForPackets returns once the program has finished with every packet
+// it was handling when called. The kernel waits for an RCU grace period
+// after an update of a map-in-map (maybe_wait_bpf_programs,
+// kernel/bpf/syscall.c), and XDP programs run inside RCU read sections:
+// an update of a map-in-map of its own is that wait (milliseconds).
+func (b *Balancer) waitForPackets() error {
+	if b.grace == nil {
+		inner := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}
+		in, err := ebpf.NewMap(inner)
+		if err != nil {
+			return fmt.Errorf("create the map that waits for packets in flight: %w", err)
+		}
+		outer, err := ebpf.NewMap(&ebpf.MapSpec{Name: "grace", Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1, InnerMap: inner})
+		if err != nil {
+			in.Close()
+			return fmt.Errorf("create the map that waits for packets in flight: %w", err)
+		}
+		b.grace, b.graceInner = outer, in
+	}
+	if err := b.grace.Put(uint32(0), b.graceInner); err != nil {
+		return fmt.Errorf("wait for packets in flight: %w", err)
 	}
 	return nil
 }
