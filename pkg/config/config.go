@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -274,7 +275,7 @@ func (v *VIP) BackendByName(name string) *Backend {
 // Health is a VIP's backend health check.
 type Health struct {
 	// Type is tcp, http, https or none. https does not verify the
-	// backend's certificate. Default: tcp.
+	// backend's certificate. none takes no other field. Default: tcp.
 	Type CheckType `yaml:"type"`
 	// Port is probed on each backend address, tcp, http and https only.
 	// 0 means the VIP's port; it is required when the VIP is all-ports and
@@ -285,7 +286,8 @@ type Health struct {
 	// ExpectStatus is the HTTP status of a healthy backend, http and https
 	// only. 0 means 200.
 	ExpectStatus int `yaml:"expect_status"`
-	// Interval between checks, at least MinHealthInterval. Default: 1s.
+	// Interval between checks, at least MinHealthInterval; this field and
+	// the ones below are not for type none. Default: 1s.
 	Interval Duration `yaml:"interval"`
 	// Timeout of one check, at least MinHealthTimeout and shorter than
 	// Interval. Default: 500ms.
@@ -296,6 +298,19 @@ type Health struct {
 	// Fall is how many consecutive failures mark a backend unhealthy.
 	// Default: 3.
 	Fall int `yaml:"fall"`
+}
+
+// MarshalYAML implements yaml.Marshaler. A type none check is printed as
+// its type alone: Parse refuses the other fields with it, and a valid one
+// has them at their defaults, so the printed config reads back.
+func (h Health) MarshalYAML() (any, error) {
+	if h.Type == CheckNone {
+		return struct {
+			Type CheckType `yaml:"type"`
+		}{h.Type}, nil
+	}
+	type plain Health // without this method
+	return plain(h), nil
 }
 
 // Backend is one server of a VIP.
@@ -395,7 +410,7 @@ func Parse(data []byte, name string) (*Config, error) {
 				noPort[fmt.Sprintf("vips[%d].health.port", i)] = true
 			}
 		}
-		for _, pr := range c.validate() {
+		for _, pr := range c.validate(set) {
 			if !noPort[pr.Path] { // asking for a check port would be noise
 				p = append(p, pr)
 			}
@@ -453,10 +468,13 @@ func (c *Config) Validate() error {
 	d := *c
 	d.VIPs = slices.Clone(c.VIPs) // ApplyDefaults writes VIPs[i].Health, nothing deeper
 	d.ApplyDefaults()
-	return join(d.validate())
+	return join(d.validate(nil))
 }
 
-func (c *Config) validate() problems {
+// validate checks c; set reports whether the file set the field at a path,
+// nil for a config built in code, whose fields count as set where they
+// differ from their defaults.
+func (c *Config) validate(set func(path string) bool) problems {
 	var p problems
 	if c.Node.Name == "" {
 		p.add("node.name", "required: the hostname could not be read; set a name unique in the cluster")
@@ -566,7 +584,11 @@ func (c *Config) validate() problems {
 			p.add(path+".table_size", "%d slots hold at most %d backends, and there are %d; use a larger size from %s",
 				v.TableSize, v.TableSize-1, len(v.Backends), intList(TableSizes()))
 		}
-		v.Health.validate(&p, path+".health", v.Port)
+		given := func(f string) bool { return !v.Health.isDefault(f) }
+		if set != nil {
+			given = func(f string) bool { return set(path + ".health." + f) }
+		}
+		v.Health.validate(&p, path+".health", v.Port, given)
 		validateBackends(&p, path, v.Backends)
 		for _, b := range v.Backends {
 			if a := b.Addr(); a.IsValid() {
@@ -581,7 +603,33 @@ func (c *Config) validate() problems {
 	return p
 }
 
-func (h Health) validate(p *problems, path string, vipPort int) {
+// unusedBy says, for a health field, what type none does not do with it and
+// which check types use it.
+type unusedBy struct{ does, types string }
+
+var noneUnused = map[string]unusedBy{
+	"port":          {"probes no port", "tcp, http or https"},
+	"path":          {"requests no path", "http or https"},
+	"expect_status": {"expects no status", "http or https"},
+	"interval":      {"has no interval", "tcp, http or https"},
+	"timeout":       {"has no timeout", "tcp, http or https"},
+	"rise":          {"counts no successes (rise)", "tcp, http or https"},
+	"fall":          {"counts no failures (fall)", "tcp, http or https"},
+}
+
+// isDefault reports whether the health field named by its yaml name holds
+// what a VIP gets without it: DefaultVIP's value, the zero value for the
+// fields ApplyDefaults fills. A config built in code cannot say which
+// fields it set; one that differs from the default was set.
+func (h Health) isDefault(field string) bool {
+	fs := yamlFields(reflect.TypeFor[Health]())
+	i := fs.index[field]
+	return reflect.ValueOf(h).Field(i).Equal(reflect.ValueOf(DefaultVIP().Health).Field(i))
+}
+
+// validate checks h; given reports whether the file (or, in code, the
+// caller) set a field, named by its yaml name.
+func (h Health) validate(p *problems, path string, vipPort int, given func(field string) bool) {
 	switch h.Type {
 	case CheckTCP, CheckHTTP, CheckHTTPS, CheckNone:
 	default:
@@ -589,15 +637,18 @@ func (h Health) validate(p *problems, path string, vipPort int) {
 		return
 	}
 	if h.Type == CheckNone {
-		const fix = "type none runs no check, so it %s; remove %s, or set type to %s"
-		if h.Port != 0 {
-			p.add(path+".port", fix, "probes no port", "port", "tcp, http or https")
-		}
-		if h.Path != "" {
-			p.add(path+".path", fix, "requests no path", "path", "http or https")
-		}
-		if h.ExpectStatus != 0 {
-			p.add(path+".expect_status", fix, "expects no status", "expect_status", "http or https")
+		// Every other field configures a check, and none runs none: one
+		// given is a mistake (a check meant, or a type left from one), not
+		// a setting, whether or not it equals the default.
+		for _, f := range yamlFields(reflect.TypeFor[Health]()).names {
+			if f == "type" || !given(f) {
+				continue
+			}
+			u, ok := noneUnused[f]
+			if !ok {
+				u = unusedBy{"uses no " + f, "tcp, http or https"}
+			}
+			p.add(path+"."+f, "type none runs no check, so it %s; remove %s, or set type to %s", u.does, f, u.types)
 		}
 		return
 	}

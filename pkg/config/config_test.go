@@ -472,6 +472,17 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:8: vips[0].health.path: type none runs no check, so it requests no path; remove path, or set type to http or https"}},
 		{"health status with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      expect_status: 204"),
 			[]string{"t.yaml:8: vips[0].health.expect_status: type none runs no check, so it expects no status; remove expect_status, or set type to http or https"}},
+		// none runs no check: a field that configures one is refused even
+		// at its default value, which the file still did not need.
+		{"health interval with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      interval: 5s"),
+			[]string{"t.yaml:8: vips[0].health.interval: type none runs no check, so it has no interval; remove interval, or set type to tcp, http or https"}},
+		{"health timeout at its default with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      timeout: 500ms"),
+			[]string{"t.yaml:8: vips[0].health.timeout: type none runs no check, so it has no timeout; remove timeout, or set type to tcp, http or https"}},
+		{"health rise and fall with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, rise: 2, fall: 0}"),
+			[]string{"t.yaml:6: vips[0].health.rise: type none runs no check, so it counts no successes (rise); remove rise, or set type to tcp, http or https",
+				"t.yaml:6: vips[0].health.fall: type none runs no check, so it counts no failures (fall); remove fall"}},
+		{"health port 0 with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, port: 0}"),
+			[]string{"t.yaml:6: vips[0].health.port: type none runs no check, so it probes no port"}},
 		{"health rise zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      rise: 0"),
 			[]string{"t.yaml:7: vips[0].health.rise: 0 is below 1"}},
 		{"health fall zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      fall: 0"),
@@ -736,6 +747,14 @@ func TestMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// type none refuses the check fields a file gives, so they are not
+	// printed for it.
+	none := DefaultVIP()
+	none.Name, none.Address, none.Port, none.Health.Type = "none", "10.100.0.9", 80, CheckNone
+	c.VIPs = append(c.VIPs, none)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	out, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
@@ -795,6 +814,12 @@ func TestValidateInCode(t *testing.T) {
 	c.VIPs[1].Health.Port = 8080
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "vips[1].health.port: type none runs no check") {
 		t.Errorf("Validate() = %v, want health.port refused with type none", err)
+	}
+	c.VIPs[1].Health.Port = 0
+	// In code, a field counts as set where it differs from its default.
+	c.VIPs[1].Health.Interval = Duration(5 * time.Second)
+	if err := c.Validate(); err == nil || err.Error() != "vips[1].health.interval: type none runs no check, so it has no interval; remove interval, or set type to tcp, http or https" {
+		t.Errorf("Validate() = %v, want only health.interval refused with type none", err)
 	}
 
 	a := DefaultAgentConfig()
