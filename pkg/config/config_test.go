@@ -263,6 +263,20 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:5: vips[0].port: 010 has a leading zero, which YAML may read as octal; write 10"}},
 		{"negative number with a leading zero", lines("datapath:", "  interface: eth0", "  mtu: -00"),
 			[]string{"t.yaml:3: datapath.mtu: -00 has a leading zero, which YAML may read as octal; write 0"}},
+		// YAML reads other bases and digit separators too; a port or size
+		// is read and compared in decimal everywhere else (status, logs).
+		{"hexadecimal port", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 0x50"),
+			[]string{"t.yaml:5: vips[0].port: 0x50 is not written in decimal (YAML reads it as 80); write the number in decimal: 80"}},
+		{"octal port in YAML 1.2 form", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 0o120"),
+			[]string{"t.yaml:5: vips[0].port: 0o120 is not written in decimal (YAML reads it as 80); write the number in decimal: 80"}},
+		{"binary weight", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - {name: be1, address: 10.2.1.2, weight: 0b101}"),
+			[]string{"t.yaml:7: vips[0].backends[0].weight: 0b101 is not written in decimal (YAML reads it as 5); write the number in decimal: 5"}},
+		{"digit separators", lines("datapath:", "  interface: eth0", "  conn_table_size: 1_048_576"),
+			[]string{"t.yaml:3: datapath.conn_table_size: 1_048_576 is not written in decimal (YAML reads it as 1048576); write the number in decimal: 1048576"}},
+		{"negative hexadecimal", lines("datapath:", "  interface: eth0", "  mtu: -0x10"),
+			[]string{"t.yaml:3: datapath.mtu: -0x10 is not written in decimal (YAML reads it as -16); write the number in decimal: -16"}},
+		{"explicitly tagged hexadecimal", lines("datapath:", "  interface: eth0", "  mtu: !!int 0x5dc"),
+			[]string{"t.yaml:3: datapath.mtu: 0x5dc is not written in decimal (YAML reads it as 1500); write the number in decimal: 1500"}},
 		// Digits, so not "write digits only".
 		{"number beyond any range", lines("datapath:", "  interface: eth0", "  conn_table_size: 99999999999999999999"),
 			[]string{`t.yaml:3: datapath.conn_table_size: 99999999999999999999 is out of range; write a number`, "configs/switchyard.yaml"}},
@@ -536,6 +550,8 @@ func TestParseAgentErrors(t *testing.T) {
 			[]string{`t.yaml:4: encap_addresses[1]: "10.2.1" is not an IP address`}},
 		{"encap address duplicate", lines("interface: eth0", "encap_addresses: [10.2.1.2, 10.2.1.2]"),
 			[]string{"t.yaml:2: encap_addresses[1]: 10.2.1.2 is already encap_addresses[0]"}},
+		{"gue port in hexadecimal", lines("interface: eth0", "gue_port: 0x17c0"),
+			[]string{"t.yaml:2: gue_port: 0x17c0 is not written in decimal (YAML reads it as 6080); write the number in decimal: 6080"}},
 		{"gue port", lines("interface: eth0", "gue_port: 65536"),
 			[]string{"t.yaml:2: gue_port: 65536 is out of range; use 0 (GUE decap off) to 65535"}},
 		{"vip invalid", lines("interface: eth0", "vips:", "  - 10.100.0.1", "  - 'fd00:100::1%lo'"),
@@ -634,6 +650,7 @@ func TestDecodeErrorHidesDerivedNoise(t *testing.T) {
 		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: http}"),
 		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: [80]}"),
 		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: 080}"),
+		lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: 0x50}"),
 	} {
 		_, err := Parse([]byte(yaml), "t.yaml")
 		if err == nil {

@@ -134,7 +134,8 @@ type decoder struct {
 	example string              // the annotated example, which documents each field's range
 }
 
-// wholeNumber is an integer written in decimal, of any size.
+// wholeNumber is an integer written in decimal, of any size: the only
+// form of integer accepted.
 var wholeNumber = regexp.MustCompile(`^[-+]?[0-9]+$`)
 
 // leadingZero is a decimal integer written with a leading zero, such as
@@ -369,6 +370,18 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		}
 		if n.ShortTag() != "!!int" {
 			d.fail(n, path, "%q is not a whole number; write digits only, e.g. 80", n.Value)
+			return
+		}
+		if !wholeNumber.MatchString(n.Value) {
+			// YAML also reads 0x50, 0o120, 0b101 and 1_000 as integers;
+			// everything else (status, logs, errors) prints the decimal
+			// number, which the file should show as written.
+			var i int
+			if err := n.Decode(&i); err != nil {
+				d.fail(n, path, "%s is not written in decimal; write the number in decimal digits", n.Value)
+			} else {
+				d.fail(n, path, "%s is not written in decimal (YAML reads it as %d); write the number in decimal: %d", n.Value, i, i)
+			}
 			return
 		}
 	case reflect.Bool:
