@@ -23,8 +23,9 @@ type AgentConfig struct {
 	// Interface receives the encapsulated packets. Required.
 	Interface string `yaml:"interface"`
 	// EncapAddresses are the outer destination addresses decapsulated here
-	// (the backend addresses the balancers use). Empty means every address
-	// of Interface.
+	// (the backend addresses the balancers use), unicast and routed: not
+	// link-local or reserved, as backends[].address. Empty means every
+	// address of Interface.
 	EncapAddresses []string `yaml:"encap_addresses"`
 	// GUEPort is the UDP port GUE packets arrive on; 0 disables GUE decap
 	// (IPIP is always decapsulated). Default: 6080.

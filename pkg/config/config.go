@@ -179,10 +179,11 @@ type Encap struct {
 	// GUEPort is the UDP destination port for gue, 1 to 65535.
 	// Default: 6080.
 	GUEPort int `yaml:"gue_port"`
-	// SourceV4 is the outer IPv4 source. Empty means the interface's first
-	// IPv4 address, found when the datapath starts.
+	// SourceV4 is the outer IPv4 source, an address routers forward (not
+	// link-local or reserved). Empty means the interface's first IPv4
+	// address, found when the datapath starts.
 	SourceV4 string `yaml:"source_v4"`
-	// SourceV6 is the outer IPv6 source. Empty means the interface's first
+	// SourceV6 is the outer IPv6 source, not link-local. Empty means the interface's first
 	// global IPv6 address, found when the datapath starts.
 	SourceV6 string `yaml:"source_v6"`
 	// SourcePrefixV4, if set, is a CIDR prefix the outer IPv4 source is
@@ -208,7 +209,8 @@ func (e Encap) SourcePrefixV6Net() netip.Prefix { return prefix(e.SourcePrefixV6
 // Nexthop says where encapsulated packets go.
 type Nexthop struct {
 	// Gateway is the router the balancer sends encapsulated packets to, of
-	// either family (a unicast address, not loopback); its MAC is resolved through netlink. Empty means the
+	// either family (a unicast address, not loopback; link-local is fine,
+	// the router is on the link); its MAC is resolved through netlink. Empty means the
 	// gateway of the default route through the interface: IPv4's if there
 	// is one, else IPv6's.
 	Gateway string `yaml:"gateway"`
@@ -238,7 +240,8 @@ type VIP struct {
 	// Name is unique among VIPs and matches [a-z0-9][a-z0-9._-]*. Required.
 	Name string `yaml:"name"`
 	// Address is the IPv4 or IPv6 virtual address, of one host: not
-	// unspecified, loopback, multicast or broadcast. Required.
+	// unspecified, loopback, multicast, broadcast, link-local (clients
+	// reach it through routers) or reserved (240.0.0.0/4). Required.
 	Address string `yaml:"address"`
 	// Port is the service port; 0 means every port of Protocol. Required in
 	// a file (a forgotten port would make an all-ports VIP), even if 0.
@@ -321,7 +324,8 @@ type Backend struct {
 	Name string `yaml:"name"`
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
 	// the VIP's family, of one host reached over the network (not
-	// loopback, multicast or broadcast). It is the backend's identity in the Maglev table
+	// loopback, multicast, broadcast, link-local (the balancer reaches it
+	// through its next hop) or 240.0.0.0/4). It is the backend's identity in the Maglev table
 	// (pkg/balancer sorts by it), so changing it moves the backend's
 	// flows. Required.
 	Address string `yaml:"address"`
@@ -520,7 +524,8 @@ func (c *Config) validate(set func(path string) bool) problems {
 
 	if c.Nexthop.Gateway != "" {
 		if a, ok := parseAddr(&p, "nexthop.gateway", c.Nexthop.Gateway); ok {
-			checkUnicast(&p, "nexthop.gateway", a, "write the router's address, or leave it empty for the default route's gateway")
+			// Reached on the link: a link-local router address is common.
+			checkUnicast(&p, "nexthop.gateway", a, true, "write the router's address, or leave it empty for the default route's gateway")
 		}
 	}
 	checkSocket(&p, "api.socket", c.API.Socket, DefaultAPISocket)

@@ -427,6 +427,32 @@ func TestParseErrors(t *testing.T) {
 				"t.yaml:8: vips[0].backends[1].address: ff02::2 is a multicast address (ff00::/8)"}},
 		{"backend address broadcast", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - {name: be1, address: 255.255.255.255}"),
 			[]string{"t.yaml:7: vips[0].backends[0].address: 255.255.255.255 is a broadcast address"}},
+		// A VIP is reached by clients through routers, and a backend
+		// through the balancer's next hop: routers forward neither
+		// link-local addresses nor the reserved 240.0.0.0/4.
+		{"vip address link-local", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 169.254.10.1", "    port: 80"),
+			[]string{"t.yaml:4: vips[0].address: 169.254.10.1 is a link-local address (169.254.0.0/16): routers do not forward it, so only hosts on one link reach it; use a unicast address such as 10.0.0.1 or fd00::1"}},
+		{"vip address IPv6 link-local", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 'fe80::10'", "    port: 80"),
+			[]string{"t.yaml:4: vips[0].address: fe80::10 is a link-local address (fe80::/10)"}},
+		{"vip address reserved", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 240.0.0.1", "    port: 80"),
+			[]string{"t.yaml:4: vips[0].address: 240.0.0.1 is a reserved address (240.0.0.0/4): it is set aside for future use, and hosts and routers drop it; use a unicast address such as 10.0.0.1 or fd00::1"}},
+		{"backend address link-local", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
+			"      - {name: be1, address: 169.254.1.2}", "      - {name: be2, address: 'fe80::2'}", "      - {name: be3, address: 255.1.2.3}"),
+			[]string{"t.yaml:7: vips[0].backends[0].address: 169.254.1.2 is a link-local address (169.254.0.0/16)",
+				"t.yaml:8: vips[0].backends[1].address: fe80::2 is a link-local address (fe80::/10)",
+				"t.yaml:9: vips[0].backends[2].address: 255.1.2.3 is a reserved address (240.0.0.0/4)"}},
+		{"gateway reserved", lines("datapath: {interface: eth0}", "nexthop:", "  gateway: 250.0.0.1"),
+			[]string{"t.yaml:3: nexthop.gateway: 250.0.0.1 is a reserved address (240.0.0.0/4)"}},
+		// The outer source must be routed back from the backends.
+		{"source v4 link-local", lines("datapath: {interface: eth0}", "encap:", "  source_v4: 169.254.0.9"),
+			[]string{"t.yaml:3: encap.source_v4: 169.254.0.9 is a link-local address (169.254.0.0/16); use an address of this host that routers forward, or leave it empty"}},
+		{"source v6 link-local", lines("datapath: {interface: eth0}", "encap:", "  source_v6: 'fe80::9'"),
+			[]string{"t.yaml:3: encap.source_v6: fe80::9 is a link-local address (fe80::/10)"}},
+		{"source prefix link-local", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 169.254.0.0/24", "  source_prefix_v6: 'fe80::/64'"),
+			[]string{"t.yaml:3: encap.source_prefix_v4: 169.254.0.0/24 holds link-local addresses (169.254.0.0/16)",
+				"t.yaml:4: encap.source_prefix_v6: fe80::/64 holds link-local addresses (fe80::/10)"}},
+		{"source prefix reserved", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 240.0.0.0/8"),
+			[]string{"t.yaml:3: encap.source_prefix_v4: 240.0.0.0/8 holds reserved addresses (240.0.0.0/4)"}},
 		{"vip address v4-mapped", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: ::ffff:10.100.0.1", "    port: 80"),
 			[]string{"t.yaml:4: vips[0].address: ::ffff:10.100.0.1 is an IPv4-mapped IPv6 address; write it as 10.100.0.1"}},
 		{"vip port out of range", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 70000"),
@@ -562,6 +588,13 @@ func TestParseAgentErrors(t *testing.T) {
 			[]string{"t.yaml:2: encap_addresses[0]: ::1 is a loopback address (::1/128)"}},
 		{"encap address broadcast", lines("interface: eth0", "encap_addresses: [255.255.255.255]"),
 			[]string{"t.yaml:2: encap_addresses[0]: 255.255.255.255 is a broadcast address"}},
+		{"vip link-local", lines("interface: eth0", "vips:", "  - 169.254.7.7", "  - 'fe80::7'"),
+			[]string{"t.yaml:3: vips[0]: 169.254.7.7 is a link-local address (169.254.0.0/16)",
+				"t.yaml:4: vips[1]: fe80::7 is a link-local address (fe80::/10)"}},
+		{"encap address link-local or reserved", lines("interface: eth0", "encap_addresses: [169.254.1.2, 'fe80::2', 240.1.1.1]"),
+			[]string{"t.yaml:2: encap_addresses[0]: 169.254.1.2 is a link-local address (169.254.0.0/16)",
+				"t.yaml:2: encap_addresses[1]: fe80::2 is a link-local address (fe80::/10)",
+				"t.yaml:2: encap_addresses[2]: 240.1.1.1 is a reserved address (240.0.0.0/4)"}},
 		{"vip duplicate", lines("interface: eth0", "vips:", "  - 10.100.0.1", "  - 10.100.0.1"),
 			[]string{"t.yaml:4: vips[1]: 10.100.0.1 is already vips[0]"}},
 		{"vip not a list", lines("interface: eth0", "vips: 10.100.0.1"),
@@ -844,6 +877,22 @@ func TestValidateInCode(t *testing.T) {
 	a.VIPs = []string{"10.100.0.1"}
 	if err := a.Validate(); err != nil {
 		t.Errorf("valid agent config built in code: %v", err)
+	}
+}
+
+// TestGatewayOnTheLink: the next hop is reached on the interface's link,
+// not through a router, so a link-local gateway is fine (IPv6 routers
+// announce theirs as fe80::...; some networks route IPv4 via 169.254.1.1).
+func TestGatewayOnTheLink(t *testing.T) {
+	for _, gw := range []string{"'fe80::1'", "169.254.1.1"} {
+		c, err := Parse([]byte(lines("datapath: {interface: eth0}", "nexthop: {gateway: "+gw+"}")), "t.yaml")
+		if err != nil {
+			t.Errorf("gateway %s: %v", gw, err)
+			continue
+		}
+		if want := netip.MustParseAddr(strings.Trim(gw, "'")); c.Nexthop.GatewayAddr() != want {
+			t.Errorf("GatewayAddr() = %s, want %s", c.Nexthop.GatewayAddr(), want)
+		}
 	}
 }
 

@@ -53,7 +53,7 @@ func parseUnicast(p *problems, path, s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	a, ok := parseAddr(p, path, s)
-	if !ok || !checkUnicast(p, path, a, "use a unicast address such as 10.0.0.1 or fd00::1") {
+	if !ok || !checkUnicast(p, path, a, false, "use a unicast address such as 10.0.0.1 or fd00::1") {
 		return a, false
 	}
 	return a, true
@@ -61,14 +61,18 @@ func parseUnicast(p *problems, path, s string) (netip.Addr, bool) {
 
 // checkUnicast reports a problem, ending with fix, and returns false if a
 // cannot be the address of one host that packets are sent to: unspecified,
-// "this network", loopback, multicast (link-local multicast included) or
-// broadcast.
-func checkUnicast(p *problems, path string, a netip.Addr, fix string) bool {
+// "this network", loopback, multicast (link-local multicast included),
+// broadcast or reserved; or link-local unless onLink (a next hop, reached
+// on the interface's own link).
+func checkUnicast(p *problems, path string, a netip.Addr, onLink bool, fix string) bool {
 	if a.IsUnspecified() {
 		p.add(path, "%s is the unspecified address: it names no host; %s", a, fix)
 		return false
 	}
 	for _, r := range martianRanges(a.Is6()) {
+		if r.linkLocal && onLink {
+			continue
+		}
 		if r.prefix.Contains(a) {
 			p.add(path, "%s is %s %s address (%s): %s; %s", a, article(r.what), r.what, r.prefix, r.why, fix)
 			return false
@@ -151,32 +155,40 @@ func checkFamilyPrefix(p *problems, path, s string, v6 bool) {
 }
 
 type martianRange struct {
-	what   string
-	prefix netip.Prefix
-	why    string // why no one host can be reached there
+	what      string
+	prefix    netip.Prefix
+	why       string // why no one host can be reached there
+	linkLocal bool   // reached on its own link only: fine for a next hop
 }
 
 const (
 	whyNoHost    = "it names no host"
 	whyLoopback  = "packets to it never leave the host"
 	whyMulticast = "it names a group of hosts, not one"
+	whyLinkLocal = "routers do not forward it, so only hosts on one link reach it"
 )
 
 // martianRanges returns the ranges a packet's source address must not come
-// from: receivers and routers drop such packets as martians.
+// from: receivers and routers drop such packets as martians, or (link-local)
+// keep them on their link. The balancer's packets cross routers both ways:
+// from clients to a VIP, and to backends through its next hop.
 func martianRanges(v6 bool) []martianRange {
 	if v6 {
 		return []martianRange{
-			{"unspecified", netip.MustParsePrefix("::/128"), whyNoHost},
-			{"loopback", netip.MustParsePrefix("::1/128"), whyLoopback},
-			{"multicast", netip.MustParsePrefix("ff00::/8"), whyMulticast},
+			{"unspecified", netip.MustParsePrefix("::/128"), whyNoHost, false},
+			{"loopback", netip.MustParsePrefix("::1/128"), whyLoopback, false},
+			{"multicast", netip.MustParsePrefix("ff00::/8"), whyMulticast, false},
+			{"link-local", netip.MustParsePrefix("fe80::/10"), whyLinkLocal, true},
 		}
 	}
 	return []martianRange{
-		{`"this network"`, netip.MustParsePrefix("0.0.0.0/8"), whyNoHost},
-		{"loopback", netip.MustParsePrefix("127.0.0.0/8"), whyLoopback},
-		{"multicast", netip.MustParsePrefix("224.0.0.0/4"), whyMulticast},
-		{"broadcast", netip.MustParsePrefix("255.255.255.255/32"), "it names every host on the link"},
+		{`"this network"`, netip.MustParsePrefix("0.0.0.0/8"), whyNoHost, false},
+		{"loopback", netip.MustParsePrefix("127.0.0.0/8"), whyLoopback, false},
+		{"multicast", netip.MustParsePrefix("224.0.0.0/4"), whyMulticast, false},
+		{"link-local", netip.MustParsePrefix("169.254.0.0/16"), whyLinkLocal, true},
+		// Before reserved, which holds it: the more telling name.
+		{"broadcast", netip.MustParsePrefix("255.255.255.255/32"), "it names every host on the link", false},
+		{"reserved", netip.MustParsePrefix("240.0.0.0/4"), "it is set aside for future use, and hosts and routers drop it", false},
 	}
 }
 
