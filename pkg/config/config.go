@@ -623,9 +623,10 @@ var noneUnused = map[string]unusedBy{
 }
 
 // isDefault reports whether the health field named by its yaml name holds
-// what a VIP gets without it: DefaultVIP's value, the zero value for the
-// fields ApplyDefaults fills. A config built in code cannot say which
-// fields it set; one that differs from the default was set.
+// what a type none check gets without it: DefaultVIP's value (zero for
+// port, path and expect_status, which ApplyDefaults fills for the other
+// types only). A config built in code cannot say which fields it set; one
+// that differs from the default was set.
 func (h Health) isDefault(field string) bool {
 	fs := yamlFields(reflect.TypeFor[Health]())
 	i := fs.index[field]
