@@ -583,6 +583,8 @@ func (b *Balancer) syncHealth() error {
 			case config.CheckHTTP, config.CheckHTTPS:
 				u := string(v.Health.Type) + "://" + ap.String() + v.Health.Path
 				t.Checker = health.HTTPChecker{URL: u, ExpectStatus: v.Health.ExpectStatus, Dialer: b.dialer}
+			case config.CheckUDP:
+				t.Checker = health.UDPChecker{Addr: ap, Send: string(v.Health.Request()), Expect: string(v.Health.Reply()), Dialer: b.dialer}
 			}
 			targets = append(targets, t)
 		}

@@ -20,6 +20,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/switchyard-lb/switchyard/pkg/health"
 	"github.com/switchyard-lb/switchyard/pkg/maglev"
 )
 
@@ -125,6 +127,7 @@ const (
 	CheckTCP   CheckType = "tcp"   // a TCP connect
 	CheckHTTP  CheckType = "http"  // an HTTP GET, compared with ExpectStatus
 	CheckHTTPS CheckType = "https" // as http, over TLS without certificate verification
+	CheckUDP   CheckType = "udp"   // a datagram sent, a reply expected
 	CheckNone  CheckType = "none"  // no check: the backend is always healthy
 )
 
@@ -277,10 +280,11 @@ func (v *VIP) BackendByName(name string) *Backend {
 
 // Health is a VIP's backend health check.
 type Health struct {
-	// Type is tcp, http, https or none. https does not verify the
-	// backend's certificate. none takes no other field. Default: tcp.
+	// Type is tcp, http, https, udp or none. https does not verify the
+	// backend's certificate. udp sends Send and wants a reply. none takes
+	// no other field. Default: tcp.
 	Type CheckType `yaml:"type"`
-	// Port is probed on each backend address, tcp, http and https only.
+	// Port is probed on each backend address, all types but none.
 	// 0 means the VIP's port; it is required when the VIP is all-ports and
 	// Type is not none.
 	Port int `yaml:"port"`
@@ -289,6 +293,20 @@ type Health struct {
 	// ExpectStatus is the HTTP status of a healthy backend, http and https
 	// only. 0 means 200.
 	ExpectStatus int `yaml:"expect_status"`
+	// Send is the datagram a udp check sends, as text: a request the
+	// service answers. udp only, where it or SendBinary is required; 1 to
+	// health.MaxUDPPayload bytes.
+	Send string `yaml:"send"`
+	// SendBinary is Send in hexadecimal (spaces allowed), for binary
+	// protocols: "1234 0100 0001 ..." (as HAProxy's send-binary).
+	SendBinary string `yaml:"send_binary"`
+	// Expect is the start of a healthy backend's reply to the request, as
+	// text; udp only. Neither it nor ExpectBinary means any reply. A
+	// backend that does not reply within Timeout, or whose host answers
+	// with an ICMP port unreachable, is failing.
+	Expect string `yaml:"expect"`
+	// ExpectBinary is Expect in hexadecimal (spaces allowed).
+	ExpectBinary string `yaml:"expect_binary"`
 	// Interval between checks, at least MinHealthInterval; this field and
 	// the ones below are not for type none. Default: 1s.
 	Interval Duration `yaml:"interval"`
@@ -613,13 +631,17 @@ func (c *Config) validate(set func(path string) bool) problems {
 type unusedBy struct{ does, types string }
 
 var noneUnused = map[string]unusedBy{
-	"port":          {"probes no port", "tcp, http or https"},
+	"port":          {"probes no port", "tcp, http, https or udp"},
 	"path":          {"requests no path", "http or https"},
 	"expect_status": {"expects no status", "http or https"},
-	"interval":      {"has no interval", "tcp, http or https"},
-	"timeout":       {"has no timeout", "tcp, http or https"},
-	"rise":          {"counts no successes (rise)", "tcp, http or https"},
-	"fall":          {"counts no failures (fall)", "tcp, http or https"},
+	"send":          {"sends no datagram", "udp"},
+	"send_binary":   {"sends no datagram", "udp"},
+	"expect":        {"expects no reply", "udp"},
+	"expect_binary": {"expects no reply", "udp"},
+	"interval":      {"has no interval", "tcp, http, https or udp"},
+	"timeout":       {"has no timeout", "tcp, http, https or udp"},
+	"rise":          {"counts no successes (rise)", "tcp, http, https or udp"},
+	"fall":          {"counts no failures (fall)", "tcp, http, https or udp"},
 }
 
 // isDefault reports whether the health field named by its yaml name holds
@@ -633,13 +655,102 @@ func (h Health) isDefault(field string) bool {
 	return reflect.ValueOf(h).Field(i).Equal(reflect.ValueOf(DefaultVIP().Health).Field(i))
 }
 
+// validatePayloads checks the request and reply of a udp check, and that
+// no other type has them.
+func (h Health) validatePayloads(p *problems, path string) {
+	for _, f := range []struct {
+		text, binary, what, req string
+		required                bool
+	}{
+		{"send", "send_binary", "send a datagram", "a shorter request", true},
+		{"expect", "expect_binary", "expect a reply", "a shorter start of the reply", false},
+	} {
+		text, bin := h.payloadField(f.text), h.payloadField(f.binary)
+		switch {
+		case h.Type != CheckUDP:
+			for _, g := range []struct{ name, v string }{{f.text, text}, {f.binary, bin}} {
+				if g.v != "" {
+					p.add(path+"."+g.name, "only udp checks %s; remove %s or set type to udp", f.what, g.name)
+				}
+			}
+			continue
+		case text != "" && bin != "":
+			p.add(path+"."+f.binary, "%s gives the same bytes as %s, in hexadecimal: keep one of them", f.binary, f.text)
+			continue
+		case text == "" && bin == "" && f.required:
+			p.add(path+"."+f.text, `required for a udp check: the datagram each check sends, a request the service answers (e.g. send: ping, or send_binary: "1234 0100" for binary protocols)`)
+			continue
+		}
+		name, n := f.text, len(text)
+		if bin != "" {
+			b, err := decodeHex(bin)
+			if err != nil {
+				p.add(path+"."+f.binary, "%v; write pairs of hexadecimal digits, spaces allowed, e.g. \"1234 0100\"", err)
+				continue
+			}
+			name, n = f.binary, len(b)
+		}
+		if n > health.MaxUDPPayload {
+			p.add(path+"."+name, "%d bytes are more than one unfragmented datagram carries (%d); use %s", n, health.MaxUDPPayload, f.req)
+		}
+	}
+}
+
+// payloadField returns the udp payload field named by its yaml name.
+func (h Health) payloadField(name string) string {
+	switch name {
+	case "send":
+		return h.Send
+	case "send_binary":
+		return h.SendBinary
+	case "expect":
+		return h.Expect
+	}
+	return h.ExpectBinary
+}
+
+// Request is the datagram a udp check sends: Send, or SendBinary decoded.
+// Valid only for a config that Validate accepts.
+func (h Health) Request() []byte {
+	if h.SendBinary != "" {
+		b, _ := decodeHex(h.SendBinary)
+		return b
+	}
+	return []byte(h.Send)
+}
+
+// Reply is the start of a healthy udp check's reply: Expect, or
+// ExpectBinary decoded; empty for any reply. Valid only for a config that
+// Validate accepts.
+func (h Health) Reply() []byte {
+	if h.ExpectBinary != "" {
+		b, _ := decodeHex(h.ExpectBinary)
+		return b
+	}
+	return []byte(h.Expect)
+}
+
+// decodeHex reads hexadecimal digit pairs; spaces between them are
+// ignored.
+func decodeHex(s string) ([]byte, error) {
+	digits := strings.Join(strings.Fields(s), "")
+	if len(digits)%2 != 0 {
+		return nil, fmt.Errorf("%q has an odd number of hexadecimal digits", s)
+	}
+	b, err := hex.DecodeString(digits)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not hexadecimal", s)
+	}
+	return b, nil
+}
+
 // validate checks h; given reports whether the file (or, in code, the
 // caller) set a field, named by its yaml name.
 func (h Health) validate(p *problems, path string, vipPort int, given func(field string) bool) {
 	switch h.Type {
-	case CheckTCP, CheckHTTP, CheckHTTPS, CheckNone:
+	case CheckTCP, CheckHTTP, CheckHTTPS, CheckUDP, CheckNone:
 	default:
-		p.add(path+".type", "%q is not a check type; use tcp, http, https or none", h.Type)
+		p.add(path+".type", "%q is not a check type; use tcp, http, https, udp or none", h.Type)
 		return
 	}
 	if h.Type == CheckNone {
@@ -652,7 +763,7 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 			}
 			u, ok := noneUnused[f]
 			if !ok {
-				u = unusedBy{"uses no " + f, "tcp, http or https"}
+				u = unusedBy{"uses no " + f, "tcp, http, https or udp"}
 			}
 			p.add(path+"."+f, "type none runs no check, so it %s; remove %s, or set type to %s", u.does, f, u.types)
 		}
@@ -677,6 +788,7 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 	case httpCheck && (h.ExpectStatus < 100 || h.ExpectStatus > 599):
 		p.add(path+".expect_status", "%d is not an HTTP status; use 100 to 599, e.g. 200", h.ExpectStatus)
 	}
+	h.validatePayloads(p, path)
 	intervalOK := false
 	switch {
 	case h.Interval <= 0:

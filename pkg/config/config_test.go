@@ -38,6 +38,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 		"web":  {"10.100.0.1", 80, ProtocolTCP, Hash5Tuple, []string{"10.2.1.2", "10.2.2.2", "10.2.3.2"}},
 		"web6": {"fd00:100::1", 80, ProtocolTCP, Hash5Tuple, []string{"fd00:2:1::2", "fd00:2:2::2", "fd00:2:3::2"}},
 		"dns":  {"10.100.0.1", 53, ProtocolUDP, HashSource, []string{"10.2.1.2", "10.2.2.2", "10.2.3.2"}},
+		"dns6": {"fd00:100::1", 53, ProtocolUDP, HashSource, []string{"fd00:2:1::2", "fd00:2:2::2", "fd00:2:3::2"}},
 	}
 	if len(c.VIPs) != len(want) {
 		t.Errorf("%d VIPs, want %d", len(c.VIPs), len(want))
@@ -505,7 +506,7 @@ func TestParseErrors(t *testing.T) {
 		{"health timeout below the minimum", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      timeout: 500us"),
 			[]string{"t.yaml:7: vips[0].health.timeout: 500µs is below the minimum of 1ms; write e.g. 500ms"}},
 		{"health port with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      port: 8080"),
-			[]string{"t.yaml:8: vips[0].health.port: type none runs no check, so it probes no port; remove port, or set type to tcp, http or https"}},
+			[]string{"t.yaml:8: vips[0].health.port: type none runs no check, so it probes no port; remove port, or set type to tcp, http, https or udp"}},
 		{"health port equal to the VIP's with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, port: 80}"),
 			[]string{"t.yaml:6: vips[0].health.port: type none runs no check"}},
 		{"health path with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      path: /healthz"),
@@ -515,14 +516,32 @@ func TestParseErrors(t *testing.T) {
 		// none runs no check: a field that configures one is refused even
 		// at its default value, which the file still did not need.
 		{"health interval with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      interval: 5s"),
-			[]string{"t.yaml:8: vips[0].health.interval: type none runs no check, so it has no interval; remove interval, or set type to tcp, http or https"}},
+			[]string{"t.yaml:8: vips[0].health.interval: type none runs no check, so it has no interval; remove interval, or set type to tcp, http, https or udp"}},
 		{"health timeout at its default with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      timeout: 500ms"),
-			[]string{"t.yaml:8: vips[0].health.timeout: type none runs no check, so it has no timeout; remove timeout, or set type to tcp, http or https"}},
+			[]string{"t.yaml:8: vips[0].health.timeout: type none runs no check, so it has no timeout; remove timeout, or set type to tcp, http, https or udp"}},
 		{"health rise and fall with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, rise: 2, fall: 0}"),
-			[]string{"t.yaml:6: vips[0].health.rise: type none runs no check, so it counts no successes (rise); remove rise, or set type to tcp, http or https",
+			[]string{"t.yaml:6: vips[0].health.rise: type none runs no check, so it counts no successes (rise); remove rise, or set type to tcp, http, https or udp",
 				"t.yaml:6: vips[0].health.fall: type none runs no check, so it counts no failures (fall); remove fall"}},
 		{"health port 0 with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, port: 0}"),
 			[]string{"t.yaml:6: vips[0].health.port: type none runs no check, so it probes no port"}},
+		{"health send with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health: {type: none, send: ping, expect_binary: '00'}"),
+			[]string{"t.yaml:7: vips[0].health.send: type none runs no check, so it sends no datagram; remove send, or set type to udp",
+				"t.yaml:7: vips[0].health.expect_binary: type none runs no check, so it expects no reply; remove expect_binary, or set type to udp"}},
+		{"health udp without send", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp"),
+			[]string{"t.yaml:7: vips[0].health.send: required for a udp check: the datagram each check sends"}},
+		{"health send on tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      send_binary: '00'", "      expect: pong"),
+			[]string{"t.yaml:7: vips[0].health.send_binary: only udp checks send a datagram; remove send_binary or set type to udp",
+				"t.yaml:8: vips[0].health.expect: only udp checks expect a reply; remove expect or set type to udp"}},
+		{"health send and send_binary", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp", "      send: ping", "      send_binary: 70696e67"),
+			[]string{"t.yaml:10: vips[0].health.send_binary: send_binary gives the same bytes as send, in hexadecimal: keep one of them"}},
+		{"health send_binary not hex", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp", "      send_binary: 12 3", "      expect_binary: 0x12"),
+			[]string{`t.yaml:9: vips[0].health.send_binary: "12 3" has an odd number of hexadecimal digits; write pairs of hexadecimal digits, spaces allowed, e.g. "1234 0100"`,
+				`t.yaml:10: vips[0].health.expect_binary: "0x12" is not hexadecimal`}},
+		{"health send too long", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp", "      send: "+strings.Repeat("x", 1453), "      expect_binary: "+strings.Repeat("ab", 1453)),
+			[]string{"t.yaml:9: vips[0].health.send: 1453 bytes are more than one unfragmented datagram carries (1452); use a shorter request",
+				"t.yaml:10: vips[0].health.expect_binary: 1453 bytes are more than one unfragmented datagram carries (1452)"}},
+		{"health path on udp", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health: {type: udp, send: ping, path: /}"),
+			[]string{"t.yaml:7: vips[0].health.path: only http and https checks have a path"}},
 		{"health rise zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      rise: 0"),
 			[]string{"t.yaml:7: vips[0].health.rise: 0 is below 1"}},
 		{"health fall zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      fall: 0"),
@@ -868,7 +887,7 @@ func TestValidateInCode(t *testing.T) {
 	c.VIPs[1].Health.Port = 0
 	// In code, a field counts as set where it differs from its default.
 	c.VIPs[1].Health.Interval = Duration(5 * time.Second)
-	if err := c.Validate(); err == nil || err.Error() != "vips[1].health.interval: type none runs no check, so it has no interval; remove interval, or set type to tcp, http or https" {
+	if err := c.Validate(); err == nil || err.Error() != "vips[1].health.interval: type none runs no check, so it has no interval; remove interval, or set type to tcp, http, https or udp" {
 		t.Errorf("Validate() = %v, want only health.interval refused with type none", err)
 	}
 
@@ -1032,4 +1051,43 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestUDPHealthCheck: a udp check's request and reply come from the text
+// or the hexadecimal field, and its port defaults to the VIP's. (The
+// example config has both kinds: TestMarshalRoundTrip prints it.)
+func TestUDPHealthCheck(t *testing.T) {
+	c, err := Parse([]byte(lines(
+		"node: {name: lb1}",
+		"datapath: {interface: eth0}",
+		"vips:",
+		"  - name: dns",
+		"    address: 10.100.0.1",
+		"    port: 53",
+		"    protocol: udp",
+		"    health:",
+		"      type: udp",
+		`      send_binary: "1234 0100 0001 0000 0000 0000 0000 0200 01"`,
+		"      expect_binary: 1234",
+		"    backends: [{name: be1, address: 10.2.1.2}]",
+		"  - name: echo",
+		"    address: 10.100.0.1",
+		"    port: 7",
+		"    protocol: udp",
+		"    health: {type: udp, send: ping, expect: backend=}",
+		"    backends: [{name: be1, address: 10.2.1.2}]",
+	)), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns, echo := c.VIPs[0].Health, c.VIPs[1].Health
+	if got, want := string(dns.Request()), "\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01"; got != want || dns.Port != 53 {
+		t.Errorf("dns check sends %q on port %d, want %q on 53", got, dns.Port, want)
+	}
+	if got := string(dns.Reply()); got != "\x12\x34" {
+		t.Errorf("dns check expects %q, want \"\\x12\\x34\"", got)
+	}
+	if string(echo.Request()) != "ping" || string(echo.Reply()) != "backend=" || echo.Port != 7 {
+		t.Errorf("echo check = %+v, want ping, backend= on port 7", echo)
+	}
 }

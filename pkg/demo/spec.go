@@ -46,9 +46,11 @@ type VIPSpec struct {
 // HealthSpec is vips[].health. Zero durations and counts are left out of
 // the file, so the daemon's defaults apply.
 type HealthSpec struct {
-	Type     string // tcp, http or none
+	Type     string // tcp, http, udp or none
 	Port     int
 	Path     string
+	Send     string // udp: the request
+	Expect   string // udp: the start of the reply
 	Interval time.Duration
 	Timeout  time.Duration
 	Rise     int
@@ -113,17 +115,19 @@ func backendFor(vip netip.Addr, i, weight int) BackendSpec {
 // 10.100.0.1:80), "web6" (the same on [fd00:100::1]:80) and "dns" (UDP echo
 // on 10.100.0.1:53, hashed on the client address), each over backend nodes
 // 1..n with the given weights (missing or zero weights are 1). Backends are
-// checked over HTTP on /healthz every interval (zero: 1s) with the timeout
-// at half of it, rise 2 and fall 2.
+// checked every interval (zero: 1s) with the timeout at half of it, rise 2
+// and fall 2: over HTTP on /healthz for web and web6, and for dns by a
+// datagram the backend's UDP echo must answer.
 func DefaultSpec(n int, weights []int, interval time.Duration) Spec {
 	if interval <= 0 {
 		interval = time.Second
 	}
 	hc := HealthSpec{Type: "http", Port: 80, Path: "/healthz", Interval: interval, Timeout: interval / 2, Rise: 2, Fall: 2}
+	udp := HealthSpec{Type: "udp", Send: "ping", Expect: "backend=", Interval: interval, Timeout: interval / 2, Rise: 2, Fall: 2}
 	vips := []VIPSpec{
 		{Name: VIPWeb, Address: WebVIP.Addr(), Port: int(WebVIP.Port()), Protocol: "tcp", Hash: "5tuple", Health: hc},
 		{Name: VIPWeb6, Address: Web6VIP.Addr(), Port: int(Web6VIP.Port()), Protocol: "tcp", Hash: "5tuple", Health: hc},
-		{Name: VIPDNS, Address: DNSVIP.Addr(), Port: int(DNSVIP.Port()), Protocol: "udp", Hash: "source", Health: hc},
+		{Name: VIPDNS, Address: DNSVIP.Addr(), Port: int(DNSVIP.Port()), Protocol: "udp", Hash: "source", Health: udp},
 	}
 	s := Spec{VIPs: vips}
 	for i := 1; i <= n; i++ {
@@ -181,6 +185,12 @@ func render(f balancerFile, s Spec) string {
 			}
 			if h.Path != "" && h.Type != "tcp" && h.Type != "none" {
 				w("      path: %s", h.Path)
+			}
+			if h.Send != "" {
+				w("      send: %q", h.Send)
+			}
+			if h.Expect != "" {
+				w("      expect: %q", h.Expect)
 			}
 			if h.Interval > 0 {
 				w("      interval: %s", h.Interval)

@@ -47,6 +47,9 @@ func TestRenderedConfigsParse(t *testing.T) {
 	if v := cfg.VIPByName(VIPDNS); v.Protocol != config.ProtocolUDP || v.Hash != config.HashSource {
 		t.Errorf("dns %+v", v)
 	}
+	if h := cfg.VIPByName(VIPDNS).Health; h.Type != config.CheckUDP || h.Port != 53 || h.Send != "ping" || h.Expect != "backend=" {
+		t.Errorf("dns health %+v, want a udp check of port 53 sending ping, expecting backend=", h)
+	}
 
 	atext := renderAgent(agentFile{node: "be2", index: 2, pinDir: "/sys/fs/bpf/x/be2-agent", socket: "/tmp/x/a.sock"})
 	acfg, err := config.ParseAgent([]byte(atext), "be2-agent.yaml")

@@ -2,9 +2,9 @@
 // unhealthy state with rise/fall hysteresis.
 //
 // A Checker probes one backend once; one file per kind of check (tcp.go,
-// http.go). A Monitor runs the checks of many targets, one goroutine each,
-// and reports state changes. The health type "none" of the configuration is
-// a Target without a Checker: always healthy.
+// http.go, udp.go). A Monitor runs the checks of many targets, one
+// goroutine each, and reports state changes. The health type "none" of the
+// configuration is a Target without a Checker: always healthy.
 package health
 
 import (
@@ -37,6 +37,9 @@ var (
 	// ErrUnexpectedStatus: an HTTP check got a status other than the
 	// expected one.
 	ErrUnexpectedStatus = errors.New("unexpected HTTP status")
+	// ErrUnexpectedReply: a UDP check got a reply that does not start
+	// with the expected bytes.
+	ErrUnexpectedReply = errors.New("unexpected UDP reply")
 	// ErrSlow: a check succeeded, but only after its timeout (the Checker
 	// ignored its context).
 	ErrSlow = errors.New("check succeeded after its timeout")

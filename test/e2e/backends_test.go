@@ -197,6 +197,11 @@ func TestDeadBackendAvoided(t *testing.T) {
 	if err := lab.WaitHealth(within(t, ctx, time.Second), 1, demo.VIPWeb, "be2", false); err != nil {
 		t.Error(err)
 	}
+	// dns checks be2's UDP echo with a datagram: its host answers with a
+	// port unreachable now.
+	if err := lab.WaitHealth(within(t, ctx, time.Second), 1, demo.VIPDNS, "be2", false); err != nil {
+		t.Error(err)
+	}
 	counts := spread(t, ctx, lab, web, 100)
 	onlyFrom(t, "be2 dead", counts, "be1", "be3")
 
@@ -205,6 +210,10 @@ func TestDeadBackendAvoided(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := lab.WaitHealth(within(t, ctx, 5*time.Second), 1, demo.VIPWeb, "be2", true); err != nil {
+		t.Fatal(err)
+	}
+	// ... and rise answered datagrams bring it back for dns.
+	if err := lab.WaitHealth(within(t, ctx, 5*time.Second), 1, demo.VIPDNS, "be2", true); err != nil {
 		t.Fatal(err)
 	}
 	counts = spread(t, ctx, lab, web, 100)

@@ -1,0 +1,108 @@
+package balancer
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+// loopbackUDP answers every datagram with reply(request) from a loopback
+// socket until the test ends.
+func loopbackUDP(t *testing.T, reply func([]byte) []byte) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(reply(buf[:n]), from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// redirectingDialer dials "udp" checks of a backend address to the
+// loopback server standing for it, and refuses everything else: no check
+// leaves the test's process.
+type redirectingDialer struct{ to map[string]string }
+
+func (d redirectingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if to, ok := d.to[address]; ok && network == "udp" {
+		var nd net.Dialer
+		return nd.DialContext(ctx, network, to)
+	}
+	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError("not redirected: " + network + " " + address)}
+}
+
+const udpCheckConfig = `
+datapath:
+  interface: lo
+  conn_table_size: 4096
+api:
+  socket: /tmp/unused.sock
+metrics:
+  listen: ""
+vips:
+  - name: dns
+    address: 10.100.0.1
+    port: 53
+    protocol: udp
+    table_size: 251
+    health: {type: udp, send_binary: "12 34 00 ff", expect_binary: "12 34", interval: 100ms, timeout: 50ms, rise: 1, fall: 1}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+      - {name: be2, address: 10.2.2.2}
+`
+
+// A udp check sends the configured bytes to the backend's address and VIP
+// port, and a backend whose answer does not start with the expected bytes
+// goes down and out of the table, with the reply in its reason.
+func TestUDPCheckSendsTheConfiguredRequest(t *testing.T) {
+	answer := func(req []byte) []byte {
+		if string(req) != "\x12\x34\x00\xff" {
+			return []byte("wrong request " + string(req))
+		}
+		return []byte("\x12\x34\x81\x80")
+	}
+	be1 := loopbackUDP(t, answer)
+	be2 := loopbackUDP(t, func(req []byte) []byte { return []byte("\x99\x99") })
+	dialer := redirectingDialer{to: map[string]string{"10.2.1.2:53": be1, "10.2.2.2:53": be2}}
+	r := newCheckedRig(t, udpCheckConfig, datapath.Options{}, nil, dialer)
+
+	var info1, info2 string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := r.b.Status(r.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var up1, down2 bool
+		for _, be := range st.VIPs[0].Backends {
+			switch be.Name {
+			case "be1":
+				up1, info1 = be.Healthy && be.TableSlots > 0 && be.HealthInfo == "", be.HealthInfo
+			case "be2":
+				down2, info2 = !be.Healthy && be.TableSlots == 0, be.HealthInfo
+			}
+		}
+		if up1 && down2 && info2 != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s on: be1 %q, be2 %q; want be1 up (its answer starts with 12 34) and be2 down and out of the table", info1, info2)
+		}
+	}
+	if !strings.Contains(info2, "replied hex 99 99, want a reply starting with hex 12 34") {
+		t.Errorf("be2's reason %q does not show its reply and the expected start", info2)
+	}
+}
