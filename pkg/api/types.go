@@ -62,10 +62,20 @@ type Backend struct {
 	Healthy    bool      `json:"healthy"`
 	HealthInfo string    `json:"health_info,omitempty"` // last error, or "no check"
 	Since      time.Time `json:"since"`                 // of the current health state
-	Drained    bool      `json:"drained"`
-	TableSlots int       `json:"table_slots"` // slots of the active table that point here
-	Packets    uint64    `json:"packets"`     // datapath counters of this backend address (all VIPs)
-	Bytes      uint64    `json:"bytes"`
+	// Check is the health check's type (tcp, http, https, udp); "" for
+	// none. The three fields below count its checks.
+	Check string `json:"check,omitempty"`
+	// Checks and FailedChecks count the completed and the failed checks
+	// since the backend was added (a reload that changes the check keeps
+	// them; a restart starts them again).
+	Checks       uint64 `json:"checks,omitempty"`
+	FailedChecks uint64 `json:"failed_checks,omitempty"`
+	// LastCheckSeconds is how long the last completed check took.
+	LastCheckSeconds float64 `json:"last_check_seconds,omitempty"`
+	Drained          bool    `json:"drained"`
+	TableSlots       int     `json:"table_slots"` // slots of the active table that point here
+	Packets          uint64  `json:"packets"`     // datapath counters of this backend address (all VIPs)
+	Bytes            uint64  `json:"bytes"`
 }
 
 // Flow is one connection-table entry.

@@ -1036,10 +1036,13 @@ func (b *Balancer) status() (api.Status, error) {
 			}
 			if hs, ok := b.health.State(healthKey(v.Name, be.Name)); ok {
 				ab.Healthy, ab.Since, ab.HealthInfo = hs.Healthy, hs.Since, hs.LastError
+				ab.Checks, ab.FailedChecks, ab.LastCheckSeconds = hs.Checks, hs.Failed, hs.LastDuration.Seconds()
 			}
 			if v.Health.Type == config.CheckNone {
 				// The monitor has a target for it too, always healthy.
 				ab.HealthInfo = "no check"
+			} else {
+				ab.Check = string(v.Health.Type)
 			}
 			if c, err := b.dp.BackendCounters(id); err == nil {
 				ab.Packets, ab.Bytes = c.Packets, c.Bytes

@@ -1237,7 +1237,7 @@ func TestStatusSaysNoCheck(t *testing.T) {
 	}
 	for _, v := range st.VIPs {
 		for _, be := range v.Backends {
-			if be.HealthInfo != "no check" || !be.Healthy {
+			if be.HealthInfo != "no check" || !be.Healthy || be.Check != "" || be.Checks != 0 {
 				t.Errorf("%s/%s (health type none): healthy %v, health info %q; want healthy, \"no check\"", v.Name, be.Name, be.Healthy, be.HealthInfo)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 )
 
@@ -81,6 +82,7 @@ func TestUDPCheckSendsTheConfiguredRequest(t *testing.T) {
 	r := newCheckedRig(t, udpCheckConfig, datapath.Options{}, nil, dialer)
 
 	var info1, info2 string
+	var st1, st2 api.Backend
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		st, err := r.b.Status(r.ctx)
 		if err != nil {
@@ -90,9 +92,9 @@ func TestUDPCheckSendsTheConfiguredRequest(t *testing.T) {
 		for _, be := range st.VIPs[0].Backends {
 			switch be.Name {
 			case "be1":
-				up1, info1 = be.Healthy && be.TableSlots > 0 && be.HealthInfo == "", be.HealthInfo
+				up1, info1, st1 = be.Healthy && be.TableSlots > 0 && be.HealthInfo == "" && be.Checks > 0, be.HealthInfo, be
 			case "be2":
-				down2, info2 = !be.Healthy && be.TableSlots == 0, be.HealthInfo
+				down2, info2, st2 = !be.Healthy && be.TableSlots == 0, be.HealthInfo, be
 			}
 		}
 		if up1 && down2 && info2 != "" {
@@ -104,5 +106,12 @@ func TestUDPCheckSendsTheConfiguredRequest(t *testing.T) {
 	}
 	if !strings.Contains(info2, "replied hex 99 99, want a reply starting with hex 12 34") {
 		t.Errorf("be2's reason %q does not show its reply and the expected start", info2)
+	}
+	// The status counts the checks (the metrics read these).
+	if st1.Check != "udp" || st1.FailedChecks != 0 || st1.LastCheckSeconds <= 0 {
+		t.Errorf("be1 status %+v, want check udp, %d checks none failed, a last check duration", st1, st1.Checks)
+	}
+	if st2.Check != "udp" || st2.FailedChecks == 0 || st2.Checks < st2.FailedChecks {
+		t.Errorf("be2 status %+v, want check udp with failed checks counted", st2)
 	}
 }

@@ -42,6 +42,10 @@ type Status struct {
 	// Successes and Failures count the consecutive successful and failed
 	// checks up to the last one; one of them is always 0.
 	Successes, Failures int
+	// Checks and Failed count every completed check and every failed one
+	// since the target was added, across restarts by Set: counters for
+	// metrics.
+	Checks, Failed uint64
 }
 
 // Transition reports that a target became healthy or unhealthy.
@@ -123,8 +127,8 @@ func New(cfg Config) *Monitor {
 //     and a reflect.DeepEqual Checker) keeps running untouched, so that a
 //     config reload does not reset health;
 //   - a target whose parameters changed is restarted with them. It keeps
-//     Healthy and Since (a reload must not flap a backend), but its
-//     consecutive counts start again from 0.
+//     Healthy and Since (a reload must not flap a backend) and the totals
+//     Checks and Failed, but its consecutive counts start again from 0.
 //
 // Set returns once removed and restarted goroutines have stopped. If a
 // target is invalid it returns an error wrapping ErrInvalidTarget and
@@ -163,7 +167,8 @@ func (m *Monitor) Set(targets []Target) error {
 		if ok {
 			old.stop()
 			stopped = append(stopped, old)
-			e.status = Status{Healthy: old.status.Healthy, Since: old.status.Since}
+			e.status = Status{Healthy: old.status.Healthy, Since: old.status.Since,
+				Checks: old.status.Checks, Failed: old.status.Failed}
 		}
 		if t.Checker == nil && !e.status.Healthy {
 			e.status.Healthy, e.status.Since = true, now
@@ -278,6 +283,7 @@ func (m *Monitor) check(ctx context.Context, e *entry) (Transition, bool) {
 	}
 	st := &e.status
 	st.LastCheck, st.LastDuration = start, took
+	st.Checks++
 	if err == nil {
 		st.Successes++
 		st.Failures = 0
@@ -290,6 +296,7 @@ func (m *Monitor) check(ctx context.Context, e *entry) (Transition, bool) {
 		return Transition{}, false
 	}
 	st.Failures++
+	st.Failed++
 	st.Successes = 0
 	st.LastError = err.Error()
 	if st.Healthy && st.Failures >= t.Fall {

@@ -273,6 +273,9 @@ func TestSetRestartsChanged(t *testing.T) {
 	}
 	poll(t, "a checked", func() bool { return mustState(t, m, "a").Successes > 0 })
 	before := mustState(t, m, "a")
+	if before.Checks != uint64(before.Successes) || before.Failed != 0 {
+		t.Errorf("after %d successful checks: %d checks, %d failed; want as many checks, none failed", before.Successes, before.Checks, before.Failed)
+	}
 
 	changed := target("a", TCPChecker{Addr: down}, 1, 2)
 	changed.Interval = 2 * interval
@@ -280,12 +283,18 @@ func TestSetRestartsChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := mustState(t, m, "a")
-	if !st.Healthy || !st.Since.Equal(before.Since) || st.Successes != 0 {
-		t.Errorf("restarted target = %+v, want healthy since %v with counts reset", st, before.Since)
+	if !st.Healthy || !st.Since.Equal(before.Since) || st.Successes != 0 || st.Checks < before.Checks {
+		t.Errorf("restarted target = %+v, want healthy since %v with counts reset and at least %d checks in total", st, before.Since, before.Checks)
 	}
 	tr := waitTransition(t, ch, "a", false)
 	if !strings.Contains(tr.Reason, down.String()) {
 		t.Errorf("reason %q does not come from the new check of %s", tr.Reason, down)
+	}
+	// The totals go on over the restart: the failures that took it down
+	// are added to the successes before.
+	st = mustState(t, m, "a")
+	if st.Failed < 2 || st.Checks < before.Checks+st.Failed {
+		t.Errorf("after the restart and 2 failures: %d checks, %d failed; want at least %d checks, 2 failed", st.Checks, st.Failed, before.Checks+2)
 	}
 }
 

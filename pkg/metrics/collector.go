@@ -35,6 +35,8 @@ type Collector struct {
 	backendPackets, backendBytes      *prometheus.Desc
 	backendHealthy, backendDrained    *prometheus.Desc
 	backendTableSlots, backendWeight  *prometheus.Desc
+	checks, checkFailures             *prometheus.Desc
+	checkDuration                     *prometheus.Desc
 	drops, events                     *prometheus.Desc
 	connEntries, connCapacity         *prometheus.Desc
 	generation, reloadFailures        *prometheus.Desc
@@ -76,6 +78,9 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		backendDrained:    d("backend_drained", "1 if the backend is drained (takes no new flows), else 0.", backendLabels...),
 		backendTableSlots: d("backend_table_slots", "Slots of the VIP's active lookup table that point to the backend.", backendLabels...),
 		backendWeight:     d("backend_weight", "Configured weight of the backend in the VIP.", backendLabels...),
+		checks:            d("backend_checks_total", "Completed health checks of the backend (none for health type none).", backendLabels...),
+		checkFailures:     d("backend_check_failures_total", "Failed health checks of the backend.", backendLabels...),
+		checkDuration:     d("backend_check_duration_seconds", "Duration of the backend's last completed health check.", backendLabels...),
 
 		drops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
 		events: d("datapath_events_total", "Datapath events other than drops, by event.", "event"),
@@ -96,6 +101,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.vipPackets, c.vipBytes, c.vipNewFlows, c.vipConnHits, c.vipConnMisses,
 		c.backendPackets, c.backendBytes,
 		c.backendHealthy, c.backendDrained, c.backendTableSlots, c.backendWeight,
+		c.checks, c.checkFailures, c.checkDuration,
 		c.drops, c.events,
 		c.connEntries, c.connCapacity,
 		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
@@ -135,6 +141,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			e.gauge(c.backendDrained, boolValue(b.Drained), bl...)
 			e.gauge(c.backendTableSlots, float64(b.TableSlots), bl...)
 			e.gauge(c.backendWeight, float64(b.Weight), bl...)
+			if b.Check != "" {
+				e.counter(c.checks, b.Checks, bl...)
+				e.counter(c.checkFailures, b.FailedChecks, bl...)
+				e.gauge(c.checkDuration, b.LastCheckSeconds, bl...)
+			}
 			// The datapath counts per address, whatever VIPs share it:
 			// one series per address, or sums over VIPs would double it.
 			if seenAddr[b.Address] {

@@ -24,8 +24,10 @@ func sampleStatus() api.Status {
 				Name: "web", Address: "10.0.0.100", Port: 80, Protocol: "tcp", Hash: "maglev",
 				Packets: 12345, Bytes: 9876543, NewFlows: 321, ConnHits: 12000, ConnMisses: 345, PacketRate: 120.5, TableSize: 65537,
 				Backends: []api.Backend{
-					{Name: "web-1", Address: "10.2.1.1", Weight: 1, Healthy: true, TableSlots: 65537, Packets: 4000, Bytes: 400000},
-					{Name: "web-2", Address: "10.2.1.2", Weight: 10, Healthy: false, Drained: true, Packets: 17, Bytes: 1700},
+					{Name: "web-1", Address: "10.2.1.1", Weight: 1, Healthy: true, TableSlots: 65537, Packets: 4000, Bytes: 400000,
+						Check: "http", Checks: 120, FailedChecks: 1, LastCheckSeconds: 0.0025},
+					{Name: "web-2", Address: "10.2.1.2", Weight: 10, Healthy: false, Drained: true, Packets: 17, Bytes: 1700,
+						Check: "http", Checks: 120, FailedChecks: 118, LastCheckSeconds: 0.5},
 				},
 			},
 			{
@@ -96,6 +98,18 @@ switchyard_backend_table_slots{address="10.2.1.1",backend="dns-1",vip="dns"} 251
 switchyard_backend_weight{address="10.2.1.1",backend="web-1",vip="web"} 1
 switchyard_backend_weight{address="10.2.1.2",backend="web-2",vip="web"} 10
 switchyard_backend_weight{address="10.2.1.1",backend="dns-1",vip="dns"} 2
+# HELP switchyard_backend_checks_total Completed health checks of the backend (none for health type none).
+# TYPE switchyard_backend_checks_total counter
+switchyard_backend_checks_total{address="10.2.1.1",backend="web-1",vip="web"} 120
+switchyard_backend_checks_total{address="10.2.1.2",backend="web-2",vip="web"} 120
+# HELP switchyard_backend_check_failures_total Failed health checks of the backend.
+# TYPE switchyard_backend_check_failures_total counter
+switchyard_backend_check_failures_total{address="10.2.1.1",backend="web-1",vip="web"} 1
+switchyard_backend_check_failures_total{address="10.2.1.2",backend="web-2",vip="web"} 118
+# HELP switchyard_backend_check_duration_seconds Duration of the backend's last completed health check.
+# TYPE switchyard_backend_check_duration_seconds gauge
+switchyard_backend_check_duration_seconds{address="10.2.1.1",backend="web-1",vip="web"} 0.0025
+switchyard_backend_check_duration_seconds{address="10.2.1.2",backend="web-2",vip="web"} 0.5
 # HELP switchyard_datapath_drops_total Packets the datapath dropped, by reason.
 # TYPE switchyard_datapath_drops_total counter
 switchyard_datapath_drops_total{reason="fragment"} 3
