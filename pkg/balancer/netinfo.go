@@ -17,8 +17,8 @@ type ifaceInfo struct {
 	Index  int
 	MAC    net.HardwareAddr
 	MTU    int
-	AddrV4 netip.Addr // first IPv4 address
-	AddrV6 netip.Addr // first global IPv6 address
+	AddrV4 netip.Addr // first IPv4 address routers forward; invalid if none
+	AddrV6 netip.Addr // first IPv6 address routers forward; invalid if none
 }
 
 func readIface(name string) (ifaceInfo, error) {
@@ -43,10 +43,18 @@ func readIface(name string) (ifaceInfo, error) {
 			continue
 		}
 		ip = ip.Unmap()
+		// The address is the outer source of packets that cross the
+		// next hop: a link-local one (169.254.0.0/16, fe80::/10, which
+		// DHCP-less hosts and every IPv6 link have) or a loopback one
+		// would be dropped there, as config refuses them given
+		// explicitly.
+		if !ip.IsGlobalUnicast() {
+			continue
+		}
 		switch {
 		case ip.Is4() && !info.AddrV4.IsValid():
 			info.AddrV4 = ip
-		case ip.Is6() && ip.IsGlobalUnicast() && !info.AddrV6.IsValid():
+		case ip.Is6() && !info.AddrV6.IsValid():
 			info.AddrV6 = ip
 		}
 	}
