@@ -90,7 +90,8 @@ type Balancer struct {
 	builders    []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
 	settings    datapath.Settings
 	gateway     netip.Addr
-	nhResolved  bool // the settings the datapath holds carry a next-hop MAC
+	nhResolved  bool    // the settings the datapath holds carry a next-hop MAC
+	noSource    [2]bool // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
 	health      *health.Monitor
 	transitions chan health.Transition
 	dialer      health.Dialer
@@ -434,6 +435,7 @@ func (b *Balancer) syncSettings() error {
 		}
 		b.settings = s
 	}
+	b.checkSources(s)
 	if resolved := s.NextHopMAC != nil; resolved != b.nhResolved {
 		if resolved {
 			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC.String())
@@ -446,6 +448,49 @@ func (b *Balancer) syncSettings() error {
 		return &nextHopError{nhErr}
 	}
 	return nil
+}
+
+// checkSources warns, once each time it starts, that a family's backends
+// get packets with no outer source: with encap.source_v4 (or _v6) and the
+// source prefix empty and no address of the interface to take, the
+// datapath writes 0.0.0.0 (or ::), which routers and receivers drop as a
+// martian. The watch brings an address added later.
+func (b *Balancer) checkSources(s datapath.Settings) {
+	var used [2]bool // IPv4, IPv6 backends
+	for i := range b.cfg.VIPs {
+		for _, be := range b.cfg.VIPs[i].Backends {
+			if be.Addr().Is6() {
+				used[1] = true
+			} else {
+				used[0] = true
+			}
+		}
+	}
+	for i, fam := range []struct {
+		name, field, unspecified string
+		source                   netip.Addr
+		prefix                   netip.Prefix
+	}{
+		{"IPv4", "encap.source_v4", "0.0.0.0", s.SourceV4, s.SourcePrefixV4},
+		{"IPv6", "encap.source_v6", "::", s.SourceV6, s.SourcePrefixV6},
+	} {
+		missing := used[i] && !fam.source.IsValid() && !fam.prefix.IsValid()
+		if missing == b.noSource[i] {
+			continue
+		}
+		b.noSource[i] = missing
+		if missing {
+			b.log.Warn(fmt.Sprintf("no outer %s source: %s is empty and the interface has no %s address that routers forward (link-local and loopback ones are not taken), so packets to %s backends leave from %s and are dropped on the way; add such an address to the interface or set %s",
+				fam.name, fam.field, fam.name, fam.name, fam.unspecified, fam.field),
+				"interface", b.cfg.Datapath.Interface)
+		} else if used[i] {
+			from := fam.source.String()
+			if fam.prefix.IsValid() {
+				from = fam.prefix.String()
+			}
+			b.log.Info(fmt.Sprintf("outer %s source found", fam.name), "interface", b.cfg.Datapath.Interface, "source", from)
+		}
+	}
 }
 
 // syncVIPs adds and updates VIPs and backend slots. The VIPs that left the

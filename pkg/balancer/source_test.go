@@ -1,11 +1,20 @@
 package balancer
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -53,5 +62,117 @@ func TestInterfaceSourceSkipsLinkLocal(t *testing.T) {
 	}
 	if want := netip.MustParseAddr("fd00:9::1"); ifi.AddrV6 != want {
 		t.Errorf("outer IPv6 source of %s (fe80::7/64, then fd00:9::1/64) is %v, want %v", sourceIface, ifi.AddrV6, want)
+	}
+}
+
+// logRecords keeps what a logger was given, for tests of what an operator
+// is told.
+type logRecords struct {
+	mu   sync.Mutex
+	list []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, r)
+	return nil
+}
+
+// matching returns the messages of the records at level that contain
+// every one of parts.
+func (l *logRecords) matching(level slog.Level, parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, r := range l.list {
+		if r.Level != level {
+			continue
+		}
+		for _, p := range parts {
+			if !strings.Contains(r.Message, p) {
+				continue next
+			}
+		}
+		out = append(out, r.Message)
+	}
+	return out
+}
+
+// With encap.source_v4 empty and no IPv4 address to take (169.254.0.0/16
+// is not taken), packets to IPv4 backends left from 0.0.0.0, dropped by
+// every router, and nothing said so; the same for IPv6.
+func TestMissingOuterSourceIsWarnedOnce(t *testing.T) {
+	topo, node := newSourceTopo(t, "fe80::7/64", "169.254.7.1/16")
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	yaml := `
+datapath: {interface: ` + sourceIface + `, conn_table_size: 4096}
+nexthop: {gateway: 169.254.7.254}
+api: {socket: /tmp/unused.sock}
+metrics: {listen: ""}
+vips:
+  - name: web
+    address: 10.100.0.1
+    port: 80
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+      - {name: be2, address: "fd00:2:1::2"}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	logs := &logRecords{}
+	// The control loop is not run: New and syncSettings read the
+	// interface of the balancer's namespace, on Do's thread.
+	var b *Balancer
+	if err := topo.Do(node, func() error {
+		var err error
+		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.health.Close)
+	for _, fam := range []struct{ name, field, from string }{
+		{"IPv4", "encap.source_v4", "0.0.0.0"},
+		{"IPv6", "encap.source_v6", "::"},
+	} {
+		if got := logs.matching(slog.LevelWarn, "no outer "+fam.name+" source", fam.field, "leave from "+fam.from+" ", "add such an address"); len(got) != 1 {
+			t.Errorf("%s backend, no %s address on %s (link-local only) and %s empty: %d warnings naming the fix, want 1; logged: %v",
+				fam.name, fam.name, sourceIface, fam.field, len(got), logs.matching(slog.LevelWarn))
+		}
+	}
+
+	// An address added later is taken, and said so; IPv6 is not warned
+	// about again.
+	if err := topo.AddAddr(node, sourceIface, netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
+		t.Fatal(err)
+	}
+	if want := netip.MustParseAddr("10.9.0.1"); b.settings.SourceV4 != want {
+		t.Errorf("outer IPv4 source after adding 10.9.0.1/24 is %v, want %v", b.settings.SourceV4, want)
+	}
+	if got := logs.matching(slog.LevelInfo, "outer IPv4 source found"); len(got) != 1 {
+		t.Errorf("IPv4 address added: %d infos saying the source was found, want 1", len(got))
+	}
+	if got := logs.matching(slog.LevelWarn, "no outer"); len(got) != 2 {
+		t.Errorf("after a second sync: %d warnings of a missing source, want still 2 (one per family): %v", len(got), got)
 	}
 }
