@@ -211,9 +211,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 		return err
 	}
 	// What changed before the watch began (the probe's answer, say).
-	if err := b.syncSettings(); err != nil {
-		b.log.Warn("datapath settings", "error", err)
-	}
+	b.logSettings(b.syncSettings())
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	b.sampleRates(time.Now())
@@ -230,9 +228,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 				b.log.Error("rebuild tables after a health change", "error", err)
 			}
 		case <-b.netEvents:
-			if err := b.syncSettings(); err != nil {
-				b.log.Error("update datapath settings", "error", err)
-			}
+			b.logSettings(b.syncSettings())
 		case now := <-tick.C:
 			b.sampleRates(now)
 			if b.tablesStale {
@@ -243,9 +239,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 				}
 			}
 			if !b.nhResolved {
-				if err := b.syncSettings(); err != nil {
-					b.log.Warn("datapath settings", "error", err)
-				}
+				b.logSettings(b.syncSettings())
 			}
 		}
 	}
@@ -306,7 +300,7 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 		if !nextHop && old != nil && settingsChanged(old, cfg) {
 			return changes, err
 		}
-		b.log.Warn("datapath settings", "error", err)
+		b.logSettings(err)
 	}
 	// One batch: the datapath publishes its VIP index once, at the end.
 	err := b.dp.Batch(func() error {
@@ -366,6 +360,21 @@ func (e *nextHopError) Unwrap() error { return e.err }
 func settingsChanged(old, cur *config.Config) bool {
 	return old.Datapath.MTU != cur.Datapath.MTU || old.Datapath.ICMPTooBig != cur.Datapath.ICMPTooBig ||
 		old.Datapath.UDPIdleTimeout != cur.Datapath.UDPIdleTimeout || old.Encap != cur.Encap || old.Nexthop != cur.Nexthop
+}
+
+// logSettings logs an error of syncSettings, if any. A next hop not
+// resolved (yet) is a warning wherever the sync came from (start, reload,
+// tick or network event): the neighbour usually answers, and the watch
+// brings it. Settings the datapath refused are an error.
+func (b *Balancer) logSettings(err error) {
+	if err == nil {
+		return
+	}
+	if _, nextHop := errors.AsType[*nextHopError](err); nextHop {
+		b.log.Warn("datapath settings", "error", err)
+		return
+	}
+	b.log.Error("datapath settings", "error", err)
 }
 
 // syncSettings resolves the interface and next hop and writes the

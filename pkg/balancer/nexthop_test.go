@@ -1,11 +1,15 @@
 package balancer
 
 import (
+	"context"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -95,5 +99,115 @@ func TestNextHopResolvedOnlyOnceWritten(t *testing.T) {
 	}
 	if !st.NextHop.Resolved || st.NextHop.MAC != routerMAC.String() {
 		t.Errorf("settings written: next hop resolved %v, MAC %q; want resolved, %s", st.NextHop.Resolved, st.NextHop.MAC, routerMAC)
+	}
+}
+
+// A next hop that is not resolved is a warning whichever way the control
+// loop learns it: it was logged as an error ("update datapath settings")
+// when a network event brought it, but as a warning by the tick, and an
+// operator alerting on errors was paged for a neighbour that answers a
+// moment later.
+func TestNextHopLostIsAWarningAfterANetworkEvent(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "swcnh", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	// On the balancer's link (10.1.1.0/24), answered by no one: only the
+	// entry below resolves it.
+	gw := netip.MustParseAddr("10.1.1.9")
+	mac, _ := net.ParseMAC("02:00:00:00:0a:09")
+	neigh := func(h *netlink.Handle) (*netlink.Neigh, error) {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return nil, err
+		}
+		return &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4,
+			State: netlink.NUD_PERMANENT, IP: gw.AsSlice(), HardwareAddr: mac}, nil
+	}
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		n, err := neigh(h)
+		if err != nil {
+			return err
+		}
+		return h.NeighSet(n)
+	}); err != nil {
+		t.Fatalf("add the next hop's neighbour entry: %v", err)
+	}
+
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	yaml := "nexthop: {gateway: " + gw.String() + "}\n" + strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	logs := &logRecords{}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *Balancer, 1)
+	runErr := make(chan error, 1)
+	// Run in the balancer's namespace: the watch's sockets are opened on
+	// Run's thread.
+	go func() {
+		runErr <- topo.Do(node, func() error {
+			b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+			if err != nil {
+				started <- nil
+				return err
+			}
+			started <- b
+			return b.Run(ctx)
+		})
+	}()
+	b := <-started
+	t.Cleanup(func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	if b == nil {
+		t.Fatal(<-runErr)
+	}
+	if got := logs.matching(slog.LevelInfo, "next hop resolved"); len(got) != 1 {
+		t.Fatalf("next hop %s with a permanent entry: %d infos saying it is resolved, want 1", gw, len(got))
+	}
+
+	// Once the loop takes requests, the watch is subscribed and Run's
+	// first sync done. While the next hop is resolved the tick syncs
+	// nothing: what follows comes from the neighbour event.
+	if err := b.do(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		n, err := neigh(h)
+		if err != nil {
+			return err
+		}
+		return h.NeighDel(n)
+	}); err != nil {
+		t.Fatalf("delete the next hop's neighbour entry: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(logs.matching(slog.LevelWarn, "next hop lost")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("neighbour entry of %s deleted: no \"next hop lost\" within 5 s", gw)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The sync that logged it has returned, and its error been logged,
+	// once the loop runs this.
+	if err := b.do(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if got := logs.matching(slog.LevelError, "not resolved"); len(got) != 0 {
+		t.Errorf("next hop unresolved after a neighbour event: logged as an error %d times, want a warning: %v", len(got), got)
+	}
+	if got := logs.matching(slog.LevelWarn, "datapath settings"); len(got) == 0 {
+		t.Errorf("next hop unresolved after a neighbour event: no \"datapath settings\" warning")
 	}
 }

@@ -82,8 +82,8 @@ func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-// matching returns the messages of the records at level that contain
-// every one of parts.
+// matching returns the records at level whose message and attributes,
+// written "message key=value ...", contain every one of parts.
 func (l *logRecords) matching(level slog.Level, parts ...string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -93,12 +93,17 @@ next:
 		if r.Level != level {
 			continue
 		}
+		text := r.Message
+		r.Attrs(func(a slog.Attr) bool {
+			text += " " + a.String()
+			return true
+		})
 		for _, p := range parts {
-			if !strings.Contains(r.Message, p) {
+			if !strings.Contains(text, p) {
 				continue next
 			}
 		}
-		out = append(out, r.Message)
+		out = append(out, text)
 	}
 	return out
 }
