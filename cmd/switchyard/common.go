@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
@@ -78,4 +79,23 @@ func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
 		return &usageError{fmt.Sprintf("unexpected argument %q: this command takes only flags (`switchyard %s -h` lists them)", pos[0], fs.Name())}
 	}
 	return nil
+}
+
+// hideFlags makes fs's usage (-h) list its flags but the hidden ones,
+// which stay usable: flags for tests, which an operator has no use for.
+func hideFlags(fs *flag.FlagSet, hidden ...string) {
+	fs.Usage = func() {
+		shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+		shown.SetOutput(fs.Output())
+		fs.VisitAll(func(f *flag.Flag) {
+			if slices.Contains(hidden, f.Name) {
+				return
+			}
+			shown.Var(f.Value, f.Name, f.Usage)
+			// Var takes the value as set by the command line so far.
+			shown.Lookup(f.Name).DefValue = f.DefValue
+		})
+		fmt.Fprintf(fs.Output(), "usage: switchyard %s [flags]\n\n", fs.Name())
+		shown.PrintDefaults()
+	}
 }

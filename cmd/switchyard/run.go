@@ -23,6 +23,7 @@ func runRun(args []string) error {
 	cfgPath := fs.String("config", "/etc/switchyard/switchyard.yaml", "configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	variant := fs.Uint("program-variant", 0, "load a functionally identical BPF program with a different tag (upgrade tests)")
+	hideFlags(fs, "program-variant")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 )
@@ -33,5 +39,37 @@ func TestDrainFilePerPinDir(t *testing.T) {
 	// The default pin dir keeps the name every release has used.
 	if f, legacy := drainFiles(socket, datapath.DefaultPinDir("eth0")); f != "/run/switchyard/drains-eth0.json" || legacy != "" {
 		t.Errorf("drains file of the default pin dir: %s (earlier %q), want /run/switchyard/drains-eth0.json (no other)", f, legacy)
+	}
+}
+
+// `run -h` lists what an operator sets: --program-variant, which only the
+// upgrade tests use, is left out, yet still taken.
+func TestRunHelpHidesTestFlags(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	for _, tc := range []struct {
+		args         []string
+		code         int
+		want, refuse string
+	}{
+		{[]string{"run", "-h"}, 0, "-config", "program-variant"},
+		{[]string{"run", "--config", missing, "-h"}, 0, "(default \"/etc/switchyard/switchyard.yaml\")", "program-variant"},
+		{[]string{"run", "--program-variant", "1", "--config", missing}, 1, "read config", "flag provided but not defined"},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], tc.args...)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		code := 0
+		if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), tc.refuse) {
+			t.Errorf("switchyard %q: exit %d, stderr %q; want exit %d with %q and without %q", tc.args, code, stderr.String(), tc.code, tc.want, tc.refuse)
+		}
 	}
 }
