@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -13,6 +14,10 @@ import (
 // unit would be a guess. Convert with time.Duration(d).
 type Duration time.Duration
 
+// plainDecimal is a number in decimal digits, with a fraction or not: what
+// time.ParseDuration reads once a unit follows.
+var plainDecimal = regexp.MustCompile(`^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$`)
+
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
@@ -21,7 +26,12 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
 		if n.ShortTag() == "!!int" || n.ShortTag() == "!!float" {
-			return fmt.Errorf("%s has no unit; write a duration such as %ss or %sms", n.Value, n.Value, n.Value)
+			// Only a plain decimal number takes a unit to become a
+			// duration: 0x10s, 1e3s, 1_000s and .infs are none.
+			if plainDecimal.MatchString(n.Value) {
+				return fmt.Errorf("%s has no unit; write a duration such as %ss or %sms", n.Value, n.Value, n.Value)
+			}
+			return fmt.Errorf("%s is a number with no unit; write a duration in decimal digits with a unit, such as 1s, 500ms or 1m30s", n.Value)
 		}
 		return fmt.Errorf("%q is not a duration; write one such as 1s, 500ms or 1m30s", n.Value)
 	}
