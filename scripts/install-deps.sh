@@ -24,7 +24,7 @@ if ((${#need[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if ! command -v go >/dev/null; then
-	echo "install-deps: Go is not installed; install Go 1.26 or newer from https://go.dev/dl/" >&2
+	echo "install-deps: Go is not installed; install Go 1.26.8 or newer from https://go.dev/dl/" >&2
 	exit 1
 fi
 if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
