@@ -81,6 +81,9 @@ func checkUnicast(p *problems, path string, a netip.Addr, onLink bool, fix strin
 	return true
 }
 
+// ipv4Compatible is ::/96, where ::a.b.c.d addresses lie.
+var ipv4Compatible = netip.MustParsePrefix("::/96")
+
 // parseAddr parses an IP address, rejecting forms that would make two
 // spellings of one address compare different.
 func parseAddr(p *problems, path, s string) (netip.Addr, bool) {
@@ -92,6 +95,11 @@ func parseAddr(p *problems, path, s string) (netip.Addr, bool) {
 		p.add(path, "%q has an IPv6 zone; remove %%%s, the interface comes from the interface setting", s, a.Zone())
 	case a.Is4In6():
 		p.add(path, "%s is an IPv4-mapped IPv6 address; write it as %s", s, a.Unmap())
+	case ipv4Compatible.Contains(a) && a.Compare(netip.IPv6Loopback()) > 0:
+		// ::a.b.c.d, deprecated by RFC 4291: no router forwards it as
+		// the IPv4 address it embeds (:: and ::1 are named below).
+		p.add(path, "%s is an IPv4-compatible IPv6 address, deprecated and not routed; write the IPv4 address %s, or an IPv6 one",
+			s, netip.AddrFrom4([4]byte(a.AsSlice()[12:])))
 	default:
 		return a, true
 	}
