@@ -239,6 +239,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.syncVIPFilter,    // vip_filter may be missing: derive it from vip_addrs
 		b.syncEpochs,       // VIPs may have no live epoch
 		b.syncCopies,       // backend_table and vip_epoch_table may be missing
+		b.endOrphanEpochs,  // a DeleteVIP that failed (or crashed) half-way may have left one live
 		b.syncEvictionBase, // evictions were counted one by one
 		b.syncStdTables,    // std tables were in maglev_tables, or in the previous maglev_std
 		b.syncVIPIndex,     // no index, or one placing VIPs differently: build it afresh
@@ -808,7 +809,8 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 // vips leaves one, and the VIP's connection entries stay usable with it
 // (a pinned packet skips the VIP lookup). The number's tables go too.
 // Writers never leave one otherwise: SetVIP puts a VIP in vips before
-// its epoch goes live.
+// its epoch goes live. A retried DeleteVIP calls it, and so does every
+// load, for the process that failed (or crashed) may not retry.
 func (b *Balancer) endOrphanEpochs() error {
 	vips, err := b.VIPs()
 	if err != nil {

@@ -103,3 +103,48 @@ func TestDeleteVIPRetryEndsTheEpoch(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadEndsAnOrphanEpoch: as TestDeleteVIPRetryEndsTheEpoch, but the
+// process whose DeleteVIP failed after taking the VIP out (its epoch record
+// not moved on) does not retry it: a new Balancer loaded over the pins (a
+// restart) must end the epoch the failed call left live. Before, only a
+// retry in the same process did: after a restart the deleted VIP's flows
+// went on to its backends by their entries. (A failed write of the copy alone
+// needs no test here: the load rebuilds the copies from the records.)
+func TestLoadEndsAnOrphanEpoch(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-orphan-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	w := newWorld(t, Options{PinDir: pin})
+	s := syn4(43100)
+	w.open(t, vipTCP4, s)
+
+	saved := w.b.objs.VipEpochs
+	w.b.objs.VipEpochs = readOnly(t, saved)
+	err := w.b.DeleteVIP(vipTCP4.key)
+	w.b.objs.VipEpochs = saved
+	if !errors.Is(err, unix.EPERM) {
+		t.Fatalf("DeleteVIP with the epoch record read-only: %v, want EPERM", err)
+	}
+	w.b.Close()
+
+	w2 := w.reload(t, pin)
+	var rec uint32
+	if err := w2.b.objs.VipEpochs.Lookup(vipTCP4.num, &rec); err != nil {
+		t.Fatal(err)
+	}
+	et, err := w2.b.epochs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec%2 != 0 || et[vipTCP4.num] != rec {
+		t.Errorf("after the restart: epoch record %d, copy %d; want one even value", rec, et[vipTCP4.num])
+	}
+	if inFlows, found, _ := w2.listed(t, flowOf(s)); inFlows || found {
+		t.Errorf("deleted VIP's flow after the restart: in Flows %v, found %v; want neither", inFlows, found)
+	}
+	in, _ := build(t, ackOf(s))
+	if act, _ := w2.run(t, in); act == xdpTX {
+		t.Error("after the restart the deleted VIP's established flow is still forwarded by its entry")
+	}
+}
