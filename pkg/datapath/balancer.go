@@ -210,6 +210,10 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		balancerDataMaps
 	}
 	if opts.PinDir != "" {
+		running, err := runningMaps(opts.PinDir)
+		if err != nil {
+			return nil, err
+		}
 		conns, err := adoptConns(spec.Maps["conns"], opts.PinDir, log)
 		if err != nil {
 			return nil, fmt.Errorf("move the pinned connection table to this release's layout: %w", err)
@@ -217,12 +221,10 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		if conns != nil {
 			b.upgrade.staged = append(b.upgrade.staged, conns)
 		}
-		legacy, err := ebpf.LoadPinnedMap(filepath.Join(opts.PinDir, legacyMaglevStdPin), nil)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := b.openLegacyStd(running); err != nil {
 			b.upgrade.close()
-			return nil, fmt.Errorf("open the previous release's Maglev tables: %w", err)
+			return nil, err
 		}
-		b.legacyStd = legacy
 	}
 	if err := loadCollection(spec, opts.PinDir, b.upgrade.replacements(), &objs,
 		"keep the earlier setting (e.g. conn_table_size), or run `switchyard remove --config FILE` to start afresh, which drops established flows"); err != nil {
@@ -258,6 +260,93 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		log.Info("Maglev tables copied to this release's mappable maps")
 	}
 	return b, nil
+}
+
+// openLegacyStd opens the previous release's maglev_std, if it is still
+// pinned, for syncStdTables to copy its tables. running: the maps of the
+// program on the pinned link (see runningMaps). If that program reads
+// this release's maglev_std, an earlier start swapped it in and stopped
+// before it removed the previous release's pin: the pin goes now, and
+// the tables in it, which nothing has written since the swap, are not
+// copied.
+func (b *Balancer) openLegacyStd(running map[ebpf.MapID]bool) error {
+	path := filepath.Join(b.pinDir, legacyMaglevStdPin)
+	legacy, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open the previous release's Maglev tables: %w", err)
+	}
+	id, err := pinnedMapID(filepath.Join(b.pinDir, maglevStdPin))
+	if err != nil {
+		legacy.Close()
+		return fmt.Errorf("the previous release's Maglev tables: %w", err)
+	}
+	if id == 0 || !running[id] {
+		b.legacyStd = legacy
+		return nil
+	}
+	legacy.Close()
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the pin %s, which this release no longer uses: %w", path, err)
+	}
+	b.log.Info("finished an upgrade that an earlier start left half-done: the previous release's Maglev tables are no longer pinned", "pin", path)
+	return nil
+}
+
+// runningMaps returns the IDs of the maps that the program on the link
+// pinned under pinDir uses; nil if no link is pinned.
+func runningMaps(pinDir string) (map[ebpf.MapID]bool, error) {
+	linkPath := filepath.Join(pinDir, linkPinName)
+	fail := func(err error) (map[ebpf.MapID]bool, error) {
+		return nil, fmt.Errorf("read the maps of the program on %s: %w", linkPath, err)
+	}
+	l, err := link.LoadPinnedLink(linkPath, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return fail(err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return fail(err)
+	}
+	prog, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return fail(err)
+	}
+	defer prog.Close()
+	pi, err := prog.Info()
+	if err != nil {
+		return fail(err)
+	}
+	ids, _ := pi.MapIDs()
+	running := map[ebpf.MapID]bool{}
+	for _, id := range ids {
+		running[id] = true
+	}
+	return running, nil
+}
+
+// pinnedMapID is the ID of the map pinned at path; 0 if none is.
+func pinnedMapID(path string) (ebpf.MapID, error) {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer m.Close()
+	info, err := m.Info()
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	id, _ := info.ID()
+	return id, nil
 }
 
 // adoptConns brings a connection table pinned by an earlier release to this
@@ -314,7 +403,7 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin
 // swap and commit: a crash there leaves the new program running on
 // successors no pin holds, and the next start copies the earlier maps
 // again (losing what the new program recorded meanwhile), as an upgrade
-// does.
+// does; only the Maglev tables are told apart (openLegacyStd).
 type upgradePins struct {
 	staged []*stagedPin
 	remove []string
@@ -1353,7 +1442,9 @@ func (b *Balancer) clearTables(num uint32) error {
 
 // syncStdTables gives every std-size table that an earlier version left
 // only in the previous release's maglev_std, or only in maglev_tables, a
-// copy in maglev_std, where this version's program looks for it. The copy
+// copy in maglev_std, where this version's program looks for it. While
+// the previous release's maglev_std is pinned, its tables are copied
+// whatever maglev_std holds (see moveStdTables). The copy
 // in maglev_tables stays for the program still running until Attach swaps
 // this one in; the generation's next write removes it. (The previous
 // maglev_std loses its pin once copied, and lives on with that program.)
@@ -1376,18 +1467,29 @@ func (b *Balancer) moveStdTables() error {
 			if size == 0 || !isStdTable(size) {
 				continue
 			}
-			if m, err := b.tableLocked(tableKey{slot, true}); err != nil || m != nil {
-				if err != nil {
-					return err
-				}
+			m, err := b.tableLocked(tableKey{slot, true})
+			if err != nil {
+				return err
+			}
+			// With the previous release's maglev_std pinned, the
+			// program that runs (or ran last) reads that one: what
+			// this one holds is a copy an upgrade made that did not
+			// go through, which a rollback to that release may have
+			// made stale since.
+			if m != nil && b.legacyStd == nil {
 				continue
 			}
 			table, err := b.legacyTable(slot, size)
 			if err == nil && table == nil {
 				table, err = b.readTableLocked(tableKey{slot, false}, size)
 			}
-			if err == nil && table != nil {
+			switch {
+			case err != nil:
+			case table != nil:
 				err = b.installLocked(tableKey{slot, true}, table)
+			case m != nil:
+				// The program that runs has no table there.
+				err = b.deleteTableLocked(tableKey{slot, true})
 			}
 			if err != nil {
 				return fmt.Errorf("VIP %s: move the table of generation %d: %w", vk, gen, err)

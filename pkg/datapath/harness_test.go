@@ -98,6 +98,12 @@ func newWorld(tb testing.TB, opts Options) *world {
 		tb.Fatalf("load balancer: %v", err)
 	}
 	tb.Cleanup(func() { b.Close() })
+	return setUpWorld(tb, b)
+}
+
+// setUpWorld installs the fixture settings, backends, VIPs and tables in b.
+func setUpWorld(tb testing.TB, b *Balancer) *world {
+	tb.Helper()
 	w := &world{b: b, tables: map[VIPKey][]uint32{}}
 	if err := b.SetSettings(defaultSettings()); err != nil {
 		tb.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,33 +144,7 @@ func TestBalancerFailedUpgradeKeepsItsPins(t *testing.T) {
 	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-upfail-test-%d", time.Now().UnixNano()))
 	t.Cleanup(func() { os.RemoveAll(pin) })
 
-	// The previous release: its connection table not mappable, its
-	// Maglev tables under their earlier pin.
-	spec, err := loadBalancer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets := connSets(4096)
-	spec.Maps["conns"].Flags, spec.Maps["conns"].MaxEntries = 0, sets
-	if err := spec.Variables["conn_sets"].Set(sets); err != nil {
-		t.Fatal(err)
-	}
-	spec.Maps["maglev_std"].Name, spec.Maps["maglev_std"].InnerMap.Flags = legacyMaglevStdPin, 0
-	for sec, name := range dataMapNames {
-		spec.Maps[sec].Name, spec.Maps[sec].Contents = name, nil
-		delete(spec.Variables, name)
-	}
-	var old struct {
-		balancerPrograms
-		balancerMaps
-		balancerDataMaps
-	}
-	if err := loadCollection(spec, pin, nil, &old, ""); err != nil {
-		t.Fatal(err)
-	}
-	prev := &Balancer{objs: balancerObjects{balancerPrograms: old.balancerPrograms, balancerMaps: old.balancerMaps},
-		data: old.balancerDataMaps, pinDir: pin, log: slog.New(slog.DiscardHandler), tables: map[tableKey]*ebpf.Map{}}
-
+	prev := loadPrevRelease(t, pin)
 	b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
 	if err != nil {
 		prev.Close()
@@ -217,5 +192,97 @@ func TestBalancerFailedUpgradeKeepsItsPins(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// loadPrevRelease loads the previous release over the pins under pin (a
+// connection table of 4096 entries): its connection table not mappable,
+// its Maglev tables under their earlier pin, inner maps not mappable. The
+// Balancer's methods write its maps as that release did.
+func loadPrevRelease(tb testing.TB, pin string) *Balancer {
+	tb.Helper()
+	spec, err := loadBalancer()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sets := connSets(4096)
+	spec.Maps["conns"].Flags, spec.Maps["conns"].MaxEntries = 0, sets
+	if err := spec.Variables["conn_sets"].Set(sets); err != nil {
+		tb.Fatal(err)
+	}
+	clock, err := getClock()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := spec.Variables["jiffy_ns"].Set(clock.jiffyNs); err != nil {
+		tb.Fatal(err)
+	}
+	spec.Maps["maglev_std"].Name, spec.Maps["maglev_std"].InnerMap.Flags = legacyMaglevStdPin, 0
+	for sec, name := range dataMapNames {
+		spec.Maps[sec].Name, spec.Maps[sec].Contents = name, nil
+		delete(spec.Variables, name)
+	}
+	var old struct {
+		balancerPrograms
+		balancerMaps
+		balancerDataMaps
+	}
+	if err := loadCollection(spec, pin, nil, &old, ""); err != nil {
+		tb.Fatal(err)
+	}
+	return &Balancer{objs: balancerObjects{balancerPrograms: old.balancerPrograms, balancerMaps: old.balancerMaps},
+		data: old.balancerDataMaps, pinDir: pin, log: slog.New(slog.DiscardHandler), clock: clock,
+		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
+		tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{}, removed: map[tableKey]bool{},
+		standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, repurge: map[uint32]bool{},
+		staleAddrs: map[netip.Addr]bool{}, indexed: map[uint32]balancerVipMeta{}}
+}
+
+// TestUpgradeAfterRollbackCopiesTheRunningTables: an upgrade that does not
+// go through (its program never runs: the swap failed, or the process
+// stopped before it) has copied the previous release's Maglev tables into
+// maglev_std_mm. The operator rolls back to the previous release, which
+// publishes a new table into its own maglev_std; then upgrades again.
+// That upgrade must copy the table the previous release runs with, not
+// keep its first attempt's copy. Before, it kept any table maglev_std_mm
+// held: the upgraded program sent new flows by a table two publications old.
+func TestUpgradeAfterRollbackCopiesTheRunningTables(t *testing.T) {
+	requireRoot(t)
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-rollback-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	prev := loadPrevRelease(t, pin)
+	w := setUpWorld(t, prev)
+	// Both generations hold a table, so the rollback's table overwrites
+	// one that the failed upgrade copied.
+	w.publish(t, vipTCP4.key, 2, 3)
+	prev.Close()
+
+	failed, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed.Close()
+
+	rolledBack := loadPrevRelease(t, pin)
+	w.b = rolledBack
+	gen := w.publishSized(t, vipTCP4.key, 1021, 1)
+	rolledBack.Close()
+
+	b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, err := b.Table(vipTCP4.key, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, w.tables[vipTCP4.key]) {
+		t.Errorf("after the second upgrade, generation %d is not the table the previous release published last", gen)
+	}
+	w2 := &world{b: b, tables: w.tables}
+	for port := range uint16(64) {
+		w2.expectSent(t, syn4(44000+port), backendAddrs[1])
 	}
 }
