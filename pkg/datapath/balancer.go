@@ -210,7 +210,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		balancerDataMaps
 	}
 	if opts.PinDir != "" {
-		running, err := runningMaps(opts.PinDir)
+		running, err := resumeUpgrade(opts.PinDir, map[string]*ebpf.MapSpec{"conns": spec.Maps["conns"]}, log)
 		if err != nil {
 			return nil, err
 		}
@@ -264,7 +264,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 
 // openLegacyStd opens the previous release's maglev_std, if it is still
 // pinned, for syncStdTables to copy its tables. running: the maps of the
-// program on the pinned link (see runningMaps). If that program reads
+// program on the pinned link (see resumeUpgrade). If that program reads
 // this release's maglev_std, an earlier start swapped it in and stopped
 // before it removed the previous release's pin: the pin goes now, and
 // the tables in it, which nothing has written since the swap, are not
@@ -295,12 +295,34 @@ func (b *Balancer) openLegacyStd(running map[ebpf.MapID]bool) error {
 	return nil
 }
 
+// resumeUpgrade finishes the pin changes of an upgrade whose process ended
+// between the swap (link.Update) and their commit (see upgradePins): the
+// program on the link pinned under pinDir then runs on successors no pin
+// holds, while the earlier maps keep the pins. Each map of that program
+// whose name is in specs, that is not the map pinned under that name and
+// fits its spec (this release's layout), takes the pin: the maps pinned
+// are then the ones that run, which the program has written since the
+// swap, and the load that follows adopts them as they are, instead of
+// copying the earlier maps again. It returns runningMaps.
+func resumeUpgrade(pinDir string, specs map[string]*ebpf.MapSpec, log *slog.Logger) (map[ebpf.MapID]bool, error) {
+	running, err := runningMaps(pinDir)
+	if err != nil {
+		return nil, err
+	}
+	for id := range running {
+		if err := adoptRunning(pinDir, id, specs, log); err != nil {
+			return nil, fmt.Errorf("finish the upgrade that an earlier start left half-done: %w (the program it swapped in keeps running; fix the cause and start again)", err)
+		}
+	}
+	return running, nil
+}
+
 // runningMaps returns the IDs of the maps that the program on the link
 // pinned under pinDir uses; nil if no link is pinned.
 func runningMaps(pinDir string) (map[ebpf.MapID]bool, error) {
 	linkPath := filepath.Join(pinDir, linkPinName)
 	fail := func(err error) (map[ebpf.MapID]bool, error) {
-		return nil, fmt.Errorf("read the maps of the program on %s: %w", linkPath, err)
+		return nil, fmt.Errorf("read the maps of the program on %s: %w (it keeps running; fix the cause and start again)", linkPath, err)
 	}
 	l, err := link.LoadPinnedLink(linkPath, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -329,6 +351,39 @@ func runningMaps(pinDir string) (map[ebpf.MapID]bool, error) {
 		running[id] = true
 	}
 	return running, nil
+}
+
+// adoptRunning pins map id, which the program on the pinned link uses,
+// under its name if specs has that name, another map holds the pin (or
+// none does), and the map fits the spec.
+func adoptRunning(pinDir string, id ebpf.MapID, specs map[string]*ebpf.MapSpec, log *slog.Logger) error {
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return fmt.Errorf("open its map %d: %w", id, err)
+	}
+	defer m.Close()
+	mi, err := m.Info()
+	if err != nil {
+		return fmt.Errorf("read its map %d: %w", id, err)
+	}
+	spec, ok := specs[mi.Name]
+	if !ok {
+		return nil
+	}
+	path := filepath.Join(pinDir, mi.Name)
+	pinned, err := pinnedMapID(path)
+	if err != nil || pinned == id {
+		return err
+	}
+	if m.Type() != spec.Type || m.KeySize() != spec.KeySize || m.ValueSize() != spec.ValueSize ||
+		m.MaxEntries() != spec.MaxEntries || m.Flags() != spec.Flags {
+		return nil
+	}
+	if err := pinInPlace(m, path); err != nil {
+		return err
+	}
+	log.Info("finished an upgrade that an earlier start left half-done: pinned the map the running program uses", "pin", path)
+	return nil
 }
 
 // pinnedMapID is the ID of the map pinned at path; 0 if none is.
@@ -399,11 +454,10 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin
 // (commit, from Attach): until then the pins stay those of the program
 // still attached, which reads and writes those maps, so that an upgrade
 // whose swap fails leaves it running on its pinned state, for a restart
-// or `switchyard remove` to find. What remains is the moment between the
-// swap and commit: a crash there leaves the new program running on
-// successors no pin holds, and the next start copies the earlier maps
-// again (losing what the new program recorded meanwhile), as an upgrade
-// does; only the Maglev tables are told apart (openLegacyStd).
+// or `switchyard remove` to find. A crash between the swap and commit
+// leaves the new program running on successors no pin holds: the next
+// start finds them through the pinned link and pins them (resumeUpgrade,
+// openLegacyStd) before it copies anything.
 type upgradePins struct {
 	staged []*stagedPin
 	remove []string
@@ -443,20 +497,13 @@ func (u *upgradePins) replacements() map[string]*ebpf.Map {
 }
 
 // commit pins every successor in its predecessor's place and removes the
-// pins to remove. A rename replaces a pin in one step: a crash leaves the
-// old map or the new one, never none. What fails stays to commit, for a
+// pins to remove (see pinInPlace). What fails stays to commit, for a
 // later Attach.
 func (u *upgradePins) commit() error {
 	for len(u.staged) > 0 {
 		s := u.staged[0]
-		tmp := s.path + "_new" // bpffs allows no dot in a name
-		os.Remove(tmp)
-		if err := s.m.Pin(tmp); err != nil {
-			return fmt.Errorf("pin the successor of %s: %w", s.path, err)
-		}
-		if err := os.Rename(tmp, s.path); err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("replace %s: %w", s.path, err)
+		if err := pinInPlace(s.m, s.path); err != nil {
+			return err
 		}
 		s.m.Close()
 		u.staged = u.staged[1:]
@@ -466,6 +513,22 @@ func (u *upgradePins) commit() error {
 			return fmt.Errorf("remove the pin %s, which this release no longer uses: %w", u.remove[0], err)
 		}
 		u.remove = u.remove[1:]
+	}
+	return nil
+}
+
+// pinInPlace pins m at path in place of the map pinned there, if any. A
+// rename replaces a pin in one step: a crash leaves the old map or the
+// new one, never none.
+func pinInPlace(m *ebpf.Map, path string) error {
+	tmp := path + "_new" // bpffs allows no dot in a name
+	os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return fmt.Errorf("pin the successor of %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 	}
 	d := &Decap{pinDir: pinDir, log: log}
 	if pinDir != "" {
+		if _, err := resumeUpgrade(pinDir, map[string]*ebpf.MapSpec{decapStatsPin: spec.Maps[decapStatsPin]}, log); err != nil {
+			return nil, err
+		}
 		stats, err := adoptDecapStats(spec.Maps[decapStatsPin], pinDir, log)
 		if err != nil {
 			return nil, fmt.Errorf("move the pinned decap counters to this release's map: %w", err)

@@ -286,3 +286,196 @@ func TestUpgradeAfterRollbackCopiesTheRunningTables(t *testing.T) {
 		w2.expectSent(t, syn4(44000+port), backendAddrs[1])
 	}
 }
+
+// TestUpgradeInterruptedAfterTheSwap: the process of an upgrade stops
+// (crashes, is killed) after the swap into the pinned link and before it
+// moves the pins: the new program runs on a connection table no pin
+// holds, records flows there and reads maglev_std_mm, whose tables the
+// daemon keeps writing, while the previous release's maps keep their pins.
+// The next start must adopt what runs: the flows recorded since the swap,
+// the tables published since. Before, it copied the previous release's
+// connection table again and swapped its own program in with that copy:
+// the flows recorded after the swap lost their entries, and went by a
+// table that may have changed.
+func TestUpgradeInterruptedAfterTheSwap(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("hAus"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-upswap-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	prev := loadPrevRelease(t, pin)
+	w := setUpWorld(t, prev)
+	b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		prev.Close()
+		t.Fatal(err)
+	}
+	defer b.Close()
+	err = topo.Do(topo.Balancer(1), func() error {
+		_, err := prev.Attach("eth0", AttachNative)
+		prev.Close()
+		if err != nil {
+			return err
+		}
+		// Attach up to the swap: the process ends before the commit.
+		l, res, err := attachProgram(b.objs.XdpBalancer, "eth0", AttachNative, pin, balancerHints, b.log)
+		if err != nil {
+			return err
+		}
+		l.Close()
+		if !res.Replaced {
+			return fmt.Errorf("attach: %+v, want the pinned link updated", res)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new program records a flow, then the daemon publishes a table
+	// that sends new flows elsewhere.
+	w.b = b
+	s := syn4(45000)
+	backend := w.open(t, vipTCP4, s)
+	var other uint32
+	for _, id := range vipTCP4.backends {
+		if backendAddrs[id] != backend {
+			other = id
+		}
+	}
+	gen := w.publishSized(t, vipTCP4.key, 1021, other)
+	b.Close()
+
+	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	w2 := &world{b: b2, tables: w.tables}
+	if c, found, err := b2.LookupFlow(flowOf(s)); err != nil || !found || backendAddrs[c.BackendID] != backend {
+		t.Errorf("the flow recorded after the swap, at the next start: %+v, found %v (%v); want its entry, to %s", c, found, err, backend)
+	}
+	if got, err := b2.Table(vipTCP4.key, gen); err != nil || !slices.Equal(got, w.tables[vipTCP4.key]) {
+		t.Errorf("generation %d at the next start is not the table published after the swap (%v)", gen, err)
+	}
+	err = topo.Do(topo.Balancer(1), func() error {
+		running, err := xdpProgID("eth0")
+		if err != nil {
+			return err
+		}
+		// Before the next start's own swap, the pins are the running
+		// program's maps, for a `switchyard remove` or another start.
+		if err := pinnedFor(running, pin, "conns", maglevStdPin); err != nil {
+			return fmt.Errorf("at the next start, before its swap: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(pin, legacyMaglevStdPin)); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the previous release's Maglev tables are still pinned: %v", err)
+		}
+		if res, err := b2.Attach("eth0", AttachNative); err != nil || !res.Replaced {
+			return fmt.Errorf("attach at the next start: %+v, %v; want the pinned link updated", res, err)
+		}
+		running, err = xdpProgID("eth0")
+		if err != nil {
+			return err
+		}
+		return pinnedFor(running, pin, "conns", maglevStdPin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2.expectSentByEntry(t, vipTCP4, ackOf(s), backend)
+}
+
+// TestDecapUpgradeInterruptedAfterTheSwap: as
+// TestUpgradeInterruptedAfterTheSwap, for the agent: the new decap program
+// counts into a decap_stats no pin holds. The next start must adopt it.
+// Before, it copied the previous release's counters again: what the new
+// program counted since the swap was lost.
+func TestDecapUpgradeInterruptedAfterTheSwap(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("hAds"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-upswap-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	spec, err := loadDecap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Maps[decapStatsPin].MaxEntries = uint32(len(decapStatNames) - 1)
+	old := &Decap{pinDir: pin, log: slog.New(slog.DiscardHandler)}
+	if err := loadCollection(spec, pin, nil, &old.objs, ""); err != nil {
+		t.Fatal(err)
+	}
+	d, err := LoadDecap(pin, nil)
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	defer d.Close()
+	err = topo.Do(topo.Backend(1), func() error {
+		_, err := old.Attach("eth0", AttachNative)
+		old.Close()
+		if err != nil {
+			return err
+		}
+		// Attach up to the swap: the process ends before the commit.
+		l, res, err := attachProgram(d.objs.XdpDecap, "eth0", AttachNative, pin, decapHints, d.log)
+		if err != nil {
+			return err
+		}
+		l.Close()
+		if !res.Replaced {
+			return fmt.Errorf("attach: %+v, want the pinned link updated", res)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new program passes packets that are not for it, and counts them.
+	const passed = 5
+	in, _ := build(t, syn4(46000))
+	for range passed {
+		if act, _ := runProg(t, d.objs.XdpDecap, in); act != xdpPass {
+			t.Fatalf("decap of a packet not encapsulated: %s, want PASS", actionNames[act])
+		}
+	}
+	counted, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	d2, err := LoadDecap(pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	st, err := d2.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The topology's own packets may count on meanwhile.
+	if st["pass"] < counted["pass"] {
+		t.Errorf("pass at the next start: %d, want at least the %d counted by the program that runs (%d of them after the swap)", st["pass"], counted["pass"], passed)
+	}
+	err = topo.Do(topo.Backend(1), func() error {
+		running, err := xdpProgID("eth0")
+		if err != nil {
+			return err
+		}
+		if err := pinnedFor(running, pin, decapStatsPin); err != nil {
+			return fmt.Errorf("at the next start, before its swap: %w", err)
+		}
+		if res, err := d2.Attach("eth0", AttachNative); err != nil || !res.Replaced {
+			return fmt.Errorf("attach at the next start: %+v, %v; want the pinned link updated", res, err)
+		}
+		running, err = xdpProgID("eth0")
+		if err != nil {
+			return err
+		}
+		return pinnedFor(running, pin, decapStatsPin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
