@@ -305,7 +305,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 				return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, icmp, NULL,
 					    overhead);
 			}
-			if (expired)
+			/* Counted by the flow's packet that records it again:
+			 * a "too big" leaves the entry in place, for that
+			 * packet to find expired too. */
+			if (expired && !icmp)
 				count(STAT_UDP_EXPIRED);
 		}
 		/* The miss goes to the VIP's counters, which send() then
