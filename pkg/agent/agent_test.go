@@ -417,6 +417,64 @@ func TestEncapAddrsFollowInterface(t *testing.T) {
 	waitEncap(t, a, extra.Addr(), false)
 }
 
+// TestEncapAddrsSkipLinkLocal: with encap_addresses empty, the agent
+// follows the interface's addresses but not its link-local ones (an IPv4
+// 169.254.0.0/16 address present at the start or added later, the IPv6
+// fe80:: one every interface has), which the configuration refuses as
+// encap_addresses: no balancer beyond the link can reach them. A packet
+// encapsulated to such an address is left to the stack. It used to be
+// decapsulated to the VIP.
+func TestEncapAddrsSkipLinkLocal(t *testing.T) {
+	t.Parallel()
+	topo := topology.NewForTest(t, topology.Config{Prefix: "swbll", Balancers: 1, Backends: 1})
+	be := topo.Backend(1)
+	atStart := netip.MustParsePrefix("169.254.7.2/16")
+	if err := topo.AddAddr(be, topology.EthName, atStart); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, topo, be, testConfig(topo))
+	later := netip.MustParsePrefix("169.254.8.2/16")
+	if err := topo.AddAddr(be, topology.EthName, later); err != nil {
+		t.Fatal(err)
+	}
+	// The watcher lists every address at each change: once it has seen
+	// the global one added after the link-local one, it has seen both.
+	global := netip.MustParsePrefix("10.2.1.99/24")
+	if err := topo.AddAddr(be, topology.EthName, global); err != nil {
+		t.Fatal(err)
+	}
+	waitEncap(t, a, global.Addr(), true)
+	want := []netip.Addr{topology.BackendIPv4(1), global.Addr(), topology.BackendIPv6(1)}
+	if got := a.EncapAddrs(); !slices.Equal(got, want) {
+		t.Errorf("encap addresses %v, want %v (no link-local one)", got, want)
+	}
+
+	// The frames go through the link in order: when the datagram sent to
+	// the global address arrives, the ones before it were handled, and a
+	// decapsulated one would have reached the socket first.
+	conn := listenUDP(t, topo, be, netip.AddrPortFrom(vip4, 5353))
+	before, err := a.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, dst := range []netip.Addr{atStart.Addr(), later.Addr()} {
+		sendFrame(t, topo, buildFrame(t, topo, packetCase{name: "ipip to link-local " + dst.String(),
+			outerSrc: topology.BalancerIPv4(1), outerDst: dst,
+			innerSrc: netip.AddrPortFrom(topology.ClientIPv4, uint16(40010+i)), innerDst: netip.AddrPortFrom(vip4, 5353)}))
+	}
+	ok := packetCase{name: "ipip to global", outerSrc: topology.BalancerIPv4(1), outerDst: global.Addr(),
+		innerSrc: netip.AddrPortFrom(topology.ClientIPv4, 40020), innerDst: netip.AddrPortFrom(vip4, 5353)}
+	sendFrame(t, topo, buildFrame(t, topo, ok))
+	expectDatagram(t, conn, ok)
+	after, err := a.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := after[statDecapIPv4] - before[statDecapIPv4]; n != 1 {
+		t.Errorf("%d packets decapsulated, want 1 (the one to %s)", n, global.Addr())
+	}
+}
+
 // TestEncapAddrsConfigured: configured encap addresses are used as they are.
 func TestEncapAddrsConfigured(t *testing.T) {
 	t.Parallel()

@@ -19,8 +19,11 @@ const (
 )
 
 // interfaceAddrs returns the addresses the balancers may use as outer
-// destination for this host: every IPv4 address of the interface and its
-// global IPv6 addresses (a link-local one is never a balancer's target).
+// destination for this host: the interface's IPv4 addresses and its global
+// IPv6 addresses. Link-local ones (169.254.0.0/16, fe80::/10) are left
+// out: routers do not forward them, so no balancer beyond the link reaches
+// them, and the configuration refuses them as encap_addresses for that
+// reason.
 func (a *Agent) interfaceAddrs() ([]netip.Addr, error) {
 	dev := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: a.ifindex}}
 	list, err := a.nl.AddrList(dev, netlink.FAMILY_ALL)
@@ -34,14 +37,17 @@ func (a *Agent) interfaceAddrs() ([]netip.Addr, error) {
 			continue
 		}
 		ip = ip.Unmap()
-		if ip.Is4() || (ad.Scope == unix.RT_SCOPE_UNIVERSE && !ip.IsLinkLocalUnicast()) {
+		if ip.IsLinkLocalUnicast() {
+			continue
+		}
+		if ip.Is4() || ad.Scope == unix.RT_SCOPE_UNIVERSE {
 			out = append(out, ip)
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	out = slices.Compact(out)
 	if len(out) == 0 {
-		a.log.Warn("the interface has no address: nothing is decapsulated until one is added")
+		a.log.Warn("the interface has no address the balancers can reach (link-local ones are not followed): nothing is decapsulated until one is added")
 	}
 	return out, nil
 }
