@@ -109,6 +109,11 @@ type Agent struct {
 	removing bool
 	bootID   string
 	netns    uint64
+	// hostLock holds the state directory's agents.lock while the agent
+	// decides what it shares with the host's other agents, whose records
+	// peers holds meanwhile (see lockHost).
+	hostLock *os.File
+	peers    []peer
 
 	encapMu sync.Mutex
 	encap   []netip.Addr // the set last written to the decap map
@@ -194,6 +199,13 @@ func (a *Agent) Start() (err error) {
 	if err := a.lockPinDir(); err != nil {
 		return err
 	}
+	// What the host's agents share (VIPs, the "all" sysctls) is decided
+	// under one lock, so that an agent stopping meanwhile sees this one's
+	// record whole, or none.
+	if err := a.lockHost(); err != nil {
+		return err
+	}
+	defer a.unlockHost()
 	if err := a.loadState(); err != nil {
 		return err
 	}
@@ -206,6 +218,7 @@ func (a *Agent) Start() (err error) {
 	if err := a.addVIPs(); err != nil {
 		return err
 	}
+	a.unlockHost()
 	res, err := a.decap.Attach(a.iface, a.mode)
 	if err != nil {
 		return fmt.Errorf("decap program: %w", err)
@@ -261,6 +274,10 @@ func (a *Agent) lockPinDir() error {
 			return fmt.Errorf("stat pin directory %s: %w", a.pinDir, err)
 		}
 		if err := unix.Stat(a.pinDir, &now); err == nil && now.Dev == held.Dev && now.Ino == held.Ino {
+			if err := holdLiveness(f); err != nil {
+				f.Close()
+				return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
+			}
 			a.lock, a.ownPins = f, created
 			return nil
 		}
@@ -299,8 +316,9 @@ func (a *Agent) loadDecap() error {
 // on lo before Start stay), and restores every sysctl Start changed to the
 // value it found (one the admin changed again meanwhile stays as it is).
 // What it took over from an earlier run that did not stop cleanly is
-// undone in the same way, to the values found before that run. Once all of
-// it is undone, the state file goes.
+// undone in the same way, to the values found before that run. A VIP or
+// "all" sysctl that another running agent of the host shares stays for
+// it (see addVIPs). Once all of it is undone, the state file goes.
 // It may be called from any goroutine. Stopping an agent that is not
 // running does nothing.
 func (a *Agent) Stop() error {
@@ -337,7 +355,16 @@ func (a *Agent) teardown() error {
 	// lock is still held: removing the pins removes the directory, and a
 	// lock on a removed directory excludes no new agent, which would read
 	// the record, or write its own, while this one undoes and removes it.
+	// A VIP or "all" sysctl another running agent shares stays for it:
+	// the host lock keeps that agent from stopping meanwhile, so the last
+	// one to stop undoes it.
 	var undoErrs []error
+	defer a.unlockHost() // Start and Remove may hold it already
+	if len(a.added) > 0 || len(a.sysctls) > 0 {
+		if err := a.lockHost(); err != nil {
+			undoErrs = append(undoErrs, err)
+		}
+	}
 	if err := a.removeVIPs(); err != nil {
 		undoErrs = append(undoErrs, err)
 	}
@@ -404,6 +431,9 @@ func (a *Agent) Remove() (err error) {
 	// Nothing is wanted: loadState undoes every change it takes over.
 	a.removing = true
 	if err := a.lockPinDir(); err != nil {
+		return err
+	}
+	if err := a.lockHost(); err != nil {
 		return err
 	}
 	// What the record names comes first: pins go only once it is undone,

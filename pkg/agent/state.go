@@ -25,7 +25,16 @@ const DefaultStateDir = "/run/switchyard"
 // stateFormat names the layout of the state file. A change an earlier
 // release would misread takes a new name: a run then refuses the file
 // instead of undoing the wrong things.
-const stateFormat = "switchyard-agent-state/1"
+const stateFormat = "switchyard-agent-state/2"
+
+// stateFormatV1 is the previous release's layout: the same record without
+// pin_dir. It is read as it is, its writer taken for stopped.
+const stateFormatV1 = "switchyard-agent-state/1"
+
+// hostLockName is the file, in the state directory, whose flock
+// serialises the agents of a host while they decide what to share: a VIP
+// or sysctl that one agent set and another needs as well (see peers).
+const hostLockName = "agents.lock"
 
 // ErrState: the state file of an earlier run cannot be used.
 var ErrState = errors.New("agent state file cannot be used")
@@ -38,8 +47,12 @@ type stateRecord struct {
 	// BootID and NetNS say where the changes were made: a record from
 	// before a reboot or from another network namespace describes
 	// changes that are gone.
-	BootID  string         `json:"boot_id"`
-	NetNS   uint64         `json:"netns"`
+	BootID string `json:"boot_id"`
+	NetNS  uint64 `json:"netns"`
+	// PinDir is the writer's pin directory, which it holds a lock on
+	// while it runs: other agents tell from it whether the writer is
+	// alive (see pinDirHeld).
+	PinDir  string         `json:"pin_dir,omitempty"`
 	Sysctls []sysctlRecord `json:"sysctls"` // in the order they were set
 	VIPs    []netip.Prefix `json:"vips"`    // added to lo
 }
@@ -102,7 +115,7 @@ func readState(path string) (*stateRecord, error) {
 	if err := json.Unmarshal(data, &probe); err != nil {
 		return nil, fmt.Errorf("parse %s: %w: %w; %s", path, ErrState, err, undo)
 	}
-	if probe.Format != stateFormat {
+	if probe.Format != stateFormat && probe.Format != stateFormatV1 {
 		return nil, fmt.Errorf("%s: %w: format %q, this release reads %q; another release of switchyard wrote it and did not stop cleanly: "+
 			"start that release again and stop it with SIGTERM, so that it undoes its changes; or %s",
 			path, ErrState, probe.Format, stateFormat, undo)
@@ -251,7 +264,7 @@ func (a *Agent) undoUnwanted() error {
 // saveState records the current changes: written to a temporary file that
 // replaces the old record, so a crash leaves one or the other whole.
 func (a *Agent) saveState() error {
-	rec := stateRecord{Format: stateFormat, BootID: a.bootID, NetNS: a.netns, VIPs: a.added}
+	rec := stateRecord{Format: stateFormat, BootID: a.bootID, NetNS: a.netns, PinDir: a.pinDir, VIPs: a.added}
 	for _, s := range a.sysctls {
 		rec.Sysctls = append(rec.Sysctls, s.sysctlRecord)
 	}
@@ -297,3 +310,126 @@ func (a *Agent) dropState() error {
 func validName(s string) bool { return s != "" && s != "." && s != ".." && !strings.Contains(s, "/") }
 
 func dotted(path string) string { return strings.ReplaceAll(path, "/", ".") }
+
+// lockHost takes the state directory's host lock (see hostLockName), and
+// reads the records of the other agents of this host and network
+// namespace, which hold still while it is held: an agent writes its
+// record only under this lock. A lock already held is kept.
+func (a *Agent) lockHost() error {
+	if a.hostLock != nil {
+		return nil
+	}
+	dir := filepath.Dir(a.statePath)
+	path := filepath.Join(dir, hostLockName)
+	why := "the agents of a host lock it while they decide which VIPs and sysctls they share; make the directory writable (it follows the agent's api.socket)"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create state directory %s: %w (%s)", dir, err, why)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open agents' lock %s: %w (%s)", path, err, why)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return fmt.Errorf("lock %s: %w (%s)", path, err, why)
+	}
+	a.hostLock = f
+	if a.bootID == "" {
+		if a.bootID, a.netns, err = hostID(); err != nil {
+			a.unlockHost()
+			return err
+		}
+	}
+	a.peers = a.readPeers(dir)
+	return nil
+}
+
+// unlockHost releases the host lock, if held.
+func (a *Agent) unlockHost() {
+	if a.hostLock != nil {
+		a.hostLock.Close() // releases the flock
+		a.hostLock = nil
+	}
+	a.peers = nil
+}
+
+// peer is another agent's record in the same state directory.
+type peer struct {
+	path  string
+	rec   *stateRecord
+	alive bool // it runs now (or is being removed)
+}
+
+// readPeers returns the records of the other agents in dir that made
+// their changes in this boot and network namespace. A record that cannot
+// be read is skipped: its agent refuses to start on it until the admin
+// has dealt with it.
+func (a *Agent) readPeers(dir string) []peer {
+	paths, err := filepath.Glob(filepath.Join(dir, "agent-*.json"))
+	if err != nil {
+		return nil
+	}
+	var out []peer
+	for _, path := range paths {
+		if path == a.statePath {
+			continue
+		}
+		rec, err := readState(path)
+		if err != nil || rec == nil || rec.BootID != a.bootID || rec.NetNS != a.netns {
+			continue
+		}
+		out = append(out, peer{path: path, rec: rec, alive: rec.PinDir != "" && pinDirHeld(rec.PinDir)})
+	}
+	return out
+}
+
+// holdLiveness marks the pin directory held by this agent with an open
+// file description lock, which goes with the descriptor (and so with the
+// process, however it ends). Other agents test it with F_OFD_GETLK, which
+// takes no lock: unlike a probe of the directory's flock, it never makes
+// an agent starting at that moment take the directory for another's.
+func holdLiveness(dir *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_RDLCK}
+	return unix.FcntlFlock(dir.Fd(), unix.F_OFD_SETLK, &lk)
+}
+
+// pinDirHeld reports whether a running agent holds the pin directory dir.
+func pinDirHeld(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
+	}
+	return lk.Type != unix.F_UNLCK
+}
+
+// sharedVIP returns the state file of another agent that recorded p as
+// added to lo and, with alive, runs now ("" if none).
+func (a *Agent) sharedVIP(p netip.Prefix, alive bool) string {
+	for _, o := range a.peers {
+		if (o.alive || !alive) && slices.Contains(o.rec.VIPs, p) {
+			return o.path
+		}
+	}
+	return ""
+}
+
+// sharedSysctl returns the record of another agent that changed the
+// setting at path and, with alive, runs now (nil if none).
+func (a *Agent) sharedSysctl(path string, alive bool) (*sysctlRecord, string) {
+	for _, o := range a.peers {
+		if !o.alive && alive {
+			continue
+		}
+		for i, r := range o.rec.Sysctls {
+			if r.Ifindex == 0 && r.path() == path {
+				return &o.rec.Sysctls[i], o.path
+			}
+		}
+	}
+	return nil, ""
+}

@@ -78,6 +78,43 @@ func TestCrashedRunUndoneByNext(t *testing.T) {
 	requireNoState(t, a)
 }
 
+// TestCrashedRunOfPreviousReleaseUndone: the record of a previous
+// release's agent (format /1, without pin_dir) that was killed is taken
+// over as this release's own.
+func TestCrashedRunOfPreviousReleaseUndone(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	crashed := startAgent(t, topo, be, c)
+	crash(t, crashed)
+	data, err := os.ReadFile(crashed.StatePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["format"] = stateFormatV1
+	delete(rec, "pin_dir")
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crashed.StatePath(), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	a := startAgent(t, topo, be, c)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, a)
+}
+
 // TestCrashedRunAdminChangeKept: a setting the admin changed between the
 // crash and the next run is the admin's, as one changed while an agent
 // runs; the crashed run's other changes are undone.

@@ -67,6 +67,8 @@ func (r sysctlRule) path() string { return filepath.Join(r.conf, r.dev, r.key) }
 type sysctl struct {
 	name string // dotted, for messages
 	f    *os.File
+	// shared: another agent of the host set it, and it has that value.
+	shared bool
 	sysctlRecord
 }
 
@@ -84,6 +86,9 @@ func (a *Agent) setSysctls() error {
 		a.sysctls = append(a.sysctls, s)
 		if err := a.saveState(); err != nil {
 			return err
+		}
+		if s.shared {
+			continue
 		}
 		// At offset 0: with the default kernel.sysctl_writes_strict, a
 		// write at any other position is ignored. Should it fail, the
@@ -123,6 +128,14 @@ func (a *Agent) checkSysctl(r sysctlRule) (*sysctl, error) {
 		}
 	}
 	if old == r.want || slices.Contains(r.keep, old) || (r.onlyFrom != "" && inForce != r.onlyFrom) {
+		// Set by another agent of this host (an "all" setting they share):
+		// this one restores it too, with the value that one found, if it
+		// stops last.
+		if o, other := a.sharedSysctl(r.path(), false); o != nil && o.Set == old {
+			s := &sysctl{name: name, f: f, shared: true, sysctlRecord: *o}
+			a.log.Info("sysctl set by another agent of this host: shared, the last of them to stop restores it", "key", name, "value", old, "found_before", o.Old, "other_state_file", other)
+			return s, nil
+		}
 		f.Close()
 		return nil, nil
 	}
@@ -180,6 +193,12 @@ func (a *Agent) restoreSysctls() error {
 // choice and stays.
 func (a *Agent) restoreSysctl(s *sysctl) error {
 	defer s.f.Close()
+	if s.Ifindex == 0 {
+		if _, other := a.sharedSysctl(s.path(), true); other != "" {
+			a.log.Info("sysctl left as it is: another running agent of this host shares it", "key", s.name, "value", s.Set, "other_state_file", other)
+			return nil
+		}
+	}
 	cur, err := readSysctl(s.f)
 	if err == nil && cur != s.Set {
 		a.log.Info("sysctl changed since the agent set it: left as it is", "key", s.name, "value", cur, "found_at_start", s.Old)

@@ -27,8 +27,10 @@ const (
 // addVIPs puts every VIP on lo as a host address, recording each in the
 // state file before it adds it; a VIP already on lo (with any prefix
 // length) is left to whoever put it there, unless an earlier run put it
-// there (loadState took it over). It returns once every IPv6 VIP can be
-// bound to.
+// there (loadState took it over). One that another agent of this host
+// added is shared: it is recorded as this agent's too, and whichever of
+// them stops last removes it. It returns once every IPv6 VIP can be bound
+// to. It runs under the host lock.
 func (a *Agent) addVIPs() error {
 	lo, err := a.nl.LinkByName(loopback)
 	if err != nil {
@@ -45,8 +47,11 @@ func (a *Agent) addVIPs() error {
 		}
 		p := netip.PrefixFrom(vip, vip.BitLen())
 		if _, ok := present[vip]; ok {
-			if !slices.Contains(a.added, p) {
-				a.log.Info("VIP already on lo, leaving it as it is", "vip", vip)
+			if slices.Contains(a.added, p) {
+				continue
+			}
+			if err := a.shareVIP(p); err != nil {
+				return err
 			}
 			continue
 		}
@@ -66,6 +71,9 @@ func (a *Agent) addVIPs() error {
 				if err := a.saveState(); err != nil {
 					return err
 				}
+				if err := a.shareVIP(p); err != nil {
+					return err
+				}
 				continue
 			}
 			if vip.Is6() && errors.Is(err, unix.EACCES) && ipv6Disabled(loopback) {
@@ -77,6 +85,22 @@ func (a *Agent) addVIPs() error {
 		a.log.Info("VIP added to lo", "vip", p)
 	}
 	return a.waitVIPsUsable(lo, v6)
+}
+
+// shareVIP records p, found on lo, as this agent's too if another agent of
+// the host recorded adding it; otherwise it is the admin's and stays.
+func (a *Agent) shareVIP(p netip.Prefix) error {
+	other := a.sharedVIP(p, false)
+	if other == "" {
+		a.log.Info("VIP already on lo, leaving it as it is", "vip", p.Addr())
+		return nil
+	}
+	a.added = append(a.added, p)
+	if err := a.saveState(); err != nil {
+		return err
+	}
+	a.log.Info("VIP on lo added by another agent of this host: shared, the last of them to stop removes it", "vip", p, "other_state_file", other)
+	return nil
 }
 
 // waitVIPsUsable polls until none of vips is tentative: a socket cannot
@@ -139,8 +163,19 @@ func (a *Agent) removeVIPs() error {
 	return a.deleteVIPs(a.added)
 }
 
-// deleteVIPs removes ps from lo; one already gone is no error.
+// deleteVIPs removes ps from lo; one already gone is no error. One that
+// another running agent of the host shares stays on lo for it.
 func (a *Agent) deleteVIPs(ps []netip.Prefix) error {
+	ps = slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool {
+		other := a.sharedVIP(p, true)
+		if other != "" {
+			a.log.Info("VIP left on lo: another running agent of this host uses it", "vip", p, "other_state_file", other)
+		}
+		return other != ""
+	})
+	if len(ps) == 0 {
+		return nil
+	}
 	lo, err := a.nl.LinkByName(loopback)
 	if err != nil {
 		return fmt.Errorf("find %s to remove the VIPs %v: %w", loopback, ps, err)

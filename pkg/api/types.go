@@ -155,8 +155,9 @@ type AgentVIP struct {
 	// Tentative: an IPv6 VIP on lo that cannot be used yet (lo down, or
 	// duplicate address detection running).
 	Tentative bool `json:"tentative,omitempty"`
-	// Added: the agent added it and removes it when it stops; otherwise it
-	// was on lo before the agent started, and stays.
+	// Added: an agent added it, this one or another of the host that
+	// keeps it too, and the last of them to stop removes it; otherwise it
+	// was on lo before the agents started, and stays.
 	Added bool `json:"added"`
 }
 
