@@ -143,8 +143,9 @@ func TestWriteAgentStatus(t *testing.T) {
 		t.Error("a line ends in spaces")
 	}
 
-	// An agent following an interface without addresses decapsulates
-	// nothing: say so. No GUE, no VIPs, no sysctls changed.
+	// An agent following an interface without addresses (link-local ones
+	// aside, which it does not follow) decapsulates nothing: say so. No
+	// GUE, no VIPs, no sysctls changed.
 	empty := AgentStatus{Interface: "eth1", EncapFollowsInterface: true, EncapAddresses: []string{}}
 	b.Reset()
 	if err := writeAgentStatus(&b, empty, fixedNow); err != nil {
@@ -152,7 +153,7 @@ func TestWriteAgentStatus(t *testing.T) {
 	}
 	out = b.String()
 	for _, want := range []string{
-		"decapsulates to:  NONE: eth1 has no address, nothing is decapsulated\n",
+		"decapsulates to:  NONE: eth1 has no address the balancers can reach (link-local ones are not followed), nothing is decapsulated\n",
 		"GUE:              off\n",
 		"VIPs on lo: none configured\n",
 		"sysctls changed: none",

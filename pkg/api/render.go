@@ -111,7 +111,7 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	encap := strings.Join(s.EncapAddresses, ", ")
 	switch {
 	case len(s.EncapAddresses) == 0 && s.EncapFollowsInterface:
-		encap = fmt.Sprintf("NONE: %s has no address, nothing is decapsulated", orDash(s.Interface))
+		encap = fmt.Sprintf("NONE: %s has no address the balancers can reach (link-local ones are not followed), nothing is decapsulated", orDash(s.Interface))
 	case s.EncapFollowsInterface:
 		encap += fmt.Sprintf(" (the addresses of %s)", orDash(s.Interface))
 	}
