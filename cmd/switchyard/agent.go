@@ -80,7 +80,7 @@ func runAgent(args []string) error {
 		if err := a.Stop(); err != nil {
 			log.Error("clean shutdown incomplete", "error", err)
 		} else {
-			log.Info("agent stopped; decap detached, VIPs and sysctls restored")
+			log.Info("agent stopped; decap detached, its VIPs and sysctls undone (those another running agent of the host shares stay for it)")
 		}
 	}()
 	if cfg.Metrics.Listen != "" {

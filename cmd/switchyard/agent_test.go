@@ -215,7 +215,7 @@ func requireCleanStop(t *testing.T, exitErr error, log string) {
 	if exitErr != nil {
 		t.Errorf("agent exited with %v, want a clean stop; its log:\n%s", exitErr, log)
 	}
-	if !strings.Contains(log, "agent stopped; decap detached, VIPs and sysctls restored") {
+	if !strings.Contains(log, "agent stopped; decap detached, its VIPs and sysctls undone") {
 		t.Errorf("agent log does not say it stopped cleanly:\n%s", log)
 	}
 }

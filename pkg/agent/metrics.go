@@ -19,10 +19,16 @@ const (
 
 // Collector returns a Prometheus collector that reads the decap program's
 // counters at scrape time. It reports nothing while the agent is not
-// running.
+// running. A scrape that cannot read the agent's status counts in
+// switchyard_agent_scrape_errors_total, is logged, and has no other series
+// of this collector.
 func (a *Agent) Collector() prometheus.Collector {
 	return &collector{
 		a: a,
+		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_agent_scrape_errors_total",
+			Help: "Scrapes that could not read the agent's status (they have no other switchyard_agent series).",
+		}),
 		decap: prometheus.NewDesc("switchyard_agent_decap_packets_total",
 			"Packets decapsulated, by outer IP version (GUE packets included).", []string{"outer"}, nil),
 		gue: prometheus.NewDesc("switchyard_agent_decap_gue_packets_total",
@@ -41,10 +47,12 @@ func (a *Agent) Collector() prometheus.Collector {
 
 type collector struct {
 	a                                        *Agent
+	scrapeErrors                             prometheus.Counter
 	decap, gue, passed, drops, vips, missing *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.scrapeErrors.Desc()
 	ch <- c.decap
 	ch <- c.gue
 	ch <- c.passed
@@ -56,12 +64,16 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	status, err := c.a.AgentStatus(context.Background())
 	if errors.Is(err, ErrNotRunning) {
+		ch <- c.scrapeErrors
 		return
 	}
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.decap, err)
+		c.scrapeErrors.Inc()
+		c.a.log.Warn("metrics scrape: cannot read the agent status", "error", err)
+		ch <- c.scrapeErrors
 		return
 	}
+	ch <- c.scrapeErrors
 	st := status.Counters
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -127,11 +128,33 @@ func TestDecapDeliversToVIP(t *testing.T) {
 		t.Errorf("switchyard_agent_vips_missing = %v after the removal of %s from lo, want 1", got, vip6)
 	}
 
+	// A scrape that cannot read the status (here: a sysctl it reads
+	// again) counts an error and has no other series.
+	if len(a.sysctls) == 0 {
+		t.Fatal("the agent changed no sysctl: nothing to make the status fail with")
+	}
+	held := a.sysctls[0].f
+	closed, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	a.mu.Lock()
+	a.sysctls[0].f = closed
+	a.mu.Unlock()
+	got = gather(t, reg)
+	a.mu.Lock()
+	a.sysctls[0].f = held
+	a.mu.Unlock()
+	if len(got) != 1 || got["switchyard_agent_scrape_errors_total"] != 1 {
+		t.Errorf("scrape with an unreadable status: %v, want only switchyard_agent_scrape_errors_total 1", got)
+	}
+
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if got := gather(t, reg); len(got) != 0 {
-		t.Errorf("metrics of a stopped agent: %v, want none", got)
+	if got := gather(t, reg); len(got) != 1 || got["switchyard_agent_scrape_errors_total"] != 1 {
+		t.Errorf("metrics of a stopped agent: %v, want only switchyard_agent_scrape_errors_total", got)
 	}
 }
 

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"golang.org/x/sys/unix"
@@ -329,7 +331,7 @@ func (a *Agent) lockHost() error {
 	if err != nil {
 		return fmt.Errorf("open agents' lock %s: %w (%s)", path, err, why)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	if err := flockWithin(f, path, hostLockWait, a.log); err != nil {
 		f.Close()
 		return fmt.Errorf("lock %s: %w (%s)", path, err, why)
 	}
@@ -342,6 +344,38 @@ func (a *Agent) lockHost() error {
 	}
 	a.peers = a.readPeers(dir)
 	return nil
+}
+
+// hostLockWait bounds the wait for the host lock, which an agent holds
+// only while it adds or removes VIPs and sysctls: a few milliseconds.
+const hostLockWait = 30 * time.Second
+
+// errLockHeld: the host lock stayed taken for all of hostLockWait.
+var errLockHeld = errors.New("another agent of this host has held it too long")
+
+// flockWithin takes f's exclusive flock, waiting at most wait; after a
+// second it logs that it waits, so a hung agent holding the lock shows.
+func flockWithin(f *os.File, path string, wait time.Duration, log *slog.Logger) error {
+	start := time.Now()
+	logged := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		waited := time.Since(start)
+		if waited >= wait {
+			return fmt.Errorf("%w (%s; find it with `fuser -v %s`, stop or kill it, then try again)", errLockHeld, wait, path)
+		}
+		if !logged && waited >= time.Second {
+			log.Warn("waiting for the agents' host lock, which another agent holds", "lock", path)
+			logged = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // unlockHost releases the host lock, if held.

@@ -3,15 +3,18 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // crash drops a running agent as its process dying would: every file
@@ -388,4 +391,32 @@ func TestRemoveUndoesCrashedRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireSame(t, before, snapshot(t, topo, be))
+}
+
+// TestHostLockWaitIsBounded: an agent that holds the host lock too long
+// (hung) makes another one fail with a message naming the lock, not wait
+// forever; once it lets go, the lock is taken.
+func TestHostLockWaitIsBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), hostLockName)
+	holder, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = flockWithin(f, path, 100*time.Millisecond, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, errLockHeld) || !strings.Contains(err.Error(), "fuser -v "+path) {
+		t.Fatalf("flockWithin() with the lock held = %v, want errLockHeld naming fuser -v %s", err, path)
+	}
+	holder.Close() // releases the flock
+	if err := flockWithin(f, path, 5*time.Second, slog.New(slog.DiscardHandler)); err != nil {
+		t.Errorf("flockWithin() once released = %v", err)
+	}
 }

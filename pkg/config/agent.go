@@ -25,7 +25,7 @@ type AgentConfig struct {
 	// EncapAddresses are the outer destination addresses decapsulated here
 	// (the backend addresses the balancers use), unicast and routed: not
 	// link-local or reserved, as backends[].address. Empty means every
-	// address of Interface.
+	// address of Interface but link-local ones, followed as they change.
 	EncapAddresses []string `yaml:"encap_addresses"`
 	// GUEPort is the UDP port GUE packets arrive on; 0 disables GUE decap
 	// (IPIP is always decapsulated). Default: 6080.
