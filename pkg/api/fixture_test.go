@@ -23,10 +23,12 @@ func sampleStatus(now time.Time) Status {
 				Conntrack: true, TableSize: 65537, Packets: 12345, Bytes: 9876543, NewFlows: 321, PacketRate: 120.5,
 				Backends: []Backend{
 					{Name: "web-1", Address: "10.2.1.1", ID: 1, Weight: 1, Healthy: true, HealthInfo: "",
-						Since: now.Add(-5 * time.Minute), TableSlots: 65537, Packets: 4000, Bytes: 400000},
+						Since: now.Add(-5 * time.Minute), TableSlots: 65537, Packets: 4000, Bytes: 400000,
+						Check: "http", Checks: 300, FailedChecks: 2, LastCheckSeconds: 0.00251},
 					{Name: "web-backend-2", Address: "10.2.1.22", ID: 2, Weight: 10, Healthy: false,
 						HealthInfo: "tcp check: dial tcp 10.2.1.22:80: connect: connection refused",
-						Since:      now.Add(-12 * time.Second), Drained: true, TableSlots: 0, Packets: 1234567, Bytes: 99},
+						Check:      "tcp", Checks: 40, FailedChecks: 12, LastCheckSeconds: 0.0001,
+						Since: now.Add(-12 * time.Second), Drained: true, TableSlots: 0, Packets: 1234567, Bytes: 99},
 				},
 			},
 			{

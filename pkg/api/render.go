@@ -77,7 +77,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 				drained = "yes"
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", b.Name, b.Address, b.Weight, health, drained,
-				percent(float64(b.TableSlots), float64(v.TableSize)), count(b.Packets), b.HealthInfo)
+				percent(float64(b.TableSlots), float64(v.TableSize)), count(b.Packets), checkInfo(b))
 		}
 		tw.Flush()
 	}
@@ -320,6 +320,32 @@ func plural(n uint64, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// checkInfo is a backend's CHECK column: why its last check failed, or
+// that it passed and in how long, with the failures so far when there
+// were some (a backend that fails now and then, never fall times in a
+// row, shows there).
+func checkInfo(b Backend) string {
+	info := b.HealthInfo
+	switch {
+	case b.Check == "":
+		return info
+	case b.Checks == 0:
+		return b.Check + ", not checked yet"
+	case info == "":
+		d := time.Duration(b.LastCheckSeconds * float64(time.Second))
+		if d < time.Millisecond {
+			d = d.Round(time.Microsecond)
+		} else {
+			d = d.Round(100 * time.Microsecond)
+		}
+		info = b.Check + " ok in " + d.String()
+	}
+	if b.FailedChecks > 0 {
+		info += fmt.Sprintf(" (%d of %d checks failed)", b.FailedChecks, b.Checks)
+	}
+	return info
 }
 
 func orDash(s string) string {

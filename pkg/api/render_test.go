@@ -44,8 +44,8 @@ func TestWriteStatus(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]string{
-		"web-1":         "web-1 10.2.1.1 1 UP for 5m0s no 100.0% 4000",
-		"web-backend-2": "web-backend-2 10.2.1.22 10 DOWN for 12s yes 0.0% 1.23M tcp check: dial tcp 10.2.1.22:80: connect: connection refused",
+		"web-1":         "web-1 10.2.1.1 1 UP for 5m0s no 100.0% 4000 http ok in 2.5ms (2 of 300 checks failed)",
+		"web-backend-2": "web-backend-2 10.2.1.22 10 DOWN for 12s yes 0.0% 1.23M tcp check: dial tcp 10.2.1.22:80: connect: connection refused (12 of 40 checks failed)",
 		"dns-1":         "dns-1 10.2.1.1 2 UP no 100.0% 4000 no check",
 	} {
 		if got := strings.Join(rows[name], " "); got != want {
@@ -235,6 +235,24 @@ func TestWriteStatusMultiLineReloadError(t *testing.T) {
 		if c != col {
 			t.Errorf("line not in the value column (%d):\n%s", col, out)
 			break
+		}
+	}
+}
+
+func TestCheckInfo(t *testing.T) {
+	for _, tc := range []struct {
+		b    Backend
+		want string
+	}{
+		{Backend{HealthInfo: "no check"}, "no check"},
+		{Backend{Check: "udp"}, "udp, not checked yet"},
+		{Backend{Check: "udp", Checks: 3, LastCheckSeconds: 0.00004}, "udp ok in 40µs"},
+		{Backend{Check: "udp", Checks: 3, LastCheckSeconds: 0.01234}, "udp ok in 12.3ms"},
+		{Backend{Check: "udp", Checks: 3, FailedChecks: 3, HealthInfo: "udp check: no reply from 10.2.1.2:53 before the timeout: context deadline exceeded"},
+			"udp check: no reply from 10.2.1.2:53 before the timeout: context deadline exceeded (3 of 3 checks failed)"},
+	} {
+		if got := checkInfo(tc.b); got != tc.want {
+			t.Errorf("checkInfo(%+v) = %q, want %q", tc.b, got, tc.want)
 		}
 	}
 }
