@@ -87,8 +87,20 @@ type Balancer struct {
 	staleAddrs map[netip.Addr]bool
 
 	// grace and graceInner: a map-in-map and its content, whose update
-	// waits for packets in flight (see waitForPackets).
+	// waits for packets in flight (see waitForPackets). graceWaits counts
+	// those waits.
 	grace, graceInner *ebpf.Map
+	graceWaits        uint64
+
+	// backendCopies and epochCopies: what backend_table and
+	// vip_epoch_table are to hold where their records moved on, written
+	// at the end of a batch, all together (see flushBackendCopies), or at
+	// once outside one. A write that fails keeps them for the next.
+	// backendCopyFailed: the last backend write failed, maybe between its
+	// phases.
+	backendCopies     map[uint32]balancerBackend
+	epochCopies       map[uint32]uint32
+	backendCopyFailed bool
 
 	statsMu sync.Mutex
 	evicted uint64 // conn_evicted as last reported (see Stats)
@@ -201,6 +213,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	spec.Maps["maglev_std"].Name = maglevStdPin
 	b := &Balancer{pinDir: opts.PinDir, log: log, tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{},
 		removed: map[tableKey]bool{}, standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, repurge: map[uint32]bool{}, staleAddrs: map[netip.Addr]bool{}, clock: clock,
+		backendCopies: map[uint32]balancerBackend{}, epochCopies: map[uint32]uint32{},
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
 		indexed: map[uint32]balancerVipMeta{}}
 	// The benchmark build has the same programs and maps by name.
@@ -980,9 +993,12 @@ func (b *Balancer) endOrphanEpochs() error {
 		num, e  uint32
 		orphans = map[uint32]uint32{}
 	)
+	// An epoch not yet in the copy (epochCopies: of this batch, or whose
+	// write failed) counts as the copy differing.
 	it := b.objs.VipEpochs.Iterate()
 	for it.Next(&num, &e) {
-		if num < MaxVIPs && !owned[num] && (e%2 == 1 || copies[num] != e) {
+		_, unwritten := b.epochCopies[num]
+		if num < MaxVIPs && !owned[num] && (e%2 == 1 || copies[num] != e || unwritten) {
 			orphans[num] = e
 		}
 	}
@@ -993,7 +1009,8 @@ func (b *Balancer) endOrphanEpochs() error {
 		if e%2 == 1 {
 			err = b.nextEpoch(num, false)
 		} else {
-			// Only the copy is live: its write failed.
+			// Only the copy is live: its write failed, or waits
+			// for the batch's end.
 			err = b.putEpochCopy(num, e)
 		}
 		if err != nil {
@@ -1136,11 +1153,16 @@ func (b *Balancer) PublishTable(k VIPKey, table []uint32) (uint32, error) {
 // index (and so packets) only when fn returns, in one update: building
 // and swapping in an index waits for the kernel to see no program still
 // reading the previous one (an RCU grace period, milliseconds), which
-// per call would make a large configuration slow to apply. A VIP deleted
-// in the batch leaves the index at its end too, with the batch's other
-// changes; its entries stop serving at once (its epoch ends). Batches
-// nest; writers (SetVIP, DeleteVIP,
-// PublishTable, Batch) must not run concurrently.
+// per call would make a large configuration slow to apply. Backends
+// (SetBackend, DeleteBackend) and VIP epochs reach the copies packets read
+// at the end too, just before the index, all in one write each (a backend
+// whose address changes waits for packets in flight: at most twice per
+// batch, not per backend). A VIP deleted in the batch leaves the index at
+// its end, with the batch's other changes, and its entries stop serving
+// then too (its epoch ends): until then its new flows took the index's
+// way to the same tables. Batches nest; writers (SetVIP, DeleteVIP,
+// PublishTable, SetBackend, DeleteBackend, Batch) must not run
+// concurrently.
 func (b *Balancer) Batch(fn func() error) error {
 	b.batch++
 	err := fn()
@@ -1158,12 +1180,22 @@ func (b *Balancer) Batch(fn func() error) error {
 				clear(b.staleAddrs)
 			}
 		}
-		if ferr := b.installPending(); ferr != nil && err == nil {
-			err = ferr
-		}
-		if b.indexStale {
-			if serr := b.syncVIPIndex(); serr != nil && err == nil {
-				err = serr
+		// Then the backends and epochs, which the tables and the index
+		// below need (syncVIPIndex): if they fail, the batch's tables and
+		// index wait for the next batch's end, and packets go on as
+		// before it (but for the address filter).
+		if cerr := b.flushCopies(); cerr != nil {
+			if err == nil {
+				err = cerr
+			}
+		} else {
+			if ferr := b.installPending(); ferr != nil && err == nil {
+				err = ferr
+			}
+			if b.indexStale {
+				if serr := b.syncVIPIndex(); serr != nil && err == nil {
+					err = serr
+				}
 			}
 		}
 	}
@@ -1185,7 +1217,12 @@ func (b *Balancer) indexChanged() error {
 // version or this one, whole. VIPs take the first free slot from their
 // home slot, as the datapath probes.
 func (b *Balancer) syncVIPIndex() error {
-	// The index may point packets at tables made in this batch.
+	// The index may point packets at tables made in this batch, whose
+	// backends must be in backend_table, and must not go ahead of the
+	// epochs packets check their entries against (flushEpochCopies).
+	if err := b.flushCopies(); err != nil {
+		return err
+	}
 	if err := b.installPending(); err != nil {
 		return err
 	}
@@ -1715,79 +1752,138 @@ type (
 	epochTable   [MaxVIPs]uint32
 )
 
-// putBackendCopy writes backend id's entry of backend_table in an order
-// that no packet sees torn. A packet reads an entry's flags
-// (BACKEND_F_VALID, then BACKEND_F_V6 in encap) and its address at
-// different moments, with no lock, and uses the entry only while it is
-// valid (backend_of and its callers in bpf/balancer.bpf.c). A write is a
-// copy of the whole array (the map's one value; the map is not mappable,
-// and other entries are rewritten with the bytes they hold), in which a
-// new address and its flags changed together: one packet could see the
-// flags of one address and bytes of the other. So a new address goes in
-// while the entry is invalid: its validity is cleared, every packet that
-// may have read it valid is waited for, the address is written, the
-// packets that ran meanwhile (which saw it invalid, but may have read
-// address bytes early) are waited for, and the flags go in last. A write
-// that changes only the flags changes one byte (they all fit in the
-// first: bpf/consts.h), which no copy tears. A deleted entry keeps the
+// putBackendCopy writes backend id's entry of backend_table, now or, inside
+// a batch, at its end together with the batch's other backends (see
+// flushBackendCopies): no table published in the batch names the id
+// before the batch's VIP index, which comes after.
+func (b *Balancer) putBackendCopy(id uint32, be balancerBackend) error {
+	b.backendCopies[id] = be
+	if b.batch > 0 && batchedUpdates {
+		return nil
+	}
+	return b.flushBackendCopies()
+}
+
+// flushBackendCopies writes the entries of backendCopies into
+// backend_table in an order that no packet sees torn. A packet reads an
+// entry's flags (BACKEND_F_VALID, then BACKEND_F_V6 in encap) and its
+// address at different moments, with no lock, and uses the entry only
+// while it is valid (backend_of and its callers in bpf/balancer.bpf.c). A
+// write is a copy of the whole array (the map's one value; the map is not
+// mappable, and other entries are rewritten with the bytes they hold), in
+// which a new address and its flags changed together: one packet could
+// see the flags of one address and bytes of the other. So new addresses
+// go in while their entries are invalid: the validity of every entry whose
+// address changes is cleared (one write), every packet that may have read
+// one valid is waited for, the addresses are written (one write), the
+// packets that ran meanwhile (which saw them invalid, but may have read
+// address bytes early) are waited for, and the flags go in last (one
+// write). However many backends change, that is at most two waits for
+// packets and three copies of the array. A change of the flags alone
+// changes one byte (they all fit in the first: bpf/consts.h), which no
+// copy tears, and goes in with the first write. A deleted entry keeps the
 // address and BACKEND_F_V6 it had (nothing reads them in an invalid entry
 // but the packets that read it valid before, for which they must stay the
 // address's): the copy differs from its record there only, until
-// syncCopies.
-func (b *Balancer) putBackendCopy(id uint32, be balancerBackend) error {
+// syncCopies. If a step fails, backendCopies stays for the next flush,
+// which first waits for the packets that may have read entries between
+// this one's steps.
+func (b *Balancer) flushBackendCopies() error {
+	if len(b.backendCopies) == 0 {
+		return nil
+	}
+	what := fmt.Sprintf("%d backends", len(b.backendCopies))
+	if len(b.backendCopies) == 1 {
+		for id := range b.backendCopies {
+			what = fmt.Sprintf("backend %d", id)
+		}
+	}
+	if err := b.writeBackendCopies(); err != nil {
+		b.backendCopyFailed = true
+		return fmt.Errorf("write %s to backend_table: %w", what, err)
+	}
+	b.backendCopyFailed = false
+	clear(b.backendCopies)
+	return nil
+}
+
+// writeBackendCopies is flushBackendCopies' work.
+func (b *Balancer) writeBackendCopies() error {
+	const valid = uint32(balancerBackendFlagsBACKEND_F_VALID)
+	if b.backendCopyFailed {
+		if err := b.waitForPackets(); err != nil {
+			return err
+		}
+	}
 	t := new(backendTable)
 	if err := b.data.BackendTable.Lookup(uint32(0), t); err != nil {
 		return fmt.Errorf("read backend_table: %w", err)
 	}
-	put := func() error {
-		if err := b.data.BackendTable.Put(uint32(0), t); err != nil {
-			return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+	put := func() error { return b.data.BackendTable.Put(uint32(0), t) }
+	var (
+		moved          []uint32 // ids whose address changes
+		changed, inUse bool     // the first write's, and whether it invalidated a valid entry
+	)
+	for id, be := range b.backendCopies {
+		e := &t[id]
+		switch {
+		case *e == be:
+		case be.Flags&valid == 0:
+			if e.Flags&valid != 0 {
+				e.Flags &^= valid
+				changed = true
+			}
+		case e.Addr == be.Addr:
+			e.Flags, changed = be.Flags, true
+		case e.Flags&valid != 0:
+			// Only the validity: a packet that read it valid reads
+			// BACKEND_F_V6 again in encap, which must still be the
+			// address's.
+			e.Flags &^= valid
+			changed, inUse = true, true
+			moved = append(moved, id)
+		default:
+			moved = append(moved, id)
 		}
-		return nil
 	}
-	e := &t[id]
-	switch {
-	case *e == be:
-		return nil
-	case be.Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0:
-		e.Flags &^= uint32(balancerBackendFlagsBACKEND_F_VALID)
-		return put()
-	case e.Addr == be.Addr:
-		e.Flags = be.Flags
-		return put()
-	}
-	if e.Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) != 0 {
-		// Only the validity: a packet that read it valid reads
-		// BACKEND_F_V6 again in encap, which must still be the
-		// address's.
-		e.Flags &^= uint32(balancerBackendFlagsBACKEND_F_VALID)
+	if changed {
 		if err := put(); err != nil {
 			return err
 		}
+	}
+	if inUse {
 		if err := b.waitForPackets(); err != nil {
-			return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+			return err
 		}
+	}
+	if len(moved) == 0 {
+		return nil
 	}
 	// A slot no backend had since the copy was built (all zero: a new
 	// backend's, the common case, and every one at a first start) waits
 	// for nothing: no table names it, and the only packets that may read
 	// it, of a flow recorded under a backend deleted before a restart
-	// (whose record went with it), find it invalid until the flags' put,
-	// by the end of which the address put has long completed; only a
-	// packet that read the address before the flags, across both puts,
-	// could mix them. (A wait costs a grace period, about 9 ms, per
-	// backend: 37 s for 4096 at a first start.)
-	fresh := *e == balancerBackend{}
-	e.Addr = be.Addr
+	// (whose record went with it), find it invalid until the flags' write,
+	// by the end of which the address write has long completed; only a
+	// packet that read the address before the flags, across both writes,
+	// could mix them. (A wait costs a grace period, about 9 ms.)
+	fresh := true
+	for _, id := range moved {
+		e := &t[id]
+		fresh = fresh && *e == balancerBackend{}
+		e.Addr = b.backendCopies[id].Addr
+	}
 	if err := put(); err != nil {
 		return err
 	}
 	if !fresh {
 		if err := b.waitForPackets(); err != nil {
-			return fmt.Errorf("write backend %d to backend_table: %w", id, err)
+			return err
 		}
 	}
-	e.Flags = be.Flags
+	for _, id := range moved {
+		t[id].Flags = b.backendCopies[id].Flags
+	}
 	return put()
 }
 
@@ -1813,21 +1909,56 @@ func (b *Balancer) waitForPackets() error {
 	if err := b.grace.Put(uint32(0), b.graceInner); err != nil {
 		return fmt.Errorf("wait for packets in flight: %w", err)
 	}
+	b.graceWaits++
 	return nil
 }
 
-// putEpochCopy writes VIP num's epoch into vip_epoch_table, as
-// putBackendCopy does.
+// putEpochCopy writes VIP num's epoch into vip_epoch_table, now or, inside
+// a batch, at its end together with the batch's other epochs (see
+// flushEpochCopies).
 func (b *Balancer) putEpochCopy(num, epoch uint32) error {
+	b.epochCopies[num] = epoch
+	if b.batch > 0 && batchedUpdates {
+		return nil
+	}
+	return b.flushEpochCopies()
+}
+
+// flushEpochCopies writes the epochs of epochCopies into vip_epoch_table,
+// in one copy of the whole array. Every VIP index is published after it
+// (syncVIPIndex): an index never goes ahead of the copy, which would let a
+// VIP's pinned flows go on by their entries after the index dropped it. If
+// the write fails, epochCopies stays for the next.
+func (b *Balancer) flushEpochCopies() error {
+	if len(b.epochCopies) == 0 {
+		return nil
+	}
 	var t epochTable
 	if err := b.data.VipEpochTable.Lookup(uint32(0), &t); err != nil {
 		return fmt.Errorf("read vip_epoch_table: %w", err)
 	}
-	t[num] = epoch
-	if err := b.data.VipEpochTable.Put(uint32(0), &t); err != nil {
-		return fmt.Errorf("write VIP epoch %d to vip_epoch_table: %w", num, err)
+	for num, e := range b.epochCopies {
+		t[num] = e
 	}
+	if err := b.data.VipEpochTable.Put(uint32(0), &t); err != nil {
+		if len(b.epochCopies) == 1 {
+			for num := range b.epochCopies {
+				return fmt.Errorf("write VIP epoch %d to vip_epoch_table: %w", num, err)
+			}
+		}
+		return fmt.Errorf("write %d VIP epochs to vip_epoch_table: %w", len(b.epochCopies), err)
+	}
+	clear(b.epochCopies)
 	return nil
+}
+
+// flushCopies writes what the records of the batch (or of a failed write)
+// left for the copies packets read.
+func (b *Balancer) flushCopies() error {
+	if err := b.flushEpochCopies(); err != nil {
+		return err
+	}
+	return b.flushBackendCopies()
 }
 
 // syncCopies rebuilds backend_table and vip_epoch_table, which the program
@@ -1866,6 +1997,8 @@ func (b *Balancer) syncCopies() error {
 	if err := b.data.VipEpochTable.Put(uint32(0), &et); err != nil {
 		return fmt.Errorf("write vip_epoch_table: %w", err)
 	}
+	clear(b.backendCopies)
+	clear(b.epochCopies)
 	return nil
 }
 

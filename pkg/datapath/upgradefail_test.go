@@ -235,7 +235,8 @@ func loadPrevRelease(tb testing.TB, pin string) *Balancer {
 		vipIndexSpec: spec.Maps["vip_index"].InnerMap.Copy(), stdTableSpec: spec.Maps["maglev_std"].InnerMap.Copy(),
 		tables: map[tableKey]*ebpf.Map{}, pending: map[tableKey]*ebpf.Map{}, removed: map[tableKey]bool{},
 		standIn: map[bool]*ebpf.Map{}, deletedNums: map[uint32]bool{}, repurge: map[uint32]bool{},
-		staleAddrs: map[netip.Addr]bool{}, indexed: map[uint32]balancerVipMeta{}}
+		staleAddrs: map[netip.Addr]bool{}, indexed: map[uint32]balancerVipMeta{},
+		backendCopies: map[uint32]balancerBackend{}, epochCopies: map[uint32]uint32{}}
 }
 
 // TestUpgradeAfterRollbackCopiesTheRunningTables: an upgrade that does not
