@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -149,4 +151,50 @@ func TestSharedVIPsKilledAgentHoldsNothing(t *testing.T) {
 	}
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoState(t, a2)
+}
+
+// TestSharedVIPsStayForPreviousReleaseAgent: during a rolling upgrade an
+// agent of the previous release (its record in format /1, without the pin
+// directory that tells whether it runs) shares the VIPs: this release's
+// agent stopping leaves them on lo for it rather than remove them from
+// under a running agent.
+func TestSharedVIPsStayForPreviousReleaseAgent(t *testing.T) {
+	t.Parallel()
+	topo, be, c1, c2 := twoAgents(t)
+	before := snapshot(t, topo, be)
+	old := startAgent(t, topo, be, c2)
+	// What the previous release writes: the same record, format /1, no
+	// pin_dir.
+	data, err := os.ReadFile(old.StatePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["format"] = stateFormatV1
+	delete(rec, "pin_dir")
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old.StatePath(), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	a := startAgent(t, topo, be, c1)
+	if err := topo.Do(be, a.Stop); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+		if !loHas(t, topo, be, p) {
+			t.Errorf("VIP %s left lo while an agent of the previous release may still use it", p)
+		}
+	}
+	if err := topo.Do(be, old.Stop); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, a)
+	requireNoState(t, old)
 }

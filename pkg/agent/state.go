@@ -30,7 +30,8 @@ const DefaultStateDir = "/run/switchyard"
 const stateFormat = "switchyard-agent-state/2"
 
 // stateFormatV1 is the previous release's layout: the same record without
-// pin_dir. It is read as it is, its writer taken for stopped.
+// pin_dir. It is read as it is; another agent's is taken for running (see
+// readPeers).
 const stateFormatV1 = "switchyard-agent-state/1"
 
 // hostLockName is the file, in the state directory, whose flock
@@ -412,7 +413,13 @@ func (a *Agent) readPeers(dir string) []peer {
 		if err != nil || rec == nil || rec.BootID != a.bootID || rec.NetNS != a.netns {
 			continue
 		}
-		out = append(out, peer{path: path, rec: rec, alive: rec.PinDir != "" && pinDirHeld(rec.PinDir)})
+		// A previous release's record (no pin_dir) cannot say whether
+		// its agent runs: during a rolling upgrade it likely does, so it
+		// counts as running. At worst a VIP it recorded stays on lo
+		// after this agent's stop, until that agent's next run or
+		// `remove --agent` undoes its own record.
+		alive := rec.PinDir == "" || pinDirHeld(rec.PinDir)
+		out = append(out, peer{path: path, rec: rec, alive: alive})
 	}
 	return out
 }
