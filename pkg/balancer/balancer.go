@@ -89,6 +89,7 @@ type Balancer struct {
 	tablesStale bool                               // the last table sync failed: the tick tries again
 	builders    []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
 	settings    datapath.Settings
+	ifaceMTU    int // the interface's MTU when the settings were last synced
 	gateway     netip.Addr
 	nhResolved  bool    // the settings the datapath holds carry a next-hop MAC
 	noSource    [2]bool // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
@@ -423,19 +424,23 @@ func (b *Balancer) syncSettings() error {
 			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
 		}
 	}
-	if !reflect.DeepEqual(s, b.settings) {
+	changed := !reflect.DeepEqual(s, b.settings)
+	// With datapath.mtu set, the settings do not follow the interface's
+	// MTU, so its change is looked at on its own.
+	if (changed || ifi.MTU != b.ifaceMTU) && cfg.Datapath.MTU > ifi.MTU {
+		// Outer packets up to datapath.mtu leave through an interface
+		// that cannot send them: the driver drops them, and no "too
+		// big" tells the clients.
+		b.log.Warn("datapath.mtu is above the interface's MTU: encapsulated packets between the two are lost; lower datapath.mtu or raise the interface's MTU",
+			"interface", cfg.Datapath.Interface, "datapath.mtu", cfg.Datapath.MTU, "interface_mtu", ifi.MTU)
+	}
+	b.ifaceMTU = ifi.MTU
+	if changed {
 		if min, why := cfg.MinMTU(); int(s.MTU) < min && int(s.MTU) >= datapath.MinMTU {
 			// Taken from the interface (config checks its own datapath.mtu):
 			// the large packets of some clients will find no MTU they
 			// can use. Everything else works.
 			b.log.Warn("interface MTU too small for these VIPs; raise it or set datapath.mtu", "interface", cfg.Datapath.Interface, "mtu", s.MTU, "need", min, "why", why)
-		}
-		if cfg.Datapath.MTU > ifi.MTU {
-			// Outer packets up to datapath.mtu leave through an interface
-			// that cannot send them: the driver drops them, and no "too
-			// big" tells the clients.
-			b.log.Warn("datapath.mtu is above the interface's MTU: encapsulated packets between the two are lost; lower datapath.mtu or raise the interface's MTU",
-				"interface", cfg.Datapath.Interface, "datapath.mtu", cfg.Datapath.MTU, "interface_mtu", ifi.MTU)
 		}
 		// A refused write leaves the datapath with the settings before:
 		// status and the next-hop metric say what it holds.

@@ -1,0 +1,105 @@
+package balancer
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+// With datapath.mtu set, the datapath settings do not change when the
+// interface's MTU does: lowering the interface's MTU under datapath.mtu
+// went unwarned, though from then on the driver drops every outer packet
+// between the two and no "too big" tells the clients.
+func TestDatapathMTUAboveALoweredInterfaceMTUIsWarned(t *testing.T) {
+	topo, node := newSourceTopo(t, "fe80::7/64", "10.9.0.1/24")
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	yaml := `
+datapath: {interface: ` + sourceIface + `, conn_table_size: 4096, mtu: 1500}
+nexthop: {gateway: 10.9.0.254}
+api: {socket: /tmp/unused.sock}
+metrics: {listen: ""}
+vips:
+  - name: web
+    address: 10.100.0.1
+    port: 80
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	logs := &logRecords{}
+	setMTU := func(mtu int) {
+		t.Helper()
+		err := topo.Netlink(node, func(h *netlink.Handle) error {
+			l, err := h.LinkByName(sourceIface)
+			if err != nil {
+				return err
+			}
+			return h.LinkSetMTU(l, mtu)
+		})
+		if err != nil {
+			t.Fatalf("set the MTU of %s to %d: %v", sourceIface, mtu, err)
+		}
+	}
+	setMTU(1500)
+	// The control loop is not run: New and syncSettings read the
+	// interface of the balancer's namespace, on Do's thread, as a network
+	// event would make the loop do.
+	var b *Balancer
+	if err := topo.Do(node, func() error {
+		var err error
+		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.health.Close)
+	sync := func() {
+		t.Helper()
+		if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
+			t.Fatal(err)
+		}
+	}
+	warned := func() []string {
+		return logs.matching(slog.LevelWarn, "datapath.mtu is above the interface's MTU")
+	}
+	if got := warned(); len(got) != 0 {
+		t.Fatalf("datapath.mtu 1500 on an interface of MTU 1500: warned %v", got)
+	}
+
+	setMTU(1400)
+	sync()
+	if got := warned(); len(got) != 1 || len(logs.matching(slog.LevelWarn, "interface_mtu=1400", "datapath.mtu=1500")) != 1 {
+		t.Fatalf("interface MTU lowered from 1500 to 1400 under datapath.mtu 1500: %d warnings (%v), want 1 naming both MTUs", len(got), got)
+	}
+	// A tick or a network event that changes nothing says it no more.
+	sync()
+	if got := warned(); len(got) != 1 {
+		t.Errorf("nothing changed since the warning: %d warnings, want still 1", len(got))
+	}
+	// Back to 1500: nothing to warn about.
+	setMTU(1500)
+	sync()
+	if got := warned(); len(got) != 1 {
+		t.Errorf("interface MTU raised back to 1500: %d warnings, want still 1", len(got))
+	}
+}
