@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,7 +15,7 @@ import (
 )
 
 func runAgent(args []string) error {
-	fs := flag.NewFlagSet("agent", flag.ExitOnError)
+	fs := newFlagSet("agent")
 	cfgPath := fs.String("config", "/etc/switchyard/agent.yaml", "agent configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	modeFlag := fs.String("attach-mode", "native", "native, generic or auto")

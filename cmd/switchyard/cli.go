@@ -22,7 +22,7 @@ func printJSON(v any) error {
 
 func runStatus(args []string) error {
 	var cf clientFlags
-	fs := flag.NewFlagSet("status", flag.ExitOnError)
+	fs := newFlagSet("status")
 	cf.register(fs)
 	agentFlag := fs.Bool("agent", false, fmt.Sprintf("show a backend agent's status (default --socket %s)", config.DefaultAgentAPISocket))
 	if err := parseFlagsOnly(fs, args); err != nil {
@@ -66,7 +66,7 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 
 func runFlows(args []string) error {
 	var cf clientFlags
-	fs := flag.NewFlagSet("flows", flag.ExitOnError)
+	fs := newFlagSet("flows")
 	cf.register(fs)
 	vip := fs.String("vip", "", "only flows of this VIP (by name)")
 	limit := fs.Int("limit", 1000, fmt.Sprintf("at most this many flows (up to %d)", api.MaxFlowsLimit))
@@ -135,7 +135,7 @@ func drainCmd(name string, args []string) error {
 
 func runReload(args []string) error {
 	var cf clientFlags
-	fs := flag.NewFlagSet("reload", flag.ExitOnError)
+	fs := newFlagSet("reload")
 	cf.register(fs)
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
@@ -161,7 +161,7 @@ func runReload(args []string) error {
 }
 
 func runRemove(args []string) error {
-	fs := flag.NewFlagSet("remove", flag.ExitOnError)
+	fs := newFlagSet("remove")
 	cfgPath := fs.String("config", "", "configuration file of the balancer (with --agent: of the agent) to remove")
 	iface := fs.String("interface", "", "interface of the balancer (with --agent: of the agent) to remove (default pin directory)")
 	pinDir := fs.String("pin-dir", "", "pin directory to remove")

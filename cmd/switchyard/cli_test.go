@@ -270,3 +270,25 @@ func TestRemoveRefusesAPathForAnInterface(t *testing.T) {
 		}
 	}
 }
+
+// Every command's -h starts with the command line it takes, as
+// `switchyard -h` and the README write them: six of them printed the flag
+// package's "Usage of status:" instead.
+func TestEveryCommandHelpSaysItsUsage(t *testing.T) {
+	for _, c := range commands {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], c.name, "-h")
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			t.Errorf("switchyard %s -h: %v; stderr %q", c.name, err, stderr.String())
+			continue
+		}
+		if want := "usage: switchyard " + c.name + " [flags]"; !strings.HasPrefix(stderr.String(), want) {
+			t.Errorf("switchyard %s -h printed %q, want it to start with %q", c.name, stderr.String(), want)
+		}
+	}
+}

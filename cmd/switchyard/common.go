@@ -81,6 +81,17 @@ func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// newFlagSet returns the flag set of command name, whose usage (-h) starts
+// with the command line it takes, as `switchyard -h` writes it.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: switchyard %s [flags]\n\n", name)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // hideFlags makes fs's usage (-h) list its flags but the hidden ones,
 // which stay usable: flags for tests, which an operator has no use for.
 func hideFlags(fs *flag.FlagSet, hidden ...string) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -13,7 +12,7 @@ import (
 
 func runTestserver(args []string) error {
 	d := testserver.DefaultConfig()
-	fs := flag.NewFlagSet("testserver", flag.ExitOnError)
+	fs := newFlagSet("testserver")
 	name := fs.String("name", "", "name this server reports in every answer (required)")
 	httpAddr := fs.String("http", d.HTTPAddr, "HTTP listen address (\"\" disables)")
 	udpAddr := fs.String("udp", d.UDPAddr, "UDP echo listen address (\"\" disables)")
