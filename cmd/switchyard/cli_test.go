@@ -147,6 +147,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "--log-level", "verbose", "--config", missing}, 2, `--log-level "verbose": use debug, info, warn or error`},
 		{[]string{"agent", "--attach-mode", "skb", "--config", missing}, 2, `unknown attach mode "skb": use native, generic or auto`},
 		{[]string{"remove"}, 2, "say what to remove"},
+		{[]string{"demo", "--requests", "0"}, 2, "--requests 0: give at least 1"},
 		{[]string{"remove", "--agent"}, 2, "say what to remove"},
 		{[]string{"bogus"}, 2, `unknown command "bogus"`},
 		{[]string{}, 2, "usage: switchyard COMMAND"},

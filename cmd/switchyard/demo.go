@@ -28,6 +28,9 @@ func runDemo(args []string) error {
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
+	if *requests < 1 {
+		return &usageError{fmt.Sprintf("--requests %d: give at least 1, e.g. 300", *requests)}
+	}
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}
