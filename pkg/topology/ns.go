@@ -230,8 +230,12 @@ func (t *Topology) AddAddr(node, ifname string, p netip.Prefix) error {
 		if err := h.AddrAdd(l, a); err != nil {
 			return fmt.Errorf("%s: add %s to %s: %w", node, p, ifname, err)
 		}
-		if err := waitIPv6Ready(h, ifname); err != nil {
-			return fmt.Errorf("%s: %w", node, err)
+		// An IPv4 address changes nothing of IPv6's readiness (and a
+		// link that is down never gets a link-local address to wait for).
+		if p.Addr().Is6() {
+			if err := waitIPv6Ready(h, ifname); err != nil {
+				return fmt.Errorf("%s: %w", node, err)
+			}
 		}
 		return nil
 	})

@@ -645,3 +645,19 @@ func TestAttachPassCalledInRouter(t *testing.T) {
 		t.Errorf("failed New left %v", left)
 	}
 }
+
+// TestAddIPv4AddrToDownLink: adding an IPv4 address does not wait for
+// IPv6 readiness, which a link that is down never reaches (no link-local
+// address): AddAddr failed after 5 s with "IPv6 addresses not ready".
+func TestAddIPv4AddrToDownLink(t *testing.T) {
+	topo := NewForTest(t, Config{Prefix: "sytopa4", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "down0"}, PeerName: "down1"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.AddAddr(node, "down0", netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatalf("add an IPv4 address to a link that is down: %v", err)
+	}
+}
