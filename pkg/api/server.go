@@ -109,6 +109,7 @@ type Server struct {
 	closed  bool
 	http    *http.Server
 	sock    os.FileInfo // the socket file Start created, to remove only it
+	lock    *os.File    // the socket's lock file, held while serving
 	wg      sync.WaitGroup
 }
 
@@ -177,7 +178,8 @@ func (s *Server) Socket() string { return s.socket }
 // Start listens on the socket and serves in the background until Close.
 // It creates the socket's directory (0755) if needed and replaces a stale
 // socket left by a daemon that died, but fails with ErrSocketInUse if a
-// daemon answers on it. The socket is made 0600: only its owner (root, for
+// daemon answers on it or holds its lock file (the socket's path and
+// ".lock", which the Server holds until Close). The socket is made 0600: only its owner (root, for
 // the daemon) may connect.
 func (s *Server) Start() error {
 	s.mu.Lock()
@@ -188,19 +190,26 @@ func (s *Server) Start() error {
 	if err := os.MkdirAll(filepath.Dir(s.socket), 0o755); err != nil {
 		return fmt.Errorf("create the directory of the api socket: %w", err)
 	}
+	lock, err := s.lockSocket()
+	if err != nil {
+		return err
+	}
 	if err := s.removeStale(); err != nil {
+		lock.Close()
 		return err
 	}
 	ln, err := listenPrivate(s.socket)
 	if err != nil {
+		lock.Close()
 		return err
 	}
 	fi, err := os.Lstat(s.socket)
 	if err != nil {
 		ln.Close()
+		lock.Close()
 		return fmt.Errorf("check the api socket: %w", err)
 	}
-	s.started, s.sock = true, fi
+	s.started, s.sock, s.lock = true, fi, lock
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -250,7 +259,31 @@ func listenPrivate(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// removeStale removes a socket file nothing answers on.
+// lockSocket takes the lock file beside the socket (its path and
+// ".lock"), which the Server holds until Close and the kernel releases
+// when the daemon dies. The probe for a live daemon and the socket's
+// replacement are not atomic: two daemons started at once both found no
+// daemon, and the later one's socket replaced the earlier one's, which
+// then ran unreachable. The lock file stays: removing it would let a
+// daemon lock a new file while another holds the old one.
+func (s *Server) lockSocket() (*os.File, error) {
+	path := s.socket + ".lock"
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the lock file of the api socket: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another daemon is listening on %s (it holds %s): stop it first, or give this one another socket: %w", s.socket, path, ErrSocketInUse)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// removeStale removes a socket file nothing answers on. A daemon that
+// holds no lock (of an earlier release) is found by connecting.
 func (s *Server) removeStale() error {
 	fi, err := os.Lstat(s.socket)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -286,11 +319,14 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	srv, sock := s.http, s.sock
+	srv, sock, lock := s.http, s.sock, s.lock
 	s.mu.Unlock()
 	if srv == nil {
 		return nil
 	}
+	// After the socket is gone, so that a daemon that takes the lock next
+	// finds no socket of this one.
+	defer lock.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(ctx)

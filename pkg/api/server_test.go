@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -320,24 +321,31 @@ func TestStartRefusesNonSocket(t *testing.T) {
 
 func TestCloseRemovesOnlyItsSocket(t *testing.T) {
 	first, socket := startServer(t, &fakeService{})
-	// Someone removes the socket and starts a second daemon on the path.
+	// Someone removes the socket and listens on the path (a daemon of an
+	// earlier release, which takes no lock).
 	if err := os.Remove(socket); err != nil {
 		t.Fatal(err)
 	}
+	other, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(socket); err != nil {
+		t.Fatalf("closing the first daemon removed the other's socket: %v", err)
+	}
+	other.Close()
+
 	second, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := second.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("start after the first daemon closed: %v", err)
 	}
-	if err := first.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := NewClient(socket).Status(t.Context()); err != nil {
-		t.Fatalf("closing the first daemon broke the second: %v", err)
-	}
-
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +354,57 @@ func TestCloseRemovesOnlyItsSocket(t *testing.T) {
 	}
 	if err := second.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// Daemons started at the same time on one socket: one serves it, the
+// others are refused. Before, each found no daemon on the socket, and the
+// later ones replaced the socket of the earlier ones, which ran on,
+// unreachable, beside them. The socket left by a daemon that died is
+// there in half of the rounds.
+func TestStartAtOnceOnOneSocket(t *testing.T) {
+	for round := range 20 {
+		socket := filepath.Join(t.TempDir(), "sw.sock")
+		if round%2 == 1 {
+			ln, err := net.Listen("unix", socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.(*net.UnixListener).SetUnlinkOnClose(false)
+			ln.Close()
+		}
+		const daemons = 4
+		servers := make([]*Server, daemons)
+		errs := make([]error, daemons)
+		var wg sync.WaitGroup
+		for i := range daemons {
+			s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			servers[i] = s
+			t.Cleanup(func() { s.Close() })
+			wg.Go(func() { errs[i] = s.Start() })
+		}
+		wg.Wait()
+		var serving []*Server
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				serving = append(serving, servers[i])
+			case !errors.Is(err, ErrSocketInUse):
+				t.Fatalf("round %d: a refused daemon: %v, want ErrSocketInUse", round, err)
+			}
+		}
+		if len(serving) != 1 {
+			t.Fatalf("round %d: %d of %d daemons started at once on %s serve it, want 1 (the others unreachable)", round, len(serving), daemons, socket)
+		}
+		if _, err := NewClient(socket).Status(t.Context()); err != nil {
+			t.Fatalf("round %d: the daemon that started does not answer: %v", round, err)
+		}
+		if err := serving[0].Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -689,8 +748,12 @@ func TestSocketAppearsRestricted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 {
-		t.Errorf("the socket's directory holds %v, want the socket alone", entries)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"sy.sock", "sy.sock.lock"}) {
+		t.Errorf("the socket's directory holds %v, want the socket and its lock file alone", names)
 	}
 	// And it serves.
 	if _, err := NewClient(socket).Status(t.Context()); err != nil {
