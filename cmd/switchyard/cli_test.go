@@ -193,6 +193,10 @@ func TestClientFlagRanges(t *testing.T) {
 		{"status", runStatus, []string{"--timeout", "0s"}, "--timeout 0s: give a positive duration"},
 		{"reload", runReload, []string{"--timeout", "-1s"}, "--timeout -1s"},
 		{"drain", runDrain, []string{"be1", "--timeout", "0"}, "--timeout 0s"},
+		// A path a socket cannot have: connecting failed with "invalid
+		// argument".
+		{"status", runStatus, []string{"--socket", "/" + strings.Repeat("s", api.MaxSocketPath)}, "is 108 bytes, longer than the 107 a unix socket path may have"},
+		{"status --agent", runStatus, []string{"--agent", "--socket", "/" + strings.Repeat("s", api.MaxSocketPath)}, "is 108 bytes"},
 	} {
 		err := tc.run(append([]string{"--socket", sock}, tc.args...))
 		if _, ok := errors.AsType[*usageError](err); !ok || !strings.Contains(err.Error(), tc.msg) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 )
 
@@ -39,10 +40,14 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 
 // context bounds a request by --timeout, which must be positive: a zero
 // or negative one would fail every request with "did not answer in time"
-// before it is sent.
+// before it is sent. It also checks --socket, which every request uses.
 func (c *clientFlags) context() (context.Context, context.CancelFunc, error) {
 	if c.timeout <= 0 {
 		return nil, nil, &usageError{fmt.Sprintf("--timeout %v: give a positive duration, such as 30s", c.timeout)}
+	}
+	// Longer, connecting failed with "invalid argument".
+	if len(c.socket) > api.MaxSocketPath {
+		return nil, nil, &usageError{fmt.Sprintf("--socket %s is %d bytes, longer than the %d a unix socket path may have: give the daemon's api.socket", c.socket, len(c.socket), api.MaxSocketPath)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	return ctx, cancel, nil

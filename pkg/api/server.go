@@ -49,13 +49,14 @@ type AgentService interface {
 // instead of decoding one daemon's status as the other's.
 const agentStatusPath = "/v1/agent/status"
 
+// MaxSocketPath is the longest path a unix socket may have (sun_path holds
+// 108 bytes with the terminating NUL).
+const MaxSocketPath = 107
+
 const (
 	// maxBody bounds request bodies; the largest legitimate one is a
 	// DrainRequest of a few dozen bytes.
 	maxBody = 1 << 20
-	// maxSocketPath is the longest path a unix socket may have (sun_path
-	// holds 108 bytes with the terminating NUL).
-	maxSocketPath = 107
 	// shutdownTimeout bounds how long Close waits for requests in flight.
 	shutdownTimeout = 5 * time.Second
 	// probeTimeout bounds the check for a live daemon on an existing socket.
@@ -86,8 +87,8 @@ func (c ServerConfig) Validate() error {
 	switch {
 	case !filepath.IsAbs(s):
 		return fmt.Errorf("api socket %q is not an absolute path", s)
-	case len(s) > maxSocketPath:
-		return fmt.Errorf("api socket %q is %d bytes, longer than the %d a unix socket path may have", s, len(s), maxSocketPath)
+	case len(s) > MaxSocketPath:
+		return fmt.Errorf("api socket %q is %d bytes, longer than the %d a unix socket path may have", s, len(s), MaxSocketPath)
 	}
 	return nil
 }
@@ -238,7 +239,7 @@ func listenPrivate(path string) (net.Listener, error) {
 	}
 	defer os.Remove(dir)
 	tmp := filepath.Join(dir, "s")
-	if len(tmp) > maxSocketPath {
+	if len(tmp) > MaxSocketPath {
 		tmp = path
 	}
 	ln, err := net.Listen("unix", tmp)

@@ -769,13 +769,13 @@ func TestSocketAtTheLengthLimit(t *testing.T) {
 	// A long directory: the private one in it, and its socket, would be
 	// longer than the limit.
 	dir := t.TempDir()
-	dir = filepath.Join(dir, strings.Repeat("d", maxSocketPath-len(dir)-len("/s.sock")-1))
+	dir = filepath.Join(dir, strings.Repeat("d", MaxSocketPath-len(dir)-len("/s.sock")-1))
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "s.sock")
-	if len(socket) != maxSocketPath {
-		t.Fatalf("socket path of %d bytes, want %d", len(socket), maxSocketPath)
+	if len(socket) != MaxSocketPath {
+		t.Fatalf("socket path of %d bytes, want %d", len(socket), MaxSocketPath)
 	}
 	s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
 	if err != nil {
