@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -215,6 +216,21 @@ func runRemove(args []string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("nothing pinned at %s: %w", dir, err)
 	}
+	// A running daemon holds its pin directory: removing its pins would
+	// take its program off the interface when it exits, and leave it
+	// writing maps no one can find.
+	lock, err := tryLockDir(dir)
+	if err != nil {
+		if errors.Is(err, errPinDirInUse) {
+			daemon := "switchyard run"
+			if *agent {
+				daemon = "switchyard agent"
+			}
+			return fmt.Errorf("pin directory %s: %w: stop that %s (SIGTERM) first, then remove", dir, err, daemon)
+		}
+		return err
+	}
+	defer lock.Close()
 	remove := datapath.RemoveBalancer
 	if *agent {
 		remove = datapath.RemoveDecap

@@ -62,6 +62,13 @@ func runRun(args []string) error {
 	if _, err := datapath.LookupInterface(cfg.Datapath.Interface); err != nil {
 		return err
 	}
+	// Before the load too: a second daemon of this interface must not
+	// touch the maps and program the running one uses.
+	lock, err := lockPinDir(pinDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 
 	dp, err := datapath.LoadBalancer(datapath.Options{
 		PinDir: pinDir, ConnTableSize: uint32(cfg.Datapath.ConnTableSize), Logger: log,
