@@ -285,7 +285,8 @@ func (b *Balancer) do(ctx context.Context, fn func()) error {
 
 // apply makes the datapath match cfg and makes it the running
 // configuration. It returns a summary of the changes. On an error the
-// datapath may hold part of cfg.
+// datapath may hold part of cfg, but the health checks are still the
+// running configuration's (they change last).
 func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	old := b.cfg
 	changes := describeChanges(old, cfg)
@@ -325,9 +326,16 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	// healthy, as a new target starts), but a target whose check is
 	// turned off becomes healthy now, and Set sends no transition for it.
 	if err := b.syncHealth(); err != nil {
-		return changes, err
+		return changes, err // Set changed nothing
 	}
-	return changes, b.syncTables()
+	// cfg is in force from here: a rollback now would restart the checks
+	// it changed and bring the backends it removed back healthy, dead
+	// ones included. A table that fails to publish is tried again on the
+	// tick, as after a health change.
+	if err := b.syncTables(); err != nil {
+		b.log.Error("rebuild tables after a health change", "error", err)
+	}
+	return changes, nil
 }
 
 func vipKey(v *config.VIP) datapath.VIPKey {

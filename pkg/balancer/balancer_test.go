@@ -1446,3 +1446,62 @@ func TestDrainsOfThePreviousFormat(t *testing.T) {
 		}
 	}
 }
+
+// failOncePublish is the real datapath, except that the next publish of
+// the VIP *next fails, once, as a kernel short of memory for a moment
+// would make it.
+type failOncePublish struct {
+	*datapath.Balancer
+	next *datapath.VIPKey
+}
+
+func (f *failOncePublish) PublishTable(k datapath.VIPKey, table []uint32) (uint32, error) {
+	if f.next != nil && k == *f.next {
+		f.next = nil
+		return 0, errors.New("injected failure")
+	}
+	return f.Balancer.PublishTable(k, table)
+}
+
+// A reload whose last publish (after the health checks took the new file)
+// failed was rolled back, and the rollback restarted the checks with the
+// running file's: be2, which they had found dead, came out of the
+// "failed" reload healthy and in web's table, taking new flows until it
+// failed `fall` checks again. Once the checks took the file, the file is in
+// force; the publish is tried again on the tick.
+func TestReloadFailingAfterTheChecksChangedKeepsDeadBackendsOut(t *testing.T) {
+	fp := &failOncePublish{}
+	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		fp.Balancer = dp
+		return fp
+	}, refusingDialer{down: be2Down})
+	r.waitBe2Down()
+	web := vipKey(r.b.cfg.VIPByName("web"))
+	if err := r.b.do(r.ctx, func() { fp.next = &web }); err != nil {
+		t.Fatal(err)
+	}
+	// Checks off: be2 is taken back, by a publish of web that fails once.
+	r.write(strings.Replace(failingCheckConfig, "health: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 3}", "health: {type: none}", 1))
+	resp, err := r.b.Reload(r.ctx)
+	if err != nil {
+		t.Fatalf("reload failing its last publish: %v; want it taken (rolled back, be2 dead by the running checks was put back in service)", err)
+	}
+	if resp.Generation != 2 {
+		t.Errorf("reload taken: generation %d, want 2", resp.Generation)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if down, slots := r.be2State(); !down && slots > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("reload taken without checks, its publish failed once, and be2 is not up and in web's table 10 s later")
+		}
+	}
+	if err := r.b.do(r.ctx, func() {
+		if tp := r.b.cfg.VIPByName("web").Health.Type; tp != config.CheckNone {
+			t.Errorf("running configuration's web check is %s, want none", tp)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
