@@ -691,6 +691,11 @@ func (h Health) validatePayloads(p *problems, path string) {
 			}
 			name, n = f.binary, len(b)
 		}
+		if n == 0 && f.required {
+			// Spaces only: an empty datagram, which services ignore.
+			p.add(path+"."+name, "%q has no hexadecimal digits, so each check would send an empty datagram; write the request as pairs of hexadecimal digits, e.g. \"1234 0100\"", bin)
+			continue
+		}
 		if n > health.MaxUDPPayload {
 			p.add(path+"."+name, "%d bytes are more than one unfragmented datagram carries (%d); use %s", n, health.MaxUDPPayload, f.req)
 		}

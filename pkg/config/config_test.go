@@ -535,6 +535,8 @@ func TestParseErrors(t *testing.T) {
 		{"health send on tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      send_binary: '00'", "      expect: pong"),
 			[]string{"t.yaml:7: vips[0].health.send_binary: only udp checks send a datagram; remove send_binary or set type to udp",
 				"t.yaml:8: vips[0].health.expect: only udp checks expect a reply; remove expect or set type to udp"}},
+		{"health send_binary of spaces", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp", "      send_binary: '  '"),
+			[]string{`t.yaml:9: vips[0].health.send_binary: "  " has no hexadecimal digits, so each check would send an empty datagram; write the request as pairs of hexadecimal digits, e.g. "1234 0100"`}},
 		{"health send and send_binary", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp", "      send: ping", "      send_binary: 70696e67"),
 			[]string{"t.yaml:10: vips[0].health.send_binary: send_binary gives the same bytes as send, in hexadecimal: keep one of them"}},
 		{"health send_binary not hex", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health:", "      type: udp", "      send_binary: 12 3", "      expect_binary: 0x12"),
