@@ -21,8 +21,10 @@ package config
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -787,6 +789,16 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 		p.add(path+".path", "only http and https checks have a path; remove it or set type to http")
 	case httpCheck && !strings.HasPrefix(h.Path, "/"):
 		p.add(path+".path", "%q does not start with /; write e.g. /healthz", h.Path)
+	case httpCheck:
+		// The check's URL is parsed at every check: a path it refuses
+		// would fail every backend's checks and take the VIP down.
+		if _, err := url.Parse("http://192.0.2.1" + h.Path); err != nil {
+			why := err
+			if ue, ok := errors.AsType[*url.Error](err); ok {
+				why = ue.Err
+			}
+			p.add(path+".path", "%q is not a URL path (%v); percent-encode it, a %% as %%25", h.Path, why)
+		}
 	}
 	switch {
 	case !httpCheck && h.ExpectStatus != 0:
