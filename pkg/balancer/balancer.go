@@ -151,7 +151,9 @@ func New(cfg Config) (*Balancer, error) {
 	}
 	hc := health.DefaultConfig()
 	hc.Transitions = b.transitions
-	hc.Logger = log.With("component", "health")
+	// The monitor logs each change as it makes it, a change whose
+	// transition a reload cancelled included; the loop does not again.
+	hc.Logger = log
 	b.health = health.New(hc)
 
 	if err := b.adopt(); err != nil {
@@ -222,8 +224,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 			return nil
 		case fn := <-b.requests:
 			fn()
-		case tr := <-b.transitions:
-			b.log.Info("backend health changed", "backend", tr.Key, "healthy", tr.Healthy, "reason", tr.Reason)
+		case <-b.transitions:
 			b.drainTransitions()
 			if err := b.syncTables(); err != nil {
 				b.log.Error("rebuild tables after a health change", "error", err)
@@ -251,8 +252,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 func (b *Balancer) drainTransitions() {
 	for {
 		select {
-		case tr := <-b.transitions:
-			b.log.Info("backend health changed", "backend", tr.Key, "healthy", tr.Healthy, "reason", tr.Reason)
+		case <-b.transitions:
 		default:
 			return
 		}
