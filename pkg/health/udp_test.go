@@ -113,10 +113,26 @@ func TestUDPChecker(t *testing.T) {
 // when the context is cancelled (a target removed, the monitor closed),
 // not never.
 func TestUDPCheckerCancelled(t *testing.T) {
-	silent := udpServer(t, "udp4", "127.0.0.1:0", func([]byte) []byte { return nil })
+	received := make(chan struct{}, 1)
+	silent := udpServer(t, "udp4", "127.0.0.1:0", func([]byte) []byte {
+		select {
+		case received <- struct{}{}:
+		default:
+		}
+		return nil
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- UDPChecker{Addr: silent, Send: "ping"}.Check(ctx) }()
+	// Cancelled once the request is out, so that the check waits for its
+	// reply (cancelled before, it would end in its dial).
+	select {
+	case <-received:
+	case err := <-done:
+		t.Fatalf("Check() = %v before the server got its request", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server got no request in 5s")
+	}
 	cancel()
 	select {
 	case err := <-done:
