@@ -285,7 +285,8 @@ func (v *VIP) BackendByName(name string) *Backend {
 type Health struct {
 	// Type is tcp, http, https, udp or none. https does not verify the
 	// backend's certificate. udp sends Send and wants a reply. none takes
-	// no other field. Default: tcp.
+	// no other field. Default: tcp (a TCP connect, for a udp VIP too: a
+	// udp service wants a udp check, or a TCP port its backends serve).
 	Type CheckType `yaml:"type"`
 	// Port is probed on each backend address, all types but none.
 	// 0 means the VIP's port; it is required when the VIP is all-ports and
