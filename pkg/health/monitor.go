@@ -127,8 +127,9 @@ func New(cfg Config) *Monitor {
 //     and a reflect.DeepEqual Checker) keeps running untouched, so that a
 //     config reload does not reset health;
 //   - a target whose parameters changed is restarted with them. It keeps
-//     Healthy and Since (a reload must not flap a backend) and the totals
-//     Checks and Failed, but its consecutive counts start again from 0.
+//     Healthy and Since (a reload must not flap a backend), the last
+//     check's result until the new check has one, and the totals Checks
+//     and Failed, but its consecutive counts start again from 0.
 //
 // Set returns once removed and restarted goroutines have stopped. If a
 // target is invalid it returns an error wrapping ErrInvalidTarget and
@@ -167,7 +168,10 @@ func (m *Monitor) Set(targets []Target) error {
 		if ok {
 			old.stop()
 			stopped = append(stopped, old)
+			// The last result stays until the restarted check has one:
+			// a down backend must not show a blank reason meanwhile.
 			e.status = Status{Healthy: old.status.Healthy, Since: old.status.Since,
+				LastCheck: old.status.LastCheck, LastDuration: old.status.LastDuration, LastError: old.status.LastError,
 				Checks: old.status.Checks, Failed: old.status.Failed}
 		}
 		if t.Checker == nil && !e.status.Healthy {

@@ -576,3 +576,31 @@ func TestChecksSpacedByInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartKeepsTheLastResult: a target restarted by Set (a reload that
+// changes its check) shows its last result until the new check has one:
+// a down backend showed no reason, and the status "ok", meanwhile.
+func TestRestartKeepsTheLastResult(t *testing.T) {
+	m, ch := newMonitor(t, true)
+	down := closedAddr(t)
+	if err := m.Set([]Target{target("a", TCPChecker{Addr: down}, 1, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitTransition(t, ch, "a", false)
+	before := mustState(t, m, "a")
+	if before.LastError == "" || before.LastCheck.IsZero() {
+		t.Fatalf("state after a failed check = %+v, want its error and time", before)
+	}
+	// The restarted check never completes here: only the kept result
+	// can show.
+	blocked := target("a", TCPChecker{Addr: down, Dialer: &recordingDialer{block: true}}, 1, 1)
+	blocked.Timeout = time.Hour
+	blocked.Interval = 2 * time.Hour
+	if err := m.Set([]Target{blocked}); err != nil {
+		t.Fatal(err)
+	}
+	st := mustState(t, m, "a")
+	if st.Healthy || st.LastError != before.LastError || !st.LastCheck.Equal(before.LastCheck) || st.LastDuration != before.LastDuration {
+		t.Errorf("restarted target = %+v, want down with the last result kept: %q at %v", st, before.LastError, before.LastCheck)
+	}
+}
