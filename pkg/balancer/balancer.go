@@ -627,7 +627,15 @@ func (b *Balancer) allocBackendID(used map[uint32]bool) (uint32, error) {
 	return 0, fmt.Errorf("more than %d backend addresses: the datapath limit", datapath.MaxBackends)
 }
 
+// healthKey names a VIP's backend as operators do (drains): VIP/NAME.
 func healthKey(vip, backend string) string { return vip + "/" + backend }
+
+// checkKey names the health target of a VIP's backend by its address, not
+// its name: renaming a backend (which moves no flow) keeps its health, where
+// a new key would start it healthy and send a dead backend new flows until
+// it failed fall checks again; a new address is a new machine, checked
+// afresh. Addresses are unique within a VIP.
+func checkKey(vip string, be config.Backend) string { return vip + "/" + be.Addr().String() }
 
 // syncHealth gives the monitor one target per (VIP, backend).
 func (b *Balancer) syncHealth() error {
@@ -636,7 +644,7 @@ func (b *Balancer) syncHealth() error {
 		v := &b.cfg.VIPs[i]
 		for _, be := range v.Backends {
 			t := health.Target{
-				Key: healthKey(v.Name, be.Name), Interval: time.Duration(v.Health.Interval),
+				Key: checkKey(v.Name, be), Interval: time.Duration(v.Health.Interval),
 				Timeout: time.Duration(v.Health.Timeout), Rise: v.Health.Rise, Fall: v.Health.Fall,
 			}
 			port := v.Health.Port
@@ -666,8 +674,8 @@ func (b *Balancer) drained(vip string, be config.Backend) bool {
 	return be.Drained
 }
 
-func (b *Balancer) healthy(vip, be string) bool {
-	st, ok := b.health.State(healthKey(vip, be))
+func (b *Balancer) healthy(vip string, be config.Backend) bool {
+	st, ok := b.health.State(checkKey(vip, be))
 	return !ok || st.Healthy
 }
 
@@ -687,7 +695,7 @@ func (b *Balancer) publishTables() error {
 		k := vipKey(v)
 		var in []maglev.Backend
 		for _, be := range v.Backends {
-			if b.drained(v.Name, be) || !b.healthy(v.Name, be.Name) {
+			if b.drained(v.Name, be) || !b.healthy(v.Name, be) {
 				continue
 			}
 			in = append(in, maglev.Backend{ID: be.Addr().String(), Weight: uint32(be.Weight), Value: b.backendIDs[be.Addr()]})
@@ -1101,7 +1109,7 @@ func (b *Balancer) status() (api.Status, error) {
 				Name: be.Name, Address: be.Addr().String(), ID: id, Weight: uint32(be.Weight),
 				Healthy: true, Drained: b.drained(v.Name, be), TableSlots: slots[id],
 			}
-			if hs, ok := b.health.State(healthKey(v.Name, be.Name)); ok {
+			if hs, ok := b.health.State(checkKey(v.Name, be)); ok {
 				ab.Healthy, ab.Since, ab.HealthInfo = hs.Healthy, hs.Since, hs.LastError
 				ab.Checks, ab.FailedChecks, ab.LastCheckSeconds = hs.Checks, hs.Failed, hs.LastDuration.Seconds()
 			}

@@ -1505,3 +1505,28 @@ func TestReloadFailingAfterTheChecksChangedKeepsDeadBackendsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Renaming a backend moves no flow, and must not revive it either: its
+// health goes with its address. A dead backend renamed by a reload came
+// back healthy, under a new health target, and took new flows until it
+// failed fall checks again.
+func TestRenamedDeadBackendStaysDown(t *testing.T) {
+	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, nil, refusingDialer{down: be2Down})
+	r.waitBe2Down()
+	r.write(strings.Replace(failingCheckConfig, "{name: be2, address: 10.2.2.2}", "{name: be2-renamed, address: 10.2.2.2}", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, be := range st.VIPs[0].Backends {
+		if be.Name == "be2-renamed" && (be.Healthy || be.TableSlots != 0) {
+			t.Errorf("be2 renamed by a reload: healthy %v with %d table slots, want still down and out of the table", be.Healthy, be.TableSlots)
+		}
+	}
+	if s := r.slots("web"); s["10.2.2.2"] != 0 {
+		t.Errorf("the datapath gives the renamed dead backend %d of web's slots, want none", s["10.2.2.2"])
+	}
+}
