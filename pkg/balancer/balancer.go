@@ -644,7 +644,7 @@ func (b *Balancer) syncHealth() error {
 		v := &b.cfg.VIPs[i]
 		for _, be := range v.Backends {
 			t := health.Target{
-				Key: checkKey(v.Name, be), Interval: time.Duration(v.Health.Interval),
+				Key: checkKey(v.Name, be), Name: healthKey(v.Name, be.Name), Interval: time.Duration(v.Health.Interval),
 				Timeout: time.Duration(v.Health.Timeout), Rise: v.Health.Rise, Fall: v.Health.Fall,
 			}
 			port := v.Health.Port

@@ -14,6 +14,10 @@ type Target struct {
 	// Key names the target in Status, Snapshot and Transition; unique
 	// within one Set call.
 	Key string
+	// Name is how logs and transitions call the target ("" means Key).
+	// Unlike the fields below it may change without restarting the
+	// check: a backend renamed, say, whose key is its address.
+	Name string
 	// Checker probes the target. nil means no check (health type "none"):
 	// the target is always healthy and no goroutine runs for it. Checkers
 	// are compared with reflect.DeepEqual by Set, so they must not change
@@ -51,6 +55,7 @@ type Status struct {
 // Transition reports that a target became healthy or unhealthy.
 type Transition struct {
 	Key     string
+	Name    string // Target.Name (or Key) when the change was made
 	Healthy bool
 	// Reason says what made the change, e.g. "3 consecutive failed checks,
 	// last: tcp check: dial tcp 10.2.1.2:80: connect: connection refused".
@@ -101,6 +106,7 @@ type Monitor struct {
 // drop its result.
 type entry struct {
 	target Target
+	name   string // the target's Name (or Key), as the last Set gave it; guarded by mu
 	status Status
 	cancel context.CancelFunc // nil for targets without a Checker
 	done   chan struct{}      // closed when the goroutine has returned
@@ -162,9 +168,10 @@ func (m *Monitor) Set(targets []Target) error {
 	for _, t := range targets {
 		old, ok := m.targets[t.Key]
 		if ok && sameTarget(old.target, t) {
+			old.name = nameOf(t)
 			continue
 		}
-		e := &entry{target: t, status: Status{Healthy: m.cfg.StartHealthy, Since: now}}
+		e := &entry{target: t, name: nameOf(t), status: Status{Healthy: m.cfg.StartHealthy, Since: now}}
 		if ok {
 			old.stop()
 			stopped = append(stopped, old)
@@ -294,7 +301,7 @@ func (m *Monitor) check(ctx context.Context, e *entry) (Transition, bool) {
 		st.LastError = ""
 		if !st.Healthy && st.Successes >= t.Rise {
 			st.Healthy, st.Since = true, end
-			return Transition{Key: t.Key, Healthy: true, Time: end,
+			return Transition{Key: t.Key, Name: e.name, Healthy: true, Time: end,
 				Reason: fmt.Sprintf("%d consecutive successful checks", st.Successes)}, true
 		}
 		return Transition{}, false
@@ -305,14 +312,14 @@ func (m *Monitor) check(ctx context.Context, e *entry) (Transition, bool) {
 	st.LastError = err.Error()
 	if st.Healthy && st.Failures >= t.Fall {
 		st.Healthy, st.Since = false, end
-		return Transition{Key: t.Key, Healthy: false, Time: end,
+		return Transition{Key: t.Key, Name: e.name, Healthy: false, Time: end,
 			Reason: fmt.Sprintf("%d consecutive failed checks, last: %v", st.Failures, err)}, true
 	}
 	return Transition{}, false
 }
 
 func (m *Monitor) report(ctx context.Context, tr Transition) {
-	m.log.Info("health changed", "key", tr.Key, "healthy", tr.Healthy, "reason", tr.Reason)
+	m.log.Info("health changed", "key", tr.Name, "healthy", tr.Healthy, "reason", tr.Reason)
 	if m.cfg.Transitions == nil {
 		return
 	}
@@ -349,6 +356,13 @@ func validateTargets(targets []Target) error {
 
 // sameTarget reports whether b can keep running as a. The cheap fields
 // come first so that DeepEqual only runs when they match.
+func nameOf(t Target) string {
+	if t.Name != "" {
+		return t.Name
+	}
+	return t.Key
+}
+
 func sameTarget(a, b Target) bool {
 	return a.Interval == b.Interval && a.Timeout == b.Timeout && a.Rise == b.Rise && a.Fall == b.Fall &&
 		reflect.DeepEqual(a.Checker, b.Checker)

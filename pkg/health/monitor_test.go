@@ -604,3 +604,28 @@ func TestRestartKeepsTheLastResult(t *testing.T) {
 		t.Errorf("restarted target = %+v, want down with the last result kept: %q at %v", st, before.LastError, before.LastCheck)
 	}
 }
+
+// TestRenameKeepsTheCheck: a target whose Name alone changes (a backend
+// renamed, keyed by its address) keeps its running check, and its next
+// transition carries the new name.
+func TestRenameKeepsTheCheck(t *testing.T) {
+	m, ch := newMonitor(t, false)
+	up := listen(t)
+	tg := target("web/10.2.1.2", TCPChecker{Addr: up}, 10, 1)
+	tg.Name = "web/be1"
+	if err := m.Set([]Target{tg}); err != nil {
+		t.Fatal(err)
+	}
+	since := mustState(t, m, tg.Key).Since
+	tg.Name = "web/be1-renamed"
+	if err := m.Set([]Target{tg}); err != nil {
+		t.Fatal(err)
+	}
+	tr := waitTransition(t, ch, tg.Key, true)
+	if tr.Name != "web/be1-renamed" {
+		t.Errorf("transition after the rename names %q, want web/be1-renamed", tr.Name)
+	}
+	if st := mustState(t, m, tg.Key); st.Checks < 10 || !st.Since.After(since) {
+		t.Errorf("state after the rename %+v: want the check kept (10 successes in a row), not restarted", st)
+	}
+}
