@@ -84,7 +84,7 @@ type Flow struct {
 	Client     string  `json:"client"` // addr:port
 	VIP        string  `json:"vip"`    // addr:port as sent by the client
 	VIPName    string  `json:"vip_name,omitempty"`
-	Backend    string  `json:"backend"` // backend name (address if unknown)
+	Backend    string  `json:"backend"` // the name its VIP gives the backend (its address if the VIP has it no more)
 	BackendID  uint32  `json:"backend_id"`
 	IdleSecond float64 `json:"idle_seconds"`
 }

@@ -1152,10 +1152,15 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 			rerr = fmt.Errorf("no VIP named %q; `switchyard status` lists them (%w)", vip, api.ErrNotFound)
 			return
 		}
-		beNames := map[uint32]string{}
+		// By VIP and slot: VIPs may name one address differently, and
+		// a flow's backend is named as its own VIP names it.
+		type vipBackend struct{ vip, id uint32 }
+		beNames := map[vipBackend]string{}
 		for i := range b.cfg.VIPs {
-			for _, be := range b.cfg.VIPs[i].Backends {
-				beNames[b.backendIDs[be.Addr()]] = be.Name
+			v := &b.cfg.VIPs[i]
+			num := b.vipNums[vipKey(v)]
+			for _, be := range v.Backends {
+				beNames[vipBackend{num, b.backendIDs[be.Addr()]}] = be.Name
 			}
 		}
 		bes, _ := b.dp.Backends()
@@ -1171,7 +1176,7 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 			fl := api.Flow{
 				Protocol: protoName(f.Proto), Client: netip.AddrPortFrom(f.Src, f.SrcPort).String(),
 				VIP: netip.AddrPortFrom(f.Dst, f.DstPort).String(), BackendID: c.BackendID,
-				Backend: beNames[c.BackendID], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
+				Backend: beNames[vipBackend{c.VIPNum, c.BackendID}], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
 			}
 			if v := names[c.VIPNum]; v != nil {
 				fl.VIPName = v.Name

@@ -68,8 +68,9 @@ func build(out string) error {
 	return nil
 }
 
-// newLab builds a lab for t with a random "sye" prefix and removes it when
-// t ends; when t failed, the end of every process log is logged first.
+// newLab builds a lab for t with a random prefix (based on cfg.Prefix,
+// "sye" if empty) and removes it when t ends; when t failed, the end of
+// every process log is logged first.
 func newLab(t *testing.T, cfg demo.LabConfig) *demo.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -81,8 +82,12 @@ func newLab(t *testing.T, cfg demo.LabConfig) *demo.Lab {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
+	base := cfg.Prefix
+	if base == "" {
+		base = "sye"
+	}
 	for attempt := 0; ; attempt++ {
-		cfg.Prefix = topology.RandomPrefix("sye")
+		cfg.Prefix = topology.RandomPrefix(base)
 		lab, err := demo.NewLab(ctx, cfg)
 		if errors.Is(err, topology.ErrPrefixInUse) && attempt < 10 {
 			continue
