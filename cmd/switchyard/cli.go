@@ -131,6 +131,9 @@ func drainCmd(name string, args []string) error {
 		return printJSON(resp)
 	}
 	fmt.Printf("%sed: %s\n", name, strings.Join(resp.Matched, ", "))
+	for _, w := range resp.Warnings {
+		fmt.Fprintf(os.Stderr, "switchyard %s: warning: %s\n", name, w)
+	}
 	return nil
 }
 

@@ -109,6 +109,9 @@ type DrainRequest struct {
 // DrainResponse lists what changed.
 type DrainResponse struct {
 	Matched []string `json:"matched"` // "vip/backend" entries now (un)drained
+	// Warnings name each VIP a drain left with no backend for new flows
+	// (each drained or down): its new flows are dropped (no_backend).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ReloadResponse is the answer of POST /v1/reload.

@@ -1029,11 +1029,37 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 			return
 		}
 		b.log.Info("backend "+verb, "backends", resp.Matched)
+		if drain {
+			// `drain be1` drains be1 in every VIP: in one where it was the
+			// last in service, the operator may not have meant to stop
+			// every new flow.
+			for _, vip := range b.vipsWithoutBackends(resp.Matched) {
+				resp.Warnings = append(resp.Warnings, fmt.Sprintf("VIP %s has no backend left for new flows (each is drained or down): they are dropped, counted as no_backend, until one is undrained (`switchyard undrain %s/NAME`) or comes up", vip, vip))
+				b.log.Warn("a drain left a VIP no backend for new flows: they are dropped (no_backend)", "vip", vip)
+			}
+		}
 	})
 	if err != nil {
 		return resp, err
 	}
 	return resp, rerr
+}
+
+// vipsWithoutBackends names, of the VIPs of the backends keys names
+// ("VIP/NAME"), those left with no backend for new flows.
+func (b *Balancer) vipsWithoutBackends(keys []string) []string {
+	var out []string
+	for _, key := range keys {
+		vip, _, _ := strings.Cut(key, "/")
+		v := b.cfg.VIPByName(vip)
+		if v == nil || slices.Contains(out, vip) || slices.ContainsFunc(v.Backends, func(be config.Backend) bool {
+			return !b.drained(v.Name, be) && b.healthy(v.Name, be)
+		}) {
+			continue
+		}
+		out = append(out, vip)
+	}
+	return out
 }
 
 func (b *Balancer) sampleRates(now time.Time) {

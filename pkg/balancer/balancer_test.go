@@ -1530,3 +1530,38 @@ func TestRenamedDeadBackendStaysDown(t *testing.T) {
 		t.Errorf("the datapath gives the renamed dead backend %d of web's slots, want none", s["10.2.2.2"])
 	}
 }
+
+// A drain that leaves a VIP no backend for new flows says so: `drain be1`
+// drains be1 in every VIP, and in dns it is the only one, whose new flows
+// are then dropped. The answer said only which backends it drained.
+func TestDrainOfTheLastBackendWarns(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	warned := func(step string, resp api.DrainResponse, err error, vips ...string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		var got []string
+		for _, w := range resp.Warnings {
+			vip, _, _ := strings.Cut(strings.TrimPrefix(w, "VIP "), " ")
+			got = append(got, vip)
+			if !strings.Contains(w, "no backend left for new flows") || !strings.Contains(w, "undrain "+vip+"/NAME") {
+				t.Errorf("%s: warning %q does not say the VIP has no backend and how to give it one", step, w)
+			}
+		}
+		if !slices.Equal(got, vips) {
+			t.Errorf("%s: warnings %q, want one for each of %v", step, resp.Warnings, vips)
+		}
+	}
+	resp, err := r.b.Drain(r.ctx, "be1", true)
+	warned("drain be1 (web and dns)", resp, err, "dns")
+	if s := r.slots("dns"); s["empty"] != 251 {
+		t.Fatalf("dns table with its only backend drained: %v", s)
+	}
+	resp, err = r.b.Drain(r.ctx, "web/be2", true)
+	warned("drain web/be2 (be3 left)", resp, err)
+	resp, err = r.b.Drain(r.ctx, "web/be3", true)
+	warned("drain web/be3 (the last of web)", resp, err, "web")
+	resp, err = r.b.Drain(r.ctx, "be1", false)
+	warned("undrain be1", resp, err)
+}
