@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
@@ -927,7 +928,8 @@ func immutableChanged(old, cur *config.Config) error {
 		}
 	}
 	check("datapath.interface", old.Datapath.Interface, cur.Datapath.Interface)
-	check("datapath.pin_dir", old.Datapath.PinDir, cur.Datapath.PinDir)
+	// Cleaned: /sys/fs/bpf/x/ and /sys/fs/bpf/x are one directory.
+	check("datapath.pin_dir", filepath.Clean(old.Datapath.PinDir), filepath.Clean(cur.Datapath.PinDir))
 	check("datapath.attach_mode", old.Datapath.AttachMode, cur.Datapath.AttachMode)
 	check("datapath.conn_table_size", old.Datapath.ConnTableSize, cur.Datapath.ConnTableSize)
 	check("api.socket", old.API.Socket, cur.API.Socket)
@@ -1189,7 +1191,11 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 				beNames[vipBackend{num, b.backendIDs[be.Addr()]}] = be.Name
 			}
 		}
-		bes, _ := b.dp.Backends()
+		bes, err := b.dp.Backends()
+		if err != nil {
+			rerr = fmt.Errorf("read the backends to name the flows' addresses: %w", err)
+			return
+		}
 		now := monotonic()
 		rerr = b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
 			if vip != "" && c.VIPNum != want {

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1564,4 +1565,44 @@ func TestDrainOfTheLastBackendWarns(t *testing.T) {
 	warned("drain web/be3 (the last of web)", resp, err, "web")
 	resp, err = r.b.Drain(r.ctx, "be1", false)
 	warned("undrain be1", resp, err)
+}
+
+// A pin_dir written with a trailing slash names the same directory: a
+// reload that only adds one is taken, not refused as needing a restart.
+func TestReloadPinDirTrailingSlash(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	var dir string
+	if err := r.b.do(r.ctx, func() { dir = r.b.cfg.Datapath.PinDir }); err != nil {
+		t.Fatal(err)
+	}
+	r.write(strings.Replace(baseConfig, "  interface: lo\n", "  interface: lo\n  pin_dir: "+dir+"/\n", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Errorf("reload that writes pin_dir %s/ for %s: %v, want it taken", dir, dir, err)
+	}
+}
+
+// failingBackendsRead fails reads of the backend table once armed.
+type failingBackendsRead struct {
+	*datapath.Balancer
+	armed *atomic.Bool
+}
+
+func (f failingBackendsRead) Backends() (map[uint32]datapath.Backend, error) {
+	if f.armed.Load() {
+		return nil, errors.New("injected read failure")
+	}
+	return f.Balancer.Backends()
+}
+
+// Flows says so when it cannot read the backends that name the flows'
+// addresses, instead of listing flows with an "invalid IP" backend.
+func TestFlowsReportsAFailedBackendsRead(t *testing.T) {
+	armed := new(atomic.Bool)
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return failingBackendsRead{dp, armed}
+	})
+	armed.Store(true)
+	if _, err := r.b.Flows(r.ctx, "", 10); err == nil || !strings.Contains(err.Error(), "injected read failure") {
+		t.Errorf("Flows with the backends unreadable: %v, want the read's error", err)
+	}
 }
