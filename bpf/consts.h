@@ -86,10 +86,11 @@
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
 
-/* Bytes of the offending packet quoted in a generated "too big" message:
- * its IPv4 header plus 8 bytes (RFC 792), or its IPv6 header plus 8 bytes. */
-#define ICMP4_QUOTE_L4 8
-#define ICMP6_QUOTE_LEN (40 + 8)
+/* Bytes of the offending packet's L4 header quoted in a generated "too
+ * big" message, after its IP header (RFC 792) and, for IPv6, the extension
+ * headers followed to it: a receiver finds the flow to correct by the
+ * ports behind them (Linux's icmpv6_notify drops a quote that stops short). */
+#define ICMP_QUOTE_L4 8
 
 #define IPV4_HDR_LEN 20
 #define IPV6_HDR_LEN 40

@@ -67,14 +67,21 @@ static __always_inline int echo_reply(struct xdp_md *ctx, const struct pkt *p)
 	return XDP_TX;
 }
 
-/* Sum of the first 'words' 32-bit words at base (at most MAX_QUOTE_WORDS),
- * each read bounds-checked at a constant offset the verifier can follow. */
-#define MAX_QUOTE_WORDS 19 /* 8-byte ICMP header + 60-byte IPv4 header + 8 */
+/* Sum of the first 'words' 32-bit words at base (at most MAX_QUOTE_WORDS:
+ * the 8-byte ICMP header and a quote of at most 240 bytes of IPv6 and
+ * extension headers, their L4 header within IPV6_L4_OFF_MAX, plus
+ * ICMP_QUOTE_L4), each read bounds-checked. A bounded loop, not unrolled:
+ * the verifier walks it with i known in every round, and the program does
+ * not carry 64 copies of it wherever send_too_big is inlined. */
+#define MAX_QUOTE_WORDS ((8 + 240 + ICMP_QUOTE_L4) / 4)
 static __always_inline __u64 sum_words(void *base, void *data_end, __u32 words, __u64 sum)
 {
-#pragma unroll
+#pragma clang loop unroll(disable)
 	for (int i = 0; i < MAX_QUOTE_WORDS; i++) {
-		__u32 *w = (__u32 *)base + i;
+		/* sy_u32: the words were just written through the header
+		 * structs; a plain __u32 read would let the compiler drop
+		 * or move those stores (strict aliasing). */
+		const sy_u32 *w = (const sy_u32 *)base + i;
 
 		if (i >= words || (void *)(w + 1) > data_end)
 			break;
@@ -90,7 +97,7 @@ static __always_inline int send_too_big(struct xdp_md *ctx, const struct pkt *p,
 {
 	__u32 l2_len = p->l2_len & 0x1f;
 	__u32 hdrs = p->v6 ? IPV6_HDR_LEN + 8 : IPV4_HDR_LEN + 8;
-	__u32 quote = p->v6 ? ICMP6_QUOTE_LEN : (p->l4_off - p->l2_len) + ICMP4_QUOTE_L4;
+	__u32 quote = (p->l4_off - p->l2_len) + ICMP_QUOTE_L4;
 	/* The reply goes back where the packet came from: the old source
 	 * MAC becomes the destination. */
 	__u8 macs[2 * ETH_ALEN] __attribute__((aligned(8)));

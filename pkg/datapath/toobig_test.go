@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"testing"
 )
@@ -140,4 +141,60 @@ func TestTooBigFollowsThePinnedFlow(t *testing.T) {
 	n := syn4(44101)
 	n.dst = vip4all
 	w.expectSent(t, n, backendAddrs[port80.backends[0]])
+}
+
+// TestTooBigQuotesExtensionHeaders: the "packet too big" for an IPv6
+// packet behind extension headers quotes the headers and 8 bytes of its L4
+// header, not only the first 48 bytes. A receiver finds the socket to
+// correct by the quoted ports: Linux (icmpv6_notify) skips the quoted
+// extension headers and needs 8 bytes after them, or it drops the message
+// and the client never learns the MTU.
+func TestTooBigQuotesExtensionHeaders(t *testing.T) {
+	w := newWorld(t, Options{})
+	for i, c := range []struct {
+		name string
+		exts [][2]int
+		vlan uint16
+	}{
+		{"destination options", [][2]int{{extDestOpts, 16}}, 0},
+		{"hop-by-hop, destination options, routing, VLAN-tagged", [][2]int{{extHopByHop, 8}, {extDestOpts, 16}, {extRouting, 24}}, 7},
+		{"L4 header at byte 254, the furthest followed", [][2]int{{extHopByHop, 200}}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := pktSpec{src: client6, dst: vip6, sport: uint16(45300 + i), dport: 80, proto: ProtoTCP, ack: true, vlan: c.vlan, payload: make([]byte, 1440)}
+			plain, l2 := build(t, s)
+			in := withExtHeaders(plain, l2, c.exts...)
+			ext := len(in) - len(plain)
+			quote := 40 + ext + 8
+			before := w.stats(t)
+			act, out := w.run(t, in)
+			if act != xdpTX {
+				t.Fatalf("%d-byte IPv6 packet: %s, want TX of a too-big", len(in)-l2, actionNames[act])
+			}
+			if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) || !bytes.Equal(out[12:l2], in[12:l2]) {
+				t.Errorf("L2 header %x, want the sender's MACs swapped and type/tag %x", out[:l2], in[12:l2])
+			}
+			ip, icmp := out[l2:l2+40], out[l2+40:]
+			if binary.BigEndian.Uint32(ip) != 6<<28 || int(binary.BigEndian.Uint16(ip[4:])) != 8+quote || ip[6] != 58 || ip[7] != 64 ||
+				!bytes.Equal(ip[8:24], vip6.AsSlice()) || !bytes.Equal(ip[24:40], client6.AsSlice()) {
+				t.Errorf("IPv6 header %x, want %s -> %s, payload length %d, ICMPv6, hop limit 64", ip, vip6, client6, 8+quote)
+			}
+			if icmp[0] != ICMPv6PacketTooBig || icmp[1] != 0 || binary.BigEndian.Uint32(icmp[4:]) != 1460 {
+				t.Errorf("ICMPv6 type %d code %d mtu %d, want %d/0/1460", icmp[0], icmp[1], binary.BigEndian.Uint32(icmp[4:]), ICMPv6PacketTooBig)
+			}
+			if len(icmp) != 8+quote || !bytes.Equal(icmp[8:], in[l2:l2+quote]) {
+				t.Fatalf("quote of %d bytes %x, want the packet's first %d (its %d bytes of extension headers and 8 of TCP)", len(icmp)-8, icmp[8:], quote, ext)
+			}
+			if inetChecksum(icmp, pseudoSum(vip6, client6, uint32(len(icmp)), 58)) != 0 {
+				t.Errorf("bad ICMPv6 checksum")
+			}
+			// What the client's stack reads from the quote: the flow's ports.
+			if sp, dp := binary.BigEndian.Uint16(icmp[8+40+ext:]), binary.BigEndian.Uint16(icmp[8+40+ext+2:]); sp != s.sport || dp != s.dport {
+				t.Errorf("quoted ports %d -> %d, want %d -> %d", sp, dp, s.sport, s.dport)
+			}
+			if d := statsDelta(before, w.stats(t)); !maps.Equal(d, map[string]uint64{"conn_miss": 1, "icmp_too_big_sent": 1}) {
+				t.Errorf("counters moved by %v, want conn_miss and icmp_too_big_sent +1", d)
+			}
+		})
+	}
 }
