@@ -234,6 +234,10 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
 		addr_copy(&p->flow.src, &ip6->daddr);
 		addr_copy(&p->flow.dst, &ip6->saddr);
+		/* From ::ffff:a.b.c.d: reversed, the key of an IPv4 flow
+		 * (addr_set_v4), which no IPv6 packet belongs to. */
+		if (addr_v4_mapped(&p->flow.dst))
+			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
 	}
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return PARSE_PASS;

@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -229,4 +230,39 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 	}
 	// Forwarded, not answered with a too-big (also an XDP_TX).
 	checkEncap(t, in, l2, out, encapWant{backend: w.expectBackend(vipTCP4, flowOf(at))})
+}
+
+// TestTooBigQuotingMappedIPv6: an ICMPv6 "packet too big" whose quoted
+// IPv6 packet runs between ::ffff:a.b.c.d addresses rebuilds, reversed,
+// exactly the flow key of an IPv4 flow (the key writes IPv4 so). No IPv6
+// packet comes from an IPv4 VIP: the message belongs to no VIP flow and
+// is dropped as drop_icmp_invalid, not sent by the IPv4 flow's connection
+// entry to its backend and counted as that VIP's packet.
+func TestTooBigQuotingMappedIPv6(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := syn4(44300)
+	w.open(t, vipTCP4, s)
+	// The quote: the backend's reply of s, as if it were IPv6 between
+	// the mapped addresses (ports and flags as quotedReply builds them).
+	r := pktSpec{src: vip6, dst: client6, sport: s.dport, dport: s.sport, proto: ProtoTCP, syn: true, ack: true}
+	b, l2 := build(t, r)
+	quote := append([]byte(nil), b[l2:l2+48]...)
+	src, dst := netip.AddrFrom16(vip4.As16()).As16(), netip.AddrFrom16(client4.As16()).As16()
+	copy(quote[8:], src[:])
+	copy(quote[24:], dst[:])
+	icmp, _ := build(t, pktSpec{src: netip.MustParseAddr("fd00:9::9"), dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400, icmpPayload: quote})
+	before := w.stats(t)
+	vc, err := w.b.VIPCounters(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act, _ := w.run(t, icmp); act != xdpDrop {
+		t.Errorf("too big quoting %s -> %s: %s, want DROP", netip.AddrFrom16(src), netip.AddrFrom16(dst), actionNames[act])
+	}
+	if d := statsDelta(before, w.stats(t)); !maps.Equal(d, map[string]uint64{"drop_icmp_invalid": 1}) {
+		t.Errorf("counters moved by %v, want drop_icmp_invalid +1", d)
+	}
+	if after, _ := w.b.VIPCounters(vipTCP4.num); after != vc {
+		t.Errorf("IPv4 VIP counters moved: %+v -> %+v", vc, after)
+	}
 }
