@@ -204,6 +204,7 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 	__u32 quote_len = p->l2_len + p->l3_len - quote_off;
 	void *quoted = data + quote_off;
 	__be16 *ports;
+	__u32 off;
 	__u8 proto;
 
 	if (p->l2_len + p->l3_len < quote_off)
@@ -229,8 +230,25 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 		if (ip6->version != 6)
 			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
 		proto = ip6->nexthdr;
-		ports = (void *)(ip6 + 1);
-		if ((void *)(ports + 2) > data_end || quote_len < IPV6_HDR_LEN + 4)
+		off = IPV6_HDR_LEN;
+		/* The reply's extension headers, followed as parse_ipv6_ext
+		 * follows a VIP packet's; a chain it would not follow is no
+		 * flow of ours to route (the proto check below passes it). */
+#pragma unroll
+		for (int i = 0; i < IPV6_EXT_MAX; i++) {
+			__u8 *eh = quoted + off;
+
+			if (!ipv6_ext(proto))
+				break;
+			if ((void *)(eh + 2) > data_end || quote_len < off + 8)
+				return PARSE_DROP + STAT_DROP_TRUNCATED;
+			proto = eh[0];
+			off += ((__u32)eh[1] + 1) * 8;
+			if (off > IPV6_L4_OFF_MAX)
+				return PARSE_PASS;
+		}
+		ports = quoted + off;
+		if ((void *)(ports + 2) > data_end || quote_len < off + 4)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
 		addr_copy(&p->flow.src, &ip6->daddr);
 		addr_copy(&p->flow.dst, &ip6->saddr);

@@ -266,3 +266,49 @@ func TestTooBigQuotingMappedIPv6(t *testing.T) {
 		t.Errorf("IPv4 VIP counters moved: %+v -> %+v", vc, after)
 	}
 }
+
+// TestTooBigQuotingExtensionHeaders: a "packet too big" about a reply
+// the backend sent from an IPv6 VIP behind extension headers reaches the
+// flow's backend like any other: the quote's headers are followed to its
+// ports (as the VIP's own packets' are). A quote that ends inside them is
+// truncated; one whose chain is too long to follow goes to the stack.
+func TestTooBigQuotingExtensionHeaders(t *testing.T) {
+	w := newWorld(t, Options{})
+	for i, c := range []struct {
+		name   string
+		exts   [][2]int
+		cut    int // bytes of the quote's L4 header left out
+		act    uint32
+		counts map[string]uint64
+	}{
+		{"destination options", [][2]int{{extDestOpts, 16}}, 0, xdpTX, map[string]uint64{"conn_hit": 1, "icmp_too_big_forwarded": 1}},
+		{"hop-by-hop, destination options, routing", [][2]int{{extHopByHop, 8}, {extDestOpts, 8}, {extRouting, 24}}, 0, xdpTX, map[string]uint64{"conn_hit": 1, "icmp_too_big_forwarded": 1}},
+		{"ports cut off", [][2]int{{extDestOpts, 16}}, 6, xdpDrop, map[string]uint64{"drop_truncated": 1}},
+		{"five headers", [][2]int{{extHopByHop, 8}, {extDestOpts, 8}, {extRouting, 8}, {extDestOpts, 8}, {extDestOpts, 8}}, 0, xdpPass, map[string]uint64{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := pktSpec{src: client6, dst: vip6, sport: uint16(44400 + i), dport: 80, proto: ProtoTCP, syn: true}
+			pinned := w.open(t, vipTCP6, s)
+			// Only the connection table knows the flow's backend.
+			w.publish(t, vipTCP6.key, otherBackend(vipTCP6, pinned))
+			defer w.publish(t, vipTCP6.key, vipTCP6.backends...)
+			r := pktSpec{src: vip6, dst: client6, sport: s.dport, dport: s.sport, proto: ProtoTCP, syn: true, ack: true, payload: make([]byte, 64)}
+			b, l2 := build(t, r)
+			reply := withExtHeaders(b, l2, c.exts...)
+			ext := len(reply) - len(b)
+			quote := reply[l2 : l2+40+ext+8-c.cut]
+			icmp, il2 := build(t, pktSpec{src: netip.MustParseAddr("fd00:9::9"), dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400, icmpPayload: quote})
+			before := w.stats(t)
+			act, out := w.run(t, icmp)
+			if act != c.act {
+				t.Fatalf("action %s, want %s", actionNames[act], actionNames[c.act])
+			}
+			if d := statsDelta(before, w.stats(t)); !maps.Equal(d, c.counts) {
+				t.Errorf("counters moved by %v, want %v", d, c.counts)
+			}
+			if act == xdpTX {
+				checkEncap(t, icmp, il2, out, encapWant{backend: pinned})
+			}
+		})
+	}
+}
