@@ -106,13 +106,14 @@ static __always_inline int drop(__u32 reason)
  * with a "too big" carrying the usable MTU, or dropped (counted). -1 if it
  * fits. The "too big" goes out whether or not DF is set: XDP cannot
  * fragment, and a client that did not set DF still learns the path MTU
- * from it (Linux records it either way). */
+ * from it (Linux records it either way). Never to a source that is no
+ * single host's. */
 static __always_inline int over_mtu(struct xdp_md *ctx, const struct pkt *p,
 				    const struct lb_config *cfg, __u32 overhead, int icmp)
 {
 	if (p->l3_len + overhead <= cfg->mtu)
 		return -1;
-	if (!icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG))
+	if (!icmp && (cfg->flags & CFG_F_ICMP_TOO_BIG) && src_one_host(p))
 		return send_too_big(ctx, p, cfg->mtu - overhead);
 	return drop(STAT_DROP_TOO_BIG);
 }

@@ -90,6 +90,23 @@ static __always_inline __u64 sum_words(void *base, void *data_end, __u32 words, 
 	return sum;
 }
 
+/* 1 if the packet's source names a single host that an ICMP error may
+ * go to: not unspecified, loopback, multicast, broadcast or class E
+ * (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)). */
+static __always_inline int src_one_host(const struct pkt *p)
+{
+	const struct addr *a = &p->flow.src;
+
+	if (!p->v6) {
+		__u32 first = bpf_ntohl(a->a[3]) >> 24;
+
+		return first != 0 && first != 127 && first < 224;
+	}
+	if ((a->a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000))
+		return 0;
+	return (a->a[0] | a->a[1] | a->a[2] | (a->a[3] & ~bpf_htonl(1))) != 0;
+}
+
 /* Replaces the client's packet with an ICMP "fragmentation needed" (IPv4) or
  * ICMPv6 "packet too big" quoting its start, addressed back to the client
  * from the VIP, announcing 'mtu' as the usable size. Returns an XDP verdict. */

@@ -198,3 +198,48 @@ func TestTooBigQuotesExtensionHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestNoTooBigToNonUnicastSources: an over-MTU packet whose source names
+// no single host (unspecified, loopback, multicast, broadcast, class E) is
+// dropped and counted as drop_too_big, never answered: an ICMP error must
+// not go to such an address (RFC 1122 §3.2.2, RFC 4443 §2.4 (e.6)).
+func TestNoTooBigToNonUnicastSources(t *testing.T) {
+	w := newWorld(t, Options{})
+	for i, c := range []struct {
+		src  string
+		want uint32
+	}{
+		{"10.0.0.9", xdpTX}, // control: answered
+		{"0.0.0.0", xdpDrop},
+		{"0.1.2.3", xdpDrop},
+		{"127.0.0.1", xdpDrop},
+		{"224.0.0.1", xdpDrop},
+		{"239.255.255.255", xdpDrop},
+		{"240.0.0.1", xdpDrop},
+		{"255.255.255.255", xdpDrop},
+		{"fd00::9", xdpTX}, // control
+		{"::", xdpDrop},
+		{"::1", xdpDrop},
+		{"ff02::1", xdpDrop},
+		{"ff0e::1:2", xdpDrop},
+	} {
+		src := netip.MustParseAddr(c.src)
+		s := pktSpec{src: src, dst: vip4, sport: uint16(45400 + i), dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1460)}
+		if src.Is6() {
+			s.dst, s.payload = vip6, make([]byte, 1440)
+		}
+		in, _ := build(t, s)
+		before := w.stats(t)
+		act, _ := w.run(t, in)
+		if act != c.want {
+			t.Errorf("over-MTU packet from %s: %s, want %s", src, actionNames[act], actionNames[c.want])
+		}
+		want := map[string]uint64{"conn_miss": 1, "drop_too_big": 1}
+		if c.want == xdpTX {
+			want = map[string]uint64{"conn_miss": 1, "icmp_too_big_sent": 1}
+		}
+		if d := statsDelta(before, w.stats(t)); !maps.Equal(d, want) {
+			t.Errorf("over-MTU packet from %s: counters moved by %v, want %v", src, d, want)
+		}
+	}
+}
