@@ -4,6 +4,7 @@
 #define __SY_CSUM_H
 
 #include <linux/types.h>
+#include "structs.h"
 
 /* Folds a sum of at most 2^15 32-bit words (callers add up a header's or
  * an ICMP quote's words) into the 16-bit ones' complement checksum. Then
@@ -19,10 +20,13 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
-/* Checksum of a 20-byte IPv4 header whose check field is zero. */
+/* Checksum of a 20-byte IPv4 header whose check field is zero. Read
+ * through sy_u32: the caller has just written the header field by field,
+ * and a plain __u32 read of it could be moved before those writes (strict
+ * aliasing), as sum_words' was (bpf/icmp.h). */
 static __always_inline __u16 ipv4_hdr_csum(const void *iph)
 {
-	const __u32 *w = iph;
+	const sy_u32 *w = iph;
 	__u64 sum = 0;
 
 #pragma unroll
