@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -163,24 +161,7 @@ func TestSharedVIPsStayForPreviousReleaseAgent(t *testing.T) {
 	topo, be, c1, c2 := twoAgents(t)
 	before := snapshot(t, topo, be)
 	old := startAgent(t, topo, be, c2)
-	// What the previous release writes: the same record, format /1, no
-	// pin_dir.
-	data, err := os.ReadFile(old.StatePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec map[string]any
-	if err := json.Unmarshal(data, &rec); err != nil {
-		t.Fatal(err)
-	}
-	rec["format"] = stateFormatV1
-	delete(rec, "pin_dir")
-	if data, err = json.Marshal(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(old.StatePath(), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rewriteAsPreviousRelease(t, old.StatePath())
 
 	a := startAgent(t, topo, be, c1)
 	if err := topo.Do(be, a.Stop); err != nil {

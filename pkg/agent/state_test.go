@@ -81,19 +81,11 @@ func TestCrashedRunUndoneByNext(t *testing.T) {
 	requireNoState(t, a)
 }
 
-// TestCrashedRunOfPreviousReleaseUndone: the record of a previous
-// release's agent (format /1, without pin_dir) that was killed is taken
-// over as this release's own.
-func TestCrashedRunOfPreviousReleaseUndone(t *testing.T) {
-	t.Parallel()
-	topo := newTopology(t)
-	be := topo.Backend(1)
-	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
-	before := snapshot(t, topo, be)
-	c := testConfig(topo)
-	crashed := startAgent(t, topo, be, c)
-	crash(t, crashed)
-	data, err := os.ReadFile(crashed.StatePath())
+// rewriteAsPreviousRelease makes the state file at path what the previous
+// release writes: the same record, format /1, no pin_dir.
+func rewriteAsPreviousRelease(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +98,24 @@ func TestCrashedRunOfPreviousReleaseUndone(t *testing.T) {
 	if data, err = json.Marshal(rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(crashed.StatePath(), data, 0o600); err != nil {
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCrashedRunOfPreviousReleaseUndone: the record of a previous
+// release's agent (format /1, without pin_dir) that was killed is taken
+// over as this release's own.
+func TestCrashedRunOfPreviousReleaseUndone(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	crashed := startAgent(t, topo, be, c)
+	crash(t, crashed)
+	rewriteAsPreviousRelease(t, crashed.StatePath())
 
 	a := startAgent(t, topo, be, c)
 	if err := a.Stop(); err != nil {
