@@ -71,27 +71,9 @@ func pinnedFor(id uint32, pin string, names ...string) error {
 // is replaced only once the new program runs. Before, the pin was moved
 // at load, and the running program counted into a map no pin held.
 func TestDecapFailedUpgradeKeepsItsPins(t *testing.T) {
-	requireRoot(t)
-	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("hAdu"), Balancers: 1, Backends: 1})
-	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-upfail-test-%d", time.Now().UnixNano()))
-	t.Cleanup(func() { os.RemoveAll(pin) })
-
-	spec, err := loadDecap()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Maps[decapStatsPin].MaxEntries = uint32(len(decapStatNames) - 1)
-	old := &Decap{pinDir: pin, log: slog.New(slog.DiscardHandler)}
-	if err := loadCollection(spec, pin, nil, &old.objs, ""); err != nil {
-		t.Fatal(err)
-	}
-	d, err := LoadDecap(pin, nil)
-	if err != nil {
-		old.Close()
-		t.Fatal(err)
-	}
+	topo, pin, old, d := decapUpgradeRig(t, "hAdu", "upfail")
 	defer d.Close()
-	err = topo.Do(topo.Backend(1), func() error {
+	err := topo.Do(topo.Backend(1), func() error {
 		_, err := old.Attach("eth0", AttachNative)
 		old.Close()
 		if err != nil {
@@ -392,27 +374,9 @@ func TestUpgradeInterruptedAfterTheSwap(t *testing.T) {
 // Before, it copied the previous release's counters again: what the new
 // program counted since the swap was lost.
 func TestDecapUpgradeInterruptedAfterTheSwap(t *testing.T) {
-	requireRoot(t)
-	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("hAds"), Balancers: 1, Backends: 1})
-	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-upswap-test-%d", time.Now().UnixNano()))
-	t.Cleanup(func() { os.RemoveAll(pin) })
-
-	spec, err := loadDecap()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Maps[decapStatsPin].MaxEntries = uint32(len(decapStatNames) - 1)
-	old := &Decap{pinDir: pin, log: slog.New(slog.DiscardHandler)}
-	if err := loadCollection(spec, pin, nil, &old.objs, ""); err != nil {
-		t.Fatal(err)
-	}
-	d, err := LoadDecap(pin, nil)
-	if err != nil {
-		old.Close()
-		t.Fatal(err)
-	}
+	topo, pin, old, d := decapUpgradeRig(t, "hAds", "upswap")
 	defer d.Close()
-	err = topo.Do(topo.Backend(1), func() error {
+	err := topo.Do(topo.Backend(1), func() error {
 		_, err := old.Attach("eth0", AttachNative)
 		old.Close()
 		if err != nil {
@@ -479,4 +443,32 @@ func TestDecapUpgradeInterruptedAfterTheSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// decapUpgradeRig pins the previous release's decap maps (a decap_stats one
+// reason shorter) under a new pin directory, loads that program as old
+// (not attached) and this release's over its pins as d, in a topology of
+// its own. The caller closes d; old is the caller's to attach and close.
+func decapUpgradeRig(t *testing.T, nsPrefix, name string) (topo *topology.Topology, pin string, old, d *Decap) {
+	t.Helper()
+	requireRoot(t)
+	topo = topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix(nsPrefix), Balancers: 1, Backends: 1})
+	pin = filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-%s-test-%d", name, time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	spec, err := loadDecap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Maps[decapStatsPin].MaxEntries = uint32(len(decapStatNames) - 1)
+	old = &Decap{pinDir: pin, log: slog.New(slog.DiscardHandler)}
+	if err := loadCollection(spec, pin, nil, &old.objs, ""); err != nil {
+		t.Fatal(err)
+	}
+	d, err = LoadDecap(pin, nil)
+	if err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	return topo, pin, old, d
 }
