@@ -3,14 +3,10 @@ package balancer
 import (
 	"errors"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-
-	"github.com/switchyard-lb/switchyard/pkg/config"
-	"github.com/switchyard-lb/switchyard/pkg/datapath"
 )
 
 // With datapath.mtu set, the datapath settings do not change when the
@@ -34,18 +30,7 @@ vips:
     backends:
       - {name: be1, address: 10.2.1.2}
 `
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
+	cfg, dp := loadWithDatapath(t, path, yaml)
 	logs := &logRecords{}
 	setMTU := func(mtu int) {
 		t.Helper()

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/switchyard-lb/switchyard/pkg/config"
-	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -57,18 +54,7 @@ func TestNextHopResolvedOnlyOnceWritten(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "switchyard.yaml")
 	yaml := "nexthop: {gateway: " + gw.String() + "}\n" + strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1)
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
+	cfg, dp := loadWithDatapath(t, path, yaml)
 	// The control loop is not run: every call below reads the interface
 	// and neighbour table of the balancer's namespace, on Do's thread.
 	var b *Balancer
@@ -134,18 +120,7 @@ func TestNextHopLostIsAWarningAfterANetworkEvent(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "switchyard.yaml")
 	yaml := "nexthop: {gateway: " + gw.String() + "}\n" + strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1)
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
+	cfg, dp := loadWithDatapath(t, path, yaml)
 	logs := &logRecords{}
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *Balancer, 1)

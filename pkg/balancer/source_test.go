@@ -129,18 +129,7 @@ vips:
       - {name: be1, address: 10.2.1.2}
       - {name: be2, address: "fd00:2:1::2"}
 `
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
+	cfg, dp := loadWithDatapath(t, path, yaml)
 	logs := &logRecords{}
 	// The control loop is not run: New and syncSettings read the
 	// interface of the balancer's namespace, on Do's thread.
@@ -180,4 +169,23 @@ vips:
 	if got := logs.matching(slog.LevelWarn, "no outer"); len(got) != 2 {
 		t.Errorf("after a second sync: %d warnings of a missing source, want still 2 (one per family): %v", len(got), got)
 	}
+}
+
+// loadWithDatapath writes yaml to path, loads it as the configuration, and
+// loads an unpinned datapath for it, closed when the test ends.
+func loadWithDatapath(t *testing.T, path, yaml string) (*config.Config, *datapath.Balancer) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	return cfg, dp
 }
