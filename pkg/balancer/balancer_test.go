@@ -1,10 +1,12 @@
 package balancer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -1604,5 +1606,49 @@ func TestFlowsReportsAFailedBackendsRead(t *testing.T) {
 	armed.Store(true)
 	if _, err := r.b.Flows(r.ctx, "", 10); err == nil || !strings.Contains(err.Error(), "injected read failure") {
 		t.Errorf("Flows with the backends unreadable: %v, want the read's error", err)
+	}
+}
+
+// A drains file that cannot be parsed is kept aside before the next drain
+// rewrites it: its drains were lost, and then its contents too.
+func TestCorruptDrainsFileIsKept(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root")
+	}
+	file := filepath.Join(t.TempDir(), "drains.json")
+	garbage := []byte(`{"web/be2": tru`)
+	if err := os.WriteFile(file, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logRecords{}
+	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if got := logs.matching(slog.LevelWarn, "operator drains from the previous run are lost", "kept as "+file+".corrupt"); len(got) != 1 {
+		t.Errorf("warnings naming the kept file: %v, want one", got)
+	}
+	if _, err := b.Drain(ctx, "web/be1", true); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(file + ".corrupt"); err != nil || !bytes.Equal(data, garbage) {
+		t.Errorf("%s.corrupt after the next drain: %q, %v; want the corrupt file's bytes", file, data, err)
 	}
 }

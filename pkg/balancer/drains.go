@@ -66,7 +66,16 @@ func (b *Balancer) loadDrains(cfg *config.Config) (rewrite bool, err error) {
 	}
 	var m map[string]bool // null (written by hand, say) leaves it nil: no drains
 	if err := json.Unmarshal(data, &m); err != nil {
-		return false, fmt.Errorf("parse %s: %w", file, err)
+		if file != b.drainFile {
+			return false, fmt.Errorf("parse %s: %w", file, err)
+		}
+		// The next drain rewrites the file: keep what it held, for the
+		// operator to read the drains back from.
+		kept := file + ".corrupt"
+		if rerr := os.Rename(file, kept); rerr != nil {
+			return false, fmt.Errorf("parse %s: %w (and keep it as %s: %v)", file, err, kept, rerr)
+		}
+		return false, fmt.Errorf("parse %s: %w; kept as %s", file, err, kept)
 	}
 	var gone, outvoted []string
 	for key, drained := range m {
