@@ -859,6 +859,9 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			return
 		}
 		if len(dropped) > 0 {
+			// As a restart says it (loadDrains): the operator's drain or
+			// undrain of these no longer holds.
+			b.log.Info("operator drains ended: the file changed these backends' drained, or no longer has them", "backends", slices.Sorted(maps.Keys(dropped)))
 			if err := b.saveDrains(); err != nil {
 				b.log.Warn("operator drains outvoted by the file but not saved: a restart will bring them back", "file", b.drainFile, "error", err)
 			}

@@ -68,6 +68,7 @@ type rig struct {
 	seen   Datapath // dp as the control loop sees it
 	dialer health.Dialer
 	b      *Balancer
+	logs   logRecords // what the control loop logged, over restarts
 	ctx    context.Context
 	stop   func() // ends Run and waits for it
 }
@@ -120,7 +121,8 @@ func newCheckedRig(t testing.TB, yaml string, opts datapath.Options, wrap func(*
 func (r *rig) start(cfg *config.Config) {
 	r.t.Helper()
 	var err error
-	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: r.seen, HealthDialer: r.dialer, DrainFile: r.drains})
+	r.b, err = New(Config{ConfigPath: r.path, Initial: cfg, Datapath: r.seen, HealthDialer: r.dialer, DrainFile: r.drains,
+		Logger: slog.New(&r.logs)})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -1402,6 +1404,11 @@ func TestFileChangeOutvotesOperator(t *testing.T) {
 					if _, err := r.b.Reload(r.ctx); err != nil {
 						t.Fatal(err)
 					}
+				}
+				// Said at the first flip, which ends the override, by a
+				// reload as by a restart.
+				if got := r.logs.matching(slog.LevelInfo, "operator drains ended", "web/be2"); len(got) != 1 {
+					t.Errorf("the file outvoted the operator's word on be2: logged %d times (%v), want once", len(got), got)
 				}
 				if slots := r.slots("web")["10.2.2.2"]; (slots == 0) != file {
 					t.Fatalf("be2, %s by the operator when the file said drained: %v, has %d slots once the file says drained: %v; want it to follow the file",
