@@ -1255,31 +1255,7 @@ func TestDrainsFileOfNull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root")
 	}
-	file := filepath.Join(t.TempDir(), "drains.json")
-	if err := os.WriteFile(file, []byte("null"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dp.Close()
-	path := filepath.Join(t.TempDir(), "switchyard.yaml")
-	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { b.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	b, ctx, file := runWithDrainsFile(t, []byte("null"), &logRecords{})
 	if _, err := b.Drain(ctx, "web/be2", true); err != nil {
 		t.Fatal(err)
 	}
@@ -1622,33 +1598,9 @@ func TestCorruptDrainsFileIsKept(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root")
 	}
-	file := filepath.Join(t.TempDir(), "drains.json")
 	garbage := []byte(`{"web/be2": tru`)
-	if err := os.WriteFile(file, garbage, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dp.Close()
-	path := filepath.Join(t.TempDir(), "switchyard.yaml")
-	if err := os.WriteFile(path, []byte(baseConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &logRecords{}
-	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file, Logger: slog.New(logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { b.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	b, ctx, file := runWithDrainsFile(t, garbage, logs)
 	if got := logs.matching(slog.LevelWarn, "operator drains from the previous run are lost", "kept as "+file+".corrupt"); len(got) != 1 {
 		t.Errorf("warnings naming the kept file: %v, want one", got)
 	}
@@ -1658,4 +1610,26 @@ func TestCorruptDrainsFileIsKept(t *testing.T) {
 	if data, err := os.ReadFile(file + ".corrupt"); err != nil || !bytes.Equal(data, garbage) {
 		t.Errorf("%s.corrupt after the next drain: %q, %v; want the corrupt file's bytes", file, data, err)
 	}
+}
+
+// runWithDrainsFile runs a control loop of baseConfig over an unpinned
+// datapath, with a drains file holding content, logging to logs; the loop
+// ends with the test.
+func runWithDrainsFile(t *testing.T, content []byte, logs *logRecords) (*Balancer, context.Context, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "drains.json")
+	if err := os.WriteFile(file, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	cfg, dp := loadWithDatapath(t, path, baseConfig)
+	b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, DrainFile: file, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return b, ctx, file
 }
