@@ -306,11 +306,6 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 				return send(ctx, p, cfg, be, id, vip_num, cr->sum, 0, 1, icmp, NULL,
 					    overhead);
 			}
-			/* Counted by the flow's packet that records it again:
-			 * a "too big" leaves the entry in place, for that
-			 * packet to find expired too. */
-			if (expired && !icmp)
-				count(STAT_UDP_EXPIRED);
 		}
 		/* The miss goes to the VIP's counters, which send() then
 		 * reuses. */
@@ -344,6 +339,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, const stru
 				bpf_jiffies64()) &&
 		    vs)
 			vs->new_flows++;
+		/* An expired entry is counted once, by the packet that
+		 * records its flow again: one dropped on the way (no
+		 * backend, too big) or a "too big" leaves it in place, for
+		 * the flow's next packet to find expired too. */
+		if (expired)
+			count(STAT_UDP_EXPIRED);
 		new_flow = 1;
 	}
 	return send(ctx, p, cfg, be, id, vm->vip_num, cr->sum, new_flow, 0, icmp, vs, overhead);

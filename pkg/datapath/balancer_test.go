@@ -513,6 +513,38 @@ func TestUDPIdleExpiry(t *testing.T) {
 	}
 }
 
+// TestUDPExpiredCountedOnce: an expired UDP entry is counted once, by the
+// packet that records its flow again, however many of the flow's packets
+// find it expired first: one too big to forward (answered with a "too
+// big") leaves the entry in place, for the next to find expired too.
+func TestUDPExpiredCountedOnce(t *testing.T) {
+	w := newWorld(t, Options{})
+	u := pktSpec{src: client4, dst: vip4, sport: 7790, dport: 53, proto: ProtoUDP}
+	small, _ := build(t, u)
+	if act, _ := w.run(t, small); act != xdpTX {
+		t.Fatalf("UDP packet: %s, want TX", actionNames[act])
+	}
+	set := defaultSettings()
+	set.UDPIdleTimeout = 0 // the entry is past it at once
+	if err := w.b.SetSettings(set); err != nil {
+		t.Fatal(err)
+	}
+	before := w.stats(t)
+	big := u
+	big.payload = make([]byte, 1470)
+	in, _ := build(t, big)
+	if act, _ := w.run(t, in); act != xdpTX {
+		t.Fatalf("over-MTU UDP packet: %s, want TX (a too big)", actionNames[act])
+	}
+	if act, _ := w.run(t, small); act != xdpTX {
+		t.Fatalf("UDP packet: %s, want TX", actionNames[act])
+	}
+	d := statsDelta(before, w.stats(t))
+	if d["icmp_too_big_sent"] != 1 || d["udp_expired"] != 1 {
+		t.Errorf("counters moved by %v, want icmp_too_big_sent +1 and udp_expired +1 (one entry expired once)", d)
+	}
+}
+
 // TestFlowsLastSeen: the connection dump turns an entry's jiffies stamp
 // into CLOCK_MONOTONIC, with the jiffy the loader measured.
 func TestFlowsLastSeen(t *testing.T) {
