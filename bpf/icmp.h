@@ -233,6 +233,11 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
 		if (iph->version != 4 || iph->ihl < 5)
 			return PARSE_DROP + STAT_DROP_ICMP_INVALID;
+		/* A later fragment of the reply carries no ports to find its
+		 * flow by: left to the stack, like any quote of no TCP/UDP
+		 * header. */
+		if (iph->frag_off & bpf_htons(IP_OFFSET))
+			return PARSE_PASS;
 		proto = iph->protocol;
 		ports = quoted + iph->ihl * 4;
 		if ((void *)(ports + 2) > data_end || quote_len < iph->ihl * 4 + 4)
@@ -249,18 +254,26 @@ static __always_inline int parse_too_big_quote(void *data, void *data_end, struc
 		proto = ip6->nexthdr;
 		off = IPV6_HDR_LEN;
 		/* The reply's extension headers, followed as parse_ipv6_ext
-		 * follows a VIP packet's; a chain it would not follow is no
-		 * flow of ours to route (the proto check below passes it). */
+		 * follows a VIP packet's, and its fragment header: the first
+		 * fragment of a large reply is the one a router finds too
+		 * big, and its ports follow; a later fragment has none. A
+		 * chain it would not follow is no flow of ours to route (the
+		 * proto check below passes it). */
 #pragma unroll
 		for (int i = 0; i < IPV6_EXT_MAX; i++) {
 			__u8 *eh = quoted + off;
+			int frag = proto == IPPROTO_FRAGMENT;
 
-			if (!ipv6_ext(proto))
+			if (!frag && !ipv6_ext(proto))
 				break;
-			if ((void *)(eh + 2) > data_end || quote_len < off + 8)
+			if ((void *)(eh + 4) > data_end || quote_len < off + 8)
 				return PARSE_DROP + STAT_DROP_TRUNCATED;
+			if (frag && (*(sy_u16 *)(eh + 2) & bpf_htons(0xfff8)))
+				return PARSE_PASS;
 			proto = eh[0];
-			off += ((__u32)eh[1] + 1) * 8;
+			/* A fragment header's second byte is reserved: it is
+			 * always 8 bytes long. */
+			off += frag ? 8 : ((__u32)eh[1] + 1) * 8;
 			if (off > IPV6_L4_OFF_MAX)
 				return PARSE_PASS;
 		}

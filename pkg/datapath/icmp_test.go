@@ -312,3 +312,79 @@ func TestTooBigQuotingExtensionHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestTooBigQuotingFragments: a "too big" quoting a fragment of the
+// VIP's reply reaches the flow's backend when the fragment is the first
+// (its ports follow the IPv4 header, or the IPv6 fragment header and any
+// extension headers); a later fragment has no ports to find the flow by,
+// so its "too big" goes to the stack like any quote of no TCP/UDP header,
+// untouched and counting nothing (it was routed by payload bytes read as
+// ports).
+func TestTooBigQuotingFragments(t *testing.T) {
+	w := newWorld(t, Options{})
+	const more, offset = 0x2000, 0x00b9 // IPv4: MF; a fragment offset of 1480 bytes
+	for i, c := range []struct {
+		name   string
+		v6     bool
+		frag   uint16 // IPv4 flags and offset; IPv6 offset and M flag
+		exts   [][2]int
+		routed bool
+	}{
+		{"IPv4 first fragment", false, more, nil, true},
+		{"IPv4 later fragment", false, more | offset, nil, false},
+		{"IPv4 last fragment", false, offset, nil, false},
+		{"IPv6 first fragment", true, 1, [][2]int{{extFragment, 8}}, true},
+		{"IPv6 first fragment after destination options", true, 1, [][2]int{{extDestOpts, 16}, {extFragment, 8}}, true},
+		{"IPv6 later fragment", true, 1480 | 1, [][2]int{{extFragment, 8}}, false},
+		{"IPv6 last fragment", true, 1480, [][2]int{{extFragment, 8}}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := pktSpec{src: client4, dst: vip4, sport: uint16(44600 + i), dport: 80, proto: ProtoTCP, syn: true}
+			v := vipTCP4
+			if c.v6 {
+				s.src, s.dst, v = client6, vip6, vipTCP6
+			}
+			pinned := w.open(t, v, s)
+			// Only the connection table knows the flow's backend.
+			w.publish(t, v.key, otherBackend(v, pinned))
+			defer w.publish(t, v.key, v.backends...)
+			r := pktSpec{src: s.dst, dst: s.src, sport: s.dport, dport: s.sport, proto: ProtoTCP, syn: true, ack: true, payload: make([]byte, 64)}
+			b, l2 := build(t, r)
+			var quote []byte
+			var icmpSpec pktSpec
+			if !c.v6 {
+				quote = append([]byte(nil), b[l2:l2+28]...)
+				binary.BigEndian.PutUint16(quote[6:], c.frag)
+				quote[10], quote[11] = 0, 0
+				binary.BigEndian.PutUint16(quote[10:], inetChecksum(quote[:20], 0))
+				icmpSpec = pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400}
+			} else {
+				reply := withExtHeaders(b, l2, c.exts...)
+				ext := len(reply) - len(b)
+				fh := l2 + 40 + ext - 8 // the fragment header is the last
+				binary.BigEndian.PutUint16(reply[fh+2:], c.frag)
+				binary.BigEndian.PutUint32(reply[fh+4:], 0x1234)
+				quote = reply[l2 : l2+40+ext+8]
+				icmpSpec = pktSpec{src: netip.MustParseAddr("fd00:9::9"), dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400}
+			}
+			icmpSpec.icmpPayload = quote
+			icmp, il2 := build(t, icmpSpec)
+			before := w.stats(t)
+			act, out := w.run(t, append([]byte(nil), icmp...))
+			d := statsDelta(before, w.stats(t))
+			if !c.routed {
+				if act != xdpPass || !bytes.Equal(out, icmp) || len(d) != 0 {
+					t.Errorf("too big quoting a later fragment: %s (changed %v, counters %v), want PASS untouched, counting nothing", actionNames[act], !bytes.Equal(out, icmp), d)
+				}
+				return
+			}
+			if act != xdpTX {
+				t.Fatalf("too big quoting a first fragment: %s, want TX to the flow's backend", actionNames[act])
+			}
+			if want := map[string]uint64{"conn_hit": 1, "icmp_too_big_forwarded": 1}; !maps.Equal(d, want) {
+				t.Errorf("counters moved by %v, want %v", d, want)
+			}
+			checkEncap(t, icmp, il2, out, encapWant{backend: pinned})
+		})
+	}
+}
