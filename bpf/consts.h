@@ -152,7 +152,7 @@ enum sy_stat {
 	STAT_DROP_NO_NEXTHOP,    /* next-hop MAC not yet resolved */
 	STAT_DROP_TOO_BIG,       /* over MTU after encap and no "too big" was sent */
 	STAT_DROP_ADJUST,        /* bpf_xdp_adjust_head/tail failed */
-	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow */
+	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow; echo request from no single host */
 	STAT_CONN_EVICTED,       /* evictions as earlier versions counted them (now derived) */
 	STAT_CONN_INSERT_RACE,   /* another flow took the entry being refreshed: not recorded */
 	STAT_MAX,

@@ -22,16 +22,88 @@ static __always_inline void swap_macs(struct ethhdr *eth)
 	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
 }
 
-/* Turns an echo request to a VIP into the reply, in place. The address swap
- * leaves every checksum unchanged; type and TTL are updated incrementally. */
-static __always_inline int echo_reply(struct xdp_md *ctx, const struct pkt *p)
+/* 1 if the packet's source names a single host that an ICMP message may
+ * go to: not unspecified, loopback, multicast, broadcast or class E
+ * (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)). */
+static __always_inline int src_one_host(const struct pkt *p)
+{
+	const struct addr *a = &p->flow.src;
+
+	if (!p->v6) {
+		__u32 first = bpf_ntohl(a->a[3]) >> 24;
+
+		return first != 0 && first != 127 && first < 224;
+	}
+	if ((a->a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000))
+		return 0;
+	return (a->a[0] | a->a[1] | a->a[2] | (a->a[3] & ~bpf_htonl(1))) != 0;
+}
+
+/* Removes the 'extra' bytes of options after the IPv4 header of p: the
+ * L2 header and the 20 fixed bytes move up over them, with IHL, total
+ * length and checksum fixed. 0, or -1 if the kernel refused. */
+static __always_inline int strip_ipv4_options(struct xdp_md *ctx, __u32 l2_len, __u32 extra)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct icmphdr *ih = data + (p->l4_off & 0xff);
+	struct vlan_hdr vh = {};
+	struct ethhdr eth;
+	struct iphdr iph, *h;
+
+	if (data + sizeof(eth) + sizeof(vh) > data_end || data + l2_len + sizeof(iph) > data_end)
+		return -1;
+	eth = *(struct ethhdr *)data;
+	if (l2_len != sizeof(eth))
+		vh = *(struct vlan_hdr *)(data + sizeof(eth));
+	iph = *(struct iphdr *)(data + l2_len);
+	iph.ihl = 5;
+	iph.tot_len = bpf_htons(bpf_ntohs(iph.tot_len) - extra);
+	iph.check = 0;
+	if (bpf_xdp_adjust_head(ctx, (int)extra))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	h = data + l2_len;
+	if (data + sizeof(eth) + sizeof(vh) > data_end || (void *)(h + 1) > data_end)
+		return -1;
+	*(struct ethhdr *)data = eth;
+	if (l2_len != sizeof(eth))
+		*(struct vlan_hdr *)(data + sizeof(eth)) = vh;
+	*h = iph;
+	h->check = ipv4_hdr_csum(h);
+	return 0;
+}
+
+/* Turns an echo request to a VIP into the reply, in place. The address swap
+ * leaves every checksum unchanged; type and TTL are updated incrementally.
+ * The request's IPv4 options are not echoed (a source route would come
+ * back unreversed): the reply goes without them. A request from a source that is no single host's is dropped
+ * (counted as drop_icmp_invalid), never answered. */
+static __always_inline int echo_reply(struct xdp_md *ctx, const struct pkt *p)
+{
+	__u32 l2_len = p->l2_len & 0x1f;
+	__u32 l4_off = l2_len + (p->v6 ? IPV6_HDR_LEN : IPV4_HDR_LEN);
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct icmphdr *ih;
 	__u16 old;
 
+	if (!src_one_host(p)) {
+		count(STAT_DROP_ICMP_INVALID);
+		return XDP_DROP;
+	}
+	/* (IPv6 extension headers never get here: parse_ipv6 passes
+	 * ICMPv6 behind them to the stack.) */
+	if (!p->v6 && p->l4_off != l4_off) {
+		if (strip_ipv4_options(ctx, l2_len, (p->l4_off - l4_off) & 0x3f)) {
+			count(STAT_DROP_ADJUST);
+			return XDP_DROP;
+		}
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	ih = data + l4_off;
 	if ((void *)(eth + 1) > data_end || (void *)(ih + 1) > data_end)
 		return XDP_PASS;
 
@@ -40,7 +112,7 @@ static __always_inline int echo_reply(struct xdp_md *ctx, const struct pkt *p)
 	ih->checksum = csum_replace16(ih->checksum, old, *(__u16 *)ih);
 
 	if (p->v6) {
-		struct ipv6hdr *ip6 = data + (p->l2_len & 0x1f);
+		struct ipv6hdr *ip6 = data + l2_len;
 		struct addr tmp;
 
 		if ((void *)(ip6 + 1) > data_end)
@@ -50,7 +122,7 @@ static __always_inline int echo_reply(struct xdp_md *ctx, const struct pkt *p)
 		ip6->daddr = tmp;
 		ip6->hop_limit = DEFAULT_TTL;
 	} else {
-		struct iphdr *iph = data + (p->l2_len & 0x1f);
+		struct iphdr *iph = data + l2_len;
 		__be32 tmp;
 
 		if ((void *)(iph + 1) > data_end)
@@ -88,23 +160,6 @@ static __always_inline __u64 sum_words(void *base, void *data_end, __u32 words, 
 		sum += *w;
 	}
 	return sum;
-}
-
-/* 1 if the packet's source names a single host that an ICMP error may
- * go to: not unspecified, loopback, multicast, broadcast or class E
- * (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)). */
-static __always_inline int src_one_host(const struct pkt *p)
-{
-	const struct addr *a = &p->flow.src;
-
-	if (!p->v6) {
-		__u32 first = bpf_ntohl(a->a[3]) >> 24;
-
-		return first != 0 && first != 127 && first < 224;
-	}
-	if ((a->a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000))
-		return 0;
-	return (a->a[0] | a->a[1] | a->a[2] | (a->a[3] & ~bpf_htonl(1))) != 0;
 }
 
 /* Replaces the client's packet with an ICMP "fragmentation needed" (IPv4) or
