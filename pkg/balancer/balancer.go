@@ -1125,13 +1125,18 @@ func (b *Balancer) status() (api.Status, error) {
 			Hash: string(v.Hash), Conntrack: v.Conntrack, TableSize: uint32(v.TableSize),
 			Generation: metas[k].Gen, PacketRate: b.rates[num].rate,
 		}
-		if c, err := b.dp.VIPCounters(num); err == nil {
-			av.Packets, av.Bytes, av.NewFlows = c.Packets, c.Bytes, c.NewFlows
-			av.ConnHits, av.ConnMisses = c.ConnHits, c.ConnMisses
-			// Between samples, the rate since the latest one is fresher.
-			if s, ok := b.rates[num]; ok && time.Since(s.at) > 500*time.Millisecond && c.Packets >= s.packets {
-				av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
-			}
+		// A counter that cannot be read fails the status: shown as 0,
+		// it would fall and rise again, which Prometheus takes for a
+		// reset (its rate counting the whole count again).
+		c, err := b.dp.VIPCounters(num)
+		if err != nil {
+			return st, fmt.Errorf("VIP %s: %w", v.Name, err)
+		}
+		av.Packets, av.Bytes, av.NewFlows = c.Packets, c.Bytes, c.NewFlows
+		av.ConnHits, av.ConnMisses = c.ConnHits, c.ConnMisses
+		// Between samples, the rate since the latest one is fresher.
+		if s, ok := b.rates[num]; ok && time.Since(s.at) > 500*time.Millisecond && c.Packets >= s.packets {
+			av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
 		}
 		slots := b.published[k]
 		for _, be := range v.Backends {
@@ -1150,9 +1155,11 @@ func (b *Balancer) status() (api.Status, error) {
 			} else {
 				ab.Check = string(v.Health.Type)
 			}
-			if c, err := b.dp.BackendCounters(id); err == nil {
-				ab.Packets, ab.Bytes = c.Packets, c.Bytes
+			c, err := b.dp.BackendCounters(id)
+			if err != nil {
+				return st, fmt.Errorf("VIP %s backend %s: %w", v.Name, be.Name, err)
 			}
+			ab.Packets, ab.Bytes = c.Packets, c.Bytes
 			av.Backends = append(av.Backends, ab)
 		}
 		st.VIPs = append(st.VIPs, av)

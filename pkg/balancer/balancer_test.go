@@ -1633,3 +1633,57 @@ func runWithDrainsFile(t *testing.T, content []byte, logs *logRecords) (*Balance
 	t.Cleanup(func() { cancel(); <-done })
 	return b, ctx, file
 }
+
+// failingCounterReads fails reads of VIP or backend counters once armed.
+type failingCounterReads struct {
+	*datapath.Balancer
+	vips, backends *atomic.Bool
+}
+
+func (f failingCounterReads) VIPCounters(num uint32) (datapath.VIPCounters, error) {
+	if f.vips.Load() {
+		return datapath.VIPCounters{}, errors.New("injected VIP counter read failure")
+	}
+	return f.Balancer.VIPCounters(num)
+}
+
+func (f failingCounterReads) BackendCounters(id uint32) (datapath.BackendCounters, error) {
+	if f.backends.Load() {
+		return datapath.BackendCounters{}, errors.New("injected backend counter read failure")
+	}
+	return f.Balancer.BackendCounters(id)
+}
+
+// Status fails when it cannot read a VIP's or a backend's counters: it
+// reported them as 0, and a scrape then showed counters that fell to 0 and
+// rose back, which Prometheus takes for resets (rate and increase count
+// the whole count again).
+func TestStatusReportsAFailedCounterRead(t *testing.T) {
+	vips, backends := new(atomic.Bool), new(atomic.Bool)
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return failingCounterReads{dp, vips, backends}
+	})
+	if _, err := r.b.Status(r.ctx); err != nil {
+		t.Fatalf("status with readable counters: %v", err)
+	}
+	for _, c := range []struct {
+		armed *atomic.Bool
+		want  []string
+	}{
+		{vips, []string{"VIP web", "injected VIP counter read failure"}},
+		{backends, []string{"VIP web", "backend be1", "injected backend counter read failure"}},
+	} {
+		c.armed.Store(true)
+		st, err := r.b.Status(r.ctx)
+		c.armed.Store(false)
+		if err == nil {
+			t.Errorf("status with %s unreadable: no error, VIPs %+v", c.want[len(c.want)-1], st.VIPs)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("status error %q does not say %q", err, w)
+			}
+		}
+	}
+}
