@@ -80,7 +80,7 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		backendWeight:     d("backend_weight", "Configured weight of the backend in the VIP.", backendLabels...),
 		checks:            d("backend_checks_total", "Completed health checks of the backend (none for health type none).", backendLabels...),
 		checkFailures:     d("backend_check_failures_total", "Failed health checks of the backend.", backendLabels...),
-		checkDuration:     d("backend_check_duration_seconds", "Duration of the backend's last completed health check.", backendLabels...),
+		checkDuration:     d("backend_check_duration_seconds", "Duration of the backend's last completed health check (none before the first).", backendLabels...),
 
 		drops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
 		events: d("datapath_events_total", "Datapath events other than drops, by event.", "event"),
@@ -144,7 +144,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			if b.Check != "" {
 				e.counter(c.checks, b.Checks, bl...)
 				e.counter(c.checkFailures, b.FailedChecks, bl...)
-				e.gauge(c.checkDuration, b.LastCheckSeconds, bl...)
+				if b.Checks > 0 {
+					// Before the first check there is no duration:
+					// 0 would be a check that took no time.
+					e.gauge(c.checkDuration, b.LastCheckSeconds, bl...)
+				}
 			}
 			// The datapath counts per address, whatever VIPs share it:
 			// one series per address, or sums over VIPs would double it.

@@ -106,7 +106,7 @@ switchyard_backend_checks_total{address="10.2.1.2",backend="web-2",vip="web"} 12
 # TYPE switchyard_backend_check_failures_total counter
 switchyard_backend_check_failures_total{address="10.2.1.1",backend="web-1",vip="web"} 1
 switchyard_backend_check_failures_total{address="10.2.1.2",backend="web-2",vip="web"} 118
-# HELP switchyard_backend_check_duration_seconds Duration of the backend's last completed health check.
+# HELP switchyard_backend_check_duration_seconds Duration of the backend's last completed health check (none before the first).
 # TYPE switchyard_backend_check_duration_seconds gauge
 switchyard_backend_check_duration_seconds{address="10.2.1.1",backend="web-1",vip="web"} 0.0025
 switchyard_backend_check_duration_seconds{address="10.2.1.2",backend="web-2",vip="web"} 0.5
@@ -228,5 +228,22 @@ func TestCollectorSkipsInvalidLabels(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c, "switchyard_vip_packets_total"); n != 1 {
 		t.Errorf("%d VIP series, want the other series kept", n)
+	}
+}
+
+// A checked backend has no last check duration before its first check
+// completes: it was exported as 0 seconds, a check that took no time.
+func TestCollectorNoCheckDurationBeforeTheFirstCheck(t *testing.T) {
+	st := sampleStatus()
+	st.VIPs = st.VIPs[:1]
+	st.VIPs[0].Backends = st.VIPs[0].Backends[:1]
+	b := &st.VIPs[0].Backends[0]
+	b.Checks, b.FailedChecks, b.LastCheckSeconds = 0, 0, 0
+	c := NewCollector(staticStatus(st), nil)
+	if n := testutil.CollectAndCount(c, "switchyard_backend_check_duration_seconds"); n != 0 {
+		t.Errorf("%d check duration series of a backend not checked yet, want 0", n)
+	}
+	if n := testutil.CollectAndCount(c, "switchyard_backend_checks_total"); n != 1 {
+		t.Errorf("%d checks series of a backend not checked yet, want 1 (of 0 checks)", n)
 	}
 }
