@@ -22,6 +22,23 @@ func (v VIP) MarshalJSON() ([]byte, error) {
 	return json.Marshal(p)
 }
 
+// A checked backend's counts are always there, 0 included: a script reads
+// failed_checks of a backend that never failed as 0, not null. A backend
+// without a check has none of them.
+func (b Backend) MarshalJSON() ([]byte, error) {
+	type plain Backend
+	if b.Check == "" {
+		return json.Marshal(plain(b))
+	}
+	// The outer fields hide the embedded ones of the same name.
+	return json.Marshal(struct {
+		plain
+		Checks           uint64  `json:"checks"`
+		FailedChecks     uint64  `json:"failed_checks"`
+		LastCheckSeconds float64 `json:"last_check_seconds"`
+	}{plain(b), b.Checks, b.FailedChecks, b.LastCheckSeconds})
+}
+
 func (f FlowsResponse) MarshalJSON() ([]byte, error) {
 	type plain FlowsResponse
 	p := plain(f)

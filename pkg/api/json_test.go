@@ -88,3 +88,43 @@ func rawBody(t *testing.T, socket, method, path, body string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// A checked backend has checks, failed_checks and last_check_seconds in
+// its JSON whatever their values: they were left out at 0, so a backend
+// that never failed had no failed_checks (jq gave null, not 0) and one
+// not checked yet had none of them. A backend without a check has none.
+func TestJSONCheckCountsOfACheckedBackend(t *testing.T) {
+	for _, tc := range []struct {
+		be   Backend
+		want map[string]any
+	}{
+		{Backend{Name: "be1", Check: "http", Checks: 7, LastCheckSeconds: 0.002},
+			map[string]any{"check": "http", "checks": 7.0, "failed_checks": 0.0, "last_check_seconds": 0.002}},
+		{Backend{Name: "be2", Check: "tcp"},
+			map[string]any{"check": "tcp", "checks": 0.0, "failed_checks": 0.0, "last_check_seconds": 0.0}},
+		{Backend{Name: "be3", HealthInfo: "no check"},
+			map[string]any{"check": nil, "checks": nil, "failed_checks": nil, "last_check_seconds": nil}},
+	} {
+		b, err := json.Marshal(Status{VIPs: []VIP{{Name: "web", Backends: []Backend{tc.be}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			VIPs []struct{ Backends []map[string]any }
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		got := st.VIPs[0].Backends[0]
+		for k, want := range tc.want {
+			if v, ok := got[k]; want == nil && ok || want != nil && v != want {
+				t.Errorf("%s (check %q): %s = %v (present %v), want %v", tc.be.Name, tc.be.Check, k, v, ok, want)
+			}
+		}
+		// And back: the client reads what the server wrote.
+		var back Status
+		if err := json.Unmarshal(b, &back); err != nil || back.VIPs[0].Backends[0] != tc.be {
+			t.Errorf("%s: decoded %+v, %v; want %+v", tc.be.Name, back.VIPs[0].Backends[0], err, tc.be)
+		}
+	}
+}

@@ -67,7 +67,8 @@ type Backend struct {
 	Check string `json:"check,omitempty"`
 	// Checks and FailedChecks count the completed and the failed checks
 	// since the backend was added (a reload that changes the check keeps
-	// them; a restart starts them again).
+	// them; a restart starts them again). The JSON of a checked backend
+	// has all three, 0 included (MarshalJSON); of another, none.
 	Checks       uint64 `json:"checks,omitempty"`
 	FailedChecks uint64 `json:"failed_checks,omitempty"`
 	// LastCheckSeconds is how long the last completed check took.
