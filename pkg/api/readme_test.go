@@ -1,0 +1,74 @@
+package api
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// jsonNames are the JSON field names of t and of the structs of this
+// package it holds (directly or in slices), in order.
+func jsonNames(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		out = append(out, name)
+		ft := f.Type
+		if ft.Kind() == reflect.Slice {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {
+			out = append(out, jsonNames(ft)...)
+		}
+	}
+	return out
+}
+
+// readmeItem is the README's text from the first occurrence of start to
+// the end of its list item (the next line starting with "- " or "#", or
+// an empty line).
+func readmeItem(t *testing.T, start string) string {
+	t.Helper()
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	i := strings.Index(s, start)
+	if i < 0 {
+		t.Fatalf("the README has no %q", start)
+	}
+	s = s[i:]
+	for _, end := range []string{"\n- ", "\n#", "\n\n"} {
+		if j := strings.Index(s, end); j >= 0 {
+			s = s[:j]
+		}
+	}
+	return s
+}
+
+// The README names every field that `switchyard status --json` and
+// `switchyard flows --json` print, as it does those of `status --agent
+// --json`: scripts are written from it.
+func TestREADMENamesEveryJSONField(t *testing.T) {
+	for _, tc := range []struct {
+		start string
+		typ   reflect.Type
+	}{
+		{"`switchyard status --json` gives", reflect.TypeFor[Status]()},
+		{"`switchyard flows --json` gives", reflect.TypeFor[FlowsResponse]()},
+		{"`--json` gives the same as `node`", reflect.TypeFor[AgentStatus]()},
+	} {
+		item := readmeItem(t, tc.start)
+		for _, name := range jsonNames(tc.typ) {
+			if !strings.Contains(item, "`"+name+"`") {
+				t.Errorf("the README's %s... does not name the field `%s`", tc.start, name)
+			}
+		}
+	}
+}
