@@ -104,6 +104,10 @@ type Balancer struct {
 
 	statsMu sync.Mutex
 	evicted uint64 // conn_evicted as last reported (see Stats)
+	// statsBetweenReads, if set (by tests), runs in Stats between its
+	// reads of the per-VIP and of the global counters, where the
+	// datapath may count packets.
+	statsBetweenReads func()
 }
 
 // tableKey names a Maglev table's inner map: its slot (vip_num*2+gen) in
@@ -2364,6 +2368,19 @@ func restartCounters(base *ebpf.Map, key uint32, raw any, what string) error {
 // and ConnMisses: the datapath counts them per VIP only, and never clears a
 // VIP number's counters, so the sums only grow.
 func (b *Balancer) Stats() (map[string]uint64, error) {
+	// The recorded flows first: a flow counts its fill or refresh before
+	// it counts as recorded (on its CPU), so every flow read as recorded
+	// is among the fills and refreshes read after, and the evictions
+	// derived from them can run behind a packet's counts, never ahead.
+	// Read the other way round, a flow recorded between the reads was an
+	// eviction, in a table with free entries, and held (below) for good.
+	hits, misses, recorded, err := b.vipTotals()
+	if err != nil {
+		return nil, err
+	}
+	if b.statsBetweenReads != nil {
+		b.statsBetweenReads()
+	}
 	out, err := readStats(b.objs.Stats, statNames[:])
 	if err != nil {
 		return nil, err
@@ -2372,15 +2389,10 @@ func (b *Balancer) Stats() (map[string]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the eviction base: %w", err)
 	}
-	hits, misses, recorded, err := b.vipTotals()
-	if err != nil {
-		return nil, err
-	}
 	out["conn_hit"], out["conn_miss"] = hits, misses
-	// Evictions, derived (bpf/consts.h, enum sy_stat): the fills and
-	// refreshes were read before the recorded flows, so the difference
-	// can only run ahead of a packet's counts, never behind; it is still
-	// held monotonic, as a counter must be.
+	// Evictions, derived (bpf/consts.h, enum sy_stat), held monotonic
+	// as a counter must be: a count behind by the flows recorded during
+	// the reads does not lower it.
 	b.statsMu.Lock()
 	if done := out["conn_filled"] + out["conn_refreshed"] + base; recorded >= done {
 		b.evicted = max(b.evicted, recorded-done)
