@@ -52,9 +52,9 @@ func readmeItem(t *testing.T, start string) string {
 	return s
 }
 
-// The README names every field that `switchyard status --json` and
-// `switchyard flows --json` print, as it does those of `status --agent
-// --json`: scripts are written from it.
+// The README names every field that `switchyard status`, `flows`,
+// `drain` and `reload` print with --json, as it does those of `status
+// --agent --json`: scripts are written from it.
 func TestREADMENamesEveryJSONField(t *testing.T) {
 	for _, tc := range []struct {
 		start string
@@ -62,6 +62,8 @@ func TestREADMENamesEveryJSONField(t *testing.T) {
 	}{
 		{"`switchyard status --json` gives", reflect.TypeFor[Status]()},
 		{"`switchyard flows --json` gives", reflect.TypeFor[FlowsResponse]()},
+		{"`switchyard drain --json` (and `undrain`) gives", reflect.TypeFor[DrainResponse]()},
+		{"`switchyard reload --json` gives", reflect.TypeFor[ReloadResponse]()},
 		{"`--json` gives the same as `node`", reflect.TypeFor[AgentStatus]()},
 	} {
 		item := readmeItem(t, tc.start)
