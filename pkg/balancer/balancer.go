@@ -1145,15 +1145,19 @@ func (b *Balancer) status() (api.Status, error) {
 				Name: be.Name, Address: be.Addr().String(), ID: id, Weight: uint32(be.Weight),
 				Healthy: true, Drained: b.drained(v.Name, be), TableSlots: slots[id],
 			}
-			if hs, ok := b.health.State(checkKey(v.Name, be)); ok {
+			hs, ok := b.health.State(checkKey(v.Name, be))
+			if ok {
 				ab.Healthy, ab.Since, ab.HealthInfo = hs.Healthy, hs.Since, hs.LastError
-				ab.Checks, ab.FailedChecks, ab.LastCheckSeconds = hs.Checks, hs.Failed, hs.LastDuration.Seconds()
 			}
 			if v.Health.Type == config.CheckNone {
 				// The monitor has a target for it too, always healthy.
+				// It keeps the counts of a check a reload turned off,
+				// for one turned on again: they are not this backend's
+				// now (the metrics have no series of them either).
 				ab.HealthInfo = "no check"
 			} else {
 				ab.Check = string(v.Health.Type)
+				ab.Checks, ab.FailedChecks, ab.LastCheckSeconds = hs.Checks, hs.Failed, hs.LastDuration.Seconds()
 			}
 			c, err := b.dp.BackendCounters(id)
 			if err != nil {

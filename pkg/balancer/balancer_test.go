@@ -1687,3 +1687,33 @@ func TestStatusReportsAFailedCounterRead(t *testing.T) {
 		}
 	}
 }
+
+// A backend whose VIP no longer checks it (health type none after a
+// reload) reports no check counts: status kept those of its earlier check
+// while its Check was "", so status --json had checks and failed_checks
+// for a backend that has no check, where the metrics have no series.
+func TestStatusOfAnUncheckedBackendHasNoCheckCounts(t *testing.T) {
+	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, nil, refusingDialer{down: be2Down})
+	r.waitBe2Down()
+	r.write(strings.Replace(failingCheckConfig, "health: {type: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 3}", "health: {type: none}", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, be := range st.VIPs[0].Backends {
+		if be.Check != "" || be.Checks != 0 || be.FailedChecks != 0 || be.LastCheckSeconds != 0 {
+			t.Errorf("%s with health type none: check %q, %d checks, %d failed, last %vs; want none",
+				be.Name, be.Check, be.Checks, be.FailedChecks, be.LastCheckSeconds)
+		}
+	}
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte(`"checks"`)) || bytes.Contains(data, []byte(`"failed_checks"`)) {
+		t.Errorf("status JSON of unchecked backends has check counts: %s", data)
+	}
+}
