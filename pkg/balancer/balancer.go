@@ -82,7 +82,7 @@ type Balancer struct {
 	generation  uint64
 	reloadFails uint64
 	lastErr     string
-	drain       map[string]override // by "vip/backend"
+	drain       map[string]override // by checkKey: "vip/address"
 	vipNums     map[datapath.VIPKey]uint32
 	backendIDs  map[netip.Addr]uint32
 	published   map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
@@ -628,7 +628,7 @@ func (b *Balancer) allocBackendID(used map[uint32]bool) (uint32, error) {
 	return 0, fmt.Errorf("more than %d backend addresses: the datapath limit", datapath.MaxBackends)
 }
 
-// healthKey names a VIP's backend as operators do (drains): VIP/NAME.
+// healthKey names a VIP's backend as operators do: VIP/NAME.
 func healthKey(vip, backend string) string { return vip + "/" + backend }
 
 // checkKey names the health target of a VIP's backend by its address, not
@@ -669,7 +669,7 @@ func (b *Balancer) syncHealth() error {
 }
 
 func (b *Balancer) drained(vip string, be config.Backend) bool {
-	if o, ok := b.drain[healthKey(vip, be.Name)]; ok {
+	if o, ok := b.drain[checkKey(vip, be)]; ok {
 		return o.drained
 	}
 	return be.Drained
@@ -861,7 +861,17 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 		if len(dropped) > 0 {
 			// As a restart says it (loadDrains): the operator's drain or
 			// undrain of these no longer holds.
-			b.log.Info("operator drains ended: the file changed these backends' drained, or no longer has them", "backends", slices.Sorted(maps.Keys(dropped)))
+			var names []string
+			for key, o := range dropped {
+				names = append(names, drainName(key, o))
+			}
+			slices.Sort(names)
+			b.log.Info("operator drains ended: the file changed these backends' drained, or no longer has them", "backends", names)
+		}
+		if renamed := b.renameDrains(); len(dropped) > 0 || len(renamed) > 0 {
+			if len(renamed) > 0 {
+				b.log.Info("operator drains kept over a rename: they follow the backend's address", "backends", renamed)
+			}
 			if err := b.saveDrains(); err != nil {
 				b.log.Warn("operator drains outvoted by the file but not saved: a restart will bring them back", "file", b.drainFile, "error", err)
 			}
@@ -875,6 +885,27 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 		return resp, err
 	}
 	return resp, rerr
+}
+
+// renameDrains gives each override the name its backend (by address) has
+// in the running configuration, and returns "VIP/OLD is now VIP/NEW" for
+// each it renamed.
+func (b *Balancer) renameDrains() []string {
+	var out []string
+	for key, o := range b.drain {
+		vip, a, _ := strings.Cut(key, "/")
+		ap, err := netip.ParseAddr(a)
+		if err != nil {
+			continue
+		}
+		if be := backendByAddr(b.cfg.VIPByName(vip), ap); be != nil && be.Name != o.name {
+			out = append(out, drainName(key, o)+" is now "+healthKey(vip, be.Name))
+			o.name = be.Name
+			b.drain[key] = o
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // dropOutvotedDrains forgets the operator's drain or undrain of every
@@ -895,9 +926,9 @@ func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]overri
 			continue
 		}
 		for _, be := range v.Backends {
-			key := healthKey(v.Name, be.Name)
+			key := checkKey(v.Name, be)
 			o, ok := b.drain[key]
-			if ob := ov.BackendByName(be.Name); ok && ob != nil && ob.Drained != be.Drained {
+			if ob := backendByAddr(ov, be.Addr()); ok && ob != nil && ob.Drained != be.Drained {
 				dropped[key] = o
 				delete(b.drain, key)
 			}
@@ -907,14 +938,17 @@ func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]overri
 }
 
 // dropGoneDrains forgets the operator's drain or undrain of every backend
-// that cfg does not have: a file that adds a backend of that name again
-// has the newest word on it, and the drain file would otherwise keep every
-// backend ever drained. It returns what it forgot.
+// that cfg does not have (by address, in its VIP: a renamed backend is the
+// same one, a name given another address a new one): a file that adds a
+// backend of that address again has the newest word on it, and the drain
+// file would otherwise keep every backend ever drained. It returns what it
+// forgot.
 func (b *Balancer) dropGoneDrains(cfg *config.Config) map[string]override {
 	dropped := map[string]override{}
 	for key, o := range b.drain {
-		vip, be, _ := strings.Cut(key, "/")
-		if v := cfg.VIPByName(vip); v == nil || v.BackendByName(be) == nil {
+		vip, a, _ := strings.Cut(key, "/")
+		ap, _ := netip.ParseAddr(a)
+		if backendByAddr(cfg.VIPByName(vip), ap) == nil {
 			dropped[key] = o
 			delete(b.drain, key)
 		}
@@ -1004,7 +1038,7 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 				continue
 			}
 			if be := v.BackendByName(beName); be != nil {
-				b.drain[healthKey(v.Name, be.Name)] = override{drained: drain, file: be.Drained}
+				b.drain[checkKey(v.Name, *be)] = override{drained: drain, file: be.Drained, name: be.Name}
 				resp.Matched = append(resp.Matched, healthKey(v.Name, be.Name))
 			}
 		}

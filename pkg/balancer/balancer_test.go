@@ -555,7 +555,7 @@ func TestDrainsFromAnEarlierFileName(t *testing.T) {
 	if !b.drained("web", *cfg.VIPByName("web").BackendByName("be2")) {
 		t.Errorf("drain of web/be2 in %s (the earlier name of %s) forgotten", legacy, file)
 	}
-	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true,"web/be2 config_drained":false}` {
+	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true,"web/be2 address=10.2.2.2":true,"web/be2 config_drained":false}` {
 		t.Errorf("%s after the start: %q, %v; want the drains read from %s", file, data, err, legacy)
 	}
 }
@@ -1259,7 +1259,7 @@ func TestDrainsFileOfNull(t *testing.T) {
 	if _, err := b.Drain(ctx, "web/be2", true); err != nil {
 		t.Fatal(err)
 	}
-	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true,"web/be2 config_drained":false}` {
+	if data, err := os.ReadFile(file); err != nil || string(data) != `{"web/be2":true,"web/be2 address=10.2.2.2":true,"web/be2 config_drained":false}` {
 		t.Errorf("drains file after the drain: %q, %v", data, err)
 	}
 }
@@ -1715,5 +1715,89 @@ func TestStatusOfAnUncheckedBackendHasNoCheckCounts(t *testing.T) {
 	}
 	if bytes.Contains(data, []byte(`"checks"`)) || bytes.Contains(data, []byte(`"failed_checks"`)) {
 		t.Errorf("status JSON of unchecked backends has check counts: %s", data)
+	}
+}
+
+// A drain follows the backend's address within its VIP, as its health
+// does: a reload or a restart whose file renames a drained backend keeps
+// it drained (it was keyed by name, and the rename ended it silently),
+// and one that gives the name another address (a new machine) ends it.
+func TestDrainFollowsARename(t *testing.T) {
+	be2 := func(name, addr string) string {
+		return strings.Replace(baseConfig, "{name: be2, address: 10.2.2.2}", "{name: "+name+", address: "+addr+"}", 1)
+	}
+	r := newRig(t, baseConfig, datapath.Options{})
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	drainedAs := func(step, name, addr string, want bool) {
+		t.Helper()
+		if slots := r.slots("web")[addr]; (slots == 0) != want {
+			t.Errorf("%s: %s (%s) has %d slots, want drained: %v", step, name, addr, slots, want)
+		}
+		st, err := r.b.Status(r.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, be := range st.VIPs[0].Backends {
+			if be.Name == name && be.Drained != want {
+				t.Errorf("%s: status shows %s drained: %v, want %v", step, name, be.Drained, want)
+			}
+		}
+	}
+	r.write(be2("be2-new", "10.2.2.2"))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	drainedAs("reload renaming be2", "be2-new", "10.2.2.2", true)
+	if got := r.logs.matching(slog.LevelInfo, "operator drains kept over a rename", "web/be2 is now web/be2-new"); len(got) != 1 {
+		t.Errorf("a reload carried the drain of web/be2 over its rename: logged %v, want once", got)
+	}
+	if len(r.logs.matching(slog.LevelInfo, "operator drains ended")) != 0 {
+		t.Errorf("a rename logged the drain ended")
+	}
+	// The file names the backend as it is now, for the previous release.
+	var m map[string]bool
+	data, err := os.ReadFile(r.drains)
+	if err == nil {
+		err = json.Unmarshal(data, &m)
+	}
+	if err != nil || !m["web/be2-new"] || !m["web/be2-new address=10.2.2.2"] || len(m) != 3 {
+		t.Errorf("drains file after the rename: %s (%v)", data, err)
+	}
+	r.restart(be2("be2-new", "10.2.2.2"))
+	drainedAs("restart", "be2-new", "10.2.2.2", true)
+	// Renamed while no daemon ran.
+	r.restart(be2("be2-x", "10.2.2.2"))
+	drainedAs("restart renaming be2-new", "be2-x", "10.2.2.2", true)
+	if got := r.logs.matching(slog.LevelInfo, "operator drains kept over a rename", "web/be2-new is now web/be2-x"); len(got) != 1 {
+		t.Errorf("a restart carried the drain of web/be2-new over its rename: logged %v, want once", got)
+	}
+	// The name, given another address, is another machine.
+	r.write(be2("be2-x", "10.2.2.9"))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	drainedAs("reload moving be2-x", "be2-x", "10.2.2.9", false)
+	if got := r.logs.matching(slog.LevelInfo, "operator drains ended", "web/be2-x"); len(got) != 1 {
+		t.Errorf("a reload gave web/be2-x another address: logged %v, want the drain ended once", got)
+	}
+}
+
+// A drains file of the current format without addresses (the release
+// before this one wrote it) matches its records by name, and records the
+// address from then on.
+func TestDrainsWithoutAddressesMatchByName(t *testing.T) {
+	var logs logRecords
+	b, ctx, file := runWithDrainsFile(t, []byte(`{"web/be2":true,"web/be2 config_drained":false}`), &logs)
+	if !b.drained("web", *b.cfg.VIPByName("web").BackendByName("be2")) {
+		t.Errorf("drain of web/be2 from a file without addresses forgotten")
+	}
+	if _, err := b.Drain(ctx, "web/be3", true); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"web/be2":true,"web/be2 address=10.2.2.2":true,"web/be2 config_drained":false,"web/be3":true,"web/be3 address=10.2.3.2":true,"web/be3 config_drained":false}`
+	if data, err := os.ReadFile(file); err != nil || string(data) != want {
+		t.Errorf("drains file: %s (%v), want %s", data, err, want)
 	}
 }

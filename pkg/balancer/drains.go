@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,26 +18,60 @@ import (
 // quietly put a drained backend back into service), so they are written to
 // a small JSON file of booleans:
 //
-//	{"vip/backend": true|false, "vip/backend config_drained": true|false}
+//	{"vip/backend": true|false, "vip/backend config_drained": true|false,
+//	 "vip/backend address=ADDR": true}
 //
 // The first is the operator's word (true: drained); the second, the
-// backend's `drained` in the configuration file when the operator spoke. A
-// restart whose file says otherwise drops the word, as a reload would have
+// backend's `drained` in the configuration file when the operator spoke;
+// the third, the backend's address. A drain follows the backend's address
+// within its VIP, as its health does (checkKey): a file that renames the
+// backend keeps its drain, one that gives the name another address (a new
+// machine) ends it. The name in the keys is the backend's latest, as
+// operators and the previous release know it. A record without an address
+// (an earlier release's) is matched by name. A restart whose file says
+// otherwise than the second key drops the word, as a reload would have
 // (the newest word wins): the file changed it while no daemon ran.
 //
-// The second key is beside the first, not in an object of its own, so that
-// the previous release, which reads the file as {"vip/backend": bool},
-// still reads the operator's words after a downgrade: it takes the second
-// key for a drain of a backend named "backend config_drained", which no
-// configuration has (a backend name has no space). Files of that release
-// lack the second key: such an override wins over the file at the first
-// start, as it did then, and the file's value is recorded from then on.
-const fileDrainedSuffix = " config_drained"
+// The second and third keys are beside the first, not in an object of
+// their own, so that the previous release, which reads the file as
+// {"vip/backend": bool}, still reads the operator's words after a
+// downgrade: it takes them for drains of backends named "backend
+// config_drained" or "backend address=ADDR", which no configuration has (a
+// backend name has no space). Files of the release before lack the second
+// key: such an override wins over the file at the first start, as it did
+// then, and the file's value is recorded from then on.
+const (
+	fileDrainedSuffix = " config_drained"
+	fileAddressInfix  = " address="
+)
 
-// override is an operator's drain or undrain of one backend.
+// override is an operator's drain or undrain of one backend. b.drain
+// keeps it by checkKey: VIP and address.
 type override struct {
-	drained bool // the operator's word
-	file    bool // the backend's `drained` in the configuration file when the operator spoke
+	drained bool   // the operator's word
+	file    bool   // the backend's `drained` in the configuration file when the operator spoke
+	name    string // the backend's name, as of the last drain, start or reload
+}
+
+// backendByAddr returns v's backend of address a, or nil. Addresses are
+// unique within a VIP.
+func backendByAddr(v *config.VIP, a netip.Addr) *config.Backend {
+	if v == nil || !a.IsValid() {
+		return nil
+	}
+	for i := range v.Backends {
+		if v.Backends[i].Addr() == a {
+			return &v.Backends[i]
+		}
+	}
+	return nil
+}
+
+// drainName is how operators name the backend of an override keyed
+// key (checkKey): VIP/NAME.
+func drainName(key string, o override) string {
+	vip, _, _ := strings.Cut(key, "/")
+	return healthKey(vip, o.name)
 }
 
 // loadDrains reads the drains file and keeps the overrides that the
@@ -77,35 +113,70 @@ func (b *Balancer) loadDrains(cfg *config.Config) (rewrite bool, err error) {
 		}
 		return false, fmt.Errorf("parse %s: %w; kept as %s", file, err, kept)
 	}
-	var gone, outvoted []string
-	for key, drained := range m {
+	addrs := map[string]netip.Addr{} // by "vip/backend"
+	for key := range m {
+		if base, a, ok := strings.Cut(key, fileAddressInfix); ok {
+			if _, ok := m[base]; !ok {
+				rewrite = true // an address of no override: forgotten
+				continue
+			}
+			ap, perr := netip.ParseAddr(a)
+			if perr != nil {
+				rewrite = true // written by hand: matched by name
+				continue
+			}
+			addrs[base] = ap
+		}
+	}
+	var gone, outvoted, renamed []string
+	byAddr := map[string]bool{} // the drains matched by address, which win over one matched by name
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		drained := m[key]
 		if base, ok := strings.CutSuffix(key, fileDrainedSuffix); ok {
 			if _, ok := m[base]; !ok {
 				rewrite = true // a file value of no override: forgotten
 			}
 			continue
 		}
+		if strings.Contains(key, fileAddressInfix) {
+			continue
+		}
 		vip, name, _ := strings.Cut(key, "/")
+		v := cfg.VIPByName(vip)
 		var be *config.Backend
-		if v := cfg.VIPByName(vip); v != nil {
+		a, known := addrs[key]
+		if known {
+			be = backendByAddr(v, a)
+		} else if v != nil {
 			be = v.BackendByName(name)
+			rewrite = true // the address is recorded from now on
 		}
 		if be == nil {
 			// The file lost the backend while no daemon ran: a backend of
-			// that name added again later follows the file.
+			// that address added again later follows the file.
 			gone = append(gone, key)
 			continue
 		}
-		fileDrained, known := m[key+fileDrainedSuffix]
+		dk := checkKey(vip, *be)
+		if _, ok := b.drain[dk]; ok && (byAddr[dk] || !known) {
+			rewrite = true // two records of one backend (written by hand): one is kept
+			continue
+		}
+		fileDrained, knownFile := m[key+fileDrainedSuffix]
 		switch {
-		case !known:
+		case !knownFile:
 			fileDrained = be.Drained
 		case fileDrained != be.Drained:
 			outvoted = append(outvoted, key)
 			continue
 		}
-		b.drain[key] = override{drained: drained, file: fileDrained}
-		rewrite = rewrite || !known
+		if be.Name != name {
+			renamed = append(renamed, key+" is now "+healthKey(vip, be.Name))
+			rewrite = true
+		}
+		b.drain[dk] = override{drained: drained, file: fileDrained, name: be.Name}
+		byAddr[dk] = known
+		rewrite = rewrite || !knownFile
 	}
 	if len(b.drain) > 0 {
 		b.log.Info("operator drains restored", "file", file, "entries", len(b.drain))
@@ -114,6 +185,9 @@ func (b *Balancer) loadDrains(cfg *config.Config) (rewrite bool, err error) {
 		slices.Sort(outvoted)
 		b.log.Info("operator drains ended: the file changed these backends' drained since", "backends", outvoted)
 	}
+	if len(renamed) > 0 {
+		b.log.Info("operator drains kept over a rename: they follow the backend's address", "backends", renamed)
+	}
 	return rewrite || len(gone) > 0 || len(outvoted) > 0, nil
 }
 
@@ -121,10 +195,13 @@ func (b *Balancer) saveDrains() error {
 	if b.drainFile == "" {
 		return nil
 	}
-	m := make(map[string]bool, 2*len(b.drain))
+	m := make(map[string]bool, 3*len(b.drain))
 	for key, o := range b.drain {
-		m[key] = o.drained
-		m[key+fileDrainedSuffix] = o.file
+		_, a, _ := strings.Cut(key, "/")
+		name := drainName(key, o)
+		m[name] = o.drained
+		m[name+fileDrainedSuffix] = o.file
+		m[name+fileAddressInfix+a] = true
 	}
 	data, err := json.Marshal(m)
 	if err != nil {
