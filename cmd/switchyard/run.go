@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -118,17 +117,22 @@ func runRun(args []string) error {
 		log.Info("metrics", "url", "http://"+ms.Addr().String()+"/metrics")
 	}
 
-	go func() {
-		for range hup {
-			if _, err := bal.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("SIGHUP reload failed", "error", err)
-			}
-		}
-	}()
+	go reloadOnHUP(ctx, hup, bal)
 	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs))
 	err = bal.Run(ctx)
 	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
 	return err
+}
+
+// reloadOnHUP reloads bal's configuration file on each signal from hup,
+// until hup is closed. It logs nothing: the balancer logs a refused reload
+// (`reload refused`, naming the file's errors) or a failed one (`reload
+// failed`) as it does one asked for through the API, and logged here too,
+// each refusal showed twice.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, bal *balancer.Balancer) {
+	for range hup {
+		bal.Reload(ctx)
+	}
 }
 
 // drainFiles names the file of operator drains, beside the API socket.

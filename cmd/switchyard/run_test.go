@@ -3,13 +3,17 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/balancer"
+	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 )
 
@@ -71,5 +75,68 @@ func TestRunHelpHidesTestFlags(t *testing.T) {
 		if code != tc.code || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), tc.refuse) {
 			t.Errorf("switchyard %q: exit %d, stderr %q; want exit %d with %q and without %q", tc.args, code, stderr.String(), tc.code, tc.want, tc.refuse)
 		}
+	}
+}
+
+// A SIGHUP whose file is refused is logged once, naming the file's error:
+// the daemon's SIGHUP loop logged `SIGHUP reload failed` beside the
+// balancer's own `reload refused`.
+func TestRefusedSIGHUPReloadIsLoggedOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root to load BPF programs (CI runs as root)")
+	}
+	const good = `
+datapath: {interface: lo, conn_table_size: 4096}
+api: {socket: /tmp/unused.sock}
+metrics: {listen: ""}
+vips:
+  - name: web
+    address: 10.100.0.1
+    port: 80
+    protocol: tcp
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+`
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := datapath.LoadBalancer(datapath.Options{ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	bal, err := balancer.New(balancer.Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- bal.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	if err := os.WriteFile(path, []byte(strings.Replace(good, "10.2.1.2", "10.2.1.300", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup := make(chan os.Signal, 1)
+	hup <- syscall.SIGHUP
+	close(hup)
+	reloadOnHUP(ctx, hup, bal) // returns once it has reloaded and logged
+	var lines []string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "10.2.1.300") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "reload refused") {
+		t.Errorf("a SIGHUP reload of an invalid file logged the file's error %d times, want once as `reload refused`:\n%s", len(lines), logs.String())
 	}
 }
