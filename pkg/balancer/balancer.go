@@ -503,7 +503,7 @@ func (b *Balancer) checkSources(s datapath.Settings) {
 		}
 		b.noSource[i] = missing
 		if missing {
-			b.log.Warn(fmt.Sprintf("no outer %s source: %s is empty and the interface has no %s address that routers forward (link-local and loopback ones are not taken), so packets to %s backends leave from %s and are dropped on the way; add such an address to the interface or set %s",
+			b.log.Warn(fmt.Sprintf("no outer %s source: %s is empty and the interface has no %s address that routers forward (link-local, loopback and 240.0.0.0/4 ones are not taken, nor tentative, dadfailed or deprecated IPv6 ones), so packets to %s backends leave from %s and are dropped on the way; add such an address to the interface or set %s",
 				fam.name, fam.field, fam.name, fam.name, fam.unspecified, fam.field),
 				"interface", b.cfg.Datapath.Interface)
 		} else if used[i] {

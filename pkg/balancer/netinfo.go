@@ -21,6 +21,10 @@ type ifaceInfo struct {
 	AddrV6 netip.Addr // first IPv6 address routers forward; invalid if none
 }
 
+// classE is 240.0.0.0/4, reserved ("for future use"): IsGlobalUnicast
+// takes it, but routers drop packets from it.
+var classE = netip.MustParsePrefix("240.0.0.0/4")
+
 func readIface(name string) (ifaceInfo, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -48,7 +52,14 @@ func readIface(name string) (ifaceInfo, error) {
 		// DHCP-less hosts and every IPv6 link have) or a loopback one
 		// would be dropped there, as config refuses them given
 		// explicitly.
-		if !ip.IsGlobalUnicast() {
+		if !ip.IsGlobalUnicast() || classE.Contains(ip) {
+			continue
+		}
+		// Nor one the kernel does not take as a source itself: an IPv6
+		// address whose duplicate detection has not finished (tentative)
+		// or failed (dadfailed: another host has it), or whose preferred
+		// lifetime is over (deprecated: on its way out, renumbered).
+		if a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_DEPRECATED) != 0 {
 			continue
 		}
 		switch {

@@ -3,7 +3,9 @@ package balancer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -188,4 +191,88 @@ func loadWithDatapath(t *testing.T, path, yaml string) (*config.Config, *datapat
 	}
 	t.Cleanup(func() { dp.Close() })
 	return cfg, dp
+}
+
+// Nor is an IPv4 address of 240.0.0.0/4 (class E, reserved: routers drop
+// it) taken as the outer source, nor an IPv6 address that the kernel does
+// not use as a source itself: tentative (duplicate address detection has
+// not finished, or failed: dadfailed addresses stay tentative) or
+// deprecated (its preferred lifetime is over).
+func TestInterfaceSourceSkipsUnusableAddresses(t *testing.T) {
+	topo, node := newSourceTopo(t)
+	add := func(p string, flags, preferred int) {
+		t.Helper()
+		err := topo.Netlink(node, func(h *netlink.Handle) error {
+			l, err := h.LinkByName(sourceIface)
+			if err != nil {
+				return err
+			}
+			a := &netlink.Addr{IPNet: netlink.NewIPNet(net.IP(netip.MustParsePrefix(p).Addr().AsSlice())), Flags: flags}
+			a.Mask = net.CIDRMask(netip.MustParsePrefix(p).Bits(), netip.MustParsePrefix(p).Addr().BitLen())
+			if preferred >= 0 {
+				a.PreferedLft, a.ValidLft = preferred, 3600
+			}
+			return h.AddrAdd(l, a)
+		})
+		if err != nil {
+			t.Fatalf("add %s to %s: %v", p, sourceIface, err)
+		}
+	}
+	// sourceIface is down: an IPv6 address added without nodad stays
+	// tentative, its detection waiting for the link (the topology turns
+	// detection off; on for this device).
+	if err := topo.Sysctl(node, "net.ipv6.conf."+sourceIface+".accept_dad", "1"); err != nil {
+		t.Fatal(err)
+	}
+	add("240.0.0.1/24", 0, -1)
+	add("fd00:7::1/64", 0, -1)
+	add("fd00:8::1/64", unix.IFA_F_NODAD, 0)
+	read := func() ifaceInfo {
+		t.Helper()
+		var ifi ifaceInfo
+		if err := topo.Do(node, func() error {
+			var err error
+			ifi, err = readIface(sourceIface)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ifi
+	}
+	// The kernel made them what the test needs, or the test proves nothing.
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(sourceIface)
+		if err != nil {
+			return err
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		want := map[string]int{"fd00:7::1": unix.IFA_F_TENTATIVE, "fd00:8::1": unix.IFA_F_DEPRECATED}
+		for _, a := range addrs {
+			if f, ok := want[a.IP.String()]; ok && a.Flags&f != 0 {
+				delete(want, a.IP.String())
+			}
+		}
+		if len(want) > 0 {
+			return fmt.Errorf("addresses without the flags the test needs (%v): %v", want, addrs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ifi := read(); ifi.AddrV4.IsValid() || ifi.AddrV6.IsValid() {
+		t.Errorf("outer sources of %s with only 240.0.0.1/24, tentative fd00:7::1/64 and deprecated fd00:8::1/64: %v and %v, want none",
+			sourceIface, ifi.AddrV4, ifi.AddrV6)
+	}
+	add("10.9.0.1/24", 0, -1)
+	add("fd00:9::1/64", unix.IFA_F_NODAD, -1)
+	ifi := read()
+	if want := netip.MustParseAddr("10.9.0.1"); ifi.AddrV4 != want {
+		t.Errorf("outer IPv4 source of %s (240.0.0.1/24, 10.9.0.1/24) is %v, want %v", sourceIface, ifi.AddrV4, want)
+	}
+	if want := netip.MustParseAddr("fd00:9::1"); ifi.AddrV6 != want {
+		t.Errorf("outer IPv6 source of %s (tentative, deprecated, then fd00:9::1/64) is %v, want %v", sourceIface, ifi.AddrV6, want)
+	}
 }

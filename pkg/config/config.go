@@ -186,11 +186,12 @@ type Encap struct {
 	GUEPort int `yaml:"gue_port"`
 	// SourceV4 is the outer IPv4 source, an address routers forward (not
 	// link-local or reserved). Empty means the interface's first IPv4
-	// address that routers forward (link-local and loopback ones are
-	// skipped), followed as the interface's addresses change.
+	// address that routers forward (link-local, loopback and 240.0.0.0/4
+	// ones are skipped), followed as the interface's addresses change.
 	SourceV4 string `yaml:"source_v4"`
 	// SourceV6 is the outer IPv6 source, not link-local. Empty means the
-	// interface's first global IPv6 address, followed as it changes.
+	// interface's first global IPv6 address that is neither tentative,
+	// dadfailed nor deprecated, followed as it changes.
 	SourceV6 string `yaml:"source_v6"`
 	// SourcePrefixV4, if set, is a CIDR prefix the outer IPv4 source is
 	// picked from by hashing the client address, so that backend NICs
