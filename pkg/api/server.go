@@ -61,6 +61,14 @@ const (
 	shutdownTimeout = 5 * time.Second
 	// probeTimeout bounds the check for a live daemon on an existing socket.
 	probeTimeout = time.Second
+	// readHeaderTimeout and readTimeout bound how long a request may take
+	// to arrive (its headers, then the whole of it): a client that sends
+	// half a request and stalls would hold its connection and goroutine
+	// forever. There is no write timeout: it would cut the answer of a
+	// long request (a flows dump of MaxFlowsLimit entries, a reload),
+	// which the client's own --timeout bounds.
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
 )
 
 // ServerConfig configures a Server.
@@ -104,6 +112,9 @@ type Server struct {
 	// request for one of them was meant for the other daemon.
 	daemon, other string
 	foreign       []string
+	// readHeaderTimeout and readTimeout are the package's; tests shorten
+	// them.
+	readHeaderTimeout, readTimeout time.Duration
 
 	mu      sync.Mutex
 	started bool
@@ -170,7 +181,7 @@ func newServer(cfg ServerConfig, defaultSocket string) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{socket: cfg.Socket, log: log.With("component", "api")}, nil
+	return &Server{socket: cfg.Socket, log: log.With("component", "api"), readHeaderTimeout: readHeaderTimeout, readTimeout: readTimeout}, nil
 }
 
 // Socket is the path the Server listens on.
@@ -213,7 +224,8 @@ func (s *Server) Start() error {
 	s.started, s.sock, s.lock = true, fi, lock
 	s.http = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		ReadTimeout:       s.readTimeout,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

@@ -796,3 +796,69 @@ func TestSocketAtTheLengthLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A client that sends half a request and stalls is cut off: without a
+// read timeout, one whose body never came held its connection (and a
+// goroutine) for ever. The timeouts are shortened; the connection must be
+// closed well before the read below gives up.
+func TestStalledRequestIsClosed(t *testing.T) {
+	for _, tc := range []struct{ name, request string }{
+		{"half the headers", "GET /v1/status HTTP/1.1\r\nHost: switchyard\r\n"},
+		{"half the body", "POST /v1/drain HTTP/1.1\r\nHost: switchyard\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"backend\":"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			socket := filepath.Join(t.TempDir(), "sw.sock")
+			s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.readHeaderTimeout, s.readTimeout = 100*time.Millisecond, 200*time.Millisecond
+			if err := s.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			conn, err := net.Dial("unix", socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, tc.request); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := io.ReadAll(conn); err != nil {
+				t.Fatalf("server still holds a connection 5 s after the request stalled (%q): %v; answered so far: %q", tc.request, err, got)
+			}
+		})
+	}
+}
+
+// The read timeout bounds the request's arrival, not the answer: a request
+// that takes longer than it (a large flows dump, a slow reload) is
+// answered, its context not cancelled.
+func TestSlowAnswerOutlivesTheReadTimeout(t *testing.T) {
+	ctxErr := make(chan error, 1)
+	svc := &fakeService{statusHook: func(ctx context.Context) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(400 * time.Millisecond): // twice the read timeout: what is under test
+		}
+		ctxErr <- ctx.Err()
+	}}
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	s, err := NewServer(ServerConfig{Socket: socket}, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.readHeaderTimeout, s.readTimeout = 100*time.Millisecond, 200*time.Millisecond
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	resp, _ := rawDo(t, socket, http.MethodGet, "/v1/status", "")
+	if err := <-ctxErr; resp.StatusCode != http.StatusOK || err != nil {
+		t.Errorf("status taking twice the read timeout: %s, its context ended with %v; want 200 OK and the context alive", resp.Status, err)
+	}
+}

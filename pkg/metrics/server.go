@@ -15,8 +15,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// shutdownTimeout bounds how long Close waits for scrapes in flight.
-const shutdownTimeout = 5 * time.Second
+const (
+	// shutdownTimeout bounds how long Close waits for scrapes in flight.
+	shutdownTimeout = 5 * time.Second
+	// readHeaderTimeout and readTimeout bound how long a request may take
+	// to arrive (its headers, then the whole of it): a client that sends
+	// half a request and stalls would hold its connection and goroutine
+	// forever. There is no write timeout: a scrape is the scraper's to
+	// bound.
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+)
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
@@ -33,6 +42,9 @@ type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
 	handler http.Handler
+	// readHeaderTimeout and readTimeout are the package's; tests shorten
+	// them.
+	readHeaderTimeout, readTimeout time.Duration
 
 	mu      sync.Mutex
 	started bool
@@ -59,7 +71,7 @@ func NewServer(cfg ServerConfig, reg *prometheus.Registry) *Server {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<html><head><title>switchyard</title></head><body><p>switchyard: <a href="/metrics">metrics</a></p></body></html>`+"\n")
 	})
-	return &Server{cfg: cfg, log: log, handler: mux}
+	return &Server{cfg: cfg, log: log, handler: mux, readHeaderTimeout: readHeaderTimeout, readTimeout: readTimeout}
 }
 
 // Start listens on cfg.Listen and serves in the background until Close.
@@ -87,7 +99,8 @@ func (s *Server) Start() error {
 	s.addr = ln.Addr()
 	s.http = &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.readHeaderTimeout,
+		ReadTimeout:       s.readTimeout,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -109,5 +110,39 @@ func TestServerDisabled(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Error(err)
+	}
+}
+
+// A client that sends half a request and stalls is cut off: without a
+// read timeout, a scrape whose body never came held its connection (and
+// a goroutine) for ever. The timeouts are shortened; the connection must
+// be closed well before the read below gives up.
+func TestStalledRequestIsClosed(t *testing.T) {
+	for _, tc := range []struct{ name, request string }{
+		{"half the headers", "GET /metrics HTTP/1.1\r\nHost: switchyard\r\n"},
+		{"half the body", "GET /metrics HTTP/1.1\r\nHost: switchyard\r\nContent-Length: 100\r\n\r\nab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewServer(ServerConfig{Listen: "127.0.0.1:0"}, NewRegistry(NewCollector(staticStatus(sampleStatus()), nil)))
+			s.readHeaderTimeout, s.readTimeout = 100*time.Millisecond, 200*time.Millisecond
+			if err := s.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			conn, err := net.Dial("tcp", s.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, tc.request); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := io.ReadAll(conn); err != nil {
+				t.Fatalf("server still holds a connection 5 s after the request stalled (%q): %v; answered so far: %q", tc.request, err, got)
+			}
+		})
 	}
 }
