@@ -429,7 +429,7 @@ func (b *Balancer) syncSettings() error {
 		if mac, ok := neighbourMAC(ifi.Index, gw); ok {
 			s.NextHopMAC = mac
 		} else {
-			probeGateway(gw)
+			probeGateway(gw, cfg.Datapath.Interface)
 			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
 		}
 	}

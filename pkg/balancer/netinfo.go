@@ -123,8 +123,14 @@ func neighbourMAC(ifindex int, gw netip.Addr) (net.HardwareAddr, bool) {
 }
 
 // probeGateway makes the kernel resolve gw's MAC by sending it one UDP
-// datagram (to the discard port): the neighbour watch then sees the answer.
-func probeGateway(gw netip.Addr) {
+// datagram (to the discard port) through the interface ifname: the
+// neighbour watch then sees the answer. A link-local gw (an IPv6 router's
+// usual address) is reached through ifname's zone: without one, connect
+// refuses it (EINVAL) and nothing is sent.
+func probeGateway(gw netip.Addr, ifname string) {
+	if gw.IsLinkLocalUnicast() && gw.Is6() {
+		gw = gw.WithZone(ifname)
+	}
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, 9)))
 	if err != nil {
 		return

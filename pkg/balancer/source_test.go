@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -274,5 +275,80 @@ func TestInterfaceSourceSkipsUnusableAddresses(t *testing.T) {
 	}
 	if want := netip.MustParseAddr("fd00:9::1"); ifi.AddrV6 != want {
 		t.Errorf("outer IPv6 source of %s (tentative, deprecated, then fd00:9::1/64) is %v, want %v", sourceIface, ifi.AddrV6, want)
+	}
+}
+
+// A link-local next hop (an IPv6 router as router advertisements give it,
+// or nexthop.gateway fe80::1) is solicited through the interface: the
+// probe named no zone, so connect refused it (EINVAL), nothing asked for
+// the router's MAC, and VIP traffic stayed dropped (no_nexthop) on a host
+// that sent the router nothing else.
+func TestLinkLocalGatewayIsProbed(t *testing.T) {
+	topo, node := newSourceTopo(t, "fe80::7/64")
+	router := topo.Backend(1)
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		peer, err := h.LinkByName("swc1")
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetNsFd(peer, int(topo.NsHandle(router))); err != nil {
+			return err
+		}
+		l, err := h.LinkByName(sourceIface)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetUp(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.LinkUp(router, "swc1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.AddAddr(router, "swc1", netip.MustParsePrefix("fe80::1/64")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	cfg, dp := loadWithDatapath(t, path, `
+datapath: {interface: `+sourceIface+`, conn_table_size: 4096}
+nexthop: {gateway: "fe80::1"}
+encap: {source_v6: "fd00:9::1"}
+api: {socket: /tmp/unused.sock}
+metrics: {listen: ""}
+vips:
+  - name: web
+    address: "fd00:100::1"
+    port: 80
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: "fd00:2:1::2"}
+`)
+	gw := netip.MustParseAddr("fe80::1")
+	if err := topo.Do(node, func() error {
+		ifi, err := readIface(sourceIface)
+		if err != nil {
+			return err
+		}
+		if _, ok := neighbourMAC(ifi.Index, gw); ok {
+			return fmt.Errorf("%s's MAC is known before the balancer starts: the test proves nothing", gw)
+		}
+		// The control loop is not run: New syncs the settings, probing
+		// the gateway, on Do's thread.
+		b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(b.health.Close)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, ok := neighbourMAC(ifi.Index, gw); ok {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the MAC of the link-local gateway %s is not resolved 5 s after the balancer started", gw)
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
