@@ -477,6 +477,11 @@ func (a *Agent) VIPs() []netip.Addr { return slices.Clone(a.vips) }
 // setEncap makes addrs the decap program's address set.
 func (a *Agent) setEncap(addrs []netip.Addr) error {
 	if err := a.decap.SetAddrs(addrs); err != nil {
+		if errors.Is(err, datapath.ErrTooManyDecapAddrs) && a.encapFixed == nil {
+			// The set in force stays: SetAddrs refused it whole.
+			return fmt.Errorf("set encap addresses of %s to its addresses: %w; list those the balancers send to in encap_addresses",
+				a.iface, err)
+		}
 		return fmt.Errorf("set encap addresses of %s: %w", a.iface, err)
 	}
 	a.encapMu.Lock()

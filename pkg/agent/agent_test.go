@@ -537,3 +537,32 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestEncapAddrsOverLimit: an interface with more addresses than the
+// decap program holds cannot be followed: Start says so, names the fix
+// (encap_addresses) and leaves the host as it was. The limit the
+// configuration checks encap_addresses against is the datapath's.
+func TestEncapAddrsOverLimit(t *testing.T) {
+	t.Parallel()
+	if config.MaxEncapAddrs != datapath.MaxDecapAddrs {
+		t.Fatalf("config.MaxEncapAddrs %d, datapath.MaxDecapAddrs %d", config.MaxEncapAddrs, datapath.MaxDecapAddrs)
+	}
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	// With the interface's own IPv4 and IPv6 address: one too many.
+	for i := range datapath.MaxDecapAddrs - 1 {
+		if err := topo.AddAddr(be, topology.EthName, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, 3, byte(i + 1)}), 24)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	a := newAgent(t, c)
+	err := topo.Do(be, a.Start)
+	if !errors.Is(err, datapath.ErrTooManyDecapAddrs) || !strings.Contains(err.Error(), "encap_addresses") {
+		t.Fatalf("Start: %v, want ErrTooManyDecapAddrs and the advice to list encap_addresses", err)
+	}
+	t.Logf("Start: %v", err)
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+}

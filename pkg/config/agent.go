@@ -119,6 +119,10 @@ func (c *AgentConfig) validate() problems {
 	}
 	checkInterface(&p, "interface", c.Interface, "receives the encapsulated packets")
 	checkUniqueAddrs(&p, "encap_addresses", c.EncapAddresses)
+	if len(c.EncapAddresses) > MaxEncapAddrs {
+		p.add("encap_addresses", "%d addresses are more than the decap program's limit of %d; list only those the balancers send to (the backend addresses in their vips[].backends)",
+			len(c.EncapAddresses), MaxEncapAddrs)
+	}
 	checkPort(&p, "gue_port", c.GUEPort, 0, "GUE decap off")
 	checkUniqueAddrs(&p, "vips", c.VIPs)
 	if c.PinDir != "" || c.Interface != "" {

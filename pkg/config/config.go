@@ -74,6 +74,10 @@ const (
 	// them is refused here, whole; applied, it would fail half-way.
 	MaxVIPs         = 512
 	MaxBackendAddrs = 4096
+
+	// MaxEncapAddrs is the decap program's limit (datapath.MaxDecapAddrs):
+	// the agent's encap_addresses, or the interface's addresses it follows.
+	MaxEncapAddrs = 64
 )
 
 // TableSizes returns the allowed Maglev table sizes per VIP, ascending:

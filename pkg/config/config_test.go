@@ -593,6 +593,11 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestParseAgentErrors(t *testing.T) {
+	var encap []string
+	for i := range MaxEncapAddrs + 1 {
+		encap = append(encap, fmt.Sprintf("10.2.1.%d", i+1))
+	}
+	manyEncap := strings.Join(encap, ", ")
 	cases := []errCase{
 		{"unknown field", lines("interface: eth0", "vip: [10.100.0.1]"),
 			[]string{"t.yaml:2: vip: unknown field; did you mean vips?"}},
@@ -604,6 +609,8 @@ func TestParseAgentErrors(t *testing.T) {
 			[]string{`t.yaml:4: encap_addresses[1]: "10.2.1" is not an IP address`}},
 		{"encap address duplicate", lines("interface: eth0", "encap_addresses: [10.2.1.2, 10.2.1.2]"),
 			[]string{"t.yaml:2: encap_addresses[1]: 10.2.1.2 is already encap_addresses[0]"}},
+		{"encap addresses over the decap program's limit", lines("interface: eth0", "encap_addresses: ["+manyEncap+"]"),
+			[]string{"t.yaml:2: encap_addresses: 65 addresses are more than the decap program's limit of 64; list only those the balancers send to"}},
 		{"gue port in hexadecimal", lines("interface: eth0", "gue_port: 0x17c0"),
 			[]string{"t.yaml:2: gue_port: 0x17c0 is not written in decimal (YAML reads it as 6080); write the number in decimal: 6080"}},
 		{"gue port", lines("interface: eth0", "gue_port: 65536"),

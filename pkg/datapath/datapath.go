@@ -30,6 +30,10 @@ const BPFFSRoot = "/sys/fs/bpf"
 const (
 	MaxVIPs     = 512
 	MaxBackends = 4096
+	// MaxDecapAddrs is the size of the decap program's address set
+	// (decap_addrs in bpf/decap.bpf.c). Changing it makes the maps an
+	// agent pinned incompatible: its upgrade then needs a remove.
+	MaxDecapAddrs = 64
 )
 
 // MaglevEmpty marks a table slot with no backend.
@@ -47,6 +51,9 @@ var (
 	ErrNotPinDir = errors.New("not a Switchyard pin directory")
 	// ErrNoSuchVIP: the VIP is not in the datapath.
 	ErrNoSuchVIP = errors.New("no such VIP in the datapath")
+	// ErrTooManyDecapAddrs: Decap.SetAddrs was given more addresses than
+	// the decap program holds (MaxDecapAddrs).
+	ErrTooManyDecapAddrs = errors.New("more encap addresses than the decap program holds")
 )
 
 // DefaultPinDir is the pin directory of the balancer on an interface.

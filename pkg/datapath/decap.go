@@ -80,10 +80,15 @@ func (d *Decap) SetGUEPort(port uint16) error {
 }
 
 // SetAddrs makes addrs the exact set of outer destinations to decapsulate.
+// More than the map holds fail with ErrTooManyDecapAddrs before any change:
+// the set in force stays whole.
 func (d *Decap) SetAddrs(addrs []netip.Addr) error {
 	want := map[balancerAddr]bool{}
 	for _, a := range addrs {
 		want[toAddr(a)] = true
+	}
+	if limit := d.objs.DecapAddrs.MaxEntries(); uint32(len(want)) > limit {
+		return fmt.Errorf("%d addresses, at most %d: %w", len(want), limit, ErrTooManyDecapAddrs)
 	}
 	var key balancerAddr
 	var v uint32
