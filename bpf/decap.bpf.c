@@ -54,33 +54,56 @@ static __always_inline int pass(void)
 	return XDP_PASS;
 }
 
-/* Carries a "congestion experienced" mark of the outer header into the
- * inner packet (v4: IPv4, else IPv6), as RFC 6040 section 4.2 says: the
- * outer header goes, and the mark with it, so without this the backend's
- * transport never learns of the congestion. An ECN-capable inner packet is
- * marked CE; a Not-ECT one cannot carry the mark, and its transport
- * understands only a loss, so it must be dropped: returns nonzero for
- * that. An inner header too short to hold its ECN field is left to the
- * stack. */
-static __always_inline int inner_set_ce(__u8 *inner, void *data_end, int v4)
+/* The ECN field's other values (consts.h has the mask and CE). */
+#define ECN_NOT_ECT 0
+#define ECN_ECT_1 1
+#define ECN_ECT_0 2
+
+/* The inner packet's ECN field once the outer header (ECN field outer) is
+ * stripped, as RFC 6040 section 4.2 says, or -1: drop. The outer header
+ * goes, and its marks with it unless they are copied: a "congestion
+ * experienced" mark into an ECN-capable inner packet, or the backend's
+ * transport never learns of the congestion; a Not-ECT packet cannot carry
+ * it, and its transport understands only a loss, so it is dropped. An
+ * outer ECT(1) turns an inner ECT(0) into ECT(1), as Linux's tunnels do
+ * (INET_ECN_decapsulate). Every other combination keeps the inner field. */
+static __always_inline int decap_ecn(__u8 outer, __u8 inner)
 {
+	if (outer == ECN_CE)
+		return inner == ECN_NOT_ECT ? -1 : ECN_CE;
+	if (outer == ECN_ECT_1 && inner == ECN_ECT_0)
+		return ECN_ECT_1;
+	return inner;
+}
+
+/* Applies decap_ecn to the inner packet (v4: IPv4, else IPv6); returns
+ * nonzero if it must be dropped. An inner header too short to hold its ECN
+ * field is left to the stack. */
+static __always_inline int inner_set_ecn(__u8 *inner, void *data_end, int v4, __u8 outer)
+{
+	int ecn;
+
 	if (v4) {
 		struct iphdr *iph = (void *)inner;
 		__u16 old;
 
 		if ((void *)(iph + 1) > data_end)
 			return 0;
-		if (!(iph->tos & ECN_MASK))
+		ecn = decap_ecn(outer, iph->tos & ECN_MASK);
+		if (ecn < 0)
 			return 1;
+		if (ecn == (iph->tos & ECN_MASK))
+			return 0;
 		old = *(__u16 *)iph;
-		iph->tos |= ECN_CE;
+		iph->tos = (iph->tos & ~ECN_MASK) | ecn;
 		iph->check = csum_replace16(iph->check, old, *(__u16 *)iph);
 	} else {
 		if ((void *)(inner + 2) > data_end)
 			return 0;
-		if (!(inner[1] & (ECN_MASK << 4)))
+		ecn = decap_ecn(outer, (inner[1] >> 4) & ECN_MASK);
+		if (ecn < 0)
 			return 1;
-		inner[1] |= ECN_CE << 4;
+		inner[1] = (inner[1] & ~(ECN_MASK << 4)) | (ecn << 4);
 	}
 	return 0;
 }
@@ -181,7 +204,8 @@ int xdp_decap(struct xdp_md *ctx)
 		dcount(DECAP_STAT_DROP_INNER);
 		return XDP_DROP;
 	}
-	if (outer_ecn == ECN_CE && inner_set_ce(inner, data_end, proto == bpf_htons(ETH_P_IP))) {
+	if ((outer_ecn == ECN_CE || outer_ecn == ECN_ECT_1) &&
+	    inner_set_ecn(inner, data_end, proto == bpf_htons(ETH_P_IP), outer_ecn)) {
 		dcount(DECAP_STAT_DROP_CE_NOT_ECT);
 		return XDP_DROP;
 	}
