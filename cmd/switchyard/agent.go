@@ -94,6 +94,11 @@ func runAgent(args []string) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-a.Lost():
+			// Nothing is decapsulated any more: stop (undoing the
+			// host's changes) and exit with the error, so that a
+			// service manager starts the agent again.
+			return err
 		case <-hup:
 			log.Warn("SIGHUP ignored: the agent has no reload; restart it (SIGTERM, then start it again) to apply a changed configuration", "config", *cfgPath)
 		}

@@ -588,3 +588,48 @@ func TestRemoveAgentAfterKill(t *testing.T) {
 		t.Errorf("second remove --agent: %v, %q; want an error saying nothing is pinned", err, out)
 	}
 }
+
+// TestAgentInterfaceRemoved: when its interface is removed, `switchyard
+// agent` has nothing left to decapsulate on: it undoes its changes and
+// exits with an error saying so, for a service manager to start it again
+// (an interface created again under the name is another one). It used to
+// run on, decapsulating nothing, its status saying all was well.
+func TestAgentInterfaceRemoved(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	before := agentState(t, topo, be, pinDir)
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.LinkDel(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	select {
+	case exitErr = <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("agent still runs 10 s after its interface was removed:\n%s", stderr.String())
+	}
+	log := stderr.String()
+	if exitErr == nil || !strings.Contains(log, "the agent's interface is gone") || !strings.Contains(log, "start the agent again once the interface is back") {
+		t.Errorf("agent exited with %v, want an error saying its interface is gone and what to do; its log:\n%s", exitErr, log)
+	}
+	// agentState reads eth0's settings: an eth0 of its own is there again.
+	err = topo.Netlink(be, func(h *netlink.Handle) error {
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := agentState(t, topo, be, pinDir)
+	if !slices.Equal(after.lo, before.lo) || after.pinned {
+		t.Errorf("after the agent exited: lo %v, pinned %t; want lo %v, nothing pinned", after.lo, after.pinned, before.lo)
+	}
+}

@@ -34,6 +34,9 @@ var (
 	ErrNotRunning = errors.New("agent is not running")
 	// ErrInUse: another agent runs with the same pin directory.
 	ErrInUse = errors.New("another switchyard agent is running with this pin directory")
+	// ErrInterfaceGone: the agent's interface was removed while it ran,
+	// and the decap program with it (see Lost).
+	ErrInterfaceGone = errors.New("the agent's interface is gone")
 )
 
 // Config configures an Agent.
@@ -96,6 +99,8 @@ type Agent struct {
 	sysctls []*sysctl      // changed by Start, in the order they were set
 	added   []netip.Prefix // VIP addresses Start added to lo
 	watch   *watcher
+	// lost receives ErrInterfaceGone, once, when the interface goes.
+	lost chan error
 	// attached and started are shown in the status.
 	attached datapath.AttachResult
 	started  time.Time
@@ -223,10 +228,9 @@ func (a *Agent) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("decap program: %w", err)
 	}
-	if a.encapFixed == nil {
-		if a.watch, err = a.startWatch(); err != nil {
-			return err
-		}
+	a.lost = make(chan error, 1)
+	if a.watch, err = a.startWatch(); err != nil {
+		return err
 	}
 	a.ownPins = true
 	a.running = true
@@ -462,6 +466,29 @@ func (a *Agent) EncapAddrs() []netip.Addr {
 	a.encapMu.Lock()
 	defer a.encapMu.Unlock()
 	return slices.Clone(a.encap)
+}
+
+// Lost returns a channel that receives an error wrapping ErrInterfaceGone
+// when the agent's interface is removed (or moved to another network
+// namespace) while the agent runs: the decap program goes with it, and an
+// interface created again under the name is another one, which the agent
+// does not take up. Nothing is decapsulated until the agent is stopped
+// and started again. The channel is the current run's (nil before Start).
+func (a *Agent) Lost() <-chan error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.lost
+}
+
+// interfaceGone reports, once, that the interface went away.
+func (a *Agent) interfaceGone() {
+	err := fmt.Errorf("%w: %s (index %d) was removed or moved to another network namespace, where the agent cannot follow it; "+
+		"start the agent again once the interface is back", ErrInterfaceGone, a.iface, a.ifindex)
+	select {
+	case a.lost <- err:
+		a.log.Error("interface gone: nothing is decapsulated", "error", err)
+	default: // reported already
+	}
 }
 
 // PinDir returns the directory of the decap program's pins.

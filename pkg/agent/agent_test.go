@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -564,5 +565,54 @@ func TestEncapAddrsOverLimit(t *testing.T) {
 	}
 	t.Logf("Start: %v", err)
 	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+}
+
+// TestInterfaceRemoved: an interface removed while the agent runs takes the
+// decap program with it, and one created again under its name is another
+// interface: the agent reports it on Lost (which makes `switchyard agent`
+// stop, with an error), and its Stop then undoes the rest as usual. It
+// used to go on as if nothing happened, decapsulating nothing.
+func TestInterfaceRemoved(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	a := startAgent(t, topo, be, c)
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkDel(l); err != nil {
+			return err
+		}
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-a.Lost():
+		if !errors.Is(err, ErrInterfaceGone) || !strings.Contains(err.Error(), "start the agent again") {
+			t.Errorf("Lost: %v, want ErrInterfaceGone and the advice to start the agent again", err)
+		}
+		t.Logf("Lost: %v", err)
+	case <-time.After(testTimeout):
+		t.Fatalf("the agent did not report its interface gone within %s", testTimeout)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	// The new eth0 and its peer have settings of their own: the rest must
+	// be as before.
+	after := snapshot(t, topo, be)
+	for _, s := range []hostState{before, after} {
+		maps.DeleteFunc(s.sysctls, func(k, _ string) bool {
+			return strings.Contains(k, "/"+topology.EthName+"/") || strings.Contains(k, "/hqpeer0/")
+		})
+	}
+	requireSame(t, before, after)
 	requireNoPins(t, c.PinDir)
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -69,8 +70,10 @@ func (a *Agent) syncEncap() error {
 	return nil
 }
 
-// watcher keeps the decap program's address set in step with the
-// interface's addresses, woken by netlink address notifications.
+// watcher follows the interface through netlink notifications: it keeps
+// the decap program's address set in step with the interface's addresses
+// (unless they are configured), and reports through the agent's Lost
+// channel when the interface goes, taking the decap program with it.
 type watcher struct {
 	a    *Agent
 	ns   netns.NsHandle // the agent's namespace, to subscribe again from any thread
@@ -78,27 +81,32 @@ type watcher struct {
 	done chan struct{}
 }
 
-// subscription is one netlink address subscription.
+// subscription is one netlink subscription to address and link changes.
 type subscription struct {
-	ch   chan netlink.AddrUpdate
-	done chan struct{}
+	addrs chan netlink.AddrUpdate
+	links chan netlink.LinkUpdate
+	done  chan struct{}
 }
 
-// close ends the subscription. netlink's reader goroutine closes ch once
-// its socket is closed; draining ch until then keeps it from blocking on a
-// send forever.
+// close ends the subscription. netlink's reader goroutines close addrs and
+// links once their sockets are closed; draining them until then keeps the
+// readers from blocking on a send forever.
 func (s *subscription) close() {
 	close(s.done)
-	for range s.ch {
+	for range s.addrs {
+	}
+	if s.links != nil {
+		for range s.links {
+		}
 	}
 }
 
-// startWatch subscribes to address changes in the calling thread's
-// namespace and starts following them.
+// startWatch subscribes to address and link changes in the calling
+// thread's namespace and starts following them.
 func (a *Agent) startWatch() (*watcher, error) {
 	ns, err := netns.Get()
 	if err != nil {
-		return nil, fmt.Errorf("open the network namespace to watch addresses of %s: %w", a.iface, err)
+		return nil, fmt.Errorf("open the network namespace to watch %s: %w", a.iface, err)
 	}
 	w := &watcher{a: a, ns: ns, quit: make(chan struct{}), done: make(chan struct{})}
 	sub, err := w.subscribe()
@@ -108,56 +116,70 @@ func (a *Agent) startWatch() (*watcher, error) {
 	}
 	// An address that changed between the first listing and the
 	// subscription would otherwise be missed until the next change.
-	if err := a.syncEncap(); err != nil {
-		sub.close()
-		ns.Close()
-		return nil, err
+	if a.encapFixed == nil {
+		if err := a.syncEncap(); err != nil {
+			sub.close()
+			ns.Close()
+			return nil, err
+		}
 	}
 	go w.run(sub)
 	return w, nil
 }
 
 func (w *watcher) subscribe() (*subscription, error) {
-	s := &subscription{ch: make(chan netlink.AddrUpdate, 64), done: make(chan struct{})}
-	opts := netlink.AddrSubscribeOptions{
-		ErrorCallback: func(err error) {
-			select {
-			case <-s.done: // our own close
-			default:
-				w.a.log.Warn("address watch: netlink error", "error", err)
-			}
-		},
+	s := &subscription{addrs: make(chan netlink.AddrUpdate, 64), done: make(chan struct{})}
+	onErr := func(err error) {
+		select {
+		case <-s.done: // our own close
+		default:
+			w.a.log.Warn("address watch: netlink error", "error", err)
+		}
 	}
+	aopts := netlink.AddrSubscribeOptions{ErrorCallback: onErr}
+	lopts := netlink.LinkSubscribeOptions{ErrorCallback: onErr}
 	// Entering a namespace needs CAP_SYS_ADMIN even when it is the current
 	// one: do it only when this thread is elsewhere.
 	if !inNamespace(w.ns) {
-		opts.Namespace = &w.ns
+		aopts.Namespace, lopts.Namespace = &w.ns, &w.ns
 	}
-	if err := netlink.AddrSubscribeWithOptions(s.ch, s.done, opts); err != nil {
+	if err := netlink.AddrSubscribeWithOptions(s.addrs, s.done, aopts); err != nil {
 		return nil, fmt.Errorf("watch addresses of %s: %w", w.a.iface, err)
 	}
+	links := make(chan netlink.LinkUpdate, 64)
+	if err := netlink.LinkSubscribeWithOptions(links, s.done, lopts); err != nil {
+		s.close()
+		return nil, fmt.Errorf("watch interface %s: %w", w.a.iface, err)
+	}
+	s.links = links
 	return s, nil
 }
 
 func (w *watcher) run(sub *subscription) {
 	defer close(w.done)
 	for {
+		var broke bool
 		select {
 		case <-w.quit:
 			sub.close()
 			return
-		case u, ok := <-sub.ch:
-			if !ok {
-				// The subscription broke, most likely because its receive
-				// buffer overflowed and updates were lost.
-				sub.close()
-				if sub = w.resubscribe(); sub == nil {
-					return
-				}
-				continue
-			}
-			if u.LinkIndex == w.a.ifindex {
+		case u, ok := <-sub.addrs:
+			broke = !ok
+			if ok && u.LinkIndex == w.a.ifindex {
 				w.sync()
+			}
+		case u, ok := <-sub.links:
+			broke = !ok
+			if ok && int(u.Index) == w.a.ifindex && u.Header.Type == unix.RTM_DELLINK {
+				w.a.interfaceGone()
+			}
+		}
+		if broke {
+			// The subscription broke, most likely because its receive
+			// buffer overflowed and updates were lost.
+			sub.close()
+			if sub = w.resubscribe(); sub == nil {
+				return
 			}
 		}
 	}
@@ -184,7 +206,15 @@ func (w *watcher) resubscribe() *subscription {
 	}
 }
 
+// sync brings the watcher up to date after a change it may have missed.
 func (w *watcher) sync() {
+	if _, err := w.a.nl.LinkByIndex(w.a.ifindex); errors.As(err, &netlink.LinkNotFoundError{}) {
+		w.a.interfaceGone()
+		return
+	}
+	if w.a.encapFixed != nil {
+		return
+	}
 	if err := w.a.syncEncap(); err != nil {
 		w.a.log.Error("update encap addresses", "error", err)
 	}
