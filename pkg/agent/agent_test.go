@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -615,4 +616,89 @@ func TestInterfaceRemoved(t *testing.T) {
 	}
 	requireSame(t, before, after)
 	requireNoPins(t, c.PinDir)
+}
+
+// TestEncapAddrsSkipDADFailed: an IPv6 address whose duplicate address
+// detection failed (the router holds it) belongs to another host, and one
+// still tentative is not yet this host's: neither is followed, as the
+// kernel accepts no packet to them; one that passes the detection joins
+// then. The failed one used to be decapsulated from the moment it was
+// added.
+func TestEncapAddrsSkipDADFailed(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	dup := netip.MustParsePrefix("fd00:2:1::77/64")
+	if err := topo.AddAddr(topo.Router(), topology.RouterBackendIf(1), dup); err != nil {
+		t.Fatal(err)
+	}
+	// The topology turns duplicate address detection off; it takes a few
+	// milliseconds instead of up to two seconds with these.
+	for key, v := range map[string]string{"net.ipv6.conf.eth0.accept_dad": "1",
+		"net.ipv6.conf.eth0.router_solicitation_delay": "0", "net.ipv6.neigh.eth0.retrans_time_ms": "50"} {
+		if err := topo.Sysctl(be, key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := startAgent(t, topo, be, testConfig(topo))
+	// With duplicate address detection, unlike topo.AddAddr.
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(dup)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(10 * time.Millisecond) {
+		var flags int
+		err := topo.Netlink(be, func(h *netlink.Handle) error {
+			l, err := h.LinkByName(topology.EthName)
+			if err != nil {
+				return err
+			}
+			list, err := h.AddrList(l, netlink.FAMILY_V6)
+			for _, ad := range list {
+				if ad.IP.Equal(dup.Addr().AsSlice()) {
+					flags = ad.Flags
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flags&unix.IFA_F_DADFAILED != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("duplicate address detection of %s did not fail within %s (flags %#x)", dup, testTimeout, flags)
+		}
+	}
+	// The watcher lists every address at each change: once it has seen
+	// this one added, it has seen the failed one too.
+	global := netip.MustParsePrefix("10.2.1.99/24")
+	if err := topo.AddAddr(be, topology.EthName, global); err != nil {
+		t.Fatal(err)
+	}
+	waitEncap(t, a, global.Addr(), true)
+	want := []netip.Addr{topology.BackendIPv4(1), global.Addr(), topology.BackendIPv6(1)}
+	if got := a.EncapAddrs(); !slices.Equal(got, want) {
+		t.Errorf("encap addresses %v, want %v (not %s, whose duplicate address detection failed)", got, want, dup.Addr())
+	}
+	// One that passes the detection joins once it has.
+	fresh := netip.MustParsePrefix("fd00:2:1::78/64")
+	err = topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(fresh)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEncap(t, a, fresh.Addr(), true)
 }

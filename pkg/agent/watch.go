@@ -25,6 +25,11 @@ const (
 // out: routers do not forward them, so no balancer beyond the link reaches
 // them, and the configuration refuses them as encap_addresses for that
 // reason.
+// An IPv6 address is this host's only once duplicate address detection
+// has passed (the kernel accepts no packet to it before, but for an
+// optimistic one): one still tentative joins when the kernel announces it
+// usable, one whose detection failed belongs to another host and stays
+// out.
 func (a *Agent) interfaceAddrs() ([]netip.Addr, error) {
 	dev := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: a.ifindex}}
 	list, err := a.nl.AddrList(dev, netlink.FAMILY_ALL)
@@ -39,6 +44,9 @@ func (a *Agent) interfaceAddrs() ([]netip.Addr, error) {
 		}
 		ip = ip.Unmap()
 		if ip.IsLinkLocalUnicast() {
+			continue
+		}
+		if ad.Flags&unix.IFA_F_DADFAILED != 0 || ad.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_OPTIMISTIC) == unix.IFA_F_TENTATIVE {
 			continue
 		}
 		if ip.Is4() || ad.Scope == unix.RT_SCOPE_UNIVERSE {
