@@ -702,3 +702,70 @@ func TestEncapAddrsSkipDADFailed(t *testing.T) {
 	}
 	waitEncap(t, a, fresh.Addr(), true)
 }
+
+// TestInterfaceLeavesBridge: an interface taken out of a bridge stays, but
+// the bridge announces it with a link deletion message of its own
+// (AF_BRIDGE): the agent must not take that for the interface's removal.
+// The test hands the kernel's message to the watcher itself, as the
+// watcher may handle it after any other sign the test could wait for. It
+// used to report the interface gone.
+func TestInterfaceLeavesBridge(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	var ifindex int32
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "hqbr0"}}
+		if err := h.LinkAdd(br); err != nil {
+			return err
+		}
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		ifindex = int32(l.Attrs().Index)
+		return h.LinkSetMaster(l, br)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, topo, be, testConfig(topo))
+	ns := topo.NsHandle(be)
+	updates, done := make(chan netlink.LinkUpdate, 64), make(chan struct{})
+	defer func() {
+		close(done)
+		for range updates {
+		}
+	}()
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
+		t.Fatal(err)
+	}
+	err = topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetNoMaster(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(testTimeout)
+	for {
+		select {
+		case u := <-updates:
+			if u.Index != ifindex || u.Header.Type != unix.RTM_DELLINK {
+				continue
+			}
+			a.watch.linkChanged(u)
+			select {
+			case err := <-a.Lost():
+				t.Fatalf("Lost: %v, after the bridge's message (family %d); the interface is still there", err, u.Family)
+			default:
+			}
+			return
+		case <-timeout:
+			t.Fatalf("no link deletion message for %s within %s after it left the bridge", topology.EthName, testTimeout)
+		}
+	}
+}

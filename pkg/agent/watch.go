@@ -178,8 +178,8 @@ func (w *watcher) run(sub *subscription) {
 			}
 		case u, ok := <-sub.links:
 			broke = !ok
-			if ok && int(u.Index) == w.a.ifindex && u.Header.Type == unix.RTM_DELLINK {
-				w.a.interfaceGone()
+			if ok {
+				w.linkChanged(u)
 			}
 		}
 		if broke {
@@ -211,6 +211,19 @@ func (w *watcher) resubscribe() *subscription {
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, resubscribeMaxDelay)
+	}
+}
+
+// linkChanged handles the link notification u: a deletion of the agent's
+// interface reports it gone, once the kernel confirms that no interface has
+// its index any more. A bridge announces that a port left it with a
+// deletion message of its own (family AF_BRIDGE), and the port stays.
+func (w *watcher) linkChanged(u netlink.LinkUpdate) {
+	if int(u.Index) != w.a.ifindex || u.Header.Type != unix.RTM_DELLINK {
+		return
+	}
+	if _, err := w.a.nl.LinkByIndex(w.a.ifindex); errors.As(err, &netlink.LinkNotFoundError{}) {
+		w.a.interfaceGone()
 	}
 }
 
