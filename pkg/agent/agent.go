@@ -99,7 +99,8 @@ type Agent struct {
 	sysctls []*sysctl      // changed by Start, in the order they were set
 	added   []netip.Prefix // VIP addresses Start added to lo
 	watch   *watcher
-	// lost receives ErrInterfaceGone, once, when the interface goes.
+	// lost receives ErrInterfaceGone when the interface goes (one report
+	// waits at a time).
 	lost chan error
 	// attached and started are shown in the status.
 	attached datapath.AttachResult
@@ -480,7 +481,8 @@ func (a *Agent) Lost() <-chan error {
 	return a.lost
 }
 
-// interfaceGone reports, once, that the interface went away.
+// interfaceGone reports that the interface went away, unless a report
+// waits already.
 func (a *Agent) interfaceGone() {
 	err := fmt.Errorf("%w: %s (index %d) was removed or moved to another network namespace, where the agent cannot follow it; "+
 		"start the agent again once the interface is back", ErrInterfaceGone, a.iface, a.ifindex)
