@@ -82,7 +82,7 @@ type Balancer struct {
 	generation  uint64
 	reloadFails uint64
 	lastErr     string
-	drain       map[string]override // by checkKey: "vip/address"
+	drain       map[string]override // by drainKey: "vip/address"
 	vipNums     map[datapath.VIPKey]uint32
 	backendIDs  map[netip.Addr]uint32
 	published   map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
@@ -631,12 +631,21 @@ func (b *Balancer) allocBackendID(used map[uint32]bool) (uint32, error) {
 // healthKey names a VIP's backend as operators do: VIP/NAME.
 func healthKey(vip, backend string) string { return vip + "/" + backend }
 
-// checkKey names the health target of a VIP's backend by its address, not
-// its name: renaming a backend (which moves no flow) keeps its health, where
-// a new key would start it healthy and send a dead backend new flows until
-// it failed fall checks again; a new address is a new machine, checked
-// afresh. Addresses are unique within a VIP.
-func checkKey(vip string, be config.Backend) string { return vip + "/" + be.Addr().String() }
+// checkKey names the health target of a VIP's backend by what the
+// datapath knows them by, the VIP's address, port and protocol and the
+// backend's address, not by their names: renaming either (which moves no
+// flow) keeps the backend's health, where a new key would start it healthy
+// and send a dead backend new flows until it failed fall checks again; a
+// new address is a new machine, checked afresh. Addresses are unique
+// within a VIP, and VIP keys within a configuration.
+func checkKey(v *config.VIP, be config.Backend) string {
+	return vipKey(v).String() + "/" + be.Addr().String()
+}
+
+// drainKey names an operator drain of a VIP's backend: by the VIP's name,
+// as operators and the drains file name it, and the backend's address, as
+// health does (a renamed backend stays drained).
+func drainKey(vip string, be config.Backend) string { return vip + "/" + be.Addr().String() }
 
 // syncHealth gives the monitor one target per (VIP, backend).
 func (b *Balancer) syncHealth() error {
@@ -645,7 +654,7 @@ func (b *Balancer) syncHealth() error {
 		v := &b.cfg.VIPs[i]
 		for _, be := range v.Backends {
 			t := health.Target{
-				Key: checkKey(v.Name, be), Name: healthKey(v.Name, be.Name), Interval: time.Duration(v.Health.Interval),
+				Key: checkKey(v, be), Name: healthKey(v.Name, be.Name), Interval: time.Duration(v.Health.Interval),
 				Timeout: time.Duration(v.Health.Timeout), Rise: v.Health.Rise, Fall: v.Health.Fall,
 			}
 			port := v.Health.Port
@@ -669,14 +678,14 @@ func (b *Balancer) syncHealth() error {
 }
 
 func (b *Balancer) drained(vip string, be config.Backend) bool {
-	if o, ok := b.drain[checkKey(vip, be)]; ok {
+	if o, ok := b.drain[drainKey(vip, be)]; ok {
 		return o.drained
 	}
 	return be.Drained
 }
 
-func (b *Balancer) healthy(vip string, be config.Backend) bool {
-	st, ok := b.health.State(checkKey(vip, be))
+func (b *Balancer) healthy(v *config.VIP, be config.Backend) bool {
+	st, ok := b.health.State(checkKey(v, be))
 	return !ok || st.Healthy
 }
 
@@ -696,7 +705,7 @@ func (b *Balancer) publishTables() error {
 		k := vipKey(v)
 		var in []maglev.Backend
 		for _, be := range v.Backends {
-			if b.drained(v.Name, be) || !b.healthy(v.Name, be) {
+			if b.drained(v.Name, be) || !b.healthy(v, be) {
 				continue
 			}
 			in = append(in, maglev.Backend{ID: be.Addr().String(), Weight: uint32(be.Weight), Value: b.backendIDs[be.Addr()]})
@@ -926,7 +935,7 @@ func (b *Balancer) dropOutvotedDrains(old, cur *config.Config) map[string]overri
 			continue
 		}
 		for _, be := range v.Backends {
-			key := checkKey(v.Name, be)
+			key := drainKey(v.Name, be)
 			o, ok := b.drain[key]
 			if ob := backendByAddr(ov, be.Addr()); ok && ob != nil && ob.Drained != be.Drained {
 				dropped[key] = o
@@ -1038,7 +1047,7 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 				continue
 			}
 			if be := v.BackendByName(beName); be != nil {
-				b.drain[checkKey(v.Name, *be)] = override{drained: drain, file: be.Drained, name: be.Name}
+				b.drain[drainKey(v.Name, *be)] = override{drained: drain, file: be.Drained, name: be.Name}
 				resp.Matched = append(resp.Matched, healthKey(v.Name, be.Name))
 			}
 		}
@@ -1092,7 +1101,7 @@ func (b *Balancer) vipsWithoutBackends(keys []string) []string {
 		vip, _, _ := strings.Cut(key, "/")
 		v := b.cfg.VIPByName(vip)
 		if v == nil || slices.Contains(out, vip) || slices.ContainsFunc(v.Backends, func(be config.Backend) bool {
-			return !b.drained(v.Name, be) && b.healthy(v.Name, be)
+			return !b.drained(v.Name, be) && b.healthy(v, be)
 		}) {
 			continue
 		}
@@ -1179,7 +1188,7 @@ func (b *Balancer) status() (api.Status, error) {
 				Name: be.Name, Address: be.Addr().String(), ID: id, Weight: uint32(be.Weight),
 				Healthy: true, Drained: b.drained(v.Name, be), TableSlots: slots[id],
 			}
-			hs, ok := b.health.State(checkKey(v.Name, be))
+			hs, ok := b.health.State(checkKey(v, be))
 			if ok {
 				ab.Healthy, ab.Since, ab.HealthInfo = hs.Healthy, hs.Since, hs.LastError
 			}

@@ -1492,28 +1492,39 @@ func TestReloadFailingAfterTheChecksChangedKeepsDeadBackendsOut(t *testing.T) {
 	}
 }
 
-// Renaming a backend moves no flow, and must not revive it either: its
-// health goes with its address. A dead backend renamed by a reload came
-// back healthy, under a new health target, and took new flows until it
-// failed fall checks again.
+// Renaming a backend or its VIP moves no flow, and must not revive the
+// backend either: its health goes with its address and the VIP's address,
+// port and protocol. A dead backend renamed by a reload came back healthy,
+// under a new health target, and took new flows until it failed fall
+// checks again; so did every dead backend of a renamed VIP.
 func TestRenamedDeadBackendStaysDown(t *testing.T) {
-	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, nil, refusingDialer{down: be2Down})
-	r.waitBe2Down()
-	r.write(strings.Replace(failingCheckConfig, "{name: be2, address: 10.2.2.2}", "{name: be2-renamed, address: 10.2.2.2}", 1))
-	if _, err := r.b.Reload(r.ctx); err != nil {
-		t.Fatal(err)
-	}
-	st, err := r.b.Status(r.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, be := range st.VIPs[0].Backends {
-		if be.Name == "be2-renamed" && (be.Healthy || be.TableSlots != 0) {
-			t.Errorf("be2 renamed by a reload: healthy %v with %d table slots, want still down and out of the table", be.Healthy, be.TableSlots)
-		}
-	}
-	if s := r.slots("web"); s["10.2.2.2"] != 0 {
-		t.Errorf("the datapath gives the renamed dead backend %d of web's slots, want none", s["10.2.2.2"])
+	for _, c := range []struct{ name, from, to, vip, backend string }{
+		{"backend renamed", "{name: be2, address: 10.2.2.2}", "{name: be2-renamed, address: 10.2.2.2}", "web", "be2-renamed"},
+		{"VIP renamed", "- name: web\n", "- name: web-renamed\n", "web-renamed", "be2"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, nil, refusingDialer{down: be2Down})
+			r.waitBe2Down()
+			r.write(strings.Replace(failingCheckConfig, c.from, c.to, 1))
+			if _, err := r.b.Reload(r.ctx); err != nil {
+				t.Fatal(err)
+			}
+			st, err := r.b.Status(r.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.VIPs) != 1 || st.VIPs[0].Name != c.vip {
+				t.Fatalf("after the reload: VIPs %+v, want %s alone", st.VIPs, c.vip)
+			}
+			for _, be := range st.VIPs[0].Backends {
+				if be.Name == c.backend && (be.Healthy || be.TableSlots != 0) {
+					t.Errorf("be2 after the reload: healthy %v with %d table slots, want still down and out of the table", be.Healthy, be.TableSlots)
+				}
+			}
+			if s := r.slots(c.vip); s["10.2.2.2"] != 0 {
+				t.Errorf("the datapath gives the dead backend %d of %s's slots, want none", s["10.2.2.2"], c.vip)
+			}
+		})
 	}
 }
 

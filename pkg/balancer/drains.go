@@ -24,7 +24,7 @@ import (
 // The first is the operator's word (true: drained); the second, the
 // backend's `drained` in the configuration file when the operator spoke;
 // the third, the backend's address. A drain follows the backend's address
-// within its VIP, as its health does (checkKey): a file that renames the
+// within its VIP, as its health does (drainKey): a file that renames the
 // backend keeps its drain, one that gives the name another address (a new
 // machine) ends it. The name in the keys is the backend's latest, as
 // operators and the previous release know it. A record without an address
@@ -46,7 +46,7 @@ const (
 )
 
 // override is an operator's drain or undrain of one backend. b.drain
-// keeps it by checkKey: VIP and address.
+// keeps it by drainKey: VIP name and backend address.
 type override struct {
 	drained bool   // the operator's word
 	file    bool   // the backend's `drained` in the configuration file when the operator spoke
@@ -68,7 +68,7 @@ func backendByAddr(v *config.VIP, a netip.Addr) *config.Backend {
 }
 
 // drainName is how operators name the backend of an override keyed
-// key (checkKey): VIP/NAME.
+// key (drainKey): VIP/NAME.
 func drainName(key string, o override) string {
 	vip, _, _ := strings.Cut(key, "/")
 	return healthKey(vip, o.name)
@@ -157,7 +157,7 @@ func (b *Balancer) loadDrains(cfg *config.Config) (rewrite bool, err error) {
 			gone = append(gone, key)
 			continue
 		}
-		dk := checkKey(vip, *be)
+		dk := drainKey(vip, *be)
 		if _, ok := b.drain[dk]; ok && (byAddr[dk] || !known) {
 			rewrite = true // two records of one backend (written by hand): one is kept
 			continue
