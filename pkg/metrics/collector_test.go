@@ -58,15 +58,15 @@ switchyard_vip_packets_total{address="2001:db8::53",port="53",protocol="udp",vip
 # TYPE switchyard_vip_bytes_total counter
 switchyard_vip_bytes_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 9.876543e+06
 switchyard_vip_bytes_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 700
-# HELP switchyard_vip_new_flows_total Flows the datapath added to the connection table for the VIP.
+# HELP switchyard_vip_new_flows_total Flows the datapath added to the connection table for the VIP (0 with conntrack off).
 # TYPE switchyard_vip_new_flows_total counter
 switchyard_vip_new_flows_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 321
 switchyard_vip_new_flows_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
-# HELP switchyard_vip_conn_hits_total Packets of the VIP that a connection-table entry sent to its backend.
+# HELP switchyard_vip_conn_hits_total Packets of the VIP that a connection-table entry sent to its backend (0 with conntrack off).
 # TYPE switchyard_vip_conn_hits_total counter
 switchyard_vip_conn_hits_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 12000
 switchyard_vip_conn_hits_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
-# HELP switchyard_vip_conn_misses_total Packets of the VIP that found no usable connection-table entry.
+# HELP switchyard_vip_conn_misses_total Packets of the VIP that found no usable connection-table entry (0 with conntrack off).
 # TYPE switchyard_vip_conn_misses_total counter
 switchyard_vip_conn_misses_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 345
 switchyard_vip_conn_misses_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 0
