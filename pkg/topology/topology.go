@@ -641,8 +641,10 @@ func deleteNamed(name string) error {
 // Cleanup removes the namespaces left by a topology with this prefix whose
 // Close never ran (an interrupted demo or test): those with the names of
 // its nodes, whatever their number, and no others. Processes still running in
-// them (servers started with Command, say) are killed first: a namespace
-// lives as long as any process is inside it. Cleanup of a prefix with no
+// them (servers started with Command, say) are killed first, and Cleanup
+// returns once they have exited: a namespace lives as long as any process
+// is inside it, and a daemon's pin directory stays locked until it is
+// gone. Cleanup of a prefix with no
 // leftovers does nothing.
 func Cleanup(prefix string) error {
 	if err := validatePrefix(prefix); err != nil {
@@ -735,6 +737,15 @@ func statNs(path string) (nsID, bool) {
 	return nsID{st.Dev, st.Ino}, true
 }
 
+// killWait bounds how long killProcessesIn waits for the processes it
+// killed to exit; it normally takes milliseconds.
+const killWait = 10 * time.Second
+
+// killProcessesIn kills the processes in the target namespaces and returns
+// once they have exited: SIGKILL only starts a process's exit, and until
+// its last thread is gone it holds its files, flocks (a daemon's pin
+// directory) and memory. Each is killed and waited for through a pidfd, so
+// a pid reused meanwhile is neither killed nor waited for.
 func killProcessesIn(targets map[nsID]bool) error {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
@@ -742,20 +753,73 @@ func killProcessesIn(targets map[nsID]bool) error {
 	}
 	self := os.Getpid()
 	var errs []error
+	var killed []int // pidfds
+	defer func() {
+		for _, fd := range killed {
+			unix.Close(fd)
+		}
+	}()
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil || pid == self {
 			continue
 		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone, or a thread's id
+		}
+		// Checked after the pidfd is open: it is the process checked.
 		id, ok := statNs(fmt.Sprintf("/proc/%d/ns/net", pid))
 		if !ok || !targets[id] {
+			unix.Close(fd)
 			continue
 		}
-		if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("kill process %d left in a namespace: %w", pid, err))
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+			unix.Close(fd)
+			if !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("kill process %d left in a namespace: %w", pid, err))
+			}
+			continue
+		}
+		killed = append(killed, fd)
+	}
+	// A pidfd polls readable once every thread of its process has exited.
+	deadline := time.Now().Add(killWait)
+	for _, fd := range killed {
+		for {
+			wait := time.Until(deadline)
+			if wait < 0 {
+				wait = 0
+			}
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(pfd, int(wait.Milliseconds()))
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("wait for a killed process to exit: %w", err))
+			} else if n == 0 {
+				pid, _ := pidfdPid(fd)
+				errs = append(errs, fmt.Errorf("process %d left in a namespace did not exit within %s of SIGKILL: it is stuck in the kernel (see /proc/%d/stack)", pid, killWait, pid))
+			}
+			break
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// pidfdPid is the pid a pidfd refers to, from its fdinfo.
+func pidfdPid(fd int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, errors.New("no Pid in the pidfd's fdinfo")
 }
 
 func (t *Topology) handle(node string) (netns.NsHandle, error) {
