@@ -54,8 +54,11 @@ func runDemo(args []string) error {
 		return nil
 	}
 	// The first Ctrl-C cancels the demo, which then tears the lab down;
-	// further ones are ignored until it is gone.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// further ones are ignored until it is gone. So does a hangup (the
+	// terminal closed, ssh dropped): it reaches only the demo, as the lab's
+	// processes run in process groups of their own, which would run on
+	// had the demo died of it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	// Output piped into a pager that quits early must not kill the demo
 	// before its teardown.
