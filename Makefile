@@ -20,8 +20,12 @@ generate:
 	$(GO) generate ./pkg/datapath/
 
 # CI: the committed objects must be exactly what `make generate` produces.
+# git diff sees only tracked files: a new program's objects, generated in
+# CI's checkout but never committed, are looked for apart.
 check-generate: generate
 	@git diff --exit-code -- pkg/datapath bpf || { echo "BPF objects are out of date: run 'make generate' and commit the result" >&2; exit 1; }
+	@new=$$(git ls-files --others --exclude-standard -- 'pkg/datapath/*_bpfel.*'); \
+	if [ -n "$$new" ]; then echo "generated BPF objects not committed: "$$new"; git add and commit them" >&2; exit 1; fi
 
 # Installs what the tests and the demo need on a fresh Debian/Ubuntu machine.
 deps:
