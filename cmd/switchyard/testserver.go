@@ -19,8 +19,10 @@ func runTestserver(args []string) error {
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "testserver")
-	s, err := testserver.New(testserver.Config{Name: *name, HTTPAddr: *httpAddr, UDPAddr: *udpAddr}, log)
+	// testserver.New adds its component attribute itself.
+	base := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := base.With("component", "testserver")
+	s, err := testserver.New(testserver.Config{Name: *name, HTTPAddr: *httpAddr, UDPAddr: *udpAddr}, base)
 	if err != nil {
 		return err
 	}
