@@ -60,7 +60,8 @@ func get(ctx context.Context, c *http.Client, url string) (string, []byte, error
 // Spread sends n GET requests for url from the client node, each on a new
 // connection, at most parallel at a time, each bounded by perRequest, and
 // counts the answers by backend. Requests that fail are counted under "".
-// It returns an error only when ctx ends.
+// It returns ctx's error when ctx ends, else a *SpreadError when any
+// request failed (with the counts either way).
 func (l *Lab) Spread(ctx context.Context, url string, n, parallel int, perRequest time.Duration) (map[string]int, error) {
 	if parallel < 1 {
 		parallel = 1
