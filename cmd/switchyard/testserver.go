@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,7 +32,16 @@ func runTestserver(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Info("serving", "name", *name, "http", *httpAddr, "udp", *udpAddr)
+	// The bound addresses: a configured port 0 is the kernel's choice.
+	log.Info("serving", "name", *name, "http", addrString(s.HTTPAddr()), "udp", addrString(s.UDPAddr()))
 	<-ctx.Done()
 	return s.Close()
+}
+
+// addrString is a's address, or "" (off) for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
