@@ -78,32 +78,33 @@ type Balancer struct {
 	path string
 	info api.Status // parts of the status fixed for the daemon's life
 
-	cfg         *config.Config
-	generation  uint64
-	reloadFails uint64
-	lastErr     string
-	drain       map[string]override // by drainKey: "vip/address"
-	vipNums     map[datapath.VIPKey]uint32
-	backendIDs  map[netip.Addr]uint32
-	published   map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
-	inputs      map[datapath.VIPKey]string         // what each published table was built from
-	tablesStale bool                               // the last table sync failed: the tick tries again
-	builders    []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
-	settings    datapath.Settings
-	ifaceMTU    int // the interface's MTU when the settings were last synced
-	gateway     netip.Addr
-	nhResolved  bool    // the settings the datapath holds carry a next-hop MAC
-	noSource    [2]bool // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
-	health      *health.Monitor
-	transitions chan health.Transition
-	dialer      health.Dialer
-	requests    chan func()
-	stopped     chan struct{} // closed when Run returns: requests fail at once
-	stopOnce    sync.Once
-	netEvents   chan struct{}
-	rates       map[uint32]rateSample // by VIP number; cleared when a number is freed or given
-	drainFile   string
-	legacyDrain string // read when drainFile is missing
+	cfg          *config.Config
+	generation   uint64
+	reloadFails  uint64
+	lastErr      string
+	drain        map[string]override // by drainKey: "vip/address"
+	vipNums      map[datapath.VIPKey]uint32
+	backendIDs   map[netip.Addr]uint32
+	published    map[datapath.VIPKey]map[uint32]int // slots per backend id of each VIP's active table
+	inputs       map[datapath.VIPKey]string         // what each published table was built from
+	tablesStale  bool                               // the last table sync failed: the tick tries again
+	builders     []map[int]*maglev.Builder          // per build goroutine, by table size; kept for their buffers
+	settings     datapath.Settings
+	ifaceMTU     int // the interface's MTU when the settings were last synced
+	gateway      netip.Addr
+	gatewayPaths int     // next hops on the interface the default route offered gateway among
+	nhResolved   bool    // the settings the datapath holds carry a next-hop MAC
+	noSource     [2]bool // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
+	health       *health.Monitor
+	transitions  chan health.Transition
+	dialer       health.Dialer
+	requests     chan func()
+	stopped      chan struct{} // closed when Run returns: requests fail at once
+	stopOnce     sync.Once
+	netEvents    chan struct{}
+	rates        map[uint32]rateSample // by VIP number; cleared when a number is freed or given
+	drainFile    string
+	legacyDrain  string // read when drainFile is missing
 }
 
 type rateSample struct {
@@ -421,11 +422,15 @@ func (b *Balancer) syncSettings() error {
 		s.GUEPort = uint16(cfg.Encap.GUEPort)
 	}
 	var nhErr error
-	gw, err := gatewayFor(ifi.Index, cfg.Nexthop.GatewayAddr())
+	gw, paths, err := gatewayFor(ifi.Index, cfg.Nexthop.GatewayAddr())
 	if err != nil {
 		nhErr = err
 	} else {
-		b.gateway = gw
+		if paths > 1 && (gw != b.gateway || paths != b.gatewayPaths) {
+			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address; nexthop.gateway picks another",
+				"interface", cfg.Datapath.Interface, "gateway", gw, "next_hops", paths)
+		}
+		b.gateway, b.gatewayPaths = gw, paths
 		if mac, ok := neighbourMAC(ifi.Index, gw); ok {
 			s.NextHopMAC = mac
 		} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -73,28 +74,62 @@ func readIface(name string) (ifaceInfo, error) {
 }
 
 // gatewayFor returns the configured gateway, or the default route's gateway
-// on the interface (IPv4 first, then IPv6).
-func gatewayFor(ifindex int, configured netip.Addr) (netip.Addr, error) {
+// on the interface (IPv4 first, then IPv6), and how many next hops on the
+// interface the default route had to choose from. A multipath (ECMP)
+// default route names its next hops apart from the route (the kernel lists
+// it with no gateway or interface of its own, or, for IPv6 routes added one
+// by one, as routes of one metric): the datapath holds one next-hop MAC, so
+// the lowest address among the next hops through the interface is taken,
+// of the default routes with the lowest metric. The lowest, not the
+// kernel's first: that one changes when a next hop is removed and added
+// again, and would move every VIP flow to another router.
+func gatewayFor(ifindex int, configured netip.Addr) (gw netip.Addr, paths int, err error) {
 	if configured.IsValid() {
-		return configured, nil
+		return configured, 1, nil
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{LinkIndex: ifindex}, netlink.RT_FILTER_OIF)
+		// Unfiltered: netlink's interface filter compares the route's
+		// own interface, which a multipath route does not have.
+		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{}, 0)
 		if err != nil {
-			return netip.Addr{}, fmt.Errorf("list routes: %w", err)
+			return netip.Addr{}, 0, fmt.Errorf("list routes: %w", err)
 		}
+		var gws []netip.Addr
+		metric := 0
 		for _, r := range routes {
 			if r.Dst != nil {
 				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
 					continue
 				}
 			}
-			if gw, ok := netip.AddrFromSlice(r.Gw); ok && gw.IsValid() {
-				return gw.Unmap(), nil
+			hops := r.MultiPath
+			if len(hops) == 0 {
+				hops = []*netlink.NexthopInfo{{LinkIndex: r.LinkIndex, Gw: r.Gw}}
+			}
+			var found []netip.Addr
+			for _, h := range hops {
+				if h.LinkIndex != ifindex {
+					continue
+				}
+				if gw, ok := netip.AddrFromSlice(h.Gw); ok && gw.IsValid() {
+					found = append(found, gw.Unmap())
+				}
+			}
+			switch {
+			case len(found) == 0:
+			case len(gws) == 0 || r.Priority < metric:
+				gws, metric = found, r.Priority
+			case r.Priority == metric:
+				gws = append(gws, found...)
 			}
 		}
+		if len(gws) > 0 {
+			slices.SortFunc(gws, netip.Addr.Compare)
+			gws = slices.Compact(gws)
+			return gws[0], len(gws), nil
+		}
 	}
-	return netip.Addr{}, errNoGateway
+	return netip.Addr{}, 0, errNoGateway
 }
 
 var errNoGateway = errors.New("no default route on the interface; set nexthop.gateway to the router's address")

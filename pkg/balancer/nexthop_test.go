@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
@@ -184,5 +185,135 @@ func TestNextHopLostIsAWarningAfterANetworkEvent(t *testing.T) {
 	}
 	if got := logs.matching(slog.LevelWarn, "datapath settings"); len(got) == 0 {
 		t.Errorf("next hop unresolved after a neighbour event: no \"datapath settings\" warning")
+	}
+}
+
+// A multipath (ECMP) default route lists its next hops apart from the
+// route, with no gateway or interface of its own: the balancer found no
+// default route on its interface ("set nexthop.gateway") and dropped all
+// VIP traffic. It now takes the lowest next hop through its interface,
+// whatever order the route lists them in, says so, and ignores the next
+// hops on other interfaces. IPv6 next hops appended one by one (`ip -6
+// route append`) count the same.
+func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htmp", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	const other = "htx0"
+	var eth, oth int
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: other}, PeerName: "htx1"}); err != nil {
+			return err
+		}
+		for _, name := range []string{other, "htx1"} {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if err := h.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		eth = l.Attrs().Index
+		if l, err = h.LinkByName(other); err != nil {
+			return err
+		}
+		oth = l.Attrs().Index
+		for _, p := range []string{"10.9.0.2/24", "fd00:9::2/64"} {
+			a, _ := netlink.ParseAddr(p)
+			a.Flags = unix.IFA_F_NODAD
+			if err := h.AddrAdd(l, a); err != nil {
+				return err
+			}
+		}
+		// The topology's default routes, through eth0 alone.
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if r.Dst != nil {
+					if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+						continue
+					}
+				}
+				if err := h.RouteDel(&r); err != nil {
+					return err
+				}
+			}
+		}
+		// default nexthop via 10.9.0.1 dev htx0 nexthop via 10.1.1.7
+		// dev eth0 nexthop via 10.1.1.5 dev eth0
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		return h.RouteAdd(&netlink.Route{Dst: any4, MultiPath: []*netlink.NexthopInfo{
+			{LinkIndex: oth, Gw: net.ParseIP("10.9.0.1")},
+			{LinkIndex: eth, Gw: net.ParseIP("10.1.1.7")},
+			{LinkIndex: eth, Gw: net.ParseIP("10.1.1.5")},
+		}})
+	})
+	if err != nil {
+		t.Fatalf("multipath default route in %s: %v", node, err)
+	}
+	gateway := func() (netip.Addr, int) {
+		t.Helper()
+		var gw netip.Addr
+		var paths int
+		if err := topo.Do(node, func() (err error) {
+			gw, paths, err = gatewayFor(eth, netip.Addr{})
+			return err
+		}); err != nil {
+			t.Fatalf("gateway: %v", err)
+		}
+		return gw, paths
+	}
+	if gw, paths := gateway(); gw != netip.MustParseAddr("10.1.1.5") || paths != 2 {
+		t.Errorf("IPv4 multipath default route: gateway %s of %d next hops on eth0, want 10.1.1.5 of 2", gw, paths)
+	}
+
+	// What the daemon shows and says of it.
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	cfg, dp := loadWithDatapath(t, path, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1))
+	logs := &logRecords{}
+	var b *Balancer
+	if err := topo.Do(node, func() (err error) {
+		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.health.Close)
+	if st, err := b.status(); err != nil || st.NextHop.Gateway != "10.1.1.5" {
+		t.Errorf("status: next hop %q (%v), want 10.1.1.5", st.NextHop.Gateway, err)
+	}
+	if got := logs.matching(slog.LevelInfo, "several next hops", "gateway=10.1.1.5", "next_hops=2"); len(got) != 1 {
+		t.Errorf("%d infos naming the next hop chosen among 2, want 1: %v", len(got), logs.matching(slog.LevelInfo))
+	}
+
+	// IPv6, the route built by appending its next hops one at a time.
+	err = topo.Netlink(node, func(h *netlink.Handle) error {
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		if err := h.RouteDel(&netlink.Route{Dst: any4}); err != nil {
+			return err
+		}
+		_, any6, _ := net.ParseCIDR("::/0")
+		for _, hop := range []struct {
+			link int
+			gw   string
+		}{{oth, "fd00:9::1"}, {eth, "fd00:1:1::7"}, {eth, "fd00:1:1::5"}} {
+			if err := h.RouteAppend(&netlink.Route{Dst: any6, LinkIndex: hop.link, Gw: net.ParseIP(hop.gw)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("IPv6 multipath default route in %s: %v", node, err)
+	}
+	if gw, paths := gateway(); gw != netip.MustParseAddr("fd00:1:1::5") || paths != 2 {
+		t.Errorf("IPv6 multipath default route: gateway %s of %d next hops on eth0, want fd00:1:1::5 of 2", gw, paths)
 	}
 }
