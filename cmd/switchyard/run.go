@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -120,6 +121,11 @@ func runRun(args []string) error {
 	go reloadOnHUP(ctx, hup, bal)
 	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs))
 	err = bal.Run(ctx)
+	if errors.Is(err, balancer.ErrInterfaceGone) {
+		// Nothing stays attached: exit with the error (the balancer
+		// logged it), for a service manager to start the daemon again.
+		return err
+	}
 	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
 	return err
 }

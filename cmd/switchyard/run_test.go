@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
 // Daemons whose API sockets share a directory keep their drains apart
@@ -138,5 +141,79 @@ vips:
 	}
 	if len(lines) != 1 || !strings.Contains(lines[0], "reload refused") {
 		t.Errorf("a SIGHUP reload of an invalid file logged the file's error %d times, want once as `reload refused`:\n%s", len(lines), logs.String())
+	}
+}
+
+// TestRunInterfaceRemoved: when its interface is removed, the XDP program
+// goes with it: `switchyard run` exits with an error saying so, for a
+// service manager to start it again (an interface created again under the
+// name is another one). It used to run on, balancing nothing, its status
+// saying all was well.
+func TestRunInterfaceRemoved(t *testing.T) {
+	t.Parallel()
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htrun", Balancers: 1, Backends: 1})
+	lb := topo.Balancer(1)
+	pinDir := filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
+	t.Cleanup(func() {
+		if err := datapath.RemoveBalancer(pinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "switchyard.yaml")
+	cfg := "datapath: {interface: " + topology.EthName + ", attach_mode: generic, conn_table_size: 4096, pin_dir: " + pinDir + "}\n" +
+		"api: {socket: " + filepath.Join(dir, "switchyard.sock") + "}\nmetrics: {listen: \"\"}\n" +
+		"vips: [{name: web, address: 10.100.0.1, port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}]\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
+	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "switchyard running"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("switchyard run exited before it ran: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("switchyard run did not run within 10 s:\n%s", stderr.String())
+		}
+	}
+	err = topo.Netlink(lb, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.LinkDel(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	select {
+	case exitErr = <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("switchyard run still runs 10 s after its interface was removed:\n%s", stderr.String())
+	}
+	log := stderr.String()
+	var ee *exec.ExitError
+	if !errors.As(exitErr, &ee) || ee.ExitCode() != 1 || !strings.Contains(log, "switchyard run: the balancer's interface is gone: eth0") ||
+		!strings.Contains(log, "start switchyard run again once the interface is back") || strings.Contains(log, "the datapath stays attached") {
+		t.Errorf("switchyard run exited with %v, want exit 1 and an error saying its interface is gone and what to do (and not that the datapath stays attached); its log:\n%s", exitErr, log)
 	}
 }

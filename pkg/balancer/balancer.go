@@ -204,7 +204,8 @@ func (b *Balancer) adopt() error {
 	return nil
 }
 
-// Run runs the control loop until ctx ends.
+// Run runs the control loop until ctx ends, or until the interface is
+// removed (an error wrapping ErrInterfaceGone).
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.health.Close()
 	defer b.stopOnce.Do(func() { close(b.stopped) })
@@ -213,6 +214,11 @@ func (b *Balancer) Run(ctx context.Context) error {
 		return err
 	}
 	if err := watchNetwork(ctx, ifi.Index, b.netEvents); err != nil {
+		return err
+	}
+	// The watch sees changes of this index only: a removal before it
+	// began would go unnoticed.
+	if err := b.checkInterface(ifi.Index); err != nil {
 		return err
 	}
 	// What changed before the watch began (the probe's answer, say).
@@ -232,6 +238,11 @@ func (b *Balancer) Run(ctx context.Context) error {
 				b.log.Error("rebuild tables after a health change", "error", err)
 			}
 		case <-b.netEvents:
+			// The link deletion message of the interface comes here (or,
+			// if the watch broke, the event for what it missed).
+			if err := b.checkInterface(ifi.Index); err != nil {
+				return err
+			}
 			b.logSettings(b.syncSettings())
 		case now := <-tick.C:
 			b.sampleRates(now)
@@ -247,6 +258,18 @@ func (b *Balancer) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// checkInterface returns, and logs, an error wrapping ErrInterfaceGone if
+// the interface the daemon started on (index) is gone: Run then ends, for
+// `switchyard run` to exit with it and a service manager to start it
+// again, where it would go on forwarding nothing and saying all is well.
+func (b *Balancer) checkInterface(index int) error {
+	err := interfaceGone(b.cfg.Datapath.Interface, index)
+	if err != nil {
+		b.log.Error("interface gone: VIP traffic is no longer balanced", "interface", b.cfg.Datapath.Interface, "error", err)
+	}
+	return err
 }
 
 // drainTransitions takes every queued health transition (the tables are

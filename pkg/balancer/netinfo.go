@@ -134,6 +134,26 @@ func gatewayFor(ifindex int, configured netip.Addr) (gw netip.Addr, paths int, e
 
 var errNoGateway = errors.New("no default route on the interface; set nexthop.gateway to the router's address")
 
+// ErrInterfaceGone: the balancer's interface was removed (or moved to
+// another network namespace) while the daemon ran, and its XDP program with
+// it.
+var ErrInterfaceGone = errors.New("the balancer's interface is gone")
+
+// interfaceGone returns an error wrapping ErrInterfaceGone when no
+// interface has index in this network namespace any more. An interface
+// created again under its name is another one, without the program. Only
+// the kernel's answer counts, not the link deletion message that woke the
+// caller: a bridge announces that a port left it with a deletion message
+// for the port's index (family AF_BRIDGE), and the port stays.
+func interfaceGone(name string, index int) error {
+	if _, err := netlink.LinkByIndex(index); !errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (index %d) was removed or moved to another network namespace, and the XDP program with it: "+
+		"no VIP traffic is balanced; start switchyard run again once the interface is back (it attaches anew and keeps the pinned flows)",
+		ErrInterfaceGone, name, index)
+}
+
 // neighbourMAC returns the MAC of gw in the neighbour table, if usable.
 func neighbourMAC(ifindex int, gw netip.Addr) (net.HardwareAddr, bool) {
 	fam := netlink.FAMILY_V4

@@ -1,0 +1,143 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// runInNode runs a balancer of yaml on the balancer node of topo (its
+// watch subscribed in the node's namespace) and returns it, with a channel
+// that receives Run's end. The test's cleanup stops it.
+func runInNode(t *testing.T, topo *topology.Topology, yaml string, logs *logRecords) (*Balancer, <-chan error) {
+	t.Helper()
+	node := topo.Balancer(1)
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	cfg, dp := loadWithDatapath(t, path, yaml)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *Balancer, 1)
+	ended := make(chan error, 1)
+	go func() {
+		ended <- topo.Do(node, func() error {
+			b, err := New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+			started <- b
+			if err != nil {
+				return err
+			}
+			return b.Run(ctx)
+		})
+	}()
+	b := <-started
+	if b == nil {
+		cancel()
+		t.Fatal(<-ended)
+	}
+	runErr := make(chan error, 1)
+	go func() {
+		err := <-ended
+		runErr <- err
+		cancel()
+	}()
+	t.Cleanup(cancel)
+	// Once the loop takes requests, the watch is subscribed.
+	if err := b.do(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	return b, runErr
+}
+
+// An interface removed while the daemon runs takes the XDP program with
+// it, and one created again under its name is another interface: Run ends
+// with ErrInterfaceGone, naming the interface and what to do, and logs it
+// as an error. It used to go on, balancing nothing, its status saying all
+// was well.
+func TestInterfaceRemovedEndsRun(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htgone", Balancers: 1, Backends: 1})
+	logs := &logRecords{}
+	_, runErr := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	err := topo.Netlink(topo.Balancer(1), func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkDel(l); err != nil {
+			return err
+		}
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "htpeer0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-runErr:
+		if !errors.Is(err, ErrInterfaceGone) || !strings.Contains(err.Error(), topology.EthName) || !strings.Contains(err.Error(), "start switchyard run again") {
+			t.Errorf("Run: %v, want ErrInterfaceGone naming %s and saying to start switchyard run again", err, topology.EthName)
+		}
+		if got := logs.matching(slog.LevelError, "interface gone", "interface="+topology.EthName); len(got) != 1 {
+			t.Errorf("%d errors saying the interface is gone, want 1", len(got))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run still runs 10 s after its interface was removed and created again")
+	}
+}
+
+// A bridge announces that a port left it with a link deletion message for
+// the port's index, and the port stays, with the program: that is no
+// reason to stop. The MTU change after it comes on the same link
+// notifications, so once the loop has seen it (its warning of
+// datapath.mtu above the interface's), it has seen the bridge's message.
+func TestInterfaceLeavingABridgeKeepsRunning(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htbr", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "htbr0"}}
+		if err := h.LinkAdd(br); err != nil {
+			return err
+		}
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetMaster(l, br)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logRecords{}
+	yaml := strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName+"\n  mtu: 1500", 1)
+	b, runErr := runInNode(t, topo, yaml, logs)
+	err = topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetNoMaster(l); err != nil {
+			return err
+		}
+		return h.LinkSetMTU(l, 1400)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(logs.matching(slog.LevelWarn, "datapath.mtu is above", "interface_mtu=1400")) == 0; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-runErr:
+			t.Fatalf("Run ended when its interface left a bridge: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no warning of the MTU change within 10 s")
+		}
+	}
+	if err := b.do(context.Background(), func() {}); err != nil {
+		t.Fatalf("after its interface left a bridge: %v", err)
+	}
+}
