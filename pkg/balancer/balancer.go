@@ -93,6 +93,8 @@ type Balancer struct {
 	ifaceMTU     int // the interface's MTU when the settings were last synced
 	gateway      netip.Addr
 	gatewayPaths int     // next hops on the interface the default route offered gateway among
+	ifindex      int     // the interface's; 0 until first read (then followed by index, not name)
+	ifname       string  // the interface's name when last read
 	nhResolved   bool    // the settings the datapath holds carry a next-hop MAC
 	noSource     [2]bool // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
 	health       *health.Monitor
@@ -209,16 +211,19 @@ func (b *Balancer) adopt() error {
 func (b *Balancer) Run(ctx context.Context) error {
 	defer b.health.Close()
 	defer b.stopOnce.Do(func() { close(b.stopped) })
-	ifi, err := readIface(b.cfg.Datapath.Interface)
-	if err != nil {
-		return err
+	if b.ifindex == 0 { // New could not read it
+		ifi, err := readIface(b.cfg.Datapath.Interface)
+		if err != nil {
+			return err
+		}
+		b.ifindex, b.ifname = ifi.Index, ifi.Name
 	}
-	if err := watchNetwork(ctx, ifi.Index, b.netEvents); err != nil {
+	if err := watchNetwork(ctx, b.ifindex, b.netEvents); err != nil {
 		return err
 	}
 	// The watch sees changes of this index only: a removal before it
 	// began would go unnoticed.
-	if err := b.checkInterface(ifi.Index); err != nil {
+	if err := b.checkInterface(b.ifindex); err != nil {
 		return err
 	}
 	// What changed before the watch began (the probe's answer, say).
@@ -240,7 +245,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 		case <-b.netEvents:
 			// The link deletion message of the interface comes here (or,
 			// if the watch broke, the event for what it missed).
-			if err := b.checkInterface(ifi.Index); err != nil {
+			if err := b.checkInterface(b.ifindex); err != nil {
 				return err
 			}
 			b.logSettings(b.syncSettings())
@@ -416,9 +421,28 @@ func (b *Balancer) logSettings(err error) {
 // resolved is a *nextHopError, after the rest is written.
 func (b *Balancer) syncSettings() error {
 	cfg := b.cfg
-	ifi, err := readIface(cfg.Datapath.Interface)
+	// By index once known: the program stays on the interface when it is
+	// renamed, and another interface may take the name.
+	var ifi ifaceInfo
+	var err error
+	if b.ifindex == 0 {
+		if ifi, err = readIface(cfg.Datapath.Interface); err == nil {
+			b.ifindex, b.ifname = ifi.Index, ifi.Name
+		}
+	} else {
+		ifi, err = readIfaceAt(b.ifindex, b.ifname)
+	}
 	if err != nil {
 		return err
+	}
+	if ifi.Name != b.ifname {
+		if ifi.Name != cfg.Datapath.Interface {
+			b.log.Warn("interface renamed: the daemon follows it, but a restart looks for datapath.interface; set datapath.interface to the new name, or rename the interface back",
+				"datapath.interface", cfg.Datapath.Interface, "name", ifi.Name)
+		} else {
+			b.log.Info("interface has the name datapath.interface gives again", "interface", ifi.Name)
+		}
+		b.ifname = ifi.Name
 	}
 	s := datapath.Settings{
 		SourceMAC: ifi.MAC,
@@ -457,7 +481,7 @@ func (b *Balancer) syncSettings() error {
 		if mac, ok := neighbourMAC(ifi.Index, gw); ok {
 			s.NextHopMAC = mac
 		} else {
-			probeGateway(gw, cfg.Datapath.Interface)
+			probeGateway(gw, ifi.Name)
 			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
 		}
 	}

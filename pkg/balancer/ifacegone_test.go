@@ -1,9 +1,11 @@
 package balancer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,5 +141,52 @@ func TestInterfaceLeavingABridgeKeepsRunning(t *testing.T) {
 	}
 	if err := b.do(context.Background(), func() {}); err != nil {
 		t.Fatalf("after its interface left a bridge: %v", err)
+	}
+}
+
+// A renamed interface keeps the program, and the daemon keeps following
+// it: a MAC change after the rename reaches the datapath's source MAC,
+// and a warning says that a restart looks for the configured name. The
+// daemon used to look the interface up by name at each change: after a
+// rename it logged "datapath settings" errors and followed nothing, the
+// outer frames leaving with the old source MAC.
+func TestRenamedInterfaceIsFollowed(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htren", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	logs := &logRecords{}
+	b, runErr := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	mac, _ := net.ParseMAC("02:00:00:00:0b:01")
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetName(l, "htren0"); err != nil {
+			return err
+		}
+		return h.LinkSetHardwareAddr(l, mac)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got net.HardwareAddr
+	for deadline := time.Now().Add(10 * time.Second); !bytes.Equal(got, mac); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-runErr:
+			t.Fatalf("Run ended when its interface was renamed: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("interface renamed, then its MAC set to %s: the datapath's source MAC is still %s after 10 s", mac, got)
+		}
+		if err := b.do(context.Background(), func() { got = b.settings.SourceMAC }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := logs.matching(slog.LevelWarn, "interface renamed", "datapath.interface="+topology.EthName, "name=htren0"); len(w) != 1 {
+		t.Errorf("%d warnings that the interface was renamed, want 1", len(w))
+	}
+	if e := logs.matching(slog.LevelError); len(e) != 0 {
+		t.Errorf("errors logged after a rename: %v", e)
 	}
 }

@@ -16,6 +16,7 @@ import (
 // ifaceInfo is what the balancer needs to know about its interface.
 type ifaceInfo struct {
 	Index  int
+	Name   string // now: the interface may have been renamed since the start
 	MAC    net.HardwareAddr
 	MTU    int
 	AddrV4 netip.Addr // first IPv4 address routers forward; invalid if none
@@ -31,7 +32,22 @@ func readIface(name string) (ifaceInfo, error) {
 	if err != nil {
 		return ifaceInfo{}, fmt.Errorf("interface %q: %w (check the name with `ip link`)", name, err)
 	}
-	info := ifaceInfo{Index: l.Attrs().Index, MAC: l.Attrs().HardwareAddr, MTU: l.Attrs().MTU}
+	return ifaceOf(l)
+}
+
+// readIfaceAt reads the interface of index, whatever its name now: the XDP
+// program stays on an interface that is renamed. name is the one it had.
+func readIfaceAt(index int, name string) (ifaceInfo, error) {
+	l, err := netlink.LinkByIndex(index)
+	if err != nil {
+		return ifaceInfo{}, fmt.Errorf("interface %s (index %d): %w", name, index, err)
+	}
+	return ifaceOf(l)
+}
+
+func ifaceOf(l netlink.Link) (ifaceInfo, error) {
+	name := l.Attrs().Name
+	info := ifaceInfo{Index: l.Attrs().Index, Name: name, MAC: l.Attrs().HardwareAddr, MTU: l.Attrs().MTU}
 	// netlink reports an all-zero address (lo's) as none, like the missing
 	// one of a device without Ethernet framing (tun): the datapath refuses
 	// the latter, so give the former back its six bytes.
