@@ -120,14 +120,21 @@ func gatewayFor(ifindex int, configured netip.Addr) (gw netip.Addr, paths int, e
 			}
 			hops := r.MultiPath
 			if len(hops) == 0 {
-				hops = []*netlink.NexthopInfo{{LinkIndex: r.LinkIndex, Gw: r.Gw}}
+				hops = []*netlink.NexthopInfo{{LinkIndex: r.LinkIndex, Gw: r.Gw, Via: r.Via}}
 			}
 			var found []netip.Addr
 			for _, h := range hops {
 				if h.LinkIndex != ifindex {
 					continue
 				}
-				if gw, ok := netip.AddrFromSlice(h.Gw); ok && gw.IsValid() {
+				gw, _ := netip.AddrFromSlice(h.Gw)
+				// An IPv4 route through an IPv6 router (`via inet6
+				// fe80::1`, BGP unnumbered) names it apart: its MAC
+				// is what the datapath needs, whatever the family.
+				if v, ok := h.Via.(*netlink.Via); ok && !gw.IsValid() {
+					gw, _ = netip.AddrFromSlice(v.Addr)
+				}
+				if gw.IsValid() {
 					found = append(found, gw.Unmap())
 				}
 			}

@@ -317,3 +317,55 @@ func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
 		t.Errorf("IPv6 multipath default route: gateway %s of %d next hops on eth0, want fd00:1:1::5 of 2", gw, paths)
 	}
 }
+
+// An IPv4 default route through an IPv6 router (`ip route add default via
+// inet6 fd00:1:1::1`, as BGP unnumbered sets up) names its gateway apart
+// (RTA_VIA): the balancer found no default route, and dropped all VIP
+// traffic; it now takes that router and resolves its MAC over ND.
+func TestGatewayOfAnIPv4RouteViaIPv6(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htvia", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	router := topology.RouterBalancerIPv6(1)
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if r.Dst != nil {
+					if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+						continue
+					}
+				}
+				if err := h.RouteDel(&r); err != nil {
+					return err
+				}
+			}
+		}
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		return h.RouteAdd(&netlink.Route{Dst: any4, LinkIndex: l.Attrs().Index,
+			Via: &netlink.Via{AddrFamily: netlink.FAMILY_V6, Addr: router.AsSlice()}})
+	})
+	if err != nil {
+		t.Fatalf("IPv4 default route via inet6 %s in %s: %v", router, node, err)
+	}
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := b.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.NextHop.Resolved && st.NextHop.Gateway == router.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("next hop %+v 10 s after the start, want %s resolved; warnings: %v", st.NextHop, router, logs.matching(slog.LevelWarn))
+		}
+	}
+}
