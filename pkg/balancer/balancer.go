@@ -5,6 +5,7 @@
 package balancer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -469,9 +470,12 @@ func (b *Balancer) syncSettings() error {
 		s.GUEPort = uint16(cfg.Encap.GUEPort)
 	}
 	var nhErr error
+	prevGateway := b.gateway
 	gw, paths, err := gatewayFor(ifi.Index, cfg.Nexthop.GatewayAddr())
 	if err != nil {
 		nhErr = err
+		// Status would name a router the host no longer routes to.
+		b.gateway, b.gatewayPaths = netip.Addr{}, 0
 	} else {
 		if paths > 1 && (gw != b.gateway || paths != b.gatewayPaths) {
 			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address; nexthop.gateway picks another",
@@ -515,7 +519,8 @@ func (b *Balancer) syncSettings() error {
 		if resolved {
 			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC.String())
 		} else {
-			b.log.Warn("next hop lost", "gateway", gw)
+			// Lost with its route, it is the one before.
+			b.log.Warn("next hop lost", "gateway", cmp.Or(gw, prevGateway))
 		}
 		b.nhResolved = resolved
 	}
@@ -1195,7 +1200,10 @@ func (b *Balancer) status() (api.Status, error) {
 	st.ConfigGeneration = b.generation
 	st.ReloadFailures = b.reloadFails
 	st.LastReloadError = b.lastErr
-	st.NextHop = api.NextHop{Gateway: b.gateway.String(), Resolved: b.nhResolved}
+	st.NextHop = api.NextHop{Resolved: b.nhResolved}
+	if b.gateway.IsValid() { // else "", not "invalid IP"
+		st.NextHop.Gateway = b.gateway.String()
+	}
 	if b.nhResolved {
 		st.NextHop.MAC = net.HardwareAddr(b.settings.NextHopMAC).String()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -367,5 +368,64 @@ func TestGatewayOfAnIPv4RouteViaIPv6(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("next hop %+v 10 s after the start, want %s resolved; warnings: %v", st.NextHop, router, logs.matching(slog.LevelWarn))
 		}
+	}
+}
+
+// When the default route goes, status names no next hop ("-"): it went on
+// naming the router of the route that was gone, so an operator looked at
+// that router's ARP instead of the missing route, and with no route from
+// the start it showed "invalid IP", as did the "next hop lost" warning,
+// which now names the router lost.
+func TestStatusNamesNoGatewayWithoutADefaultRoute(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htnogw", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	status := func() api.NextHop {
+		t.Helper()
+		st, err := b.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.NextHop
+	}
+	for deadline := time.Now().Add(10 * time.Second); !status().Resolved; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("next hop %+v not resolved 10 s after the start", status())
+		}
+	}
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
+			if err != nil {
+				return err
+			}
+			for _, r := range routes {
+				if r.Dst != nil {
+					if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+						continue
+					}
+				}
+				if err := h.RouteDel(&r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); status().Resolved; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("default routes deleted: next hop %+v still resolved after 10 s", status())
+		}
+	}
+	if nh := status(); nh.Gateway != "" {
+		t.Errorf("no default route: status names next hop %q, want none", nh.Gateway)
+	}
+	gw := topology.RouterBalancerIPv4(1).String()
+	if got := logs.matching(slog.LevelWarn, "next hop lost"); len(got) != 1 || !strings.Contains(got[0], "gateway="+gw) {
+		t.Errorf("default route deleted: warnings %q, want one \"next hop lost\" naming %s", got, gw)
 	}
 }
