@@ -394,8 +394,10 @@ func TestStatusNamesNoGatewayWithoutADefaultRoute(t *testing.T) {
 			t.Fatalf("next hop %+v not resolved 10 s after the start", status())
 		}
 	}
+	// IPv6's first: the next hop is the IPv4 route's router, which the
+	// IPv6 route would replace if it outlived the IPv4 one.
 	err := topo.Netlink(node, func(h *netlink.Handle) error {
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		for _, fam := range []int{netlink.FAMILY_V6, netlink.FAMILY_V4} {
 			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
 			if err != nil {
 				return err
