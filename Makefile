@@ -4,7 +4,9 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/switchyard
-GOTESTFLAGS ?=
+# The race detector is on: the control loop, health checks, API and datapath
+# accessors run concurrently. GOTESTFLAGS= turns it off.
+GOTESTFLAGS ?= -race
 
 .PHONY: all build generate check-generate deps test test-unit demo bench fuzz clean
 

@@ -7,6 +7,10 @@ set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+# `make test` runs the race detector, which needs cgo: a C compiler and
+# the C library's headers.
+command -v gcc >/dev/null || need+=(gcc)
+[[ -e /usr/include/stdlib.h ]] || need+=(libc6-dev)
 # The commands `switchyard demo --keep` suggests use curl.
 command -v curl >/dev/null || need+=(curl)
 if [[ "${BENCH:-0}" == 1 ]]; then
