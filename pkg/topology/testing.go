@@ -29,12 +29,14 @@ func RandomPrefix(base string) string {
 // NewForTest builds a topology for a test and closes it in tb.Cleanup.
 // cfg.Prefix is the base of a RandomPrefix ("sytopo", "sye2e"); on a name
 // collision NewForTest draws another. It skips the test, loudly, when not
-// running as root, and fails it when the topology cannot be built.
+// running as root, and fails it when the topology cannot be built. First
+// it sweeps what killed test runs left (SweepTestOrphans).
 func NewForTest(tb testing.TB, cfg Config) *Topology {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Skip("SKIPPED: NOT ROOT — this test builds network namespaces and needs root (run `sudo go test`)")
 	}
+	SweepTestOrphans(tb.Logf)
 	base := cfg.Prefix
 	for attempt := 0; ; attempt++ {
 		cfg.Prefix = RandomPrefix(base)
@@ -51,5 +53,18 @@ func NewForTest(tb testing.TB, cfg Config) *Topology {
 			}
 		})
 		return topo
+	}
+}
+
+// SweepTestOrphans runs SweepOrphans and logs a line for each topology it
+// removed, and its error: leftovers that cannot be removed are reported,
+// not a reason to fail a test that does not build on them.
+func SweepTestOrphans(logf func(format string, args ...any)) {
+	swept, err := SweepOrphans()
+	for _, o := range swept {
+		logf("swept the leftovers of a killed run: %s", o)
+	}
+	if err != nil {
+		logf("sweeping the leftovers of killed runs: %v", err)
 	}
 }

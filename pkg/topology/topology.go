@@ -176,6 +176,8 @@ type Topology struct {
 	closed bool
 	nodes  map[string]netns.NsHandle // namespace name → open handle
 	order  []string                  // creation order, for Close
+	owner  owner                     // this process, as the marker names it
+	marker *os.File                  // the marker, locked, while New runs
 }
 
 // New builds the topology described by cfg. On error it tears down whatever
@@ -185,9 +187,22 @@ func New(cfg Config) (*Topology, error) {
 		return nil, err
 	}
 	t := &Topology{cfg: cfg, nodes: make(map[string]netns.NsHandle)}
+	var err error
+	if t.owner, err = self(); err != nil {
+		return nil, err
+	}
+	// The marker stays locked until the topology is built, so that no
+	// sweep takes a half-built one for the leftovers of a killed run.
+	if t.marker, err = claim(cfg.Prefix); err != nil {
+		return nil, err
+	}
 	if err := t.build(); err != nil {
 		return nil, errors.Join(err, t.Close())
 	}
+	t.mu.Lock()
+	t.marker.Close()
+	t.marker = nil
+	t.mu.Unlock()
 	return t, nil
 }
 
@@ -263,6 +278,15 @@ func (t *Topology) Close() error {
 		}
 	}
 	t.nodes, t.order = nil, nil
+	if len(errs) == 0 {
+		if err := t.releaseMarker(); err != nil {
+			errs = append(errs, fmt.Errorf("remove the marker of topology %s: %w", t.cfg.Prefix, err))
+		}
+	} else if t.marker != nil {
+		// Kept, naming this process: once it ends, a sweep tries again.
+		t.marker.Close()
+		t.marker = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -451,6 +475,15 @@ func (t *Topology) createNamespaces() error {
 			t.nodes[name] = h
 			t.order = append(t.order, name)
 			t.mu.Unlock()
+			if len(t.order) == 1 {
+				// Only now: before, namespaces of this prefix are
+				// someone else's, and a sweep must not take them for
+				// ours. Killed in between, the one namespace stays.
+				if err := writeMarker(t.marker, marker{owner: t.owner}); err != nil {
+					errc <- err
+					return
+				}
+			}
 		}
 		errc <- nil
 	}()
