@@ -184,11 +184,19 @@ func NewLab(ctx context.Context, cfg LabConfig) (_ *Lab, err error) {
 		}
 	}()
 	l.progress("namespaces %s", strings.Join(l.topo.Nodes(), ", "))
+	// Recorded with the topology, so that if this process is killed
+	// before Close, topology.SweepOrphans removes them with it.
+	if err := l.topo.Own(l.pinBase); err != nil {
+		return nil, err
+	}
 	if cfg.WorkDir == "" {
 		if l.dir, err = os.MkdirTemp("", "switchyard-lab-"+cfg.Prefix+"-"); err != nil {
 			return nil, err
 		}
 		l.ownDir = true
+		if err := l.topo.Own(l.dir); err != nil {
+			return nil, err
+		}
 	} else {
 		l.dir = cfg.WorkDir
 		if err := os.MkdirAll(l.dir, 0o755); err != nil {
@@ -777,13 +785,15 @@ func (l *Lab) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if l.topo != nil {
-		if err := l.topo.Close(); err != nil {
+	if l.ownDir && l.dir != "" {
+		if err := os.RemoveAll(l.dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if l.ownDir && l.dir != "" {
-		if err := os.RemoveAll(l.dir); err != nil {
+	// Last: closing the topology removes its marker, which names the pin
+	// and work directories for a sweep should this process die before.
+	if l.topo != nil {
+		if err := l.topo.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

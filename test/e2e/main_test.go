@@ -27,11 +27,25 @@ import (
 // binary is the switchyard binary TestMain built.
 var binary string
 
+// binaryEnv gives a helper process (this test binary run by a test) the
+// switchyard binary to use instead of building one.
+const binaryEnv = "SWITCHYARD_E2E_BINARY"
+
 const notRoot = "SKIPPED: NOT ROOT — the end-to-end tests build network namespaces and load XDP programs; run them as root (`sudo make test`)"
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
 		fmt.Fprintf(os.Stderr, "\n*** test/e2e: %s ***\n\n", notRoot)
+		os.Exit(m.Run())
+	}
+	// Labs of earlier runs killed before their cleanup (Ctrl-C, a
+	// -timeout panic): their processes, namespaces, pins and directories.
+	topology.SweepTestOrphans(func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "test/e2e: "+format+"\n", args...)
+	})
+	if b := os.Getenv(binaryEnv); b != "" {
+		// A helper process of this package's tests.
+		binary = b
 		os.Exit(m.Run())
 	}
 	dir, err := os.MkdirTemp("", "switchyard-e2e-")
