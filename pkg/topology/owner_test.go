@@ -246,3 +246,74 @@ func exited(pidfd int) bool {
 	n, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 0)
 	return err == nil && n == 1
 }
+
+// New on a prefix whose marker names a process that is gone (here: this
+// pid with another start time, as after pid reuse) removes what that
+// process left first; on one that names a running process it fails with
+// ErrPrefixInUse and touches nothing.
+func TestNewClaimsThePrefixOfAnEndedOwnerOnly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: NOT ROOT — this test creates network namespaces and needs root (run `sudo go test`)")
+	}
+	if err := prepareNetnsDir(); err != nil {
+		t.Fatal(err)
+	}
+	me, err := self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(OwnerDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTestMarker := func(prefix string, m marker) {
+		if err := os.WriteFile(markerPath(prefix), m.encode(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if b, err := os.ReadFile(markerPath(prefix)); err == nil && string(b) == string(m.encode()) {
+				os.Remove(markerPath(prefix))
+			}
+		})
+	}
+
+	ended := RandomPrefix("sysw")
+	newNamedForTest(t, ended+"-client")
+	dir := filepath.Join(t.TempDir(), "owned")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTestMarker(ended, marker{owner: owner{me.pid, me.start + 1}, paths: []string{dir}})
+	topo, err := New(Config{Prefix: ended, Balancers: 1, Backends: 1})
+	if err != nil {
+		t.Fatalf("New on the prefix of an ended owner: %v", err)
+	}
+	t.Cleanup(func() { topo.Close() })
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the ended owner's directory: %v, want it removed", err)
+	}
+	b, err := os.ReadFile(markerPath(ended))
+	if m, perr := parseMarker(b); err != nil || perr != nil || m.owner != me || len(m.paths) != 0 {
+		t.Errorf("marker after New = %q (%v, %v), want this process alone", b, err, perr)
+	}
+	if err := topo.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(markerPath(ended)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("marker after Close: %v, want it removed", err)
+	}
+
+	running := RandomPrefix("sysw")
+	writeTestMarker(running, marker{owner: me})
+	if topo, err := New(Config{Prefix: running, Balancers: 1, Backends: 1}); !errors.Is(err, ErrPrefixInUse) {
+		if err == nil {
+			topo.Close()
+		}
+		t.Errorf("New on the prefix of a running owner = %v, want ErrPrefixInUse", err)
+	}
+	if left := Leftovers(running); len(left) != 0 {
+		t.Errorf("New on the prefix of a running owner created %v", left)
+	}
+	if _, err := os.Stat(markerPath(running)); err != nil {
+		t.Errorf("the running owner's marker: %v", err)
+	}
+}
