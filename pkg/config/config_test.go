@@ -1107,3 +1107,91 @@ func TestUDPHealthCheck(t *testing.T) {
 		t.Errorf("echo check = %+v, want ping, backend= on port 7", echo)
 	}
 }
+
+// TestValidateLimits: every limit is inclusive. A value at the limit is
+// accepted and one step past it is refused, so an operator who sizes a
+// file to the documented maximum is not turned away, and one who goes over
+// it learns why before anything is applied.
+func TestValidateLimits(t *testing.T) {
+	base := func() *Config {
+		c := DefaultConfig()
+		c.Node.Name = "lb1"
+		c.Datapath.Interface = "eth0"
+		v := DefaultVIP()
+		v.Name, v.Address, v.Port = "web", "10.100.0.1", 80
+		b := DefaultBackend()
+		b.Name, b.Address = "be1", "10.2.1.2"
+		v.Backends = []Backend{b}
+		c.VIPs = []VIP{v}
+		return &c
+	}
+	vips := func(n int) func(*Config) {
+		return func(c *Config) {
+			c.VIPs = nil
+			for i := range n {
+				v := DefaultVIP()
+				v.Name, v.Address, v.Port = fmt.Sprintf("v%d", i), fmt.Sprintf("10.100.%d.%d", i/200, i%200+1), 80
+				c.VIPs = append(c.VIPs, v)
+			}
+		}
+	}
+	backends := func(n int) func(*Config) {
+		return func(c *Config) {
+			c.VIPs[0].Backends = nil
+			for i := range n {
+				b := DefaultBackend()
+				b.Name, b.Address = fmt.Sprintf("b%d", i), fmt.Sprintf("10.3.%d.%d", i/200, i%200+1)
+				c.VIPs[0].Backends = append(c.VIPs[0].Backends, b)
+			}
+		}
+	}
+	cases := []struct {
+		name string
+		set  func(*Config)
+		want string // "" for accepted, else the start of the error
+	}{
+		{"smallest conn table", func(c *Config) { c.Datapath.ConnTableSize = MinConnTableSize }, ""},
+		{"conn table below the smallest", func(c *Config) { c.Datapath.ConnTableSize = MinConnTableSize - 1 }, "datapath.conn_table_size: 1023 is out of range"},
+		{"largest conn table", func(c *Config) { c.Datapath.ConnTableSize = MaxConnTableSize }, ""},
+		{"conn table above the largest", func(c *Config) { c.Datapath.ConnTableSize = MaxConnTableSize + 1 }, "datapath.conn_table_size: 16777217 is out of range"},
+		{"interface name of 15 bytes", func(c *Config) { c.Datapath.Interface = "enp0s31f6abcdef" }, ""},
+		{"interface name of 16 bytes", func(c *Config) { c.Datapath.Interface = "enp0s31f6abcdefg" }, `datapath.interface: "enp0s31f6abcdefg" is longer than 15 bytes`},
+		{"socket path of 107 bytes", func(c *Config) { c.API.Socket = "/" + strings.Repeat("s", 106) }, ""},
+		{"socket path of 108 bytes", func(c *Config) { c.API.Socket = "/" + strings.Repeat("s", 107) }, "api.socket:"},
+		{"as many VIPs as the datapath holds", vips(MaxVIPs), ""},
+		{"one VIP more than the datapath holds", vips(MaxVIPs + 1), "vips: 513 VIPs are more than the datapath's limit of 512"},
+		{"as many backend addresses as the datapath holds", backends(MaxBackendAddrs), ""},
+		{"one backend address more than the datapath holds", backends(MaxBackendAddrs + 1), "vips: 4097 distinct backend addresses are more than the datapath's limit of 4096"},
+		{"shortest health interval", func(c *Config) {
+			c.VIPs[0].Health.Interval, c.VIPs[0].Health.Timeout = Duration(MinHealthInterval), Duration(50*time.Millisecond)
+		}, ""},
+		{"health interval below the shortest", func(c *Config) {
+			c.VIPs[0].Health.Interval, c.VIPs[0].Health.Timeout = Duration(MinHealthInterval-time.Millisecond), Duration(50*time.Millisecond)
+		}, "vips[0].health.interval: 99ms is below the minimum of 100ms"},
+		{"shortest health timeout", func(c *Config) { c.VIPs[0].Health.Timeout = Duration(MinHealthTimeout) }, ""},
+		{"lowest HTTP status", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 100 }, ""},
+		{"HTTP status below the lowest", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 99 }, "vips[0].health.expect_status: 99 is not an HTTP status"},
+		{"highest HTTP status", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 599 }, ""},
+		{"HTTP status above the highest", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 600 }, "vips[0].health.expect_status: 600 is not an HTTP status"},
+		{"tcp and udp VIPs on one address and port", func(c *Config) {
+			v := DefaultVIP()
+			v.Name, v.Address, v.Port, v.Protocol = "web-udp", c.VIPs[0].Address, c.VIPs[0].Port, ProtocolUDP
+			v.Health.Type = CheckNone
+			c.VIPs = append(c.VIPs, v)
+		}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.set(c)
+			c.ApplyDefaults()
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want it accepted", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+				t.Errorf("Validate() = %v, want an error starting %q", err, tc.want)
+			}
+		})
+	}
+}
