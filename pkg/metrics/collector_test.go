@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -245,5 +246,25 @@ func TestCollectorNoCheckDurationBeforeTheFirstCheck(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c, "switchyard_backend_checks_total"); n != 1 {
 		t.Errorf("%d checks series of a backend not checked yet, want 1 (of 0 checks)", n)
+	}
+}
+
+// TestCollectorBoundsTheStatusCall: a status function that hangs (a map
+// read stuck behind a lock) must not hang every later scrape, so it is
+// called with a deadline of at most scrapeTimeout.
+func TestCollectorBoundsTheStatusCall(t *testing.T) {
+	var deadline time.Time
+	var ok bool
+	c := NewCollector(func(ctx context.Context) (api.Status, error) {
+		deadline, ok = ctx.Deadline()
+		return sampleStatus(), nil
+	}, nil)
+	start := time.Now()
+	testutil.CollectAndCount(c)
+	if !ok {
+		t.Fatal("the status function got a context without a deadline")
+	}
+	if latest := time.Now().Add(scrapeTimeout); !deadline.After(start) || deadline.After(latest) {
+		t.Errorf("the status function's deadline is %v after the scrape began, want at most %v", deadline.Sub(start), scrapeTimeout)
 	}
 }
