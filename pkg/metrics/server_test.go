@@ -146,3 +146,20 @@ func TestStalledRequestIsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestServerStartAfterClose: a server closed before it started (the daemon
+// shutting down during startup) must not start listening afterwards, where
+// nothing would ever close it.
+func TestServerStartAfterClose(t *testing.T) {
+	s := NewServer(ServerConfig{Listen: "127.0.0.1:0"}, NewRegistry(NewCollector(staticStatus(sampleStatus()), nil)))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err == nil {
+		t.Error("Start after Close succeeded")
+	}
+	if s.Addr() != nil {
+		t.Errorf("closed server listens on %v", s.Addr())
+		s.http.Close() // nothing else would
+	}
+}
