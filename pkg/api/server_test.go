@@ -862,3 +862,91 @@ func TestSlowAnswerOutlivesTheReadTimeout(t *testing.T) {
 		t.Errorf("status taking twice the read timeout: %s, its context ended with %v; want 200 OK and the context alive", resp.Status, err)
 	}
 }
+
+// TestStartRefusesUnlockedLiveSocket: a daemon of an earlier release takes
+// no lock file, so only the probe by connecting finds it; its socket must
+// be left alone.
+func TestStartRefusesUnlockedLiveSocket(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	old, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	before, err := os.Lstat(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(); !errors.Is(err, ErrSocketInUse) {
+		t.Fatalf("start beside a daemon that holds no lock: got %v, want ErrSocketInUse", err)
+	}
+	if after, err := os.Lstat(socket); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the other daemon's socket was replaced or removed (%v)", err)
+	}
+}
+
+// TestStartAfterClose: a server closed before it started (the daemon
+// shutting down during startup) must not create a socket afterwards, which
+// nothing would remove.
+func TestStartAfterClose(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	s, err := NewServer(ServerConfig{Socket: socket}, &fakeService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err == nil {
+		t.Error("Start after Close succeeded")
+		s.http.Close() // nothing else would
+		s.wg.Wait()
+		s.lock.Close()
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a closed server left %s (%v)", socket, err)
+	}
+}
+
+// TestFailedRequestsLogLevel: a request the daemon failed to answer (500)
+// is logged as an error for the operator; one the client got wrong (404)
+// only at debug level.
+func TestFailedRequestsLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("read conn table: operation not permitted"), "level=ERROR"},
+		{fmt.Errorf("no backend named %q: %w", "web-9", ErrNotFound), "level=DEBUG"},
+	} {
+		var logs syncBuffer
+		socket := filepath.Join(t.TempDir(), "sw.sock")
+		s, err := NewServer(ServerConfig{Socket: socket, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
+			&fakeService{err: tc.err})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rawDo(t, socket, http.MethodPost, "/v1/reload", "")
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var line string
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "api request failed") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, tc.want) {
+			t.Errorf("%v: logged %q, want it at %s", tc.err, line, tc.want)
+		}
+	}
+}
