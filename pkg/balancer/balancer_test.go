@@ -1812,3 +1812,28 @@ func TestDrainsWithoutAddressesMatchByName(t *testing.T) {
 		t.Errorf("drains file: %s (%v), want %s", data, err, want)
 	}
 }
+
+// TestReloadRefusesChangesThatNeedARestart: every setting the running
+// datapath, API socket or metrics listener was built from is refused by a
+// reload, naming the field, and the running configuration stays.
+func TestReloadRefusesChangesThatNeedARestart(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	before := r.vips()
+	for field, change := range map[string][2]string{
+		"datapath.interface":       {"  interface: lo\n", "  interface: eth9\n"},
+		"datapath.pin_dir":         {"  interface: lo\n", "  interface: lo\n  pin_dir: /sys/fs/bpf/hr-elsewhere\n"},
+		"datapath.attach_mode":     {"  interface: lo\n", "  interface: lo\n  attach_mode: generic\n"},
+		"datapath.conn_table_size": {"conn_table_size: 4096", "conn_table_size: 8192"},
+		"api.socket":               {"socket: /tmp/unused.sock", "socket: /tmp/other.sock"},
+		"metrics.listen":           {`listen: ""`, `listen: "127.0.0.1:9999"`},
+	} {
+		r.write(strings.Replace(baseConfig, change[0], change[1], 1))
+		_, err := r.b.Reload(r.ctx)
+		if !errors.Is(err, api.ErrRejected) || !strings.Contains(fmt.Sprint(err), field+" changed") || !strings.Contains(fmt.Sprint(err), "restart") {
+			t.Errorf("reload changing %s: %v, want it refused, saying to restart", field, err)
+		}
+	}
+	if after := r.vips(); !mapsEqual(before, after) {
+		t.Errorf("a refused reload changed the datapath")
+	}
+}
