@@ -1837,3 +1837,79 @@ func TestReloadRefusesChangesThatNeedARestart(t *testing.T) {
 		t.Errorf("a refused reload changed the datapath")
 	}
 }
+
+// TestDrainOfARemovedVIPEnds: a drain of a backend of a VIP the file
+// removes ends with the VIP, as one of a removed backend does: the VIP
+// added again follows the file.
+func TestDrainOfARemovedVIPEnds(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	webAt, dnsAt := strings.Index(baseConfig, "  - name: web"), strings.Index(baseConfig, "  - name: dns")
+	r.write(baseConfig[:webAt] + baseConfig[dnsAt:])
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.write(baseConfig)
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if slots := r.slots("web")["10.2.2.2"]; slots == 0 {
+		t.Error("be2, drained in a VIP the file removed and added again, is still drained")
+	}
+}
+
+// TestFailedReloadKeepsOperatorDrains: a reload that would have ended a
+// drain (the file removes the backend) but that the datapath fails to take
+// leaves the running configuration in force, the drain included.
+func TestFailedReloadKeepsOperatorDrains(t *testing.T) {
+	newKey := datapath.VIPKey{Addr: netip.MustParseAddr("10.100.0.9"), Port: 80, Proto: datapath.ProtoTCP}
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return &failingPublish{dp, &newKey}
+	})
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	r.write(strings.Replace(baseConfig, "      - {name: be2, address: 10.2.2.2}\n", "", 1) +
+		"  - name: zz\n    address: 10.100.0.9\n    port: 80\n    table_size: 251\n    health: {type: none}\n    backends:\n      - {name: be1, address: 10.2.1.2}\n")
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("reload with a failing datapath: %v, want the datapath's error", err)
+	}
+	if slots := r.slots("web")["10.2.2.2"]; slots != 0 {
+		t.Errorf("after the failed reload the drained be2 has %d slots, want it still drained", slots)
+	}
+}
+
+// TestUndrainOfThePreviousFormatWins: a drains file of the previous
+// release records no `drained` of the file, so at the first start the
+// operator's word wins over the file's, an undrain of a backend the file
+// drains included.
+func TestUndrainOfThePreviousFormatWins(t *testing.T) {
+	drainedInFile := strings.Replace(baseConfig, "{name: be2, address: 10.2.2.2}", "{name: be2, address: 10.2.2.2, drained: true}", 1)
+	r := newRig(t, drainedInFile, datapath.Options{})
+	if err := os.WriteFile(r.drains, []byte(`{"web/be2":false}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.restart(drainedInFile)
+	if slots := r.slots("web")["10.2.2.2"]; slots == 0 {
+		t.Error("be2, undrained by the operator under the previous release, is drained by the file at the first start")
+	}
+}
+
+// TestOrphanedFileValueIsForgotten: a file value ("VIP/NAME config_drained")
+// whose override is gone is dropped from the drains file at the start.
+func TestOrphanedFileValueIsForgotten(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	if err := os.WriteFile(r.drains, []byte(`{"web/be2 config_drained":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.restart(baseConfig)
+	data, err := os.ReadFile(r.drains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "config_drained") {
+		t.Errorf("drains file after the start: %s, want the orphaned file value gone", data)
+	}
+}
