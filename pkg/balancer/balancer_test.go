@@ -430,6 +430,9 @@ func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	if s := r.slots("web"); s["10.2.4.2"] == 0 {
 		t.Errorf("new backend has no slots: %v", s)
 	}
+	if st, err := r.b.Status(r.ctx); err != nil || st.LastReloadError != "" {
+		t.Errorf("last reload error after a reload that succeeded: %q (%v), want none", st.LastReloadError, err)
+	}
 
 	// Reloading the same file changes nothing.
 	resp, err = r.b.Reload(r.ctx)
