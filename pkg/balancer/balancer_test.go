@@ -1916,3 +1916,18 @@ func TestOrphanedFileValueIsForgotten(t *testing.T) {
 		t.Errorf("drains file after the start: %s, want the orphaned file value gone", data)
 	}
 }
+
+// TestNewVIPsFirstTableHasItsBackends: a backend the monitor has no state
+// for yet is healthy, as a new target starts, so a VIP a reload adds gets
+// one table with its backends, not first an empty one that drops its new
+// flows (no_backend) until the health targets are in place.
+func TestNewVIPsFirstTableHasItsBackends(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	r.write(baseConfig + "  - name: zz\n    address: 10.100.0.9\n    port: 80\n    table_size: 251\n    health: {type: none}\n    backends:\n      - {name: be1, address: 10.2.1.2}\n")
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.logs.matching(slog.LevelInfo, "table published", "vip=zz"); len(got) != 1 || !strings.Contains(got[0], "backends=1") {
+		t.Errorf("tables published for the new VIP: %q, want one, with its backend", got)
+	}
+}
