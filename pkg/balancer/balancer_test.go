@@ -1931,3 +1931,97 @@ func TestNewVIPsFirstTableHasItsBackends(t *testing.T) {
 		t.Errorf("tables published for the new VIP: %q, want one, with its backend", got)
 	}
 }
+
+// countersOf is the real datapath, except that its per-VIP and per-backend
+// counters are made up: the kernel's counting is tested in pkg/datapath;
+// here what is tested is that the control loop copies each counter to its
+// own field of the status (which real traffic, raising packets and bytes
+// together, cannot tell apart) and turns packet counts into rates.
+type countersOf struct {
+	*datapath.Balancer
+	vipPackets *atomic.Uint64 // nil: every counter of VIP n is distinct, from n
+}
+
+func (c countersOf) VIPCounters(num uint32) (datapath.VIPCounters, error) {
+	if c.vipPackets != nil {
+		return datapath.VIPCounters{Packets: c.vipPackets.Load()}, nil
+	}
+	n := 10 * uint64(num)
+	return datapath.VIPCounters{Packets: n + 1, Bytes: n + 2, NewFlows: n + 3, ConnHits: n + 4, ConnMisses: n + 5}, nil
+}
+
+func (c countersOf) BackendCounters(id uint32) (datapath.BackendCounters, error) {
+	n := 10 * uint64(id)
+	return datapath.BackendCounters{Packets: n + 1, Bytes: n + 2}, nil
+}
+
+// TestStatusCarriesEachCounter: the status (and so the metrics) gives each
+// VIP and backend its own counters, each in its field, and says which
+// backend is drained.
+func TestStatusCarriesEachCounter(t *testing.T) {
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath { return countersOf{Balancer: dp} })
+	if _, err := r.b.Drain(r.ctx, "web/be2", true); err != nil {
+		t.Fatal(err)
+	}
+	nums := map[string]uint32{}
+	if err := r.b.do(r.ctx, func() {
+		for i := range r.b.cfg.VIPs {
+			nums[r.b.cfg.VIPs[i].Name] = r.b.vipNums[vipKey(&r.b.cfg.VIPs[i])]
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.VIPs {
+		n := 10 * uint64(nums[v.Name])
+		if got, want := [5]uint64{v.Packets, v.Bytes, v.NewFlows, v.ConnHits, v.ConnMisses}, [5]uint64{n + 1, n + 2, n + 3, n + 4, n + 5}; got != want {
+			t.Errorf("VIP %s: packets, bytes, new flows, conn hits, conn misses = %v, want %v", v.Name, got, want)
+		}
+		for _, be := range v.Backends {
+			n := 10 * uint64(be.ID)
+			if be.Packets != n+1 || be.Bytes != n+2 {
+				t.Errorf("%s/%s: packets %d, bytes %d; want %d, %d", v.Name, be.Name, be.Packets, be.Bytes, n+1, n+2)
+			}
+			if want := v.Name == "web" && be.Name == "be2"; be.Drained != want {
+				t.Errorf("%s/%s: drained %v, want %v", v.Name, be.Name, be.Drained, want)
+			}
+		}
+	}
+}
+
+// TestPacketRateAfterACounterReset: counters that go down (a datapath
+// loaded afresh) give no rate, not the wrap-around of an unsigned
+// difference, neither between samples nor from the status's fresher one.
+func TestPacketRateAfterACounterReset(t *testing.T) {
+	var packets atomic.Uint64
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return countersOf{Balancer: dp, vipPackets: &packets}
+	})
+	rates := func(step string) {
+		t.Helper()
+		st, err := r.b.Status(r.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range st.VIPs {
+			if v.PacketRate < 0 || v.PacketRate > 1e6 {
+				t.Errorf("%s: VIP %s has a packet rate of %g/s", step, v.Name, v.PacketRate)
+			}
+		}
+	}
+	now := time.Now()
+	packets.Store(1000)
+	if err := r.b.do(r.ctx, func() { r.b.sampleRates(now.Add(-2 * time.Second)) }); err != nil {
+		t.Fatal(err)
+	}
+	packets.Store(10)
+	if err := r.b.do(r.ctx, func() { r.b.sampleRates(now.Add(-time.Second)) }); err != nil {
+		t.Fatal(err)
+	}
+	rates("counters reset between two samples")
+	packets.Store(5)
+	rates("counters reset since the last sample")
+}
