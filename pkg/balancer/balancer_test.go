@@ -2025,3 +2025,18 @@ func TestPacketRateAfterACounterReset(t *testing.T) {
 	packets.Store(5)
 	rates("counters reset since the last sample")
 }
+
+// TestDrainLeavingOnlyDownBackendsWarns: a drain that leaves a VIP only
+// backends that fail their checks leaves it no backend for new flows as
+// surely as one that drains the last, and says so.
+func TestDrainLeavingOnlyDownBackendsWarns(t *testing.T) {
+	r := newCheckedRig(t, failingCheckConfig, datapath.Options{}, nil, refusingDialer{down: be2Down})
+	r.waitBe2Down()
+	resp, err := r.b.Drain(r.ctx, "web/be1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Warnings) != 1 || !strings.HasPrefix(resp.Warnings[0], "VIP web has no backend left for new flows") {
+		t.Errorf("drain of web's only healthy backend: warnings %q, want one saying web has none left", resp.Warnings)
+	}
+}
