@@ -2040,3 +2040,75 @@ func TestDrainLeavingOnlyDownBackendsWarns(t *testing.T) {
 		t.Errorf("drain of web's only healthy backend: warnings %q, want one saying web has none left", resp.Warnings)
 	}
 }
+
+// flowsOf is the real datapath, except that its connection table holds
+// the flows given: putting entries there takes traffic through the
+// program, which pkg/datapath and test/e2e do; here what is tested is how
+// the control loop selects, limits and names them.
+type flowsOf struct {
+	*datapath.Balancer
+	flows func() []datapath.Conn
+}
+
+func (f flowsOf) Flows(fn func(datapath.FlowKey, datapath.Conn) bool) error {
+	for i, c := range f.flows() {
+		k := datapath.FlowKey{Src: netip.MustParseAddr("192.0.2.7"), SrcPort: uint16(40000 + i),
+			Dst: netip.MustParseAddr("10.100.0.1"), DstPort: 80, Proto: datapath.ProtoTCP}
+		if !fn(k, c) {
+			break
+		}
+	}
+	return nil
+}
+
+// TestFlowsSelectLimitAndName: flows are listed up to the limit (1000 by
+// default), truncated only when more remain, of one VIP when asked, each
+// named by its VIP and its backend as that VIP names it, or by the
+// backend's address when the VIP names it not.
+func TestFlowsSelectLimitAndName(t *testing.T) {
+	var conns []datapath.Conn
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return flowsOf{dp, func() []datapath.Conn { return conns }}
+	})
+	var web, dns, be1, be2, be3 uint32
+	if err := r.b.do(r.ctx, func() {
+		web, dns = r.b.vipNums[vipKey(r.b.cfg.VIPByName("web"))], r.b.vipNums[vipKey(r.b.cfg.VIPByName("dns"))]
+		id := func(a string) uint32 { return r.b.backendIDs[netip.MustParseAddr(a)] }
+		be1, be2, be3 = id("10.2.1.2"), id("10.2.2.2"), id("10.2.3.2")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conns = []datapath.Conn{
+		{VIPNum: web, BackendID: be1}, {VIPNum: web, BackendID: be3}, {VIPNum: dns, BackendID: be1},
+		{VIPNum: web, BackendID: be2}, {VIPNum: dns, BackendID: be2}, // dns has no be2: named by address
+	}
+	want := []string{"web be1", "web be3", "dns be1", "web be2", "dns 10.2.2.2"}
+	list := func(vip string, limit int) ([]string, bool) {
+		t.Helper()
+		resp, err := r.b.Flows(r.ctx, vip, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range resp.Flows {
+			got = append(got, f.VIPName+" "+f.Backend)
+		}
+		return got, resp.Truncated
+	}
+	for _, tc := range []struct {
+		vip       string
+		limit     int
+		want      []string
+		truncated bool
+	}{
+		{"", 0, want, false},
+		{"", len(want), want, false},
+		{"", 2, want[:2], true},
+		{"dns", 0, []string{"dns be1", "dns 10.2.2.2"}, false},
+		{"web", 1, want[:1], true},
+	} {
+		if got, truncated := list(tc.vip, tc.limit); !slices.Equal(got, tc.want) || truncated != tc.truncated {
+			t.Errorf("flows of VIP %q, limit %d: %q, truncated %v; want %q, truncated %v", tc.vip, tc.limit, got, truncated, tc.want, tc.truncated)
+		}
+	}
+}
