@@ -364,6 +364,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: encap.source_prefix_v4: 224.1.0.0/24 holds multicast addresses (224.0.0.0/4); use a unicast prefix routed to this balancer, e.g. 172.16.0.0/16"}},
 		{"source prefix everything", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 0.0.0.0/0"),
 			[]string{"t.yaml:3: encap.source_prefix_v4: 0.0.0.0/0 holds"}},
+		{"source prefix around loopback", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 126.0.0.0/7"),
+			[]string{"t.yaml:3: encap.source_prefix_v4: 126.0.0.0/7 holds loopback addresses (127.0.0.0/8)"}},
 		{"source prefix loopback", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v4: 127.0.0.0/8"),
 			[]string{"t.yaml:3: encap.source_prefix_v4: 127.0.0.0/8 holds loopback addresses (127.0.0.0/8)"}},
 		{"source prefix v6 multicast", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v6: 'ff05::/64'"),
@@ -392,6 +394,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: api.socket:", "longer than the 107 a unix socket path may have"}},
 		{"metrics not host:port", lines("datapath: {interface: eth0}", "metrics:", "  listen: 9301"),
 			[]string{`t.yaml:3: metrics.listen: "9301" is not host:port`}},
+		{"metrics bad host", lines("datapath: {interface: eth0}", "metrics:", "  listen: 'lo cal:9301'"),
+			[]string{`t.yaml:3: metrics.listen: host "lo cal" in "lo cal:9301" is not an address or host name`}},
 		{"metrics bad port", lines("datapath: {interface: eth0}", "metrics:", "  listen: 127.0.0.1:99999"),
 			[]string{`t.yaml:3: metrics.listen: port "99999"`}},
 
@@ -1150,6 +1154,8 @@ func TestValidateLimits(t *testing.T) {
 		set  func(*Config)
 		want string // "" for accepted, else the start of the error
 	}{
+		{"highest metrics port", func(c *Config) { c.Metrics.Listen = "127.0.0.1:65535" }, ""},
+		{"metrics port above the highest", func(c *Config) { c.Metrics.Listen = "127.0.0.1:65536" }, `metrics.listen: port "65536"`},
 		{"smallest conn table", func(c *Config) { c.Datapath.ConnTableSize = MinConnTableSize }, ""},
 		{"conn table below the smallest", func(c *Config) { c.Datapath.ConnTableSize = MinConnTableSize - 1 }, "datapath.conn_table_size: 1023 is out of range"},
 		{"largest conn table", func(c *Config) { c.Datapath.ConnTableSize = MaxConnTableSize }, ""},
