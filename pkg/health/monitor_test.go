@@ -629,3 +629,30 @@ func TestRenameKeepsTheCheck(t *testing.T) {
 		t.Errorf("state after the rename %+v: want the check kept (10 successes in a row), not restarted", st)
 	}
 }
+
+// TestSinceMarksEachChange: Since is when the target was added, then when
+// it last changed state: down after its failures, and up at once when its
+// check is turned off.
+func TestSinceMarksEachChange(t *testing.T) {
+	m, ch := newMonitor(t, true)
+	failing := checkerFunc(func(context.Context) error { return errors.New("refused") })
+	before := time.Now()
+	// web/be2 has no check, so nothing changes its state after Set.
+	if err := m.Set([]Target{target("web/be1", failing, 1, 1), {Key: "web/be2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, m, "web/be2"); st.Since.Before(before) || st.Since.After(time.Now()) {
+		t.Errorf("new target: Since %v, want the time of Set", st.Since)
+	}
+	tr := waitTransition(t, ch, "web/be1", false)
+	if st := mustState(t, m, "web/be1"); !st.Since.Equal(tr.Time) {
+		t.Errorf("after going down: Since %v, want the transition's time %v", st.Since, tr.Time)
+	}
+	before = time.Now()
+	if err := m.Set([]Target{{Key: "web/be1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustState(t, m, "web/be1"); !st.Healthy || st.Since.Before(before) {
+		t.Errorf("check turned off: healthy %v since %v, want healthy since the Set at %v", st.Healthy, st.Since, before)
+	}
+}
