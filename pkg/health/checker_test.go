@@ -132,6 +132,11 @@ func TestHTTPChecker(t *testing.T) {
 			w.WriteHeader(http.StatusNoContent)
 		case "/moved":
 			http.Redirect(w, r, "/ok", http.StatusFound)
+		case "/ua":
+			// Backends' logs tell the checks from clients by it.
+			if r.UserAgent() != "switchyard-health-check" {
+				w.WriteHeader(http.StatusBadRequest)
+			}
 		case "/slow":
 			<-r.Context().Done()
 		case "/hungbody":
@@ -158,6 +163,7 @@ func TestHTTPChecker(t *testing.T) {
 		{name: "expected status other than 200", c: HTTPChecker{URL: plain.URL + "/nocontent", ExpectStatus: 204}},
 		{name: "200 when 204 is expected", c: HTTPChecker{URL: plain.URL + "/ok", ExpectStatus: 204},
 			wantErr: "status 200 OK, want 204"},
+		{name: "the check names itself in User-Agent", c: HTTPChecker{URL: plain.URL + "/ua"}},
 		{name: "redirect is not followed", c: HTTPChecker{URL: plain.URL + "/moved"}, wantErr: "status 302 Found, want 200"},
 		{name: "https with a self-signed certificate", c: HTTPChecker{URL: tlsSrv.URL + "/ok"}},
 		{name: "https 503", c: HTTPChecker{URL: tlsSrv.URL + "/down"}, wantErrIs: ErrUnexpectedStatus},
