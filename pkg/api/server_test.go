@@ -666,6 +666,11 @@ func TestClientForeignAnswers(t *testing.T) {
 		case "/v1/flows":
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, `{"flows": [`)
+		case "/v1/drain":
+			// JSON, but not an api.Error: its text is all there is.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprint(w, `{"message": "backend pool locked"}`)
 		default:
 			http.NotFound(w, r)
 		}
@@ -682,6 +687,9 @@ func TestClientForeignAnswers(t *testing.T) {
 	}
 	if _, err := c.Reload(t.Context()); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "404 Not Found: 404 page not found") {
 		t.Errorf("reload: got %v, want ErrNotFound with the text", err)
+	}
+	if _, err := c.Drain(t.Context(), "be1"); err == nil || err.Error() != `500 Internal Server Error: {"message": "backend pool locked"}` {
+		t.Errorf("drain: got %v, want the status and the JSON that is not an api.Error", err)
 	}
 	if _, err := c.Flows(t.Context(), "", 0); err == nil || !strings.Contains(err.Error(), "read the answer of switchyard at "+socket) {
 		t.Errorf("flows: got %v, want an error naming the socket whose answer was cut short", err)
