@@ -1,7 +1,6 @@
 package topology
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -76,58 +74,20 @@ func TestSweepOrphansRemovesWhatAKilledRunLeft(t *testing.T) {
 	// The killed run's.
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperOrphanTopology$", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), orphanEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
+	f, child := KillAfterReady(t, ctx, "TestHelperOrphanTopology", orphanEnv+"=1")
+	if len(f) != 3 {
+		t.Fatalf("the child process's ready line has fields %v, want prefix, pid and directory", f)
+	}
+	prefix, dir := f[0], f[2]
+	pid, err := strconv.Atoi(f[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	sleepFd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("the child's process in its namespace: %v", err)
 	}
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	ready := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if rest, ok := strings.CutPrefix(sc.Text(), "ready "); ok {
-				ready <- strings.Fields(rest)
-				return
-			}
-		}
-		ready <- nil
-	}()
-	var prefix, dir string
-	var sleepFd int
-	select {
-	case f := <-ready:
-		if len(f) != 3 {
-			t.Fatalf("the child process ended without building its topology (%v)", f)
-		}
-		prefix, dir = f[0], f[2]
-		pid, err := strconv.Atoi(f[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sleepFd, err = unix.PidfdOpen(pid, 0); err != nil {
-			t.Fatalf("the child's process in its namespace: %v", err)
-		}
-		t.Cleanup(func() { unix.Close(sleepFd) })
-	case <-ctx.Done():
-		t.Fatal("the child process did not build its topology within a minute")
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	killed = true
+	t.Cleanup(func() { unix.Close(sleepFd) })
 	// Whatever this test fails to check, it leaves nothing behind.
 	t.Cleanup(func() { SweepOrphans() })
 	if len(Leftovers(prefix)) != 4 || exited(sleepFd) {
@@ -142,8 +102,8 @@ func TestSweepOrphansRemovesWhatAKilledRunLeft(t *testing.T) {
 	if i >= 0 {
 		o := swept[i]
 		t.Logf("swept %s", o)
-		if o.PID != cmd.Process.Pid || len(o.Namespaces) != 4 || !slices.Equal(o.Paths, []string{dir}) {
-			t.Errorf("swept %+v, want pid %d, 4 namespaces and %s", o, cmd.Process.Pid, dir)
+		if o.PID != child || len(o.Namespaces) != 4 || !slices.Equal(o.Paths, []string{dir}) {
+			t.Errorf("swept %+v, want pid %d, 4 namespaces and %s", o, child, dir)
 		}
 	} else {
 		// Another test process swept it first (go test runs packages

@@ -1,9 +1,14 @@
 package topology
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -67,4 +72,58 @@ func SweepTestOrphans(logf func(format string, args ...any)) {
 	if err != nil {
 		logf("sweeping the leftovers of killed runs: %v", err)
 	}
+}
+
+// KillAfterReady runs this test binary again as a child that runs only the
+// test named run, with env added to its environment, waits for the child
+// to print a line "ready FIELD...", SIGKILLs it (as Ctrl-C or a -timeout
+// panic would end a test run, with no cleanup) and returns the fields and
+// the child's pid. It
+// fails tb if the child ends, or ctx does, before it is ready. A child
+// left running by a failed tb is killed at tb's end.
+func KillAfterReady(tb testing.TB, ctx context.Context, run string, env ...string) ([]string, int) {
+	tb.Helper()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+run+"$", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	killed := false
+	tb.Cleanup(func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	ready := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "ready "); ok {
+				ready <- strings.Fields(rest)
+				return
+			}
+		}
+		ready <- nil
+	}()
+	var fields []string
+	select {
+	case fields = <-ready:
+		if fields == nil {
+			tb.Fatalf("the child process (%s) ended before it was ready", run)
+		}
+	case <-ctx.Done():
+		tb.Fatalf("the child process (%s) was not ready in time", run)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Wait()
+	killed = true
+	return fields, cmd.Process.Pid
 }

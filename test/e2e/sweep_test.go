@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,66 +29,28 @@ func TestSweepRemovesTheLabOfAKilledRun(t *testing.T) {
 	live := newLab(t, demo.LabConfig{Backends: 1})
 	ctx := testContext(t, 2*time.Minute)
 
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperOrphanLab$", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), orphanLabEnv+"=1", binaryEnv+"="+binary)
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	f, _ := topology.KillAfterReady(t, ctx, "TestHelperOrphanLab", orphanLabEnv+"=1", binaryEnv+"="+binary)
+	if len(f) != 5 {
+		t.Fatalf("the child process's ready line has fields %v, want prefix, directory and three pids", f)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	ready := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if rest, ok := strings.CutPrefix(sc.Text(), "ready "); ok {
-				ready <- strings.Fields(rest)
-				return
-			}
-		}
-		ready <- nil
-	}()
-	var prefix, dir string
+	prefix, dir := f[0], f[1]
 	var procs []int // pidfds of the lab's daemon, agent and server
 	t.Cleanup(func() {
 		for _, fd := range procs {
 			unix.Close(fd)
 		}
 	})
-	select {
-	case f := <-ready:
-		if len(f) != 5 {
-			t.Fatalf("the child process ended without building its lab (%v)", f)
+	for _, s := range f[2:] {
+		pid, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
 		}
-		prefix, dir = f[0], f[1]
-		for _, s := range f[2:] {
-			pid, err := strconv.Atoi(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fd, err := unix.PidfdOpen(pid, 0)
-			if err != nil {
-				t.Fatalf("process %d of the child's lab: %v", pid, err)
-			}
-			procs = append(procs, fd)
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatalf("process %d of the child's lab: %v", pid, err)
 		}
-	case <-ctx.Done():
-		t.Fatal("the child process did not build its lab in time")
+		procs = append(procs, fd)
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	killed = true
 	// Whatever this test fails to check, it leaves nothing behind.
 	t.Cleanup(func() { topology.SweepOrphans() })
 	pinBase := demo.PinBase(prefix)
