@@ -231,21 +231,8 @@ func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
 			}
 		}
 		// The topology's default routes, through eth0 alone.
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
-			if err != nil {
-				return err
-			}
-			for _, r := range routes {
-				if r.Dst != nil {
-					if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-						continue
-					}
-				}
-				if err := h.RouteDel(&r); err != nil {
-					return err
-				}
-			}
+		if err := deleteDefaultRoutes(h); err != nil {
+			return err
 		}
 		// default nexthop via 10.9.0.1 dev htx0 nexthop via 10.1.1.7
 		// dev eth0 nexthop via 10.1.1.5 dev eth0
@@ -332,21 +319,8 @@ func TestGatewayOfAnIPv4RouteViaIPv6(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
-			if err != nil {
-				return err
-			}
-			for _, r := range routes {
-				if r.Dst != nil {
-					if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-						continue
-					}
-				}
-				if err := h.RouteDel(&r); err != nil {
-					return err
-				}
-			}
+		if err := deleteDefaultRoutes(h); err != nil {
+			return err
 		}
 		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
 		return h.RouteAdd(&netlink.Route{Dst: any4, LinkIndex: l.Attrs().Index,
@@ -394,28 +368,9 @@ func TestStatusNamesNoGatewayWithoutADefaultRoute(t *testing.T) {
 			t.Fatalf("next hop %+v not resolved 10 s after the start", status())
 		}
 	}
-	// IPv6's first: the next hop is the IPv4 route's router, which the
-	// IPv6 route would replace if it outlived the IPv4 one.
-	err := topo.Netlink(node, func(h *netlink.Handle) error {
-		for _, fam := range []int{netlink.FAMILY_V6, netlink.FAMILY_V4} {
-			routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
-			if err != nil {
-				return err
-			}
-			for _, r := range routes {
-				if r.Dst != nil {
-					if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-						continue
-					}
-				}
-				if err := h.RouteDel(&r); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	// (IPv6's first: the next hop is the IPv4 route's router, which the
+	// IPv6 route would replace if it outlived the IPv4 one.)
+	if err := topo.Netlink(node, deleteDefaultRoutes); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); status().Resolved; time.Sleep(10 * time.Millisecond) {
@@ -430,4 +385,26 @@ func TestStatusNamesNoGatewayWithoutADefaultRoute(t *testing.T) {
 	if got := logs.matching(slog.LevelWarn, "next hop lost"); len(got) != 1 || !strings.Contains(got[0], "gateway="+gw) {
 		t.Errorf("default route deleted: warnings %q, want one \"next hop lost\" naming %s", got, gw)
 	}
+}
+
+// deleteDefaultRoutes deletes the default routes of h's namespace, IPv6's
+// first.
+func deleteDefaultRoutes(h *netlink.Handle) error {
+	for _, fam := range []int{netlink.FAMILY_V6, netlink.FAMILY_V4} {
+		routes, err := h.RouteListFiltered(fam, &netlink.Route{}, 0)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+					continue
+				}
+			}
+			if err := h.RouteDel(&r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
