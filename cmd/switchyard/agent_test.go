@@ -599,7 +599,30 @@ func TestAgentInterfaceRemoved(t *testing.T) {
 	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
 	before := agentState(t, topo, be, pinDir)
 	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+	exitErr := deleteEthAndAwaitExit(t, topo, be, cmd, exited, stderr, "agent")
+	log := stderr.String()
+	if exitErr == nil || !strings.Contains(log, "the agent's interface is gone") || !strings.Contains(log, "start the agent again once the interface is back") {
+		t.Errorf("agent exited with %v, want an error saying its interface is gone and what to do; its log:\n%s", exitErr, log)
+	}
+	// agentState reads eth0's settings: an eth0 of its own is there again.
 	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := agentState(t, topo, be, pinDir)
+	if !slices.Equal(after.lo, before.lo) || after.pinned {
+		t.Errorf("after the agent exited: lo %v, pinned %t; want lo %v, nothing pinned", after.lo, after.pinned, before.lo)
+	}
+}
+
+// deleteEthAndAwaitExit deletes node's eth0, under the running command cmd
+// (who, for messages), and returns how cmd exited (exited says it), within
+// 10 s.
+func deleteEthAndAwaitExit(t *testing.T, topo *topology.Topology, node string, cmd *exec.Cmd, exited <-chan error, stderr *syncBuffer, who string) error {
+	t.Helper()
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
 		l, err := h.LinkByName(topology.EthName)
 		if err != nil {
 			return err
@@ -609,27 +632,13 @@ func TestAgentInterfaceRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var exitErr error
 	select {
-	case exitErr = <-exited:
+	case err := <-exited:
+		return err
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
 		<-exited
-		t.Fatalf("agent still runs 10 s after its interface was removed:\n%s", stderr.String())
-	}
-	log := stderr.String()
-	if exitErr == nil || !strings.Contains(log, "the agent's interface is gone") || !strings.Contains(log, "start the agent again once the interface is back") {
-		t.Errorf("agent exited with %v, want an error saying its interface is gone and what to do; its log:\n%s", exitErr, log)
-	}
-	// agentState reads eth0's settings: an eth0 of its own is there again.
-	err = topo.Netlink(be, func(h *netlink.Handle) error {
-		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	after := agentState(t, topo, be, pinDir)
-	if !slices.Equal(after.lo, before.lo) || after.pinned {
-		t.Errorf("after the agent exited: lo %v, pinned %t; want lo %v, nothing pinned", after.lo, after.pinned, before.lo)
+		t.Fatalf("%s still runs 10 s after its interface was removed:\n%s", who, stderr.String())
+		return nil
 	}
 }

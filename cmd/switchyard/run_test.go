@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -192,24 +190,7 @@ func TestRunInterfaceRemoved(t *testing.T) {
 			t.Fatalf("switchyard run did not run within 10 s:\n%s", stderr.String())
 		}
 	}
-	err = topo.Netlink(lb, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		return h.LinkDel(l)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var exitErr error
-	select {
-	case exitErr = <-exited:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-exited
-		t.Fatalf("switchyard run still runs 10 s after its interface was removed:\n%s", stderr.String())
-	}
+	exitErr := deleteEthAndAwaitExit(t, topo, lb, cmd, exited, &stderr, "switchyard run")
 	log := stderr.String()
 	var ee *exec.ExitError
 	if !errors.As(exitErr, &ee) || ee.ExitCode() != 1 || !strings.Contains(log, "switchyard run: the balancer's interface is gone: eth0") ||
