@@ -362,7 +362,11 @@ static __always_inline int parse_rest(struct xdp_md *ctx, struct pkt *p, int *ic
 	if (ret == PARSE_PASS)
 		return XDP_PASS;
 	if (ret == PARSE_MALFORMED) {
-		count(STAT_PASS_MALFORMED);
+		/* Once the address is known (an IPv6 chain too long to
+		 * follow: p->v6 is set), only a VIP address's packet counts:
+		 * vip_filter lets some host addresses through. */
+		if (!p->v6 || bpf_map_lookup_elem(&vip_addrs, &p->flow.dst))
+			count(STAT_PASS_MALFORMED);
 		return XDP_PASS;
 	}
 	if (ret >= PARSE_DROP)

@@ -187,3 +187,42 @@ func TestV4MappedIPv6(t *testing.T) {
 		t.Errorf("decap counters %v -> %v, want one more pass and no IPv6 decap", before2, after2)
 	}
 }
+
+// TestLongChainToHostAddress: an IPv6 packet with a chain of extension
+// headers too long to follow, to an address that is no VIP's but shares
+// a VIP address's bit in vip_filter, is host traffic: passed untouched and
+// not counted as pass_malformed, which counts such VIP packets (its
+// neighbour in the filter decided the count before).
+func TestLongChainToHostAddress(t *testing.T) {
+	w := newWorld(t, Options{})
+	want := vipFilterBit(toAddr(vip6))
+	var host netip.Addr
+	for i := uint32(1); i < 1<<24 && !host.IsValid(); i++ {
+		a := netip.AddrFrom16([16]byte{0xfd, 0, 0x02, 0, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+		if vipFilterBit(toAddr(a)) == want {
+			host = a
+		}
+	}
+	if !host.IsValid() {
+		t.Fatal("no address shares the VIP's filter bit")
+	}
+	five := [][2]int{{extHopByHop, 8}, {extDestOpts, 8}, {extRouting, 8}, {extDestOpts, 8}, {extDestOpts, 8}}
+	for _, c := range []struct {
+		dst     netip.Addr
+		counted uint64
+	}{
+		{vip6, 1}, // the control: a VIP packet's chain is counted
+		{host, 0},
+	} {
+		plain, l2 := build(t, pktSpec{src: client6, dst: c.dst, sport: 46200, dport: 80, proto: ProtoTCP, syn: true})
+		in := withExtHeaders(plain, l2, five...)
+		before := w.stats(t)
+		act, out := w.run(t, in)
+		if act != xdpPass || !bytes.Equal(out[:len(in)], in) {
+			t.Errorf("five extension headers to %s: %s, want PASS untouched", c.dst, actionNames[act])
+		}
+		if got := statsDelta(before, w.stats(t)); got["pass_malformed"] != c.counted || len(got) > int(c.counted) {
+			t.Errorf("five extension headers to %s: counters moved by %v, want pass_malformed +%d only", c.dst, got, c.counted)
+		}
+	}
+}
