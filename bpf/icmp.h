@@ -23,8 +23,8 @@ static __always_inline void swap_macs(struct ethhdr *eth)
 }
 
 /* 1 if the packet's source names a single host that an ICMP message may
- * go to: not unspecified, loopback, multicast, broadcast or class E
- * (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)). */
+ * go to: not unspecified, loopback, multicast, broadcast, class E or, for
+ * IPv6, IPv4-mapped (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)). */
 static __always_inline int src_one_host(const struct pkt *p)
 {
 	const struct addr *a = &p->flow.src;
@@ -35,6 +35,9 @@ static __always_inline int src_one_host(const struct pkt *p)
 		return first != 0 && first != 127 && first < 224;
 	}
 	if ((a->a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000))
+		return 0;
+	/* ::ffff:a.b.c.d names an IPv4 host, which no IPv6 packet reaches. */
+	if (addr_v4_mapped(a))
 		return 0;
 	return (a->a[0] | a->a[1] | a->a[2] | (a->a[3] & ~bpf_htonl(1))) != 0;
 }
@@ -206,8 +209,9 @@ static __always_inline int send_too_big(struct xdp_md *ctx, const struct pkt *p,
 		iph->ihl = 5;
 		iph->tos = 0;
 		iph->tot_len = bpf_htons(hdrs + quote);
+		/* DF: with ID 0, the datagram must be atomic (RFC 6864). */
 		iph->id = 0;
-		iph->frag_off = 0;
+		iph->frag_off = bpf_htons(IP_DF);
 		iph->ttl = DEFAULT_TTL;
 		iph->protocol = IPPROTO_ICMP;
 		iph->check = 0;

@@ -102,6 +102,7 @@ func TestNoEchoReplyToNonUnicastSources(t *testing.T) {
 		{"::", xdpDrop},
 		{"::1", xdpDrop},
 		{"ff02::1", xdpDrop},
+		{"::ffff:10.0.0.9", xdpDrop}, // an IPv4 host's name, on no IPv6 packet
 	} {
 		src := netip.MustParseAddr(c.src)
 		s := pktSpec{src: src, dst: vip4, icmpType: 8, icmpID: 1, icmpSeq: 1, icmpPayload: []byte("ping")}

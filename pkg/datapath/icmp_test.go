@@ -167,8 +167,8 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 			if len(icmp) != 8+28 || !bytes.Equal(icmp[8:], in[l2:l2+28]) {
 				t.Errorf("quote is not the offending packet's first 28 bytes: %x", icmp[8:])
 			}
-			if ip.Flags&layers.IPv4DontFragment != 0 {
-				t.Errorf("the too-big itself has DF set")
+			if ip.Flags != layers.IPv4DontFragment || ip.FragOffset != 0 {
+				t.Errorf("the too-big has flags %v, offset %d; want DF alone: its ID is 0, so it must be atomic (RFC 6864)", ip.Flags, ip.FragOffset)
 			}
 			if inetChecksum(out[l2:l2+20], 0) != 0 || inetChecksum(icmp, 0) != 0 || int(ip.Length) != 20+8+28 {
 				t.Errorf("bad checksum or length %d", ip.Length)

@@ -37,9 +37,9 @@ func TestTooBigShapes(t *testing.T) {
 		}
 		if c.spec.dst.Is4() {
 			ip, icmp := out[l2:l2+20], out[l2+20:]
-			if ip[0] != 0x45 || ip[1] != 0 || int(binary.BigEndian.Uint16(ip[2:])) != 20+8+c.quote || binary.BigEndian.Uint16(ip[6:]) != 0 ||
+			if ip[0] != 0x45 || ip[1] != 0 || int(binary.BigEndian.Uint16(ip[2:])) != 20+8+c.quote || binary.BigEndian.Uint16(ip[6:]) != 0x4000 ||
 				ip[8] != 64 || ip[9] != 1 || inetChecksum(ip, 0) != 0 {
-				t.Errorf("%s: IPv4 header %x, want IHL 5, TOS 0, total length %d, no DF, TTL 64, ICMP, valid checksum", c.name, ip, 20+8+c.quote)
+				t.Errorf("%s: IPv4 header %x, want IHL 5, TOS 0, total length %d, DF (ID 0: atomic, RFC 6864), TTL 64, ICMP, valid checksum", c.name, ip, 20+8+c.quote)
 			}
 			if icmp[0] != 3 || icmp[1] != 4 || uint32(binary.BigEndian.Uint16(icmp[6:])) != c.wantMTU {
 				t.Errorf("%s: ICMP type %d code %d mtu %d, want 3/4/%d", c.name, icmp[0], icmp[1], binary.BigEndian.Uint16(icmp[6:]), c.wantMTU)
@@ -222,6 +222,7 @@ func TestNoTooBigToNonUnicastSources(t *testing.T) {
 		{"::1", xdpDrop},
 		{"ff02::1", xdpDrop},
 		{"ff0e::1:2", xdpDrop},
+		{"::ffff:10.0.0.9", xdpDrop}, // an IPv4 host's name, on no IPv6 packet
 	} {
 		src := netip.MustParseAddr(c.src)
 		s := pktSpec{src: src, dst: vip4, sport: uint16(45400 + i), dport: 80, proto: ProtoTCP, ack: true, df: true, payload: make([]byte, 1460)}
