@@ -66,13 +66,13 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		}),
 
 		vipPackets:    d("vip_packets_total", "Packets the datapath balanced for the VIP.", vipLabels...),
-		vipBytes:      d("vip_bytes_total", "Bytes the datapath balanced for the VIP.", vipLabels...),
+		vipBytes:      d("vip_bytes_total", "Bytes the datapath balanced for the VIP (frames as received, L2 header included).", vipLabels...),
 		vipNewFlows:   d("vip_new_flows_total", "Flows the datapath added to the connection table for the VIP (0 with conntrack off).", vipLabels...),
 		vipConnHits:   d("vip_conn_hits_total", "Packets of the VIP that a connection-table entry sent to its backend (0 with conntrack off).", vipLabels...),
 		vipConnMisses: d("vip_conn_misses_total", "Packets of the VIP that found no usable connection-table entry (0 with conntrack off).", vipLabels...),
 
 		backendPackets: d("backend_packets_total", "Packets sent to the backend address, over all VIPs; backend is the first name of the address.", addrLabels...),
-		backendBytes:   d("backend_bytes_total", "Bytes sent to the backend address, over all VIPs; backend is the first name of the address.", addrLabels...),
+		backendBytes:   d("backend_bytes_total", "Bytes sent to the backend address, over all VIPs (frames as received, before encapsulation); backend is the first name of the address.", addrLabels...),
 
 		backendHealthy:    d("backend_healthy", "1 if the backend passes its health checks, else 0.", backendLabels...),
 		backendDrained:    d("backend_drained", "1 if the backend is drained (takes no new flows), else 0.", backendLabels...),

@@ -55,7 +55,7 @@ switchyard_scrape_errors_total 0
 # TYPE switchyard_vip_packets_total counter
 switchyard_vip_packets_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 12345
 switchyard_vip_packets_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 7
-# HELP switchyard_vip_bytes_total Bytes the datapath balanced for the VIP.
+# HELP switchyard_vip_bytes_total Bytes the datapath balanced for the VIP (frames as received, L2 header included).
 # TYPE switchyard_vip_bytes_total counter
 switchyard_vip_bytes_total{address="10.0.0.100",port="80",protocol="tcp",vip="web"} 9.876543e+06
 switchyard_vip_bytes_total{address="2001:db8::53",port="53",protocol="udp",vip="dns"} 700
@@ -75,7 +75,7 @@ switchyard_vip_conn_misses_total{address="2001:db8::53",port="53",protocol="udp"
 # TYPE switchyard_backend_packets_total counter
 switchyard_backend_packets_total{address="10.2.1.1",backend="web-1"} 4000
 switchyard_backend_packets_total{address="10.2.1.2",backend="web-2"} 17
-# HELP switchyard_backend_bytes_total Bytes sent to the backend address, over all VIPs; backend is the first name of the address.
+# HELP switchyard_backend_bytes_total Bytes sent to the backend address, over all VIPs (frames as received, before encapsulation); backend is the first name of the address.
 # TYPE switchyard_backend_bytes_total counter
 switchyard_backend_bytes_total{address="10.2.1.1",backend="web-1"} 400000
 switchyard_backend_bytes_total{address="10.2.1.2",backend="web-2"} 1700
