@@ -93,11 +93,11 @@ type Balancer struct {
 	settings     datapath.Settings
 	ifaceMTU     int // the interface's MTU when the settings were last synced
 	gateway      netip.Addr
-	gatewayPaths int     // next hops on the interface the default route offered gateway among
-	ifindex      int     // the interface's; 0 until first read (then followed by index, not name)
-	ifname       string  // the interface's name when last read
-	nhResolved   bool    // the settings the datapath holds carry a next-hop MAC
-	noSource     [2]bool // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
+	gatewayAmong []netip.Addr // next hops on the interface gateway was chosen among, lowest first
+	ifindex      int          // the interface's; 0 until first read (then followed by index, not name)
+	ifname       string       // the interface's name when last read
+	nhResolved   bool         // the settings the datapath holds carry a next-hop MAC
+	noSource     [2]bool      // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
 	health       *health.Monitor
 	transitions  chan health.Transition
 	dialer       health.Dialer
@@ -261,6 +261,15 @@ func (b *Balancer) Run(ctx context.Context) error {
 			}
 			if !b.nhResolved {
 				b.logSettings(b.syncSettings())
+			} else if len(b.gatewayAmong) > 1 {
+				// XDP traffic bypasses the kernel's neighbour layer,
+				// so nothing else checks that the router still
+				// answers: its entry would stay STALE, and VIP
+				// traffic go to a dead router, with others at hand.
+				// A datagram makes the kernel check it (unicast
+				// ARP/ND) and mark it FAILED if it does not answer;
+				// the watch then brings the switch.
+				probeGateway(b.gateway, b.ifname)
 			}
 		}
 	}
@@ -471,21 +480,31 @@ func (b *Balancer) syncSettings() error {
 	}
 	var nhErr error
 	prevGateway := b.gateway
-	gw, paths, err := gatewayFor(ifi.Index, cfg.Nexthop.GatewayAddr())
+	hops, err := nextHopsFor(ifi.Index, cfg.Nexthop.GatewayAddr())
 	if err != nil {
 		nhErr = err
 		// Status would name a router the host no longer routes to.
-		b.gateway, b.gatewayPaths = netip.Addr{}, 0
+		b.gateway, b.gatewayAmong = netip.Addr{}, nil
 	} else {
-		if paths > 1 && (gw != b.gateway || paths != b.gatewayPaths) {
-			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address; nexthop.gateway picks another",
-				"interface", cfg.Datapath.Interface, "gateway", gw, "next_hops", paths)
+		gw, mac := chooseNextHop(ifi.Index, hops, b.gateway)
+		if len(hops) > 1 && !slices.Equal(hops, b.gatewayAmong) {
+			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address whose neighbour entry is usable, and stays on it until its entry fails; nexthop.gateway picks another",
+				"interface", cfg.Datapath.Interface, "gateway", gw, "next_hops", len(hops))
 		}
-		b.gateway, b.gatewayPaths = gw, paths
-		if mac, ok := neighbourMAC(ifi.Index, gw); ok {
+		// Still a next hop of the route, it was left because its
+		// neighbour entry failed, for one that answers.
+		if prevGateway.IsValid() && gw != prevGateway && slices.Contains(hops, prevGateway) {
+			b.log.Warn("next hop switched to another router of the multipath default route: the one before no longer answers ARP/ND; check it, or set nexthop.gateway to pin one",
+				"from", prevGateway, "from_neighbour", neighbourState(ifi.Index, prevGateway), "to", gw, "to_neighbour", neighbourState(ifi.Index, gw))
+		}
+		b.gateway, b.gatewayAmong = gw, hops
+		if mac != nil {
 			s.NextHopMAC = mac
 		} else {
-			probeGateway(gw, ifi.Name)
+			// All of them: another router that answers ends the drops.
+			for _, h := range hops {
+				probeGateway(h, ifi.Name)
+			}
 			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
 		}
 	}
@@ -517,10 +536,10 @@ func (b *Balancer) syncSettings() error {
 	b.checkSources(s)
 	if resolved := s.NextHopMAC != nil; resolved != b.nhResolved {
 		if resolved {
-			b.log.Info("next hop resolved", "gateway", gw, "mac", s.NextHopMAC.String())
+			b.log.Info("next hop resolved", "gateway", b.gateway, "mac", s.NextHopMAC.String())
 		} else {
 			// Lost with its route, it is the one before.
-			b.log.Warn("next hop lost", "gateway", cmp.Or(gw, prevGateway))
+			b.log.Warn("next hop lost", "gateway", cmp.Or(b.gateway, prevGateway))
 		}
 		b.nhResolved = resolved
 	}

@@ -89,26 +89,25 @@ func ifaceOf(l netlink.Link) (ifaceInfo, error) {
 	return info, nil
 }
 
-// gatewayFor returns the configured gateway, or the default route's gateway
-// on the interface (IPv4 first, then IPv6), and how many next hops on the
-// interface the default route had to choose from. A multipath (ECMP)
-// default route names its next hops apart from the route (the kernel lists
-// it with no gateway or interface of its own, or, for IPv6 routes added one
-// by one, as routes of one metric): the datapath holds one next-hop MAC, so
-// the lowest address among the next hops through the interface is taken,
-// of the default routes with the lowest metric. The lowest, not the
-// kernel's first: that one changes when a next hop is removed and added
-// again, and would move every VIP flow to another router.
-func gatewayFor(ifindex int, configured netip.Addr) (gw netip.Addr, paths int, err error) {
+// nextHopsFor returns the configured gateway, or the next hops of the
+// default route on the interface (IPv4 first, then IPv6), lowest address
+// first. A multipath (ECMP) default route names its next hops apart from
+// the route (the kernel lists it with no gateway or interface of its own,
+// or, for IPv6 routes added one by one, as routes of one metric): the next
+// hops through the interface of the default routes with the lowest metric
+// are returned, sorted, so that the choice among them (chooseNextHop) does
+// not follow the kernel's order, which changes when a next hop is removed
+// and added again.
+func nextHopsFor(ifindex int, configured netip.Addr) ([]netip.Addr, error) {
 	if configured.IsValid() {
-		return configured, 1, nil
+		return []netip.Addr{configured}, nil
 	}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		// Unfiltered: netlink's interface filter compares the route's
 		// own interface, which a multipath route does not have.
 		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{}, 0)
 		if err != nil {
-			return netip.Addr{}, 0, fmt.Errorf("list routes: %w", err)
+			return nil, fmt.Errorf("list routes: %w", err)
 		}
 		var gws []netip.Addr
 		metric := 0
@@ -148,11 +147,39 @@ func gatewayFor(ifindex int, configured netip.Addr) (gw netip.Addr, paths int, e
 		}
 		if len(gws) > 0 {
 			slices.SortFunc(gws, netip.Addr.Compare)
-			gws = slices.Compact(gws)
-			return gws[0], len(gws), nil
+			return slices.Compact(gws), nil
 		}
 	}
-	return netip.Addr{}, 0, errNoGateway
+	return nil, errNoGateway
+}
+
+// chooseNextHop picks the next hop the datapath sends VIP traffic to among
+// hops (lowest first), and returns its MAC, nil if its neighbour entry is
+// not usable. The datapath holds one next-hop MAC, and with a multipath
+// default route the kernel keeps a dead router's next hop in the route
+// when nothing withdraws it (static ECMP): so a next hop whose neighbour
+// entry is usable is taken before one whose entry is not (FAILED: the
+// router stopped answering ARP/ND; INCOMPLETE; none yet). The choice is
+// sticky: current, while it is one of hops and its entry usable, stays,
+// even when a lower one recovers, because every switch moves all VIP
+// traffic to another router and a flapping one would move it back and
+// forth; else the lowest usable one; else (none usable) current if it is
+// one of hops, else the lowest, which the caller probes.
+func chooseNextHop(ifindex int, hops []netip.Addr, current netip.Addr) (netip.Addr, net.HardwareAddr) {
+	if slices.Contains(hops, current) {
+		if mac, ok := neighbourMAC(ifindex, current); ok {
+			return current, mac
+		}
+	}
+	for _, h := range hops {
+		if mac, ok := neighbourMAC(ifindex, h); ok {
+			return h, mac
+		}
+	}
+	if slices.Contains(hops, current) {
+		return current, nil
+	}
+	return hops[0], nil
 }
 
 var errNoGateway = errors.New("no default route on the interface; set nexthop.gateway to the router's address")
@@ -179,25 +206,52 @@ func interfaceGone(name string, index int) error {
 
 // neighbourMAC returns the MAC of gw in the neighbour table, if usable.
 func neighbourMAC(ifindex int, gw netip.Addr) (net.HardwareAddr, bool) {
+	n, ok := neighbourOf(ifindex, gw)
+	if !ok || len(n.HardwareAddr) != 6 || n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) != 0 || n.State == netlink.NUD_NONE {
+		return nil, false
+	}
+	return n.HardwareAddr, true
+}
+
+// neighbourOf returns gw's entry in the neighbour table of the interface.
+func neighbourOf(ifindex int, gw netip.Addr) (netlink.Neigh, bool) {
 	fam := netlink.FAMILY_V4
 	if gw.Is6() {
 		fam = netlink.FAMILY_V6
 	}
 	neighs, err := netlink.NeighList(ifindex, fam)
 	if err != nil {
-		return nil, false
+		return netlink.Neigh{}, false
 	}
 	for _, n := range neighs {
 		ip, ok := netip.AddrFromSlice(n.IP)
-		if !ok || ip.Unmap() != gw || len(n.HardwareAddr) != 6 {
-			continue
+		if ok && ip.Unmap() == gw {
+			return n, true
 		}
-		if n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) != 0 || n.State == netlink.NUD_NONE {
-			return nil, false
-		}
-		return n.HardwareAddr, true
 	}
-	return nil, false
+	return netlink.Neigh{}, false
+}
+
+// neighbourState names the state of gw's neighbour entry as `ip neigh`
+// does, for logs.
+func neighbourState(ifindex int, gw netip.Addr) string {
+	n, ok := neighbourOf(ifindex, gw)
+	if !ok {
+		return "none"
+	}
+	for _, s := range []struct {
+		bit  int
+		name string
+	}{
+		{netlink.NUD_INCOMPLETE, "INCOMPLETE"}, {netlink.NUD_REACHABLE, "REACHABLE"}, {netlink.NUD_STALE, "STALE"},
+		{netlink.NUD_DELAY, "DELAY"}, {netlink.NUD_PROBE, "PROBE"}, {netlink.NUD_FAILED, "FAILED"},
+		{netlink.NUD_NOARP, "NOARP"}, {netlink.NUD_PERMANENT, "PERMANENT"},
+	} {
+		if n.State&s.bit != 0 {
+			return s.name
+		}
+	}
+	return "none"
 }
 
 // probeGateway makes the kernel resolve gw's MAC by sending it one UDP

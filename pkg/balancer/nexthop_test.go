@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -246,20 +247,20 @@ func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
 	if err != nil {
 		t.Fatalf("multipath default route in %s: %v", node, err)
 	}
-	gateway := func() (netip.Addr, int) {
+	nextHops := func() []netip.Addr {
 		t.Helper()
-		var gw netip.Addr
-		var paths int
+		var hops []netip.Addr
 		if err := topo.Do(node, func() (err error) {
-			gw, paths, err = gatewayFor(eth, netip.Addr{})
+			hops, err = nextHopsFor(eth, netip.Addr{})
 			return err
 		}); err != nil {
-			t.Fatalf("gateway: %v", err)
+			t.Fatalf("next hops: %v", err)
 		}
-		return gw, paths
+		return hops
 	}
-	if gw, paths := gateway(); gw != netip.MustParseAddr("10.1.1.5") || paths != 2 {
-		t.Errorf("IPv4 multipath default route: gateway %s of %d next hops on eth0, want 10.1.1.5 of 2", gw, paths)
+	want := []netip.Addr{netip.MustParseAddr("10.1.1.5"), netip.MustParseAddr("10.1.1.7")}
+	if hops := nextHops(); !slices.Equal(hops, want) {
+		t.Errorf("IPv4 multipath default route: next hops on eth0 %v, want %v", hops, want)
 	}
 
 	// What the daemon shows and says of it.
@@ -301,8 +302,9 @@ func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IPv6 multipath default route in %s: %v", node, err)
 	}
-	if gw, paths := gateway(); gw != netip.MustParseAddr("fd00:1:1::5") || paths != 2 {
-		t.Errorf("IPv6 multipath default route: gateway %s of %d next hops on eth0, want fd00:1:1::5 of 2", gw, paths)
+	want = []netip.Addr{netip.MustParseAddr("fd00:1:1::5"), netip.MustParseAddr("fd00:1:1::7")}
+	if hops := nextHops(); !slices.Equal(hops, want) {
+		t.Errorf("IPv6 multipath default route: next hops on eth0 %v, want %v", hops, want)
 	}
 }
 
@@ -407,4 +409,162 @@ func deleteDefaultRoutes(h *netlink.Handle) error {
 		}
 	}
 	return nil
+}
+
+// With a multipath (ECMP) default route the datapath sends VIP traffic to
+// one next hop, the lowest: when that router died and nothing withdrew it
+// from the route (static ECMP), its neighbour entry FAILED, and all VIP
+// traffic was dropped as no_nexthop though the other router answered. The
+// balancer now moves to a next hop whose entry is usable, says so once,
+// and stays on it when the first recovers (no flapping), until it fails in
+// turn. The routers are two addresses of the router namespace, one taken
+// away at a time, once nothing but the balancer would notice it.
+func TestNextHopFailsOverWithinAMultipathDefaultRoute(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "hzecmp", Balancers: 1, Backends: 1})
+	node, router, routerIf := topo.Balancer(1), topo.Router(), topology.RouterBalancerIf(1)
+	low, high := netip.MustParseAddr("10.1.1.3"), netip.MustParseAddr("10.1.1.7")
+	// The kernel's neighbour timers, shortened so that an entry whose
+	// router is gone FAILS within a second or two of being checked.
+	for key, value := range map[string]string{
+		"net.ipv4.neigh." + topology.EthName + ".base_reachable_time_ms": "500",
+		"net.ipv4.neigh." + topology.EthName + ".delay_first_probe_time": "0",
+		"net.ipv4.neigh." + topology.EthName + ".retrans_time_ms":        "200",
+	} {
+		if err := topo.Sysctl(node, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routerAddr := func(a netip.Addr, add bool) {
+		t.Helper()
+		if add {
+			if err := topo.AddAddr(router, routerIf, netip.PrefixFrom(a, 24)); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err := topo.Netlink(router, func(h *netlink.Handle) error {
+			l, err := h.LinkByName(routerIf)
+			if err != nil {
+				return err
+			}
+			return h.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(24, 32)}})
+		}); err != nil {
+			t.Fatalf("remove %s from %s in %s: %v", a, routerIf, router, err)
+		}
+	}
+	routerAddr(low, true)
+	routerAddr(high, true)
+	var eth int
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		eth = l.Attrs().Index
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		return h.RouteReplace(&netlink.Route{Dst: any4, MultiPath: []*netlink.NexthopInfo{
+			{LinkIndex: eth, Gw: high.AsSlice()},
+			{LinkIndex: eth, Gw: low.AsSlice()},
+		}})
+	})
+	if err != nil {
+		t.Fatalf("multipath default route in %s: %v", node, err)
+	}
+	// Resolves a's MAC in the balancer's namespace as any traffic to it
+	// would, and waits until the entry is usable.
+	resolve := func(a netip.Addr) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var ok bool
+			if err := topo.Do(node, func() error {
+				_, ok = neighbourMAC(eth, a)
+				if !ok {
+					probeGateway(a, topology.EthName)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not resolved in %s within 10 s", a, node)
+			}
+		}
+	}
+	// Both before the start: the first one chosen is then the lowest,
+	// not the first to answer.
+	resolve(low)
+	resolve(high)
+
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	waitFor := func(gw netip.Addr, why string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			st, err := b.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.NextHop.Resolved && st.NextHop.Gateway == gw.String() {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: next hop %+v after 20 s, want %s resolved; warnings: %v", why, st.NextHop, gw, logs.matching(slog.LevelWarn))
+			}
+		}
+	}
+	switched := func(from, to netip.Addr) []string {
+		return logs.matching(slog.LevelWarn, "next hop switched", "from="+from.String(), "to="+to.String())
+	}
+	// Waits until a's entry is STALE: no traffic of the kernel's checks
+	// it any more (XDP's bypasses the neighbour layer), so that what
+	// notices a router gone is the balancer's own check.
+	idle := func(a netip.Addr) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var state string
+			if err := topo.Do(node, func() error {
+				state = neighbourState(eth, a)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if state == "STALE" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("neighbour entry of %s in %s %s after 10 s, want STALE", a, node, state)
+			}
+		}
+	}
+	waitFor(low, "both routers answer")
+
+	idle(low)
+	routerAddr(low, false)
+	waitFor(high, low.String()+" gone from the router")
+	if got := switched(low, high); len(got) != 1 || !strings.Contains(got[0], "from_neighbour=FAILED") {
+		t.Errorf("%s gone: warnings %q, want one \"next hop switched\" from %s (FAILED) to %s", low, got, low, high)
+	}
+	if got := logs.matching(slog.LevelWarn, "next hop lost"); len(got) != 0 {
+		t.Errorf("%s gone, %s there: warnings %q, want no \"next hop lost\"", low, high, got)
+	}
+
+	// Back, and resolved: the balancer stays where it is.
+	routerAddr(low, true)
+	resolve(low)
+	if err := b.do(context.Background(), func() { b.logSettings(b.syncSettings()) }); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := b.Status(context.Background()); err != nil || st.NextHop.Gateway != high.String() {
+		t.Errorf("%s back: next hop %+v (%v), want %s still", low, st.NextHop, err, high)
+	}
+
+	idle(high)
+	routerAddr(high, false)
+	waitFor(low, high.String()+" gone from the router")
+	if got := switched(high, low); len(got) != 1 {
+		t.Errorf("%s gone: warnings %q, want one \"next hop switched\" from %s to %s", high, got, high, low)
+	}
 }
