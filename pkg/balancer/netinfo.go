@@ -365,6 +365,13 @@ func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe 
 				idx, ok = u.LinkIndex, open
 			case u, open := <-sub.route:
 				idx, ok = u.LinkIndex, open
+				// A multipath route has no interface of its own
+				// (LinkIndex 0): its next hops have.
+				for _, h := range u.MultiPath {
+					if h.LinkIndex == ifindex {
+						idx = ifindex
+					}
+				}
 			}
 			if !ok {
 				close(done) // ends the subscriptions still open

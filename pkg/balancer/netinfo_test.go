@@ -2,10 +2,13 @@ package balancer
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
 // fakeSubscriptions hands out subscriptions whose channels close, as
@@ -92,4 +95,74 @@ func TestNetworkWatchOutlivesAFailedSubscription(t *testing.T) {
 
 	cancel()
 	wait(second.othersAreEnded, "the subscriptions ended with the watch")
+}
+
+// A multipath route has no interface of its own (netlink's LinkIndex is
+// 0), only its next hops have: the watch, which compared the route's,
+// ignored the changes of a multipath default route through the interface,
+// and a next hop withdrawn from it (by a routing daemon, say) kept getting
+// VIP traffic while it answered ARP. A veth pair without IPv6, up before
+// the watch begins, makes no event of its own.
+func TestNetworkWatchSeesAMultipathRoute(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "hzwmp", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	const veth, peer = "hzw0", "hzw1"
+	var index int
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: peer})
+	}); err != nil {
+		t.Fatalf("add %s in %s: %v", veth, node, err)
+	}
+	for _, name := range []string{veth, peer} {
+		if err := topo.Sysctl(node, "net.ipv6.conf."+name+".disable_ipv6", "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		for _, name := range []string{peer, veth} {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if err := h.LinkSetUp(l); err != nil {
+				return err
+			}
+			index = l.Attrs().Index
+		}
+		l, err := h.LinkByIndex(index)
+		if err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr("10.8.0.2/24")
+		return h.AddrAdd(l, a)
+	}); err != nil {
+		t.Fatalf("set up %s in %s: %v", veth, node, err)
+	}
+	out := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := topo.Do(node, func() error { return watchNetwork(ctx, index, out) }); err != nil {
+		t.Fatal(err)
+	}
+	_, dst, _ := net.ParseCIDR("10.77.0.0/16")
+	route := &netlink.Route{Dst: dst, MultiPath: []*netlink.NexthopInfo{
+		{LinkIndex: index, Gw: net.ParseIP("10.8.0.3")},
+		{LinkIndex: index, Gw: net.ParseIP("10.8.0.5")},
+	}}
+	for _, change := range []struct {
+		what string
+		do   func(h *netlink.Handle) error
+	}{
+		{"added", func(h *netlink.Handle) error { return h.RouteAdd(route) }},
+		{"deleted", func(h *netlink.Handle) error { return h.RouteDel(route) }},
+	} {
+		if err := topo.Netlink(node, change.do); err != nil {
+			t.Fatalf("multipath route %s %s: %v", dst, change.what, err)
+		}
+		select {
+		case <-out:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("multipath route %s through %s %s: no event within 5 s", dst, veth, change.what)
+		}
+	}
 }
