@@ -411,6 +411,140 @@ func deleteDefaultRoutes(h *netlink.Handle) error {
 	return nil
 }
 
+// ecmpLab is a balancer namespace whose default route is multipath over
+// routers that are addresses of the router namespace, resolved before the
+// balancer starts (the first one chosen is then the lowest, not the first
+// to answer), with the kernel's neighbour timers shortened so that the
+// entry of a router gone FAILS within a second or two of being checked.
+type ecmpLab struct {
+	t    *testing.T
+	topo *topology.Topology
+	node string
+	eth  int
+}
+
+func newECMPLab(t *testing.T, prefix string, hops ...netip.Addr) *ecmpLab {
+	t.Helper()
+	topo := topology.NewForTest(t, topology.Config{Prefix: prefix, Balancers: 1, Backends: 1})
+	l := &ecmpLab{t: t, topo: topo, node: topo.Balancer(1)}
+	for key, value := range map[string]string{
+		"net.ipv4.neigh." + topology.EthName + ".base_reachable_time_ms": "500",
+		"net.ipv4.neigh." + topology.EthName + ".delay_first_probe_time": "0",
+		"net.ipv4.neigh." + topology.EthName + ".retrans_time_ms":        "200",
+	} {
+		if err := topo.Sysctl(l.node, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range hops {
+		l.routerAddr(a, true)
+	}
+	err := topo.Netlink(l.node, func(h *netlink.Handle) error {
+		eth, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		l.eth = eth.Attrs().Index
+		var nh []*netlink.NexthopInfo
+		for _, a := range slices.Backward(hops) { // not in the order chosen
+			nh = append(nh, &netlink.NexthopInfo{LinkIndex: l.eth, Gw: a.AsSlice()})
+		}
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		return h.RouteReplace(&netlink.Route{Dst: any4, MultiPath: nh})
+	})
+	if err != nil {
+		t.Fatalf("multipath default route in %s: %v", l.node, err)
+	}
+	for _, a := range hops {
+		l.resolve(a)
+	}
+	return l
+}
+
+// routerAddr adds a to the router's side of the balancer's link, or
+// removes it: the router a names then no longer answers.
+func (l *ecmpLab) routerAddr(a netip.Addr, add bool) {
+	l.t.Helper()
+	router, routerIf := l.topo.Router(), topology.RouterBalancerIf(1)
+	if add {
+		if err := l.topo.AddAddr(router, routerIf, netip.PrefixFrom(a, 24)); err != nil {
+			l.t.Fatal(err)
+		}
+		return
+	}
+	if err := l.topo.Netlink(router, func(h *netlink.Handle) error {
+		link, err := h.LinkByName(routerIf)
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(link, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(24, 32)}})
+	}); err != nil {
+		l.t.Fatalf("remove %s from %s in %s: %v", a, routerIf, router, err)
+	}
+}
+
+// resolve resolves a's MAC in the balancer's namespace as any traffic to
+// it would, and waits until the entry is usable.
+func (l *ecmpLab) resolve(a netip.Addr) {
+	l.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var ok bool
+		if err := l.topo.Do(l.node, func() error {
+			if _, ok = neighbourMAC(l.eth, a); !ok {
+				probeGateway(a, topology.EthName)
+			}
+			return nil
+		}); err != nil {
+			l.t.Fatal(err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("%s not resolved in %s within 10 s", a, l.node)
+		}
+	}
+}
+
+// idle waits until a's entry is STALE: no traffic of the kernel's checks
+// it any more (XDP's bypasses the neighbour layer), so that what notices a
+// router gone is the balancer's own check.
+func (l *ecmpLab) idle(a netip.Addr) {
+	l.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var state string
+		if err := l.topo.Do(l.node, func() error {
+			state = neighbourState(l.eth, a)
+			return nil
+		}); err != nil {
+			l.t.Fatal(err)
+		}
+		if state == "STALE" {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("neighbour entry of %s in %s %s after 10 s, want STALE", a, l.node, state)
+		}
+	}
+}
+
+// waitFor waits until b's status says its next hop is gw, resolved.
+func (l *ecmpLab) waitFor(b *Balancer, logs *logRecords, gw netip.Addr, why string) {
+	l.t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := b.Status(context.Background())
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if st.NextHop.Resolved && st.NextHop.Gateway == gw.String() {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("%s: next hop %+v after 20 s, want %s resolved; warnings: %v", why, st.NextHop, gw, logs.matching(slog.LevelWarn))
+		}
+	}
+}
+
 // With a multipath (ECMP) default route the datapath sends VIP traffic to
 // one next hop, the lowest: when that router died and nothing withdrew it
 // from the route (static ECMP), its neighbour entry FAILED, and all VIP
@@ -420,130 +554,18 @@ func deleteDefaultRoutes(h *netlink.Handle) error {
 // turn. The routers are two addresses of the router namespace, one taken
 // away at a time, once nothing but the balancer would notice it.
 func TestNextHopFailsOverWithinAMultipathDefaultRoute(t *testing.T) {
-	topo := topology.NewForTest(t, topology.Config{Prefix: "hzecmp", Balancers: 1, Backends: 1})
-	node, router, routerIf := topo.Balancer(1), topo.Router(), topology.RouterBalancerIf(1)
 	low, high := netip.MustParseAddr("10.1.1.3"), netip.MustParseAddr("10.1.1.7")
-	// The kernel's neighbour timers, shortened so that an entry whose
-	// router is gone FAILS within a second or two of being checked.
-	for key, value := range map[string]string{
-		"net.ipv4.neigh." + topology.EthName + ".base_reachable_time_ms": "500",
-		"net.ipv4.neigh." + topology.EthName + ".delay_first_probe_time": "0",
-		"net.ipv4.neigh." + topology.EthName + ".retrans_time_ms":        "200",
-	} {
-		if err := topo.Sysctl(node, key, value); err != nil {
-			t.Fatal(err)
-		}
-	}
-	routerAddr := func(a netip.Addr, add bool) {
-		t.Helper()
-		if add {
-			if err := topo.AddAddr(router, routerIf, netip.PrefixFrom(a, 24)); err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		if err := topo.Netlink(router, func(h *netlink.Handle) error {
-			l, err := h.LinkByName(routerIf)
-			if err != nil {
-				return err
-			}
-			return h.AddrDel(l, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(24, 32)}})
-		}); err != nil {
-			t.Fatalf("remove %s from %s in %s: %v", a, routerIf, router, err)
-		}
-	}
-	routerAddr(low, true)
-	routerAddr(high, true)
-	var eth int
-	err := topo.Netlink(node, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		eth = l.Attrs().Index
-		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
-		return h.RouteReplace(&netlink.Route{Dst: any4, MultiPath: []*netlink.NexthopInfo{
-			{LinkIndex: eth, Gw: high.AsSlice()},
-			{LinkIndex: eth, Gw: low.AsSlice()},
-		}})
-	})
-	if err != nil {
-		t.Fatalf("multipath default route in %s: %v", node, err)
-	}
-	// Resolves a's MAC in the balancer's namespace as any traffic to it
-	// would, and waits until the entry is usable.
-	resolve := func(a netip.Addr) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			var ok bool
-			if err := topo.Do(node, func() error {
-				_, ok = neighbourMAC(eth, a)
-				if !ok {
-					probeGateway(a, topology.EthName)
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not resolved in %s within 10 s", a, node)
-			}
-		}
-	}
-	// Both before the start: the first one chosen is then the lowest,
-	// not the first to answer.
-	resolve(low)
-	resolve(high)
-
+	lab := newECMPLab(t, "hzecmp", low, high)
 	logs := &logRecords{}
-	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
-	waitFor := func(gw netip.Addr, why string) {
-		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			st, err := b.Status(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.NextHop.Resolved && st.NextHop.Gateway == gw.String() {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: next hop %+v after 20 s, want %s resolved; warnings: %v", why, st.NextHop, gw, logs.matching(slog.LevelWarn))
-			}
-		}
-	}
+	b, _ := runInNode(t, lab.topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
 	switched := func(from, to netip.Addr) []string {
 		return logs.matching(slog.LevelWarn, "next hop switched", "from="+from.String(), "to="+to.String())
 	}
-	// Waits until a's entry is STALE: no traffic of the kernel's checks
-	// it any more (XDP's bypasses the neighbour layer), so that what
-	// notices a router gone is the balancer's own check.
-	idle := func(a netip.Addr) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			var state string
-			if err := topo.Do(node, func() error {
-				state = neighbourState(eth, a)
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if state == "STALE" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("neighbour entry of %s in %s %s after 10 s, want STALE", a, node, state)
-			}
-		}
-	}
-	waitFor(low, "both routers answer")
+	lab.waitFor(b, logs, low, "both routers answer")
 
-	idle(low)
-	routerAddr(low, false)
-	waitFor(high, low.String()+" gone from the router")
+	lab.idle(low)
+	lab.routerAddr(low, false)
+	lab.waitFor(b, logs, high, low.String()+" gone from the router")
 	if got := switched(low, high); len(got) != 1 || !strings.Contains(got[0], "from_neighbour=FAILED") {
 		t.Errorf("%s gone: warnings %q, want one \"next hop switched\" from %s (FAILED) to %s", low, got, low, high)
 	}
@@ -552,8 +574,8 @@ func TestNextHopFailsOverWithinAMultipathDefaultRoute(t *testing.T) {
 	}
 
 	// Back, and resolved: the balancer stays where it is.
-	routerAddr(low, true)
-	resolve(low)
+	lab.routerAddr(low, true)
+	lab.resolve(low)
 	if err := b.do(context.Background(), func() { b.logSettings(b.syncSettings()) }); err != nil {
 		t.Fatal(err)
 	}
@@ -561,10 +583,45 @@ func TestNextHopFailsOverWithinAMultipathDefaultRoute(t *testing.T) {
 		t.Errorf("%s back: next hop %+v (%v), want %s still", low, st.NextHop, err, high)
 	}
 
-	idle(high)
-	routerAddr(high, false)
-	waitFor(low, high.String()+" gone from the router")
+	lab.idle(high)
+	lab.routerAddr(high, false)
+	lab.waitFor(b, logs, low, high.String()+" gone from the router")
 	if got := switched(high, low); len(got) != 1 {
 		t.Errorf("%s gone: warnings %q, want one \"next hop switched\" from %s to %s", high, got, high, low)
+	}
+}
+
+// nexthop.gateway pins the router: the failover among the next hops of a
+// multipath default route must not take VIP traffic elsewhere when it
+// stops answering (the operator may have pinned it for a reason the route
+// does not know); the balancer says the next hop is lost, and waits.
+func TestPinnedGatewayIsNotLeftForAnotherNextHop(t *testing.T) {
+	low, high := netip.MustParseAddr("10.1.1.3"), netip.MustParseAddr("10.1.1.7")
+	lab := newECMPLab(t, "hzpin", low, high)
+	logs := &logRecords{}
+	yaml := "nexthop: {gateway: " + low.String() + "}\n" + strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1)
+	b, _ := runInNode(t, lab.topo, yaml, logs)
+	lab.waitFor(b, logs, low, "both routers answer")
+
+	lab.routerAddr(low, false)
+	// The neighbour entry of a pinned router is checked by the kernel's
+	// own traffic only (the balancer's liveness check is for choosing
+	// among several): the test's datagram is that traffic.
+	for deadline := time.Now().Add(20 * time.Second); len(logs.matching(slog.LevelWarn, "next hop lost")) == 0; time.Sleep(10 * time.Millisecond) {
+		if err := lab.topo.Do(lab.node, func() error {
+			probeGateway(low, topology.EthName)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pinned %s gone from the router: no \"next hop lost\" within 20 s; warnings: %v", low, logs.matching(slog.LevelWarn))
+		}
+	}
+	if st, err := b.Status(context.Background()); err != nil || st.NextHop.Gateway != low.String() || st.NextHop.Resolved {
+		t.Errorf("pinned %s gone: next hop %+v (%v), want %s, not resolved", low, st.NextHop, err, low)
+	}
+	if got := logs.matching(slog.LevelWarn, "next hop switched"); len(got) != 0 {
+		t.Errorf("pinned %s gone: warnings %q, want no switch", low, got)
 	}
 }
