@@ -94,6 +94,7 @@ type Balancer struct {
 	ifaceMTU     int // the interface's MTU when the settings were last synced
 	gateway      netip.Addr
 	gatewayAmong []netip.Addr // next hops on the interface gateway was chosen among, lowest first
+	gatewayLeft  []netip.Addr // next hops of gatewayAmong left because they stopped answering, not taken since
 	ifindex      int          // the interface's; 0 until first read (then followed by index, not name)
 	ifname       string       // the interface's name when last read
 	nhResolved   bool         // the settings the datapath holds carry a next-hop MAC
@@ -484,19 +485,25 @@ func (b *Balancer) syncSettings() error {
 	if err != nil {
 		nhErr = err
 		// Status would name a router the host no longer routes to.
-		b.gateway, b.gatewayAmong = netip.Addr{}, nil
+		b.gateway, b.gatewayAmong, b.gatewayLeft = netip.Addr{}, nil, nil
 	} else {
-		gw, mac := chooseNextHop(ifi.Index, hops, b.gateway)
+		gw, mac, prevFailed := chooseNextHop(ifi.Index, hops, b.gateway, b.gatewayLeft)
 		if len(hops) > 1 && !slices.Equal(hops, b.gatewayAmong) {
-			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address whose neighbour entry is usable, and stays on it until its entry fails; nexthop.gateway picks another",
+			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address that answers ARP/ND, but not back to one that stopped answering while another answers; nexthop.gateway picks another",
 				"interface", cfg.Datapath.Interface, "gateway", gw, "next_hops", len(hops))
 		}
-		// Still a next hop of the route, it was left because its
-		// neighbour entry failed, for one that answers.
-		if prevGateway.IsValid() && gw != prevGateway && slices.Contains(hops, prevGateway) {
-			b.log.Warn("next hop switched to another router of the multipath default route: the one before no longer answers ARP/ND; check it, or set nexthop.gateway to pin one",
-				"from", prevGateway, "from_neighbour", neighbourState(ifi.Index, prevGateway), "to", gw, "to_neighbour", neighbourState(ifi.Index, gw))
+		if gw != prevGateway && slices.Contains(hops, prevGateway) {
+			if prevFailed {
+				b.log.Warn("next hop switched to another router of the multipath default route: the one before no longer answers ARP/ND; check it, or set nexthop.gateway to pin one",
+					"from", prevGateway, "from_neighbour", neighbourState(ifi.Index, prevGateway), "to", gw, "to_neighbour", neighbourState(ifi.Index, gw))
+				b.gatewayLeft = append(b.gatewayLeft, prevGateway)
+			} else {
+				// One that had not answered yet (at the start, say).
+				b.log.Info("next hop changed to a lower next hop of the multipath default route that answers",
+					"from", prevGateway, "to", gw)
+			}
 		}
+		b.gatewayLeft = slices.DeleteFunc(b.gatewayLeft, func(a netip.Addr) bool { return a == gw || !slices.Contains(hops, a) })
 		b.gateway, b.gatewayAmong = gw, hops
 		if mac != nil {
 			s.NextHopMAC = mac

@@ -155,31 +155,43 @@ func nextHopsFor(ifindex int, configured netip.Addr) ([]netip.Addr, error) {
 
 // chooseNextHop picks the next hop the datapath sends VIP traffic to among
 // hops (lowest first), and returns its MAC, nil if its neighbour entry is
-// not usable. The datapath holds one next-hop MAC, and with a multipath
+// not usable, and whether current is one of hops and its entry is not
+// usable. The datapath holds one next-hop MAC, and with a multipath
 // default route the kernel keeps a dead router's next hop in the route
 // when nothing withdraws it (static ECMP): so a next hop whose neighbour
 // entry is usable is taken before one whose entry is not (FAILED: the
-// router stopped answering ARP/ND; INCOMPLETE; none yet). The choice is
-// sticky: current, while it is one of hops and its entry usable, stays,
-// even when a lower one recovers, because every switch moves all VIP
-// traffic to another router and a flapping one would move it back and
-// forth; else the lowest usable one; else (none usable) current if it is
-// one of hops, else the lowest, which the caller probes.
-func chooseNextHop(ifindex int, hops []netip.Addr, current netip.Addr) (netip.Addr, net.HardwareAddr) {
-	if slices.Contains(hops, current) {
-		if mac, ok := neighbourMAC(ifindex, current); ok {
-			return current, mac
+// router stopped answering ARP/ND; INCOMPLETE; none yet). Among those, the
+// lowest, so that balancers that see the same routes choose the same
+// router, whichever answered first; but not one of left (the next hops
+// VIP traffic was moved away from because they stopped answering) while
+// another answers: current stays then, because every switch moves all VIP
+// traffic to another router, and a flapping one would move it back and
+// forth. If none answers: current if it is one of hops, else the lowest,
+// which the caller probes.
+func chooseNextHop(ifindex int, hops []netip.Addr, current netip.Addr, left []netip.Addr) (gw netip.Addr, mac net.HardwareAddr, currentFailed bool) {
+	macs := make([]net.HardwareAddr, len(hops)) // nil: not usable
+	cur := slices.Index(hops, current)
+	for i, h := range hops {
+		macs[i], _ = neighbourMAC(ifindex, h)
+	}
+	currentFailed = cur >= 0 && macs[cur] == nil
+	for i, h := range hops {
+		if macs[i] != nil && !slices.Contains(left, h) {
+			return h, macs[i], currentFailed
 		}
 	}
-	for _, h := range hops {
-		if mac, ok := neighbourMAC(ifindex, h); ok {
-			return h, mac
+	if cur >= 0 && macs[cur] != nil {
+		return current, macs[cur], false
+	}
+	for i, h := range hops {
+		if macs[i] != nil {
+			return h, macs[i], currentFailed
 		}
 	}
-	if slices.Contains(hops, current) {
-		return current, nil
+	if cur >= 0 {
+		return current, nil, true
 	}
-	return hops[0], nil
+	return hops[0], nil, false
 }
 
 var errNoGateway = errors.New("no default route on the interface; set nexthop.gateway to the router's address")

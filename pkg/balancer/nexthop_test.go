@@ -591,6 +591,36 @@ func TestNextHopFailsOverWithinAMultipathDefaultRoute(t *testing.T) {
 	}
 }
 
+// Of the next hops of a multipath default route, the lowest that answers
+// is taken, whichever answered first: the balancer kept the first to
+// answer (at the start, when the neighbour table is empty, the order in
+// which the routers answer), so that balancers with the same routes sent
+// VIP traffic to different routers. Here the lower router answers only
+// once the balancer runs.
+func TestNextHopIsTheLowestThatAnswersNotTheFirst(t *testing.T) {
+	low, high := netip.MustParseAddr("10.1.1.3"), netip.MustParseAddr("10.1.1.7")
+	lab := newECMPLab(t, "hzlow", low, high)
+	lab.routerAddr(low, false)
+	if err := lab.topo.Netlink(lab.node, func(h *netlink.Handle) error {
+		return h.NeighDel(&netlink.Neigh{LinkIndex: lab.eth, Family: netlink.FAMILY_V4, IP: low.AsSlice()})
+	}); err != nil {
+		t.Fatalf("delete the neighbour entry of %s in %s: %v", low, lab.node, err)
+	}
+	logs := &logRecords{}
+	b, _ := runInNode(t, lab.topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	lab.waitFor(b, logs, high, low.String()+" does not answer")
+
+	lab.routerAddr(low, true)
+	lab.resolve(low)
+	lab.waitFor(b, logs, low, low.String()+" answers")
+	if got := logs.matching(slog.LevelInfo, "next hop changed", "from="+high.String(), "to="+low.String()); len(got) != 1 {
+		t.Errorf("%s answers: infos %q, want one \"next hop changed\" from %s to %s", low, got, high, low)
+	}
+	if got := logs.matching(slog.LevelWarn, "next hop switched"); len(got) != 0 {
+		t.Errorf("%s answers: warnings %q, want no \"next hop switched\" (%s did not fail)", low, got, high)
+	}
+}
+
 // nexthop.gateway pins the router: the failover among the next hops of a
 // multipath default route must not take VIP traffic elsewhere when it
 // stops answering (the operator may have pinned it for a reason the route
