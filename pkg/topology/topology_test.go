@@ -248,6 +248,16 @@ func TestLinks(t *testing.T) {
 		}
 	}
 
+	// GRO reads back what was set, both ways (the veth default is off).
+	for _, want := range []bool{true, false} {
+		if err := topo.SetGRO(topo.Backend(1), "eth0", want); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := topo.GRO(topo.Backend(1), "eth0"); err != nil || on != want {
+			t.Errorf("%s eth0: GRO %t (%v) after setting it %t", topo.Backend(1), on, err, want)
+		}
+	}
+
 	for key, want := range map[string]string{
 		"net.ipv4.ip_forward":                "1",
 		"net.ipv6.conf.all.forwarding":       "1",

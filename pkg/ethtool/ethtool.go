@@ -1,0 +1,93 @@
+// Package ethtool reads and switches offload features of a network device
+// with the ethtool ioctl (SIOCETHTOOL), so that the ethtool program need
+// not be installed. Every call acts on the device of that name in the
+// network namespace of the calling thread: the ioctl acts on the
+// namespace of the socket it is issued on, which is the thread's.
+package ethtool
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// value mirrors struct ethtool_value in <linux/ethtool.h>.
+type value struct {
+	cmd  uint32
+	data uint32
+}
+
+// ifreqData mirrors struct ifreq with ifr_data set (40 bytes on 64-bit).
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [24 - unsafe.Sizeof(uintptr(0))]byte
+}
+
+// GRO reports whether generic receive offload is on for ifname, like the
+// generic-receive-offload line of `ethtool -k IF`.
+func GRO(ifname string) (bool, error) {
+	v := value{cmd: unix.ETHTOOL_GGRO}
+	if err := ioctl(ifname, &v); err != nil {
+		return false, fmt.Errorf("get generic receive offload of %s: %w", ifname, err)
+	}
+	return v.data != 0, nil
+}
+
+// SetGRO turns generic receive offload of ifname on or off, like
+// `ethtool -K IF gro on|off`.
+func SetGRO(ifname string, on bool) error {
+	v := value{cmd: unix.ETHTOOL_SGRO}
+	if on {
+		v.data = 1
+	}
+	if err := ioctl(ifname, &v); err != nil {
+		return fmt.Errorf("set generic receive offload of %s to %t: %w", ifname, on, err)
+	}
+	return nil
+}
+
+// TxChecksum reports whether TX checksum offload is on for ifname.
+func TxChecksum(ifname string) (bool, error) {
+	v := value{cmd: unix.ETHTOOL_GTXCSUM}
+	if err := ioctl(ifname, &v); err != nil {
+		return false, fmt.Errorf("get tx checksum offload of %s: %w", ifname, err)
+	}
+	return v.data != 0, nil
+}
+
+// SetTxChecksum turns TX checksum offload of ifname on or off, like
+// `ethtool -K IF tx on|off` (which also switches the segmentation
+// offloads that depend on it).
+func SetTxChecksum(ifname string, on bool) error {
+	v := value{cmd: unix.ETHTOOL_STXCSUM}
+	if on {
+		v.data = 1
+	}
+	if err := ioctl(ifname, &v); err != nil {
+		return fmt.Errorf("set tx checksum offload of %s to %t: %w", ifname, on, err)
+	}
+	return nil
+}
+
+func ioctl(ifname string, v *value) error {
+	if len(ifname) >= unix.IFNAMSIZ {
+		return fmt.Errorf("interface name %q too long", ifname)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	var ifr ifreqData
+	copy(ifr.name[:], ifname)
+	ifr.data = unsafe.Pointer(v)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	runtime.KeepAlive(v)
+	if errno != 0 {
+		return fmt.Errorf("ioctl SIOCETHTOOL cmd %#x: %w", v.cmd, errno)
+	}
+	return nil
+}
