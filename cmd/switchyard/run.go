@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 	"github.com/switchyard-lb/switchyard/pkg/metrics"
 )
 
@@ -88,6 +90,9 @@ func runRun(args []string) error {
 	} else {
 		log.Info("XDP balancer attached", "interface", cfg.Datapath.Interface, "mode", res.Mode, "tag", res.NewTag, "pins", pinDir)
 	}
+	if res.Mode == datapath.AttachGeneric {
+		groOffForGeneric(log, cfg.Datapath.Interface)
+	}
 
 	drainFile, legacyDrainFile := drainFiles(cfg.API.Socket, pinDir)
 	bal, err := balancer.New(balancer.Config{
@@ -128,6 +133,30 @@ func runRun(args []string) error {
 	}
 	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
 	return err
+}
+
+// groOffForGeneric turns generic receive offload (GRO) off on iface, on
+// which the balancer runs in generic (skb) mode: generic XDP runs after
+// GRO, so it would see the packets GRO merged, larger than the MTU, and
+// drop them or answer "too big", stalling bulk TCP to the VIPs. (The
+// kernel itself turns LRO and hardware GRO off when a generic XDP program
+// is attached.) GRO stays off while the datapath stays attached, after
+// the daemon too; nothing records its earlier value, so the log says how
+// to turn it on again. A failure is not fatal: the balancer forwards
+// what GRO did not merge.
+func groOffForGeneric(log *slog.Logger, iface string) {
+	on, err := ethtool.GRO(iface)
+	if err == nil && on {
+		err = ethtool.SetGRO(iface, false)
+	}
+	switch {
+	case err != nil:
+		log.Warn("could not turn off generic receive offload (GRO) for generic-mode XDP: packets GRO merges beyond the MTU reach the balancer, which drops them or answers \"too big\"; "+
+			"turn it off with `ethtool -K "+iface+" gro off`, or use native mode", "interface", iface, "error", err)
+	case on:
+		log.Info("generic receive offload (GRO) turned off: in generic mode the XDP program would see the packets GRO merged, larger than the MTU; "+
+			"it stays off while the balancer is attached; after `switchyard remove`, turn it on again with `ethtool -K "+iface+" gro on`", "interface", iface)
+	}
 }
 
 // reloadOnHUP reloads bal's configuration file on each signal from hup,

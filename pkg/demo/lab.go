@@ -75,6 +75,9 @@ type LabConfig struct {
 	// OnPhase, if set, is called as NewLab enters each phase: "creating
 	// namespaces", "starting backends", "starting the balancer".
 	OnPhase func(phase string)
+	// AttachMode is the balancers' datapath.attach_mode: "native" (the
+	// default), "generic" or "auto". The agents attach in native mode.
+	AttachMode string
 	// BeforeStart, if set, is called once the topology exists and before
 	// any process starts (to record or change a node's initial state).
 	BeforeStart func(l *Lab) error
@@ -96,6 +99,9 @@ func (c *LabConfig) setDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.AttachMode == "" {
+		c.AttachMode = "native"
+	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = DefaultReadyTimeout
 	}
@@ -108,6 +114,9 @@ func (c LabConfig) Validate() error {
 	}
 	if c.Configured < 0 || c.Configured > c.Backends {
 		return fmt.Errorf("lab: Configured = %d: must be between 0 and Backends (%d)", c.Configured, c.Backends)
+	}
+	if _, err := datapath.ParseAttachMode(c.AttachMode); err != nil {
+		return fmt.Errorf("lab: AttachMode: %w", err)
 	}
 	return topology.Config{Prefix: c.Prefix, Balancers: c.Balancers, Backends: c.Backends}.Validate()
 }
@@ -312,7 +321,7 @@ func (l *Lab) WriteConfig(s Spec) error {
 	defer l.mu.Unlock()
 	for i := 1; i <= l.cfg.Balancers; i++ {
 		text := render(balancerFile{
-			node: fmt.Sprintf("lb%d", i), pinDir: l.PinDir(i), socket: l.Socket(i),
+			node: fmt.Sprintf("lb%d", i), mode: l.cfg.AttachMode, pinDir: l.PinDir(i), socket: l.Socket(i),
 			metrics: net.JoinHostPort("127.0.0.1", strconv.Itoa(MetricsPort)),
 		}, s)
 		if err := writeFileAtomic(l.ConfigPath(i), text); err != nil {

@@ -143,6 +143,7 @@ func DefaultSpec(n int, weights []int, interval time.Duration) Spec {
 // balancerFile holds what a lab fixes in a balancer's configuration.
 type balancerFile struct {
 	node    string
+	mode    string // datapath.attach_mode ("": native)
 	pinDir  string
 	socket  string
 	metrics string
@@ -157,7 +158,11 @@ func render(f balancerFile, s Spec) string {
 	w("  name: %s", f.node)
 	w("datapath:")
 	w("  interface: %s", topology.EthName)
-	w("  attach_mode: native")
+	mode := f.mode
+	if mode == "" {
+		mode = "native"
+	}
+	w("  attach_mode: %s", mode)
 	w("  pin_dir: %s", f.pinDir)
 	// A small table keeps the pinned maps, and the time to create them, small.
 	w("  conn_table_size: 65536")
