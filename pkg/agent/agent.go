@@ -24,6 +24,7 @@ import (
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -96,9 +97,13 @@ type Agent struct {
 	// lock holds the pin directory's flock from before Start touches the
 	// pins until teardown has removed them.
 	lock    *os.File
-	sysctls []*sysctl      // changed by Start, in the order they were set
-	added   []netip.Prefix // VIP addresses Start added to lo
-	watch   *watcher
+	sysctls []*sysctl // changed by Start, in the order they were set
+	// eth issues ethtool ioctls in the agent's namespace; gro: GRO this
+	// run (or an earlier one) turned off, to turn on again at stop.
+	eth   *ethtool.Handle
+	gro   *groRecord
+	added []netip.Prefix // VIP addresses Start added to lo
+	watch *watcher
 	// lost receives ErrInterfaceGone when the interface goes (one report
 	// waits at a time).
 	lost chan error
@@ -192,6 +197,9 @@ func (a *Agent) Start() (err error) {
 	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("open netlink: %w", err)
 	}
+	if a.eth, err = ethtool.Open(); err != nil {
+		return err
+	}
 	l, err := a.nl.LinkByName(a.iface)
 	if err != nil {
 		if errors.As(err, &netlink.LinkNotFoundError{}) {
@@ -228,6 +236,9 @@ func (a *Agent) Start() (err error) {
 	res, err := a.decap.Attach(a.iface, a.mode)
 	if err != nil {
 		return fmt.Errorf("decap program: %w", err)
+	}
+	if err := a.groForMode(res.Mode); err != nil {
+		return err
 	}
 	a.lost = make(chan error, 1)
 	if a.watch, err = a.startWatch(); err != nil {
@@ -365,7 +376,7 @@ func (a *Agent) teardown() error {
 	// one to stop undoes it.
 	var undoErrs []error
 	defer a.unlockHost() // Start and Remove may hold it already
-	if len(a.added) > 0 || len(a.sysctls) > 0 {
+	if len(a.added) > 0 || len(a.sysctls) > 0 || a.gro != nil {
 		if err := a.lockHost(); err != nil {
 			undoErrs = append(undoErrs, err)
 		}
@@ -376,6 +387,10 @@ func (a *Agent) teardown() error {
 	if err := a.restoreSysctls(); err != nil {
 		undoErrs = append(undoErrs, err)
 	}
+	if err := a.restoreGRO(); err != nil {
+		undoErrs = append(undoErrs, err)
+	}
+	a.gro = nil
 	if a.stateHeld {
 		// What could not be undone stays recorded, for the next run.
 		if len(undoErrs) == 0 {
@@ -401,6 +416,10 @@ func (a *Agent) teardown() error {
 	if a.nl != nil {
 		a.nl.Close()
 		a.nl = nil
+	}
+	if a.eth != nil {
+		a.eth.Close()
+		a.eth = nil
 	}
 	a.encapMu.Lock()
 	a.encap = nil
@@ -428,6 +447,9 @@ func (a *Agent) Remove() (err error) {
 	}()
 	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("open netlink: %w", err)
+	}
+	if a.eth, err = ethtool.Open(); err != nil {
+		return err
 	}
 	// The interface may be gone: then so are its settings.
 	if l, err := a.nl.LinkByName(a.iface); err == nil {

@@ -58,6 +58,10 @@ type stateRecord struct {
 	PinDir  string         `json:"pin_dir,omitempty"`
 	Sysctls []sysctlRecord `json:"sysctls"` // in the order they were set
 	VIPs    []netip.Prefix `json:"vips"`    // added to lo
+	// GRO: the interface on which the agent turned GRO off (generic
+	// mode). Left out when none, so that a file without it stays
+	// readable by the previous release.
+	GRO *groRecord `json:"gro,omitempty"`
 }
 
 // sysctlRecord is one sysctl the agent changed: conf/dev/key, relative to
@@ -108,7 +112,7 @@ func readState(path string) (*stateRecord, error) {
 		return nil, nil
 	}
 	const undo = "it lists the sysctls and VIPs an earlier run of the agent changed and did not undo (it did not stop cleanly): " +
-		"set those sysctls back and delete those VIPs from lo by hand where need be (the README, Operations, says which the agent changes), then remove the file and start the agent again"
+		"set those sysctls back and delete those VIPs from lo by hand where need be (the README, Operations, says which the agent changes), turn GRO on again if it names gro (`ethtool -K IFACE gro on`), then remove the file and start the agent again"
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w: %w; %s", path, ErrState, err, undo)
 	}
@@ -133,6 +137,9 @@ func readState(path string) (*stateRecord, error) {
 		if s.Conf != ipv4Conf || !validName(s.Dev) || !validName(s.Key) {
 			return nil, fmt.Errorf("%s: %w: sysctl %q is not one the agent sets; %s", path, ErrState, s.path(), undo)
 		}
+	}
+	if g := rec.GRO; g != nil && (!validName(g.Dev) || g.Ifindex <= 0) {
+		return nil, fmt.Errorf("%s: %w: gro names no interface (dev %q, ifindex %d); %s", path, ErrState, g.Dev, g.Ifindex, undo)
 	}
 	return &rec, nil
 }
@@ -168,6 +175,11 @@ func (a *Agent) loadState() error {
 		}
 		if s != nil {
 			a.sysctls = append(a.sysctls, s)
+		}
+	}
+	if rec.GRO != nil {
+		if err := a.adoptGRO(*rec.GRO); err != nil {
+			return err
 		}
 	}
 	lo, err := a.nl.LinkByName(loopback)
@@ -267,7 +279,7 @@ func (a *Agent) undoUnwanted() error {
 // saveState records the current changes: written to a temporary file that
 // replaces the old record, so a crash leaves one or the other whole.
 func (a *Agent) saveState() error {
-	rec := stateRecord{Format: stateFormat, BootID: a.bootID, NetNS: a.netns, PinDir: a.pinDir, VIPs: a.added}
+	rec := stateRecord{Format: stateFormat, BootID: a.bootID, NetNS: a.netns, PinDir: a.pinDir, VIPs: a.added, GRO: a.gro}
 	for _, s := range a.sysctls {
 		rec.Sysctls = append(rec.Sysctls, s.sysctlRecord)
 	}

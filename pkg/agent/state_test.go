@@ -36,6 +36,8 @@ func crash(t *testing.T, a *Agent) {
 	}
 	a.lock.Close()
 	a.nl.Close()
+	a.eth.Close()
+	a.eth, a.gro = nil, nil
 	a.running, a.ownPins, a.stateHeld = false, false, false
 	a.watch, a.decap, a.lock, a.nl = nil, nil, nil, nil
 	a.sysctls, a.added = nil, nil

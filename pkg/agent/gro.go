@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+// groRecord is an interface on which the agent turned generic receive
+// offload off, having found it on.
+type groRecord struct {
+	Dev string `json:"dev"`
+	// Ifindex finds the interface again after a rename.
+	Ifindex int `json:"ifindex"`
+}
+
+// groForMode turns GRO off on the interface when the decap program runs
+// in generic (skb) mode, recording it first: generic XDP runs after GRO,
+// so the program would strip the outer header of a merged super-packet,
+// whose segmentation metadata then no longer fits what it carries. (The
+// kernel turns LRO and hardware GRO off itself when a generic program is
+// attached.) In native mode GRO runs after XDP: GRO an earlier generic
+// run turned off is turned on again. A failure to turn it off is logged,
+// not fatal: the agent decapsulates what GRO did not merge.
+func (a *Agent) groForMode(mode datapath.AttachMode) error {
+	if err := a.lockHost(); err != nil { // the record is written under it
+		return err
+	}
+	defer a.unlockHost()
+	if mode != datapath.AttachGeneric {
+		if a.gro == nil {
+			return nil
+		}
+		err := a.restoreGRO()
+		if serr := a.saveState(); err == nil {
+			err = serr
+		}
+		return err
+	}
+	if a.gro != nil {
+		return nil // off already: an earlier run turned it off
+	}
+	on, err := a.eth.GRO(a.iface)
+	if err != nil || !on {
+		if err != nil {
+			a.log.Warn(groOffFailed(a.iface), "error", err)
+		}
+		return nil
+	}
+	a.gro = &groRecord{Dev: a.iface, Ifindex: a.ifindex}
+	if err := a.saveState(); err != nil {
+		a.gro = nil
+		return err
+	}
+	if err := a.eth.SetGRO(a.iface, false); err != nil {
+		a.gro = nil
+		a.log.Warn(groOffFailed(a.iface), "error", err)
+		return a.saveState()
+	}
+	a.log.Info("generic receive offload (GRO) turned off: in generic mode the decap program would see the packets GRO merged and strip their outer header with segmentation metadata that no longer fits; " +
+		"the agent turns it on again when it stops")
+	return nil
+}
+
+func groOffFailed(iface string) string {
+	return "could not turn off generic receive offload (GRO) for the generic-mode decap program: packets GRO merges are decapsulated with segmentation metadata that no longer fits; " +
+		"turn it off with `ethtool -K " + iface + " gro off`, or use native mode"
+}
+
+// restoreGRO turns GRO on again where the agent (or an earlier run) turned
+// it off, unless it is on again already. Gone with its interface, it is
+// nothing to restore.
+func (a *Agent) restoreGRO() error {
+	g := a.gro
+	if g == nil {
+		return nil
+	}
+	l, err := a.nl.LinkByIndex(g.Ifindex)
+	if err != nil {
+		a.log.Info("interface on which GRO was turned off is gone", "was", g.Dev, "ifindex", g.Ifindex)
+		a.gro = nil
+		return nil
+	}
+	name := l.Attrs().Name
+	on, err := a.eth.GRO(name)
+	if err != nil {
+		return fmt.Errorf("turn generic receive offload of %s on again: %w (turn it on with `ethtool -K %s gro on`)", name, err, name)
+	}
+	if !on {
+		if err := a.eth.SetGRO(name, true); err != nil {
+			return fmt.Errorf("turn generic receive offload of %s on again: %w (turn it on with `ethtool -K %s gro on`)", name, err, name)
+		}
+		a.log.Info("generic receive offload (GRO) turned on again", "device", name)
+	}
+	a.gro = nil
+	return nil
+}
+
+// adoptGRO takes over GRO an earlier run turned off, if it is still off.
+func (a *Agent) adoptGRO(g groRecord) error {
+	l, err := a.nl.LinkByIndex(g.Ifindex)
+	if err != nil {
+		a.log.Info("interface on which the earlier run turned GRO off is gone", "was", g.Dev, "ifindex", g.Ifindex)
+		return nil
+	}
+	g.Dev = l.Attrs().Name
+	on, err := a.eth.GRO(g.Dev)
+	if err != nil {
+		return err
+	}
+	if on {
+		a.log.Info("GRO turned on since the earlier run turned it off: left as it is", "device", g.Dev)
+		return nil
+	}
+	a.gro = &g
+	if g.Ifindex != a.ifindex {
+		return a.restoreGRO() // another interface's: not this run's to keep
+	}
+	return nil
+}
