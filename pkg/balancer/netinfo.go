@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -268,14 +269,25 @@ func neighbourState(ifindex int, gw netip.Addr) string {
 
 // probeGateway makes the kernel resolve gw's MAC by sending it one UDP
 // datagram (to the discard port) through the interface ifname: the
-// neighbour watch then sees the answer. A link-local gw (an IPv6 router's
-// usual address) is reached through ifname's zone: without one, connect
-// refuses it (EINVAL) and nothing is sent.
+// neighbour watch then sees the answer. The socket is bound to ifname: a
+// routed datagram leaves wherever the routing table prefers, so for a gw
+// reached `onlink`, or through another interface too, it resolved (or
+// checked) gw on the wrong interface, and ifname's entry never. A
+// link-local gw (an IPv6 router's usual address) is reached through
+// ifname's zone: without one, connect refuses it (EINVAL) and nothing is
+// sent.
 func probeGateway(gw netip.Addr, ifname string) {
 	if gw.IsLinkLocalUnicast() && gw.Is6() {
 		gw = gw.WithZone(ifname)
 	}
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw, 9)))
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), ifname) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	c, err := d.Dial("udp", netip.AddrPortFrom(gw, 9).String())
 	if err != nil {
 		return
 	}

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -653,5 +654,88 @@ func TestPinnedGatewayIsNotLeftForAnotherNextHop(t *testing.T) {
 	}
 	if got := logs.matching(slog.LevelWarn, "next hop switched"); len(got) != 0 {
 		t.Errorf("pinned %s gone: warnings %q, want no switch", low, got)
+	}
+}
+
+// The datagram that makes the kernel resolve the router's MAC leaves
+// through the balancer's interface, whatever the routing table prefers:
+// it was routed, so for a router reached `onlink` (here: eth0 holds a /32,
+// and the default route is `via 10.1.1.1 dev eth0 onlink`) that another
+// interface has a more specific route to, it left through the other
+// interface, the router's entry on eth0 never resolved, and all VIP
+// traffic was dropped as no_nexthop.
+func TestNextHopProbeLeavesThroughTheInterface(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "hacbind", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	gw, self := topology.RouterBalancerIPv4(1), topology.BalancerIPv4(1)
+	const other = "hacx0"
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		eth, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := deleteDefaultRoutes(h); err != nil {
+			return err
+		}
+		// The /24 goes, and its subnet route with it: the router is
+		// reached through the onlink route alone.
+		if err := h.AddrDel(eth, &netlink.Addr{IPNet: &net.IPNet{IP: self.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			return err
+		}
+		if err := h.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: self.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return err
+		}
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		if err := h.RouteAdd(&netlink.Route{Dst: any4, LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK)}); err != nil {
+			return err
+		}
+		// Another interface, with a more specific route to the router,
+		// on which no one answers.
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: other}, PeerName: "hacx1"}); err != nil {
+			return err
+		}
+		for _, name := range []string{other, "hacx1"} {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if err := h.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		oth, err := h.LinkByName(other)
+		if err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr("10.9.0.2/24")
+		if err := h.AddrAdd(oth, a); err != nil {
+			return err
+		}
+		if err := h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(32, 32)}, LinkIndex: oth.Attrs().Index}); err != nil {
+			return err
+		}
+		// Whatever the topology's set-up resolved: only the probe may.
+		if err := h.NeighDel(&netlink.Neigh{LinkIndex: eth.Attrs().Index, Family: netlink.FAMILY_V4, IP: gw.AsSlice()}); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("onlink default route via %s on %s, and a /32 route to it on %s, in %s: %v", gw, topology.EthName, other, node, err)
+	}
+
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := b.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.NextHop.Resolved && st.NextHop.Gateway == gw.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("next hop %+v 10 s after the start, want %s resolved on %s; warnings: %v", st.NextHop, gw, topology.EthName, logs.matching(slog.LevelWarn))
+		}
 	}
 }
