@@ -105,6 +105,7 @@ type Balancer struct {
 	requests     chan func()
 	stopped      chan struct{} // closed when Run returns: requests fail at once
 	stopOnce     sync.Once
+	walks        sync.RWMutex // read-held by Flows over its walk of the connection table, outside the loop
 	netEvents    chan struct{}
 	rates        map[uint32]rateSample // by VIP number; cleared when a number is freed or given
 	drainFile    string
@@ -211,6 +212,8 @@ func (b *Balancer) adopt() error {
 // Run runs the control loop until ctx ends, or until the interface is
 // removed (an error wrapping ErrInterfaceGone).
 func (b *Balancer) Run(ctx context.Context) error {
+	// Last: once stopped is closed, walks end at their next look.
+	defer func() { b.walks.Lock(); b.walks.Unlock() }()
 	defer b.health.Close()
 	defer b.stopOnce.Do(func() { close(b.stopped) })
 	if b.ifindex == 0 { // New could not read it
@@ -1301,73 +1304,103 @@ func (b *Balancer) status() (api.Status, error) {
 }
 
 // Flows lists connection-table entries, optionally of one VIP (by name).
+// The control loop only gives the names and addresses that label them:
+// the walk of the table (1Mi entries by default, most of them skipped
+// when one VIP is asked for) runs on the caller's goroutine, where it
+// held up health transitions, drains and reloads. The datapath's reads
+// are safe beside the loop's writes, which the kernel makes meanwhile
+// anyway; a flow of a VIP or backend changed during the walk is named as
+// the loop named it when the walk began.
 func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsResponse, error) {
 	var resp api.FlowsResponse
-	var rerr error
 	if limit <= 0 {
 		limit = 1000
 	}
+	// Held over the walk: Run returns (and the daemon closes the
+	// datapath) only once no walk reads it.
+	b.walks.RLock()
+	defer b.walks.RUnlock()
+	// By VIP and slot: VIPs may name one address differently, and a
+	// flow's backend is named as its own VIP names it.
+	type vipBackend struct{ vip, id uint32 }
+	var (
+		vipNames = map[uint32]string{}
+		beNames  = map[vipBackend]string{}
+		bes      map[uint32]datapath.Backend
+		want     uint32
+		rerr     error
+	)
 	err := b.do(ctx, func() {
-		names := map[uint32]*config.VIP{}
-		want := uint32(0)
 		found := vip == ""
 		for i := range b.cfg.VIPs {
 			v := &b.cfg.VIPs[i]
 			num := b.vipNums[vipKey(v)]
-			names[num] = v
+			vipNames[num] = v.Name
 			if v.Name == vip {
 				want, found = num, true
+			}
+			for _, be := range v.Backends {
+				beNames[vipBackend{num, b.backendIDs[be.Addr()]}] = be.Name
 			}
 		}
 		if !found {
 			rerr = fmt.Errorf("no VIP named %q; `switchyard status` lists them (%w)", vip, api.ErrNotFound)
 			return
 		}
-		// By VIP and slot: VIPs may name one address differently, and
-		// a flow's backend is named as its own VIP names it.
-		type vipBackend struct{ vip, id uint32 }
-		beNames := map[vipBackend]string{}
-		for i := range b.cfg.VIPs {
-			v := &b.cfg.VIPs[i]
-			num := b.vipNums[vipKey(v)]
-			for _, be := range v.Backends {
-				beNames[vipBackend{num, b.backendIDs[be.Addr()]}] = be.Name
-			}
-		}
-		bes, err := b.dp.Backends()
-		if err != nil {
+		var err error
+		if bes, err = b.dp.Backends(); err != nil {
 			rerr = fmt.Errorf("read the backends to name the flows' addresses: %w", err)
-			return
 		}
-		now := monotonic()
-		rerr = b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
-			if vip != "" && c.VIPNum != want {
-				return true
-			}
-			if len(resp.Flows) >= limit {
-				resp.Truncated = true
+	})
+	if err != nil {
+		return resp, err
+	}
+	if rerr != nil {
+		return resp, rerr
+	}
+	now := monotonic()
+	seen := 0
+	err = b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
+		// A client gone, or a daemon stopping, ends the walk.
+		if seen++; seen%flowsCheckEvery == 0 {
+			select {
+			case <-ctx.Done():
+				rerr = ctx.Err()
 				return false
+			case <-b.stopped:
+				rerr = ErrStopped
+				return false
+			default:
 			}
-			fl := api.Flow{
-				Protocol: protoName(f.Proto), Client: netip.AddrPortFrom(f.Src, f.SrcPort).String(),
-				VIP: netip.AddrPortFrom(f.Dst, f.DstPort).String(), BackendID: c.BackendID,
-				Backend: beNames[vipBackend{c.VIPNum, c.BackendID}], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
-			}
-			if v := names[c.VIPNum]; v != nil {
-				fl.VIPName = v.Name
-			}
-			if fl.Backend == "" {
-				fl.Backend = bes[c.BackendID].Addr.String()
-			}
-			resp.Flows = append(resp.Flows, fl)
+		}
+		if vip != "" && c.VIPNum != want {
 			return true
-		})
+		}
+		if len(resp.Flows) >= limit {
+			resp.Truncated = true
+			return false
+		}
+		fl := api.Flow{
+			Protocol: protoName(f.Proto), Client: netip.AddrPortFrom(f.Src, f.SrcPort).String(),
+			VIP: netip.AddrPortFrom(f.Dst, f.DstPort).String(), BackendID: c.BackendID,
+			Backend: beNames[vipBackend{c.VIPNum, c.BackendID}], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
+			VIPName: vipNames[c.VIPNum],
+		}
+		if fl.Backend == "" {
+			fl.Backend = bes[c.BackendID].Addr.String()
+		}
+		resp.Flows = append(resp.Flows, fl)
+		return true
 	})
 	if err != nil {
 		return resp, err
 	}
 	return resp, rerr
 }
+
+// flowsCheckEvery is how many entries Flows walks between looks at
+// whether it should stop.
+const flowsCheckEvery = 4096
 
 func protoName(p uint8) string {
 	switch p {

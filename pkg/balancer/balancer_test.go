@@ -2112,3 +2112,78 @@ func TestFlowsSelectLimitAndName(t *testing.T) {
 		}
 	}
 }
+
+// hookedFlows is the real datapath, whose Flows first runs during: the
+// walk of the real connection table follows, as the control loop's
+// requests would meet it.
+type hookedFlows struct {
+	*datapath.Balancer
+	during func()
+}
+
+func (h hookedFlows) Flows(fn func(datapath.FlowKey, datapath.Conn) bool) error {
+	h.during()
+	return h.Balancer.Flows(fn)
+}
+
+// A flows listing walks the connection table outside the control loop: it
+// walked it inside, so that with a table of 1Mi entries a drain (or a
+// health transition, or a reload) waited for the whole walk. Here a drain
+// is asked for while the walk runs, and must be done before it ends.
+func TestDrainIsNotHeldUpByAFlowsWalk(t *testing.T) {
+	var during func()
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return hookedFlows{dp, func() { during() }}
+	})
+	var drainErr error
+	during = func() {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		defer cancel()
+		_, drainErr = r.b.Drain(ctx, "web/be2", true)
+	}
+	if _, err := r.b.Flows(r.ctx, "web", 10); err != nil {
+		t.Fatal(err)
+	}
+	if drainErr != nil {
+		t.Fatalf("drain of web/be2 while a flows walk runs: %v, want it done", drainErr)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.VIPs {
+		for _, be := range v.Backends {
+			if want := v.Name == "web" && be.Name == "be2"; be.Drained != want {
+				t.Errorf("%s/%s: drained %v, want %v", v.Name, be.Name, be.Drained, want)
+			}
+		}
+	}
+}
+
+// Run returns only once no flows walk reads the datapath: the daemon
+// closes the datapath when Run returns, and a walk outside the control
+// loop would go on reading maps being closed (their descriptors reused).
+func TestRunWaitsForAFlowsWalk(t *testing.T) {
+	var during func()
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return hookedFlows{dp, func() { during() }}
+	})
+	stopped := make(chan struct{})
+	during = func() {
+		go func() { r.stop(); close(stopped) }()
+		<-r.b.stopped
+		select {
+		case <-stopped:
+			t.Error("Run returned while a flows walk read the datapath")
+		case <-time.After(time.Second):
+		}
+	}
+	if _, err := r.b.Flows(context.Background(), "", 10); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10 s of the flows walk's end")
+	}
+}
