@@ -103,7 +103,9 @@ type Balancer struct {
 	backendCopyFailed bool
 
 	statsMu sync.Mutex
-	evicted uint64 // conn_evicted as last reported (see Stats)
+	// evicted: conn_evicted as last reported (see Stats), kept in the
+	// pinned stats map too (see loadEvicted).
+	evicted uint64
 	// statsBetweenReads, if set (by tests), runs in Stats between its
 	// reads of the per-VIP and of the global counters, where the
 	// datapath may count packets.
@@ -260,6 +262,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.syncCopies,       // backend_table and vip_epoch_table may be missing
 		b.endOrphanEpochs,  // a DeleteVIP that failed (or crashed) half-way may have left one live
 		b.syncEvictionBase, // evictions were counted one by one
+		b.loadEvicted,      // conn_evicted goes on from the last value reported
 		b.syncStdTables,    // std tables were in maglev_tables, or in the previous maglev_std
 		b.syncVIPIndex,     // no index, or one placing VIPs differently: build it afresh
 	} {
@@ -2394,12 +2397,57 @@ func (b *Balancer) Stats() (map[string]uint64, error) {
 	// as a counter must be: a count behind by the flows recorded during
 	// the reads does not lower it.
 	b.statsMu.Lock()
-	if done := out["conn_filled"] + out["conn_refreshed"] + base; recorded >= done {
-		b.evicted = max(b.evicted, recorded-done)
+	defer b.statsMu.Unlock()
+	if done := out["conn_filled"] + out["conn_refreshed"] + base; recorded >= done && recorded-done > b.evicted {
+		if err := b.keepEvicted(recorded - done); err != nil {
+			return nil, err
+		}
+		b.evicted = recorded - done
 	}
 	out["conn_evicted"] = b.evicted
-	b.statsMu.Unlock()
 	return out, nil
+}
+
+// keepEvicted writes n, the conn_evicted about to be reported, to the
+// pinned stats map (STAT_CONN_EVICTED: CPU 0's slot, the others 0), where
+// the next process over these pins starts from it (loadEvicted): derived
+// afresh, its first count could be behind the last one reported, by the
+// flows recorded while Stats read, which Prometheus takes for a counter
+// reset.
+func (b *Balancer) keepEvicted(n uint64) error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("count CPUs: %w", err)
+	}
+	per := make([]uint64, ncpu)
+	per[0] = n
+	if err := b.objs.Stats.Put(uint32(balancerSyStatSTAT_CONN_EVICTED), per); err != nil {
+		return fmt.Errorf("keep conn_evicted in the pinned stats: %w", err)
+	}
+	return nil
+}
+
+// loadEvicted starts conn_evicted at the value kept in STAT_CONN_EVICTED:
+// the last one an earlier process over these pins reported (keepEvicted),
+// or the count of a release that counted evictions one by one, which it
+// reported as it stood.
+//
+// The value kept there does not confuse syncEvictionBase, which reads it
+// only while no fill, refresh or base has ever been counted in these pins:
+// those counters never fall, and a new flow evicts only an entry that
+// is not empty, which this program filled (counted), unless a release that
+// counted no fills did. So a value is kept there with nothing counted only
+// over that release's table, and is then what syncEvictionBase takes it
+// for: the evictions reported so far.
+func (b *Balancer) loadEvicted() error {
+	n, err := readStat(b.objs.Stats, uint32(balancerSyStatSTAT_CONN_EVICTED))
+	if err != nil {
+		return fmt.Errorf("read the evictions reported so far: %w", err)
+	}
+	b.statsMu.Lock()
+	b.evicted = n
+	b.statsMu.Unlock()
+	return nil
 }
 
 // vipTotals sums connection hits, misses and recorded flows over every
