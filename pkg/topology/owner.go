@@ -30,12 +30,14 @@ type owner struct {
 }
 
 func self() (owner, error) {
-	start, err := processStart(os.Getpid())
+	start, err := ProcessStart(os.Getpid())
 	return owner{os.Getpid(), start}, err
 }
 
-// processStart reads a process's start time from /proc/PID/stat.
-func processStart(pid int) (uint64, error) {
+// ProcessStart reads a process's start time from /proc/PID/stat (field
+// 22, in clock ticks since boot): with the pid, it names the process
+// across pid reuse (see ProcessAlive).
+func ProcessStart(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -55,9 +57,13 @@ func processStart(pid int) (uint64, error) {
 
 // alive reports whether the process still runs. A zombie counts as alive
 // until it is reaped: whatever it owns is left to a later sweep.
-func (o owner) alive() bool {
-	start, err := processStart(o.pid)
-	return err == nil && start == o.start
+func (o owner) alive() bool { return ProcessAlive(o.pid, o.start) }
+
+// ProcessAlive reports whether the process pid that started at start
+// (ProcessStart) still runs; a zombie counts as running until reaped.
+func ProcessAlive(pid int, start uint64) bool {
+	now, err := ProcessStart(pid)
+	return err == nil && now == start
 }
 
 // marker is the content of a topology's marker file.

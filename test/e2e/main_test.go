@@ -48,7 +48,10 @@ func TestMain(m *testing.M) {
 		binary = b
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "switchyard-e2e-")
+	sweepBinaryDirs(os.TempDir(), func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "test/e2e: "+format+"\n", args...)
+	})
+	dir, err := makeBinaryDir(os.TempDir())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test/e2e:", err)
 		os.Exit(1)
@@ -62,6 +65,56 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// binaryDirPrefix starts the name of the directory TestMain builds the
+// binary in: binaryDirPrefix + "PID-START-RANDOM", PID and START naming
+// the test process (topology.ProcessStart), so that a later run can tell
+// the directory of a run killed before its cleanup (Ctrl-C, a -timeout
+// panic) from that of a run still going (packages run in parallel, and
+// other e2e runs may be live).
+const binaryDirPrefix = "switchyard-e2e-"
+
+// makeBinaryDir creates this process's binary directory under tmp.
+func makeBinaryDir(tmp string) (string, error) {
+	start, err := topology.ProcessStart(os.Getpid())
+	if err != nil {
+		return "", fmt.Errorf("read this process's start time: %w", err)
+	}
+	return os.MkdirTemp(tmp, fmt.Sprintf("%s%d-%d-", binaryDirPrefix, os.Getpid(), start))
+}
+
+// sweepBinaryDirs removes the binary directories under tmp of test
+// processes that are gone, and logs each and every failure. A directory
+// whose name does not say its process (an earlier release's) is left
+// alone: it may be a live run's.
+func sweepBinaryDirs(tmp string, logf func(format string, args ...any)) {
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		logf("sweep the binaries of killed runs: %v", err)
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), binaryDirPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		var pid int
+		var start uint64
+		var random string
+		if n, _ := fmt.Sscanf(strings.ReplaceAll(rest, "-", " "), "%d %d %s", &pid, &start, &random); n != 3 || pid <= 0 {
+			continue
+		}
+		if topology.ProcessAlive(pid, start) {
+			continue
+		}
+		path := filepath.Join(tmp, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			logf("remove the binary of the ended run %d: %v", pid, err)
+			continue
+		}
+		logf("removed the binary of the ended run %d: %s", pid, path)
+	}
 }
 
 // build compiles ./cmd/switchyard of this module into out.
