@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
@@ -34,8 +37,8 @@ func startInMode(t *testing.T, topo *topology.Topology, mode datapath.AttachMode
 // TestGenericModeGRO: in generic (skb) mode the decap program runs after
 // GRO, and stripped the outer header of merged super-packets whose
 // segmentation metadata then no longer fit. The agent turns GRO off for
-// generic mode, records it, and turns it on again when it stops; native
-// mode leaves it alone.
+// generic mode, records it, shows it in the status, and turns it on again
+// when it stops; native mode leaves it alone.
 func TestGenericModeGRO(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -62,6 +65,29 @@ func TestGenericModeGRO(t *testing.T) {
 			}
 			if recorded := strings.Contains(string(data), `"gro"`); recorded == tc.running {
 				t.Errorf("state file records GRO: %t, want %t:\n%s", recorded, !tc.running, data)
+			}
+			st, err := a.AgentStatus(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want *api.AgentGRO
+			if !tc.running {
+				want = &api.AgentGRO{Interface: topology.EthName, WasOn: true, NowOn: false}
+			}
+			if !reflect.DeepEqual(st.GRO, want) {
+				t.Errorf("status GRO %+v, want %+v", st.GRO, want)
+			}
+			if !tc.running {
+				// Turned on behind the agent's back: the status reads it.
+				if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+					t.Fatal(err)
+				}
+				if st, err = a.AgentStatus(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if want.NowOn = true; !reflect.DeepEqual(st.GRO, want) {
+					t.Errorf("status GRO %+v after GRO was turned on again, want %+v", st.GRO, want)
+				}
 			}
 			if err := a.Stop(); err != nil {
 				t.Fatalf("Stop: %v", err)

@@ -11,9 +11,9 @@ import (
 )
 
 // AgentStatus reports what the agent keeps in force, read from the host
-// and the decap program at the time of the call: lo's addresses and the
-// sysctls' values are read again, so a VIP someone removed from lo, or a
-// sysctl changed behind the agent's back, shows. It fails with
+// and the decap program at the time of the call: lo's addresses, the
+// sysctls' values and GRO are read again, so a VIP someone removed from
+// lo, or a sysctl or GRO changed behind the agent's back, shows. It fails with
 // ErrNotRunning while the agent is not running. It implements
 // api.AgentService.
 func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
@@ -67,6 +67,19 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 			return api.AgentStatus{}, fmt.Errorf("read sysctl %s: %w", s.name, err)
 		}
 		st.Sysctls = append(st.Sysctls, api.AgentSysctl{Name: s.name, Old: s.Old, Set: s.Set, Now: now})
+	}
+	if g := a.gro; g != nil {
+		// By index, as restoreGRO finds it: the name may have changed.
+		l, err := a.nl.LinkByIndex(g.Ifindex)
+		if err != nil {
+			return api.AgentStatus{}, fmt.Errorf("find interface %s (index %d), on which GRO was turned off: %w", g.Dev, g.Ifindex, err)
+		}
+		name := l.Attrs().Name
+		on, err := a.eth.GRO(name)
+		if err != nil {
+			return api.AgentStatus{}, err
+		}
+		st.GRO = &api.AgentGRO{Interface: name, WasOn: true, NowOn: on}
 	}
 	return st, nil
 }

@@ -19,8 +19,8 @@ func (a agentService) AgentStatus(context.Context) (AgentStatus, error) {
 	return sampleAgentStatus(fixedNow), a.err
 }
 
-// sampleAgentStatus is an agent whose IPv4 VIP went missing from lo and
-// one of whose sysctls the admin changed since.
+// sampleAgentStatus is an agent whose IPv4 VIP went missing from lo,
+// one of whose sysctls the admin changed since, and which keeps GRO off.
 func sampleAgentStatus(now time.Time) AgentStatus {
 	return AgentStatus{
 		Node: "be1", Interface: "eth0", AttachMode: "native", ProgramTag: "0a1b2c3d4e5f6071",
@@ -35,6 +35,7 @@ func sampleAgentStatus(now time.Time) AgentStatus {
 			{Name: "net.ipv4.conf.all.arp_ignore", Old: "0", Set: "1", Now: "1"},
 			{Name: "net.ipv4.conf.eth0.arp_announce", Old: "0", Set: "2", Now: "1"},
 		},
+		GRO: &AgentGRO{Interface: "eth0", WasOn: true, NowOn: false},
 		Counters: map[string]uint64{"decap_ipv4_outer": 12000, "decap_ipv6_outer": 34, "decap_gue": 5,
 			"pass": 77, "drop_inner_not_ip": 0, "drop_ce_not_ect": 2},
 	}
@@ -133,6 +134,7 @@ func TestWriteAgentStatus(t *testing.T) {
 		"fd00:100::1  yes",
 		"net.ipv4.conf.all.arp_ignore     0    1    1\n",
 		"net.ipv4.conf.eth0.arp_announce  0    2    1 (changed since: kept at stop)\n",
+		"\nGRO of eth0 turned off for the generic-mode decap program: was on, now off (turned on again at stop)\n",
 		"drops: ce_not_ect 2\n",
 	} {
 		if !strings.Contains(out, want) {
@@ -141,6 +143,17 @@ func TestWriteAgentStatus(t *testing.T) {
 	}
 	if strings.Contains(out, " \n") {
 		t.Error("a line ends in spaces")
+	}
+
+	// GRO someone turned on again behind the agent's back shows.
+	on := sampleAgentStatus(fixedNow)
+	on.GRO.NowOn = true
+	b.Reset()
+	if err := writeAgentStatus(&b, on, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "was on, now ON: turned on since, the decap program sees merged packets (`ethtool -K eth0 gro off` turns it off again)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status with GRO on again lacks %q:\n%s", want, b.String())
 	}
 
 	// An agent following an interface without addresses (link-local ones
@@ -162,5 +175,8 @@ func TestWriteAgentStatus(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("empty agent status lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "GRO") {
+		t.Errorf("agent status that turned no GRO off speaks of it:\n%s", out)
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // jsonNames are the JSON field names of t and of the structs of this
-// package it holds (directly or in slices), in order.
+// package it holds (directly, in slices or by pointer), in order.
 func jsonNames(t reflect.Type) []string {
 	var out []string
 	for f := range t.Fields() {
@@ -19,7 +19,7 @@ func jsonNames(t reflect.Type) []string {
 		}
 		out = append(out, name)
 		ft := f.Type
-		if ft.Kind() == reflect.Slice {
+		if ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}
 		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {

@@ -88,7 +88,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 
 // WriteAgentStatus writes the operator's view of a backend agent that
 // `switchyard status --agent` prints: the agent, its VIPs on lo, the
-// sysctls it changed, then the decap counters.
+// sysctls it changed, GRO if it turned it off, then the decap counters.
 func WriteAgentStatus(w io.Writer, s AgentStatus) error {
 	return writeAgentStatus(w, s, time.Now())
 }
@@ -165,9 +165,23 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 		}
 		tw.Flush()
 	}
+	if g := s.GRO; g != nil {
+		now := "off (turned on again at stop)"
+		if g.NowOn {
+			now = fmt.Sprintf("ON: turned on since, the decap program sees merged packets (`ethtool -K %s gro off` turns it off again)", g.Interface)
+		}
+		fmt.Fprintf(ew, "\nGRO of %s turned off for the generic-mode decap program: was %s, now %s\n", g.Interface, onOff(g.WasOn), now)
+	}
 
 	fmt.Fprintf(ew, "\ndrops: %s\n", dropList(s.Counters))
 	return ew.err
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
 }
 
 // dropList lists the non-zero drop_<reason> counters of c, or "none".

@@ -145,6 +145,10 @@ type AgentStatus struct {
 	GUEPort               uint16        `json:"gue_port"` // 0: GUE is not decapsulated
 	VIPs                  []AgentVIP    `json:"vips"`
 	Sysctls               []AgentSysctl `json:"sysctls"`
+	// GRO is set while the agent keeps generic receive offload off for
+	// its generic-mode decap program (nil, left out of the JSON: it did
+	// not turn GRO off).
+	GRO *AgentGRO `json:"gro,omitempty"`
 	// Counters are the decap program's: decap_ipv4_outer,
 	// decap_ipv6_outer, decap_gue, pass and drop_<reason>.
 	Counters map[string]uint64 `json:"counters"`
@@ -172,4 +176,13 @@ type AgentSysctl struct {
 	Old  string `json:"old"`  // found before the agent changed it
 	Set  string `json:"set"`  // what the agent wrote
 	Now  string `json:"now"`  // read at the time of the status
+}
+
+// AgentGRO is generic receive offload the agent turned off on its
+// interface, having found it on, because the generic-mode decap program
+// runs after GRO; it turns it on again when it stops.
+type AgentGRO struct {
+	Interface string `json:"interface"`
+	WasOn     bool   `json:"was_on"` // found before the agent turned it off
+	NowOn     bool   `json:"now_on"` // read at the time of the status
 }
