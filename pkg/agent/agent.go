@@ -330,7 +330,8 @@ func (a *Agent) loadDecap() error {
 // Stop shuts the agent down cleanly: it detaches the decap program and
 // removes its pins, deletes the VIP addresses Start added (VIPs that were
 // on lo before Start stay), and restores every sysctl Start changed to the
-// value it found (one the admin changed again meanwhile stays as it is).
+// value it found (one the admin changed again meanwhile stays as it is);
+// once the program is detached, it turns on again GRO it turned off.
 // What it took over from an earlier run that did not stop cleanly is
 // undone in the same way, to the values found before that run. A VIP or
 // "all" sysctl that another running agent of the host shares stays for
@@ -387,6 +388,20 @@ func (a *Agent) teardown() error {
 	if err := a.restoreSysctls(); err != nil {
 		undoErrs = append(undoErrs, err)
 	}
+	var detachErr error
+	if a.ownPins {
+		if _, err := os.Stat(a.pinDir); err == nil {
+			if err := datapath.RemoveDecap(a.pinDir); err != nil {
+				detachErr = fmt.Errorf("detach decap program from %s: %w", a.iface, err)
+			}
+		}
+		a.ownPins = false
+	}
+	// GRO comes back only once the generic-mode program is detached, or
+	// it would see merged packets meanwhile. Removing the pins removed
+	// the directory its lock is on, but a new agent reads and writes the
+	// record only under the host lock, which is held from before the
+	// undo to the end (taken above for a.gro).
 	if err := a.restoreGRO(); err != nil {
 		undoErrs = append(undoErrs, err)
 	}
@@ -401,13 +416,8 @@ func (a *Agent) teardown() error {
 		a.stateHeld = false
 	}
 	errs = append(errs, undoErrs...)
-	if a.ownPins {
-		if _, err := os.Stat(a.pinDir); err == nil {
-			if err := datapath.RemoveDecap(a.pinDir); err != nil {
-				errs = append(errs, fmt.Errorf("detach decap program from %s: %w", a.iface, err))
-			}
-		}
-		a.ownPins = false
+	if detachErr != nil {
+		errs = append(errs, detachErr)
 	}
 	if a.lock != nil {
 		a.lock.Close() // releases the flock

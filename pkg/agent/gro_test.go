@@ -2,14 +2,20 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"golang.org/x/sys/unix"
 )
 
 func groOf(t *testing.T, topo *topology.Topology, node string) bool {
@@ -146,4 +152,126 @@ func TestCrashedGenericRunGRO(t *testing.T) {
 	if err := n.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
+}
+
+// TestGROOnOnlyOnceDetached: at stop GRO comes back on only once the
+// generic-mode decap program is detached; turned on before, it let merged
+// super-packets reach the program meanwhile. The kernel announces every
+// feature change of a device with an RTM_NEWLINK (IFLA_EVENT_FEATURES)
+// that carries the device's XDP attachment at that moment: the one of
+// GRO's return must show no program.
+func TestGROOnOnlyOnceDetached(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	eth, err := topo.Link(be, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	if err := topo.Do(be, func() (err error) { fd, err = linkEvents(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+
+	a := startInMode(t, topo, datapath.AttachGeneric)
+	// GRO goes off once the program is attached: the events can tell.
+	if started := featureChanges(t, fd, eth.Attrs().Index); !slices.Contains(started, true) {
+		t.Fatalf("feature changes of eth0 at start %v (true: with a program attached), want GRO's going off with the program attached", started)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	stopped := featureChanges(t, fd, eth.Attrs().Index)
+	if len(stopped) == 0 {
+		t.Fatal("no feature change of eth0 at stop: GRO was not turned on again")
+	}
+	if slices.Contains(stopped, true) {
+		t.Errorf("feature changes of eth0 at stop %v (true: with a program attached): GRO came back on while the generic-mode decap program was attached", stopped)
+	}
+}
+
+// linkEvents returns a non-blocking netlink socket, of the calling
+// thread's namespace, that receives the link events.
+func linkEvents() (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_LINK}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// featureChanges reads the link events queued on fd and returns, for each
+// feature change of the device ifindex, whether an XDP program was
+// attached to it. The kernel queues an event before the change returns to
+// whoever made it, so those of a finished call are all there.
+func featureChanges(t *testing.T, fd, ifindex int) []bool {
+	t.Helper()
+	var attached []bool
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) {
+			return attached
+		}
+		if err != nil {
+			t.Fatalf("read link events: %v", err) // ENOBUFS: some were lost
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
+				continue
+			}
+			info := (*unix.IfInfomsg)(unsafe.Pointer(&m.Data[0]))
+			if int(info.Index) != ifindex {
+				continue
+			}
+			attrs, err := syscall.ParseNetlinkRouteAttr(&m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			features, xdp := false, false
+			for _, a := range attrs {
+				switch a.Attr.Type & nlaTypeMask {
+				case unix.IFLA_EVENT:
+					features = len(a.Value) >= 4 && binary.NativeEndian.Uint32(a.Value) == unix.IFLA_EVENT_FEATURES
+				case unix.IFLA_XDP:
+					xdp = xdpAttached(a.Value)
+				}
+			}
+			if features {
+				attached = append(attached, xdp)
+			}
+		}
+	}
+}
+
+// nlaTypeMask is NLA_TYPE_MASK of <linux/netlink.h>.
+const nlaTypeMask = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+
+// xdpAttached reports whether the nested IFLA_XDP attributes b say that a
+// program is attached.
+func xdpAttached(b []byte) bool {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b))
+		typ := binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return false
+		}
+		if typ == unix.IFLA_XDP_ATTACHED && l > unix.SizeofRtAttr {
+			return b[unix.SizeofRtAttr] != 0 // XDP_ATTACHED_NONE
+		}
+		b = b[min((l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1), len(b)):]
+	}
+	return false
 }
