@@ -398,11 +398,15 @@ func (a *Agent) teardown() error {
 		a.ownPins = false
 	}
 	// GRO comes back only once the generic-mode program is detached, or
-	// it would see merged packets meanwhile. Removing the pins removed
-	// the directory its lock is on, but a new agent reads and writes the
-	// record only under the host lock, which is held from before the
-	// undo to the end (taken above for a.gro).
-	if err := a.restoreGRO(); err != nil {
+	// it would see merged packets meanwhile; if it stays attached, so
+	// does GRO's record, for the next run or remove --agent. Removing the
+	// pins removed the directory its lock is on, but a new agent reads
+	// and writes the record only under the host lock, which is held from
+	// before the undo to the end (taken above for a.gro).
+	if detachErr != nil && a.gro != nil {
+		undoErrs = append(undoErrs, fmt.Errorf("generic receive offload of %s stays off while the decap program is attached; %s records it: `switchyard remove --agent` turns it on again once it can detach the program",
+			a.gro.Dev, a.statePath))
+	} else if err := a.restoreGRO(); err != nil {
 		undoErrs = append(undoErrs, err)
 	}
 	a.gro = nil

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -274,4 +275,56 @@ func xdpAttached(b []byte) bool {
 		b = b[min((l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1), len(b)):]
 	}
 	return false
+}
+
+// TestGROStaysOffWhileAttached: a decap program Stop cannot detach (its
+// pin directory holds what is not Switchyard's, which it refuses to
+// remove) keeps GRO off and recorded, and `remove --agent` turns it on
+// again once it has detached the program.
+func TestGROStaysOffWhileAttached(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	c := testConfig(topo)
+	a := startInMode(t, topo, datapath.AttachGeneric)
+	stray := filepath.Join(c.PinDir, "not-switchyards")
+	if err := os.Mkdir(stray, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(stray) })
+	if err := a.Stop(); !errors.Is(err, datapath.ErrNotPinDir) {
+		t.Fatalf("Stop with a stray directory among the pins: %v, want ErrNotPinDir", err)
+	}
+	if eth, err := topo.Link(be, topology.EthName); err != nil {
+		t.Fatal(err)
+	} else if x := eth.Attrs().Xdp; x == nil || !x.Attached {
+		t.Fatalf("decap program detached despite the failed removal of its pins: %+v", x)
+	}
+	if groOf(t, topo, be) {
+		t.Error("GRO is on while the generic-mode decap program Stop could not detach is attached")
+	}
+	data, err := os.ReadFile(a.StatePath())
+	if err != nil || !strings.Contains(string(data), `"gro"`) {
+		t.Errorf("state file after the failed detach: %v:\n%s, want it to record gro", err, data)
+	}
+
+	if err := os.Remove(stray); err != nil {
+		t.Fatal(err)
+	}
+	r := newAgent(t, c)
+	if err := topo.Do(be, r.Remove); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if eth, err := topo.Link(be, topology.EthName); err != nil {
+		t.Fatal(err)
+	} else if x := eth.Attrs().Xdp; x != nil && x.Attached {
+		t.Errorf("decap program still attached after `remove --agent`: %+v", x)
+	}
+	if !groOf(t, topo, be) {
+		t.Error("GRO is off after `remove --agent` detached the program, want on as before the agent")
+	}
+	requireNoState(t, r)
 }
