@@ -334,18 +334,7 @@ func TestGatewayOfAnIPv4RouteViaIPv6(t *testing.T) {
 	}
 	logs := &logRecords{}
 	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		st, err := b.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.NextHop.Resolved && st.NextHop.Gateway == router.String() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("next hop %+v 10 s after the start, want %s resolved; warnings: %v", st.NextHop, router, logs.matching(slog.LevelWarn))
-		}
-	}
+	waitNextHop(t, b, logs, router, 10*time.Second, "since the start")
 }
 
 // When the default route goes, status names no next hop ("-"): it went on
@@ -532,16 +521,23 @@ func (l *ecmpLab) idle(a netip.Addr) {
 // waitFor waits until b's status says its next hop is gw, resolved.
 func (l *ecmpLab) waitFor(b *Balancer, logs *logRecords, gw netip.Addr, why string) {
 	l.t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	waitNextHop(l.t, b, logs, gw, 20*time.Second, why)
+}
+
+// waitNextHop waits up to limit until b's status says its next hop is gw,
+// resolved; else fails t, saying why it waited and what b warned of.
+func waitNextHop(t *testing.T, b *Balancer, logs *logRecords, gw netip.Addr, limit time.Duration, why string) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(10 * time.Millisecond) {
 		st, err := b.Status(context.Background())
 		if err != nil {
-			l.t.Fatal(err)
+			t.Fatal(err)
 		}
 		if st.NextHop.Resolved && st.NextHop.Gateway == gw.String() {
 			return
 		}
 		if time.Now().After(deadline) {
-			l.t.Fatalf("%s: next hop %+v after 20 s, want %s resolved; warnings: %v", why, st.NextHop, gw, logs.matching(slog.LevelWarn))
+			t.Fatalf("%s: next hop %+v after %s, want %s resolved; warnings: %v", why, st.NextHop, limit, gw, logs.matching(slog.LevelWarn))
 		}
 	}
 }
@@ -726,16 +722,5 @@ func TestNextHopProbeLeavesThroughTheInterface(t *testing.T) {
 
 	logs := &logRecords{}
 	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		st, err := b.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.NextHop.Resolved && st.NextHop.Gateway == gw.String() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("next hop %+v 10 s after the start, want %s resolved on %s; warnings: %v", st.NextHop, gw, topology.EthName, logs.matching(slog.LevelWarn))
-		}
-	}
+	waitNextHop(t, b, logs, gw, 10*time.Second, "since the start, through "+topology.EthName)
 }
