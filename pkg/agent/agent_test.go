@@ -406,16 +406,7 @@ func TestEncapAddrsFollowInterface(t *testing.T) {
 	sendFrame(t, topo, buildFrame(t, topo, pkt))
 	expectDatagram(t, conn, pkt)
 
-	err := topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		return h.AddrDel(l, &netlink.Addr{IPNet: ipNet(extra)})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	changeEthAddr(t, topo, be, extra, false)
 	waitEncap(t, a, extra.Addr(), false)
 }
 
@@ -642,16 +633,7 @@ func TestEncapAddrsSkipDADFailed(t *testing.T) {
 	}
 	a := startAgent(t, topo, be, testConfig(topo))
 	// With duplicate address detection, unlike topo.AddAddr.
-	err := topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		return h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(dup)})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	changeEthAddr(t, topo, be, dup, true)
 	for deadline := time.Now().Add(testTimeout); ; time.Sleep(10 * time.Millisecond) {
 		var flags int
 		err := topo.Netlink(be, func(h *netlink.Handle) error {
@@ -690,16 +672,7 @@ func TestEncapAddrsSkipDADFailed(t *testing.T) {
 	}
 	// One that passes the detection joins once it has.
 	fresh := netip.MustParsePrefix("fd00:2:1::78/64")
-	err = topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		return h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(fresh)})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	changeEthAddr(t, topo, be, fresh, true)
 	waitEncap(t, a, fresh.Addr(), true)
 }
 
@@ -767,5 +740,25 @@ func TestInterfaceLeavesBridge(t *testing.T) {
 		case <-timeout:
 			t.Fatalf("no link deletion message for %s within %s after it left the bridge", topology.EthName, testTimeout)
 		}
+	}
+}
+
+// changeEthAddr adds p to node's eth0 (add) or deletes it from there,
+// with netlink's defaults (duplicate address detection on, unlike
+// topo.AddAddr).
+func changeEthAddr(t *testing.T, topo *topology.Topology, node string, p netip.Prefix, add bool) {
+	t.Helper()
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if add {
+			return h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p)})
+		}
+		return h.AddrDel(l, &netlink.Addr{IPNet: ipNet(p)})
+	})
+	if err != nil {
+		t.Fatalf("%s: change %s on %s: %v", node, p, topology.EthName, err)
 	}
 }
