@@ -170,6 +170,12 @@ enum decap_stat {
 	 * reasons go last: an earlier release's pinned counters keep their
 	 * indices when LoadDecap moves them to a larger map. */
 	DECAP_STAT_DROP_CE_NOT_ECT,
+	/* For us, but with an outer header the kernel's receive path
+	 * refuses: passed untouched, for the stack to drop and count (XDP
+	 * runs before ip_rcv, so nothing else checks it). */
+	DECAP_STAT_BAD_OUTER_CSUM,    /* IPv4 header checksum wrong */
+	DECAP_STAT_BAD_OUTER_IP_LEN,  /* IP header or length beyond the frame, or length short of the IPv4 header */
+	DECAP_STAT_BAD_OUTER_UDP_LEN, /* GUE: UDP header or length beyond the IP packet, or length below 8 */
 	DECAP_STAT_MAX,
 };
 

@@ -108,6 +108,70 @@ static __always_inline int inner_set_ecn(__u8 *inner, void *data_end, int v4, __
 	return 0;
 }
 
+/* XDP runs before ip_rcv, so nothing but this program checks an outer
+ * header it strips. outer4_check and outer6_check make ip_rcv's and
+ * ipv6_rcv's checks of it (the IPv4 header's own length and checksum, the
+ * packet's length within the frame); on success they set *end to the
+ * packet's end as an offset from data (the frame's bytes beyond are a
+ * trailer, Ethernet padding say, which the stack would trim) and return
+ * 0; else the counter of the reason for which the stack will drop it. */
+static __always_inline int outer4_check(struct iphdr *iph, void *data, void *data_end,
+					 __u32 l2_len, __u32 *end)
+{
+	const sy_u32 *w = (void *)iph;
+	__u32 tot_len = bpf_ntohs(iph->tot_len), ihl = iph->ihl;
+	__u64 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < 15; i++) {
+		if (i < ihl) {
+			if ((void *)(w + i + 1) > data_end)
+				return DECAP_STAT_BAD_OUTER_IP_LEN;
+			sum += w[i];
+		}
+	}
+	if (csum_fold(sum))
+		return DECAP_STAT_BAD_OUTER_CSUM;
+	if (tot_len < ihl * 4 || l2_len + tot_len > (__u32)(data_end - data))
+		return DECAP_STAT_BAD_OUTER_IP_LEN;
+	*end = l2_len + tot_len;
+	return 0;
+}
+
+static __always_inline int outer6_check(struct ipv6hdr *ip6, void *data, void *data_end,
+					 __u32 l2_len, __u32 *end)
+{
+	/* A payload length of 0 means a jumbogram only with a hop-by-hop
+	 * header, which is not one of ours: here it is 0 bytes. */
+	__u32 len = l2_len + IPV6_HDR_LEN + bpf_ntohs(ip6->payload_len);
+
+	if (len > (__u32)(data_end - data))
+		return DECAP_STAT_BAD_OUTER_IP_LEN;
+	*end = len;
+	return 0;
+}
+
+/* The checks of udp_rcv (and udpv6_rcv) on a GUE packet's UDP length,
+ * uh at offset off: the header and its length within the IP packet,
+ * which ends at *end, and at least the header. A length of 0 over IPv6
+ * is the rest of the IPv6 payload, as udpv6_rcv reads it. On success,
+ * *end moves to the datagram's end (udp_rcv trims what the IP packet
+ * holds beyond) and 0 is returned, else the counter to count. */
+static __always_inline int gue_check(struct udphdr *uh, __u32 off, int v6, __u32 *end)
+{
+	__u32 len;
+
+	if (off + UDP_HDR_LEN > *end)
+		return DECAP_STAT_BAD_OUTER_UDP_LEN;
+	len = bpf_ntohs(uh->len);
+	if (v6 && !len)
+		len = *end - off;
+	if (len < UDP_HDR_LEN || off + len > *end)
+		return DECAP_STAT_BAD_OUTER_UDP_LEN;
+	*end = off + len;
+	return 0;
+}
+
 SEC("xdp")
 int xdp_decap(struct xdp_md *ctx)
 {
@@ -115,12 +179,14 @@ int xdp_decap(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct decap_config *cfg;
-	__u32 zero = 0, l2_len = sizeof(*eth), outer_len;
+	__u32 zero = 0, l2_len = sizeof(*eth), outer_len, end = 0, frame_len;
 	__u8 l2[sizeof(struct ethhdr) + sizeof(struct vlan_hdr)];
 	struct addr dst = {};
 	__u8 nexthdr, outer_ecn, *inner;
+	struct udphdr *uh = NULL;
+	void *ip;
 	__be16 proto;
-	int v6, gue = 0;
+	int v6, gue = 0, bad;
 
 	if ((void *)(eth + 1) > data_end)
 		return pass();
@@ -139,8 +205,11 @@ int xdp_decap(struct xdp_md *ctx)
 
 		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5)
 			return pass();
+		/* Before any other check: a first fragment must not be
+		 * taken for a whole packet. */
 		if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 			return pass(); /* the stack reassembles; see README */
+		ip = iph;
 		dst.a[2] = bpf_htonl(0xffff);
 		dst.a[3] = iph->daddr;
 		nexthdr = iph->protocol;
@@ -157,6 +226,7 @@ int xdp_decap(struct xdp_md *ctx)
 		 * an IPv6 outer header to one is not ours. */
 		if (!dst.a[0] && !dst.a[1] && dst.a[2] == bpf_htonl(0xffff))
 			return pass();
+		ip = ip6;
 		nexthdr = ip6->nexthdr;
 		outer_ecn = (ip6->flow_lbl[0] >> 4) & ECN_MASK;
 		outer_len = IPV6_HDR_LEN;
@@ -166,8 +236,7 @@ int xdp_decap(struct xdp_md *ctx)
 	}
 
 	if (nexthdr == IPPROTO_UDP) {
-		struct udphdr *uh = data + ((l2_len + outer_len) & 0x7f);
-
+		uh = data + ((l2_len + outer_len) & 0x7f);
 		cfg = bpf_map_lookup_elem(&decap_cfg, &zero);
 		if (!cfg || !cfg->gue_port)
 			return pass();
@@ -180,6 +249,29 @@ int xdp_decap(struct xdp_md *ctx)
 	}
 	if (!bpf_map_lookup_elem(&decap_addrs, &dst))
 		return pass();
+
+	if (v6)
+		bad = outer6_check(ip, data, data_end, l2_len, &end);
+	else
+		bad = outer4_check(ip, data, data_end, l2_len, &end);
+	if (!bad && gue)
+		bad = gue_check(uh, l2_len + outer_len - UDP_HDR_LEN, v6, &end);
+	if (bad) {
+		dcount(bad);
+		return XDP_PASS;
+	}
+	/* What lies beyond the outer packet (or GUE datagram) is no part of
+	 * the inner packet: with it, an inner packet the outer one cuts
+	 * short would reach the stack made whole by a trailer. */
+	frame_len = data_end - data;
+	if (end < frame_len) {
+		if (bpf_xdp_adjust_tail(ctx, (int)end - (int)frame_len)) {
+			dcount(DECAP_STAT_DROP_ADJUST);
+			return XDP_DROP;
+		}
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+	}
 
 	inner = data + ((l2_len + outer_len) & 0x7f);
 	if ((void *)(inner + 1) > data_end) {
@@ -210,14 +302,15 @@ int xdp_decap(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 
-	/* Keep the L2 header (with its VLAN tag), drop the outer headers. */
-	if (l2_len == sizeof(struct ethhdr)) {
+	/* Keep the L2 header (with its VLAN tag), drop the outer headers.
+	 * (The check cannot fail, the inner packet is behind them: it is
+	 * for the verifier, which knows no bounds of a trimmed frame.) */
+	if (data + sizeof(l2) > data_end)
+		return pass();
+	if (l2_len == sizeof(struct ethhdr))
 		__builtin_memcpy(l2, data, sizeof(struct ethhdr));
-	} else {
-		if (data + sizeof(l2) > data_end)
-			return pass();
+	else
 		__builtin_memcpy(l2, data, sizeof(l2));
-	}
 	if (bpf_xdp_adjust_head(ctx, outer_len)) {
 		dcount(DECAP_STAT_DROP_ADJUST);
 		return XDP_DROP;

@@ -15,6 +15,7 @@ const (
 	statDecapGUE  = "decap_gue"
 	statPass      = "pass"
 	statDropPfx   = "drop_"
+	statBadPfx    = "bad_outer_"
 )
 
 // Collector returns a Prometheus collector that reads the decap program's
@@ -36,7 +37,10 @@ func (a *Agent) Collector() prometheus.Collector {
 		passed: prometheus.NewDesc("switchyard_agent_passed_packets_total",
 			"Packets passed to the stack untouched: not encapsulated for this host.", nil, nil),
 		drops: prometheus.NewDesc("switchyard_agent_drops_total",
-			"Encapsulated packets for this host that were dropped, by reason: inner_not_ip (the inner packet is not IP, or not the IP the outer header names), adjust_failed (the kernel refused to strip the outer headers), ce_not_ect (outer header marked congestion experienced, inner packet not ECN-capable: RFC 6040).",
+			"Encapsulated packets for this host that were dropped, by reason: inner_not_ip (the inner packet is not IP, or not the IP the outer header names), adjust_failed (the kernel refused to strip the outer headers or the trailer behind the outer packet), ce_not_ect (outer header marked congestion experienced, inner packet not ECN-capable: RFC 6040).",
+			[]string{"reason"}, nil),
+		badOuter: prometheus.NewDesc("switchyard_agent_bad_outer_packets_total",
+			"Encapsulated packets for this host whose outer header the kernel refuses, passed to the stack untouched for it to drop and count (netstat's Ip and Udp error counters), by reason: csum (IPv4 header checksum), ip_len (IP header or length beyond the frame, or total length short of the IPv4 header), udp_len (GUE: UDP header or length beyond the IP packet, or length below 8).",
 			[]string{"reason"}, nil),
 		vips: prometheus.NewDesc("switchyard_agent_vips",
 			"VIPs the agent keeps on lo.", nil, nil),
@@ -46,9 +50,9 @@ func (a *Agent) Collector() prometheus.Collector {
 }
 
 type collector struct {
-	a                                        *Agent
-	scrapeErrors                             prometheus.Counter
-	decap, gue, passed, drops, vips, missing *prometheus.Desc
+	a                                                  *Agent
+	scrapeErrors                                       prometheus.Counter
+	decap, gue, passed, drops, badOuter, vips, missing *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -57,6 +61,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.gue
 	ch <- c.passed
 	ch <- c.drops
+	ch <- c.badOuter
 	ch <- c.vips
 	ch <- c.missing
 }
@@ -85,6 +90,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for name, v := range st {
 		if reason, ok := strings.CutPrefix(name, statDropPfx); ok {
 			counter(c.drops, v, reason)
+		}
+		if reason, ok := strings.CutPrefix(name, statBadPfx); ok {
+			counter(c.badOuter, v, reason)
 		}
 	}
 	missing := 0

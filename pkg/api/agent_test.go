@@ -37,7 +37,7 @@ func sampleAgentStatus(now time.Time) AgentStatus {
 		},
 		GRO: &AgentGRO{Interface: "eth0", WasOn: true, NowOn: false},
 		Counters: map[string]uint64{"decap_ipv4_outer": 12000, "decap_ipv6_outer": 34, "decap_gue": 5,
-			"pass": 77, "drop_inner_not_ip": 0, "drop_ce_not_ect": 2},
+			"pass": 77, "drop_inner_not_ip": 0, "drop_ce_not_ect": 2, "bad_outer_csum": 3, "bad_outer_ip_len": 0},
 	}
 }
 
@@ -136,6 +136,7 @@ func TestWriteAgentStatus(t *testing.T) {
 		"net.ipv4.conf.eth0.arp_announce  0    2    1 (changed since: kept at stop)\n",
 		"\nGRO of eth0 turned off for the generic-mode decap program: was on, now off (turned on again at stop)\n",
 		"drops: ce_not_ect 2\n",
+		"bad outer headers (passed untouched, for the stack to drop): csum 3\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("agent status lacks %q", want)

@@ -82,7 +82,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		tw.Flush()
 	}
 
-	fmt.Fprintf(ew, "\ndrops: %s\n", dropList(s.Counters))
+	fmt.Fprintf(ew, "\ndrops: %s\n", reasonList(s.Counters, "drop_"))
 	return ew.err
 }
 
@@ -173,7 +173,8 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 		fmt.Fprintf(ew, "\nGRO of %s turned off for the generic-mode decap program: was %s, now %s\n", g.Interface, onOff(g.WasOn), now)
 	}
 
-	fmt.Fprintf(ew, "\ndrops: %s\n", dropList(s.Counters))
+	fmt.Fprintf(ew, "\ndrops: %s\n", reasonList(s.Counters, "drop_"))
+	fmt.Fprintf(ew, "bad outer headers (passed untouched, for the stack to drop): %s\n", reasonList(s.Counters, "bad_outer_"))
 	return ew.err
 }
 
@@ -184,11 +185,11 @@ func onOff(on bool) string {
 	return "off"
 }
 
-// dropList lists the non-zero drop_<reason> counters of c, or "none".
-func dropList(c map[string]uint64) string {
+// reasonList lists the non-zero <prefix><reason> counters of c, or "none".
+func reasonList(c map[string]uint64, prefix string) string {
 	var drops []string
 	for k, n := range c {
-		if reason, ok := strings.CutPrefix(k, "drop_"); ok && n > 0 {
+		if reason, ok := strings.CutPrefix(k, prefix); ok && n > 0 {
 			drops = append(drops, fmt.Sprintf("%s %s", reason, count(n)))
 		}
 	}

@@ -150,7 +150,8 @@ type AgentStatus struct {
 	// not turn GRO off).
 	GRO *AgentGRO `json:"gro,omitempty"`
 	// Counters are the decap program's: decap_ipv4_outer,
-	// decap_ipv6_outer, decap_gue, pass and drop_<reason>.
+	// decap_ipv6_outer, decap_gue, pass, drop_<reason> and
+	// bad_outer_<reason> (passed untouched for the stack to drop).
 	Counters map[string]uint64 `json:"counters"`
 }
 

@@ -53,7 +53,7 @@ func TestDecapKeepsCongestionMark(t *testing.T) {
 					if act != xdpTX {
 						t.Fatalf("gue=%d %s: %s, want TX", gue, c.name, actionNames[act])
 					}
-					want := append([]byte(nil), in[l2:]...)
+					want := append([]byte(nil), ipPacket(in[l2:])...)
 					if marked {
 						setECN(out[l2:], ce)
 						if innerECN != notECT {

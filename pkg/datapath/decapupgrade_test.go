@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,10 +19,10 @@ import (
 )
 
 // TestDecapStatsAdoptedFromEarlierPins: the previous release pinned
-// decap_stats one reason smaller (the last one is new) and left its program
+// decap_stats smaller (the reasons from ce_not_ect on are new) and left its program
 // attached through the pinned link. An agent upgraded in place must load
 // over those pins without manual steps: its counters start from the
-// earlier ones, per CPU, the new reason from zero, and its program is
+// earlier ones, per CPU, the new reasons from zero, and its program is
 // swapped into the pinned link (no detach, so decapsulation goes on). A
 // second load finds the map moved already, and no temporary pin is left.
 func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
@@ -29,7 +30,7 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 	topo := topology.NewForTest(t, topology.Config{Prefix: "sydu", Balancers: 1, Backends: 1})
 	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-decap-upgrade-test-%d", time.Now().UnixNano()))
 	t.Cleanup(func() { os.RemoveAll(pin) })
-	earlier := uint32(len(decapStatNames) - 1)
+	earlier := uint32(decapDecapStatDECAP_STAT_DROP_CE_NOT_ECT) // the previous release's reasons
 
 	// The previous release: this program with its smaller counter map,
 	// pinned and attached, its counters already counting.
@@ -58,7 +59,10 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]uint64{decapStatNames[earlier]: 0} // the new reason starts from zero
+	want := map[string]uint64{}
+	for _, name := range decapStatNames[earlier:] {
+		want[name] = 0 // the new reasons start from zero
+	}
 	for i := range earlier {
 		perCPU := make([]uint64, cpus)
 		for c := range perCPU {
@@ -97,7 +101,7 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The new reason counts into the pinned map.
+	// The new reasons count into the pinned map.
 	if err := d.SetAddrs([]netip.Addr{backendAddrs[1]}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +112,16 @@ func TestDecapStatsAdoptedFromEarlierPins(t *testing.T) {
 		t.Fatalf("outer CE over Not-ECT after the upgrade: %s, want DROP", actionNames[act])
 	}
 	want["drop_ce_not_ect"] = 1
+	// So does the last of them: a GUE datagram whose UDP length is 0.
+	if err := d.SetGUEPort(6080); err != nil {
+		t.Fatal(err)
+	}
+	gue := encapFrame(t, lbV4, backendAddrs[1], 0, 6080, inner[l2:])
+	gue[14+20+4], gue[14+20+5] = 0, 0
+	if act, out := runProg(t, d.objs.XdpDecap, append([]byte(nil), gue...)); act != xdpPass || !bytes.Equal(out, gue) {
+		t.Fatalf("GUE with UDP length 0 after the upgrade: %s, want PASS untouched", actionNames[act])
+	}
+	want["bad_outer_udp_len"] = 1
 	d.Close()
 
 	again, err := LoadDecap(pin, nil)

@@ -45,10 +45,10 @@ func FuzzBalancer(f *testing.F) {
 // FuzzDecap feeds arbitrary frames to the decap program, seeded with the
 // balancer's encapsulations (also of ECN-capable and Not-ECT packets whose
 // outer header a router marked CE): it passes or drops, and a frame it
-// passes is either untouched or its own tail behind an Ethernet header
-// (with the frame's 802.1Q or 802.1ad tag, if any): the outer headers
-// stripped, the inner packet's bytes unchanged but for a CE mark
-// (ceMarked). A CE mark on the outer header is never lost: the inner
+// passes is either untouched or the inner packet behind an Ethernet header
+// (with the frame's 802.1Q or 802.1ad tag, if any): the bytes between the
+// outer headers and the end of the outer packet (outerEnd; a trailer
+// beyond is trimmed), unchanged but for a CE mark (ceMarked). A CE mark on the outer header is never lost: the inner
 // packet passed carries it (a Not-ECT one is dropped instead, RFC 6040).
 func FuzzDecap(f *testing.F) {
 	w := newWorld(f, Options{})
@@ -109,10 +109,11 @@ func FuzzDecap(f *testing.F) {
 			if len(out) >= 18 && (out[12] == 0x81 && out[13] == 0x00 || out[12] == 0x88 && out[13] == 0xa8) {
 				l2 = 18
 			}
-			if len(out) < l2 || len(out) >= len(in) {
+			end := outerEnd(in, l2)
+			if len(out) < l2 || len(out) >= len(in) || end-(len(out)-l2) < l2+20 {
 				t.Fatalf("passed frame is neither untouched nor its inner packet:\n in %x\nout %x", in, out)
 			}
-			if inner := in[len(in)-len(out)+l2:]; !bytes.Equal(out[l2:], inner) && !ceMarked(inner, out[l2:]) {
+			if inner := in[end-(len(out)-l2) : end]; !bytes.Equal(out[l2:], inner) && !ceMarked(inner, out[l2:]) {
 				t.Fatalf("passed frame is neither untouched nor its inner packet:\n in %x\nout %x", in, out)
 			}
 			// An inner IPv4 header too short for its checksum is left
@@ -123,6 +124,33 @@ func FuzzDecap(f *testing.F) {
 			}
 		}
 	})
+}
+
+// outerEnd is where the outer packet of frame in, its IP header at l2,
+// ends as its length fields say (or the GUE datagram in it, if it is
+// UDP); 0 if in is too short for them.
+func outerEnd(in []byte, l2 int) int {
+	ip := in[l2:]
+	if len(ip) < 20 {
+		return 0
+	}
+	hl, end, proto := int(ip[0]&0xf)*4, l2+int(binary.BigEndian.Uint16(ip[2:])), ip[9]
+	if ip[0]>>4 == 6 {
+		if len(ip) < 40 {
+			return 0
+		}
+		hl, end, proto = 40, l2+40+int(binary.BigEndian.Uint16(ip[4:])), ip[6]
+	}
+	if proto != 17 {
+		return end
+	}
+	if len(ip) < hl+8 {
+		return 0
+	}
+	if ulen := int(binary.BigEndian.Uint16(ip[hl+4:])); ulen != 0 {
+		return l2 + hl + ulen
+	}
+	return end
 }
 
 // ipECN is the ECN field of the IP header that ip starts with (0 if
