@@ -159,7 +159,10 @@ static __always_inline int ipv6_ext(__u8 nh)
  * p->flow.proto at the L4 header. A fragment header anywhere in the chain
  * drops the packet as a fragment; a chain too long to follow (more than
  * IPV6_EXT_MAX headers, or an L4 header beyond IPV6_L4_OFF_MAX) is passed
- * as malformed: the stack decides. */
+ * as malformed: the stack decides. A routing header with segments left
+ * makes the destination a waypoint, not the packet's final one (RFC 8200
+ * section 4.4): the packet is no VIP's, and passes untouched for the
+ * stack to route or reject. */
 static __always_inline int parse_ipv6_ext(void *data, void *data_end, struct pkt *p, __u8 nh)
 {
 	__u32 off = p->l4_off & 0xff, l3_end = p->l2_len + p->l3_len;
@@ -172,8 +175,13 @@ static __always_inline int parse_ipv6_ext(void *data, void *data_end, struct pkt
 			return PARSE_DROP + STAT_DROP_FRAGMENT;
 		if (!ipv6_ext(nh))
 			break;
-		if ((void *)(eh + 2) > data_end || off + 8 > l3_end)
+		/* eh + 8: every header is at least 8 bytes long, and the
+		 * IPv6 length (l3_end) lies within the frame: the same test
+		 * as off + 8 > l3_end, which the verifier cannot see. */
+		if ((void *)(eh + 8) > data_end || off + 8 > l3_end)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		if (nh == IPPROTO_ROUTING && eh[3] != 0)
+			return PARSE_PASS;
 		nh = eh[0];
 		off += ((__u32)eh[1] + 1) * 8;
 		if (off > IPV6_L4_OFF_MAX)

@@ -10,7 +10,9 @@ import (
 // extension headers exts inserted after its fixed header, each given as
 // (type, total length in bytes, a multiple of 8), chained in order to the
 // original next header. The L4 checksum stays valid: its pseudo-header
-// holds the upper-layer length, which does not change.
+// holds the upper-layer length, which does not change. A routing header
+// is of type 4 (segment routing) with no segments left: the VIP is the
+// packet's final destination (see withSegmentsLeft).
 func withExtHeaders(in []byte, l2 int, exts ...[2]int) []byte {
 	var chain []byte
 	next := in[l2+6]
@@ -18,7 +20,9 @@ func withExtHeaders(in []byte, l2 int, exts ...[2]int) []byte {
 		typ, n := exts[i][0], exts[i][1]
 		h := make([]byte, n)
 		h[0], h[1] = next, byte(n/8-1)
-		if n >= 8 {
+		if typ == extRouting {
+			h[2] = 4
+		} else if n >= 8 {
 			h[2], h[3] = 1, byte(n-4) // a PadN option filling the rest
 		}
 		chain = append(h, chain...)
