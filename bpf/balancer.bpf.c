@@ -371,8 +371,16 @@ static __always_inline int parse_rest(struct xdp_md *ctx, struct pkt *p, int *ic
 	}
 	if (ret >= PARSE_DROP)
 		return drop(ret - PARSE_DROP);
-	if (p->flow.proto != IPPROTO_ICMP && p->flow.proto != IPPROTO_ICMPV6)
+	if (p->flow.proto != IPPROTO_ICMP && p->flow.proto != IPPROTO_ICMPV6) {
+		/* No TCP or UDP peer is multicast, unspecified, loopback or
+		 * IPv4-mapped (RFC 4291 section 2.5.5.2, RFC 6890; Linux drops
+		 * such a SYN): a VIP's such packet is dropped before it can
+		 * reach a backend or the connection table. Checked here, off
+		 * the common path: IPv4 sources go unchecked. */
+		if (p->v6 && !src_one_host(p))
+			return vip_lookup(p) ? drop(STAT_DROP_INVALID_SOURCE) : XDP_PASS;
 		return -1;
+	}
 	if (p->icmp_type == (p->v6 ? ICMPV6_ECHO_REQUEST : ICMP_ECHO))
 		return echo_reply(ctx, p);
 	if (p->v6 ? p->icmp_type != ICMPV6_PKT_TOOBIG

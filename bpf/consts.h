@@ -155,6 +155,11 @@ enum sy_stat {
 	STAT_DROP_ICMP_INVALID,  /* "too big" to a VIP quoting an unknown flow; echo request from no single host */
 	STAT_CONN_EVICTED,       /* evictions as earlier versions counted them (now derived) */
 	STAT_CONN_INSERT_RACE,   /* another flow took the entry being refreshed: not recorded */
+	/* TCP/UDP to an IPv6 VIP from a source that is no single host's
+	 * (src_one_host). New reasons go last: an earlier release's pinned
+	 * counters keep their indices when LoadBalancer moves them to a
+	 * larger map. */
+	STAT_DROP_INVALID_SOURCE,
 	STAT_MAX,
 };
 

@@ -24,7 +24,9 @@ static __always_inline void swap_macs(struct ethhdr *eth)
 
 /* 1 if the packet's source names a single host that an ICMP message may
  * go to: not unspecified, loopback, multicast, broadcast, class E or, for
- * IPv6, IPv4-mapped (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)). */
+ * IPv6, IPv4-mapped (RFC 1122 section 3.2.2, RFC 4443 section 2.4 (e.6)).
+ * An IPv6 TCP or UDP packet to a VIP from any other source is dropped
+ * (parse_rest). */
 static __always_inline int src_one_host(const struct pkt *p)
 {
 	const struct addr *a = &p->flow.src;

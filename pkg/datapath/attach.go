@@ -357,10 +357,10 @@ func checkPinDir(pinDir string) error {
 // dataMapNames gives them; they include the maps of earlier releases that
 // became data sections), the link, and the pins an upgrade moves: the
 // previous release's Maglev tables and the successors adoptConns and
-// adoptDecapStats pin for a moment, which a crash can leave.
+// adoptStats pin for a moment, which a crash can leave.
 func pinNames() (map[string]bool, error) {
 	names := map[string]bool{
-		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true,
+		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true, statsPin + "_new": true,
 		standInName: true, standInName + "_std": true,
 	}
 	for what, load := range map[string]func() (*ebpf.CollectionSpec, error){"balancer": loadBalancer, "decap": loadDecap} {

@@ -229,7 +229,7 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		balancerDataMaps
 	}
 	if opts.PinDir != "" {
-		running, err := resumeUpgrade(opts.PinDir, map[string]*ebpf.MapSpec{"conns": spec.Maps["conns"]}, log)
+		running, err := resumeUpgrade(opts.PinDir, map[string]*ebpf.MapSpec{"conns": spec.Maps["conns"], statsPin: spec.Maps[statsPin]}, log)
 		if err != nil {
 			return nil, err
 		}
@@ -239,6 +239,14 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		}
 		if conns != nil {
 			b.upgrade.staged = append(b.upgrade.staged, conns)
+		}
+		stats, err := adoptStats(statsPin, "datapath", spec.Maps[statsPin], opts.PinDir, log)
+		if err != nil {
+			b.upgrade.close()
+			return nil, fmt.Errorf("move the pinned datapath counters to this release's map: %w", err)
+		}
+		if stats != nil {
+			b.upgrade.staged = append(b.upgrade.staged, stats)
 		}
 		if err := b.openLegacyStd(running); err != nil {
 			b.upgrade.close()
@@ -2536,25 +2544,30 @@ func readStats(m *ebpf.Map, names []string) (map[string]uint64, error) {
 	return out, nil
 }
 
+// statsPin is the pin of the global counters; adoptStats pins their
+// successor as statsPin + "_new" for a moment.
+const statsPin = "stats"
+
 // statNames are the global counters, in the order of enum sy_stat. Names
 // starting with "drop_" are drop reasons; indices without a name are no
 // longer counted.
 var statNames = [balancerSyStatSTAT_MAX]string{
-	balancerSyStatSTAT_PASS_MALFORMED:    "pass_malformed",
-	balancerSyStatSTAT_CONN_HIT:          "conn_hit",
-	balancerSyStatSTAT_CONN_MISS:         "conn_miss",
-	balancerSyStatSTAT_UDP_EXPIRED:       "udp_expired",
-	balancerSyStatSTAT_ICMP_ECHO_REPLY:   "icmp_echo_reply",
-	balancerSyStatSTAT_ICMP_TOO_BIG_FWD:  "icmp_too_big_forwarded",
-	balancerSyStatSTAT_ICMP_TOO_BIG_SENT: "icmp_too_big_sent",
-	balancerSyStatSTAT_DROP_FRAGMENT:     "drop_fragment",
-	balancerSyStatSTAT_DROP_TRUNCATED:    "drop_truncated",
-	balancerSyStatSTAT_DROP_NO_BACKEND:   "drop_no_backend",
-	balancerSyStatSTAT_DROP_NO_NEXTHOP:   "drop_no_nexthop",
-	balancerSyStatSTAT_DROP_TOO_BIG:      "drop_too_big",
-	balancerSyStatSTAT_DROP_ADJUST:       "drop_adjust_failed",
-	balancerSyStatSTAT_DROP_ICMP_INVALID: "drop_icmp_invalid",
-	balancerSyStatSTAT_CONN_INSERT_RACE:  "conn_insert_race",
-	balancerSyStatSTAT_CONN_FILLED:       "conn_filled",
-	balancerSyStatSTAT_CONN_REFRESHED:    "conn_refreshed",
+	balancerSyStatSTAT_PASS_MALFORMED:      "pass_malformed",
+	balancerSyStatSTAT_CONN_HIT:            "conn_hit",
+	balancerSyStatSTAT_CONN_MISS:           "conn_miss",
+	balancerSyStatSTAT_UDP_EXPIRED:         "udp_expired",
+	balancerSyStatSTAT_ICMP_ECHO_REPLY:     "icmp_echo_reply",
+	balancerSyStatSTAT_ICMP_TOO_BIG_FWD:    "icmp_too_big_forwarded",
+	balancerSyStatSTAT_ICMP_TOO_BIG_SENT:   "icmp_too_big_sent",
+	balancerSyStatSTAT_DROP_FRAGMENT:       "drop_fragment",
+	balancerSyStatSTAT_DROP_TRUNCATED:      "drop_truncated",
+	balancerSyStatSTAT_DROP_NO_BACKEND:     "drop_no_backend",
+	balancerSyStatSTAT_DROP_NO_NEXTHOP:     "drop_no_nexthop",
+	balancerSyStatSTAT_DROP_TOO_BIG:        "drop_too_big",
+	balancerSyStatSTAT_DROP_ADJUST:         "drop_adjust_failed",
+	balancerSyStatSTAT_DROP_ICMP_INVALID:   "drop_icmp_invalid",
+	balancerSyStatSTAT_CONN_INSERT_RACE:    "conn_insert_race",
+	balancerSyStatSTAT_CONN_FILLED:         "conn_filled",
+	balancerSyStatSTAT_CONN_REFRESHED:      "conn_refreshed",
+	balancerSyStatSTAT_DROP_INVALID_SOURCE: "drop_invalid_source",
 }

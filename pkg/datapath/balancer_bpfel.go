@@ -101,26 +101,27 @@ type balancerLbConfig struct {
 type balancerSyStat uint32
 
 const (
-	balancerSyStatSTAT_PASS_MALFORMED    balancerSyStat = 0
-	balancerSyStatSTAT_CONN_HIT          balancerSyStat = 1
-	balancerSyStatSTAT_CONN_MISS         balancerSyStat = 2
-	balancerSyStatSTAT_UDP_EXPIRED       balancerSyStat = 3
-	balancerSyStatSTAT_CONN_FILLED       balancerSyStat = 4
-	balancerSyStatSTAT_CONN_REFRESHED    balancerSyStat = 5
-	balancerSyStatSTAT_CONN_EVICT_BASE   balancerSyStat = 6
-	balancerSyStatSTAT_ICMP_ECHO_REPLY   balancerSyStat = 7
-	balancerSyStatSTAT_ICMP_TOO_BIG_FWD  balancerSyStat = 8
-	balancerSyStatSTAT_ICMP_TOO_BIG_SENT balancerSyStat = 9
-	balancerSyStatSTAT_DROP_FRAGMENT     balancerSyStat = 10
-	balancerSyStatSTAT_DROP_TRUNCATED    balancerSyStat = 11
-	balancerSyStatSTAT_DROP_NO_BACKEND   balancerSyStat = 12
-	balancerSyStatSTAT_DROP_NO_NEXTHOP   balancerSyStat = 13
-	balancerSyStatSTAT_DROP_TOO_BIG      balancerSyStat = 14
-	balancerSyStatSTAT_DROP_ADJUST       balancerSyStat = 15
-	balancerSyStatSTAT_DROP_ICMP_INVALID balancerSyStat = 16
-	balancerSyStatSTAT_CONN_EVICTED      balancerSyStat = 17
-	balancerSyStatSTAT_CONN_INSERT_RACE  balancerSyStat = 18
-	balancerSyStatSTAT_MAX               balancerSyStat = 19
+	balancerSyStatSTAT_PASS_MALFORMED      balancerSyStat = 0
+	balancerSyStatSTAT_CONN_HIT            balancerSyStat = 1
+	balancerSyStatSTAT_CONN_MISS           balancerSyStat = 2
+	balancerSyStatSTAT_UDP_EXPIRED         balancerSyStat = 3
+	balancerSyStatSTAT_CONN_FILLED         balancerSyStat = 4
+	balancerSyStatSTAT_CONN_REFRESHED      balancerSyStat = 5
+	balancerSyStatSTAT_CONN_EVICT_BASE     balancerSyStat = 6
+	balancerSyStatSTAT_ICMP_ECHO_REPLY     balancerSyStat = 7
+	balancerSyStatSTAT_ICMP_TOO_BIG_FWD    balancerSyStat = 8
+	balancerSyStatSTAT_ICMP_TOO_BIG_SENT   balancerSyStat = 9
+	balancerSyStatSTAT_DROP_FRAGMENT       balancerSyStat = 10
+	balancerSyStatSTAT_DROP_TRUNCATED      balancerSyStat = 11
+	balancerSyStatSTAT_DROP_NO_BACKEND     balancerSyStat = 12
+	balancerSyStatSTAT_DROP_NO_NEXTHOP     balancerSyStat = 13
+	balancerSyStatSTAT_DROP_TOO_BIG        balancerSyStat = 14
+	balancerSyStatSTAT_DROP_ADJUST         balancerSyStat = 15
+	balancerSyStatSTAT_DROP_ICMP_INVALID   balancerSyStat = 16
+	balancerSyStatSTAT_CONN_EVICTED        balancerSyStat = 17
+	balancerSyStatSTAT_CONN_INSERT_RACE    balancerSyStat = 18
+	balancerSyStatSTAT_DROP_INVALID_SOURCE balancerSyStat = 19
+	balancerSyStatSTAT_MAX                 balancerSyStat = 20
 )
 
 type balancerVipCounters struct {

@@ -37,7 +37,7 @@ func LoadDecap(pinDir string, log *slog.Logger) (*Decap, error) {
 		if _, err := resumeUpgrade(pinDir, map[string]*ebpf.MapSpec{decapStatsPin: spec.Maps[decapStatsPin]}, log); err != nil {
 			return nil, err
 		}
-		stats, err := adoptDecapStats(spec.Maps[decapStatsPin], pinDir, log)
+		stats, err := adoptStats(decapStatsPin, "decap", spec.Maps[decapStatsPin], pinDir, log)
 		if err != nil {
 			return nil, fmt.Errorf("move the pinned decap counters to this release's map: %w", err)
 		}
@@ -146,21 +146,21 @@ var decapStatNames = [decapDecapStatDECAP_STAT_MAX]string{
 	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_LEN: "bad_outer_udp_len",
 }
 
-// decapStatsPin is the pin of the decap counters; adoptDecapStats pins
-// their successor as decapStatsPin + "_new" for a moment.
+// decapStatsPin is the pin of the decap counters; adoptStats pins their
+// successor as decapStatsPin + "_new" for a moment.
 const decapStatsPin = "decap_stats"
 
-// adoptDecapStats brings the counters pinned by an earlier release, which
-// had fewer drop reasons (a smaller decap_stats: the new ones go last, so
-// every earlier index means the same), to this release's size: it copies
-// every CPU's counts into a new map, which takes the old one's pin once
-// this program runs (see upgradePins). The program still attached counts
-// into the old map until Attach swaps this one in: the few packets it
-// counts in between are not carried over. A map of another kind, or a
-// larger one (a later release's), is left to loadCollection, which
-// refuses it. nil: nothing to move.
-func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin, error) {
-	path := filepath.Join(pinDir, decapStatsPin)
+// adoptStats brings counters pinned under name by an earlier release,
+// which had fewer reasons (a smaller map: new reasons go last, so every
+// earlier index means the same), to this release's size: it copies every
+// CPU's counts into a new map, which takes the old one's pin once this
+// program runs (see upgradePins). The program still attached counts into
+// the old map until Attach swaps this one in: the few packets it counts in
+// between are not carried over. A map of another kind, or a larger one (a
+// later release's), is left to loadCollection, which refuses it. what
+// names the counters in the log. nil: nothing to move.
+func adoptStats(name, what string, spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin, error) {
+	path := filepath.Join(pinDir, name)
 	old, err := ebpf.LoadPinnedMap(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -173,7 +173,7 @@ func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stag
 		old.MaxEntries() >= spec.MaxEntries {
 		return nil, nil
 	}
-	staged, err := stagePin(decapStatsPin, path, spec, func(m *ebpf.Map) error {
+	staged, err := stagePin(name, path, spec, func(m *ebpf.Map) error {
 		var perCPU []uint64
 		for i := range old.MaxEntries() {
 			if err := old.Lookup(i, &perCPU); err != nil {
@@ -188,6 +188,6 @@ func adoptDecapStats(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stag
 	if err != nil {
 		return nil, err
 	}
-	log.Info("decap counters copied to this release's larger map", "reasons", len(decapStatNames), "earlier", old.MaxEntries())
+	log.Info(what+" counters copied to this release's larger map", "counters", spec.MaxEntries, "earlier", old.MaxEntries())
 	return staged, nil
 }

@@ -201,8 +201,10 @@ func TestTooBigQuotesExtensionHeaders(t *testing.T) {
 
 // TestNoTooBigToNonUnicastSources: an over-MTU packet whose source names
 // no single host (unspecified, loopback, multicast, broadcast, class E) is
-// dropped and counted as drop_too_big, never answered: an ICMP error must
-// not go to such an address (RFC 1122 §3.2.2, RFC 4443 §2.4 (e.6)).
+// dropped, never answered: an ICMP error must not go to such an address
+// (RFC 1122 §3.2.2, RFC 4443 §2.4 (e.6)). IPv4's is counted as
+// drop_too_big; IPv6's is dropped before, whatever its size, as
+// drop_invalid_source (TestInvalidIPv6SourcesDropped).
 func TestNoTooBigToNonUnicastSources(t *testing.T) {
 	w := newWorld(t, Options{})
 	for i, c := range []struct {
@@ -238,6 +240,8 @@ func TestNoTooBigToNonUnicastSources(t *testing.T) {
 		want := map[string]uint64{"conn_miss": 1, "drop_too_big": 1}
 		if c.want == xdpTX {
 			want = map[string]uint64{"conn_miss": 1, "icmp_too_big_sent": 1}
+		} else if src.Is6() {
+			want = map[string]uint64{"drop_invalid_source": 1}
 		}
 		if d := statsDelta(before, w.stats(t)); !maps.Equal(d, want) {
 			t.Errorf("over-MTU packet from %s: counters moved by %v, want %v", src, d, want)

@@ -153,7 +153,7 @@ func TestBalancerFailedUpgradeKeepsItsPins(t *testing.T) {
 		if id, err := xdpProgID("eth0"); err != nil || id != oldID {
 			return fmt.Errorf("after the failed upgrade program %d runs (%v), want the previous one, %d", id, err, oldID)
 		}
-		if err := pinnedFor(oldID, pin, "conns", legacyMaglevStdPin); err != nil {
+		if err := pinnedFor(oldID, pin, "conns", legacyMaglevStdPin, statsPin); err != nil {
 			return fmt.Errorf("after the failed upgrade: %w", err)
 		}
 
@@ -164,7 +164,7 @@ func TestBalancerFailedUpgradeKeepsItsPins(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := pinnedFor(newID, pin, "conns", maglevStdPin); err != nil {
+		if err := pinnedFor(newID, pin, "conns", maglevStdPin, statsPin); err != nil {
 			return err
 		}
 		if _, err := os.Stat(filepath.Join(pin, legacyMaglevStdPin)); !errors.Is(err, os.ErrNotExist) {
@@ -179,7 +179,8 @@ func TestBalancerFailedUpgradeKeepsItsPins(t *testing.T) {
 
 // loadPrevRelease loads the previous release over the pins under pin (a
 // connection table of 4096 entries): its connection table not mappable,
-// its Maglev tables under their earlier pin, inner maps not mappable. The
+// its Maglev tables under their earlier pin, inner maps not mappable, its
+// counters one drop reason short (Stats cannot read them). The
 // Balancer's methods write its maps as that release did.
 func loadPrevRelease(tb testing.TB, pin string) *Balancer {
 	tb.Helper()
@@ -200,6 +201,8 @@ func loadPrevRelease(tb testing.TB, pin string) *Balancer {
 		tb.Fatal(err)
 	}
 	spec.Maps["maglev_std"].Name, spec.Maps["maglev_std"].InnerMap.Flags = legacyMaglevStdPin, 0
+	// One drop reason fewer: drop_invalid_source is this release's.
+	spec.Maps[statsPin].MaxEntries = uint32(len(statNames) - 1)
 	for sec, name := range dataMapNames {
 		spec.Maps[sec].Name, spec.Maps[sec].Contents = name, nil
 		delete(spec.Variables, name)
@@ -347,7 +350,7 @@ func TestUpgradeInterruptedAfterTheSwap(t *testing.T) {
 		}
 		// Before the next start's own swap, the pins are the running
 		// program's maps, for a `switchyard remove` or another start.
-		if err := pinnedFor(running, pin, "conns", maglevStdPin); err != nil {
+		if err := pinnedFor(running, pin, "conns", maglevStdPin, statsPin); err != nil {
 			return fmt.Errorf("at the next start, before its swap: %w", err)
 		}
 		if _, err := os.Stat(filepath.Join(pin, legacyMaglevStdPin)); !errors.Is(err, os.ErrNotExist) {
@@ -360,7 +363,7 @@ func TestUpgradeInterruptedAfterTheSwap(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return pinnedFor(running, pin, "conns", maglevStdPin)
+		return pinnedFor(running, pin, "conns", maglevStdPin, statsPin)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -471,4 +474,100 @@ func decapUpgradeRig(t *testing.T, nsPrefix, name string) (topo *topology.Topolo
 		t.Fatal(err)
 	}
 	return topo, pin, old, d
+}
+
+// TestStatsAdoptedFromEarlierPins: the previous release pinned the global
+// counters one drop reason short (drop_invalid_source is new) and left
+// its program attached. The upgrade must load over those pins without
+// manual steps: every earlier counter goes on from its count, per CPU,
+// the new reason from zero, and the larger map takes the pin once the new
+// program runs. Before, the load refused the pinned map as incompatible.
+func TestStatsAdoptedFromEarlierPins(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("hAst"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-stats-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	prev := loadPrevRelease(t, pin)
+	setUpWorld(t, prev)
+	earlier := prev.objs.Stats.MaxEntries()
+	if earlier != uint32(len(statNames)-1) {
+		t.Fatalf("the previous release's counters have %d entries, want %d", earlier, len(statNames)-1)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := make([][]uint64, earlier)
+	for i := range earlier {
+		written[i] = make([]uint64, cpus)
+		for c := range written[i] {
+			written[i][c] = uint64(i+1)*1000 + uint64(c)
+		}
+		if err := prev.objs.Stats.Put(i, written[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// readRaw checks b's counters: the earlier ones as written, the new
+	// reason at want.
+	readRaw := func(when string, b *Balancer, want uint64) {
+		t.Helper()
+		if got := b.objs.Stats.MaxEntries(); got != uint32(len(statNames)) {
+			t.Fatalf("%s: the counters have %d entries, want %d", when, got, len(statNames))
+		}
+		var perCPU []uint64
+		for i := range earlier {
+			if err := b.objs.Stats.Lookup(i, &perCPU); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(perCPU, written[i]) {
+				t.Errorf("%s: counter %d (%q) is %v, want %v", when, i, statNames[i], perCPU, written[i])
+			}
+		}
+		if st, err := b.Stats(); err != nil || st["drop_invalid_source"] != want {
+			t.Errorf("%s: drop_invalid_source %d (%v), want %d", when, st["drop_invalid_source"], err, want)
+		}
+	}
+
+	b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		prev.Close()
+		t.Fatalf("load over the previous release's pins: %v", err)
+	}
+	defer b.Close()
+	readRaw("after the load", b, 0)
+	err = topo.Do(topo.Balancer(1), func() error {
+		_, err := prev.Attach("eth0", AttachNative)
+		prev.Close()
+		if err != nil {
+			return err
+		}
+		if res, err := b.Attach("eth0", AttachNative); err != nil || !res.Replaced {
+			return fmt.Errorf("attach after the upgrade: %+v, %v; want the pinned link updated", res, err)
+		}
+		running, err := xdpProgID("eth0")
+		if err != nil {
+			return err
+		}
+		return pinnedFor(running, pin, statsPin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new reason counts into the pinned map.
+	in, _ := build(t, pktSpec{src: netip.MustParseAddr("ff02::1"), dst: vip6, sport: 47800, dport: 80, proto: ProtoTCP, syn: true})
+	if act, _ := runProg(t, b.objs.XdpBalancer, in); act != xdpDrop {
+		t.Fatalf("SYN from ff02::1 after the upgrade: %s, want DROP", actionNames[act])
+	}
+	b.Close()
+
+	again, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatalf("second load: %v", err)
+	}
+	defer again.Close()
+	readRaw("second load", again, 1)
+	if _, err := os.Stat(filepath.Join(pin, statsPin+"_new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary pin is left behind: %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"net/netip"
 	"slices"
 	"testing"
 )
@@ -144,6 +145,67 @@ func TestTruncatedRoutingHeader(t *testing.T) {
 		}
 		if d := statsDelta(before, w.stats(t)); len(d) != 1 || d["drop_truncated"] != 1 {
 			t.Errorf("%s: counters moved by %v, want drop_truncated +1", c.name, d)
+		}
+	}
+}
+
+// TestInvalidIPv6SourcesDropped: TCP and UDP to an IPv6 VIP from a source
+// that is no single host's (IPv4-mapped, multicast, unspecified, loopback:
+// RFC 4291 section 2.5.5.2, RFC 6890) are dropped, counted as
+// drop_invalid_source, and reach neither a backend nor the connection
+// table. Before, they were balanced like any flow. Packets from those
+// sources that are no VIP's (another port, a waypoint) still pass.
+func TestInvalidIPv6SourcesDropped(t *testing.T) {
+	w := newWorld(t, Options{})
+	addVIPUDP6(t, w)
+	specs := []pktSpec{
+		{dst: vip6, sport: 47700, dport: 80, proto: ProtoTCP, syn: true},
+		{dst: vip6, sport: 47701, dport: 80, proto: ProtoTCP, ack: true, payload: []byte("data")},
+		{dst: vip6, sport: 47702, dport: 53, proto: ProtoUDP, payload: []byte("query")},
+	}
+	for _, src := range []string{"::ffff:10.0.0.9", "::ffff:0.0.0.0", "ff02::1", "ff0e::1:2", "ff00::", "::", "::1"} {
+		for _, s := range specs {
+			s.src = netip.MustParseAddr(src)
+			v := vipTCP6
+			if s.proto == ProtoUDP {
+				v = vipUDP6
+			}
+			in, _ := build(t, s)
+			before := w.stats(t)
+			vc, err := w.b.VIPCounters(v.num)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if act, _ := w.run(t, in); act != xdpDrop {
+				t.Errorf("%v from %s: %s, want DROP", flowOf(s), src, actionNames[act])
+			}
+			if d := statsDelta(before, w.stats(t)); len(d) != 1 || d["drop_invalid_source"] != 1 {
+				t.Errorf("%v from %s: counters moved by %v, want drop_invalid_source +1", flowOf(s), src, d)
+			}
+			if after, _ := w.b.VIPCounters(v.num); after != vc {
+				t.Errorf("%v from %s: VIP counters moved: %+v -> %+v", flowOf(s), src, vc, after)
+			}
+			if _, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || ok {
+				t.Errorf("%v from %s recorded (%v)", flowOf(s), src, err)
+			}
+		}
+	}
+
+	// Controls: a unicast source is balanced; an invalid source's packet
+	// to a port no VIP serves, or through the VIP address as a waypoint,
+	// is the stack's.
+	w.open(t, vipTCP6, pktSpec{src: netip.MustParseAddr("fd00::9"), dst: vip6, sport: 47710, dport: 80, proto: ProtoTCP, syn: true})
+	multicast := netip.MustParseAddr("ff02::1")
+	other, _ := build(t, pktSpec{src: multicast, dst: vip6, sport: 47711, dport: 81, proto: ProtoTCP, syn: true})
+	plain, l2 := build(t, pktSpec{src: multicast, dst: vip6, sport: 47712, dport: 80, proto: ProtoTCP, syn: true})
+	waypoint := withSegmentsLeft(t, withExtHeaders(plain, l2, [2]int{extRouting, 8}), l2, 1)
+	for name, in := range map[string][]byte{"to port 81": other, "through a waypoint": waypoint} {
+		before := w.stats(t)
+		if act, out := w.run(t, in); act != xdpPass || !bytes.Equal(out[:len(in)], in) {
+			t.Errorf("from %s %s: %s, want PASS untouched", multicast, name, actionNames[act])
+		}
+		if d := statsDelta(before, w.stats(t)); len(d) != 0 {
+			t.Errorf("from %s %s: counters moved by %v", multicast, name, d)
 		}
 	}
 }
