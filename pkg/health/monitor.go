@@ -137,6 +137,10 @@ func New(cfg Config) *Monitor {
 //     check's result until the new check has one, and the totals Checks
 //     and Failed, but its consecutive counts start again from 0.
 //
+// The first checks of the targets one call adds or restarts are spread
+// evenly over their Interval (the first target's at once), so that they
+// do not all run in the same instant, every interval.
+//
 // Set returns once removed and restarted goroutines have stopped. If a
 // target is invalid it returns an error wrapping ErrInvalidTarget and
 // changes nothing.
@@ -157,7 +161,7 @@ func (m *Monitor) Set(targets []Target) error {
 	for _, t := range targets {
 		want[t.Key] = true
 	}
-	var stopped []*entry
+	var stopped, started []*entry
 	for key, e := range m.targets {
 		if !want[key] {
 			e.stop()
@@ -185,7 +189,19 @@ func (m *Monitor) Set(targets []Target) error {
 			e.status.Healthy, e.status.Since = true, now
 		}
 		m.targets[t.Key] = e
-		m.start(e)
+		if t.Checker == nil {
+			m.start(e, 0)
+			continue
+		}
+		started = append(started, e)
+	}
+	// Checks started together would stay in step for good: every
+	// interval, a burst of connections (TLS handshakes, for https) that
+	// loads the balancer and the backends at once, and with enough
+	// targets makes checks miss their timeout. Spread the first checks
+	// evenly over the interval, as HAProxy does.
+	for i, e := range started {
+		m.start(e, e.target.Interval*time.Duration(i)/time.Duration(len(started)))
 	}
 	m.mu.Unlock()
 
@@ -195,8 +211,8 @@ func (m *Monitor) Set(targets []Target) error {
 	return nil
 }
 
-// start runs e's checks; m.mu must be held.
-func (m *Monitor) start(e *entry) {
+// start runs e's checks, the first after delay; m.mu must be held.
+func (m *Monitor) start(e *entry, delay time.Duration) {
 	e.done = make(chan struct{})
 	if e.target.Checker == nil {
 		close(e.done)
@@ -205,7 +221,7 @@ func (m *Monitor) start(e *entry) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	m.wg.Add(1)
-	go m.run(ctx, e)
+	go m.run(ctx, e, delay)
 }
 
 func (e *entry) stop() {
@@ -252,10 +268,20 @@ func (m *Monitor) Close() {
 	m.wg.Wait()
 }
 
-// run checks e's target every Interval, starting at once, until ctx ends.
-func (m *Monitor) run(ctx context.Context, e *entry) {
+// run checks e's target every Interval, starting after delay, until ctx
+// ends.
+func (m *Monitor) run(ctx context.Context, e *entry, delay time.Duration) {
 	defer m.wg.Done()
 	defer close(e.done)
+	if delay > 0 {
+		wait := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return
+		case <-wait.C:
+		}
+	}
 	tick := time.NewTicker(e.target.Interval)
 	defer tick.Stop()
 	for {

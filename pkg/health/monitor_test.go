@@ -656,3 +656,53 @@ func TestSinceMarksEachChange(t *testing.T) {
 		t.Errorf("check turned off: healthy %v since %v, want healthy since the Set at %v", st.Healthy, st.Since, before)
 	}
 }
+
+// TestFirstChecksSpread: targets added together are not checked in the
+// same instant, every interval: 100 https backends (interval 1s, timeout
+// 100ms) failed most of their checks that way on a 2-core balancer, from
+// the load of the handshakes at once. Each backend is a real listener,
+// which tells when its first check connected.
+func TestFirstChecksSpread(t *testing.T) {
+	const n, every = 5, time.Second
+	firsts := make(chan time.Time, n)
+	var targets []Target
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			firsts <- time.Now()
+			c.Close()
+			acceptAndClose(ln)
+		}()
+		targets = append(targets, Target{Key: fmt.Sprint(i), Checker: TCPChecker{Addr: netip.MustParseAddrPort(ln.Addr().String())},
+			Interval: every, Timeout: every / 2, Rise: 1, Fall: 1})
+	}
+	m, _ := newMonitor(t, true)
+	if err := m.Set(targets); err != nil {
+		t.Fatal(err)
+	}
+	var at []time.Time
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	for len(at) < n {
+		select {
+		case a := <-firsts:
+			at = append(at, a)
+		case <-timer.C:
+			t.Fatalf("%d of %d targets checked within %s", len(at), n, deadline)
+		}
+	}
+	// Spread evenly, they are every/n apart; in step, microseconds.
+	for i := 1; i < n; i++ {
+		if gap := at[i].Sub(at[i-1]); gap < every/(2*n) {
+			t.Errorf("first checks %d and %d of %d targets (interval %s) %s apart, want at least %s", i-1, i, n, every, gap, every/(2*n))
+		}
+	}
+}
