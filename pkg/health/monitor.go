@@ -309,8 +309,14 @@ func (m *Monitor) check(ctx context.Context, e *entry) (Transition, bool) {
 		return Transition{}, false // stopped mid-check: the result means nothing
 	}
 	took := end.Sub(start)
-	if err == nil && took > t.Timeout {
+	switch {
+	case err == nil && took > t.Timeout:
 		err = fmt.Errorf("took %s, timeout %s: %w", took, t.Timeout, ErrSlow)
+	case err != nil && took >= t.Timeout:
+		// The checker's own words for it are Go's ("context deadline
+		// exceeded", "i/o timeout"), which name neither the timeout
+		// nor that it is the check's.
+		err = fmt.Errorf("took %s, timeout %s: no answer within the timeout: %w", took.Round(time.Millisecond), t.Timeout, err)
 	}
 
 	m.mu.Lock()

@@ -706,3 +706,32 @@ func TestFirstChecksSpread(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeoutNamedInReason: a check that gets no answer within its timeout
+// says so, with the timeout, in its reason: an http check said only
+// `Get "http://...": context deadline exceeded`. The backends are real
+// servers that never answer.
+func TestTimeoutNamedInReason(t *testing.T) {
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hung.Close()
+	silent := udpServer(t, "udp4", "127.0.0.1:0", func([]byte) []byte { return nil })
+	want := fmt.Sprintf("timeout %s: no answer within the timeout: ", timeout)
+	for _, tc := range []struct {
+		name string
+		c    Checker
+	}{
+		{"http", HTTPChecker{URL: hung.URL + "/"}},
+		{"udp", UDPChecker{Addr: silent, Send: "ping"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, ch := newMonitor(t, true)
+			if err := m.Set([]Target{target("hung", tc.c, 1, 1)}); err != nil {
+				t.Fatal(err)
+			}
+			tr := waitTransition(t, ch, "hung", false)
+			if !strings.Contains(tr.Reason, want+tc.name+" check: ") {
+				t.Errorf("reason %q, want it to say %q", tr.Reason, want)
+			}
+		})
+	}
+}
