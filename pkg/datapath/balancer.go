@@ -1053,6 +1053,48 @@ func (b *Balancer) VIPs() (map[VIPKey]VIPMeta, error) {
 	return out, nil
 }
 
+// IndexedVIP is what the published VIP index holds for a VIP: what packets
+// to it find.
+type IndexedVIP struct {
+	VIPMeta
+	// Epoch is the VIP epoch the index carries, which new flows record.
+	Epoch uint32
+}
+
+// LookupVIP finds k in the published VIP index as the program finds the
+// VIP of a packet to k's address, port and protocol (but without falling
+// back to the address's all-ports VIP): what packets see, which vips (see
+// VIPs) may not show inside a batch. It reports false if k is not there.
+func (b *Balancer) LookupVIP(k VIPKey) (IndexedVIP, bool, error) {
+	var id ebpf.MapID
+	if err := b.objs.VipIndex.Lookup(uint32(0), &id); err != nil {
+		return IndexedVIP{}, false, fmt.Errorf("read the VIP index: %w", err)
+	}
+	idx, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return IndexedVIP{}, false, fmt.Errorf("open the VIP index: %w", err)
+	}
+	defer idx.Close()
+	key := toVIPKey(k)
+	pp := uint32(key.Port) | uint32(key.Proto)<<16
+	home := vipIndexHash(key.Addr, pp)
+	for i := range uint32(vipIndexProbes) {
+		slot := (home + i) & (vipIndexSlots - 1)
+		var s balancerVipSlot
+		if err := idx.Lookup(slot, &s); err != nil {
+			return IndexedVIP{}, false, fmt.Errorf("read VIP index slot %d: %w", slot, err)
+		}
+		if s.PortProto == 0 {
+			break
+		}
+		if s.Addr == key.Addr && s.PortProto == pp {
+			m := s.Meta
+			return IndexedVIP{VIPMeta{Num: m.VipNum, Flags: VIPFlags(m.Flags), TableSize: m.TableSize, Gen: m.Gen}, m.Epoch}, true, nil
+		}
+	}
+	return IndexedVIP{}, false, nil
+}
+
 // vipAddrChanged notes that the VIPs on addr changed: its count in
 // vip_addrs (and vip_filter) is brought in step now, or at the end of the
 // batch, once for all the batch's addresses.

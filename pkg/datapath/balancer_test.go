@@ -1382,8 +1382,21 @@ func TestVIPIndexFindsEveryVIP(t *testing.T) {
 			s.dport = 4242
 		}
 		w.expectSent(t, s, w.expectBackend(v, flowOf(s)))
+		// LookupVIP reads the index as the program just did.
+		got, ok, err := w.b.LookupVIP(v.key)
+		if err != nil || !ok || got.Num != v.num {
+			t.Errorf("LookupVIP(%s): %+v, %v, %v; want number %d", v.key, got, ok, err, v.num)
+		}
 	}
 	t.Logf("%d VIPs, %d of them off their home slot", len(vips)+len(allVIPs), moved)
+	// A key that shares its home slot's run but is not a VIP is not found.
+	for _, v := range vips[:8] {
+		k := v.key
+		k.Proto = ProtoUDP
+		if got, ok, err := w.b.LookupVIP(k); err != nil || ok {
+			t.Errorf("LookupVIP(%s), not a VIP: %+v, %v, %v; want not found", k, got, ok, err)
+		}
+	}
 }
 
 // indexSlots reads the published VIP index: slot -> entry.
