@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -463,9 +464,25 @@ func readDP(t *testing.T, dp *datapath.Balancer, also []datapath.VIPKey) dpState
 	return s
 }
 
+// failingPublishes fails the datapath's PublishTable call that brings
+// armed to 0, as a kernel short of memory for a moment would.
+type failingPublishes struct {
+	*datapath.Balancer
+	armed atomic.Int32
+}
+
+func (f *failingPublishes) PublishTable(k datapath.VIPKey, table []uint32) (uint32, error) {
+	if f.armed.Load() > 0 && f.armed.Add(-1) == 0 {
+		return 0, errors.New("injected failure")
+	}
+	return f.Balancer.PublishTable(k, table)
+}
+
 // check compares the datapath's state now with what m says, and with the
-// state before the step (prev, of model pm).
-func check(t *testing.T, m, pm *model, now, prev dpState) {
+// state before the step (prev, of model pm). After a rolled-back reload
+// (rolledBack) tables and epochs may have moved on and back: only numbers
+// and ids are compared with the step before.
+func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool) {
 	t.Helper()
 	addrOf := map[uint32]string{}
 	idOf := map[string]uint32{}
@@ -548,6 +565,9 @@ func check(t *testing.T, m, pm *model, now, prev dpState) {
 			t.Errorf("VIP %s: number %d became %d", v.name, pmeta.Num, meta.Num)
 			continue
 		}
+		if rolledBack {
+			continue
+		}
 		if piv, ok := prev.indexed[k]; ok && found {
 			if same := pmeta.Flags == meta.Flags; same != (piv.Epoch == iv.Epoch) {
 				t.Errorf("VIP %s: flags %#x to %#x, epoch %d to %d", v.name, pmeta.Flags, meta.Flags, piv.Epoch, iv.Epoch)
@@ -598,7 +618,11 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		v, _ := w.newVIP(&m)
 		m.vips = append(m.vips, v)
 	}
-	r := newRig(t, m.yaml(), datapath.Options{})
+	fp := &failingPublishes{}
+	r := newWrappedRig(t, m.yaml(), datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		fp.Balancer = dp
+		return fp
+	})
 	keysOf := func(m model) []datapath.VIPKey {
 		var out []datapath.VIPKey
 		for _, v := range m.vips {
@@ -607,13 +631,14 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		return out
 	}
 	state := readDP(t, r.dp, nil)
-	check(t, &m, &m, state, dpState{})
+	check(t, &m, &m, state, dpState{}, false)
 	for step := range steps {
 		if t.Failed() {
 			return
 		}
 		next := m.clone()
 		var what string
+		rolledBack := false
 		switch roll := w.pick(10); {
 		case roll < 2 && len(m.vips) > 0: // drain or undrain
 			v := &m.vips[w.pick(len(m.vips))]
@@ -670,13 +695,34 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				// has not outvoted.
 				what = "restart with " + what
 				r.restart(next.yaml())
-			} else {
-				r.write(next.yaml())
-				if _, err := r.b.Reload(r.ctx); err != nil {
-					t.Fatalf("step %d: %s: reload: %v\n%s", step, what, err, next.yaml())
-				}
+				next = m.reloaded(next)
+				break
 			}
-			next = m.reloaded(next)
+			if w.pick(6) == 0 {
+				// Its apply fails at the first or second table it
+				// publishes, if it publishes that many: the running
+				// configuration must stay in force.
+				n := 1 + w.pick(2)
+				fp.armed.Store(int32(n))
+				what += fmt.Sprintf(" (publish %d fails)", n)
+			}
+			r.write(next.yaml())
+			_, err := r.b.Reload(r.ctx)
+			failed := fp.armed.Swap(0) == 0 && strings.Contains(what, "fails)")
+			switch {
+			case failed && err == nil:
+				t.Fatalf("step %d: %s: reload succeeded though a publish failed", step, what)
+			case failed:
+				if !strings.Contains(err.Error(), "the running configuration stays in force") {
+					t.Fatalf("step %d: %s: reload %v, want it rolled back", step, what, err)
+				}
+				what += ": rolled back"
+				next, rolledBack = m.clone(), true
+			case err != nil:
+				t.Fatalf("step %d: %s: reload: %v\n%s", step, what, err, next.yaml())
+			default:
+				next = m.reloaded(next)
+			}
 		}
 		t.Logf("step %d: %s", step, what)
 		now := readDP(t, r.dp, keysOf(m))
@@ -685,7 +731,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				t.Errorf("step %d: %s: the datapath changed", step, what)
 			}
 		}
-		check(t, &next, &m, now, state)
+		check(t, &next, &m, now, state, rolledBack)
 		if t.Failed() {
 			t.Logf("step %d: %s; the configuration now:\n%s\noverrides %v", step, what, next.yaml(), next.overrides)
 		}
