@@ -1123,14 +1123,22 @@ func (b *Balancer) syncVIPAddrs(addrs map[netip.Addr]bool) error {
 			count[k.Addr]++
 		}
 	}
+	// Gone addresses first: vip_addrs holds no more than MaxVIPs, and a
+	// batch at the limit that replaces VIPs needs their entries for the
+	// new ones' addresses.
 	for addr := range addrs {
 		a := toAddr(addr)
-		if n := count[addr]; n > 0 {
-			if err := b.objs.VipAddrs.Put(&a, n); err != nil {
-				return fmt.Errorf("write VIP address %s: %w", addr, err)
-			}
-		} else if err := b.objs.VipAddrs.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if count[addr] > 0 {
+			continue
+		}
+		if err := b.objs.VipAddrs.Delete(&a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete VIP address %s: %w", addr, err)
+		}
+	}
+	for addr, n := range count {
+		a := toAddr(addr)
+		if err := b.objs.VipAddrs.Put(&a, n); err != nil {
+			return fmt.Errorf("write VIP address %s: %w", addr, err)
 		}
 	}
 	return b.syncVIPFilter()
