@@ -26,26 +26,29 @@ import (
 // must: incremental updates (VIP numbers, backend ids, two table
 // generations, epochs, the VIP index) are where state drifts.
 
-// modelSeeds are walks that found bugs, kept as regression cases; each run
-// adds a fresh seed (or SWITCHYARD_MODEL_SEED's).
+// modelSeeds are TestReloadModel's fixed walks; each run adds a fresh
+// seed (or runs SWITCHYARD_MODEL_SEED's alone).
 var modelSeeds = []uint64{1}
 
 const modelSteps = 60
 
-func TestReloadModel(t *testing.T) {
-	seeds := slices.Clone(modelSeeds)
+// modelSeedsFor is fixed, followed by a fresh seed, or, if set,
+// SWITCHYARD_MODEL_SEED's alone.
+func modelSeedsFor(t *testing.T, fixed ...uint64) []uint64 {
 	if s := os.Getenv("SWITCHYARD_MODEL_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			t.Fatalf("SWITCHYARD_MODEL_SEED=%q: %v; give a decimal seed", s, err)
 		}
-		seeds = []uint64{n}
-	} else {
-		seeds = append(seeds, uint64(time.Now().UnixNano()))
+		return []uint64{n}
 	}
-	for _, seed := range seeds {
+	return append(slices.Clone(fixed), uint64(time.Now().UnixNano()))
+}
+
+func TestReloadModel(t *testing.T) {
+	for _, seed := range modelSeedsFor(t, modelSeeds...) {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			runModel(t, seed, modelSteps)
+			runModel(t, seed, modelSteps, false)
 			if t.Failed() {
 				t.Logf("replay with SWITCHYARD_MODEL_SEED=%d go test -run 'TestReloadModel' ./pkg/balancer", seed)
 			}
@@ -237,6 +240,38 @@ var (
 type walker struct {
 	rng   *rand.Rand
 	names int // VIP names given so far
+	// fill: filler VIPs (one backend each, addresses of their own) keep
+	// the configuration at the datapath's limit of VIPs; every change
+	// replaces some, so that new VIPs need the numbers of removed ones.
+	fill    bool
+	fillers int // filler VIPs made so far
+}
+
+func isFiller(v mVIP) bool { return strings.HasPrefix(v.name, "f") }
+
+// refill replaces a few of m's filler VIPs with new ones, and adds or
+// removes fillers to bring m to the datapath's limit of VIPs.
+func (w *walker) refill(m *model) string {
+	core := slices.DeleteFunc(slices.Clone(m.vips), isFiller)
+	fillers := slices.DeleteFunc(slices.Clone(m.vips), func(v mVIP) bool { return !isFiller(v) })
+	gone := min(len(fillers), 1+w.pick(4))
+	for range gone {
+		j := w.pick(len(fillers))
+		fillers = slices.Delete(fillers, j, j+1)
+	}
+	for len(core)+len(fillers) > datapath.MaxVIPs {
+		fillers = fillers[1:]
+	}
+	for len(core)+len(fillers) < datapath.MaxVIPs {
+		n := w.fillers
+		w.fillers++
+		fillers = append(fillers, mVIP{
+			name: fmt.Sprintf("f%d", n), addr: fmt.Sprintf("10.%d.%d.%d", 101+n/62500, n/250%250, 1+n%250), port: 80, size: 251,
+			backends: []mBackend{{name: "a", addr: modelBEAddrs[n%len(modelBEAddrs)], weight: 1}},
+		})
+	}
+	m.vips = append(core, fillers...)
+	return fmt.Sprintf("%d filler VIPs replaced", gone)
 }
 
 func (w *walker) pick(n int) int { return w.rng.IntN(n) }
@@ -283,8 +318,12 @@ func (w *walker) newVIP(m *model) (mVIP, bool) {
 	return v, true
 }
 
-// mutate changes one thing of m and says what.
-func (w *walker) mutate(m *model) string {
+// mutate changes one thing of m's VIPs (not of its fillers) and says what.
+func (w *walker) mutate(all *model) string {
+	m := &model{vips: slices.DeleteFunc(slices.Clone(all.vips), isFiller)}
+	defer func() {
+		all.vips = append(m.vips, slices.DeleteFunc(all.vips, func(v mVIP) bool { return !isFiller(v) })...)
+	}()
 	if len(m.vips) == 0 {
 		if v, ok := w.newVIP(m); ok {
 			m.vips = append(m.vips, v)
@@ -481,8 +520,10 @@ func (f *failingPublishes) PublishTable(k datapath.VIPKey, table []uint32) (uint
 // check compares the datapath's state now with what m says, and with the
 // state before the step (prev, of model pm). After a rolled-back reload
 // (rolledBack) tables and epochs may have moved on and back: only numbers
-// and ids are compared with the step before.
-func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool) {
+// and ids are compared with the step before, and the VIPs in recreated may
+// have new numbers too: at the VIP limit the failed file's apply deleted
+// the VIPs it removes, for their numbers, and the rollback made them anew.
+func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, recreated map[datapath.VIPKey]bool) {
 	t.Helper()
 	addrOf := map[uint32]string{}
 	idOf := map[string]uint32{}
@@ -561,11 +602,11 @@ func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool) {
 		if !existed {
 			continue
 		}
-		if pmeta.Num != meta.Num {
+		if pmeta.Num != meta.Num && !recreated[k] {
 			t.Errorf("VIP %s: number %d became %d", v.name, pmeta.Num, meta.Num)
 			continue
 		}
-		if rolledBack {
+		if rolledBack || recreated[k] {
 			continue
 		}
 		if piv, ok := prev.indexed[k]; ok && found {
@@ -611,12 +652,15 @@ func diffCount[T comparable](a, b []T) int {
 	return n
 }
 
-func runModel(t *testing.T, seed uint64, steps int) {
-	w := &walker{rng: rand.New(rand.NewPCG(seed, seed^0x5eed))}
+func runModel(t *testing.T, seed uint64, steps int, fill bool) {
+	w := &walker{rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), fill: fill}
 	m := model{overrides: map[string]bool{}}
 	for range 2 {
 		v, _ := w.newVIP(&m)
 		m.vips = append(m.vips, v)
+	}
+	if fill {
+		w.refill(&m)
 	}
 	fp := &failingPublishes{}
 	r := newWrappedRig(t, m.yaml(), datapath.Options{}, func(dp *datapath.Balancer) Datapath {
@@ -631,14 +675,14 @@ func runModel(t *testing.T, seed uint64, steps int) {
 		return out
 	}
 	state := readDP(t, r.dp, nil)
-	check(t, &m, &m, state, dpState{}, false)
+	check(t, &m, &m, state, dpState{}, false, nil)
 	for step := range steps {
 		if t.Failed() {
 			return
 		}
 		next := m.clone()
 		var what string
-		rolledBack := false
+		rolledBack, recreated := false, map[datapath.VIPKey]bool{}
 		switch roll := w.pick(10); {
 		case roll < 2 && len(m.vips) > 0: // drain or undrain
 			v := &m.vips[w.pick(len(m.vips))]
@@ -687,6 +731,9 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			for range 1 + w.pick(3) {
 				whats = append(whats, w.mutate(&next))
 			}
+			if w.fill {
+				whats = append(whats, w.refill(&next))
+			}
 			what = strings.Join(whats, "; ")
 			if roll == 9 && w.pick(2) == 0 {
 				// The daemon restarted, over the datapath it left, with
@@ -717,6 +764,11 @@ func runModel(t *testing.T, seed uint64, steps int) {
 					t.Fatalf("step %d: %s: reload %v, want it rolled back", step, what, err)
 				}
 				what += ": rolled back"
+				if w.fill {
+					for _, v := range m.vips {
+						recreated[v.key()] = !next.hasKey(v.key())
+					}
+				}
 				next, rolledBack = m.clone(), true
 			case err != nil:
 				t.Fatalf("step %d: %s: reload: %v\n%s", step, what, err, next.yaml())
@@ -731,10 +783,26 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				t.Errorf("step %d: %s: the datapath changed", step, what)
 			}
 		}
-		check(t, &next, &m, now, state, rolledBack)
+		check(t, &next, &m, now, state, rolledBack, recreated)
 		if t.Failed() {
 			t.Logf("step %d: %s; the configuration now:\n%s\noverrides %v", step, what, next.yaml(), next.overrides)
 		}
 		m, state = next, now
+	}
+}
+
+// TestReloadModelAtTheVIPLimit is the walk with the configuration at the
+// datapath's limit of VIPs: VIPs removed by a reload are deleted before
+// the new ones are added, which take their numbers in the same batch.
+// Seed 3 replaced VIPs at the limit in a batch whose vip_addrs writes
+// found the map full (fixed in datapath.syncVIPAddrs).
+func TestReloadModelAtTheVIPLimit(t *testing.T) {
+	for _, seed := range modelSeedsFor(t, 3) {
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
+			runModel(t, seed, 12, true)
+			if t.Failed() {
+				t.Logf("replay with SWITCHYARD_MODEL_SEED=%d go test -run 'TestReloadModelAtTheVIPLimit' ./pkg/balancer", seed)
+			}
+		})
 	}
 }
