@@ -61,13 +61,7 @@ func TestDecapCases(t *testing.T) {
 		}
 		return append(eth, inner...)
 	}
-	cases := []struct {
-		name     string
-		frame    []byte
-		action   uint32
-		want     []byte // output of a pass; nil: the frame untouched
-		counters []string
-	}{
+	cases := []decapCase{
 		{"IPIP", encapFrame(t, lbV4, ours4, layers.IPProtocolIPv4, 0, inner4), xdpPass, decapped(inner4), []string{"decap_ipv4_outer"}},
 		{"IPv6 in IPv6", encapFrame(t, lbV6, ours6, layers.IPProtocolIPv6, 0, inner6), xdpPass, decapped(inner6), []string{"decap_ipv6_outer"}},
 		{"GUE", encapFrame(t, lbV4, ours4, 0, 6080, inner4), xdpPass, decapped(inner4), []string{"decap_ipv4_outer", "decap_gue"}},
@@ -92,22 +86,39 @@ func TestDecapCases(t *testing.T) {
 		{"IPv4 outer GUE to another host", encapFrame(t, lbV4, other4, 0, 6080, inner4), xdpPass, nil, []string{"pass"}},
 		{"IPv4 outer to another host, inner not IP", encapFrame(t, lbV4, other4, layers.IPProtocolIPv4, 0, notIP), xdpPass, nil, []string{"pass"}},
 	}
+	runDecapCases(t, d, cases)
+}
+
+// decapCase is one frame through the decap program: the action it must
+// get, the output of a pass (nil: the frame untouched) and the counters
+// it must move.
+type decapCase struct {
+	name     string
+	frame    []byte
+	action   uint32
+	want     []byte
+	counters []string
+}
+
+// runDecapCases runs each case through d's program and checks its action,
+// its output and its counters.
+func runDecapCases(t *testing.T, d *Decap, cases []decapCase) {
+	t.Helper()
 	for _, c := range cases {
 		before, err := d.Stats()
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := append([]byte(nil), c.frame...)
-		act, out := runProg(t, d.objs.XdpDecap, in)
+		act, out := runProg(t, d.objs.XdpDecap, append([]byte(nil), c.frame...))
 		if act != c.action {
 			t.Errorf("%s: %s, want %s", c.name, actionNames[act], actionNames[c.action])
 		}
-		if wantOut := c.want; c.action == xdpPass {
-			if wantOut == nil {
-				wantOut = c.frame
+		if want := c.want; c.action == xdpPass {
+			if want == nil {
+				want = c.frame
 			}
-			if !bytes.Equal(out, wantOut) {
-				t.Errorf("%s: output\n got %x\nwant %x", c.name, out, wantOut)
+			if !bytes.Equal(out, want) {
+				t.Errorf("%s: output\n got %x\nwant %x", c.name, out, want)
 			}
 		}
 		expectDecapCounters(t, d, c.name, before, c.counters)

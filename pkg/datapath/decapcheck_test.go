@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"bytes"
 	"encoding/binary"
 	"testing"
 
@@ -84,13 +83,7 @@ func TestDecapChecksOuterHeader(t *testing.T) {
 	hop0 := append([]byte(nil), ip6...)
 	hop0[14+7] = 0
 
-	for _, c := range []struct {
-		name     string
-		frame    []byte
-		action   uint32
-		want     []byte // output of a pass; nil: the frame untouched
-		counters []string
-	}{
+	runDecapCases(t, d, []decapCase{
 		{"IPIP, outer IPv4 checksum wrong", badCsum, xdpPass, nil, []string{"bad_outer_csum"}},
 		{"GUE, outer IPv4 checksum wrong", set16(gue4, ip4+10, 0x1234, -1), xdpPass, nil, []string{"bad_outer_csum"}},
 		{"IPIP, outer header (IHL 6) beyond the frame", hdrBeyond, xdpPass, nil, []string{"bad_outer_ip_len"}},
@@ -119,23 +112,5 @@ func TestDecapChecksOuterHeader(t *testing.T) {
 		{"IPv6 outer, inner packet shorter than the outer payload", innerPadded, xdpPass, decapped(innerPadded[14+40:]), []string{"decap_ipv6_outer"}},
 		{"IPIP, outer TTL 0", ttl0, xdpPass, decapped(inner), []string{"decap_ipv4_outer"}},
 		{"IPv6 outer, hop limit 0", hop0, xdpPass, decapped(inner), []string{"decap_ipv6_outer"}},
-	} {
-		before, err := d.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		act, out := runProg(t, d.objs.XdpDecap, append([]byte(nil), c.frame...))
-		if act != c.action {
-			t.Errorf("%s: %s, want %s", c.name, actionNames[act], actionNames[c.action])
-		}
-		if want := c.want; c.action == xdpPass {
-			if want == nil {
-				want = c.frame
-			}
-			if !bytes.Equal(out, want) {
-				t.Errorf("%s: output\n got %x\nwant %x", c.name, out, want)
-			}
-		}
-		expectDecapCounters(t, d, c.name, before, c.counters)
-	}
+	})
 }
