@@ -43,6 +43,9 @@ const (
 	// MetricsPort is where each daemon serves /metrics, on 127.0.0.1 inside
 	// its balancer's namespace.
 	MetricsPort = 9301
+	// AgentMetricsPort is where each agent serves /metrics, on 127.0.0.1
+	// inside its backend's namespace.
+	AgentMetricsPort = 9302
 )
 
 // LabConfig describes a lab.
@@ -264,7 +267,29 @@ func (l *Lab) Topology() *topology.Topology { return l.topo }
 func (l *Lab) Prefix() string { return l.cfg.Prefix }
 
 // Binary is the absolute path of the switchyard binary the lab runs.
-func (l *Lab) Binary() string { return l.cfg.Binary }
+func (l *Lab) Binary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cfg.Binary
+}
+
+// SetBinary makes the lab run the switchyard binary at path from now on:
+// the daemons, agents, test servers and commands it starts next (those
+// running go on), and the removal of the pins at Close. An upgrade test
+// runs one release's processes, then another's on the same pins.
+func (l *Lab) SetBinary(path string) error {
+	bin, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("lab: switchyard binary: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg.Binary = bin
+	return nil
+}
 
 // Dir is the lab's work directory (configuration files, sockets, logs).
 func (l *Lab) Dir() string { return l.dir }
@@ -359,7 +384,7 @@ func (l *Lab) CLI(ctx context.Context, i int, cmd string, args ...string) (strin
 func (l *Lab) run(ctx context.Context, argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, l.cfg.Binary, argv...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, l.Binary(), argv...).CombinedOutput()
 	if err != nil {
 		err = fmt.Errorf("switchyard %s: %w", strings.Join(argv, " "), err)
 		if msg := strings.TrimSpace(string(out)); msg != "" {
@@ -525,8 +550,10 @@ func (l *Lab) Agent(j int) *Process {
 }
 
 // StartAgent writes backend j's agent configuration, starts `switchyard
-// agent` there and waits until the decap program is attached to eth0 and
-// the VIPs are on lo.
+// agent` there and waits until it has started (it answers on its socket
+// and serves its metrics), the decap program is attached to eth0 and the
+// VIPs are on lo. The program and the VIPs alone could be a killed
+// agent's, which the new one is still taking over.
 func (l *Lab) StartAgent(ctx context.Context, j int) error {
 	node := l.topo.Backend(j)
 	name := BackendName(j) + "-agent"
@@ -555,6 +582,15 @@ func (l *Lab) StartAgent(ctx context.Context, j int) error {
 	defer cancel()
 	var last string
 	err = poll(ctx, 20*time.Millisecond, p, func() bool {
+		// The agent answers once its start is done.
+		if _, err := api.NewClient(l.AgentSocket(j)).AgentStatus(ctx); err != nil {
+			last = err.Error()
+			return false
+		}
+		if _, err := l.AgentMetrics(ctx, j); err != nil {
+			last = err.Error()
+			return false
+		}
 		st, err := l.BackendState(j)
 		if err != nil {
 			last = err.Error()
@@ -704,6 +740,15 @@ func (l *Lab) Metrics(ctx context.Context, i int) (string, error) {
 	return string(body), err
 }
 
+// AgentMetrics scrapes backend j's agent's /metrics from inside its
+// namespace.
+func (l *Lab) AgentMetrics(ctx context.Context, j int) (string, error) {
+	client := l.topo.HTTPClient(l.topo.Backend(j))
+	defer client.CloseIdleConnections()
+	_, body, err := get(ctx, client, fmt.Sprintf("http://127.0.0.1:%d/metrics", AgentMetricsPort))
+	return string(body), err
+}
+
 // WaitHealth waits until balancer i reports backend vip/backend with the
 // given health and has acted on it: the backend is in the VIP's table
 // exactly when healthy (unless drained). Status answers come from the
@@ -790,7 +835,7 @@ func (l *Lab) Close() error {
 		wg.Wait()
 	}
 	if l.pinBase != "" {
-		if err := removePins(l.cfg.Binary, l.pinBase); err != nil {
+		if err := removePins(l.Binary(), l.pinBase); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -251,6 +251,6 @@ func renderAgent(f agentFile) string {
 	w("api:")
 	w("  socket: %s", f.socket)
 	w("metrics:")
-	w("  listen: \"127.0.0.1:9302\"")
+	w("  listen: \"127.0.0.1:%d\"", AgentMetricsPort)
 	return b.String()
 }

@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "switchyard")
-	if err := build(binary); err != nil {
+	if err := build(moduleRoot(), binary); err != nil {
 		fmt.Fprintln(os.Stderr, "test/e2e: build the switchyard binary:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -117,18 +117,22 @@ func sweepBinaryDirs(tmp string, logf func(format string, args ...any)) {
 	}
 }
 
-// build compiles ./cmd/switchyard of this module into out.
-func build(out string) error {
-	root := "../.."
+// moduleRoot is the directory of this module's go.mod.
+func moduleRoot() string {
 	if gomod, err := exec.Command("go", "env", "GOMOD").Output(); err == nil {
 		if p := strings.TrimSpace(string(gomod)); p != "" && p != os.DevNull {
-			root = filepath.Dir(p)
+			return filepath.Dir(p)
 		}
 	}
+	return "../.."
+}
+
+// build compiles ./cmd/switchyard of the module in dir into out.
+func build(dir, out string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/switchyard")
-	cmd.Dir = root
+	cmd.Dir = dir
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%w\n%s", err, b)
 	}
@@ -136,14 +140,17 @@ func build(out string) error {
 }
 
 // newLab builds a lab for t with a random prefix (based on cfg.Prefix,
-// "sye" if empty) and removes it when t ends; when t failed, the end of
-// every process log is logged first.
+// "sye" if empty) that runs cfg.Binary (if empty, the binary TestMain
+// built), and removes it when t ends; when t failed, the end of every
+// process log is logged first.
 func newLab(t *testing.T, cfg demo.LabConfig) *demo.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip(notRoot)
 	}
-	cfg.Binary = binary
+	if cfg.Binary == "" {
+		cfg.Binary = binary
+	}
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = 500 * time.Millisecond
 	}
