@@ -224,6 +224,9 @@ func (a *Agent) Start() (err error) {
 		return err
 	}
 	if err := a.loadDecap(); err != nil {
+		if !a.ownPins {
+			a.leaveEarlierRun()
+		}
 		return err
 	}
 	if err := a.setSysctls(); err != nil {
@@ -250,6 +253,24 @@ func (a *Agent) Start() (err error) {
 	a.log.Info("agent started", "mode", res.Mode.String(), "replaced", res.Replaced,
 		"vips", len(a.vips), "encap_addresses", fmt.Sprint(a.EncapAddrs()), "pin_dir", a.pinDir)
 	return nil
+}
+
+// leaveEarlierRun gives up what loadState took over from an earlier run,
+// undoing nothing, when this start fails at the earlier run's pins (another
+// release's, say): the program on their link stays attached and
+// decapsulates to the VIPs that run put on lo, so they, its sysctls, GRO
+// and its record stay for a run that can load the pins, or for `remove
+// --agent`. Undone, they would leave that program handing the stack
+// packets for addresses no longer local, which it drops.
+func (a *Agent) leaveEarlierRun() {
+	if len(a.added) > 0 || len(a.sysctls) > 0 || a.gro != nil {
+		a.log.Warn("start failed: the earlier run's decap program, VIPs and sysctls are left as they are", "file", a.statePath)
+	}
+	for _, s := range a.sysctls {
+		s.f.Close()
+	}
+	a.sysctls, a.added, a.gro = nil, nil, nil
+	a.stateHeld = false
 }
 
 // lockPinDir takes the pin directory for this agent, creating it if need

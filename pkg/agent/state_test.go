@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -427,5 +428,58 @@ func TestHostLockWaitIsBounded(t *testing.T) {
 	holder.Close() // releases the flock
 	if err := flockWithin(f, path, 5*time.Second, slog.New(slog.DiscardHandler)); err != nil {
 		t.Errorf("flockWithin() once released = %v", err)
+	}
+}
+
+// TestRefusedStartKeepsEarlierRun: an agent killed outright leaves its
+// program attached on its pins, decapsulating to the VIPs it put on lo.
+// A start that cannot load those pins (another release's, as in a
+// downgrade) changes nothing: the VIPs, sysctls and record stay for the
+// run that can, and the backend keeps serving. It used to undo the
+// changes it had taken over, and the attached program then decapsulated
+// packets for VIPs no longer on lo, which the stack dropped.
+func TestRefusedStartKeepsEarlierRun(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	first := startAgent(t, topo, be, c)
+	crash(t, first)
+	record, err := os.ReadFile(first.statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, topo, be)
+	// Pins this release cannot use, as another release's: one map pin
+	// moved onto another's name (the counters onto the addresses, as
+	// a start pins again the counters of the program on the link). The
+	// attached program keeps its maps.
+	addrs := filepath.Join(c.PinDir, "decap_addrs")
+	if err := os.Remove(addrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(c.PinDir, "decap_stats"), addrs); err != nil {
+		t.Fatal(err)
+	}
+
+	a := newAgent(t, c)
+	err = topo.Do(be, a.Start)
+	if !errors.Is(err, datapath.ErrPinnedIncompatible) {
+		t.Fatalf("Start on another release's pins: %v, want %v", err, datapath.ErrPinnedIncompatible)
+	}
+	t.Logf("Start: %v", err)
+	requireSame(t, before, snapshot(t, topo, be))
+	for _, v := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+		if !loHas(t, topo, be, v) {
+			t.Errorf("VIP %s left lo at the refused start, while the earlier run's program decapsulates to it", v)
+		}
+	}
+	if before.xdp == "" {
+		t.Error("the earlier run's decap program is not attached: the test proves nothing")
+	}
+	if got, err := os.ReadFile(a.statePath); err != nil {
+		t.Errorf("the earlier run's record is gone after the refused start: %v", err)
+	} else if string(got) != string(record) {
+		t.Errorf("the refused start changed the earlier run's record:\n%s\nwas\n%s", got, record)
 	}
 }

@@ -141,7 +141,7 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		// previous release refuses them, but first takes over the killed
 		// agent's changes, and undoes them as it gives up: the VIPs leave
 		// lo, and be1 takes no traffic until an agent runs again. This
-		// release's agent leaves them (TestStartRefusedKeepsEarlierRun in
+		// release's agent leaves them (TestRefusedStartKeepsEarlierRun in
 		// pkg/agent); once previousRelease has that, be1 keeps serving.
 		lab.Agent(1).Kill()
 		if err := lab.StartAgent(ctx, 1); err == nil {
