@@ -45,7 +45,7 @@ type Datapath interface {
 	SetBackend(id uint32, addr netip.Addr) error
 	Backends() (map[uint32]datapath.Backend, error)
 	Flows(fn func(datapath.FlowKey, datapath.Conn) bool) error
-	CountFlows() (uint64, error)
+	CountFlows() (datapath.FlowCounts, error)
 	ConnTableSize() uint32
 	VIPCounters(num uint32) (datapath.VIPCounters, error)
 	BackendCounters(id uint32) (datapath.BackendCounters, error)
@@ -1236,11 +1236,11 @@ func (b *Balancer) status() (api.Status, error) {
 	if b.nhResolved {
 		st.NextHop.MAC = net.HardwareAddr(b.settings.NextHopMAC).String()
 	}
-	n, err := b.dp.CountFlows()
+	flows, err := b.dp.CountFlows()
 	if err != nil {
 		return st, err
 	}
-	st.ConnTable = api.ConnTable{Capacity: b.dp.ConnTableSize(), Entries: n}
+	st.ConnTable = api.ConnTable{Capacity: b.dp.ConnTableSize(), Entries: flows.Total}
 	if st.Counters, err = b.dp.Stats(); err != nil {
 		return st, err
 	}

@@ -2175,18 +2175,20 @@ func (v *connView) usable(s *balancerConnSet, w int) bool {
 	if c.BackendId >= MaxBackends || v.backends[c.BackendId].Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0 {
 		return false
 	}
-	if c.Key.Proto == ProtoUDP {
-		// An entry refreshed after v.now has a stamp ahead of it:
-		// idle for no time.
-		idle := uint32(v.now.Jiffies) - s.Stamp[w]
-		if s.Stamp[w]-uint32(v.now.Jiffies) < stampAhead {
-			idle = 0
-		}
-		if uint64(idle)*v.jiffyNs >= v.udpIdle {
-			return false
-		}
+	if c.Key.Proto == ProtoUDP && uint64(v.idle(s.Stamp[w]))*v.jiffyNs >= v.udpIdle {
+		return false
 	}
 	return true
+}
+
+// idle is how many jiffies before v.now an entry stamped stamp last saw a
+// packet. An entry refreshed after v.now has a stamp ahead of it: idle
+// for no time.
+func (v *connView) idle(stamp uint32) uint32 {
+	if stamp-uint32(v.now.Jiffies) < stampAhead {
+		return 0
+	}
+	return uint32(v.now.Jiffies) - stamp
 }
 
 // connOf is way w of set s as a Conn, its stamp read against now.
@@ -2320,24 +2322,42 @@ func (b *Balancer) LookupFlow(f FlowKey) (Conn, bool, error) {
 	return Conn{}, false, nil
 }
 
-// CountFlows returns the number of connection-table entries the datapath
-// would use, as Flows lists them (a scan of the whole table: 64 MiB at the
-// default size).
-func (b *Balancer) CountFlows() (uint64, error) {
+// CountFlows counts the connection-table entries the datapath would use,
+// as Flows lists them, in total and by VIP and backend, with those of
+// them that saw a packet within ActiveFlowWindow (one scan of the whole
+// table: 64 MiB at the default size).
+func (b *Balancer) CountFlows() (FlowCounts, error) {
+	out := FlowCounts{ByBackend: map[VIPBackend]FlowCount{}}
 	v, err := b.connView()
 	if err != nil {
-		return 0, err
+		return out, err
 	}
-	var total uint64
+	window := uint64(ActiveFlowWindow) / v.jiffyNs
+	// Counted through pointers: one map lookup per entry, no store.
+	by := map[VIPBackend]*FlowCount{}
 	err = b.eachConnSet(func(s *balancerConnSet) bool {
 		for w := range s.Tag {
-			if connValid(s, w) && v.usable(s, w) {
-				total++
+			if !connValid(s, w) || !v.usable(s, w) {
+				continue
+			}
+			out.Total++
+			k := VIPBackend{uint32(s.Slot[w].VipNum), s.Slot[w].BackendId}
+			c := by[k]
+			if c == nil {
+				c = new(FlowCount)
+				by[k] = c
+			}
+			c.Flows++
+			if uint64(v.idle(s.Stamp[w])) < window {
+				c.Active++
 			}
 		}
 		return true
 	})
-	return total, err
+	for k, c := range by {
+		out.ByBackend[k] = *c
+	}
+	return out, err
 }
 
 // ConnTableSize is the capacity of the connection table.

@@ -460,7 +460,8 @@ func BenchmarkCountFlows(b *testing.B) {
 	var mapped bool
 	count := func(bal *Balancer) (uint64, error) {
 		if mapped {
-			return bal.CountFlows()
+			n, err := bal.CountFlows()
+			return n.Total, err
 		}
 		var n uint64
 		err := eachConnBatch(bal.objs.Conns, func(_ []uint32, sets []balancerConnSet) error {

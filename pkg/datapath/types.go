@@ -63,6 +63,35 @@ type Conn struct {
 	LastSeen time.Duration
 }
 
+// ActiveFlowWindow is how recently a connection entry must have seen a
+// packet for CountFlows to count its flow as active. The datapath tracks
+// no FIN or RST: a TCP entry stays usable after its connection ended,
+// until a new flow takes its place, so only its idle time tells a live
+// flow from a finished one. A minute is longer than the gaps of an
+// interactive session's keepalives, and status and metrics show both
+// counts. (A UDP entry stops being usable after udp_idle_timeout anyway.)
+const ActiveFlowWindow = 60 * time.Second
+
+// VIPBackend names the flows that one VIP number pinned to one backend id:
+// a connection entry records both, so a flow belongs to the VIP that
+// recorded it, whichever other VIPs have the backend's address.
+type VIPBackend struct {
+	VIPNum, BackendID uint32
+}
+
+// FlowCount counts a VIP's usable connection entries of one backend id:
+// Flows all of them, Active those that saw a packet within
+// ActiveFlowWindow.
+type FlowCount struct {
+	Flows, Active uint64
+}
+
+// FlowCounts is a count of the connection table (CountFlows).
+type FlowCounts struct {
+	Total     uint64                   // every usable entry
+	ByBackend map[VIPBackend]FlowCount // the same entries, by VIP and backend; no zero counts
+}
+
 // Backend is a backend slot of the datapath.
 type Backend struct {
 	Addr netip.Addr
