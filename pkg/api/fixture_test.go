@@ -3,7 +3,8 @@ package api
 import "time"
 
 // sampleStatus is a daemon with two VIPs that share a backend address, one
-// backend down and drained, and a failed reload.
+// backend down and drained, one removed from the configuration that still
+// has flows, and a failed reload.
 func sampleStatus(now time.Time) Status {
 	return Status{
 		Node:             "lb1",
@@ -24,11 +25,12 @@ func sampleStatus(now time.Time) Status {
 				Backends: []Backend{
 					{Name: "web-1", Address: "10.2.1.1", ID: 1, Weight: 1, Healthy: true, HealthInfo: "",
 						Since: now.Add(-5 * time.Minute), TableSlots: 65537, Packets: 4000, Bytes: 400000,
-						Check: "http", Checks: 300, FailedChecks: 2, LastCheckSeconds: 0.00251},
+						Check: "http", Checks: 300, FailedChecks: 2, LastCheckSeconds: 0.00251, Flows: 12345, ActiveFlows: 87},
 					{Name: "web-backend-2", Address: "10.2.1.22", ID: 2, Weight: 10, Healthy: false,
 						HealthInfo: "tcp check: dial tcp 10.2.1.22:80: connect: connection refused",
 						Check:      "tcp", Checks: 40, FailedChecks: 12, LastCheckSeconds: 0.0001,
-						Since: now.Add(-12 * time.Second), Drained: true, TableSlots: 0, Packets: 1234567, Bytes: 99},
+						Since: now.Add(-12 * time.Second), Drained: true, TableSlots: 0, Packets: 1234567, Bytes: 99, Flows: 4},
+					{Name: "10.2.1.3", Address: "10.2.1.3", ID: 3, Removed: true, Packets: 250, Bytes: 25000, Flows: 6, ActiveFlows: 2},
 				},
 			},
 			{

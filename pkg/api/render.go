@@ -63,8 +63,14 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 			continue
 		}
 		tw := newTable(ew)
-		fmt.Fprintln(tw, "  BACKEND\tADDRESS\tWEIGHT\tHEALTH\tDRAINED\tSLOTS\tPKTS(ALL-VIPS)\tCHECK")
+		fmt.Fprintln(tw, "  BACKEND\tADDRESS\tWEIGHT\tHEALTH\tDRAINED\tSLOTS\tACTIVE/FLOWS\tPKTS(ALL-VIPS)\tCHECK")
 		for _, b := range v.Backends {
+			flows := count(b.ActiveFlows) + "/" + count(b.Flows)
+			if b.Removed {
+				fmt.Fprintf(tw, "  %s\t%s\t-\tREMOVED\t-\t-\t%s\t%s\tnot in the configuration: its established flows continue\n",
+					b.Name, b.Address, flows, count(b.Packets))
+				continue
+			}
 			health := "DOWN"
 			if b.Healthy {
 				health = "UP"
@@ -76,8 +82,8 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 			if b.Drained {
 				drained = "yes"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", b.Name, b.Address, b.Weight, health, drained,
-				percent(float64(b.TableSlots), float64(v.TableSize)), count(b.Packets), checkInfo(b))
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, b.Address, b.Weight, health, drained,
+				percent(float64(b.TableSlots), float64(v.TableSize)), flows, count(b.Packets), checkInfo(b))
 		}
 		tw.Flush()
 	}

@@ -44,9 +44,10 @@ func TestWriteStatus(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]string{
-		"web-1":         "web-1 10.2.1.1 1 UP for 5m0s no 100.0% 4000 http ok in 2.5ms (2 of 300 checks failed)",
-		"web-backend-2": "web-backend-2 10.2.1.22 10 DOWN for 12s yes 0.0% 1.23M tcp check: dial tcp 10.2.1.22:80: connect: connection refused (12 of 40 checks failed)",
-		"dns-1":         "dns-1 10.2.1.1 2 UP no 100.0% 4000 no check",
+		"web-1":         "web-1 10.2.1.1 1 UP for 5m0s no 100.0% 87/12.3k 4000 http ok in 2.5ms (2 of 300 checks failed)",
+		"web-backend-2": "web-backend-2 10.2.1.22 10 DOWN for 12s yes 0.0% 0/4 1.23M tcp check: dial tcp 10.2.1.22:80: connect: connection refused (12 of 40 checks failed)",
+		"10.2.1.3":      "10.2.1.3 10.2.1.3 - REMOVED - - 2/6 250 not in the configuration: its established flows continue",
+		"dns-1":         "dns-1 10.2.1.1 2 UP no 100.0% 0/0 4000 no check",
 	} {
 		if got := strings.Join(rows[name], " "); got != want {
 			t.Errorf("row of %s:\n got %q\nwant %q", name, got, want)

@@ -77,6 +77,19 @@ type Backend struct {
 	TableSlots       int     `json:"table_slots"` // slots of the active table that point here
 	Packets          uint64  `json:"packets"`     // datapath counters of this backend address (all VIPs)
 	Bytes            uint64  `json:"bytes"`
+	// Flows are the connection-table entries that this VIP pinned to
+	// the backend's slot and that the datapath would use; ActiveFlows
+	// those of them that saw a packet within the last 60 s
+	// (datapath.ActiveFlowWindow). The datapath does not track FIN, so a
+	// TCP flow that ended stays among Flows, not ActiveFlows.
+	Flows       uint64 `json:"flows"`
+	ActiveFlows uint64 `json:"active_flows"`
+	// Removed: the VIP's configuration no longer has the backend's
+	// address, but entries of the VIP still pin flows to its slot, which
+	// continue. Such a row has only Name (the address), Address, ID,
+	// Packets, Bytes, Flows and ActiveFlows, and goes once its flows are
+	// gone or the slot is given to another address.
+	Removed bool `json:"removed"`
 }
 
 // Flow is one connection-table entry.

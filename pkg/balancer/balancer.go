@@ -1271,11 +1271,15 @@ func (b *Balancer) status() (api.Status, error) {
 			av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
 		}
 		slots := b.published[k]
+		listed := map[uint32]bool{}
 		for _, be := range v.Backends {
 			id := b.backendIDs[be.Addr()]
+			listed[id] = true
+			fc := flows.ByBackend[datapath.VIPBackend{VIPNum: num, BackendID: id}]
 			ab := api.Backend{
 				Name: be.Name, Address: be.Addr().String(), ID: id, Weight: uint32(be.Weight),
 				Healthy: true, Drained: b.drained(v.Name, be), TableSlots: slots[id],
+				Flows: fc.Flows, ActiveFlows: fc.Active,
 			}
 			hs, ok := b.health.State(checkKey(v, be))
 			if ok {
@@ -1298,9 +1302,53 @@ func (b *Balancer) status() (api.Status, error) {
 			ab.Packets, ab.Bytes = c.Packets, c.Bytes
 			av.Backends = append(av.Backends, ab)
 		}
+		removed, err := b.removedBackends(num, listed, flows)
+		if err != nil {
+			return st, fmt.Errorf("VIP %s: %w", v.Name, err)
+		}
+		av.Backends = append(av.Backends, removed...)
 		st.VIPs = append(st.VIPs, av)
 	}
 	return st, nil
+}
+
+// removedBackends are the rows of VIP number num's backends that its
+// configuration no longer lists (listed has the ids of those it does) but
+// that still hold flows of the VIP: a removed backend keeps its slot, so
+// its established flows continue, to the address the slot has now. Named
+// by their address, in the order of their ids.
+func (b *Balancer) removedBackends(num uint32, listed map[uint32]bool, flows datapath.FlowCounts) ([]api.Backend, error) {
+	var out []api.Backend
+	for k, fc := range flows.ByBackend {
+		if k.VIPNum != num || listed[k.BackendID] {
+			continue
+		}
+		var addr netip.Addr
+		for a, id := range b.backendIDs {
+			if id == k.BackendID {
+				addr = a
+			}
+		}
+		if !addr.IsValid() {
+			// Given up by allocBackendID, whose new address was not
+			// written: the datapath has the address.
+			bes, err := b.dp.Backends()
+			if err != nil {
+				return nil, err
+			}
+			addr = bes[k.BackendID].Addr
+		}
+		c, err := b.dp.BackendCounters(k.BackendID)
+		if err != nil {
+			return nil, fmt.Errorf("removed backend %s: %w", addr, err)
+		}
+		out = append(out, api.Backend{
+			Name: addr.String(), Address: addr.String(), ID: k.BackendID, Removed: true,
+			Flows: fc.Flows, ActiveFlows: fc.Active, Packets: c.Packets, Bytes: c.Bytes,
+		})
+	}
+	slices.SortFunc(out, func(x, y api.Backend) int { return cmp.Compare(x.ID, y.ID) })
+	return out, nil
 }
 
 // Flows lists connection-table entries, optionally of one VIP (by name).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -2186,4 +2187,107 @@ func TestRunWaitsForAFlowsWalk(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return within 10 s of the flows walk's end")
 	}
+}
+
+// countsOf is the real datapath, except that its count of the connection
+// table is the one given: putting entries there takes traffic through the
+// program, which pkg/datapath (TestCountFlowsByBackend) and test/e2e do;
+// here what is tested is how the control loop gives the counts to the
+// rows of status.
+type countsOf struct {
+	*datapath.Balancer
+	counts func() map[datapath.VIPBackend]datapath.FlowCount
+}
+
+func (c countsOf) CountFlows() (datapath.FlowCounts, error) {
+	out := datapath.FlowCounts{ByBackend: c.counts()}
+	for _, n := range out.ByBackend {
+		out.Total += n.Flows
+	}
+	return out, nil
+}
+
+// TestStatusCountsFlowsPerBackend: each backend row of status has the
+// flows its VIP pinned to the backend's slot, not those of another VIP
+// with the same address; a backend removed from a VIP whose flows of the
+// VIP remain gets a row marked removed, named by its address, as long as
+// they remain, whether or not another VIP still lists the address.
+func TestStatusCountsFlowsPerBackend(t *testing.T) {
+	var counts map[datapath.VIPBackend]datapath.FlowCount
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return countsOf{dp, func() map[datapath.VIPBackend]datapath.FlowCount { return counts }}
+	})
+	var web, dns, be1, be2 uint32
+	if err := r.b.do(r.ctx, func() {
+		web, dns = r.b.vipNums[vipKey(r.b.cfg.VIPByName("web"))], r.b.vipNums[vipKey(r.b.cfg.VIPByName("dns"))]
+		be1, be2 = r.b.backendIDs[netip.MustParseAddr("10.2.1.2")], r.b.backendIDs[netip.MustParseAddr("10.2.2.2")]
+	}); err != nil {
+		t.Fatal(err)
+	}
+	counts = map[datapath.VIPBackend]datapath.FlowCount{
+		{VIPNum: web, BackendID: be1}: {Flows: 5, Active: 2},
+		{VIPNum: web, BackendID: be2}: {Flows: 3, Active: 1},
+		{VIPNum: dns, BackendID: be1}: {Flows: 1, Active: 1},
+	}
+	rows := func() map[string]api.Backend {
+		t.Helper()
+		st, err := r.b.Status(r.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]api.Backend{}
+		for _, v := range st.VIPs {
+			for _, b := range v.Backends {
+				out[v.Name+"/"+b.Name] = b
+			}
+		}
+		return out
+	}
+	type row struct {
+		flows, active uint64
+		removed       bool
+	}
+	check := func(step string, want map[string]row) {
+		t.Helper()
+		got := rows()
+		for name, w := range want {
+			b, ok := got[name]
+			if !ok {
+				t.Errorf("%s: no row %s in %v", step, name, slices.Collect(maps.Keys(got)))
+				continue
+			}
+			if (row{b.Flows, b.ActiveFlows, b.Removed}) != w {
+				t.Errorf("%s: %s has %d flows, %d active, removed %v; want %d, %d, %v",
+					step, name, b.Flows, b.ActiveFlows, b.Removed, w.flows, w.active, w.removed)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: rows %v, want %v", step, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+		}
+	}
+	check("configured", map[string]row{
+		"web/be1": {5, 2, false}, "web/be2": {3, 1, false}, "web/be3": {0, 0, false}, "dns/be1": {1, 1, false},
+	})
+
+	// web loses be1 and be2; dns keeps be1.
+	r.write(strings.Replace(baseConfig, "      - {name: be1, address: 10.2.1.2}\n      - {name: be2, address: 10.2.2.2}\n", "", 1))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after be1 and be2 left web", map[string]row{
+		"web/10.2.1.2": {5, 2, true}, "web/10.2.2.2": {3, 1, true}, "web/be3": {0, 0, false}, "dns/be1": {1, 1, false},
+	})
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bs := st.VIPs[0].Backends; bs[len(bs)-1].ID != be2 || bs[len(bs)-1].Address != "10.2.2.2" {
+		t.Errorf("web's last row is %+v, want the removed be2 (id %d), after the configured backends", bs[len(bs)-1], be2)
+	}
+
+	// be2's flows of web are gone: so is its row.
+	delete(counts, datapath.VIPBackend{VIPNum: web, BackendID: be2})
+	check("after be2's flows ended", map[string]row{
+		"web/10.2.1.2": {5, 2, true}, "web/be3": {0, 0, false}, "dns/be1": {1, 1, false},
+	})
 }

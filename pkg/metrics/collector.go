@@ -37,6 +37,7 @@ type Collector struct {
 	backendTableSlots, backendWeight  *prometheus.Desc
 	checks, checkFailures             *prometheus.Desc
 	checkDuration                     *prometheus.Desc
+	backendFlows, backendActiveFlows  *prometheus.Desc
 	drops, events                     *prometheus.Desc
 	connEntries, connCapacity         *prometheus.Desc
 	generation, reloadFailures        *prometheus.Desc
@@ -82,6 +83,9 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		checkFailures:     d("backend_check_failures_total", "Failed health checks of the backend.", backendLabels...),
 		checkDuration:     d("backend_check_duration_seconds", "Duration of the backend's last completed health check (none before the first).", backendLabels...),
 
+		backendFlows:       d("backend_flows", "Connection-table entries of the VIP pinned to the backend (TCP entries stay after their connection ended: no FIN tracking); also of a backend removed from the VIP while they last.", backendLabels...),
+		backendActiveFlows: d("backend_active_flows", "Of switchyard_backend_flows, the entries that saw a packet within the last 60 s.", backendLabels...),
+
 		drops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
 		events: d("datapath_events_total", "Datapath events other than drops, by event.", "event"),
 
@@ -102,6 +106,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.backendPackets, c.backendBytes,
 		c.backendHealthy, c.backendDrained, c.backendTableSlots, c.backendWeight,
 		c.checks, c.checkFailures, c.checkDuration,
+		c.backendFlows, c.backendActiveFlows,
 		c.drops, c.events,
 		c.connEntries, c.connCapacity,
 		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
@@ -128,6 +133,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 	e := emitter{ch: ch, log: c.log}
 	seenAddr := map[string]bool{}
+	var removed []api.Backend
 	for _, v := range st.VIPs {
 		vl := []string{v.Name, v.Address, strconv.Itoa(int(v.Port)), v.Protocol}
 		e.counter(c.vipPackets, v.Packets, vl...)
@@ -137,6 +143,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		e.counter(c.vipConnMisses, v.ConnMisses, vl...)
 		for _, b := range v.Backends {
 			bl := []string{v.Name, b.Name, b.Address}
+			e.gauge(c.backendFlows, float64(b.Flows), bl...)
+			e.gauge(c.backendActiveFlows, float64(b.ActiveFlows), bl...)
+			if b.Removed {
+				// Out of the configuration: no health, drain,
+				// weight or slots, and the address series below
+				// take a configured backend's name if any has it.
+				removed = append(removed, b)
+				continue
+			}
 			e.gauge(c.backendHealthy, boolValue(b.Healthy), bl...)
 			e.gauge(c.backendDrained, boolValue(b.Drained), bl...)
 			e.gauge(c.backendTableSlots, float64(b.TableSlots), bl...)
@@ -155,6 +170,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			if seenAddr[b.Address] {
 				continue
 			}
+			seenAddr[b.Address] = true
+			e.counter(c.backendPackets, b.Packets, b.Name, b.Address)
+			e.counter(c.backendBytes, b.Bytes, b.Name, b.Address)
+		}
+	}
+	for _, b := range removed {
+		// Traffic still reaches it: its counters go on.
+		if !seenAddr[b.Address] {
 			seenAddr[b.Address] = true
 			e.counter(c.backendPackets, b.Packets, b.Name, b.Address)
 			e.counter(c.backendBytes, b.Bytes, b.Name, b.Address)

@@ -26,9 +26,9 @@ func sampleStatus() api.Status {
 				Packets: 12345, Bytes: 9876543, NewFlows: 321, ConnHits: 12000, ConnMisses: 345, PacketRate: 120.5, TableSize: 65537,
 				Backends: []api.Backend{
 					{Name: "web-1", Address: "10.2.1.1", Weight: 1, Healthy: true, TableSlots: 65537, Packets: 4000, Bytes: 400000,
-						Check: "http", Checks: 120, FailedChecks: 1, LastCheckSeconds: 0.0025},
+						Check: "http", Checks: 120, FailedChecks: 1, LastCheckSeconds: 0.0025, Flows: 30, ActiveFlows: 12},
 					{Name: "web-2", Address: "10.2.1.2", Weight: 10, Healthy: false, Drained: true, Packets: 17, Bytes: 1700,
-						Check: "http", Checks: 120, FailedChecks: 118, LastCheckSeconds: 0.5},
+						Check: "http", Checks: 120, FailedChecks: 118, LastCheckSeconds: 0.5, Flows: 5},
 				},
 			},
 			{
@@ -111,6 +111,16 @@ switchyard_backend_check_failures_total{address="10.2.1.2",backend="web-2",vip="
 # TYPE switchyard_backend_check_duration_seconds gauge
 switchyard_backend_check_duration_seconds{address="10.2.1.1",backend="web-1",vip="web"} 0.0025
 switchyard_backend_check_duration_seconds{address="10.2.1.2",backend="web-2",vip="web"} 0.5
+# HELP switchyard_backend_flows Connection-table entries of the VIP pinned to the backend (TCP entries stay after their connection ended: no FIN tracking); also of a backend removed from the VIP while they last.
+# TYPE switchyard_backend_flows gauge
+switchyard_backend_flows{address="10.2.1.1",backend="web-1",vip="web"} 30
+switchyard_backend_flows{address="10.2.1.2",backend="web-2",vip="web"} 5
+switchyard_backend_flows{address="10.2.1.1",backend="dns-1",vip="dns"} 0
+# HELP switchyard_backend_active_flows Of switchyard_backend_flows, the entries that saw a packet within the last 60 s.
+# TYPE switchyard_backend_active_flows gauge
+switchyard_backend_active_flows{address="10.2.1.1",backend="web-1",vip="web"} 12
+switchyard_backend_active_flows{address="10.2.1.2",backend="web-2",vip="web"} 0
+switchyard_backend_active_flows{address="10.2.1.1",backend="dns-1",vip="dns"} 0
 # HELP switchyard_datapath_drops_total Packets the datapath dropped, by reason.
 # TYPE switchyard_datapath_drops_total counter
 switchyard_datapath_drops_total{reason="fragment"} 3
@@ -246,6 +256,55 @@ func TestCollectorNoCheckDurationBeforeTheFirstCheck(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c, "switchyard_backend_checks_total"); n != 1 {
 		t.Errorf("%d checks series of a backend not checked yet, want 1 (of 0 checks)", n)
+	}
+}
+
+// TestCollectorRemovedBackends: a backend removed from a VIP whose entries
+// still hold flows of the VIP has its flow series, labelled by its address
+// (its name), and no health, drain, weight or slot series; its address's
+// counters go on, named after a configured backend that has the address
+// (in a later VIP), else after the address.
+func TestCollectorRemovedBackends(t *testing.T) {
+	st := api.Status{VIPs: []api.VIP{
+		{Name: "web", Address: "10.0.0.100", Port: 80, Protocol: "tcp", Backends: []api.Backend{
+			{Name: "web-1", Address: "10.2.1.1", Weight: 1, Healthy: true, Flows: 3, ActiveFlows: 3, Packets: 10},
+			{Name: "10.2.1.2", Address: "10.2.1.2", Removed: true, Flows: 7, ActiveFlows: 2, Packets: 20},
+			{Name: "10.2.1.3", Address: "10.2.1.3", Removed: true, Flows: 1, ActiveFlows: 0, Packets: 30},
+		}},
+		{Name: "dns", Address: "10.0.0.53", Port: 53, Protocol: "udp", Backends: []api.Backend{
+			{Name: "dns-2", Address: "10.2.1.2", Weight: 1, Healthy: true, Packets: 20},
+		}},
+	}}
+	c := NewCollector(staticStatus(st), nil)
+	const want = `
+# HELP switchyard_backend_active_flows Of switchyard_backend_flows, the entries that saw a packet within the last 60 s.
+# TYPE switchyard_backend_active_flows gauge
+switchyard_backend_active_flows{address="10.2.1.1",backend="web-1",vip="web"} 3
+switchyard_backend_active_flows{address="10.2.1.2",backend="10.2.1.2",vip="web"} 2
+switchyard_backend_active_flows{address="10.2.1.3",backend="10.2.1.3",vip="web"} 0
+switchyard_backend_active_flows{address="10.2.1.2",backend="dns-2",vip="dns"} 0
+# HELP switchyard_backend_packets_total Packets sent to the backend address, over all VIPs; backend is the first name of the address.
+# TYPE switchyard_backend_packets_total counter
+switchyard_backend_packets_total{address="10.2.1.1",backend="web-1"} 10
+switchyard_backend_packets_total{address="10.2.1.2",backend="dns-2"} 20
+switchyard_backend_packets_total{address="10.2.1.3",backend="10.2.1.3"} 30
+# HELP switchyard_backend_healthy 1 if the backend passes its health checks, else 0.
+# TYPE switchyard_backend_healthy gauge
+switchyard_backend_healthy{address="10.2.1.1",backend="web-1",vip="web"} 1
+switchyard_backend_healthy{address="10.2.1.2",backend="dns-2",vip="dns"} 1
+`
+	err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"switchyard_backend_active_flows", "switchyard_backend_packets_total", "switchyard_backend_healthy")
+	if err != nil {
+		t.Error(err)
+	}
+	for _, name := range []string{"switchyard_backend_drained", "switchyard_backend_weight", "switchyard_backend_table_slots"} {
+		if n := testutil.CollectAndCount(c, name); n != 2 {
+			t.Errorf("%d %s series, want 2: the configured backends', none of the removed ones", n, name)
+		}
+	}
+	if n := testutil.CollectAndCount(c, "switchyard_backend_flows"); n != 4 {
+		t.Errorf("%d switchyard_backend_flows series, want 4", n)
 	}
 }
 

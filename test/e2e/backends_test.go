@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/demo"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
 const streamInterval = 100 * time.Millisecond
@@ -126,6 +128,7 @@ func TestLongLivedConnectionsSurviveBackendChanges(t *testing.T) {
 		t.Errorf("reload output does not mention be2's removal:\n%s", out)
 	}
 	flowing(t, ctx, "after removing be2", streams, "be2")
+	removedBackendShown(t, ctx, lab, streams, "be2", topology.BackendIPv4(2).String())
 	counts = spread(t, ctx, lab, web, 200)
 	t.Logf("after removing be2: %s", format(counts))
 	onlyFrom(t, "after removing be2", counts, "be3", "be4")
@@ -143,6 +146,59 @@ func TestLongLivedConnectionsSurviveBackendChanges(t *testing.T) {
 		if g := s.MaxGap(); g > time.Second {
 			t.Errorf("stream on %s stalled for %s (a line is due every %s)", s.Backend(), g, streamInterval)
 		}
+	}
+}
+
+// removedBackendShown fails t unless status and the metrics show backend
+// name, removed from web, in a row of web marked removed and named by its
+// address addr, with web's flows that the connection table still pins to
+// it (as many as switchyard flows lists) and at least its streams among
+// the active ones.
+func removedBackendShown(t *testing.T, ctx context.Context, lab *demo.Lab, streams []*demo.Stream, name, addr string) {
+	t.Helper()
+	live := 0
+	for _, s := range streams {
+		if s.Backend() == name {
+			live++
+		}
+	}
+	st, err := lab.Status(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row *api.Backend
+	for _, v := range st.VIPs {
+		for i, b := range v.Backends {
+			if v.Name == demo.VIPWeb && b.Address == addr {
+				row = &v.Backends[i]
+			}
+		}
+	}
+	if row == nil || !row.Removed || row.Name != addr {
+		t.Fatalf("status after removing %s: web's row of %s is %+v, want one marked removed, named %s", name, addr, row, addr)
+	}
+	fl, err := lab.API(1).Flows(ctx, demo.VIPWeb, api.MaxFlowsLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := 0
+	for _, f := range fl.Flows {
+		if f.Backend == addr {
+			listed++
+		}
+	}
+	// No new flow goes to the removed backend: both walks see the same.
+	if row.Flows != uint64(listed) || row.ActiveFlows < uint64(live) || row.ActiveFlows > row.Flows {
+		t.Errorf("removed %s: %d flows, %d active; want the %d that switchyard flows lists, at least its %d streams active",
+			name, row.Flows, row.ActiveFlows, listed, live)
+	}
+	text, err := lab.Metrics(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := `switchyard_backend_active_flows{address="` + addr + `",backend="` + addr + `",vip="web"}`
+	if v := metricValue(text, series); !(v >= float64(live)) {
+		t.Errorf("%s = %v, want at least the %d streams on the removed %s", series, v, live, name)
 	}
 }
 
