@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -13,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/demo"
@@ -36,7 +41,8 @@ const soakBackends = 4
 // reloads (by `switchyard reload` or SIGHUP) that add, remove and
 // re-weight backends and remove and re-add the web6 VIP; drains and
 // undrains through the CLI; test servers killed and restarted (health
-// flaps). Readers hammer `switchyard status --json`, `switchyard flows` and
+// flaps); network events on the balancer's interface (an address added or
+// removed, the neighbour table flushed). Readers hammer `switchyard status --json`, `switchyard flows` and
 // /metrics meanwhile. It checks that
 //   - a stream whose backend stayed configured and alive never breaks;
 //   - a new connection or exchange fails only while a backend of its VIP
@@ -585,8 +591,31 @@ func sighupReload(ctx context.Context, lab *demo.Lab) error {
 // churnBackends drains and undrains backends through the CLI, and kills
 // and restarts test servers, at random until ctx ends.
 func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand) {
+	extra := false // soakExtraAddr is on lb1's eth0
 	for pause(ctx, until, rng) {
-		switch r := rng.IntN(10); {
+		switch r := rng.IntN(12); {
+		case r >= 10:
+			// A network event on the balancer's interface: an address
+			// comes or goes, or the neighbour table is flushed (the
+			// next hop is resolved again).
+			var err error
+			op := "flushed lb1's neighbours"
+			if r == 10 {
+				extra = !extra
+				op = "added " + soakExtraAddr.String() + " to lb1's eth0"
+				if !extra {
+					op = "removed " + soakExtraAddr.String() + " from lb1's eth0"
+				}
+				err = soakToggleAddr(lab, extra)
+			} else {
+				err = soakFlushNeighbours(lab)
+			}
+			if err != nil {
+				t.Errorf("%s: %v", op, err)
+				return
+			}
+			w.count("network")
+			w.logf(t, "%s", op)
 		case r < 5:
 			// Drain or undrain one of a VIP's backends (be1 stays).
 			w.member.Lock()
@@ -666,7 +695,7 @@ func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo
 					return
 				}
 			}
-		default:
+		case r < 10:
 			var dead []int
 			w.mu.Lock()
 			for j := 2; j <= soakBackends; j++ {
@@ -691,6 +720,50 @@ func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo
 			w.logf(t, "restarted %s's server", demo.BackendName(j))
 		}
 	}
+}
+
+// soakExtraAddr is the address a network event adds to and removes from
+// the balancer's interface (TEST-NET-1: nothing routes to it).
+var soakExtraAddr = netip.MustParsePrefix("192.0.2.1/32")
+
+func soakToggleAddr(lab *demo.Lab, on bool) error {
+	node := lab.Topology().Balancer(1)
+	if on {
+		return lab.Topology().AddAddr(node, topology.EthName, soakExtraAddr)
+	}
+	return lab.Topology().Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		a, err := netlink.ParseAddr(soakExtraAddr.String())
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(l, a)
+	})
+}
+
+func soakFlushNeighbours(lab *demo.Lab) error {
+	return lab.Topology().Netlink(lab.Topology().Balancer(1), func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		neighs, err := h.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, n := range neighs {
+			if n.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
+				continue
+			}
+			if err := h.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete neighbour %s: %w", n.IP, err)
+			}
+		}
+		return nil
+	})
 }
 
 // waitUnhealthy waits until status reports backend be unhealthy in every
