@@ -363,7 +363,12 @@ func churnConfig(ctx context.Context, until time.Time, t *testing.T, lab *demo.L
 // churnConfigOnce makes one change of churnConfig; false means stop.
 func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand, web6 demo.VIPSpec) bool {
 	w.member.Lock()
-	defer w.member.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			w.member.Unlock()
+		}
+	}()
 	w.mu.Lock()
 	old := w.spec.Clone()
 	spec := w.spec.Clone()
@@ -453,6 +458,11 @@ func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWo
 	}
 	w.spec = spec
 	w.mu.Unlock()
+	if len(removed) == 0 && len(added) == 0 {
+		// A change of weights only: drains may run meanwhile.
+		w.member.Unlock()
+		locked = false
+	}
 
 	if err := lab.WriteConfig(spec); err != nil {
 		t.Errorf("write the configuration: %v", err)
@@ -488,6 +498,10 @@ func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWo
 		w.close("absent", key)
 	}
 	w.mu.Unlock()
+	if !locked {
+		w.member.Lock()
+		locked = true
+	}
 	return checkMembers(ctx, t, lab, w, how+": "+op)
 }
 
