@@ -167,7 +167,11 @@ func TestChurnSoak(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range []*demo.Process{lab.Daemon(1), lab.Agent(1), lab.Agent(2), lab.Agent(3), lab.Agent(4)} {
+	procs := []*demo.Process{lab.Daemon(1)}
+	for j := 1; j <= soakBackends; j++ {
+		procs = append(procs, lab.Agent(j))
+	}
+	for _, p := range procs {
 		b, err := os.ReadFile(p.Log)
 		if err != nil {
 			t.Fatal(err)
