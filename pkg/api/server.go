@@ -379,9 +379,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The client hung up (its --timeout ran out): nobody reads an
 		// answer, and the service's error is only that it stopped
 		// waiting, not that the request failed. A drain or reload the
-		// control loop had taken is carried out all the same.
-		s.log.Warn("api client gave up before the answer; a change it asked for may still have been made",
-			"method", r.Method, "path", r.URL.Path, "error", err)
+		// control loop had taken is carried out all the same; a read
+		// (status, flows) changed nothing.
+		msg := "api client gave up before the answer; a change it asked for may still have been made"
+		if r.Method == http.MethodGet {
+			msg = "api client gave up before the answer"
+		}
+		s.log.Warn(msg, "method", r.Method, "path", r.URL.Path, "error", err)
 		return
 	}
 	if err != nil {

@@ -573,6 +573,41 @@ func TestClientGivesUpOnAChange(t *testing.T) {
 	}
 }
 
+// A read the client stops waiting for changed nothing: the daemon's log
+// says the client gave up, not that a change may have been made.
+func TestClientGivesUpOnARead(t *testing.T) {
+	var logs syncBuffer
+	ctx := newExpiring()
+	// As the daemon's does, Status ends with the request's context.
+	svc := &fakeService{err: context.Canceled, statusHook: func(sctx context.Context) {
+		ctx.expire() // the request has reached the daemon: now give up
+		<-sctx.Done()
+	}}
+	socket := filepath.Join(t.TempDir(), "sw.sock")
+	s, err := NewServer(ServerConfig{Socket: socket, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	if _, err := NewClient(socket).Status(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want a deadline error", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "api client gave up before the answer") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not log the client giving up:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if out := logs.String(); strings.Contains(out, "change") {
+		t.Errorf("a status request its client gave up on is logged as a change that may have been made:\n%s", out)
+	}
+}
+
 func TestServerConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		socket, msg string
