@@ -546,28 +546,14 @@ func TestClientGivesUpOnAChange(t *testing.T) {
 		<-sctx.Done()
 		return sctx.Err()
 	}}
-	socket := filepath.Join(t.TempDir(), "sw.sock")
-	s, err := NewServer(ServerConfig{Socket: socket, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	socket := startLogged(t, svc, &logs)
 
-	_, err = NewClient(socket).Reload(ctx)
+	_, err := NewClient(socket).Reload(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "may still have carried out the request: `switchyard status` shows whether it did") {
 		t.Errorf("got %v, want a deadline error saying the reload may still happen", err)
 	}
 
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), "api client gave up before the answer") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon did not log the client giving up:\n%s", logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitGaveUp(t, &logs)
 	if out := logs.String(); strings.Contains(out, "level=ERROR") || strings.Contains(out, "status=500") {
 		t.Errorf("a request its client gave up on is logged as a failure:\n%s", out)
 	}
@@ -583,8 +569,23 @@ func TestClientGivesUpOnARead(t *testing.T) {
 		ctx.expire() // the request has reached the daemon: now give up
 		<-sctx.Done()
 	}}
+	socket := startLogged(t, svc, &logs)
+
+	if _, err := NewClient(socket).Status(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want a deadline error", err)
+	}
+	waitGaveUp(t, &logs)
+	if out := logs.String(); strings.Contains(out, "change") {
+		t.Errorf("a status request its client gave up on is logged as a change that may have been made:\n%s", out)
+	}
+}
+
+// startLogged starts a server of svc that logs into logs, and returns
+// its socket.
+func startLogged(t *testing.T, svc Service, logs *syncBuffer) string {
+	t.Helper()
 	socket := filepath.Join(t.TempDir(), "sw.sock")
-	s, err := NewServer(ServerConfig{Socket: socket, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, svc)
+	s, err := NewServer(ServerConfig{Socket: socket, Logger: slog.New(slog.NewTextHandler(logs, nil))}, svc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,19 +593,19 @@ func TestClientGivesUpOnARead(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	return socket
+}
 
-	if _, err := NewClient(socket).Status(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("got %v, want a deadline error", err)
-	}
+// waitGaveUp waits (5 s at most) until the server has logged that a
+// client gave up on its request.
+func waitGaveUp(t *testing.T, logs *syncBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(logs.String(), "api client gave up before the answer") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the daemon did not log the client giving up:\n%s", logs.String())
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	if out := logs.String(); strings.Contains(out, "change") {
-		t.Errorf("a status request its client gave up on is logged as a change that may have been made:\n%s", out)
 	}
 }
 
