@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 )
 
 // HTTPChecker sends GET URL and expects ExpectStatus. Redirects are not
@@ -15,7 +17,9 @@ import (
 //
 // For https URLs the backend's certificate is NOT verified: backends
 // commonly use self-signed certificates, the check sends nothing secret, and
-// what it tests is whether the backend answers, not who it is.
+// what it tests is whether the backend answers, not who it is. For the same
+// reason the check offers every TLS 1.2 cipher suite crypto/tls has (see
+// checkCipherSuites), not only Go's default ones.
 type HTTPChecker struct {
 	// URL is http:// or https:// with the backend's address, e.g.
 	// "http://10.2.1.2:80/healthz" or "https://[fd00:2:1::2]:443/".
@@ -41,8 +45,12 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 	// A Transport per check keeps HTTPChecker a plain comparable value
 	// (see Monitor.Set); with keep-alives off it holds nothing afterwards.
 	tr := &http.Transport{
-		DialContext:       dialerOrDefault(c.Dialer).DialContext,
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // see the type's doc
+		DialContext: dialerOrDefault(c.Dialer).DialContext,
+		TLSClientConfig: &tls.Config{
+			InsecureSkipVerify: true, // see the type's doc
+			MinVersion:         tls.VersionTLS12,
+			CipherSuites:       checkCipherSuites(),
+		},
 		DisableKeepAlives: true,
 	}
 	defer tr.CloseIdleConnections()
@@ -62,4 +70,22 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 		return fmt.Errorf("http check: GET %s: status %s, want %d: %w", c.URL, resp.Status, want, ErrUnexpectedStatus)
 	}
 	return nil
+}
+
+// checkCipherSuites returns the TLS 1.2 cipher suites an https check
+// offers: all that crypto/tls implements, RSA key exchange, CBC-SHA256 and
+// 3DES ones included, which Go no longer offers by default and older
+// appliances may be limited to. The check verifies no certificate and
+// sends nothing secret, so a weak suite costs it nothing, while a missing
+// one fails the handshake and takes a working backend out. RC4 is left
+// out: RFC 7465 forbids offering it. (TLS 1.3 suites are not configurable,
+// and always offered.)
+func checkCipherSuites() []uint16 {
+	var ids []uint16
+	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if slices.Contains(s.SupportedVersions, tls.VersionTLS12) && !strings.Contains(s.Name, "_RC4_") {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
 }

@@ -1,0 +1,95 @@
+package health
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// quietLog keeps a test server's expected handshake errors out of the
+// test output.
+var quietLog = log.New(io.Discard, "", 0)
+
+// rsaCert returns a self-signed RSA certificate for 127.0.0.1: RSA key
+// exchange needs an RSA key, whatever httptest's own certificate is.
+func rsaCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "appliance"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// An older appliance speaks TLS 1.2 with only RSA key exchange (or other
+// suites Go no longer offers by default): the check, which verifies no
+// certificate anyway, must still complete the handshake.
+func TestHTTPSCheckerOlderAppliances(t *testing.T) {
+	cert := rsaCert(t)
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	for _, suite := range []uint16{
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA256,
+		tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA,
+	} {
+		t.Run(tls.CipherSuiteName(suite), func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(ok)
+			srv.TLS = &tls.Config{
+				Certificates: []tls.Certificate{cert},
+				MaxVersion:   tls.VersionTLS12,
+				CipherSuites: []uint16{suite},
+			}
+			srv.Config.ErrorLog = quietLog
+			srv.StartTLS()
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := (HTTPChecker{URL: srv.URL + "/"}).Check(ctx); err != nil {
+				t.Errorf("Check() = %v, want healthy", err)
+			}
+		})
+	}
+
+	// TLS 1.1 and older are not offered: they are not the "older
+	// appliances" this is for, and would need the check to accept
+	// downgrades.
+	t.Run("TLS 1.1 is refused", func(t *testing.T) {
+		srv := httptest.NewUnstartedServer(ok)
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS11}
+		srv.Config.ErrorLog = quietLog // the refused handshake
+		srv.StartTLS()
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		checkErr(t, (HTTPChecker{URL: srv.URL + "/"}).Check(ctx), "protocol version", nil)
+	})
+}
