@@ -1,8 +1,12 @@
 package health
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -144,6 +148,13 @@ func TestHTTPChecker(t *testing.T) {
 			w.Write([]byte("partial"))
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
+		case "/endless":
+			chunk := bytes.Repeat([]byte("x"), 4096)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return // the check hung up
+				}
+			}
 		}
 	})
 	plain := httptest.NewServer(handler)
@@ -178,18 +189,28 @@ func TestHTTPChecker(t *testing.T) {
 		})
 	}
 
-	// The status decides: a 200 whose body never ends is healthy at once,
-	// not after the check's timeout (where the monitor would count it a
-	// failure, ErrSlow).
+	// The body is read up to MaxHTTPBody: a 200 whose body never ends is
+	// healthy at once, not after the check's timeout (where the monitor
+	// would count it a failure, ErrSlow).
 	t.Run("200 with a body that never ends", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := (HTTPChecker{URL: plain.URL + "/hungbody"}).Check(ctx); err != nil {
+		if err := (HTTPChecker{URL: plain.URL + "/endless"}).Check(ctx); err != nil {
 			t.Errorf("Check() = %v, want healthy", err)
 		}
 		if ctx.Err() != nil {
-			t.Errorf("Check() returned only when its context ended: it waited for the body")
+			t.Errorf("Check() returned only when its context ended: it read the whole endless body")
 		}
+	})
+
+	// A body that stops coming is a backend that does not answer: the
+	// read is bounded by the check's timeout, and the reason says it was
+	// the body.
+	t.Run("200 whose body stalls", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		checkErr(t, (HTTPChecker{URL: plain.URL + "/hungbody"}).Check(ctx),
+			"status 200 OK, but the body did not arrive within the timeout", context.DeadlineExceeded)
 	})
 
 	t.Run("injected dialer is used", func(t *testing.T) {
@@ -202,6 +223,66 @@ func TestHTTPChecker(t *testing.T) {
 			t.Errorf("dialer used %d times, want 1", d.dials.Load())
 		}
 	})
+}
+
+// rawHTTP serves every connection one canned response head, with body
+// written after it, then waits for the client to close and sends on the
+// returned channel how it did: io.EOF for a clean close (FIN), an error
+// such as ECONNRESET for a reset. A backend logs the latter as an error.
+func rawHTTP(t *testing.T, head string, body []byte) (string, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	closes := make(chan error, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					closes <- fmt.Errorf("read request: %w", err)
+					return
+				}
+				c.Write([]byte(head))
+				c.Write(body)
+				_, err := io.Copy(io.Discard, c)
+				if err == nil {
+					err = io.EOF // io.Copy reports EOF as success
+				}
+				closes <- err
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/", closes
+}
+
+// The check reads the body before it closes, so that a backend sees the
+// connection closed, not reset: closing a socket whose receive buffer
+// still holds data sends a RST, which backends log as an error. The body
+// is larger than the client's header buffer, so that most of it is left
+// in the socket when the check does not read it.
+func TestHTTPCheckerReadsTheBody(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 32<<10)
+	url, closes := rawHTTP(t, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body)), body)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := (HTTPChecker{URL: url}).Check(ctx); err != nil {
+		t.Fatalf("Check() = %v, want healthy", err)
+	}
+	select {
+	case err := <-closes:
+		if err != io.EOF {
+			t.Errorf("the backend saw the check's connection end with %v, want a clean close (EOF)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the check did not close its connection")
+	}
 }
 
 func checkErr(t *testing.T, err error, wantErr string, wantErrIs error) {

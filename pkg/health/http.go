@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 )
+
+// MaxHTTPBody is how much of a response body HTTPChecker reads. A longer
+// body is cut, and its connection closed with a reset.
+const MaxHTTPBody = 64 << 10
 
 // HTTPChecker sends GET URL and expects ExpectStatus. Redirects are not
 // followed: a 301 is compared with ExpectStatus like any other status.
@@ -62,12 +67,20 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http check: %w", err)
 	}
-	// The status decides: the body is not read. A backend whose body is
-	// slow or endless is judged by its status line, not timed out on the
-	// body (keep-alives are off, so nothing needs draining).
+	// The status decides, but the body is read (up to MaxHTTPBody) before
+	// the close: closing a socket whose receive buffer still holds data
+	// sends a reset, which the backend logs as an error, every interval.
+	// The read is bounded by ctx, the check's timeout: a body that stalls
+	// fails the check, as a backend that does not answer does. Other read
+	// errors (a backend that resets after its response, a length header
+	// that lies) leave the status to decide, as before the read.
+	_, bodyErr := io.Copy(io.Discard, io.LimitReader(resp.Body, MaxHTTPBody))
 	resp.Body.Close()
 	if resp.StatusCode != want {
 		return fmt.Errorf("http check: GET %s: status %s, want %d: %w", c.URL, resp.Status, want, ErrUnexpectedStatus)
+	}
+	if bodyErr != nil && ctx.Err() != nil {
+		return fmt.Errorf("http check: GET %s: status %s, but the body did not arrive within the timeout: %w", c.URL, resp.Status, bodyErr)
 	}
 	return nil
 }
