@@ -33,13 +33,13 @@ func loopbackUDP(t *testing.T, reply func([]byte) []byte) string {
 	return pc.LocalAddr().String()
 }
 
-// redirectingDialer dials "udp" checks of a backend address to the
-// loopback server standing for it, and refuses everything else: no check
-// leaves the test's process.
+// redirectingDialer dials checks of a backend address, keyed by "network
+// address", to the loopback server standing for it, and refuses
+// everything else: no check leaves the test's process.
 type redirectingDialer struct{ to map[string]string }
 
 func (d redirectingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	if to, ok := d.to[address]; ok && network == "udp" {
+	if to, ok := d.to[network+" "+address]; ok {
 		var nd net.Dialer
 		return nd.DialContext(ctx, network, to)
 	}
@@ -78,7 +78,7 @@ func TestUDPCheckSendsTheConfiguredRequest(t *testing.T) {
 	}
 	be1 := loopbackUDP(t, answer)
 	be2 := loopbackUDP(t, func(req []byte) []byte { return []byte("\x99\x99") })
-	dialer := redirectingDialer{to: map[string]string{"10.2.1.2:53": be1, "10.2.2.2:53": be2}}
+	dialer := redirectingDialer{to: map[string]string{"udp 10.2.1.2:53": be1, "udp 10.2.2.2:53": be2}}
 	r := newCheckedRig(t, udpCheckConfig, datapath.Options{}, nil, dialer)
 
 	var info1, info2 string

@@ -302,6 +302,12 @@ type Health struct {
 	// ExpectStatus is the HTTP status of a healthy backend, http and https
 	// only. 0 means 200.
 	ExpectStatus int `yaml:"expect_status"`
+	// SNI is the server name an https check sends in the TLS handshake,
+	// for a backend that serves several names or refuses a handshake
+	// without one: a DNS name, not an address (RFC 6066). https only.
+	// Empty sends none, as HAProxy's checks without check-sni: backend
+	// names are labels, not DNS names, and addresses are not sent.
+	SNI string `yaml:"sni"`
 	// Send is the datagram a udp check sends, as text: a request the
 	// service answers. udp only, where it or SendBinary is required; 1 to
 	// health.MaxUDPPayload bytes.
@@ -643,6 +649,7 @@ var noneUnused = map[string]unusedBy{
 	"port":          {"probes no port", "tcp, http, https or udp"},
 	"path":          {"requests no path", "http or https"},
 	"expect_status": {"expects no status", "http or https"},
+	"sni":           {"sends no server name (SNI)", "https"},
 	"send":          {"sends no datagram", "udp"},
 	"send_binary":   {"sends no datagram", "udp"},
 	"expect":        {"expects no reply", "udp"},
@@ -805,6 +812,12 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 			}
 			p.add(path+".path", "%q is not a URL path (%v); percent-encode it, a %% as %%25", h.Path, why)
 		}
+	}
+	switch {
+	case h.Type != CheckHTTPS && h.SNI != "":
+		p.add(path+".sni", "only https checks send a server name (SNI); remove sni or set type to https")
+	case h.SNI != "":
+		checkServerName(p, path+".sni", h.SNI)
 	}
 	switch {
 	case !httpCheck && h.ExpectStatus != 0:

@@ -555,6 +555,26 @@ func TestParseErrors(t *testing.T) {
 				"t.yaml:10: vips[0].health.expect_binary: 1453 bytes are more than one unfragmented datagram carries (1452)"}},
 		{"health path on udp", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health: {type: udp, send: ping, path: /}"),
 			[]string{"t.yaml:7: vips[0].health.path: only http and https checks have a path"}},
+		{"health sni on http", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: http", "      sni: app.example.com"),
+			[]string{"t.yaml:8: vips[0].health.sni: only https checks send a server name (SNI); remove sni or set type to https"}},
+		{"health sni on tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {sni: app.example.com}"),
+			[]string{"t.yaml:6: vips[0].health.sni: only https checks send a server name (SNI)"}},
+		{"health sni with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, sni: app.example.com}"),
+			[]string{"t.yaml:6: vips[0].health.sni: type none runs no check, so it sends no server name (SNI); remove sni, or set type to https"}},
+		{"health sni an IP address", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health:", "      type: https", "      sni: 10.2.1.2"),
+			[]string{`t.yaml:8: vips[0].health.sni: "10.2.1.2" is an IP address, which TLS does not send as a server name (RFC 6066); write the DNS name the backend serves, e.g. app.example.com, or leave it empty to send none`}},
+		{"health sni an IPv6 address", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health: {type: https, sni: \"[fd00::1]\"}"),
+			[]string{`t.yaml:6: vips[0].health.sni: "[fd00::1]" is an IP address, which TLS does not send`}},
+		{"health sni with a port", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health:", "      type: https", "      sni: app.example.com:443"),
+			[]string{`t.yaml:8: vips[0].health.sni: "app.example.com:443" has a port, which TLS does not send; write the name alone, e.g. app.example.com`}},
+		{"health sni a URL", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health:", "      type: https", "      sni: https://app.example.com/"),
+			[]string{`t.yaml:8: vips[0].health.sni: "https://app.example.com/" is a URL, not a host name; write the DNS name alone, e.g. app.example.com`}},
+		{"health sni not ASCII", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health:", "      type: https", "      sni: bücher.example"),
+			[]string{`t.yaml:8: vips[0].health.sni: "bücher.example" has non-ASCII characters, which are sent in their IDNA (xn--) form: write that form`}},
+		{"health sni with a space", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health:", "      type: https", "      sni: app example.com"),
+			[]string{`t.yaml:8: vips[0].health.sni: "app example.com" contains ' ', which a host name cannot (letters, digits, '-', '_' and '.' only)`}},
+		{"health sni with two dots", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 443", "    health:", "      type: https", "      sni: app..example.com"),
+			[]string{`t.yaml:8: vips[0].health.sni: "app..example.com" has an empty label (a leading dot, or two dots in a row)`}},
 		{"health rise zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      rise: 0"),
 			[]string{"t.yaml:7: vips[0].health.rise: 0 is below 1"}},
 		{"health fall zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      fall: 0"),
@@ -1179,6 +1199,21 @@ func TestValidateLimits(t *testing.T) {
 		{"HTTP status below the lowest", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 99 }, "vips[0].health.expect_status: 99 is not an HTTP status"},
 		{"highest HTTP status", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 599 }, ""},
 		{"HTTP status above the highest", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 600 }, "vips[0].health.expect_status: 600 is not an HTTP status"},
+		{"https check with a server name", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, "App-1.example_int.com." }, ""},
+		{"server name label of 63 bytes", func(c *Config) {
+			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a", 63)+".example"
+		}, ""},
+		{"server name label of 64 bytes", func(c *Config) {
+			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a", 64)+".example"
+		},
+			`vips[0].health.sni: "` + strings.Repeat("a", 64) + `.example" has a label of 64 bytes, longer than the 63 DNS allows`},
+		{"server name of 253 bytes", func(c *Config) {
+			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a.", 126)+"a"
+		}, ""},
+		{"server name of 254 bytes", func(c *Config) {
+			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a.", 126)+"ab"
+		},
+			`vips[0].health.sni: "` + strings.Repeat("a.", 126) + `ab" is 254 bytes, longer than the 253 a DNS name may have`},
 		{"tcp and udp VIPs on one address and port", func(c *Config) {
 			v := DefaultVIP()
 			v.Name, v.Address, v.Port, v.Protocol = "web-udp", c.VIPs[0].Address, c.VIPs[0].Port, ProtocolUDP

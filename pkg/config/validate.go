@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // namePattern is what a VIP name may look like: it ends up in metric
@@ -231,6 +232,60 @@ func checkPort(p *problems, path string, port, lo int, zeroMeans string) {
 		return
 	}
 	p.add(path, "%d is out of range; use 1 to 65535", port)
+}
+
+// checkServerName checks the name a TLS client sends as SNI: a DNS name,
+// as RFC 6066 has it; an address would not be sent at all.
+func checkServerName(p *problems, path, s string) {
+	name, _, err := net.SplitHostPort(s)
+	hasPort := err == nil && !strings.Contains(s, "://")
+	if !hasPort {
+		name = s
+	}
+	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		p.add(path, "%q is an IP address, which TLS does not send as a server name (RFC 6066); write the DNS name the backend serves, e.g. app.example.com, or leave it empty to send none", s)
+		return
+	}
+	if hasPort {
+		p.add(path, "%q has a port, which TLS does not send; write the name alone, e.g. %s", s, name)
+		return
+	}
+	if why := dnsNameProblem(s); why != "" {
+		p.add(path, "%q %s; write the DNS name alone, e.g. app.example.com", s, why)
+	}
+}
+
+// dnsNameProblem says why s is not a DNS host name, or returns "": ASCII
+// letters, digits, '-' and '_' in dot-separated labels of 1 to 63 bytes,
+// 253 in all, a final dot allowed. A host name goes into a TLS handshake
+// or an HTTP header as it is written: one a server cannot parse fails
+// every check, taking the VIP's backends down.
+func dnsNameProblem(s string) string {
+	name := strings.TrimSuffix(s, ".")
+	switch {
+	case strings.Contains(s, "://") || strings.ContainsAny(s, "/?#@"):
+		return "is a URL, not a host name"
+	case strings.IndexFunc(s, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0:
+		return "has non-ASCII characters, which are sent in their IDNA (xn--) form: write that form"
+	case name == "":
+		return "is not a name"
+	case len(name) > 253:
+		return fmt.Sprintf("is %d bytes, longer than the 253 a DNS name may have", len(name))
+	}
+	for _, label := range strings.Split(name, ".") {
+		switch {
+		case label == "":
+			return "has an empty label (a leading dot, or two dots in a row)"
+		case len(label) > 63:
+			return fmt.Sprintf("has a label of %d bytes, longer than the 63 DNS allows", len(label))
+		}
+		if i := strings.IndexFunc(label, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+		}); i >= 0 {
+			return fmt.Sprintf("contains %q, which a host name cannot (letters, digits, '-', '_' and '.' only)", label[i])
+		}
+	}
+	return ""
 }
 
 // checkListen checks a metrics listen address: "" (disabled) or host:port.

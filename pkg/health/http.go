@@ -31,6 +31,11 @@ type HTTPChecker struct {
 	URL string
 	// ExpectStatus is the status of a healthy backend; 0 means 200.
 	ExpectStatus int
+	// ServerName, for an https URL, is the name sent in the TLS handshake
+	// (SNI), for a backend that serves several names or refuses a
+	// handshake without one. "" sends none: the URL's host is an address,
+	// which TLS does not send as a name (RFC 6066).
+	ServerName string
 	// Dialer opens the connection; nil means a plain net.Dialer.
 	Dialer Dialer
 }
@@ -55,6 +60,7 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 			InsecureSkipVerify: true, // see the type's doc
 			MinVersion:         tls.VersionTLS12,
 			CipherSuites:       checkCipherSuites(),
+			ServerName:         c.ServerName,
 		},
 		DisableKeepAlives: true,
 	}

@@ -93,3 +93,31 @@ func TestHTTPSCheckerOlderAppliances(t *testing.T) {
 		checkErr(t, (HTTPChecker{URL: srv.URL + "/"}).Check(ctx), "protocol version", nil)
 	})
 }
+
+// The check sends ServerName as SNI, and none without it, as HAProxy's
+// checks send none without check-sni.
+func TestHTTPSCheckerServerName(t *testing.T) {
+	sni := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		sni <- hello.ServerName
+		return nil, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+	for _, tc := range []struct{ name, serverName, want string }{
+		{"none by default", "", ""},
+		{"the configured name", "app.example.com", "app.example.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := (HTTPChecker{URL: srv.URL + "/", ServerName: tc.serverName}).Check(ctx); err != nil {
+				t.Fatalf("Check() = %v, want healthy", err)
+			}
+			if got := <-sni; got != tc.want {
+				t.Errorf("the backend saw SNI %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
