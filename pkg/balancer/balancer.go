@@ -753,7 +753,8 @@ func (b *Balancer) syncHealth() error {
 				t.Checker = health.TCPChecker{Addr: ap, Dialer: b.dialer}
 			case config.CheckHTTP, config.CheckHTTPS:
 				u := string(v.Health.Type) + "://" + ap.String() + v.Health.Path
-				t.Checker = health.HTTPChecker{URL: u, ExpectStatus: v.Health.ExpectStatus, ServerName: v.Health.SNI, Dialer: b.dialer}
+				t.Checker = health.HTTPChecker{URL: u, ExpectStatus: v.Health.ExpectStatus, ServerName: v.Health.SNI,
+					Host: v.Health.Host, Dialer: b.dialer}
 			case config.CheckUDP:
 				t.Checker = health.UDPChecker{Addr: ap, Send: string(v.Health.Request()), Expect: string(v.Health.Reply()), Dialer: b.dialer}
 			}

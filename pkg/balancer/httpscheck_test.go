@@ -27,17 +27,23 @@ vips:
     address: 10.100.0.1
     port: 443
     table_size: 251
-    health: {type: https, sni: app.example.com, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
+    health: {type: https, sni: app.example.com, host: app.example.com, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
     backends:
       - {name: be1, address: 10.2.1.2}
 `
 
-// An https check sends the configured sni to each backend: a backend that
-// refuses a handshake without its name (as many appliances serving
-// several names do) stays up.
-func TestHTTPSCheckSendsTheConfiguredName(t *testing.T) {
+// An https check sends the configured sni and host to each backend: a
+// backend that refuses a handshake without its name (as many appliances
+// serving several names do), and answers 421 Misdirected Request to a
+// Host that is not its name (as Apache does when it differs from the
+// SNI), stays up.
+func TestHTTPSCheckSendsTheConfiguredNames(t *testing.T) {
 	seen := make(chan string, 64)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "app.example.com" {
+			w.WriteHeader(http.StatusMisdirectedRequest)
+		}
+	}))
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes, before the fix
 	srv.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		select {

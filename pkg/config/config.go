@@ -308,6 +308,11 @@ type Health struct {
 	// Empty sends none, as HAProxy's checks without check-sni: backend
 	// names are labels, not DNS names, and addresses are not sent.
 	SNI string `yaml:"sni"`
+	// Host is the Host header of the check's request, for a backend that
+	// serves several names: a host name or an address, with a port if
+	// needed ("app.example.com", "[fd00::1]:8080"). http and https only.
+	// Empty means the backend's address and the check's port.
+	Host string `yaml:"host"`
 	// Send is the datagram a udp check sends, as text: a request the
 	// service answers. udp only, where it or SendBinary is required; 1 to
 	// health.MaxUDPPayload bytes.
@@ -650,6 +655,7 @@ var noneUnused = map[string]unusedBy{
 	"path":          {"requests no path", "http or https"},
 	"expect_status": {"expects no status", "http or https"},
 	"sni":           {"sends no server name (SNI)", "https"},
+	"host":          {"sends no Host header", "http or https"},
 	"send":          {"sends no datagram", "udp"},
 	"send_binary":   {"sends no datagram", "udp"},
 	"expect":        {"expects no reply", "udp"},
@@ -812,6 +818,12 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 			}
 			p.add(path+".path", "%q is not a URL path (%v); percent-encode it, a %% as %%25", h.Path, why)
 		}
+	}
+	switch {
+	case !httpCheck && h.Host != "":
+		p.add(path+".host", "only http and https checks send a Host header; remove host or set type to http")
+	case h.Host != "":
+		checkHostHeader(p, path+".host", h.Host)
 	}
 	switch {
 	case h.Type != CheckHTTPS && h.SNI != "":

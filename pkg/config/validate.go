@@ -255,6 +255,56 @@ func checkServerName(p *problems, path, s string) {
 	}
 }
 
+// checkHostHeader checks the Host header of an HTTP check: a host name,
+// an IPv4 address or an IPv6 one in brackets, with an optional port.
+func checkHostHeader(p *problems, path, s string) {
+	const fix = "write a host name or an address, with a port if needed, e.g. app.example.com or [fd00::1]:8080"
+	if strings.Contains(s, "://") || strings.ContainsAny(s, "/?#@") {
+		p.add(path, "%q is a URL, not a host; %s", s, fix)
+		return
+	}
+	var host, port string
+	var hasPort bool
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			p.add(path, "%q has no closing ']'; %s", s, fix)
+			return
+		}
+		host = s[1:end]
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() || a.Zone() != "" {
+			p.add(path, "%q: %s in brackets is not an IPv6 address; %s", s, host, fix)
+			return
+		}
+		switch rest := s[end+1:]; {
+		case strings.HasPrefix(rest, ":"):
+			port, hasPort = rest[1:], true
+		case rest != "":
+			p.add(path, "%q has %q after the address; %s", s, rest, fix)
+			return
+		}
+	} else {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
+			p.add(path, "%q is an IPv6 address, which a Host header writes in brackets: write [%s]", s, s)
+			return
+		}
+		host, port, hasPort = strings.Cut(s, ":")
+		if host == "" {
+			p.add(path, "%q has no host before the port; %s", s, fix)
+			return
+		}
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is4() {
+			if why := dnsNameProblem(host); why != "" {
+				p.add(path, "%q %s; %s", s, why, fix)
+				return
+			}
+		}
+	}
+	if n, err := strconv.Atoi(port); hasPort && (err != nil || n < 1 || n > 65535) {
+		p.add(path, "port %q in %q is not 1 to 65535; %s", port, s, fix)
+	}
+}
+
 // dnsNameProblem says why s is not a DNS host name, or returns "": ASCII
 // letters, digits, '-' and '_' in dot-separated labels of 1 to 63 bytes,
 // 253 in all, a final dot allowed. A host name goes into a TLS handshake

@@ -136,6 +136,11 @@ func TestHTTPChecker(t *testing.T) {
 			w.WriteHeader(http.StatusNoContent)
 		case "/moved":
 			http.Redirect(w, r, "/ok", http.StatusFound)
+		case "/host":
+			// A backend serving several names answers for its own.
+			if r.Host != "app.example.com" {
+				w.WriteHeader(http.StatusMisdirectedRequest)
+			}
 		case "/ua":
 			// Backends' logs tell the checks from clients by it.
 			if r.UserAgent() != "switchyard-health-check" {
@@ -175,6 +180,10 @@ func TestHTTPChecker(t *testing.T) {
 		{name: "200 when 204 is expected", c: HTTPChecker{URL: plain.URL + "/ok", ExpectStatus: 204},
 			wantErr: "status 200 OK, want 204"},
 		{name: "the check names itself in User-Agent", c: HTTPChecker{URL: plain.URL + "/ua"}},
+		{name: "the configured Host", c: HTTPChecker{URL: plain.URL + "/host", Host: "app.example.com"}},
+		{name: "the configured Host over https", c: HTTPChecker{URL: tlsSrv.URL + "/host", Host: "app.example.com"}},
+		{name: "Host is the address by default", c: HTTPChecker{URL: plain.URL + "/host"},
+			wantErr: "status 421 Misdirected Request", wantErrIs: ErrUnexpectedStatus},
 		{name: "redirect is not followed", c: HTTPChecker{URL: plain.URL + "/moved"}, wantErr: "status 302 Found, want 200"},
 		{name: "https with a self-signed certificate", c: HTTPChecker{URL: tlsSrv.URL + "/ok"}},
 		{name: "https 503", c: HTTPChecker{URL: tlsSrv.URL + "/down"}, wantErrIs: ErrUnexpectedStatus},

@@ -36,6 +36,10 @@ type HTTPChecker struct {
 	// handshake without one. "" sends none: the URL's host is an address,
 	// which TLS does not send as a name (RFC 6066).
 	ServerName string
+	// Host is the request's Host header, for a backend that serves
+	// several names; "" means the URL's host, the backend's address and
+	// port.
+	Host string
 	// Dialer opens the connection; nil means a plain net.Dialer.
 	Dialer Dialer
 }
@@ -51,6 +55,9 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 		return fmt.Errorf("http check: %w", err)
 	}
 	req.Header.Set("User-Agent", "switchyard-health-check")
+	if c.Host != "" {
+		req.Host = c.Host
+	}
 
 	// A Transport per check keeps HTTPChecker a plain comparable value
 	// (see Monitor.Set); with keep-alives off it holds nothing afterwards.
