@@ -386,8 +386,8 @@ func validateTargets(targets []Target) error {
 	return nil
 }
 
-// sameTarget reports whether b can keep running as a. The cheap fields
-// come first so that DeepEqual only runs when they match.
+// nameOf is how logs and transitions name a target: its Name, or its Key
+// without one.
 func nameOf(t Target) string {
 	if t.Name != "" {
 		return t.Name
@@ -395,6 +395,8 @@ func nameOf(t Target) string {
 	return t.Key
 }
 
+// sameTarget reports whether b can keep running as a. The cheap fields
+// come first so that DeepEqual only runs when they match.
 func sameTarget(a, b Target) bool {
 	return a.Interval == b.Interval && a.Timeout == b.Timeout && a.Rise == b.Rise && a.Fall == b.Fall &&
 		reflect.DeepEqual(a.Checker, b.Checker)
