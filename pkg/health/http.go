@@ -67,7 +67,13 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 			InsecureSkipVerify: true, // see the type's doc
 			MinVersion:         tls.VersionTLS12,
 			CipherSuites:       checkCipherSuites(),
-			ServerName:         c.ServerName,
+			// Classical key exchange only: Go's default adds the hybrid
+			// X25519MLKEM768, whose 1,216-byte key share makes the
+			// ClientHello span TCP segments, which some older
+			// appliances and middleboxes fail on. The check keeps no
+			// secret worth a post-quantum exchange.
+			CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521},
+			ServerName:       c.ServerName,
 		},
 		DisableKeepAlives: true,
 	}

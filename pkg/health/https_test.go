@@ -121,3 +121,45 @@ func TestHTTPSCheckerServerName(t *testing.T) {
 		})
 	}
 }
+
+// The check's ClientHello fits in one TCP segment of the smallest IPv6
+// path (1,280 bytes less 60 of IPv6 and TCP headers): an appliance that
+// reads its first segment as the whole ClientHello still completes the
+// handshake. Go's default hybrid post-quantum key share alone is 1,216
+// bytes.
+func TestHTTPSCheckerClientHelloFitsOneSegment(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	size := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			size <- -1
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		hdr := make([]byte, 5) // TLS record header: type, version, length
+		if _, err := io.ReadFull(c, hdr); err != nil || hdr[0] != 22 {
+			size <- -1
+			return
+		}
+		size <- 5 + int(hdr[3])<<8 | int(hdr[4])
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	// The server never answers: the check fails, the ClientHello is what
+	// is measured.
+	(HTTPChecker{URL: "https://" + ln.Addr().String() + "/", ServerName: "a-rather-long-appliance-name.example.com"}).Check(ctx)
+	got := <-size
+	if got < 0 {
+		t.Fatal("the server read no TLS handshake record")
+	}
+	if limit := 1280 - 40 - 20; got > limit {
+		t.Errorf("ClientHello record of %d bytes, want at most %d (one segment on a 1,280-byte path)", got, limit)
+	}
+	t.Logf("ClientHello record: %d bytes", got)
+}
