@@ -181,6 +181,8 @@ enum decap_stat {
 	DECAP_STAT_BAD_OUTER_CSUM,    /* IPv4 header checksum wrong */
 	DECAP_STAT_BAD_OUTER_IP_LEN,  /* IP header or length beyond the frame, or length short of the IPv4 header */
 	DECAP_STAT_BAD_OUTER_UDP_LEN, /* GUE: UDP header or length beyond the IP packet, or length below 8 */
+	DECAP_STAT_BAD_OUTER_UDP_CSUM, /* GUE: UDP checksum not 0 (none) and wrong */
+	DECAP_STAT_BAD_OUTER_SRC,      /* a source ip_rcv/ipv6_rcv refuse: IPv4 0/8, 127/8, 224/4, 255.255.255.255; IPv6 ff00::/8, ::1 */
 	DECAP_STAT_MAX,
 };
 

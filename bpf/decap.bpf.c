@@ -108,6 +108,18 @@ static __always_inline int inner_set_ecn(__u8 *inner, void *data_end, int v4, __
 	return 0;
 }
 
+/* A source address the kernel's IPv4 routing refuses on input as a
+ * martian (ip_route_input_slow) before any tunnel sees the packet: 0/8,
+ * 127/8 (unless the interface's route_localnet is set, which a backend
+ * has no reason to set), multicast 224/4 and the limited broadcast. No
+ * balancer sends from one. */
+static __always_inline int martian4(__be32 saddr)
+{
+	__u32 a = bpf_ntohl(saddr);
+
+	return (a >> 24) == 0 || (a >> 24) == 127 || (a >> 28) == 0xe || a == 0xffffffff;
+}
+
 /* XDP runs before ip_rcv, so nothing but this program checks an outer
  * header it strips. outer4_check and outer6_check make ip_rcv's and
  * ipv6_rcv's checks of it (the IPv4 header's own length and checksum, the
@@ -134,6 +146,8 @@ static __always_inline int outer4_check(struct iphdr *iph, void *data, void *dat
 		return DECAP_STAT_BAD_OUTER_CSUM;
 	if (tot_len < ihl * 4 || l2_len + tot_len > (__u32)(data_end - data))
 		return DECAP_STAT_BAD_OUTER_IP_LEN;
+	if (martian4(iph->saddr))
+		return DECAP_STAT_BAD_OUTER_SRC;
 	*end = l2_len + tot_len;
 	return 0;
 }
@@ -145,6 +159,15 @@ static __always_inline int outer6_check(struct ipv6hdr *ip6, void *data, void *d
 	 * header, which is not one of ours: here it is 0 bytes. */
 	__u32 len = l2_len + IPV6_HDR_LEN + bpf_ntohs(ip6->payload_len);
 
+	/* (The header is within the frame: this is for the verifier, which
+	 * can lose track of which family's header ip6 is.) */
+	if ((void *)(ip6 + 1) > data_end)
+		return DECAP_STAT_BAD_OUTER_IP_LEN;
+	/* ipv6_rcv refuses a multicast or loopback source (RFC 4291 2.7,
+	 * 2.5.3) before it looks at the length, counting Ip6InAddrErrors. */
+	if ((ip6->saddr.a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000) ||
+	    (!ip6->saddr.a[0] && !ip6->saddr.a[1] && !ip6->saddr.a[2] && ip6->saddr.a[3] == bpf_htonl(1)))
+		return DECAP_STAT_BAD_OUTER_SRC;
 	if (len > (__u32)(data_end - data))
 		return DECAP_STAT_BAD_OUTER_IP_LEN;
 	*end = len;
@@ -157,11 +180,13 @@ static __always_inline int outer6_check(struct ipv6hdr *ip6, void *data, void *d
  * is the rest of the IPv6 payload, as udpv6_rcv reads it. On success,
  * *end moves to the datagram's end (udp_rcv trims what the IP packet
  * holds beyond) and 0 is returned, else the counter to count. */
-static __always_inline int gue_check(struct udphdr *uh, __u32 off, int v6, __u32 *end)
+static __always_inline int gue_check(struct udphdr *uh, void *data_end, __u32 off, int v6, __u32 *end)
 {
 	__u32 len;
 
-	if (off + UDP_HDR_LEN > *end)
+	/* The second test follows from the first (*end is within the
+	 * frame): it is for the verifier. */
+	if (off + UDP_HDR_LEN > *end || (void *)(uh + 1) > data_end)
 		return DECAP_STAT_BAD_OUTER_UDP_LEN;
 	len = bpf_ntohs(uh->len);
 	if (v6 && !len)
@@ -169,6 +194,92 @@ static __always_inline int gue_check(struct udphdr *uh, __u32 off, int v6, __u32
 	if (len < UDP_HDR_LEN || off + len > *end)
 		return DECAP_STAT_BAD_OUTER_UDP_LEN;
 	*end = off + len;
+	return 0;
+}
+
+/* What gue_csum_step sums at a time: bpf_csum_diff sums at most 512
+ * bytes a call, and the stack holds not much more. */
+#define CSUM_CHUNK 256
+
+/* The walk of gue_csum_check over a datagram, in CSUM_CHUNK steps. */
+struct csum_walk {
+	struct xdp_md *ctx;
+	__u32 off;   /* the datagram's offset in the frame */
+	__u32 words; /* its whole 4-byte words */
+	__s64 part;  /* bpf_csum_diff's sum of the steps so far, or < 0 */
+	__u8 buf[CSUM_CHUNK];
+};
+
+/* bpf_loop's callback: sums step i of the walk. Its offsets derive from
+ * i, not from a running count, so that the verifier sees every step
+ * alike (a bounded loop of up to 256 steps is beyond its limit). */
+static long gue_csum_step(__u64 i, void *arg)
+{
+	struct csum_walk *w = arg;
+	__u32 first = (__u32)i * (CSUM_CHUNK / 4), n;
+
+	if (first >= w->words)
+		return 1;
+	n = w->words - first;
+	/* Not 0, but the verifier must see it: hide n from the compiler,
+	 * which would drop the test. */
+	asm volatile("" : "+r"(n));
+	if (!n)
+		return 1;
+	if (n > CSUM_CHUNK / 4)
+		n = CSUM_CHUNK / 4;
+	if (bpf_xdp_load_bytes(w->ctx, w->off + first * 4, w->buf, n * 4)) {
+		w->part = -1;
+		return 1;
+	}
+	w->part = bpf_csum_diff(NULL, 0, (__be32 *)w->buf, n * 4, (__u32)w->part);
+	return w->part < 0;
+}
+
+/* The check of udp_rcv (udp6_csum_init for IPv6) on a GUE datagram's
+ * checksum, which the caller has found not 0: the pseudo-header of ip
+ * (v6: IPv6, else IPv4) and the len bytes of the datagram at off in the
+ * frame must sum to all ones. Read with bpf_xdp_load_bytes, as XDP's
+ * packet pointers cannot reach every offset of a 64 KiB datagram. 0, or
+ * the counter to count. */
+static __always_inline int gue_csum_check(struct xdp_md *ctx, void *ip, void *data_end, int v6,
+					   __u32 off, __u32 len)
+{
+	/* bpf_xdp_load_bytes of a size the verifier does not know must
+	 * fill memory that is initialised already. */
+	struct csum_walk w = {.ctx = ctx, .off = off, .words = len / 4};
+	__u32 tail = 0;
+	__u64 sum;
+
+	if (v6) {
+		struct ipv6hdr *ip6 = ip;
+
+		/* Within the frame, as outer6_check found: for the verifier. */
+		if ((void *)(ip6 + 1) > data_end)
+			return DECAP_STAT_BAD_OUTER_IP_LEN;
+		sum = (__u64)ip6->saddr.a[0] + ip6->saddr.a[1] + ip6->saddr.a[2] + ip6->saddr.a[3] +
+		      ip6->daddr.a[0] + ip6->daddr.a[1] + ip6->daddr.a[2] + ip6->daddr.a[3];
+	} else {
+		struct iphdr *iph = ip;
+
+		if ((void *)(iph + 1) > data_end)
+			return DECAP_STAT_BAD_OUTER_IP_LEN;
+		sum = (__u64)iph->saddr + iph->daddr;
+	}
+	/* The protocol and the length: 16-bit words in network order in
+	 * either pseudo-header (IPv6's length has 32 bits, its high word 0). */
+	sum += bpf_htons(IPPROTO_UDP) + bpf_htons((__u16)len);
+
+	bpf_loop((w.words + CSUM_CHUNK / 4 - 1) / (CSUM_CHUNK / 4), gue_csum_step, &w, 0);
+	if (w.part < 0)
+		return DECAP_STAT_BAD_OUTER_UDP_LEN;
+	/* The last 1 to 3 bytes, padded with zeroes to a word. */
+	if (len & 3) {
+		if (bpf_xdp_load_bytes(ctx, off + (len & ~3), &tail, len & 3))
+			return DECAP_STAT_BAD_OUTER_UDP_LEN;
+	}
+	if (csum_fold(sum + (__u32)w.part + tail))
+		return DECAP_STAT_BAD_OUTER_UDP_CSUM;
 	return 0;
 }
 
@@ -240,7 +351,10 @@ int xdp_decap(struct xdp_md *ctx)
 		cfg = bpf_map_lookup_elem(&decap_cfg, &zero);
 		if (!cfg || !cfg->gue_port)
 			return pass();
-		if ((void *)(uh + 1) > data_end || uh->dest != cfg->gue_port)
+		/* A UDP header the frame cuts short, whose port cannot be
+		 * read or is the GUE port, is for the outer checks below
+		 * (ip_len, or udp_len): the stack drops it as malformed. */
+		if ((void *)&uh->len <= data_end && uh->dest != cfg->gue_port)
 			return pass();
 		outer_len += UDP_HDR_LEN;
 		gue = 1;
@@ -254,8 +368,17 @@ int xdp_decap(struct xdp_md *ctx)
 		bad = outer6_check(ip, data, data_end, l2_len, &end);
 	else
 		bad = outer4_check(ip, data, data_end, l2_len, &end);
-	if (!bad && gue)
-		bad = gue_check(uh, l2_len + outer_len - UDP_HDR_LEN, v6, &end);
+	if (!bad && gue) {
+		__u32 off = l2_len + outer_len - UDP_HDR_LEN;
+
+		bad = gue_check(uh, data_end, off, v6, &end);
+		/* A checksum of 0 is none (RFC 768). Over IPv6 too: RFC
+		 * 6935 allows it for tunnels on the ports that say so (RFC
+		 * 6936), as the GUE port does here and the kernel's own
+		 * fou/GUE sockets do; the balancer sends it. */
+		if (!bad && uh->check)
+			bad = gue_csum_check(ctx, ip, data_end, v6, off, end - off);
+	}
 	if (bad) {
 		dcount(bad);
 		return XDP_PASS;

@@ -40,7 +40,7 @@ func (a *Agent) Collector() prometheus.Collector {
 			"Encapsulated packets for this host that were dropped, by reason: inner_not_ip (the inner packet is not IP, or not the IP the outer header names), adjust_failed (the kernel refused to strip the outer headers or the trailer behind the outer packet), ce_not_ect (outer header marked congestion experienced, inner packet not ECN-capable: RFC 6040).",
 			[]string{"reason"}, nil),
 		badOuter: prometheus.NewDesc("switchyard_agent_bad_outer_packets_total",
-			"Encapsulated packets for this host whose outer header the kernel refuses, passed to the stack untouched for it to drop and count (netstat's Ip and Udp error counters), by reason: csum (IPv4 header checksum), ip_len (IP header or length beyond the frame, or total length short of the IPv4 header), udp_len (GUE: UDP header or length beyond the IP packet, or length below 8).",
+			"Encapsulated packets for this host whose outer header the kernel refuses, passed to the stack untouched for it to drop and count (netstat's Ip and Udp error counters), by reason: csum (IPv4 header checksum), ip_len (IP header or length beyond the frame, or total length short of the IPv4 header), udp_len (GUE: UDP header or length beyond the IP packet, or length below 8), udp_csum (GUE: UDP checksum neither 0 nor right), src (a source the kernel refuses: IPv4 0/8, 127/8, multicast, 255.255.255.255; IPv6 multicast, ::1).",
 			[]string{"reason"}, nil),
 		vips: prometheus.NewDesc("switchyard_agent_vips",
 			"VIPs the agent keeps on lo.", nil, nil),

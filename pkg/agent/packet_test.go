@@ -89,17 +89,19 @@ func TestDecapDeliversToVIP(t *testing.T) {
 	reg.MustRegister(a.Collector())
 	got := gather(t, reg)
 	for metric, want := range map[string]float64{
-		`switchyard_agent_decap_packets_total{outer="ipv4"}`:         2,
-		`switchyard_agent_decap_packets_total{outer="ipv6"}`:         3,
-		`switchyard_agent_decap_gue_packets_total`:                   2,
-		`switchyard_agent_drops_total{reason="inner_not_ip"}`:        0,
-		`switchyard_agent_drops_total{reason="adjust_failed"}`:       0,
-		`switchyard_agent_drops_total{reason="ce_not_ect"}`:          0,
-		`switchyard_agent_bad_outer_packets_total{reason="csum"}`:    0,
-		`switchyard_agent_bad_outer_packets_total{reason="ip_len"}`:  0,
-		`switchyard_agent_bad_outer_packets_total{reason="udp_len"}`: 0,
-		`switchyard_agent_vips`:                                      2,
-		`switchyard_agent_vips_missing`:                              0,
+		`switchyard_agent_decap_packets_total{outer="ipv4"}`:          2,
+		`switchyard_agent_decap_packets_total{outer="ipv6"}`:          3,
+		`switchyard_agent_decap_gue_packets_total`:                    2,
+		`switchyard_agent_drops_total{reason="inner_not_ip"}`:         0,
+		`switchyard_agent_drops_total{reason="adjust_failed"}`:        0,
+		`switchyard_agent_drops_total{reason="ce_not_ect"}`:           0,
+		`switchyard_agent_bad_outer_packets_total{reason="csum"}`:     0,
+		`switchyard_agent_bad_outer_packets_total{reason="ip_len"}`:   0,
+		`switchyard_agent_bad_outer_packets_total{reason="udp_len"}`:  0,
+		`switchyard_agent_bad_outer_packets_total{reason="udp_csum"}`: 0,
+		`switchyard_agent_bad_outer_packets_total{reason="src"}`:      0,
+		`switchyard_agent_vips`:                                       2,
+		`switchyard_agent_vips_missing`:                               0,
 	} {
 		if v, ok := got[metric]; !ok || v != want {
 			t.Errorf("%s = %v (present %t), want %v", metric, v, ok, want)

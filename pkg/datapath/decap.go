@@ -141,9 +141,11 @@ var decapStatNames = [decapDecapStatDECAP_STAT_MAX]string{
 	decapDecapStatDECAP_STAT_DROP_ADJUST:     "drop_adjust_failed",
 	decapDecapStatDECAP_STAT_DROP_CE_NOT_ECT: "drop_ce_not_ect",
 	// Not dropped here: passed untouched, and the stack drops them.
-	decapDecapStatDECAP_STAT_BAD_OUTER_CSUM:    "bad_outer_csum",
-	decapDecapStatDECAP_STAT_BAD_OUTER_IP_LEN:  "bad_outer_ip_len",
-	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_LEN: "bad_outer_udp_len",
+	decapDecapStatDECAP_STAT_BAD_OUTER_CSUM:     "bad_outer_csum",
+	decapDecapStatDECAP_STAT_BAD_OUTER_IP_LEN:   "bad_outer_ip_len",
+	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_LEN:  "bad_outer_udp_len",
+	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_CSUM: "bad_outer_udp_csum",
+	decapDecapStatDECAP_STAT_BAD_OUTER_SRC:      "bad_outer_src",
 }
 
 // decapStatsPin is the pin of the decap counters; adoptStats pins their

@@ -28,17 +28,19 @@ type decapDecapConfig struct {
 type decapDecapStat uint32
 
 const (
-	decapDecapStatDECAP_STAT_IPIP              decapDecapStat = 0
-	decapDecapStatDECAP_STAT_IP6               decapDecapStat = 1
-	decapDecapStatDECAP_STAT_GUE               decapDecapStat = 2
-	decapDecapStatDECAP_STAT_PASS              decapDecapStat = 3
-	decapDecapStatDECAP_STAT_DROP_INNER        decapDecapStat = 4
-	decapDecapStatDECAP_STAT_DROP_ADJUST       decapDecapStat = 5
-	decapDecapStatDECAP_STAT_DROP_CE_NOT_ECT   decapDecapStat = 6
-	decapDecapStatDECAP_STAT_BAD_OUTER_CSUM    decapDecapStat = 7
-	decapDecapStatDECAP_STAT_BAD_OUTER_IP_LEN  decapDecapStat = 8
-	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_LEN decapDecapStat = 9
-	decapDecapStatDECAP_STAT_MAX               decapDecapStat = 10
+	decapDecapStatDECAP_STAT_IPIP               decapDecapStat = 0
+	decapDecapStatDECAP_STAT_IP6                decapDecapStat = 1
+	decapDecapStatDECAP_STAT_GUE                decapDecapStat = 2
+	decapDecapStatDECAP_STAT_PASS               decapDecapStat = 3
+	decapDecapStatDECAP_STAT_DROP_INNER         decapDecapStat = 4
+	decapDecapStatDECAP_STAT_DROP_ADJUST        decapDecapStat = 5
+	decapDecapStatDECAP_STAT_DROP_CE_NOT_ECT    decapDecapStat = 6
+	decapDecapStatDECAP_STAT_BAD_OUTER_CSUM     decapDecapStat = 7
+	decapDecapStatDECAP_STAT_BAD_OUTER_IP_LEN   decapDecapStat = 8
+	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_LEN  decapDecapStat = 9
+	decapDecapStatDECAP_STAT_BAD_OUTER_UDP_CSUM decapDecapStat = 10
+	decapDecapStatDECAP_STAT_BAD_OUTER_SRC      decapDecapStat = 11
+	decapDecapStatDECAP_STAT_MAX                decapDecapStat = 12
 )
 
 // Names of all BPF objects in the ELF.

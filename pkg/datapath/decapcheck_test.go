@@ -108,7 +108,7 @@ func TestDecapChecksOuterHeader(t *testing.T) {
 		{"IPv6 outer, FCS kept", append(append([]byte(nil), ip6...), fcs...), xdpPass, decapped(inner), []string{"decap_ipv6_outer"}},
 		{"GUE over IPv6, FCS kept", append(append([]byte(nil), gue6...), fcs...), xdpPass, decapped(inner), []string{"decap_ipv6_outer", "decap_gue"}},
 		{"GUE, UDP length shorter than the IP packet", set16(gue4, udp4Len, 8+30, -1), xdpPass, decapped(inner[:30]), []string{"decap_ipv4_outer", "decap_gue"}},
-		{"GUE over IPv6, UDP length 0: the rest of the payload", append(set16(gue6, udp6Len, 0, -1), fcs...), xdpPass, decapped(inner), []string{"decap_ipv6_outer", "decap_gue"}},
+		{"GUE over IPv6, UDP length 0: the rest of the payload", append(withUDPChecksum(set16(gue6, udp6Len, 0, -1), ip4), fcs...), xdpPass, decapped(inner), []string{"decap_ipv6_outer", "decap_gue"}},
 		{"IPv6 outer, inner packet shorter than the outer payload", innerPadded, xdpPass, decapped(innerPadded[14+40:]), []string{"decap_ipv6_outer"}},
 		{"IPIP, outer TTL 0", ttl0, xdpPass, decapped(inner), []string{"decap_ipv4_outer"}},
 		{"IPv6 outer, hop limit 0", hop0, xdpPass, decapped(inner), []string{"decap_ipv6_outer"}},

@@ -118,9 +118,13 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		{"be1 status --agent", toFloat(after.agents[0].Counters), "bad_outer_csum"},
 		{"be1 status --agent", toFloat(after.agents[0].Counters), "bad_outer_ip_len"},
 		{"be1 status --agent", toFloat(after.agents[0].Counters), "bad_outer_udp_len"},
+		{"be1 status --agent", toFloat(after.agents[0].Counters), "bad_outer_udp_csum"},
+		{"be1 status --agent", toFloat(after.agents[0].Counters), "bad_outer_src"},
 		{"be1 agent metrics", after.agentMetrics[0], `switchyard_agent_bad_outer_packets_total{reason="csum"}`},
 		{"be1 agent metrics", after.agentMetrics[0], `switchyard_agent_bad_outer_packets_total{reason="ip_len"}`},
 		{"be1 agent metrics", after.agentMetrics[0], `switchyard_agent_bad_outer_packets_total{reason="udp_len"}`},
+		{"be1 agent metrics", after.agentMetrics[0], `switchyard_agent_bad_outer_packets_total{reason="udp_csum"}`},
+		{"be1 agent metrics", after.agentMetrics[0], `switchyard_agent_bad_outer_packets_total{reason="src"}`},
 	} {
 		if v, ok := c.m[c.key]; !ok || v != 0 {
 			t.Errorf("%s after the upgrade: %s = %v (present %t), want 0", c.what, c.key, v, ok)
