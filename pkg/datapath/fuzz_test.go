@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 )
 
@@ -121,6 +122,9 @@ func FuzzDecap(f *testing.F) {
 			if inner := in[end-(len(out)-l2) : end]; !ecnDecapped(ipECN(in[l2:]), inner, out[l2:]) {
 				t.Fatalf("passed frame is neither untouched nor its inner packet with the ECN field of RFC 6040:\n in %x\nout %x", in, out)
 			}
+			if why := outerRefused(in, l2, end); why != "" {
+				t.Fatalf("decapsulated a frame whose outer header the kernel refuses (%s):\n in %x\nout %x", why, in, out)
+			}
 		}
 	})
 }
@@ -150,6 +154,37 @@ func outerEnd(in []byte, l2 int) int {
 		return l2 + hl + ulen
 	}
 	return end
+}
+
+// outerRefused says why the kernel's receive path would refuse the outer
+// header of the frame in, its IP header at l2 and its outer packet (or GUE
+// datagram) ending at end, which the decap program stripped: a wrong IPv4
+// header checksum, a martian source, a UDP checksum neither 0 nor right.
+// "" if none of these.
+func outerRefused(in []byte, l2, end int) string {
+	ip := in[l2:]
+	v6 := ip[0]>>4 == 6
+	hl, proto := int(ip[0]&0xf)*4, ip[9]
+	if v6 {
+		hl, proto = 40, ip[6]
+	}
+	if !v6 && inetChecksum(ip[:hl], 0) != 0 {
+		return "IPv4 header checksum"
+	}
+	if v6 {
+		src := netip.AddrFrom16([16]byte(ip[8:24]))
+		if src.IsMulticast() || src.IsLoopback() {
+			return "source " + src.String()
+		}
+	} else if a := ip[12]; a == 0 || a == 127 || a>>4 == 0xe || binary.BigEndian.Uint32(ip[12:]) == 0xffffffff {
+		return "source " + netip.AddrFrom4([4]byte(ip[12:16])).String()
+	}
+	if proto == 17 && binary.BigEndian.Uint16(ip[hl+6:]) != 0 {
+		if f := withUDPChecksum(in[:end], l2); !bytes.Equal(f[l2+hl+6:l2+hl+8], ip[hl+6:hl+8]) {
+			return "UDP checksum"
+		}
+	}
+	return ""
 }
 
 // ipECN is the ECN field of the IP header that ip starts with (0 if
