@@ -83,7 +83,7 @@ func LoadAgent(path string) (*AgentConfig, error) {
 // the file name used in error messages.
 func ParseAgent(data []byte, name string) (*AgentConfig, error) {
 	c := DefaultAgentConfig()
-	err := parseInto(data, name, exampleAgentConfig, &c, func(func(string) bool) problems {
+	err := parseInto(data, name, agentFile, balancerFile, &c, func(func(string) bool) problems {
 		c.ApplyDefaults()
 		return c.validate()
 	})

@@ -440,7 +440,7 @@ func Reload(path string) (*Config, error) {
 // in error messages.
 func Parse(data []byte, name string) (*Config, error) {
 	c := DefaultConfig()
-	err := parseInto(data, name, exampleConfig, &c, func(set func(string) bool) problems {
+	err := parseInto(data, name, balancerFile, agentFile, &c, func(set func(string) bool) problems {
 		c.ApplyDefaults()
 		// A forgotten port would silently make an all-ports VIP that
 		// takes every connection to the address.

@@ -1263,3 +1263,38 @@ func TestValidateLimits(t *testing.T) {
 		})
 	}
 }
+
+// A balancer's file given to the agent (or an agent's to the balancer) is
+// told as such in one line, naming the file each command takes: before, it
+// was a list of unknown fields and type errors (`vips[0]: expected a
+// single value, got a mapping`) that did not say the file was the wrong
+// one. A file of the right kind with a stray field of the other is still
+// told field by field.
+func TestOtherDaemonsFile(t *testing.T) {
+	agentYAML, err := os.ReadFile("../../configs/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	balancerYAML, err := os.ReadFile("../../configs/switchyard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse(agentYAML, "agent.yaml")
+	if want := "this is a field of the agent's configuration (switchyard agent), not of the balancer's: the file is the agent's; give switchyard run the balancer's configuration (configs/switchyard.yaml"; err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "\n") != 0 {
+		t.Errorf("Parse(configs/agent.yaml): %v, want one line with %q", err, want)
+	}
+	_, err = ParseAgent(balancerYAML, "switchyard.yaml")
+	if want := "this is a field of the balancer's configuration (switchyard run), not of the agent's: the file is the balancer's; give switchyard agent the agent's configuration (configs/agent.yaml"; err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "\n") != 0 {
+		t.Errorf("ParseAgent(configs/switchyard.yaml): %v, want one line with %q", err, want)
+	}
+	var fe *FieldError
+	if !errors.As(err, &fe) || !errors.Is(err, ErrInvalid) || fe.Path != "datapath" || fe.Line == 0 {
+		t.Errorf("ParseAgent(configs/switchyard.yaml): %#v, want a FieldError of datapath with its line, wrapping ErrInvalid", fe)
+	}
+	// A balancer's file with a stray `interface:` (meant under datapath)
+	// is the balancer's: its own fields say so.
+	_, err = Parse([]byte(lines("interface: eth0", "datapath: {interface: eth0}")), "lb.yaml")
+	if err == nil || !strings.Contains(err.Error(), "lb.yaml:1: interface: unknown field") || strings.Contains(err.Error(), "the file is the agent's") {
+		t.Errorf("Parse(a balancer's file with a stray interface): %v, want the unknown field, not a wrong file", err)
+	}
+}

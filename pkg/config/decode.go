@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -46,9 +47,13 @@ func rereadFile(path string) ([]byte, error) {
 // not is reported already, and the field keeps its default, whose
 // consequences would be noise). Decoding and validation
 // problems are reported together, each with name, line and field path.
-func parseInto(data []byte, name, example string, out any, finish func(set func(path string) bool) problems) error {
+func parseInto(data []byte, name string, kind, other *fileKind, out any, finish func(set func(path string) bool) problems) error {
+	example := kind.example
 	root, err := parseDocument(data, name, example)
 	if err != nil {
+		return err
+	}
+	if err := other.claims(root, kind, name); err != nil {
 		return err
 	}
 	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, active: map[*yaml.Node]bool{}, example: example}
@@ -72,6 +77,46 @@ func parseInto(data []byte, name, example string, out any, finish func(set func(
 		}
 	}
 	return join(all)
+}
+
+// fileKind is one of the two configuration files, the balancer's and the
+// agent's, told apart by the top-level fields only it has.
+type fileKind struct {
+	whose   string   // "the balancer's"
+	command string   // the command that reads it
+	example string   // its annotated example
+	only    []string // top-level fields the other kind has not
+}
+
+var (
+	balancerFile = &fileKind{"the balancer's", "switchyard run", exampleConfig, []string{"datapath", "encap", "nexthop"}}
+	agentFile    = &fileKind{"the agent's", "switchyard agent", exampleAgentConfig, []string{"interface", "encap_addresses", "gue_port", "pin_dir"}}
+)
+
+// claims returns an error if root, given to the command of kind, has a
+// top-level field only k has and none only kind has: the file is k's. One
+// line saying so, rather than one for each field the command does not know,
+// is what `switchyard agent --config switchyard.yaml` needs.
+func (k *fileKind) claims(root *yaml.Node, kind *fileKind, name string) error {
+	if root.Kind != yaml.MappingNode {
+		return nil
+	}
+	var theirs *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key := root.Content[i]
+		if slices.Contains(kind.only, key.Value) {
+			return nil
+		}
+		if theirs == nil && slices.Contains(k.only, key.Value) {
+			theirs = key
+		}
+	}
+	if theirs == nil {
+		return nil
+	}
+	return join([]*FieldError{{File: name, Line: theirs.Line, Path: theirs.Value, Msg: fmt.Sprintf(
+		"this is a field of %s configuration (%s), not of %s: the file is %s; give %s %s configuration (%s is an annotated example)",
+		k.whose, k.command, kind.whose, k.whose, kind.command, kind.whose, kind.example)}})
 }
 
 var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
