@@ -64,6 +64,13 @@ func runRun(args []string) error {
 	if _, err := datapath.LookupInterface(cfg.Datapath.Interface); err != nil {
 		return err
 	}
+	// A first start that fails (a driver without native XDP, an
+	// api.socket in use) leaves nothing behind: neither its maps (64 MiB
+	// of connection table at the default size), pinned for no one, nor
+	// its program, attached with no daemon to check the backends. The
+	// pins of an earlier run hold its flows, and stay.
+	_, statErr := os.Stat(pinDir)
+	fresh := errors.Is(statErr, os.ErrNotExist)
 	// Before the load too: a second daemon of this interface must not
 	// touch the maps and program the running one uses.
 	lock, err := lockPinDir(pinDir)
@@ -71,6 +78,16 @@ func runRun(args []string) error {
 		return err
 	}
 	defer lock.Close()
+	running := false
+	defer func() {
+		// Before the lock is let go: no other start may take the
+		// directory meanwhile.
+		if fresh && !running {
+			if err := datapath.RemoveBalancer(pinDir); err != nil {
+				log.Error("a failed first start could not remove what it pinned: run `switchyard remove --config FILE` with its configuration", "pins", pinDir, "error", err)
+			}
+		}
+	}()
 
 	dp, err := datapath.LoadBalancer(datapath.Options{
 		PinDir: pinDir, ConnTableSize: uint32(cfg.Datapath.ConnTableSize), Logger: log,
@@ -123,6 +140,7 @@ func runRun(args []string) error {
 		log.Info("metrics", "url", "http://"+ms.Addr().String()+"/metrics")
 	}
 
+	running = true
 	go reloadOnHUP(ctx, hup, bal)
 	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs))
 	err = bal.Run(ctx)

@@ -198,3 +198,103 @@ func TestRunInterfaceRemoved(t *testing.T) {
 		t.Errorf("switchyard run exited with %v, want exit 1 and an error saying its interface is gone and what to do (and not that the datapath stays attached); its log:\n%s", exitErr, log)
 	}
 }
+
+// A first start of `switchyard run` that fails leaves nothing behind: it
+// left its pinned maps (64 MiB of connection table at the default size)
+// when the attach failed (a driver without native XDP, another program on
+// the interface), and when a later step failed (an api.socket in the
+// way) its program too, attached and balancing with no daemon to check
+// the backends. The pins of an earlier run, which hold its flows, stay.
+func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
+	t.Parallel()
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htfst", Balancers: 1, Backends: 1})
+	lb := topo.Balancer(1)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	notASocket := filepath.Join(dir, "file")
+	if err := os.WriteFile(notASocket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// run starts switchyard run in lb's namespace on its lo and returns
+	// its standard error once it has exited with status 1.
+	run := func(t *testing.T, pinDir, mode, socket string) string {
+		t.Helper()
+		cfgPath := filepath.Join(t.TempDir(), "switchyard.yaml")
+		cfg := "datapath: {interface: lo, attach_mode: " + mode + ", conn_table_size: 4096, pin_dir: " + pinDir + "}\n" +
+			"nexthop: {gateway: 10.1.1.1}\napi: {socket: " + socket + "}\nmetrics: {listen: \"\"}\n" +
+			"vips: [{name: web, address: 10.100.0.1, port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}]\n"
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("switchyard run: %v, want exit status 1; stderr:\n%s", err, stderr.String())
+		}
+		return stderr.String()
+	}
+	xdpOnLo := func(t *testing.T) bool {
+		t.Helper()
+		l, err := topo.Link(lb, "lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+	}
+	pinDirFor := func(t *testing.T) string {
+		pinDir := filepath.Join(datapath.BPFFSRoot, topo.Prefix()+"-"+strings.ReplaceAll(t.Name()[len("TestRunFailedFirstStartLeavesNothing/"):], " ", "-"))
+		t.Cleanup(func() {
+			if _, err := os.Stat(pinDir); err == nil {
+				if err := datapath.RemoveBalancer(pinDir); err != nil {
+					t.Errorf("cleanup: remove pins: %v", err)
+				}
+			}
+		})
+		return pinDir
+	}
+
+	t.Run("attach fails", func(t *testing.T) {
+		pinDir := pinDirFor(t)
+		// lo has no native XDP.
+		out := run(t, pinDir, "native", filepath.Join(dir, "a.sock"))
+		if !strings.Contains(out, "attach XDP to lo in native mode") {
+			t.Errorf("switchyard run in native mode on lo printed %q, want the attach error", out)
+		}
+		if _, err := os.Stat(pinDir); err == nil {
+			t.Errorf("a first start whose attach failed left its pins in %s", pinDir)
+		}
+	})
+	t.Run("socket in the way", func(t *testing.T) {
+		pinDir := pinDirFor(t)
+		out := run(t, pinDir, "generic", notASocket)
+		if !strings.Contains(out, "exists and is not a socket") {
+			t.Errorf("switchyard run with a file at api.socket printed %q, want the socket error", out)
+		}
+		if _, err := os.Stat(pinDir); err == nil {
+			t.Errorf("a first start that failed after its attach left its pins in %s", pinDir)
+		}
+		if xdpOnLo(t) {
+			t.Errorf("a first start that failed after its attach left its program attached to lo")
+		}
+	})
+	t.Run("earlier pins", func(t *testing.T) {
+		pinDir := pinDirFor(t)
+		dp, err := datapath.LoadBalancer(datapath.Options{PinDir: pinDir, ConnTableSize: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp.Close()
+		run(t, pinDir, "native", filepath.Join(dir, "c.sock"))
+		if _, err := os.Stat(filepath.Join(pinDir, "conns")); err != nil {
+			t.Errorf("a failed start removed the connection table an earlier run pinned: %v", err)
+		}
+	})
+}
