@@ -91,6 +91,47 @@ var (
 
 const linkPinName = "link"
 
+// attachedAdvice says whose XDP program the interface of index ifindex
+// already has, and how to take it off. Switchyard's own programs are
+// attached through links, which `ip link set dev IF xdp off` cannot
+// remove: for them the advice is switchyard's, and a running daemon must
+// be stopped, not removed from under it.
+func attachedAdvice(ifindex int, iface string, hints attachHints) string {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil || l.Attrs().Xdp == nil || l.Attrs().Xdp.ProgId == 0 {
+		return fmt.Sprintf("; remove it with `ip link set dev %s xdp off` or %s", iface, hints.remove)
+	}
+	// `xdp off` takes off a program of the driver's mode only: on an
+	// interface whose driver has one, it leaves a generic one in place
+	// and says nothing.
+	off := "xdp"
+	switch l.Attrs().Xdp.AttachMode {
+	case nl.XDP_ATTACHED_SKB:
+		off = "xdpgeneric"
+	case nl.XDP_ATTACHED_HW:
+		off = "xdpoffload"
+	}
+	generic := fmt.Sprintf("; remove it with `ip link set dev %s %s off` or %s", iface, off, hints.remove)
+	id := l.Attrs().Xdp.ProgId
+	name := ""
+	if p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id)); err == nil {
+		if info, err := p.Info(); err == nil {
+			name = info.Name
+		}
+		p.Close()
+	}
+	var whose, stop, remove string
+	switch name {
+	case "xdp_balancer":
+		whose, stop, remove = "a switchyard balancer's", "switchyard run", balancerHints.remove
+	case "xdp_decap":
+		whose, stop, remove = "a switchyard agent's decap program", "switchyard agent", decapHints.remove
+	default:
+		return fmt.Sprintf(": program ID %d %q (`bpftool prog show id %d` says more)%s", id, name, id, generic)
+	}
+	return fmt.Sprintf(": program ID %d is %s, attached with another pin directory; if a %s of this interface runs, stop it first (or give this one another interface), otherwise %s", id, whose, stop, remove)
+}
+
 // AttachResult says what attachProgram did.
 type AttachResult struct {
 	Mode     AttachMode // native or generic: what is in force
@@ -197,7 +238,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
-			return nil, res, fmt.Errorf("attach XDP to %s: another XDP program is already attached (not by this switchyard pin dir); remove it with `ip link set dev %s xdp off` or %s: %w", iface, iface, hints.remove, err)
+			return nil, res, fmt.Errorf("attach XDP to %s: another XDP program is already attached (not by this switchyard pin dir)%s: %w", iface, attachedAdvice(ifc.Index, iface, hints), err)
 		case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
 			return nil, res, fmt.Errorf("attach XDP to %s in %s mode: %w (the driver may not support native XDP; %s)", iface, res.Mode, err, hints.mode)
 		}

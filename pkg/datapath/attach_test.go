@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
@@ -341,6 +342,74 @@ func TestAttachKeepsTheOldModeWhenTheAskedOneFails(t *testing.T) {
 			return fmt.Errorf("restart in generic mode: %+v %v, want an in-place replacement", res, err)
 		}
 		return RemoveBalancer(pin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An interface that already runs another XDP program is refused with
+// whose it is and how to take it off. A Switchyard program (another pin
+// directory's balancer, say, seen from an agent) is attached through a
+// link, which `ip link set dev IF xdp off` cannot remove: the advice was
+// that, and `switchyard remove --agent` for a balancer's program. Now it
+// names the program and the remove of its kind; for a foreign program,
+// its ID and name, and the `ip link` command that takes off a program of
+// its mode.
+func TestAttachOverAnotherSaysWhose(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("aRwh"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, topo.Prefix()+"-whose")
+	t.Cleanup(func() { RemoveBalancer(pin) })
+	err := topo.Do(topo.Balancer(1), func() error {
+		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if _, err := b.Attach("eth0", AttachNative); err != nil {
+			return err
+		}
+		d, err := LoadDecap("", nil)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		_, err = d.Attach("eth0", AttachNative)
+		if err == nil || !strings.Contains(err.Error(), "another XDP program is already attached") ||
+			!strings.Contains(err.Error(), "is a switchyard balancer's") || !strings.Contains(err.Error(), "`switchyard remove --config FILE`") ||
+			strings.Contains(err.Error(), "xdp off") || strings.Contains(err.Error(), "--agent") {
+			return fmt.Errorf("decap over a balancer: %v, want it named a switchyard balancer's, with the balancer's remove and no `ip link ... xdp off`", err)
+		}
+		if err := RemoveBalancer(pin); err != nil {
+			return err
+		}
+
+		var objs testprogsObjects
+		if err := loadTestprogsObjects(&objs, nil); err != nil {
+			return err
+		}
+		defer objs.Close()
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		// In generic mode: `ip link set dev eth0 xdp off` would take off
+		// a program of the driver's mode, and leave this one.
+		if err := netlink.LinkSetXdpFdWithFlags(eth, objs.XdpPass.FD(), nl.XDP_FLAGS_SKB_MODE); err != nil {
+			return err
+		}
+		defer netlink.LinkSetXdpFdWithFlags(eth, -1, nl.XDP_FLAGS_SKB_MODE)
+		id, err := xdpProgID("eth0")
+		if err != nil {
+			return err
+		}
+		_, err = d.Attach("eth0", AttachNative)
+		if want := fmt.Sprintf(`program ID %d "xdp_pass"`, id); err == nil || !strings.Contains(err.Error(), want) ||
+			!strings.Contains(err.Error(), "`ip link set dev eth0 xdpgeneric off`") {
+			return fmt.Errorf("decap over a foreign program: %v, want %q and the `ip link` to remove it", err, want)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
