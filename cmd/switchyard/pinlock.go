@@ -31,6 +31,9 @@ func lockPinDir(dir string) (*os.File, error) {
 		f, err := tryLockDir(dir)
 		if err != nil {
 			if errors.Is(err, errPinDirInUse) {
+				if datapath.PinDirOwner(dir) == "switchyard agent" {
+					return nil, fmt.Errorf("pin directory %s: %w: a switchyard agent runs with it, and its decap program's pins are there; give this balancer a datapath.pin_dir of its own", dir, err)
+				}
 				return nil, fmt.Errorf("pin directory %s: %w: a balancer already runs on it; stop it before starting another (two on one interface would rewrite each other's maps), or give this one its own datapath.pin_dir", dir, err)
 			}
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -297,4 +298,40 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 			t.Errorf("a failed start removed the connection table an earlier run pinned: %v", err)
 		}
 	})
+}
+
+// A balancer whose pin_dir is a running agent's is told that an agent
+// holds it: the refusal said "a balancer already runs on it".
+func TestRunOnAnAgentsPinDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root to pin the decap maps (CI runs as root)")
+	}
+	pinDir := filepath.Join(datapath.BPFFSRoot, "syRag-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { datapath.RemoveDecap(pinDir) })
+	// The agent's pins, and its lock on them as `switchyard agent` takes it.
+	d, err := datapath.LoadDecap(pinDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	held, err := tryLockDir(pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	lock, err := lockPinDir(pinDir)
+	if err == nil {
+		lock.Close()
+	}
+	if !errors.Is(err, errPinDirInUse) || !strings.Contains(err.Error(), "a switchyard agent runs with it") || strings.Contains(err.Error(), "a balancer already runs") {
+		t.Errorf("lock an agent's pin directory for a balancer: %v, want it in use by a switchyard agent, not a balancer", err)
+	}
+	// Both refusals, the balancer's and the agent's (pkg/agent), are in
+	// the README.
+	ts := troubleshooting(t)
+	for _, phrase := range []string{"a switchyard agent runs with it", "in use by a running switchyard run, whose pins it holds, not an agent's"} {
+		if !strings.Contains(ts, phrase) {
+			t.Errorf("the README's Troubleshooting section does not have %q", phrase)
+		}
+	}
 }

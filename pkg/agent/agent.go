@@ -40,6 +40,14 @@ var (
 	ErrInterfaceGone = errors.New("the agent's interface is gone")
 )
 
+// heldByBalancer is ErrInUse when the daemon that holds the pin
+// directory is a balancer: its message says so, as ErrInUse's would
+// wrongly name an agent.
+type heldByBalancer string
+
+func (e heldByBalancer) Error() string        { return string(e) }
+func (e heldByBalancer) Is(target error) bool { return target == ErrInUse }
+
 // Config configures an Agent.
 type Config struct {
 	// Agent is the agent's configuration, as config.LoadAgent returns it.
@@ -300,6 +308,10 @@ func (a *Agent) lockPinDir() error {
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			f.Close()
 			if errors.Is(err, unix.EWOULDBLOCK) {
+				if datapath.PinDirOwner(a.pinDir) == "switchyard run" {
+					return heldByBalancer(fmt.Sprintf("pin directory %s (interface %s): in use by a running switchyard run, whose pins it holds, not an agent's: give the agent a pin_dir of its own",
+						a.pinDir, a.iface))
+				}
 				return fmt.Errorf("pin directory %s (interface %s): %w: stop that agent before starting another; agents for different interfaces each need a pin_dir of their own",
 					a.pinDir, a.iface, ErrInUse)
 			}

@@ -3,9 +3,13 @@ package agent
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -53,5 +57,42 @@ func TestSecondAgentRefused(t *testing.T) {
 	}
 	if x := eth.Attrs().Xdp; x == nil || !x.Attached {
 		t.Errorf("eth0 XDP after the second start: %+v, want a program attached", x)
+	}
+}
+
+// An agent whose pin_dir is a running balancer's is told that a balancer
+// holds it: the refusal said "another switchyard agent is running with
+// this pin directory", and the operator looked for an agent.
+func TestAgentOnABalancersPinDir(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	t.Cleanup(func() { datapath.RemoveBalancer(c.PinDir) })
+	// The balancer's pins, and its lock on them as `switchyard run` takes it.
+	b, err := datapath.LoadBalancer(datapath.Options{PinDir: c.PinDir, ConnTableSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	f, err := os.Open(c.PinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+
+	a := newAgent(t, c)
+	err = topo.Do(be, a.Start)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "in use by a running switchyard run") || strings.Contains(err.Error(), "another switchyard agent") {
+		t.Errorf("Start on a balancer's pin directory: %v, want ErrInUse saying a switchyard run holds it, not an agent", err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Errorf("Stop of the refused agent: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(c.PinDir, "conns")); err != nil {
+		t.Errorf("the balancer's connection table: %v", err)
 	}
 }

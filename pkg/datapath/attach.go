@@ -338,6 +338,20 @@ func removePinned(pinDir string) error {
 	return nil
 }
 
+// PinDirOwner says whose pins dir holds, for a daemon refused a pin
+// directory another one holds: "switchyard run" for a balancer's (its
+// connection table), "switchyard agent" for an agent's (its decap
+// counters), "" for neither.
+func PinDirOwner(dir string) string {
+	if _, err := os.Stat(filepath.Join(dir, balancerMapConns)); err == nil {
+		return "switchyard run"
+	}
+	if _, err := os.Stat(filepath.Join(dir, decapStatsPin)); err == nil {
+		return "switchyard agent"
+	}
+	return ""
+}
+
 // pinDirAdvice ends the errors of checkPinDir.
 const pinDirAdvice = "name the pin directory of one balancer or agent (datapath.pin_dir or the agent's pin_dir; by default /sys/fs/bpf/switchyard/IFACE or /sys/fs/bpf/switchyard-agent/IFACE)"
 
