@@ -79,12 +79,19 @@ func runRun(args []string) error {
 	}
 	defer lock.Close()
 	running := false
+	groTurnedOff := false
 	defer func() {
 		// Before the lock is let go: no other start may take the
 		// directory meanwhile.
 		if fresh && !running {
 			if err := datapath.RemoveBalancer(pinDir); err != nil {
 				log.Error("a failed first start could not remove what it pinned: run `switchyard remove --config FILE` with its configuration", "pins", pinDir, "error", err)
+			}
+			// With the program gone, GRO goes back on as it was.
+			if groTurnedOff {
+				if err := ethtool.SetGRO(cfg.Datapath.Interface, true); err != nil {
+					log.Error("a failed first start could not turn generic receive offload (GRO) back on: turn it on with `ethtool -K "+cfg.Datapath.Interface+" gro on`", "interface", cfg.Datapath.Interface, "error", err)
+				}
 			}
 		}
 	}()
@@ -108,7 +115,7 @@ func runRun(args []string) error {
 		log.Info("XDP balancer attached", "interface", cfg.Datapath.Interface, "mode", res.Mode, "tag", res.NewTag, "pins", pinDir)
 	}
 	if res.Mode == datapath.AttachGeneric {
-		groOffForGeneric(log, cfg.Datapath.Interface)
+		groTurnedOff = groOffForGeneric(log, cfg.Datapath.Interface)
 	}
 
 	drainFile, legacyDrainFile := drainFiles(cfg.API.Socket, pinDir)
@@ -161,8 +168,8 @@ func runRun(args []string) error {
 // is attached.) GRO stays off while the datapath stays attached, after
 // the daemon too; nothing records its earlier value, so the log says how
 // to turn it on again. A failure is not fatal: the balancer forwards
-// what GRO did not merge.
-func groOffForGeneric(log *slog.Logger, iface string) {
+// what GRO did not merge. It reports whether it turned GRO off.
+func groOffForGeneric(log *slog.Logger, iface string) bool {
 	on, err := ethtool.GRO(iface)
 	if err == nil && on {
 		err = ethtool.SetGRO(iface, false)
@@ -175,6 +182,7 @@ func groOffForGeneric(log *slog.Logger, iface string) {
 		log.Info("generic receive offload (GRO) turned off: in generic mode the XDP program would see the packets GRO merged, larger than the MTU; "+
 			"it stays off while the balancer is attached; after `switchyard remove`, turn it on again with `ethtool -K "+iface+" gro on`", "interface", iface)
 	}
+	return err == nil && on
 }
 
 // reloadOnHUP reloads bal's configuration file on each signal from hup,

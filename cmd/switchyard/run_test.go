@@ -16,6 +16,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -275,7 +276,26 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 	})
 	t.Run("socket in the way", func(t *testing.T) {
 		pinDir := pinDirFor(t)
+		// Generic mode turns GRO off; a failed first start turns it
+		// back on with its program gone.
+		groOnLo := func(t *testing.T) bool {
+			t.Helper()
+			var on bool
+			if err := topo.Do(lb, func() (err error) { on, err = ethtool.GRO("lo"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			return on
+		}
+		if err := topo.Do(lb, func() error { return ethtool.SetGRO("lo", true) }); err != nil {
+			t.Fatal(err)
+		}
 		out := run(t, pinDir, "generic", notASocket)
+		if !groOnLo(t) {
+			t.Errorf("a first start that failed after its generic attach left GRO off on lo")
+		}
+		if !strings.Contains(out, "generic receive offload (GRO) turned off") {
+			t.Errorf("switchyard run in generic mode did not turn GRO off, so the test proves nothing: %s", out)
+		}
 		if !strings.Contains(out, "exists and is not a socket") {
 			t.Errorf("switchyard run with a file at api.socket printed %q, want the socket error", out)
 		}
