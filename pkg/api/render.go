@@ -328,12 +328,22 @@ func count(n uint64) string {
 	return strconv.FormatFloat(f, 'f', prec, 64) + units[i:i+1]
 }
 
-// percent formats part/whole; "-" if whole is 0.
+// percent formats part/whole; "-" if whole is 0. A share that would round
+// to 0.0% or 100.0% without being it shows as "<0.1%" or ">99.9%": a
+// backend with 1 slot of 65537 takes new flows, one with none does not,
+// and the two must not read alike.
 func percent(part, whole float64) string {
 	if whole == 0 {
 		return "-"
 	}
-	return strconv.FormatFloat(100*part/whole, 'f', 1, 64) + "%"
+	p := strconv.FormatFloat(100*part/whole, 'f', 1, 64)
+	switch {
+	case p == "0.0" && part > 0:
+		return "<0.1%"
+	case p == "100.0" && part < whole:
+		return ">99.9%"
+	}
+	return p + "%"
 }
 
 func plural(n uint64, what string) string {

@@ -193,6 +193,31 @@ func TestCount(t *testing.T) {
 	}
 }
 
+// A share that rounds to 0.0% or 100.0% without being it is shown as
+// such: SLOTS read 0.0% for a backend with 1 slot of 65537 (weight 1
+// beside weight 65535), as for a down or drained one that takes no new
+// flows at all.
+func TestPercent(t *testing.T) {
+	for _, tc := range []struct {
+		part, whole float64
+		want        string
+	}{
+		{0, 0, "-"},
+		{0, 65537, "0.0%"},
+		{1, 65537, "<0.1%"},
+		{32, 65537, "<0.1%"},
+		{33, 65537, "0.1%"},
+		{21846, 65537, "33.3%"},
+		{65536, 65537, ">99.9%"},
+		{65537, 65537, "100.0%"},
+		{1234, 65536, "1.9%"},
+	} {
+		if got := percent(tc.part, tc.whole); got != tc.want {
+			t.Errorf("percent(%v, %v) = %q, want %q", tc.part, tc.whole, got, tc.want)
+		}
+	}
+}
+
 func TestAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		-time.Second:                     "0.0s",
