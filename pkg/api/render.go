@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // WriteStatus writes the operator's view of s that `switchyard status`
@@ -358,7 +360,11 @@ func plural(n uint64, what string) string {
 // were some (a backend that fails now and then, never fall times in a
 // row, shows there).
 func checkInfo(b Backend) string {
-	info := b.HealthInfo
+	// The reason quotes what the backend sent (an HTTP status line's
+	// reason phrase): a tab there would start a cell of its own, a
+	// carriage return or an escape sequence rewrite the operator's
+	// terminal, a newline end the table.
+	info := visible(b.HealthInfo)
 	switch {
 	case b.Check == "":
 		return info
@@ -377,6 +383,27 @@ func checkInfo(b Backend) string {
 		info += fmt.Sprintf(" (%d of %d checks failed)", b.FailedChecks, b.Checks)
 	}
 	return info
+}
+
+// visible is s with each character that is not printable (a control or
+// format character, a byte that is not UTF-8) written as a Go escape,
+// \t, \r, \x1b or \u200b, and the rest as it is.
+func visible(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func orDash(s string) string {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestWriteStatus(t *testing.T) {
@@ -279,6 +280,38 @@ func TestCheckInfo(t *testing.T) {
 	} {
 		if got := checkInfo(tc.b); got != tc.want {
 			t.Errorf("checkInfo(%+v) = %q, want %q", tc.b, got, tc.want)
+		}
+	}
+}
+
+// A failed check's reason quotes what the backend sent: Go's HTTP client
+// hands over a status line's reason phrase with its tabs, carriage
+// returns and escape sequences. Printed raw, a tab made a cell of its own,
+// a carriage return or "\x1b[2J" rewrote the operator's terminal, and a
+// newline ended the table, the rows after it aligned afresh.
+func TestWriteStatusEscapesControlCharactersOfChecks(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := sampleStatus(now)
+	web := &s.VIPs[0]
+	web.Backends[1].HealthInfo = "http check: GET http://10.2.1.22:80/healthz: status 503 Down\tfor\rmaint\x1b[2J\n\xff\u200b, want 200: unexpected HTTP status"
+	web.Backends = append(web.Backends, Backend{Name: "web-3", Address: "10.2.1.33", Weight: 1, Healthy: true, Check: "http", Checks: 1, LastCheckSeconds: 0.001, TableSlots: 1})
+	var b strings.Builder
+	if err := writeStatus(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	if strings.ContainsAny(out, "\t\r\x1b\u200b") || !utf8.ValidString(out) {
+		t.Errorf("status has a control or invisible character, or bytes that are not UTF-8: %q", out)
+	}
+	want := `status 503 Down\tfor\rmaint\x1b[2J\n\xff\u200b, want 200: unexpected HTTP status (12 of 40 checks failed)` + "\n"
+	if !strings.Contains(out, want) {
+		t.Errorf("status lacks the reason with its characters escaped, %q", want)
+	}
+	checkAligned(t, out, "  BACKEND")
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "web-3" && f[5] != "<0.1%" {
+			t.Errorf("web-3, with 1 slot of 65537, has SLOTS %s, want <0.1%%", f[5])
 		}
 	}
 }
