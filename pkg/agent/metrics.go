@@ -44,15 +44,18 @@ func (a *Agent) Collector() prometheus.Collector {
 			[]string{"reason"}, nil),
 		vips: prometheus.NewDesc("switchyard_agent_vips",
 			"VIPs the agent keeps on lo.", nil, nil),
+		info: prometheus.NewDesc("switchyard_agent_info",
+			"The running agent: its node, interface, attach mode and decap program tag (always 1), as switchyard_info is the balancer's.",
+			[]string{"node", "interface", "attach_mode", "program_tag"}, nil),
 		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
 			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),
 	}
 }
 
 type collector struct {
-	a                                                  *Agent
-	scrapeErrors                                       prometheus.Counter
-	decap, gue, passed, drops, badOuter, vips, missing *prometheus.Desc
+	a                                                        *Agent
+	scrapeErrors                                             prometheus.Counter
+	decap, gue, passed, drops, badOuter, vips, missing, info *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -64,6 +67,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.badOuter
 	ch <- c.vips
 	ch <- c.missing
+	ch <- c.info
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -103,4 +107,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(status.VIPs)))
 	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
+	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,
+		status.Node, status.Interface, status.AttachMode, status.ProgramTag)
 }

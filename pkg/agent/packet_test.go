@@ -115,6 +115,10 @@ func TestDecapDeliversToVIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	info := `switchyard_agent_info{attach_mode="` + st.AttachMode + `",interface="` + st.Interface + `",node="` + st.Node + `",program_tag="` + st.ProgramTag + `"}`
+	if v, ok := got[info]; !ok || v != 1 || st.ProgramTag == "" || st.Interface == "" {
+		t.Errorf("%s = %v (present %t), want 1 with the status's interface and program tag", info, v, ok)
+	}
 	if st.Counters[statDecapIPv4] != 2 || st.Counters[statDecapIPv6] != 3 || st.Counters[statDecapGUE] != 2 {
 		t.Errorf("status counters %v, want 2 IPv4, 3 IPv6 and 2 GUE decapsulated", st.Counters)
 	}
