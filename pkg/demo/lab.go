@@ -451,7 +451,8 @@ func (l *Lab) StopDaemon(i int) error {
 }
 
 // WaitReady waits until balancer i's daemon answers on its socket, has
-// resolved its next hop, reports every configured backend healthy, and a
+// resolved its next hop, reports every configured backend healthy (but
+// those drained, and those whose test server the lab killed), and a
 // request through each TCP VIP with backends is answered.
 func (l *Lab) WaitReady(ctx context.Context, i int) error {
 	p := l.Daemon(i)
@@ -473,7 +474,7 @@ func (l *Lab) WaitReady(ctx context.Context, i int) error {
 		}
 		for _, v := range st.VIPs {
 			for _, b := range v.Backends {
-				if !b.Healthy && !b.Drained {
+				if !b.Healthy && !b.Drained && !b.Removed && !l.serverKilled(b.Name) {
 					last = fmt.Sprintf("backend %s/%s unhealthy: %s", v.Name, b.Name, b.HealthInfo)
 					return false
 				}
@@ -505,6 +506,18 @@ func (l *Lab) WaitReady(ctx context.Context, i int) error {
 		}
 	}
 	return nil
+}
+
+// serverKilled tells whether the backend called name is a backend node
+// whose test server the lab started and that no longer runs: a backend a
+// test took down on purpose, which no daemon can find healthy.
+func (l *Lab) serverKilled(name string) bool {
+	var j int
+	if _, err := fmt.Sscanf(name, "be%d", &j); err != nil || j < 1 || j > l.cfg.Backends || BackendName(j) != name {
+		return false
+	}
+	p := l.Server(j)
+	return p != nil && !p.Running()
 }
 
 // tailUnlessCanceled is the end of p's log, to explain a failure, or

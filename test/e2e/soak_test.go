@@ -37,20 +37,29 @@ const soakBackends = 4
 
 // TestChurnSoak runs everything at once through the real lab: long-lived
 // streams on web and web6, new HTTP connections and UDP exchanges, while
-// two churners change the world at random (seeded; the seed is logged):
+// three churners change the world at random (seeded; the seed is logged):
 // reloads (by `switchyard reload` or SIGHUP) that add, remove and
 // re-weight backends and remove and re-add the web6 VIP; drains and
-// undrains through the CLI; test servers killed and restarted (health
+// undrains through the CLI, meanwhile (a drain may race the reload that
+// adds or removes its backend); test servers killed and restarted (health
 // flaps); network events on the balancer's interface (an address added or
-// removed, the neighbour table flushed). Readers hammer `switchyard status --json`, `switchyard flows` and
-// /metrics meanwhile. It checks that
-//   - a stream whose backend stayed configured and alive never breaks;
+// removed, the neighbour table flushed); the balancer's daemon stopped
+// (SIGTERM) or killed (SIGKILL) and started again on its pins; a backend's
+// agent killed (its successor takes over its pins) or stopped (its clean
+// stop takes the backend out until the next agent is up). Readers hammer
+// `switchyard status --json`, `switchyard flows` and /metrics meanwhile.
+// It checks that
+//   - a stream whose backend stayed configured and alive never breaks,
+//     the daemon's restarts and agents' kills included;
 //   - a new connection or exchange fails only while a backend of its VIP
-//     was dead (or its VIP removed), and none lands on a backend drained
-//     or removed for all of its duration;
-//   - every status and metrics reading succeeds, and no counter of one
-//     goes below the previous reading's (unless its VIP or backend was
-//     removed in between);
+//     was dead or had no agent (or its VIP removed), and none lands on a
+//     backend drained or removed for all of its duration;
+//   - every status and metrics reading succeeds but while the daemon is
+//     down, and no counter of one goes below the previous reading's
+//     (unless its VIP or backend was removed in between, or it is one the
+//     daemon keeps in memory and the daemon restarted);
+//   - after every change status has the VIPs, backends and drains of the
+//     model, also right after a restart;
 //   - the daemon logs no error;
 //   - at the end, status and the datapath's choices match the last
 //     configuration and drains.
@@ -108,11 +117,21 @@ func TestChurnSoak(t *testing.T) {
 
 	rngA := rand.New(rand.NewPCG(seed, 1))
 	rngB := rand.New(rand.NewPCG(seed, 2))
+	rngC := rand.New(rand.NewPCG(seed, 3))
 	wg.Go(func() { churnConfig(churnCtx, until, t, lab, w, rngA) })
 	wg.Go(func() { churnBackends(churnCtx, until, t, lab, w, rngB) })
+	wg.Go(func() { churnProcesses(churnCtx, until, t, lab, w, rngC) })
 	wg.Wait()
 	if t.Failed() {
 		return
+	}
+	// A drain the model cannot tell the outcome of is ended, so that the
+	// end is known.
+	for _, key := range w.uncertainDrains() {
+		if out, err := lab.CLI(ctx, 1, "undrain", key); err != nil {
+			t.Fatalf("undrain %s, whose drain raced a removal and re-addition: %v\n%s", key, err, out)
+		}
+		w.logf(t, "undrain %s (its drain raced a removal and re-addition) done", key)
 	}
 
 	// The end: every server back, every backend healthy, then status and
@@ -226,27 +245,41 @@ func checkFinalStatus(t *testing.T, st api.Status, spec demo.Spec, drained map[s
 // the drains, and the windows in which a backend was dead, removed or
 // drained, or a VIP removed, against which the checks judge what they saw.
 type soakWorld struct {
-	// member is held over a change of the backends a VIP has (a reload)
-	// and over a drain, which must name a backend the VIP has.
-	member sync.Mutex
+	// member is held for reading over a reload and over a drain or
+	// undrain, which run concurrently, and for writing over a check of
+	// status against the model and over a restart of the daemon, during
+	// which nothing may change the VIPs, backends or drains.
+	member sync.RWMutex
 
 	mu      sync.Mutex
 	spec    demo.Spec
 	drained map[string]bool // "vip/backend" drained through the CLI
-	dead    map[int]bool    // server j killed and not yet back
+	// uncertain: "vip/backend" whose drain succeeded while reloads removed
+	// and re-added it: it is in force if the daemon took it after the
+	// re-addition, ended if before the removal.
+	uncertain map[string]bool
+	// epoch counts the changes of whether the configuration has
+	// "vip/backend", to tell what reloads came during a drain.
+	epoch   map[string]int
+	dead    map[int]bool // server j killed and not yet back
 	windows []soakWindow
 	ops     map[string]int
 }
 
 // soakWindow is a time during which something was (or may have been) so.
 type soakWindow struct {
-	kind     string // "dead" (server), "absent" (VIP or backend removed), "drained", "removed"
-	key      string // "be<j>", "vip:<name>", "<vip>/<backend>"
+	// "dead" (server), "agentdown" (no agent on the backend), "absent"
+	// (VIP or backend removed; "restart:lb1": the daemon restarted),
+	// "drained", "removed", "changing" (a reload adds or removes it),
+	// "down" (no daemon on lb1)
+	kind     string
+	key      string // "be<j>", "vip:<name>", "<vip>/<backend>", "lb1"
 	from, to time.Time
 }
 
 func newSoakWorld(spec demo.Spec) *soakWorld {
-	return &soakWorld{spec: spec, drained: map[string]bool{}, dead: map[int]bool{}, ops: map[string]int{}}
+	return &soakWorld{spec: spec, drained: map[string]bool{}, uncertain: map[string]bool{}, epoch: map[string]int{},
+		dead: map[int]bool{}, ops: map[string]int{}}
 }
 
 func (w *soakWorld) open(kind, key string) {
@@ -323,6 +356,18 @@ func (w *soakWorld) final() (demo.Spec, map[string]bool) {
 	return w.spec.Clone(), d
 }
 
+// uncertainDrains returns the keys whose drain the model cannot tell.
+func (w *soakWorld) uncertainDrains() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var keys []string
+	for k := range w.uncertain {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 func (w *soakWorld) summary() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -340,16 +385,20 @@ func (w *soakWorld) summary() string {
 
 // excused tells whether a failure of a flow to vip (to backend be, if
 // known) in [from, to] is explained by the churn: the VIP removed, or a
-// backend it might have gone to dead or (for a known one) removed.
+// backend it might have gone to dead, without its agent or (for a known
+// one) removed.
 func (w *soakWorld) excused(vip, be string, from, to time.Time) bool {
 	if w.overlaps("absent", "vip:"+vip, from, to) {
 		return true
 	}
+	down := func(be string) bool {
+		return w.overlaps("dead", be, from, to) || w.overlaps("agentdown", be, from, to)
+	}
 	if be != "" {
-		return w.overlaps("dead", be, from, to) || w.overlaps("absent", vip+"/"+be, from, to)
+		return down(be) || w.overlaps("absent", vip+"/"+be, from, to)
 	}
 	for j := 1; j <= soakBackends; j++ {
-		if w.overlaps("dead", demo.BackendName(j), from, to) {
+		if down(demo.BackendName(j)) {
 			return true
 		}
 	}
@@ -362,7 +411,7 @@ func (w *soakWorld) excused(vip, be string, from, to time.Time) bool {
 func churnConfig(ctx context.Context, until time.Time, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand) {
 	initial := lab.Spec()
 	web6 := *initial.VIP(demo.VIPWeb6)
-	for pause(ctx, until, rng) {
+	for pause(ctx, until, rng, 400*time.Millisecond) {
 		if !churnConfigOnce(ctx, t, lab, w, rng, web6) {
 			return
 		}
@@ -371,11 +420,11 @@ func churnConfig(ctx context.Context, until time.Time, t *testing.T, lab *demo.L
 
 // churnConfigOnce makes one change of churnConfig; false means stop.
 func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand, web6 demo.VIPSpec) bool {
-	w.member.Lock()
+	w.member.RLock()
 	locked := true
 	defer func() {
 		if locked {
-			w.member.Unlock()
+			w.member.RUnlock()
 		}
 	}()
 	w.mu.Lock()
@@ -458,6 +507,13 @@ func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWo
 	for _, key := range added {
 		w.close("removed", key)
 	}
+	// A drain that meets this reload may be refused at the daemon (the
+	// backend is not there yet, or no longer).
+	changed := append(slices.Clone(removed), added...)
+	for _, key := range changed {
+		w.epoch[key]++
+		w.open("changing", key)
+	}
 	// A removed backend's drains end with it.
 	for key := range w.drained {
 		if slices.Contains(removed, key) {
@@ -465,13 +521,11 @@ func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWo
 			w.close("drained", key)
 		}
 	}
+	for _, key := range removed {
+		delete(w.uncertain, key)
+	}
 	w.spec = spec
 	w.mu.Unlock()
-	if len(removed) == 0 && len(added) == 0 {
-		// A change of weights only: drains may run meanwhile.
-		w.member.Unlock()
-		locked = false
-	}
 
 	if err := lab.WriteConfig(spec); err != nil {
 		t.Errorf("write the configuration: %v", err)
@@ -506,16 +560,20 @@ func churnConfigOnce(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWo
 	for _, key := range added {
 		w.close("absent", key)
 	}
-	w.mu.Unlock()
-	if !locked {
-		w.member.Lock()
-		locked = true
+	for _, key := range changed {
+		w.close("changing", key)
 	}
+	w.mu.Unlock()
+	w.member.RUnlock()
+	locked = false
+	w.member.Lock()
+	defer w.member.Unlock()
 	return checkMembers(ctx, t, lab, w, how+": "+op)
 }
 
 // checkMembers fails t unless status has the VIPs, backends and drains of
-// the model, right after op (w.member held: nothing else changes them).
+// the model, right after op (w.member held for writing: nothing else
+// changes them). A drain the model cannot tell may be either.
 func checkMembers(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, op string) bool {
 	st, err := lab.Status(ctx, 1)
 	if err != nil {
@@ -525,6 +583,13 @@ func checkMembers(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld
 		return false
 	}
 	spec, drained := w.final()
+	uncertain := w.uncertainDrains()
+	state := func(key string, d bool) string {
+		if slices.Contains(uncertain, key) {
+			return "either"
+		}
+		return strconv.FormatBool(d)
+	}
 	var got, want []string
 	for _, v := range st.VIPs {
 		for _, b := range v.Backends {
@@ -533,12 +598,14 @@ func checkMembers(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld
 				// backend of the configuration.
 				continue
 			}
-			got = append(got, fmt.Sprintf("%s/%s drained=%t", v.Name, b.Name, b.Drained))
+			key := v.Name + "/" + b.Name
+			got = append(got, fmt.Sprintf("%s drained=%s", key, state(key, b.Drained)))
 		}
 	}
 	for _, v := range spec.VIPs {
 		for _, b := range v.Backends {
-			want = append(want, fmt.Sprintf("%s/%s drained=%t", v.Name, b.Name, drained[v.Name+"/"+b.Name]))
+			key := v.Name + "/" + b.Name
+			want = append(want, fmt.Sprintf("%s drained=%s", key, state(key, drained[key])))
 		}
 	}
 	slices.Sort(got)
@@ -565,14 +632,14 @@ func soakKeys(spec demo.Spec) map[string]bool {
 	return keys
 }
 
-// pause waits a random time of up to 400 ms between two changes (the pace
-// of the churn, not a wait for an event) and tells whether to make
+// pause waits a random time of up to longest between two changes (the
+// pace of the churn, not a wait for an event) and tells whether to make
 // another: not once ctx has ended or the time is past until.
-func pause(ctx context.Context, until time.Time, rng *rand.Rand) bool {
+func pause(ctx context.Context, until time.Time, rng *rand.Rand, longest time.Duration) bool {
 	if time.Now().After(until) {
 		return false
 	}
-	timer := time.NewTimer(time.Duration(rng.IntN(400)) * time.Millisecond)
+	timer := time.NewTimer(time.Duration(rng.Int64N(int64(longest))))
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
@@ -620,7 +687,7 @@ func sighupReload(ctx context.Context, lab *demo.Lab) error {
 // and restarts test servers, at random until ctx ends.
 func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand) {
 	extra := false // soakExtraAddr is on lb1's eth0
-	for pause(ctx, until, rng) {
+	for pause(ctx, until, rng, 400*time.Millisecond) {
 		switch r := rng.IntN(12); {
 		case r >= 10:
 			// A network event on the balancer's interface: an address
@@ -645,51 +712,7 @@ func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo
 			w.count("network")
 			w.logf(t, "%s", op)
 		case r < 5:
-			// Drain or undrain one of a VIP's backends (be1 stays).
-			w.member.Lock()
-			w.mu.Lock()
-			spec := w.spec.Clone()
-			v := spec.VIPs[rng.IntN(len(spec.VIPs))]
-			var names []string
-			for _, b := range v.Backends {
-				if b.Name != "be1" {
-					names = append(names, b.Name)
-				}
-			}
-			if len(names) == 0 {
-				w.mu.Unlock()
-				w.member.Unlock()
-				continue
-			}
-			key := v.Name + "/" + names[rng.IntN(len(names))]
-			verb := "drain"
-			if w.drained[key] {
-				verb = "undrain"
-				w.close("drained", key)
-				delete(w.drained, key)
-			}
-			w.mu.Unlock()
-			out, err := lab.CLI(ctx, 1, verb, key)
-			if err == nil && verb == "drain" {
-				w.mu.Lock()
-				w.drained[key] = true
-				w.open("drained", key)
-				w.mu.Unlock()
-			}
-			w.member.Unlock()
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				t.Errorf("switchyard %s %s: %v\n%s", verb, key, err, out)
-				return
-			}
-			w.count(verb)
-			w.logf(t, "%s %s done", verb, key)
-			w.member.Lock()
-			ok := checkMembers(ctx, t, lab, w, verb+" "+key)
-			w.member.Unlock()
-			if !ok {
+			if !soakDrain(ctx, t, lab, w, rng) {
 				return
 			}
 		case r < 8:
@@ -750,6 +773,165 @@ func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo
 	}
 }
 
+// soakDrain drains or undrains one of a VIP's backends (be1 stays) while
+// reloads may add or remove it; false means stop.
+func soakDrain(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand) bool {
+	w.member.RLock()
+	w.mu.Lock()
+	v := w.spec.Clone().VIPs[rng.IntN(len(w.spec.VIPs))]
+	var names []string
+	for _, b := range v.Backends {
+		if b.Name != "be1" {
+			names = append(names, b.Name)
+		}
+	}
+	if len(names) == 0 {
+		w.mu.Unlock()
+		w.member.RUnlock()
+		return true
+	}
+	key := v.Name + "/" + names[rng.IntN(len(names))]
+	epoch := w.epoch[key]
+	verb := "drain"
+	if w.drained[key] || w.uncertain[key] {
+		// Undrained whatever reloads come meanwhile: refused before a
+		// removal, ended by it, or followed by an addition that
+		// follows the file (not drained).
+		verb = "undrain"
+		w.close("drained", key)
+		delete(w.drained, key)
+		delete(w.uncertain, key)
+	}
+	w.mu.Unlock()
+	start := time.Now()
+	out, err := lab.CLI(ctx, 1, verb, key)
+	end := time.Now()
+	outcome := "done"
+	w.mu.Lock()
+	switch n := w.epoch[key] - epoch; {
+	case err != nil, verb == "undrain":
+	case n == 0:
+		w.drained[key] = true
+		w.open("drained", key)
+	case n%2 == 1:
+		// Removed meanwhile: the daemon took the drain before the
+		// removal (after it, it would have refused it), which ended it.
+		outcome = "done, then ended by its removal"
+	default:
+		// Removed and added again meanwhile: taken before the removal
+		// (ended) or after the addition (in force).
+		w.uncertain[key] = true
+		outcome = "done, before its removal or after its re-addition"
+	}
+	w.mu.Unlock()
+	w.member.RUnlock()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		// A reload that adds or removes the backend may come first.
+		if !w.overlaps("changing", key, start, end) || !strings.Contains(out, "has no backend") && !strings.Contains(out, "no VIP") {
+			t.Errorf("switchyard %s %s: %v\n%s", verb, key, err, out)
+			return false
+		}
+		outcome = "refused while a reload added or removed it"
+	}
+	w.count(verb)
+	w.logf(t, "%s %s %s", verb, key, outcome)
+	w.member.Lock()
+	defer w.member.Unlock()
+	return checkMembers(ctx, t, lab, w, verb+" "+key)
+}
+
+// churnProcesses restarts processes at random until ctx ends: the
+// balancer's daemon, stopped (SIGTERM) or killed (SIGKILL) and started
+// again on its pins, and a backend's agent, killed (the next one takes
+// over its pins without a break) or stopped (its clean stop takes the
+// backend out of direct server return until the next one is up).
+func churnProcesses(ctx context.Context, until time.Time, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand) {
+	for pause(ctx, until, rng, 2*time.Second) {
+		r := rng.IntN(10)
+		j := 1 + rng.IntN(soakBackends)
+		var ok bool
+		switch {
+		case r < 6:
+			ok = soakRestartDaemon(ctx, t, lab, w, r < 3)
+		default:
+			// be1 always takes new flows: its agent is only killed.
+			ok = soakRestartAgent(ctx, t, lab, w, j, r < 8 || j == 1)
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+// soakRestartDaemon stops (or kills) lb1's daemon and starts it again,
+// with nothing else changing the configuration or the drains meanwhile;
+// false means stop.
+func soakRestartDaemon(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, kill bool) bool {
+	w.member.Lock()
+	defer w.member.Unlock()
+	w.mu.Lock()
+	w.open("down", "lb1")
+	w.open("absent", "restart:lb1")
+	w.mu.Unlock()
+	how := "stopped (SIGTERM)"
+	if kill {
+		how = "killed (SIGKILL)"
+		lab.Daemon(1).Kill()
+	} else if err := lab.StopDaemon(1); err != nil {
+		t.Errorf("stop lb1's daemon with SIGTERM: %v\n%s", err, lab.Daemon(1).Tail(20))
+		return false
+	}
+	w.logf(t, "lb1's daemon %s", how)
+	if err := lab.StartDaemon(ctx, 1); err != nil {
+		if ctx.Err() == nil {
+			t.Errorf("start lb1's daemon again after it was %s: %v", how, err)
+		}
+		return false
+	}
+	w.mu.Lock()
+	w.close("down", "lb1")
+	w.close("absent", "restart:lb1")
+	w.mu.Unlock()
+	w.count("daemon")
+	w.logf(t, "lb1's daemon started again")
+	return checkMembers(ctx, t, lab, w, "a restart of lb1's daemon "+how)
+}
+
+// soakRestartAgent kills (or stops) backend j's agent and starts it again;
+// false means stop.
+func soakRestartAgent(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, j int, kill bool) bool {
+	be := demo.BackendName(j)
+	how := "killed (SIGKILL)"
+	if kill {
+		lab.Agent(j).Kill()
+	} else {
+		how = "stopped (SIGTERM)"
+		w.mu.Lock()
+		w.open("agentdown", be)
+		w.mu.Unlock()
+		if err := lab.StopAgent(j); err != nil {
+			t.Errorf("stop %s's agent with SIGTERM: %v\n%s", be, err, lab.Agent(j).Tail(20))
+			return false
+		}
+	}
+	w.logf(t, "%s's agent %s", be, how)
+	if err := lab.StartAgent(ctx, j); err != nil {
+		if ctx.Err() == nil {
+			t.Errorf("start %s's agent again after it was %s: %v", be, how, err)
+		}
+		return false
+	}
+	w.mu.Lock()
+	w.close("agentdown", be)
+	w.mu.Unlock()
+	w.count("agent")
+	w.logf(t, "%s's agent started again", be)
+	return true
+}
+
 // soakExtraAddr is the address a network event adds to and removes from
 // the balancer's interface (TEST-NET-1: nothing routes to it).
 var soakExtraAddr = netip.MustParsePrefix("192.0.2.1/32")
@@ -801,8 +983,12 @@ func waitUnhealthy(ctx context.Context, lab *demo.Lab, w *soakWorld, be string) 
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for ; ; wait(wctx, tick) {
+		from := time.Now()
 		st, err := lab.Status(wctx, 1)
+		if err != nil && wctx.Err() == nil && w.overlaps("down", "lb1", from, time.Now()) {
+			continue // the daemon restarts
+		}
 		if err != nil {
 			return err
 		}
@@ -817,10 +1003,8 @@ func waitUnhealthy(ctx context.Context, lab *demo.Lab, w *soakWorld, be string) 
 		if down {
 			return nil
 		}
-		select {
-		case <-wctx.Done():
+		if wctx.Err() != nil {
 			return fmt.Errorf("%s's server is dead and status still calls it healthy: %w", be, wctx.Err())
-		case <-tick.C:
 		}
 	}
 }
@@ -1101,17 +1285,34 @@ func (r *soakReaders) compare(t *testing.T, what string, prev, cur soakReading) 
 	}
 }
 
+// restarted is the owner of the counters the daemon keeps in memory,
+// which a restart starts again from 0.
+const restarted = "restart:lb1"
+
+// wait waits for the next tick; false once ctx has ended.
+func wait(ctx context.Context, tick *time.Ticker) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tick.C:
+		return true
+	}
+}
+
 func (r *soakReaders) status(ctx context.Context, t *testing.T) {
 	var prev soakReading
 	tick := time.NewTicker(50 * time.Millisecond) // pace of the readings
 	defer tick.Stop()
-	for {
+	for ; ; wait(ctx, tick) {
 		from := time.Now()
 		out, err := r.lab.CLI(ctx, 1, "status", "--json")
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
+			if r.w.overlaps("down", "lb1", from, time.Now()) {
+				continue
+			}
 			t.Errorf("switchyard status --json: %v", err)
 			return
 		}
@@ -1123,6 +1324,8 @@ func (r *soakReaders) status(ctx context.Context, t *testing.T) {
 		cur := soakReading{from: from, to: time.Now(), values: map[string]uint64{}, owners: map[string][]string{}}
 		cur.values["config_generation"] = st.ConfigGeneration
 		cur.values["reload_failures"] = st.ReloadFailures
+		cur.owners["config_generation"] = []string{restarted}
+		cur.owners["reload_failures"] = []string{restarted}
 		for k, v := range st.Counters {
 			cur.values["counters."+k] = v
 		}
@@ -1135,7 +1338,7 @@ func (r *soakReaders) status(ctx context.Context, t *testing.T) {
 			for _, b := range v.Backends {
 				for name, x := range map[string]uint64{"checks": b.Checks, "failed_checks": b.FailedChecks} {
 					k := v.Name + "/" + b.Name + "." + name
-					cur.values[k], cur.owners[k] = x, []string{vk, v.Name + "/" + b.Name}
+					cur.values[k], cur.owners[k] = x, []string{vk, v.Name + "/" + b.Name, restarted}
 				}
 				// The datapath counts by address, over all VIPs.
 				for name, x := range map[string]uint64{"packets": b.Packets, "bytes": b.Bytes} {
@@ -1149,21 +1352,20 @@ func (r *soakReaders) status(ctx context.Context, t *testing.T) {
 		r.mu.Lock()
 		r.statuses++
 		r.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
 }
 
 func (r *soakReaders) flows(ctx context.Context, t *testing.T) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for ; ; wait(ctx, tick) {
+		from := time.Now()
 		if _, err := r.lab.CLI(ctx, 1, "flows"); err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if r.w.overlaps("down", "lb1", from, time.Now()) {
+				continue
 			}
 			t.Errorf("switchyard flows: %v", err)
 			return
@@ -1171,11 +1373,6 @@ func (r *soakReaders) flows(ctx context.Context, t *testing.T) {
 		r.mu.Lock()
 		r.flowsN++
 		r.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
 }
 
@@ -1183,7 +1380,7 @@ func (r *soakReaders) metrics(ctx context.Context, t *testing.T) {
 	var prev soakReading
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for ; ; wait(ctx, tick) {
 		from := time.Now()
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		text, err := r.lab.Metrics(mctx, 1)
@@ -1192,6 +1389,9 @@ func (r *soakReaders) metrics(ctx context.Context, t *testing.T) {
 			return
 		}
 		if err != nil {
+			if r.w.overlaps("down", "lb1", from, time.Now()) {
+				continue
+			}
 			t.Errorf("scrape /metrics: %v", err)
 			return
 		}
@@ -1222,6 +1422,12 @@ func (r *soakReaders) metrics(ctx context.Context, t *testing.T) {
 				// backend_*: by address, over all VIPs.
 				cur.owners[series] = []string{"addr:" + l["address"]}
 			}
+			// The datapath's counters live in pinned maps, through
+			// restarts; the others in the daemon's memory.
+			if !strings.HasPrefix(name, "switchyard_vip_") && !strings.HasPrefix(name, "switchyard_datapath_") &&
+				name != "switchyard_backend_packets_total" && name != "switchyard_backend_bytes_total" {
+				cur.owners[series] = append(cur.owners[series], restarted)
+			}
 		}
 		if len(cur.values) == 0 {
 			t.Errorf("/metrics has no counters:\n%s", text)
@@ -1232,11 +1438,6 @@ func (r *soakReaders) metrics(ctx context.Context, t *testing.T) {
 		r.mu.Lock()
 		r.scrape++
 		r.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
 }
 
