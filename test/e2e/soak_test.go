@@ -774,23 +774,33 @@ func churnBackends(ctx context.Context, until time.Time, t *testing.T, lab *demo
 }
 
 // soakDrain drains or undrains one of a VIP's backends (be1 stays) while
-// reloads may add or remove it; false means stop.
+// reloads may add or remove it: sometimes one that a reload under way
+// adds or removes; false means stop.
 func soakDrain(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, rng *rand.Rand) bool {
 	w.member.RLock()
 	w.mu.Lock()
-	v := w.spec.Clone().VIPs[rng.IntN(len(w.spec.VIPs))]
-	var names []string
-	for _, b := range v.Backends {
-		if b.Name != "be1" {
-			names = append(names, b.Name)
+	var keys []string
+	if rng.IntN(3) == 0 {
+		for _, x := range w.windows {
+			if x.kind == "changing" && x.to.IsZero() && strings.Contains(x.key, "/") && !strings.HasSuffix(x.key, "/be1") {
+				keys = append(keys, x.key)
+			}
 		}
 	}
-	if len(names) == 0 {
+	if len(keys) == 0 {
+		v := w.spec.VIPs[rng.IntN(len(w.spec.VIPs))]
+		for _, b := range v.Backends {
+			if b.Name != "be1" {
+				keys = append(keys, v.Name+"/"+b.Name)
+			}
+		}
+	}
+	if len(keys) == 0 {
 		w.mu.Unlock()
 		w.member.RUnlock()
 		return true
 	}
-	key := v.Name + "/" + names[rng.IntN(len(names))]
+	key := keys[rng.IntN(len(keys))]
 	epoch := w.epoch[key]
 	verb := "drain"
 	if w.drained[key] || w.uncertain[key] {
@@ -808,18 +818,21 @@ func soakDrain(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, r
 	end := time.Now()
 	outcome := "done"
 	w.mu.Lock()
-	switch n := w.epoch[key] - epoch; {
+	switch present := soakKeys(w.spec)[key]; {
 	case err != nil, verb == "undrain":
-	case n == 0:
+	case !present:
+		// Removed by a reload under way or since: the daemon took the
+		// drain before the removal (after it, it would have refused
+		// it), which ended it.
+		outcome = "done, then ended by its removal"
+	case w.epoch[key] == epoch:
+		// Any reload that added it had begun before: it came first.
 		w.drained[key] = true
 		w.open("drained", key)
-	case n%2 == 1:
-		// Removed meanwhile: the daemon took the drain before the
-		// removal (after it, it would have refused it), which ended it.
-		outcome = "done, then ended by its removal"
 	default:
-		// Removed and added again meanwhile: taken before the removal
-		// (ended) or after the addition (in force).
+		// Removed and added again meanwhile (or added while a removal
+		// was under way): taken before the removal (ended) or after
+		// the addition (in force).
 		w.uncertain[key] = true
 		outcome = "done, before its removal or after its re-addition"
 	}
