@@ -137,6 +137,7 @@ func runRun(args []string) error {
 	}
 	defer srv.Close()
 
+	servers := []interface{ Close() error }{srv}
 	if cfg.Metrics.Listen != "" {
 		reg := metrics.NewRegistry(metrics.NewCollector(bal.Status, log))
 		ms := metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, reg)
@@ -144,13 +145,14 @@ func runRun(args []string) error {
 			return err
 		}
 		defer ms.Close()
+		servers = append(servers, ms)
 		log.Info("metrics", "url", "http://"+ms.Addr().String()+"/metrics")
 	}
 
 	running = true
 	go reloadOnHUP(ctx, hup, bal)
 	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs))
-	err = bal.Run(ctx)
+	err = bal.Run(stopServersFirst(ctx, log, servers...))
 	if errors.Is(err, balancer.ErrInterfaceGone) {
 		// Nothing stays attached: exit with the error (the balancer
 		// logged it), for a service manager to start the daemon again.
@@ -158,6 +160,24 @@ func runRun(args []string) error {
 	}
 	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
 	return err
+}
+
+// stopServersFirst returns a context for the control loop that ends once
+// ctx has ended and the servers are closed: a stop answers the requests in
+// flight and refuses later ones at the socket (no daemon, as after the
+// stop), where requests that met the stopped loop were answered "shutting
+// down" and logged as errors (API) or failed scrapes (metrics).
+func stopServersFirst(ctx context.Context, log *slog.Logger, servers ...interface{ Close() error }) context.Context {
+	loop, stop := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() {
+		defer stop()
+		for _, s := range servers {
+			if err := s.Close(); err != nil {
+				log.Warn("stop serving", "error", err)
+			}
+		}
+	})
+	return loop
 }
 
 // groOffForGeneric turns generic receive offload (GRO) off on iface, on

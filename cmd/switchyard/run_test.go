@@ -3,16 +3,21 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -354,4 +359,131 @@ func TestRunOnAnAgentsPinDir(t *testing.T) {
 			t.Errorf("the README's Troubleshooting section does not have %q", phrase)
 		}
 	}
+}
+
+// TestRunStopRefusesRequestsAtTheSocket: a SIGTERM stops `switchyard run`
+// without an error, also while clients read its status and scrape its
+// metrics. Before, the control loop stopped while the API and metrics
+// servers still took requests, and each request in that moment was
+// answered "switchyard is shutting down" (500) and logged as an error:
+// every planned restart under a monitoring scrape left errors in the log.
+// Now the servers stop (answering the requests in flight) before the loop.
+func TestRunStopRefusesRequestsAtTheSocket(t *testing.T) {
+	t.Parallel()
+	topo := topology.NewForTest(t, topology.Config{Prefix: "htstop", Balancers: 1, Backends: 1})
+	lb := topo.Balancer(1)
+	pinDir := filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
+	t.Cleanup(func() {
+		if err := datapath.RemoveBalancer(pinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "switchyard.yaml")
+	sock := filepath.Join(dir, "switchyard.sock")
+	const metricsAddr = "127.0.0.1:9301" // in lb's network namespace
+	cfg := "datapath: {interface: " + topology.EthName + ", attach_mode: generic, conn_table_size: 4096, pin_dir: " + pinDir + "}\n" +
+		"api: {socket: " + sock + "}\nmetrics: {listen: \"" + metricsAddr + "\"}\n" +
+		"vips: [{name: web, address: 10.100.0.1, port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}]\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
+	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "switchyard running"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("switchyard run exited before it ran: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("switchyard run did not run within 10 s:\n%s", stderr.String())
+		}
+	}
+
+	// Readers of the socket and of /metrics until the daemon has exited.
+	stopped := make(chan struct{})
+	var readers sync.WaitGroup
+	var mu sync.Mutex
+	var refused []string // answers that say the daemon is shutting down
+	client := api.NewClient(sock)
+	scraper := topo.HTTPClient(lb)
+	for i := range 8 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stopped:
+					return
+				default:
+				}
+				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				var err error
+				if i%2 == 0 {
+					_, err = client.Status(rctx)
+				} else {
+					err = scrape(rctx, scraper, "http://"+metricsAddr+"/metrics")
+				}
+				rcancel()
+				if err != nil && strings.Contains(err.Error(), "shutting down") {
+					mu.Lock()
+					refused = append(refused, err.Error())
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	// Let every reader make requests before the stop.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := client.Status(ctx); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exitErr := <-exited
+	close(stopped)
+	readers.Wait()
+	if exitErr != nil {
+		t.Errorf("switchyard run stopped by SIGTERM exited with %v, want 0:\n%s", exitErr, stderr.String())
+	}
+	for l := range strings.Lines(stderr.String()) {
+		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "cannot read the status") {
+			t.Errorf("switchyard run, stopped by SIGTERM, logged: %s", l)
+		}
+	}
+	if len(refused) > 0 {
+		t.Errorf("%d requests during the stop were answered that the daemon is shutting down, where the socket should refuse them; the first: %s", len(refused), refused[0])
+	}
+}
+
+// scrape gets url and fails unless it is answered 200.
+func scrape(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return err
 }
