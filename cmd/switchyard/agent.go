@@ -75,7 +75,20 @@ func runAgent(args []string) error {
 	if err := a.Start(); err != nil {
 		return err
 	}
+	var ms *metrics.Server
 	defer func() {
+		// The socket and the listener close first, answering the
+		// requests in flight: a status asked for while the agent undoes
+		// its changes was answered "agent is not running" and logged as
+		// an error; it now finds no agent, as after the stop.
+		if err := srv.Close(); err != nil {
+			log.Warn("stop serving", "error", err)
+		}
+		if ms != nil {
+			if err := ms.Close(); err != nil {
+				log.Warn("stop serving", "error", err)
+			}
+		}
 		if err := a.Stop(); err != nil {
 			log.Error("clean shutdown incomplete", "error", err)
 		} else {
@@ -83,11 +96,10 @@ func runAgent(args []string) error {
 		}
 	}()
 	if cfg.Metrics.Listen != "" {
-		ms := metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, metrics.NewRegistry(a.Collector()))
+		ms = metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, metrics.NewRegistry(a.Collector()))
 		if err := ms.Start(); err != nil {
 			return err
 		}
-		defer ms.Close()
 	}
 	log.Info("agent running", "interface", cfg.Interface, "vips", cfg.VIPs, "api", cfg.API.Socket)
 	for {

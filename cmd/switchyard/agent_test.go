@@ -642,3 +642,49 @@ func deleteEthAndAwaitExit(t *testing.T, topo *topology.Topology, node string, c
 		return nil
 	}
 }
+
+// TestAgentStopRefusesRequestsAtTheSocket: a SIGTERM stops the agent
+// without an error, also while a client reads its status. Before, the
+// agent undid its changes while its API still took requests, and each
+// status asked meanwhile was answered "agent is not running" (500) and
+// logged as an error: every planned restart of an agent under a monitor
+// left errors in its log. Now the socket closes (answering the requests
+// in flight) before the agent stops.
+func TestAgentStopRefusesRequestsAtTheSocket(t *testing.T) {
+	t.Parallel()
+	const metricsAddr = "127.0.0.1:9302" // in the backend's own namespace
+	topo, be, _, cfgPath := agentSetup(t, `{listen: "`+metricsAddr+`"}`)
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("the agent exited before it ran: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not run within 10 s:\n%s", stderr.String())
+		}
+	}
+	client := api.NewClient(filepath.Join(filepath.Dir(cfgPath), "agent.sock"))
+	scraper := topo.HTTPClient(be)
+	refused, exitErr := stopWhileReading(t, t.Context(), cmd, exited, "not running",
+		func(ctx context.Context) error { _, err := client.AgentStatus(ctx); return err },
+		func(ctx context.Context) error { return scrape(ctx, scraper, "http://"+metricsAddr+"/metrics") })
+	log := stderr.String()
+	requireCleanStop(t, exitErr, log)
+	for l := range strings.Lines(log) {
+		if strings.Contains(l, "level=ERROR") {
+			t.Errorf("the agent, stopped by SIGTERM, logged: %s", l)
+		}
+	}
+	if len(refused) > 0 {
+		t.Errorf("%d status requests during the stop were answered that the agent is not running, where the socket should refuse them; the first: %s", len(refused), refused[0])
+	}
+}

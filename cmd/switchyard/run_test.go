@@ -414,49 +414,11 @@ func TestRunStopRefusesRequestsAtTheSocket(t *testing.T) {
 		}
 	}
 
-	// Readers of the socket and of /metrics until the daemon has exited.
-	stopped := make(chan struct{})
-	var readers sync.WaitGroup
-	var mu sync.Mutex
-	var refused []string // answers that say the daemon is shutting down
 	client := api.NewClient(sock)
 	scraper := topo.HTTPClient(lb)
-	for i := range 8 {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stopped:
-					return
-				default:
-				}
-				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-				var err error
-				if i%2 == 0 {
-					_, err = client.Status(rctx)
-				} else {
-					err = scrape(rctx, scraper, "http://"+metricsAddr+"/metrics")
-				}
-				rcancel()
-				if err != nil && strings.Contains(err.Error(), "shutting down") {
-					mu.Lock()
-					refused = append(refused, err.Error())
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	// Let every reader make requests before the stop.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := client.Status(ctx); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exitErr := <-exited
-	close(stopped)
-	readers.Wait()
+	refused, exitErr := stopWhileReading(t, ctx, cmd, exited, "shutting down",
+		func(ctx context.Context) error { _, err := client.Status(ctx); return err },
+		func(ctx context.Context) error { return scrape(ctx, scraper, "http://"+metricsAddr+"/metrics") })
 	if exitErr != nil {
 		t.Errorf("switchyard run stopped by SIGTERM exited with %v, want 0:\n%s", exitErr, stderr.String())
 	}
@@ -486,4 +448,58 @@ func scrape(ctx context.Context, c *http.Client, url string) error {
 		err = fmt.Errorf("%s: %s", resp.Status, body)
 	}
 	return err
+}
+
+// stopWhileReading sends cmd (a daemon that answers reads) SIGTERM while
+// readers call each of reads over and over, and returns once it has
+// exited (exited gives its result) the answers whose error contains
+// refusal, and its exit error.
+func stopWhileReading(t *testing.T, ctx context.Context, cmd *exec.Cmd, exited <-chan error, refusal string, reads ...func(context.Context) error) ([]string, error) {
+	t.Helper()
+	stopped := make(chan struct{})
+	var readers sync.WaitGroup
+	var mu sync.Mutex
+	var refused []string
+	var answered sync.WaitGroup // every reader has had an answer before the stop
+	for i := range 8 {
+		read := reads[i%len(reads)]
+		answered.Add(1)
+		readers.Go(func() {
+			first := true
+			for {
+				select {
+				case <-stopped:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				err := read(rctx)
+				cancel()
+				if err != nil && strings.Contains(err.Error(), refusal) {
+					mu.Lock()
+					refused = append(refused, err.Error())
+					mu.Unlock()
+				}
+				if first {
+					first = false
+					answered.Done()
+				}
+			}
+		})
+	}
+	answered.Wait()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	select {
+	case exitErr = <-exited:
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		exitErr = <-exited
+		t.Errorf("the daemon did not exit within 15 s of SIGTERM")
+	}
+	close(stopped)
+	readers.Wait()
+	return refused, exitErr
 }
