@@ -64,7 +64,8 @@ func runAgent(args []string) error {
 	// The socket is taken before the host is touched: an agent already
 	// serving it (this configuration started twice) is refused without a
 	// change. A status asked for meanwhile waits for Start.
-	srv, err := api.NewAgentServer(api.ServerConfig{Socket: cfg.API.Socket, Logger: log}, a)
+	gate := &startGate{AgentService: a, started: make(chan struct{})}
+	srv, err := api.NewAgentServer(api.ServerConfig{Socket: cfg.API.Socket, Logger: log}, gate)
 	if err != nil {
 		return err
 	}
@@ -72,7 +73,9 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer srv.Close()
-	if err := a.Start(); err != nil {
+	err = a.Start()
+	close(gate.started)
+	if err != nil {
 		return err
 	}
 	var ms *metrics.Server
@@ -115,4 +118,21 @@ func runAgent(args []string) error {
 			log.Warn("SIGHUP ignored: the agent has no reload; restart it (SIGTERM, then start it again) to apply a changed configuration", "config", *cfgPath)
 		}
 	}
+}
+
+// startGate holds the agent's status requests until Start has returned:
+// one that came between the socket opening and Start taking the agent's
+// lock was answered "agent is not running" and logged as an error.
+type startGate struct {
+	api.AgentService
+	started chan struct{} // closed once Start has returned
+}
+
+func (g *startGate) AgentStatus(ctx context.Context) (api.AgentStatus, error) {
+	select {
+	case <-g.started:
+	case <-ctx.Done():
+		return api.AgentStatus{}, ctx.Err()
+	}
+	return g.AgentService.AgentStatus(ctx)
 }

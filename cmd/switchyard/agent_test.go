@@ -688,3 +688,64 @@ func TestAgentStopRefusesRequestsAtTheSocket(t *testing.T) {
 		t.Errorf("%d status requests during the stop were answered that the agent is not running, where the socket should refuse them; the first: %s", len(refused), refused[0])
 	}
 }
+
+// TestAgentStatusDuringStartWaits: a status asked for while the agent
+// starts waits for the start and is answered. Before, one that came in
+// the moment between the socket opening and the start was answered
+// "agent is not running" (500) and logged as an error (the soak's agent
+// restarts met it). The moment is short: the agent is started a number
+// of times with readers at its socket from before each start.
+func TestAgentStatusDuringStartWaits(t *testing.T) {
+	t.Parallel()
+	topo, be, _, cfgPath := agentSetup(t, `{listen: ""}`)
+	client := api.NewClient(filepath.Join(filepath.Dir(cfgPath), "agent.sock"))
+	const starts = 10
+	for i := range starts {
+		var stderr syncBuffer
+		cmd := agentCommand(t, topo, be, cfgPath)
+		cmd.Stderr = &stderr
+		stopped := make(chan struct{})
+		var readers sync.WaitGroup
+		var mu sync.Mutex
+		var refused []string
+		for range 8 {
+			readers.Go(func() {
+				for {
+					select {
+					case <-stopped:
+						return
+					default:
+					}
+					ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+					_, err := client.AgentStatus(ctx)
+					cancel()
+					if err != nil && !errors.Is(err, api.ErrNoDaemon) {
+						mu.Lock()
+						refused = append(refused, err.Error())
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("start %d: the agent did not run within 10 s:\n%s", i+1, stderr.String())
+			}
+		}
+		close(stopped)
+		readers.Wait()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+		if len(refused) > 0 {
+			t.Fatalf("start %d: %d status requests were refused while the agent started; the first: %s\n%s", i+1, len(refused), refused[0], stderr.String())
+		}
+	}
+}
