@@ -44,7 +44,8 @@ const soakBackends = 4
 // adds or removes its backend); test servers killed and restarted (health
 // flaps); network events on the balancer's interface (an address added or
 // removed, the neighbour table flushed); the balancer's daemon stopped
-// (SIGTERM) or killed (SIGKILL) and started again on its pins; a backend's
+// (SIGTERM) or killed (SIGKILL) and started again on its pins, on either
+// program variant (a change of variant is an upgrade); a backend's
 // agent killed (its successor takes over its pins) or stopped (its clean
 // stop takes the backend out until the next agent is up). Readers hammer
 // `switchyard status --json`, `switchyard flows` and /metrics meanwhile.
@@ -868,10 +869,11 @@ func churnProcesses(ctx context.Context, until time.Time, t *testing.T, lab *dem
 	for pause(ctx, until, rng, 2*time.Second) {
 		r := rng.IntN(10)
 		j := 1 + rng.IntN(soakBackends)
+		variant := rng.IntN(2)
 		var ok bool
 		switch {
 		case r < 6:
-			ok = soakRestartDaemon(ctx, t, lab, w, r < 3)
+			ok = soakRestartDaemon(ctx, t, lab, w, r < 3, variant)
 		default:
 			// be1 always takes new flows: its agent is only killed.
 			ok = soakRestartAgent(ctx, t, lab, w, j, r < 8 || j == 1)
@@ -883,9 +885,11 @@ func churnProcesses(ctx context.Context, until time.Time, t *testing.T, lab *dem
 }
 
 // soakRestartDaemon stops (or kills) lb1's daemon and starts it again,
-// with nothing else changing the configuration or the drains meanwhile;
+// with nothing else changing the configuration or the drains meanwhile,
+// on the program variant given (one other than the running one's makes
+// the restart an upgrade: the program is swapped in the pinned link);
 // false means stop.
-func soakRestartDaemon(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, kill bool) bool {
+func soakRestartDaemon(ctx context.Context, t *testing.T, lab *demo.Lab, w *soakWorld, kill bool, variant int) bool {
 	w.member.Lock()
 	defer w.member.Unlock()
 	w.mu.Lock()
@@ -901,7 +905,7 @@ func soakRestartDaemon(ctx context.Context, t *testing.T, lab *demo.Lab, w *soak
 		return false
 	}
 	w.logf(t, "lb1's daemon %s", how)
-	if err := lab.StartDaemon(ctx, 1); err != nil {
+	if err := lab.StartDaemon(ctx, 1, "--program-variant", strconv.Itoa(variant)); err != nil {
 		if ctx.Err() == nil {
 			t.Errorf("start lb1's daemon again after it was %s: %v", how, err)
 		}
@@ -912,7 +916,7 @@ func soakRestartDaemon(ctx context.Context, t *testing.T, lab *demo.Lab, w *soak
 	w.close("absent", "restart:lb1")
 	w.mu.Unlock()
 	w.count("daemon")
-	w.logf(t, "lb1's daemon started again")
+	w.logf(t, "lb1's daemon started again (program variant %d)", variant)
 	return checkMembers(ctx, t, lab, w, "a restart of lb1's daemon "+how)
 }
 
