@@ -30,7 +30,7 @@ type Options struct {
 	// ConnTableSize is the connection-table capacity (0: DefaultConnTableSize).
 	// Pinned tables keep their size: changing it needs `switchyard remove`.
 	ConnTableSize uint32
-	// Logger receives warnings (nil: discarded).
+	// Logger receives warnings and notices (nil: discarded).
 	Logger *slog.Logger
 
 	// ProgramVariant, when non-zero, prepends a no-op instruction carrying
@@ -101,6 +101,10 @@ type Balancer struct {
 	backendCopies     map[uint32]balancerBackend
 	epochCopies       map[uint32]uint32
 	backendCopyFailed bool
+	// unpurged: ids whose new address a failed flush wrote before it
+	// emptied their previous address's connection entries (see
+	// writeBackendCopies), by that address.
+	unpurged map[uint32]netip.Addr
 
 	statsMu sync.Mutex
 	// evicted: conn_evicted as last reported (see Stats), kept in the
@@ -1764,8 +1768,10 @@ func readTable(m *ebpf.Map, size uint32) ([]uint32, error) {
 	return out[:n], nil
 }
 
-// SetBackend writes backend id's address. Connection entries that point at
-// id follow the new address.
+// SetBackend writes backend id's address. If the id had another address,
+// the connection entries pinned to it are emptied before the new one is in
+// force (see flushBackendCopies): those flows are placed by Maglev again,
+// never sent to the new address.
 func (b *Balancer) SetBackend(id uint32, addr netip.Addr) error {
 	if id >= MaxBackends {
 		return fmt.Errorf("backend id %d over the datapath's limit of %d", id, MaxBackends)
@@ -1783,8 +1789,7 @@ func (b *Balancer) SetBackend(id uint32, addr netip.Addr) error {
 	}
 	if old != be {
 		// A new address for the id (or the id back in use): its
-		// counters start again. Flows still pinned to it follow the
-		// new address and count there.
+		// counters start again.
 		raw, err := b.rawBackendCounters(id)
 		if err != nil {
 			return err
@@ -1842,8 +1847,9 @@ func (b *Balancer) putBackendCopy(id uint32, be balancerBackend) error {
 // address changes is cleared (one write), every packet that may have read
 // one valid is waited for, the addresses are written (one write), the
 // packets that ran meanwhile (which saw them invalid, but may have read
-// address bytes early) are waited for, and the flags go in last (one
-// write). However many backends change, that is at most two waits for
+// address bytes early) are waited for, the connection entries pinned to
+// those ids under their previous addresses are emptied
+// (purgeBackendConns), and the flags go in last (one write). However many backends change, that is at most two waits for
 // packets and three copies of the array. A change of the flags alone
 // changes one byte (they all fit in the first: bpf/consts.h), which no
 // copy tears, and goes in with the first write. A deleted entry keeps the
@@ -1892,13 +1898,13 @@ func (b *Balancer) writeBackendCopies() error {
 	for id, be := range b.backendCopies {
 		e := &t[id]
 		switch {
-		case *e == be:
+		case *e == be && b.unpurged[id] == netip.Addr{}:
 		case be.Flags&valid == 0:
 			if e.Flags&valid != 0 {
 				e.Flags &^= valid
 				changed = true
 			}
-		case e.Addr == be.Addr:
+		case e.Addr == be.Addr && b.unpurged[id] == netip.Addr{}:
 			e.Flags, changed = be.Flags, true
 		case e.Flags&valid != 0:
 			// Only the validity: a packet that read it valid reads
@@ -1933,9 +1939,17 @@ func (b *Balancer) writeBackendCopies() error {
 	// packet that read the address before the flags, across both writes,
 	// could mix them. (A wait costs a grace period, about 9 ms.)
 	fresh := true
+	if b.unpurged == nil {
+		b.unpurged = map[uint32]netip.Addr{}
+	}
 	for _, id := range moved {
 		e := &t[id]
-		fresh = fresh && *e == balancerBackend{}
+		if *e != (balancerBackend{}) {
+			fresh = false
+			if b.unpurged[id] == (netip.Addr{}) {
+				b.unpurged[id] = fromAddr(e.Addr)
+			}
+		}
 		e.Addr = b.backendCopies[id].Addr
 	}
 	if err := put(); err != nil {
@@ -1945,6 +1959,18 @@ func (b *Balancer) writeBackendCopies() error {
 		if err := b.waitForPackets(); err != nil {
 			return err
 		}
+		// The connection entries pinned to an id that had another
+		// address are another machine's flows: they must not follow
+		// the new one (the control loop gives a new address the slot
+		// of a removed one when every slot is taken). No packet
+		// records a flow under an invalid id (forward in
+		// bpf/balancer.bpf.c), and every one that may have read these
+		// valid, however long ago, is done: none records one under
+		// them before the flags below.
+		if err := b.purgeBackendConns(b.unpurged); err != nil {
+			return err
+		}
+		clear(b.unpurged)
 	}
 	for _, id := range moved {
 		t[id].Flags = b.backendCopies[id].Flags
@@ -2257,6 +2283,43 @@ func (b *Balancer) purgeConns(num, live uint32) error {
 	})
 	if err != nil {
 		return fmt.Errorf("purge connection table: %w", err)
+	}
+	return nil
+}
+
+// purgeBackendConns empties every connection entry pinned to one of the
+// backend ids in previous (by their previous address), none of which is
+// valid in backend_table nor read valid by a packet still running, so
+// that no packet records one meanwhile, and logs how many it emptied of
+// each. An entry's tag is cleared only if it is still the one read with
+// the entry's backend id (compare-and-swap), as purgeConns does: a flow that a CPU records
+// meanwhile in the same entry, under another id, keeps it, or at worst
+// (its tag the same) loses it and is placed by Maglev again; it is never
+// sent to the moved id's new address.
+func (b *Balancer) purgeBackendConns(previous map[uint32]netip.Addr) error {
+	cleared := map[uint32]int{}
+	err := b.withConnSets(true, func(sets []balancerConnSet) {
+		for i := range sets {
+			s := &sets[i]
+			for w := range s.Tag {
+				tag := atomic.LoadUint32(&s.Tag[w])
+				if tag == connTagEmpty || tag == connTagBusy {
+					continue
+				}
+				// The value word's low half: the backend id.
+				id := uint32(atomic.LoadUint64((*uint64)(unsafe.Pointer(&s.Slot[w].BackendId))))
+				if _, ok := previous[id]; ok && atomic.CompareAndSwapUint32(&s.Tag[w], tag, connTagEmpty) {
+					cleared[id]++
+				}
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("clear the connection entries of backend ids given a new address: %w", err)
+	}
+	for id, n := range cleared {
+		b.log.Info("backend id given a new address: the connection entries of its previous one cleared, their flows placed by Maglev again",
+			"backend_id", id, "previous", previous[id], "address", fromAddr(b.backendCopies[id].Addr), "entries", n)
 	}
 	return nil
 }
