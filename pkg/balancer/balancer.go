@@ -110,6 +110,22 @@ type Balancer struct {
 	rates        map[uint32]rateSample // by VIP number; cleared when a number is freed or given
 	drainFile    string
 	legacyDrain  string // read when drainFile is missing
+	// recycled: the slots an apply took from removed addresses, which
+	// Reload's rollback hands to its apply as undo, to give them back.
+	recycled []recycledSlot
+	undo     *applyUndo
+}
+
+// recycledSlot is a backend slot an apply took from an address no longer
+// configured (old) and gave to a new one.
+type recycledSlot struct {
+	id       uint32
+	old, new netip.Addr
+}
+
+// applyUndo is what a failed apply changed, for the rollback to give back.
+type applyUndo struct {
+	recycled []recycledSlot
 }
 
 type rateSample struct {
@@ -335,6 +351,7 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	old := b.cfg
 	changes := describeChanges(old, cfg)
 	b.cfg = cfg
+	b.recycled = nil
 	if err := b.syncSettings(); err != nil {
 		// A missing next hop is not fatal: traffic starts when the
 		// neighbour appears (the watch tells us). Nor is a refusal of
@@ -646,22 +663,46 @@ func (b *Balancer) syncVIPs() error {
 	}
 	// Backend slots: one per address. Addresses that left the config keep
 	// their slot (and so their established flows) until the id is needed.
+	if b.undo != nil {
+		// The tables this rollback publishes name these.
+		if err := b.giveBackSlots(b.undo.recycled, true); err != nil {
+			return err
+		}
+	}
 	usedIDs := map[uint32]bool{}
 	for _, id := range b.backendIDs {
 		usedIDs[id] = true
 	}
+	var rc *recycler
 	for i := range b.cfg.VIPs {
 		for _, be := range b.cfg.VIPs[i].Backends {
 			a := be.Addr()
 			if _, ok := b.backendIDs[a]; ok {
 				continue
 			}
-			id, err := b.allocBackendID(usedIDs)
-			if err != nil {
-				return err
+			id, ok := freeBackendID(usedIDs)
+			var old netip.Addr
+			if !ok {
+				if rc == nil {
+					var err error
+					if rc, err = b.newRecycler(); err != nil {
+						return err
+					}
+				}
+				if old, ok = rc.next(); !ok {
+					return fmt.Errorf("more than %d backend addresses: the datapath limit", datapath.MaxBackends)
+				}
+				id = b.backendIDs[old]
 			}
 			if err := b.dp.SetBackend(id, a); err != nil {
 				return err
+			}
+			// Only once written: a rollback finds the slot as the
+			// running configuration left it, or in recycled.
+			if old.IsValid() {
+				delete(b.backendIDs, old)
+				b.recycled = append(b.recycled, recycledSlot{id: id, old: old, new: a})
+				b.log.Info("backend slot of a removed address given to a new one", "id", id, "previous", old, "address", a)
 			}
 			b.backendIDs[a] = id
 			usedIDs[id] = true
@@ -692,26 +733,110 @@ func (b *Balancer) deleteGoneVIPs() error {
 	return nil
 }
 
-func (b *Balancer) allocBackendID(used map[uint32]bool) (uint32, error) {
-	for id := uint32(0); id < datapath.MaxBackends; id++ {
-		if !used[id] {
-			return id, nil
-		}
-	}
-	// Full: recycle the slot of an address no longer configured.
+// giveBackSlots gives the slots a failed apply recycled (rs) back to the
+// addresses it took them from, latest first: those the running
+// configuration has (configured), or those it does not. A rollback gives
+// the configured ones back in its own apply, whose tables name them (the
+// failed file's tables, which name the slots for the new addresses, stay
+// in force until that apply's end); the others once it is done, when no
+// table in force names them, so that the failed file's tables send no
+// new flow to them meanwhile.
+func (b *Balancer) giveBackSlots(rs []recycledSlot, configured bool) error {
 	inCfg := map[netip.Addr]bool{}
 	for i := range b.cfg.VIPs {
 		for _, be := range b.cfg.VIPs[i].Backends {
 			inCfg[be.Addr()] = true
 		}
 	}
-	for a, id := range b.backendIDs {
-		if !inCfg[a] {
-			delete(b.backendIDs, a)
-			return id, nil
+	for _, r := range slices.Backward(rs) {
+		if inCfg[r.old] != configured || b.backendIDs[r.new] != r.id {
+			continue
+		}
+		if _, ok := b.backendIDs[r.old]; ok {
+			continue
+		}
+		if err := b.dp.SetBackend(r.id, r.old); err != nil {
+			return err
+		}
+		delete(b.backendIDs, r.new)
+		b.backendIDs[r.old] = r.id
+		b.log.Info("backend slot given back to the address a failed reload took it from", "id", r.id, "address", r.old, "from", r.new)
+	}
+	return nil
+}
+
+// freeBackendID is the lowest backend id not in used.
+func freeBackendID(used map[uint32]bool) (uint32, bool) {
+	for id := uint32(0); id < datapath.MaxBackends; id++ {
+		if !used[id] {
+			return id, true
 		}
 	}
-	return 0, fmt.Errorf("more than %d backend addresses: the datapath limit", datapath.MaxBackends)
+	return 0, false
+}
+
+// recycler hands out, when every backend slot is taken, the addresses no
+// longer configured whose slots may go to new ones, best first: those no
+// VIP's active table names (a table that still does sends the new flows
+// of its slots to the slot's new address until the reload's tables are
+// published) and with the fewest flows left (a slot's entries are emptied
+// when it gets a new address: those flows are placed by Maglev again),
+// lowest id first for a deterministic choice.
+type recycler struct{ order []netip.Addr }
+
+func (b *Balancer) newRecycler() (*recycler, error) {
+	inCfg := map[netip.Addr]bool{}
+	for i := range b.cfg.VIPs {
+		for _, be := range b.cfg.VIPs[i].Backends {
+			inCfg[be.Addr()] = true
+		}
+	}
+	inTable := map[uint32]bool{}
+	for _, counts := range b.published {
+		for id := range counts {
+			inTable[id] = true
+		}
+	}
+	counts, err := b.dp.CountFlows()
+	if err != nil {
+		return nil, fmt.Errorf("every backend slot is taken; count the flows of those of removed addresses: %w", err)
+	}
+	flows := map[uint32]uint64{}
+	for k, c := range counts.ByBackend {
+		flows[k.BackendID] += uint64(c.Flows)
+	}
+	rc := &recycler{}
+	for a := range b.backendIDs {
+		if !inCfg[a] {
+			rc.order = append(rc.order, a)
+		}
+	}
+	key := func(a netip.Addr) (bool, uint64, uint32) {
+		id := b.backendIDs[a]
+		return inTable[id], flows[id], id
+	}
+	slices.SortFunc(rc.order, func(x, y netip.Addr) int {
+		xt, xf, xi := key(x)
+		yt, yf, yi := key(y)
+		if xt != yt {
+			if xt {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(cmp.Compare(xf, yf), cmp.Compare(xi, yi))
+	})
+	return rc, nil
+}
+
+// next is the next address whose slot may go, if any is left.
+func (rc *recycler) next() (netip.Addr, bool) {
+	if len(rc.order) == 0 {
+		return netip.Addr{}, false
+	}
+	a := rc.order[0]
+	rc.order = rc.order[1:]
+	return a, true
 }
 
 // healthKey names a VIP's backend as operators do: VIP/NAME.
@@ -944,7 +1069,14 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			maps.Copy(b.drain, dropped)
 			b.reloadFails++
 			err = fmt.Errorf("apply the configuration: %w", err)
-			if _, rbErr := b.apply(old); rbErr != nil {
+			undo := &applyUndo{recycled: b.recycled}
+			b.undo = undo
+			_, rbErr := b.apply(old)
+			b.undo = nil
+			if rbErr == nil {
+				rbErr = b.dp.Batch(func() error { return b.giveBackSlots(undo.recycled, false) })
+			}
+			if rbErr != nil {
 				err = fmt.Errorf("%w; restoring the running configuration failed too, so the datapath may hold parts of both (reload again): %w", err, rbErr)
 			} else {
 				err = fmt.Errorf("%w; the running configuration stays in force", err)
@@ -1331,8 +1463,9 @@ func (b *Balancer) removedBackends(num uint32, listed map[uint32]bool, flows dat
 			}
 		}
 		if !addr.IsValid() {
-			// Given up by allocBackendID, whose new address was not
-			// written: the datapath has the address.
+			// A slot the control loop no longer knows (a rollback
+			// that failed to give it back): the datapath has the
+			// address.
 			bes, err := b.dp.Backends()
 			if err != nil {
 				return nil, err

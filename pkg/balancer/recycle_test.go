@@ -1,0 +1,111 @@
+package balancer
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+// slotsConfig is a file of VIP web, whose backends are first and the
+// addresses 10.3.0.1 on (rest of them), and, if spare > 0, VIP big of
+// spare addresses of its own (10.4.0.1 on).
+func slotsConfig(first string, rest, spare int) string {
+	var sb strings.Builder
+	sb.WriteString("datapath:\n  interface: lo\n  conn_table_size: 4096\napi:\n  socket: /tmp/unused.sock\nmetrics:\n  listen: \"\"\nvips:\n")
+	sb.WriteString("  - name: web\n    address: 10.100.0.1\n    port: 80\n    table_size: 4093\n    health: {type: none}\n    backends:\n")
+	fmt.Fprintf(&sb, "      - {name: first, address: %s}\n", first)
+	for i := range rest {
+		fmt.Fprintf(&sb, "      - {name: w%d, address: 10.3.%d.%d}\n", i, i/250, 1+i%250)
+	}
+	if spare > 0 {
+		sb.WriteString("  - name: big\n    address: 10.100.0.2\n    port: 80\n    table_size: 4093\n    health: {type: none}\n    backends:\n")
+		for i := range spare {
+			fmt.Fprintf(&sb, "      - {name: b%d, address: 10.4.%d.%d}\n", i, i/250, 1+i%250)
+		}
+	}
+	return sb.String()
+}
+
+// TestFailedReloadGivesRecycledSlotsBack: with every backend slot taken, a
+// reload that brings a new address takes the slot of one no longer
+// configured, and fails later (a table publish). The rollback must give
+// the slot back to its address, in the datapath and in the control loop:
+// before, the address was forgotten as soon as its slot was picked, and
+// its slot kept the new address, to which its remaining flows would go.
+// And the slot taken is not that of the address the reload removes: its
+// table is still the running one until the reload's is published, and
+// sends that table's new flows to the slot's address.
+func TestFailedReloadGivesRecycledSlotsBack(t *testing.T) {
+	const half = datapath.MaxBackends / 2
+	fp := &failingPublishes{}
+	r := newWrappedRig(t, slotsConfig("10.2.0.1", half-1, half), datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		fp.Balancer = dp
+		return fp
+	})
+	// big goes: its addresses keep their slots (for their flows), and
+	// every slot stays taken.
+	r.write(slotsConfig("10.2.0.1", half-1, 0))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	backendIDs := func() map[netip.Addr]uint32 {
+		var m map[netip.Addr]uint32
+		if err := r.b.do(r.ctx, func() { m = maps.Clone(r.b.backendIDs) }); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	dpBefore, idsBefore := r.backends(), backendIDs()
+	if len(dpBefore) != datapath.MaxBackends {
+		t.Fatalf("%d backend slots taken, want all %d", len(dpBefore), datapath.MaxBackends)
+	}
+
+	// web's first backend is replaced; web's table fails to publish.
+	newAddr, removed := netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.2.0.1")
+	r.write(slotsConfig(newAddr.String(), half-1, 0))
+	fp.armed.Store(1)
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "the running configuration stays in force") {
+		t.Fatalf("reload with a failing publish: %v, want it rolled back", err)
+	}
+	dpAfter, idsAfter := r.backends(), backendIDs()
+	for id, be := range dpBefore {
+		if dpAfter[id] != be {
+			t.Errorf("after the rollback backend slot %d holds %s, want %s as before", id, dpAfter[id].Addr, be.Addr)
+		}
+	}
+	if !maps.Equal(idsBefore, idsAfter) {
+		for a, id := range idsBefore {
+			if got, ok := idsAfter[a]; !ok || got != id {
+				t.Errorf("after the rollback the control loop has %s at slot %d (known: %v), want %d", a, got, ok, id)
+			}
+		}
+		if id, ok := idsAfter[newAddr]; ok {
+			t.Errorf("after the rollback the control loop has the failed file's %s at slot %d", newAddr, id)
+		}
+	}
+
+	// Applied, the file gives the new address a slot, not the removed
+	// address's.
+	fp.armed.Store(0)
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	bes := r.backends()
+	if be := bes[idsBefore[removed]]; be.Addr != removed {
+		t.Errorf("the removed backend's slot %d was given to %s: its table was still in force", idsBefore[removed], be.Addr)
+	}
+	found := false
+	for _, be := range bes {
+		found = found || be.Addr == newAddr
+	}
+	if !found {
+		t.Errorf("the new backend %s has no slot", newAddr)
+	}
+	if len(bes) != datapath.MaxBackends {
+		t.Errorf("%d backend slots taken, want all %d", len(bes), datapath.MaxBackends)
+	}
+}
