@@ -38,6 +38,8 @@ type Datapath interface {
 	SetSettings(datapath.Settings) error
 	SetVIP(k datapath.VIPKey, num uint32, flags datapath.VIPFlags) error
 	DeleteVIP(k datapath.VIPKey) error
+	VIPEpoch(num uint32) (uint32, error)
+	RestoreVIP(k datapath.VIPKey, num uint32, flags datapath.VIPFlags, epoch uint32) error
 	VIPs() (map[datapath.VIPKey]datapath.VIPMeta, error)
 	PublishTable(k datapath.VIPKey, table []uint32) (uint32, error)
 	Batch(fn func() error) error
@@ -110,10 +112,14 @@ type Balancer struct {
 	rates        map[uint32]rateSample // by VIP number; cleared when a number is freed or given
 	drainFile    string
 	legacyDrain  string // read when drainFile is missing
-	// recycled: the slots an apply took from removed addresses, which
-	// Reload's rollback hands to its apply as undo, to give them back.
-	recycled []recycledSlot
-	undo     *applyUndo
+	// What an apply changed that its rollback gives back: the slots it
+	// took from removed addresses and the VIPs it deleted, with their
+	// epochs. Reload's rollback hands them to its apply as undo:
+	// recycled slots go back to their addresses, deleted VIPs come back
+	// with their numbers and epochs, so their flows keep their entries.
+	recycled    []recycledSlot
+	deletedVIPs map[datapath.VIPKey]deletedVIP
+	undo        *applyUndo
 }
 
 // recycledSlot is a backend slot an apply took from an address no longer
@@ -123,9 +129,13 @@ type recycledSlot struct {
 	old, new netip.Addr
 }
 
+// deletedVIP is the number and epoch a VIP had when an apply deleted it.
+type deletedVIP struct{ num, epoch uint32 }
+
 // applyUndo is what a failed apply changed, for the rollback to give back.
 type applyUndo struct {
 	recycled []recycledSlot
+	deleted  map[datapath.VIPKey]deletedVIP
 }
 
 type rateSample struct {
@@ -351,7 +361,7 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	old := b.cfg
 	changes := describeChanges(old, cfg)
 	b.cfg = cfg
-	b.recycled = nil
+	b.recycled, b.deletedVIPs = nil, map[datapath.VIPKey]deletedVIP{}
 	if err := b.syncSettings(); err != nil {
 		// A missing next hop is not fatal: traffic starts when the
 		// neighbour appears (the watch tells us). Nor is a refusal of
@@ -646,7 +656,28 @@ func (b *Balancer) syncVIPs() error {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return want[keys[i]].Name < want[keys[j]].Name })
+	// A rollback's VIPs that the failed apply deleted come back first,
+	// with their numbers and epochs, before a new VIP takes a number.
+	restored := map[datapath.VIPKey]bool{}
+	if b.undo != nil {
+		for _, k := range keys {
+			d, ok := b.undo.deleted[k]
+			if _, has := b.vipNums[k]; !ok || has || used[d.num] {
+				continue
+			}
+			if err := b.dp.RestoreVIP(k, d.num, vipFlags(want[k]), d.epoch); err != nil {
+				return err
+			}
+			used[d.num], restored[k] = true, true
+			b.vipNums[k] = d.num
+			delete(b.rates, d.num)
+			b.log.Info("VIP restored", "vip", want[k].Name, "key", k, "num", d.num)
+		}
+	}
 	for _, k := range keys {
+		if restored[k] {
+			continue
+		}
 		num, ok := b.vipNums[k]
 		if !ok {
 			for used[num] {
@@ -721,9 +752,15 @@ func (b *Balancer) deleteGoneVIPs() error {
 		if want[k] {
 			continue
 		}
+		num := b.vipNums[k]
+		epoch, err := b.dp.VIPEpoch(num)
+		if err != nil {
+			return err
+		}
 		if err := b.dp.DeleteVIP(k); err != nil {
 			return err
 		}
+		b.deletedVIPs[k] = deletedVIP{num: num, epoch: epoch}
 		delete(b.rates, b.vipNums[k])
 		delete(b.vipNums, k)
 		delete(b.published, k)
@@ -1069,7 +1106,7 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			maps.Copy(b.drain, dropped)
 			b.reloadFails++
 			err = fmt.Errorf("apply the configuration: %w", err)
-			undo := &applyUndo{recycled: b.recycled}
+			undo := &applyUndo{recycled: b.recycled, deleted: b.deletedVIPs}
 			b.undo = undo
 			_, rbErr := b.apply(old)
 			b.undo = nil

@@ -520,10 +520,11 @@ func (f *failingPublishes) PublishTable(k datapath.VIPKey, table []uint32) (uint
 // check compares the datapath's state now with what m says, and with the
 // state before the step (prev, of model pm). After a rolled-back reload
 // (rolledBack) tables and epochs may have moved on and back: only numbers
-// and ids are compared with the step before, and the VIPs in recreated may
-// have new numbers too: at the VIP limit the failed file's apply deleted
-// the VIPs it removes, for their numbers, and the rollback made them anew.
-func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, recreated map[datapath.VIPKey]bool) {
+// and ids are compared with the step before, and the epochs of the VIPs in
+// removed, which the failed file removed: at the VIP limit its apply
+// deleted them, for their numbers, and the rollback must bring them back
+// with their numbers and epochs, or their flows' entries no longer serve.
+func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, removed map[datapath.VIPKey]bool) {
 	t.Helper()
 	addrOf := map[uint32]string{}
 	idOf := map[string]uint32{}
@@ -602,11 +603,14 @@ func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, recre
 		if !existed {
 			continue
 		}
-		if pmeta.Num != meta.Num && !recreated[k] {
+		if pmeta.Num != meta.Num {
 			t.Errorf("VIP %s: number %d became %d", v.name, pmeta.Num, meta.Num)
 			continue
 		}
-		if rolledBack || recreated[k] {
+		if piv, ok := prev.indexed[k]; ok && found && removed[k] && piv.Epoch != iv.Epoch {
+			t.Errorf("VIP %s: epoch %d became %d over a rolled-back reload that removed it: its flows' entries no longer serve", v.name, piv.Epoch, iv.Epoch)
+		}
+		if rolledBack {
 			continue
 		}
 		if piv, ok := prev.indexed[k]; ok && found {
@@ -682,7 +686,7 @@ func runModel(t *testing.T, seed uint64, steps int, fill bool) {
 		}
 		next := m.clone()
 		var what string
-		rolledBack, recreated := false, map[datapath.VIPKey]bool{}
+		rolledBack, removed := false, map[datapath.VIPKey]bool{}
 		switch roll := w.pick(10); {
 		case roll < 2 && len(m.vips) > 0: // drain or undrain
 			v := &m.vips[w.pick(len(m.vips))]
@@ -764,10 +768,8 @@ func runModel(t *testing.T, seed uint64, steps int, fill bool) {
 					t.Fatalf("step %d: %s: reload %v, want it rolled back", step, what, err)
 				}
 				what += ": rolled back"
-				if w.fill {
-					for _, v := range m.vips {
-						recreated[v.key()] = !next.hasKey(v.key())
-					}
+				for _, v := range m.vips {
+					removed[v.key()] = !next.hasKey(v.key())
 				}
 				next, rolledBack = m.clone(), true
 			case err != nil:
@@ -783,7 +785,7 @@ func runModel(t *testing.T, seed uint64, steps int, fill bool) {
 				t.Errorf("step %d: %s: the datapath changed", step, what)
 			}
 		}
-		check(t, &next, &m, now, state, rolledBack, recreated)
+		check(t, &next, &m, now, state, rolledBack, removed)
 		if t.Failed() {
 			t.Logf("step %d: %s; the configuration now:\n%s\noverrides %v", step, what, next.yaml(), next.overrides)
 		}

@@ -109,3 +109,46 @@ func TestFailedReloadGivesRecycledSlotsBack(t *testing.T) {
 		t.Errorf("%d backend slots taken, want all %d", len(bes), datapath.MaxBackends)
 	}
 }
+
+// TestRollbackAtTheVIPLimitKeepsNumbersAndEpochs: at the datapath's limit
+// of VIPs, a reload that replaces a VIP deletes it first, for its number;
+// when the reload then fails, the rollback must bring the VIP back with
+// the number and the epoch it had: its flows' connection entries carry
+// both, and with new ones they no longer serve (Maglev places every
+// established flow again, on a table that may have changed since they
+// began). Before, it came back as a new VIP. The epoch the published VIP
+// index carries is the one the datapath checks entries against.
+func TestRollbackAtTheVIPLimitKeepsNumbersAndEpochs(t *testing.T) {
+	full := manyVIPsConfig(datapath.MaxVIPs-2, 1, 251)
+	zzKey := datapath.VIPKey{Addr: netip.MustParseAddr("10.100.0.9"), Port: 80, Proto: datapath.ProtoTCP}
+	r := newWrappedRig(t, full, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return &failingPublish{dp, &zzKey}
+	})
+	dnsKey := vipKeyOf(t, r.b.cfg.VIPByName("dns"))
+	before, ok, err := r.dp.LookupVIP(dnsKey)
+	if err != nil || !ok {
+		t.Fatalf("dns is not in the VIP index: %v %v", ok, err)
+	}
+
+	// dns goes, zz comes and takes its number; zz's table fails.
+	dnsAt, xAt := strings.Index(full, "  - name: dns"), strings.Index(full, "  - name: x0")
+	r.write(full[:dnsAt] + full[xAt:] +
+		"  - name: zz\n    address: 10.100.0.9\n    port: 80\n    table_size: 251\n    health: {type: none}\n    backends:\n      - {name: be1, address: 10.2.1.2}\n")
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "the running configuration stays in force") {
+		t.Fatalf("reload with a failing publish: %v, want it rolled back", err)
+	}
+	after, ok, err := r.dp.LookupVIP(dnsKey)
+	if err != nil || !ok {
+		t.Fatalf("after the rollback dns is not in the VIP index: %v %v", ok, err)
+	}
+	if after.Num != before.Num || after.Epoch != before.Epoch {
+		t.Errorf("after the rollback dns has number %d and epoch %d, want %d and %d as before: its flows' entries no longer serve",
+			after.Num, after.Epoch, before.Num, before.Epoch)
+	}
+	if _, ok, err := r.dp.LookupVIP(zzKey); err != nil || ok {
+		t.Errorf("after the rollback the VIP index finds zz (%v, %v)", ok, err)
+	}
+	if vips := r.vips(); len(vips) != datapath.MaxVIPs || vips[dnsKey].Num != before.Num {
+		t.Errorf("after the rollback %d VIPs, dns number %d; want %d, %d", len(vips), vips[dnsKey].Num, datapath.MaxVIPs, before.Num)
+	}
+}

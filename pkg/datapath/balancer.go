@@ -987,6 +987,60 @@ func (b *Balancer) DeleteVIP(k VIPKey) error {
 	return b.clearTables(meta.VipNum)
 }
 
+// VIPEpoch returns VIP number num's epoch (odd while a VIP has the
+// number), the one its connection entries are recorded under.
+func (b *Balancer) VIPEpoch(num uint32) (uint32, error) {
+	if num >= MaxVIPs {
+		return 0, fmt.Errorf("VIP number %d over the datapath's limit of %d VIPs", num, MaxVIPs)
+	}
+	var e uint32
+	if err := b.objs.VipEpochs.Lookup(num, &e); err != nil {
+		return 0, fmt.Errorf("read VIP epoch %d: %w", num, err)
+	}
+	return e, nil
+}
+
+// RestoreVIP creates VIP k again after DeleteVIP with the number and the
+// live epoch (VIPEpoch) it had, so that the connection entries it recorded
+// then serve its flows again: a configuration change that deleted it was
+// rolled back. The number's entries of any other epoch (recorded for a VIP
+// that had the number meanwhile) are emptied, those that packets record
+// under the published index's epoch until the next one included. Like a
+// new VIP, it has no table until PublishTable, and its counters start
+// again.
+func (b *Balancer) RestoreVIP(k VIPKey, num uint32, flags VIPFlags, epoch uint32) error {
+	if epoch%2 == 0 {
+		return fmt.Errorf("VIP %s: epoch %d is a deleted VIP's, not a live one", k, epoch)
+	}
+	key := toVIPKey(k)
+	var meta balancerVipMeta
+	switch err := b.objs.Vips.Lookup(&key, &meta); {
+	case err == nil:
+		return fmt.Errorf("VIP %s: not deleted (it has number %d)", k, meta.VipNum)
+	case !errors.Is(err, ebpf.ErrKeyNotExist):
+		return fmt.Errorf("look up VIP %s: %w", k, err)
+	}
+	// SetVIP starts a new epoch, which then gives way to the old one:
+	// the index that publishes either is built at the batch's end (or
+	// at once outside one), reading the record written here.
+	if err := b.SetVIP(k, num, flags); err != nil {
+		return err
+	}
+	if err := b.objs.VipEpochs.Put(num, epoch); err != nil {
+		return fmt.Errorf("write VIP epoch %d: %w", num, err)
+	}
+	if err := b.putEpochCopy(num, epoch); err != nil {
+		return err
+	}
+	if err := b.purgeConns(num, epoch); err != nil {
+		return fmt.Errorf("VIP %s: %w", k, err)
+	}
+	if _, ok := b.indexed[num]; ok {
+		b.repurge[num] = true
+	}
+	return b.indexChanged()
+}
+
 // endOrphanEpochs ends the epoch of every VIP number that no VIP has but
 // whose epoch is live, in its record or in the copy packets read: a
 // DeleteVIP (or a refused SetVIP) that failed after taking its VIP out of
