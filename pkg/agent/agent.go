@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/ethtool"
@@ -32,7 +33,7 @@ import (
 // Errors callers can branch on.
 var (
 	ErrRunning    = errors.New("agent is already running")
-	ErrNotRunning = errors.New("agent is not running")
+	ErrNotRunning = api.Unavailable("agent is not running")
 	// ErrInUse: another agent runs with the same pin directory.
 	ErrInUse = errors.New("another switchyard agent is running with this pin directory")
 	// ErrInterfaceGone: the agent's interface was removed while it ran,

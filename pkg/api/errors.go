@@ -17,7 +17,20 @@ var (
 	// reload of an invalid configuration (422). The error text says why,
 	// with file:line details.
 	ErrRejected = errors.New("rejected")
+	// ErrUnavailable: the daemon is stopping (or its start failed) and
+	// did not carry out the request (503). Not a fault of the request nor
+	// of the daemon: it is logged as a warning, not an error.
+	ErrUnavailable = errors.New("unavailable")
 )
+
+// Unavailable returns an error with text msg that matches ErrUnavailable,
+// for a Service's own sentinel of a daemon that is not running.
+func Unavailable(msg string) error { return &unavailableError{msg} }
+
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string        { return e.msg }
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
 
 // ErrNoDaemon: the Client found nothing listening on its socket.
 var ErrNoDaemon = errors.New("no switchyard daemon on the socket")
@@ -34,6 +47,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrRejected):
 		return http.StatusUnprocessableEntity
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
@@ -48,6 +63,8 @@ func sentinelOf(status int) error {
 		return ErrBadRequest
 	case http.StatusUnprocessableEntity:
 		return ErrRejected
+	case http.StatusServiceUnavailable:
+		return ErrUnavailable
 	}
 	return nil
 }

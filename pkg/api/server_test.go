@@ -197,6 +197,7 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("no backend named %q: %w", "web-9", ErrNotFound), http.StatusNotFound, ErrNotFound},
 		{fmt.Errorf("backend %q is ambiguous, say VIP/NAME: %w", "b", ErrBadRequest), http.StatusBadRequest, ErrBadRequest},
 		{fmt.Errorf("/etc/switchyard/switchyard.yaml:12: vips[0].port: 0 is not 1 to 65535: %w", ErrRejected), http.StatusUnprocessableEntity, ErrRejected},
+		{Unavailable("switchyard is shutting down: its control loop has stopped"), http.StatusServiceUnavailable, ErrUnavailable},
 		{errors.New("read conn table: operation not permitted"), http.StatusInternalServerError, nil},
 	} {
 		t.Run(http.StatusText(tc.status), func(t *testing.T) {
@@ -210,7 +211,7 @@ func TestErrorMapping(t *testing.T) {
 			if err == nil || err.Error() != tc.err.Error() {
 				t.Errorf("client error %q, want the daemon's message %q", err, tc.err.Error())
 			}
-			for _, s := range []error{ErrNotFound, ErrBadRequest, ErrRejected, ErrNoDaemon} {
+			for _, s := range []error{ErrNotFound, ErrBadRequest, ErrRejected, ErrUnavailable, ErrNoDaemon} {
 				if errors.Is(err, s) != (s == tc.sentinel) {
 					t.Errorf("errors.Is(%q, %v) = %v", err, s, !(s == tc.sentinel))
 				}
@@ -968,6 +969,9 @@ func TestFailedRequestsLogLevel(t *testing.T) {
 	}{
 		{errors.New("read conn table: operation not permitted"), "level=ERROR"},
 		{fmt.Errorf("no backend named %q: %w", "web-9", ErrNotFound), "level=DEBUG"},
+		// A daemon that stops refuses what it cannot carry out: nothing
+		// failed, so no error in the log of a planned stop.
+		{fmt.Errorf("status: %w", Unavailable("agent is not running")), "level=WARN"},
 	} {
 		var logs syncBuffer
 		socket := filepath.Join(t.TempDir(), "sw.sock")

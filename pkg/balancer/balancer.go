@@ -331,7 +331,7 @@ func (b *Balancer) drainTransitions() {
 
 // ErrStopped is what requests get once the control loop has stopped (the
 // daemon is shutting down).
-var ErrStopped = errors.New("switchyard is shutting down: its control loop has stopped")
+var ErrStopped = api.Unavailable("switchyard is shutting down: its control loop has stopped")
 
 // do runs fn on the control loop and waits for it; ErrStopped once Run has
 // returned, where the request would wait for its deadline (and hold up the
