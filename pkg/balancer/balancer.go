@@ -291,14 +291,16 @@ func (b *Balancer) Run(ctx context.Context) error {
 			}
 			if !b.nhResolved {
 				b.logSettings(b.syncSettings())
-			} else if len(b.gatewayAmong) > 1 {
+			} else {
 				// XDP traffic bypasses the kernel's neighbour layer,
 				// so nothing else checks that the router still
 				// answers: its entry would stay STALE, and VIP
-				// traffic go to a dead router, with others at hand.
+				// traffic go to a dead router, with others at hand,
+				// or to the MAC of a router replaced (or failed over
+				// to another MAC) without a gratuitous ARP, for good.
 				// A datagram makes the kernel check it (unicast
 				// ARP/ND) and mark it FAILED if it does not answer;
-				// the watch then brings the switch.
+				// the watch then brings the switch, or the new MAC.
 				probeGateway(b.gateway, b.ifname)
 			}
 		}

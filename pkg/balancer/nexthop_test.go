@@ -631,9 +631,8 @@ func TestPinnedGatewayIsNotLeftForAnotherNextHop(t *testing.T) {
 	lab.waitFor(b, logs, low, "both routers answer")
 
 	lab.routerAddr(low, false)
-	// The neighbour entry of a pinned router is checked by the kernel's
-	// own traffic only (the balancer's liveness check is for choosing
-	// among several): the test's datagram is that traffic.
+	// The test's datagrams have the kernel check the router's entry
+	// sooner than the balancer's, every 2 s, would.
 	for deadline := time.Now().Add(20 * time.Second); len(logs.matching(slog.LevelWarn, "next hop lost")) == 0; time.Sleep(10 * time.Millisecond) {
 		if err := lab.topo.Do(lab.node, func() error {
 			probeGateway(low, topology.EthName)

@@ -1,0 +1,71 @@
+package balancer
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// A router replaced by one with another MAC (or failed over to a router
+// with its own MAC) that sends no gratuitous ARP, or whose gratuitous ARP
+// is lost: the balancer's only next hop kept its old MAC for good, STALE
+// in the neighbour table, as XDP traffic bypasses the neighbour layer and
+// nothing else asked the kernel to check it. All VIP traffic went to a MAC
+// no one has, while status said resolved. The balancer now has the kernel
+// check its next hop on every tick, whether or not there are others to
+// choose, and takes the new MAC.
+func TestNextHopFollowsARouterReplacedWithoutGratuitousARP(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "syaumac", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	// The kernel's neighbour timers shortened, as a router's absence
+	// would otherwise take 30 s or more to notice.
+	for key, value := range map[string]string{
+		"net.ipv4.neigh." + topology.EthName + ".base_reachable_time_ms": "500",
+		"net.ipv4.neigh." + topology.EthName + ".delay_first_probe_time": "0",
+		"net.ipv4.neigh." + topology.EthName + ".retrans_time_ms":        "200",
+	} {
+		if err := topo.Sysctl(node, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routerIf := topology.RouterBalancerIf(1)
+	// No gratuitous ARP when the router's MAC changes (the default).
+	if err := topo.Sysctl(topo.Router(), "net.ipv4.conf."+routerIf+".arp_notify", "0"); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	gw := topology.RouterBalancerIPv4(1)
+	waitNextHop(t, b, logs, gw, 10*time.Second, "since the start")
+
+	newMAC, _ := net.ParseMAC("02:00:00:00:0a:77")
+	if err := topo.Netlink(topo.Router(), func(h *netlink.Handle) error {
+		l, err := h.LinkByName(routerIf)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetHardwareAddr(l, newMAC)
+	}); err != nil {
+		t.Fatalf("change the MAC of %s in %s: %v", routerIf, topo.Router(), err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := b.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.NextHop.Resolved && st.NextHop.MAC == newMAC.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router %s now at %s, without a gratuitous ARP: next hop %+v after 20 s, want its new MAC; warnings: %v",
+				gw, newMAC, st.NextHop, logs.matching(slog.LevelWarn))
+		}
+	}
+}
