@@ -100,6 +100,7 @@ type Balancer struct {
 	ifindex      int          // the interface's; 0 until first read (then followed by index, not name)
 	ifname       string       // the interface's name when last read
 	nhResolved   bool         // the settings the datapath holds carry a next-hop MAC
+	settingsErr  string       // the error of syncSettings last logged: not logged again while it repeats
 	noSource     [2]bool      // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
 	health       *health.Monitor
 	transitions  chan health.Transition
@@ -448,10 +449,16 @@ func settingsChanged(old, cur *config.Config) bool {
 // resolved (yet) is a warning wherever the sync came from (start, reload,
 // tick or network event): the neighbour usually answers, and the watch
 // brings it. Settings the datapath refused are an error.
+//
+// An error is logged once, not again while every sync (the tick's, every
+// 2 s while the next hop is unresolved) returns it: status and
+// switchyard_nexthop_resolved say it lasts. A sync that succeeds, or
+// another error, makes it new again.
 func (b *Balancer) logSettings(err error) {
-	if err == nil {
+	if err == nil || err.Error() == b.settingsErr {
 		return
 	}
+	b.settingsErr = err.Error()
 	if _, nextHop := errors.AsType[*nextHopError](err); nextHop {
 		b.log.Warn("datapath settings", "error", err)
 		return
@@ -585,6 +592,7 @@ func (b *Balancer) syncSettings() error {
 	if nhErr != nil {
 		return &nextHopError{nhErr}
 	}
+	b.settingsErr = ""
 	return nil
 }
 

@@ -69,3 +69,59 @@ func TestNextHopFollowsARouterReplacedWithoutGratuitousARP(t *testing.T) {
 		}
 	}
 }
+
+// A next hop that stays unresolved (no default route, here) was warned of
+// as "datapath settings" on every tick, every 2 s, for as long as it
+// lasted: 43,200 lines a day saying what status and
+// switchyard_nexthop_resolved already say. It is warned of once, and
+// again only when it comes back after being resolved, or the error
+// changes.
+func TestUnresolvedNextHopIsWarnedOfOnce(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "syaulog", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	if err := topo.Netlink(node, deleteDefaultRoutes); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	noRoute := func() []string { return logs.matching(slog.LevelWarn, "datapath settings", "no default route") }
+	// What the tick does while the next hop is unresolved; and the
+	// start (New, then Run) synced twice already.
+	tick := func(n int) {
+		t.Helper()
+		for range n {
+			if err := b.do(context.Background(), func() { b.logSettings(b.syncSettings()) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tick(3)
+	if got := noRoute(); len(got) != 1 {
+		t.Errorf("no default route, over a start and 3 ticks: %d warnings %q, want 1", len(got), got)
+	}
+
+	gw := topology.RouterBalancerIPv4(1)
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		return h.RouteAdd(&netlink.Route{Dst: any4, LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitNextHop(t, b, logs, gw, 10*time.Second, "default route added")
+	if err := topo.Netlink(node, deleteDefaultRoutes); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(noRoute()) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("default route deleted again: no new warning within 10 s; warnings: %q", logs.matching(slog.LevelWarn))
+		}
+	}
+	tick(3)
+	if got := noRoute(); len(got) != 2 {
+		t.Errorf("no default route again, over 3 ticks: %d warnings %q, want 2 (one each time it went)", len(got), got)
+	}
+}
