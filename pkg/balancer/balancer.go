@@ -551,7 +551,7 @@ func (b *Balancer) syncSettings() error {
 			for _, h := range hops {
 				probeGateway(h, ifi.Name)
 			}
-			nhErr = fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
+			nhErr = unresolvedError(ifi.Index, ifi.Name, gw)
 		}
 	}
 	changed := !reflect.DeepEqual(s, b.settings)

@@ -195,6 +195,23 @@ func chooseNextHop(ifindex int, hops []netip.Addr, current netip.Addr, left []ne
 	return hops[0], nil, false
 }
 
+// unresolvedError says why VIP traffic has no next hop when gw's MAC is not
+// resolved: gw has not answered ARP/ND (yet), or it cannot, because it is
+// not on the interface's link: the kernel reaches it through another
+// router (a nexthop.gateway on another subnet, say), so the probes resolve
+// that router and gw's neighbour entry never appears.
+func unresolvedError(ifindex int, ifname string, gw netip.Addr) error {
+	routes, err := netlink.RouteGetWithOptions(gw.AsSlice(), &netlink.RouteGetOptions{OifIndex: ifindex})
+	if err == nil && len(routes) > 0 {
+		if via, ok := netip.AddrFromSlice(routes[0].Gw); ok && via.Unmap() != gw {
+			return fmt.Errorf("next hop %s is not on the link of %s: the kernel routes to it through %s, so it never answers ARP/ND there, and VIP traffic is dropped (counted as no_nexthop); "+
+				"set nexthop.gateway to a router on %s's subnet, or add an on-link route to it (`ip route add %s dev %s`)",
+				gw, ifname, via.Unmap(), ifname, gw, ifname)
+		}
+	}
+	return fmt.Errorf("next hop %s: MAC not resolved yet; VIP traffic is dropped (counted as no_nexthop) until it is", gw)
+}
+
 var errNoGateway = errors.New("no default route on the interface; set nexthop.gateway to the router's address")
 
 // ErrInterfaceGone: the balancer's interface was removed (or moved to

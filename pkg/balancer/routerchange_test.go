@@ -125,3 +125,27 @@ func TestUnresolvedNextHopIsWarnedOfOnce(t *testing.T) {
 		t.Errorf("no default route again, over 3 ticks: %d warnings %q, want 2 (one each time it went)", len(got), got)
 	}
 }
+
+// A nexthop.gateway that is not on the interface's link (here the
+// router's address on the backends' subnet) is reached by the kernel
+// through another router: the probes resolved that one, the gateway's
+// neighbour entry never appeared, and the balancer said "MAC not resolved
+// yet" for ever, as if the router were slow to answer. It now says that
+// the gateway is not on the link, through which router the kernel reaches
+// it, and what to set.
+func TestGatewayOffTheLinkIsNamed(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "syauoff", Balancers: 1, Backends: 1})
+	gw, via := topology.RouterBackendIPv4(1), topology.RouterBalancerIPv4(1)
+	logs := &logRecords{}
+	yaml := "nexthop: {gateway: " + gw.String() + "}\n" + strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1)
+	b, _ := runInNode(t, topo, yaml, logs)
+	got := logs.matching(slog.LevelWarn, "datapath settings")
+	if len(got) != 1 || !strings.Contains(got[0], "next hop "+gw.String()+" is not on the link of "+topology.EthName) ||
+		!strings.Contains(got[0], "through "+via.String()) || !strings.Contains(got[0], "set nexthop.gateway to a router on") {
+		t.Errorf("nexthop.gateway %s, reached through %s: warnings %q, want one saying it is not on the link of %s, through %s, and what to set",
+			gw, via, got, topology.EthName, via)
+	}
+	if st, err := b.Status(context.Background()); err != nil || st.NextHop.Resolved || st.NextHop.Gateway != gw.String() {
+		t.Errorf("nexthop.gateway %s off the link: next hop %+v (%v), want %s, not resolved", gw, st.NextHop, err, gw)
+	}
+}
