@@ -374,8 +374,8 @@ const resubscribeDelay = time.Second
 // watchWith is watchNetwork with the subscriptions made by subscribe. A
 // subscription that ends is not the end of the watch: a closed channel
 // would be read at once forever (a core spinning, and no event reaching
-// out again), so all of them are made afresh, and out is told once, for
-// the changes missed meanwhile.
+// out again), so all of them are made afresh, and out is told once they
+// are, for the changes missed meanwhile.
 func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe func(done <-chan struct{}) (netSubscription, error)) error {
 	done := make(chan struct{})
 	sub, err := subscribe(done)
@@ -417,7 +417,6 @@ func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe 
 			if !ok {
 				close(done) // ends the subscriptions still open
 				go sub.drain()
-				notify()
 				for {
 					done = make(chan struct{})
 					if sub, err = subscribe(done); err == nil {
@@ -430,6 +429,9 @@ func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe 
 					case <-time.After(resubscribeDelay):
 					}
 				}
+				// Only now: a sync before the new subscription
+				// would miss the changes made until it.
+				notify()
 				continue
 			}
 			if idx == ifindex {
