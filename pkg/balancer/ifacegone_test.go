@@ -43,12 +43,17 @@ func runInNode(t *testing.T, topo *topology.Topology, yaml string, logs *logReco
 		t.Fatal(<-ended)
 	}
 	runErr := make(chan error, 1)
+	stopped := make(chan struct{})
 	go func() {
 		err := <-ended
+		close(stopped)
 		runErr <- err
 		cancel()
 	}()
-	t.Cleanup(cancel)
+	// Run ended before the datapath closes (loadWithDatapath's cleanup,
+	// which runs after this one): a test that fails while Run syncs
+	// would otherwise close the maps under it.
+	t.Cleanup(func() { cancel(); <-stopped })
 	// Once the loop takes requests, the watch is subscribed.
 	if err := b.do(ctx, func() {}); err != nil {
 		t.Fatal(err)
