@@ -5,6 +5,7 @@
 package balancer
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -555,6 +556,9 @@ func (b *Balancer) syncSettings() error {
 		}
 	}
 	changed := !reflect.DeepEqual(s, b.settings)
+	// The router at the same address answers from another MAC (replaced,
+	// a failover without a virtual MAC): all VIP traffic goes elsewhere.
+	movedMAC := b.nhResolved && s.NextHopMAC != nil && b.gateway == prevGateway && !bytes.Equal(s.NextHopMAC, b.settings.NextHopMAC)
 	// With datapath.mtu set, the settings do not follow the interface's
 	// MTU, so its change is looked at on its own.
 	if (changed || ifi.MTU != b.ifaceMTU) && cfg.Datapath.MTU > ifi.MTU {
@@ -576,6 +580,9 @@ func (b *Balancer) syncSettings() error {
 		// status and the next-hop metric say what it holds.
 		if err := b.dp.SetSettings(s); err != nil {
 			return err
+		}
+		if movedMAC {
+			b.log.Info("next hop MAC changed", "gateway", b.gateway, "from", net.HardwareAddr(b.settings.NextHopMAC).String(), "to", s.NextHopMAC.String())
 		}
 		b.settings = s
 	}

@@ -149,3 +149,46 @@ func TestGatewayOffTheLinkIsNamed(t *testing.T) {
 		t.Errorf("nexthop.gateway %s off the link: next hop %+v (%v), want %s, not resolved", gw, st.NextHop, err, gw)
 	}
 }
+
+// A router that answers from another MAC at the same address (replaced,
+// or a VRRP failover without a virtual MAC, announced by a gratuitous
+// ARP) moves all VIP traffic to another box: the balancer took the new
+// MAC without a word, so nothing in its log matched the moment traffic
+// moved. It says so once, naming both MACs.
+func TestNextHopMACChangeIsLogged(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "syaugarp", Balancers: 1, Backends: 1})
+	routerIf := topology.RouterBalancerIf(1)
+	// A gratuitous ARP when the router's MAC changes.
+	if err := topo.Sysctl(topo.Router(), "net.ipv4.conf."+routerIf+".arp_notify", "1"); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	gw := topology.RouterBalancerIPv4(1)
+	waitNextHop(t, b, logs, gw, 10*time.Second, "since the start")
+	st, err := b.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldMAC := st.NextHop.MAC
+	newMAC, _ := net.ParseMAC("02:00:00:00:0a:78")
+	if err := topo.Netlink(topo.Router(), func(h *netlink.Handle) error {
+		l, err := h.LinkByName(routerIf)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetHardwareAddr(l, newMAC)
+	}); err != nil {
+		t.Fatalf("change the MAC of %s in %s: %v", routerIf, topo.Router(), err)
+	}
+	want := []string{"next hop MAC changed", "gateway=" + gw.String(), "from=" + oldMAC, "to=" + newMAC.String()}
+	for deadline := time.Now().Add(10 * time.Second); len(logs.matching(slog.LevelInfo, want...)) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("router %s moved from %s to %s with a gratuitous ARP: no info %q within 10 s; infos: %q",
+				gw, oldMAC, newMAC, want, logs.matching(slog.LevelInfo, "next hop"))
+		}
+	}
+	if st, err := b.Status(context.Background()); err != nil || !st.NextHop.Resolved || st.NextHop.MAC != newMAC.String() {
+		t.Errorf("after the gratuitous ARP: next hop %+v (%v), want %s resolved", st.NextHop, err, newMAC)
+	}
+}
