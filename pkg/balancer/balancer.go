@@ -251,7 +251,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 		}
 		b.ifindex, b.ifname = ifi.Index, ifi.Name
 	}
-	if err := watchNetwork(ctx, b.ifindex, b.netEvents); err != nil {
+	if err := watchNetwork(ctx, b.ifindex, b.netEvents, b.log); err != nil {
 		return err
 	}
 	// The watch sees changes of this index only: a removal before it

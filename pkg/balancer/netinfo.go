@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -317,8 +318,8 @@ func probeGateway(gw netip.Addr, ifname string) {
 // Watching, not polling: the kernel tells us when the router's MAC or our
 // interface changes; events of other interfaces are ignored, so busy
 // neighbour tables elsewhere cause no work here.
-func watchNetwork(ctx context.Context, ifindex int, out chan<- struct{}) error {
-	return watchWith(ctx, ifindex, out, subscribeNetlink)
+func watchNetwork(ctx context.Context, ifindex int, out chan<- struct{}, log *slog.Logger) error {
+	return watchWith(ctx, ifindex, out, log, subscribeNetlink)
 }
 
 // netSubscription is the channels of netlink's neighbour, link, address
@@ -375,8 +376,10 @@ const resubscribeDelay = time.Second
 // subscription that ends is not the end of the watch: a closed channel
 // would be read at once forever (a core spinning, and no event reaching
 // out again), so all of them are made afresh, and out is told once they
-// are, for the changes missed meanwhile.
-func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe func(done <-chan struct{}) (netSubscription, error)) error {
+// are, for the changes missed meanwhile. log hears of each lost
+// subscription, of the first failure to subscribe again (not of every
+// retry) and of the recovery.
+func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, log *slog.Logger, subscribe func(done <-chan struct{}) (netSubscription, error)) error {
 	done := make(chan struct{})
 	sub, err := subscribe(done)
 	if err != nil {
@@ -417,18 +420,24 @@ func watchWith(ctx context.Context, ifindex int, out chan<- struct{}, subscribe 
 			if !ok {
 				close(done) // ends the subscriptions still open
 				go sub.drain()
+				log.Warn("network watch: a netlink subscription ended (the kernel may have dropped events, e.g. ENOBUFS); subscribing again, then syncing the next hop and addresses afresh")
+				failures := 0
 				for {
 					done = make(chan struct{})
 					if sub, err = subscribe(done); err == nil {
 						break
 					}
 					close(done)
+					if failures++; failures == 1 {
+						log.Warn("network watch: cannot subscribe to netlink again; retrying every second, and the next hop and addresses are synced only on the 2 s tick meanwhile", "error", err)
+					}
 					select {
 					case <-ctx.Done():
 						return
 					case <-time.After(resubscribeDelay):
 					}
 				}
+				log.Info("network watch: subscribed again", "failed_attempts", failures)
 				// Only now: a sync before the new subscription
 				// would miss the changes made until it.
 				notify()

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func TestNetworkWatchOutlivesAFailedSubscription(t *testing.T) {
 	out := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := watchWith(ctx, ifindex, out, f.subscribe); err != nil {
+	if err := watchWith(ctx, ifindex, out, slog.New(slog.DiscardHandler), f.subscribe); err != nil {
 		t.Fatal(err)
 	}
 	first := <-f.made
@@ -141,7 +142,7 @@ func TestNetworkWatchSeesAMultipathRoute(t *testing.T) {
 	out := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := topo.Do(node, func() error { return watchNetwork(ctx, index, out) }); err != nil {
+	if err := topo.Do(node, func() error { return watchNetwork(ctx, index, out, slog.New(slog.DiscardHandler)) }); err != nil {
 		t.Fatal(err)
 	}
 	_, dst, _ := net.ParseCIDR("10.77.0.0/16")

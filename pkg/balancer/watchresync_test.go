@@ -2,6 +2,8 @@ package balancer
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -18,7 +20,12 @@ func TestNetworkWatchResyncsAfterSubscribingAgain(t *testing.T) {
 	resubscribing := make(chan struct{})
 	proceed := make(chan struct{})
 	subscribe := func(done <-chan struct{}) (netSubscription, error) {
-		if calls++; calls == 2 {
+		calls++
+		switch calls {
+		case 2, 3:
+			// Two attempts fail: the operator hears of the first.
+			return netSubscription{}, errors.New("no buffer space available")
+		case 4:
 			close(resubscribing)
 			<-proceed
 		}
@@ -27,7 +34,8 @@ func TestNetworkWatchResyncsAfterSubscribingAgain(t *testing.T) {
 	out := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := watchWith(ctx, ifindex, out, subscribe); err != nil {
+	logs := &logRecords{}
+	if err := watchWith(ctx, ifindex, out, slog.New(logs), subscribe); err != nil {
 		t.Fatal(err)
 	}
 	first := <-f.made
@@ -52,4 +60,17 @@ func TestNetworkWatchResyncsAfterSubscribingAgain(t *testing.T) {
 	}
 	cancel()
 	<-second.othersAreEnded
+	// Each step of the outage is logged once.
+	for _, want := range []struct {
+		level slog.Level
+		parts []string
+	}{
+		{slog.LevelWarn, []string{"a netlink subscription ended"}},
+		{slog.LevelWarn, []string{"cannot subscribe to netlink again", "no buffer space available"}},
+		{slog.LevelInfo, []string{"subscribed again", "failed_attempts=2"}},
+	} {
+		if got := logs.matching(want.level, want.parts...); len(got) != 1 {
+			t.Errorf("%d %s records with %q, want 1: %q", len(got), want.level, want.parts, logs.matching(want.level))
+		}
+	}
 }
