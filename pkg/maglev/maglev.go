@@ -133,10 +133,16 @@ type Builder struct {
 	values   []uint32
 	perm     []permState
 	byWeight []int32       // backend indices sorted by (weight, index)
-	groups   []weightGroup // min-heap on next turn time
-	tied     []weightGroup // groups popped together because their turn times are equal
+	groups   []weightGroup // one per distinct weight, ascending
+	counts   []int32       // per bucket of the current window: event count, then end offset
+	events   []turnEvent   // the current window's events, ordered by bucket
 	turn     []int32       // backend indices taking a turn at the current time
 	used     []uint64      // occupancy bitmap over the table's slots
+
+	// window is the number of buckets sorted at a time; 0 means
+	// max(2^16, 2·groups), or all the buckets if fewer. Tests shrink it to
+	// cross many windows.
+	window int
 }
 
 // permState is one backend's walk through its permutation.
@@ -148,11 +154,37 @@ type permState struct {
 
 // weightGroup is the run of backends with one weight. They share turn times,
 // so they take their turns together, in ID order: turn k of every member is
-// at time (2k+1)/(2·weight).
+// at time (2k+1)/(2·weight). The group also generates its turns in order:
+// turn k falls in bucket floor((2k+1)·scale/weight) (see populate), kept as
+// quotient bucket and remainder rem so that the next turn's bucket costs an
+// add rather than a divide.
 type weightGroup struct {
 	weight uint32
-	turns  uint32 // turns each member has taken; never exceeds M
 	lo, hi int32  // members are byWeight[lo:hi], in ID order
+	turns  uint32 // turns generated so far: k of the next one
+	limit  uint32 // turns at or before the horizon; no more are generated
+	bucket uint64 // bucket of turn k
+	rem    uint64 // (2k+1)·scale mod weight
+	step   uint64 // 2·scale / weight: buckets from one turn to the next …
+	stepR  uint64 // … and 2·scale mod weight
+}
+
+// turnEvent is turn k of every member of groups[group].
+type turnEvent struct {
+	group, k, weight uint32
+}
+
+// before reports whether event x happens strictly before event y. Turn k at
+// weight w is at time (2k+1)/(2w); the times are compared by
+// cross-multiplying, which is exact: 2k+1 <= 2M+1 < 2^21 (every allowed M is
+// below 2^20) and w < 2^32, so the products stay below 2^53.
+func (x turnEvent) before(y turnEvent) bool {
+	return (2*uint64(x.k)+1)*uint64(y.weight) < (2*uint64(y.k)+1)*uint64(x.weight)
+}
+
+// sameTime reports whether events x and y happen at the same time.
+func (x turnEvent) sameTime(y turnEvent) bool {
+	return (2*uint64(x.k)+1)*uint64(y.weight) == (2*uint64(y.k)+1)*uint64(x.weight)
 }
 
 // New returns a Builder for cfg.
@@ -243,14 +275,25 @@ func (b *Builder) checkValues() error {
 // It is the populate loop of the paper, with the round-robin replaced by the
 // weighted turn order described in the package comment: backend i takes turn
 // k at time (2k+1)/(2·w_i), ties in ID order. Backends of equal weight share
-// their turn times, so the loop keeps a min-heap of weight groups rather
-// than of backends; with equal weights it is a plain round-robin. Each
-// backend walks its permutation in place (pos += skip mod M) and slot
-// occupancy is a bitmap, so the state is O(N + M/64) words and the loop does
-// about M·ln(M) probes in total.
+// their turn times, so turns are generated per weight group; with equal
+// weights it is a plain round-robin.
+//
+// The table takes exactly M turns, and they all happen by the horizon
+// T = (2M+N)/(2W), W the sum of the weights: by time T a backend of weight w
+// has had floor(w·T + 1/2) > w·T - 1/2 turns, so all of them together have
+// had more than W·T - N/2 = M. The loop therefore generates every group's
+// turns up to T and orders them by an exact bucket sort: turn k of weight w
+// goes to bucket floor((2k+1)·scale/w), which never puts a later turn in an
+// earlier bucket and puts turns at the same time in the same bucket; the few
+// turns that share a bucket are ordered by their exact times. The scale makes
+// the buckets about as many as the turns, so most hold none or one. Buckets
+// are sorted a window at a time, which keeps the buffers small.
+//
+// Each backend walks its permutation in place (pos += skip mod M) and slot
+// occupancy is a bitmap, so the state is O(N + M/64) words beside a window,
+// and the loop does about M·ln(M) probes in total.
 func (b *Builder) populate(table []uint32) {
 	m := b.cfg.Size
-	m32 := uint32(m)
 	n := len(b.sorted)
 
 	b.perm = slices.Grow(b.perm[:0], n)[:n]
@@ -267,6 +310,7 @@ func (b *Builder) populate(table []uint32) {
 		return cmp.Compare(x, y)
 	})
 	b.groups = b.groups[:0]
+	var total uint64 // W < 2^20 · 2^32
 	for lo := 0; lo < n; {
 		w := b.sorted[b.byWeight[lo]].Weight
 		hi := lo + 1
@@ -274,113 +318,188 @@ func (b *Builder) populate(table []uint32) {
 			hi++
 		}
 		b.groups = append(b.groups, weightGroup{weight: w, lo: int32(lo), hi: int32(hi)})
+		total += uint64(w) * uint64(hi-lo)
 		lo = hi
 	}
-	for i := len(b.groups)/2 - 1; i >= 0; i-- {
-		b.siftDown(i)
+
+	// Turn k is at or before the horizon T = (2M+N)/(2W) when
+	// 2k+1 <= w·(2M+N)/W. w·(2M+N) < 2^32·2^22, so the sum stays below 2^55.
+	horizon := 2*m + uint64(n)
+	var turns uint64
+	for i := range b.groups {
+		g := &b.groups[i]
+		g.limit = uint32((uint64(g.weight)*horizon + total) / (2 * total))
+		turns += uint64(g.limit)
+	}
+	// The last turn's bucket is about horizon·scale/W, so this scale makes
+	// about as many buckets as turns: fewer buckets put more turns in one,
+	// more cost more windows; 2 or 4 times as many measured no faster. Any
+	// scale >= 1 orders the turns correctly. turns <= M+N, so scale <= W+1 <
+	// 2^53 and 2·scale fits with room for the bucket sums.
+	scale := uint64(float64(total)*float64(turns)/float64(horizon)) + 1
+	for i := range b.groups {
+		g := &b.groups[i]
+		w := uint64(g.weight)
+		g.turns = 0
+		g.bucket, g.rem = scale/w, scale%w
+		g.step, g.stepR = 2*scale/w, 2*scale%w
 	}
 
 	b.used = slices.Grow(b.used[:0], int(m+63)/64)[:(m+63)/64]
 	clear(b.used)
 
+	window := b.window
+	if window == 0 {
+		// No larger than the buckets there are (few with equal weights),
+		// as a whole window is cleared and scanned.
+		buckets := int(float64(horizon)*float64(scale)/float64(total)) + 2
+		window = min(max(1<<16, 2*len(b.groups)), buckets)
+	}
+	b.counts = slices.Grow(b.counts[:0], window)[:window]
 	filled := uint64(0)
-	for {
-		// Pop every group whose next turn is at the earliest time.
-		b.tied = append(b.tied[:0], b.popGroup())
-		for len(b.groups) > 0 && turnTimeCmp(b.groups[0], b.tied[0]) == 0 {
-			b.tied = append(b.tied, b.popGroup())
+	for lo := uint64(0); ; lo += uint64(window) {
+		hi := lo + uint64(window)
+		if !b.sortWindow(lo, hi) {
+			// Unreachable: the turns up to the horizon fill the table.
+			panic("maglev: ran out of turns before the table was full")
 		}
-		var turn []int32
-		if len(b.tied) == 1 {
-			g := b.tied[0]
-			turn = b.byWeight[g.lo:g.hi]
-		} else {
-			b.turn = b.turn[:0]
-			for _, g := range b.tied {
-				b.turn = append(b.turn, b.byWeight[g.lo:g.hi]...)
+		start := int32(0)
+		for _, end := range b.counts {
+			evs := b.events[start:end]
+			start = end
+			if len(evs) > 1 {
+				sortEvents(evs)
 			}
-			slices.Sort(b.turn)
-			turn = b.turn
-		}
-
-		for _, i := range turn {
-			p := &b.perm[i]
-			for b.used[p.pos/64]&(1<<(p.pos%64)) != 0 {
-				p.pos += p.skip
-				if p.pos >= m32 {
-					p.pos -= m32
+			for len(evs) > 0 {
+				// Take the turns of every group at the earliest time.
+				tied := 1
+				for tied < len(evs) && evs[0].sameTime(evs[tied]) {
+					tied++
+				}
+				var turn []int32
+				if tied == 1 {
+					g := &b.groups[evs[0].group]
+					turn = b.byWeight[g.lo:g.hi]
+				} else {
+					b.turn = b.turn[:0]
+					for _, e := range evs[:tied] {
+						g := &b.groups[e.group]
+						b.turn = append(b.turn, b.byWeight[g.lo:g.hi]...)
+					}
+					slices.Sort(b.turn)
+					turn = b.turn
+				}
+				evs = evs[tied:]
+				if filled = b.takeTurns(table, turn, filled); filled == m {
+					return
 				}
 			}
-			b.used[p.pos/64] |= 1 << (p.pos % 64)
-			table[p.pos] = p.value
-			p.pos += p.skip
-			if p.pos >= m32 {
-				p.pos -= m32
-			}
-			if filled++; filled == m {
-				return
+		}
+	}
+}
+
+// sortWindow fills b.events with the turns in buckets [lo, hi), ordered by
+// bucket, and leaves in b.counts[j] the end in b.events of bucket lo+j. It
+// reports false when no group has a turn left at or after lo.
+func (b *Builder) sortWindow(lo, hi uint64) bool {
+	counts := b.counts
+	clear(counts)
+	left := false
+	for i := range b.groups {
+		g := &b.groups[i]
+		if g.turns < g.limit {
+			left = true
+		}
+		k, bucket, rem := g.turns, g.bucket, g.rem
+		for k < g.limit && bucket < hi {
+			counts[bucket-lo]++
+			k++
+			bucket, rem = bucket+g.step, rem+g.stepR
+			if rem >= uint64(g.weight) {
+				bucket, rem = bucket+1, rem-uint64(g.weight)
 			}
 		}
-
-		for _, g := range b.tied {
+	}
+	if !left {
+		return false
+	}
+	// Exclusive prefix sums: counts[j] becomes the start of bucket lo+j,
+	// and placing the bucket's events advances it to the bucket's end.
+	sum := int32(0)
+	for j, c := range counts {
+		counts[j] = sum
+		sum += c
+	}
+	b.events = slices.Grow(b.events[:0], int(sum))[:sum]
+	for i := range b.groups {
+		g := &b.groups[i]
+		for g.turns < g.limit && g.bucket < hi {
+			j := g.bucket - lo
+			b.events[counts[j]] = turnEvent{group: uint32(i), k: g.turns, weight: g.weight}
+			counts[j]++
 			g.turns++
-			b.pushGroup(g)
+			g.bucket, g.rem = g.bucket+g.step, g.rem+g.stepR
+			if g.rem >= uint64(g.weight) {
+				g.bucket, g.rem = g.bucket+1, g.rem-uint64(g.weight)
+			}
 		}
 	}
+	return true
 }
 
-// turnTimeCmp compares the next turn times of groups x and y. Turn k of a
-// group with weight w is at time (2k+1)/(2w); the times are compared by
-// cross-multiplying, which is exact: 2k+1 <= 2M+1 < 2^21 (every allowed M
-// is below 2^20) and w < 2^32, so the products stay below 2^53.
-func turnTimeCmp(x, y weightGroup) int {
-	return cmp.Compare(
-		(2*uint64(x.turns)+1)*uint64(y.weight),
-		(2*uint64(y.turns)+1)*uint64(x.weight),
-	)
-}
-
-func (b *Builder) popGroup() weightGroup {
-	h := b.groups
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	b.groups = h[:last]
-	b.siftDown(0)
-	return top
-}
-
-func (b *Builder) pushGroup(g weightGroup) {
-	b.groups = append(b.groups, g)
-	h := b.groups
-	for i := len(h) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if turnTimeCmp(h[i], h[parent]) >= 0 {
-			return
+// sortEvents orders the events of one bucket by time. Turns at the same time
+// end up next to each other, in any order: populate merges their members by
+// ID.
+func sortEvents(evs []turnEvent) {
+	if len(evs) <= 12 {
+		for i := 1; i < len(evs); i++ {
+			for j := i; j > 0 && evs[j].before(evs[j-1]); j-- {
+				evs[j], evs[j-1] = evs[j-1], evs[j]
+			}
 		}
-		h[i], h[parent] = h[parent], h[i]
-		i = parent
+		return
 	}
+	slices.SortFunc(evs, func(x, y turnEvent) int {
+		switch {
+		case x.before(y):
+			return -1
+		case y.before(x):
+			return 1
+		}
+		return 0
+	})
 }
 
-func (b *Builder) siftDown(i int) {
-	h := b.groups
-	n := len(h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
+// takeTurns lets each backend in turn, in order, take the next free slot of
+// its permutation, until the table is full. filled is the number of slots
+// filled before; takeTurns returns the number after.
+func (b *Builder) takeTurns(table []uint32, turn []int32, filled uint64) uint64 {
+	m := b.cfg.Size
+	m32 := uint32(m)
+	// This is the hot loop: the locals keep the probe in registers, where
+	// b's fields and p.pos would be reloaded and stored on every probe.
+	used, perm := b.used, b.perm
+	for _, i := range turn {
+		p := &perm[i]
+		pos, skip := p.pos, p.skip
+		for used[pos/64]&(1<<(pos%64)) != 0 {
+			pos += skip
+			if pos >= m32 {
+				pos -= m32
+			}
 		}
-		c := l
-		if r := l + 1; r < n && turnTimeCmp(h[r], h[l]) < 0 {
-			c = r
+		used[pos/64] |= 1 << (pos % 64)
+		table[pos] = p.value
+		pos += skip
+		if pos >= m32 {
+			pos -= m32
 		}
-		if turnTimeCmp(h[c], h[i]) >= 0 {
-			return
+		p.pos = pos
+		if filled++; filled == m {
+			break
 		}
-		h[i], h[c] = h[c], h[i]
-		i = c
 	}
+	return filled
 }
 
 // Diff returns the number of slots whose values differ between tables a and

@@ -67,7 +67,7 @@ func TestSizes(t *testing.T) {
 			t.Errorf("size %d is not prime", m)
 		}
 		if m >= 1<<20 {
-			t.Errorf("size %d is >= 2^20; the turn-time products in turnTimeCmp could overflow", m)
+			t.Errorf("size %d is >= 2^20; the turn-time products in turnEvent.before could overflow", m)
 		}
 	}
 	if !slices.Contains(sizes, DefaultSize) {
@@ -586,11 +586,13 @@ func referenceBuild(cfg Config, bes []Backend) []uint32 {
 }
 
 func TestBuildMatchesReference(t *testing.T) {
+	const maxWeight = ^uint32(0)
 	tests := []struct {
 		name   string
 		size   uint64
 		n      int
 		weight func(i int) uint32
+		window int // buckets sorted at a time; 0 for Build's default
 	}{
 		{name: "one", size: 251, n: 1, weight: equalWeights},
 		{name: "equal", size: 1021, n: 7, weight: equalWeights},
@@ -599,22 +601,49 @@ func TestBuildMatchesReference(t *testing.T) {
 		{name: "odd weights tie", size: 2039, n: 40, weight: func(i int) uint32 { return uint32(2*(i%5) + 1) }},
 		{name: "1,3,9", size: DefaultSize, n: 30, weight: func(i int) uint32 { return []uint32{1, 3, 9}[i%3] }},
 		{name: "extreme", size: 509, n: 4, weight: func(i int) uint32 { return []uint32{1, ^uint32(0), 1 << 31, 3}[i] }},
+		// Weight 2i+1 takes turn i at time 1/2 (and turn 3i+1 at 3/2): all
+		// 300 groups tie there, and their members must go in ID order.
+		{name: "tie across 300 groups", size: DefaultSize, n: 300, weight: func(i int) uint32 { return uint32(2*i + 1) }},
+		{name: "tie across groups of 6", size: DefaultSize, n: 600, weight: func(i int) uint32 { return uint32(2*(i%100) + 1) }},
+		// The weight-1 backend's first turn is far past the last one taken.
+		{name: "1 beside max", size: DefaultSize, n: 2, weight: func(i int) uint32 { return []uint32{1, maxWeight}[i] }},
+		{name: "1s beside max, largest size", size: 1048573, n: 4, weight: func(i int) uint32 { return []uint32{1, 1, maxWeight, 1}[i] }},
+		{name: "largest size, distinct", size: 1048573, n: 20, weight: func(i int) uint32 { return uint32(i + 1) }},
+		{name: "one, largest size", size: 1048573, n: 1, weight: func(int) uint32 { return maxWeight }},
+		{name: "one, weight 1", size: DefaultSize, n: 1, weight: equalWeights},
+		{name: "all max", size: 4093, n: 50, weight: func(int) uint32 { return maxWeight }},
+		// Weights this close put each round of turns into one bucket, to
+		// be ordered exactly within it.
+		{name: "distinct near max", size: 8191, n: 200, weight: func(i int) uint32 { return maxWeight - uint32(i) }},
+		{name: "full, distinct", size: 251, n: 250, weight: func(i int) uint32 { return uint32(i + 1) }},
+		{name: "full, near max", size: 251, n: 250, weight: func(i int) uint32 { return maxWeight - uint32(i%3) }},
+		{name: "window of 1 bucket", size: 1021, n: 30, weight: func(i int) uint32 { return uint32(i%4 + 1) }, window: 1},
+		{name: "window of 7 buckets", size: 4093, n: 40, weight: func(i int) uint32 { return uint32(3*i + 1) }, window: 7},
+		{name: "window of 3 buckets, ties", size: 2039, n: 40, weight: func(i int) uint32 { return uint32(2*(i%10) + 1) }, window: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bes := makeBackends(tt.n, tt.weight)
 			cfg := Config{Size: tt.size, Seed: 99}
-			if d := Diff(mustBuild(t, cfg, bes), referenceBuild(cfg, bes)); d != 0 {
+			b, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.window = tt.window
+			got, err := b.Build(bes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := Diff(got, referenceBuild(cfg, bes)); d != 0 {
 				t.Errorf("Build differs from referenceBuild in %d slots", d)
 			}
 		})
 	}
 }
 
-func BenchmarkBuild1000x65537Weighted(b *testing.B) {
-	// Every weight distinct: the worst case for the weight-group heap.
-	bes := makeBackends(1000, func(i int) uint32 { return uint32(i + 1) })
-	builder, err := New(DefaultConfig())
+func benchmarkBuildWeighted(b *testing.B, n int, size uint64, weight func(i int) uint32) {
+	bes := makeBackends(n, weight)
+	builder, err := New(Config{Size: size})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -624,4 +653,20 @@ func BenchmarkBuild1000x65537Weighted(b *testing.B) {
 		}
 	}
 	b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ms/op")
+}
+
+// Every weight distinct: as many weight groups as backends, the most turn
+// times to order.
+func BenchmarkBuild1000x65537Weighted(b *testing.B) {
+	benchmarkBuildWeighted(b, 1000, 65537, func(i int) uint32 { return uint32(i + 1) })
+}
+
+func BenchmarkBuild1000x1048573Weighted(b *testing.B) {
+	benchmarkBuildWeighted(b, 1000, 1048573, func(i int) uint32 { return uint32(i + 1) })
+}
+
+// Distinct weights so close that each round's 1,000 turns share one bucket
+// of Build's sort.
+func BenchmarkBuild1000x65537NearEqualWeights(b *testing.B) {
+	benchmarkBuildWeighted(b, 1000, 65537, func(i int) uint32 { return ^uint32(0) - uint32(i) })
 }
