@@ -241,7 +241,9 @@ func (b *Builder) Build(backends []Backend) ([]uint32, error) {
 		}
 		return table, nil
 	}
-	b.populate(table)
+	if err := b.populate(table); err != nil {
+		return nil, err
+	}
 	return table, nil
 }
 
@@ -292,7 +294,7 @@ func (b *Builder) checkValues() error {
 // Each backend walks its permutation in place (pos += skip mod M) and slot
 // occupancy is a bitmap, so the state is O(N + M/64) words beside a window,
 // and the loop does about M·ln(M) probes in total.
-func (b *Builder) populate(table []uint32) {
+func (b *Builder) populate(table []uint32) error {
 	m := b.cfg.Size
 	n := len(b.sorted)
 
@@ -361,7 +363,9 @@ func (b *Builder) populate(table []uint32) {
 		hi := lo + uint64(window)
 		if !b.sortWindow(lo, hi) {
 			// Unreachable: the turns up to the horizon fill the table.
-			panic("maglev: ran out of turns before the table was full")
+			// An error, not a panic, should that ever be wrong: the
+			// control plane keeps its running tables.
+			return fmt.Errorf("maglev: internal error: ran out of turns with %d of %d slots filled (%d backends); please report it", filled, m, len(b.sorted))
 		}
 		start := int32(0)
 		for _, end := range b.counts {
@@ -391,7 +395,7 @@ func (b *Builder) populate(table []uint32) {
 				}
 				evs = evs[tied:]
 				if filled = b.takeTurns(table, turn, filled); filled == m {
-					return
+					return nil
 				}
 			}
 		}
