@@ -109,10 +109,14 @@ type Agent struct {
 	sysctls []*sysctl // changed by Start, in the order they were set
 	// eth issues ethtool ioctls in the agent's namespace; gro: GRO this
 	// run (or an earlier one) turned off, to turn on again at stop.
-	eth   *ethtool.Handle
-	gro   *groRecord
-	added []netip.Prefix // VIP addresses Start added to lo
-	watch *watcher
+	eth *ethtool.Handle
+	gro *groRecord
+	// added: VIP addresses Start added to lo. While the agent runs, the
+	// watcher drops one that someone removes (see forgetVIPs), under
+	// addedMu.
+	addedMu sync.Mutex
+	added   []netip.Prefix
+	watch   *watcher
 	// lost receives ErrInterfaceGone when the interface goes (one report
 	// waits at a time).
 	lost chan error
@@ -225,10 +229,11 @@ func (a *Agent) Start() (err error) {
 	// What the host's agents share (VIPs, the "all" sysctls) is decided
 	// under one lock, so that an agent stopping meanwhile sees this one's
 	// record whole, or none.
+	// A failure releases it in teardown; no deferred release here: once
+	// the watcher runs, the host lock is its to take.
 	if err := a.lockHost(); err != nil {
 		return err
 	}
-	defer a.unlockHost()
 	if err := a.loadState(); err != nil {
 		return err
 	}

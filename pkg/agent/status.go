@@ -52,6 +52,8 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	if err != nil {
 		return api.AgentStatus{}, err
 	}
+	a.addedMu.Lock()
+	defer a.addedMu.Unlock()
 	for _, vip := range a.vips {
 		flags, on := present[vip]
 		st.VIPs = append(st.VIPs, api.AgentVIP{

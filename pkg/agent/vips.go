@@ -195,6 +195,42 @@ func (a *Agent) deleteVIPs(ps []netip.Prefix) error {
 	return errors.Join(errs...)
 }
 
+// forgetVIPs drops from what the agent added the VIPs gone says someone
+// removed from lo while it ran: the address is no longer the agent's, and
+// one that another daemon (keepalived, an admin) adds again is that
+// daemon's, which the agent's stop, or after a crash its next run, must
+// leave. The record is rewritten without them. It runs on the watcher.
+func (a *Agent) forgetVIPs(gone func(netip.Prefix) bool) {
+	a.addedMu.Lock()
+	found := slices.ContainsFunc(a.added, gone)
+	a.addedMu.Unlock()
+	if !found {
+		return
+	}
+	// The record is written under the host lock, and so read whole by
+	// the host's other agents. Only the watcher changes added while the
+	// agent runs: what was gone above still is.
+	lockErr := a.lockHost()
+	defer a.unlockHost()
+	a.addedMu.Lock()
+	defer a.addedMu.Unlock()
+	a.added = slices.DeleteFunc(a.added, func(p netip.Prefix) bool {
+		if gone(p) {
+			a.log.Warn("VIP removed from lo behind the agent's back: the host drops what the balancers send to it until it is back on lo (restart the agent to put it back); "+
+				"the agent no longer counts it as its own, so one added again by someone else stays at stop", "vip", p)
+			return true
+		}
+		return false
+	})
+	err := lockErr
+	if err == nil {
+		err = a.saveState()
+	}
+	if err != nil {
+		a.log.Error("VIP removed from lo: cannot record that it is no longer the agent's", "error", err)
+	}
+}
+
 // disableIPv6Path is dev's disable_ipv6 sysctl, relative to /proc/sys.
 func disableIPv6Path(dev string) string { return filepath.Join("net/ipv6/conf", dev, "disable_ipv6") }
 

@@ -1,8 +1,17 @@
 package agent
 
 import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/vishvananda/netlink"
 )
 
 // TestIPv6VIPWithIPv6DisabledOnLo: with IPv6 turned off on lo the kernel
@@ -30,4 +39,73 @@ func TestIPv6VIPWithIPv6DisabledOnLo(t *testing.T) {
 	}
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoPins(t, c.PinDir)
+}
+
+// TestVIPRemovedBehindAgentNoLongerItsOwn: a VIP the agent added that
+// someone removes from lo is no longer the agent's; one added again
+// afterwards (keepalived taking it back, an admin) is whoever added it,
+// and the agent's stop leaves it on lo. The agent used to keep counting
+// it as its own, and its stop (or, after a crash, its next run's) removed
+// the other daemon's address.
+func TestVIPRemovedBehindAgentNoLongerItsOwn(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	a := startAgent(t, topo, be, testConfig(topo))
+	p4 := netip.PrefixFrom(vip4, 32)
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(p4)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The status says it as soon as the agent has taken note.
+	deadline := time.Now().Add(testTimeout)
+	for {
+		st, err := a.AgentStatus(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []api.AgentVIP{{Address: vip4.String()}, {Address: vip6.String(), OnLo: true, Added: true}}
+		if slices.Equal(st.VIPs, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status VIPs %+v %s after %s was removed from lo, want %+v: the agent still takes it for its own",
+				st.VIPs, testTimeout, p4, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Its record no longer lists it, so a crash now would not make the
+	// next run take the address for its own either.
+	data, err := os.ReadFile(a.StatePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec stateRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(rec.VIPs, p4) || !slices.Contains(rec.VIPs, netip.PrefixFrom(vip6, 128)) {
+		t.Errorf("state file records VIPs %v, want %v without %v", rec.VIPs, vip6, p4)
+	}
+
+	// Another daemon puts it back: it is that daemon's now.
+	if err := topo.AddAddr(be, "lo", p4); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	lo := snapshot(t, topo, be).lo
+	if !slices.ContainsFunc(lo, func(s string) bool { return strings.HasPrefix(s, p4.String()+" ") }) {
+		t.Errorf("lo holds %v after Stop: %v, added again by another daemon, was removed", lo, p4)
+	}
+	if slices.ContainsFunc(lo, func(s string) bool { return strings.HasPrefix(s, vip6.String()+"/") }) {
+		t.Errorf("lo holds %v after Stop: the agent's %v stayed", lo, vip6)
+	}
 }

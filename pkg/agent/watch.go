@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -85,6 +86,7 @@ func (a *Agent) syncEncap() error {
 type watcher struct {
 	a    *Agent
 	ns   netns.NsHandle // the agent's namespace, to subscribe again from any thread
+	lo   int            // lo's index: a VIP removed from it is no longer the agent's
 	quit chan struct{}
 	done chan struct{}
 }
@@ -117,11 +119,19 @@ func (a *Agent) startWatch() (*watcher, error) {
 		return nil, fmt.Errorf("open the network namespace to watch %s: %w", a.iface, err)
 	}
 	w := &watcher{a: a, ns: ns, quit: make(chan struct{}), done: make(chan struct{})}
+	lo, err := a.nl.LinkByName(loopback)
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("find %s: %w", loopback, err)
+	}
+	w.lo = lo.Attrs().Index
 	sub, err := w.subscribe()
 	if err != nil {
 		ns.Close()
 		return nil, err
 	}
+	// A VIP removed between addVIPs and the subscription.
+	w.checkVIPs()
 	// An address that changed between the first listing and the
 	// subscription would otherwise be missed until the next change.
 	if a.encapFixed == nil {
@@ -173,8 +183,12 @@ func (w *watcher) run(sub *subscription) {
 			return
 		case u, ok := <-sub.addrs:
 			broke = !ok
-			if ok && u.LinkIndex == w.a.ifindex {
+			switch {
+			case !ok:
+			case u.LinkIndex == w.a.ifindex:
 				w.sync()
+			case u.LinkIndex == w.lo && !u.NewAddr:
+				w.vipRemoved(u.LinkAddress)
 			}
 		case u, ok := <-sub.links:
 			broke = !ok
@@ -201,6 +215,7 @@ func (w *watcher) resubscribe() *subscription {
 	for {
 		sub, err := w.subscribe()
 		if err == nil {
+			w.checkVIPs()
 			w.sync()
 			return sub
 		}
@@ -225,6 +240,34 @@ func (w *watcher) linkChanged(u netlink.LinkUpdate) {
 	if _, err := w.a.nl.LinkByIndex(w.a.ifindex); errors.As(err, &netlink.LinkNotFoundError{}) {
 		w.a.interfaceGone()
 	}
+}
+
+// vipRemoved handles the removal of the address n from lo. The removal
+// itself says the VIP is no longer the agent's: by the time the message
+// is read, another daemon may have added it again, and it is then that
+// daemon's.
+func (w *watcher) vipRemoved(n net.IPNet) {
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return
+	}
+	ones, _ := n.Mask.Size()
+	removed := netip.PrefixFrom(ip.Unmap(), ones)
+	w.a.forgetVIPs(func(p netip.Prefix) bool { return p == removed })
+}
+
+// checkVIPs forgets the VIPs the agent added that are no longer on lo,
+// after removals the watcher may have missed.
+func (w *watcher) checkVIPs() {
+	present, err := w.a.loAddrs(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: w.lo}})
+	if err != nil {
+		w.a.log.Error("check the VIPs on lo", "error", err)
+		return
+	}
+	w.a.forgetVIPs(func(p netip.Prefix) bool {
+		_, on := present[p.Addr()]
+		return !on
+	})
 }
 
 // sync brings the watcher up to date after a change it may have missed.

@@ -28,7 +28,7 @@ func sampleAgentStatus(now time.Time) AgentStatus {
 		StateFile: "/run/switchyard/agent-eth0.json", StartedAt: now.Add(-90 * time.Second),
 		EncapAddresses: []string{"10.2.1.2", "fd00:2:1::2"}, EncapFollowsInterface: true, GUEPort: 6080,
 		VIPs: []AgentVIP{
-			{Address: "10.100.0.1", OnLo: false, Added: true},
+			{Address: "10.100.0.1", OnLo: false, Added: false},
 			{Address: "fd00:100::1", OnLo: true, Added: false},
 		},
 		Sysctls: []AgentSysctl{
@@ -130,7 +130,7 @@ func TestWriteAgentStatus(t *testing.T) {
 		"decapsulates to:  10.2.1.2, fd00:2:1::2 (the addresses of eth0)\n",
 		"GUE:              UDP port 6080\n",
 		"packets:          12.0k decapsulated (12.0k IPv4 outer, 34 IPv6 outer, 5 of them GUE), 77 passed untouched\n",
-		"10.100.0.1   MISSING: packets to it are dropped (restart the agent to put it back)  agent\n",
+		"10.100.0.1   MISSING: packets to it are dropped (restart the agent to put it back)  -\n",
 		"fd00:100::1  yes",
 		"net.ipv4.conf.all.arp_ignore     0    1    1\n",
 		"net.ipv4.conf.eth0.arp_announce  0    2    1 (changed since: kept at stop)\n",

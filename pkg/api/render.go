@@ -150,8 +150,12 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 				state = "TENTATIVE: not usable yet (is lo up?)"
 			}
 			by := "admin (stays after the agent)"
-			if v.Added {
+			switch {
+			case v.Added:
 				by = "agent"
+			case !v.OnLo:
+				// Removed from lo: whoever adds it again owns it.
+				by = "-"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Address, state, by)
 		}
