@@ -27,6 +27,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,6 +99,9 @@ type Agent struct {
 	mu      sync.RWMutex // guards the running state below against Stop
 	running bool
 	nl      *netlink.Handle
+	// ns is the network namespace Start (or Remove) ran in, in which a
+	// sysctl file is opened again from any thread (see reopenSysctl).
+	ns      netns.NsHandle
 	ifindex int
 	decap   *datapath.Decap
 	// ownPins: the pin directory is ours to remove on teardown (Start
@@ -107,6 +111,9 @@ type Agent struct {
 	// pins until teardown has removed them.
 	lock    *os.File
 	sysctls []*sysctl // changed by Start, in the order they were set
+	// sysctlMu guards the files of sysctls, which a status reopens after
+	// their interface was renamed, against concurrent status calls.
+	sysctlMu sync.Mutex
 	// eth issues ethtool ioctls in the agent's namespace; gro: GRO this
 	// run (or an earlier one) turned off, to turn on again at stop.
 	eth *ethtool.Handle
@@ -162,6 +169,7 @@ func New(cfg Config) (*Agent, error) {
 		mode:    cfg.AttachMode,
 		vips:    unmapAll(c.VIPAddrs()),
 		log:     log.With("component", "agent", "interface", c.Interface),
+		ns:      netns.None(),
 	}
 	if a.pinDir == "" {
 		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
@@ -209,6 +217,9 @@ func (a *Agent) Start() (err error) {
 	// A handle created here keeps talking to this namespace from any thread.
 	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("open netlink: %w", err)
+	}
+	if a.ns, err = netns.Get(); err != nil {
+		return fmt.Errorf("open the network namespace: %w", err)
 	}
 	if a.eth, err = ethtool.Open(); err != nil {
 		return err
@@ -470,6 +481,10 @@ func (a *Agent) teardown() error {
 		a.nl.Close()
 		a.nl = nil
 	}
+	if a.ns.IsOpen() {
+		a.ns.Close()
+		a.ns = netns.None()
+	}
 	if a.eth != nil {
 		a.eth.Close()
 		a.eth = nil
@@ -500,6 +515,9 @@ func (a *Agent) Remove() (err error) {
 	}()
 	if a.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("open netlink: %w", err)
+	}
+	if a.ns, err = netns.Get(); err != nil {
+		return fmt.Errorf("open the network namespace: %w", err)
 	}
 	if a.eth, err = ethtool.Open(); err != nil {
 		return err

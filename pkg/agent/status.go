@@ -63,8 +63,10 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 			Added:     slices.Contains(a.added, netip.PrefixFrom(vip, vip.BitLen())),
 		})
 	}
+	a.sysctlMu.Lock()
+	defer a.sysctlMu.Unlock()
 	for _, s := range a.sysctls {
-		now, err := readSysctl(s.f)
+		now, err := a.readSysctlOf(s)
 		if err != nil {
 			return api.AgentStatus{}, fmt.Errorf("read sysctl %s: %w", s.name, err)
 		}

@@ -7,9 +7,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 const (
@@ -166,6 +170,66 @@ func maxSysctl(v, path string) (string, error) {
 	return v, nil
 }
 
+// readSysctlOf reads the current value of s. The kernel registers the
+// settings of a renamed interface anew, and the file opened under the old
+// name then reads ENOENT: the setting is opened again under the
+// interface's current name (found by its index) and read from there.
+// fs.ErrNotExist means the interface is gone.
+func (a *Agent) readSysctlOf(s *sysctl) (string, error) {
+	cur, err := readSysctl(s.f)
+	if !errors.Is(err, fs.ErrNotExist) || s.Ifindex == 0 || a.nl == nil {
+		return cur, err
+	}
+	l, lerr := a.nl.LinkByIndex(s.Ifindex)
+	if lerr != nil {
+		if errors.As(lerr, &netlink.LinkNotFoundError{}) {
+			return "", err // gone, and its settings with it
+		}
+		return "", fmt.Errorf("find interface %d of sysctl %s: %w", s.Ifindex, s.name, lerr)
+	}
+	r := s.sysctlRecord
+	r.Dev = l.Attrs().Name
+	f, oerr := openIn(a.ns, filepath.Join(procSys, r.path()))
+	if oerr != nil {
+		return "", fmt.Errorf("open sysctl %s again (interface index %d, now named %s): %w", s.name, s.Ifindex, r.Dev, oerr)
+	}
+	a.log.Info("interface renamed: its sysctl followed", "was", s.name, "now", dotted(r.path()))
+	s.f.Close()
+	s.f, s.name = f, dotted(r.path())
+	return readSysctl(s.f)
+}
+
+// openIn opens the sysctl file path read-write in the network namespace
+// ns (none: the calling thread's). A /proc/sys/net file is the namespace's
+// of the thread that opens it, and the agent's Stop and status may run on
+// any thread.
+func openIn(ns netns.NsHandle, path string) (*os.File, error) {
+	if !ns.IsOpen() {
+		return os.OpenFile(path, os.O_RDWR, 0)
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if inNamespace(ns) {
+			defer runtime.UnlockOSThread()
+		} else if err := netns.Set(ns); err != nil {
+			// Locked still: the thread ends with the goroutine, so no
+			// other goroutine inherits a half-made switch.
+			c <- result{err: fmt.Errorf("enter the agent's network namespace: %w", err)}
+			return
+		}
+		// Switched, the thread stays locked and ends with the goroutine.
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		c <- result{f, err}
+	}()
+	r := <-c
+	return r.f, r.err
+}
+
 func readSysctl(f *os.File) (string, error) {
 	buf := make([]byte, 256)
 	n, err := f.ReadAt(buf, 0)
@@ -192,14 +256,14 @@ func (a *Agent) restoreSysctls() error {
 // changed again since (by the admin, while the agent ran) is the newest
 // choice and stays.
 func (a *Agent) restoreSysctl(s *sysctl) error {
-	defer s.f.Close()
+	defer func() { s.f.Close() }() // reopenSysctl may replace it
 	if s.Ifindex == 0 {
 		if _, other := a.sharedSysctl(s.path(), true); other != "" {
 			a.log.Info("sysctl left as it is: another running agent of this host shares it", "key", s.name, "value", s.Set, "other_state_file", other)
 			return nil
 		}
 	}
-	cur, err := readSysctl(s.f)
+	cur, err := a.readSysctlOf(s)
 	if err == nil && cur != s.Set {
 		a.log.Info("sysctl changed since the agent set it: left as it is", "key", s.name, "value", cur, "found_at_start", s.Old)
 		return nil

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 
+	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
 )
@@ -79,5 +82,52 @@ func TestSysctlChangedMeanwhileKept(t *testing.T) {
 	}
 	if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0.arp_ignore"); got != "0" {
 		t.Errorf("eth0.arp_ignore = %s after Stop, want 0, as found at Start", got)
+	}
+}
+
+// TestInterfaceRenamedWhileRunning: an interface renamed while the agent
+// runs (down, `ip link set eth0 name ...`, up) keeps the decap program,
+// and the agent's settings stay on it under its new name. The kernel
+// registers a renamed device's settings anew, so the files the agent had
+// opened read "no such file": its status failed (and with it every
+// metrics scrape), and its stop took the settings for gone with the
+// device and left them changed.
+func TestInterfaceRenamedWhileRunning(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	a := startAgent(t, topo, be, testConfig(topo))
+	const renamed = "ethrn0"
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetDown(l); err != nil {
+			return err
+		}
+		if err := h.LinkSetName(l, renamed); err != nil {
+			return err
+		}
+		return h.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := api.AgentSysctl{Name: "net.ipv4.conf." + renamed + ".rp_filter", Old: "1", Set: "2", Now: "2"}
+	if st, err := a.AgentStatus(context.Background()); err != nil {
+		t.Errorf("AgentStatus after the rename: %v", err)
+	} else if !slices.Contains(st.Sysctls, want) {
+		t.Errorf("status sysctls %+v, want %+v among them", st.Sysctls, want)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	for key, want := range map[string]string{"rp_filter": "1", "arp_ignore": "0", "arp_announce": "0"} {
+		key = "net.ipv4.conf." + renamed + "." + key
+		if got := sysctlValue(t, topo, be, key); got != want {
+			t.Errorf("%s = %s after Stop, want %s as found at Start", key, got, want)
+		}
 	}
 }
