@@ -155,6 +155,7 @@ func (a *Agent) loadState() error {
 	if a.bootID, a.netns, err = hostID(); err != nil {
 		return err
 	}
+	a.removeStaleTemps()
 	rec, err := readState(a.statePath)
 	if err != nil {
 		return err
@@ -311,6 +312,31 @@ func (a *Agent) saveState() error {
 		return fmt.Errorf("write state file %s: %w (%s)", a.statePath, err, why)
 	}
 	return nil
+}
+
+// removeStaleTemps removes the temporary files saveState left beside the
+// record when an earlier run was killed while it wrote one. The pin
+// directory's lock makes this agent the record's only writer, so none of
+// them is being written.
+func (a *Agent) removeStaleTemps() {
+	dir, prefix := filepath.Dir(a.statePath), filepath.Base(a.statePath)+".tmp"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return // no directory yet, or saveState says what is wrong with it
+	}
+	for _, e := range entries {
+		// os.CreateTemp's random part is decimal digits.
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || rest == "" || strings.Trim(rest, "0123456789") != "" || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			a.log.Warn("cannot remove the temporary state file an earlier run left", "file", path, "error", err)
+			continue
+		}
+		a.log.Info("removed the temporary state file an earlier run left when it was killed", "file", path)
+	}
 }
 
 // dropState removes the state file once everything it recorded is undone.

@@ -483,3 +483,37 @@ func TestRefusedStartKeepsEarlierRun(t *testing.T) {
 		t.Errorf("the refused start changed the earlier run's record:\n%s\nwas\n%s", got, record)
 	}
 }
+
+// TestStateTempFilesOfKilledRunRemoved: an agent killed while it writes
+// its record (between creating the temporary file and renaming it over the
+// record, which each change at start does) leaves the temporary file; the
+// next run, which holds the pin directory and so is the only writer of
+// this record, removes it. They used to pile up in /run, one per such
+// kill. Another agent's temporary file stays.
+func TestStateTempFilesOfKilledRunRemoved(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	a := newAgent(t, c)
+	dir := filepath.Dir(a.StatePath())
+	stale := a.StatePath() + ".tmp2445199416"
+	others := filepath.Join(dir, "agent-eth9.json.tmp558371805")
+	for _, f := range []string{stale, others} {
+		if err := os.WriteFile(f, []byte(`{"format":"switchyard-agent-state/2","sysc`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the killed run's temporary record %s is still there (stat: %v)", stale, err)
+	}
+	if _, err := os.Stat(others); err != nil {
+		t.Errorf("another agent's temporary record %s: %v, want it left", others, err)
+	}
+}
