@@ -762,3 +762,75 @@ func changeEthAddr(t *testing.T, topo *topology.Topology, node string, p netip.P
 		t.Fatalf("%s: change %s on %s: %v", node, p, topology.EthName, err)
 	}
 }
+
+// TestInterfaceReplacedDuringStart: an interface deleted and created again
+// under its name (a driver reload) while the agent starts is another one,
+// which the agent did not resolve: Start fails with ErrInterfaceGone and
+// undoes what it did, for the service manager to start it again. The
+// agent used to attach to the new interface by name and run on with the
+// old index: it followed the addresses of no interface (decapsulating
+// nothing, without a warning in its status) and never noticed the
+// deletion, which happened before it subscribed. The test holds the
+// agents' host lock, which the agent waits for after it resolved the
+// interface, while it replaces eth0.
+func TestInterfaceReplacedDuringStart(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	a := newAgent(t, c)
+	lockPath := filepath.Join(filepath.Dir(a.StatePath()), hostLockName)
+	holder, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- topo.Do(be, a.Start) }()
+	// The agent holds its pin directory once it has resolved the interface.
+	for deadline := time.Now().Add(testTimeout); !pinDirHeld(c.PinDir); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-started:
+			t.Fatalf("Start returned before it waited for the host lock: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not take its pin directory within %s", testTimeout)
+		}
+	}
+	err = topo.Netlink(be, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkDel(l); err != nil {
+			return err
+		}
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder.Close() // releases the flock
+	select {
+	case err = <-started:
+	case <-time.After(testTimeout):
+		t.Fatalf("Start did not return within %s of the host lock's release", testTimeout)
+	}
+	if !errors.Is(err, ErrInterfaceGone) || !strings.Contains(err.Error(), "start the agent again") {
+		t.Fatalf("Start: %v, want ErrInterfaceGone and the advice to start the agent again (encap addresses %v)", err, a.EncapAddrs())
+	}
+	t.Logf("Start: %v", err)
+	after := snapshot(t, topo, be)
+	for _, s := range []hostState{before, after} {
+		maps.DeleteFunc(s.sysctls, func(k, _ string) bool {
+			return strings.Contains(k, "/"+topology.EthName+"/") || strings.Contains(k, "/hqpeer0/")
+		})
+	}
+	requireSame(t, before, after)
+	requireNoPins(t, c.PinDir)
+}

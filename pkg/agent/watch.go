@@ -130,6 +130,20 @@ func (a *Agent) startWatch() (*watcher, error) {
 		ns.Close()
 		return nil, err
 	}
+	// The interface was resolved by name at the beginning of Start, and
+	// the program attached by name since: one replaced (deleted and
+	// created again, as a driver reload does) or renamed meanwhile is not
+	// the one resolved, and its removal came before the subscription,
+	// which reports every later one.
+	if l, err := a.nl.LinkByIndex(a.ifindex); err != nil || l.Attrs().Name != a.iface {
+		sub.close()
+		ns.Close()
+		if err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+			return nil, fmt.Errorf("find interface %s (index %d): %w", a.iface, a.ifindex, err)
+		}
+		return nil, fmt.Errorf("%w: %s (index %d) was removed, replaced or renamed while the agent started; start the agent again",
+			ErrInterfaceGone, a.iface, a.ifindex)
+	}
 	// A VIP removed between addVIPs and the subscription.
 	w.checkVIPs()
 	// An address that changed between the first listing and the
