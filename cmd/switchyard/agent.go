@@ -51,6 +51,8 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Status and logs name the file by its absolute path.
+	*cfgPath = absPath(*cfgPath)
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}

@@ -655,7 +655,10 @@ func TestAgentStopRefusesRequestsAtTheSocket(t *testing.T) {
 	const metricsAddr = "127.0.0.1:9302" // in the backend's own namespace
 	topo, be, _, cfgPath := agentSetup(t, `{listen: "`+metricsAddr+`"}`)
 	var stderr syncBuffer
-	cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+	// Given relative to the agent's directory: status names the file by
+	// its absolute path.
+	cmd := agentCommand(t, topo, be, filepath.Base(cfgPath), "--attach-mode", "generic")
+	cmd.Dir = filepath.Dir(cfgPath)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -673,6 +676,11 @@ func TestAgentStopRefusesRequestsAtTheSocket(t *testing.T) {
 		}
 	}
 	client := api.NewClient(filepath.Join(filepath.Dir(cfgPath), "agent.sock"))
+	if st, err := client.AgentStatus(t.Context()); err != nil {
+		t.Fatal(err)
+	} else if st.ConfigFile != cfgPath {
+		t.Errorf("status --agent names the configuration file %q, want %q (absolute)", st.ConfigFile, cfgPath)
+	}
 	scraper := topo.HTTPClient(be)
 	refused, exitErr := stopWhileReading(t, t.Context(), cmd, exited, "not running",
 		func(ctx context.Context) error { _, err := client.AgentStatus(ctx); return err },

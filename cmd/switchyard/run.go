@@ -48,6 +48,9 @@ func runRun(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Reloads read the file again, and status, logs and errors name it:
+	// by its absolute path, which means the same from any directory.
+	*cfgPath = absPath(*cfgPath)
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}
@@ -232,4 +235,13 @@ func drainFiles(socket, pinDir string) (file, legacy string) {
 	}
 	sum := sha256.Sum256([]byte(clean))
 	return filepath.Join(dir, fmt.Sprintf("drains-%s-%x.json", base, sum[:6])), old
+}
+
+// absPath is path made absolute, or path itself if the working directory
+// cannot be read.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }

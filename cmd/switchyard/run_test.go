@@ -178,7 +178,10 @@ func TestRunInterfaceRemoved(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
-	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	// Given relative to the daemon's directory: status names the file
+	// by its absolute path.
+	cmd := topo.Command(ctx, lb, self, "run", "--config", filepath.Base(cfgPath))
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -394,7 +397,10 @@ func TestRunStopRefusesRequestsAtTheSocket(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
-	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	// Given relative to the daemon's directory: status names the file
+	// by its absolute path.
+	cmd := topo.Command(ctx, lb, self, "run", "--config", filepath.Base(cfgPath))
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -415,6 +421,11 @@ func TestRunStopRefusesRequestsAtTheSocket(t *testing.T) {
 	}
 
 	client := api.NewClient(sock)
+	if st, err := client.Status(ctx); err != nil {
+		t.Fatal(err)
+	} else if st.ConfigFile != cfgPath {
+		t.Errorf("status names the configuration file %q, want %q (absolute)", st.ConfigFile, cfgPath)
+	}
 	scraper := topo.HTTPClient(lb)
 	refused, exitErr := stopWhileReading(t, ctx, cmd, exited, "shutting down",
 		func(ctx context.Context) error { _, err := client.Status(ctx); return err },
