@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // listen returns the address of a loopback TCP listener that accepts and
@@ -310,5 +311,29 @@ func checkErr(t *testing.T, err error, wantErr string, wantErrIs error) {
 	}
 	if wantErrIs != nil && !errors.Is(err, wantErrIs) {
 		t.Errorf("Check() = %v, want errors.Is %v", err, wantErrIs)
+	}
+}
+
+// A backend's status reason is quoted in the check's failure, which
+// status, logs and health changes show, cut to maxReason bytes; headers
+// beyond maxHTTPHeader fail the check rather than being held.
+func TestHTTPCheckerBoundsWhatItQuotes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	long := strings.Repeat("é", 4000) // two bytes each: the cut falls inside one
+	url, _ := rawHTTP(t, "HTTP/1.1 503 "+long+"\r\nContent-Length: 0\r\n\r\n", nil)
+	err := (HTTPChecker{URL: url}).Check(ctx)
+	if !errors.Is(err, ErrUnexpectedStatus) {
+		t.Fatalf("Check() = %v, want ErrUnexpectedStatus", err)
+	}
+	if msg := err.Error(); len(msg) > 300 || !utf8.ValidString(msg) || !strings.Contains(msg, "bytes more)") {
+		t.Errorf("the failure quotes %d bytes (valid UTF-8: %t), want the reason cut to %d bytes and marked: %.200q",
+			len(msg), utf8.ValidString(msg), maxReason, msg)
+	}
+
+	huge := "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("a", 2*maxHTTPHeader) + "\r\nContent-Length: 0\r\n\r\n"
+	url, _ = rawHTTP(t, huge, nil)
+	if err := (HTTPChecker{URL: url}).Check(ctx); err == nil || !strings.Contains(err.Error(), "header") {
+		t.Errorf("Check() of an answer with %d bytes of headers = %v, want a failure naming the headers", 2*maxHTTPHeader, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxHTTPBody is how much of a response body HTTPChecker reads. A longer
@@ -76,6 +77,9 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 			ServerName:       c.ServerName,
 		},
 		DisableKeepAlives: true,
+		// A check reads a status line, not a page of headers: Go's
+		// default would hold up to 1 MiB of them per check.
+		MaxResponseHeaderBytes: maxHTTPHeader,
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{
@@ -96,10 +100,10 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 	_, bodyErr := io.Copy(io.Discard, io.LimitReader(resp.Body, MaxHTTPBody))
 	resp.Body.Close()
 	if resp.StatusCode != want {
-		return fmt.Errorf("http check: GET %s: status %s, want %d: %w", c.URL, resp.Status, want, ErrUnexpectedStatus)
+		return fmt.Errorf("http check: GET %s: status %s, want %d: %w", c.URL, statusLine(resp.Status), want, ErrUnexpectedStatus)
 	}
 	if bodyErr != nil && ctx.Err() != nil {
-		return fmt.Errorf("http check: GET %s: status %s, but the body did not arrive within the timeout: %w", c.URL, resp.Status, bodyErr)
+		return fmt.Errorf("http check: GET %s: status %s, but the body did not arrive within the timeout: %w", c.URL, statusLine(resp.Status), bodyErr)
 	}
 	return nil
 }
@@ -120,4 +124,25 @@ func checkCipherSuites() []uint16 {
 		}
 	}
 	return ids
+}
+
+// maxHTTPHeader bounds the status line and headers of a check's answer.
+const maxHTTPHeader = 64 << 10
+
+// maxReason is the longest status reason a check's failure quotes: the
+// reason shows in status, logs and `health changed` lines, where a
+// backend's kilobytes of reason phrase would drown everything else.
+const maxReason = 128
+
+// statusLine is the status ("503 Service Unavailable") with its reason
+// cut to maxReason bytes (at a character boundary), marked as cut.
+func statusLine(status string) string {
+	if len(status) <= maxReason {
+		return status
+	}
+	cut := maxReason
+	for cut > 0 && !utf8.RuneStart(status[cut]) {
+		cut--
+	}
+	return status[:cut] + fmt.Sprintf("... (%d bytes more)", len(status)-cut)
 }
