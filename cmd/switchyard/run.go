@@ -20,12 +20,15 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/metrics"
 )
 
+// hiddenRunFlags are run's flags for tests, left out of its -h.
+var hiddenRunFlags = []string{"program-variant"}
+
 func runRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	cfgPath := fs.String("config", "/etc/switchyard/switchyard.yaml", "configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	variant := fs.Uint("program-variant", 0, "load a functionally identical BPF program with a different tag (upgrade tests)")
-	hideFlags(fs, "program-variant")
+	hideFlags(fs, hiddenRunFlags...)
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}

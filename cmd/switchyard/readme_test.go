@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// commandFlags runs `switchyard NAME -h` (the test binary as switchyard)
+// and returns the flags it lists.
+func commandFlags(t *testing.T, name string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], name, "-h")
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("switchyard %s -h: %v; stderr %q", name, err, stderr.String())
+	}
+	// The flag package lists each flag as "  -name" (with " type" if it
+	// takes a value) on a line of its own, its usage indented below.
+	flagLine := regexp.MustCompile(`^  -([a-z0-9-]+)`)
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+	for sc.Scan() {
+		if m := flagLine.FindStringSubmatch(sc.Text()); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("switchyard %s -h lists no flags: %q", name, stderr.String())
+	}
+	return out
+}
+
+// The README documents every flag of every command, and names no flag
+// that no command has: `demo --keep` and the testserver's flags were
+// missing, found only with -h.
+func TestREADMENamesEveryFlag(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	all := slices.Clone(hiddenRunFlags)
+	for _, c := range commands {
+		for _, f := range commandFlags(t, c.name) {
+			all = append(all, f)
+			if !regexp.MustCompile(`--` + regexp.QuoteMeta(f) + `([^a-z0-9-]|$)`).MatchString(readme) {
+				t.Errorf("switchyard %s has --%s, which the README does not name", c.name, f)
+			}
+		}
+	}
+	for _, f := range regexp.MustCompile("(?:^|[\\s\\[(`])--([a-z][a-z0-9-]*)").FindAllStringSubmatch(readme, -1) {
+		if !slices.Contains(all, f[1]) {
+			t.Errorf("the README names --%s, which no command has", f[1])
+		}
+	}
+}
