@@ -65,3 +65,35 @@ func TestREADMENamesEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// The README's "Two commands" names every package scripts/install-deps.sh
+// installs for `make demo` and `make test` (the benchmark peers aside):
+// it said iproute2, util-linux and curl after the script had come to
+// install gcc and libc6-dev for the race detector too.
+func TestREADMENamesEveryInstalledPackage(t *testing.T) {
+	script, err := os.ReadFile("../../scripts/install-deps.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	start := strings.Index(readme, "Both install what they need")
+	if start < 0 {
+		t.Fatal(`the README has no "Both install what they need"`)
+	}
+	para, _, _ := strings.Cut(readme[start:], "\n\n")
+	para = strings.ReplaceAll(para, "\n", " ")
+	before, _, _ := strings.Cut(string(script), "if [[ \"${BENCH")
+	pkgs := regexp.MustCompile(`need\+=\(([a-z0-9.+-]+)\)`).FindAllStringSubmatch(before, -1)
+	if len(pkgs) == 0 {
+		t.Fatal("scripts/install-deps.sh installs no package (need+=(...)) before its BENCH part")
+	}
+	for _, m := range pkgs {
+		if !regexp.MustCompile(`(^|[^a-z0-9.+-])` + regexp.QuoteMeta(m[1]) + `([^a-z0-9+-]|$)`).MatchString(para) {
+			t.Errorf("scripts/install-deps.sh installs %s, which the README's \"Both install what they need\" does not name", m[1])
+		}
+	}
+}
