@@ -41,17 +41,22 @@ func commandFlags(t *testing.T, name string) []string {
 	return out
 }
 
-// The README documents every flag of every command, and names no flag
+// The README names every command in its binaries row, documents every
+// flag of every command, and names no flag
 // that no command has: `demo --keep` and the testserver's flags were
 // missing, found only with -h.
-func TestREADMENamesEveryFlag(t *testing.T) {
+func TestREADMENamesEveryCommandAndFlag(t *testing.T) {
 	data, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(data)
+	binaries := regexp.MustCompile("(?m)^\\| binaries \\|.*$").FindString(readme)
 	all := slices.Clone(hiddenRunFlags)
 	for _, c := range commands {
+		if !strings.Contains(binaries, "`"+c.name+"`") {
+			t.Errorf("the README's binaries row (%q) does not name the command %s", binaries, c.name)
+		}
 		for _, f := range commandFlags(t, c.name) {
 			all = append(all, f)
 			if !regexp.MustCompile(`--` + regexp.QuoteMeta(f) + `([^a-z0-9-]|$)`).MatchString(readme) {
