@@ -252,7 +252,8 @@ type VIP struct {
 	Name string `yaml:"name"`
 	// Address is the IPv4 or IPv6 virtual address, of one host: not
 	// unspecified, loopback, multicast, broadcast, link-local (clients
-	// reach it through routers) or reserved (240.0.0.0/4). Required.
+	// reach it through routers), reserved (240.0.0.0/4) or the next hop's
+	// (the router's own). Required.
 	Address string `yaml:"address"`
 	// Port is the service port; 0 means every port of Protocol. Required in
 	// a file (a forgotten port would make an all-ports VIP), even if 0.
@@ -363,7 +364,8 @@ type Backend struct {
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
 	// the VIP's family, of one host reached over the network (not
 	// loopback, multicast, broadcast, link-local (the balancer reaches it
-	// through its next hop) or 240.0.0.0/4). It is the backend's identity in the Maglev table
+	// through its next hop) or 240.0.0.0/4), nor a VIP's (routers send it to
+	// the balancers). It is the backend's identity in the Maglev table
 	// (pkg/balancer sorts by it), so changing it moves the backend's
 	// flows. Required.
 	Address string `yaml:"address"`
@@ -639,11 +641,46 @@ func (c *Config) validate(set func(path string) bool) problems {
 			}
 		}
 	}
+	checkVIPAddrUses(&p, c)
 	if len(backendAddrs) > MaxBackendAddrs {
 		p.add("vips", "%d distinct backend addresses are more than the datapath's limit of %d; remove some, or spread the VIPs over more balancers",
 			len(backendAddrs), MaxBackendAddrs)
 	}
 	return p
+}
+
+// checkVIPAddrUses refuses the uses of a VIP address that no packet can
+// reach: routers send a VIP's packets to the balancers, so a backend at a
+// VIP address never gets the packets encapsulated to it (they come back to
+// a balancer, which drops them), and a VIP at the next hop's address is the
+// router's own, which takes the clients' packets itself.
+func checkVIPAddrUses(p *problems, c *Config) {
+	vips := map[netip.Addr]int{}
+	for i := range c.VIPs {
+		if a := c.VIPs[i].Addr(); a.IsValid() {
+			if _, dup := vips[a]; !dup {
+				vips[a] = i
+			}
+		}
+	}
+	if gw := c.Nexthop.GatewayAddr(); gw.IsValid() {
+		for i := range c.VIPs {
+			if c.VIPs[i].Addr() == gw {
+				p.add(fmt.Sprintf("vips[%d].address", i), "%s is nexthop.gateway, the router's own address: clients' packets to it end at the router and never reach a balancer; use an address the routers send to the balancers, or correct nexthop.gateway", gw)
+			}
+		}
+	}
+	for i := range c.VIPs {
+		for j, b := range c.VIPs[i].Backends {
+			a := b.Addr()
+			k, isVIP := vips[a]
+			if !a.IsValid() || !isVIP {
+				continue
+			}
+			p.add(fmt.Sprintf("vips[%d].backends[%d].address", i, j), "%s is the address of vips[%d] (%s): routers send packets to it to the balancers, so the backend would never get those encapsulated to it; write the backend's own address (the VIP goes on its lo)",
+				a, k, c.VIPs[k].Name)
+		}
+	}
 }
 
 // unusedBy says, for a health field, what type none does not do with it and

@@ -374,6 +374,14 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: encap.source_prefix_v6: ::/0 holds"}},
 		{"source prefix v6 is IPv4", lines("datapath: {interface: eth0}", "encap:", "  source_prefix_v6: 172.16.0.0/16"),
 			[]string{"t.yaml:3: encap.source_prefix_v6: 172.16.0.0/16 is not an IPv6 prefix"}},
+		// The router owns its address: a client's packets to it end there
+		// (seen in the lab: connection refused by the router).
+		{"vip address the gateway", lines("datapath: {interface: eth0}", "nexthop: {gateway: 10.1.1.1}", "vips:",
+			"  - {name: web, address: 10.1.1.1, port: 80}", "  - {name: web6, address: 'fd00:1:1::1', port: 80}"),
+			[]string{"t.yaml:4: vips[0].address: 10.1.1.1 is nexthop.gateway, the router's own address: clients' packets to it end at the router and never reach a balancer; use an address the routers send to the balancers, or correct nexthop.gateway"}},
+		{"vip address the IPv6 gateway", lines("datapath: {interface: eth0}", "nexthop: {gateway: 'fd00:1:1::1'}", "vips:",
+			"  - {name: web6, address: 'fd00:1:1:0::1', port: 80}"),
+			[]string{"t.yaml:4: vips[0].address: fd00:1:1::1 is nexthop.gateway"}},
 		{"gateway not an IP", lines("datapath: {interface: eth0}", "nexthop:", "  gateway: router1"),
 			[]string{`t.yaml:3: nexthop.gateway: "router1" is not an IP address`}},
 		{"gateway loopback", lines("datapath: {interface: eth0}", "nexthop:", "  gateway: 127.0.0.1"),
@@ -630,6 +638,20 @@ func TestParseErrors(t *testing.T) {
 		{"backend address duplicate", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
 			"      - {name: be1, address: 10.2.1.2}", "      - {name: be2, address: 10.2.1.2}"),
 			[]string{"t.yaml:8: vips[0].backends[1].address: 10.2.1.2 is already backends[0] (be1)"}},
+		// Routers send a VIP's packets to the balancers: encapsulated to a
+		// backend at a VIP address, they come back to a balancer, which
+		// drops them (seen in the lab: every connection times out).
+		{"backend address a VIP's", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
+			"      - {name: be1, address: 10.2.1.2}", "      - {name: be2, address: 10.100.0.1}",
+			"  - {name: web6, address: 'fd00:100::1', port: 80, backends: [{name: be1, address: 'fd00:100::1'}]}",
+			"  - {name: dns, address: 10.100.0.2, port: 53, protocol: udp, health: {type: none}, backends: [{name: be1, address: 10.100.0.2}]}"),
+			[]string{"t.yaml:8: vips[0].backends[1].address: 10.100.0.1 is the address of vips[0] (web): routers send packets to it to the balancers, so the backend would never get those encapsulated to it; write the backend's own address (the VIP goes on its lo)",
+				"t.yaml:9: vips[1].backends[0].address: fd00:100::1 is the address of vips[1] (web6)",
+				"t.yaml:10: vips[2].backends[0].address: 10.100.0.2 is the address of vips[2] (dns)"}},
+		{"backend address another VIP's", lines("datapath: {interface: eth0}", "vips:",
+			"  - {name: web, address: 10.100.0.1, port: 80, backends: [{name: be1, address: 10.100.0.2}]}",
+			"  - {name: api, address: 10.100.0.2, port: 443, backends: [{name: be1, address: 10.2.1.2}]}"),
+			[]string{"t.yaml:3: vips[0].backends[0].address: 10.100.0.2 is the address of vips[1] (api)"}},
 		{"backend weight zero", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: 10.2.1.2", "        weight: 0"),
 			[]string{"t.yaml:9: vips[0].backends[0].weight: 0 is out of range; use 1 to 65535 (to stop new flows, set drained: true)"}},
 		{"backend weight too big", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - name: be1", "        address: 10.2.1.2", "        weight: 65536"),
