@@ -15,6 +15,7 @@ func sampleStatus(now time.Time) Status {
 		ConfigGeneration: 4,
 		ReloadFailures:   1,
 		LastReloadError:  "/etc/switchyard/switchyard.yaml:12: vips[0].port: 0 is not 1 to 65535",
+		Warnings:         []string{"backend self of VIP web: 10.1.1.2 is an address of this balancer's interface eth0: write the backend's own address"},
 		StartedAt:        now.Add(-(3*time.Hour + 12*time.Minute)),
 		NextHop:          NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
 		ConnTable:        ConnTable{Capacity: 65536, Entries: 1234},

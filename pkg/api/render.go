@@ -42,6 +42,9 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		// table, and the rows after it be aligned afresh).
 		fmt.Fprintf(tw, "\tlast reload error: %s\n", strings.ReplaceAll(s.LastReloadError, "\n", "\n\t"))
 	}
+	for _, w := range s.Warnings {
+		fmt.Fprintf(tw, "warning:\t%s\n", w)
+	}
 	switch {
 	case s.NextHop.Resolved:
 		fmt.Fprintf(tw, "next hop:\t%s (%s)\n", orDash(s.NextHop.Gateway), s.NextHop.MAC)

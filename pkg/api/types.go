@@ -14,6 +14,7 @@ type Status struct {
 	ConfigGeneration uint64            `json:"config_generation"` // +1 per applied (re)load
 	ReloadFailures   uint64            `json:"reload_failures"`
 	LastReloadError  string            `json:"last_reload_error,omitempty"`
+	Warnings         []string          `json:"warnings,omitempty"` // what is wrong with the running configuration on this host, while it lasts
 	StartedAt        time.Time         `json:"started_at"`
 	NextHop          NextHop           `json:"next_hop"`
 	ConnTable        ConnTable         `json:"conn_table"`

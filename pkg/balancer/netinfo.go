@@ -21,8 +21,9 @@ type ifaceInfo struct {
 	Name   string // now: the interface may have been renamed since the start
 	MAC    net.HardwareAddr
 	MTU    int
-	AddrV4 netip.Addr // first IPv4 address routers forward; invalid if none
-	AddrV6 netip.Addr // first IPv6 address routers forward; invalid if none
+	AddrV4 netip.Addr   // first IPv4 address routers forward; invalid if none
+	AddrV6 netip.Addr   // first IPv6 address routers forward; invalid if none
+	Addrs  []netip.Addr // every address of the interface
 }
 
 // classE is 240.0.0.0/4, reserved ("for future use"): IsGlobalUnicast
@@ -66,6 +67,7 @@ func ifaceOf(l netlink.Link) (ifaceInfo, error) {
 			continue
 		}
 		ip = ip.Unmap()
+		info.Addrs = append(info.Addrs, ip)
 		// The address is the outer source of packets that cross the
 		// next hop: a link-local one (169.254.0.0/16, fe80::/10, which
 		// DHCP-less hosts and every IPv6 link have) or a loopback one

@@ -1,0 +1,113 @@
+package balancer
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// A backend written with an address of the balancer's own interface
+// validates (config cannot know the host's addresses) but gets nothing:
+// in the lab, its packets went to the router, which sent them back to the
+// balancer, whose kernel dropped them, and every connection timed out with
+// nothing said. It is warned about once, and status shows it while it
+// lasts.
+func TestBackendAtTheBalancersOwnAddressIsWarned(t *testing.T) {
+	topo, node := newSourceTopo(t, "fe80::7/64", "10.9.0.1/24")
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	yaml := `
+datapath: {interface: ` + sourceIface + `, conn_table_size: 4096}
+nexthop: {gateway: 10.9.0.254}
+api: {socket: /tmp/unused.sock}
+metrics: {listen: ""}
+vips:
+  - name: web
+    address: 10.100.0.1
+    port: 80
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+      - {name: self, address: 10.9.0.1}
+`
+	cfg, dp := loadWithDatapath(t, path, yaml)
+	logs := &logRecords{}
+	var b *Balancer
+	if err := topo.Do(node, func() error {
+		var err error
+		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.health.Close)
+	sync := func() {
+		t.Helper()
+		if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
+			t.Fatal(err)
+		}
+	}
+	warned := func() []string {
+		return logs.matching(slog.LevelWarn, "a backend's address is one of this balancer's own", "vip=web", "backend=self", "address=10.9.0.1", "interface="+sourceIface)
+	}
+	statusWarnings := func() []string {
+		t.Helper()
+		st, err := b.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Warnings
+	}
+	want := "backend self of VIP web: 10.9.0.1 is an address of this balancer's interface " + sourceIface
+	if got := warned(); len(got) != 1 {
+		t.Fatalf("backend at the interface's address 10.9.0.1: %d warnings naming it, want 1; warnings: %v", len(got), logs.matching(slog.LevelWarn))
+	}
+	if got := statusWarnings(); len(got) != 1 || !strings.Contains(got[0], want) {
+		t.Errorf("status warnings %q, want one saying %q", got, want)
+	}
+	// A sync that changes nothing says it no more.
+	sync()
+	if got := warned(); len(got) != 1 {
+		t.Errorf("nothing changed since the warning: %d warnings, want still 1", len(got))
+	}
+
+	// The address leaves the interface: nothing to show any more.
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(sourceIface)
+		if err != nil {
+			return err
+		}
+		a, err := netlink.ParseAddr("10.9.0.1/24")
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(l, a)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another address keeps the next hop on the link.
+	if err := topo.AddAddr(node, sourceIface, netip.MustParsePrefix("10.9.0.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	sync()
+	if got := statusWarnings(); len(got) != 0 {
+		t.Errorf("10.9.0.1 removed from %s: status warnings %q, want none", sourceIface, got)
+	}
+	// Back again: warned again.
+	if err := topo.AddAddr(node, sourceIface, netip.MustParsePrefix("10.9.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	sync()
+	if got := warned(); len(got) != 2 {
+		t.Errorf("10.9.0.1 added back: %d warnings, want 2", len(got))
+	}
+	if got := statusWarnings(); len(got) != 1 {
+		t.Errorf("10.9.0.1 added back: status warnings %q, want one", got)
+	}
+}
