@@ -103,7 +103,7 @@ type Balancer struct {
 	nhResolved   bool         // the settings the datapath holds carry a next-hop MAC
 	settingsErr  string       // the error of syncSettings last logged: not logged again while it repeats
 	noSource     [2]bool      // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
-	ownBackends  []string     // backends at an address of the interface, as status shows them (warned)
+	hostWarnings []string     // backends at an address of the interface, VIPs at the next hop's, as status shows them (warned)
 	health       *health.Monitor
 	transitions  chan health.Transition
 	dialer       health.Dialer
@@ -588,7 +588,7 @@ func (b *Balancer) syncSettings() error {
 		b.settings = s
 	}
 	b.checkSources(s)
-	b.checkOwnBackends(ifi)
+	b.checkHostAddrs(ifi)
 	if resolved := s.NextHopMAC != nil; resolved != b.nhResolved {
 		if resolved {
 			b.log.Info("next hop resolved", "gateway", b.gateway, "mac", s.NextHopMAC.String())
@@ -1418,7 +1418,7 @@ func (b *Balancer) status() (api.Status, error) {
 	st.ConfigGeneration = b.generation
 	st.ReloadFailures = b.reloadFails
 	st.LastReloadError = b.lastErr
-	st.Warnings = slices.Clone(b.ownBackends)
+	st.Warnings = slices.Clone(b.hostWarnings)
 	st.NextHop = api.NextHop{Resolved: b.nhResolved}
 	if b.gateway.IsValid() { // else "", not "invalid IP"
 		st.NextHop.Gateway = b.gateway.String()

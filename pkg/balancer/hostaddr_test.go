@@ -4,11 +4,15 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
 // A backend written with an address of the balancer's own interface
@@ -109,5 +113,80 @@ vips:
 	}
 	if got := statusWarnings(); len(got) != 1 {
 		t.Errorf("10.9.0.1 added back: status warnings %q, want one", got)
+	}
+}
+
+// A VIP at the next hop's address passes validation when the next hop
+// comes from the default route (config refuses it as nexthop.gateway),
+// and gets no packet: in the lab, the router answered the client itself
+// (connection refused). It is warned about once, and status shows it
+// until a reload moves the VIP.
+func TestVIPAtTheDefaultRoutesGatewayIsWarned(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "swcgw", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	gw := topology.RouterBalancerIPv4(1)
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	yaml := `
+datapath: {interface: ` + topology.EthName + `, conn_table_size: 4096}
+api: {socket: /tmp/unused.sock}
+metrics: {listen: ""}
+vips:
+  - name: web
+    address: ` + gw.String() + `
+    port: 80
+    table_size: 251
+    health: {type: none}
+    backends:
+      - {name: be1, address: 10.2.1.2}
+`
+	cfg, dp := loadWithDatapath(t, path, yaml)
+	logs := &logRecords{}
+	var b *Balancer
+	if err := topo.Do(node, func() error {
+		var err error
+		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.health.Close)
+	warned := func() []string {
+		return logs.matching(slog.LevelWarn, "a VIP's address is the next hop's, the router's own", "vip=web", "address="+gw.String())
+	}
+	statusWarnings := func() []string {
+		t.Helper()
+		st, err := b.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Warnings
+	}
+	want := "VIP web: " + gw.String() + " is the next hop's address, the router's own"
+	if got := warned(); len(got) != 1 {
+		t.Fatalf("VIP at the default route's gateway %s: %d warnings naming it, want 1; warnings: %v", gw, len(got), logs.matching(slog.LevelWarn))
+	}
+	if got := statusWarnings(); len(got) != 1 || !strings.Contains(got[0], want) {
+		t.Errorf("status warnings %q, want one saying %q", got, want)
+	}
+	if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
+		t.Fatal(err)
+	}
+	if got := warned(); len(got) != 1 {
+		t.Errorf("nothing changed since the warning: %d warnings, want still 1", len(got))
+	}
+
+	// A reload moves the VIP to an address the router sends on.
+	if err := os.WriteFile(path, []byte(strings.Replace(yaml, "address: "+gw.String(), "address: 10.100.0.1", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Do(node, func() error { _, err := b.apply(moved); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got := statusWarnings(); len(got) != 0 {
+		t.Errorf("VIP moved to 10.100.0.1: status warnings %q, want none", got)
 	}
 }
