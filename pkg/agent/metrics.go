@@ -49,6 +49,8 @@ func (a *Agent) Collector() prometheus.Collector {
 			[]string{"node", "interface", "attach_mode", "program_tag"}, nil),
 		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
 			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),
+		sysctlsOverridden: prometheus.NewDesc("switchyard_agent_sysctls_overridden",
+			"Sysctls the agent set for direct server return whose value someone changed since (read at the time of the scrape; switchyard status --agent names them): the agent leaves them as they are, also at stop.", nil, nil),
 	}
 }
 
@@ -56,6 +58,7 @@ type collector struct {
 	a                                                        *Agent
 	scrapeErrors                                             prometheus.Counter
 	decap, gue, passed, drops, badOuter, vips, missing, info *prometheus.Desc
+	sysctlsOverridden                                        *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -68,6 +71,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.vips
 	ch <- c.missing
 	ch <- c.info
+	ch <- c.sysctlsOverridden
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -105,6 +109,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			missing++
 		}
 	}
+	overridden := 0
+	for _, s := range status.Sysctls {
+		if s.Now != s.Set {
+			overridden++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.sysctlsOverridden, prometheus.GaugeValue, float64(overridden))
 	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(status.VIPs)))
 	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,

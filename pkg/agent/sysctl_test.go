@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
@@ -129,5 +131,45 @@ func TestInterfaceRenamedWhileRunning(t *testing.T) {
 		if got := sysctlValue(t, topo, be, key); got != want {
 			t.Errorf("%s = %s after Stop, want %s as found at Start", key, got, want)
 		}
+	}
+}
+
+// TestSysctlOverriddenMetric: a setting changed behind the agent's back
+// (here eth0.arp_announce, which the agent set to 2, put back to 0) puts
+// the backend at risk of answering ARP for its VIPs, and used to show only
+// in the NOW column of status --agent, which nobody alerts on. It now
+// counts in switchyard_agent_sysctls_overridden, and no longer once the
+// setting is back to what the agent set.
+func TestSysctlOverriddenMetric(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "0")
+	a := startAgent(t, topo, be, testConfig(topo))
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	overridden := func() float64 {
+		t.Helper()
+		v, ok := gather(t, reg)["switchyard_agent_sysctls_overridden"]
+		if !ok {
+			t.Fatal("no switchyard_agent_sysctls_overridden")
+		}
+		return v
+	}
+	if v := overridden(); v != 0 {
+		t.Errorf("switchyard_agent_sysctls_overridden = %v right after the start, want 0", v)
+	}
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "0")
+	if v := overridden(); v != 1 {
+		t.Errorf("switchyard_agent_sysctls_overridden = %v with eth0.arp_announce changed behind the agent's back, want 1", v)
+	}
+	// test/e2e's TestMetricsLint lints a whole scrape; this one the
+	// collector's own series.
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %+v", err, problems)
+	}
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.arp_announce", "2")
+	if v := overridden(); v != 0 {
+		t.Errorf("switchyard_agent_sysctls_overridden = %v with eth0.arp_announce back at 2, want 0", v)
 	}
 }
