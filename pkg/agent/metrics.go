@@ -45,7 +45,7 @@ func (a *Agent) Collector() prometheus.Collector {
 		vips: prometheus.NewDesc("switchyard_agent_vips",
 			"VIPs the agent keeps on lo.", nil, nil),
 		info: prometheus.NewDesc("switchyard_agent_info",
-			"The running agent: its node, interface, attach mode and decap program tag (always 1), as switchyard_info is the balancer's.",
+			"The running agent: its node, interface (its current name), attach mode and decap program tag (always 1), as switchyard_info is the balancer's.",
 			[]string{"node", "interface", "attach_mode", "program_tag"}, nil),
 		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
 			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
@@ -120,8 +121,21 @@ func TestInterfaceRenamedWhileRunning(t *testing.T) {
 	want := api.AgentSysctl{Name: "net.ipv4.conf." + renamed + ".rp_filter", Old: "1", Set: "2", Now: "2"}
 	if st, err := a.AgentStatus(context.Background()); err != nil {
 		t.Errorf("AgentStatus after the rename: %v", err)
-	} else if !slices.Contains(st.Sysctls, want) {
-		t.Errorf("status sysctls %+v, want %+v among them", st.Sysctls, want)
+	} else {
+		if !slices.Contains(st.Sysctls, want) {
+			t.Errorf("status sysctls %+v, want %+v among them", st.Sysctls, want)
+		}
+		// The decap program stays on the renamed interface: the status
+		// names it as it is now, and the name it was configured under.
+		if st.Interface != renamed || st.ConfiguredInterface != topology.EthName {
+			t.Errorf("status interface %q (configured %q), want %q (configured %q)", st.Interface, st.ConfiguredInterface, renamed, topology.EthName)
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	info := fmt.Sprintf(`switchyard_agent_info{attach_mode="native",interface=%q,node="be1",program_tag=%q}`, renamed, a.attached.NewTag)
+	if v, ok := gather(t, reg)[info]; !ok || v != 1 {
+		t.Errorf("%s = %v (exported: %v), want 1; series: %v", info, v, ok, slices.Sorted(maps.Keys(gather(t, reg))))
 	}
 	if err := a.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)

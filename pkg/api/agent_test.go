@@ -157,6 +157,18 @@ func TestWriteAgentStatus(t *testing.T) {
 		t.Errorf("agent status with GRO on again lacks %q:\n%s", want, b.String())
 	}
 
+	// An interface renamed while the agent runs shows under its current
+	// name, and from which one it was renamed.
+	renamed := sampleAgentStatus(fixedNow)
+	renamed.Interface, renamed.ConfiguredInterface = "ethrn0", "eth0"
+	b.Reset()
+	if err := writeAgentStatus(&b, renamed, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "interface:        ethrn0 (native), decap program 0a1b2c3d4e5f6071; renamed from eth0 (the configured interface) while the agent ran\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status of a renamed interface lacks %q:\n%s", want, b.String())
+	}
+
 	// An agent following an interface without addresses (link-local ones
 	// aside, which it does not follow) decapsulates nothing: say so. No
 	// GUE, no VIPs, no sysctls changed.

@@ -113,7 +113,11 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 		up = ", up " + age(now.Sub(s.StartedAt))
 	}
 	fmt.Fprintf(tw, "node:\t%s (agent)%s\n", orDash(s.Node), up)
-	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
+	renamed := ""
+	if s.ConfiguredInterface != "" {
+		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", s.ConfiguredInterface)
+	}
+	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag), renamed)
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
 	}

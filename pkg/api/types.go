@@ -143,14 +143,18 @@ type Error struct {
 // AgentStatus is what `switchyard status --agent` shows: the backend agent
 // of one interface, from GET /v1/agent/status on the agent's socket.
 type AgentStatus struct {
-	Node       string    `json:"node"`
-	Interface  string    `json:"interface"`
-	AttachMode string    `json:"attach_mode"` // native | generic
-	ProgramTag string    `json:"program_tag"`
-	ConfigFile string    `json:"config_file"`
-	PinDir     string    `json:"pin_dir"`
-	StateFile  string    `json:"state_file"` // the record of the agent's host changes
-	StartedAt  time.Time `json:"started_at"`
+	Node string `json:"node"`
+	// Interface is the current name of the agent's interface, which
+	// ConfiguredInterface names when it was renamed while the agent ran
+	// (left out otherwise).
+	Interface           string    `json:"interface"`
+	ConfiguredInterface string    `json:"configured_interface,omitempty"`
+	AttachMode          string    `json:"attach_mode"` // native | generic
+	ProgramTag          string    `json:"program_tag"`
+	ConfigFile          string    `json:"config_file"`
+	PinDir              string    `json:"pin_dir"`
+	StateFile           string    `json:"state_file"` // the record of the agent's host changes
+	StartedAt           time.Time `json:"started_at"`
 	// EncapAddresses are the outer destinations decapsulated now. With
 	// EncapFollowsInterface they are the interface's addresses, followed
 	// as they change; otherwise the configured ones.
