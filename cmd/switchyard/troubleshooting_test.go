@@ -122,6 +122,7 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 		{name: "path not a URL", args: []string{"run", "--config", "{cfg}"}, config: strings.Replace(validBalancer, "{type: none}", "{type: http, path: /health%}", 1), phrase: `vips[0].health.path: "/health%" is not a URL path (invalid URL escape "%"); percent-encode it, a % as %25`},
 		{name: "interval typo", args: []string{"run", "--config", "{cfg}"}, config: strings.Replace(validBalancer, "{type: none}", "{type: tcp, interval: 2ns}", 1), phrase: "vips[0].health.interval: 2ns is below the minimum of 100ms"},
 		{name: "too many VIPs", args: []string{"run", "--config", "{cfg}"}, config: manyVIPs(513), phrase: "more than the datapath's limit of 512"},
+		{name: "agent on lo", args: []string{"agent", "--config", "{cfg}"}, config: "interface: lo\n", phrase: "interface: lo cannot be the agent's interface"},
 		{name: "too many encap addresses", args: []string{"agent", "--config", "{cfg}"}, config: "interface: eth0\nencap_addresses: [" + strings.Join(encap66, ", ") + "]\n", phrase: "encap_addresses: 65 addresses are more than the decap program's limit of 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

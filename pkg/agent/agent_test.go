@@ -510,6 +510,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no interface", func(c *Config) { c.Agent.Interface = "" }, "interface"},
 		{"bad VIP", func(c *Config) { c.Agent.VIPs = []string{"10.100.0"} }, "vips[0]"},
 		{"bad attach mode", func(c *Config) { c.AttachMode = 7 }, "attach mode"},
+		{"lo", func(c *Config) { c.Agent.Interface = "lo" }, "interface: lo cannot be the agent's interface"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -833,4 +834,37 @@ func TestInterfaceReplacedDuringStart(t *testing.T) {
 	}
 	requireSame(t, before, after)
 	requireNoPins(t, c.PinDir)
+}
+
+// TestAgentOnLoRefused: lo cannot be the agent's interface. The balancers'
+// packets arrive on a NIC, never on lo, where the agent keeps the VIPs:
+// an agent on lo (generic mode, which lo takes) decapsulated nothing, took
+// lo's addresses, the VIPs among them, for encap addresses, and took the
+// removal of a VIP from lo for a change of its interface's addresses, so
+// the VIP stayed the agent's to remove at stop. The configuration refuses
+// it, saying what to name instead.
+func TestAgentOnLoRefused(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	c.Interface = "lo"
+	a, err := New(Config{Agent: c, Logger: testLogger(t), StateDir: testStateDir(t, c), AttachMode: datapath.AttachAuto})
+	if err != nil {
+		if !strings.Contains(err.Error(), "interface: lo cannot be the agent's interface") || !strings.Contains(err.Error(), "e.g. eth0") {
+			t.Fatalf("New with interface lo: %v, want the interface named as wrong and what to name instead", err)
+		}
+		t.Logf("New: %v", err)
+		return
+	}
+	// What an agent on lo did: it started, and decapsulated to lo's
+	// addresses, the VIPs among them.
+	t.Cleanup(func() {
+		a.Stop()
+		datapath.RemoveDecap(c.PinDir)
+	})
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("New with interface lo: accepted; Start: %v", err)
+	}
+	t.Fatalf("New with interface lo: accepted; the agent started on lo and decapsulates to %v", a.EncapAddrs())
 }

@@ -112,12 +112,23 @@ func (c *AgentConfig) Validate() error {
 	return join(d.validate())
 }
 
+// loopbackName is the loopback interface, on which the agent puts the VIPs.
+const loopbackName = "lo"
+
 func (c *AgentConfig) validate() problems {
 	var p problems
 	if c.Node.Name == "" {
 		p.add("node.name", "required: the hostname could not be read; set a name for this appliance")
 	}
 	checkInterface(&p, "interface", c.Interface, "receives the encapsulated packets")
+	if c.Interface == loopbackName {
+		// The balancers' packets arrive on a NIC, never on lo, which the
+		// agent keeps the VIPs on: a decap program there strips nothing,
+		// lo's addresses (the VIPs among them) would become encap
+		// addresses, and the address watcher would take lo's changes for
+		// the interface's and no longer follow VIPs removed from it.
+		p.add("interface", "lo cannot be the agent's interface: the encapsulated packets arrive on the NIC the balancers send them to (the one with this backend's address in their vips[].backends, e.g. eth0), and lo is where the agent keeps the VIPs; name that NIC")
+	}
 	checkUniqueAddrs(&p, "encap_addresses", c.EncapAddresses)
 	if len(c.EncapAddresses) > MaxEncapAddrs {
 		p.add("encap_addresses", "%d addresses are more than the decap program's limit of %d; list only those the balancers send to (the backend addresses in their vips[].backends)",
