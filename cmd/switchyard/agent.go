@@ -23,8 +23,10 @@ func runAgent(args []string) error {
 		return err
 	}
 	// Signals from here on end the agent cleanly: one that arrives while
-	// Start is changing the host lets Start finish, and the agent then
-	// stops at once and undoes it all. An agent killed outright (SIGKILL,
+	// Start waits for the host's other agents (their lock) ends the wait,
+	// and Start undoes what it did; one that arrives while Start is
+	// changing the host lets Start finish, and the agent then stops at
+	// once and undoes it all. An agent killed outright (SIGKILL,
 	// the OOM killer, a panic) leaves its sysctls, VIPs and pins; it has
 	// recorded them in its state file before making them, and its next
 	// run takes them over and undoes them when it stops.
@@ -75,8 +77,12 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer srv.Close()
-	err = a.Start()
+	err = a.StartContext(ctx)
 	close(gate.started)
+	if ctx.Err() != nil && agent.Cancelled(err) {
+		log.Info("agent stopped while it waited for the host's other agents: nothing changed on the host")
+		return nil
+	}
 	if err != nil {
 		return err
 	}

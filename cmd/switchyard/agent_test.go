@@ -195,6 +195,58 @@ func TestAgentSignalDuringStart(t *testing.T) {
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
 
+// TestAgentSIGTERMWhileWaitingForHostLock: an agent that waits for the
+// host's other agents (their lock in the state directory, held here by
+// the test as a hung agent would) ends the wait on SIGTERM, undoes what
+// it did (its pin directory) and exits cleanly. Start took no context,
+// so the agent sat out the lock's 30 s timeout first, past a service
+// manager's stop timeout (10 s here), which then kills it.
+func TestAgentSIGTERMWhileWaitingForHostLock(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	before := agentState(t, topo, be, pinDir)
+	// The state directory is that of api.socket, beside the config.
+	lockPath := filepath.Join(filepath.Dir(cfgPath), "agents.lock")
+	holder, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	const waiting = "waiting for the agents' host lock, which another agent holds"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), waiting); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("agent exited before it waited for the host lock: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not log %q within 10 s:\n%s", waiting, stderr.String())
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, cmd, exited); err != nil {
+		t.Errorf("agent exited with %v, want a clean exit; its log:\n%s", err, stderr.String())
+	}
+	if want := "agent stopped while it waited for the host's other agents: nothing changed on the host"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("agent log lacks %q:\n%s", want, stderr.String())
+	}
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
+
 // waitExit waits for the agent to exit after a signal, killing it (by its
 // PID) if it does not.
 func waitExit(t *testing.T, cmd *exec.Cmd, exited <-chan error) error {

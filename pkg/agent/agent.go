@@ -11,6 +11,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -41,6 +42,16 @@ var (
 	// and the decap program with it (see Lost).
 	ErrInterfaceGone = errors.New("the agent's interface is gone")
 )
+
+// errNotUndone: a failed start could not undo all it did (see Cancelled).
+var errNotUndone = errors.New("undo the partial start")
+
+// Cancelled reports whether err, from StartContext, says that the start
+// was cancelled and left the host as it was: ctx was done while Start
+// waited, and what Start had done was undone.
+func Cancelled(err error) bool {
+	return (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && !errors.Is(err, errNotUndone)
+}
 
 // heldByBalancer is ErrInUse when the daemon that holds the pin
 // directory is a balancer: its message says so, as ErrInUse's would
@@ -200,7 +211,14 @@ func New(cfg Config) (*Agent, error) {
 // force before a VIP appears on lo (so the NIC never answers ARP for it),
 // and the program is attached last, once the VIPs can accept what it
 // decapsulates.
-func (a *Agent) Start() (err error) {
+func (a *Agent) Start() error { return a.StartContext(context.Background()) }
+
+// StartContext is Start, whose wait for the host's other agents (the host
+// lock, which one holds for milliseconds as a rule, but up to 30 s when
+// hung) ends when ctx is done: Start then fails with ctx's error and, as
+// on any failure, undoes what it did. The rest of Start takes no time
+// worth cancelling, and is not cut short.
+func (a *Agent) StartContext(ctx context.Context) (err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.running {
@@ -209,7 +227,7 @@ func (a *Agent) Start() (err error) {
 	defer func() {
 		if err != nil {
 			if uerr := a.teardown(); uerr != nil {
-				err = errors.Join(err, fmt.Errorf("undo the partial start: %w", uerr))
+				err = errors.Join(err, fmt.Errorf("%w: %w", errNotUndone, uerr))
 			}
 		}
 	}()
@@ -242,7 +260,7 @@ func (a *Agent) Start() (err error) {
 	// record whole, or none.
 	// A failure releases it in teardown; no deferred release here: once
 	// the watcher runs, the host lock is its to take.
-	if err := a.lockHost(); err != nil {
+	if err := a.lockHost(ctx); err != nil {
 		return err
 	}
 	if err := a.loadState(); err != nil {
@@ -265,7 +283,7 @@ func (a *Agent) Start() (err error) {
 	if err != nil {
 		return fmt.Errorf("decap program: %w", err)
 	}
-	if err := a.groForMode(res.Mode); err != nil {
+	if err := a.groForMode(ctx, res.Mode); err != nil {
 		return err
 	}
 	a.lost = make(chan error, 1)
@@ -428,7 +446,8 @@ func (a *Agent) teardown() error {
 	var undoErrs []error
 	defer a.unlockHost() // Start and Remove may hold it already
 	if len(a.added) > 0 || len(a.sysctls) > 0 || a.gro != nil {
-		if err := a.lockHost(); err != nil {
+		// Not cancellable: what was changed must be undone.
+		if err := a.lockHost(context.Background()); err != nil {
 			undoErrs = append(undoErrs, err)
 		}
 	}
@@ -531,7 +550,7 @@ func (a *Agent) Remove() (err error) {
 	if err := a.lockPinDir(); err != nil {
 		return err
 	}
-	if err := a.lockHost(); err != nil {
+	if err := a.lockHost(context.Background()); err != nil {
 		return err
 	}
 	// What the record names comes first: pins go only once it is undone,

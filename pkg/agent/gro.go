@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -22,8 +23,8 @@ type groRecord struct {
 // attached.) In native mode GRO runs after XDP: GRO an earlier generic
 // run turned off is turned on again. A failure to turn it off is logged,
 // not fatal: the agent decapsulates what GRO did not merge.
-func (a *Agent) groForMode(mode datapath.AttachMode) error {
-	if err := a.lockHost(); err != nil { // the record is written under it
+func (a *Agent) groForMode(ctx context.Context, mode datapath.AttachMode) error {
+	if err := a.lockHost(ctx); err != nil { // the record is written under it
 		return err
 	}
 	defer a.unlockHost()

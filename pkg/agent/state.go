@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -355,8 +356,9 @@ func dotted(path string) string { return strings.ReplaceAll(path, "/", ".") }
 // lockHost takes the state directory's host lock (see hostLockName), and
 // reads the records of the other agents of this host and network
 // namespace, which hold still while it is held: an agent writes its
-// record only under this lock. A lock already held is kept.
-func (a *Agent) lockHost() error {
+// record only under this lock. A lock already held is kept. The wait for
+// it ends early, with ctx's error, when ctx is done.
+func (a *Agent) lockHost(ctx context.Context) error {
 	if a.hostLock != nil {
 		return nil
 	}
@@ -370,8 +372,11 @@ func (a *Agent) lockHost() error {
 	if err != nil {
 		return fmt.Errorf("open agents' lock %s: %w (%s)", path, err, why)
 	}
-	if err := flockWithin(f, path, hostLockWait, a.log); err != nil {
+	if err := flockWithin(ctx, f, path, hostLockWait, a.log); err != nil {
 		f.Close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("wait for the agents' lock %s: %w", path, err)
+		}
 		return fmt.Errorf("lock %s: %w (%s)", path, err, why)
 	}
 	a.hostLock = f
@@ -392,11 +397,14 @@ const hostLockWait = 30 * time.Second
 // errLockHeld: the host lock stayed taken for all of hostLockWait.
 var errLockHeld = errors.New("another agent of this host has held it too long")
 
-// flockWithin takes f's exclusive flock, waiting at most wait; after a
-// second it logs that it waits, so a hung agent holding the lock shows.
-func flockWithin(f *os.File, path string, wait time.Duration, log *slog.Logger) error {
+// flockWithin takes f's exclusive flock, waiting at most wait, or until
+// ctx is done (its error then); after a second it logs that it waits, so
+// a hung agent holding the lock shows.
+func flockWithin(ctx context.Context, f *os.File, path string, wait time.Duration, log *slog.Logger) error {
 	start := time.Now()
 	logged := false
+	retry := time.NewTicker(20 * time.Millisecond)
+	defer retry.Stop()
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -413,7 +421,11 @@ func flockWithin(f *os.File, path string, wait time.Duration, log *slog.Logger) 
 			log.Warn("waiting for the agents' host lock, which another agent holds", "lock", path)
 			logged = true
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-retry.C:
+		}
 	}
 }
 

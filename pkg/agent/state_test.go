@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -421,12 +422,18 @@ func TestHostLockWaitIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	err = flockWithin(f, path, 100*time.Millisecond, slog.New(slog.DiscardHandler))
+	err = flockWithin(context.Background(), f, path, 100*time.Millisecond, slog.New(slog.DiscardHandler))
 	if !errors.Is(err, errLockHeld) || !strings.Contains(err.Error(), "fuser -v "+path) {
 		t.Fatalf("flockWithin() with the lock held = %v, want errLockHeld naming fuser -v %s", err, path)
 	}
+	// A stop asked for meanwhile (the agent's SIGTERM) ends the wait.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := flockWithin(ctx, f, path, time.Minute, slog.New(slog.DiscardHandler)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("flockWithin() with the lock held and the context cancelled = %v, want context.Canceled", err)
+	}
 	holder.Close() // releases the flock
-	if err := flockWithin(f, path, 5*time.Second, slog.New(slog.DiscardHandler)); err != nil {
+	if err := flockWithin(context.Background(), f, path, 5*time.Second, slog.New(slog.DiscardHandler)); err != nil {
 		t.Errorf("flockWithin() once released = %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -210,7 +211,7 @@ func (a *Agent) forgetVIPs(gone func(netip.Prefix) bool) {
 	// The record is written under the host lock, and so read whole by
 	// the host's other agents. Only the watcher changes added while the
 	// agent runs: what was gone above still is.
-	lockErr := a.lockHost()
+	lockErr := a.lockHost(context.Background())
 	defer a.unlockHost()
 	a.addedMu.Lock()
 	defer a.addedMu.Unlock()
