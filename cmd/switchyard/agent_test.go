@@ -571,6 +571,52 @@ func killedAgent(t *testing.T, topo *topology.Topology, node, pinDir, cfgPath st
 	}
 }
 
+// TestAgentLinkPinRemovedThenKilled: the decap program's link pin removed
+// by hand (rm) while the agent runs changes nothing at once, as the
+// agent's own handle keeps the program attached; but once the agent dies
+// (SIGKILL, the OOM killer, the kill of an in-place upgrade) the program
+// went with it, and the backend silently stopped decapsulating. The agent
+// now pins the link again, here at the status call, which shows it, so a
+// killed agent leaves the program attached for its next run.
+func TestAgentLinkPinRemovedThenKilled(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	before := agentState(t, topo, be, pinDir)
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+	pin := filepath.Join(pinDir, "link")
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := api.NewAgentClient(filepath.Join(filepath.Dir(cfgPath), "agent.sock")).AgentStatus(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if !st.LinkPinned || st.LinkPinRestores != 1 || st.LinkPinError != "" {
+		t.Errorf("status after the link pin was removed: link_pinned %v, link_pin_restores %d, link_pin_error %q; want pinned again, once",
+			st.LinkPinned, st.LinkPinRestores, st.LinkPinError)
+	}
+	if _, err := os.Stat(pin); err != nil {
+		t.Errorf("link pin after the status: %v", err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if !agentState(t, topo, be, pinDir).xdp {
+		t.Errorf("the decap program went with the killed agent: its link was not pinned; agent log:\n%s", stderr.String())
+	}
+	// The next run takes it over, and its clean stop leaves the host as
+	// it was.
+	cmd, stderr, exited = runAgentCommand(t, topo, be, cfgPath)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
+
 // TestAgentKilledThenRestarted: an agent killed outright (SIGKILL, as the
 // OOM killer does) leaves its VIPs and sysctls; the next run takes them
 // over, and its clean stop leaves the host as it was before the first run.

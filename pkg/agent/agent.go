@@ -159,7 +159,22 @@ type Agent struct {
 
 	encapMu sync.Mutex
 	encap   []netip.Addr // the set last written to the decap map
+
+	// linkMu guards the check of the decap link's pin (see
+	// checkLinkPin), which the watcher and status calls run, and its
+	// outcome: linkPinErr, nil while pinned, and linkRestores, the times
+	// the pin was made again.
+	linkMu       sync.Mutex
+	linkPinErr   error
+	linkRestores uint64
+	// linkCheckEvery is how often the watcher checks the link's pin.
+	linkCheckEvery time.Duration
 }
+
+// linkCheckInterval is how often a running agent checks that its decap
+// link is still pinned: a missing pin matters only once the agent dies,
+// so a pin removed by hand need not be noticed at once.
+const linkCheckInterval = 10 * time.Second
 
 // New returns an agent for cfg. It changes nothing on the host until Start.
 func New(cfg Config) (*Agent, error) {
@@ -181,6 +196,8 @@ func New(cfg Config) (*Agent, error) {
 		vips:    unmapAll(c.VIPAddrs()),
 		log:     log.With("component", "agent", "interface", c.Interface),
 		ns:      netns.None(),
+
+		linkCheckEvery: linkCheckInterval,
 	}
 	if a.pinDir == "" {
 		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
@@ -287,6 +304,7 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 		return err
 	}
 	a.lost = make(chan error, 1)
+	a.linkPinErr, a.linkRestores = nil, 0 // before the watcher checks it
 	if a.watch, err = a.startWatch(); err != nil {
 		return err
 	}
@@ -603,6 +621,31 @@ func (a *Agent) interfaceGone() {
 		a.log.Error("interface gone: nothing is decapsulated", "error", err)
 	default: // reported already
 	}
+}
+
+// checkLinkPin pins the decap program's link again if someone removed its
+// pin while the agent runs (see datapath.Decap.RestoreLinkPin), logging
+// each restore, and a pin it cannot restore once (until that changes). A
+// SIGTERM stop does not need the pin; a kill, an in-place upgrade and
+// crash recovery do. It returns the check's failure.
+func (a *Agent) checkLinkPin() error {
+	a.linkMu.Lock()
+	defer a.linkMu.Unlock()
+	restored, err := a.decap.RestoreLinkPin()
+	if restored {
+		a.linkRestores++
+		a.log.Warn("the decap program's link pin was removed while the agent ran (rm, or a clean-up of bpffs): pinned again; "+
+			"without it a kill or an in-place upgrade of the agent would have detached the decap program", "pin_dir", a.pinDir)
+	}
+	switch {
+	case err != nil && (a.linkPinErr == nil || a.linkPinErr.Error() != err.Error()):
+		a.log.Error("the decap program's link is not pinned: a kill or an in-place upgrade of the agent detaches the decap program, and the backend stops decapsulating (a SIGTERM stop is not affected)",
+			"error", err)
+	case err == nil && a.linkPinErr != nil:
+		a.log.Info("the decap program's link is pinned again", "pin_dir", a.pinDir)
+	}
+	a.linkPinErr = err
+	return err
 }
 
 // PinDir returns the directory of the decap program's pins.

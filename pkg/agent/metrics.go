@@ -49,6 +49,10 @@ func (a *Agent) Collector() prometheus.Collector {
 			[]string{"node", "interface", "attach_mode", "program_tag"}, nil),
 		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
 			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),
+		linkPinned: prometheus.NewDesc("switchyard_agent_link_pinned",
+			"1 while the link the decap program is attached through is pinned in the agent's pin directory, where the next run takes it over; 0: a kill or an in-place upgrade of the agent detaches the decap program (status --agent says why).", nil, nil),
+		linkPinRestores: prometheus.NewDesc("switchyard_agent_link_pin_restores_total",
+			"Times the agent pinned the decap program's link again after someone removed its pin (rm, a clean-up of bpffs).", nil, nil),
 		sysctlsOverridden: prometheus.NewDesc("switchyard_agent_sysctls_overridden",
 			"Sysctls the agent set for direct server return whose value someone changed since (read at the time of the scrape; switchyard status --agent names them): the agent leaves them as they are, also at stop.", nil, nil),
 	}
@@ -58,7 +62,7 @@ type collector struct {
 	a                                                        *Agent
 	scrapeErrors                                             prometheus.Counter
 	decap, gue, passed, drops, badOuter, vips, missing, info *prometheus.Desc
-	sysctlsOverridden                                        *prometheus.Desc
+	sysctlsOverridden, linkPinned, linkPinRestores           *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -72,6 +76,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.missing
 	ch <- c.info
 	ch <- c.sysctlsOverridden
+	ch <- c.linkPinned
+	ch <- c.linkPinRestores
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -116,6 +122,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.sysctlsOverridden, prometheus.GaugeValue, float64(overridden))
+	pinned := 0.0
+	if status.LinkPinned {
+		pinned = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.linkPinned, prometheus.GaugeValue, pinned)
+	counter(c.linkPinRestores, status.LinkPinRestores)
 	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(status.VIPs)))
 	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,6 +47,17 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	for _, e := range a.EncapAddrs() {
 		st.EncapAddresses = append(st.EncapAddresses, e.String())
 	}
+	// A status is a moment someone looks: the pin is checked then too,
+	// besides the watcher's rounds.
+	if err := a.checkLinkPin(); err != nil {
+		// The status says "not pinned" by itself.
+		st.LinkPinError = strings.TrimPrefix(err.Error(), datapath.ErrLinkNotPinned.Error()+": ")
+	} else {
+		st.LinkPinned = true
+	}
+	a.linkMu.Lock()
+	st.LinkPinRestores = a.linkRestores
+	a.linkMu.Unlock()
 	var err error
 	if st.Counters, err = a.decap.Stats(); err != nil {
 		return api.AgentStatus{}, fmt.Errorf("read the decap counters: %w", err)

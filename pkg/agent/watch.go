@@ -82,7 +82,8 @@ func (a *Agent) syncEncap() error {
 // watcher follows the interface through netlink notifications: it keeps
 // the decap program's address set in step with the interface's addresses
 // (unless they are configured), and reports through the agent's Lost
-// channel when the interface goes, taking the decap program with it.
+// channel when the interface goes, taking the decap program with it. It
+// also keeps the decap program's link pinned (see checkLinkPin).
 type watcher struct {
 	a    *Agent
 	ns   netns.NsHandle // the agent's namespace, to subscribe again from any thread
@@ -189,12 +190,18 @@ func (w *watcher) subscribe() (*subscription, error) {
 
 func (w *watcher) run(sub *subscription) {
 	defer close(w.done)
+	// No notification says that a pin was removed: the link's is checked
+	// now and then.
+	pinCheck := time.NewTicker(w.a.linkCheckEvery)
+	defer pinCheck.Stop()
 	for {
 		var broke bool
 		select {
 		case <-w.quit:
 			sub.close()
 			return
+		case <-pinCheck.C:
+			w.a.checkLinkPin()
 		case u, ok := <-sub.addrs:
 			broke = !ok
 			switch {

@@ -169,6 +169,25 @@ func TestWriteAgentStatus(t *testing.T) {
 		t.Errorf("agent status of a renamed interface lacks %q:\n%s", want, b.String())
 	}
 
+	// A link pin the agent restored, and one it cannot.
+	pins := sampleAgentStatus(fixedNow)
+	pins.PinDir, pins.LinkPinned, pins.LinkPinRestores = "/sys/fs/bpf/switchyard/agent/eth0", true, 2
+	b.Reset()
+	if err := writeAgentStatus(&b, pins, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "pins:             /sys/fs/bpf/switchyard/agent/eth0 (the link's pin was removed by hand and pinned again 2 times)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status with a restored link pin lacks %q:\n%s", want, b.String())
+	}
+	pins.LinkPinned, pins.LinkPinError = false, "the pin directory /sys/fs/bpf/switchyard/agent/eth0 was removed"
+	b.Reset()
+	if err := writeAgentStatus(&b, pins, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "(link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; the pin directory /sys/fs/bpf/switchyard/agent/eth0 was removed)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status with the link not pinned lacks %q:\n%s", want, b.String())
+	}
+
 	// An agent following an interface without addresses (link-local ones
 	// aside, which it does not follow) decapsulates nothing: say so. No
 	// GUE, no VIPs, no sysctls changed.

@@ -121,7 +121,14 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
 	}
-	fmt.Fprintf(tw, "pins:\t%s\n", orDash(s.PinDir))
+	pins := orDash(s.PinDir)
+	switch {
+	case s.LinkPinError != "":
+		pins += fmt.Sprintf(" (link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; %s)", s.LinkPinError)
+	case s.LinkPinRestores > 0:
+		pins += fmt.Sprintf(" (the link's pin was removed by hand and pinned again %d times)", s.LinkPinRestores)
+	}
+	fmt.Fprintf(tw, "pins:\t%s\n", pins)
 	fmt.Fprintf(tw, "state file:\t%s\n", orDash(s.StateFile))
 	encap := strings.Join(s.EncapAddresses, ", ")
 	switch {

@@ -147,14 +147,22 @@ type AgentStatus struct {
 	// Interface is the current name of the agent's interface, which
 	// ConfiguredInterface names when it was renamed while the agent ran
 	// (left out otherwise).
-	Interface           string    `json:"interface"`
-	ConfiguredInterface string    `json:"configured_interface,omitempty"`
-	AttachMode          string    `json:"attach_mode"` // native | generic
-	ProgramTag          string    `json:"program_tag"`
-	ConfigFile          string    `json:"config_file"`
-	PinDir              string    `json:"pin_dir"`
-	StateFile           string    `json:"state_file"` // the record of the agent's host changes
-	StartedAt           time.Time `json:"started_at"`
+	Interface           string `json:"interface"`
+	ConfiguredInterface string `json:"configured_interface,omitempty"`
+	AttachMode          string `json:"attach_mode"` // native | generic
+	ProgramTag          string `json:"program_tag"`
+	ConfigFile          string `json:"config_file"`
+	PinDir              string `json:"pin_dir"`
+	// LinkPinned: the link the decap program is attached through is
+	// pinned in PinDir, where the next run (after a kill, or an in-place
+	// upgrade) takes it over; LinkPinError says why not. The agent pins
+	// it again when someone removes the pin, and LinkPinRestores counts
+	// those times.
+	LinkPinned      bool      `json:"link_pinned"`
+	LinkPinError    string    `json:"link_pin_error,omitempty"`
+	LinkPinRestores uint64    `json:"link_pin_restores"`
+	StateFile       string    `json:"state_file"` // the record of the agent's host changes
+	StartedAt       time.Time `json:"started_at"`
 	// EncapAddresses are the outer destinations decapsulated now. With
 	// EncapFollowsInterface they are the interface's addresses, followed
 	// as they change; otherwise the configured ones.

@@ -70,6 +70,60 @@ func (d *Decap) Attach(iface string, mode AttachMode) (AttachResult, error) {
 	return res, err
 }
 
+// ErrLinkNotPinned: the link the decap program is attached through has no
+// pin in the pin directory, and it cannot be pinned again there.
+var ErrLinkNotPinned = errors.New("the decap program's link is not pinned")
+
+// RestoreLinkPin checks that the link the program is attached through is
+// pinned in the pin directory, and pins it again if someone removed the pin
+// (rm, or a tool that cleans bpffs). The handle Decap holds keeps the
+// program attached meanwhile, but only while the process lives: once it
+// ends (a kill, an in-place upgrade) the program goes, and a new run finds
+// no link to take over. It reports whether it pinned the link again; an
+// error wraps ErrLinkNotPinned when the pin stays missing. Without a pin
+// directory, or before Attach, there is nothing to check.
+func (d *Decap) RestoreLinkPin() (bool, error) {
+	if d.pinDir == "" || d.link == nil {
+		return false, nil
+	}
+	path := filepath.Join(d.pinDir, linkPinName)
+	ours, err := d.link.Info()
+	if err != nil {
+		return false, fmt.Errorf("read the decap program's link: %w", err)
+	}
+	pinned, err := link.LoadPinnedLink(path, nil)
+	if err == nil {
+		info, ierr := pinned.Info()
+		pinned.Close()
+		if ierr != nil {
+			return false, fmt.Errorf("read the link pinned at %s: %w", path, ierr)
+		}
+		if info.ID != ours.ID {
+			return false, fmt.Errorf("%w: %s holds link %d, not the decap program's link %d: it was replaced by hand; remove it (the agent then pins its link again)",
+				ErrLinkNotPinned, path, info.ID, ours.ID)
+		}
+		return false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("%w: load %s: %w", ErrLinkNotPinned, path, err)
+	}
+	if _, err := os.Stat(d.pinDir); err != nil {
+		return false, fmt.Errorf("%w: the pin directory %s was removed (%w): stop the agent with SIGTERM and start it again", ErrLinkNotPinned, d.pinDir, err)
+	}
+	// Pinned under a temporary name first, then renamed without
+	// replacing: a pin someone made at path meanwhile is never removed.
+	tmp := path + "_restore" // bpffs refuses names with a dot
+	os.Remove(tmp)           // an earlier try's, which failed half-way
+	if err := d.link.Pin(tmp); err != nil {
+		return false, fmt.Errorf("%w: pin it again at %s: %w", ErrLinkNotPinned, tmp, err)
+	}
+	if err := d.link.Pin(path); err != nil {
+		d.link.Unpin()
+		return false, fmt.Errorf("%w: pin it again at %s: %w", ErrLinkNotPinned, path, err)
+	}
+	return true, nil
+}
+
 // SetGUEPort sets the UDP port of GUE packets to decapsulate (0: none).
 func (d *Decap) SetGUEPort(port uint16) error {
 	c := decapDecapConfig{GuePort: htons(port)}
