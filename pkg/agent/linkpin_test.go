@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestLinkPinRestoredByWatcher: a running agent pins its decap link again
@@ -47,6 +48,10 @@ func TestLinkPinRestoredByWatcher(t *testing.T) {
 	if m["switchyard_agent_link_pinned"] != 1 || m["switchyard_agent_link_pin_restores_total"] != 1 {
 		t.Errorf("switchyard_agent_link_pinned %v, switchyard_agent_link_pin_restores_total %v; want 1 and 1",
 			m["switchyard_agent_link_pinned"], m["switchyard_agent_link_pin_restores_total"])
+	}
+
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %+v", err, problems)
 	}
 
 	if err := os.RemoveAll(c.PinDir); err != nil {
