@@ -116,12 +116,15 @@ type Balancer struct {
 	drainFile    string
 	legacyDrain  string // read when drainFile is missing
 	// What an apply changed that its rollback gives back: the slots it
-	// took from removed addresses and the VIPs it deleted, with their
-	// epochs. Reload's rollback hands them to its apply as undo:
+	// took from removed addresses, the VIPs it deleted and those whose
+	// options it changed (which moves their epochs on), with the epochs
+	// they had. Reload's rollback hands them to its apply as undo:
 	// recycled slots go back to their addresses, deleted VIPs come back
-	// with their numbers and epochs, so their flows keep their entries.
+	// with their numbers and epochs, changed ones get their epochs back
+	// with their options, so their flows keep their entries.
 	recycled    []recycledSlot
 	deletedVIPs map[datapath.VIPKey]deletedVIP
+	reoptioned  map[datapath.VIPKey]deletedVIP
 	undo        *applyUndo
 }
 
@@ -132,13 +135,15 @@ type recycledSlot struct {
 	old, new netip.Addr
 }
 
-// deletedVIP is the number and epoch a VIP had when an apply deleted it.
+// deletedVIP is the number and epoch a VIP had when an apply deleted it
+// (or changed its options).
 type deletedVIP struct{ num, epoch uint32 }
 
 // applyUndo is what a failed apply changed, for the rollback to give back.
 type applyUndo struct {
-	recycled []recycledSlot
-	deleted  map[datapath.VIPKey]deletedVIP
+	recycled   []recycledSlot
+	deleted    map[datapath.VIPKey]deletedVIP
+	reoptioned map[datapath.VIPKey]deletedVIP
 }
 
 type rateSample struct {
@@ -366,7 +371,7 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	old := b.cfg
 	changes := describeChanges(old, cfg)
 	b.cfg = cfg
-	b.recycled, b.deletedVIPs = nil, map[datapath.VIPKey]deletedVIP{}
+	b.recycled, b.deletedVIPs, b.reoptioned = nil, map[datapath.VIPKey]deletedVIP{}, map[datapath.VIPKey]deletedVIP{}
 	if err := b.syncSettings(); err != nil {
 		// A missing next hop is not fatal: traffic starts when the
 		// neighbour appears (the watch tells us). Nor is a refusal of
@@ -693,6 +698,12 @@ func (b *Balancer) syncVIPs() error {
 			b.log.Info("VIP restored", "vip", want[k].Name, "key", k, "num", d.num)
 		}
 	}
+	// New options move a VIP's epoch on (its entries no longer serve):
+	// the epoch it had is noted first, for a rollback to put back.
+	metas, err := b.dp.VIPs()
+	if err != nil {
+		return err
+	}
 	for _, k := range keys {
 		if restored[k] {
 			continue
@@ -706,6 +717,23 @@ func (b *Balancer) syncVIPs() error {
 			b.vipNums[k] = num
 			delete(b.rates, num) // a number's samples are its VIP's
 			b.log.Info("VIP added", "vip", want[k].Name, "key", k, "num", num)
+		} else if b.undo != nil {
+			if d, ok := b.undo.reoptioned[k]; ok && d.num == num {
+				if err := b.dp.RestoreVIP(k, num, vipFlags(want[k]), d.epoch); err != nil {
+					return err
+				}
+				b.log.Info("VIP options restored", "vip", want[k].Name, "key", k, "num", num)
+				continue
+			}
+		}
+		if m, ok := metas[k]; ok && m.Num == num && m.Flags != vipFlags(want[k]) {
+			if _, noted := b.reoptioned[k]; !noted {
+				epoch, err := b.dp.VIPEpoch(num)
+				if err != nil {
+					return err
+				}
+				b.reoptioned[k] = deletedVIP{num: num, epoch: epoch}
+			}
 		}
 		if err := b.dp.SetVIP(k, num, vipFlags(want[k])); err != nil {
 			return err
@@ -1125,7 +1153,7 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			maps.Copy(b.drain, dropped)
 			b.reloadFails++
 			err = fmt.Errorf("apply the configuration: %w", err)
-			undo := &applyUndo{recycled: b.recycled, deleted: b.deletedVIPs}
+			undo := &applyUndo{recycled: b.recycled, deleted: b.deletedVIPs, reoptioned: b.reoptioned}
 			b.undo = undo
 			_, rbErr := b.apply(old)
 			b.undo = nil

@@ -152,3 +152,40 @@ func TestRollbackAtTheVIPLimitKeepsNumbersAndEpochs(t *testing.T) {
 		t.Errorf("after the rollback %d VIPs, dns number %d; want %d, %d", len(vips), vips[dnsKey].Num, datapath.MaxVIPs, before.Num)
 	}
 }
+
+// TestRollbackKeepsTheEpochOfChangedOptions: a reload that gives a VIP new
+// options (here source hashing) moves its epoch on, and when it then fails
+// (a table publish) the rollback must put the epoch back with the options:
+// its flows' connection entries carry the epoch, and with a new one they
+// no longer serve though the running configuration never changed. Before,
+// the rollback's SetVIP moved it on once more.
+func TestRollbackKeepsTheEpochOfChangedOptions(t *testing.T) {
+	fp := &failingPublishes{}
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		fp.Balancer = dp
+		return fp
+	})
+	webKey := vipKeyOf(t, r.b.cfg.VIPByName("web"))
+	before, ok, err := r.dp.LookupVIP(webKey)
+	if err != nil || !ok {
+		t.Fatalf("web is not in the VIP index: %v %v", ok, err)
+	}
+	changed := strings.Replace(baseConfig, "    protocol: tcp\n", "    protocol: tcp\n    hash: source\n", 1)
+	changed = strings.Replace(changed, "      - {name: be3, address: 10.2.3.2, weight: 2}\n", "", 1)
+	r.write(changed)
+	fp.armed.Store(1)
+	if _, err := r.b.Reload(r.ctx); err == nil || !strings.Contains(err.Error(), "the running configuration stays in force") {
+		t.Fatalf("reload with a failing publish: %v, want it rolled back", err)
+	}
+	after, ok, err := r.dp.LookupVIP(webKey)
+	if err != nil || !ok {
+		t.Fatalf("after the rollback web is not in the VIP index: %v %v", ok, err)
+	}
+	if after.Epoch != before.Epoch || after.Flags != before.Flags {
+		t.Errorf("after the rollback web has epoch %d and options %#x, want %d and %#x as before: its flows' entries no longer serve",
+			after.Epoch, after.Flags, before.Epoch, before.Flags)
+	}
+	if e, err := r.dp.VIPEpoch(before.Num); err != nil || e != before.Epoch {
+		t.Errorf("web's epoch record is %d (%v), want %d", e, err, before.Epoch)
+	}
+}

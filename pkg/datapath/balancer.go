@@ -1000,14 +1000,16 @@ func (b *Balancer) VIPEpoch(num uint32) (uint32, error) {
 	return e, nil
 }
 
-// RestoreVIP creates VIP k again after DeleteVIP with the number and the
-// live epoch (VIPEpoch) it had, so that the connection entries it recorded
-// then serve its flows again: a configuration change that deleted it was
-// rolled back. The number's entries of any other epoch (recorded for a VIP
-// that had the number meanwhile) are emptied, those that packets record
-// under the published index's epoch until the next one included. Like a
-// new VIP, it has no table until PublishTable, and its counters start
-// again.
+// RestoreVIP puts VIP k back as it was before a configuration change that
+// was rolled back: with the number, the options and the live epoch
+// (VIPEpoch) it had, so that the connection entries it recorded then serve
+// its flows again. The change deleted it (DeleteVIP: it is created again)
+// or gave it other options (SetVIP, which moved its epoch on: the options
+// go back). The number's entries of any other epoch (recorded for a VIP
+// that had the number meanwhile, or for the VIP under the change's
+// options) are emptied, those that packets record under the published
+// index's epoch until the next one included. A VIP created again, like a
+// new VIP, has no table until PublishTable, and its counters start again.
 func (b *Balancer) RestoreVIP(k VIPKey, num uint32, flags VIPFlags, epoch uint32) error {
 	if epoch%2 == 0 {
 		return fmt.Errorf("VIP %s: epoch %d is a deleted VIP's, not a live one", k, epoch)
@@ -1015,16 +1017,26 @@ func (b *Balancer) RestoreVIP(k VIPKey, num uint32, flags VIPFlags, epoch uint32
 	key := toVIPKey(k)
 	var meta balancerVipMeta
 	switch err := b.objs.Vips.Lookup(&key, &meta); {
+	case err == nil && meta.VipNum != num:
+		return fmt.Errorf("VIP %s: has number %d, not %d", k, meta.VipNum, num)
 	case err == nil:
-		return fmt.Errorf("VIP %s: not deleted (it has number %d)", k, meta.VipNum)
+		// Its options go back with the epoch: the index that
+		// publishes both is built at the batch's end (or at once
+		// outside one).
+		meta.Flags = uint32(flags)
+		if err := b.objs.Vips.Put(&key, &meta); err != nil {
+			return fmt.Errorf("write VIP %s: %w", k, err)
+		}
 	case !errors.Is(err, ebpf.ErrKeyNotExist):
 		return fmt.Errorf("look up VIP %s: %w", k, err)
-	}
-	// SetVIP starts a new epoch, which then gives way to the old one:
-	// the index that publishes either is built at the batch's end (or
-	// at once outside one), reading the record written here.
-	if err := b.SetVIP(k, num, flags); err != nil {
-		return err
+	default:
+		// SetVIP starts a new epoch, which then gives way to the old
+		// one: the index that publishes either is built at the batch's
+		// end (or at once outside one), reading the record written
+		// here.
+		if err := b.SetVIP(k, num, flags); err != nil {
+			return err
+		}
 	}
 	if err := b.objs.VipEpochs.Put(num, epoch); err != nil {
 		return fmt.Errorf("write VIP epoch %d: %w", num, err)

@@ -68,7 +68,56 @@ func TestRestoredVIPKeepsItsFlows(t *testing.T) {
 	if c, ok, err := w.b.LookupFlow(flowOf(ospec)); err != nil || ok {
 		t.Errorf("the entry the number's other VIP recorded serves again: %+v (found %v, err %v)", c, ok, err)
 	}
-	if err := w.b.RestoreVIP(vipTCP4.key, vipTCP4.num, 0, epoch); err == nil {
-		t.Error("RestoreVIP of a VIP that is in the datapath: no error")
+	if err := w.b.RestoreVIP(vipTCP4.key, vipTCP4.num+1, 0, epoch); err == nil {
+		t.Error("RestoreVIP of a VIP that has another number: no error")
+	}
+}
+
+// TestRestoredOptionsKeepTheirFlows: a reload gives a VIP new options,
+// which moves its epoch on, then fails and is rolled back: RestoreVIP puts
+// the options and the epoch back, and the VIP's established flows go on
+// by their entries, to their backends, though its table changed. Before,
+// RestoreVIP refused a VIP that was not deleted, and the rollback's SetVIP
+// moved the epoch on once more: every flow of the VIP was placed by Maglev
+// again. The entries recorded under the failed options are emptied: the
+// epoch comes round to them at the next change of options.
+func TestRestoredOptionsKeepTheirFlows(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := pktSpec{src: client4, dst: vip4, sport: 47100, dport: 80, proto: ProtoTCP, syn: true}
+	first := w.open(t, vipTCP4, s)
+	epoch, err := w.b.VIPEpoch(vipTCP4.num)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.b.Batch(func() error { return w.b.SetVIP(vipTCP4.key, vipTCP4.num, VIPHashSource) }); err != nil {
+		t.Fatal(err)
+	}
+	failed := pktSpec{src: client4, dst: vip4, sport: 47101, dport: 80, proto: ProtoTCP, syn: true}
+	w.open(t, vipTCP4, failed)
+
+	next := otherBackend(vipTCP4, first)
+	err = w.b.Batch(func() error {
+		if err := w.b.RestoreVIP(vipTCP4.key, vipTCP4.num, 0, epoch); err != nil {
+			return err
+		}
+		w.publish(t, vipTCP4.key, next)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv, ok, err := w.b.LookupVIP(vipTCP4.key)
+	if err != nil || !ok || iv.Epoch != epoch || iv.Flags != 0 {
+		t.Fatalf("the VIP index has the restored VIP as %+v (found %v, err %v), want epoch %d, no options", iv, ok, err, epoch)
+	}
+	w.expectSent(t, ackOf(s), first)
+	if err := w.b.SetVIP(vipTCP4.key, vipTCP4.num, VIPHashSource); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := w.b.VIPEpoch(vipTCP4.num); err != nil || e != epoch+2 {
+		t.Fatalf("epoch %d after new options (err %v), want %d: the test cannot tell", e, err, epoch+2)
+	}
+	if c, ok, err := w.b.LookupFlow(flowOf(failed)); err != nil || ok {
+		t.Errorf("the entry recorded under the failed options serves again: %+v (found %v, err %v)", c, ok, err)
 	}
 }
