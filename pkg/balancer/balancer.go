@@ -742,8 +742,7 @@ func (b *Balancer) syncVIPs() error {
 	// Backend slots: one per address. Addresses that left the config keep
 	// their slot (and so their established flows) until the id is needed.
 	if b.undo != nil {
-		// The tables this rollback publishes name these.
-		if err := b.giveBackSlots(b.undo.recycled, true); err != nil {
+		if err := b.giveBackSlots(b.undo.recycled); err != nil {
 			return err
 		}
 	}
@@ -818,22 +817,15 @@ func (b *Balancer) deleteGoneVIPs() error {
 }
 
 // giveBackSlots gives the slots a failed apply recycled (rs) back to the
-// addresses it took them from, latest first: those the running
-// configuration has (configured), or those it does not. A rollback gives
-// the configured ones back in its own apply, whose tables name them (the
-// failed file's tables, which name the slots for the new addresses, stay
-// in force until that apply's end); the others once it is done, when no
-// table in force names them, so that the failed file's tables send no
-// new flow to them meanwhile.
-func (b *Balancer) giveBackSlots(rs []recycledSlot, configured bool) error {
-	inCfg := map[netip.Addr]bool{}
-	for i := range b.cfg.VIPs {
-		for _, be := range b.cfg.VIPs[i].Backends {
-			inCfg[be.Addr()] = true
-		}
-	}
+// addresses it took them from, latest first. The failed apply's batch did
+// not give them their new addresses in the datapath (datapath.Batch holds
+// them back when it fails), so their flows kept their entries and the
+// failed file's tables, published meanwhile, sent those slots' new flows
+// to the addresses given back; the rollback's batch then writes no new
+// address, and empties no entry.
+func (b *Balancer) giveBackSlots(rs []recycledSlot) error {
 	for _, r := range slices.Backward(rs) {
-		if inCfg[r.old] != configured || b.backendIDs[r.new] != r.id {
+		if b.backendIDs[r.new] != r.id {
 			continue
 		}
 		if _, ok := b.backendIDs[r.old]; ok {
@@ -1157,9 +1149,6 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			b.undo = undo
 			_, rbErr := b.apply(old)
 			b.undo = nil
-			if rbErr == nil {
-				rbErr = b.dp.Batch(func() error { return b.giveBackSlots(undo.recycled, false) })
-			}
 			if rbErr != nil {
 				err = fmt.Errorf("%w; restoring the running configuration failed too, so the datapath may hold parts of both (reload again): %w", err, rbErr)
 			} else {

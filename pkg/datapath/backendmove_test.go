@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 )
@@ -57,5 +58,72 @@ func TestNewAddressOfABackendIDClearsItsFlows(t *testing.T) {
 	w.expectSent(t, ackOf(kept), backendAddrs[keptID])
 	if c, ok, err := w.b.LookupFlow(flowOf(kept)); err != nil || !ok || c.BackendID != keptID {
 		t.Errorf("a flow of another backend lost its entry: found %v, conn %+v, err %v", ok, c, err)
+	}
+}
+
+// TestFailedBatchKeepsAMovedBackendsFlows: a batch that gives a backend id
+// a new address and then fails (a reload whose table publish failed) is
+// put back by its caller (the reload's rollback gives the id its address
+// back). The id's flows must keep their entries meanwhile and after: they
+// are the running configuration's. Before, the failed batch's end wrote
+// the new address and emptied them, and the rollback found them gone. The
+// new address still goes in, its previous flows emptied first, with the
+// next batch that succeeds.
+func TestFailedBatchKeepsAMovedBackendsFlows(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := pktSpec{src: client4, dst: vip4, sport: 46500, dport: 80, proto: ProtoTCP, syn: true}
+	old := w.open(t, vipTCP4, s)
+	c, ok, err := w.b.LookupFlow(flowOf(s))
+	if err != nil || !ok {
+		t.Fatalf("the SYN left no entry (found %v, err %v)", ok, err)
+	}
+	id := c.BackendID
+	newAddr := netip.MustParseAddr("10.2.9.2")
+	failed := errors.New("injected failure")
+	moveAndFail := func() {
+		t.Helper()
+		err := w.b.Batch(func() error {
+			if err := w.b.SetBackend(id, newAddr); err != nil {
+				return err
+			}
+			return failed
+		})
+		if !errors.Is(err, failed) {
+			t.Fatalf("failing batch: %v, want the injected failure", err)
+		}
+	}
+	moveAndFail()
+	if c, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || !ok || c.BackendID != id {
+		t.Fatalf("after the failed batch the flow's entry is gone (found %v, conn %+v, err %v)", ok, c, err)
+	}
+	w.expectSent(t, ackOf(s), old)
+
+	// The rollback gives the id its address back.
+	if err := w.b.Batch(func() error { return w.b.SetBackend(id, old) }); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || !ok || c.BackendID != id {
+		t.Fatalf("after the rollback the flow's entry is gone (found %v, conn %+v, err %v)", ok, c, err)
+	}
+	w.expectSent(t, ackOf(s), old)
+
+	// Not put back: the next batch that succeeds writes the new address,
+	// and the flow of the previous one loses its entry first.
+	moveAndFail()
+	if err := w.b.Batch(func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || ok {
+		t.Errorf("the previous address's flow is still pinned to id %d (found %v, conn %+v, err %v), which is %s now", id, ok, c, err, newAddr)
+	}
+	if bes, err := w.b.Backends(); err != nil || bes[id].Addr != newAddr {
+		t.Errorf("backend %d is %v (err %v), want %s", id, bes[id], err, newAddr)
+	}
+	var bt backendTable
+	if err := w.b.data.BackendTable.Lookup(uint32(0), &bt); err != nil {
+		t.Fatal(err)
+	}
+	if got := fromAddr(bt[id].Addr); got != newAddr || bt[id].Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0 {
+		t.Errorf("backend_table[%d] holds %s (flags %#x), want %s valid", id, got, bt[id].Flags, newAddr)
 	}
 }

@@ -105,6 +105,12 @@ type Balancer struct {
 	// emptied their previous address's connection entries (see
 	// writeBackendCopies), by that address.
 	unpurged map[uint32]netip.Addr
+	// holdMoves: the last batch failed, and its caller may put back what
+	// it changed (a reload's rollback): a backend id's new address waits
+	// in backendCopies, its previous one in force with its connection
+	// entries, until a batch succeeds or a write outside one (see
+	// writeBackendCopies).
+	holdMoves bool
 
 	statsMu sync.Mutex
 	// evicted: conn_evicted as last reported (see Stats), kept in the
@@ -1303,6 +1309,11 @@ func (b *Balancer) Batch(fn func() error) error {
 	err := fn()
 	b.batch--
 	if b.batch == 0 {
+		// A failed batch's changes may be put back by the next (a
+		// reload's rollback): a backend id it gave a new address keeps
+		// its previous one, and that one's flows their entries, which
+		// the new address would have emptied for good.
+		b.holdMoves = err != nil
 		// Addresses first: a VIP added in the batch is in the filter
 		// before the index below sends its packets anywhere.
 		if len(b.staleAddrs) > 0 {
@@ -1897,6 +1908,7 @@ func (b *Balancer) putBackendCopy(id uint32, be balancerBackend) error {
 	if b.batch > 0 && batchedUpdates {
 		return nil
 	}
+	b.holdMoves = false
 	return b.flushBackendCopies()
 }
 
@@ -1935,26 +1947,33 @@ func (b *Balancer) flushBackendCopies() error {
 			what = fmt.Sprintf("backend %d", id)
 		}
 	}
-	if err := b.writeBackendCopies(); err != nil {
+	held, err := b.writeBackendCopies()
+	if err != nil {
 		b.backendCopyFailed = true
 		return fmt.Errorf("write %s to backend_table: %w", what, err)
 	}
 	b.backendCopyFailed = false
-	clear(b.backendCopies)
+	for id := range b.backendCopies {
+		if !held[id] {
+			delete(b.backendCopies, id)
+		}
+	}
 	return nil
 }
 
-// writeBackendCopies is flushBackendCopies' work.
-func (b *Balancer) writeBackendCopies() error {
+// writeBackendCopies is flushBackendCopies' work. While holdMoves, an id
+// that had another address (whose entries a new one empties) keeps it: it
+// returns those ids, which stay in backendCopies.
+func (b *Balancer) writeBackendCopies() (held map[uint32]bool, err error) {
 	const valid = uint32(balancerBackendFlagsBACKEND_F_VALID)
 	if b.backendCopyFailed {
 		if err := b.waitForPackets(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	t := new(backendTable)
 	if err := b.data.BackendTable.Lookup(uint32(0), t); err != nil {
-		return fmt.Errorf("read backend_table: %w", err)
+		return nil, fmt.Errorf("read backend_table: %w", err)
 	}
 	put := func() error { return b.data.BackendTable.Put(uint32(0), t) }
 	var (
@@ -1972,6 +1991,13 @@ func (b *Balancer) writeBackendCopies() error {
 			}
 		case e.Addr == be.Addr && b.unpurged[id] == netip.Addr{}:
 			e.Flags, changed = be.Flags, true
+		case b.holdMoves && (*e != balancerBackend{} || b.unpurged[id] != netip.Addr{}):
+			// Its flows keep their entries, and go on to the
+			// address they began with, for a rollback.
+			if held == nil {
+				held = map[uint32]bool{}
+			}
+			held[id] = true
 		case e.Flags&valid != 0:
 			// Only the validity: a packet that read it valid reads
 			// BACKEND_F_V6 again in encap, which must still be the
@@ -1985,16 +2011,16 @@ func (b *Balancer) writeBackendCopies() error {
 	}
 	if changed {
 		if err := put(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if inUse {
 		if err := b.waitForPackets(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(moved) == 0 {
-		return nil
+		return held, nil
 	}
 	// A slot no backend had since the copy was built (all zero: a new
 	// backend's, the common case, and every one at a first start) waits
@@ -2019,11 +2045,11 @@ func (b *Balancer) writeBackendCopies() error {
 		e.Addr = b.backendCopies[id].Addr
 	}
 	if err := put(); err != nil {
-		return err
+		return nil, err
 	}
 	if !fresh {
 		if err := b.waitForPackets(); err != nil {
-			return err
+			return nil, err
 		}
 		// The connection entries pinned to an id that had another
 		// address are another machine's flows: they must not follow
@@ -2034,14 +2060,14 @@ func (b *Balancer) writeBackendCopies() error {
 		// valid, however long ago, is done: none records one under
 		// them before the flags below.
 		if err := b.purgeBackendConns(b.unpurged); err != nil {
-			return err
+			return nil, err
 		}
 		clear(b.unpurged)
 	}
 	for _, id := range moved {
 		t[id].Flags = b.backendCopies[id].Flags
 	}
-	return put()
+	return held, put()
 }
 
 // waitForPackets returns once the program has finished with every packet
