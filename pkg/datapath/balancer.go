@@ -275,14 +275,15 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	b.data = objs.balancerDataMaps
 	// Bring maps pinned by an earlier version up to this one, in order.
 	for _, sync := range []func() error{
-		b.syncVIPFilter,    // vip_filter may be missing: derive it from vip_addrs
-		b.syncEpochs,       // VIPs may have no live epoch
-		b.syncCopies,       // backend_table and vip_epoch_table may be missing
-		b.endOrphanEpochs,  // a DeleteVIP that failed (or crashed) half-way may have left one live
-		b.syncEvictionBase, // evictions were counted one by one
-		b.loadEvicted,      // conn_evicted goes on from the last value reported
-		b.syncStdTables,    // std tables were in maglev_tables, or in the previous maglev_std
-		b.syncVIPIndex,     // no index, or one placing VIPs differently: build it afresh
+		b.syncVIPFilter,         // vip_filter may be missing: derive it from vip_addrs
+		b.syncEpochs,            // VIPs may have no live epoch
+		b.syncCopies,            // backend_table and vip_epoch_table may be missing, or behind their records
+		b.purgeDeadBackendConns, // entries pinned to a deleted backend would follow its id's next address
+		b.endOrphanEpochs,       // a DeleteVIP that failed (or crashed) half-way may have left one live
+		b.syncEvictionBase,      // evictions were counted one by one
+		b.loadEvicted,           // conn_evicted goes on from the last value reported
+		b.syncStdTables,         // std tables were in maglev_tables, or in the previous maglev_std
+		b.syncVIPIndex,          // no index, or one placing VIPs differently: build it afresh
 	} {
 		if err := sync(); err != nil {
 			b.Close()
@@ -2144,26 +2145,32 @@ func (b *Balancer) flushCopies() error {
 	return b.flushBackendCopies()
 }
 
-// syncCopies rebuilds backend_table and vip_epoch_table, which the program
-// reads, from backends and vip_epochs, the records (bpf/maps.h): an earlier
-// version pinned no copies, and a copy must never differ from its record
-// when the program is attached. Writers keep them in step after that, the
-// record first.
+// syncCopies brings backend_table and vip_epoch_table, which the program
+// reads, in step with backends and vip_epochs, the records (bpf/maps.h):
+// an earlier version pinned no copies, and a copy must never differ from
+// its record when the program is attached. Writers keep them in step
+// after that, the record first; but a process may end before a write of
+// the copy (one that failed, or a failed batch's held moves). The backends
+// go through flushBackendCopies, as every write does: an id whose copy has
+// another address has that address's connection entries emptied before
+// the record's is valid, so its flows do not follow the id to a new
+// machine, and a deleted one keeps its address, invalid.
 func (b *Balancer) syncCopies() error {
-	bt := new(backendTable)
 	var (
 		id uint32
 		be balancerBackend
 	)
 	it := b.objs.Backends.Iterate()
 	for it.Next(&id, &be) {
-		bt[id%MaxBackends] = be
+		if id < MaxBackends {
+			b.backendCopies[id] = be
+		}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read backends: %w", err)
 	}
-	if err := b.data.BackendTable.Put(uint32(0), bt); err != nil {
-		return fmt.Errorf("write backend_table: %w", err)
+	if err := b.flushBackendCopies(); err != nil {
+		return err
 	}
 	var (
 		et    epochTable
@@ -2180,8 +2187,37 @@ func (b *Balancer) syncCopies() error {
 	if err := b.data.VipEpochTable.Put(uint32(0), &et); err != nil {
 		return fmt.Errorf("write vip_epoch_table: %w", err)
 	}
-	clear(b.backendCopies)
 	clear(b.epochCopies)
+	return nil
+}
+
+// purgeDeadBackendConns empties the connection entries pinned to a backend
+// id that is not valid, at load. They serve no flow (the datapath places
+// the flows of a deleted backend again), but nothing else marks them: a
+// backend deleted before a restart (or before an earlier version rebuilt
+// backend_table from the records, which zeroed its entry there) leaves a
+// slot that looks unused, and when it gets a new address, no earlier one
+// tells flushBackendCopies to empty its entries first, so they would serve
+// again, to the new address. No packet records an entry under an invalid
+// id, and syncCopies waited for those that may have read one valid.
+func (b *Balancer) purgeDeadBackendConns() error {
+	t := new(backendTable)
+	if err := b.data.BackendTable.Lookup(uint32(0), t); err != nil {
+		return fmt.Errorf("read backend_table: %w", err)
+	}
+	dead := map[uint32]netip.Addr{}
+	for id := range t {
+		if t[id].Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0 {
+			dead[uint32(id)] = fromAddr(t[id].Addr)
+		}
+	}
+	cleared, err := b.clearBackendConns(dead)
+	if err != nil {
+		return fmt.Errorf("empty the connection entries of deleted backends: %w", err)
+	}
+	for id, n := range cleared {
+		b.log.Info("connection entries of a deleted backend cleared: its id may get a new address", "backend_id", id, "entries", n)
+	}
 	return nil
 }
 
@@ -2389,6 +2425,21 @@ func (b *Balancer) purgeConns(num, live uint32) error {
 // (its tag the same) loses it and is placed by Maglev again; it is never
 // sent to the moved id's new address.
 func (b *Balancer) purgeBackendConns(previous map[uint32]netip.Addr) error {
+	cleared, err := b.clearBackendConns(previous)
+	if err != nil {
+		return fmt.Errorf("clear the connection entries of backend ids given a new address: %w", err)
+	}
+	for id, n := range cleared {
+		b.log.Info("backend id given a new address: the connection entries of its previous one cleared, their flows placed by Maglev again",
+			"backend_id", id, "previous", previous[id], "address", fromAddr(b.backendCopies[id].Addr), "entries", n)
+	}
+	return nil
+}
+
+// clearBackendConns empties every connection entry pinned to a backend id
+// in ids and returns how many it emptied of each, by compare-and-swap of
+// the tag (see purgeBackendConns).
+func (b *Balancer) clearBackendConns(ids map[uint32]netip.Addr) (map[uint32]int, error) {
 	cleared := map[uint32]int{}
 	err := b.withConnSets(true, func(sets []balancerConnSet) {
 		for i := range sets {
@@ -2400,20 +2451,16 @@ func (b *Balancer) purgeBackendConns(previous map[uint32]netip.Addr) error {
 				}
 				// The value word's low half: the backend id.
 				id := uint32(atomic.LoadUint64((*uint64)(unsafe.Pointer(&s.Slot[w].BackendId))))
-				if _, ok := previous[id]; ok && atomic.CompareAndSwapUint32(&s.Tag[w], tag, connTagEmpty) {
+				if _, ok := ids[id]; ok && atomic.CompareAndSwapUint32(&s.Tag[w], tag, connTagEmpty) {
 					cleared[id]++
 				}
 			}
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("clear the connection entries of backend ids given a new address: %w", err)
+		return nil, err
 	}
-	for id, n := range cleared {
-		b.log.Info("backend id given a new address: the connection entries of its previous one cleared, their flows placed by Maglev again",
-			"backend_id", id, "previous", previous[id], "address", fromAddr(b.backendCopies[id].Addr), "entries", n)
-	}
-	return nil
+	return cleared, nil
 }
 
 // eachConnBatch reads the connection table m in batches, from its first
