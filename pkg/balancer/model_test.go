@@ -27,8 +27,9 @@ import (
 // generations, epochs, the VIP index) are where state drifts.
 
 // modelSeeds are TestReloadModel's fixed walks; each run adds a fresh
-// seed (or runs SWITCHYARD_MODEL_SEED's alone).
-var modelSeeds = []uint64{1}
+// seed (or runs SWITCHYARD_MODEL_SEED's alone). Seed 7 rolls back a reload
+// that changed a VIP's options (its epoch moved on twice).
+var modelSeeds = []uint64{1, 7}
 
 const modelSteps = 60
 
@@ -519,11 +520,14 @@ func (f *failingPublishes) PublishTable(k datapath.VIPKey, table []uint32) (uint
 
 // check compares the datapath's state now with what m says, and with the
 // state before the step (prev, of model pm). After a rolled-back reload
-// (rolledBack) tables and epochs may have moved on and back: only numbers
-// and ids are compared with the step before, and the epochs of the VIPs in
-// removed, which the failed file removed: at the VIP limit its apply
-// deleted them, for their numbers, and the rollback must bring them back
-// with their numbers and epochs, or their flows' entries no longer serve.
+// (rolledBack) tables may have moved on and back, but a failed reload
+// changes no entry of a surviving flow: an entry serves while its VIP
+// number has the epoch it was recorded under and its backend id the
+// address, so every VIP keeps its number, options and epoch (those the
+// failed file removed, which at the VIP limit its apply deleted for their
+// numbers (removed), and those whose options it changed, which moved their
+// epochs on), and every backend slot its address (those the failed file
+// gave to new addresses are given back).
 func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, removed map[datapath.VIPKey]bool) {
 	t.Helper()
 	addrOf := map[uint32]string{}
@@ -538,6 +542,9 @@ func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, remov
 	for id, be := range prev.backends {
 		if nid, ok := idOf[be.Addr.String()]; ok && nid != id {
 			t.Errorf("backend %s moved from id %d to %d: its flows move", be.Addr, id, nid)
+		}
+		if a, ok := addrOf[id]; rolledBack && a != be.Addr.String() {
+			t.Errorf("backend slot %d held %s and holds %q (in use: %v) after a rolled-back reload: its flows' entries no longer serve", id, be.Addr, a, ok)
 		}
 	}
 	nums := map[uint32]datapath.VIPKey{}
@@ -609,6 +616,10 @@ func check(t *testing.T, m, pm *model, now, prev dpState, rolledBack bool, remov
 		}
 		if piv, ok := prev.indexed[k]; ok && found && removed[k] && piv.Epoch != iv.Epoch {
 			t.Errorf("VIP %s: epoch %d became %d over a rolled-back reload that removed it: its flows' entries no longer serve", v.name, piv.Epoch, iv.Epoch)
+		}
+		if piv, ok := prev.indexed[k]; ok && found && rolledBack && !removed[k] && (piv.Epoch != iv.Epoch || piv.Flags != iv.Flags) {
+			t.Errorf("VIP %s: epoch %d, options %#x became %d, %#x over a rolled-back reload: its flows' entries no longer serve",
+				v.name, piv.Epoch, piv.Flags, iv.Epoch, iv.Flags)
 		}
 		if rolledBack {
 			continue
