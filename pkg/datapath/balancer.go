@@ -2025,12 +2025,11 @@ func (b *Balancer) writeBackendCopies() (held map[uint32]bool, err error) {
 	}
 	// A slot no backend had since the copy was built (all zero: a new
 	// backend's, the common case, and every one at a first start) waits
-	// for nothing: no table names it, and the only packets that may read
-	// it, of a flow recorded under a backend deleted before a restart
-	// (whose record went with it), find it invalid until the flags' write,
-	// by the end of which the address write has long completed; only a
-	// packet that read the address before the flags, across both writes,
-	// could mix them. (A wait costs a grace period, about 9 ms.)
+	// for nothing and empties no entry: no table names it, and no entry
+	// is pinned to it (the load emptied those of the ids that were not
+	// valid: purgeDeadBackendConns), so no packet reads it before the
+	// flags' write, by the end of which the address write has long
+	// completed. (A wait costs a grace period, about 9 ms.)
 	fresh := true
 	if b.unpurged == nil {
 		b.unpurged = map[uint32]netip.Addr{}
