@@ -2440,6 +2440,15 @@ func (b *Balancer) purgeBackendConns(previous map[uint32]netip.Addr) error {
 // the tag (see purgeBackendConns).
 func (b *Balancer) clearBackendConns(ids map[uint32]netip.Addr) (map[uint32]int, error) {
 	cleared := map[uint32]int{}
+	// A dense mark per id: the scan looks up every recorded entry (a
+	// million at the default size, at load), where a map lookup each
+	// would cost tens of milliseconds.
+	var marked [MaxBackends]bool
+	for id := range ids {
+		if id < MaxBackends {
+			marked[id] = true
+		}
+	}
 	err := b.withConnSets(true, func(sets []balancerConnSet) {
 		for i := range sets {
 			s := &sets[i]
@@ -2450,7 +2459,7 @@ func (b *Balancer) clearBackendConns(ids map[uint32]netip.Addr) (map[uint32]int,
 				}
 				// The value word's low half: the backend id.
 				id := uint32(atomic.LoadUint64((*uint64)(unsafe.Pointer(&s.Slot[w].BackendId))))
-				if _, ok := ids[id]; ok && atomic.CompareAndSwapUint32(&s.Tag[w], tag, connTagEmpty) {
+				if id < MaxBackends && marked[id] && atomic.CompareAndSwapUint32(&s.Tag[w], tag, connTagEmpty) {
 					cleared[id]++
 				}
 			}
