@@ -229,10 +229,16 @@ static __always_inline struct backend *conn_backend(struct conn_set *cs, int way
 	return be;
 }
 
+/* A SYN that may open a connection: not an ACK, and neither FIN nor RST
+ * with it, which no stack opens a connection with (Linux discards both in
+ * LISTEN) but which a stray or forged packet may carry: such a packet
+ * follows the flow's entry, to the backend whose connection it is about,
+ * and must not move the flow to the current table's choice. */
 static __always_inline int is_syn(const struct pkt *p)
 {
 	return p->flow.proto == IPPROTO_TCP &&
-	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_FIN | TCP_FLAG_RST)) ==
+		       TCP_FLAG_SYN;
 }
 
 /* Where a flow is recorded in the connection table, or would be: found
