@@ -93,6 +93,12 @@
 #define ICMP_QUOTE_L4 8
 
 #define IPV4_HDR_LEN 20
+/* IPv4 option types (RFC 791) and the most option bytes a header holds. */
+#define IPOPT_END 0
+#define IPOPT_NOOP 1
+#define IPOPT_LSRR 131
+#define IPOPT_SSRR 137
+#define IPV4_OPTS_MAX 40
 #define IPV6_HDR_LEN 40
 /* IPv6 extension headers followed to a VIP packet's L4 header (RFC 8200's
  * order has at most hop-by-hop, destination options, routing, destination

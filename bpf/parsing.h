@@ -118,6 +118,40 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 	return PARSE_PASS;
 }
 
+/* 1 if the IPv4 options at off (len bytes) hold a loose or strict source
+ * route with addresses left (its pointer not past its length, RFC 791
+ * section 3.1): the destination address is then a waypoint, not where the
+ * packet ends. The options are read up to the first malformed one, which
+ * makes the packet one that every stack discards. A bounded loop, not
+ * unrolled: every round moves i on by at least one byte, and i is its
+ * only induction variable, so the verifier prunes rounds it has seen. */
+static __always_inline int ipv4_source_routed(void *data, void *data_end, __u32 off, __u32 len)
+{
+	__u32 i = 0;
+
+#pragma clang loop unroll(disable)
+	while (i < len && i < IPV4_OPTS_MAX) {
+		__u8 *o = data + ((off + i) & 0x7f);
+		__u8 olen;
+
+		if ((void *)(o + 1) > data_end || o[0] == IPOPT_END)
+			return 0;
+		if (o[0] == IPOPT_NOOP) {
+			i++;
+			continue;
+		}
+		if ((void *)(o + 3) > data_end)
+			return 0;
+		olen = o[1];
+		if (olen < 2 || i + olen > len)
+			return 0;
+		if ((o[0] == IPOPT_LSRR || o[0] == IPOPT_SSRR) && olen >= 3 && o[2] <= olen)
+			return 1;
+		i += olen;
+	}
+	return 0;
+}
+
 static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 {
 	struct iphdr *iph = data + p->l2_len;
@@ -142,6 +176,11 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 		return PARSE_DROP + STAT_DROP_TRUNCATED;
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_DROP + STAT_DROP_FRAGMENT;
+	/* On its way through the VIP address to another destination: no
+	 * VIP's packet (the IPv6 routing header's rule, parse_ipv6_ext). */
+	if (ihl_len > IPV4_HDR_LEN &&
+	    ipv4_source_routed(data, data_end, p->l2_len + IPV4_HDR_LEN, ihl_len - IPV4_HDR_LEN))
+		return PARSE_PASS;
 	p->tos = iph->tos;
 	p->flow.proto = iph->protocol;
 	if (p->flow.proto == IPPROTO_ICMPV6)

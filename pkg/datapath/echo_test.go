@@ -22,18 +22,21 @@ func withIPv4Options(in []byte, l2 int, opts []byte) []byte {
 }
 
 // TestEchoReplyLeavesOptionsOut: an echo request to a VIP with IPv4
-// options (a loose source route, a full record route) is answered
-// without them: echoed as they came, a source route
-// would send the reply back along the client's route unreversed. The
+// options (a completed loose source route, a full record route) is
+// answered without them: echoed as they came, a source route
+// would send the reply back along the client's route unreversed. (A
+// source route with addresses left makes the VIP a waypoint, and the
+// request the stack's: TestIPv4SourceRouteWaypoint.) The
 // reply is the request less those bytes, its length fields and checksums
 // right and its ICMP message (identifier, sequence, payload) unchanged.
 // (An ICMPv6 echo request behind extension headers is the stack's:
 // TestEchoBehindExtensionHeadersIsPassed.)
 func TestEchoReplyLeavesOptionsOut(t *testing.T) {
 	w := newWorld(t, Options{})
-	// Loose source route through 192.0.2.1 and 192.0.2.2, then an end of
-	// options list; a record route of nine empty slots filling all 40 bytes.
-	lsrr := []byte{131, 11, 4, 192, 0, 2, 1, 192, 0, 2, 2, 0}
+	// Loose source route through 192.0.2.1 and 192.0.2.2, completed (its
+	// pointer past its length), then an end of options list; a record
+	// route of nine empty slots filling all 40 bytes.
+	lsrr := []byte{131, 11, 12, 192, 0, 2, 1, 192, 0, 2, 2, 0}
 	rr := append([]byte{7, 39, 4}, make([]byte, 37)...)
 	payload := []byte("switchyard ping payload")
 	for _, c := range []struct {

@@ -29,6 +29,9 @@ func FuzzBalancer(f *testing.F) {
 	// cut and reorder).
 	v6, l2 := build(f, seeds[1])
 	f.Add(withExtHeaders(v6, l2, [2]int{extHopByHop, 8}, [2]int{extRouting, 24}))
+	// IPv4 options the parser walks: a source route behind NOPs (IHL 15).
+	v4, l2 := build(f, seeds[0])
+	f.Add(withIPv4Options(v4, l2, padOptions(concat([]byte{ipoptNoop, ipoptNoop}, sourceRoute(ipoptLSRR, 8, 4)))))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 3000 {
 			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
