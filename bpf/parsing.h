@@ -196,7 +196,9 @@ static __always_inline int ipv6_ext(__u8 nh)
 /* Follows the extension headers of an IPv6 packet from its next-header
  * value nh (p->l4_off at the first of them) and leaves p->l4_off and
  * p->flow.proto at the L4 header. A fragment header anywhere in the chain
- * drops the packet as a fragment; a chain too long to follow (more than
+ * drops the packet as a fragment, unless it is an atomic fragment (offset
+ * 0, M flag clear: the whole packet, which RFC 6946 has processed as any
+ * other), followed like the other headers; a chain too long to follow (more than
  * IPV6_EXT_MAX headers, or an L4 header beyond IPV6_L4_OFF_MAX) is passed
  * as malformed: the stack decides. A routing header with segments left
  * makes the destination a waypoint, not the packet's final one (RFC 8200
@@ -210,15 +212,19 @@ static __always_inline int parse_ipv6_ext(void *data, void *data_end, struct pkt
 	for (int i = 0; i < IPV6_EXT_MAX; i++) {
 		__u8 *eh = data + off;
 
-		if (nh == IPPROTO_FRAGMENT)
-			return PARSE_DROP + STAT_DROP_FRAGMENT;
-		if (!ipv6_ext(nh))
+		if (!ipv6_ext(nh) && nh != IPPROTO_FRAGMENT)
 			break;
 		/* eh + 8: every header is at least 8 bytes long, and the
 		 * IPv6 length (l3_end) lies within the frame: the same test
 		 * as off + 8 > l3_end, which the verifier cannot see. */
 		if ((void *)(eh + 8) > data_end || off + 8 > l3_end)
 			return PARSE_DROP + STAT_DROP_TRUNCATED;
+		/* Of a fragment header, only an atomic one goes on: offset and
+		 * M flag 0 (the two reserved bits between them ignored, RFC
+		 * 8200), and its reserved second byte 0, so that the length
+		 * below reads 8, a fragment header's. */
+		if (nh == IPPROTO_FRAGMENT && (*(sy_u32 *)eh & bpf_htonl(0x00fffff9)))
+			return PARSE_DROP + STAT_DROP_FRAGMENT;
 		if (nh == IPPROTO_ROUTING && eh[3] != 0)
 			return PARSE_PASS;
 		nh = eh[0];
