@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard-lb/switchyard/test/readme"
 )
 
 // commandFlags runs `switchyard NAME -h` (the test binary as switchyard)
@@ -46,12 +48,8 @@ func commandFlags(t *testing.T, name string) []string {
 // that no command has: `demo --keep` and the testserver's flags were
 // missing, found only with -h.
 func TestREADMENamesEveryCommandAndFlag(t *testing.T) {
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(data)
-	binaries := regexp.MustCompile("(?m)^\\| binaries \\|.*$").FindString(readme)
+	text := readme.Text(t)
+	binaries := regexp.MustCompile("(?m)^\\| binaries \\|.*$").FindString(text)
 	all := slices.Clone(hiddenRunFlags)
 	for _, c := range commands {
 		if !strings.Contains(binaries, "`"+c.name+"`") {
@@ -59,12 +57,12 @@ func TestREADMENamesEveryCommandAndFlag(t *testing.T) {
 		}
 		for _, f := range commandFlags(t, c.name) {
 			all = append(all, f)
-			if !regexp.MustCompile(`--` + regexp.QuoteMeta(f) + `([^a-z0-9-]|$)`).MatchString(readme) {
+			if !regexp.MustCompile(`--` + regexp.QuoteMeta(f) + `([^a-z0-9-]|$)`).MatchString(text) {
 				t.Errorf("switchyard %s has --%s, which the README does not name", c.name, f)
 			}
 		}
 	}
-	for _, f := range regexp.MustCompile("(?:^|[\\s\\[(`])--([a-z][a-z0-9-]*)").FindAllStringSubmatch(readme, -1) {
+	for _, f := range regexp.MustCompile("(?:^|[\\s\\[(`])--([a-z][a-z0-9-]*)").FindAllStringSubmatch(text, -1) {
 		if !slices.Contains(all, f[1]) {
 			t.Errorf("the README names --%s, which no command has", f[1])
 		}
@@ -80,17 +78,7 @@ func TestREADMENamesEveryInstalledPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(data)
-	start := strings.Index(readme, "Both install what they need")
-	if start < 0 {
-		t.Fatal(`the README has no "Both install what they need"`)
-	}
-	para, _, _ := strings.Cut(readme[start:], "\n\n")
-	para = strings.ReplaceAll(para, "\n", " ")
+	para := readme.Paragraph(t, "Both install what they need")
 	before, _, _ := strings.Cut(string(script), "if [[ \"${BENCH")
 	pkgs := regexp.MustCompile(`need\+=\(([a-z0-9.+-]+)\)`).FindAllStringSubmatch(before, -1)
 	if len(pkgs) == 0 {

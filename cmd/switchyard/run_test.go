@@ -23,6 +23,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"github.com/switchyard-lb/switchyard/test/readme"
 )
 
 // Daemons whose API sockets share a directory keep their drains apart
@@ -356,7 +357,7 @@ func TestRunOnAnAgentsPinDir(t *testing.T) {
 	}
 	// Both refusals, the balancer's and the agent's (pkg/agent), are in
 	// the README.
-	ts := troubleshooting(t)
+	ts := readme.Section(t, "## Troubleshooting")
 	for _, phrase := range []string{"a switchyard agent runs with it", "in use by a running switchyard run, whose pins it holds, not an agent's"} {
 		if !strings.Contains(ts, phrase) {
 			t.Errorf("the README's Troubleshooting section does not have %q", phrase)

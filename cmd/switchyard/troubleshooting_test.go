@@ -8,26 +8,8 @@ import (
 	"testing"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/test/readme"
 )
-
-// troubleshooting returns the README's Troubleshooting section.
-func troubleshooting(t *testing.T) string {
-	t.Helper()
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	start := strings.Index(s, "\n## Troubleshooting\n")
-	if start < 0 {
-		t.Fatal("the README has no ## Troubleshooting section")
-	}
-	s = s[start+1:]
-	if end := strings.Index(s, "\n## "); end >= 0 {
-		s = s[:end]
-	}
-	return s
-}
 
 // A balancer configuration that is valid but for what a case adds.
 const validBalancer = `node: {name: lb1}
@@ -60,7 +42,7 @@ func manyVIPs(n int) string {
 // printed holds the phrase, and that the Troubleshooting section holds it
 // too: an entry removed, or a message reworded without its entry, fails.
 func TestErrorsAreInTroubleshooting(t *testing.T) {
-	ts := troubleshooting(t)
+	ts := readme.Section(t, "## Troubleshooting")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "none.sock")
 	agentExample, err := os.ReadFile("../../configs/agent.yaml")

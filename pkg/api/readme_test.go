@@ -1,11 +1,12 @@
 package api
 
 import (
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard-lb/switchyard/test/readme"
 )
 
 // jsonNames are the JSON field names of t and of the structs of this
@@ -29,29 +30,6 @@ func jsonNames(t reflect.Type) []string {
 	return out
 }
 
-// readmeItem is the README's text from the first occurrence of start to
-// the end of its list item (the next line starting with "- " or "#", or
-// an empty line).
-func readmeItem(t *testing.T, start string) string {
-	t.Helper()
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.Index(s, start)
-	if i < 0 {
-		t.Fatalf("the README has no %q", start)
-	}
-	s = s[i:]
-	for _, end := range []string{"\n- ", "\n#", "\n\n"} {
-		if j := strings.Index(s, end); j >= 0 {
-			s = s[:j]
-		}
-	}
-	return s
-}
-
 // The README names every field that `switchyard status`, `flows`,
 // `drain` and `reload` print with --json, as it does those of `status
 // --agent --json`: scripts are written from it.
@@ -66,7 +44,7 @@ func TestREADMENamesEveryJSONField(t *testing.T) {
 		{"`switchyard reload --json` gives", reflect.TypeFor[ReloadResponse]()},
 		{"`--json` gives the same as `node`", reflect.TypeFor[AgentStatus]()},
 	} {
-		item := readmeItem(t, tc.start)
+		item := readme.Item(t, tc.start)
 		for _, name := range jsonNames(tc.typ) {
 			if !strings.Contains(item, "`"+name+"`") {
 				t.Errorf("the README's %s... does not name the field `%s`", tc.start, name)

@@ -1,29 +1,13 @@
 package config
 
 import (
-	"os"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
-)
 
-// readmeParagraph is the README's paragraph that starts with start, its
-// lines joined.
-func readmeParagraph(t *testing.T, start string) string {
-	t.Helper()
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.Index(s, start)
-	if i < 0 {
-		t.Fatalf("the README has no %q", start)
-	}
-	s, _, _ = strings.Cut(s[i:], "\n\n")
-	return strings.ReplaceAll(s, "\n", " ")
-}
+	"github.com/switchyard-lb/switchyard/test/readme"
+)
 
 // parenthesis is the text of s from start to the parenthesis that closes
 // the one start is in (or opens, if it ends with one).
@@ -66,7 +50,7 @@ func yamlNames(typ reflect.Type) []string {
 // table_size as "table size"), so that the overview a reader starts
 // from leaves none out: it did not mention health.port.
 func TestREADMENamesEveryConfigField(t *testing.T) {
-	balancer := readmeParagraph(t, "Main sections of the balancer file:")
+	balancer := readme.Paragraph(t, "Main sections of the balancer file:")
 	for _, name := range yamlNames(reflect.TypeFor[Config]()) {
 		if !strings.Contains(balancer, "`"+name+"`") {
 			t.Errorf("the README's balancer sections do not name `%s`", name)
@@ -99,7 +83,7 @@ func TestREADMENamesEveryConfigField(t *testing.T) {
 			}
 		}
 	}
-	agent := readmeParagraph(t, "The agent's file holds")
+	agent := readme.Paragraph(t, "The agent's file holds")
 	for _, name := range yamlNames(reflect.TypeFor[AgentConfig]()) {
 		if !strings.Contains(agent, "`"+name+"`") {
 			t.Errorf("the README's agent file paragraph does not name `%s`", name)

@@ -1,34 +1,13 @@
 package datapath
 
 import (
-	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-)
 
-// readmeText is the README's text from start to the end of its paragraph
-// or list item (the next empty line, or line starting with "- ").
-func readmeText(t *testing.T, start string) string {
-	t.Helper()
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.Index(s, start)
-	if i < 0 {
-		t.Fatalf("the README has no %q", start)
-	}
-	s = s[i+len(start):]
-	for _, end := range []string{"\n\n", "\n- "} {
-		if j := strings.Index(s, end); j >= 0 {
-			s = s[:j]
-		}
-	}
-	return strings.ReplaceAll(s, "\n", " ")
-}
+	"github.com/switchyard-lb/switchyard/test/readme"
+)
 
 // readmeTerms are the terms a README list defines: each in backquotes and
 // followed by sep, as in "`fragment` (IP fragment to a VIP address)".
@@ -73,7 +52,7 @@ func TestREADMENamesEveryCounter(t *testing.T) {
 		{"Events (`switchyard_datapath_events_total{event}`)", " (", events},
 		{"**Agent metrics** on", ":", agentReasons},
 	} {
-		text := readmeText(t, tc.start)
+		text := strings.ReplaceAll(readme.Item(t, tc.start), "\n", " ")
 		for _, n := range tc.names {
 			if !strings.Contains(text, "`"+n+"`") {
 				t.Errorf("the README's %q... does not name %s", tc.start, n)

@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"context"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -14,29 +13,8 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/metrics"
+	"github.com/switchyard-lb/switchyard/test/readme"
 )
-
-// readmeItem is the README's list item that starts with start, up to the
-// next item, heading or empty line.
-func readmeItem(t *testing.T, start string) string {
-	t.Helper()
-	data, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.Index(s, start)
-	if i < 0 {
-		t.Fatalf("the README has no %q", start)
-	}
-	s = s[i+len(start):]
-	for _, end := range []string{"\n- ", "\n#", "\n\n"} {
-		if j := strings.Index(s, end); j >= 0 {
-			s = s[:j]
-		}
-	}
-	return s
-}
 
 // readmeMetrics are the metrics a README item names, each with the label
 // sets written after it (sorted, joined by commas; "" for none), its
@@ -127,7 +105,7 @@ func TestREADMENamesEveryMetric(t *testing.T) {
 		{"- **Metrics** on", metrics.NewCollector(func(context.Context) (api.Status, error) { return api.Status{}, nil }, nil)},
 		{"- **Agent metrics** on", a.Collector()},
 	} {
-		readme := readmeMetrics(readmeItem(t, tc.start))
+		readme := readmeMetrics(readme.Item(t, tc.start))
 		for name, labels := range described(tc.c) {
 			exported[name] = labels
 			sets, ok := readme[name]
@@ -140,7 +118,7 @@ func TestREADMENamesEveryMetric(t *testing.T) {
 		}
 	}
 	for _, start := range []string{"- **Metrics** on", "- **Agent metrics** on"} {
-		for name := range readmeMetrics(readmeItem(t, start)) {
+		for name := range readmeMetrics(readme.Item(t, start)) {
 			// A prefix ("no other `switchyard_agent_` series") is no name.
 			if _, ok := exported[name]; !ok && !strings.HasSuffix(name, "_") {
 				t.Errorf("the README's %q item names %s, which is not exported", start, name)
