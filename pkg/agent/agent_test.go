@@ -573,19 +573,7 @@ func TestInterfaceRemoved(t *testing.T) {
 	before := snapshot(t, topo, be)
 	c := testConfig(topo)
 	a := startAgent(t, topo, be, c)
-	err := topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		if err := h.LinkDel(l); err != nil {
-			return err
-		}
-		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	replaceEth(t, topo, be)
 	select {
 	case err := <-a.Lost():
 		if !errors.Is(err, ErrInterfaceGone) || !strings.Contains(err.Error(), "start the agent again") {
@@ -600,13 +588,7 @@ func TestInterfaceRemoved(t *testing.T) {
 	}
 	// The new eth0 and its peer have settings of their own: the rest must
 	// be as before.
-	after := snapshot(t, topo, be)
-	for _, s := range []hostState{before, after} {
-		maps.DeleteFunc(s.sysctls, func(k, _ string) bool {
-			return strings.Contains(k, "/"+topology.EthName+"/") || strings.Contains(k, "/hqpeer0/")
-		})
-	}
-	requireSame(t, before, after)
+	requireSameButEth(t, topo, be, before)
 	requireNoPins(t, c.PinDir)
 }
 
@@ -803,19 +785,7 @@ func TestInterfaceReplacedDuringStart(t *testing.T) {
 			t.Fatalf("the agent did not take its pin directory within %s", testTimeout)
 		}
 	}
-	err = topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		if err := h.LinkDel(l); err != nil {
-			return err
-		}
-		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	replaceEth(t, topo, be)
 	holder.Close() // releases the flock
 	select {
 	case err = <-started:
@@ -826,13 +796,7 @@ func TestInterfaceReplacedDuringStart(t *testing.T) {
 		t.Fatalf("Start: %v, want ErrInterfaceGone and the advice to start the agent again (encap addresses %v)", err, a.EncapAddrs())
 	}
 	t.Logf("Start: %v", err)
-	after := snapshot(t, topo, be)
-	for _, s := range []hostState{before, after} {
-		maps.DeleteFunc(s.sysctls, func(k, _ string) bool {
-			return strings.Contains(k, "/"+topology.EthName+"/") || strings.Contains(k, "/hqpeer0/")
-		})
-	}
-	requireSame(t, before, after)
+	requireSameButEth(t, topo, be, before)
 	requireNoPins(t, c.PinDir)
 }
 
@@ -867,4 +831,36 @@ func TestAgentOnLoRefused(t *testing.T) {
 		t.Fatalf("New with interface lo: accepted; Start: %v", err)
 	}
 	t.Fatalf("New with interface lo: accepted; the agent started on lo and decapsulates to %v", a.EncapAddrs())
+}
+
+// replaceEth deletes node's eth0 and creates another under the name (a
+// veth whose peer, hqpeer0, stays in node): what a driver reload does.
+func replaceEth(t *testing.T, topo *topology.Topology, node string) {
+	t.Helper()
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkDel(l); err != nil {
+			return err
+		}
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "hqpeer0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// requireSameButEth fails t unless node's state is before's, but for the
+// settings of the eth0 and hqpeer0 that replaceEth made, which are new.
+func requireSameButEth(t *testing.T, topo *topology.Topology, node string, before hostState) {
+	t.Helper()
+	after := snapshot(t, topo, node)
+	for _, s := range []hostState{before, after} {
+		maps.DeleteFunc(s.sysctls, func(k, _ string) bool {
+			return strings.Contains(k, "/"+topology.EthName+"/") || strings.Contains(k, "/hqpeer0/")
+		})
+	}
+	requireSame(t, before, after)
 }
