@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -41,21 +40,8 @@ vips:
 `
 	cfg, dp := loadWithDatapath(t, path, yaml)
 	logs := &logRecords{}
-	var b *Balancer
-	if err := topo.Do(node, func() error {
-		var err error
-		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.health.Close)
-	sync := func() {
-		t.Helper()
-		if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
-			t.Fatal(err)
-		}
-	}
+	b := newInNode(t, topo, node, path, cfg, dp, logs)
+	sync := func() { t.Helper(); syncInNode(t, topo, node, b) }
 	warned := func() []string {
 		return logs.matching(slog.LevelWarn, "a backend's address is one of this balancer's own", "vip=web", "backend=self", "address=10.9.0.1", "interface="+sourceIface)
 	}
@@ -141,15 +127,7 @@ vips:
 `
 	cfg, dp := loadWithDatapath(t, path, yaml)
 	logs := &logRecords{}
-	var b *Balancer
-	if err := topo.Do(node, func() error {
-		var err error
-		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.health.Close)
+	b := newInNode(t, topo, node, path, cfg, dp, logs)
 	warned := func() []string {
 		return logs.matching(slog.LevelWarn, "a VIP's address is the next hop's, the router's own", "vip=web", "address="+gw.String())
 	}
@@ -168,9 +146,7 @@ vips:
 	if got := statusWarnings(); len(got) != 1 || !strings.Contains(got[0], want) {
 		t.Errorf("status warnings %q, want one saying %q", got, want)
 	}
-	if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
-		t.Fatal(err)
-	}
+	syncInNode(t, topo, node, b)
 	if got := warned(); len(got) != 1 {
 		t.Errorf("nothing changed since the warning: %d warnings, want still 1", len(got))
 	}

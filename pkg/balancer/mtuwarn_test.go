@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"errors"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -46,24 +45,8 @@ vips:
 		}
 	}
 	setMTU(1500)
-	// The control loop is not run: New and syncSettings read the
-	// interface of the balancer's namespace, on Do's thread, as a network
-	// event would make the loop do.
-	var b *Balancer
-	if err := topo.Do(node, func() error {
-		var err error
-		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.health.Close)
-	sync := func() {
-		t.Helper()
-		if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
-			t.Fatal(err)
-		}
-	}
+	b := newInNode(t, topo, node, path, cfg, dp, logs)
+	sync := func() { t.Helper(); syncInNode(t, topo, node, b) }
 	warned := func() []string {
 		return logs.matching(slog.LevelWarn, "datapath.mtu is above the interface's MTU")
 	}

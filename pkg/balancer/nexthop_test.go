@@ -268,14 +268,7 @@ func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "switchyard.yaml")
 	cfg, dp := loadWithDatapath(t, path, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1))
 	logs := &logRecords{}
-	var b *Balancer
-	if err := topo.Do(node, func() (err error) {
-		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.health.Close)
+	b := newInNode(t, topo, node, path, cfg, dp, logs)
 	if st, err := b.status(); err != nil || st.NextHop.Gateway != "10.1.1.5" {
 		t.Errorf("status: next hop %q (%v), want 10.1.1.5", st.NextHop.Gateway, err)
 	}

@@ -135,17 +135,7 @@ vips:
 `
 	cfg, dp := loadWithDatapath(t, path, yaml)
 	logs := &logRecords{}
-	// The control loop is not run: New and syncSettings read the
-	// interface of the balancer's namespace, on Do's thread.
-	var b *Balancer
-	if err := topo.Do(node, func() error {
-		var err error
-		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.health.Close)
+	b := newInNode(t, topo, node, path, cfg, dp, logs)
 	for _, fam := range []struct{ name, field, from string }{
 		{"IPv4", "encap.source_v4", "0.0.0.0"},
 		{"IPv6", "encap.source_v6", "::"},
@@ -161,9 +151,7 @@ vips:
 	if err := topo.AddAddr(node, sourceIface, netip.MustParsePrefix("10.9.0.1/24")); err != nil {
 		t.Fatal(err)
 	}
-	if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
-		t.Fatal(err)
-	}
+	syncInNode(t, topo, node, b)
 	if want := netip.MustParseAddr("10.9.0.1"); b.settings.SourceV4 != want {
 		t.Errorf("outer IPv4 source after adding 10.9.0.1/24 is %v, want %v", b.settings.SourceV4, want)
 	}
@@ -349,6 +337,32 @@ vips:
 			}
 		}
 	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newInNode makes a balancer of cfg on dp in node's network namespace,
+// logging to logs, without running its control loop: New and
+// syncSettings read the interface of that namespace on Do's thread, as
+// the loop would on a network event.
+func newInNode(t *testing.T, topo *topology.Topology, node, path string, cfg *config.Config, dp *datapath.Balancer, logs *logRecords) *Balancer {
+	t.Helper()
+	var b *Balancer
+	if err := topo.Do(node, func() (err error) {
+		b, err = New(Config{ConfigPath: path, Initial: cfg, Datapath: dp, Logger: slog.New(logs)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.health.Close)
+	return b
+}
+
+// syncInNode runs b's settings sync in node's namespace, as the control
+// loop's tick does; an unresolved next hop is no failure here.
+func syncInNode(t *testing.T, topo *topology.Topology, node string, b *Balancer) {
+	t.Helper()
+	if err := topo.Do(node, b.syncSettings); err != nil && !errors.As(err, new(*nextHopError)) {
 		t.Fatal(err)
 	}
 }
