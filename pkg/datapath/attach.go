@@ -132,6 +132,27 @@ func attachedAdvice(ifindex int, iface string, hints attachHints) string {
 	return fmt.Sprintf(": program ID %d is %s, attached with another pin directory; if a %s of this interface runs, stop it first (or give this one another interface), otherwise %s", id, whose, stop, remove)
 }
 
+// xdpNow says which XDP program the interface of index ifindex runs, for a
+// message that ends with it.
+func xdpNow(ifindex int) string {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return ""
+	}
+	x := l.Attrs().Xdp
+	if x == nil || x.ProgId == 0 {
+		return "; the interface runs no XDP program now: its packets go to the host's stack"
+	}
+	name := ""
+	if p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId)); err == nil {
+		if pi, err := p.Info(); err == nil {
+			name = pi.Name
+		}
+		p.Close()
+	}
+	return fmt.Sprintf("; the interface runs XDP program ID %d %q now (`bpftool prog show id %d` says more)", x.ProgId, name, x.ProgId)
+}
+
 // AttachResult says what attachProgram did.
 type AttachResult struct {
 	Mode     AttachMode // native or generic: what is in force
@@ -275,6 +296,57 @@ func linkRuns(pinDir string, prog *ebpf.Program) bool {
 	return ok && id == info.Program
 }
 
+// restoreLinkPin pins l again at pinDir/link if someone removed the pin
+// (rm, or a tool that cleans bpffs): the handle the daemon holds keeps the
+// program attached meanwhile, but only while its process lives. program
+// names what the link runs ("decap program"), daemon what holds it
+// ("agent"). It reports whether it pinned the link again; an error wraps
+// notPinned when the pin stays missing. Without a pin directory, or
+// before the attach, there is nothing to check.
+func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon string) (bool, error) {
+	if pinDir == "" || l == nil {
+		return false, nil
+	}
+	path := filepath.Join(pinDir, linkPinName)
+	ours, err := l.Info()
+	if err != nil {
+		return false, fmt.Errorf("read the %s's link: %w", program, err)
+	}
+	pinned, err := link.LoadPinnedLink(path, nil)
+	if err == nil {
+		info, ierr := pinned.Info()
+		pinned.Close()
+		if ierr != nil {
+			return false, fmt.Errorf("read the link pinned at %s: %w", path, ierr)
+		}
+		if info.ID != ours.ID {
+			return false, fmt.Errorf("%w: %s holds link %d, not the %s's link %d: it was replaced by hand; remove it (the %s then pins its link again)",
+				notPinned, path, info.ID, program, ours.ID, daemon)
+		}
+		return false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("%w: load %s: %w", notPinned, path, err)
+	}
+	if _, err := os.Stat(pinDir); err != nil {
+		return false, fmt.Errorf("%w: the pin directory %s was removed (%w): stop the %s with SIGTERM and start it again", notPinned, pinDir, err, daemon)
+	}
+	// Pinned under a temporary name first, then renamed without
+	// replacing (link.Pin of a pinned link renames with
+	// RENAME_NOREPLACE): a pin someone made at path meanwhile is never
+	// removed.
+	tmp := path + "_restore" // bpffs refuses names with a dot
+	os.Remove(tmp)           // an earlier try's, which failed half-way
+	if err := l.Pin(tmp); err != nil {
+		return false, fmt.Errorf("%w: pin it again at %s: %w", notPinned, tmp, err)
+	}
+	if err := l.Pin(path); err != nil {
+		l.Unpin()
+		return false, fmt.Errorf("%w: pin it again at %s: %w", notPinned, path, err)
+	}
+	return true, nil
+}
+
 // pinnedLinkUsable reports whether a pinned XDP link is still attached to
 // ifindex, with the tag of its program and its mode.
 func pinnedLinkUsable(l link.Link, ifindex int) (bool, string, AttachMode) {
@@ -410,12 +482,13 @@ func checkPinDir(pinDir string) error {
 // pinNames are the names Switchyard pins in a pin directory: the maps of
 // the balancer and of the decap program (data sections under the names
 // dataMapNames gives them; they include the maps of earlier releases that
-// became data sections), the link, and the pins an upgrade moves: the
+// became data sections), the link (and the temporary name restoreLinkPin
+// gives it, which a crash can leave), and the pins an upgrade moves: the
 // previous release's Maglev tables and the successors adoptConns and
 // adoptStats pin for a moment, which a crash can leave.
 func pinNames() (map[string]bool, error) {
 	names := map[string]bool{
-		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true, statsPin + "_new": true,
+		linkPinName: true, linkPinName + "_restore": true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true, statsPin + "_new": true,
 		standInName: true, standInName + "_std": true,
 	}
 	for what, load := range map[string]func() (*ebpf.CollectionSpec, error){"balancer": loadBalancer, "decap": loadDecap} {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 
@@ -410,6 +411,75 @@ func TestAttachOverAnotherSaysWhose(t *testing.T) {
 			return fmt.Errorf("decap over a foreign program: %v, want %q and the `ip link` to remove it", err, want)
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCheckAttached: CheckAttached tells a program that runs on its
+// interface from one whose link was made to run another program or was
+// detached (`bpftool link detach`), and says what the interface runs then;
+// RestoreLinkPin pins a link whose pin was removed again, at its place.
+func TestCheckAttached(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("sybdca"), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-checkattached-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { RemoveBalancer(pin) })
+	err := topo.Do(topo.Balancer(1), func() error {
+		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if _, err := b.Attach("eth0", AttachNative); err != nil {
+			return err
+		}
+		if err := b.CheckAttached(); err != nil {
+			return fmt.Errorf("attached: %w", err)
+		}
+
+		linkPath := filepath.Join(pin, linkPinName)
+		if err := os.Remove(linkPath); err != nil {
+			return err
+		}
+		if restored, err := b.RestoreLinkPin(); !restored || err != nil {
+			return fmt.Errorf("RestoreLinkPin with the pin removed: %v, %v; want restored", restored, err)
+		}
+		if restored, err := b.RestoreLinkPin(); restored || err != nil {
+			return fmt.Errorf("RestoreLinkPin with the pin back: %v, %v; want nothing to do", restored, err)
+		}
+
+		var pass testprogsObjects
+		if err := loadTestprogsObjects(&pass, nil); err != nil {
+			return err
+		}
+		defer pass.Close()
+		l, err := link.LoadPinnedLink(linkPath, nil)
+		if err != nil {
+			return fmt.Errorf("the restored pin: %w", err)
+		}
+		defer l.Close()
+		if err := l.Update(pass.XdpPass); err != nil {
+			return err
+		}
+		if err := b.CheckAttached(); !errors.Is(err, ErrDetached) || !strings.Contains(err.Error(), "instead of the balancer's") {
+			return fmt.Errorf("with the link updated to xdp_pass: %v, want ErrDetached naming the other program", err)
+		}
+		if err := l.Update(b.objs.XdpBalancer); err != nil {
+			return err
+		}
+		if err := b.CheckAttached(); err != nil {
+			return fmt.Errorf("with the link updated back: %w", err)
+		}
+		if err := l.Detach(); err != nil {
+			return err
+		}
+		if err := b.CheckAttached(); !errors.Is(err, ErrDetached) || !strings.Contains(err.Error(), "was detached") ||
+			!strings.Contains(err.Error(), "runs no XDP program now") {
+			return fmt.Errorf("with the link detached: %v, want ErrDetached saying so and that eth0 runs none", err)
+		}
+		return RemoveBalancer(pin)
 	})
 	if err != nil {
 		t.Fatal(err)

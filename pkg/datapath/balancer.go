@@ -64,6 +64,7 @@ type Balancer struct {
 	indexStale bool
 	log        *slog.Logger
 	link       link.Link
+	ifindex    int // of the interface the link was attached to
 	// upgrade: the pins that swap to this program's maps once it runs.
 	upgrade upgradePins
 
@@ -625,7 +626,61 @@ func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
 		b.link.Close()
 	}
 	b.link = l
+	if info, ierr := l.Info(); ierr == nil && info.XDP() != nil {
+		b.ifindex = int(info.XDP().Ifindex)
+	}
 	return res, err
+}
+
+// ErrBalancerLinkNotPinned: the link the balancer program is attached
+// through has no pin in the pin directory, and it cannot be pinned again
+// there.
+var ErrBalancerLinkNotPinned = errors.New("the balancer program's link is not pinned")
+
+// RestoreLinkPin checks that the link the program is attached through is
+// pinned in the pin directory, and pins it again if someone removed the pin
+// (rm, or a tool that cleans bpffs). The handle Balancer holds keeps the
+// program attached meanwhile, but only while the process lives: once it
+// ends (a kill, an in-place upgrade) the program goes, and with it the
+// balancing, and a new run finds no link to take over. It reports whether
+// it pinned the link again; an error wraps ErrBalancerLinkNotPinned when
+// the pin stays missing. Without a pin directory, or before Attach, there
+// is nothing to check.
+func (b *Balancer) RestoreLinkPin() (bool, error) {
+	return restoreLinkPin(b.link, b.pinDir, ErrBalancerLinkNotPinned, "balancer program", "balancer")
+}
+
+// ErrDetached: the balancer program no longer runs on its interface,
+// though its link is still held.
+var ErrDetached = errors.New("the balancer program is not attached to its interface: VIP traffic is not balanced")
+
+// CheckAttached checks that the program still runs on the interface it was
+// attached to. Its link can be detached from under the daemon (`bpftool
+// link detach`, which another tool may follow with an XDP program of its
+// own), or made to run another program (BPF_LINK_UPDATE through the pin):
+// the error then wraps ErrDetached and says what runs on the interface now.
+// Before Attach there is nothing to check.
+func (b *Balancer) CheckAttached() error {
+	if b.link == nil {
+		return nil
+	}
+	info, err := b.link.Info()
+	if err != nil {
+		return fmt.Errorf("read the balancer program's link: %w", err)
+	}
+	pi, err := b.objs.XdpBalancer.Info()
+	if err != nil {
+		return fmt.Errorf("read the balancer program: %w", err)
+	}
+	ours, _ := pi.ID()
+	xdp := info.XDP()
+	switch {
+	case xdp == nil || xdp.Ifindex == 0:
+		return fmt.Errorf("%w: its link (ID %d) was detached from the interface (`bpftool link detach`?)%s", ErrDetached, info.ID, xdpNow(b.ifindex))
+	case info.Program != ours:
+		return fmt.Errorf("%w: its link (ID %d) runs program ID %d instead of the balancer's (ID %d): something updated the link", ErrDetached, info.ID, info.Program, ours)
+	}
+	return nil
 }
 
 // Close releases file descriptors. Pinned maps and the pinned link stay, and

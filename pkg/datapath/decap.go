@@ -83,45 +83,7 @@ var ErrLinkNotPinned = errors.New("the decap program's link is not pinned")
 // error wraps ErrLinkNotPinned when the pin stays missing. Without a pin
 // directory, or before Attach, there is nothing to check.
 func (d *Decap) RestoreLinkPin() (bool, error) {
-	if d.pinDir == "" || d.link == nil {
-		return false, nil
-	}
-	path := filepath.Join(d.pinDir, linkPinName)
-	ours, err := d.link.Info()
-	if err != nil {
-		return false, fmt.Errorf("read the decap program's link: %w", err)
-	}
-	pinned, err := link.LoadPinnedLink(path, nil)
-	if err == nil {
-		info, ierr := pinned.Info()
-		pinned.Close()
-		if ierr != nil {
-			return false, fmt.Errorf("read the link pinned at %s: %w", path, ierr)
-		}
-		if info.ID != ours.ID {
-			return false, fmt.Errorf("%w: %s holds link %d, not the decap program's link %d: it was replaced by hand; remove it (the agent then pins its link again)",
-				ErrLinkNotPinned, path, info.ID, ours.ID)
-		}
-		return false, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("%w: load %s: %w", ErrLinkNotPinned, path, err)
-	}
-	if _, err := os.Stat(d.pinDir); err != nil {
-		return false, fmt.Errorf("%w: the pin directory %s was removed (%w): stop the agent with SIGTERM and start it again", ErrLinkNotPinned, d.pinDir, err)
-	}
-	// Pinned under a temporary name first, then renamed without
-	// replacing: a pin someone made at path meanwhile is never removed.
-	tmp := path + "_restore" // bpffs refuses names with a dot
-	os.Remove(tmp)           // an earlier try's, which failed half-way
-	if err := d.link.Pin(tmp); err != nil {
-		return false, fmt.Errorf("%w: pin it again at %s: %w", ErrLinkNotPinned, tmp, err)
-	}
-	if err := d.link.Pin(path); err != nil {
-		d.link.Unpin()
-		return false, fmt.Errorf("%w: pin it again at %s: %w", ErrLinkNotPinned, path, err)
-	}
-	return true, nil
+	return restoreLinkPin(d.link, d.pinDir, ErrLinkNotPinned, "decap program", "agent")
 }
 
 // SetGUEPort sets the UDP port of GUE packets to decapsulate (0: none).
