@@ -31,6 +31,12 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	}
 	fmt.Fprintf(tw, "node:\t%s%s\n", orDash(s.Node), up)
 	fmt.Fprintf(tw, "interface:\t%s (%s), program %s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
+	switch {
+	case s.LinkPinError != "":
+		fmt.Fprintf(tw, "link pin:\tNOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; %s\n", s.LinkPinError)
+	case s.LinkPinRestores > 0:
+		fmt.Fprintf(tw, "link pin:\tremoved by hand and pinned again %s\n", plural(s.LinkPinRestores, "time"))
+	}
 	fmt.Fprintf(tw, "config:\tgeneration %d", s.ConfigGeneration)
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, " of %s", s.ConfigFile)

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"math"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,35 @@ func TestWriteStatusUnresolvedNextHop(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// A link pin restored, or one that cannot be, shows below the interface:
+// not pinned, the datapath would stop at the daemon's next kill.
+func TestWriteStatusAttachment(t *testing.T) {
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		change func(*Status)
+		want   string
+	}{
+		{"attached and pinned", func(*Status) {}, "interface: eth0 (native), program 5f1c0a9e3b2d7c41\nconfig:"},
+		{"pin restored", func(s *Status) { s.LinkPinRestores = 2 },
+			"link pin: removed by hand and pinned again 2 times\n"},
+		{"pin not restorable", func(s *Status) {
+			s.LinkPinned, s.LinkPinError, s.LinkPinRestores = false, "the pin directory /sys/fs/bpf/switchyard/eth0 was removed", 1
+		}, "link pin: NOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; the pin directory /sys/fs/bpf/switchyard/eth0 was removed\n"},
+	} {
+		st := sampleStatus(now)
+		tc.change(&st)
+		var b strings.Builder
+		if err := writeStatus(&b, st, now); err != nil {
+			t.Fatal(err)
+		}
+		// Columns as tabwriter pads them, one space each.
+		if out := regexp.MustCompile(` {2,}`).ReplaceAllString(b.String(), " "); !strings.Contains(out, tc.want) {
+			t.Errorf("%s: status lacks %q:\n%s", tc.name, tc.want, b.String())
 		}
 	}
 }

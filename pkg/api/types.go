@@ -6,10 +6,18 @@ import "time"
 
 // Status is what `switchyard status` shows.
 type Status struct {
-	Node             string            `json:"node"`
-	Interface        string            `json:"interface"`
-	AttachMode       string            `json:"attach_mode"` // native | generic
-	ProgramTag       string            `json:"program_tag"`
+	Node       string `json:"node"`
+	Interface  string `json:"interface"`
+	AttachMode string `json:"attach_mode"` // native | generic
+	ProgramTag string `json:"program_tag"`
+	// LinkPinned: the link the program is attached through is pinned in
+	// the pin directory, where the next run (after a kill, or an in-place
+	// upgrade) takes it over; LinkPinError says why not. The daemon pins
+	// it again when someone removes the pin, and LinkPinRestores counts
+	// those times.
+	LinkPinned       bool              `json:"link_pinned"`
+	LinkPinError     string            `json:"link_pin_error,omitempty"`
+	LinkPinRestores  uint64            `json:"link_pin_restores"`
 	ConfigFile       string            `json:"config_file"`
 	ConfigGeneration uint64            `json:"config_generation"` // +1 per applied (re)load
 	ReloadFailures   uint64            `json:"reload_failures"`

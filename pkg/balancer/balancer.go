@@ -53,6 +53,9 @@ type Datapath interface {
 	VIPCounters(num uint32) (datapath.VIPCounters, error)
 	BackendCounters(id uint32) (datapath.BackendCounters, error)
 	Stats() (map[string]uint64, error)
+	// RestoreLinkPin pins the program's link again if its pin was
+	// removed (see checkLinkPin).
+	RestoreLinkPin() (bool, error)
 }
 
 // Config configures a Balancer.
@@ -126,6 +129,10 @@ type Balancer struct {
 	deletedVIPs map[datapath.VIPKey]deletedVIP
 	reoptioned  map[datapath.VIPKey]deletedVIP
 	undo        *applyUndo
+	// What checkLinkPin found: linkPinErr is nil while the program's
+	// link is pinned, linkRestores counts the times it was pinned again.
+	linkPinErr   error
+	linkRestores uint64
 }
 
 // recycledSlot is a backend slot an apply took from an address no longer
@@ -290,6 +297,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 			b.logSettings(b.syncSettings())
 		case now := <-tick.C:
 			b.sampleRates(now)
+			b.checkLinkPin()
 			if b.tablesStale {
 				// Nothing else may come to rebuild them: a drained or
 				// failed backend would stay in its VIP's table.
@@ -325,6 +333,41 @@ func (b *Balancer) checkInterface(index int) error {
 		b.log.Error("interface gone: VIP traffic is no longer balanced", "interface", b.cfg.Datapath.Interface, "error", err)
 	}
 	return err
+}
+
+// checkLinkPin pins the program's link again if someone removed its pin
+// while the daemon runs, as no notification would say so: on every tick
+// and at each status. A removed pin (rm, a clean-up of bpffs) changes
+// nothing at once, as the daemon holds the link too; but the program then
+// lives only as long as the process, and a kill or an in-place upgrade
+// takes it off, with the balancing of every VIP. The pin is the daemon's
+// own state, in the pin directory it holds locked, and the link it holds
+// is the very one pinned: pinning it again restores exactly what was
+// there. Each restore is logged as a warning, a pin that cannot be
+// restored as an error once (until that changes).
+func (b *Balancer) checkLinkPin() {
+	restored, err := b.dp.RestoreLinkPin()
+	if restored {
+		b.linkRestores++
+		b.log.Warn("the balancer program's link pin was removed while the daemon ran (rm, or a clean-up of bpffs): pinned again; "+
+			"without it a kill or an in-place upgrade of the daemon would have detached the program, and VIP traffic would no longer be balanced", "pin", b.linkPin())
+	}
+	switch {
+	case err != nil && (b.linkPinErr == nil || b.linkPinErr.Error() != err.Error()):
+		b.log.Error("the balancer program's link is not pinned: a kill or an in-place upgrade of the daemon detaches the program, and VIP traffic is no longer balanced (a SIGTERM stop is not affected)",
+			"error", err)
+	case err == nil && b.linkPinErr != nil:
+		b.log.Info("the balancer program's link is pinned again", "pin", b.linkPin())
+	}
+	b.linkPinErr = err
+}
+
+// linkPin is where the program's link is pinned, for the log.
+func (b *Balancer) linkPin() string {
+	if b.cfg.Datapath.PinDir == "" {
+		return filepath.Join(datapath.DefaultPinDir(b.cfg.Datapath.Interface), "link")
+	}
+	return filepath.Join(b.cfg.Datapath.PinDir, "link")
 }
 
 // drainTransitions takes every queued health transition (the tables are
@@ -1437,6 +1480,15 @@ func (b *Balancer) status() (api.Status, error) {
 	st.LastReloadError = b.lastErr
 	st.Warnings = slices.Clone(b.hostWarnings)
 	st.NextHop = api.NextHop{Resolved: b.nhResolved}
+	// A status is a moment someone looks (each scrape too): the link's
+	// pin is checked then, besides the ticks.
+	b.checkLinkPin()
+	st.LinkPinned = b.linkPinErr == nil
+	if b.linkPinErr != nil {
+		// The status says "not pinned" by itself.
+		st.LinkPinError = strings.TrimPrefix(b.linkPinErr.Error(), datapath.ErrBalancerLinkNotPinned.Error()+": ")
+	}
+	st.LinkPinRestores = b.linkRestores
 	if b.gateway.IsValid() { // else "", not "invalid IP"
 		st.NextHop.Gateway = b.gateway.String()
 	}

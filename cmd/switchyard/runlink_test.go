@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// runDaemon is a `switchyard run` started in a balancer namespace of topo.
+type runDaemon struct {
+	cmd    interface{ Signal(os.Signal) error }
+	kill   func() error
+	stderr *syncBuffer
+	exited chan error
+	client *api.Client
+}
+
+// startRun starts `switchyard run` with cfgPath in node's namespace and
+// waits until it runs.
+func startRun(t *testing.T, topo *topology.Topology, node, cfgPath string) *runDaemon {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
+	cmd := topo.Command(ctx, node, self, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	d := &runDaemon{stderr: &syncBuffer{}, exited: make(chan error, 1),
+		client: api.NewClient(filepath.Join(filepath.Dir(cfgPath), "switchyard.sock"))}
+	cmd.Stderr = d.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd, d.kill = cmd.Process, cmd.Process.Kill
+	go func() { d.exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.stderr.String(), "switchyard running"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-d.exited:
+			t.Fatalf("switchyard run exited before it ran: %v\n%s", err, d.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("switchyard run did not run within 10 s:\n%s", d.stderr.String())
+		}
+	}
+	return d
+}
+
+// status asks the daemon for its status.
+func (d *runDaemon) status(t *testing.T) api.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := d.client.Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, d.stderr.String())
+	}
+	return st
+}
+
+// linkTestSetup makes a topology with one balancer and backend, and a
+// configuration for `switchyard run` on the balancer's eth0 whose pins go
+// in a pin directory removed at the test's end.
+func linkTestSetup(t *testing.T, prefix string) (topo *topology.Topology, lb, pinDir, cfgPath string) {
+	t.Helper()
+	topo = topology.NewForTest(t, topology.Config{Prefix: prefix, Balancers: 1, Backends: 1})
+	lb = topo.Balancer(1)
+	pinDir = filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
+	t.Cleanup(func() {
+		if err := datapath.RemoveBalancer(pinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	cfgPath = filepath.Join(dir, "switchyard.yaml")
+	cfg := "datapath: {interface: " + topology.EthName + ", attach_mode: generic, conn_table_size: 4096, pin_dir: " + pinDir + "}\n" +
+		"api: {socket: " + filepath.Join(dir, "switchyard.sock") + "}\nmetrics: {listen: \"\"}\n" +
+		"vips: [{name: web, address: 10.100.0.1, port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}]\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return topo, lb, pinDir, cfgPath
+}
+
+// xdpProgID is the ID of the XDP program node's eth0 runs (0: none).
+func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
+	t.Helper()
+	l, err := topo.Link(node, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil {
+		return x.ProgId
+	}
+	return 0
+}
+
+// TestRunLinkPinRemovedThenKilled: the balancer program's link pin removed
+// by hand (rm) while `switchyard run` runs changes nothing at once, as the
+// daemon's own handle keeps the program attached; but once the daemon died
+// (SIGKILL, the OOM killer, the kill of an in-place upgrade) the program
+// went with it, and no VIP was balanced until a new start. The daemon now
+// pins the link again on its tick, says so in its status, and a killed
+// daemon leaves the program attached.
+func TestRunLinkPinRemovedThenKilled(t *testing.T) {
+	t.Parallel()
+	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybdp")
+	d := startRun(t, topo, lb, cfgPath)
+	prog := xdpProgID(t, topo, lb)
+	pin := filepath.Join(pinDir, "link")
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	// No status call: the tick (every 2 s) restores it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(pin); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the link pin %s was not restored within 10 s; daemon log:\n%s", pin, d.stderr.String())
+		}
+	}
+	st := d.status(t)
+	if !st.LinkPinned || st.LinkPinRestores != 1 || st.LinkPinError != "" {
+		t.Errorf("status after the link pin was removed: link_pinned %v, link_pin_restores %d, link_pin_error %q; want pinned again, once",
+			st.LinkPinned, st.LinkPinRestores, st.LinkPinError)
+	}
+	if !strings.Contains(d.stderr.String(), "the balancer program's link pin was removed while the daemon ran") {
+		t.Errorf("the daemon did not warn of the restored pin:\n%s", d.stderr.String())
+	}
+	if err := d.kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+	if now := xdpProgID(t, topo, lb); now != prog {
+		t.Errorf("eth0 runs XDP program %d after the daemon was killed, want the balancer's %d: the program went with the daemon; its log:\n%s",
+			now, prog, d.stderr.String())
+	}
+}
