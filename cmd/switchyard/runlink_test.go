@@ -5,8 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -145,4 +150,98 @@ func TestRunLinkPinRemovedThenKilled(t *testing.T) {
 		t.Errorf("eth0 runs XDP program %d after the daemon was killed, want the balancer's %d: the program went with the daemon; its log:\n%s",
 			now, prog, d.stderr.String())
 	}
+}
+
+// TestRunProgramDetached: the balancer program's link detached from under
+// a running daemon (`bpftool link detach`, here followed by another tool's
+// XDP program on the interface) left the daemon running and its status
+// saying all was well, while nothing was balanced. The daemon now finds
+// it on its tick, logs it once, shows it in its status, and does not
+// attach its program again over the other one; a restart, once the other
+// program is off, attaches it afresh.
+func TestRunProgramDetached(t *testing.T) {
+	t.Parallel()
+	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybdd")
+	d := startRun(t, topo, lb, cfgPath)
+	ours := xdpProgID(t, topo, lb)
+
+	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Detach() // what `bpftool link detach` does
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = topo.Do(lb, func() error {
+		ns, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		return datapath.AttachPass(ns, topology.EthName)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := xdpProgID(t, topo, lb)
+
+	const logged = "the balancer program no longer runs on its interface, though the daemon runs"
+	// No status call: the tick (every 2 s) finds it.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.stderr.String(), logged); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not log %q within 10 s; its log:\n%s", logged, d.stderr.String())
+		}
+	}
+	st := d.status(t)
+	if st.ProgramAttached || st.ProgramDetachments != 1 || !strings.Contains(st.ProgramDetached, "was detached from the interface") ||
+		!strings.Contains(st.ProgramDetached, `"xdp_pass" now`) {
+		t.Errorf("status with the link detached: program_attached %v, program_detachments %d, program_detached %q; want not attached, once, saying the link was detached and xdp_pass runs now",
+			st.ProgramAttached, st.ProgramDetachments, st.ProgramDetached)
+	}
+	var b strings.Builder
+	if err := api.WriteStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "NOT ATTACHED: VIP traffic is not balanced") {
+		t.Errorf("switchyard status does not say the program is not attached:\n%s", b.String())
+	}
+	if n := strings.Count(d.stderr.String(), logged); n != 1 {
+		t.Errorf("the detachment was logged %d times, want once:\n%s", n, d.stderr.String())
+	}
+	if now := xdpProgID(t, topo, lb); now != other {
+		t.Errorf("eth0 runs XDP program %d, want the other tool's %d, left in place", now, other)
+	}
+
+	// The fix the README gives: the other program off, a restart.
+	err = topo.Do(lb, func() error {
+		eth, err := netlink.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFdWithFlags(eth, -1, 1<<2) // XDP_FLAGS_DRV_MODE
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.exited; err != nil {
+		t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
+	}
+	d = startRun(t, topo, lb, cfgPath)
+	st = d.status(t)
+	if !st.ProgramAttached || st.ProgramDetached != "" || !st.LinkPinned {
+		t.Errorf("status after a restart: program_attached %v, program_detached %q, link_pinned %v; want attached and pinned",
+			st.ProgramAttached, st.ProgramDetached, st.LinkPinned)
+	}
+	if now := xdpProgID(t, topo, lb); now == 0 || now == other {
+		t.Errorf("eth0 runs XDP program %d after a restart (the balancer's was %d, the other's %d), want the balancer's", now, ours, other)
+	}
+	if err := d.cmd.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
 }

@@ -11,6 +11,7 @@ func sampleStatus(now time.Time) Status {
 		Interface:        "eth0",
 		AttachMode:       "native",
 		ProgramTag:       "5f1c0a9e3b2d7c41",
+		ProgramAttached:  true,
 		LinkPinned:       true,
 		ConfigFile:       "/etc/switchyard/switchyard.yaml",
 		ConfigGeneration: 4,

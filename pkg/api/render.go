@@ -30,7 +30,11 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		up = ", up " + age(now.Sub(s.StartedAt))
 	}
 	fmt.Fprintf(tw, "node:\t%s%s\n", orDash(s.Node), up)
-	fmt.Fprintf(tw, "interface:\t%s (%s), program %s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
+	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
+	if s.ProgramDetached != "" {
+		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", s.ProgramDetached)
+	}
+	fmt.Fprintln(tw)
 	switch {
 	case s.LinkPinError != "":
 		fmt.Fprintf(tw, "link pin:\tNOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; %s\n", s.LinkPinError)

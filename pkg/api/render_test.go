@@ -82,8 +82,9 @@ func TestWriteStatusUnresolvedNextHop(t *testing.T) {
 	}
 }
 
-// A link pin restored, or one that cannot be, shows below the interface:
-// not pinned, the datapath would stop at the daemon's next kill.
+// A program detached from its interface, and a link pin restored or not
+// restorable, each show where the operator reads the interface: the
+// datapath is not forwarding, or would stop at the daemon's next kill.
 func TestWriteStatusAttachment(t *testing.T) {
 	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -92,6 +93,9 @@ func TestWriteStatusAttachment(t *testing.T) {
 		want   string
 	}{
 		{"attached and pinned", func(*Status) {}, "interface: eth0 (native), program 5f1c0a9e3b2d7c41\nconfig:"},
+		{"detached", func(s *Status) {
+			s.ProgramAttached, s.ProgramDetached, s.ProgramDetachments = false, "its link (ID 7) was detached from the interface", 1
+		}, "interface: eth0 (native), program 5f1c0a9e3b2d7c41 NOT ATTACHED: VIP traffic is not balanced; its link (ID 7) was detached from the interface\n"},
 		{"pin restored", func(s *Status) { s.LinkPinRestores = 2 },
 			"link pin: removed by hand and pinned again 2 times\n"},
 		{"pin not restorable", func(s *Status) {

@@ -10,6 +10,14 @@ type Status struct {
 	Interface  string `json:"interface"`
 	AttachMode string `json:"attach_mode"` // native | generic
 	ProgramTag string `json:"program_tag"`
+	// ProgramAttached: the balancer program runs on Interface;
+	// ProgramDetached says why not (its link was detached, by `bpftool
+	// link detach` say): VIP traffic is not balanced, and the daemon does
+	// not attach it again by itself. ProgramDetachments counts the times
+	// the daemon found it so.
+	ProgramAttached    bool   `json:"program_attached"`
+	ProgramDetached    string `json:"program_detached,omitempty"`
+	ProgramDetachments uint64 `json:"program_detachments"`
 	// LinkPinned: the link the program is attached through is pinned in
 	// the pin directory, where the next run (after a kill, or an in-place
 	// upgrade) takes it over; LinkPinError says why not. The daemon pins

@@ -54,8 +54,10 @@ type Datapath interface {
 	BackendCounters(id uint32) (datapath.BackendCounters, error)
 	Stats() (map[string]uint64, error)
 	// RestoreLinkPin pins the program's link again if its pin was
-	// removed (see checkLinkPin).
+	// removed; CheckAttached says whether the program still runs on the
+	// interface (see checkLinkPin and checkDetached).
 	RestoreLinkPin() (bool, error)
+	CheckAttached() error
 }
 
 // Config configures a Balancer.
@@ -131,8 +133,12 @@ type Balancer struct {
 	undo        *applyUndo
 	// What checkLinkPin found: linkPinErr is nil while the program's
 	// link is pinned, linkRestores counts the times it was pinned again.
+	// What checkDetached found: detachedErr is nil while the program runs
+	// on the interface, detachments counts the times it was found not to.
 	linkPinErr   error
 	linkRestores uint64
+	detachedErr  error
+	detachments  uint64
 }
 
 // recycledSlot is a backend slot an apply took from an address no longer
@@ -298,6 +304,9 @@ func (b *Balancer) Run(ctx context.Context) error {
 		case now := <-tick.C:
 			b.sampleRates(now)
 			b.checkLinkPin()
+			if b.checkDetached() != nil {
+				return b.checkInterface(b.ifindex)
+			}
 			if b.tablesStale {
 				// Nothing else may come to rebuild them: a drained or
 				// failed backend would stay in its VIP's table.
@@ -360,6 +369,44 @@ func (b *Balancer) checkLinkPin() {
 		b.log.Info("the balancer program's link is pinned again", "pin", b.linkPin())
 	}
 	b.linkPinErr = err
+}
+
+// checkDetached checks, on every tick and at each status, that the
+// program still runs on the interface: no notification says that its link
+// was detached (`bpftool link detach`) or made to run another program.
+//
+// Such a program is not attached again: the daemon cannot tell a mistake
+// from an operator who took it off on purpose (to send the traffic to the
+// host's stack, or to let another XDP program run), and another tool's
+// program now on the interface would have to be taken off first, for the
+// two to fight over the hook. Cilium's agent and Katran do not watch the
+// hook either: they attach at their next start (Cilium also when it
+// reloads its datapath), as `switchyard run` does (a pinned
+// link found detached is replaced, the pinned maps and flows kept). It is
+// logged as an error once, counted, and shown in status and metrics until
+// the program runs again.
+//
+// It returns an error wrapping ErrInterfaceGone, and changes nothing, if
+// the program went with the interface: the loop then ends
+// (checkInterface).
+func (b *Balancer) checkDetached() error {
+	err := b.dp.CheckAttached()
+	if err != nil && b.ifindex != 0 {
+		if gone := interfaceGone(b.cfg.Datapath.Interface, b.ifindex); gone != nil {
+			return gone
+		}
+	}
+	switch {
+	case err != nil && b.detachedErr == nil:
+		b.detachments++
+		b.log.Error("the balancer program no longer runs on its interface, though the daemon runs: VIP traffic is not balanced; "+
+			"it is not attached again behind the operator's back: restart switchyard run to attach it again (flows are kept)",
+			"interface", b.cfg.Datapath.Interface, "error", err)
+	case err == nil && b.detachedErr != nil:
+		b.log.Info("the balancer program runs on its interface again", "interface", b.cfg.Datapath.Interface)
+	}
+	b.detachedErr = err
+	return nil
 }
 
 // linkPin is where the program's link is pinned, for the log.
@@ -1480,15 +1527,22 @@ func (b *Balancer) status() (api.Status, error) {
 	st.LastReloadError = b.lastErr
 	st.Warnings = slices.Clone(b.hostWarnings)
 	st.NextHop = api.NextHop{Resolved: b.nhResolved}
-	// A status is a moment someone looks (each scrape too): the link's
-	// pin is checked then, besides the ticks.
+	// A status is a moment someone looks (each scrape too): the link
+	// is checked then, besides the ticks. An interface gone is the
+	// loop's to report.
 	b.checkLinkPin()
 	st.LinkPinned = b.linkPinErr == nil
 	if b.linkPinErr != nil {
 		// The status says "not pinned" by itself.
 		st.LinkPinError = strings.TrimPrefix(b.linkPinErr.Error(), datapath.ErrBalancerLinkNotPinned.Error()+": ")
 	}
-	st.LinkPinRestores = b.linkRestores
+	if err := b.checkDetached(); err != nil {
+		st.ProgramDetached = err.Error()
+	} else if b.detachedErr != nil {
+		st.ProgramDetached = strings.TrimPrefix(b.detachedErr.Error(), datapath.ErrDetached.Error()+": ")
+	}
+	st.ProgramAttached = st.ProgramDetached == ""
+	st.ProgramDetachments, st.LinkPinRestores = b.detachments, b.linkRestores
 	if b.gateway.IsValid() { // else "", not "invalid IP"
 		st.NextHop.Gateway = b.gateway.String()
 	}

@@ -42,6 +42,7 @@ type Collector struct {
 	connEntries, connCapacity         *prometheus.Desc
 	generation, reloadFailures        *prometheus.Desc
 	nexthopResolved, info             *prometheus.Desc
+	attached, detachments             *prometheus.Desc
 	linkPinned, linkPinRestores       *prometheus.Desc
 }
 
@@ -96,6 +97,8 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		generation:      d("config_generation", "Generation of the applied configuration; +1 per applied (re)load."),
 		reloadFailures:  d("config_reload_failures_total", "Configuration reloads that were rejected."),
 		nexthopResolved: d("nexthop_resolved", "1 if the MAC address of the next hop is known, else 0 (VIP traffic is dropped)."),
+		attached:        d("datapath_attached", "1 while the balancer program runs on its interface; 0: VIP traffic is not balanced (its link was detached, see switchyard status), and the daemon does not attach it again by itself: restart it."),
+		detachments:     d("datapath_detachments_total", "Times the daemon found its program no longer running on its interface (its link detached, or made to run another program)."),
 		linkPinned:      d("link_pinned", "1 while the link the balancer program is attached through is pinned in the pin directory, where the next run takes it over; 0: a kill or an in-place upgrade of the daemon detaches the program (switchyard status says why)."),
 		linkPinRestores: d("link_pin_restores_total", "Times the daemon pinned its program's link again after someone removed its pin (rm, a clean-up of bpffs)."),
 		info:            d("info", "Always 1; the labels describe the running datapath.", "node", "interface", "attach_mode", "program_tag"),
@@ -113,7 +116,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.drops, c.events,
 		c.connEntries, c.connCapacity,
 		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
-		c.linkPinned, c.linkPinRestores,
+		c.attached, c.detachments, c.linkPinned, c.linkPinRestores,
 	}
 }
 
@@ -199,6 +202,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	e.gauge(c.generation, float64(st.ConfigGeneration))
 	e.counter(c.reloadFailures, st.ReloadFailures)
 	e.gauge(c.nexthopResolved, boolValue(st.NextHop.Resolved))
+	e.gauge(c.attached, boolValue(st.ProgramAttached))
+	e.counter(c.detachments, st.ProgramDetachments)
 	e.gauge(c.linkPinned, boolValue(st.LinkPinned))
 	e.counter(c.linkPinRestores, st.LinkPinRestores)
 	e.gauge(c.info, 1, st.Node, st.Interface, st.AttachMode, st.ProgramTag)

@@ -17,7 +17,7 @@ import (
 func sampleStatus() api.Status {
 	return api.Status{
 		Node: "lb1", Interface: "eth0", AttachMode: "native", ProgramTag: "5f1c0a9e3b2d7c41",
-		LinkPinned: true, LinkPinRestores: 1,
+		ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1,
 		ConfigGeneration: 4, ReloadFailures: 2,
 		NextHop:   api.NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
 		ConnTable: api.ConnTable{Capacity: 65536, Entries: 1234},
@@ -146,6 +146,12 @@ switchyard_config_reload_failures_total 2
 # HELP switchyard_nexthop_resolved 1 if the MAC address of the next hop is known, else 0 (VIP traffic is dropped).
 # TYPE switchyard_nexthop_resolved gauge
 switchyard_nexthop_resolved 1
+# HELP switchyard_datapath_attached 1 while the balancer program runs on its interface; 0: VIP traffic is not balanced (its link was detached, see switchyard status), and the daemon does not attach it again by itself: restart it.
+# TYPE switchyard_datapath_attached gauge
+switchyard_datapath_attached 1
+# HELP switchyard_datapath_detachments_total Times the daemon found its program no longer running on its interface (its link detached, or made to run another program).
+# TYPE switchyard_datapath_detachments_total counter
+switchyard_datapath_detachments_total 0
 # HELP switchyard_link_pinned 1 while the link the balancer program is attached through is pinned in the pin directory, where the next run takes it over; 0: a kill or an in-place upgrade of the daemon detaches the program (switchyard status says why).
 # TYPE switchyard_link_pinned gauge
 switchyard_link_pinned 1
