@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -159,7 +158,7 @@ func TestRunInterfaceRemoved(t *testing.T) {
 	t.Parallel()
 	topo := topology.NewForTest(t, topology.Config{Prefix: "htrun", Balancers: 1, Backends: 1})
 	lb := topo.Balancer(1)
-	d, _ := startRun(t, topo, "")
+	d := startRun(t, topo, lb, writeRunConfig(t, topo, ""))
 	cmd, exited, stderr := d.cmd, d.exited, d.stderr
 	exitErr := deleteEthAndAwaitExit(t, topo, lb, cmd, exited, stderr, "switchyard run")
 	log := stderr.String()
@@ -337,10 +336,11 @@ func TestRunStopRefusesRequestsAtTheSocket(t *testing.T) {
 	topo := topology.NewForTest(t, topology.Config{Prefix: "htstop", Balancers: 1, Backends: 1})
 	lb := topo.Balancer(1)
 	const metricsAddr = "127.0.0.1:9301" // in lb's network namespace
-	d, cfgPath := startRun(t, topo, metricsAddr)
+	cfgPath := writeRunConfig(t, topo, metricsAddr)
+	d := startRun(t, topo, lb, cfgPath)
 	cmd, exited, stderr, ctx := d.cmd, d.exited, d.stderr, d.ctx
 
-	client := api.NewClient(d.sock)
+	client := d.client
 	if st, err := client.Status(ctx); err != nil {
 		t.Fatal(err)
 	} else if st.ConfigFile != cfgPath {
@@ -435,21 +435,11 @@ func stopWhileReading(t *testing.T, ctx context.Context, cmd *exec.Cmd, exited <
 	return refused, exitErr
 }
 
-// runDaemon is a `switchyard run` that startRun started.
-type runDaemon struct {
-	cmd    *exec.Cmd
-	exited chan error // its exit, once
-	stderr *syncBuffer
-	sock   string          // its api.socket
-	ctx    context.Context // ends 30 s after the start, killing it if still running
-}
-
-// startRun starts `switchyard run` in balancer 1 of topo, on eth0 in
-// generic mode with one VIP, metrics on metricsListen ("" for none), and
-// waits until it runs. It is started from its configuration's directory
-// with a relative --config, as an operator may; startRun returns the
-// file's absolute path too. Its pins are removed at cleanup.
-func startRun(t *testing.T, topo *topology.Topology, metricsListen string) (*runDaemon, string) {
+// writeRunConfig writes a configuration for `switchyard run` in balancer
+// 1 of topo: eth0 in generic mode, one VIP, metrics on metricsListen (""
+// for none), its socket switchyard.sock beside it, its pins removed at
+// cleanup. It returns the file's path.
+func writeRunConfig(t *testing.T, topo *topology.Topology, metricsListen string) string {
 	t.Helper()
 	pinDir := filepath.Join(datapath.BPFFSRoot, topo.Prefix(), topology.EthName)
 	t.Cleanup(func() {
@@ -459,37 +449,11 @@ func startRun(t *testing.T, topo *topology.Topology, metricsListen string) (*run
 	})
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "switchyard.yaml")
-	d := &runDaemon{exited: make(chan error, 1), stderr: new(syncBuffer), sock: filepath.Join(dir, "switchyard.sock")}
 	cfg := "datapath: {interface: " + topology.EthName + ", attach_mode: generic, conn_table_size: 4096, pin_dir: " + pinDir + "}\n" +
-		"api: {socket: " + d.sock + "}\nmetrics: {listen: \"" + metricsListen + "\"}\n" +
+		"api: {socket: " + filepath.Join(dir, "switchyard.sock") + "}\nmetrics: {listen: \"" + metricsListen + "\"}\n" +
 		"vips: [{name: web, address: 10.100.0.1, port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}]\n"
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
-	d.ctx = ctx
-	d.cmd = topo.Command(ctx, topo.Balancer(1), self, "run", "--config", filepath.Base(cfgPath))
-	d.cmd.Dir = dir
-	d.cmd.Env = append(os.Environ(), mainEnv+"=1")
-	d.cmd.Stderr = d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.exited <- d.cmd.Wait() }()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.stderr.String(), "switchyard running"); time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-d.exited:
-			t.Fatalf("switchyard run exited before it ran: %v\n%s", err, d.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("switchyard run did not run within 10 s:\n%s", d.stderr.String())
-		}
-	}
-	return d, cfgPath
+	return cfgPath
 }

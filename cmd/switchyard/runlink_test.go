@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,15 +21,16 @@ import (
 
 // runDaemon is a `switchyard run` started in a balancer namespace of topo.
 type runDaemon struct {
-	cmd    interface{ Signal(os.Signal) error }
-	kill   func() error
+	cmd    *exec.Cmd
+	exited chan error // its exit, once
 	stderr *syncBuffer
-	exited chan error
-	client *api.Client
+	client *api.Client     // on switchyard.sock beside its configuration
+	ctx    context.Context // ends 60 s after the start, killing it if still running
 }
 
 // startRun starts `switchyard run` with cfgPath in node's namespace and
-// waits until it runs.
+// waits until it runs. It is started from the file's directory with a
+// relative --config, as an operator may.
 func startRun(t *testing.T, topo *topology.Topology, node, cfgPath string) *runDaemon {
 	t.Helper()
 	self, err := os.Executable()
@@ -37,15 +39,15 @@ func startRun(t *testing.T, topo *topology.Topology, node, cfgPath string) *runD
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel) // kills the daemon if the test ends before it exits
-	cmd := topo.Command(ctx, node, self, "run", "--config", cfgPath)
+	cmd := topo.Command(ctx, node, self, "run", "--config", filepath.Base(cfgPath))
+	cmd.Dir = filepath.Dir(cfgPath)
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	d := &runDaemon{stderr: &syncBuffer{}, exited: make(chan error, 1),
+	d := &runDaemon{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1), ctx: ctx,
 		client: api.NewClient(filepath.Join(filepath.Dir(cfgPath), "switchyard.sock"))}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd, d.kill = cmd.Process, cmd.Process.Kill
 	go func() { d.exited <- cmd.Wait() }()
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.stderr.String(), "switchyard running"); time.Sleep(10 * time.Millisecond) {
 		select {
@@ -142,7 +144,7 @@ func TestRunLinkPinRemovedThenKilled(t *testing.T) {
 	if !strings.Contains(d.stderr.String(), "the balancer program's link pin was removed while the daemon ran") {
 		t.Errorf("the daemon did not warn of the restored pin:\n%s", d.stderr.String())
 	}
-	if err := d.kill(); err != nil {
+	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-d.exited
@@ -225,7 +227,7 @@ func TestRunProgramDetached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.cmd.Signal(syscall.SIGTERM); err != nil {
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-d.exited; err != nil {
@@ -240,7 +242,7 @@ func TestRunProgramDetached(t *testing.T) {
 	if now := xdpProgID(t, topo, lb); now == 0 || now == other {
 		t.Errorf("eth0 runs XDP program %d after a restart (the balancer's was %d, the other's %d), want the balancer's", now, ours, other)
 	}
-	if err := d.cmd.Signal(syscall.SIGTERM); err != nil {
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	<-d.exited
