@@ -115,7 +115,19 @@ type Balancer struct {
 	requests     chan func()
 	stopped      chan struct{} // closed when Run returns: requests fail at once
 	stopOnce     sync.Once
-	walks        sync.RWMutex // read-held by Flows over its walk of the connection table, outside the loop
+	walks        sync.RWMutex // read-held by Flows and Status over their walks of the connection table, outside the loop
+	// ids is moved on by apply before it changes a VIP number or backend
+	// id: a walk of the connection table outside the loop that spans a
+	// change counted entries under numbers and ids the loop has since
+	// given to others.
+	ids atomic.Uint64
+	// counting is held by the walk that counts the connection table for
+	// Status; counted (under it) is the latest count, which other status
+	// requests take while it is younger than countsMaxAge and its ids
+	// are still the loop's: N scrapers at once cost one walk.
+	counting     chan struct{}
+	counted      *flowCount
+	countsMaxAge time.Duration
 	netEvents    chan struct{}
 	rates        map[uint32]rateSample // by VIP number; cleared when a number is freed or given
 	drainFile    string
@@ -159,6 +171,14 @@ type applyUndo struct {
 	reoptioned map[datapath.VIPKey]deletedVIP
 }
 
+// flowCount is a count of the connection table, as of at, taken while the
+// loop's VIP numbers and backend ids were those of ids.
+type flowCount struct {
+	at     time.Time
+	ids    uint64
+	counts datapath.FlowCounts
+}
+
 type rateSample struct {
 	at      time.Time
 	packets uint64
@@ -177,22 +197,24 @@ func New(cfg Config) (*Balancer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Balancer{
-		dp:          cfg.Datapath,
-		log:         log.With("component", "balancer"),
-		path:        cfg.ConfigPath,
-		drain:       map[string]override{},
-		vipNums:     map[datapath.VIPKey]uint32{},
-		backendIDs:  map[netip.Addr]uint32{},
-		published:   map[datapath.VIPKey]map[uint32]int{},
-		inputs:      map[datapath.VIPKey]string{},
-		transitions: make(chan health.Transition, 64),
-		dialer:      cfg.HealthDialer,
-		requests:    make(chan func()),
-		stopped:     make(chan struct{}),
-		netEvents:   make(chan struct{}, 1),
-		rates:       map[uint32]rateSample{},
-		drainFile:   cfg.DrainFile,
-		legacyDrain: cfg.LegacyDrainFile,
+		dp:           cfg.Datapath,
+		log:          log.With("component", "balancer"),
+		path:         cfg.ConfigPath,
+		drain:        map[string]override{},
+		vipNums:      map[datapath.VIPKey]uint32{},
+		backendIDs:   map[netip.Addr]uint32{},
+		published:    map[datapath.VIPKey]map[uint32]int{},
+		inputs:       map[datapath.VIPKey]string{},
+		transitions:  make(chan health.Transition, 64),
+		dialer:       cfg.HealthDialer,
+		requests:     make(chan func()),
+		stopped:      make(chan struct{}),
+		netEvents:    make(chan struct{}, 1),
+		rates:        map[uint32]rateSample{},
+		counting:     make(chan struct{}, 1),
+		countsMaxAge: flowCountsMaxAge,
+		drainFile:    cfg.DrainFile,
+		legacyDrain:  cfg.LegacyDrainFile,
 	}
 	rewriteDrains, err := b.loadDrains(cfg.Initial)
 	if err != nil {
@@ -458,6 +480,7 @@ func (b *Balancer) do(ctx context.Context, fn func()) error {
 // datapath may hold part of cfg, but the health checks are still the
 // running configuration's (they change last).
 func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
+	b.ids.Add(1)
 	old := b.cfg
 	changes := describeChanges(old, cfg)
 	b.cfg = cfg
@@ -1508,18 +1531,104 @@ func (b *Balancer) sampleRates(now time.Time) {
 }
 
 // Status reports VIPs, backends, health and datapath counters, read from
-// the maps now.
+// the maps now, and the connection table's flows, counted at most
+// flowCountsMaxAge ago.
+//
+// The control loop reads its own state and the counters; the count of
+// the connection table (a walk of 1Mi entries by default, some 20 ms, more
+// under load) runs on the caller's goroutine, where every scrape and
+// `switchyard status` held up health transitions, network events, drains
+// and reloads. Status requests at once share one count. A count that a
+// reload overlapped (it may give a VIP number or backend id to another)
+// is taken again with the status; after statusTries such tries, on the
+// loop, as before.
 func (b *Balancer) Status(ctx context.Context) (api.Status, error) {
-	var st api.Status
-	var rerr error
-	err := b.do(ctx, func() { st, rerr = b.status() })
-	if err != nil {
-		return st, err
+	// Held over the walk: Run returns (and the daemon closes the
+	// datapath) only once no walk reads it.
+	b.walks.RLock()
+	defer b.walks.RUnlock()
+	for try := 1; ; try++ {
+		var st api.Status
+		var names flowNames
+		var rerr error
+		onLoop := try == statusTries
+		err := b.do(ctx, func() {
+			if st, names, rerr = b.status(); rerr != nil || !onLoop {
+				return
+			}
+			var flows datapath.FlowCounts
+			if flows, rerr = b.dp.CountFlows(); rerr == nil {
+				rerr = b.addFlows(&st, names, flows)
+			}
+		})
+		if err != nil {
+			return st, err
+		}
+		if rerr != nil || onLoop {
+			return st, rerr
+		}
+		flows, err := b.countFlows(ctx, names.ids)
+		if err != nil {
+			return st, err
+		}
+		if err := b.addFlows(&st, names, flows); err != nil {
+			return st, err
+		}
+		if b.ids.Load() == names.ids {
+			return st, nil
+		}
 	}
-	return st, rerr
 }
 
-func (b *Balancer) status() (api.Status, error) {
+// statusTries is how many times Status takes the status and counts the
+// connection table outside the loop while reloads change VIP numbers or
+// backend ids under the count, before it counts on the loop.
+const statusTries = 3
+
+// flowCountsMaxAge is how old a count of the connection table Status may
+// give.
+const flowCountsMaxAge = time.Second
+
+// flowNames is what status gives the connection table's counts to, as
+// the control loop had it: the VIP number of each of the status's VIPs,
+// the address of each backend id, and the loop's ids.
+type flowNames struct {
+	nums  []uint32
+	addrs map[uint32]netip.Addr
+	ids   uint64
+}
+
+// countFlows counts the connection table, or gives the count that another
+// status request took under the same VIP numbers and backend ids (ids)
+// less than countsMaxAge ago, waiting for one under way.
+func (b *Balancer) countFlows(ctx context.Context, ids uint64) (datapath.FlowCounts, error) {
+	select {
+	case b.counting <- struct{}{}:
+	case <-ctx.Done():
+		return datapath.FlowCounts{}, ctx.Err()
+	}
+	defer func() { <-b.counting }()
+	if c := b.counted; c != nil && c.ids == ids && time.Since(c.at) < b.countsMaxAge {
+		return c.counts, nil
+	}
+	at := time.Now()
+	flows, err := b.dp.CountFlows()
+	if err != nil {
+		return flows, err
+	}
+	// A count that a reload overlapped is given to no one else.
+	if b.ids.Load() == ids {
+		b.counted = &flowCount{at: at, ids: ids, counts: flows}
+	}
+	return flows, nil
+}
+
+// status reads the status but for the flows (see addFlows), on the loop.
+func (b *Balancer) status() (api.Status, flowNames, error) {
+	names := flowNames{addrs: make(map[uint32]netip.Addr, len(b.backendIDs)), ids: b.ids.Load()}
+	for a, id := range b.backendIDs {
+		names.addrs[id] = a
+	}
 	st := b.info
 	st.Node = b.cfg.Node.Name // a reload may rename it
 	st.ConfigGeneration = b.generation
@@ -1549,22 +1658,20 @@ func (b *Balancer) status() (api.Status, error) {
 	if b.nhResolved {
 		st.NextHop.MAC = net.HardwareAddr(b.settings.NextHopMAC).String()
 	}
-	flows, err := b.dp.CountFlows()
-	if err != nil {
-		return st, err
-	}
-	st.ConnTable = api.ConnTable{Capacity: b.dp.ConnTableSize(), Entries: flows.Total}
+	st.ConnTable = api.ConnTable{Capacity: b.dp.ConnTableSize()}
+	var err error
 	if st.Counters, err = b.dp.Stats(); err != nil {
-		return st, err
+		return st, names, err
 	}
 	metas, err := b.dp.VIPs()
 	if err != nil {
-		return st, err
+		return st, names, err
 	}
 	for i := range b.cfg.VIPs {
 		v := &b.cfg.VIPs[i]
 		k := vipKey(v)
 		num := b.vipNums[k]
+		names.nums = append(names.nums, num)
 		av := api.VIP{
 			Name: v.Name, Address: v.Addr().String(), Port: uint16(v.Port), Protocol: string(v.Protocol),
 			Hash: string(v.Hash), Conntrack: v.Conntrack, TableSize: uint32(v.TableSize),
@@ -1575,7 +1682,7 @@ func (b *Balancer) status() (api.Status, error) {
 		// reset (its rate counting the whole count again).
 		c, err := b.dp.VIPCounters(num)
 		if err != nil {
-			return st, fmt.Errorf("VIP %s: %w", v.Name, err)
+			return st, names, fmt.Errorf("VIP %s: %w", v.Name, err)
 		}
 		av.Packets, av.Bytes, av.NewFlows = c.Packets, c.Bytes, c.NewFlows
 		av.ConnHits, av.ConnMisses = c.ConnHits, c.ConnMisses
@@ -1584,15 +1691,11 @@ func (b *Balancer) status() (api.Status, error) {
 			av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
 		}
 		slots := b.published[k]
-		listed := map[uint32]bool{}
 		for _, be := range v.Backends {
 			id := b.backendIDs[be.Addr()]
-			listed[id] = true
-			fc := flows.ByBackend[datapath.VIPBackend{VIPNum: num, BackendID: id}]
 			ab := api.Backend{
 				Name: be.Name, Address: be.Addr().String(), ID: id, Weight: uint32(be.Weight),
 				Healthy: true, Drained: b.drained(v.Name, be), TableSlots: slots[id],
-				Flows: fc.Flows, ActiveFlows: fc.Active,
 			}
 			hs, ok := b.health.State(checkKey(v, be))
 			if ok {
@@ -1610,45 +1713,62 @@ func (b *Balancer) status() (api.Status, error) {
 			}
 			c, err := b.dp.BackendCounters(id)
 			if err != nil {
-				return st, fmt.Errorf("VIP %s backend %s: %w", v.Name, be.Name, err)
+				return st, names, fmt.Errorf("VIP %s backend %s: %w", v.Name, be.Name, err)
 			}
 			ab.Packets, ab.Bytes = c.Packets, c.Bytes
 			av.Backends = append(av.Backends, ab)
 		}
-		removed, err := b.removedBackends(num, listed, flows)
-		if err != nil {
-			return st, fmt.Errorf("VIP %s: %w", v.Name, err)
-		}
-		av.Backends = append(av.Backends, removed...)
 		st.VIPs = append(st.VIPs, av)
 	}
-	return st, nil
+	return st, names, nil
+}
+
+// addFlows gives st, read by status with names, the connection table's
+// count flows: the table's entries, each backend row's flows, and rows of
+// the removed backends that still hold flows. It reads only names and the
+// datapath, not the loop's state, so runs on any goroutine.
+func (b *Balancer) addFlows(st *api.Status, names flowNames, flows datapath.FlowCounts) error {
+	st.ConnTable.Entries = flows.Total
+	for i := range st.VIPs {
+		av, num := &st.VIPs[i], names.nums[i]
+		listed := map[uint32]bool{}
+		for j := range av.Backends {
+			ab := &av.Backends[j]
+			listed[ab.ID] = true
+			fc := flows.ByBackend[datapath.VIPBackend{VIPNum: num, BackendID: ab.ID}]
+			ab.Flows, ab.ActiveFlows = fc.Flows, fc.Active
+		}
+		removed, err := b.removedBackends(num, listed, names.addrs, flows)
+		if err != nil {
+			return fmt.Errorf("VIP %s: %w", av.Name, err)
+		}
+		av.Backends = append(av.Backends, removed...)
+	}
+	return nil
 }
 
 // removedBackends are the rows of VIP number num's backends that its
 // configuration no longer lists (listed has the ids of those it does) but
 // that still hold flows of the VIP: a removed backend keeps its slot, so
 // its established flows continue, to the address the slot has now. Named
-// by their address, in the order of their ids.
-func (b *Balancer) removedBackends(num uint32, listed map[uint32]bool, flows datapath.FlowCounts) ([]api.Backend, error) {
+// by their address (addrs: the loop's, by id), in the order of their ids.
+func (b *Balancer) removedBackends(num uint32, listed map[uint32]bool, addrs map[uint32]netip.Addr, flows datapath.FlowCounts) ([]api.Backend, error) {
 	var out []api.Backend
+	var bes map[uint32]datapath.Backend
 	for k, fc := range flows.ByBackend {
 		if k.VIPNum != num || listed[k.BackendID] {
 			continue
 		}
-		var addr netip.Addr
-		for a, id := range b.backendIDs {
-			if id == k.BackendID {
-				addr = a
-			}
-		}
-		if !addr.IsValid() {
+		addr, ok := addrs[k.BackendID]
+		if !ok {
 			// A slot the control loop no longer knows (a rollback
 			// that failed to give it back): the datapath has the
 			// address.
-			bes, err := b.dp.Backends()
-			if err != nil {
-				return nil, err
+			if bes == nil {
+				var err error
+				if bes, err = b.dp.Backends(); err != nil {
+					return nil, err
+				}
 			}
 			addr = bes[k.BackendID].Addr
 		}

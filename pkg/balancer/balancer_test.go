@@ -1302,7 +1302,7 @@ func TestReusedVIPNumberStartsWithoutARate(t *testing.T) {
 			return
 		}
 		apiNum = r.b.vipNums[vipKey(r.b.cfg.VIPByName("api"))]
-		st, err = r.b.status()
+		st, _, err = r.b.status()
 	}); e != nil {
 		t.Fatal(e)
 	}
@@ -2229,6 +2229,9 @@ func TestStatusCountsFlowsPerBackend(t *testing.T) {
 		{VIPNum: web, BackendID: be2}: {Flows: 3, Active: 1},
 		{VIPNum: dns, BackendID: be1}: {Flows: 1, Active: 1},
 	}
+	// The counts change below between two requests, not a second apart:
+	// each counts again.
+	r.b.countsMaxAge = 0
 	rows := func() map[string]api.Backend {
 		t.Helper()
 		st, err := r.b.Status(r.ctx)
@@ -2290,4 +2293,214 @@ func TestStatusCountsFlowsPerBackend(t *testing.T) {
 	check("after be2's flows ended", map[string]row{
 		"web/10.2.1.2": {5, 2, true}, "web/be3": {0, 0, false}, "dns/be1": {1, 1, false},
 	})
+}
+
+// hookedCounts is the real datapath, whose CountFlows first runs during
+// and counts its calls; then counts the real connection table, or gives
+// the counts of counts if set.
+type hookedCounts struct {
+	*datapath.Balancer
+	during func()
+	calls  *atomic.Int32
+	counts func() map[datapath.VIPBackend]datapath.FlowCount
+}
+
+func (h hookedCounts) CountFlows() (datapath.FlowCounts, error) {
+	h.calls.Add(1)
+	h.during()
+	if h.counts == nil {
+		return h.Balancer.CountFlows()
+	}
+	return countsOf{h.Balancer, h.counts}.CountFlows()
+}
+
+// newCountsRig is a rig whose datapath is a hookedCounts with during and
+// counts; it returns the count of CountFlows calls.
+func newCountsRig(t *testing.T, during *func(), counts func() map[datapath.VIPBackend]datapath.FlowCount) (*rig, *atomic.Int32) {
+	t.Helper()
+	calls := new(atomic.Int32)
+	*during = func() {}
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return hookedCounts{dp, func() { (*during)() }, calls, counts}
+	})
+	return r, calls
+}
+
+// A status request (and each metrics scrape) counts the connection table
+// outside the control loop: it counted it inside, so that with a table of
+// 1Mi entries (some 20 ms a count) a drain, a health transition, a
+// network event or a reload waited for every scrape's count. Here a drain
+// is asked for while the count runs, and must be done before it ends.
+func TestDrainIsNotHeldUpByAStatusCount(t *testing.T) {
+	var during func()
+	r, _ := newCountsRig(t, &during, nil)
+	var drainErr error
+	during = func() {
+		during = func() {}
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		defer cancel()
+		_, drainErr = r.b.Drain(ctx, "web/be2", true)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drainErr != nil {
+		t.Fatalf("drain of web/be2 while a status count runs: %v, want it done", drainErr)
+	}
+	if st.VIPs[0].Name != "web" || st.VIPs[0].Backends[1].Name != "be2" || st.VIPs[0].Backends[1].Drained {
+		t.Errorf("status read before the drain: %+v, want web/be2 not drained", st.VIPs[0].Backends)
+	}
+	if st, err = r.b.Status(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !st.VIPs[0].Backends[1].Drained {
+		t.Errorf("status after the drain: web/be2 not drained")
+	}
+}
+
+// Run returns only once no status count reads the datapath, which the
+// daemon closes when Run returns.
+func TestRunWaitsForAStatusCount(t *testing.T) {
+	var during func()
+	r, _ := newCountsRig(t, &during, nil)
+	stopped := make(chan struct{})
+	during = func() {
+		go func() { r.stop(); close(stopped) }()
+		select {
+		case <-r.b.stopped:
+		case <-time.After(10 * time.Second):
+			t.Error("the control loop did not stop within 10 s while a status count ran: the count holds it up")
+			return
+		}
+		select {
+		case <-stopped:
+			t.Error("Run returned while a status count read the datapath")
+		case <-time.After(time.Second):
+		}
+	}
+	if _, err := r.b.Status(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10 s of the status count's end")
+	}
+}
+
+// Status requests within countsMaxAge of a count share it, as scrapes of
+// several Prometheus servers and `switchyard status` do: one walk of the
+// table for all. A reload (which may give VIP numbers and backend ids to
+// others) ends the sharing.
+func TestStatusRequestsShareACount(t *testing.T) {
+	var during func()
+	r, calls := newCountsRig(t, &during, nil)
+	r.b.countsMaxAge = time.Hour // not the test's to race with
+	for range 3 {
+		if _, err := r.b.Status(r.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("three status requests counted the connection table %d times, want once", n)
+	}
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.Status(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("a status request after a reload: %d counts in all, want 2 (a count of its own)", n)
+	}
+
+	// Requests at once wait for the count under way, and take it.
+	release := make(chan struct{})
+	counting := make(chan struct{})
+	during = func() { close(counting); <-release }
+	r.b.countsMaxAge = 0
+	errs := make(chan error, 4)
+	go func() { _, err := r.b.Status(r.ctx); errs <- err }()
+	<-counting
+	during = func() {}
+	r.b.countsMaxAge = time.Hour
+	for range 3 {
+		go func() { _, err := r.b.Status(r.ctx); errs <- err }()
+	}
+	close(release)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("four status requests at once: %d counts in all, want 3 (one more)", n)
+	}
+}
+
+// A count of the connection table that a reload overlapped is not given
+// to the status read before it: the reload may have given a VIP number or
+// backend id to another, whose entries the count then took for the
+// first's. The status is read again, with a count of its own.
+func TestStatusCountOverlappedByAReloadIsTakenAgain(t *testing.T) {
+	var during func()
+	var counts map[datapath.VIPBackend]datapath.FlowCount
+	r, calls := newCountsRig(t, &during, func() map[datapath.VIPBackend]datapath.FlowCount { return counts })
+	var web, be2 uint32
+	if err := r.b.do(r.ctx, func() {
+		web, be2 = r.b.vipNums[vipKey(r.b.cfg.VIPByName("web"))], r.b.backendIDs[netip.MustParseAddr("10.2.2.2")]
+	}); err != nil {
+		t.Fatal(err)
+	}
+	counts = map[datapath.VIPBackend]datapath.FlowCount{{VIPNum: web, BackendID: be2}: {Flows: 3, Active: 1}}
+	var reloadErr error
+	during = func() {
+		during = func() {}
+		r.write(strings.Replace(baseConfig, "      - {name: be2, address: 10.2.2.2}\n", "", 1))
+		_, reloadErr = r.b.Reload(r.ctx)
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloadErr != nil {
+		t.Fatal(reloadErr)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d counts of the connection table, want 2 (one again after the reload)", n)
+	}
+	var rows []string
+	for _, b := range st.VIPs[0].Backends {
+		rows = append(rows, fmt.Sprintf("%s flows=%d removed=%v", b.Name, b.Flows, b.Removed))
+	}
+	want := []string{"be1 flows=0 removed=false", "be3 flows=0 removed=false", "10.2.2.2 flows=3 removed=true"}
+	if st.ConfigGeneration != 2 || !slices.Equal(rows, want) {
+		t.Errorf("status over a reload: generation %d, web %q; want generation 2, web %q", st.ConfigGeneration, rows, want)
+	}
+}
+
+// Reloads that overlap every count outside the loop do not keep a status
+// request from an answer: its last try counts on the loop, where no
+// reload overlaps it.
+func TestStatusOverlappedByReloadsCountsOnTheLoop(t *testing.T) {
+	var during func()
+	r, calls := newCountsRig(t, &during, nil)
+	var reloadErr error
+	during = func() {
+		if calls.Load() < statusTries {
+			_, reloadErr = r.b.Reload(r.ctx)
+		}
+	}
+	st, err := r.b.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloadErr != nil {
+		t.Fatal(reloadErr)
+	}
+	if n := calls.Load(); n != statusTries || st.ConfigGeneration != statusTries {
+		t.Errorf("status over a reload in each of its counts but the last: %d counts, generation %d; want %d and %d",
+			n, st.ConfigGeneration, statusTries, statusTries)
+	}
 }

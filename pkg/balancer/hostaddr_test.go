@@ -47,7 +47,7 @@ vips:
 	}
 	statusWarnings := func() []string {
 		t.Helper()
-		st, err := b.status()
+		st, _, err := b.status()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ vips:
 	}
 	statusWarnings := func() []string {
 		t.Helper()
-		st, err := b.status()
+		st, _, err := b.status()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -70,7 +70,7 @@ func TestNextHopResolvedOnlyOnceWritten(t *testing.T) {
 		t.Fatalf("New with settings the datapath refuses (not fatal at start): %v", err)
 	}
 	t.Cleanup(b.health.Close)
-	st, err := b.status()
+	st, _, err := b.status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestNextHopResolvedOnlyOnceWritten(t *testing.T) {
 	if err := topo.Do(node, b.syncSettings); err != nil {
 		t.Fatalf("settings with the MTU raised: %v", err)
 	}
-	if st, err = b.status(); err != nil {
+	if st, _, err = b.status(); err != nil {
 		t.Fatal(err)
 	}
 	if !st.NextHop.Resolved || st.NextHop.MAC != routerMAC.String() {
@@ -269,7 +269,7 @@ func TestGatewayOfAMultipathDefaultRoute(t *testing.T) {
 	cfg, dp := loadWithDatapath(t, path, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1))
 	logs := &logRecords{}
 	b := newInNode(t, topo, node, path, cfg, dp, logs)
-	if st, err := b.status(); err != nil || st.NextHop.Gateway != "10.1.1.5" {
+	if st, _, err := b.status(); err != nil || st.NextHop.Gateway != "10.1.1.5" {
 		t.Errorf("status: next hop %q (%v), want 10.1.1.5", st.NextHop.Gateway, err)
 	}
 	if got := logs.matching(slog.LevelInfo, "several next hops", "gateway=10.1.1.5", "next_hops=2"); len(got) != 1 {
