@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -623,6 +624,88 @@ func BenchmarkFailover(b *testing.B) {
 				drain = !drain
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*vips)/1e6, "ms/VIP")
+		})
+	}
+}
+
+// BenchmarkLoopLatencyUnderStatus times how long a request waits for the
+// control loop (a no-op: the wait a health transition, network event,
+// drain or reload meets) while 4 status requests (scrapes, `switchyard
+// status`) run one after another each, against the default-sized (1Mi)
+// connection table. The baseline counts the table on the loop, as status
+// did before; "own-count" counts it on each request's goroutine;
+// "shared-count" as the product does (requests within flowCountsMaxAge
+// share a count). Measured in the same run (use -benchtime=3s: the others
+// are too quick for a count-based one); count-ms is one count's time.
+// The table holds no flows here (only pkg/datapath can record them): its
+// count still reads every set's tags, through a mapping of 64 MiB.
+func BenchmarkLoopLatencyUnderStatus(b *testing.B) {
+	const scrapers = 4
+	for _, c := range []string{"count-on-loop-baseline", "own-count", "shared-count"} {
+		b.Run(c, func(b *testing.B) {
+			r := newRig(b, baseConfig, datapath.Options{ConnTableSize: datapath.DefaultConnTableSize})
+			start := time.Now()
+			if _, err := r.dp.CountFlows(); err != nil {
+				b.Fatal(err)
+			}
+			countTime := time.Since(start)
+			if c == "own-count" {
+				r.b.countsMaxAge = 0
+			}
+			status := func(ctx context.Context) error {
+				if c != "count-on-loop-baseline" {
+					_, err := r.b.Status(ctx)
+					return err
+				}
+				var rerr error
+				err := r.b.do(ctx, func() {
+					st, names, err := r.b.status()
+					if err == nil {
+						var flows datapath.FlowCounts
+						if flows, err = r.b.dp.CountFlows(); err == nil {
+							err = r.b.addFlows(&st, names, flows)
+						}
+					}
+					rerr = err
+				})
+				return cmp.Or(err, rerr)
+			}
+			ctx, cancel := context.WithCancel(r.ctx)
+			var statuses atomic.Int64
+			done := make(chan error, scrapers)
+			for range scrapers {
+				go func() {
+					for ctx.Err() == nil {
+						if err := status(ctx); err != nil && ctx.Err() == nil {
+							done <- err
+							return
+						}
+						statuses.Add(1)
+					}
+					done <- nil
+				}()
+			}
+			// Timed once every request has had a status.
+			for statuses.Load() < scrapers {
+				runtime.Gosched()
+			}
+			var worst time.Duration
+			for b.Loop() {
+				start := time.Now()
+				if err := r.b.do(r.ctx, func() {}); err != nil {
+					b.Fatal(err)
+				}
+				worst = max(worst, time.Since(start))
+			}
+			cancel()
+			for range scrapers {
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(worst.Microseconds())/1e3, "worst-ms")
+			b.ReportMetric(float64(countTime.Microseconds())/1e3, "count-ms")
+			b.ReportMetric(float64(statuses.Load())/b.Elapsed().Seconds(), "statuses/s")
 		})
 	}
 }
