@@ -37,6 +37,7 @@ import (
 // (*datapath.Balancer implements it).
 type Datapath interface {
 	SetSettings(datapath.Settings) error
+	NextHopMAC() (net.HardwareAddr, error)
 	SetVIP(k datapath.VIPKey, num uint32, flags datapath.VIPFlags) error
 	DeleteVIP(k datapath.VIPKey) error
 	VIPEpoch(num uint32) (uint32, error)
@@ -106,9 +107,15 @@ type Balancer struct {
 	ifindex      int          // the interface's; 0 until first read (then followed by index, not name)
 	ifname       string       // the interface's name when last read
 	nhResolved   bool         // the settings the datapath holds carry a next-hop MAC
-	settingsErr  string       // the error of syncSettings last logged: not logged again while it repeats
-	noSource     [2]bool      // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
-	hostWarnings []string     // backends at an address of the interface, VIPs at the next hop's, as status shows them (warned)
+	// carriedMAC is the next-hop MAC an earlier run left in the pinned
+	// settings, kept (until carriedUntil) while the kernel, which has no
+	// entry for the router yet, asks it: nil once the router answered,
+	// failed to, or the time is up.
+	carriedMAC   net.HardwareAddr
+	carriedUntil time.Time
+	settingsErr  string   // the error of syncSettings last logged: not logged again while it repeats
+	noSource     [2]bool  // [0] IPv4, [1] IPv6: backends of the family get packets from no outer source (warned)
+	hostWarnings []string // backends at an address of the interface, VIPs at the next hop's, as status shows them (warned)
 	health       *health.Monitor
 	transitions  chan health.Transition
 	dialer       health.Dialer
@@ -250,9 +257,20 @@ func New(cfg Config) (*Balancer, error) {
 	return b, nil
 }
 
+// carriedMACFor bounds how long a restart goes on sending VIP traffic to
+// the earlier run's next-hop MAC while the router does not answer: the
+// kernel gives an unanswered neighbour up after about 3 s (FAILED), which
+// ends it sooner.
+const carriedMACFor = 10 * time.Second
+
 // adopt reads the VIP numbers, backend ids and active tables that an
 // earlier run left in the (pinned) datapath.
 func (b *Balancer) adopt() error {
+	mac, err := b.dp.NextHopMAC()
+	if err != nil {
+		return err
+	}
+	b.carriedMAC, b.carriedUntil = mac, time.Now().Add(carriedMACFor)
 	vips, err := b.dp.VIPs()
 	if err != nil {
 		return err
@@ -664,9 +682,27 @@ func (b *Balancer) syncSettings() error {
 		}
 		b.gatewayLeft = slices.DeleteFunc(b.gatewayLeft, func(a netip.Addr) bool { return a == gw || !slices.Contains(hops, a) })
 		b.gateway, b.gatewayAmong = gw, hops
-		if mac != nil {
+		switch {
+		case mac != nil:
 			s.NextHopMAC = mac
-		} else {
+			b.carriedMAC = nil
+		case b.carriedMAC != nil && time.Now().Before(b.carriedUntil) && neighbourState(ifi.Index, gw) != "FAILED":
+			// A restart that finds no neighbour entry for the router
+			// (flushed while the daemon was down, say): the MAC the
+			// earlier run pinned goes on being used while the kernel
+			// asks, as the kernel itself uses a stale entry while it
+			// probes. Writing none would drop all VIP traffic until
+			// the answer.
+			s.NextHopMAC = b.carriedMAC
+			for _, h := range hops {
+				probeGateway(h, ifi.Name)
+			}
+			if !b.nhResolved {
+				b.log.Info("next hop not resolved yet: VIP traffic goes on to the MAC the earlier run used while the router is asked",
+					"gateway", gw, "mac", b.carriedMAC.String(), "for_at_most", carriedMACFor)
+			}
+		default:
+			b.carriedMAC = nil
 			// All of them: another router that answers ends the drops.
 			for _, h := range hops {
 				probeGateway(h, ifi.Name)

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -793,6 +794,20 @@ func (b *Balancer) SetSettings(s Settings) error {
 	}
 	c.UdpTimeoutNs = uint64(s.UDPIdleTimeout.Nanoseconds())
 	return b.data.Config.Put(uint32(0), &c)
+}
+
+// NextHopMAC returns the next-hop MAC the settings in force carry (nil:
+// none, VIP traffic is dropped as no_nexthop): on pins an earlier run
+// left, the one it wrote.
+func (b *Balancer) NextHopMAC() (net.HardwareAddr, error) {
+	var c balancerLbConfig
+	if err := b.data.Config.Lookup(uint32(0), &c); err != nil {
+		return nil, fmt.Errorf("read datapath settings: %w", err)
+	}
+	if c.Flags&uint32(balancerCfgFlagsCFG_F_NEXTHOP) == 0 {
+		return nil, nil
+	}
+	return net.HardwareAddr(bytes.Clone(c.NhMac[:])), nil
 }
 
 // unmapPrefix returns an IPv4 prefix written in mapped form
