@@ -1827,10 +1827,11 @@ func (b *Balancer) removedBackends(num uint32, listed map[uint32]bool, addrs map
 // when one VIP is asked for) runs on the caller's goroutine, where it
 // held up health transitions, drains and reloads. The datapath's reads
 // are safe beside the loop's writes, which the kernel makes meanwhile
-// anyway; a flow of a VIP or backend changed during the walk is named as
-// the loop named it when the walk began.
+// anyway. A walk that a reload overlapped (it may give a VIP number or
+// backend id to another, whose flows the walk would then name as the
+// first's) is taken again, as Status's count is; after flowsTries such
+// tries, on the loop.
 func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsResponse, error) {
-	var resp api.FlowsResponse
 	if limit <= 0 {
 		limit = 1000
 	}
@@ -1838,47 +1839,90 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 	// datapath) only once no walk reads it.
 	b.walks.RLock()
 	defer b.walks.RUnlock()
-	// By VIP and slot: VIPs may name one address differently, and a
-	// flow's backend is named as its own VIP names it.
-	type vipBackend struct{ vip, id uint32 }
-	var (
-		vipNames = map[uint32]string{}
-		beNames  = map[vipBackend]string{}
-		bes      map[uint32]datapath.Backend
-		want     uint32
-		rerr     error
-	)
-	err := b.do(ctx, func() {
-		found := vip == ""
-		for i := range b.cfg.VIPs {
-			v := &b.cfg.VIPs[i]
-			num := b.vipNums[vipKey(v)]
-			vipNames[num] = v.Name
-			if v.Name == vip {
-				want, found = num, true
+	for try := 1; ; try++ {
+		var resp api.FlowsResponse
+		var labels flowLabels
+		var rerr error
+		onLoop := try == flowsTries
+		err := b.do(ctx, func() {
+			if labels, rerr = b.flowLabels(vip); rerr != nil || !onLoop {
+				return
 			}
-			for _, be := range v.Backends {
-				beNames[vipBackend{num, b.backendIDs[be.Addr()]}] = be.Name
-			}
+			resp, rerr = b.listFlows(ctx, labels, vip, limit)
+		})
+		if err != nil {
+			// Not resp: a walk on the loop may still be filling it.
+			return api.FlowsResponse{}, err
 		}
-		if !found {
-			rerr = fmt.Errorf("no VIP named %q; `switchyard status` lists them (%w)", vip, api.ErrNotFound)
-			return
+		if rerr != nil || onLoop {
+			return resp, rerr
 		}
-		var err error
-		if bes, err = b.dp.Backends(); err != nil {
-			rerr = fmt.Errorf("read the backends to name the flows' addresses: %w", err)
+		if resp, err = b.listFlows(ctx, labels, vip, limit); err != nil {
+			return resp, err
 		}
-	})
-	if err != nil {
-		return resp, err
+		if b.ids.Load() == labels.ids {
+			return resp, nil
+		}
 	}
-	if rerr != nil {
-		return resp, rerr
+}
+
+// flowsTries is how many times Flows takes the labels and walks the
+// connection table outside the loop while reloads change VIP numbers or
+// backend ids under the walk, before it walks on the loop.
+const flowsTries = statusTries
+
+// vipBackend is a flow's backend slot as its VIP names it: VIPs may name
+// one address differently, and a flow's backend is named as its own VIP
+// names it.
+type vipBackend struct{ vip, id uint32 }
+
+// flowLabels is what Flows names the connection table's entries with, as
+// the control loop had it: the names of VIP numbers and of each VIP's
+// backend slots, the datapath's backends (for slots their VIP does not
+// name), the number of the VIP asked for, and the loop's ids.
+type flowLabels struct {
+	vips     map[uint32]string
+	backends map[vipBackend]string
+	bes      map[uint32]datapath.Backend
+	want     uint32
+	ids      uint64
+}
+
+// flowLabels reads the labels of the flows of vip ("" for all), on the
+// loop.
+func (b *Balancer) flowLabels(vip string) (flowLabels, error) {
+	l := flowLabels{vips: map[uint32]string{}, backends: map[vipBackend]string{}, ids: b.ids.Load()}
+	found := vip == ""
+	for i := range b.cfg.VIPs {
+		v := &b.cfg.VIPs[i]
+		num := b.vipNums[vipKey(v)]
+		l.vips[num] = v.Name
+		if v.Name == vip {
+			l.want, found = num, true
+		}
+		for _, be := range v.Backends {
+			l.backends[vipBackend{num, b.backendIDs[be.Addr()]}] = be.Name
+		}
 	}
+	if !found {
+		return l, fmt.Errorf("no VIP named %q; `switchyard status` lists them (%w)", vip, api.ErrNotFound)
+	}
+	var err error
+	if l.bes, err = b.dp.Backends(); err != nil {
+		return l, fmt.Errorf("read the backends to name the flows' addresses: %w", err)
+	}
+	return l, nil
+}
+
+// listFlows walks the connection table for up to limit flows of vip ("" for
+// all), named by labels. It reads only labels and the datapath, not the
+// loop's state, so runs on any goroutine.
+func (b *Balancer) listFlows(ctx context.Context, labels flowLabels, vip string, limit int) (api.FlowsResponse, error) {
+	var resp api.FlowsResponse
+	var rerr error
 	now := monotonic()
 	seen := 0
-	err = b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
+	err := b.dp.Flows(func(f datapath.FlowKey, c datapath.Conn) bool {
 		// A client gone, or a daemon stopping, ends the walk.
 		if seen++; seen%flowsCheckEvery == 0 {
 			select {
@@ -1891,7 +1935,7 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 			default:
 			}
 		}
-		if vip != "" && c.VIPNum != want {
+		if vip != "" && c.VIPNum != labels.want {
 			return true
 		}
 		if len(resp.Flows) >= limit {
@@ -1901,11 +1945,11 @@ func (b *Balancer) Flows(ctx context.Context, vip string, limit int) (api.FlowsR
 		fl := api.Flow{
 			Protocol: protoName(f.Proto), Client: netip.AddrPortFrom(f.Src, f.SrcPort).String(),
 			VIP: netip.AddrPortFrom(f.Dst, f.DstPort).String(), BackendID: c.BackendID,
-			Backend: beNames[vipBackend{c.VIPNum, c.BackendID}], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
-			VIPName: vipNames[c.VIPNum],
+			Backend: labels.backends[vipBackend{c.VIPNum, c.BackendID}], IdleSecond: max(0, (now - c.LastSeen).Seconds()),
+			VIPName: labels.vips[c.VIPNum],
 		}
 		if fl.Backend == "" {
-			fl.Backend = bes[c.BackendID].Addr.String()
+			fl.Backend = labels.bes[c.BackendID].Addr.String()
 		}
 		resp.Flows = append(resp.Flows, fl)
 		return true

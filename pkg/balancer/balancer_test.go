@@ -2272,6 +2272,117 @@ func TestRunWaitsForAFlowsWalk(t *testing.T) {
 	}
 }
 
+// reloadingFlows is flowsOf whose walk first runs during, and counts its
+// calls.
+type reloadingFlows struct {
+	flowsOf
+	during func()
+	calls  *atomic.Int32
+}
+
+func (h reloadingFlows) Flows(fn func(datapath.FlowKey, datapath.Conn) bool) error {
+	h.calls.Add(1)
+	h.during()
+	return h.flowsOf.Flows(fn)
+}
+
+// newReloadingFlowsRig is a rig whose datapath's connection table holds
+// conns, and whose walks of it first run during; it returns the count of
+// walks.
+func newReloadingFlowsRig(t *testing.T, during *func(), conns *[]datapath.Conn) (*rig, *atomic.Int32) {
+	t.Helper()
+	calls := new(atomic.Int32)
+	*during = func() {}
+	r := newWrappedRig(t, baseConfig, datapath.Options{}, func(dp *datapath.Balancer) Datapath {
+		return reloadingFlows{flowsOf{dp, func() []datapath.Conn { return *conns }}, func() { (*during)() }, calls}
+	})
+	return r, calls
+}
+
+// A flows walk that reloads overlapped is not named with the labels read
+// before it: here they give dns's VIP number to a new VIP, api, whose
+// flow the walk then listed as dns's, and its backend by dns's name for
+// it. The walk is taken again, with labels of its own.
+func TestFlowsOverlappedByAReloadAreListedAgain(t *testing.T) {
+	var during func()
+	var conns []datapath.Conn
+	r, calls := newReloadingFlowsRig(t, &during, &conns)
+	dnsAt := strings.Index(baseConfig, "  - name: dns")
+	withoutDNS := baseConfig[:dnsAt]
+	withAPI := withoutDNS + strings.NewReplacer("name: dns", "name: api", "name: be1", "name: api1").Replace(baseConfig[dnsAt:])
+	var dns uint32
+	if err := r.b.do(r.ctx, func() { dns = r.b.vipNums[vipKey(r.b.cfg.VIPByName("dns"))] }); err != nil {
+		t.Fatal(err)
+	}
+	conns = []datapath.Conn{{VIPNum: dns, BackendID: 0}}
+	if err := r.b.do(r.ctx, func() { conns[0].BackendID = r.b.backendIDs[netip.MustParseAddr("10.2.1.2")] }); err != nil {
+		t.Fatal(err)
+	}
+	var reloadErr error
+	during = func() {
+		during = func() {}
+		for _, yaml := range []string{withoutDNS, withAPI} {
+			r.write(yaml)
+			if _, reloadErr = r.b.Reload(r.ctx); reloadErr != nil {
+				return
+			}
+		}
+	}
+	resp, err := r.b.Flows(r.ctx, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloadErr != nil {
+		t.Fatal(reloadErr)
+	}
+	var api uint32
+	if err := r.b.do(r.ctx, func() { api = r.b.vipNums[vipKey(r.b.cfg.VIPByName("api"))] }); err != nil {
+		t.Fatal(err)
+	}
+	if api != dns {
+		t.Fatalf("api took VIP number %d, not dns's %d: the test shows nothing", api, dns)
+	}
+	var got []string
+	for _, f := range resp.Flows {
+		got = append(got, f.VIPName+" "+f.Backend)
+	}
+	if want := []string{"api api1"}; !slices.Equal(got, want) {
+		t.Errorf("flows listed over reloads that gave dns's number to api: %q, want %q", got, want)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d walks of the connection table, want 2 (one again after the reloads)", n)
+	}
+}
+
+// Reloads that overlap every walk outside the loop do not keep a flows
+// listing from an answer: its last try walks on the loop, where no reload
+// overlaps it.
+func TestFlowsOverlappedByReloadsWalkOnTheLoop(t *testing.T) {
+	var during func()
+	var conns []datapath.Conn
+	r, calls := newReloadingFlowsRig(t, &during, &conns)
+	var reloadErr error
+	during = func() {
+		if calls.Load() < flowsTries {
+			_, reloadErr = r.b.Reload(r.ctx)
+		}
+	}
+	if _, err := r.b.Flows(r.ctx, "web", 10); err != nil {
+		t.Fatal(err)
+	}
+	if reloadErr != nil {
+		t.Fatal(reloadErr)
+	}
+	var gen uint64
+	if err := r.b.do(r.ctx, func() { gen = r.b.generation }); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != flowsTries || gen != flowsTries {
+		t.Errorf("flows over a reload in each of its walks but the last: %d walks, generation %d; want %d and %d",
+			n, gen, flowsTries, flowsTries)
+	}
+}
+
 // countsOf is the real datapath, except that its count of the connection
 // table is the one given: putting entries there takes traffic through the
 // program, which pkg/datapath (TestCountFlowsByBackend) and test/e2e do;
