@@ -334,17 +334,51 @@ func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon
 	// Pinned under a temporary name first, then renamed without
 	// replacing (link.Pin of a pinned link renames with
 	// RENAME_NOREPLACE): a pin someone made at path meanwhile is never
-	// removed.
-	tmp := path + "_restore" // bpffs refuses names with a dot
-	os.Remove(tmp)           // an earlier try's, which failed half-way
-	if err := l.Pin(tmp); err != nil {
+	// removed. Through a handle of its own, pinned nowhere yet: l still
+	// names path as its pin, and pinning it elsewhere would first move
+	// whatever is at path now. The temporary name is this process's
+	// (restoreTempName), and nothing at it is removed but what this call
+	// pinned there: another pin at it is another's.
+	own, err := link.NewFromID(ours.ID)
+	if err != nil {
+		return false, fmt.Errorf("%w: open the %s's link %d: %w", notPinned, program, ours.ID, err)
+	}
+	defer own.Close()
+	tmp := filepath.Join(pinDir, restoreTempName(os.Getpid()))
+	if err := own.Pin(tmp); err != nil {
 		return false, fmt.Errorf("%w: pin it again at %s: %w", notPinned, tmp, err)
 	}
-	if err := l.Pin(path); err != nil {
-		l.Unpin()
+	if err := own.Pin(path); err != nil {
+		own.Unpin()
 		return false, fmt.Errorf("%w: pin it again at %s: %w", notPinned, path, err)
 	}
 	return true, nil
+}
+
+// restoreTempName is the name under which restoreLinkPin of the process
+// pid pins a link for a moment ("link_restore_PID"; bpffs refuses names
+// with a dot). A crash can leave it; remove takes it, and the bare
+// link_restore of earlier releases (isRestoreTempName).
+func restoreTempName(pid int) string {
+	return linkPinName + "_restore_" + strconv.Itoa(pid)
+}
+
+// isRestoreTempName reports whether name is one restoreLinkPin may have
+// pinned (this release's or an earlier one's).
+func isRestoreTempName(name string) bool {
+	if name == linkPinName+"_restore" {
+		return true
+	}
+	pid, ok := strings.CutPrefix(name, linkPinName+"_restore_")
+	if !ok || pid == "" {
+		return false
+	}
+	for _, c := range pid {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // pinnedLinkUsable reports whether a pinned XDP link is still attached to
@@ -463,7 +497,7 @@ func checkPinDir(pinDir string) error {
 		switch {
 		case e.IsDir():
 			foreign = append(foreign, strconv.Quote(e.Name())+" (a directory)")
-		case !names[e.Name()]:
+		case !names[e.Name()] && !isRestoreTempName(e.Name()):
 			foreign = append(foreign, strconv.Quote(e.Name()))
 		}
 	}
@@ -482,13 +516,14 @@ func checkPinDir(pinDir string) error {
 // pinNames are the names Switchyard pins in a pin directory: the maps of
 // the balancer and of the decap program (data sections under the names
 // dataMapNames gives them; they include the maps of earlier releases that
-// became data sections), the link (and the temporary name restoreLinkPin
-// gives it, which a crash can leave), and the pins an upgrade moves: the
-// previous release's Maglev tables and the successors adoptConns and
-// adoptStats pin for a moment, which a crash can leave.
+// became data sections), the link (the temporary names restoreLinkPin
+// gives it, which a crash can leave, are isRestoreTempName's), and the
+// pins an upgrade moves: the previous release's Maglev tables and the
+// successors adoptConns and adoptStats pin for a moment, which a crash
+// can leave.
 func pinNames() (map[string]bool, error) {
 	names := map[string]bool{
-		linkPinName: true, linkPinName + "_restore": true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true, statsPin + "_new": true,
+		linkPinName: true, maglevStdPin: true, legacyMaglevStdPin: true, "conns_new": true, decapStatsPin + "_new": true, statsPin + "_new": true,
 		standInName: true, standInName + "_std": true,
 	}
 	for what, load := range map[string]func() (*ebpf.CollectionSpec, error){"balancer": loadBalancer, "decap": loadDecap} {

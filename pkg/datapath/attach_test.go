@@ -485,3 +485,109 @@ func TestCheckAttached(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// RestoreLinkPin removes nothing in the pin directory but what it pinned
+// itself: before, it removed whatever was at PIN_DIR/link_restore, its
+// temporary name, at every restore. Its temporary name is now the
+// process's (link_restore_PID); a pin at it that is not its own is left
+// alone, the restore reported as failed until it is gone.
+func TestRestoreLinkPinLeavesOthersPins(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sybfrl", Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-restorepin-test-%d", time.Now().UnixNano()))
+	t.Cleanup(func() { RemoveBalancer(pin) })
+	err := topo.Do(topo.Balancer(1), func() error {
+		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if _, err := b.Attach("eth0", AttachNative); err != nil {
+			return err
+		}
+		linkPath := filepath.Join(pin, linkPinName)
+		// Not pinMap: t.Fatal is not for this goroutine.
+		pinOther := func(path string) (ebpf.MapID, error) {
+			m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+			if err != nil {
+				return 0, err
+			}
+			defer m.Close()
+			if err := m.Pin(path); err != nil {
+				return 0, err
+			}
+			return mapID(path)
+		}
+
+		// Another's pin at the name restores used before.
+		other := filepath.Join(pin, "link_restore")
+		otherID, err := pinOther(other)
+		if err != nil {
+			return err
+		}
+		if err := os.Remove(linkPath); err != nil {
+			return err
+		}
+		if restored, err := b.RestoreLinkPin(); !restored || err != nil {
+			return fmt.Errorf("RestoreLinkPin with the pin removed: %v, %v; want restored", restored, err)
+		}
+		if id, err := mapID(other); err != nil || id != otherID {
+			return fmt.Errorf("%s after a restore: map %d, %v; want map %d kept", other, id, err, otherID)
+		}
+		if _, err := os.Stat(filepath.Join(pin, restoreTempName(os.Getpid()))); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the restore's temporary pin after it: %v, want it gone", err)
+		}
+
+		// Another's pin at this process's temporary name: kept, and the
+		// restore fails until it is gone.
+		mine := filepath.Join(pin, restoreTempName(os.Getpid()))
+		mineID, err := pinOther(mine)
+		if err != nil {
+			return err
+		}
+		if err := os.Remove(linkPath); err != nil {
+			return err
+		}
+		if restored, err := b.RestoreLinkPin(); restored || !errors.Is(err, ErrBalancerLinkNotPinned) || !strings.Contains(err.Error(), mine) {
+			return fmt.Errorf("RestoreLinkPin with %s taken: %v, %v; want ErrBalancerLinkNotPinned naming it", mine, restored, err)
+		}
+		if id, err := mapID(mine); err != nil || id != mineID {
+			return fmt.Errorf("%s after a failed restore: map %d, %v; want map %d kept", mine, id, err, mineID)
+		}
+		if _, err := os.Stat(linkPath); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s after a failed restore: %v, want none", linkPath, err)
+		}
+		if err := os.Remove(mine); err != nil {
+			return err
+		}
+		if restored, err := b.RestoreLinkPin(); !restored || err != nil {
+			return fmt.Errorf("RestoreLinkPin once %s is free: %v, %v; want restored", mine, restored, err)
+		}
+		if err := b.CheckAttached(); err != nil {
+			return err
+		}
+		// remove takes what a crash leaves at either name.
+		if _, err := pinOther(mine); err != nil {
+			return err
+		}
+		return RemoveBalancer(pin)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mapID is the id of the map pinned at path.
+func mapID(path string) (ebpf.MapID, error) {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	info, err := m.Info()
+	if err != nil {
+		return 0, err
+	}
+	id, _ := info.ID()
+	return id, nil
+}

@@ -60,6 +60,7 @@ func TestRemoveRefusesWhatIsNotAPinDir(t *testing.T) {
 	mixed := filepath.Join(mnt, "aLmixed")
 	pinMap(t, filepath.Join(mixed, "vips"))
 	pinMap(t, filepath.Join(mixed, "flows_of_another"))
+	pinMap(t, filepath.Join(mixed, "link_restore_x"))
 
 	nested := filepath.Join(mnt, "aLnested")
 	pinMap(t, filepath.Join(nested, "conns"))
@@ -70,7 +71,7 @@ func TestRemoveRefusesWhatIsNotAPinDir(t *testing.T) {
 		kept     []string
 	}{
 		{mnt, "the root of a bpffs mount", []string{foreign}},
-		{mixed, `"flows_of_another"`, []string{filepath.Join(mixed, "vips"), filepath.Join(mixed, "flows_of_another")}},
+		{mixed, `"flows_of_another", "link_restore_x"`, []string{filepath.Join(mixed, "vips"), filepath.Join(mixed, "flows_of_another")}},
 		{nested, `"eth0"`, []string{filepath.Join(nested, "eth0", "conns")}},
 	} {
 		err := RemoveBalancer(tc.dir)
@@ -86,7 +87,9 @@ func TestRemoveRefusesWhatIsNotAPinDir(t *testing.T) {
 
 	// A directory of nothing but Switchyard's pins goes.
 	ours := filepath.Join(mnt, "aLours")
-	for _, name := range []string{"vips", "conns", "maglev_std_mm", "decap_cfg", "conns_new", "decap_stats_new"} {
+	// link_restore and link_restore_PID: what a crash of restoreLinkPin
+	// leaves (before, and now).
+	for _, name := range []string{"vips", "conns", "maglev_std_mm", "decap_cfg", "conns_new", "decap_stats_new", "link_restore", "link_restore_4242"} {
 		pinMap(t, filepath.Join(ours, name))
 	}
 	if err := RemoveBalancer(ours); err != nil {
