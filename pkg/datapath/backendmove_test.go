@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -126,4 +127,46 @@ func TestFailedBatchKeepsAMovedBackendsFlows(t *testing.T) {
 	if got := fromAddr(bt[id].Addr); got != newAddr || bt[id].Flags&uint32(balancerBackendFlagsBACKEND_F_VALID) == 0 {
 		t.Errorf("backend_table[%d] holds %s (flags %#x), want %s valid", id, got, bt[id].Flags, newAddr)
 	}
+}
+
+// TestBatchFailingAtItsEndKeepsAMovedBackendsFlows: a batch whose own
+// changes all went in but whose end fails to write the VIP address filter
+// (vip_addrs full, here with addresses of no VIP) fails as one whose fn
+// failed does, and its caller puts it back the same way: the id it gave a
+// new address keeps the previous one, with its flows' entries. Before, the
+// moves were held only when fn failed: this batch's end wrote the new
+// address, the flow's entry emptied, and then reported its failure.
+func TestBatchFailingAtItsEndKeepsAMovedBackendsFlows(t *testing.T) {
+	w := newWorld(t, Options{})
+	s := pktSpec{src: client4, dst: vip4, sport: 46600, dport: 80, proto: ProtoTCP, syn: true}
+	old := w.open(t, vipTCP4, s)
+	c, ok, err := w.b.LookupFlow(flowOf(s))
+	if err != nil || !ok {
+		t.Fatalf("the SYN left no entry (found %v, err %v)", ok, err)
+	}
+	id := c.BackendID
+	for i := 0; ; i++ {
+		if i > MaxVIPs {
+			t.Fatalf("vip_addrs took %d addresses, more than its %d", i, MaxVIPs)
+		}
+		a := toAddr(netip.AddrFrom4([4]byte{10, 250, byte(i >> 8), byte(i)}))
+		if err := w.b.objs.VipAddrs.Put(&a, uint32(1)); err != nil {
+			break
+		}
+	}
+	newAddr := netip.MustParseAddr("10.2.9.2")
+	newVIP := VIPKey{netip.MustParseAddr("10.100.9.9"), 80, ProtoTCP}
+	err = w.b.Batch(func() error {
+		if err := w.b.SetBackend(id, newAddr); err != nil {
+			return err
+		}
+		return w.b.SetVIP(newVIP, uint32(len(allVIPs)), 0)
+	})
+	if err == nil || !strings.Contains(err.Error(), "write VIP address 10.100.9.9") {
+		t.Fatalf("batch with vip_addrs full: %v, want the address write's failure", err)
+	}
+	if c, ok, err := w.b.LookupFlow(flowOf(s)); err != nil || !ok || c.BackendID != id {
+		t.Fatalf("after the batch that failed at its end the flow's entry is gone (found %v, conn %+v, err %v)", ok, c, err)
+	}
+	w.expectSent(t, ackOf(s), old)
 }

@@ -1380,11 +1380,6 @@ func (b *Balancer) Batch(fn func() error) error {
 	err := fn()
 	b.batch--
 	if b.batch == 0 {
-		// A failed batch's changes may be put back by the next (a
-		// reload's rollback): a backend id it gave a new address keeps
-		// its previous one, and that one's flows their entries, which
-		// the new address would have emptied for good.
-		b.holdMoves = err != nil
 		// Addresses first: a VIP added in the batch is in the filter
 		// before the index below sends its packets anywhere.
 		if len(b.staleAddrs) > 0 {
@@ -1397,6 +1392,12 @@ func (b *Balancer) Batch(fn func() error) error {
 				clear(b.staleAddrs)
 			}
 		}
+		// A failed batch's changes may be put back by the next (a
+		// reload's rollback): a backend id it gave a new address keeps
+		// its previous one, and that one's flows their entries, which
+		// the new address would have emptied for good. Failed here too
+		// if its addresses did: its caller sees the failure all the same.
+		b.holdMoves = err != nil
 		// Then the backends and epochs, which the tables and the index
 		// below need (syncVIPIndex): if they fail, the batch's tables and
 		// index wait for the next batch's end, and packets go on as
