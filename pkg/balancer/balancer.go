@@ -503,6 +503,15 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	changes := describeChanges(old, cfg)
 	b.cfg = cfg
 	b.recycled, b.deletedVIPs, b.reoptioned = nil, map[datapath.VIPKey]deletedVIP{}, map[datapath.VIPKey]deletedVIP{}
+	// Nothing that can fail may come after the datapath batch below: its
+	// end gives recycled backend slots their new addresses, their old
+	// flows' entries emptied, which no rollback brings back. The health
+	// checks change after it (see there), so their targets are checked
+	// now, before anything changed.
+	targets := b.healthTargets()
+	if err := health.ValidateTargets(targets); err != nil {
+		return changes, err
+	}
 	if err := b.syncSettings(); err != nil {
 		// A missing next hop is not fatal: traffic starts when the
 		// neighbour appears (the watch tells us). Nor is a refusal of
@@ -537,13 +546,21 @@ func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
 	// The tables above need no new targets (one without a state is
 	// healthy, as a new target starts), but a target whose check is
 	// turned off becomes healthy now, and Set sends no transition for it.
-	if err := b.syncHealth(); err != nil {
-		return changes, err // Set changed nothing
+	//
+	// cfg is in force from here: a rollback would not give the flows of
+	// recycled slots back, and once Set ran it would restart the checks
+	// cfg changed and bring the backends it removed back healthy, dead
+	// ones included. Set cannot fail here: its targets were checked
+	// above, and the monitor is closed only when Run returns, once the
+	// loop (where apply runs, or in New, before it) has ended. Were it to
+	// fail anyway, it changed nothing: the running checks go on, and
+	// cfg's new backends count as healthy until they have checks, as new
+	// targets do.
+	if err := b.health.Set(targets); err != nil {
+		b.log.Error("health checks not changed to the new configuration; its datapath is in force", "error", err)
 	}
-	// cfg is in force from here: a rollback now would restart the checks
-	// it changed and bring the backends it removed back healthy, dead
-	// ones included. A table that fails to publish is tried again on the
-	// tick, as after a health change.
+	// A table that fails to publish is tried again on the tick, as after
+	// a health change.
 	if err := b.syncTables(); err != nil {
 		b.log.Error("rebuild tables after a health change", "error", err)
 	}
@@ -1083,8 +1100,9 @@ func checkKey(v *config.VIP, be config.Backend) string {
 // health does (a renamed backend stays drained).
 func drainKey(vip string, be config.Backend) string { return vip + "/" + be.Addr().String() }
 
-// syncHealth gives the monitor one target per (VIP, backend).
-func (b *Balancer) syncHealth() error {
+// healthTargets are the monitor's targets for the running configuration:
+// one per (VIP, backend).
+func (b *Balancer) healthTargets() []health.Target {
 	var targets []health.Target
 	for i := range b.cfg.VIPs {
 		v := &b.cfg.VIPs[i]
@@ -1111,7 +1129,7 @@ func (b *Balancer) syncHealth() error {
 			targets = append(targets, t)
 		}
 	}
-	return b.health.Set(targets)
+	return targets
 }
 
 func (b *Balancer) drained(vip string, be config.Backend) bool {

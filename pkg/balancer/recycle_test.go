@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"strings"
@@ -187,5 +188,50 @@ func TestRollbackKeepsTheEpochOfChangedOptions(t *testing.T) {
 	}
 	if e, err := r.dp.VIPEpoch(before.Num); err != nil || e != before.Epoch {
 		t.Errorf("web's epoch record is %d (%v), want %d", e, err, before.Epoch)
+	}
+}
+
+// A reload is not failed once its datapath batch took the file: the batch
+// gave recycled slots their new addresses, their previous addresses'
+// flows emptied, which no rollback brings back. Before, the health
+// checks' change came after it and could fail the reload, which was then
+// reported failed and rolled back with those flows lost. Set now fails
+// only on a closed monitor (its targets are checked before the batch),
+// which the test closes: the reload is in force, and the failure logged.
+func TestReloadIsInForceOnceItsBatchTookIt(t *testing.T) {
+	const half = datapath.MaxBackends / 2
+	r := newRig(t, slotsConfig("10.2.0.1", half-1, half), datapath.Options{})
+	// big goes: its addresses keep their slots, and every slot stays
+	// taken, so that a new address takes one of theirs.
+	r.write(slotsConfig("10.2.0.1", half-1, 0))
+	if _, err := r.b.Reload(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.b.do(r.ctx, r.b.health.Close); err != nil {
+		t.Fatal(err)
+	}
+	before := r.backends()
+	newAddr := netip.MustParseAddr("10.2.0.2")
+	r.write(slotsConfig(newAddr.String(), half-1, 0))
+	resp, err := r.b.Reload(r.ctx)
+	if err != nil {
+		t.Fatalf("reload that recycled a slot, its health checks' change failing: %v; want it in force", err)
+	}
+	if resp.Generation != 3 {
+		t.Errorf("generation %d, want 3", resp.Generation)
+	}
+	var id uint32
+	var known bool
+	if err := r.b.do(r.ctx, func() { id, known = r.b.backendIDs[newAddr] }); err != nil {
+		t.Fatal(err)
+	}
+	if be := r.backends()[id]; !known || be.Addr != newAddr {
+		t.Errorf("the new backend %s: slot %d (known %v) holding %s; want a slot of its own", newAddr, id, known, be.Addr)
+	}
+	if prev := before[id].Addr; !netip.MustParsePrefix("10.4.0.0/16").Contains(prev) {
+		t.Errorf("the new backend took slot %d from %s, want one of big's removed addresses (the test shows nothing)", id, prev)
+	}
+	if got := r.logs.matching(slog.LevelError, "health checks not changed to the new configuration"); len(got) != 1 {
+		t.Errorf("logged %q, want one error saying the health checks did not change", got)
 	}
 }

@@ -143,9 +143,10 @@ func New(cfg Config) *Monitor {
 //
 // Set returns once removed and restarted goroutines have stopped. If a
 // target is invalid it returns an error wrapping ErrInvalidTarget and
-// changes nothing.
+// changes nothing (ValidateTargets checks that alone); after Close it
+// returns ErrClosed. It fails in no other way.
 func (m *Monitor) Set(targets []Target) error {
-	if err := validateTargets(targets); err != nil {
+	if err := ValidateTargets(targets); err != nil {
 		return err
 	}
 	m.setMu.Lock()
@@ -361,7 +362,10 @@ func (m *Monitor) report(ctx context.Context, tr Transition) {
 	}
 }
 
-func validateTargets(targets []Target) error {
+// ValidateTargets returns the error Set would return for targets (wrapping
+// ErrInvalidTarget), without changing anything: a caller that must not
+// fail once it has called Set checks them first.
+func ValidateTargets(targets []Target) error {
 	seen := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		if t.Key == "" {
