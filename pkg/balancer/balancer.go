@@ -1350,7 +1350,7 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 		b.log.Info("configuration reloaded", "generation", b.generation, "changes", len(changes))
 	})
 	if err != nil {
-		return resp, err
+		return api.ReloadResponse{}, err // given up: resp is the loop's until fn ends
 	}
 	return resp, rerr
 }
@@ -1547,7 +1547,7 @@ func (b *Balancer) Drain(ctx context.Context, backend string, drain bool) (api.D
 		}
 	})
 	if err != nil {
-		return resp, err
+		return api.DrainResponse{}, err // given up: resp is the loop's until fn ends
 	}
 	return resp, rerr
 }
@@ -1616,7 +1616,9 @@ func (b *Balancer) Status(ctx context.Context) (api.Status, error) {
 			}
 		})
 		if err != nil {
-			return st, err
+			// Given up (or stopped) while fn may still run on the
+			// loop: st is the loop's until it ends.
+			return api.Status{}, err
 		}
 		if rerr != nil || onLoop {
 			return st, rerr

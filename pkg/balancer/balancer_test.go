@@ -2698,3 +2698,45 @@ func TestStatusOverlappedByReloadsCountsOnTheLoop(t *testing.T) {
 			n, st.ConfigGeneration, statusTries, statusTries)
 	}
 }
+
+// A status request whose client gives up while the control loop still
+// works on it returns nothing of it: it returned the status the loop was
+// still filling in, a data race (found with -race) and, without the race
+// detector, a half-filled status for a caller that no longer wanted it.
+// Here the client gives up during the count on the loop (the last try),
+// and the loop goes on writing the status after Status has returned.
+func TestStatusGivenUpDuringTheLoopsCountReturnsNothing(t *testing.T) {
+	var during func()
+	r, calls := newCountsRig(t, &during, nil)
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	returned := make(chan struct{})
+	during = func() {
+		if calls.Load() < statusTries {
+			if _, err := r.b.Reload(r.ctx); err != nil {
+				t.Error(err)
+			}
+			return
+		}
+		cancel()
+		// No synchronisation with the caller on purpose: the loop's
+		// writes after this must not race with what Status returns.
+		select {
+		case <-returned:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	var st api.Status
+	var err error
+	go func() {
+		st, err = r.b.Status(ctx)
+		close(returned)
+	}()
+	<-returned
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Status given up: %v, want context.Canceled", err)
+	}
+	if st.ConfigGeneration != 0 || len(st.VIPs) != 0 {
+		t.Errorf("Status given up returned generation %d and %d VIPs, want nothing", st.ConfigGeneration, len(st.VIPs))
+	}
+}
