@@ -536,7 +536,10 @@ func TestAgentSIGHUP(t *testing.T) {
 func runAgentCommand(t *testing.T, topo *topology.Topology, node, cfgPath string) (*exec.Cmd, *syncBuffer, <-chan error) {
 	t.Helper()
 	var stderr syncBuffer
-	cmd := agentCommand(t, topo, node, cfgPath, "--attach-mode", "generic")
+	// From the file's directory with a relative --config, as an
+	// operator may: status names the file by its absolute path.
+	cmd := agentCommand(t, topo, node, filepath.Base(cfgPath), "--attach-mode", "generic")
+	cmd.Dir = filepath.Dir(cfgPath)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -752,27 +755,7 @@ func TestAgentStopRefusesRequestsAtTheSocket(t *testing.T) {
 	t.Parallel()
 	const metricsAddr = "127.0.0.1:9302" // in the backend's own namespace
 	topo, be, _, cfgPath := agentSetup(t, `{listen: "`+metricsAddr+`"}`)
-	var stderr syncBuffer
-	// Given relative to the agent's directory: status names the file by
-	// its absolute path.
-	cmd := agentCommand(t, topo, be, filepath.Base(cfgPath), "--attach-mode", "generic")
-	cmd.Dir = filepath.Dir(cfgPath)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			t.Fatalf("the agent exited before it ran: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not run within 10 s:\n%s", stderr.String())
-		}
-	}
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
 	client := api.NewClient(filepath.Join(filepath.Dir(cfgPath), "agent.sock"))
 	if st, err := client.AgentStatus(t.Context()); err != nil {
 		t.Fatal(err)
