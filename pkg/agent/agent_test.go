@@ -864,3 +864,25 @@ func requireSameButEth(t *testing.T, topo *topology.Topology, node string, befor
 	}
 	requireSame(t, before, after)
 }
+
+// renameEth renames node's eth0 to name (down, renamed, up: the kernel
+// renames only a device that is down).
+func renameEth(t *testing.T, topo *topology.Topology, node, name string) {
+	t.Helper()
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.LinkSetDown(l); err != nil {
+			return err
+		}
+		if err := h.LinkSetName(l, name); err != nil {
+			return err
+		}
+		return h.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

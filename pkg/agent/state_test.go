@@ -15,7 +15,6 @@ import (
 
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -206,22 +205,7 @@ func TestCrashedRunInterfaceRenamed(t *testing.T) {
 	c := testConfig(topo)
 	crash(t, startAgent(t, topo, be, c))
 
-	err := topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		if err := h.LinkSetDown(l); err != nil {
-			return err
-		}
-		if err := h.LinkSetName(l, renamed); err != nil {
-			return err
-		}
-		return h.LinkSetUp(l)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	renameEth(t, topo, be, renamed)
 	c.Interface = renamed // the pin directory stays as configured
 	a := startAgent(t, topo, be, c)
 	if err := a.Stop(); err != nil {

@@ -102,22 +102,7 @@ func TestInterfaceRenamedWhileRunning(t *testing.T) {
 	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
 	a := startAgent(t, topo, be, testConfig(topo))
 	const renamed = "ethrn0"
-	err := topo.Netlink(be, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		if err := h.LinkSetDown(l); err != nil {
-			return err
-		}
-		if err := h.LinkSetName(l, renamed); err != nil {
-			return err
-		}
-		return h.LinkSetUp(l)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	renameEth(t, topo, be, renamed)
 	want := api.AgentSysctl{Name: "net.ipv4.conf." + renamed + ".rp_filter", Old: "1", Set: "2", Now: "2"}
 	if st, err := a.AgentStatus(context.Background()); err != nil {
 		t.Errorf("AgentStatus after the rename: %v", err)
