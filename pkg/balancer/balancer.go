@@ -686,6 +686,12 @@ func (b *Balancer) syncSettings() error {
 			b.log.Info("the default route has several next hops on the interface: VIP traffic goes to one, the lowest address that answers ARP/ND, but not back to one that stopped answering while another answers; nexthop.gateway picks another",
 				"interface", cfg.Datapath.Interface, "gateway", gw, "next_hops", len(hops))
 		}
+		if gw != prevGateway && prevGateway.IsValid() && !slices.Contains(hops, prevGateway) {
+			// The routes changed (another default route, a router
+			// replaced by one at another address): all VIP traffic
+			// goes to another box.
+			b.log.Info("next hop changed with the default route", "from", prevGateway, "to", gw)
+		}
 		if gw != prevGateway && slices.Contains(hops, prevGateway) {
 			if prevFailed {
 				b.log.Warn("next hop switched to another router of the multipath default route: the one before no longer answers ARP/ND; check it, or set nexthop.gateway to pin one",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +191,39 @@ func TestNextHopMACChangeIsLogged(t *testing.T) {
 	}
 	if st, err := b.Status(context.Background()); err != nil || !st.NextHop.Resolved || st.NextHop.MAC != newMAC.String() {
 		t.Errorf("after the gratuitous ARP: next hop %+v (%v), want %s resolved", st.NextHop, err, newMAC)
+	}
+}
+
+// A default route changed to another router (replaced at another
+// address, or a routing daemon's choice) moves all VIP traffic to that
+// box: the balancer followed it without a word. It says so once, naming
+// both.
+func TestNextHopChangedWithTheRouteIsLogged(t *testing.T) {
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sygwchg", Balancers: 1, Backends: 1})
+	node := topo.Balancer(1)
+	logs := &logRecords{}
+	b, _ := runInNode(t, topo, strings.Replace(baseConfig, "interface: lo", "interface: "+topology.EthName, 1), logs)
+	gw := topology.RouterBalancerIPv4(1)
+	waitNextHop(t, b, logs, gw, 10*time.Second, "since the start")
+	// Another router on the link, resolved by a permanent entry.
+	other := netip.MustParseAddr("10.1.1.9")
+	otherMAC, _ := net.ParseMAC("02:00:00:00:0a:09")
+	if err := topo.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		if err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4,
+			State: netlink.NUD_PERMANENT, IP: other.AsSlice(), HardwareAddr: otherMAC}); err != nil {
+			return err
+		}
+		_, any4, _ := net.ParseCIDR("0.0.0.0/0")
+		return h.RouteReplace(&netlink.Route{Dst: any4, LinkIndex: l.Attrs().Index, Gw: other.AsSlice()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitNextHop(t, b, logs, other, 10*time.Second, "default route moved to "+other.String())
+	if got := logs.matching(slog.LevelInfo, "next hop changed with the default route", "from="+gw.String(), "to="+other.String()); len(got) != 1 {
+		t.Errorf("%d infos naming the move from %s to %s, want 1; infos: %q", len(got), gw, other, logs.matching(slog.LevelInfo))
 	}
 }
