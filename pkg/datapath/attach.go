@@ -133,9 +133,14 @@ func attachedAdvice(ifindex int, iface string, hints attachHints) string {
 }
 
 // xdpNow says which XDP program the interface of index ifindex runs, for a
-// message that ends with it.
-func xdpNow(ifindex int) string {
-	l, err := netlink.LinkByIndex(ifindex)
+// message that ends with it. The index is looked up through nl, in its
+// network namespace (nil: the calling thread's).
+func xdpNow(nl *netlink.Handle, ifindex int) string {
+	lookup := netlink.LinkByIndex
+	if nl != nil {
+		lookup = nl.LinkByIndex
+	}
+	l, err := lookup(ifindex)
 	if err != nil {
 		return ""
 	}
@@ -151,6 +156,48 @@ func xdpNow(ifindex int) string {
 		p.Close()
 	}
 	return fmt.Sprintf("; the interface runs XDP program ID %d %q now (`bpftool prog show id %d` says more)", x.ProgId, name, x.ProgId)
+}
+
+// linkIfindex is the index of the interface the XDP link l drives (0:
+// none), remembered at attach for checkAttached, which names what the
+// interface runs once the link no longer says.
+func linkIfindex(l link.Link) int {
+	if info, err := l.Info(); err == nil && info.XDP() != nil {
+		return int(info.XDP().Ifindex)
+	}
+	return 0
+}
+
+// checkAttached checks that prog still runs, through the link l, on the
+// interface of index ifindex it was attached to: the balancer's and the
+// agent's check (Balancer.CheckAttached, Decap.CheckAttached). The link
+// can be detached from under the daemon (`bpftool link detach`, which
+// another tool may follow with an XDP program of its own), or made to run
+// another program (BPF_LINK_UPDATE through the pin): the error then wraps
+// detached and says what runs on the interface now, looked up through nl
+// (see xdpNow). program names prog ("decap program"), daemon what holds
+// it ("agent"). Before the attach (l nil) there is nothing to check.
+func checkAttached(l link.Link, prog *ebpf.Program, ifindex int, nl *netlink.Handle, detached error, program, daemon string) error {
+	if l == nil {
+		return nil
+	}
+	info, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("read the %s's link: %w", program, err)
+	}
+	pi, err := prog.Info()
+	if err != nil {
+		return fmt.Errorf("read the %s: %w", program, err)
+	}
+	ours, _ := pi.ID()
+	xdp := info.XDP()
+	switch {
+	case xdp == nil || xdp.Ifindex == 0:
+		return fmt.Errorf("%w: its link (ID %d) was detached from the interface (`bpftool link detach`?)%s", detached, info.ID, xdpNow(nl, ifindex))
+	case info.Program != ours:
+		return fmt.Errorf("%w: its link (ID %d) runs program ID %d instead of the %s's (ID %d): something updated the link", detached, info.ID, info.Program, daemon, ours)
+	}
+	return nil
 }
 
 // AttachResult says what attachProgram did.

@@ -627,9 +627,7 @@ func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
 		b.link.Close()
 	}
 	b.link = l
-	if info, ierr := l.Info(); ierr == nil && info.XDP() != nil {
-		b.ifindex = int(info.XDP().Ifindex)
-	}
+	b.ifindex = linkIfindex(l)
 	return res, err
 }
 
@@ -662,26 +660,7 @@ var ErrDetached = errors.New("the balancer program is not attached to its interf
 // the error then wraps ErrDetached and says what runs on the interface now.
 // Before Attach there is nothing to check.
 func (b *Balancer) CheckAttached() error {
-	if b.link == nil {
-		return nil
-	}
-	info, err := b.link.Info()
-	if err != nil {
-		return fmt.Errorf("read the balancer program's link: %w", err)
-	}
-	pi, err := b.objs.XdpBalancer.Info()
-	if err != nil {
-		return fmt.Errorf("read the balancer program: %w", err)
-	}
-	ours, _ := pi.ID()
-	xdp := info.XDP()
-	switch {
-	case xdp == nil || xdp.Ifindex == 0:
-		return fmt.Errorf("%w: its link (ID %d) was detached from the interface (`bpftool link detach`?)%s", ErrDetached, info.ID, xdpNow(b.ifindex))
-	case info.Program != ours:
-		return fmt.Errorf("%w: its link (ID %d) runs program ID %d instead of the balancer's (ID %d): something updated the link", ErrDetached, info.ID, info.Program, ours)
-	}
-	return nil
+	return checkAttached(b.link, b.objs.XdpBalancer, b.ifindex, nil, ErrDetached, "balancer program", "balancer")
 }
 
 // Close releases file descriptors. Pinned maps and the pinned link stay, and

@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Decap is the backend-side program that strips Switchyard's encapsulation.
@@ -18,6 +20,11 @@ type Decap struct {
 	pinDir string
 	log    *slog.Logger
 	link   link.Link
+	// ifindex: of the interface the link was attached to; nl: a netlink
+	// socket in that interface's network namespace, opened at Attach, so
+	// that CheckAttached names what the interface runs from any thread.
+	ifindex int
+	nl      *netlink.Handle
 	// upgrade: the pins that swap to this program's maps once it runs.
 	upgrade upgradePins
 }
@@ -67,6 +74,16 @@ func (d *Decap) Attach(iface string, mode AttachMode) (AttachResult, error) {
 		d.link.Close()
 	}
 	d.link = l
+	d.ifindex = linkIfindex(l)
+	if d.nl == nil {
+		var nerr error
+		if d.nl, nerr = netlink.NewHandle(unix.NETLINK_ROUTE); nerr != nil {
+			// Only CheckAttached's word on what the interface runs
+			// instead needs it: it then looks in the calling
+			// thread's namespace.
+			d.log.Warn("open netlink for the decap program's attachment check", "error", nerr)
+		}
+	}
 	return res, err
 }
 
@@ -84,6 +101,19 @@ var ErrLinkNotPinned = errors.New("the decap program's link is not pinned")
 // directory, or before Attach, there is nothing to check.
 func (d *Decap) RestoreLinkPin() (bool, error) {
 	return restoreLinkPin(d.link, d.pinDir, ErrLinkNotPinned, "decap program", "agent")
+}
+
+// ErrDecapDetached: the decap program no longer runs on its interface,
+// though its link is still held.
+var ErrDecapDetached = errors.New("the decap program is not attached to its interface: encapsulated packets are not decapsulated")
+
+// CheckAttached checks that the program still runs on the interface it was
+// attached to (see checkAttached, the balancer's check too): its link
+// detached (`bpftool link detach`) or made to run another program is an
+// error wrapping ErrDecapDetached that says what the interface runs now.
+// It may run on any thread. Before Attach there is nothing to check.
+func (d *Decap) CheckAttached() error {
+	return checkAttached(d.link, d.objs.XdpDecap, d.ifindex, d.nl, ErrDecapDetached, "decap program", "agent")
 }
 
 // SetGUEPort sets the UDP port of GUE packets to decapsulate (0: none).
@@ -140,6 +170,9 @@ func (d *Decap) Stats() (map[string]uint64, error) {
 func (d *Decap) Close() error {
 	if d.link != nil {
 		d.link.Close()
+	}
+	if d.nl != nil {
+		d.nl.Close()
 	}
 	d.upgrade.close()
 	return d.objs.Close()
