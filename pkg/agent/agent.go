@@ -167,14 +167,27 @@ type Agent struct {
 	linkMu       sync.Mutex
 	linkPinErr   error
 	linkRestores uint64
-	// linkCheckEvery is how often the watcher checks the link's pin.
-	linkCheckEvery time.Duration
+	// What checkDetached found, under linkMu too: detachedErr is nil
+	// while the decap program runs on the interface, detachments counts
+	// the times it was found not to.
+	detachedErr error
+	detachments uint64
+	// linkCheckEvery is how often the watcher checks the link's pin,
+	// attachCheckEvery that the program runs on the interface.
+	linkCheckEvery   time.Duration
+	attachCheckEvery time.Duration
 }
 
 // linkCheckInterval is how often a running agent checks that its decap
 // link is still pinned: a missing pin matters only once the agent dies,
 // so a pin removed by hand need not be noticed at once.
 const linkCheckInterval = 10 * time.Second
+
+// attachCheckInterval is how often a running agent checks that its decap
+// program still runs on the interface: unlike a missing pin, a detached
+// program stops the backend's decapsulation at once, so it is looked for
+// as often as the balancer looks for its own (its 2 s tick).
+const attachCheckInterval = 2 * time.Second
 
 // New returns an agent for cfg. It changes nothing on the host until Start.
 func New(cfg Config) (*Agent, error) {
@@ -197,7 +210,8 @@ func New(cfg Config) (*Agent, error) {
 		log:     log.With("component", "agent", "interface", c.Interface),
 		ns:      netns.None(),
 
-		linkCheckEvery: linkCheckInterval,
+		linkCheckEvery:   linkCheckInterval,
+		attachCheckEvery: attachCheckInterval,
 	}
 	if a.pinDir == "" {
 		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
@@ -304,7 +318,8 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 		return err
 	}
 	a.lost = make(chan error, 1)
-	a.linkPinErr, a.linkRestores = nil, 0 // before the watcher checks it
+	// Before the watcher checks them.
+	a.linkPinErr, a.linkRestores, a.detachedErr, a.detachments = nil, 0, nil, 0
 	if a.watch, err = a.startWatch(); err != nil {
 		return err
 	}
@@ -614,13 +629,56 @@ func (a *Agent) Lost() <-chan error {
 // interfaceGone reports that the interface went away, unless a report
 // waits already.
 func (a *Agent) interfaceGone() {
-	err := fmt.Errorf("%w: %s (index %d) was removed or moved to another network namespace, where the agent cannot follow it; "+
-		"start the agent again once the interface is back", ErrInterfaceGone, a.iface, a.ifindex)
+	err := a.goneError()
 	select {
 	case a.lost <- err:
 		a.log.Error("interface gone: nothing is decapsulated", "error", err)
 	default: // reported already
 	}
+}
+
+// goneError says that the agent's interface went away.
+func (a *Agent) goneError() error {
+	return fmt.Errorf("%w: %s (index %d) was removed or moved to another network namespace, where the agent cannot follow it; "+
+		"start the agent again once the interface is back", ErrInterfaceGone, a.iface, a.ifindex)
+}
+
+// checkDetached checks, on the watcher's rounds and at each status, that
+// the decap program still runs on the interface (see
+// datapath.Decap.CheckAttached): no notification says that its link was
+// detached (`bpftool link detach`) or made to run another program.
+//
+// Such a program is not attached again, as the balancer's is not (see
+// balancer.checkDetached): the agent cannot tell a mistake from an
+// operator who took it off on purpose, and another tool's XDP program
+// now on the interface would have to be taken off first, for the two to
+// fight over the hook. It is logged as an error once, counted, and shown
+// in status and metrics until the program runs again; a restart of the
+// agent attaches it again.
+//
+// A program that went with its interface is the watcher's to report
+// (Lost): the error then wraps ErrInterfaceGone, and nothing is logged or
+// counted here.
+func (a *Agent) checkDetached() error {
+	a.linkMu.Lock()
+	defer a.linkMu.Unlock()
+	err := a.decap.CheckAttached()
+	if err != nil {
+		if _, lerr := a.nl.LinkByIndex(a.ifindex); errors.As(lerr, &netlink.LinkNotFoundError{}) {
+			return a.goneError()
+		}
+	}
+	switch {
+	case err != nil && a.detachedErr == nil:
+		a.detachments++
+		a.log.Error("the decap program no longer runs on its interface, though the agent runs: encapsulated packets are not decapsulated; "+
+			"it is not attached again behind the operator's back: restart the agent to attach it again",
+			"error", err)
+	case err == nil && a.detachedErr != nil:
+		a.log.Info("the decap program runs on its interface again")
+	}
+	a.detachedErr = err
+	return err
 }
 
 // checkLinkPin pins the decap program's link again if someone removed its

@@ -49,6 +49,10 @@ func (a *Agent) Collector() prometheus.Collector {
 			[]string{"node", "interface", "attach_mode", "program_tag"}, nil),
 		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
 			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),
+		attached: prometheus.NewDesc("switchyard_agent_decap_attached",
+			"1 while the decap program runs on the agent's interface; 0: encapsulated packets are not decapsulated (its link was detached, see status --agent), and the agent does not attach it again by itself: restart it.", nil, nil),
+		detachments: prometheus.NewDesc("switchyard_agent_decap_detachments_total",
+			"Times the agent found its decap program no longer running on its interface (its link detached, or made to run another program).", nil, nil),
 		linkPinned: prometheus.NewDesc("switchyard_agent_link_pinned",
 			"1 while the link the decap program is attached through is pinned in the agent's pin directory, where the next run takes it over; 0: a kill or an in-place upgrade of the agent detaches the decap program (status --agent says why).", nil, nil),
 		linkPinRestores: prometheus.NewDesc("switchyard_agent_link_pin_restores_total",
@@ -63,6 +67,7 @@ type collector struct {
 	scrapeErrors                                             prometheus.Counter
 	decap, gue, passed, drops, badOuter, vips, missing, info *prometheus.Desc
 	sysctlsOverridden, linkPinned, linkPinRestores           *prometheus.Desc
+	attached, detachments                                    *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -76,6 +81,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.missing
 	ch <- c.info
 	ch <- c.sysctlsOverridden
+	ch <- c.attached
+	ch <- c.detachments
 	ch <- c.linkPinned
 	ch <- c.linkPinRestores
 }
@@ -122,6 +129,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.sysctlsOverridden, prometheus.GaugeValue, float64(overridden))
+	attached := 0.0
+	if status.ProgramAttached {
+		attached = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.attached, prometheus.GaugeValue, attached)
+	counter(c.detachments, status.ProgramDetachments)
 	pinned := 0.0
 	if status.LinkPinned {
 		pinned = 1

@@ -47,16 +47,21 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	for _, e := range a.EncapAddrs() {
 		st.EncapAddresses = append(st.EncapAddresses, e.String())
 	}
-	// A status is a moment someone looks: the pin is checked then too,
-	// besides the watcher's rounds.
+	// A status is a moment someone looks: the pin and the attachment are
+	// checked then too, besides the watcher's rounds.
 	if err := a.checkLinkPin(); err != nil {
 		// The status says "not pinned" by itself.
 		st.LinkPinError = strings.TrimPrefix(err.Error(), datapath.ErrLinkNotPinned.Error()+": ")
 	} else {
 		st.LinkPinned = true
 	}
+	if err := a.checkDetached(); err != nil {
+		// The status says "not attached" by itself.
+		st.ProgramDetached = strings.TrimPrefix(err.Error(), datapath.ErrDecapDetached.Error()+": ")
+	}
+	st.ProgramAttached = st.ProgramDetached == ""
 	a.linkMu.Lock()
-	st.LinkPinRestores = a.linkRestores
+	st.LinkPinRestores, st.ProgramDetachments = a.linkRestores, a.detachments
 	a.linkMu.Unlock()
 	var err error
 	if st.Counters, err = a.decap.Stats(); err != nil {

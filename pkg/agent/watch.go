@@ -83,7 +83,8 @@ func (a *Agent) syncEncap() error {
 // the decap program's address set in step with the interface's addresses
 // (unless they are configured), and reports through the agent's Lost
 // channel when the interface goes, taking the decap program with it. It
-// also keeps the decap program's link pinned (see checkLinkPin).
+// also keeps the decap program's link pinned (see checkLinkPin), and
+// checks that the program still runs on the interface (checkDetached).
 type watcher struct {
 	a    *Agent
 	ns   netns.NsHandle // the agent's namespace, to subscribe again from any thread
@@ -194,6 +195,9 @@ func (w *watcher) run(sub *subscription) {
 	// now and then.
 	pinCheck := time.NewTicker(w.a.linkCheckEvery)
 	defer pinCheck.Stop()
+	// Nor that the program was detached from the interface.
+	attachCheck := time.NewTicker(w.a.attachCheckEvery)
+	defer attachCheck.Stop()
 	for {
 		var broke bool
 		select {
@@ -202,6 +206,8 @@ func (w *watcher) run(sub *subscription) {
 			return
 		case <-pinCheck.C:
 			w.a.checkLinkPin()
+		case <-attachCheck.C:
+			w.a.checkDetached()
 		case u, ok := <-sub.addrs:
 			broke = !ok
 			switch {

@@ -23,7 +23,7 @@ func (a agentService) AgentStatus(context.Context) (AgentStatus, error) {
 // one of whose sysctls the admin changed since, and which keeps GRO off.
 func sampleAgentStatus(now time.Time) AgentStatus {
 	return AgentStatus{
-		Node: "be1", Interface: "eth0", AttachMode: "native", ProgramTag: "0a1b2c3d4e5f6071",
+		Node: "be1", Interface: "eth0", AttachMode: "native", ProgramTag: "0a1b2c3d4e5f6071", ProgramAttached: true,
 		ConfigFile: "/etc/switchyard/agent.yaml", PinDir: "/sys/fs/bpf/switchyard-agent/eth0",
 		StateFile: "/run/switchyard/agent-eth0.json", StartedAt: now.Add(-90 * time.Second),
 		EncapAddresses: []string{"10.2.1.2", "fd00:2:1::2"}, EncapFollowsInterface: true, GUEPort: 6080,
@@ -167,6 +167,19 @@ func TestWriteAgentStatus(t *testing.T) {
 	}
 	if want := "interface:        ethrn0 (native), decap program 0a1b2c3d4e5f6071; renamed from eth0 (the configured interface) while the agent ran\n"; !strings.Contains(b.String(), want) {
 		t.Errorf("agent status of a renamed interface lacks %q:\n%s", want, b.String())
+	}
+
+	// A decap program no longer on its interface shows where the
+	// operator reads the interface: nothing is decapsulated.
+	detached := sampleAgentStatus(fixedNow)
+	detached.ProgramAttached, detached.ProgramDetachments = false, 1
+	detached.ProgramDetached = "its link (ID 7) was detached from the interface (`bpftool link detach`?)"
+	b.Reset()
+	if err := writeAgentStatus(&b, detached, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "interface:        eth0 (native), decap program 0a1b2c3d4e5f6071 NOT ATTACHED: encapsulated packets are not decapsulated; its link (ID 7) was detached from the interface (`bpftool link detach`?)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status with the decap program detached lacks %q:\n%s", want, b.String())
 	}
 
 	// A link pin the agent restored, and one it cannot.

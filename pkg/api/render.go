@@ -127,7 +127,11 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	if s.ConfiguredInterface != "" {
 		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", s.ConfiguredInterface)
 	}
-	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag), renamed)
+	detached := ""
+	if s.ProgramDetached != "" {
+		detached = " NOT ATTACHED: encapsulated packets are not decapsulated; " + s.ProgramDetached
+	}
+	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag), detached, renamed)
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
 	}

@@ -167,8 +167,16 @@ type AgentStatus struct {
 	ConfiguredInterface string `json:"configured_interface,omitempty"`
 	AttachMode          string `json:"attach_mode"` // native | generic
 	ProgramTag          string `json:"program_tag"`
-	ConfigFile          string `json:"config_file"`
-	PinDir              string `json:"pin_dir"`
+	// ProgramAttached: the decap program runs on Interface;
+	// ProgramDetached says why not (its link was detached, by `bpftool
+	// link detach` say): encapsulated packets are not decapsulated, and
+	// the agent does not attach it again by itself. ProgramDetachments
+	// counts the times the agent found it so.
+	ProgramAttached    bool   `json:"program_attached"`
+	ProgramDetached    string `json:"program_detached,omitempty"`
+	ProgramDetachments uint64 `json:"program_detachments"`
+	ConfigFile         string `json:"config_file"`
+	PinDir             string `json:"pin_dir"`
 	// LinkPinned: the link the decap program is attached through is
 	// pinned in PinDir, where the next run (after a kill, or an in-place
 	// upgrade) takes it over; LinkPinError says why not. The agent pins

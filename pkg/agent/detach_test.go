@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
+)
+
+// logBuffer holds what an agent logged, written by its watcher while the
+// test reads it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
+}
+
+// TestDecapDetachedShows: the decap program's link detached from under a
+// running agent (`bpftool link detach`, here followed by another tool's
+// XDP program on the interface), or updated to another program, left the
+// agent running and its status and metrics saying all was well, while
+// nothing was decapsulated. The agent now finds it on its watcher's
+// rounds, without a status call, logs it once for each time, shows it in
+// its status and metrics, and does not attach its program again over the
+// other one; once that is off, a restart attaches it again.
+func TestDecapDetachedShows(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	logs := &logBuffer{}
+	a, err := New(Config{
+		Agent:    c,
+		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil)),
+		StateDir: testStateDir(t, c),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := a.Stop(); err != nil {
+			t.Errorf("cleanup: Stop: %v", err)
+		}
+		if err := datapath.RemoveDecap(c.PinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	a.attachCheckEvery = 20 * time.Millisecond
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	status := func() api.AgentStatus {
+		t.Helper()
+		st, err := a.AgentStatus(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	const logged = "the decap program no longer runs on its interface, though the agent runs"
+	waitLogged := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(testTimeout); logs.count(logged) < n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent logged %q %d times within %s, want %d", logged, logs.count(logged), testTimeout, n)
+			}
+		}
+	}
+	if st := status(); !st.ProgramAttached || st.ProgramDetached != "" {
+		t.Fatalf("status after Start: program_attached %v, program_detached %q; want attached", st.ProgramAttached, st.ProgramDetached)
+	}
+	if m := gather(t, reg); m["switchyard_agent_decap_attached"] != 1 || m["switchyard_agent_decap_detachments_total"] != 0 {
+		t.Errorf("after Start: switchyard_agent_decap_attached %v, switchyard_agent_decap_detachments_total %v; want 1 and 0",
+			m["switchyard_agent_decap_attached"], m["switchyard_agent_decap_detachments_total"])
+	}
+
+	l, err := link.LoadPinnedLink(filepath.Join(c.PinDir, "link"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decap, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer decap.Close()
+	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "sybg_other", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	// The link made to run another program, and back.
+	if err := l.Update(other); err != nil {
+		t.Fatal(err)
+	}
+	waitLogged(1)
+	if st := status(); st.ProgramAttached || st.ProgramDetachments != 1 || !strings.Contains(st.ProgramDetached, "instead of the agent's") {
+		t.Errorf("status with the link updated to another program: program_attached %v, program_detachments %d, program_detached %q; want not attached, once, naming the other program",
+			st.ProgramAttached, st.ProgramDetachments, st.ProgramDetached)
+	}
+	if err := l.Update(decap); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(); !st.ProgramAttached || st.ProgramDetached != "" || st.ProgramDetachments != 1 {
+		t.Errorf("status with the link updated back: program_attached %v, program_detached %q, program_detachments %d; want attached, found detached once",
+			st.ProgramAttached, st.ProgramDetached, st.ProgramDetachments)
+	}
+	if logs.count("the decap program runs on its interface again") != 1 {
+		t.Errorf("the agent did not log once that its program runs again")
+	}
+
+	// The link detached, and another tool's program attached.
+	if err := l.Detach(); err != nil { // what `bpftool link detach` does
+		t.Fatal(err)
+	}
+	err = topo.Do(be, func() error {
+		ns, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		return datapath.AttachPass(ns, topology.EthName)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passID := xdpProgID(t, topo, be)
+	waitLogged(2)
+	// Read from this test's thread, outside the backend's namespace: the
+	// program named is the backend's eth0's.
+	st := status()
+	if st.ProgramAttached || st.ProgramDetachments != 2 || !strings.Contains(st.ProgramDetached, "was detached from the interface") ||
+		!strings.Contains(st.ProgramDetached, fmt.Sprintf(`XDP program ID %d "xdp_pass" now`, passID)) {
+		t.Errorf("status with the link detached: program_attached %v, program_detachments %d, program_detached %q; want not attached, twice, saying the link was detached and xdp_pass (ID %d) runs now",
+			st.ProgramAttached, st.ProgramDetachments, st.ProgramDetached, passID)
+	}
+	var text strings.Builder
+	if err := api.WriteAgentStatus(&text, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "NOT ATTACHED: encapsulated packets are not decapsulated; its link") {
+		t.Errorf("status --agent does not say the decap program is not attached:\n%s", text.String())
+	}
+	if m := gather(t, reg); m["switchyard_agent_decap_attached"] != 0 || m["switchyard_agent_decap_detachments_total"] != 2 {
+		t.Errorf("with the link detached: switchyard_agent_decap_attached %v, switchyard_agent_decap_detachments_total %v; want 0 and 2",
+			m["switchyard_agent_decap_attached"], m["switchyard_agent_decap_detachments_total"])
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %+v", err, problems)
+	}
+	if n := logs.count(logged); n != 2 {
+		t.Errorf("the detachments were logged %d times, want twice (once each)", n)
+	}
+	if now := xdpProgID(t, topo, be); now != passID {
+		t.Errorf("eth0 runs XDP program %d, want the other tool's %d, left in place", now, passID)
+	}
+
+	// The fix the README gives: a stop, the other program off, a start.
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop with the program detached: %v", err)
+	}
+	err = topo.Do(be, func() error {
+		eth, err := netlink.LinkByName(topology.EthName)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFdWithFlags(eth, -1, 1<<2) // XDP_FLAGS_DRV_MODE
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start again: %v", err)
+	}
+	if st := status(); !st.ProgramAttached || st.ProgramDetachments != 0 {
+		t.Errorf("status after a restart: program_attached %v, program_detachments %d; want attached, none", st.ProgramAttached, st.ProgramDetachments)
+	}
+	if now := xdpProgID(t, topo, be); now == 0 || now == passID {
+		t.Errorf("eth0 runs XDP program %d after a restart (xdp_pass was %d), want the decap program", now, passID)
+	}
+}
+
+// xdpProgID is the ID of the XDP program node's eth0 runs (0: none).
+func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
+	t.Helper()
+	l, err := topo.Link(node, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil {
+		return x.ProgId
+	}
+	return 0
+}
