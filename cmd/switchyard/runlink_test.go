@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -101,14 +100,11 @@ func linkTestSetup(t *testing.T, prefix string) (topo *topology.Topology, lb, pi
 // xdpProgID is the ID of the XDP program node's eth0 runs (0: none).
 func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
 	t.Helper()
-	l, err := topo.Link(node, topology.EthName)
+	id, err := topo.XDPProgID(node, topology.EthName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if x := l.Attrs().Xdp; x != nil {
-		return x.ProgId
-	}
-	return 0
+	return id
 }
 
 // TestRunLinkPinRemovedThenKilled: the balancer program's link pin removed
@@ -176,15 +172,7 @@ func TestRunProgramDetached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = topo.Do(lb, func() error {
-		ns, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer ns.Close()
-		return datapath.AttachPass(ns, topology.EthName)
-	})
-	if err != nil {
+	if err := datapath.AttachPass(topo.NsHandle(lb), topology.EthName); err != nil {
 		t.Fatal(err)
 	}
 	other := xdpProgID(t, topo, lb)

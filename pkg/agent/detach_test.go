@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -152,15 +151,7 @@ func TestDecapDetachedShows(t *testing.T) {
 	if err := l.Detach(); err != nil { // what `bpftool link detach` does
 		t.Fatal(err)
 	}
-	err = topo.Do(be, func() error {
-		ns, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer ns.Close()
-		return datapath.AttachPass(ns, topology.EthName)
-	})
-	if err != nil {
+	if err := datapath.AttachPass(topo.NsHandle(be), topology.EthName); err != nil {
 		t.Fatal(err)
 	}
 	passID := xdpProgID(t, topo, be)
@@ -222,12 +213,9 @@ func TestDecapDetachedShows(t *testing.T) {
 // xdpProgID is the ID of the XDP program node's eth0 runs (0: none).
 func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
 	t.Helper()
-	l, err := topo.Link(node, topology.EthName)
+	id, err := topo.XDPProgID(node, topology.EthName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if x := l.Attrs().Xdp; x != nil {
-		return x.ProgId
-	}
-	return 0
+	return id
 }

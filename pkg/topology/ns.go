@@ -212,6 +212,18 @@ func (t *Topology) Link(node, ifname string) (netlink.Link, error) {
 	return l, nil
 }
 
+// XDPProgID is the ID of the XDP program ifname of node runs (0: none).
+func (t *Topology) XDPProgID(node, ifname string) (uint32, error) {
+	l, err := t.Link(node, ifname)
+	if err != nil {
+		return 0, err
+	}
+	if x := l.Attrs().Xdp; x != nil {
+		return x.ProgId, nil
+	}
+	return 0, nil
+}
+
 // AddAddr adds the address p (e.g. a VIP on "lo") to a device of node and
 // returns once it can be used: IPv6 addresses are added without duplicate
 // address detection, yet stay "tentative" (bind fails with
