@@ -172,6 +172,10 @@ type Agent struct {
 	// the times it was found not to.
 	detachedErr error
 	detachments uint64
+	// checkErr: the last attachment check could not read the link or
+	// the program (datapath.ErrAttachCheckFailed): detachedErr is then
+	// the last state found, not the present one.
+	checkErr error
 	// linkCheckEvery is how often the watcher checks the link's pin,
 	// attachCheckEvery that the program runs on the interface.
 	linkCheckEvery   time.Duration
@@ -319,7 +323,7 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 	}
 	a.lost = make(chan error, 1)
 	// Before the watcher checks them.
-	a.linkPinErr, a.linkRestores, a.detachedErr, a.detachments = nil, 0, nil, 0
+	a.linkPinErr, a.linkRestores, a.detachedErr, a.detachments, a.checkErr = nil, 0, nil, 0, nil
 	if a.watch, err = a.startWatch(); err != nil {
 		return err
 	}
@@ -659,13 +663,30 @@ func (a *Agent) goneError() error {
 // A program that went with its interface is the watcher's to report
 // (Lost): the error then wraps ErrInterfaceGone, and nothing is logged or
 // counted here.
-func (a *Agent) checkDetached() error {
+//
+// A check that could not read the link or the program
+// (datapath.ErrAttachCheckFailed) says nothing of the attachment: it is
+// logged once and returned as checkErr, nothing is counted, and detached
+// is the state last found.
+func (a *Agent) checkDetached() (detached, checkErr error) {
 	a.linkMu.Lock()
 	defer a.linkMu.Unlock()
 	err := a.decap.CheckAttached()
+	if errors.Is(err, datapath.ErrAttachCheckFailed) {
+		if a.checkErr == nil || a.checkErr.Error() != err.Error() {
+			a.log.Error("could not check that the decap program still runs on its interface: its last known state stands",
+				"error", err)
+		}
+		a.checkErr = err
+		return a.detachedErr, err
+	}
+	if a.checkErr != nil {
+		a.log.Info("the decap program's attachment can be checked again")
+		a.checkErr = nil
+	}
 	if err != nil {
 		if _, lerr := a.nl.LinkByIndex(a.ifindex); errors.As(lerr, &netlink.LinkNotFoundError{}) {
-			return a.goneError()
+			return a.goneError(), nil
 		}
 	}
 	switch {
@@ -678,18 +699,25 @@ func (a *Agent) checkDetached() error {
 		a.log.Info("the decap program runs on its interface again")
 	}
 	a.detachedErr = err
-	return err
+	return err, nil
 }
 
 // checkLinkPin pins the decap program's link again if someone removed its
 // pin while the agent runs (see datapath.Decap.RestoreLinkPin), logging
 // each restore, and a pin it cannot restore once (until that changes). A
 // SIGTERM stop does not need the pin; a kill, an in-place upgrade and
-// crash recovery do. It returns the check's failure.
+// crash recovery do. It returns the check's failure (the last one found
+// when the link could not be read).
 func (a *Agent) checkLinkPin() error {
 	a.linkMu.Lock()
 	defer a.linkMu.Unlock()
 	restored, err := a.decap.RestoreLinkPin()
+	if errors.Is(err, datapath.ErrAttachCheckFailed) {
+		// A link that could not be read says nothing of the pin: the
+		// last state found stands. checkDetached meets the same
+		// failure and logs and shows it.
+		return a.linkPinErr
+	}
 	if restored {
 		a.linkRestores++
 		a.log.Warn("the decap program's link pin was removed while the agent ran (rm, or a clean-up of bpffs): pinned again; "+

@@ -219,3 +219,102 @@ func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
 	}
 	return id
 }
+
+// TestAttachCheckFailureIsNoDetachment: a check that cannot read the
+// decap program's link (here the kernel refuses BPF_OBJ_GET_INFO_BY_FD
+// with EPERM, as a seccomp profile or an LSM policy changed under a
+// running agent would) was reported as a detachment: program_detached
+// said "read the decap program's link: operation not permitted", the
+// detachments counter rose, and the agent logged that its program no
+// longer ran. The program runs on: the check's failure is now shown
+// (attach_check_error), logged once, not counted, and the last state
+// found stands, detached as well as attached.
+func TestAttachCheckFailureIsNoDetachment(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	logs := &logBuffer{}
+	a, err := New(Config{
+		Agent:    c,
+		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil)),
+		StateDir: testStateDir(t, c),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := a.Stop(); err != nil {
+			t.Errorf("cleanup: Stop: %v", err)
+		}
+		if err := datapath.RemoveDecap(c.PinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+	})
+	// Only the status calls check, each on the thread the test chooses.
+	a.attachCheckEvery = time.Hour
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	status := func() api.AgentStatus {
+		t.Helper()
+		st, err := a.AgentStatus(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	denied := func() api.AgentStatus {
+		t.Helper()
+		var st api.AgentStatus
+		if err := topology.DenyBPFObjInfo(func() (err error) {
+			st, err = a.AgentStatus(context.Background())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	const (
+		notChecked = "could not check that the decap program still runs on its interface"
+		detached   = "the decap program no longer runs on its interface"
+	)
+
+	for i := range 2 {
+		st := denied()
+		if !st.ProgramAttached || st.ProgramDetached != "" || st.ProgramDetachments != 0 ||
+			!strings.Contains(st.AttachCheckError, "operation not permitted") {
+			t.Errorf("status %d with the link's info refused: program_attached %v, program_detached %q, program_detachments %d, attach_check_error %q; "+
+				"want attached (the last state found), not counted, the check's error shown", i+1,
+				st.ProgramAttached, st.ProgramDetached, st.ProgramDetachments, st.AttachCheckError)
+		}
+		// Nor is the pin, which the same read checks, said to be gone.
+		if !st.LinkPinned || st.LinkPinError != "" {
+			t.Errorf("status %d with the link's info refused: link_pinned %v, link_pin_error %q; want pinned (the last state found)", i+1, st.LinkPinned, st.LinkPinError)
+		}
+	}
+	if n, m := logs.count(notChecked), logs.count(detached); n != 1 || m != 0 {
+		t.Errorf("two failed checks logged %q %d times and %q %d times; want once and never", notChecked, n, detached, m)
+	}
+	if st := status(); !st.ProgramAttached || st.AttachCheckError != "" {
+		t.Errorf("status once the check works: program_attached %v, attach_check_error %q; want attached, no error", st.ProgramAttached, st.AttachCheckError)
+	}
+
+	// Detached: a failed check keeps that too, and counts nothing more.
+	l, err := link.LoadPinnedLink(filepath.Join(c.PinDir, "link"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(); st.ProgramAttached || st.ProgramDetachments != 1 {
+		t.Fatalf("status with the link detached: program_attached %v, program_detachments %d; want detached, once", st.ProgramAttached, st.ProgramDetachments)
+	}
+	if st := denied(); st.ProgramAttached || !strings.Contains(st.ProgramDetached, "was detached") || st.ProgramDetachments != 1 || st.AttachCheckError == "" {
+		t.Errorf("status with the link detached and its info refused: program_attached %v, program_detached %q, program_detachments %d, attach_check_error %q; "+
+			"want detached (the last state found), once, the check's error shown",
+			st.ProgramAttached, st.ProgramDetached, st.ProgramDetachments, st.AttachCheckError)
+	}
+}

@@ -55,11 +55,15 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	} else {
 		st.LinkPinned = true
 	}
-	if err := a.checkDetached(); err != nil {
+	detached, checkErr := a.checkDetached()
+	if detached != nil {
 		// The status says "not attached" by itself.
-		st.ProgramDetached = strings.TrimPrefix(err.Error(), datapath.ErrDecapDetached.Error()+": ")
+		st.ProgramDetached = strings.TrimPrefix(detached.Error(), datapath.ErrDecapDetached.Error()+": ")
 	}
 	st.ProgramAttached = st.ProgramDetached == ""
+	if checkErr != nil {
+		st.AttachCheckError = strings.TrimPrefix(checkErr.Error(), datapath.ErrAttachCheckFailed.Error()+": ")
+	}
 	a.linkMu.Lock()
 	st.LinkPinRestores, st.ProgramDetachments = a.linkRestores, a.detachments
 	a.linkMu.Unlock()

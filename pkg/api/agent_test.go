@@ -182,6 +182,17 @@ func TestWriteAgentStatus(t *testing.T) {
 		t.Errorf("agent status with the decap program detached lacks %q:\n%s", want, b.String())
 	}
 
+	// A check that could not read the link shows the last state found,
+	// and says it is no more.
+	detached.AttachCheckError = "read the decap program's link: operation not permitted"
+	b.Reset()
+	if err := writeAgentStatus(&b, detached, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "NOT ATTACHED: encapsulated packets are not decapsulated; its link (ID 7) was detached from the interface (`bpftool link detach`?) (attachment NOT CHECKED, last known state shown: read the decap program's link: operation not permitted)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status with a failed check lacks %q:\n%s", want, b.String())
+	}
+
 	// A link pin the agent restored, and one it cannot.
 	pins := sampleAgentStatus(fixedNow)
 	pins.PinDir, pins.LinkPinned, pins.LinkPinRestores = "/sys/fs/bpf/switchyard/agent/eth0", true, 2

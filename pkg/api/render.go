@@ -34,6 +34,9 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	if s.ProgramDetached != "" {
 		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", s.ProgramDetached)
 	}
+	if s.AttachCheckError != "" {
+		fmt.Fprintf(tw, " (attachment NOT CHECKED, last known state shown: %s)", s.AttachCheckError)
+	}
 	fmt.Fprintln(tw)
 	switch {
 	case s.LinkPinError != "":
@@ -130,6 +133,9 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	detached := ""
 	if s.ProgramDetached != "" {
 		detached = " NOT ATTACHED: encapsulated packets are not decapsulated; " + s.ProgramDetached
+	}
+	if s.AttachCheckError != "" {
+		detached += " (attachment NOT CHECKED, last known state shown: " + s.AttachCheckError + ")"
 	}
 	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag), detached, renamed)
 	if s.ConfigFile != "" {

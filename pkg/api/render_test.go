@@ -96,6 +96,9 @@ func TestWriteStatusAttachment(t *testing.T) {
 		{"detached", func(s *Status) {
 			s.ProgramAttached, s.ProgramDetached, s.ProgramDetachments = false, "its link (ID 7) was detached from the interface", 1
 		}, "interface: eth0 (native), program 5f1c0a9e3b2d7c41 NOT ATTACHED: VIP traffic is not balanced; its link (ID 7) was detached from the interface\n"},
+		{"attachment not checked", func(s *Status) {
+			s.AttachCheckError = "read the balancer program's link: operation not permitted"
+		}, "interface: eth0 (native), program 5f1c0a9e3b2d7c41 (attachment NOT CHECKED, last known state shown: read the balancer program's link: operation not permitted)\n"},
 		{"pin restored", func(s *Status) { s.LinkPinRestores = 2 },
 			"link pin: removed by hand and pinned again 2 times\n"},
 		{"pin not restorable", func(s *Status) {

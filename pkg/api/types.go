@@ -18,6 +18,10 @@ type Status struct {
 	ProgramAttached    bool   `json:"program_attached"`
 	ProgramDetached    string `json:"program_detached,omitempty"`
 	ProgramDetachments uint64 `json:"program_detachments"`
+	// AttachCheckError: the last check of the attachment could not read
+	// the program's link or the program (EPERM from a seccomp profile
+	// or an LSM, ENOMEM): ProgramAttached is the last state found.
+	AttachCheckError string `json:"attach_check_error,omitempty"`
 	// LinkPinned: the link the program is attached through is pinned in
 	// the pin directory, where the next run (after a kill, or an in-place
 	// upgrade) takes it over; LinkPinError says why not. The daemon pins
@@ -175,8 +179,12 @@ type AgentStatus struct {
 	ProgramAttached    bool   `json:"program_attached"`
 	ProgramDetached    string `json:"program_detached,omitempty"`
 	ProgramDetachments uint64 `json:"program_detachments"`
-	ConfigFile         string `json:"config_file"`
-	PinDir             string `json:"pin_dir"`
+	// AttachCheckError: the last check of the attachment could not read
+	// the decap program's link or the program: ProgramAttached is the
+	// last state found.
+	AttachCheckError string `json:"attach_check_error,omitempty"`
+	ConfigFile       string `json:"config_file"`
+	PinDir           string `json:"pin_dir"`
 	// LinkPinned: the link the decap program is attached through is
 	// pinned in PinDir, where the next run (after a kill, or an in-place
 	// upgrade) takes it over; LinkPinError says why not. The agent pins

@@ -158,6 +158,10 @@ type Balancer struct {
 	linkRestores uint64
 	detachedErr  error
 	detachments  uint64
+	// checkErr: the last attachment check could not read the link or
+	// the program (datapath.ErrAttachCheckFailed): detachedErr is then
+	// the last state found, not the present one.
+	checkErr error
 }
 
 // recycledSlot is a backend slot an apply took from an address no longer
@@ -396,6 +400,12 @@ func (b *Balancer) checkInterface(index int) error {
 // restored as an error once (until that changes).
 func (b *Balancer) checkLinkPin() {
 	restored, err := b.dp.RestoreLinkPin()
+	if errors.Is(err, datapath.ErrAttachCheckFailed) {
+		// A link that could not be read says nothing of the pin: the
+		// last state found stands. checkDetached, on the same rounds,
+		// meets the same failure and logs and shows it.
+		return
+	}
 	if restored {
 		b.linkRestores++
 		b.log.Warn("the balancer program's link pin was removed while the daemon ran (rm, or a clean-up of bpffs): pinned again; "+
@@ -431,6 +441,20 @@ func (b *Balancer) checkLinkPin() {
 // (checkInterface).
 func (b *Balancer) checkDetached() error {
 	err := b.dp.CheckAttached()
+	if errors.Is(err, datapath.ErrAttachCheckFailed) {
+		// A read that failed says nothing of the attachment: no
+		// detachment is counted, and the last state found stands.
+		if b.checkErr == nil || b.checkErr.Error() != err.Error() {
+			b.log.Error("could not check that the balancer program still runs on its interface: its last known state stands",
+				"interface", b.cfg.Datapath.Interface, "error", err)
+		}
+		b.checkErr = err
+		return nil
+	}
+	if b.checkErr != nil {
+		b.log.Info("the balancer program's attachment can be checked again", "interface", b.cfg.Datapath.Interface)
+		b.checkErr = nil
+	}
 	if err != nil && b.ifindex != 0 {
 		if gone := interfaceGone(b.cfg.Datapath.Interface, b.ifindex); gone != nil {
 			return gone
@@ -1713,6 +1737,9 @@ func (b *Balancer) status() (api.Status, flowNames, error) {
 		st.ProgramDetached = strings.TrimPrefix(b.detachedErr.Error(), datapath.ErrDetached.Error()+": ")
 	}
 	st.ProgramAttached = st.ProgramDetached == ""
+	if b.checkErr != nil {
+		st.AttachCheckError = strings.TrimPrefix(b.checkErr.Error(), datapath.ErrAttachCheckFailed.Error()+": ")
+	}
 	st.ProgramDetachments, st.LinkPinRestores = b.detachments, b.linkRestores
 	if b.gateway.IsValid() { // else "", not "invalid IP"
 		st.NextHop.Gateway = b.gateway.String()

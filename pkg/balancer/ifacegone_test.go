@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -21,9 +22,16 @@ import (
 // that receives Run's end. The test's cleanup stops it.
 func runInNode(t *testing.T, topo *topology.Topology, yaml string, logs *logRecords) (*Balancer, <-chan error) {
 	t.Helper()
-	node := topo.Balancer(1)
 	path := filepath.Join(t.TempDir(), "switchyard.yaml")
 	cfg, dp := loadWithDatapath(t, path, yaml)
+	return runOnDatapath(t, topo, path, cfg, dp, logs)
+}
+
+// runOnDatapath is runInNode with the configuration cfg, read from path,
+// over dp.
+func runOnDatapath(t *testing.T, topo *topology.Topology, path string, cfg *config.Config, dp Datapath, logs *logRecords) (*Balancer, <-chan error) {
+	t.Helper()
+	node := topo.Balancer(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *Balancer, 1)
 	ended := make(chan error, 1)

@@ -168,6 +168,12 @@ func linkIfindex(l link.Link) int {
 	return 0
 }
 
+// ErrAttachCheckFailed: the daemon could not read its link or program to
+// check its attachment (EPERM from a seccomp profile or an LSM that
+// changed, ENOMEM): what runs on the interface is unknown, not changed, and
+// the daemon keeps what it last found.
+var ErrAttachCheckFailed = errors.New("could not check the program's attachment")
+
 // checkAttached checks that prog still runs, through the link l, on the
 // interface of index ifindex it was attached to: the balancer's and the
 // agent's check (Balancer.CheckAttached, Decap.CheckAttached). The link
@@ -176,18 +182,20 @@ func linkIfindex(l link.Link) int {
 // another program (BPF_LINK_UPDATE through the pin): the error then wraps
 // detached and says what runs on the interface now, looked up through nl
 // (see xdpNow). program names prog ("decap program"), daemon what holds
-// it ("agent"). Before the attach (l nil) there is nothing to check.
+// it ("agent"). A link or program it cannot read is an error wrapping
+// ErrAttachCheckFailed, which says nothing of the attachment. Before the
+// attach (l nil) there is nothing to check.
 func checkAttached(l link.Link, prog *ebpf.Program, ifindex int, nl *netlink.Handle, detached error, program, daemon string) error {
 	if l == nil {
 		return nil
 	}
 	info, err := l.Info()
 	if err != nil {
-		return fmt.Errorf("read the %s's link: %w", program, err)
+		return fmt.Errorf("%w: read the %s's link: %w (%s)", ErrAttachCheckFailed, program, err, checkFailedAdvice(daemon))
 	}
 	pi, err := prog.Info()
 	if err != nil {
-		return fmt.Errorf("read the %s: %w", program, err)
+		return fmt.Errorf("%w: read the %s: %w (%s)", ErrAttachCheckFailed, program, err, checkFailedAdvice(daemon))
 	}
 	ours, _ := pi.ID()
 	xdp := info.XDP()
@@ -198,6 +206,12 @@ func checkAttached(l link.Link, prog *ebpf.Program, ifindex int, nl *netlink.Han
 		return fmt.Errorf("%w: its link (ID %d) runs program ID %d instead of the %s's (ID %d): something updated the link", detached, info.ID, info.Program, daemon, ours)
 	}
 	return nil
+}
+
+// checkFailedAdvice ends the errors that wrap ErrAttachCheckFailed.
+func checkFailedAdvice(daemon string) string {
+	return fmt.Sprintf("the %s needs CAP_BPF and CAP_SYS_ADMIN and the bpf() system call, which a seccomp profile or an LSM policy may deny; "+
+		"check it with `bpftool link show` as the %s's user; the %s checks again on its next round", daemon, daemon, daemon)
 }
 
 // AttachResult says what attachProgram did.
@@ -348,7 +362,8 @@ func linkRuns(pinDir string, prog *ebpf.Program) bool {
 // program attached meanwhile, but only while its process lives. program
 // names what the link runs ("decap program"), daemon what holds it
 // ("agent"). It reports whether it pinned the link again; an error wraps
-// notPinned when the pin stays missing. Without a pin directory, or
+// notPinned when the pin stays missing, ErrAttachCheckFailed when a link
+// could not be read (which says nothing of the pin). Without a pin directory, or
 // before the attach, there is nothing to check.
 func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon string) (bool, error) {
 	if pinDir == "" || l == nil {
@@ -357,14 +372,14 @@ func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon
 	path := filepath.Join(pinDir, linkPinName)
 	ours, err := l.Info()
 	if err != nil {
-		return false, fmt.Errorf("read the %s's link: %w", program, err)
+		return false, fmt.Errorf("%w: read the %s's link: %w (%s)", ErrAttachCheckFailed, program, err, checkFailedAdvice(daemon))
 	}
 	pinned, err := link.LoadPinnedLink(path, nil)
 	if err == nil {
 		info, ierr := pinned.Info()
 		pinned.Close()
 		if ierr != nil {
-			return false, fmt.Errorf("read the link pinned at %s: %w", path, ierr)
+			return false, fmt.Errorf("%w: read the link pinned at %s: %w (%s)", ErrAttachCheckFailed, path, ierr, checkFailedAdvice(daemon))
 		}
 		if info.ID != ours.ID {
 			return false, fmt.Errorf("%w: %s holds link %d, not the %s's link %d: it was replaced by hand; remove it (the %s then pins its link again)",
