@@ -243,6 +243,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	restore := AttachMode(-1)
 	if pinDir != "" {
 		linkPath = filepath.Join(pinDir, linkPinName)
+		sweepRestorePins(pinDir, true, log)
 		if l, err := link.LoadPinnedLink(linkPath, nil); err == nil {
 			ok, oldTag, oldMode := pinnedLinkUsable(l, ifc.Index)
 			switch {
@@ -365,7 +366,7 @@ func linkRuns(pinDir string, prog *ebpf.Program) bool {
 // notPinned when the pin stays missing, ErrAttachCheckFailed when a link
 // could not be read (which says nothing of the pin). Without a pin directory, or
 // before the attach, there is nothing to check.
-func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon string) (bool, error) {
+func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon string, log *slog.Logger) (bool, error) {
 	if pinDir == "" || l == nil {
 		return false, nil
 	}
@@ -401,6 +402,8 @@ func restoreLinkPin(l link.Link, pinDir string, notPinned error, program, daemon
 	// whatever is at path now. The temporary name is this process's
 	// (restoreTempName), and nothing at it is removed but what this call
 	// pinned there: another pin at it is another's.
+	// What a crash of an earlier restore left would stay for good.
+	sweepRestorePins(pinDir, false, log)
 	own, err := link.NewFromID(ours.ID)
 	if err != nil {
 		return false, fmt.Errorf("%w: open the %s's link %d: %w", notPinned, program, ours.ID, err)
@@ -441,6 +444,76 @@ func isRestoreTempName(name string) bool {
 		}
 	}
 	return true
+}
+
+// restoreTempPID is the process that pinned name, a restoreTempName, and
+// whether the name carries one.
+func restoreTempPID(name string) (int, bool) {
+	digits, ok := strings.CutPrefix(name, linkPinName+"_restore_")
+	if !ok || !isRestoreTempName(name) {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(digits)
+	if err != nil {
+		return 0, true // more digits than a PID has: no process's
+	}
+	return pid, true
+}
+
+// processRuns reports whether a process of ID pid runs (one of another
+// user's too: kill says EPERM for it).
+func processRuns(pid int) bool {
+	if pid <= 0 {
+		return false // 0 and below name process groups, never a pinner
+	}
+	return !errors.Is(unix.Kill(pid, 0), unix.ESRCH)
+}
+
+// sweepRestorePins takes away the temporary pins (restoreTempName) under
+// pinDir of processes that no longer run: a crash between restoreLinkPin's
+// pin and its rename leaves one, which nothing else removes but
+// `switchyard remove`. The pin of a process that runs is never touched,
+// this one's included: it may be pinning at that very moment. With
+// takeOver (at attach, before the pinned link is looked for), a stale pin
+// of a link is first renamed to pinDir/link when nothing is there: the
+// crash may have come after the daemon's link pin was removed, and that
+// pin is then the one that keeps the program attached, which the attach
+// takes over as it does a link at pinDir/link (hitless), where it would
+// otherwise find the interface busy. Each pin taken away or moved is
+// logged; one that cannot be is logged and left.
+func sweepRestorePins(pinDir string, takeOver bool, log *slog.Logger) {
+	entries, err := os.ReadDir(pinDir)
+	if err != nil {
+		return // no directory: nothing to sweep; others: the caller's next step says
+	}
+	linkPath := filepath.Join(pinDir, linkPinName)
+	for _, e := range entries {
+		pid, ok := restoreTempPID(e.Name())
+		if !ok || processRuns(pid) {
+			continue
+		}
+		path := filepath.Join(pinDir, e.Name())
+		if takeOver {
+			if l, err := link.LoadPinnedLink(path, nil); err == nil {
+				l.Close()
+				err := unix.Renameat2(unix.AT_FDCWD, path, unix.AT_FDCWD, linkPath, unix.RENAME_NOREPLACE)
+				if err == nil {
+					log.Warn("took over the link pinned by a process that no longer runs (it crashed while it pinned its link again): moved into place",
+						"pin", path, "to", linkPath, "pid", pid)
+					continue
+				}
+				if !errors.Is(err, unix.EEXIST) {
+					log.Warn("could not move the link pinned by a process that no longer runs into place", "pin", path, "to", linkPath, "error", err)
+					continue
+				}
+			}
+		}
+		if err := os.Remove(path); err != nil {
+			log.Warn("could not remove the temporary link pin of a process that no longer runs", "pin", path, "pid", pid, "error", err)
+			continue
+		}
+		log.Warn("removed the temporary link pin of a process that no longer runs (it crashed while it pinned its link again)", "pin", path, "pid", pid)
+	}
 }
 
 // pinnedLinkUsable reports whether a pinned XDP link is still attached to

@@ -3,7 +3,9 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -590,4 +592,128 @@ func mapID(path string) (ebpf.MapID, error) {
 	}
 	id, _ := info.ID()
 	return id, nil
+}
+
+// deadAndLivePIDs returns the PID of a child process that ran and was
+// waited for (no process runs under it, unless the kernel gave it again
+// meanwhile), and of one that runs until the test ends: a foreign process.
+func deadAndLivePIDs(t *testing.T) (dead, live int) {
+	t.Helper()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	runs := exec.Command("sleep", "600")
+	if err := runs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runs.Process.Kill(); runs.Wait() })
+	return gone.Process.Pid, runs.Process.Pid
+}
+
+// A crash between restoreLinkPin's pin at link_restore_PID and its rename
+// left that pin for good (only `switchyard remove` took it away), and, if
+// the daemon's link pin had been removed, the link pinned only there: the
+// next start found no link to take over and the interface busy. A start
+// (and each restore) now takes away the temporary pins of processes that
+// no longer run, logging it, and keeps those of a process that runs; a
+// start takes over a link pinned only there, as it would at PIN_DIR/link.
+func TestStaleRestorePinsSwept(t *testing.T) {
+	requireRoot(t)
+	dead, live := deadAndLivePIDs(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sybjsw", Balancers: 1, Backends: 1})
+	for _, kind := range []string{"balancer", "decap"} {
+		t.Run(kind, func(t *testing.T) {
+			pin := filepath.Join(BPFFSRoot, fmt.Sprintf("sybj-stalepins-%s-%d", kind, time.Now().UnixNano()))
+			t.Cleanup(func() {
+				if err := removePinned(pin); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			})
+			deadPin := filepath.Join(pin, restoreTempName(dead))
+			livePin := filepath.Join(pin, restoreTempName(live))
+			var logs strings.Builder
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			// start loads and attaches the kind's program, as a daemon
+			// does; its close closes the handles (the pins stay).
+			start := func() (restore func() (bool, error), closeIt func(), res AttachResult, err error) {
+				err = topo.Do(topo.Balancer(1), func() error {
+					switch kind {
+					case "balancer":
+						b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, Logger: log})
+						if err != nil {
+							return err
+						}
+						restore, closeIt = b.RestoreLinkPin, func() { b.Close() }
+						res, err = b.Attach(topology.EthName, AttachNative)
+						return err
+					default:
+						d, err := LoadDecap(pin, log)
+						if err != nil {
+							return err
+						}
+						restore, closeIt = d.RestoreLinkPin, func() { d.Close() }
+						res, err = d.Attach(topology.EthName, AttachNative)
+						return err
+					}
+				})
+				return restore, closeIt, res, err
+			}
+			_, closeFirst, _, err := start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			closeFirst()
+			pinMap(t, deadPin)
+			pinMap(t, livePin)
+
+			// A start.
+			_, closeSecond, _, err := start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(deadPin); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after a start, %s (of a process that no longer runs) is still there: %v", deadPin, err)
+			}
+			if _, err := os.Stat(livePin); err != nil {
+				t.Errorf("a start took away %s, of a process that runs: %v", livePin, err)
+			}
+			if !strings.Contains(logs.String(), "removed the temporary link pin of a process that no longer runs") || !strings.Contains(logs.String(), deadPin) {
+				t.Errorf("the start did not log the pin it removed:\n%s", logs.String())
+			}
+			closeSecond()
+
+			// A crash mid-restore with the link pin removed: the link
+			// is pinned at the temporary name only.
+			if err := os.Rename(filepath.Join(pin, linkPinName), deadPin); err != nil {
+				t.Fatal(err)
+			}
+			restore, closeThird, res, err := start()
+			if err != nil {
+				t.Fatalf("start with the link pinned only at %s: %v", deadPin, err)
+			}
+			defer closeThird()
+			if !res.Replaced {
+				t.Errorf("start with the link pinned only at %s: attached afresh, want the link taken over", deadPin)
+			}
+			if _, err := os.Stat(deadPin); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after taking it over, %s is still there: %v", deadPin, err)
+			}
+
+			// A restore.
+			pinMap(t, deadPin)
+			if err := os.Remove(filepath.Join(pin, linkPinName)); err != nil {
+				t.Fatal(err)
+			}
+			if restored, err := restore(); !restored || err != nil {
+				t.Fatalf("restore: %v, %v; want restored", restored, err)
+			}
+			if _, err := os.Stat(deadPin); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after a restore, %s (of a process that no longer runs) is still there: %v", deadPin, err)
+			}
+			if _, err := os.Stat(livePin); err != nil {
+				t.Errorf("a restore took away %s, of a process that runs: %v", livePin, err)
+			}
+		})
+	}
 }

@@ -646,7 +646,7 @@ var ErrBalancerLinkNotPinned = errors.New("the balancer program's link is not pi
 // the pin stays missing. Without a pin directory, or before Attach, there
 // is nothing to check.
 func (b *Balancer) RestoreLinkPin() (bool, error) {
-	return restoreLinkPin(b.link, b.pinDir, ErrBalancerLinkNotPinned, "balancer program", "balancer")
+	return restoreLinkPin(b.link, b.pinDir, ErrBalancerLinkNotPinned, "balancer program", "balancer", b.log)
 }
 
 // ErrDetached: the balancer program no longer runs on its interface,

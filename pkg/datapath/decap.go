@@ -100,7 +100,7 @@ var ErrLinkNotPinned = errors.New("the decap program's link is not pinned")
 // error wraps ErrLinkNotPinned when the pin stays missing. Without a pin
 // directory, or before Attach, there is nothing to check.
 func (d *Decap) RestoreLinkPin() (bool, error) {
-	return restoreLinkPin(d.link, d.pinDir, ErrLinkNotPinned, "decap program", "agent")
+	return restoreLinkPin(d.link, d.pinDir, ErrLinkNotPinned, "decap program", "agent", d.log)
 }
 
 // ErrDecapDetached: the decap program no longer runs on its interface,
