@@ -167,6 +167,11 @@ type Agent struct {
 	linkMu       sync.Mutex
 	linkPinErr   error
 	linkRestores uint64
+	// What checkMapPins found, under linkMu too: mapPinErr is nil while
+	// every map of the decap program is pinned, mapRestores counts the
+	// pins made again.
+	mapPinErr   error
+	mapRestores uint64
 	// What checkDetached found, under linkMu too: detachedErr is nil
 	// while the decap program runs on the interface, detachments counts
 	// the times it was found not to.
@@ -324,6 +329,7 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 	a.lost = make(chan error, 1)
 	// Before the watcher checks them.
 	a.linkPinErr, a.linkRestores, a.detachedErr, a.detachments, a.checkErr = nil, 0, nil, 0, nil
+	a.mapPinErr, a.mapRestores = nil, 0
 	if a.watch, err = a.startWatch(); err != nil {
 		return err
 	}
@@ -731,6 +737,33 @@ func (a *Agent) checkLinkPin() error {
 		a.log.Info("the decap program's link is pinned again", "pin_dir", a.pinDir)
 	}
 	a.linkPinErr = err
+	return err
+}
+
+// checkMapPins pins again the decap program's maps whose pins someone
+// removed while the agent runs (see datapath.Decap.RestoreMapPins), on the
+// watcher's rounds and at each status, as checkLinkPin does the link. The
+// running program does not need the pins; the next run does: it finds the
+// maps by them, and one it does not find it creates afresh (the counters
+// it takes back through the link pin, if that is there, logging a
+// half-done upgrade; without it they start at 0). It logs each restore, and a pin it cannot restore once
+// (until that changes), and returns the check's failure.
+func (a *Agent) checkMapPins() error {
+	a.linkMu.Lock()
+	defer a.linkMu.Unlock()
+	restored, err := a.decap.RestoreMapPins()
+	if len(restored) > 0 {
+		a.mapRestores += uint64(len(restored))
+		a.log.Warn("pins of the decap program's maps were removed while the agent ran (rm, or a clean-up of bpffs): pinned again; "+
+			"without them the next run of the agent would have created them afresh, finding the counters only through the link pin", "pin_dir", a.pinDir, "maps", fmt.Sprint(restored))
+	}
+	switch {
+	case err != nil && (a.mapPinErr == nil || a.mapPinErr.Error() != err.Error()):
+		a.log.Error("the decap program's maps are not all pinned: the next run of the agent creates the missing ones afresh (the counters it finds only through the link pin)", "error", err)
+	case err == nil && a.mapPinErr != nil:
+		a.log.Info("the decap program's maps are pinned again", "pin_dir", a.pinDir)
+	}
+	a.mapPinErr = err
 	return err
 }
 

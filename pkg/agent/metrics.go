@@ -57,6 +57,10 @@ func (a *Agent) Collector() prometheus.Collector {
 			"1 while the link the decap program is attached through is pinned in the agent's pin directory, where the next run takes it over; 0: a kill or an in-place upgrade of the agent detaches the decap program (status --agent says why).", nil, nil),
 		linkPinRestores: prometheus.NewDesc("switchyard_agent_link_pin_restores_total",
 			"Times the agent pinned the decap program's link again after someone removed its pin (rm, a clean-up of bpffs).", nil, nil),
+		mapsPinned: prometheus.NewDesc("switchyard_agent_maps_pinned",
+			"1 while every map of the decap program (its addresses, configuration and counters) is pinned in the agent's pin directory, where the next run takes it over; 0: the next run creates the missing ones afresh, finding the counters only through the link pin (status --agent says why).", nil, nil),
+		mapPinRestores: prometheus.NewDesc("switchyard_agent_map_pin_restores_total",
+			"Map pins of the decap program the agent made again after someone removed them (rm, a clean-up of bpffs).", nil, nil),
 		sysctlsOverridden: prometheus.NewDesc("switchyard_agent_sysctls_overridden",
 			"Sysctls the agent set for direct server return whose value someone changed since (read at the time of the scrape; switchyard status --agent names them): the agent leaves them as they are, also at stop.", nil, nil),
 	}
@@ -67,7 +71,7 @@ type collector struct {
 	scrapeErrors                                             prometheus.Counter
 	decap, gue, passed, drops, badOuter, vips, missing, info *prometheus.Desc
 	sysctlsOverridden, linkPinned, linkPinRestores           *prometheus.Desc
-	attached, detachments                                    *prometheus.Desc
+	attached, detachments, mapsPinned, mapPinRestores        *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -85,6 +89,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.detachments
 	ch <- c.linkPinned
 	ch <- c.linkPinRestores
+	ch <- c.mapsPinned
+	ch <- c.mapPinRestores
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -141,6 +147,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.linkPinned, prometheus.GaugeValue, pinned)
 	counter(c.linkPinRestores, status.LinkPinRestores)
+	mapsPinned := 0.0
+	if status.MapsPinned {
+		mapsPinned = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.mapsPinned, prometheus.GaugeValue, mapsPinned)
+	counter(c.mapPinRestores, status.MapPinRestores)
 	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(status.VIPs)))
 	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,

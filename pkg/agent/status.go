@@ -55,6 +55,11 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	} else {
 		st.LinkPinned = true
 	}
+	if err := a.checkMapPins(); err != nil {
+		st.MapPinError = strings.TrimPrefix(err.Error(), datapath.ErrMapsNotPinned.Error()+": ")
+	} else {
+		st.MapsPinned = true
+	}
 	detached, checkErr := a.checkDetached()
 	if detached != nil {
 		// The status says "not attached" by itself.
@@ -66,6 +71,7 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	}
 	a.linkMu.Lock()
 	st.LinkPinRestores, st.ProgramDetachments = a.linkRestores, a.detachments
+	st.MapPinRestores = a.mapRestores
 	a.linkMu.Unlock()
 	var err error
 	if st.Counters, err = a.decap.Stats(); err != nil {

@@ -83,7 +83,8 @@ func (a *Agent) syncEncap() error {
 // the decap program's address set in step with the interface's addresses
 // (unless they are configured), and reports through the agent's Lost
 // channel when the interface goes, taking the decap program with it. It
-// also keeps the decap program's link pinned (see checkLinkPin), and
+// also keeps the decap program's link and maps pinned (see checkLinkPin,
+// checkMapPins), and
 // checks that the program still runs on the interface (checkDetached).
 type watcher struct {
 	a    *Agent
@@ -191,8 +192,8 @@ func (w *watcher) subscribe() (*subscription, error) {
 
 func (w *watcher) run(sub *subscription) {
 	defer close(w.done)
-	// No notification says that a pin was removed: the link's is checked
-	// now and then.
+	// No notification says that a pin was removed: the link's and the
+	// maps' are checked now and then.
 	pinCheck := time.NewTicker(w.a.linkCheckEvery)
 	defer pinCheck.Stop()
 	// Nor that the program was detached from the interface.
@@ -206,6 +207,7 @@ func (w *watcher) run(sub *subscription) {
 			return
 		case <-pinCheck.C:
 			w.a.checkLinkPin()
+			w.a.checkMapPins()
 		case <-attachCheck.C:
 			w.a.checkDetached()
 		case u, ok := <-sub.addrs:

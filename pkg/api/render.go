@@ -148,6 +148,12 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	case s.LinkPinRestores > 0:
 		pins += fmt.Sprintf(" (the link's pin was removed by hand and pinned again %d times)", s.LinkPinRestores)
 	}
+	switch {
+	case s.MapPinError != "":
+		pins += fmt.Sprintf(" (maps NOT all PINNED: the next run of the agent creates them afresh; %s)", s.MapPinError)
+	case s.MapPinRestores > 0:
+		pins += fmt.Sprintf(" (map pins removed by hand and pinned again %d times)", s.MapPinRestores)
+	}
 	fmt.Fprintf(tw, "pins:\t%s\n", pins)
 	fmt.Fprintf(tw, "state file:\t%s\n", orDash(s.StateFile))
 	encap := strings.Join(s.EncapAddresses, ", ")

@@ -190,11 +190,18 @@ type AgentStatus struct {
 	// upgrade) takes it over; LinkPinError says why not. The agent pins
 	// it again when someone removes the pin, and LinkPinRestores counts
 	// those times.
-	LinkPinned      bool      `json:"link_pinned"`
-	LinkPinError    string    `json:"link_pin_error,omitempty"`
-	LinkPinRestores uint64    `json:"link_pin_restores"`
-	StateFile       string    `json:"state_file"` // the record of the agent's host changes
-	StartedAt       time.Time `json:"started_at"`
+	LinkPinned      bool   `json:"link_pinned"`
+	LinkPinError    string `json:"link_pin_error,omitempty"`
+	LinkPinRestores uint64 `json:"link_pin_restores"`
+	// MapsPinned: the decap program's maps (its addresses, configuration
+	// and counters) are pinned in PinDir, where the next run takes them
+	// over; MapPinError says why not. The agent pins again a map whose
+	// pin someone removes, and MapPinRestores counts those pins.
+	MapsPinned     bool      `json:"maps_pinned"`
+	MapPinError    string    `json:"map_pin_error,omitempty"`
+	MapPinRestores uint64    `json:"map_pin_restores"`
+	StateFile      string    `json:"state_file"` // the record of the agent's host changes
+	StartedAt      time.Time `json:"started_at"`
 	// EncapAddresses are the outer destinations decapsulated now. With
 	// EncapFollowsInterface they are the interface's addresses, followed
 	// as they change; otherwise the configured ones.

@@ -649,6 +649,40 @@ func (b *Balancer) RestoreLinkPin() (bool, error) {
 	return restoreLinkPin(b.link, b.pinDir, ErrBalancerLinkNotPinned, "balancer program", "balancer", b.log)
 }
 
+// ErrBalancerMapsNotPinned: a map of the balancer program has no pin in
+// the pin directory, and it cannot be pinned again there.
+var ErrBalancerMapsNotPinned = errors.New("the balancer program's maps are not all pinned")
+
+// RestoreMapPins checks that the balancer program's maps are pinned in the
+// pin directory, and pins again those whose pin someone removed, as
+// RestoreLinkPin does the link (see restoreMapPins): without its pin, the
+// next run of the daemon (a restart, a kill, an in-place upgrade) creates
+// the map afresh, and with it loses what it held: the connection table
+// (established flows), the counters, the VIPs, backends and Maglev tables
+// the daemon then has to write again. It returns the names it pinned
+// again; an error wraps ErrBalancerMapsNotPinned when a pin stays missing.
+func (b *Balancer) RestoreMapPins() ([]string, error) {
+	o := &b.objs.balancerMaps
+	held := map[string]*ebpf.Map{
+		"backend_stats": o.BackendStats, "backend_stats_base": o.BackendStatsBase, "backends": o.Backends,
+		"conns": o.Conns, maglevStdPin: o.MaglevStd, "maglev_tables": o.MaglevTables, statsPin: o.Stats,
+		"vip_addrs": o.VipAddrs, "vip_epochs": o.VipEpochs, "vip_index": o.VipIndex, "vip_stats": o.VipStats,
+		"vip_stats_base": o.VipStatsBase, "vips": o.Vips,
+		dataMapNames[".data.config"]: b.data.Config, dataMapNames[".data.vip_filter"]: b.data.VipFilter,
+		dataMapNames[".data.backend_table"]: b.data.BackendTable, dataMapNames[".data.vip_epoch_table"]: b.data.VipEpochTable,
+	}
+	b.mu.Lock()
+	for std, m := range b.standIn {
+		name := standInName
+		if std {
+			name += "_std"
+		}
+		held[name] = m
+	}
+	b.mu.Unlock()
+	return restoreMapPins(b.pinDir, held, ErrBalancerMapsNotPinned, "balancer program", "balancer")
+}
+
 // ErrDetached: the balancer program no longer runs on its interface,
 // though its link is still held.
 var ErrDetached = errors.New("the balancer program is not attached to its interface: VIP traffic is not balanced")

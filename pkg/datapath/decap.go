@@ -103,6 +103,23 @@ func (d *Decap) RestoreLinkPin() (bool, error) {
 	return restoreLinkPin(d.link, d.pinDir, ErrLinkNotPinned, "decap program", "agent", d.log)
 }
 
+// ErrMapsNotPinned: a map of the decap program has no pin in the pin
+// directory, and it cannot be pinned again there.
+var ErrMapsNotPinned = errors.New("the decap program's maps are not all pinned")
+
+// RestoreMapPins checks that the decap program's maps (its addresses, its
+// configuration and its counters) are pinned in the pin directory, and
+// pins again those whose pin someone removed, as RestoreLinkPin does the
+// link (see restoreMapPins): without their pins the next run of the agent
+// creates them afresh (resumeUpgrade takes the counters back through the
+// link pin, if that is there). It returns the names it pinned again; an error wraps
+// ErrMapsNotPinned when a pin stays missing.
+func (d *Decap) RestoreMapPins() ([]string, error) {
+	return restoreMapPins(d.pinDir, map[string]*ebpf.Map{
+		"decap_addrs": d.objs.DecapAddrs, "decap_cfg": d.objs.DecapCfg, decapStatsPin: d.objs.DecapStats,
+	}, ErrMapsNotPinned, "decap program", "agent")
+}
+
 // ErrDecapDetached: the decap program no longer runs on its interface,
 // though its link is still held.
 var ErrDecapDetached = errors.New("the decap program is not attached to its interface: encapsulated packets are not decapsulated")
