@@ -150,6 +150,55 @@ func TestRunLinkPinRemovedThenKilled(t *testing.T) {
 	}
 }
 
+// TestRunMapPinsRemoved: the pins of the balancer program's maps removed
+// by hand (rm, a clean-up of bpffs) while `switchyard run` runs changed
+// nothing at once, but stayed missing: the next run (a restart, a kill, an
+// in-place upgrade) created those maps afresh, its VIPs, backends and
+// Maglev tables empty. The daemon now pins them again on its tick, as it
+// does the link, and says so in its log and status.
+func TestRunMapPinsRemoved(t *testing.T) {
+	t.Parallel()
+	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybim")
+	d := startRun(t, topo, lb, cfgPath)
+	entries, err := os.ReadDir(pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pins []string
+	for _, e := range entries {
+		if e.Name() != "link" {
+			pins = append(pins, filepath.Join(pinDir, e.Name()))
+		}
+	}
+	if len(pins) == 0 {
+		t.Fatalf("no map pinned in %s: the test proves nothing", pinDir)
+	}
+	for _, pin := range pins {
+		if err := os.Remove(pin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No status call: the tick (every 2 s) restores them.
+	for _, pin := range pins {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(pin); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the map pin %s was not restored within 10 s; daemon log:\n%s", pin, d.stderr.String())
+			}
+		}
+	}
+	st := d.status(t)
+	if !st.MapsPinned || st.MapPinRestores != uint64(len(pins)) || st.MapPinError != "" {
+		t.Errorf("status after the map pins were removed: maps_pinned %v, map_pin_restores %d, map_pin_error %q; want pinned again, %d pins",
+			st.MapsPinned, st.MapPinRestores, st.MapPinError, len(pins))
+	}
+	if !strings.Contains(d.stderr.String(), "pins of the balancer program's maps were removed while the daemon ran") {
+		t.Errorf("the daemon did not warn of the restored pins:\n%s", d.stderr.String())
+	}
+}
+
 // TestRunProgramDetached: the balancer program's link detached from under
 // a running daemon (`bpftool link detach`, here followed by another tool's
 // XDP program on the interface) left the daemon running and its status

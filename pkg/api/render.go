@@ -44,6 +44,12 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	case s.LinkPinRestores > 0:
 		fmt.Fprintf(tw, "link pin:\tremoved by hand and pinned again %s\n", plural(s.LinkPinRestores, "time"))
 	}
+	switch {
+	case s.MapPinError != "":
+		fmt.Fprintf(tw, "map pins:\tNOT ALL PINNED: the next run of the daemon creates the missing maps afresh; %s\n", s.MapPinError)
+	case s.MapPinRestores > 0:
+		fmt.Fprintf(tw, "map pins:\tremoved by hand and pinned again: %s\n", plural(s.MapPinRestores, "pin"))
+	}
 	fmt.Fprintf(tw, "config:\tgeneration %d", s.ConfigGeneration)
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, " of %s", s.ConfigFile)

@@ -27,9 +27,17 @@ type Status struct {
 	// upgrade) takes it over; LinkPinError says why not. The daemon pins
 	// it again when someone removes the pin, and LinkPinRestores counts
 	// those times.
-	LinkPinned       bool              `json:"link_pinned"`
-	LinkPinError     string            `json:"link_pin_error,omitempty"`
-	LinkPinRestores  uint64            `json:"link_pin_restores"`
+	LinkPinned      bool   `json:"link_pinned"`
+	LinkPinError    string `json:"link_pin_error,omitempty"`
+	LinkPinRestores uint64 `json:"link_pin_restores"`
+	// MapsPinned: every map of the program (connection table, VIPs,
+	// backends, Maglev tables, counters) is pinned in the pin directory,
+	// where the next run takes it over; MapPinError says why not. The
+	// daemon pins again a map whose pin someone removes, and
+	// MapPinRestores counts those pins.
+	MapsPinned       bool              `json:"maps_pinned"`
+	MapPinError      string            `json:"map_pin_error,omitempty"`
+	MapPinRestores   uint64            `json:"map_pin_restores"`
 	ConfigFile       string            `json:"config_file"`
 	ConfigGeneration uint64            `json:"config_generation"` // +1 per applied (re)load
 	ReloadFailures   uint64            `json:"reload_failures"`

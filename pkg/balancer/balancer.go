@@ -56,8 +56,10 @@ type Datapath interface {
 	Stats() (map[string]uint64, error)
 	// RestoreLinkPin pins the program's link again if its pin was
 	// removed; CheckAttached says whether the program still runs on the
-	// interface (see checkLinkPin and checkDetached).
+	// interface (see checkLinkPin and checkDetached). RestoreMapPins
+	// does for the maps what RestoreLinkPin does for the link.
 	RestoreLinkPin() (bool, error)
+	RestoreMapPins() ([]string, error)
 	CheckAttached() error
 }
 
@@ -162,6 +164,10 @@ type Balancer struct {
 	// the program (datapath.ErrAttachCheckFailed): detachedErr is then
 	// the last state found, not the present one.
 	checkErr error
+	// What checkMapPins found: mapPinErr is nil while every map is
+	// pinned, mapRestores counts the pins made again.
+	mapPinErr   error
+	mapRestores uint64
 }
 
 // recycledSlot is a backend slot an apply took from an address no longer
@@ -348,6 +354,7 @@ func (b *Balancer) Run(ctx context.Context) error {
 		case now := <-tick.C:
 			b.sampleRates(now)
 			b.checkLinkPin()
+			b.checkMapPins()
 			if b.checkDetached() != nil {
 				return b.checkInterface(b.ifindex)
 			}
@@ -419,6 +426,32 @@ func (b *Balancer) checkLinkPin() {
 		b.log.Info("the balancer program's link is pinned again", "pin", b.linkPin())
 	}
 	b.linkPinErr = err
+}
+
+// checkMapPins pins again, on every tick and at each status, the maps of
+// the program whose pins someone removed while the daemon runs (see
+// datapath.Balancer.RestoreMapPins), as checkLinkPin does the link. The
+// running program does not need the pins; the next run (a restart, a
+// kill, an in-place upgrade) does: it finds the maps by them, and creates
+// one it does not find afresh. It takes back the connection table and the
+// counters through the link pin, if that is there, but the VIPs, backends
+// and Maglev tables start empty, with new epochs, and the per-VIP and
+// per-backend counters at 0. Each restore is logged as a warning, a pin
+// that cannot be restored as an error once (until that changes).
+func (b *Balancer) checkMapPins() {
+	restored, err := b.dp.RestoreMapPins()
+	if len(restored) > 0 {
+		b.mapRestores += uint64(len(restored))
+		b.log.Warn("pins of the balancer program's maps were removed while the daemon ran (rm, or a clean-up of bpffs): pinned again; "+
+			"without them the next run of the daemon would have created them afresh", "pin_dir", filepath.Dir(b.linkPin()), "maps", fmt.Sprint(restored))
+	}
+	switch {
+	case err != nil && (b.mapPinErr == nil || b.mapPinErr.Error() != err.Error()):
+		b.log.Error("the balancer program's maps are not all pinned: the next run of the daemon creates the missing ones afresh", "error", err)
+	case err == nil && b.mapPinErr != nil:
+		b.log.Info("the balancer program's maps are pinned again", "pin_dir", filepath.Dir(b.linkPin()))
+	}
+	b.mapPinErr = err
 }
 
 // checkDetached checks, on every tick and at each status, that the
@@ -1730,6 +1763,11 @@ func (b *Balancer) status() (api.Status, flowNames, error) {
 	if b.linkPinErr != nil {
 		// The status says "not pinned" by itself.
 		st.LinkPinError = strings.TrimPrefix(b.linkPinErr.Error(), datapath.ErrBalancerLinkNotPinned.Error()+": ")
+	}
+	b.checkMapPins()
+	st.MapsPinned, st.MapPinRestores = b.mapPinErr == nil, b.mapRestores
+	if b.mapPinErr != nil {
+		st.MapPinError = strings.TrimPrefix(b.mapPinErr.Error(), datapath.ErrBalancerMapsNotPinned.Error()+": ")
 	}
 	if err := b.checkDetached(); err != nil {
 		st.ProgramDetached = err.Error()

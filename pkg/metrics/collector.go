@@ -44,6 +44,7 @@ type Collector struct {
 	nexthopResolved, info             *prometheus.Desc
 	attached, detachments             *prometheus.Desc
 	linkPinned, linkPinRestores       *prometheus.Desc
+	mapsPinned, mapPinRestores        *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls status once per scrape. A
@@ -101,6 +102,8 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		detachments:     d("datapath_detachments_total", "Times the daemon found its program no longer running on its interface (its link detached, or made to run another program)."),
 		linkPinned:      d("link_pinned", "1 while the link the balancer program is attached through is pinned in the pin directory, where the next run takes it over; 0: a kill or an in-place upgrade of the daemon detaches the program (switchyard status says why)."),
 		linkPinRestores: d("link_pin_restores_total", "Times the daemon pinned its program's link again after someone removed its pin (rm, a clean-up of bpffs)."),
+		mapsPinned:      d("maps_pinned", "1 while every map of the balancer program is pinned in the pin directory, where the next run takes it over; 0: the next run creates the missing ones afresh (switchyard status says why)."),
+		mapPinRestores:  d("map_pin_restores_total", "Map pins the daemon made again after someone removed them (rm, a clean-up of bpffs)."),
 		info:            d("info", "Always 1; the labels describe the running datapath.", "node", "interface", "attach_mode", "program_tag"),
 	}
 }
@@ -116,7 +119,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.drops, c.events,
 		c.connEntries, c.connCapacity,
 		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
-		c.attached, c.detachments, c.linkPinned, c.linkPinRestores,
+		c.attached, c.detachments, c.linkPinned, c.linkPinRestores, c.mapsPinned, c.mapPinRestores,
 	}
 }
 
@@ -206,6 +209,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	e.counter(c.detachments, st.ProgramDetachments)
 	e.gauge(c.linkPinned, boolValue(st.LinkPinned))
 	e.counter(c.linkPinRestores, st.LinkPinRestores)
+	e.gauge(c.mapsPinned, boolValue(st.MapsPinned))
+	e.counter(c.mapPinRestores, st.MapPinRestores)
 	e.gauge(c.info, 1, st.Node, st.Interface, st.AttachMode, st.ProgramTag)
 }
 

@@ -17,7 +17,7 @@ import (
 func sampleStatus() api.Status {
 	return api.Status{
 		Node: "lb1", Interface: "eth0", AttachMode: "native", ProgramTag: "5f1c0a9e3b2d7c41",
-		ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1,
+		ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1, MapsPinned: true, MapPinRestores: 2,
 		ConfigGeneration: 4, ReloadFailures: 2,
 		NextHop:   api.NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
 		ConnTable: api.ConnTable{Capacity: 65536, Entries: 1234},
@@ -158,6 +158,12 @@ switchyard_link_pinned 1
 # HELP switchyard_link_pin_restores_total Times the daemon pinned its program's link again after someone removed its pin (rm, a clean-up of bpffs).
 # TYPE switchyard_link_pin_restores_total counter
 switchyard_link_pin_restores_total 1
+# HELP switchyard_maps_pinned 1 while every map of the balancer program is pinned in the pin directory, where the next run takes it over; 0: the next run creates the missing ones afresh (switchyard status says why).
+# TYPE switchyard_maps_pinned gauge
+switchyard_maps_pinned 1
+# HELP switchyard_map_pin_restores_total Map pins the daemon made again after someone removed them (rm, a clean-up of bpffs).
+# TYPE switchyard_map_pin_restores_total counter
+switchyard_map_pin_restores_total 2
 # HELP switchyard_info Always 1; the labels describe the running datapath.
 # TYPE switchyard_info gauge
 switchyard_info{attach_mode="native",interface="eth0",node="lb1",program_tag="5f1c0a9e3b2d7c41"} 1
