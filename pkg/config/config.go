@@ -312,7 +312,10 @@ type Health struct {
 	// Host is the Host header of the check's request, for a backend that
 	// serves several names: a host name or an address, with a port if
 	// needed ("app.example.com", "[fd00::1]:8080"). http and https only.
-	// Empty means the backend's address and the check's port.
+	// Empty means SNI for an https check that sends one (with the check's
+	// port unless it is 443: a backend serving several names answers 421
+	// when Host and SNI differ), else the backend's address and the
+	// check's port.
 	Host string `yaml:"host"`
 	// Send is the datagram a udp check sends, as text: a request the
 	// service answers. udp only, where it or SendBinary is required; 1 to

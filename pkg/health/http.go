@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -38,8 +40,9 @@ type HTTPChecker struct {
 	// which TLS does not send as a name (RFC 6066).
 	ServerName string
 	// Host is the request's Host header, for a backend that serves
-	// several names; "" means the URL's host, the backend's address and
-	// port.
+	// several names. "" means ServerName for an https URL that has one
+	// (with the URL's port unless it is 443, as a browser writes it), else
+	// the URL's host, the backend's address and port.
 	Host string
 	// Dialer opens the connection; nil means a plain net.Dialer.
 	Dialer Dialer
@@ -56,9 +59,7 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 		return fmt.Errorf("http check: %w", err)
 	}
 	req.Header.Set("User-Agent", "switchyard-health-check")
-	if c.Host != "" {
-		req.Host = c.Host
-	}
+	req.Host = c.hostHeader(req.URL)
 
 	// A Transport per check keeps HTTPChecker a plain comparable value
 	// (see Monitor.Set); with keep-alives off it holds nothing afterwards.
@@ -106,6 +107,24 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 		return fmt.Errorf("http check: GET %s: status %s, but the body did not arrive within the timeout: %w", c.URL, statusLine(resp.Status), bodyErr)
 	}
 	return nil
+}
+
+// hostHeader is the request's Host header; "" leaves it to the URL. An
+// https check that sends a server name sends it as Host too unless Host is
+// set: a backend that serves several names picks the site by Host, and
+// Apache and nginx answer 421 Misdirected Request (or the default site's
+// page) when Host names another site than SNI, the backend's address
+// (HAProxy's checks send no Host unless told; a browser sends both alike).
+func (c HTTPChecker) hostHeader(u *url.URL) string {
+	switch {
+	case c.Host != "":
+		return c.Host
+	case c.ServerName == "" || u.Scheme != "https":
+		return ""
+	case u.Port() == "" || u.Port() == "443":
+		return c.ServerName
+	}
+	return net.JoinHostPort(c.ServerName, u.Port())
 }
 
 // checkCipherSuites returns the TLS 1.2 cipher suites an https check

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 )
@@ -162,4 +163,72 @@ func TestHTTPSCheckerClientHelloFitsOneSegment(t *testing.T) {
 		t.Errorf("ClientHello record of %d bytes, want at most %d (one segment on a 1,280-byte path)", got, limit)
 	}
 	t.Logf("ClientHello record: %d bytes", got)
+}
+
+// TestHTTPSCheckerHostFollowsSNI: a backend that serves several names over
+// TLS picks the site by Host, and refuses a request whose Host names
+// another site than the handshake's SNI, as Apache does (421 Misdirected
+// Request). An https check with a server name and no Host sends the server
+// name as Host: it sent the backend's address, and every such backend
+// failed its checks until host was set too.
+func TestHTTPSCheckerHostFollowsSNI(t *testing.T) {
+	hosts := make(chan string, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		name, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			name = r.Host
+		}
+		switch {
+		case r.TLS.ServerName != "" && name != r.TLS.ServerName:
+			w.WriteHeader(http.StatusMisdirectedRequest)
+		case name != "app.example.com":
+			w.WriteHeader(http.StatusNotFound) // the default site has no such page
+		}
+	}))
+	srv.StartTLS()
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	for _, tc := range []struct {
+		name, serverName, host string
+		wantHost, wantErr      string
+	}{
+		{name: "SNI is the Host by default, with the port", serverName: "app.example.com",
+			wantHost: "app.example.com:" + port},
+		{name: "an explicit Host stays", serverName: "app.example.com", host: "other.example.com",
+			wantHost: "other.example.com", wantErr: "status 421 Misdirected Request"},
+		{name: "no SNI, the address", wantHost: srv.Listener.Addr().String(), wantErr: "status 404 Not Found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c := HTTPChecker{URL: srv.URL + "/", ServerName: tc.serverName, Host: tc.host}
+			checkErr(t, c.Check(ctx), tc.wantErr, nil)
+			if got := <-hosts; got != tc.wantHost {
+				t.Errorf("the backend saw Host %q, want %q", got, tc.wantHost)
+			}
+		})
+	}
+}
+
+// On port 443 the Host header has no port, as a browser writes it: some
+// backends compare Host with their name as a string. No listener is
+// needed: the check's request is what is tested.
+func TestHTTPSCheckerHostOnPort443(t *testing.T) {
+	for _, tc := range []struct{ url, serverName, host, want string }{
+		{"https://10.2.1.2:443/", "app.example.com", "", "app.example.com"},
+		{"https://10.2.1.2/", "app.example.com", "", "app.example.com"},
+		{"https://[fd00::2]:8443/", "app.example.com", "", "app.example.com:8443"},
+		{"https://10.2.1.2:443/", "app.example.com", "[fd00::1]:8080", "[fd00::1]:8080"},
+		{"https://10.2.1.2:443/", "", "", ""},
+		{"http://10.2.1.2:80/", "app.example.com", "", ""}, // only https sends SNI
+	} {
+		u, err := url.Parse(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := (HTTPChecker{URL: tc.url, ServerName: tc.serverName, Host: tc.host}).hostHeader(u); got != tc.want {
+			t.Errorf("%s with SNI %q and Host %q: Host header %q, want %q", tc.url, tc.serverName, tc.host, got, tc.want)
+		}
+	}
 }
