@@ -103,7 +103,15 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 	if resp.StatusCode != want {
 		return fmt.Errorf("http check: GET %s: status %s, want %d: %w", c.URL, statusLine(resp.Status), want, ErrUnexpectedStatus)
 	}
-	if bodyErr != nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
+		// The read ended with the timeout, even if it ended without an
+		// error: a server that finishes a stalled response when the
+		// check closes the connection at its timeout (Go's do, over
+		// TLS, on the close_notify) sends the body's end before the
+		// check's read stops, and the check read it as complete.
+		if bodyErr == nil {
+			bodyErr = ctx.Err()
+		}
 		return fmt.Errorf("http check: GET %s: status %s, but the body did not arrive within the timeout: %w", c.URL, statusLine(resp.Status), bodyErr)
 	}
 	return nil
