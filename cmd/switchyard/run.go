@@ -95,9 +95,7 @@ func runRun(args []string) error {
 			}
 			// With the program gone, GRO goes back on as it was.
 			if groTurnedOff {
-				if err := ethtool.SetGRO(cfg.Datapath.Interface, true); err != nil {
-					log.Error("a failed first start could not turn generic receive offload (GRO) back on: turn it on with `ethtool -K "+cfg.Datapath.Interface+" gro on`", "interface", cfg.Datapath.Interface, "error", err)
-				}
+				groBackOn(log, cfg.Datapath.Interface)
 			}
 		}
 	}()
@@ -123,6 +121,24 @@ func runRun(args []string) error {
 	if res.Mode == datapath.AttachGeneric {
 		groTurnedOff = groOffForGeneric(log, cfg.Datapath.Interface)
 	}
+	// A start over an earlier run's pins whose program no longer ran on
+	// the interface (created again, or its link detached) attached one
+	// there: if it fails, it takes it off again, and GRO goes back on, as
+	// a first start does, but the pins, and with them the flows, stay.
+	// (Deferred after dp.Close, so that it runs first.)
+	defer func() {
+		if running || fresh || res.Taken {
+			return
+		}
+		if err := dp.Detach(); err != nil {
+			log.Error("a failed start could not take off the program it attached, which balances with no daemon to check the backends: fix the cause of the failure and start again, or take it off with `switchyard remove --config FILE` (drops the pinned flows)",
+				"interface", cfg.Datapath.Interface, "error", err)
+			return
+		}
+		if groTurnedOff {
+			groBackOn(log, cfg.Datapath.Interface)
+		}
+	}()
 
 	drainFile, legacyDrainFile := drainFiles(cfg.API.Socket, pinDir)
 	bal, err := balancer.New(balancer.Config{
@@ -209,6 +225,14 @@ func groOffForGeneric(log *slog.Logger, iface string) bool {
 			"it stays off while the balancer is attached; after `switchyard remove`, turn it on again with `ethtool -K "+iface+" gro on`", "interface", iface)
 	}
 	return err == nil && on
+}
+
+// groBackOn turns GRO on again on iface, which a start that failed had
+// turned off for its generic-mode program, now taken off.
+func groBackOn(log *slog.Logger, iface string) {
+	if err := ethtool.SetGRO(iface, true); err != nil {
+		log.Error("a failed start could not turn generic receive offload (GRO) back on: turn it on with `ethtool -K "+iface+" gro on`", "interface", iface, "error", err)
+	}
 }
 
 // reloadOnHUP reloads bal's configuration file on each signal from hup,

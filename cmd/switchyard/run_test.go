@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
@@ -456,4 +458,90 @@ func writeRunConfig(t *testing.T, topo *topology.Topology, metricsListen string)
 		t.Fatal(err)
 	}
 	return cfgPath
+}
+
+// A start over the pins of an earlier run that finds none of its programs
+// on the interface (the interface was created again, or the link was
+// detached by hand) attaches afresh. If it then failed (an api.socket in
+// the way), its program stayed attached, balancing with no daemon to check
+// the backends, where the interface ran nothing before, and with GRO,
+// which it had turned off for its generic mode, off. It now takes the
+// program off and turns GRO on again, as a failed first start does,
+// keeping the pins, and with them the flows, of the run before.
+func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
+	t.Parallel()
+	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybfa")
+	d := startRun(t, topo, lb, cfgPath)
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.exited; err != nil {
+		t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
+	}
+	// What an interface created again looks like: the pins stay, the
+	// link is detached, GRO is on (a new device's default).
+	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Detach()
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.SetGRO(lb, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	if id := xdpProgID(t, topo, lb); id != 0 {
+		t.Fatalf("eth0 runs XDP program %d after its link was detached: the test proves nothing", id)
+	}
+	socket := filepath.Join(filepath.Dir(cfgPath), "switchyard.sock")
+	if err := os.WriteFile(socket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "exists and is not a socket") {
+		t.Fatalf("switchyard run with a file at api.socket: %v, want exit status 1 and the socket error; stderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "generic receive offload (GRO) turned off") || !strings.Contains(stderr.String(), "XDP balancer attached") {
+		t.Fatalf("the failed start did not attach afresh and turn GRO off, so the test proves nothing:\n%s", stderr.String())
+	}
+	if id := xdpProgID(t, topo, lb); id != 0 {
+		t.Errorf("a start over earlier pins that attached afresh and then failed left its program %d attached to eth0, which ran none before; its log:\n%s", id, stderr.String())
+	}
+	if on, err := topo.GRO(lb, topology.EthName); err != nil || !on {
+		t.Errorf("a start over earlier pins that failed after its generic attach left GRO off on eth0 (%v)", err)
+	}
+	for _, pin := range []string{"conns", "vips"} {
+		if _, err := os.Stat(filepath.Join(pinDir, pin)); err != nil {
+			t.Errorf("the failed start removed the pin %s of the earlier run: %v", pin, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, "link")); err == nil {
+		t.Errorf("the failed start left its link pinned in %s", pinDir)
+	}
+
+	// The next start, with the socket free, attaches afresh over the pins.
+	if err := os.Remove(socket); err != nil {
+		t.Fatal(err)
+	}
+	d = startRun(t, topo, lb, cfgPath)
+	if st := d.status(t); !st.ProgramAttached || !st.LinkPinned {
+		t.Errorf("status after the start that followed: program_attached %v, link_pinned %v; want attached and pinned", st.ProgramAttached, st.LinkPinned)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
 }

@@ -220,6 +220,11 @@ type AttachResult struct {
 	Replaced bool       // an existing pinned link was updated in place
 	OldTag   string     // tag of the program that was replaced
 	NewTag   string
+	// Taken: a program of this pin directory ran on the interface
+	// before: Replaced, or attached afresh in another mode than the
+	// pinned link's. Without it, the interface ran none of its programs
+	// (no pinned link, or a stale one), and the attach put one there.
+	Taken bool
 }
 
 // attachProgram attaches prog to iface and pins the link at pinDir/link, or,
@@ -253,7 +258,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 					l.Close()
 					return nil, res, fmt.Errorf("replace program on pinned link %s: %w", linkPath, err)
 				}
-				res.Replaced = true
+				res.Replaced, res.Taken = true, true
 				res.Mode = oldMode
 				return l, res, nil
 			case ok:
@@ -271,6 +276,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 				l.Unpin()
 				l.Close()
 				restore = oldMode
+				res.Taken = true
 			default:
 				// The interface went away (or was recreated): the link
 				// is defunct. Drop the pin and attach afresh.

@@ -631,6 +631,27 @@ func (b *Balancer) Attach(iface string, mode AttachMode) (AttachResult, error) {
 	return res, err
 }
 
+// Detach takes the program off the interface Attach attached it to and
+// removes its link pin, leaving its maps pinned: what a start that
+// attached afresh over an earlier run's pins, where the interface ran none
+// of its programs (AttachResult.Taken false), undoes when it fails, so
+// that no program balances with no daemon to check the backends. Before
+// Attach there is nothing to detach.
+func (b *Balancer) Detach() error {
+	if b.link == nil {
+		return nil
+	}
+	if err := b.link.Detach(); err != nil && !errors.Is(err, unix.ENOLINK) {
+		return fmt.Errorf("detach the balancer program: %w", err)
+	}
+	if b.pinDir != "" {
+		if err := b.link.Unpin(); err != nil {
+			return fmt.Errorf("unpin %s: %w", filepath.Join(b.pinDir, linkPinName), err)
+		}
+	}
+	return nil
+}
+
 // ErrBalancerLinkNotPinned: the link the balancer program is attached
 // through has no pin in the pin directory, and it cannot be pinned again
 // there.
