@@ -75,16 +75,19 @@ func LookupInterface(name string) (*net.Interface, error) {
 type attachHints struct {
 	mode   string // how to choose another attach mode
 	remove string // how to remove a stale Switchyard attachment
+	native string // how to ask for native mode
 }
 
 var (
 	balancerHints = attachHints{
-		mode: "set datapath.attach_mode to auto or generic",
+		mode:   "set datapath.attach_mode to auto or generic",
+		native: "set datapath.attach_mode to native",
 		// remove alone is refused: it must be told which datapath.
 		remove: "run `switchyard remove --config FILE` with the configuration that attached it",
 	}
 	decapHints = attachHints{
 		mode:   "run the agent with --attach-mode auto or generic",
+		native: "run the agent with --attach-mode native",
 		remove: "run `switchyard remove --agent --config FILE` with the agent configuration that attached it",
 	}
 )
@@ -260,6 +263,16 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 				}
 				res.Replaced, res.Taken = true, true
 				res.Mode = oldMode
+				if mode == AttachAuto && oldMode == AttachGeneric {
+					// Native is not tried: the kernel runs one mode
+					// at a time, so trying would take the program
+					// off for a moment, at every restart of a driver
+					// without native XDP. But auto said why it runs
+					// generic only at the start that fell back.
+					log.Warn("pinned XDP link runs in generic (skb) mode: kept, so that the restart has no gap, and native mode is not tried: expect lower performance; "+
+						"to try native mode, "+hints.native+" and restart (packets reach the host's stack for a moment while the mode changes), or ask for generic mode to say so and silence this warning",
+						"pin", linkPath, "interface", iface)
+				}
 				return l, res, nil
 			case ok:
 				// An explicit mode is what runs, as on a first attach.

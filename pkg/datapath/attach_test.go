@@ -717,3 +717,60 @@ func TestStaleRestorePinsSwept(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachAutoOverGenericSaysSo: auto mode over a link pinned in
+// generic mode (an earlier start fell back to it, or asked for it) keeps
+// it, so that the restart has no gap; it said nothing of it, though the
+// warning that auto fell back came only at the earlier start: a driver
+// that gained native XDP since (here a veth, which has it) stayed in
+// generic mode, slower, with nothing in the log to say why or what to do.
+func TestAttachAutoOverGenericSaysSo(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "sybo", Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("sybo-auto-generic-%d", time.Now().UnixNano()))
+	t.Cleanup(func() {
+		if err := RemoveBalancer(pin); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	const warning = "pinned XDP link runs in generic (skb) mode: kept, so that the restart has no gap, and native mode is not tried"
+	err := topo.Do(topo.Balancer(1), func() error {
+		b1, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		_, err = b1.Attach(topology.EthName, AttachGeneric)
+		b1.Close()
+		if err != nil {
+			return err
+		}
+		var logs strings.Builder
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			return err
+		}
+		defer b2.Close()
+		res, err := b2.Attach(topology.EthName, AttachAuto)
+		if err != nil {
+			return err
+		}
+		if !res.Replaced || res.Mode != AttachGeneric {
+			return fmt.Errorf("auto over a generic pinned link: %+v, want it replaced in place, in generic mode", res)
+		}
+		if !strings.Contains(logs.String(), warning) || !strings.Contains(logs.String(), "set datapath.attach_mode to native and restart") {
+			return fmt.Errorf("auto kept the generic pinned link without the warning %q and how to try native mode; log:\n%s", warning, logs.String())
+		}
+		// Native kept, or asked for, says nothing.
+		logs.Reset()
+		if _, err := b2.Attach(topology.EthName, AttachGeneric); err != nil {
+			return err
+		}
+		if strings.Contains(logs.String(), warning) {
+			return fmt.Errorf("generic asked for explicitly warned:\n%s", logs.String())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
