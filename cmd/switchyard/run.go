@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -70,13 +71,6 @@ func runRun(args []string) error {
 	if _, err := datapath.LookupInterface(cfg.Datapath.Interface); err != nil {
 		return err
 	}
-	// A first start that fails (a driver without native XDP, an
-	// api.socket in use) leaves nothing behind: neither its maps (64 MiB
-	// of connection table at the default size), pinned for no one, nor
-	// its program, attached with no daemon to check the backends. The
-	// pins of an earlier run hold its flows, and stay.
-	_, statErr := os.Stat(pinDir)
-	fresh := errors.Is(statErr, os.ErrNotExist)
 	// Before the load too: a second daemon of this interface must not
 	// touch the maps and program the running one uses.
 	lock, err := lockPinDir(pinDir)
@@ -84,6 +78,15 @@ func runRun(args []string) error {
 		return err
 	}
 	defer lock.Close()
+	// A first start that fails (a driver without native XDP, an
+	// api.socket in use) leaves nothing behind: neither its maps (64 MiB
+	// of connection table at the default size), pinned for no one, nor
+	// its program, attached with no daemon to check the backends. The
+	// pins of an earlier run hold its flows, and stay. Told apart under
+	// the lock, by what the directory holds: one that was missing before
+	// the lock may hold the pins of a run that took it first; an empty
+	// one (a run killed before it pinned anything) holds none.
+	fresh := emptyDir(lock)
 	running := false
 	groTurnedOff := false
 	defer func() {
@@ -225,6 +228,13 @@ func groOffForGeneric(log *slog.Logger, iface string) bool {
 			"it stays off while the balancer is attached; after `switchyard remove`, turn it on again with `ethtool -K "+iface+" gro on`", "interface", iface)
 	}
 	return err == nil && on
+}
+
+// emptyDir reports whether the directory open as dir holds nothing; not
+// if it cannot be read, which keeps whatever it holds.
+func emptyDir(dir *os.File) bool {
+	_, err := dir.Readdirnames(1)
+	return errors.Is(err, io.EOF)
 }
 
 // groBackOn turns GRO on again on iface, which a start that failed had

@@ -276,6 +276,22 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 			t.Errorf("a first start that failed after its attach left its program attached to lo")
 		}
 	})
+	// An empty pin directory holds no earlier run's pins: a run killed
+	// before it pinned anything leaves one, and so may an administrator
+	// who prepares it. A start that failed there left its 64 MiB of maps.
+	t.Run("empty pin directory", func(t *testing.T) {
+		pinDir := pinDirFor(t)
+		if err := os.MkdirAll(pinDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		out := run(t, pinDir, "native", filepath.Join(dir, "b.sock"))
+		if !strings.Contains(out, "attach XDP to lo in native mode") {
+			t.Errorf("switchyard run in native mode on lo printed %q, want the attach error", out)
+		}
+		if _, err := os.Stat(filepath.Join(pinDir, "conns")); err == nil {
+			t.Errorf("a failed start in an empty pin directory left its connection table pinned in %s", pinDir)
+		}
+	})
 	t.Run("earlier pins", func(t *testing.T) {
 		pinDir := pinDirFor(t)
 		dp, err := datapath.LoadBalancer(datapath.Options{PinDir: pinDir, ConnTableSize: 4096})
