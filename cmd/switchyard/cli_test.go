@@ -152,6 +152,15 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"bogus"}, 2, `unknown command "bogus"`},
 		{[]string{}, 2, "usage: switchyard COMMAND"},
 		{[]string{"help"}, 0, "usage: switchyard COMMAND"},
+		// help COMMAND is COMMAND -h; it printed the list of commands,
+		// and exited 0 for one that does not exist.
+		{[]string{"help", "status"}, 0, "usage: switchyard status [flags]"},
+		{[]string{"help", "drain"}, 0, "usage: switchyard drain [flags] BACKEND"},
+		{[]string{"help", "bogus"}, 2, `unknown command "bogus"`},
+		{[]string{"help", "status", "flows"}, 2, "switchyard help: name one command, not 2"},
+		// A flag before the command is not an unknown command.
+		{[]string{"--socket", sock, "status"}, 2, `"--socket" is not a command: flags go after the command they belong to`},
+		{[]string{"--version"}, 2, `"--version" is not a command`},
 		{[]string{"-h"}, 0, "`switchyard COMMAND -h` shows a command's flags"},
 		{[]string{"status", "-h"}, 0, "-socket"},
 	} {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 type command struct {
@@ -35,19 +36,34 @@ func usage() {
 	fmt.Fprintf(os.Stderr, "\n`switchyard COMMAND -h` shows a command's flags.\n")
 }
 
+// askedForHelp says whether the argument a asks for the list of commands.
+func askedForHelp(a string) bool {
+	return a == "help" || a == "-h" || a == "-help" || a == "--help"
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
 	}
-	if a := os.Args[1]; a == "-h" || a == "--help" || a == "help" {
+	name, args := os.Args[1], os.Args[2:]
+	if name == "help" && len(args) == 1 && !askedForHelp(args[0]) {
+		// `switchyard help status` is `switchyard status -h`: it printed
+		// the list of commands, and exited 0 for a command that does not
+		// exist.
+		name, args = args[0], []string{"-h"}
+	} else if name == "help" && len(args) > 1 {
+		fmt.Fprintf(os.Stderr, "switchyard help: name one command, not %d: %q\n\n", len(args), args)
+		usage()
+		os.Exit(2)
+	} else if askedForHelp(name) {
 		// Asked for: not an error, as with `switchyard COMMAND -h`.
 		usage()
 		return
 	}
 	for _, c := range commands {
-		if c.name == os.Args[1] {
-			if err := c.run(os.Args[2:]); err != nil {
+		if c.name == name {
+			if err := c.run(args); err != nil {
 				fmt.Fprintf(os.Stderr, "switchyard %s: %v\n", c.name, err)
 				if _, ok := errors.AsType[*usageError](err); ok {
 					os.Exit(2)
@@ -57,7 +73,13 @@ func main() {
 			return
 		}
 	}
-	fmt.Fprintf(os.Stderr, "switchyard: unknown command %q\n\n", os.Args[1])
+	if strings.HasPrefix(name, "-") {
+		// `switchyard --socket S status`, `switchyard --version`: the
+		// flags are each command's own.
+		fmt.Fprintf(os.Stderr, "switchyard: %q is not a command: flags go after the command they belong to, as in `switchyard status --json` (`switchyard COMMAND -h` lists a command's flags)\n\n", name)
+	} else {
+		fmt.Fprintf(os.Stderr, "switchyard: unknown command %q\n\n", name)
+	}
 	usage()
 	os.Exit(2)
 }

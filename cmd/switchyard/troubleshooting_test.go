@@ -66,6 +66,9 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 	}{
 		// Command lines.
 		{name: "unknown command", args: []string{"stat"}, phrase: `switchyard: unknown command "stat"`},
+		{name: "help of no command", args: []string{"help", "stat"}, phrase: `switchyard: unknown command "stat"`},
+		{name: "flag before the command", args: []string{"--json", "status"}, phrase: `"--json" is not a command: flags go after the command they belong to`},
+		{name: "help of two commands", args: []string{"help", "status", "flows"}, phrase: "switchyard help: name one command, not 2"},
 		{name: "unknown flag", args: []string{"status", "--bogus"}, phrase: "flag provided but not defined: -bogus"},
 		{name: "duration without unit", args: []string{"status", "--timeout", "10"}, phrase: `invalid value "10" for flag -timeout: parse error`},
 		{name: "positional argument", args: []string{"flows", "web"}, phrase: `unexpected argument "web": this command takes only flags`},
