@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,14 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What a daemon killed outright leaves: a socket nothing listens on.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
 	var encap66 []string
 	for i := range 65 {
 		encap66 = append(encap66, fmt.Sprintf("10.2.%d.%d", i/250, i%250+1))
@@ -80,6 +89,8 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 		{name: "requests 0", args: []string{"demo", "--requests", "0"}, phrase: "--requests 0: give at least 1"},
 		{name: "socket too long", args: []string{"status", "--socket", "/" + strings.Repeat("s", api.MaxSocketPath)}, phrase: "longer than the 107 a unix socket path may have"},
 		{name: "no daemon", args: []string{"status", "--socket", sock}, phrase: "cannot reach switchyard at "},
+		{name: "stale socket", args: []string{"reload", "--socket", stale}, phrase: "nothing listens on this socket: the `switchyard run` that made it was killed or crashed"},
+		{name: "socket is a file", args: []string{"status", "--socket", "{cfg}"}, config: validBalancer, phrase: "it is a file, not a socket"},
 		{name: "no agent", args: []string{"status", "--agent", "--socket", sock}, phrase: "is `switchyard agent` running?"},
 		{name: "log level", args: []string{"run", "--log-level", "verbose"}, phrase: `--log-level "verbose": use debug, info, warn or error`},
 		{name: "attach mode", args: []string{"agent", "--attach-mode", "skb"}, phrase: `unknown attach mode "skb": use native, generic or auto`},

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -164,9 +165,9 @@ func (c *Client) transportError(method string, err error) error {
 		err = ue.Err
 	}
 	switch {
-	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ECONNREFUSED):
 		return &dialError{
-			message: fmt.Sprintf("cannot reach switchyard at %s: is `%s` running? (use --socket to point elsewhere)", c.socket, c.daemon),
+			message: fmt.Sprintf("cannot reach switchyard at %s: %s", c.socket, c.whyNoDaemon(err)),
 			kind:    ErrNoDaemon,
 			cause:   err,
 		}
@@ -184,6 +185,24 @@ func (c *Client) transportError(method string, err error) error {
 		return fmt.Errorf("switchyard at %s did not answer in time (use --timeout to wait longer): %w", c.socket, err)
 	}
 	return fmt.Errorf("talk to switchyard at %s: %w", c.socket, err)
+}
+
+// whyNoDaemon says why nothing answered on the socket, and what to do, for
+// a dial that failed with err. The kernel refuses a connection to any
+// file that is not a listening socket alike: a regular file or a
+// directory at the path (a mistyped --socket, say) was told as a daemon
+// not running, and the socket a killed daemon left as if there were none.
+func (c *Client) whyNoDaemon(err error) string {
+	fi, serr := os.Stat(c.socket)
+	switch {
+	case !errors.Is(err, syscall.ECONNREFUSED) || serr != nil:
+		return fmt.Sprintf("is `%s` running? (use --socket to point elsewhere)", c.daemon)
+	case fi.IsDir():
+		return "it is a directory, not a socket: give --socket the daemon's api.socket"
+	case fi.Mode()&fs.ModeSocket == 0:
+		return "it is a file, not a socket: give --socket the daemon's api.socket"
+	}
+	return fmt.Sprintf("nothing listens on this socket: the `%s` that made it was killed or crashed (a stopped one removes it); start it again (or use --socket to point elsewhere)", c.daemon)
 }
 
 // answerError turns an error answer into an error with the daemon's message.

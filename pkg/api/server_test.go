@@ -462,6 +462,41 @@ func TestClientNoDaemon(t *testing.T) {
 	}
 }
 
+// A socket path where nothing listens says why, and what to do: the
+// kernel refuses a connection to a regular file, a directory and a
+// killed daemon's socket alike, and each was told as no daemon running.
+func TestClientNothingListens(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	file := filepath.Join(dir, "switchyard.yaml")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		client *Client
+		want   string
+	}{
+		{NewClient(stale), "cannot reach switchyard at " + stale + ": nothing listens on this socket: the `switchyard run` that made it was killed or crashed"},
+		{NewAgentClient(stale), "the `switchyard agent` that made it was killed or crashed (a stopped one removes it); start it again"},
+		{NewClient(file), "cannot reach switchyard at " + file + ": it is a file, not a socket: give --socket the daemon's api.socket"},
+		{NewClient(dir), "cannot reach switchyard at " + dir + ": it is a directory, not a socket"},
+		// A path through a file is no socket either; it was "talk to
+		// switchyard at ...: connect: not a directory".
+		{NewClient(filepath.Join(file, "sw.sock")), "cannot reach switchyard at " + filepath.Join(file, "sw.sock") + ": is `switchyard run` running?"},
+	} {
+		_, err := tc.client.Status(t.Context())
+		if !errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want ErrNoDaemon with %q", tc.client.socket, err, tc.want)
+		}
+	}
+}
+
 func TestClientPermissionDenied(t *testing.T) {
 	// Root may connect to any socket, so build the error a user gets.
 	c := NewClient("/run/switchyard/switchyard.sock")
