@@ -108,7 +108,11 @@ func drainCmd(name string, args []string) error {
 		fs.PrintDefaults()
 	}
 	pos := parseInterspersed(fs, args)
-	if len(pos) != 1 {
+	if len(pos) == 0 {
+		fs.Usage()
+		return &usageError{fmt.Sprintf("name the BACKEND to %s: NAME (in every VIP) or VIP/NAME, as `switchyard status` shows them", name)}
+	}
+	if len(pos) > 1 {
 		fs.Usage()
 		return &usageError{fmt.Sprintf("name one BACKEND, not %d: %q", len(pos), pos)}
 	}

@@ -83,6 +83,8 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 		{name: "positional argument", args: []string{"flows", "web"}, phrase: `unexpected argument "web": this command takes only flags`},
 		{name: "two backends", args: []string{"drain", "a", "b"}, phrase: "name one BACKEND, not 2"},
 		{name: "drain usage", args: []string{"drain"}, phrase: "usage: switchyard drain [flags] BACKEND"},
+		// It said "name one BACKEND, not 0: []".
+		{name: "drain of nothing", args: []string{"drain", "--json"}, phrase: "name the BACKEND to drain: NAME (in every VIP) or VIP/NAME"},
 		{name: "limit 0", args: []string{"flows", "--limit", "0"}, phrase: "--limit 0: give at least 1"},
 		{name: "limit too high", args: []string{"flows", "--limit", "200000"}, phrase: "--limit 200000: give at most 100000"},
 		{name: "timeout 0", args: []string{"status", "--timeout", "0s"}, phrase: "--timeout 0s: give a positive duration"},
