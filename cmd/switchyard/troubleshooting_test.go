@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,15 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
+	// Another program's HTTP server on a socket.
+	other := filepath.Join(dir, "other.sock")
+	oln, err := net.Listen("unix", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	osrv := &http.Server{Handler: http.NotFoundHandler()}
+	go osrv.Serve(oln)
+	t.Cleanup(func() { osrv.Close() })
 	var encap66 []string
 	for i := range 65 {
 		encap66 = append(encap66, fmt.Sprintf("10.2.%d.%d", i/250, i%250+1))
@@ -93,6 +103,7 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 		{name: "no daemon", args: []string{"status", "--socket", sock}, phrase: "cannot reach switchyard at "},
 		{name: "stale socket", args: []string{"reload", "--socket", stale}, phrase: "nothing listens on this socket: the `switchyard run` that made it was killed or crashed"},
 		{name: "socket is a file", args: []string{"status", "--socket", "{cfg}"}, config: validBalancer, phrase: "it is a file, not a socket"},
+		{name: "another program's socket", args: []string{"drain", "be1", "--socket", other}, phrase: "answered 404 Not Found, not as switchyard does: is it another program's socket?"},
 		{name: "no agent", args: []string{"status", "--agent", "--socket", sock}, phrase: "is `switchyard agent` running?"},
 		{name: "log level", args: []string{"run", "--log-level", "verbose"}, phrase: `--log-level "verbose": use debug, info, warn or error`},
 		{name: "attach mode", args: []string{"agent", "--attach-mode", "skb"}, phrase: `unknown attach mode "skb": use native, generic or auto`},

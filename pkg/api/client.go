@@ -149,9 +149,12 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return answerError(resp)
+		return c.answerError(resp)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		if _, ok := errors.AsType[*json.SyntaxError](err); ok {
+			return fmt.Errorf("read the answer of switchyard at %s: it is not JSON, as switchyard's are: %s: %w", c.socket, notSwitchyard, err)
+		}
 		return fmt.Errorf("read the answer of switchyard at %s: %w", c.socket, err)
 	}
 	return nil
@@ -206,15 +209,31 @@ func (c *Client) whyNoDaemon(err error) string {
 }
 
 // answerError turns an error answer into an error with the daemon's message.
-func answerError(resp *http.Response) error {
+func (c *Client) answerError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	var e Error
-	msg := ""
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		msg = e.Error
-	} else {
-		// Not one of our answers, e.g. a proxy's or another program's.
-		msg = strings.TrimSpace(resp.Status + ": " + strings.TrimSpace(string(data)))
+		return &serverError{message: e.Error, sentinel: sentinelOf(resp.StatusCode)}
 	}
-	return &serverError{message: msg, sentinel: sentinelOf(resp.StatusCode)}
+	// Not one of our answers: another program serves the socket. Its
+	// body went to the terminal as it was, HTML over several lines,
+	// escape sequences and all.
+	return &serverError{
+		message:  fmt.Sprintf("%s answered %s, not as switchyard does: %s: %s", c.socket, resp.Status, notSwitchyard, excerpt(data)),
+		sentinel: sentinelOf(resp.StatusCode),
+	}
+}
+
+// notSwitchyard is what to do when another program answers on the socket.
+const notSwitchyard = "is it another program's socket? give --socket the daemon's api.socket"
+
+// excerpt is the start of a foreign answer's body, quoted: one line,
+// with control characters escaped.
+func excerpt(data []byte) string {
+	const max = 200
+	s := strings.TrimSpace(string(data))
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "..."
+	}
+	return strconv.Quote(s)
 }

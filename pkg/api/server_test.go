@@ -743,25 +743,44 @@ func TestClientForeignAnswers(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusInternalServerError)
 			fmt.Fprint(w, `{"message": "backend pool locked"}`)
+		case "/v1/undrain":
+			// Written out as it was, this spread over several lines
+			// and coloured (or retitled) the user's terminal.
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, "<html>\n<body>\x1b[31mNot here\x1b]0;title\x07</body>\n</html>\n")
+		case "/v1/reload":
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, "<html>welcome</html>\n")
 		default:
 			http.NotFound(w, r)
 		}
 	})
+	// Each says that the socket may be another program's: the text alone
+	// ("502 Bad Gateway: upstream gone") left the user to guess.
+	foreign := socket + " answered %s, not as switchyard does: is it another program's socket? give --socket the daemon's api.socket: %s"
 	c := NewClient(socket)
 	_, err := c.Status(t.Context())
-	if err == nil || err.Error() != "502 Bad Gateway: upstream gone" {
-		t.Errorf("status: got %v, want the proxy's status and text", err)
+	if want := fmt.Sprintf(foreign, "502 Bad Gateway", `"upstream gone"`); err == nil || err.Error() != want {
+		t.Errorf("status: got %v, want %s", err, want)
 	}
 	for _, s := range []error{ErrNotFound, ErrBadRequest, ErrRejected, ErrNoDaemon} {
 		if errors.Is(err, s) {
 			t.Errorf("status: %v matches %v", err, s)
 		}
 	}
-	if _, err := c.Reload(t.Context()); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "404 Not Found: 404 page not found") {
-		t.Errorf("reload: got %v, want ErrNotFound with the text", err)
+	if _, err := c.AgentStatus(t.Context()); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), fmt.Sprintf(foreign, "404 Not Found", `"404 page not found"`)) {
+		t.Errorf("agent status: got %v, want ErrNotFound with the text", err)
 	}
-	if _, err := c.Drain(t.Context(), "be1"); err == nil || err.Error() != `500 Internal Server Error: {"message": "backend pool locked"}` {
+	if _, err := c.Drain(t.Context(), "be1"); err == nil || err.Error() != fmt.Sprintf(foreign, "500 Internal Server Error", `"{\"message\": \"backend pool locked\"}"`) {
 		t.Errorf("drain: got %v, want the status and the JSON that is not an api.Error", err)
+	}
+	_, err = c.Undrain(t.Context(), "be1")
+	if want := fmt.Sprintf(foreign, "404 Not Found", `"<html>\n<body>\x1b[31mNot here\x1b]0;title\a</body>\n</html>"`); err == nil || err.Error() != want {
+		t.Errorf("undrain:\n got %v\nwant %s", err, want)
+	}
+	if _, err := c.Reload(t.Context()); err == nil || !strings.Contains(err.Error(), "read the answer of switchyard at "+socket+": it is not JSON, as switchyard's are: is it another program's socket?") {
+		t.Errorf("reload: got %v, want an error saying the answer is not switchyard's", err)
 	}
 	if _, err := c.Flows(t.Context(), "", 0); err == nil || !strings.Contains(err.Error(), "read the answer of switchyard at "+socket) {
 		t.Errorf("flows: got %v, want an error naming the socket whose answer was cut short", err)
