@@ -253,6 +253,10 @@ func TestParseErrors(t *testing.T) {
 		{"unknown field in list item", lines("datapath: {interface: eth0}", "vips:",
 			"  - {name: web, address: 10.100.0.1, port: 80,", "     weight: 3}"),
 			[]string{"t.yaml:4: vips[0].weight: unknown field"}},
+		// The key is the user's text: written out as it was, its escape
+		// sequence reached the terminal, its tab broke the line.
+		{"unknown field with control characters", lines("datapath: {interface: eth0}", `"vi\e[31mps": []`, "\"a\\tb\": 1"),
+			[]string{`t.yaml:2: "vi\x1b[31mps": unknown field; valid here: node,`, `t.yaml:3: "a\tb": unknown field`}},
 		{"field set twice", lines("datapath:", "  interface: eth0", "  interface: eth1"),
 			[]string{"t.yaml:3: datapath.interface: set twice (first on line 2)"}},
 		{"not a number", lines("datapath:", "  interface: eth0", "  conn_table_size: 1Mi"),

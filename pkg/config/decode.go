@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -268,6 +269,19 @@ func fieldPath(path, name string) string {
 	return path + "." + name
 }
 
+// keyName is a mapping key as an error's path shows it: as written if it
+// is a plain word, else quoted. An unknown key is the one text of the
+// file an error showed as it was: a tab or newline in it broke the line
+// of the error, an escape sequence rewrote the user's terminal.
+func keyName(k string) string {
+	for _, r := range k {
+		if !unicode.IsPrint(r) || r == ' ' {
+			return strconv.Quote(k)
+		}
+	}
+	return k
+}
+
 // maxAliases bounds how many times aliases (*name) are followed, so that
 // a file of nested aliases cannot make decoding take exponential time.
 const maxAliases = 10000
@@ -373,7 +387,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(k, path, "a field name must be a plain word, got %s", describe(k))
 			continue
 		}
-		p := fieldPath(path, k.Value)
+		p := fieldPath(path, keyName(k.Value))
 		if first, dup := seen[k.Value]; dup {
 			d.fail(k, p, "set twice (first on line %d); keep one", first)
 			continue
