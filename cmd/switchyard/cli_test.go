@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -303,6 +304,58 @@ func TestEveryCommandHelpSaysItsUsage(t *testing.T) {
 		}
 		if want := "usage: switchyard " + c.name + " [flags]"; !strings.HasPrefix(stderr.String(), want) {
 			t.Errorf("switchyard %s -h printed %q, want it to start with %q", c.name, stderr.String(), want)
+		}
+	}
+}
+
+// A user who is not root gets told to use sudo, by every client command:
+// run as nobody against a root-only socket, as the daemons make theirs.
+// (pkg/api's TestClientPermissionDenied builds the error by hand.)
+func TestClientCommandsAsNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root to run the binary as another user")
+	}
+	// The test binary's directory is root's alone: copy it where nobody
+	// may run it.
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "switchyard")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "root.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	if err := os.Chmod(sock, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	for _, args := range [][]string{
+		{"status"}, {"status", "--agent"}, {"status", "--json"}, {"flows"}, {"reload"}, {"drain", "be1"}, {"undrain", "be1"},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, bin, append(args, "--socket", sock)...)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		cancel()
+		ee, ok := errors.AsType[*exec.ExitError](err)
+		want := "permission denied on " + sock + ": the switchyard API is root-only; run this as root (e.g. with sudo)"
+		if !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), want) || stdout.Len() != 0 {
+			t.Errorf("switchyard %q as nobody: %v, stdout %q, stderr %q; want exit 1 with %q on stderr only", args, err, stdout.String(), stderr.String(), want)
 		}
 	}
 }
