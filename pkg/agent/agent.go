@@ -156,6 +156,9 @@ type Agent struct {
 	// peers holds meanwhile (see lockHost).
 	hostLock *os.File
 	peers    []peer
+	// hostLockWait bounds each wait for hostLock (see
+	// defaultHostLockWait).
+	hostLockWait time.Duration
 
 	encapMu sync.Mutex
 	encap   []netip.Addr // the set last written to the decap map
@@ -221,6 +224,7 @@ func New(cfg Config) (*Agent, error) {
 
 		linkCheckEvery:   linkCheckInterval,
 		attachCheckEvery: attachCheckInterval,
+		hostLockWait:     defaultHostLockWait,
 	}
 	if a.pinDir == "" {
 		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
@@ -359,6 +363,24 @@ func (a *Agent) leaveEarlierRun() {
 	a.stateHeld = false
 }
 
+// leaveHostChanges gives up, undoing nothing, the VIPs, sysctls and GRO
+// the agent recorded, when the host lock it needs to undo them could not
+// be taken (lockErr): a VIP or "all" sysctl may be another running
+// agent's too, which only the other agents' records, read under the lock,
+// tell. They stay with the record, which `remove --agent` undoes once the
+// lock is free; the decap program and its pins are this agent's alone and
+// still go.
+func (a *Agent) leaveHostChanges(lockErr error) error {
+	a.log.Error("cannot take the agents' host lock: the VIPs, sysctls and GRO this agent recorded are left as they are, for `switchyard remove --agent --config FILE` once the lock is free; only the decap program and its pins are removed",
+		"file", a.statePath, "error", lockErr)
+	for _, s := range a.sysctls {
+		s.f.Close()
+	}
+	a.sysctls, a.added, a.gro = nil, nil, nil
+	return fmt.Errorf("%w; the VIPs, sysctls and GRO recorded in %s are left as they are, as another agent of the host may share them: "+
+		"once the lock is free, `switchyard remove --agent --config FILE` undoes them", lockErr, a.statePath)
+}
+
 // lockPinDir takes the pin directory for this agent, creating it if need
 // be, and fails with ErrInUse while another agent holds it. Without the
 // lock a second agent would adopt a running one's pins and replace its
@@ -489,9 +511,12 @@ func (a *Agent) teardown() error {
 	var undoErrs []error
 	defer a.unlockHost() // Start and Remove may hold it already
 	if len(a.added) > 0 || len(a.sysctls) > 0 || a.gro != nil {
-		// Not cancellable: what was changed must be undone.
+		// Not cancellable: what was changed must be undone. Without the
+		// lock, the other agents' records say nothing of what they share
+		// (an agent may be writing its own): every host change stays as
+		// it is, recorded, for `remove --agent` to undo under the lock.
 		if err := a.lockHost(context.Background()); err != nil {
-			undoErrs = append(undoErrs, err)
+			undoErrs = append(undoErrs, a.leaveHostChanges(err))
 		}
 	}
 	if err := a.removeVIPs(); err != nil {

@@ -372,7 +372,7 @@ func (a *Agent) lockHost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open agents' lock %s: %w (%s)", path, err, why)
 	}
-	if err := flockWithin(ctx, f, path, hostLockWait, a.log); err != nil {
+	if err := flockWithin(ctx, f, path, a.hostLockWait, a.log); err != nil {
 		f.Close()
 		if ctx.Err() != nil {
 			return fmt.Errorf("wait for the agents' lock %s: %w", path, err)
@@ -390,11 +390,13 @@ func (a *Agent) lockHost(ctx context.Context) error {
 	return nil
 }
 
-// hostLockWait bounds the wait for the host lock, which an agent holds
-// only while it adds or removes VIPs and sysctls: a few milliseconds.
-const hostLockWait = 30 * time.Second
+// defaultHostLockWait bounds the wait for the host lock, which an agent
+// holds only while it adds or removes VIPs and sysctls: a few
+// milliseconds.
+const defaultHostLockWait = 30 * time.Second
 
-// errLockHeld: the host lock stayed taken for all of hostLockWait.
+// errLockHeld: the host lock stayed taken for all of the agent's
+// hostLockWait.
 var errLockHeld = errors.New("another agent of this host has held it too long")
 
 // flockWithin takes f's exclusive flock, waiting at most wait, or until

@@ -1,0 +1,225 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
+)
+
+// shortLockWait stands for the agents' 30 s wait for the host lock: long
+// enough for a lock that is free to be taken at once, short enough for a
+// test that waits for it to run out.
+const shortLockWait = 300 * time.Millisecond
+
+// onLog is a log handler that calls fn, once, when the agent logs msg:
+// synchronously, on the goroutine that logs it, so that fn sees the agent
+// at that very point of its start.
+type onLog struct {
+	slog.Handler
+	msg  string
+	fn   func()
+	done *bool
+}
+
+func (h onLog) Handle(ctx context.Context, r slog.Record) error {
+	if h.fn != nil && r.Message == h.msg && !*h.done {
+		*h.done = true
+		h.fn()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h onLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return onLog{h.Handler.WithAttrs(as), h.msg, h.fn, h.done}
+}
+
+func (h onLog) WithGroup(name string) slog.Handler {
+	return onLog{h.Handler.WithGroup(name), h.msg, h.fn, h.done}
+}
+
+// newAgentOnLog is newAgent whose log, besides going to the test's output
+// and logs, calls fn(agent) when the agent logs msg.
+func newAgentOnLog(t *testing.T, c config.AgentConfig, logs *logBuffer, msg string, fn func(*Agent)) *Agent {
+	t.Helper()
+	var a *Agent
+	h := onLog{
+		Handler: slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}),
+		msg:     msg, done: new(bool),
+	}
+	if fn != nil {
+		h.fn = func() { fn(a) }
+	}
+	var err error
+	a, err = New(Config{Agent: c, Logger: slog.New(h), StateDir: testStateDir(t, c)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	a.hostLockWait = shortLockWait
+	t.Cleanup(func() {
+		if err := a.Stop(); err != nil {
+			t.Errorf("cleanup: Stop: %v", err)
+		}
+		if err := datapath.RemoveDecap(c.PinDir); err != nil {
+			t.Errorf("cleanup: remove pins: %v", err)
+		}
+		t.Logf("agent %s logged:\n%s", c.Interface, logs.String())
+	})
+	return a
+}
+
+// keepHostLock makes the agent's host lock outlive its release, as another
+// agent of the host taking the lock the moment this one lets go, and then
+// hanging, would: flock belongs to the open file, which a duplicate of the
+// agent's descriptor keeps. Called while the agent holds the lock. It
+// returns the release.
+func keepHostLock(t *testing.T, a *Agent) (release func()) {
+	t.Helper()
+	// On the agent's goroutine: no t.Fatal.
+	if a.hostLock == nil {
+		t.Error("keepHostLock: the agent does not hold the host lock")
+		return func() {}
+	}
+	fd, err := unix.Dup(int(a.hostLock.Fd()))
+	if err != nil {
+		t.Error(err)
+		return func() {}
+	}
+	f := os.NewFile(uintptr(fd), hostLockName)
+	t.Cleanup(func() { f.Close() })
+	return func() { f.Close() }
+}
+
+// holdHostLock takes the host lock of the agents whose state directory
+// dir is, as a hung agent holding it would. It returns the release.
+func holdHostLock(t *testing.T, dir string) (release func()) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, hostLockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	return func() { f.Close() }
+}
+
+// TestUndoWithoutHostLockLeavesShared: an agent that must undo its changes
+// (a SIGTERM stop, or a SIGTERM during its start once the program is
+// attached) while another agent of the host holds the host lock for longer
+// than the agent waits for it used to undo them all the same, without the
+// other agents' records: it removed from lo the VIPs, and put back the
+// "all" sysctls, that the other running agent still needed, and that
+// backend dropped what the balancers sent it. Without the lock it now
+// leaves the VIPs, sysctls and its record, which `remove --agent` undoes
+// once the lock is free, and removes only its own program and pins.
+func TestUndoWithoutHostLockLeavesShared(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []string{"stop", "cancelled start"} {
+		t.Run(tc, func(t *testing.T) {
+			t.Parallel()
+			topo, be, c1, c2 := twoAgents(t)
+			const second = "swbv0"
+			if tc == "cancelled start" {
+				if err := topo.SetGRO(be, second, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			groBefore, err := topo.GRO(be, second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(t, topo, be)
+			a1 := startAgent(t, topo, be, c1)
+			running := snapshot(t, topo, be)
+			logs := &logBuffer{}
+			var release func()
+			if tc == "stop" {
+				a2 := newAgentOnLog(t, c2, logs, "", nil)
+				if err := topo.Do(be, a2.Start); err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+				release = holdHostLock(t, filepath.Dir(a2.StatePath()))
+				err = topo.Do(be, a2.Stop)
+			} else {
+				// A generic-mode start with GRO on records GRO under the
+				// host lock after the attach; the SIGTERM comes while it
+				// waits for that lock, which another agent took as this
+				// one let go of it after adding the VIPs.
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				a2 := newAgentOnLog(t, c2, logs, "VIP on lo added by another agent of this host: shared, the last of them to stop removes it", func(a *Agent) {
+					release = keepHostLock(t, a)
+					cancel()
+				})
+				a2.mode = datapath.AttachGeneric
+				err = topo.Do(be, func() error { return a2.StartContext(ctx) })
+				if release == nil {
+					t.Fatal("the second agent did not share the first's VIPs: the test proves nothing")
+				}
+				if Cancelled(err) {
+					t.Errorf("StartContext = %v, taken for a start cancelled with nothing left on the host", err)
+				}
+			}
+			if !errors.Is(err, errLockHeld) || !strings.Contains(err.Error(), "remove --agent") {
+				t.Errorf("undo with the host lock held elsewhere = %v, want errLockHeld saying that `remove --agent` undoes what is left", err)
+			}
+			if logs.count("`switchyard remove --agent --config FILE` once the lock is free") != 1 {
+				t.Error("the agent did not log that it left its changes for `remove --agent`")
+			}
+			for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+				if !loHas(t, topo, be, p) {
+					t.Errorf("VIP %s left lo, while the first agent still runs with it", p)
+				}
+			}
+			for _, key := range []string{"net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce"} {
+				k := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+				if got := sysctlValue(t, topo, be, key); got != running.sysctls[k] {
+					t.Errorf("%s = %s, want %s, as the first agent, still running, set it", key, got, running.sysctls[k])
+				}
+			}
+			if id, err := topo.XDPProgID(be, second); err != nil || id != 0 {
+				t.Errorf("XDP program on %s after the undo: id %d (%v), want none: the program is the agent's alone", second, id, err)
+			}
+			if _, err := os.Stat(c2.PinDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the second agent's pin directory %s is still there (stat: %v)", c2.PinDir, err)
+			}
+			if _, err := os.Stat(stateFile(filepath.Dir(a1.StatePath()), c2.PinDir, second)); err != nil {
+				t.Errorf("the second agent's record: %v, want it kept for `remove --agent`", err)
+			}
+
+			// Once the lock is free, remove --agent undoes what the
+			// second agent left, bar what the first still shares.
+			release()
+			r := newAgent(t, c2)
+			if err := topo.Do(be, r.Remove); err != nil {
+				t.Fatalf("remove --agent once the lock is free: %v", err)
+			}
+			for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+				if !loHas(t, topo, be, p) {
+					t.Errorf("VIP %s left lo at remove --agent, while the first agent still runs with it", p)
+				}
+			}
+			requireNoState(t, r)
+			if err := topo.Do(be, a1.Stop); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			requireSame(t, before, snapshot(t, topo, be))
+			requireNoState(t, a1)
+			if on, err := topo.GRO(be, second); err != nil || on != groBefore {
+				t.Errorf("GRO of %s at the end: %t (%v), want %t as before the agents", second, on, err, groBefore)
+			}
+		})
+	}
+}
