@@ -23,15 +23,20 @@ type groRecord struct {
 // attached.) In native mode GRO runs after XDP: GRO an earlier generic
 // run turned off is turned on again. A failure to turn it off is logged,
 // not fatal: the agent decapsulates what GRO did not merge.
+//
+// The record is written under the host lock, which is taken only then: a
+// start that has nothing to record (native mode, or GRO off already) does
+// not wait for an agent that holds the lock too long, nor fail on it with
+// its program attached.
 func (a *Agent) groForMode(ctx context.Context, mode datapath.AttachMode) error {
-	if err := a.lockHost(ctx); err != nil { // the record is written under it
-		return err
-	}
-	defer a.unlockHost()
 	if mode != datapath.AttachGeneric {
 		if a.gro == nil {
 			return nil
 		}
+		if err := a.lockHost(ctx); err != nil {
+			return err
+		}
+		defer a.unlockHost()
 		err := a.restoreGRO()
 		if serr := a.saveState(); err == nil {
 			err = serr
@@ -48,6 +53,10 @@ func (a *Agent) groForMode(ctx context.Context, mode datapath.AttachMode) error 
 		}
 		return nil
 	}
+	if err := a.lockHost(ctx); err != nil {
+		return err
+	}
+	defer a.unlockHost()
 	a.gro = &groRecord{Dev: a.iface, Ifindex: a.ifindex}
 	if err := a.saveState(); err != nil {
 		a.gro = nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
 // shortLockWait stands for the agents' 30 s wait for the host lock: long
@@ -222,4 +223,38 @@ func TestUndoWithoutHostLockLeavesShared(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNativeStartNeedsNoHostLockAfterAttach: a native-mode start has no
+// GRO to record once its program is attached, yet took the host lock
+// again then: an agent holding that lock too long made such a start fail
+// with its program attached, and the failure undid it all. It now needs
+// the lock only to record, and starts.
+func TestNativeStartNeedsNoHostLockAfterAttach(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	before := snapshot(t, topo, be)
+	logs := &logBuffer{}
+	var release func()
+	a := newAgentOnLog(t, c, logs, "VIP added to lo", func(a *Agent) { release = keepHostLock(t, a) })
+	a.mode = datapath.AttachNative
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("native Start while another agent holds the host lock after the VIPs are added: %v", err)
+	}
+	if release == nil {
+		t.Fatal("the agent added no VIP: the test proves nothing")
+	}
+	if eth, err := topo.Link(be, topology.EthName); err != nil {
+		t.Fatal(err)
+	} else if x := eth.Attrs().Xdp; x == nil || !x.Attached {
+		t.Errorf("eth0 XDP after the start: %+v, want the decap program attached", x)
+	}
+	release()
+	if err := a.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, a)
 }
