@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -112,7 +113,14 @@ func (a *Agent) setSysctls() error {
 // not yet made, or nil if none is needed.
 func (a *Agent) checkSysctl(r sysctlRule) (*sysctl, error) {
 	name := dotted(r.path())
-	f, err := os.OpenFile(filepath.Join(procSys, r.path()), os.O_RDWR, 0)
+	path := filepath.Join(procSys, r.path())
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	// /proc/sys mounted read-only (a container that is not privileged):
+	// a setting the admin gave the value wanted needs no write.
+	readOnly := errors.Is(err, syscall.EROFS)
+	if readOnly {
+		f, err = os.Open(path)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return nil, fmt.Errorf("open sysctl %s: %w (run the agent as root)", name, err)
@@ -134,14 +142,21 @@ func (a *Agent) checkSysctl(r sysctlRule) (*sysctl, error) {
 	if old == r.want || slices.Contains(r.keep, old) || (r.onlyFrom != "" && inForce != r.onlyFrom) {
 		// Set by another agent of this host (an "all" setting they share):
 		// this one restores it too, with the value that one found, if it
-		// stops last.
-		if o, other := a.sharedSysctl(r.path(), false); o != nil && o.Set == old {
+		// stops last. (Read-only, it cannot restore it.)
+		if o, other := a.sharedSysctl(r.path(), false); o != nil && o.Set == old && !readOnly {
 			s := &sysctl{name: name, f: f, shared: true, sysctlRecord: *o}
 			a.log.Info("sysctl set by another agent of this host: shared, the last of them to stop restores it", "key", name, "value", old, "found_before", o.Old, "other_state_file", other)
 			return s, nil
 		}
 		f.Close()
 		return nil, nil
+	}
+	if readOnly {
+		f.Close()
+		return nil, fmt.Errorf("set sysctl %s=%s (it is %s): %s is mounted read-only, as in a container that is not privileged; "+
+			"give it that value before the agent starts (in the container runtime's sysctl settings, or with `sysctl -w %s=%s` run in the agent's network namespace from outside the container), "+
+			"or run the agent where %s is writable",
+			name, r.want, old, procSys, name, r.want, procSys)
 	}
 	rec := sysctlRecord{Conf: r.conf, Dev: r.dev, Key: r.key, Old: old, Set: r.want}
 	if r.dev == a.iface {

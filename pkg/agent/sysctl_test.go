@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +14,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // TestRPFilterRelaxedOnlyOnInterface: the decapsulated packets arrive on
@@ -171,4 +174,80 @@ func TestSysctlOverriddenMetric(t *testing.T) {
 	if v := overridden(); v != 0 {
 		t.Errorf("switchyard_agent_sysctls_overridden = %v with eth0.arp_announce back at 2, want 0", v)
 	}
+}
+
+// startReadOnlyProcSys starts a in node on a thread whose mount namespace
+// has /proc/sys read-only, as a container that is not privileged has it.
+// The thread ends with the start (topology.Do never unlocks it).
+func startReadOnlyProcSys(topo *topology.Topology, node string, a *Agent) error {
+	return topo.Do(node, func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("unshare the mount namespace: %w", err)
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+			return fmt.Errorf("make / a slave mount: %w", err)
+		}
+		if err := unix.Mount(procSys, procSys, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", procSys, err)
+		}
+		if err := unix.Mount("", procSys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("remount %s read-only: %w", procSys, err)
+		}
+		return a.Start()
+	})
+}
+
+// TestReadOnlyProcSys: in a container that is not privileged /proc/sys is
+// read-only, and the agent failed on its first sysctl with `open sysctl
+// net.ipv4.conf.all.arp_ignore: read-only file system`, which says nothing
+// of the fix, even when the admin had given every setting the value direct
+// server return needs (in the container runtime's sysctl settings). Settings as wanted need no
+// write now, and the agent starts; one that needs a change fails the start
+// with the value to give it and how, and leaves the host as it was.
+func TestReadOnlyProcSys(t *testing.T) {
+	t.Parallel()
+	t.Run("settings to change", func(t *testing.T) {
+		t.Parallel()
+		topo := newTopology(t)
+		be := topo.Backend(1)
+		setSysctl(t, topo, be, "net.ipv4.conf.all.arp_ignore", "0")
+		before := snapshot(t, topo, be)
+		a := newAgent(t, testConfig(topo))
+		err := startReadOnlyProcSys(topo, be, a)
+		if err == nil || !strings.Contains(err.Error(), "`sysctl -w net.ipv4.conf.all.arp_ignore=1`") {
+			t.Fatalf("Start with /proc/sys read-only and arp_ignore 0: %v, want an error naming the value to give it and how", err)
+		}
+		t.Logf("Start: %v", err)
+		requireSame(t, before, snapshot(t, topo, be))
+		requireNoState(t, a)
+	})
+	t.Run("settings given beforehand", func(t *testing.T) {
+		t.Parallel()
+		topo := newTopology(t)
+		be := topo.Backend(1)
+		for key, v := range map[string]string{
+			"net.ipv4.conf.all.arp_ignore":    "1",
+			"net.ipv4.conf.all.arp_announce":  "2",
+			"net.ipv4.conf.eth0.arp_ignore":   "1",
+			"net.ipv4.conf.eth0.arp_announce": "2",
+			"net.ipv4.conf.eth0.rp_filter":    "2",
+		} {
+			setSysctl(t, topo, be, key, v)
+		}
+		before := snapshot(t, topo, be)
+		a := newAgent(t, testConfig(topo))
+		if err := startReadOnlyProcSys(topo, be, a); err != nil {
+			t.Fatalf("Start with /proc/sys read-only and the settings as direct server return needs them: %v", err)
+		}
+		for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+			if !loHas(t, topo, be, p) {
+				t.Errorf("VIP %s not on lo while the agent runs", p)
+			}
+		}
+		if err := a.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		requireSame(t, before, snapshot(t, topo, be))
+		requireNoState(t, a)
+	})
 }
