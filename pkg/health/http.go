@@ -94,6 +94,9 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 	// The status decides, but the body is read (up to MaxHTTPBody) before
 	// the close: closing a socket whose receive buffer still holds data
 	// sends a reset, which the backend logs as an error, every interval.
+	// Unlike TCPChecker, the check does not reset on purpose either: the
+	// request says "Connection: close", so the server closes first and
+	// the TIME_WAIT socket is the backend's, not the balancer's.
 	// The read is bounded by ctx, the check's timeout: a body that stalls
 	// fails the check, as a backend that does not answer does. Other read
 	// errors (a backend that resets after its response, a length header
