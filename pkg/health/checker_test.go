@@ -3,7 +3,9 @@ package health
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -289,6 +291,72 @@ func TestHTTPCheckerReadsTheBody(t *testing.T) {
 	case err := <-closes:
 		if err != io.EOF {
 			t.Errorf("the backend saw the check's connection end with %v, want a clean close (EOF)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the check did not close its connection")
+	}
+}
+
+// TestHTTPCheckerAsksForNoCompression: a check sends no Accept-Encoding,
+// so a backend does not compress its answer for every check, every
+// interval: Go's client asked for gzip by default. The backend is a real
+// server that records the request's headers.
+func TestHTTPCheckerAsksForNoCompression(t *testing.T) {
+	got := make(chan http.Header, 1)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+	})
+	plain := httptest.NewServer(handler)
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(handler)
+	defer tlsSrv.Close()
+	for _, tc := range []struct {
+		name string
+		c    HTTPChecker
+	}{
+		{"http", HTTPChecker{URL: plain.URL + "/"}},
+		{"https", HTTPChecker{URL: tlsSrv.URL + "/"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tc.c.Check(ctx); err != nil {
+				t.Fatalf("Check() = %v, want healthy", err)
+			}
+			if h := <-got; h.Values("Accept-Encoding") != nil {
+				t.Errorf("the check sent Accept-Encoding: %q, want none", h.Values("Accept-Encoding"))
+			}
+		})
+	}
+}
+
+// TestHTTPCheckerBodyLimitCountsWireBytes: MaxHTTPBody counts the bytes
+// the backend sent, not what they inflate to. The backend sends a gzip
+// body anyway (some do, unasked): 1 MiB of zeros, then 16 KiB that do
+// not compress, in about 18 KiB. A check that inflated it stopped after
+// 64 KiB inflated, a few dozen bytes of the stream, and closed on the
+// rest with a reset; it now reads the 18 KiB and closes cleanly.
+func TestHTTPCheckerBodyLimitCountsWireBytes(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(make([]byte, 1<<20))
+	noise := make([]byte, 16<<10)
+	rand.Read(noise)
+	zw.Write(noise)
+	zw.Close()
+	if gz.Len() >= MaxHTTPBody || gz.Len() < 8<<10 {
+		t.Fatalf("test body is %d bytes gzipped, want 8 KiB to MaxHTTPBody", gz.Len())
+	}
+	url, closes := rawHTTP(t, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", gz.Len()), gz.Bytes())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := (HTTPChecker{URL: url}).Check(ctx); err != nil {
+		t.Fatalf("Check() = %v, want healthy", err)
+	}
+	select {
+	case err := <-closes:
+		if err != io.EOF {
+			t.Errorf("the backend saw the check's connection end with %v, want a clean close (EOF): the check cut a %d-byte body", err, gz.Len())
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the check did not close its connection")

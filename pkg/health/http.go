@@ -13,8 +13,10 @@ import (
 	"unicode/utf8"
 )
 
-// MaxHTTPBody is how much of a response body HTTPChecker reads. A longer
-// body is cut, and its connection closed with a reset.
+// MaxHTTPBody is how much of a response body HTTPChecker reads, in bytes
+// as they came (less chunked framing): a check asks for no compression,
+// and inflates none it gets. A longer body is cut, and its connection
+// closed with a reset.
 const MaxHTTPBody = 64 << 10
 
 // HTTPChecker sends GET URL and expects ExpectStatus. Redirects are not
@@ -78,6 +80,12 @@ func (c HTTPChecker) Check(ctx context.Context) error {
 			ServerName:       c.ServerName,
 		},
 		DisableKeepAlives: true,
+		// No "Accept-Encoding: gzip", which Go sends by default: a
+		// backend would compress every check's answer, every
+		// interval, for a check that wants its status, and the
+		// MaxHTTPBody bound would count inflated bytes, so that a
+		// small compressed body could be cut with a reset.
+		DisableCompression: true,
 		// A check reads a status line, not a page of headers: Go's
 		// default would hold up to 1 MiB of them per check.
 		MaxResponseHeaderBytes: maxHTTPHeader,
