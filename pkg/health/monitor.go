@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"reflect"
 	"sync"
 	"time"
@@ -24,7 +25,8 @@ type Target struct {
 	// after being passed to Set.
 	Checker Checker
 	// Interval is the time from the start of one check to the start of the
-	// next; Timeout bounds each check and may not exceed Interval.
+	// next, plus a random jitter of up to a tenth of Interval (see
+	// Monitor.run); Timeout bounds each check and may not exceed Interval.
 	Interval, Timeout time.Duration
 	// Rise consecutive successes mark an unhealthy target healthy; Fall
 	// consecutive failures mark a healthy target unhealthy. Both >= 1.
@@ -269,31 +271,35 @@ func (m *Monitor) Close() {
 	m.wg.Wait()
 }
 
-// run checks e's target every Interval, starting after delay, until ctx
-// ends.
+// jitterShare: each gap between the starts of two checks of a target is
+// its Interval plus a random jitter of up to Interval/jitterShare.
+const jitterShare = 10
+
+// run checks e's target until ctx ends: first after delay, then each
+// check Interval plus a random jitter (up to Interval/jitterShare) after
+// the start of the one before, or at once if that one (or the wait for
+// its Transition to be received) took longer. Without the jitter,
+// balancers started together (a fleet restarted by automation) would
+// check a backend in the same instants forever; with it their phases
+// drift apart, as HAProxy's spread-checks makes them. The jitter only
+// lengthens a gap: a target is never checked more often than once per
+// Interval.
 func (m *Monitor) run(ctx context.Context, e *entry, delay time.Duration) {
 	defer m.wg.Done()
 	defer close(e.done)
-	if delay > 0 {
-		wait := time.NewTimer(delay)
+	wait := time.NewTimer(delay)
+	defer wait.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			wait.Stop()
 			return
 		case <-wait.C:
 		}
-	}
-	tick := time.NewTicker(e.target.Interval)
-	defer tick.Stop()
-	for {
+		start := time.Now()
 		if tr, ok := m.check(ctx, e); ok {
 			m.report(ctx, tr)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+		wait.Reset(time.Until(start.Add(e.target.Interval + rand.N(e.target.Interval/jitterShare+1))))
 	}
 }
 

@@ -577,6 +577,72 @@ func TestChecksSpacedByInterval(t *testing.T) {
 	}
 }
 
+// TestChecksJittered: the gap from one check of a target to the next is
+// its interval plus a random jitter of up to a tenth of it, so that
+// balancers started together do not check a backend in the same instants
+// forever: every gap was the interval, and the checks kept their phase.
+// The backend is a real listener, which tells when each check connected;
+// the gaps' sum is checked, not each gap (see below).
+func TestChecksJittered(t *testing.T) {
+	const (
+		n      = 15 // checks, n-1 gaps
+		every  = 300 * time.Millisecond
+		jitter = every / jitterShare
+		// slack covers the scheduling of the listener's goroutine at
+		// the first and last check, on a loaded machine.
+		slack = 50 * time.Millisecond
+	)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepts := make(chan time.Time, n)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case accepts <- time.Now():
+			default:
+			}
+			c.Close()
+		}
+	}()
+	m, _ := newMonitor(t, true)
+	if err := m.Set([]Target{{Key: "k", Checker: TCPChecker{Addr: netip.MustParseAddrPort(ln.Addr().String())},
+		Interval: every, Timeout: every / 2, Rise: 1, Fall: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var at []time.Time
+	timer := time.NewTimer(n*(every+jitter) + deadline)
+	defer timer.Stop()
+	for len(at) < n {
+		select {
+		case a := <-accepts:
+			at = append(at, a)
+		case <-timer.C:
+			t.Fatalf("%d of %d checks within %s", len(at), n, n*(every+jitter)+deadline)
+		}
+	}
+	// One gap carries the scheduling noise of both its ends (on this
+	// 2-core machine under load, a gap of 406ms then one of 193ms were
+	// seen without jitter), which cancels out in the sum of the gaps:
+	// the span from the first check to the last is n-1 intervals plus
+	// the sum of n-1 jitters, each up to a tenth of the interval, about
+	// half of that on average. Without jitter, the checks kept their
+	// phase: the span was n-1 intervals, within a millisecond.
+	span := at[n-1].Sub(at[0])
+	if lo, hi := (n-1)*every-slack, (n-1)*(every+jitter)+slack; span < lo || span > hi {
+		t.Errorf("%d checks spanned %s, want %s to %s: %d intervals of %s, each with a jitter of up to %s", n, span, (n-1)*every, (n-1)*(every+jitter), n-1, every, jitter)
+	}
+	if drift := span - (n-1)*every; drift < (n-1)*jitter/8 {
+		t.Errorf("check %d started %s later than %d intervals after the first: the checks kept their phase; want it about %s later, the sum of %d jitters", n-1, drift, n-1, (n-1)*jitter/2, n-1)
+	}
+}
+
 // TestRestartKeepsTheLastResult: a target restarted by Set (a reload that
 // changes its check) shows its last result until the new check has one:
 // a down backend showed no reason, and the status "ok", meanwhile.
