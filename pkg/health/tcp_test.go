@@ -13,10 +13,10 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// timeWaits counts the TIME_WAIT sockets on loopback whose 4-tuple has
-// port as its local or remote port: the sockets that connections to a
-// listener on port left behind, on either side.
-func timeWaits(t *testing.T, port uint16) int {
+// timeWaits counts the IPv4 TIME_WAIT sockets whose 4-tuple, seen from
+// either end, is one of conns (local and remote address of a connection):
+// what those connections left behind, on either side.
+func timeWaits(t *testing.T, conns map[[2]netip.AddrPort]bool) int {
 	t.Helper()
 	socks, err := netlink.SocketDiagTCP(syscall.AF_INET)
 	if err != nil {
@@ -24,7 +24,13 @@ func timeWaits(t *testing.T, port uint16) int {
 	}
 	n := 0
 	for _, s := range socks {
-		if s.State == netlink.TCP_TIME_WAIT && (s.ID.DestinationPort == port || s.ID.SourcePort == port) {
+		if s.State != netlink.TCP_TIME_WAIT {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(s.ID.Source.To4())
+		dst, _ := netip.AddrFromSlice(s.ID.Destination.To4())
+		a, b := netip.AddrPortFrom(src, s.ID.SourcePort), netip.AddrPortFrom(dst, s.ID.DestinationPort)
+		if conns[[2]netip.AddrPort{a, b}] || conns[[2]netip.AddrPort{b, a}] {
 			n++
 		}
 	}
@@ -44,7 +50,11 @@ func TestTCPCheckerLeavesNoTimeWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	ends := make(chan error, n)
+	type end struct {
+		conn [2]netip.AddrPort
+		err  error
+	}
+	ends := make(chan end, n)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -54,14 +64,11 @@ func TestTCPCheckerLeavesNoTimeWait(t *testing.T) {
 			go func() {
 				_, err := io.Copy(io.Discard, c)
 				c.Close()
-				ends <- err
+				ends <- end{[2]netip.AddrPort{netip.MustParseAddrPort(c.LocalAddr().String()), netip.MustParseAddrPort(c.RemoteAddr().String())}, err}
 			}()
 		}
 	}()
 	addr := netip.MustParseAddrPort(ln.Addr().String())
-	if tw := timeWaits(t, addr.Port()); tw != 0 {
-		t.Fatalf("%d TIME_WAIT sockets on a new listener's port", tw)
-	}
 	for range n {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := (TCPChecker{Addr: addr}).Check(ctx)
@@ -72,19 +79,21 @@ func TestTCPCheckerLeavesNoTimeWait(t *testing.T) {
 	}
 	// Once the backend has closed its side of every connection, a normal
 	// close has put the check's side in TIME_WAIT.
+	conns := map[[2]netip.AddrPort]bool{}
 	timer := time.NewTimer(deadline)
 	defer timer.Stop()
 	for i := range n {
 		select {
-		case err := <-ends:
-			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Errorf("the backend saw connection %d end with %v, want a reset", i, err)
+		case e := <-ends:
+			conns[e.conn] = true
+			if !errors.Is(e.err, syscall.ECONNRESET) {
+				t.Errorf("the backend saw connection %d end with %v, want a reset", i, e.err)
 			}
 		case <-timer.C:
 			t.Fatalf("the backend saw %d of %d connections end within %s", i, n, deadline)
 		}
 	}
-	if tw := timeWaits(t, addr.Port()); tw != 0 {
+	if tw := timeWaits(t, conns); tw != 0 {
 		t.Errorf("%d checks left %d TIME_WAIT sockets, want none", n, tw)
 	}
 }
