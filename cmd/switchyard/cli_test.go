@@ -161,7 +161,10 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"help", "status", "flows"}, 2, "switchyard help: name one command, not 2"},
 		// A flag before the command is not an unknown command.
 		{[]string{"--socket", sock, "status"}, 2, `"--socket" is not a command: flags go after the command they belong to`},
-		{[]string{"--version"}, 2, `"--version" is not a command`},
+		// --version is `switchyard version`, and takes its flags.
+		{[]string{"--version"}, 0, ""},
+		{[]string{"--version", "extra"}, 2, `switchyard version: unexpected argument "extra"`},
+		{[]string{"version", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"-h"}, 0, "`switchyard COMMAND -h` shows a command's flags"},
 		{[]string{"status", "-h"}, 0, "-socket"},
 	} {

@@ -26,6 +26,7 @@ var commands = []command{
 	{"remove", "detach the datapath and delete its pins (drops every flow)", runRemove},
 	{"testserver", "run the small HTTP/UDP server used by the demo and tests", runTestserver},
 	{"demo", "build a namespace topology and run real traffic through it", runDemo},
+	{"version", "print this binary's version, git revision and BPF program tags", runVersion},
 }
 
 func usage() {
@@ -56,6 +57,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "switchyard help: name one command, not %d: %q\n\n", len(args), args)
 		usage()
 		os.Exit(2)
+	} else if name == "--version" || name == "-version" {
+		// What other daemons' users type first; its flags (--json)
+		// follow as those of `switchyard version`.
+		name = "version"
 	} else if askedForHelp(name) {
 		// Asked for: not an error, as with `switchyard COMMAND -h`.
 		usage()
@@ -74,8 +79,8 @@ func main() {
 		}
 	}
 	if strings.HasPrefix(name, "-") {
-		// `switchyard --socket S status`, `switchyard --version`: the
-		// flags are each command's own.
+		// `switchyard --socket S status`: the flags are each command's
+		// own.
 		fmt.Fprintf(os.Stderr, "switchyard: %q is not a command: flags go after the command they belong to, as in `switchyard status --json` (`switchyard COMMAND -h` lists a command's flags)\n\n", name)
 	} else {
 		fmt.Fprintf(os.Stderr, "switchyard: unknown command %q\n\n", name)

@@ -47,6 +47,9 @@ func (a *Agent) Collector() prometheus.Collector {
 		info: prometheus.NewDesc("switchyard_agent_info",
 			"The running agent: its node, interface (its current name), attach mode and decap program tag (always 1), as switchyard_info is the balancer's.",
 			[]string{"node", "interface", "attach_mode", "program_tag"}, nil),
+		buildInfo: prometheus.NewDesc("switchyard_agent_build_info",
+			"Always 1; the labels describe the running agent's binary (switchyard version), as switchyard_build_info the balancer's.",
+			[]string{"version", "revision", "goversion"}, nil),
 		missing: prometheus.NewDesc("switchyard_agent_vips_missing",
 			"Configured VIPs not on lo at the time of the scrape (removed behind the agent's back): the host drops what the balancers send to them.", nil, nil),
 		attached: prometheus.NewDesc("switchyard_agent_decap_attached",
@@ -67,11 +70,11 @@ func (a *Agent) Collector() prometheus.Collector {
 }
 
 type collector struct {
-	a                                                        *Agent
-	scrapeErrors                                             prometheus.Counter
-	decap, gue, passed, drops, badOuter, vips, missing, info *prometheus.Desc
-	sysctlsOverridden, linkPinned, linkPinRestores           *prometheus.Desc
-	attached, detachments, mapsPinned, mapPinRestores        *prometheus.Desc
+	a                                                         *Agent
+	scrapeErrors                                              prometheus.Counter
+	decap, gue, passed, drops, badOuter, vips, missing, info  *prometheus.Desc
+	sysctlsOverridden, linkPinned, linkPinRestores, buildInfo *prometheus.Desc
+	attached, detachments, mapsPinned, mapPinRestores         *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -84,6 +87,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.vips
 	ch <- c.missing
 	ch <- c.info
+	ch <- c.buildInfo
 	ch <- c.sysctlsOverridden
 	ch <- c.attached
 	ch <- c.detachments
@@ -157,4 +161,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,
 		status.Node, status.Interface, status.AttachMode, status.ProgramTag)
+	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1,
+		status.Build.Version, status.Build.Revision, status.Build.GoVersion)
 }

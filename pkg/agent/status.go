@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/buildinfo"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,7 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 		Interface:             a.iface,
 		AttachMode:            a.attached.Mode.String(),
 		ProgramTag:            a.attached.NewTag,
+		Build:                 buildinfo.Read(),
 		ConfigFile:            a.cfgPath,
 		PinDir:                a.pinDir,
 		StateFile:             a.statePath,

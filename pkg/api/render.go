@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/switchyard-lb/switchyard/pkg/buildinfo"
 )
 
 // WriteStatus writes the operator's view of s that `switchyard status`
@@ -30,6 +32,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		up = ", up " + age(now.Sub(s.StartedAt))
 	}
 	fmt.Fprintf(tw, "node:\t%s%s\n", orDash(s.Node), up)
+	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
 	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
 	if s.ProgramDetached != "" {
 		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", s.ProgramDetached)
@@ -132,6 +135,7 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 		up = ", up " + age(now.Sub(s.StartedAt))
 	}
 	fmt.Fprintf(tw, "node:\t%s (agent)%s\n", orDash(s.Node), up)
+	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
 	renamed := ""
 	if s.ConfiguredInterface != "" {
 		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", s.ConfiguredInterface)
@@ -454,6 +458,16 @@ func visible(s string) string {
 		i += n
 	}
 	return b.String()
+}
+
+// buildLine is the status row of the daemon's binary: its version, git
+// revision and Go version, as `switchyard version` prints them.
+func buildLine(b buildinfo.Info) string {
+	line := fmt.Sprintf("%s, revision %s", orDash(b.Version), orDash(b.Revision))
+	if b.Modified {
+		line += " (modified)"
+	}
+	return line + ", " + orDash(b.GoVersion)
 }
 
 func orDash(s string) string {

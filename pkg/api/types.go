@@ -2,7 +2,11 @@
 // HTTP on a unix socket (root-only by default), and the client the CLI uses.
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/switchyard-lb/switchyard/pkg/buildinfo"
+)
 
 // Status is what `switchyard status` shows.
 type Status struct {
@@ -10,6 +14,9 @@ type Status struct {
 	Interface  string `json:"interface"`
 	AttachMode string `json:"attach_mode"` // native | generic
 	ProgramTag string `json:"program_tag"`
+	// Build is the running daemon's binary: after an in-place upgrade,
+	// the new one's version and git revision.
+	Build buildinfo.Info `json:"build"`
 	// ProgramAttached: the balancer program runs on Interface;
 	// ProgramDetached says why not (its link was detached, by `bpftool
 	// link detach` say): VIP traffic is not balanced, and the daemon does
@@ -179,6 +186,9 @@ type AgentStatus struct {
 	ConfiguredInterface string `json:"configured_interface,omitempty"`
 	AttachMode          string `json:"attach_mode"` // native | generic
 	ProgramTag          string `json:"program_tag"`
+	// Build is the running agent's binary: after an in-place upgrade,
+	// the new one's version and git revision.
+	Build buildinfo.Info `json:"build"`
 	// ProgramAttached: the decap program runs on Interface;
 	// ProgramDetached says why not (its link was detached, by `bpftool
 	// link detach` say): encapsulated packets are not decapsulated, and

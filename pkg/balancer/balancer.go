@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/buildinfo"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/health"
@@ -240,6 +241,7 @@ func New(cfg Config) (*Balancer, error) {
 	b.info = api.Status{
 		Interface:  cfg.Initial.Datapath.Interface,
 		AttachMode: cfg.AttachMode, ProgramTag: cfg.ProgramTag, ConfigFile: cfg.ConfigPath,
+		Build:     buildinfo.Read(),
 		StartedAt: time.Now(),
 	}
 	hc := health.DefaultConfig()

@@ -45,6 +45,7 @@ type Collector struct {
 	attached, detachments             *prometheus.Desc
 	linkPinned, linkPinRestores       *prometheus.Desc
 	mapsPinned, mapPinRestores        *prometheus.Desc
+	buildInfo                         *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls status once per scrape. A
@@ -104,6 +105,7 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		linkPinRestores: d("link_pin_restores_total", "Times the daemon pinned its program's link again after someone removed its pin (rm, a clean-up of bpffs)."),
 		mapsPinned:      d("maps_pinned", "1 while every map of the balancer program is pinned in the pin directory, where the next run takes it over; 0: the next run creates the missing ones afresh (switchyard status says why)."),
 		mapPinRestores:  d("map_pin_restores_total", "Map pins the daemon made again after someone removed them (rm, a clean-up of bpffs)."),
+		buildInfo:       d("build_info", "Always 1; the labels describe the running daemon's binary (switchyard version).", "version", "revision", "goversion"),
 		info:            d("info", "Always 1; the labels describe the running datapath.", "node", "interface", "attach_mode", "program_tag"),
 	}
 }
@@ -120,6 +122,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.connEntries, c.connCapacity,
 		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
 		c.attached, c.detachments, c.linkPinned, c.linkPinRestores, c.mapsPinned, c.mapPinRestores,
+		c.buildInfo,
 	}
 }
 
@@ -212,6 +215,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	e.gauge(c.mapsPinned, boolValue(st.MapsPinned))
 	e.counter(c.mapPinRestores, st.MapPinRestores)
 	e.gauge(c.info, 1, st.Node, st.Interface, st.AttachMode, st.ProgramTag)
+	e.gauge(c.buildInfo, 1, st.Build.Version, st.Build.Revision, st.Build.GoVersion)
 }
 
 // readStatus calls the status function, turning a panic into an error:

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/buildinfo"
 )
 
 // sampleStatus has two VIPs whose backends web-1 and dns-1 share an
@@ -17,6 +18,7 @@ import (
 func sampleStatus() api.Status {
 	return api.Status{
 		Node: "lb1", Interface: "eth0", AttachMode: "native", ProgramTag: "5f1c0a9e3b2d7c41",
+		Build:           buildinfo.Info{Version: "v1.4.0", Revision: "f3f1151abcde", GoVersion: "go1.26.8"},
 		ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1, MapsPinned: true, MapPinRestores: 2,
 		ConfigGeneration: 4, ReloadFailures: 2,
 		NextHop:   api.NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
@@ -100,6 +102,9 @@ switchyard_backend_table_slots{address="10.2.1.1",backend="dns-1",vip="dns"} 251
 switchyard_backend_weight{address="10.2.1.1",backend="web-1",vip="web"} 1
 switchyard_backend_weight{address="10.2.1.2",backend="web-2",vip="web"} 10
 switchyard_backend_weight{address="10.2.1.1",backend="dns-1",vip="dns"} 2
+# HELP switchyard_build_info Always 1; the labels describe the running daemon's binary (switchyard version).
+# TYPE switchyard_build_info gauge
+switchyard_build_info{goversion="go1.26.8",revision="f3f1151abcde",version="v1.4.0"} 1
 # HELP switchyard_backend_checks_total Completed health checks of the backend (none for health type none).
 # TYPE switchyard_backend_checks_total counter
 switchyard_backend_checks_total{address="10.2.1.1",backend="web-1",vip="web"} 120
