@@ -33,23 +33,27 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	}
 	fmt.Fprintf(tw, "node:\t%s%s\n", orDash(s.Node), up)
 	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
-	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag))
+	// The daemon's strings below quote the kernel and the network: an
+	// interface name may hold any byte but '/' and ':' (an escape
+	// sequence, a tab, a newline), and errors repeat it. Printed raw they
+	// would rewrite the operator's terminal or break the table.
+	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(visible(s.Interface)), orDash(s.AttachMode), orDash(s.ProgramTag))
 	if s.ProgramDetached != "" {
-		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", s.ProgramDetached)
+		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", visible(s.ProgramDetached))
 	}
 	if s.AttachCheckError != "" {
-		fmt.Fprintf(tw, " (attachment NOT CHECKED, last known state shown: %s)", s.AttachCheckError)
+		fmt.Fprintf(tw, " (attachment NOT CHECKED, last known state shown: %s)", visible(s.AttachCheckError))
 	}
 	fmt.Fprintln(tw)
 	switch {
 	case s.LinkPinError != "":
-		fmt.Fprintf(tw, "link pin:\tNOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; %s\n", s.LinkPinError)
+		fmt.Fprintf(tw, "link pin:\tNOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; %s\n", visible(s.LinkPinError))
 	case s.LinkPinRestores > 0:
 		fmt.Fprintf(tw, "link pin:\tremoved by hand and pinned again %s\n", plural(s.LinkPinRestores, "time"))
 	}
 	switch {
 	case s.MapPinError != "":
-		fmt.Fprintf(tw, "map pins:\tNOT ALL PINNED: the next run of the daemon creates the missing maps afresh; %s\n", s.MapPinError)
+		fmt.Fprintf(tw, "map pins:\tNOT ALL PINNED: the next run of the daemon creates the missing maps afresh; %s\n", visible(s.MapPinError))
 	case s.MapPinRestores > 0:
 		fmt.Fprintf(tw, "map pins:\tremoved by hand and pinned again: %s\n", plural(s.MapPinRestores, "pin"))
 	}
@@ -62,10 +66,10 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		// A refused file's error has a line per problem: each goes in
 		// the value column (a line without a cell would end the
 		// table, and the rows after it be aligned afresh).
-		fmt.Fprintf(tw, "\tlast reload error: %s\n", strings.ReplaceAll(s.LastReloadError, "\n", "\n\t"))
+		fmt.Fprintf(tw, "\tlast reload error: %s\n", visibleLines(s.LastReloadError, "\n\t"))
 	}
 	for _, w := range s.Warnings {
-		fmt.Fprintf(tw, "warning:\t%s\n", w)
+		fmt.Fprintf(tw, "warning:\t%s\n", visible(w))
 	}
 	switch {
 	case s.NextHop.Resolved:
@@ -138,29 +142,31 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
 	renamed := ""
 	if s.ConfiguredInterface != "" {
-		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", s.ConfiguredInterface)
+		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", visible(s.ConfiguredInterface))
 	}
 	detached := ""
 	if s.ProgramDetached != "" {
-		detached = " NOT ATTACHED: encapsulated packets are not decapsulated; " + s.ProgramDetached
+		detached = " NOT ATTACHED: encapsulated packets are not decapsulated; " + visible(s.ProgramDetached)
 	}
 	if s.AttachCheckError != "" {
-		detached += " (attachment NOT CHECKED, last known state shown: " + s.AttachCheckError + ")"
+		detached += " (attachment NOT CHECKED, last known state shown: " + visible(s.AttachCheckError) + ")"
 	}
-	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", orDash(s.Interface), orDash(s.AttachMode), orDash(s.ProgramTag), detached, renamed)
+	// As in writeStatus: interface names and errors are the kernel's.
+	iface := orDash(visible(s.Interface))
+	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", iface, orDash(s.AttachMode), orDash(s.ProgramTag), detached, renamed)
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
 	}
-	pins := orDash(s.PinDir)
+	pins := orDash(visible(s.PinDir))
 	switch {
 	case s.LinkPinError != "":
-		pins += fmt.Sprintf(" (link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; %s)", s.LinkPinError)
+		pins += fmt.Sprintf(" (link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; %s)", visible(s.LinkPinError))
 	case s.LinkPinRestores > 0:
 		pins += fmt.Sprintf(" (the link's pin was removed by hand and pinned again %d times)", s.LinkPinRestores)
 	}
 	switch {
 	case s.MapPinError != "":
-		pins += fmt.Sprintf(" (maps NOT all PINNED: the next run of the agent creates them afresh; %s)", s.MapPinError)
+		pins += fmt.Sprintf(" (maps NOT all PINNED: the next run of the agent creates them afresh; %s)", visible(s.MapPinError))
 	case s.MapPinRestores > 0:
 		pins += fmt.Sprintf(" (map pins removed by hand and pinned again %d times)", s.MapPinRestores)
 	}
@@ -169,9 +175,9 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	encap := strings.Join(s.EncapAddresses, ", ")
 	switch {
 	case len(s.EncapAddresses) == 0 && s.EncapFollowsInterface:
-		encap = fmt.Sprintf("NONE: %s has no address the balancers can reach (link-local ones are not followed), nothing is decapsulated", orDash(s.Interface))
+		encap = fmt.Sprintf("NONE: %s has no address the balancers can reach (link-local ones are not followed), nothing is decapsulated", iface)
 	case s.EncapFollowsInterface:
-		encap += fmt.Sprintf(" (the addresses of %s)", orDash(s.Interface))
+		encap += fmt.Sprintf(" (the addresses of %s)", iface)
 	}
 	fmt.Fprintf(tw, "decapsulates to:\t%s\n", orDash(encap))
 	gue := "off"
@@ -223,16 +229,18 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 			if now != sc.Set {
 				now += " (changed since: kept at stop)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sc.Name, sc.Old, sc.Set, now)
+			// A sysctl of an interface has its name in it.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", visible(sc.Name), visible(sc.Old), sc.Set, visible(now))
 		}
 		tw.Flush()
 	}
 	if g := s.GRO; g != nil {
 		now := "off (turned on again at stop)"
+		gi := visible(g.Interface)
 		if g.NowOn {
-			now = fmt.Sprintf("ON: turned on since, the decap program sees merged packets (`ethtool -K %s gro off` turns it off again)", g.Interface)
+			now = fmt.Sprintf("ON: turned on since, the decap program sees merged packets (`ethtool -K %s gro off` turns it off again)", gi)
 		}
-		fmt.Fprintf(ew, "\nGRO of %s turned off for the generic-mode decap program: was %s, now %s\n", g.Interface, onOff(g.WasOn), now)
+		fmt.Fprintf(ew, "\nGRO of %s turned off for the generic-mode decap program: was %s, now %s\n", gi, onOff(g.WasOn), now)
 	}
 
 	fmt.Fprintf(ew, "\ndrops: %s\n", reasonList(s.Counters, "drop_"))
@@ -463,11 +471,21 @@ func visible(s string) string {
 // buildLine is the status row of the daemon's binary: its version, git
 // revision and Go version, as `switchyard version` prints them.
 func buildLine(b buildinfo.Info) string {
-	line := fmt.Sprintf("%s, revision %s", orDash(b.Version), orDash(b.Revision))
+	line := fmt.Sprintf("%s, revision %s", orDash(visible(b.Version)), orDash(visible(b.Revision)))
 	if b.Modified {
 		line += " (modified)"
 	}
 	return line + ", " + orDash(b.GoVersion)
+}
+
+// visibleLines is s with each line made visible, the lines joined by sep:
+// a multi-line error keeps its lines.
+func visibleLines(s, sep string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = visible(l)
+	}
+	return strings.Join(lines, sep)
 }
 
 func orDash(s string) string {

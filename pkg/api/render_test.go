@@ -353,3 +353,58 @@ func TestWriteStatusEscapesControlCharactersOfChecks(t *testing.T) {
 		}
 	}
 }
+
+// A Linux interface name may hold an escape sequence, a tab or a newline,
+// and the daemons' warnings, pin and attach errors, sysctl names and pin
+// directory repeat it. status printed them raw: "\x1b[2J" cleared the
+// operator's terminal, a tab or newline broke the table. They are
+// escaped as a check's reason is, and a reload error keeps its lines.
+func TestWriteStatusEscapesDaemonStrings(t *testing.T) {
+	const bad = "e\x1b[2J\tt\r0"
+	const shown = `e\x1b[2J\tt\r0`
+	now := fixedNow
+	s := sampleStatus(now)
+	s.Interface = bad
+	s.ProgramDetached = "its link was detached from " + bad
+	s.AttachCheckError = "read link of " + bad + ": operation not permitted"
+	s.LinkPinError = "pin link of " + bad + ": file exists"
+	s.MapPinError = "pin maps of " + bad + ": read-only file system"
+	s.Warnings = []string{"backend web-1: 10.2.1.1 is an address of " + bad}
+	s.LastReloadError = "line 3: interface " + bad + "\nline 4: bogus"
+
+	a := sampleAgentStatus(now)
+	a.Interface = bad
+	a.ConfiguredInterface = bad + "x"
+	a.ProgramDetached = "its link was detached from " + bad
+	a.AttachCheckError = "read link of " + bad
+	a.PinDir = "/sys/fs/bpf/switchyard-agent/" + bad
+	a.LinkPinError = "pin link in " + bad
+	a.MapPinError = "pin maps in " + bad
+	a.Sysctls[1].Name = "net.ipv4.conf." + bad + ".arp_announce"
+	a.GRO = &AgentGRO{Interface: bad, WasOn: true, NowOn: true}
+	a.EncapAddresses = nil
+
+	for name, write := range map[string]func(*strings.Builder) error{
+		"status":         func(b *strings.Builder) error { return writeStatus(b, s, now) },
+		"status --agent": func(b *strings.Builder) error { return writeAgentStatus(b, a, now) },
+	} {
+		var b strings.Builder
+		if err := write(&b); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if strings.ContainsAny(out, "\t\r\x1b") {
+			t.Errorf("%s has a control character: %q", name, out)
+		}
+		if n := strings.Count(out, shown); n < 6 {
+			t.Errorf("%s shows the escaped name %s %d times, want it wherever the name is:\n%s", name, shown, n, out)
+		}
+	}
+	var b strings.Builder
+	if err := writeStatus(&b, s, now); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`last reload error: line 3: interface ` + regexp.QuoteMeta(shown) + `\n +line 4: bogus\n`).MatchString(b.String()) {
+		t.Errorf("the reload error lost its lines or was not escaped:\n%s", b.String())
+	}
+}
