@@ -8,10 +8,20 @@ import (
 )
 
 // FuzzBalancer feeds arbitrary frames to the balancer program through the
-// kernel: it must always return a valid verdict, never fail to run, and
-// pass every frame it passes untouched (host traffic, malformed packets).
+// kernel, with GUE off or on (gue): it must always return a valid verdict,
+// never fail to run, and pass every frame it passes untouched (host
+// traffic, malformed packets). A frame it sends back out is one of two:
+//   - an ICMP answer it made itself (an echo reply, a "too big"), which
+//     goes back to the frame's source (checkAnswer);
+//   - the frame's IP packet encapsulated to one of the fixture's backends,
+//     which the decap program configured for that backend alone (and the
+//     GUE port, with GUE on) must give back byte for byte (checkRoundTrip).
 func FuzzBalancer(f *testing.F) {
 	w := newWorld(f, Options{})
+	decaps := map[netip.Addr]*Decap{}
+	for _, a := range backendAddrs {
+		decaps[a] = loadDecapFor(f, a, fuzzGUEPort)
+	}
 	seeds := []pktSpec{
 		syn4(1),
 		{src: client6, dst: vip6, sport: 2, dport: 80, proto: ProtoTCP, syn: true},
@@ -20,30 +30,200 @@ func FuzzBalancer(f *testing.F) {
 		{src: client4, dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: make([]byte, 28)},
 		{src: client6, dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400, icmpPayload: make([]byte, 48)},
 		func() pktSpec { s := syn4(4); s.vlan = 5; s.ipOptions = true; return s }(),
+		// IPv4 to IPv6 backends; echo requests the balancer answers; a
+		// packet over the MTU once encapsulated ("too big" back); a
+		// router's "too big" about a VIP flow (forwarded to the
+		// flow's backend).
+		{src: client4, dst: vip4to6, sport: 5, dport: 80, proto: ProtoTCP, syn: true, payload: []byte("x")},
+		{src: client6, dst: vip6, icmpType: 128, icmpID: 7, icmpSeq: 1, icmpPayload: []byte("ping6")},
+		func() pktSpec { s := syn4(6); s.payload = make([]byte, 1470); return s }(),
+		{src: client6, dst: vip6, sport: 7, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1450)},
+		{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: quotedReply(f, syn4(1))},
 	}
 	for _, s := range seeds {
 		in, _ := build(f, s)
-		f.Add(in)
+		f.Add(in, false)
+		f.Add(in, true)
 	}
 	// IPv6 behind extension headers (a chain the mutator can lengthen,
 	// cut and reorder).
 	v6, l2 := build(f, seeds[1])
-	f.Add(withExtHeaders(v6, l2, [2]int{extHopByHop, 8}, [2]int{extRouting, 24}))
+	f.Add(withExtHeaders(v6, l2, [2]int{extHopByHop, 8}, [2]int{extRouting, 24}), false)
 	// IPv4 options the parser walks: a source route behind NOPs (IHL 15).
 	v4, l2 := build(f, seeds[0])
-	f.Add(withIPv4Options(v4, l2, padOptions(concat([]byte{ipoptNoop, ipoptNoop}, sourceRoute(ipoptLSRR, 8, 4)))))
-	f.Fuzz(func(t *testing.T, in []byte) {
+	f.Add(withIPv4Options(v4, l2, padOptions(concat([]byte{ipoptNoop, ipoptNoop}, sourceRoute(ipoptLSRR, 8, 4)))), false)
+	// A trailer behind the IP packet (Ethernet padding), and an 802.1ad
+	// tag, which the balancer keeps as it keeps an 802.1Q one.
+	tagged, _ := build(f, seeds[6])
+	f.Add(concat(tagged, make([]byte, 6)), true)
+	tagged[12], tagged[13] = 0x88, 0xa8
+	f.Add(tagged, false)
+	gue := false
+	w.setGUE(f, 0)
+	f.Fuzz(func(t *testing.T, in []byte, withGUE bool) {
 		if len(in) < 14 || len(in) > 3000 {
 			t.Skip("the kernel takes 14..~3500-byte XDP test frames")
 		}
-		act, out := w.run(t, in)
-		if act != xdpPass && act != xdpDrop && act != xdpTX {
+		if withGUE != gue {
+			w.setGUE(t, map[bool]uint16{false: 0, true: fuzzGUEPort}[withGUE])
+			gue = withGUE
+		}
+		act, out := w.run(t, append([]byte(nil), in...))
+		switch act {
+		case xdpDrop:
+		case xdpPass:
+			if !bytes.Equal(out, in) {
+				t.Fatalf("passed frame changed:\n in %x\nout %x", in, out)
+			}
+		case xdpTX:
+			if isAnswer(in, out) {
+				checkAnswer(t, in, out)
+			} else {
+				checkRoundTrip(t, decaps, withGUE, in, out)
+			}
+		default:
 			t.Fatalf("verdict %d for %x", act, in)
 		}
-		if act == xdpPass && !bytes.Equal(out, in) {
-			t.Fatalf("passed frame changed:\n in %x\nout %x", in, out)
-		}
 	})
+}
+
+// fuzzGUEPort is FuzzBalancer's GUE port, when GUE is on.
+const fuzzGUEPort = 6080
+
+// loadDecapFor loads the decap program for the single address a, with GUE
+// on port gue (0: off); closed at the test's end.
+func loadDecapFor(tb testing.TB, a netip.Addr, gue uint16) *Decap {
+	tb.Helper()
+	d, err := LoadDecap("", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	if err := d.SetAddrs([]netip.Addr{a}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := d.SetGUEPort(gue); err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+// frameL2 is the length of frame in's L2 header as the balancer parses it:
+// Ethernet, and one 802.1Q or 802.1ad tag if there is one.
+func frameL2(in []byte) int {
+	if len(in) >= 18 && (in[12] == 0x81 && in[13] == 0x00 || in[12] == 0x88 && in[13] == 0xa8) {
+		return 18
+	}
+	return 14
+}
+
+// isAnswer: out, sent for the frame in, is an ICMP message (its IP header
+// where in's is: the balancer keeps the tag), not an encapsulation, whose
+// outer protocol is IPIP, IPv6 or UDP (GUE).
+func isAnswer(in, out []byte) bool {
+	l2 := frameL2(in)
+	if len(out) < l2+20 {
+		return false
+	}
+	ip := out[l2:]
+	return ip[0]>>4 == 4 && ip[9] == 1 || ip[0]>>4 == 6 && len(ip) >= 40 && ip[6] == 58
+}
+
+// checkAnswer: out, an ICMP message the balancer made for the frame in,
+// goes back where in came from: to its source MAC from its destination
+// MAC (with its tag), from the address in was sent to, to in's source
+// address, in in's family.
+func checkAnswer(t *testing.T, in, out []byte) {
+	t.Helper()
+	l2 := frameL2(in)
+	fail := func(why string) {
+		t.Helper()
+		t.Fatalf("ICMP answer %s:\n in %x\nout %x", why, in, out)
+	}
+	if !bytes.Equal(out[:6], in[6:12]) || !bytes.Equal(out[6:12], in[:6]) {
+		fail("not addressed back to the sender's MAC")
+	}
+	if !bytes.Equal(out[12:l2], in[12:l2]) {
+		fail("with another EtherType or tag than the frame's")
+	}
+	ip, qi := out[l2:], in[l2:]
+	if ip[0]>>4 != qi[0]>>4 {
+		fail("in another IP family")
+	}
+	if ip[0]>>4 == 4 {
+		if !bytes.Equal(ip[16:20], qi[12:16]) || !bytes.Equal(ip[12:16], qi[16:20]) {
+			fail("not from the frame's destination back to its source")
+		}
+		return
+	}
+	if !bytes.Equal(ip[24:40], qi[8:24]) || !bytes.Equal(ip[8:24], qi[24:40]) {
+		fail("not from the frame's destination back to its source")
+	}
+}
+
+// checkRoundTrip: out is the frame in encapsulated to a fixture backend,
+// its GUE port if gue. What the balancer changes is exactly the L2
+// header (to the next hop, from us, the frame's tag kept with its TPID and
+// TCI, the EtherType the outer family's) and the outer headers put in front
+// of in's IP packet, which follows unchanged with the frame's trailer (the
+// balancer carries it along); the decap program of that backend gives
+// back in's IP packet byte for byte, without the trailer.
+func checkRoundTrip(t *testing.T, decaps map[netip.Addr]*Decap, gue bool, in, out []byte) {
+	t.Helper()
+	l2 := frameL2(in)
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("encapsulation: "+format+":\n in %x\nout %x", append(args, in, out)...)
+	}
+	if len(out) < l2+20 {
+		fail("frame too short for an outer header")
+	}
+	outer := out[l2:]
+	var be netip.Addr
+	var overhead int
+	var proto uint8
+	switch outer[0] >> 4 {
+	case 4:
+		be, overhead, proto = netip.AddrFrom4([4]byte(outer[16:20])), 20, outer[9]
+	case 6:
+		if len(outer) < 40 {
+			fail("frame too short for an outer IPv6 header")
+		}
+		be, overhead, proto = netip.AddrFrom16([16]byte(outer[24:40])), 40, outer[6]
+	default:
+		fail("outer IP version %d", outer[0]>>4)
+	}
+	d := decaps[be]
+	if d == nil {
+		fail("outer destination %s is none of the fixture's backends", be)
+	}
+	if gue {
+		overhead += 8
+		if proto != 17 || len(outer) < overhead-8+4 || binary.BigEndian.Uint16(outer[overhead-8+2:]) != fuzzGUEPort {
+			fail("GUE on, but not UDP to port %d", fuzzGUEPort)
+		}
+	}
+	if len(out) != len(in)+overhead {
+		fail("%d bytes, want the frame's %d and %d of outer headers", len(out), len(in), overhead)
+	}
+	wantL2 := concat(nextHopMAC, ourMAC, in[12:l2-2], []byte{0x08, 0x00})
+	if be.Is6() {
+		wantL2[l2-1] = 0xdd
+		wantL2[l2-2] = 0x86
+	}
+	if !bytes.Equal(out[:l2], wantL2) {
+		fail("L2 header %x, want %x", out[:l2], wantL2)
+	}
+	if !bytes.Equal(out[l2+overhead:], in[l2:]) {
+		fail("the frame's IP packet and trailer changed behind the outer headers")
+	}
+	act, dec := runProg(t, d.objs.XdpDecap, append([]byte(nil), out...))
+	if act != xdpPass {
+		fail("the decap program of backend %s says %s", be, actionNames[act])
+	}
+	if want := concat(out[:12], in[12:l2], ipPacket(in[l2:])); !bytes.Equal(dec, want) {
+		fail("decapsulated by backend %s:\n got %x\nwant %x", be, dec, want)
+	}
 }
 
 // FuzzDecap feeds arbitrary frames to the decap program, seeded with the

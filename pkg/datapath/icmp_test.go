@@ -68,7 +68,7 @@ func TestEchoReply(t *testing.T) {
 
 // quotedReply builds the start of a reply a backend sent from the VIP to the
 // client (what a router quotes in a "too big").
-func quotedReply(t *testing.T, s pktSpec) []byte {
+func quotedReply(t testing.TB, s pktSpec) []byte {
 	r := s
 	r.src, r.dst, r.sport, r.dport = s.dst, s.src, s.dport, s.sport
 	r.syn, r.ack, r.payload = true, true, make([]byte, 64)
