@@ -22,39 +22,58 @@ func FuzzBalancer(f *testing.F) {
 	for _, a := range backendAddrs {
 		decaps[a] = loadDecapFor(f, a, fuzzGUEPort)
 	}
-	seeds := []pktSpec{
-		syn4(1),
-		{src: client6, dst: vip6, sport: 2, dport: 80, proto: ProtoTCP, syn: true},
-		{src: client4, dst: vip4, sport: 3, dport: 53, proto: ProtoUDP, payload: []byte("q")},
-		{src: client4, dst: vip4, icmpType: 8, icmpPayload: []byte("ping")},
-		{src: client4, dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: make([]byte, 28)},
-		{src: client6, dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400, icmpPayload: make([]byte, 48)},
-		func() pktSpec { s := syn4(4); s.vlan = 5; s.ipOptions = true; return s }(),
-		// IPv4 to IPv6 backends; echo requests the balancer answers; a
-		// packet over the MTU once encapsulated ("too big" back); a
-		// router's "too big" about a VIP flow (forwarded to the
-		// flow's backend).
-		{src: client4, dst: vip4to6, sport: 5, dport: 80, proto: ProtoTCP, syn: true, payload: []byte("x")},
-		{src: client6, dst: vip6, icmpType: 128, icmpID: 7, icmpSeq: 1, icmpPayload: []byte("ping6")},
-		func() pktSpec { s := syn4(6); s.payload = make([]byte, 1470); return s }(),
-		{src: client6, dst: vip6, sport: 7, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1450)},
-		{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: quotedReply(f, syn4(1))},
+	// What the balancer must do with each seed: without seeds it sends
+	// out, the run of the seeds (CI runs those only) would check no
+	// output at all.
+	const (
+		other  = iota // passed or dropped
+		encap         // encapsulated to a backend
+		answer        // answered with ICMP
+	)
+	seeds := []struct {
+		s    pktSpec
+		sent int
+	}{
+		{syn4(1), encap},
+		{pktSpec{src: client6, dst: vip6, sport: 2, dport: 80, proto: ProtoTCP, syn: true}, encap},
+		{pktSpec{src: client4, dst: vip4, sport: 3, dport: 53, proto: ProtoUDP, payload: []byte("q")}, encap},
+		{pktSpec{src: client4, dst: vip4, icmpType: 8, icmpPayload: []byte("ping")}, answer},
+		{pktSpec{src: client4, dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: make([]byte, 28)}, other},
+		{pktSpec{src: client6, dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400, icmpPayload: make([]byte, 48)}, other},
+		{func() pktSpec { s := syn4(4); s.vlan = 5; s.ipOptions = true; return s }(), encap},
+		// To IPv6 backends.
+		{pktSpec{src: client4, dst: vip4to6, sport: 5, dport: 80, proto: ProtoTCP, syn: true, payload: []byte("x")}, encap},
+		{pktSpec{src: client6, dst: vip6, icmpType: 128, icmpID: 7, icmpSeq: 1, icmpPayload: []byte("ping6")}, answer},
+		// Over the MTU once encapsulated: "too big" back.
+		{func() pktSpec { s := syn4(6); s.payload = make([]byte, 1470); return s }(), answer},
+		{pktSpec{src: client6, dst: vip6, sport: 7, dport: 80, proto: ProtoTCP, ack: true, payload: make([]byte, 1450)}, answer},
+		// A router's "too big" about the flow of the first seed: to
+		// that flow's backend.
+		{pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400, icmpPayload: quotedReply(f, syn4(1))}, encap},
 	}
-	for _, s := range seeds {
-		in, _ := build(f, s)
-		f.Add(in, false)
-		f.Add(in, true)
+	for _, gue := range []bool{false, true} {
+		w.setGUE(f, map[bool]uint16{false: 0, true: fuzzGUEPort}[gue])
+		for _, sd := range seeds {
+			in, _ := build(f, sd.s)
+			f.Add(in, gue)
+			if sd.sent == other {
+				continue
+			}
+			if act, out := w.run(f, in); act != xdpTX || isAnswer(in, out) != (sd.sent == answer) {
+				f.Fatalf("seed %v (GUE %v): %s, answered %v; want TX, answered %v", flowOf(sd.s), gue, actionNames[act], act == xdpTX && isAnswer(in, out), sd.sent == answer)
+			}
+		}
 	}
 	// IPv6 behind extension headers (a chain the mutator can lengthen,
 	// cut and reorder).
-	v6, l2 := build(f, seeds[1])
+	v6, l2 := build(f, seeds[1].s)
 	f.Add(withExtHeaders(v6, l2, [2]int{extHopByHop, 8}, [2]int{extRouting, 24}), false)
 	// IPv4 options the parser walks: a source route behind NOPs (IHL 15).
-	v4, l2 := build(f, seeds[0])
+	v4, l2 := build(f, seeds[0].s)
 	f.Add(withIPv4Options(v4, l2, padOptions(concat([]byte{ipoptNoop, ipoptNoop}, sourceRoute(ipoptLSRR, 8, 4)))), false)
 	// A trailer behind the IP packet (Ethernet padding), and an 802.1ad
 	// tag, which the balancer keeps as it keeps an 802.1Q one.
-	tagged, _ := build(f, seeds[6])
+	tagged, _ := build(f, seeds[6].s)
 	f.Add(concat(tagged, make([]byte, 6)), true)
 	tagged[12], tagged[13] = 0x88, 0xa8
 	f.Add(tagged, false)
