@@ -15,7 +15,7 @@ all: build
 build: $(BIN)
 
 $(BIN): $(shell find cmd pkg -name '*.go' -o -name '*.o' 2>/dev/null) go.mod go.sum
-	$(GO) build -o $(BIN) ./cmd/switchyard
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/switchyard
 
 # Regenerate the BPF objects and their Go bindings (needs clang-16, llvm-16).
 generate:
