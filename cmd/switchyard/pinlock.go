@@ -26,7 +26,7 @@ func lockPinDir(dir string) (*os.File, error) {
 	}
 	for attempt := 0; ; attempt++ {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create pin directory %s: %w", dir, err)
+			return nil, fmt.Errorf("create pin directory %s: %w; datapath.pin_dir must name a directory root can create on a bpffs mounted read-write (mount -t bpf bpf /sys/fs/bpf)", dir, err)
 		}
 		f, err := tryLockDir(dir)
 		if err != nil {
@@ -48,7 +48,7 @@ func lockPinDir(dir string) (*os.File, error) {
 		}
 		f.Close()
 		if attempt == 10 {
-			return nil, fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile", dir)
+			return nil, fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile: something removes it as it is created (a clean-up of bpffs, or switchyard remove in a loop); stop that, then start again", dir)
 		}
 	}
 }

@@ -399,7 +399,7 @@ func (a *Agent) lockPinDir() error {
 		_, err := os.Stat(a.pinDir)
 		created := errors.Is(err, os.ErrNotExist)
 		if err := os.MkdirAll(a.pinDir, 0o700); err != nil {
-			return fmt.Errorf("create pin directory %s: %w", a.pinDir, err)
+			return fmt.Errorf("create pin directory %s: %w; pin_dir must name a directory root can create on a bpffs mounted read-write (mount -t bpf bpf /sys/fs/bpf)", a.pinDir, err)
 		}
 		f, err := os.Open(a.pinDir)
 		if err != nil {
@@ -432,7 +432,7 @@ func (a *Agent) lockPinDir() error {
 		}
 		f.Close()
 		if attempt == 10 {
-			return fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile", a.pinDir)
+			return fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile: something removes it as it is created (a clean-up of bpffs, or switchyard remove in a loop); stop that, then start again", a.pinDir)
 		}
 	}
 }

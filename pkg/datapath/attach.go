@@ -259,7 +259,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 				res.OldTag = oldTag
 				if err := l.Update(prog); err != nil {
 					l.Close()
-					return nil, res, fmt.Errorf("replace program on pinned link %s: %w", linkPath, err)
+					return nil, res, fmt.Errorf("replace program on pinned link %s: %w; the program attached before keeps running: fix the cause (run as root) and start again, or %s, then start afresh (drops established flows)", linkPath, err, hints.remove)
 				}
 				res.Replaced, res.Taken = true, true
 				res.Mode = oldMode
@@ -284,7 +284,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 					"pin", linkPath, "running", oldMode, "asked", mode)
 				if err := l.Detach(); err != nil {
 					l.Close()
-					return nil, res, fmt.Errorf("detach pinned link %s (%s mode) to attach in %s mode: %w", linkPath, oldMode, mode, err)
+					return nil, res, fmt.Errorf("detach pinned link %s (%s mode) to attach in %s mode: %w; the program keeps running in %s mode: ask for that mode again, or %s, then start afresh (drops established flows)", linkPath, oldMode, mode, err, oldMode, hints.remove)
 				}
 				l.Unpin()
 				l.Close()
@@ -298,7 +298,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 				l.Close()
 			}
 		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, res, fmt.Errorf("load pinned link %s: %w", linkPath, err)
+			return nil, res, fmt.Errorf("load pinned link %s: %w; run as root, and if something else is pinned there (not a BPF link), %s", linkPath, err, hints.remove)
 		}
 	}
 
@@ -349,7 +349,7 @@ func attachProgram(prog *ebpf.Program, iface string, mode AttachMode, pinDir str
 	if linkPath != "" {
 		if err := l.Pin(linkPath); err != nil {
 			l.Close()
-			return nil, res, fmt.Errorf("pin XDP link at %s: %w", linkPath, err)
+			return nil, res, fmt.Errorf("pin XDP link at %s: %w; the program is not left attached: the pin directory must be on a bpffs mounted read-write, with nothing else pinned at that name; fix that and start again", linkPath, err)
 		}
 	}
 	return l, res, nil
@@ -585,10 +585,10 @@ func removePinned(pinDir string) error {
 		}
 		l.Close()
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("load pinned link %s: %w", linkPath, err)
+		return fmt.Errorf("load pinned link %s: %w; run as root, and if something else is pinned there (not a BPF link), remove it with rm, then run remove again", linkPath, err)
 	}
 	if err := os.RemoveAll(pinDir); err != nil {
-		return fmt.Errorf("remove pins in %s: %w", pinDir, err)
+		return fmt.Errorf("remove pins in %s: %w; the program is detached: remove what is left with rm -r", pinDir, err)
 	}
 	// Remove the parent too when this was its last interface.
 	parent := filepath.Dir(pinDir)
