@@ -298,7 +298,6 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 		b.upgrade.remove = append(b.upgrade.remove, filepath.Join(opts.PinDir, legacyMaglevStdPin))
 		b.legacyStd.Close()
 		b.legacyStd = nil
-		log.Info("Maglev tables copied to this release's mappable maps")
 	}
 	return b, nil
 }
@@ -472,6 +471,10 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin
 		old.ValueSize() != spec.ValueSize || old.MaxEntries() != spec.MaxEntries {
 		return nil, nil
 	}
+	// A full table of the default size is 64 MiB: the start says what
+	// it waits for.
+	start := time.Now()
+	log.Info("copying the connection table to this release's layout", "sets", old.MaxEntries())
 	copied := 0
 	staged, err := stagePin("conns", path, spec, func(m *ebpf.Map) error {
 		return eachConnBatch(old, func(keys []uint32, sets []balancerConnSet) error {
@@ -485,7 +488,7 @@ func adoptConns(spec *ebpf.MapSpec, pinDir string, log *slog.Logger) (*stagedPin
 	if err != nil {
 		return nil, err
 	}
-	log.Info("connection table copied to this release's layout", "sets", copied)
+	log.Info("connection table copied to this release's layout", "sets", copied, "seconds", time.Since(start).Seconds())
 	return staged, nil
 }
 
@@ -1801,16 +1804,36 @@ func (b *Balancer) clearTables(num uint32) error {
 // this one in; the generation's next write removes it. (The previous
 // maglev_std loses its pin once copied, and lives on with that program.)
 func (b *Balancer) syncStdTables() error {
-	// One batch: the copies go into maglev_std in one update.
-	return b.Batch(b.moveStdTables)
-}
-
-// moveStdTables is syncStdTables' work, inside its batch.
-func (b *Balancer) moveStdTables() error {
 	vips, err := b.VIPs()
 	if err != nil {
 		return err
 	}
+	// An upgrade copies every table (up to 1,024 of 65,537 slots: tens
+	// of seconds): the start says what it waits for.
+	start := time.Now()
+	if b.legacyStd != nil {
+		n := 0
+		for _, v := range vips {
+			for _, size := range v.TableSize {
+				if size != 0 && isStdTable(size) {
+					n++
+				}
+			}
+		}
+		b.log.Info("copying the previous release's Maglev tables to this release's mappable maps", "tables", n)
+	}
+	copied := 0
+	// One batch: the copies go into maglev_std in one update.
+	err = b.Batch(func() error { return b.moveStdTables(vips, &copied) })
+	if err == nil && (copied > 0 || b.legacyStd != nil) {
+		b.log.Info("Maglev tables copied to this release's mappable maps", "tables", copied, "seconds", time.Since(start).Seconds())
+	}
+	return err
+}
+
+// moveStdTables is syncStdTables' work, inside its batch; it counts the
+// tables it copies in copied.
+func (b *Balancer) moveStdTables(vips map[VIPKey]VIPMeta, copied *int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for vk, v := range vips {
@@ -1838,7 +1861,9 @@ func (b *Balancer) moveStdTables() error {
 			switch {
 			case err != nil:
 			case table != nil:
-				err = b.installLocked(tableKey{slot, true}, table)
+				if err = b.installLocked(tableKey{slot, true}, table); err == nil {
+					*copied++
+				}
 			case m != nil:
 				// The program that runs has no table there.
 				err = b.deleteTableLocked(tableKey{slot, true})

@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -799,8 +801,18 @@ func TestStdTablesAdoptedFromEarlierPins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w2 := w.reload(t, pin)
-	b2 := w2.b
+	var logs bytes.Buffer
+	b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("load over the pins: %v", err)
+	}
+	t.Cleanup(func() { b2.Close() })
+	w2 := &world{b: b2, tables: w.tables}
+	// An upgrade copies up to 1,024 tables of 65,537 slots (tens of
+	// seconds): the start and the end show.
+	expectProgress(t, logs.String(),
+		fmt.Sprintf(`msg="copying the previous release's Maglev tables to this release's mappable maps" tables=%d`, moved),
+		fmt.Sprintf(`msg="Maglev tables copied to this release's mappable maps" tables=%d seconds=`, moved))
 	for _, v := range allVIPs {
 		meta, err := b2.VIPs()
 		if err != nil {
@@ -1149,10 +1161,16 @@ func TestConnsAdoptedFromEarlierPins(t *testing.T) {
 	// No program is attached: the pin stays the earlier table's, and the
 	// second load copies it again.
 	for round := range 2 {
-		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		var logs bytes.Buffer
+		b2, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		if err != nil {
 			t.Fatalf("load %d over the earlier table: %v", round+1, err)
 		}
+		// The copy (64 MiB at the default size) shows its start, and its
+		// end with what it copied and how long it took.
+		expectProgress(t, logs.String(),
+			`msg="copying the connection table to this release's layout" sets=1024`,
+			`msg="connection table copied to this release's layout" sets=1024 seconds=`)
 		info, err := b2.objs.Conns.Info()
 		if err != nil {
 			t.Fatal(err)
@@ -1833,5 +1851,19 @@ func TestFlowsSkipEntriesUnderAnotherFlowsTag(t *testing.T) {
 	w.expectSent(t, ackOf(a), pinned)
 	if after := w.stats(t); after["conn_miss"]-before2["conn_miss"] != 1 {
 		t.Errorf("conn_miss rose by %d, want 1: the datapath used the entry", after["conn_miss"]-before2["conn_miss"])
+	}
+}
+
+// expectProgress fails t unless logs has a line holding start and, after
+// it, one holding end followed by a duration in seconds.
+func expectProgress(t *testing.T, logs, start, end string) {
+	t.Helper()
+	i := strings.Index(logs, start)
+	j := strings.Index(logs, end)
+	if i < 0 || j < i {
+		t.Fatalf("the log does not show %q and then %q:\n%s", start, end, logs)
+	}
+	if _, err := strconv.ParseFloat(strings.Fields(logs[j+len(end):])[0], 64); err != nil {
+		t.Fatalf("the end line gives no duration in seconds (%v):\n%s", err, logs)
 	}
 }
