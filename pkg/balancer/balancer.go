@@ -1241,11 +1241,21 @@ func (b *Balancer) publishTables() error {
 	if len(jobs) == 0 {
 		return nil
 	}
+	// Many tables take seconds (512 VIPs of 65,537 slots: about 1.5 s on
+	// 2 cores, at a start, a reload, or a backend they all share going
+	// down): say so at the start, and at the end how long it took. One
+	// table, as a health change of one VIP's backend needs, has its
+	// "table published" line alone.
+	start := time.Now()
+	if len(jobs) > 1 {
+		b.log.Info("building Maglev tables", "vips", len(jobs))
+	}
 	b.buildTables(jobs)
 	metas, err := b.dp.VIPs()
 	if err != nil {
 		return err
 	}
+	published := 0
 	for _, j := range jobs {
 		if j.err != nil {
 			return fmt.Errorf("VIP %s: %w", j.vip.Name, j.err)
@@ -1272,6 +1282,10 @@ func (b *Balancer) publishTables() error {
 		b.inputs[j.key] = j.sig
 		b.published[j.key] = slotCounts(j.table)
 		b.log.Info("table published", "vip", j.vip.Name, "generation", gen, "backends", len(j.in))
+		published++
+	}
+	if len(jobs) > 1 {
+		b.log.Info("Maglev tables built", "vips", len(jobs), "published", published, "seconds", time.Since(start).Seconds())
 	}
 	return nil
 }

@@ -2740,3 +2740,31 @@ func TestStatusGivenUpDuringTheLoopsCountReturnsNothing(t *testing.T) {
 		t.Errorf("Status given up returned generation %d and %d VIPs, want nothing", st.ConfigGeneration, len(st.VIPs))
 	}
 }
+
+// Building many Maglev tables takes seconds (512 VIPs of 65,537 slots:
+// about 1.5 s on 2 cores), at a start, a reload, or when a backend they
+// all share goes: the log says so when it starts, and at the end how many
+// it built and published, and in how long. A change of one VIP's table
+// keeps its one "table published" line.
+func TestManyTablesShowProgress(t *testing.T) {
+	r := newRig(t, failoverConfig(3, 2), datapath.Options{})
+	// The log of the rig's whole run: n lines so far.
+	expect := func(what string, n int, parts ...string) {
+		t.Helper()
+		if got := r.logs.matching(slog.LevelInfo, parts...); len(got) != n {
+			t.Fatalf("%s: %d log lines with %q, want %d: %q", what, len(got), parts, n, got)
+		}
+	}
+	expect("start", 1, "building Maglev tables", "vips=3")
+	expect("start", 1, "Maglev tables built", "vips=3", "published=3", "seconds=")
+	if _, err := r.b.Drain(r.ctx, "shared", true); err != nil {
+		t.Fatal(err)
+	}
+	expect("drain of a backend of every VIP", 2, "building Maglev tables", "vips=3")
+	expect("drain of a backend of every VIP", 2, "Maglev tables built", "vips=3", "published=3", "seconds=")
+	if _, err := r.b.Drain(r.ctx, "v0/be0", true); err != nil {
+		t.Fatal(err)
+	}
+	expect("drain of one VIP's backend", 2, "building Maglev tables")
+	expect("drain of one VIP's backend", 3+3+1, "table published")
+}
