@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
@@ -103,6 +104,11 @@ func runRun(args []string) error {
 		}
 	}()
 
+	// A start over a full connection table, an upgrade's copies and the
+	// tables of many VIPs take seconds: the log says it began, and
+	// "switchyard running" how long it took.
+	started := time.Now()
+	log.Info("switchyard starting", "config", *cfgPath, "interface", cfg.Datapath.Interface, "pins", pinDir, "vips", len(cfg.VIPs))
 	dp, err := datapath.LoadBalancer(datapath.Options{
 		PinDir: pinDir, ConnTableSize: uint32(cfg.Datapath.ConnTableSize), Logger: log,
 		ProgramVariant: uint32(*variant),
@@ -176,7 +182,7 @@ func runRun(args []string) error {
 
 	running = true
 	go reloadOnHUP(ctx, hup, bal)
-	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs))
+	log.Info("switchyard running", "config", *cfgPath, "api", cfg.API.Socket, "vips", len(cfg.VIPs), "seconds", time.Since(started).Seconds())
 	err = bal.Run(stopServersFirst(ctx, log, servers...))
 	if errors.Is(err, balancer.ErrInterfaceGone) {
 		// Nothing stays attached: exit with the error (the balancer

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -283,4 +284,32 @@ func TestRunProgramDetached(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-d.exited
+}
+
+// A start takes seconds over a full connection table, an upgrade's
+// copies, or many VIPs' tables: `switchyard run` logs that it starts,
+// with what, before its first work, and the time the start took once it
+// runs.
+func TestRunLogsItsStart(t *testing.T) {
+	t.Parallel()
+	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybyr")
+	d := startRun(t, topo, lb, cfgPath)
+	logs := d.stderr.String()
+	begin := strings.Index(logs, `msg="switchyard starting" config=`+cfgPath+` interface=`+topology.EthName+` pins=`+pinDir+` vips=1`)
+	load := strings.Index(logs, "XDP balancer attached")
+	end := strings.Index(logs, `msg="switchyard running"`)
+	if begin < 0 || load < begin || end < load {
+		t.Fatalf("the log does not say the start began before the load, and then that it runs:\n%s", logs)
+	}
+	line, _, _ := strings.Cut(logs[end:], "\n")
+	_, secs, ok := strings.Cut(line, " seconds=")
+	if _, err := strconv.ParseFloat(secs, 64); !ok || err != nil {
+		t.Fatalf("%q gives no duration in seconds", line)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.exited; err != nil {
+		t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
+	}
 }
