@@ -399,12 +399,12 @@ func runningMaps(pinDir string) (map[ebpf.MapID]bool, error) {
 func adoptRunning(pinDir string, id ebpf.MapID, specs map[string]*ebpf.MapSpec, log *slog.Logger) error {
 	m, err := ebpf.NewMapFromID(id)
 	if err != nil {
-		return fmt.Errorf("open its map %d: %w", id, err)
+		return fmt.Errorf("open map %d of the program on the pinned link: %w", id, err)
 	}
 	defer m.Close()
 	mi, err := m.Info()
 	if err != nil {
-		return fmt.Errorf("read its map %d: %w", id, err)
+		return fmt.Errorf("read map %d of the program on the pinned link: %w", id, err)
 	}
 	spec, ok := specs[mi.Name]
 	if !ok {
