@@ -135,8 +135,11 @@ func drainCmd(name string, args []string) error {
 		return printJSON(resp)
 	}
 	fmt.Printf("%sed: %s\n", name, strings.Join(resp.Matched, ", "))
+	// The warnings are the words of whatever answers on the socket: a
+	// control character in them must not move the operator's cursor or
+	// clear the screen, as status does not let the daemon's strings.
 	for _, w := range resp.Warnings {
-		fmt.Fprintf(os.Stderr, "switchyard %s: warning: %s\n", name, w)
+		fmt.Fprintf(os.Stderr, "switchyard %s: warning: %s\n", name, api.Visible(w))
 	}
 	return nil
 }

@@ -362,3 +362,42 @@ func TestClientCommandsAsNonRoot(t *testing.T) {
 		}
 	}
 }
+
+// warningService answers every drain with a warning holding control
+// characters, as a program on the socket that is not this release's
+// daemon may.
+type warningService struct{ api.Service }
+
+func (warningService) Drain(ctx context.Context, backend string, drain bool) (api.DrainResponse, error) {
+	return api.DrainResponse{Matched: []string{"web/" + backend}, Warnings: []string{"VIP we\x1b[2Jb\r has no backend left for new flows"}}, nil
+}
+
+// A drain's warnings reach the operator's terminal escaped, as status
+// writes the daemon's strings: a raw escape sequence cleared the screen.
+func TestDrainWarningsAreEscaped(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	srv, err := api.NewServer(api.ServerConfig{Socket: sock}, warningService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for _, cmdName := range []string{"drain", "undrain"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], cmdName, "be1", "--socket", sock)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			t.Fatalf("switchyard %s: %v, stderr %q", cmdName, err, stderr.String())
+		}
+		want := "switchyard " + cmdName + `: warning: VIP we\x1b[2Jb\r has no backend left for new flows`
+		if !strings.Contains(stderr.String(), want) || strings.ContainsAny(stderr.String(), "\x1b\r") {
+			t.Errorf("switchyard %s: stderr %q, want %q with no raw control character", cmdName, stderr.String(), want)
+		}
+	}
+}

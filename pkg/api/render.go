@@ -37,23 +37,23 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	// interface name may hold any byte but '/' and ':' (an escape
 	// sequence, a tab, a newline), and errors repeat it. Printed raw they
 	// would rewrite the operator's terminal or break the table.
-	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(visible(s.Interface)), orDash(s.AttachMode), orDash(s.ProgramTag))
+	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(Visible(s.Interface)), orDash(s.AttachMode), orDash(s.ProgramTag))
 	if s.ProgramDetached != "" {
-		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", visible(s.ProgramDetached))
+		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", Visible(s.ProgramDetached))
 	}
 	if s.AttachCheckError != "" {
-		fmt.Fprintf(tw, " (attachment NOT CHECKED, last known state shown: %s)", visible(s.AttachCheckError))
+		fmt.Fprintf(tw, " (attachment NOT CHECKED, last known state shown: %s)", Visible(s.AttachCheckError))
 	}
 	fmt.Fprintln(tw)
 	switch {
 	case s.LinkPinError != "":
-		fmt.Fprintf(tw, "link pin:\tNOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; %s\n", visible(s.LinkPinError))
+		fmt.Fprintf(tw, "link pin:\tNOT PINNED: a kill or an in-place upgrade of the daemon detaches the program; %s\n", Visible(s.LinkPinError))
 	case s.LinkPinRestores > 0:
 		fmt.Fprintf(tw, "link pin:\tremoved by hand and pinned again %s\n", plural(s.LinkPinRestores, "time"))
 	}
 	switch {
 	case s.MapPinError != "":
-		fmt.Fprintf(tw, "map pins:\tNOT ALL PINNED: the next run of the daemon creates the missing maps afresh; %s\n", visible(s.MapPinError))
+		fmt.Fprintf(tw, "map pins:\tNOT ALL PINNED: the next run of the daemon creates the missing maps afresh; %s\n", Visible(s.MapPinError))
 	case s.MapPinRestores > 0:
 		fmt.Fprintf(tw, "map pins:\tremoved by hand and pinned again: %s\n", plural(s.MapPinRestores, "pin"))
 	}
@@ -69,7 +69,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		fmt.Fprintf(tw, "\tlast reload error: %s\n", visibleLines(s.LastReloadError, "\n\t"))
 	}
 	for _, w := range s.Warnings {
-		fmt.Fprintf(tw, "warning:\t%s\n", visible(w))
+		fmt.Fprintf(tw, "warning:\t%s\n", Visible(w))
 	}
 	switch {
 	case s.NextHop.Resolved:
@@ -142,31 +142,31 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
 	renamed := ""
 	if s.ConfiguredInterface != "" {
-		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", visible(s.ConfiguredInterface))
+		renamed = fmt.Sprintf("; renamed from %s (the configured interface) while the agent ran", Visible(s.ConfiguredInterface))
 	}
 	detached := ""
 	if s.ProgramDetached != "" {
-		detached = " NOT ATTACHED: encapsulated packets are not decapsulated; " + visible(s.ProgramDetached)
+		detached = " NOT ATTACHED: encapsulated packets are not decapsulated; " + Visible(s.ProgramDetached)
 	}
 	if s.AttachCheckError != "" {
-		detached += " (attachment NOT CHECKED, last known state shown: " + visible(s.AttachCheckError) + ")"
+		detached += " (attachment NOT CHECKED, last known state shown: " + Visible(s.AttachCheckError) + ")"
 	}
 	// As in writeStatus: interface names and errors are the kernel's.
-	iface := orDash(visible(s.Interface))
+	iface := orDash(Visible(s.Interface))
 	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", iface, orDash(s.AttachMode), orDash(s.ProgramTag), detached, renamed)
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
 	}
-	pins := orDash(visible(s.PinDir))
+	pins := orDash(Visible(s.PinDir))
 	switch {
 	case s.LinkPinError != "":
-		pins += fmt.Sprintf(" (link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; %s)", visible(s.LinkPinError))
+		pins += fmt.Sprintf(" (link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; %s)", Visible(s.LinkPinError))
 	case s.LinkPinRestores > 0:
 		pins += fmt.Sprintf(" (the link's pin was removed by hand and pinned again %d times)", s.LinkPinRestores)
 	}
 	switch {
 	case s.MapPinError != "":
-		pins += fmt.Sprintf(" (maps NOT all PINNED: the next run of the agent creates them afresh; %s)", visible(s.MapPinError))
+		pins += fmt.Sprintf(" (maps NOT all PINNED: the next run of the agent creates them afresh; %s)", Visible(s.MapPinError))
 	case s.MapPinRestores > 0:
 		pins += fmt.Sprintf(" (map pins removed by hand and pinned again %d times)", s.MapPinRestores)
 	}
@@ -230,13 +230,13 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 				now += " (changed since: kept at stop)"
 			}
 			// A sysctl of an interface has its name in it.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", visible(sc.Name), visible(sc.Old), sc.Set, visible(now))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", Visible(sc.Name), Visible(sc.Old), sc.Set, Visible(now))
 		}
 		tw.Flush()
 	}
 	if g := s.GRO; g != nil {
 		now := "off (turned on again at stop)"
-		gi := visible(g.Interface)
+		gi := Visible(g.Interface)
 		if g.NowOn {
 			now = fmt.Sprintf("ON: turned on since, the decap program sees merged packets (`ethtool -K %s gro off` turns it off again)", gi)
 		}
@@ -426,7 +426,7 @@ func checkInfo(b Backend) string {
 	// reason phrase): a tab there would start a cell of its own, a
 	// carriage return or an escape sequence rewrite the operator's
 	// terminal, a newline end the table.
-	info := visible(b.HealthInfo)
+	info := Visible(b.HealthInfo)
 	switch {
 	case b.Check == "":
 		return info
@@ -447,10 +447,10 @@ func checkInfo(b Backend) string {
 	return info
 }
 
-// visible is s with each character that is not printable (a control or
+// Visible is s with each character that is not printable (a control or
 // format character, a byte that is not UTF-8) written as a Go escape,
 // \t, \r, \x1b or \u200b, and the rest as it is.
-func visible(s string) string {
+func Visible(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
@@ -471,7 +471,7 @@ func visible(s string) string {
 // buildLine is the status row of the daemon's binary: its version, git
 // revision and Go version, as `switchyard version` prints them.
 func buildLine(b buildinfo.Info) string {
-	line := fmt.Sprintf("%s, revision %s", orDash(visible(b.Version)), orDash(visible(b.Revision)))
+	line := fmt.Sprintf("%s, revision %s", orDash(Visible(b.Version)), orDash(Visible(b.Revision)))
 	if b.Modified {
 		line += " (modified)"
 	}
@@ -483,7 +483,7 @@ func buildLine(b buildinfo.Info) string {
 func visibleLines(s, sep string) string {
 	lines := strings.Split(s, "\n")
 	for i, l := range lines {
-		lines[i] = visible(l)
+		lines[i] = Visible(l)
 	}
 	return strings.Join(lines, sep)
 }
