@@ -357,7 +357,7 @@ var notYetInTroubleshooting = []string{
 	"content differs from the download pattern",
 	// pkg/testserver/server.go
 	"testserver: Name is empty: set the backend name (--name be1)",
-	"testserver: HTTPAddr and UDPAddr are both empty: set at least one listen address",
+	"testserver: HTTPAddr (--http) and UDPAddr (--udp) are both empty: set at least o",
 	"testserver: ",
 	"testserver: listen HTTP on ",
 	"testserver: listen UDP on ",

@@ -47,3 +47,25 @@ func TestTestserverLogsComponentOnceAndBoundAddresses(t *testing.T) {
 	}
 	t.Fatalf("the testserver ended before it logged that it serves: %v", sc.Err())
 }
+
+// A listen address the flags got wrong is told by its flag, the only name
+// the user knows it by: the errors named the Go fields alone.
+func TestTestserverRefusalsNameTheFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--name", "be1", "--http", "", "--udp", ""}, "switchyard testserver: testserver: HTTPAddr (--http) and UDPAddr (--udp) are both empty: set at least one listen address, e.g. --http :80"},
+		{[]string{"--name", "be1", "--http", "80"}, `switchyard testserver: testserver: HTTPAddr (--http) "80": address 80: missing port in address (want host:port, e.g. ":80")`},
+		{[]string{"--name", "be1", "--http", "", "--udp", "53"}, `testserver: UDPAddr (--udp) "53": `},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"testserver"}, tc.args...)...)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("switchyard testserver %q: %v, output %q; want a failure with %q", tc.args, err, out, tc.want)
+		}
+	}
+}

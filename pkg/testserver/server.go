@@ -63,9 +63,11 @@ func (c Config) Validate() error {
 		return errors.New("testserver: Name is empty: set the backend name (--name be1)")
 	}
 	if c.HTTPAddr == "" && c.UDPAddr == "" {
-		return errors.New("testserver: HTTPAddr and UDPAddr are both empty: set at least one listen address")
+		return errors.New("testserver: HTTPAddr (--http) and UDPAddr (--udp) are both empty: set at least one listen address, e.g. --http :80")
 	}
-	for _, a := range []struct{ field, addr string }{{"HTTPAddr", c.HTTPAddr}, {"UDPAddr", c.UDPAddr}} {
+	// Each field is named with its flag of `switchyard testserver`, the
+	// only way a user sets it.
+	for _, a := range []struct{ field, addr string }{{"HTTPAddr (--http)", c.HTTPAddr}, {"UDPAddr (--udp)", c.UDPAddr}} {
 		if a.addr == "" {
 			continue
 		}
