@@ -110,6 +110,10 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 		{name: "remove what", args: []string{"remove"}, phrase: "say what to remove: --config FILE, --interface NAME or --pin-dir DIR"},
 		{name: "remove path", args: []string{"remove", "--interface", "../x"}, root: true, phrase: `--interface: "../x" is not a valid interface name`},
 		{name: "remove nothing", args: []string{"remove", "--pin-dir", filepath.Join(dir, "none")}, root: true, phrase: "nothing pinned at "},
+		{name: "agent pin dir not absolute", args: []string{"remove", "--agent", "--interface", "eth0", "--pin-dir", "pins"}, root: true, phrase: `agent config: pin_dir: "pins" is not an absolute path; `},
+		{name: "testserver without name", args: []string{"testserver"}, phrase: "testserver: Name is empty: set the backend name (--name be1)"},
+		{name: "testserver without address", args: []string{"testserver", "--name", "be1", "--http", "", "--udp", ""}, phrase: "testserver: HTTPAddr (--http) and UDPAddr (--udp) are both empty: set at least one listen address, e.g. --http :80"},
+		{name: "testserver port alone", args: []string{"testserver", "--name", "be1", "--http", "80"}, phrase: `testserver: HTTPAddr (--http) "80": `},
 
 		// Configuration files.
 		{name: "missing file", args: []string{"run", "--config", filepath.Join(dir, "missing.yaml")}, phrase: "no such file or directory; pass the path of a config file"},
