@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -67,7 +68,19 @@ func testStateDir(t *testing.T, c config.AgentConfig) string {
 // stopping it, are removed before the topology is closed.
 func newAgent(t *testing.T, c config.AgentConfig) *Agent {
 	t.Helper()
-	a, err := New(Config{Agent: c, Logger: testLogger(t), StateDir: testStateDir(t, c)})
+	return newAgentLogging(t, c, testLogger(t))
+}
+
+// newAgentLogs is newAgent whose log goes to logs too.
+func newAgentLogs(t *testing.T, c config.AgentConfig, logs *logBuffer) *Agent {
+	t.Helper()
+	return newAgentLogging(t, c, slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil)))
+}
+
+// newAgentLogging is newAgent logging to log.
+func newAgentLogging(t *testing.T, c config.AgentConfig, log *slog.Logger) *Agent {
+	t.Helper()
+	a, err := New(Config{Agent: c, Logger: log, StateDir: testStateDir(t, c)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

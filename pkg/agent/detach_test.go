@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -63,22 +61,7 @@ func TestDecapDetachedShows(t *testing.T) {
 	be := topo.Backend(1)
 	c := testConfig(topo)
 	logs := &logBuffer{}
-	a, err := New(Config{
-		Agent:    c,
-		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil)),
-		StateDir: testStateDir(t, c),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := a.Stop(); err != nil {
-			t.Errorf("cleanup: Stop: %v", err)
-		}
-		if err := datapath.RemoveDecap(c.PinDir); err != nil {
-			t.Errorf("cleanup: remove pins: %v", err)
-		}
-	})
+	a := newAgentLogs(t, c, logs)
 	a.attachCheckEvery = 20 * time.Millisecond
 	if err := topo.Do(be, a.Start); err != nil {
 		t.Fatalf("Start: %v", err)
@@ -241,22 +224,7 @@ func TestAttachCheckFailureIsNoDetachment(t *testing.T) {
 	be := topo.Backend(1)
 	c := testConfig(topo)
 	logs := &logBuffer{}
-	a, err := New(Config{
-		Agent:    c,
-		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil)),
-		StateDir: testStateDir(t, c),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := a.Stop(); err != nil {
-			t.Errorf("cleanup: Stop: %v", err)
-		}
-		if err := datapath.RemoveDecap(c.PinDir); err != nil {
-			t.Errorf("cleanup: remove pins: %v", err)
-		}
-	})
+	a := newAgentLogs(t, c, logs)
 	// Only the status calls check, each on the thread the test chooses.
 	a.attachCheckEvery = time.Hour
 	if err := topo.Do(be, a.Start); err != nil {

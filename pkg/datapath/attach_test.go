@@ -360,19 +360,7 @@ func TestAttachKeepsTheOldModeWhenTheAskedOneFails(t *testing.T) {
 // its ID and name, and the `ip link` command that takes off a program of
 // its mode.
 func TestAttachOverAnotherSaysWhose(t *testing.T) {
-	requireRoot(t)
-	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("aRwh"), Balancers: 1, Backends: 1})
-	pin := filepath.Join(BPFFSRoot, topo.Prefix()+"-whose")
-	t.Cleanup(func() { RemoveBalancer(pin) })
-	err := topo.Do(topo.Balancer(1), func() error {
-		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		if _, err := b.Attach("eth0", AttachNative); err != nil {
-			return err
-		}
+	onAttachedBalancer(t, "aRwh", func(b *Balancer, pin string) error {
 		d, err := LoadDecap("", nil)
 		if err != nil {
 			return err
@@ -414,9 +402,6 @@ func TestAttachOverAnotherSaysWhose(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestCheckAttached: CheckAttached tells a program that runs on its
@@ -424,19 +409,7 @@ func TestAttachOverAnotherSaysWhose(t *testing.T) {
 // detached (`bpftool link detach`), and says what the interface runs then;
 // RestoreLinkPin pins a link whose pin was removed again, at its place.
 func TestCheckAttached(t *testing.T) {
-	requireRoot(t)
-	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("sybdca"), Balancers: 1, Backends: 1})
-	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-checkattached-test-%d", time.Now().UnixNano()))
-	t.Cleanup(func() { RemoveBalancer(pin) })
-	err := topo.Do(topo.Balancer(1), func() error {
-		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		if _, err := b.Attach("eth0", AttachNative); err != nil {
-			return err
-		}
+	onAttachedBalancer(t, "sybdca", func(b *Balancer, pin string) error {
 		if err := b.CheckAttached(); err != nil {
 			return fmt.Errorf("attached: %w", err)
 		}
@@ -483,9 +456,6 @@ func TestCheckAttached(t *testing.T) {
 		}
 		return RemoveBalancer(pin)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // RestoreLinkPin removes nothing in the pin directory but what it pinned
@@ -494,19 +464,7 @@ func TestCheckAttached(t *testing.T) {
 // process's (link_restore_PID); a pin at it that is not its own is left
 // alone, the restore reported as failed until it is gone.
 func TestRestoreLinkPinLeavesOthersPins(t *testing.T) {
-	requireRoot(t)
-	topo := topology.NewForTest(t, topology.Config{Prefix: "sybfrl", Balancers: 1, Backends: 1})
-	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-restorepin-test-%d", time.Now().UnixNano()))
-	t.Cleanup(func() { RemoveBalancer(pin) })
-	err := topo.Do(topo.Balancer(1), func() error {
-		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		if _, err := b.Attach("eth0", AttachNative); err != nil {
-			return err
-		}
+	onAttachedBalancer(t, "sybfrl", func(b *Balancer, pin string) error {
 		linkPath := filepath.Join(pin, linkPinName)
 		// Not pinMap: t.Fatal is not for this goroutine.
 		pinOther := func(path string) (ebpf.MapID, error) {
@@ -574,9 +532,6 @@ func TestRestoreLinkPinLeavesOthersPins(t *testing.T) {
 		}
 		return RemoveBalancer(pin)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // mapID is the id of the map pinned at path.
@@ -769,6 +724,31 @@ func TestAttachAutoOverGenericSaysSo(t *testing.T) {
 			return fmt.Errorf("generic asked for explicitly warned:\n%s", logs.String())
 		}
 		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onAttachedBalancer runs fn inside a fresh topology's balancer namespace,
+// with a balancer (4096-entry connection table) loaded at a pin directory
+// of its own and attached natively to eth0; the pins go at the end.
+func onAttachedBalancer(t *testing.T, prefix string, fn func(b *Balancer, pin string) error) {
+	t.Helper()
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix(prefix), Balancers: 1, Backends: 1})
+	pin := filepath.Join(BPFFSRoot, topo.Prefix()+"-attached")
+	t.Cleanup(func() { RemoveBalancer(pin) })
+	err := topo.Do(topo.Balancer(1), func() error {
+		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if _, err := b.Attach("eth0", AttachNative); err != nil {
+			return err
+		}
+		return fn(b, pin)
 	})
 	if err != nil {
 		t.Fatal(err)

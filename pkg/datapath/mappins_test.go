@@ -99,24 +99,9 @@ func checkMapPinsRestored(pin string, restore func() ([]string, error), notPinne
 }
 
 func TestRestoreMapPinsBalancer(t *testing.T) {
-	requireRoot(t)
-	topo := topology.NewForTest(t, topology.Config{Prefix: topology.RandomPrefix("sybimb"), Balancers: 1, Backends: 1})
-	pin := filepath.Join(BPFFSRoot, fmt.Sprintf("switchyard-mappins-test-%d", time.Now().UnixNano()))
-	t.Cleanup(func() { RemoveBalancer(pin) })
-	err := topo.Do(topo.Balancer(1), func() error {
-		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096})
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		if _, err := b.Attach("eth0", AttachNative); err != nil {
-			return err
-		}
+	onAttachedBalancer(t, "sybimb", func(b *Balancer, pin string) error {
 		return checkMapPinsRestored(pin, b.RestoreMapPins, ErrBalancerMapsNotPinned)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestRestoreMapPinsDecap(t *testing.T) {
