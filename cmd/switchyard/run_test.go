@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
@@ -478,8 +479,8 @@ func writeRunConfig(t *testing.T, topo *topology.Topology, metricsListen string)
 
 // A start over the pins of an earlier run that finds none of its programs
 // on the interface (the interface was created again, or the link was
-// detached by hand) attaches afresh. If it then failed (an api.socket in
-// the way), its program stayed attached, balancing with no daemon to check
+// detached by hand) attaches afresh. If it then failed (its first apply
+// refused by the kernel, here), its program stayed attached, balancing with no daemon to check
 // the backends, where the interface ran nothing before, and with GRO,
 // which it had turned off for its generic mode, off. It now takes the
 // program off and turns GRO on again, as a failed first start does,
@@ -511,9 +512,30 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	if id := xdpProgID(t, topo, lb); id != 0 {
 		t.Fatalf("eth0 runs XDP program %d after its link was detached: the test proves nothing", id)
 	}
-	socket := filepath.Join(filepath.Dir(cfgPath), "switchyard.sock")
-	if err := os.WriteFile(socket, nil, 0o600); err != nil {
+	// The start's first apply fails after the attach: vip_addrs is full
+	// of addresses of no VIP, and the kernel refuses a new VIP's (E2BIG).
+	yaml, err := os.ReadFile(cfgPath)
+	if err != nil {
 		t.Fatal(err)
+	}
+	failCfg := filepath.Join(filepath.Dir(cfgPath), "more-vips.yaml")
+	more := strings.Replace(string(yaml), "vips: [", "vips: [{name: api, address: 10.100.0.2, port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}, ", 1)
+	if err := os.WriteFile(failCfg, []byte(more), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "vip_addrs"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer addrs.Close()
+	var foreign [][]byte
+	for i := 0; ; i++ {
+		k := make([]byte, addrs.KeySize())
+		k[0], k[1], k[2], k[3] = 10, 250, byte(i>>8), byte(i)
+		if err := addrs.Put(k, uint32(1)); err != nil {
+			break
+		}
+		foreign = append(foreign, k)
 	}
 
 	self, err := os.Executable()
@@ -522,13 +544,17 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	cmd := topo.Command(ctx, lb, self, "run", "--config", failCfg)
 	cmd.Env = append(os.Environ(), mainEnv+"=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	err = cmd.Run()
-	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "exists and is not a socket") {
-		t.Fatalf("switchyard run with a file at api.socket: %v, want exit status 1 and the socket error; stderr:\n%s", err, stderr.String())
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "write VIP address 10.100.0.2") {
+		t.Fatalf("switchyard run with vip_addrs full: %v, want exit status 1 and the VIP address write's error; stderr:\n%s", err, stderr.String())
+	}
+	// The datapath's error alone named no step of the start.
+	if !strings.Contains(stderr.String(), "apply the configuration at start: ") {
+		t.Errorf("the failed first apply does not say it was the start's apply of the configuration:\n%s", stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "generic receive offload (GRO) turned off") || !strings.Contains(stderr.String(), "XDP balancer attached") {
 		t.Fatalf("the failed start did not attach afresh and turn GRO off, so the test proves nothing:\n%s", stderr.String())
@@ -548,9 +574,11 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 		t.Errorf("the failed start left its link pinned in %s", pinDir)
 	}
 
-	// The next start, with the socket free, attaches afresh over the pins.
-	if err := os.Remove(socket); err != nil {
-		t.Fatal(err)
+	// The next start, with room in vip_addrs, attaches afresh over the pins.
+	for _, k := range foreign {
+		if err := addrs.Delete(k); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d = startRun(t, topo, lb, cfgPath)
 	if st := d.status(t); !st.ProgramAttached || !st.LinkPinned {

@@ -251,13 +251,15 @@ func New(cfg Config) (*Balancer, error) {
 	hc.Logger = log
 	b.health = health.New(hc)
 
+	// The datapath's errors name the map operation alone ("VIP web:
+	// write VIP ..."): say which step of the start it was.
 	if err := b.adopt(); err != nil {
 		b.health.Close()
-		return nil, err
+		return nil, fmt.Errorf("read what an earlier run left in the pinned maps at start: %w", err)
 	}
 	if _, err := b.apply(cfg.Initial); err != nil {
 		b.health.Close()
-		return nil, err
+		return nil, fmt.Errorf("apply the configuration at start: %w", err)
 	}
 	// Only once the start succeeded: a failed one changes nothing.
 	if rewriteDrains {

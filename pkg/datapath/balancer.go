@@ -289,7 +289,8 @@ func LoadBalancer(opts Options) (*Balancer, error) {
 	} {
 		if err := sync(); err != nil {
 			b.Close()
-			return nil, err
+			// The step's own error names a map operation alone.
+			return nil, fmt.Errorf("bring the maps pinned in %s up to this release at start: %w", opts.PinDir, err)
 		}
 	}
 	if b.legacyStd != nil {
