@@ -79,8 +79,8 @@ func runRun(args []string) error {
 		return err
 	}
 	defer lock.Close()
-	// A first start that fails (a driver without native XDP, an
-	// api.socket in use) leaves nothing behind: neither its maps (64 MiB
+	// A first start that fails (a driver without native XDP, a
+	// first apply the kernel refuses) leaves nothing behind: neither its maps (64 MiB
 	// of connection table at the default size), pinned for no one, nor
 	// its program, attached with no daemon to check the backends. The
 	// pins of an earlier run hold its flows, and stay. Told apart under
@@ -109,6 +109,34 @@ func runRun(args []string) error {
 	// "switchyard running" how long it took.
 	started := time.Now()
 	log.Info("switchyard starting", "config", *cfgPath, "interface", cfg.Datapath.Interface, "pins", pinDir, "vips", len(cfg.VIPs))
+
+	// The socket and the metrics address are taken before the load and
+	// the attach, and served once the balancer runs (requests wait in
+	// the backlog meanwhile): a start that cannot serve (another
+	// daemon's socket, a file in the way, a port in use) changes nothing
+	// on the interface, where it attached, or swapped its program into a
+	// running link, and only then failed.
+	svc := &lateService{}
+	srv, err := api.NewServer(api.ServerConfig{Socket: cfg.API.Socket, Logger: log}, svc)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return fmt.Errorf("api.socket: %w", err)
+	}
+	defer srv.Close()
+	servers := []interface{ Close() error }{srv}
+	var ms *metrics.Server
+	if cfg.Metrics.Listen != "" {
+		reg := metrics.NewRegistry(metrics.NewCollector(func(ctx context.Context) (api.Status, error) { return svc.Status(ctx) }, log))
+		ms = metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, reg)
+		if err := ms.Listen(); err != nil {
+			return err
+		}
+		defer ms.Close()
+		servers = append(servers, ms)
+	}
+
 	dp, err := datapath.LoadBalancer(datapath.Options{
 		PinDir: pinDir, ConnTableSize: uint32(cfg.Datapath.ConnTableSize), Logger: log,
 		ProgramVariant: uint32(*variant),
@@ -159,24 +187,15 @@ func runRun(args []string) error {
 		return err
 	}
 
-	srv, err := api.NewServer(api.ServerConfig{Socket: cfg.API.Socket, Logger: log}, bal)
-	if err != nil {
-		return err
-	}
+	// Before the servers serve, which orders it before every request.
+	svc.Balancer = bal
 	if err := srv.Start(); err != nil {
 		return fmt.Errorf("api.socket: %w", err)
 	}
-	defer srv.Close()
-
-	servers := []interface{ Close() error }{srv}
-	if cfg.Metrics.Listen != "" {
-		reg := metrics.NewRegistry(metrics.NewCollector(bal.Status, log))
-		ms := metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, reg)
+	if ms != nil {
 		if err := ms.Start(); err != nil {
 			return err
 		}
-		defer ms.Close()
-		servers = append(servers, ms)
 		log.Info("metrics", "url", "http://"+ms.Addr().String()+"/metrics")
 	}
 
@@ -192,6 +211,11 @@ func runRun(args []string) error {
 	log.Info("switchyard stopped; the datapath stays attached and keeps forwarding (`switchyard remove` uninstalls it)")
 	return err
 }
+
+// lateService is the API's and the metrics' balancer, which exists only
+// after the attach, where the servers listen before the load: set before
+// they serve.
+type lateService struct{ *balancer.Balancer }
 
 // stopServersFirst returns a context for the control loop that ends once
 // ctx has ended and the servers are closed: a stop answers the requests in

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -260,21 +261,23 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 		if err := topo.Do(lb, func() error { return ethtool.SetGRO("lo", true) }); err != nil {
 			t.Fatal(err)
 		}
+		// The socket is taken before the load: the start fails
+		// before it pins, attaches or turns GRO off.
 		out := run(t, pinDir, "generic", notASocket)
 		if !groOnLo(t) {
-			t.Errorf("a first start that failed after its generic attach left GRO off on lo")
+			t.Errorf("a first start with a file at api.socket left GRO off on lo")
 		}
-		if !strings.Contains(out, "generic receive offload (GRO) turned off") {
-			t.Errorf("switchyard run in generic mode did not turn GRO off, so the test proves nothing: %s", out)
+		if strings.Contains(out, "generic receive offload (GRO) turned off") || strings.Contains(out, "XDP balancer attached") {
+			t.Errorf("switchyard run with a file at api.socket attached before it failed: %s", out)
 		}
 		if !strings.Contains(out, "exists and is not a socket") {
 			t.Errorf("switchyard run with a file at api.socket printed %q, want the socket error", out)
 		}
 		if _, err := os.Stat(pinDir); err == nil {
-			t.Errorf("a first start that failed after its attach left its pins in %s", pinDir)
+			t.Errorf("a first start with a file at api.socket left its pins in %s", pinDir)
 		}
 		if xdpOnLo(t) {
-			t.Errorf("a first start that failed after its attach left its program attached to lo")
+			t.Errorf("a first start with a file at api.socket left its program attached to lo")
 		}
 	})
 	// An empty pin directory holds no earlier run's pins: a run killed
@@ -588,4 +591,83 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-d.exited
+}
+
+// A start that cannot serve (a file at api.socket, another daemon's socket,
+// a metrics address in use) swapped its program into the link an earlier
+// run left pinned, or attached, and only then failed: the interface ran a
+// program of a start that did not run, with no daemon to check the
+// backends. The socket and the address are now taken before the load: the
+// program the earlier run left runs on, untouched.
+func TestRunThatCannotServeChangesNothing(t *testing.T) {
+	t.Parallel()
+	topo, lb, _, cfgPath := linkTestSetup(t, "sycns")
+	d := startRun(t, topo, lb, cfgPath)
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.exited; err != nil {
+		t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
+	}
+	before := xdpProgID(t, topo, lb)
+	if before == 0 {
+		t.Fatal("eth0 runs no XDP program after the first run stopped: the test proves nothing")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fail starts switchyard run with cfg and returns its standard error
+	// once it has exited with status 1 and a message holding want.
+	fail := func(t *testing.T, cfg, want string) string {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+		cmd.Env = append(os.Environ(), mainEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), want) {
+			t.Fatalf("switchyard run: %v, want exit status 1 and %q; stderr:\n%s", err, want, stderr.String())
+		}
+		return stderr.String()
+	}
+	check := func(t *testing.T, out string) {
+		t.Helper()
+		if id := xdpProgID(t, topo, lb); id != before {
+			t.Errorf("a start that could not serve changed the program on eth0 from ID %d to %d; its log:\n%s", before, id, out)
+		}
+		if strings.Contains(out, "reused the pinned datapath") || strings.Contains(out, "XDP balancer attached") {
+			t.Errorf("a start that could not serve attached before it failed:\n%s", out)
+		}
+	}
+
+	t.Run("file at api.socket", func(t *testing.T) {
+		socket := filepath.Join(filepath.Dir(cfgPath), "switchyard.sock")
+		if err := os.WriteFile(socket, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(socket)
+		check(t, fail(t, string(yaml), "exists and is not a socket"))
+	})
+	t.Run("metrics address in use", func(t *testing.T) {
+		var ln net.Listener
+		if err := topo.Do(lb, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		cfg := strings.Replace(string(yaml), `metrics: {listen: ""}`, `metrics: {listen: "`+ln.Addr().String()+`"}`, 1)
+		if cfg == string(yaml) {
+			t.Fatal("the configuration has no metrics line to change")
+		}
+		check(t, fail(t, cfg, "is already in use by another program"))
+	})
 }

@@ -120,8 +120,9 @@ type Server struct {
 	started bool
 	closed  bool
 	http    *http.Server
-	sock    os.FileInfo // the socket file Start created, to remove only it
-	lock    *os.File    // the socket's lock file, held while serving
+	ln      net.Listener // bound by Listen or Start
+	sock    os.FileInfo  // the socket file Listen created, to remove only it
+	lock    *os.File     // the socket's lock file, held while serving
 	wg      sync.WaitGroup
 }
 
@@ -187,17 +188,24 @@ func newServer(cfg ServerConfig, defaultSocket string) (*Server, error) {
 // Socket is the path the Server listens on.
 func (s *Server) Socket() string { return s.socket }
 
-// Start listens on the socket and serves in the background until Close.
-// It creates the socket's directory (0755) if needed and replaces a stale
-// socket left by a daemon that died, but fails with ErrSocketInUse if a
-// daemon answers on it or holds its lock file (the socket's path and
-// ".lock", which the Server holds until Close). The socket is made 0600: only its owner (root, for
-// the daemon) may connect.
-func (s *Server) Start() error {
+// Listen takes the socket's lock file, replaces a stale socket and binds
+// the socket, serving nothing until Start: a daemon listens before it
+// changes anything, so that a socket it cannot have (another daemon's, a
+// file in the way) ends its start before its program is attached.
+// Connections made meanwhile wait in the socket's backlog. Its errors are
+// Start's.
+func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.listen()
+}
+
+func (s *Server) listen() error {
 	if s.started || s.closed {
 		return errors.New("api server already started")
+	}
+	if s.ln != nil {
+		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(s.socket), 0o755); err != nil {
 		return fmt.Errorf("create the directory of the api socket: %w", err)
@@ -221,7 +229,23 @@ func (s *Server) Start() error {
 		lock.Close()
 		return fmt.Errorf("check the api socket: %w", err)
 	}
-	s.started, s.sock, s.lock = true, fi, lock
+	s.ln, s.sock, s.lock = ln, fi, lock
+	return nil
+}
+
+// Start listens on the socket (unless Listen did) and serves in the
+// background until Close. It creates the socket's directory (0755) if
+// needed and replaces a stale socket left by a daemon that died, but fails
+// with ErrSocketInUse if a daemon answers on it or holds its lock file
+// (the socket's path and ".lock", which the Server holds until Close). The
+// socket is made 0600: only its owner (root, for the daemon) may connect.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.listen(); err != nil {
+		return err
+	}
+	s.started = true
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.readHeaderTimeout,
@@ -229,6 +253,7 @@ func (s *Server) Start() error {
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	ln := s.ln
 	s.wg.Go(func() {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("api server stopped", "socket", s.socket, "error", err)
@@ -332,21 +357,28 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	srv, sock, lock := s.http, s.sock, s.lock
+	srv, ln, sock, lock := s.http, s.ln, s.sock, s.lock
 	s.mu.Unlock()
-	if srv == nil {
+	if ln == nil {
 		return nil
 	}
 	// After the socket is gone, so that a daemon that takes the lock next
 	// finds no socket of this one.
 	defer lock.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(fmt.Errorf("api server: requests still running after %v: %w", shutdownTimeout, err), srv.Close())
+	var err error
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		err = srv.Shutdown(ctx)
+		if err != nil {
+			err = errors.Join(fmt.Errorf("api server: requests still running after %v: %w", shutdownTimeout, err), srv.Close())
+		}
+		s.wg.Wait()
+	} else {
+		// Listened, never served: connections in the backlog are
+		// refused with the listener.
+		ln.Close()
 	}
-	s.wg.Wait()
 	// A daemon started after this one may have replaced the socket: leave
 	// its socket alone.
 	if fi, statErr := os.Lstat(s.socket); statErr == nil && os.SameFile(fi, sock) {

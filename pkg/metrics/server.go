@@ -50,6 +50,7 @@ type Server struct {
 	started bool
 	closed  bool
 	http    *http.Server
+	ln      net.Listener // bound by Listen or Start
 	addr    net.Addr
 	wg      sync.WaitGroup
 }
@@ -74,17 +75,22 @@ func NewServer(cfg ServerConfig, reg *prometheus.Registry) *Server {
 	return &Server{cfg: cfg, log: log, handler: mux, readHeaderTimeout: readHeaderTimeout, readTimeout: readTimeout}
 }
 
-// Start listens on cfg.Listen and serves in the background until Close.
-// With an empty cfg.Listen it does nothing. Its errors name the
-// configuration field, metrics.listen.
-func (s *Server) Start() error {
+// Listen listens on cfg.Listen, serving nothing until Start: a daemon
+// listens before it changes anything, so that an address it cannot have
+// ends its start before its program is attached. Connections made
+// meanwhile wait in the backlog. With an empty cfg.Listen it does
+// nothing. Its errors are Start's.
+func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.listen()
+}
+
+func (s *Server) listen() error {
 	if s.started || s.closed {
 		return errors.New("metrics server already started")
 	}
-	s.started = true
-	if s.cfg.Listen == "" {
+	if s.ln != nil || s.cfg.Listen == "" {
 		return nil
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
@@ -96,7 +102,23 @@ func (s *Server) Start() error {
 	case err != nil:
 		return fmt.Errorf("metrics.listen: listen on %s: %w", s.cfg.Listen, err)
 	}
-	s.addr = ln.Addr()
+	s.ln, s.addr = ln, ln.Addr()
+	return nil
+}
+
+// Start listens on cfg.Listen (unless Listen did) and serves in the
+// background until Close. With an empty cfg.Listen it does nothing. Its
+// errors name the configuration field, metrics.listen.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.listen(); err != nil {
+		return err
+	}
+	s.started = true
+	if s.ln == nil {
+		return nil
+	}
 	s.http = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.readHeaderTimeout,
@@ -104,6 +126,7 @@ func (s *Server) Start() error {
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	ln := s.ln
 	s.wg.Go(func() {
 		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server stopped", "addr", s.addr.String(), "error", err)
@@ -129,9 +152,12 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	srv := s.http
+	srv, ln := s.http, s.ln
 	s.mu.Unlock()
 	if srv == nil {
+		if ln != nil { // listened, never served
+			return ln.Close()
+		}
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
