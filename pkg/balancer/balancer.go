@@ -84,6 +84,10 @@ type Config struct {
 	LegacyDrainFile string
 }
 
+// ErrNoNetworkWatch: the start could not subscribe to the kernel's netlink
+// notifications of links, neighbours, addresses and routes.
+var ErrNoNetworkWatch = errors.New("cannot watch the network at start (netlink subscription)")
+
 // Balancer is the control loop. Create with New, start with Run.
 type Balancer struct {
 	dp   Datapath
@@ -325,7 +329,9 @@ func (b *Balancer) Run(ctx context.Context) error {
 		b.ifindex, b.ifname = ifi.Index, ifi.Name
 	}
 	if err := watchNetwork(ctx, b.ifindex, b.netEvents, b.log); err != nil {
-		return err
+		return fmt.Errorf("%w: %w; the balancer cannot follow the router's MAC address or the interface without netlink, so it does not run. "+
+			"The program stays attached and forwards with the configuration just applied, but no daemon checks the backends: "+
+			"free what the error names (raise the open-file limit, LimitNOFILE=, for `too many open files`; allow netlink sockets in the seccomp profile or LSM policy for `operation not permitted`), then start again", ErrNoNetworkWatch, err)
 	}
 	// The watch sees changes of this index only: a removal before it
 	// began would go unnoticed.
