@@ -39,8 +39,10 @@ type VIPSpec struct {
 	Port     int
 	Protocol string // tcp or udp
 	Hash     string // 5tuple or source
-	Health   HealthSpec
-	Backends []BackendSpec
+	// TableSize is vips[].table_size; 0 leaves it out (the default).
+	TableSize int
+	Health    HealthSpec
+	Backends  []BackendSpec
 }
 
 // HealthSpec is vips[].health. Zero durations and counts are left out of
@@ -180,6 +182,9 @@ func render(f balancerFile, s Spec) string {
 		}
 		if v.Hash != "" {
 			w("    hash: %s", v.Hash)
+		}
+		if v.TableSize != 0 {
+			w("    table_size: %d", v.TableSize)
 		}
 		h := v.Health
 		if h.Type != "" {
