@@ -5,15 +5,13 @@ import (
 	"fmt"
 
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 )
 
 // groRecord is an interface on which the agent turned generic receive
-// offload off, having found it on.
-type groRecord struct {
-	Dev string `json:"dev"`
-	// Ifindex finds the interface again after a rename.
-	Ifindex int `json:"ifindex"`
-}
+// offload off, having found it on; the balancer records its own the same
+// way.
+type groRecord = ethtool.GROOff
 
 // groForMode turns GRO off on the interface when the decap program runs
 // in generic (skb) mode, recording it first: generic XDP runs after GRO,

@@ -135,3 +135,16 @@ func (h *Handle) ioctl(ifname string, v *value) error {
 	}
 	return nil
 }
+
+// GROOff records an interface on which a daemon turned generic receive
+// offload off for a generic-mode XDP program, having found it on, so that
+// it (or the run after a crash, or `switchyard remove`) turns it on again
+// once no generic-mode program needs it off. The agent keeps it in its
+// state file, the balancer in a file beside its API socket.
+type GROOff struct {
+	Dev string `json:"dev"`
+	// Ifindex finds the interface again after a rename, and tells a
+	// re-created interface of the same name (GRO on, as a new device's
+	// default) from the one whose GRO was turned off.
+	Ifindex int `json:"ifindex"`
+}
