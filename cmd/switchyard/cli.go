@@ -194,6 +194,9 @@ func runRemove(args []string) error {
 		return removeAgent(*cfgPath, *iface, *pinDir)
 	}
 	dir := *pinDir
+	// The balancer's GRO record is beside its API socket: the
+	// configuration's, or the default one.
+	socket := config.DefaultAPISocket
 	switch {
 	case dir != "":
 	case *cfgPath != "":
@@ -215,6 +218,7 @@ func runRemove(args []string) error {
 			if dir == "" {
 				dir = datapath.DefaultPinDir(c.Datapath.Interface)
 			}
+			socket = c.API.Socket
 		}
 	case *iface != "":
 		// Joined to the pin directory's path: "..", say, would name
@@ -258,7 +262,13 @@ func runRemove(args []string) error {
 		return nil
 	}
 	fmt.Printf("removed the balancer's XDP program and maps pinned at %s\n", dir)
-	return nil
+	// With the program off, GRO a generic-mode run turned off goes back
+	// on, as it was.
+	done, err := restoreGRO(groFile(socket, dir), 0)
+	if done != "" {
+		fmt.Println(done)
+	}
+	return err
 }
 
 // removeAgent undoes what an agent that did not stop cleanly left: the

@@ -69,7 +69,8 @@ func runRun(args []string) error {
 	}
 	// Before the load, which pins the maps: a mistyped interface must
 	// not leave a pin directory (and its connection table) behind.
-	if _, err := datapath.LookupInterface(cfg.Datapath.Interface); err != nil {
+	ifc, err := datapath.LookupInterface(cfg.Datapath.Interface)
+	if err != nil {
 		return err
 	}
 	// Before the load too: a second daemon of this interface must not
@@ -90,17 +91,19 @@ func runRun(args []string) error {
 	fresh := emptyDir(lock)
 	running := false
 	groTurnedOff := false
+	groRecordFile := groFile(cfg.API.Socket, pinDir)
 	defer func() {
 		// Before the lock is let go: no other start may take the
 		// directory meanwhile.
 		if fresh && !running {
 			if err := datapath.RemoveBalancer(pinDir); err != nil {
+				// GRO stays off with the program, perhaps still
+				// attached, and its record, for that remove.
 				log.Error("a failed first start could not remove what it pinned: run `switchyard remove --config FILE` with its configuration", "pins", pinDir, "error", err)
+				return
 			}
 			// With the program gone, GRO goes back on as it was.
-			if groTurnedOff {
-				groBackOn(log, cfg.Datapath.Interface)
-			}
+			groBackOn(log, cfg.Datapath.Interface, groRecordFile, groTurnedOff)
 		}
 	}()
 
@@ -156,7 +159,12 @@ func runRun(args []string) error {
 		log.Info("XDP balancer attached", "interface", cfg.Datapath.Interface, "mode", res.Mode, "tag", res.NewTag, "pins", pinDir)
 	}
 	if res.Mode == datapath.AttachGeneric {
-		groTurnedOff = groOffForGeneric(log, cfg.Datapath.Interface)
+		groTurnedOff = groOffForGeneric(log, cfg.Datapath.Interface, ifc.Index, groRecordFile)
+	} else {
+		// Native mode runs before GRO: GRO a generic-mode run turned
+		// off (this interface's before a mode change, or another's)
+		// goes back on.
+		restoreGROLogged(log, groRecordFile, 0)
 	}
 	// A start over an earlier run's pins whose program no longer ran on
 	// the interface (created again, or its link detached) attached one
@@ -172,9 +180,7 @@ func runRun(args []string) error {
 				"interface", cfg.Datapath.Interface, "error", err)
 			return
 		}
-		if groTurnedOff {
-			groBackOn(log, cfg.Datapath.Interface)
-		}
+		groBackOn(log, cfg.Datapath.Interface, groRecordFile, groTurnedOff)
 	}()
 
 	drainFile, legacyDrainFile := drainFiles(cfg.API.Socket, pinDir)
@@ -235,19 +241,33 @@ func stopServersFirst(ctx context.Context, log *slog.Logger, servers ...interfac
 	return loop
 }
 
-// groOffForGeneric turns generic receive offload (GRO) off on iface, on
-// which the balancer runs in generic (skb) mode: generic XDP runs after
-// GRO, so it would see the packets GRO merged, larger than the MTU, and
-// drop them or answer "too big", stalling bulk TCP to the VIPs. (The
-// kernel itself turns LRO and hardware GRO off when a generic XDP program
-// is attached.) GRO stays off while the datapath stays attached, after
-// the daemon too; nothing records its earlier value, so the log says how
-// to turn it on again. A failure is not fatal: the balancer forwards
-// what GRO did not merge. It reports whether it turned GRO off.
-func groOffForGeneric(log *slog.Logger, iface string) bool {
+// groOffForGeneric turns generic receive offload (GRO) off on iface
+// (index ifindex), on which the balancer runs in generic (skb) mode:
+// generic XDP runs after GRO, so it would see the packets GRO merged,
+// larger than the MTU, and drop them or answer "too big", stalling bulk
+// TCP to the VIPs. (The kernel itself turns LRO and hardware GRO off when
+// a generic XDP program is attached.) GRO stays off while the datapath
+// stays attached, after the daemon too: that it was on is written to
+// record first (see groRecord), for a native-mode start, `switchyard
+// remove` or a failed start to turn it on again. A record of another
+// interface (one gone, or created again) is dealt with first. A failure
+// is not fatal: the balancer forwards what GRO did not merge. It reports
+// whether it turned GRO off.
+func groOffForGeneric(log *slog.Logger, iface string, ifindex int, record string) bool {
+	restoreGROLogged(log, record, ifindex)
 	on, err := ethtool.GRO(iface)
 	if err == nil && on {
+		if rerr := writeGRORecord(record, iface, ifindex); rerr != nil {
+			log.Warn("could not record that generic receive offload (GRO) was on: it is turned off all the same, and stays off after `switchyard remove` or a native-mode start; "+
+				"turn it on again then with `ethtool -K "+iface+" gro on`, and make the API socket's directory writable", "interface", iface, "error", rerr)
+		}
 		err = ethtool.SetGRO(iface, false)
+		if err != nil {
+			// GRO stays on: nothing to turn on again.
+			if rerr := removeGRORecord(record); rerr != nil {
+				log.Warn("GRO record", "error", rerr)
+			}
+		}
 	}
 	switch {
 	case err != nil:
@@ -255,7 +275,7 @@ func groOffForGeneric(log *slog.Logger, iface string) bool {
 			"turn it off with `ethtool -K "+iface+" gro off`, or use native mode", "interface", iface, "error", err)
 	case on:
 		log.Info("generic receive offload (GRO) turned off: in generic mode the XDP program would see the packets GRO merged, larger than the MTU; "+
-			"it stays off while the balancer is attached; after `switchyard remove`, turn it on again with `ethtool -K "+iface+" gro on`", "interface", iface)
+			"it stays off while the balancer is attached, and `switchyard remove` or a native-mode start turns it on again", "interface", iface, "record", record)
 	}
 	return err == nil && on
 }
@@ -267,11 +287,22 @@ func emptyDir(dir *os.File) bool {
 	return errors.Is(err, io.EOF)
 }
 
-// groBackOn turns GRO on again on iface, which a start that failed had
-// turned off for its generic-mode program, now taken off.
-func groBackOn(log *slog.Logger, iface string) {
+// groBackOn turns GRO on again on iface, whose generic-mode program a
+// start that failed took off, and removes its record: GRO the start
+// turned off (turnedOff), or that an earlier generic-mode run recorded
+// (a start whose program the interface did not run, its link detached by
+// hand).
+func groBackOn(log *slog.Logger, iface, record string, turnedOff bool) {
+	if !turnedOff {
+		restoreGROLogged(log, record, 0)
+		return
+	}
 	if err := ethtool.SetGRO(iface, true); err != nil {
-		log.Error("a failed start could not turn generic receive offload (GRO) back on: turn it on with `ethtool -K "+iface+" gro on`", "interface", iface, "error", err)
+		log.Error("a failed start could not turn generic receive offload (GRO) back on: turn it on with `ethtool -K "+iface+" gro on`", "interface", iface, "record", record, "error", err)
+		return
+	}
+	if err := removeGRORecord(record); err != nil {
+		log.Warn("GRO record", "error", err)
 	}
 }
 
@@ -287,21 +318,28 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, bal *balancer.Balanc
 }
 
 // drainFiles names the file of operator drains, beside the API socket.
-// Daemons whose sockets share a directory keep theirs apart by pin
-// directory: the default one (/sys/fs/bpf/switchyard/<interface>) keeps
-// the name earlier releases gave it, drains-<interface>.json; any other
-// adds a hash of its whole path to its last element. legacy is the name
-// earlier releases gave that file ("" if the same), read while the new
-// one is missing, so an upgrade keeps the drains.
+// legacy is the name earlier releases gave that file ("" if the same),
+// read while the new one is missing, so an upgrade keeps the drains.
 func drainFiles(socket, pinDir string) (file, legacy string) {
+	return besideSocket(socket, pinDir, "drains")
+}
+
+// besideSocket names a file of kind ("drains", "gro") kept beside the API
+// socket for the pin directory pinDir. Daemons whose sockets share a
+// directory keep theirs apart by pin directory: the default one
+// (/sys/fs/bpf/switchyard/<interface>) gives KIND-<interface>.json, the
+// name earlier releases gave the drains; any other adds a hash of its
+// whole path to its last element. legacy is KIND-<last element>.json,
+// the name earlier releases gave that file ("" if the same).
+func besideSocket(socket, pinDir, kind string) (file, legacy string) {
 	dir, base := filepath.Dir(socket), filepath.Base(pinDir)
-	old := filepath.Join(dir, "drains-"+base+".json")
+	old := filepath.Join(dir, kind+"-"+base+".json")
 	clean := filepath.Clean(pinDir)
 	if clean == datapath.DefaultPinDir(base) {
 		return old, ""
 	}
 	sum := sha256.Sum256([]byte(clean))
-	return filepath.Join(dir, fmt.Sprintf("drains-%s-%x.json", base, sum[:6])), old
+	return filepath.Join(dir, fmt.Sprintf("%s-%s-%x.json", kind, base, sum[:6])), old
 }
 
 // absPath is path made absolute, or path itself if the working directory

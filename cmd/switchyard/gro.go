@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/ethtool"
+)
+
+// groRecord is the balancer's record of GRO it turned off for its
+// generic-mode program, kept beside the API socket as the drains are (the
+// pin directory is on bpffs, which holds no regular file). It outlives
+// the daemon, as the attachment does: a native-mode start, `switchyard
+// remove` and a failed start that takes its program off turn GRO on
+// again and remove it.
+type groRecord struct {
+	ethtool.GROOff
+	// WasOn: GRO was on before the balancer turned it off. Always true
+	// in a record written; a reader of one without it restores nothing.
+	WasOn bool `json:"was_on"`
+}
+
+// groFile names the balancer's GRO record of pinDir, beside socket, kept
+// apart per pin directory as drainFiles keeps the drains.
+func groFile(socket, pinDir string) string {
+	file, _ := besideSocket(socket, pinDir, "gro")
+	return file
+}
+
+// writeGRORecord records that GRO was on on the interface dev (index
+// ifindex): written to a temporary file, synced, and renamed over path,
+// so that a crash leaves no record or a whole one, never a part.
+func writeGRORecord(path, dev string, ifindex int) error {
+	data, err := json.Marshal(groRecord{GROOff: ethtool.GROOff{Dev: dev, Ifindex: ifindex}, WasOn: true})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("record that GRO was on in %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("record that GRO was on in %s: %w", path, err)
+	}
+	_, err = f.Write(append(data, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("record that GRO was on in %s: %w", path, err)
+	}
+	return nil
+}
+
+// readGRORecord returns the record at path, nil if there is none.
+func readGRORecord(path string) (*groRecord, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the GRO record %s: %w", path, err)
+	}
+	var rec groRecord
+	if err := json.Unmarshal(data, &rec); err != nil || (rec.WasOn && rec.Ifindex <= 0) {
+		if err == nil {
+			err = fmt.Errorf("ifindex %d", rec.Ifindex)
+		}
+		return nil, fmt.Errorf("read the GRO record %s: %w: it says which interface had GRO on before the balancer turned it off for generic mode; turn GRO on by hand if need be (`ethtool -K IFACE gro on`) and remove the file", path, err)
+	}
+	return &rec, nil
+}
+
+// restoreGRO turns GRO on again on the interface the record at path
+// names, unless it is on already, and removes the record; unless it names
+// the interface of index keep, whose GRO the caller keeps off. An
+// interface gone since, or created again under a new index, has nothing
+// to restore: its record is dropped. done says what it did ("" for
+// nothing), for the caller to log or print.
+func restoreGRO(path string, keep int) (done string, err error) {
+	rec, err := readGRORecord(path)
+	if err != nil || rec == nil || rec.Ifindex == keep {
+		return "", err
+	}
+	if !rec.WasOn {
+		return "", removeGRORecord(path)
+	}
+	l, err := netlink.LinkByIndex(rec.Ifindex)
+	if _, gone := errors.AsType[netlink.LinkNotFoundError](err); gone {
+		done = fmt.Sprintf("interface %s (index %d), on which the balancer turned generic receive offload (GRO) off, is gone: its GRO record %s dropped", rec.Dev, rec.Ifindex, path)
+		return done, removeGRORecord(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("turn generic receive offload of %s on again: find interface index %d: %w (turn it on with `ethtool -K %s gro on`, then remove %s)", rec.Dev, rec.Ifindex, err, rec.Dev, path)
+	}
+	name := l.Attrs().Name
+	on, err := ethtool.GRO(name)
+	if err == nil && !on {
+		err = ethtool.SetGRO(name, true)
+	}
+	if err != nil {
+		return "", fmt.Errorf("turn generic receive offload of %s on again: %w (turn it on with `ethtool -K %s gro on`, then remove %s)", name, err, name, path)
+	}
+	done = "generic receive offload (GRO) of " + name + " turned on again, as it was before the balancer's generic mode"
+	if on {
+		done = "generic receive offload (GRO) of " + name + " is on again already"
+	}
+	return done, removeGRORecord(path)
+}
+
+// removeGRORecord removes the record at path; a missing one is no error.
+func removeGRORecord(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the GRO record %s: %w (remove it by hand: GRO is as it should be)", path, err)
+	}
+	return nil
+}
+
+// restoreGROLogged is restoreGRO for the daemon, which logs what it did.
+func restoreGROLogged(log *slog.Logger, path string, keep int) {
+	done, err := restoreGRO(path, keep)
+	if done != "" {
+		log.Info(done)
+	}
+	if err != nil {
+		log.Error("could not restore generic receive offload (GRO) as it was before generic mode", "error", err)
+	}
+}
