@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -114,4 +116,71 @@ func TestRunGROIsRestored(t *testing.T) {
 			t.Errorf("a native-mode run: GRO on %v, record written %v; want on, none; its log:\n%s", groOn(t), recorded(), out)
 		}
 	})
+}
+
+// collidingVIPs are seventeen TCP VIPs on port 80 that share one home slot
+// (3238) of the VIP index, found with pkg/datapath's vipIndexHash: the
+// index probes sixteen slots from a VIP's home, so the seventeenth finds
+// none, and the kernel-side index cannot be built (`no free slot`).
+var collidingVIPs = []string{"10.100.54.34", "10.100.61.104", "10.100.68.174", "10.100.75.244", "10.100.82.58", "10.100.137.181",
+	"10.100.144.251", "10.100.151.65", "10.100.158.135", "10.100.165.205", "10.100.172.19", "10.100.227.142", "10.100.234.212",
+	"10.100.241.26", "10.100.248.96", "10.100.255.166", "10.101.0.0"}
+
+// A first start in generic mode that fails after its attach (its first
+// apply, here: a configuration whose VIPs the VIP index cannot place)
+// takes its program and pins off, turns GRO on again, and removes the
+// GRO record it wrote. (The test of a file at api.socket no longer gets
+// that far: the socket is taken before the attach.)
+func TestRunFailedFirstStartTurnsGROBackOn(t *testing.T) {
+	t.Parallel()
+	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sygrf")
+	yaml, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vips []string
+	for i, a := range collidingVIPs {
+		vips = append(vips, "{name: v"+string(rune('a'+i))+", address: "+a+", port: 80, protocol: tcp, table_size: 251, health: {type: none}, backends: [{name: be1, address: 10.2.1.2}]}")
+	}
+	cfg, _, ok := strings.Cut(string(yaml), "vips: [")
+	if !ok {
+		t.Fatal("the configuration has no vips line to change")
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg+"vips: ["+strings.Join(vips, ", ")+"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.SetGRO(lb, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	out := stderr.String()
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(out, "apply the configuration at start: ") || !strings.Contains(out, "no free slot") {
+		t.Fatalf("switchyard run with %d VIPs of one index slot: %v, want exit status 1 and the start's apply error about the VIP index; stderr:\n%s", len(collidingVIPs), err, out)
+	}
+	if !strings.Contains(out, "generic receive offload (GRO) turned off") || !strings.Contains(out, "XDP balancer attached") {
+		t.Fatalf("the failed first start did not attach and turn GRO off, so the test proves nothing:\n%s", out)
+	}
+	if on, err := topo.GRO(lb, topology.EthName); err != nil || !on {
+		t.Errorf("a failed first start in generic mode left GRO off on eth0 (%v); its log:\n%s", err, out)
+	}
+	record := groFile(filepath.Join(filepath.Dir(cfgPath), "switchyard.sock"), pinDir)
+	if _, err := os.Stat(record); err == nil {
+		t.Errorf("a failed first start that turned GRO back on left its GRO record %s", record)
+	}
+	if id := xdpProgID(t, topo, lb); id != 0 {
+		t.Errorf("a failed first start left its program %d attached to eth0", id)
+	}
+	if _, err := os.Stat(pinDir); err == nil {
+		t.Errorf("a failed first start left its pins in %s", pinDir)
+	}
 }
