@@ -265,7 +265,7 @@ func groOffForGeneric(log *slog.Logger, iface string, ifindex int, record string
 		if err != nil {
 			// GRO stays on: nothing to turn on again.
 			if rerr := removeGRORecord(record); rerr != nil {
-				log.Warn("GRO record", "error", rerr)
+				log.Warn("could not remove the GRO record: GRO is on, as it was before generic mode; remove the file", "record", record, "error", rerr)
 			}
 		}
 	}
@@ -302,7 +302,7 @@ func groBackOn(log *slog.Logger, iface, record string, turnedOff bool) {
 		return
 	}
 	if err := removeGRORecord(record); err != nil {
-		log.Warn("GRO record", "error", err)
+		log.Warn("could not remove the GRO record: GRO is on, as it was before generic mode; remove the file", "record", record, "error", err)
 	}
 }
 

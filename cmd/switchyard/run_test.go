@@ -248,8 +248,6 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 	})
 	t.Run("socket in the way", func(t *testing.T) {
 		pinDir := pinDirFor(t)
-		// Generic mode turns GRO off; a failed first start turns it
-		// back on with its program gone.
 		groOnLo := func(t *testing.T) bool {
 			t.Helper()
 			var on bool
