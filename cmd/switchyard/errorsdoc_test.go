@@ -249,6 +249,7 @@ var notInTroubleshooting = map[string]string{
 	"the balancer program is not attached to its interface: VIP traffic is not balanc": "sentinel: the `error` of `the balancer program no longer runs on its interface, though the daemon runs`, which has the row",
 	"the decap program is not attached to its interface: encapsulated packets are not": "sentinel: the `error` of `the decap program no longer runs on its interface, though the agent runs`, which has the row",
 	"could not check the program":               "sentinel: the `error` of `could not check that the balancer (or decap) program still runs on its interface`, which has the row",
+	"could not check the maps":                  "sentinel: the map pin checks keep their last state on it, silently, as the link pin's do on `could not check the program`: the same refusal is logged and shown as `could not check that the balancer (or decap) program still runs on its interface`, which has the row",
 	"no BPF program named ":                     "LoadedJITCode serves scripts/jitprof, a developer's profiling tool (Development), not a switchyard command",
 	"agent is already running":                  "a second Start (or a Remove of a running agent) by a Go caller; switchyard agent starts it once, and remove --agent builds an agent it never starts",
 	"enter the agent":                           "wrapped by `open sysctl ... again (interface index N, now named ...)`, which has the row",

@@ -772,7 +772,8 @@ func (a *Agent) checkLinkPin() error {
 // maps by them, and one it does not find it creates afresh (the counters
 // it takes back through the link pin, if that is there, logging a
 // half-done upgrade; without it they start at 0). It logs each restore, and a pin it cannot restore once
-// (until that changes), and returns the check's failure.
+// (until that changes), and returns the check's failure (the last one
+// found when the maps could not be read).
 func (a *Agent) checkMapPins() error {
 	a.linkMu.Lock()
 	defer a.linkMu.Unlock()
@@ -781,6 +782,12 @@ func (a *Agent) checkMapPins() error {
 		a.mapRestores += uint64(len(restored))
 		a.log.Warn("pins of the decap program's maps were removed while the agent ran (rm, or a clean-up of bpffs): pinned again; "+
 			"without them the next run of the agent would have created them afresh, finding the counters only through the link pin", "pin_dir", a.pinDir, "maps", fmt.Sprint(restored))
+	}
+	if errors.Is(err, datapath.ErrMapPinCheckFailed) {
+		// Maps whose info could not be read say nothing of their pins:
+		// the last state found stands. checkDetached meets the same
+		// refusal and logs and shows it.
+		return a.mapPinErr
 	}
 	switch {
 	case err != nil && (a.mapPinErr == nil || a.mapPinErr.Error() != err.Error()):

@@ -252,6 +252,8 @@ func TestAttachCheckFailureIsNoDetachment(t *testing.T) {
 	const (
 		notChecked = "could not check that the decap program still runs on its interface"
 		detached   = "the decap program no longer runs on its interface"
+		// What a map pin's check logs when a pin is missing.
+		mapsNotPinned = "the decap program's maps are not all pinned"
 	)
 
 	for i := range 2 {
@@ -266,9 +268,17 @@ func TestAttachCheckFailureIsNoDetachment(t *testing.T) {
 		if !st.LinkPinned || st.LinkPinError != "" {
 			t.Errorf("status %d with the link's info refused: link_pinned %v, link_pin_error %q; want pinned (the last state found)", i+1, st.LinkPinned, st.LinkPinError)
 		}
+		// Nor the maps, whose check reads their info too: they were
+		// said not all pinned, the next run to create them afresh.
+		if !st.MapsPinned || st.MapPinError != "" {
+			t.Errorf("status %d with the maps' info refused: maps_pinned %v, map_pin_error %q; want pinned (the last state found)", i+1, st.MapsPinned, st.MapPinError)
+		}
 	}
 	if n, m := logs.count(notChecked), logs.count(detached); n != 1 || m != 0 {
 		t.Errorf("two failed checks logged %q %d times and %q %d times; want once and never", notChecked, n, detached, m)
+	}
+	if n := logs.count(mapsNotPinned); n != 0 {
+		t.Errorf("two failed checks logged %q %d times; want never", mapsNotPinned, n)
 	}
 	if st := status(); !st.ProgramAttached || st.AttachCheckError != "" {
 		t.Errorf("status once the check works: program_attached %v, attach_check_error %q; want attached, no error", st.ProgramAttached, st.AttachCheckError)

@@ -455,6 +455,12 @@ func (b *Balancer) checkMapPins() {
 		b.log.Warn("pins of the balancer program's maps were removed while the daemon ran (rm, or a clean-up of bpffs): pinned again; "+
 			"without them the next run of the daemon would have created them afresh", "pin_dir", filepath.Dir(b.linkPin()), "maps", fmt.Sprint(restored))
 	}
+	if errors.Is(err, datapath.ErrMapPinCheckFailed) {
+		// Maps whose info could not be read say nothing of their pins:
+		// the last state found stands. checkDetached, on the same
+		// rounds, meets the same refusal and logs and shows it.
+		return
+	}
 	switch {
 	case err != nil && (b.mapPinErr == nil || b.mapPinErr.Error() != err.Error()):
 		b.log.Error("the balancer program's maps are not all pinned: the next run of the daemon creates the missing ones afresh", "error", err)

@@ -20,7 +20,10 @@ import (
 // (counters, for the balancer its state) are lost, and the program that
 // run attaches uses the new map. It returns the names it pinned again; an
 // error wraps notPinned and names every pin that stays missing or holds
-// another map. Without a pin directory there is nothing to check.
+// another map, or, when no pin was found wrong but a map's info could not
+// be read (the bpf() call refused by a seccomp profile or an LSM, as
+// ErrAttachCheckFailed's), wraps ErrMapPinCheckFailed, which says nothing
+// of the pins. Without a pin directory there is nothing to check.
 //
 // The map is pinned through a handle of its own, pinned nowhere yet
 // (the daemon's handle still names the pin as its own, and cilium/ebpf
@@ -34,7 +37,7 @@ func restoreMapPins(pinDir string, held map[string]*ebpf.Map, notPinned error, p
 		return nil, fmt.Errorf("%w: the pin directory %s was removed (%w): stop the %s with SIGTERM and start it again", notPinned, pinDir, err, daemon)
 	}
 	var restored []string
-	var errs []error
+	var errs, unread []error
 	for _, name := range slices.Sorted(maps.Keys(held)) {
 		m := held[name]
 		if m == nil {
@@ -43,7 +46,7 @@ func restoreMapPins(pinDir string, held map[string]*ebpf.Map, notPinned error, p
 		path := filepath.Join(pinDir, name)
 		info, err := m.Info()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("read the %s's map %s: %w", program, name, err))
+			unread = append(unread, fmt.Errorf("read the %s's map %s: %w", program, name, err))
 			continue
 		}
 		id, _ := info.ID()
@@ -76,5 +79,14 @@ func restoreMapPins(pinDir string, held map[string]*ebpf.Map, notPinned error, p
 	if len(errs) > 0 {
 		return restored, fmt.Errorf("%w: %w", notPinned, errors.Join(errs...))
 	}
+	if len(unread) > 0 {
+		return restored, fmt.Errorf("%w: %w", ErrMapPinCheckFailed, errors.Join(unread...))
+	}
 	return restored, nil
 }
+
+// ErrMapPinCheckFailed: the daemon could not read its maps' info to check
+// their pins (EPERM from a seccomp profile or an LSM policy that changed,
+// ENOMEM), which says nothing of the pins: the daemon keeps what it last
+// found, as it does for its link's pin on ErrAttachCheckFailed.
+var ErrMapPinCheckFailed = errors.New("could not check the maps' pins")
