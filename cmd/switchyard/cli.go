@@ -134,10 +134,11 @@ func drainCmd(name string, args []string) error {
 	if cf.json {
 		return printJSON(resp)
 	}
-	fmt.Printf("%sed: %s\n", name, strings.Join(resp.Matched, ", "))
-	// The warnings are the words of whatever answers on the socket: a
-	// control character in them must not move the operator's cursor or
-	// clear the screen, as status does not let the daemon's strings.
+	// The names and warnings are the words of whatever answers on the
+	// socket: a control character in them must not move the operator's
+	// cursor or clear the screen, as status does not let the daemon's
+	// strings.
+	fmt.Printf("%sed: %s\n", name, visibleJoin(resp.Matched, ", "))
 	for _, w := range resp.Warnings {
 		fmt.Fprintf(os.Stderr, "switchyard %s: warning: %s\n", name, api.Visible(w))
 	}
@@ -171,8 +172,19 @@ func runReload(args []string) error {
 		fmt.Printf("reloaded (generation %d): nothing changed\n", resp.Generation)
 		return nil
 	}
-	fmt.Printf("reloaded (generation %d):\n  %s\n", resp.Generation, strings.Join(resp.Changed, "\n  "))
+	// As drain's: the changes are the words of whatever answers.
+	fmt.Printf("reloaded (generation %d):\n  %s\n", resp.Generation, visibleJoin(resp.Changed, "\n  "))
 	return nil
+}
+
+// visibleJoin joins the daemon's strings with sep, each made visible
+// (api.Visible).
+func visibleJoin(ss []string, sep string) string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = api.Visible(s)
+	}
+	return strings.Join(out, sep)
 }
 
 func runRemove(args []string) error {

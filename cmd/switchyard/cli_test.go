@@ -369,11 +369,16 @@ func TestClientCommandsAsNonRoot(t *testing.T) {
 type warningService struct{ api.Service }
 
 func (warningService) Drain(ctx context.Context, backend string, drain bool) (api.DrainResponse, error) {
-	return api.DrainResponse{Matched: []string{"web/" + backend}, Warnings: []string{"VIP we\x1b[2Jb\r has no backend left for new flows"}}, nil
+	return api.DrainResponse{Matched: []string{"we\x1b[2Jb/" + backend}, Warnings: []string{"VIP we\x1b[2Jb\r has no backend left for new flows"}}, nil
 }
 
-// A drain's warnings reach the operator's terminal escaped, as status
-// writes the daemon's strings: a raw escape sequence cleared the screen.
+func (warningService) Reload(ctx context.Context) (api.ReloadResponse, error) {
+	return api.ReloadResponse{Generation: 2, Changed: []string{"VIP we\x1b[2Jb\r added"}}, nil
+}
+
+// A drain's warnings and matched names, and a reload's changes, reach the
+// operator's terminal escaped, as status writes the daemon's strings: a
+// raw escape sequence cleared the screen.
 func TestDrainWarningsAreEscaped(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	srv, err := api.NewServer(api.ServerConfig{Socket: sock}, warningService{})
@@ -388,8 +393,8 @@ func TestDrainWarningsAreEscaped(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, os.Args[0], cmdName, "be1", "--socket", sock)
 		cmd.Env = append(os.Environ(), mainEnv+"=1")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
 		cancel()
 		if err != nil {
@@ -399,5 +404,14 @@ func TestDrainWarningsAreEscaped(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) || strings.ContainsAny(stderr.String(), "\x1b\r") {
 			t.Errorf("switchyard %s: stderr %q, want %q with no raw control character", cmdName, stderr.String(), want)
 		}
+		// The names it matched are the same program's words.
+		if want := cmdName + `ed: we\x1b[2Jb/be1`; !strings.Contains(stdout.String(), want) || strings.ContainsAny(stdout.String(), "\x1b\r") {
+			t.Errorf("switchyard %s: stdout %q, want %q with no raw control character", cmdName, stdout.String(), want)
+		}
+	}
+	// And so are the changes a reload lists.
+	out, err := runMain(t, "reload", "--socket", sock)
+	if want := `VIP we\x1b[2Jb\r added`; err != nil || !strings.Contains(out, want) || strings.ContainsAny(out, "\x1b\r") {
+		t.Errorf("switchyard reload: %q (%v), want %q with no raw control character", out, err, want)
 	}
 }
