@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	topology.SweepTestOrphans(func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "test/e2e: "+format+"\n", args...)
 	})
+	sweepMemCgroups(func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "test/e2e: "+format+"\n", args...)
+	})
 	if b := os.Getenv(binaryEnv); b != "" {
 		// A helper process of this package's tests.
 		binary = b

@@ -386,6 +386,22 @@ func newMemCgroup(t *testing.T, prefix string, pid int) *memCgroup {
 	return c
 }
 
+// sweepMemCgroups removes the memory cgroups of runs killed before their
+// cleanup (newMemCgroup's, under memCgroupRoot): those with no process
+// left, once SweepTestOrphans has ended the daemons they held. A cgroup a
+// live run's daemon is in is busy, and stays.
+func sweepMemCgroups(logf func(string, ...any)) {
+	dirs, _ := filepath.Glob(filepath.Join(memCgroupRoot, "switchyard-e2e-*"))
+	for _, d := range dirs {
+		if procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err != nil || len(strings.TrimSpace(string(procs))) > 0 {
+			continue
+		}
+		if err := os.Remove(d); err == nil {
+			logf("removed the memory cgroup %s of a run killed before its cleanup", d)
+		}
+	}
+}
+
 func (c *memCgroup) write(file, value string) {
 	c.t.Helper()
 	if err := os.WriteFile(filepath.Join(c.path, file), []byte(value), 0); err != nil {
