@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -88,7 +87,7 @@ func runRun(args []string) error {
 	// the lock, by what the directory holds: one that was missing before
 	// the lock may hold the pins of a run that took it first; an empty
 	// one (a run killed before it pinned anything) holds none.
-	fresh := emptyDir(lock)
+	fresh := datapath.PinDirEmpty(lock)
 	running := false
 	groTurnedOff := false
 	groRecordFile := groFile(cfg.API.Socket, pinDir)
@@ -278,13 +277,6 @@ func groOffForGeneric(log *slog.Logger, iface string, ifindex int, record string
 			"it stays off while the balancer is attached, and `switchyard remove` or a native-mode start turns it on again", "interface", iface, "record", record)
 	}
 	return err == nil && on
-}
-
-// emptyDir reports whether the directory open as dir holds nothing; not
-// if it cannot be read, which keeps whatever it holds.
-func emptyDir(dir *os.File) bool {
-	_, err := dir.Readdirnames(1)
-	return errors.Is(err, io.EOF)
 }
 
 // groBackOn turns GRO on again on iface, whose generic-mode program a

@@ -394,10 +394,6 @@ func (a *Agent) lockPinDir() error {
 	// A holder that stops removes the directory: a lock taken on the
 	// directory it removed guards nothing, so take it again on the new one.
 	for attempt := 0; ; attempt++ {
-		// Pins left by an earlier run that did not shut down cleanly stay
-		// theirs if this start fails; a successful start adopts them.
-		_, err := os.Stat(a.pinDir)
-		created := errors.Is(err, os.ErrNotExist)
 		if err := os.MkdirAll(a.pinDir, 0o700); err != nil {
 			return fmt.Errorf("create pin directory %s: %w; pin_dir must name a directory root can create on a bpffs mounted read-write (mount -t bpf bpf /sys/fs/bpf)", a.pinDir, err)
 		}
@@ -427,7 +423,13 @@ func (a *Agent) lockPinDir() error {
 				f.Close()
 				return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
 			}
-			a.lock, a.ownPins = f, created
+			// Pins left by an earlier run that did not shut down
+			// cleanly stay theirs if this start fails; a successful
+			// start adopts them. Told apart under the lock, by what the
+			// directory holds: one that was missing before the lock may
+			// hold the pins of an agent that took it first; an empty
+			// one (prepared, or an agent killed before it pinned) none.
+			a.lock, a.ownPins = f, datapath.PinDirEmpty(f)
 			return nil
 		}
 		f.Close()

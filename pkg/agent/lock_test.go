@@ -96,3 +96,31 @@ func TestAgentOnABalancersPinDir(t *testing.T) {
 		t.Errorf("the balancer's connection table: %v", err)
 	}
 }
+
+// TestFailedStartInEmptyPinDirLeavesNothing: a start that fails in a pin
+// directory that exists but holds nothing (one an administrator prepared,
+// or an agent killed before it pinned anything) removes what it pinned,
+// as a start that created the directory does. It told a first start by
+// the directory missing, looked at before the lock: this start left its
+// pins for good, and a start that found the directory missing could, once
+// it took the lock, remove the pins of an agent that had taken it first.
+func TestFailedStartInEmptyPinDirLeavesNothing(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	// The attach, the last step, fails: another program holds eth0.
+	if err := datapath.AttachPass(topo.NsHandle(be), topology.EthName); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	if err := os.MkdirAll(c.PinDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(t, c)
+	if err := topo.Do(be, a.Start); err == nil || !strings.Contains(err.Error(), "already attached") {
+		t.Fatalf("Start: %v, want an error saying another program is attached", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoPins(t, c.PinDir)
+}

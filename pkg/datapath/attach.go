@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -610,6 +611,15 @@ func PinDirOwner(dir string) string {
 		return "switchyard agent"
 	}
 	return ""
+}
+
+// PinDirEmpty reports whether the pin directory open as dir holds
+// nothing: a daemon that finds it so under the directory's lock starts
+// afresh there, and removes what it pinned if its start fails. One that
+// cannot be read counts as holding pins, which stay.
+func PinDirEmpty(dir *os.File) bool {
+	_, err := dir.Readdirnames(1)
+	return errors.Is(err, io.EOF)
 }
 
 // pinDirAdvice ends the errors of checkPinDir.
