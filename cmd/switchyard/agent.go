@@ -77,6 +77,18 @@ func runAgent(args []string) error {
 		return err
 	}
 	defer srv.Close()
+	// So is the metrics address, served once Start has returned (scrapes
+	// wait in the backlog meanwhile): one in use ended a start that had
+	// taken over a killed agent's changes, and undid them, taking its
+	// decap program off the interface.
+	var ms *metrics.Server
+	if cfg.Metrics.Listen != "" {
+		ms = metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, metrics.NewRegistry(a.Collector()))
+		if err := ms.Listen(); err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	err = a.StartContext(ctx)
 	close(gate.started)
 	if ctx.Err() != nil && agent.Cancelled(err) {
@@ -86,7 +98,6 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	var ms *metrics.Server
 	defer func() {
 		// The socket and the listener close first, answering the
 		// requests in flight: a status asked for while the agent undoes
@@ -106,8 +117,7 @@ func runAgent(args []string) error {
 			log.Info("agent stopped; decap detached, its VIPs and sysctls undone (those another running agent of the host shares stay for it)")
 		}
 	}()
-	if cfg.Metrics.Listen != "" {
-		ms = metrics.NewServer(metrics.ServerConfig{Listen: cfg.Metrics.Listen, Logger: log}, metrics.NewRegistry(a.Collector()))
+	if ms != nil {
 		if err := ms.Start(); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -837,4 +838,90 @@ func TestAgentStatusDuringStartWaits(t *testing.T) {
 			t.Fatalf("start %d: %d status requests were refused while the agent started; the first: %s\n%s", i+1, len(refused), refused[0], stderr.String())
 		}
 	}
+}
+
+// TestAgentThatCannotServeChangesNothing: an agent start that cannot
+// serve (a file at its api.socket, its metrics address in use) fails
+// before it touches the host. The metrics listener was taken only after
+// the start: a start over a killed agent's changes took them over,
+// failed at the metrics address and then undid them all, taking the
+// decap program off the interface and the VIPs off lo, where the killed
+// agent's program had gone on decapsulating.
+func TestAgentThatCannotServeChangesNothing(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	before := agentState(t, topo, be, pinDir)
+	killedAgent(t, topo, be, pinDir, cfgPath)
+	killed := agentState(t, topo, be, pinDir)
+	prog := xdpProgID(t, topo, be)
+	if prog == 0 || !killed.pinned {
+		t.Fatalf("the killed agent left no program on eth0 (ID %d) or no pins (%v): the test proves nothing", prog, killed.pinned)
+	}
+	yaml, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fail starts the agent with cfg and checks that it exits with status
+	// 1 and a message holding want, and that the killed agent's program,
+	// pins, VIPs and sysctls are as it left them.
+	fail := func(t *testing.T, cfg, want string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := agentCommand(t, topo, be, cfgPath, "--attach-mode", "generic")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		out := stderr.String()
+		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(out, want) {
+			t.Fatalf("switchyard agent: %v, want exit status 1 and %q; stderr:\n%s", err, want, out)
+		}
+		if id := xdpProgID(t, topo, be); id != prog {
+			t.Errorf("a start that could not serve changed the program on eth0 from ID %d to %d; its log:\n%s", prog, id, out)
+		}
+		if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, killed.sysctls) || !slices.Equal(after.lo, killed.lo) || after.xdp != killed.xdp || after.pinned != killed.pinned {
+			t.Errorf("host after a start that could not serve: %+v\nthe killed agent left %+v; its log:\n%s", after, killed, out)
+		}
+		if strings.Contains(out, "agent started") {
+			t.Errorf("a start that could not serve started before it failed:\n%s", out)
+		}
+	}
+
+	t.Run("file at api.socket", func(t *testing.T) {
+		socket := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+		// The killed agent's socket, replaced by a regular file.
+		if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(socket, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(socket)
+		fail(t, string(yaml), "exists and is not a socket")
+	})
+	t.Run("metrics address in use", func(t *testing.T) {
+		var ln net.Listener
+		if err := topo.Do(be, func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		cfg := strings.Replace(string(yaml), `metrics: {listen: ""}`, `metrics: {listen: "`+ln.Addr().String()+`"}`, 1)
+		if cfg == string(yaml) {
+			t.Fatal("the configuration has no metrics line to change")
+		}
+		fail(t, cfg, "is already in use by another program")
+	})
+
+	// The next start takes the killed agent's changes over, and its clean
+	// stop leaves the host as it was.
+	if err := os.WriteFile(cfgPath, yaml, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
