@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -413,5 +414,38 @@ func TestDrainWarningsAreEscaped(t *testing.T) {
 	out, err := runMain(t, "reload", "--socket", sock)
 	if want := `VIP we\x1b[2Jb\r added`; err != nil || !strings.Contains(out, want) || strings.ContainsAny(out, "\x1b\r") {
 		t.Errorf("switchyard reload: %q (%v), want %q with no raw control character", out, err, want)
+	}
+}
+
+// refusingService refuses every reload with a message of two lines, the
+// second holding control characters, as a program on the socket that is
+// not this release's daemon may send.
+type refusingService struct{ api.Service }
+
+func (refusingService) Reload(ctx context.Context) (api.ReloadResponse, error) {
+	return api.ReloadResponse{}, fmt.Errorf("configuration refused (%w):\nline 3: vip we\x1b[2Jb\r\a is not an address", api.ErrRejected)
+}
+
+// The daemon's error text reaches the operator's terminal escaped, line
+// by line, as its other strings do: main printed it raw, and a raw escape
+// sequence cleared the screen.
+func TestDaemonErrorIsEscaped(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	srv, err := api.NewServer(api.ServerConfig{Socket: sock}, refusingService{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	out, err := runMain(t, "reload", "--socket", sock)
+	if err == nil {
+		t.Fatalf("switchyard reload: %q, want an error", out)
+	}
+	// Its lines stay lines.
+	want := "switchyard reload: configuration refused (rejected):\nline 3: vip we\\x1b[2Jb\\r\\a is not an address\n"
+	if !strings.Contains(out, want) || strings.ContainsAny(out, "\x1b\r\a") {
+		t.Errorf("switchyard reload: stderr %q, want %q with no raw control character", out, want)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/switchyard-lb/switchyard/pkg/api"
 )
 
 type command struct {
@@ -69,7 +71,11 @@ func main() {
 	for _, c := range commands {
 		if c.name == name {
 			if err := c.run(args); err != nil {
-				fmt.Fprintf(os.Stderr, "switchyard %s: %v\n", c.name, err)
+				// A client's error may hold the words of whatever
+				// answers on the socket (the daemon's error text): a
+				// control character in them must not reach the
+				// terminal raw. Its lines stay lines.
+				fmt.Fprintf(os.Stderr, "switchyard %s: %s\n", c.name, api.VisibleLines(err.Error(), "\n"))
 				if _, ok := errors.AsType[*usageError](err); ok {
 					os.Exit(2)
 				}

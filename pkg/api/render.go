@@ -66,7 +66,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		// A refused file's error has a line per problem: each goes in
 		// the value column (a line without a cell would end the
 		// table, and the rows after it be aligned afresh).
-		fmt.Fprintf(tw, "\tlast reload error: %s\n", visibleLines(s.LastReloadError, "\n\t"))
+		fmt.Fprintf(tw, "\tlast reload error: %s\n", VisibleLines(s.LastReloadError, "\n\t"))
 	}
 	for _, w := range s.Warnings {
 		fmt.Fprintf(tw, "warning:\t%s\n", Visible(w))
@@ -478,9 +478,9 @@ func buildLine(b buildinfo.Info) string {
 	return line + ", " + orDash(b.GoVersion)
 }
 
-// visibleLines is s with each line made visible, the lines joined by sep:
-// a multi-line error keeps its lines.
-func visibleLines(s, sep string) string {
+// VisibleLines is s with each line made visible (Visible), the lines
+// joined by sep: a multi-line error keeps its lines.
+func VisibleLines(s, sep string) string {
 	lines := strings.Split(s, "\n")
 	for i, l := range lines {
 		lines[i] = Visible(l)
