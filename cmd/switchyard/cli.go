@@ -249,9 +249,9 @@ func runRemove(args []string) error {
 	// A running daemon holds its pin directory: removing its pins would
 	// take its program off the interface when it exits, and leave it
 	// writing maps no one can find.
-	lock, err := tryLockDir(dir)
+	lock, err := datapath.TryLockPinDir(dir)
 	if err != nil {
-		if errors.Is(err, errPinDirInUse) {
+		if errors.Is(err, datapath.ErrPinDirLocked) {
 			daemon := "switchyard run"
 			if *agent {
 				daemon = "switchyard agent"

@@ -322,7 +322,7 @@ func TestRunOnAnAgentsPinDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	held, err := tryLockDir(pinDir)
+	held, err := datapath.TryLockPinDir(pinDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestRunOnAnAgentsPinDir(t *testing.T) {
 	if err == nil {
 		lock.Close()
 	}
-	if !errors.Is(err, errPinDirInUse) || !strings.Contains(err.Error(), "a switchyard agent runs with it") || strings.Contains(err.Error(), "a balancer already runs") {
+	if !errors.Is(err, datapath.ErrPinDirLocked) || !strings.Contains(err.Error(), "a switchyard agent runs with it") || strings.Contains(err.Error(), "a balancer already runs") {
 		t.Errorf("lock an agent's pin directory for a balancer: %v, want it in use by a switchyard agent, not a balancer", err)
 	}
 	// Both refusals, the balancer's and the agent's (pkg/agent), are in

@@ -388,55 +388,30 @@ func (a *Agent) leaveHostChanges(lockErr error) error {
 // program and delete the pins under the other. The lock goes with the
 // process, so pins left by a crashed agent are adopted as before.
 func (a *Agent) lockPinDir() error {
-	if err := datapath.CheckBPFFS(a.pinDir); err != nil {
+	f, err := datapath.LockPinDir(a.pinDir, "pin_dir")
+	if errors.Is(err, datapath.ErrPinDirLocked) {
+		if datapath.PinDirOwner(a.pinDir) == "switchyard run" {
+			return heldByBalancer(fmt.Sprintf("pin directory %s (interface %s): in use by a running switchyard run, whose pins it holds, not an agent's: give the agent a pin_dir of its own",
+				a.pinDir, a.iface))
+		}
+		return fmt.Errorf("pin directory %s (interface %s): %w: stop that agent before starting another; agents for different interfaces each need a pin_dir of their own",
+			a.pinDir, a.iface, ErrInUse)
+	}
+	if err != nil {
 		return err
 	}
-	// A holder that stops removes the directory: a lock taken on the
-	// directory it removed guards nothing, so take it again on the new one.
-	for attempt := 0; ; attempt++ {
-		if err := os.MkdirAll(a.pinDir, 0o700); err != nil {
-			return fmt.Errorf("create pin directory %s: %w; pin_dir must name a directory root can create on a bpffs mounted read-write (mount -t bpf bpf /sys/fs/bpf)", a.pinDir, err)
-		}
-		f, err := os.Open(a.pinDir)
-		if err != nil {
-			return fmt.Errorf("open pin directory %s: %w", a.pinDir, err)
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			f.Close()
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				if datapath.PinDirOwner(a.pinDir) == "switchyard run" {
-					return heldByBalancer(fmt.Sprintf("pin directory %s (interface %s): in use by a running switchyard run, whose pins it holds, not an agent's: give the agent a pin_dir of its own",
-						a.pinDir, a.iface))
-				}
-				return fmt.Errorf("pin directory %s (interface %s): %w: stop that agent before starting another; agents for different interfaces each need a pin_dir of their own",
-					a.pinDir, a.iface, ErrInUse)
-			}
-			return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
-		}
-		var held, now unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
-			f.Close()
-			return fmt.Errorf("stat pin directory %s: %w", a.pinDir, err)
-		}
-		if err := unix.Stat(a.pinDir, &now); err == nil && now.Dev == held.Dev && now.Ino == held.Ino {
-			if err := holdLiveness(f); err != nil {
-				f.Close()
-				return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
-			}
-			// Pins left by an earlier run that did not shut down
-			// cleanly stay theirs if this start fails; a successful
-			// start adopts them. Told apart under the lock, by what the
-			// directory holds: one that was missing before the lock may
-			// hold the pins of an agent that took it first; an empty
-			// one (prepared, or an agent killed before it pinned) none.
-			a.lock, a.ownPins = f, datapath.PinDirEmpty(f)
-			return nil
-		}
+	if err := holdLiveness(f); err != nil {
 		f.Close()
-		if attempt == 10 {
-			return fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile: something removes it as it is created (a clean-up of bpffs, or switchyard remove in a loop); stop that, then start again", a.pinDir)
-		}
+		return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
 	}
+	// Pins left by an earlier run that did not shut down cleanly stay
+	// theirs if this start fails; a successful start adopts them. Told
+	// apart under the lock, by what the directory holds: one that was
+	// missing before the lock may hold the pins of an agent that took it
+	// first; an empty one (prepared, or an agent killed before it pinned)
+	// none.
+	a.lock, a.ownPins = f, datapath.PinDirEmpty(f)
+	return nil
 }
 
 func (a *Agent) loadDecap() error {
