@@ -244,7 +244,9 @@ func New(cfg Config) (*Agent, error) {
 // direct server return, adds the VIPs to lo and, unless the encap addresses
 // are configured, keeps the decap program's address set in step with the
 // interface's addresses. It works in the network namespace of the calling
-// thread. On error it undoes what it did.
+// thread. On error it undoes what it did, unless it started over an
+// earlier run's pins, whose program stays attached: then it leaves every
+// change as it is, recorded (see leaveEarlierRun).
 //
 // Each change to sysctls and lo is recorded in the state file before it is
 // made. Start takes over what the record of an earlier run that did not
@@ -270,6 +272,12 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
+			// Over an earlier run's pins, its program stays attached
+			// whatever step failed: what it decapsulates needs the VIPs
+			// and sysctls as they are.
+			if !a.ownPins {
+				a.leaveEarlierRun()
+			}
 			if uerr := a.teardown(); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("%w: %w", errNotUndone, uerr))
 			}
@@ -311,9 +319,6 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 		return err
 	}
 	if err := a.loadDecap(); err != nil {
-		if !a.ownPins {
-			a.leaveEarlierRun()
-		}
 		return err
 	}
 	if err := a.setSysctls(); err != nil {
@@ -345,13 +350,17 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 	return nil
 }
 
-// leaveEarlierRun gives up what loadState took over from an earlier run,
-// undoing nothing, when this start fails at the earlier run's pins (another
-// release's, say): the program on their link stays attached and
-// decapsulates to the VIPs that run put on lo, so they, its sysctls, GRO
-// and its record stay for a run that can load the pins, or for `remove
-// --agent`. Undone, they would leave that program handing the stack
-// packets for addresses no longer local, which it drops.
+// leaveEarlierRun gives up, undoing nothing, what loadState took over from
+// an earlier run and what this start changed since, when a start over the
+// earlier run's pins fails, at whatever step: at the pins (another
+// release's, say), or later (a VIP the kernel refuses, a sysctl it cannot
+// write). A failed start does not remove pins it did not create, so the
+// program on their link (the earlier run's, or this one's swapped in)
+// stays attached and decapsulates to the VIPs on lo: they, the sysctls,
+// GRO and the record, which lists them all, stay for the next start or
+// for `remove --agent`. Undone, they would leave that program handing the
+// stack packets for addresses no longer local, which it drops, while a
+// health check sent to the backend directly still passes.
 func (a *Agent) leaveEarlierRun() {
 	if len(a.added) > 0 || len(a.sysctls) > 0 || a.gro != nil {
 		a.log.Warn("start failed: the earlier run's decap program, VIPs and sysctls are left as they are", "file", a.statePath)

@@ -508,3 +508,100 @@ func TestStateTempFilesOfKilledRunRemoved(t *testing.T) {
 		t.Errorf("another agent's temporary record %s: %v, want it left", others, err)
 	}
 }
+
+// TestFailedTakeoverLeavesKilledRun: a start over a killed agent's pins
+// that fails after it took over the killed run's changes leaves them as
+// they are, recorded: the pinned program stays attached (a failed start
+// does not remove pins it did not create) and goes on decapsulating to
+// the VIPs on lo, so the backend keeps serving. The late failure used to
+// remove the VIPs and restore the sysctls it had taken over, and the
+// program then handed the stack packets for addresses no longer local,
+// while a direct health check still passed; a failure while taking them
+// over removed the state file, so the next start took the killed run's
+// VIPs for the admin's. The next normal start takes everything over and
+// its stop undoes it.
+func TestFailedTakeoverLeavesKilledRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// prepare, after the kill, makes the start fail for a real
+		// reason, which restore takes away; start starts a.
+		prepare, restore func(t *testing.T, topo *topology.Topology, be string)
+		start            func(topo *topology.Topology, be string, a *Agent) error
+		want             string // in the start's error
+	}{
+		{
+			// Late: adding the IPv6 VIP, after the program was loaded
+			// and the killed run's VIPs and sysctls taken over.
+			name: "IPv6 disabled on lo",
+			prepare: func(t *testing.T, topo *topology.Topology, be string) {
+				setSysctl(t, topo, be, "net.ipv6.conf.lo.disable_ipv6", "1")
+			},
+			restore: func(t *testing.T, topo *topology.Topology, be string) {
+				setSysctl(t, topo, be, "net.ipv6.conf.lo.disable_ipv6", "0")
+			},
+			start: func(topo *topology.Topology, be string, a *Agent) error { return topo.Do(be, a.Start) },
+			want:  "IPv6 is disabled on lo",
+		},
+		{
+			// While taking over: the killed run's sysctls cannot be
+			// opened for the write that would restore them.
+			name:    "read-only /proc/sys",
+			prepare: func(*testing.T, *topology.Topology, string) {},
+			restore: func(*testing.T, *topology.Topology, string) {},
+			start:   startReadOnlyProcSys,
+			want:    "read-only file system",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+			before := snapshot(t, topo, be)
+			c := testConfig(topo)
+
+			crash(t, startAgent(t, topo, be, c))
+			a := newAgent(t, c)
+			killed, err := os.ReadFile(a.statePath)
+			if err != nil {
+				t.Fatalf("the killed agent's state file: %v", err)
+			}
+			tc.prepare(t, topo, be)
+			afterKill := snapshot(t, topo, be)
+			err = tc.start(topo, be, a)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v, want an error saying %q", err, tc.want)
+			}
+			t.Logf("Start: %v", err)
+			if afterKill.xdp == "" {
+				t.Fatal("the killed agent's program is not attached")
+			}
+			// Program, VIPs and sysctls as the killed run left them.
+			requireSame(t, afterKill, snapshot(t, topo, be))
+			if !loHas(t, topo, be, netip.PrefixFrom(vip4, 32)) {
+				t.Error("the killed agent's VIP is no longer on lo while its program stays attached")
+			}
+			got, err := os.ReadFile(a.statePath)
+			if err != nil {
+				t.Fatalf("the state file is gone after the failed start (read: %v): the next start would take the killed run's changes for the admin's", err)
+			}
+			var rec stateRecord
+			if err := json.Unmarshal(got, &rec); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(rec.VIPs, netip.PrefixFrom(vip4, 32)) || len(rec.Sysctls) == 0 {
+				t.Errorf("the state file after the failed start no longer records the killed run's changes:\n%s\nwas\n%s", got, killed)
+			}
+
+			tc.restore(t, topo, be)
+			next := startAgent(t, topo, be, c)
+			if err := next.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			requireSame(t, before, snapshot(t, topo, be))
+			requireNoPins(t, c.PinDir)
+			requireNoState(t, next)
+		})
+	}
+}
