@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -152,21 +150,8 @@ func TestRunFailedFirstStartTurnsGROBackOn(t *testing.T) {
 	if err := topo.SetGRO(lb, topology.EthName, true); err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	out := stderr.String()
-	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(out, "apply the configuration at start: ") || !strings.Contains(out, "no free slot") {
-		t.Fatalf("switchyard run with %d VIPs of one index slot: %v, want exit status 1 and the start's apply error about the VIP index; stderr:\n%s", len(collidingVIPs), err, out)
-	}
+	// 17 VIPs of one index slot: the start's apply is refused.
+	out := runFailing(t, topo, lb, cfgPath, "apply the configuration at start: ", "no free slot")
 	if !strings.Contains(out, "generic receive offload (GRO) turned off") || !strings.Contains(out, "XDP balancer attached") {
 		t.Fatalf("the failed first start did not attach and turn GRO off, so the test proves nothing:\n%s", out)
 	}

@@ -183,10 +183,6 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 	t.Parallel()
 	topo := topology.NewForTest(t, topology.Config{Prefix: "htfst", Balancers: 1, Backends: 1})
 	lb := topo.Balancer(1)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	notASocket := filepath.Join(dir, "file")
 	if err := os.WriteFile(notASocket, nil, 0o600); err != nil {
@@ -203,17 +199,7 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
-		cmd.Env = append(os.Environ(), mainEnv+"=1")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
-			t.Fatalf("switchyard run: %v, want exit status 1; stderr:\n%s", err, stderr.String())
-		}
-		return stderr.String()
+		return runFailing(t, topo, lb, cfgPath)
 	}
 	xdpOnLo := func(t *testing.T) bool {
 		t.Helper()
@@ -539,29 +525,16 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 		foreign = append(foreign, k)
 	}
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := topo.Command(ctx, lb, self, "run", "--config", failCfg)
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "write VIP address 10.100.0.2") {
-		t.Fatalf("switchyard run with vip_addrs full: %v, want exit status 1 and the VIP address write's error; stderr:\n%s", err, stderr.String())
-	}
+	out := runFailing(t, topo, lb, failCfg, "write VIP address 10.100.0.2")
 	// The datapath's error alone named no step of the start.
-	if !strings.Contains(stderr.String(), "apply the configuration at start: ") {
-		t.Errorf("the failed first apply does not say it was the start's apply of the configuration:\n%s", stderr.String())
+	if !strings.Contains(out, "apply the configuration at start: ") {
+		t.Errorf("the failed first apply does not say it was the start's apply of the configuration:\n%s", out)
 	}
-	if !strings.Contains(stderr.String(), "generic receive offload (GRO) turned off") || !strings.Contains(stderr.String(), "XDP balancer attached") {
-		t.Fatalf("the failed start did not attach afresh and turn GRO off, so the test proves nothing:\n%s", stderr.String())
+	if !strings.Contains(out, "generic receive offload (GRO) turned off") || !strings.Contains(out, "XDP balancer attached") {
+		t.Fatalf("the failed start did not attach afresh and turn GRO off, so the test proves nothing:\n%s", out)
 	}
 	if id := xdpProgID(t, topo, lb); id != 0 {
-		t.Errorf("a start over earlier pins that attached afresh and then failed left its program %d attached to eth0, which ran none before; its log:\n%s", id, stderr.String())
+		t.Errorf("a start over earlier pins that attached afresh and then failed left its program %d attached to eth0, which ran none before; its log:\n%s", id, out)
 	}
 	if on, err := topo.GRO(lb, topology.EthName); err != nil || !on {
 		t.Errorf("a start over earlier pins that failed after its generic attach left GRO off on eth0 (%v)", err)
@@ -611,10 +584,6 @@ func TestRunThatCannotServeChangesNothing(t *testing.T) {
 	if before == 0 {
 		t.Fatal("eth0 runs no XDP program after the first run stopped: the test proves nothing")
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	yaml, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -626,17 +595,7 @@ func TestRunThatCannotServeChangesNothing(t *testing.T) {
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		cmd := topo.Command(ctx, lb, self, "run", "--config", cfgPath)
-		cmd.Env = append(os.Environ(), mainEnv+"=1")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), want) {
-			t.Fatalf("switchyard run: %v, want exit status 1 and %q; stderr:\n%s", err, want, stderr.String())
-		}
-		return stderr.String()
+		return runFailing(t, topo, lb, cfgPath, want)
 	}
 	check := func(t *testing.T, out string) {
 		t.Helper()

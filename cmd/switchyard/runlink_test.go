@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,33 @@ type runDaemon struct {
 	stderr *syncBuffer
 	client *api.Client     // on switchyard.sock beside its configuration
 	ctx    context.Context // ends 60 s after the start, killing it if still running
+}
+
+// runFailing runs `switchyard run --config cfgPath` in node's namespace,
+// requires that it exits with status 1 (a refused start) holding every
+// string of want in its standard error within 30 s, and returns that.
+func runFailing(t *testing.T, topo *topology.Topology, node, cfgPath string, want ...string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := topo.Command(ctx, node, self, "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("switchyard run --config %s: %v, want exit status 1; stderr:\n%s", cfgPath, err, stderr.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr.String(), w) {
+			t.Fatalf("switchyard run --config %s exited with status 1, but without %q; stderr:\n%s", cfgPath, w, stderr.String())
+		}
+	}
+	return stderr.String()
 }
 
 // startRun starts `switchyard run` with cfgPath in node's namespace and
