@@ -23,7 +23,7 @@ func (a agentService) AgentStatus(context.Context) (AgentStatus, error) {
 // one of whose sysctls the admin changed since, and which keeps GRO off.
 func sampleAgentStatus(now time.Time) AgentStatus {
 	return AgentStatus{
-		Node: "be1", Interface: "eth0", AttachMode: "native", ProgramTag: "0a1b2c3d4e5f6071", ProgramAttached: true,
+		Node: "be1", Interface: "eth0", AttachMode: "native", ProgramTag: "0a1b2c3d4e5f6071", ProgramState: ProgramState{ProgramAttached: true},
 		ConfigFile: "/etc/switchyard/agent.yaml", PinDir: "/sys/fs/bpf/switchyard-agent/eth0",
 		StateFile: "/run/switchyard/agent-eth0.json", StartedAt: now.Add(-90 * time.Second),
 		EncapAddresses: []string{"10.2.1.2", "fd00:2:1::2"}, EncapFollowsInterface: true, GUEPort: 6080,

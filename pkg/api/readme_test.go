@@ -14,6 +14,11 @@ import (
 func jsonNames(t reflect.Type) []string {
 	var out []string
 	for f := range t.Fields() {
+		if f.Anonymous && f.Tag.Get("json") == "" {
+			// Embedded: its fields are the struct's own in JSON.
+			out = append(out, jsonNames(f.Type)...)
+			continue
+		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "" || name == "-" {
 			continue

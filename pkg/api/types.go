@@ -8,20 +8,14 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/buildinfo"
 )
 
-// Status is what `switchyard status` shows.
-type Status struct {
-	Node       string `json:"node"`
-	Interface  string `json:"interface"`
-	AttachMode string `json:"attach_mode"` // native | generic
-	ProgramTag string `json:"program_tag"`
-	// Build is the running daemon's binary: after an in-place upgrade,
-	// the new one's version and git revision.
-	Build buildinfo.Info `json:"build"`
-	// ProgramAttached: the balancer program runs on Interface;
+// ProgramState is what a daemon (the balancer or the agent) knows of its
+// XDP program, checked on its ticks and at each status: flattened into
+// their statuses' JSON.
+type ProgramState struct {
+	// ProgramAttached: the program runs on its interface;
 	// ProgramDetached says why not (its link was detached, by `bpftool
-	// link detach` say): VIP traffic is not balanced, and the daemon does
-	// not attach it again by itself. ProgramDetachments counts the times
-	// the daemon found it so.
+	// link detach` say): the daemon does not attach it again by itself.
+	// ProgramDetachments counts the times the daemon found it so.
 	ProgramAttached    bool   `json:"program_attached"`
 	ProgramDetached    string `json:"program_detached,omitempty"`
 	ProgramDetachments uint64 `json:"program_detachments"`
@@ -37,14 +31,29 @@ type Status struct {
 	LinkPinned      bool   `json:"link_pinned"`
 	LinkPinError    string `json:"link_pin_error,omitempty"`
 	LinkPinRestores uint64 `json:"link_pin_restores"`
-	// MapsPinned: every map of the program (connection table, VIPs,
-	// backends, Maglev tables, counters) is pinned in the pin directory,
-	// where the next run takes it over; MapPinError says why not. The
-	// daemon pins again a map whose pin someone removes, and
-	// MapPinRestores counts those pins.
-	MapsPinned       bool              `json:"maps_pinned"`
-	MapPinError      string            `json:"map_pin_error,omitempty"`
-	MapPinRestores   uint64            `json:"map_pin_restores"`
+	// MapsPinned: every map of the program (for the balancer its
+	// connection table, VIPs, backends, Maglev tables and counters) is
+	// pinned in the pin directory, where the next run takes it over;
+	// MapPinError says why not. The daemon pins again a map whose pin
+	// someone removes, and MapPinRestores counts those pins.
+	MapsPinned     bool   `json:"maps_pinned"`
+	MapPinError    string `json:"map_pin_error,omitempty"`
+	MapPinRestores uint64 `json:"map_pin_restores"`
+}
+
+// Status is what `switchyard status` shows.
+type Status struct {
+	Node       string `json:"node"`
+	Interface  string `json:"interface"`
+	AttachMode string `json:"attach_mode"` // native | generic
+	ProgramTag string `json:"program_tag"`
+	// Build is the running daemon's binary: after an in-place upgrade,
+	// the new one's version and git revision.
+	Build buildinfo.Info `json:"build"`
+	// ProgramState: whether the balancer program runs on Interface
+	// (if not, VIP traffic is not balanced) and its link and maps are
+	// pinned.
+	ProgramState
 	ConfigFile       string            `json:"config_file"`
 	ConfigGeneration uint64            `json:"config_generation"` // +1 per applied (re)load
 	ReloadFailures   uint64            `json:"reload_failures"`
@@ -189,37 +198,14 @@ type AgentStatus struct {
 	// Build is the running agent's binary: after an in-place upgrade,
 	// the new one's version and git revision.
 	Build buildinfo.Info `json:"build"`
-	// ProgramAttached: the decap program runs on Interface;
-	// ProgramDetached says why not (its link was detached, by `bpftool
-	// link detach` say): encapsulated packets are not decapsulated, and
-	// the agent does not attach it again by itself. ProgramDetachments
-	// counts the times the agent found it so.
-	ProgramAttached    bool   `json:"program_attached"`
-	ProgramDetached    string `json:"program_detached,omitempty"`
-	ProgramDetachments uint64 `json:"program_detachments"`
-	// AttachCheckError: the last check of the attachment could not read
-	// the decap program's link or the program: ProgramAttached is the
-	// last state found.
-	AttachCheckError string `json:"attach_check_error,omitempty"`
-	ConfigFile       string `json:"config_file"`
-	PinDir           string `json:"pin_dir"`
-	// LinkPinned: the link the decap program is attached through is
-	// pinned in PinDir, where the next run (after a kill, or an in-place
-	// upgrade) takes it over; LinkPinError says why not. The agent pins
-	// it again when someone removes the pin, and LinkPinRestores counts
-	// those times.
-	LinkPinned      bool   `json:"link_pinned"`
-	LinkPinError    string `json:"link_pin_error,omitempty"`
-	LinkPinRestores uint64 `json:"link_pin_restores"`
-	// MapsPinned: the decap program's maps (its addresses, configuration
-	// and counters) are pinned in PinDir, where the next run takes them
-	// over; MapPinError says why not. The agent pins again a map whose
-	// pin someone removes, and MapPinRestores counts those pins.
-	MapsPinned     bool      `json:"maps_pinned"`
-	MapPinError    string    `json:"map_pin_error,omitempty"`
-	MapPinRestores uint64    `json:"map_pin_restores"`
-	StateFile      string    `json:"state_file"` // the record of the agent's host changes
-	StartedAt      time.Time `json:"started_at"`
+	// ProgramState: whether the decap program runs on Interface (if
+	// not, encapsulated packets are not decapsulated) and its link and
+	// maps are pinned in PinDir.
+	ProgramState
+	ConfigFile string    `json:"config_file"`
+	PinDir     string    `json:"pin_dir"`
+	StateFile  string    `json:"state_file"` // the record of the agent's host changes
+	StartedAt  time.Time `json:"started_at"`
 	// EncapAddresses are the outer destinations decapsulated now. With
 	// EncapFollowsInterface they are the interface's addresses, followed
 	// as they change; otherwise the configured ones.

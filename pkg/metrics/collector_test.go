@@ -18,8 +18,8 @@ import (
 func sampleStatus() api.Status {
 	return api.Status{
 		Node: "lb1", Interface: "eth0", AttachMode: "native", ProgramTag: "5f1c0a9e3b2d7c41",
-		Build:           buildinfo.Info{Version: "v1.4.0", Revision: "f3f1151abcde", GoVersion: "go1.26.8"},
-		ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1, MapsPinned: true, MapPinRestores: 2,
+		Build:            buildinfo.Info{Version: "v1.4.0", Revision: "f3f1151abcde", GoVersion: "go1.26.8"},
+		ProgramState:     api.ProgramState{ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1, MapsPinned: true, MapPinRestores: 2},
 		ConfigGeneration: 4, ReloadFailures: 2,
 		NextHop:   api.NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
 		ConnTable: api.ConnTable{Capacity: 65536, Entries: 1234},
