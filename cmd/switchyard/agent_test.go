@@ -853,7 +853,7 @@ func TestAgentThatCannotServeChangesNothing(t *testing.T) {
 	before := agentState(t, topo, be, pinDir)
 	killedAgent(t, topo, be, pinDir, cfgPath)
 	killed := agentState(t, topo, be, pinDir)
-	prog := xdpProgID(t, topo, be)
+	prog := topo.EthXDPProgID(t, be)
 	if prog == 0 || !killed.pinned {
 		t.Fatalf("the killed agent left no program on eth0 (ID %d) or no pins (%v): the test proves nothing", prog, killed.pinned)
 	}
@@ -877,7 +877,7 @@ func TestAgentThatCannotServeChangesNothing(t *testing.T) {
 		if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 || !strings.Contains(out, want) {
 			t.Fatalf("switchyard agent: %v, want exit status 1 and %q; stderr:\n%s", err, want, out)
 		}
-		if id := xdpProgID(t, topo, be); id != prog {
+		if id := topo.EthXDPProgID(t, be); id != prog {
 			t.Errorf("a start that could not serve changed the program on eth0 from ID %d to %d; its log:\n%s", prog, id, out)
 		}
 		if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, killed.sysctls) || !slices.Equal(after.lo, killed.lo) || after.xdp != killed.xdp || after.pinned != killed.pinned {

@@ -162,7 +162,7 @@ func TestRunFailedFirstStartTurnsGROBackOn(t *testing.T) {
 	if _, err := os.Stat(record); err == nil {
 		t.Errorf("a failed first start that turned GRO back on left its GRO record %s", record)
 	}
-	if id := xdpProgID(t, topo, lb); id != 0 {
+	if id := topo.EthXDPProgID(t, lb); id != 0 {
 		t.Errorf("a failed first start left its program %d attached to eth0", id)
 	}
 	if _, err := os.Stat(pinDir); err == nil {

@@ -496,7 +496,7 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	if err := topo.SetGRO(lb, topology.EthName, true); err != nil {
 		t.Fatal(err)
 	}
-	if id := xdpProgID(t, topo, lb); id != 0 {
+	if id := topo.EthXDPProgID(t, lb); id != 0 {
 		t.Fatalf("eth0 runs XDP program %d after its link was detached: the test proves nothing", id)
 	}
 	// The start's first apply fails after the attach: vip_addrs is full
@@ -533,7 +533,7 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	if !strings.Contains(out, "generic receive offload (GRO) turned off") || !strings.Contains(out, "XDP balancer attached") {
 		t.Fatalf("the failed start did not attach afresh and turn GRO off, so the test proves nothing:\n%s", out)
 	}
-	if id := xdpProgID(t, topo, lb); id != 0 {
+	if id := topo.EthXDPProgID(t, lb); id != 0 {
 		t.Errorf("a start over earlier pins that attached afresh and then failed left its program %d attached to eth0, which ran none before; its log:\n%s", id, out)
 	}
 	if on, err := topo.GRO(lb, topology.EthName); err != nil || !on {
@@ -580,7 +580,7 @@ func TestRunThatCannotServeChangesNothing(t *testing.T) {
 	if err := <-d.exited; err != nil {
 		t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
 	}
-	before := xdpProgID(t, topo, lb)
+	before := topo.EthXDPProgID(t, lb)
 	if before == 0 {
 		t.Fatal("eth0 runs no XDP program after the first run stopped: the test proves nothing")
 	}
@@ -599,7 +599,7 @@ func TestRunThatCannotServeChangesNothing(t *testing.T) {
 	}
 	check := func(t *testing.T, out string) {
 		t.Helper()
-		if id := xdpProgID(t, topo, lb); id != before {
+		if id := topo.EthXDPProgID(t, lb); id != before {
 			t.Errorf("a start that could not serve changed the program on eth0 from ID %d to %d; its log:\n%s", before, id, out)
 		}
 		if strings.Contains(out, "reused the pinned datapath") || strings.Contains(out, "XDP balancer attached") {

@@ -126,16 +126,6 @@ func linkTestSetup(t *testing.T, prefix string) (topo *topology.Topology, lb, pi
 	return topo, lb, pinDir, cfgPath
 }
 
-// xdpProgID is the ID of the XDP program node's eth0 runs (0: none).
-func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
-	t.Helper()
-	id, err := topo.XDPProgID(node, topology.EthName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 // TestRunLinkPinRemovedThenKilled: the balancer program's link pin removed
 // by hand (rm) while `switchyard run` runs changes nothing at once, as the
 // daemon's own handle keeps the program attached; but once the daemon died
@@ -147,7 +137,7 @@ func TestRunLinkPinRemovedThenKilled(t *testing.T) {
 	t.Parallel()
 	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybdp")
 	d := startRun(t, topo, lb, cfgPath)
-	prog := xdpProgID(t, topo, lb)
+	prog := topo.EthXDPProgID(t, lb)
 	pin := filepath.Join(pinDir, "link")
 	if err := os.Remove(pin); err != nil {
 		t.Fatal(err)
@@ -173,7 +163,7 @@ func TestRunLinkPinRemovedThenKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-d.exited
-	if now := xdpProgID(t, topo, lb); now != prog {
+	if now := topo.EthXDPProgID(t, lb); now != prog {
 		t.Errorf("eth0 runs XDP program %d after the daemon was killed, want the balancer's %d: the program went with the daemon; its log:\n%s",
 			now, prog, d.stderr.String())
 	}
@@ -239,7 +229,7 @@ func TestRunProgramDetached(t *testing.T) {
 	t.Parallel()
 	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sybdd")
 	d := startRun(t, topo, lb, cfgPath)
-	ours := xdpProgID(t, topo, lb)
+	ours := topo.EthXDPProgID(t, lb)
 
 	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link"), nil)
 	if err != nil {
@@ -253,7 +243,7 @@ func TestRunProgramDetached(t *testing.T) {
 	if err := datapath.AttachPass(topo.NsHandle(lb), topology.EthName); err != nil {
 		t.Fatal(err)
 	}
-	other := xdpProgID(t, topo, lb)
+	other := topo.EthXDPProgID(t, lb)
 
 	const logged = "the balancer program no longer runs on its interface, though the daemon runs"
 	// No status call: the tick (every 2 s) finds it.
@@ -278,7 +268,7 @@ func TestRunProgramDetached(t *testing.T) {
 	if n := strings.Count(d.stderr.String(), logged); n != 1 {
 		t.Errorf("the detachment was logged %d times, want once:\n%s", n, d.stderr.String())
 	}
-	if now := xdpProgID(t, topo, lb); now != other {
+	if now := topo.EthXDPProgID(t, lb); now != other {
 		t.Errorf("eth0 runs XDP program %d, want the other tool's %d, left in place", now, other)
 	}
 
@@ -305,7 +295,7 @@ func TestRunProgramDetached(t *testing.T) {
 		t.Errorf("status after a restart: program_attached %v, program_detached %q, link_pinned %v; want attached and pinned",
 			st.ProgramAttached, st.ProgramDetached, st.LinkPinned)
 	}
-	if now := xdpProgID(t, topo, lb); now == 0 || now == other {
+	if now := topo.EthXDPProgID(t, lb); now == 0 || now == other {
 		t.Errorf("eth0 runs XDP program %d after a restart (the balancer's was %d, the other's %d), want the balancer's", now, ours, other)
 	}
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -143,7 +143,7 @@ func TestDecapDetachedShows(t *testing.T) {
 	if err := datapath.AttachPass(topo.NsHandle(be), topology.EthName); err != nil {
 		t.Fatal(err)
 	}
-	passID := xdpProgID(t, topo, be)
+	passID := topo.EthXDPProgID(t, be)
 	waitLogged(2)
 	// Read from this test's thread, outside the backend's namespace: the
 	// program named is the backend's eth0's.
@@ -170,7 +170,7 @@ func TestDecapDetachedShows(t *testing.T) {
 	if n := logs.count(logged); n != 2 {
 		t.Errorf("the detachments were logged %d times, want twice (once each)", n)
 	}
-	if now := xdpProgID(t, topo, be); now != passID {
+	if now := topo.EthXDPProgID(t, be); now != passID {
 		t.Errorf("eth0 runs XDP program %d, want the other tool's %d, left in place", now, passID)
 	}
 
@@ -194,19 +194,9 @@ func TestDecapDetachedShows(t *testing.T) {
 	if st := status(); !st.ProgramAttached || st.ProgramDetachments != 0 {
 		t.Errorf("status after a restart: program_attached %v, program_detachments %d; want attached, none", st.ProgramAttached, st.ProgramDetachments)
 	}
-	if now := xdpProgID(t, topo, be); now == 0 || now == passID {
+	if now := topo.EthXDPProgID(t, be); now == 0 || now == passID {
 		t.Errorf("eth0 runs XDP program %d after a restart (xdp_pass was %d), want the decap program", now, passID)
 	}
-}
-
-// xdpProgID is the ID of the XDP program node's eth0 runs (0: none).
-func xdpProgID(t *testing.T, topo *topology.Topology, node string) uint32 {
-	t.Helper()
-	id, err := topo.XDPProgID(node, topology.EthName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // TestAttachCheckFailureIsNoDetachment: a check that cannot read the

@@ -127,3 +127,14 @@ func KillAfterReady(tb testing.TB, ctx context.Context, run string, env ...strin
 	killed = true
 	return fields, cmd.Process.Pid
 }
+
+// EthXDPProgID is the ID of the XDP program node's eth0 runs (0: none),
+// failing tb if it cannot be read.
+func (t *Topology) EthXDPProgID(tb testing.TB, node string) uint32 {
+	tb.Helper()
+	id, err := t.XDPProgID(node, EthName)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id
+}
