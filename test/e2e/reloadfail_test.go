@@ -118,9 +118,17 @@ func TestReloadFailsPartWayInTheKernel(t *testing.T) {
 	if err := lab.WriteConfig(failing); err != nil {
 		t.Fatal(err)
 	}
+	// A page fault of the daemon's own heap over the limit stalls (the
+	// cgroup's OOM killer is off) until the limit is raised: the watch
+	// raises it a MiB at a time, never near the 48 MiB all six big tables
+	// would need, so the kernel must still refuse one of them.
+	stopWatch := cg.letFaultsThrough(limit, bigVIPs*bigTableBytes-bigTableBytes*5/2-bigTableBytes)
 	out, err := lab.Reload(ctx, 1)
+	if raised := stopWatch(); raised > 0 {
+		t.Logf("the daemon's own memory stalled at the limit during the reload: the limit was raised by %d KiB to let it through", raised>>10)
+	}
 	if !d.Running() {
-		t.Fatalf("the daemon ended during the reload under the memory limit (the cgroup's OOM killer?): %v", d.ExitErr())
+		t.Fatalf("the daemon ended during the reload under the memory limit: %v", d.ExitErr())
 	}
 	if err == nil {
 		t.Fatalf("the reload succeeded under a memory limit below its tables:\n%s", out)
@@ -374,6 +382,12 @@ func newMemCgroup(t *testing.T, prefix string, pid int) *memCgroup {
 	if err := os.Mkdir(c.path, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// With the OOM killer on, a page fault of the daemon's heap over the
+	// limit, at the moment the kernel fills the cgroup with a table it
+	// then refuses, kills the daemon (CI saw it). Off, the fault waits
+	// for room (see letFaultsThrough), and allocations that may fail (the
+	// tables') still fail with ENOMEM.
+	c.write("memory.oom_control", "1")
 	t.Cleanup(func() {
 		if err := os.WriteFile(filepath.Join(memCgroupRoot, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such process") {
 			t.Errorf("move the daemon out of %s: %v", c.path, err)
@@ -399,6 +413,47 @@ func sweepMemCgroups(logf func(string, ...any)) {
 		if err := os.Remove(d); err == nil {
 			logf("removed the memory cgroup %s of a run killed before its cleanup", d)
 		}
+	}
+}
+
+// letFaultsThrough watches the cgroup, whose limit is limit, until the
+// returned stop is called: while a fault of its process waits at the limit
+// (under_oom), it raises the limit a MiB at a time, by at most budget
+// bytes in all, and then lifts it. stop returns by how much it raised the
+// limit.
+func (c *memCgroup) letFaultsThrough(limit, budget int64) (stop func() int64) {
+	done := make(chan struct{})
+	raisedc := make(chan int64, 1)
+	go func() {
+		var raised int64
+		defer func() { raisedc <- raised }()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			b, err := os.ReadFile(filepath.Join(c.path, "memory.oom_control"))
+			if err != nil || !strings.Contains(string(b), "under_oom 1") {
+				continue
+			}
+			value := "-1" // past the budget: no limit, and the test sees the reload's outcome
+			if raised < budget {
+				raised += 1 << 20
+				value = strconv.FormatInt(limit+raised, 10)
+			}
+			// Not c.write: t.Fatalf is for the test's goroutine.
+			if err := os.WriteFile(filepath.Join(c.path, "memory.limit_in_bytes"), []byte(value), 0); err != nil {
+				c.t.Errorf("cgroup %s: raise the limit for a stalled fault: %v", c.path, err)
+				return
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		return <-raisedc
 	}
 }
 
