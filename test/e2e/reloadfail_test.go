@@ -389,6 +389,11 @@ func newMemCgroup(t *testing.T, prefix string, pid int) *memCgroup {
 	// tables') still fail with ENOMEM.
 	c.write("memory.oom_control", "1")
 	t.Cleanup(func() {
+		// No limit first: it wakes a fault that waits at it (the OOM
+		// killer is off), which a move out would leave waiting.
+		if err := os.WriteFile(filepath.Join(c.path, "memory.limit_in_bytes"), []byte("-1"), 0); err != nil {
+			t.Errorf("lift the limit of %s: %v", c.path, err)
+		}
 		if err := os.WriteFile(filepath.Join(memCgroupRoot, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such process") {
 			t.Errorf("move the daemon out of %s: %v", c.path, err)
 		}
