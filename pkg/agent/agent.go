@@ -456,7 +456,10 @@ func (a *Agent) loadDecap() error {
 // "all" sysctl that another running agent of the host shares stays for
 // it (see addVIPs). Once all of it is undone, the state file goes.
 // It may be called from any goroutine. Stopping an agent that is not
-// running does nothing.
+// running does nothing. It waits for the host lock once, at most 30 s
+// (hostLockWait), a wait of the watcher for it ending with the stop;
+// without the lock it leaves the host changes recorded (see
+// leaveHostChanges).
 func (a *Agent) Stop() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
@@ -257,4 +258,71 @@ func TestNativeStartNeedsNoHostLockAfterAttach(t *testing.T) {
 	}
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoState(t, a)
+}
+
+// TestStopWaitsOnceForHostLock: a VIP removed from lo behind the agent's
+// back makes the watcher rewrite the record under the host lock; with
+// that lock held by a hung agent the watcher waits for it, and a stop
+// that came meanwhile waited for the watcher's wait to run out before its
+// own wait for the lock began: twice the bound (60 s with the default
+// 30 s, past a service manager's stop timeout). The watcher's wait now
+// ends with the stop, which waits once.
+func TestStopWaitsOnceForHostLock(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	before := snapshot(t, topo, be)
+	logs := &logBuffer{}
+	a := newAgentLogs(t, c, logs)
+	// Long enough that waiting twice shows past the noise of a loaded
+	// machine; the watcher has waited a second when it says so.
+	const wait = 4 * time.Second
+	a.hostLockWait = wait
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	release := holdHostLock(t, filepath.Dir(a.StatePath()))
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(vip4, 32))})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waiting = "waiting for the agents' host lock, which another agent holds"
+	for deadline := time.Now().Add(testTimeout); logs.count(waiting) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher did not wait for the host lock within %s after a VIP left lo; the agent logged:\n%s", testTimeout, logs.String())
+		}
+	}
+
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop() }()
+	// The stop's own wait, and a little for the rest of the undo.
+	bound := wait + wait/2
+	select {
+	case err = <-stopped:
+	case <-time.After(bound):
+		err = <-stopped
+		t.Errorf("Stop took %s with the host lock held, want at most the one wait for it (%s) and the undo: it waited for the watcher's wait first",
+			time.Since(start).Round(time.Millisecond), wait)
+	}
+	t.Logf("Stop took %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if !errors.Is(err, errLockHeld) {
+		t.Errorf("Stop with the host lock held = %v, want errLockHeld", err)
+	}
+
+	// Once the lock is free, remove --agent undoes what the stop left.
+	release()
+	r := newAgent(t, c)
+	if err := topo.Do(be, r.Remove); err != nil {
+		t.Fatalf("remove --agent once the lock is free: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, r)
 }

@@ -200,8 +200,11 @@ func (a *Agent) deleteVIPs(ps []netip.Prefix) error {
 // removed from lo while it ran: the address is no longer the agent's, and
 // one that another daemon (keepalived, an admin) adds again is that
 // daemon's, which the agent's stop, or after a crash its next run, must
-// leave. The record is rewritten without them. It runs on the watcher.
-func (a *Agent) forgetVIPs(gone func(netip.Prefix) bool) {
+// leave. The record is rewritten without them. It runs on the watcher,
+// whose ctx ends its wait for the host lock when the agent stops: the
+// stop then takes the lock itself, and its undo, which leaves the
+// forgotten VIPs alone, removes the record.
+func (a *Agent) forgetVIPs(ctx context.Context, gone func(netip.Prefix) bool) {
 	a.addedMu.Lock()
 	found := slices.ContainsFunc(a.added, gone)
 	a.addedMu.Unlock()
@@ -211,7 +214,7 @@ func (a *Agent) forgetVIPs(gone func(netip.Prefix) bool) {
 	// The record is written under the host lock, and so read whole by
 	// the host's other agents. Only the watcher changes added while the
 	// agent runs: what was gone above still is.
-	lockErr := a.lockHost(context.Background())
+	lockErr := a.lockHost(ctx)
 	defer a.unlockHost()
 	a.addedMu.Lock()
 	defer a.addedMu.Unlock()

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -87,11 +88,16 @@ func (a *Agent) syncEncap() error {
 // checkMapPins), and
 // checks that the program still runs on the interface (checkDetached).
 type watcher struct {
-	a    *Agent
-	ns   netns.NsHandle // the agent's namespace, to subscribe again from any thread
-	lo   int            // lo's index: a VIP removed from it is no longer the agent's
-	quit chan struct{}
-	done chan struct{}
+	a  *Agent
+	ns netns.NsHandle // the agent's namespace, to subscribe again from any thread
+	lo int            // lo's index: a VIP removed from it is no longer the agent's
+	// ctx ends with the watcher (stop cancels it): a wait of the watcher
+	// for the host lock (see forgetVIPs) ends with it, so that a stop
+	// waits for that lock once, for itself, not first for the watcher.
+	ctx    context.Context
+	cancel context.CancelFunc
+	quit   chan struct{}
+	done   chan struct{}
 }
 
 // subscription is one netlink subscription to address and link changes.
@@ -122,14 +128,17 @@ func (a *Agent) startWatch() (*watcher, error) {
 		return nil, fmt.Errorf("open the network namespace to watch %s: %w", a.iface, err)
 	}
 	w := &watcher{a: a, ns: ns, quit: make(chan struct{}), done: make(chan struct{})}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	lo, err := a.nl.LinkByName(loopback)
 	if err != nil {
+		w.cancel()
 		ns.Close()
 		return nil, fmt.Errorf("find %s: %w", loopback, err)
 	}
 	w.lo = lo.Attrs().Index
 	sub, err := w.subscribe()
 	if err != nil {
+		w.cancel()
 		ns.Close()
 		return nil, err
 	}
@@ -140,6 +149,7 @@ func (a *Agent) startWatch() (*watcher, error) {
 	// which reports every later one.
 	if l, err := a.nl.LinkByIndex(a.ifindex); err != nil || l.Attrs().Name != a.iface {
 		sub.close()
+		w.cancel()
 		ns.Close()
 		if err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
 			return nil, fmt.Errorf("find interface %s (index %d): %w", a.iface, a.ifindex, err)
@@ -154,6 +164,7 @@ func (a *Agent) startWatch() (*watcher, error) {
 	if a.encapFixed == nil {
 		if err := a.syncEncap(); err != nil {
 			sub.close()
+			w.cancel()
 			ns.Close()
 			return nil, err
 		}
@@ -282,7 +293,7 @@ func (w *watcher) vipRemoved(n net.IPNet) {
 	}
 	ones, _ := n.Mask.Size()
 	removed := netip.PrefixFrom(ip.Unmap(), ones)
-	w.a.forgetVIPs(func(p netip.Prefix) bool { return p == removed })
+	w.a.forgetVIPs(w.ctx, func(p netip.Prefix) bool { return p == removed })
 }
 
 // checkVIPs forgets the VIPs the agent added that are no longer on lo,
@@ -293,7 +304,7 @@ func (w *watcher) checkVIPs() {
 		w.a.log.Error("check the VIPs on lo", "error", err)
 		return
 	}
-	w.a.forgetVIPs(func(p netip.Prefix) bool {
+	w.a.forgetVIPs(w.ctx, func(p netip.Prefix) bool {
 		_, on := present[p.Addr()]
 		return !on
 	})
@@ -313,8 +324,10 @@ func (w *watcher) sync() {
 	}
 }
 
-// stop ends the watcher and waits for it.
+// stop ends the watcher and waits for it: at once, as its wait for the
+// host lock, if it waits, ends too.
 func (w *watcher) stop() {
+	w.cancel()
 	close(w.quit)
 	<-w.done
 	w.ns.Close()
