@@ -151,8 +151,12 @@ func readState(path string) (*stateRecord, error) {
 // this run had made them, the rest is someone else's since. What this run
 // would not have changed (a VIP no longer configured, a setting of another
 // interface) is undone at once. It runs under the pin directory's lock.
-func (a *Agent) loadState() error {
-	var err error
+//
+// If it fails part-way, it gives up what it took over (see leaveRecord):
+// the record stays as the earlier run left it, so that what it had not yet
+// taken over is not dropped from it when the failed start, or remove,
+// removes the record.
+func (a *Agent) loadState() (err error) {
 	if a.bootID, a.netns, err = hostID(); err != nil {
 		return err
 	}
@@ -170,6 +174,11 @@ func (a *Agent) loadState() error {
 		return a.saveState()
 	}
 	a.log.Warn("an earlier run did not stop cleanly: taking over its changes", "file", a.statePath)
+	defer func() {
+		if err != nil {
+			a.leaveRecord()
+		}
+	}()
 	for _, r := range rec.Sysctls {
 		s, err := a.adoptSysctl(r)
 		if err != nil {
@@ -203,6 +212,23 @@ func (a *Agent) loadState() error {
 		return err
 	}
 	return a.saveState()
+}
+
+// leaveRecord gives up, undoing nothing, the changes loadState took over
+// when it failed part-way: its record stays as the earlier run wrote it,
+// listing them with those it had not yet taken over, for the next start
+// or `remove --agent`. (What it undid already, a setting of another
+// interface or a VIP no longer configured, is found so by the next run,
+// which leaves it.) Undone and then removed with the record, the rest
+// would stay on the host unrecorded: VIPs the next run takes for the
+// admin's.
+func (a *Agent) leaveRecord() {
+	a.log.Warn("cannot take over the earlier run's changes: they are left as they are, recorded, for the next start or `switchyard remove --agent`", "file", a.statePath)
+	for _, s := range a.sysctls {
+		s.f.Close()
+	}
+	a.sysctls, a.added, a.gro = nil, nil, nil
+	a.stateHeld = false
 }
 
 // adoptSysctl opens the setting r recorded, under the current name of its

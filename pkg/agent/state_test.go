@@ -605,3 +605,77 @@ func TestFailedTakeoverLeavesKilledRun(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedTakeoverInEmptyPinDirKeepsRecord: a killed agent whose pins
+// are gone (a clean-up of bpffs) leaves its VIPs and sysctls recorded.
+// A start in the empty pin directory (or `remove --agent`) that failed
+// while it took them over removed the record all the same, as a failed
+// start that owns its pins undoes what it did and drops the record: the
+// VIPs and sysctls it had not yet taken over stayed on the host with no
+// record, and the next start took the VIPs for the admin's and left them
+// for good. The record now stays as the killed run wrote it, and the next
+// start takes everything over.
+func TestFailedTakeoverInEmptyPinDirKeepsRecord(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		run  func(topo *topology.Topology, be string, a *Agent) error
+	}{
+		{"start", startReadOnlyProcSys},
+		{"remove --agent", func(topo *topology.Topology, be string, a *Agent) error {
+			return inReadOnlyProcSys(topo, be, a.Remove)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+			before := snapshot(t, topo, be)
+			c := testConfig(topo)
+			crash(t, startAgent(t, topo, be, c))
+			if err := datapath.RemoveDecap(c.PinDir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(c.PinDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+
+			a := newAgent(t, c)
+			// The killed run's first sysctl cannot be opened for the
+			// write that would restore it.
+			err := tc.run(topo, be, a)
+			if err == nil || !strings.Contains(err.Error(), "read-only file system") {
+				t.Fatalf("%s with /proc/sys read-only: %v, want a read-only file system error", tc.name, err)
+			}
+			t.Logf("%s: %v", tc.name, err)
+			data, err := os.ReadFile(a.statePath)
+			if err != nil {
+				t.Fatalf("the killed run's record after the failed %s: %v; its VIPs are left on lo unrecorded", tc.name, err)
+			}
+			var rec stateRecord
+			if err := json.Unmarshal(data, &rec); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+				if !slices.Contains(rec.VIPs, p) {
+					t.Errorf("the record after the failed %s lacks VIP %s:\n%s", tc.name, p, data)
+				}
+				if !loHas(t, topo, be, p) {
+					t.Errorf("VIP %s left lo at the failed %s", p, tc.name)
+				}
+			}
+			if len(rec.Sysctls) == 0 {
+				t.Errorf("the record after the failed %s lists no sysctl:\n%s", tc.name, data)
+			}
+
+			next := startAgent(t, topo, be, c)
+			if err := next.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			requireSame(t, before, snapshot(t, topo, be))
+			requireNoPins(t, c.PinDir)
+			requireNoState(t, next)
+		})
+	}
+}

@@ -180,6 +180,12 @@ func TestSysctlOverriddenMetric(t *testing.T) {
 // has /proc/sys read-only, as a container that is not privileged has it.
 // The thread ends with the start (topology.Do never unlocks it).
 func startReadOnlyProcSys(topo *topology.Topology, node string, a *Agent) error {
+	return inReadOnlyProcSys(topo, node, a.Start)
+}
+
+// inReadOnlyProcSys runs fn in node on a thread whose mount namespace has
+// /proc/sys read-only (see startReadOnlyProcSys).
+func inReadOnlyProcSys(topo *topology.Topology, node string, fn func() error) error {
 	return topo.Do(node, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 			return fmt.Errorf("unshare the mount namespace: %w", err)
@@ -193,7 +199,7 @@ func startReadOnlyProcSys(topo *topology.Topology, node string, a *Agent) error 
 		if err := unix.Mount("", procSys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("remount %s read-only: %w", procSys, err)
 		}
-		return a.Start()
+		return fn()
 	})
 }
 
