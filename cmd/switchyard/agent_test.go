@@ -925,3 +925,81 @@ func TestAgentThatCannotServeChangesNothing(t *testing.T) {
 	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
+
+// TestAgentStatusDuringHeldStart: `status --agent` asked while a starting
+// agent waits for the host's other agents (their lock, held here by the
+// test as a hung agent would), over the socket a killed agent left, is
+// not told that the agent was killed or crashed: the agent takes its
+// socket before its start waits for anything, replacing the stale one,
+// and a status waits for the start (here until its --timeout). Once the
+// lock is free the start completes and the status answers. A start that
+// took its socket only after that wait would leave the killed agent's
+// socket in place meanwhile, and the status would say "killed or
+// crashed ... start it again" of an agent that is starting.
+func TestAgentStatusDuringHeldStart(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	before := agentState(t, topo, be, pinDir)
+	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+	// A killed agent's socket: the file stays, nothing listens.
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	const crashed = "was killed or crashed"
+	if out, err := runMain(t, "status", "--agent", "--socket", sock); err == nil || !strings.Contains(out, crashed) {
+		t.Fatalf("status --agent on a killed agent's socket: %v\n%s\nwant it to say %q: the test proves nothing", err, out, crashed)
+	}
+	lockPath := filepath.Join(filepath.Dir(cfgPath), "agents.lock")
+	holder, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr syncBuffer
+	cmd := agentCommand(t, topo, be, cfgPath)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	const waiting = "waiting for the agents' host lock, which another agent holds"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), waiting); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("agent exited before it waited for the host lock: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the agent did not log %q within 10 s:\n%s", waiting, stderr.String())
+		}
+	}
+	out, err := runMain(t, "status", "--agent", "--socket", sock, "--timeout", "1s")
+	if err == nil || strings.Contains(out, crashed) || strings.Contains(out, "is `switchyard agent` running?") || !strings.Contains(out, "did not answer in time") {
+		t.Errorf("status --agent while the agent's start waits for the host lock: %v\n%s\nwant it to wait for the start, until its timeout", err, out)
+	}
+
+	holder.Close() // releases the flock
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the agent did not run within 10 s of the lock's release:\n%s", stderr.String())
+		}
+	}
+	if out, err := runMain(t, "status", "--agent", "--socket", sock); err != nil || !strings.Contains(out, "node:             be1 (agent), up ") {
+		t.Errorf("status --agent once the agent runs: %v\n%s", err, out)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
