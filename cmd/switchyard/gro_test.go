@@ -12,6 +12,78 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
+// groTest is a generic-mode balancer over eth0 of a test topology whose
+// runs find GRO on and turn it off, with its GRO record.
+type groTest struct {
+	topo                        *topology.Topology
+	lb, pinDir, cfgPath, record string
+}
+
+func newGROTest(t *testing.T, prefix string) *groTest {
+	t.Helper()
+	g := &groTest{}
+	g.topo, g.lb, g.pinDir, g.cfgPath = linkTestSetup(t, prefix)
+	g.record = groFile(filepath.Join(filepath.Dir(g.cfgPath), "switchyard.sock"), g.pinDir)
+	return g
+}
+
+// groOn reports whether GRO is on on ifname of the balancer's namespace.
+func (g *groTest) groOn(t *testing.T, ifname string) bool {
+	t.Helper()
+	on, err := g.topo.GRO(g.lb, ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return on
+}
+
+func (g *groTest) recorded() bool { _, err := os.Stat(g.record); return err == nil }
+
+// runAndStop runs the balancer until it is up, stops it with SIGTERM and
+// returns its log.
+func (g *groTest) runAndStop(t *testing.T) string {
+	t.Helper()
+	d := startRun(t, g.topo, g.lb, g.cfgPath)
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d.exited; err != nil {
+		t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
+	}
+	return d.stderr.String()
+}
+
+// genericRun runs and stops a generic-mode balancer over eth0 with GRO
+// on, and checks that it turned GRO off and recorded it.
+func (g *groTest) genericRun(t *testing.T) {
+	t.Helper()
+	if err := g.topo.SetGRO(g.lb, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	out := g.runAndStop(t)
+	if g.groOn(t, topology.EthName) || !strings.Contains(out, "generic receive offload (GRO) turned off") {
+		t.Fatalf("the generic-mode run did not turn GRO off, so the test proves nothing:\n%s", out)
+	}
+	if !g.recorded() {
+		t.Errorf("a generic-mode run that turned GRO off wrote no record at %s:\n%s", g.record, out)
+	}
+}
+
+// remove runs `switchyard remove` with args in the balancer's namespace.
+func (g *groTest) remove(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := g.topo.Command(ctx, g.lb, self, append([]string{"remove"}, args...)...)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // A balancer in generic mode turns GRO off on its interface, which stays
 // off with the attachment, after the daemon too. Nothing recorded that it
 // had been on: after `switchyard remove`, or a restart in native mode
@@ -21,97 +93,53 @@ import (
 // none.
 func TestRunGROIsRestored(t *testing.T) {
 	t.Parallel()
-	topo, lb, pinDir, cfgPath := linkTestSetup(t, "sygro")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	record := groFile(filepath.Join(filepath.Dir(cfgPath), "switchyard.sock"), pinDir)
-	groOn := func(t *testing.T) bool {
-		t.Helper()
-		on, err := topo.GRO(lb, topology.EthName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return on
-	}
-	recorded := func() bool { _, err := os.Stat(record); return err == nil }
-	runAndStop := func(t *testing.T) string {
-		t.Helper()
-		d := startRun(t, topo, lb, cfgPath)
-		if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-d.exited; err != nil {
-			t.Fatalf("switchyard run exited with %v on SIGTERM:\n%s", err, d.stderr.String())
-		}
-		return d.stderr.String()
-	}
-	// genericRun runs and stops a generic-mode balancer over eth0 with
-	// GRO on, and checks that it turned GRO off and recorded it.
-	genericRun := func(t *testing.T) {
-		t.Helper()
-		if err := topo.SetGRO(lb, topology.EthName, true); err != nil {
-			t.Fatal(err)
-		}
-		out := runAndStop(t)
-		if groOn(t) || !strings.Contains(out, "generic receive offload (GRO) turned off") {
-			t.Fatalf("the generic-mode run did not turn GRO off, so the test proves nothing:\n%s", out)
-		}
-		if !recorded() {
-			t.Errorf("a generic-mode run that turned GRO off wrote no record at %s:\n%s", record, out)
-		}
-	}
-	yaml, err := os.ReadFile(cfgPath)
+	g := newGROTest(t, "sygro")
+	yaml, err := os.ReadFile(g.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	setMode := func(t *testing.T, mode string) {
 		t.Helper()
 		cfg := strings.Replace(string(yaml), "attach_mode: generic", "attach_mode: "+mode, 1)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		if err := os.WriteFile(g.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	t.Run("remove", func(t *testing.T) {
-		genericRun(t)
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		cmd := topo.Command(ctx, lb, self, "remove", "--config", cfgPath)
-		cmd.Env = append(os.Environ(), mainEnv+"=1")
-		out, err := cmd.CombinedOutput()
+		g.genericRun(t)
+		out, err := g.remove(t, "--config", g.cfgPath)
 		if err != nil {
 			t.Fatalf("switchyard remove: %v\n%s", err, out)
 		}
-		if !groOn(t) {
+		if !g.groOn(t, topology.EthName) {
 			t.Errorf("GRO is off on eth0 after `switchyard remove` of the generic-mode balancer that turned it off; remove said:\n%s", out)
 		}
-		if !strings.Contains(string(out), "turned on again") {
+		if !strings.Contains(out, "turned on again") {
 			t.Errorf("switchyard remove does not say it turned GRO on again:\n%s", out)
 		}
-		if recorded() {
-			t.Errorf("switchyard remove left the GRO record %s", record)
+		if g.recorded() {
+			t.Errorf("switchyard remove left the GRO record %s", g.record)
 		}
 	})
 	t.Run("restart in native mode", func(t *testing.T) {
 		setMode(t, "generic")
-		genericRun(t)
+		g.genericRun(t)
 		setMode(t, "native")
-		out := runAndStop(t)
+		out := g.runAndStop(t)
 		if !strings.Contains(out, "pinned XDP link runs in another mode than asked") {
 			t.Fatalf("the native-mode restart did not take over the generic-mode link, so the test proves nothing:\n%s", out)
 		}
-		if !groOn(t) {
+		if !g.groOn(t, topology.EthName) {
 			t.Errorf("GRO is off on eth0 after a native-mode restart over the generic-mode run that turned it off; its log:\n%s", out)
 		}
-		if recorded() {
-			t.Errorf("the native-mode restart left the GRO record %s", record)
+		if g.recorded() {
+			t.Errorf("the native-mode restart left the GRO record %s", g.record)
 		}
 		// Another native run: GRO stays on, and nothing is recorded.
-		out = runAndStop(t)
-		if !groOn(t) || recorded() {
-			t.Errorf("a native-mode run: GRO on %v, record written %v; want on, none; its log:\n%s", groOn(t), recorded(), out)
+		out = g.runAndStop(t)
+		if on := g.groOn(t, topology.EthName); !on || g.recorded() {
+			t.Errorf("a native-mode run: GRO on %v, record written %v; want on, none; its log:\n%s", on, g.recorded(), out)
 		}
 	})
 }
