@@ -207,31 +207,24 @@ func runRemove(args []string) error {
 	}
 	dir := *pinDir
 	// The balancer's GRO record is beside its API socket: the
-	// configuration's, or the default one.
+	// configuration's, even with --pin-dir (which names the pins alone),
+	// or the default one. (--agent with --config or --interface was
+	// dealt with above.)
 	socket := config.DefaultAPISocket
 	switch {
-	case dir != "":
 	case *cfgPath != "":
-		if *agent {
-			c, err := config.LoadAgent(*cfgPath)
-			if err != nil {
-				return err
-			}
-			dir = c.PinDir
-			if dir == "" {
-				dir = datapath.DefaultAgentPinDir(c.Interface)
-			}
-		} else {
-			c, err := config.Load(*cfgPath)
-			if err != nil {
-				return err
-			}
-			dir = c.Datapath.PinDir
-			if dir == "" {
-				dir = datapath.DefaultPinDir(c.Datapath.Interface)
-			}
-			socket = c.API.Socket
+		c, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
 		}
+		if dir == "" {
+			dir = c.Datapath.PinDir
+		}
+		if dir == "" {
+			dir = datapath.DefaultPinDir(c.Datapath.Interface)
+		}
+		socket = c.API.Socket
+	case dir != "":
 	case *iface != "":
 		// Joined to the pin directory's path: "..", say, would name
 		// another program's pins, or all of bpffs.
@@ -239,9 +232,6 @@ func runRemove(args []string) error {
 			return &usageError{fmt.Sprintf("--interface: %v", err)}
 		}
 		dir = datapath.DefaultPinDir(*iface)
-		if *agent {
-			dir = datapath.DefaultAgentPinDir(*iface)
-		}
 	}
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("nothing pinned at %s: %w", dir, err)

@@ -197,3 +197,23 @@ func TestRunFailedFirstStartTurnsGROBackOn(t *testing.T) {
 		t.Errorf("a failed first start left its pins in %s", pinDir)
 	}
 }
+
+// `switchyard remove --pin-dir DIR --config FILE` looked for the GRO
+// record beside the default socket, not beside FILE's api.socket, where
+// the balancer wrote it: GRO stayed off. The configuration's socket now
+// decides, and --pin-dir only the pins.
+func TestRemoveGROPinDirWithConfig(t *testing.T) {
+	t.Parallel()
+	g := newGROTest(t, "sygrc")
+	g.genericRun(t)
+	out, err := g.remove(t, "--pin-dir", g.pinDir, "--config", g.cfgPath)
+	if err != nil {
+		t.Fatalf("switchyard remove --pin-dir --config: %v\n%s", err, out)
+	}
+	if !g.groOn(t, topology.EthName) {
+		t.Errorf("GRO is off on eth0 after `switchyard remove --pin-dir DIR --config FILE`; remove said:\n%s", out)
+	}
+	if g.recorded() {
+		t.Errorf("switchyard remove --pin-dir --config left the GRO record %s beside the configuration's socket", g.record)
+	}
+}
