@@ -234,7 +234,19 @@ func runRemove(args []string) error {
 		dir = datapath.DefaultPinDir(*iface)
 	}
 	if _, err := os.Stat(dir); err != nil {
-		return fmt.Errorf("nothing pinned at %s: %w", dir, err)
+		nothing := fmt.Errorf("nothing pinned at %s: %w", dir, err)
+		if *agent || !errors.Is(err, os.ErrNotExist) {
+			return nothing
+		}
+		// Pins removed by hand, or by an earlier remove that then
+		// failed to turn GRO on: GRO a generic-mode run turned off
+		// goes back on all the same, with no program left to need it
+		// off.
+		done, gerr := restoreGRO(groFile(socket, dir), 0)
+		if done != "" {
+			fmt.Println(done)
+		}
+		return errors.Join(gerr, nothing)
 	}
 	// A running daemon holds its pin directory: removing its pins would
 	// take its program off the interface when it exits, and leave it

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 
 	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 )
@@ -109,6 +110,12 @@ func restoreGRO(path string, keep int) (done string, err error) {
 		return "", fmt.Errorf("turn generic receive offload of %s on again: find interface index %d: %w (turn it on with `ethtool -K %s gro on`, then remove %s)", rec.Dev, rec.Ifindex, err, rec.Dev, path)
 	}
 	name := l.Attrs().Name
+	// A program still attached in generic mode needs GRO off: that of a
+	// daemon that runs on with its pin directory removed, which remove
+	// cannot see (its lock went with the directory).
+	if x := l.Attrs().Xdp; x != nil && x.AttachMode == nl.XDP_ATTACHED_SKB {
+		return "", fmt.Errorf("a generic-mode XDP program runs on %s (ID %d), which needs generic receive offload (GRO) off: GRO stays off and its record %s stays; if it is a `switchyard run` whose pin directory was removed, stop it (SIGTERM), then run `switchyard remove` again", name, x.ProgId, path)
+	}
 	on, err := ethtool.GRO(name)
 	if err == nil && !on {
 		err = ethtool.SetGRO(name, true)

@@ -69,6 +69,22 @@ func (g *groTest) genericRun(t *testing.T) {
 	}
 }
 
+// waitDetached waits until eth0 runs no XDP program, which the kernel
+// takes off once the last reference to its link is gone (when, being
+// deferred work, is not known).
+func (g *groTest) waitDetached(t *testing.T, after string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		id := g.topo.EthXDPProgID(t, g.lb)
+		if id == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eth0 still runs XDP program %d 10 s after %s, so the test proves nothing", id, after)
+		}
+	}
+}
+
 // remove runs `switchyard remove` with args in the balancer's namespace.
 func (g *groTest) remove(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -216,4 +232,68 @@ func TestRemoveGROPinDirWithConfig(t *testing.T) {
 	if g.recorded() {
 		t.Errorf("switchyard remove --pin-dir --config left the GRO record %s beside the configuration's socket", g.record)
 	}
+}
+
+// `switchyard remove` stopped at "nothing pinned" when the pin directory
+// was gone (removed by hand, or by an earlier remove that then failed to
+// turn GRO on), before it looked at the GRO record: GRO stayed off for
+// good, though the record and the README promised that the next remove
+// tries again. It now turns GRO on from the record first, and only then
+// says that nothing is pinned; but not under a generic-mode program that
+// still runs (a daemon whose pin directory was removed while it ran),
+// which needs GRO off.
+func TestRemoveGROPinDirGone(t *testing.T) {
+	t.Parallel()
+	g := newGROTest(t, "sygrp")
+
+	t.Run("daemon still running", func(t *testing.T) {
+		if err := g.topo.SetGRO(g.lb, topology.EthName, true); err != nil {
+			t.Fatal(err)
+		}
+		d := startRun(t, g.topo, g.lb, g.cfgPath)
+		if g.groOn(t, topology.EthName) || !g.recorded() {
+			t.Fatalf("the generic-mode run did not turn GRO off and record it, so the test proves nothing:\n%s", d.stderr.String())
+		}
+		if err := os.RemoveAll(g.pinDir); err != nil {
+			t.Fatal(err)
+		}
+		out, err := g.remove(t, "--config", g.cfgPath)
+		if err == nil || !strings.Contains(out, "nothing pinned at "+g.pinDir) {
+			t.Errorf("switchyard remove of a removed pin directory: %v, want it to say nothing is pinned:\n%s", err, out)
+		}
+		if !strings.Contains(out, "a generic-mode XDP program runs on "+topology.EthName) {
+			t.Errorf("switchyard remove does not say why it left GRO off under the running generic-mode program:\n%s", out)
+		}
+		if g.groOn(t, topology.EthName) {
+			t.Errorf("switchyard remove turned GRO on under the generic-mode program of a running daemon; it said:\n%s", out)
+		}
+		if !g.recorded() {
+			t.Errorf("switchyard remove dropped the GRO record %s though it left GRO off", g.record)
+		}
+		if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		<-d.exited
+		g.waitDetached(t, "the daemon whose pins were removed stopped")
+	})
+	t.Run("removed by hand", func(t *testing.T) {
+		g.genericRun(t)
+		if err := os.RemoveAll(g.pinDir); err != nil {
+			t.Fatal(err)
+		}
+		g.waitDetached(t, "its pins removed")
+		out, err := g.remove(t, "--config", g.cfgPath)
+		if err == nil || !strings.Contains(out, "nothing pinned at "+g.pinDir) {
+			t.Errorf("switchyard remove of a removed pin directory: %v, want it to say nothing is pinned:\n%s", err, out)
+		}
+		if !g.groOn(t, topology.EthName) {
+			t.Errorf("GRO is off on eth0 after `switchyard remove` with the pin directory gone and the GRO record there; remove said:\n%s", out)
+		}
+		if !strings.Contains(out, "turned on again") {
+			t.Errorf("switchyard remove does not say it turned GRO on again:\n%s", out)
+		}
+		if g.recorded() {
+			t.Errorf("switchyard remove left the GRO record %s", g.record)
+		}
+	})
 }
