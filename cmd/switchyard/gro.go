@@ -90,8 +90,9 @@ func readGRORecord(path string) (*groRecord, error) {
 // restoreGRO turns GRO on again on the interface the record at path
 // names, unless it is on already, and removes the record; unless it names
 // the interface of index keep, whose GRO the caller keeps off. An
-// interface gone since, or created again under a new index, has nothing
-// to restore: its record is dropped. done says what it did ("" for
+// interface gone since, created again under a new index, or whose index
+// another device (of another name) has now, has nothing to restore: its
+// record is dropped. done says what it did ("" for
 // nothing), for the caller to log or print.
 func restoreGRO(path string, keep int) (done string, err error) {
 	rec, err := readGRORecord(path)
@@ -102,8 +103,21 @@ func restoreGRO(path string, keep int) (done string, err error) {
 		return "", removeGRORecord(path)
 	}
 	l, err := netlink.LinkByIndex(rec.Ifindex)
-	if _, gone := errors.AsType[netlink.LinkNotFoundError](err); gone {
+	_, gone := errors.AsType[netlink.LinkNotFoundError](err)
+	// A device of another name at the index is another device (the
+	// index given to it with `ip link add ... index N`, or kept as it
+	// moved into the namespace), whose GRO the balancer never touched,
+	// or the recorded one renamed, which cannot be told from it. A record
+	// with no name (written by hand) goes by the index alone.
+	other := ""
+	if err == nil && rec.Dev != "" && l.Attrs().Name != rec.Dev {
+		other, gone = l.Attrs().Name, true
+	}
+	if gone {
 		done = fmt.Sprintf("interface %s (index %d), on which the balancer turned generic receive offload (GRO) off, is gone: its GRO record %s dropped", rec.Dev, rec.Ifindex, path)
+		if other != "" {
+			done += fmt.Sprintf(" (index %d is %s now, left as it is; if that is %s renamed, turn its GRO on with `ethtool -K %s gro on`)", rec.Ifindex, other, rec.Dev, other)
+		}
 		return done, removeGRORecord(path)
 	}
 	if err != nil {

@@ -143,8 +143,10 @@ func (h *Handle) ioctl(ifname string, v *value) error {
 // state file, the balancer in a file beside its API socket.
 type GROOff struct {
 	Dev string `json:"dev"`
-	// Ifindex finds the interface again after a rename, and tells a
-	// re-created interface of the same name (GRO on, as a new device's
-	// default) from the one whose GRO was turned off.
+	// Ifindex tells a re-created interface of the same name (GRO on, as
+	// a new device's default) from the one whose GRO was turned off. The
+	// agent finds the interface by it after a rename; the balancer asks
+	// for Dev too at that index, as another device may have been given
+	// the index of one deleted.
 	Ifindex int `json:"ifindex"`
 }
