@@ -102,26 +102,16 @@ func restoreGRO(path string, keep int) (done string, err error) {
 	if !rec.WasOn {
 		return "", removeGRORecord(path)
 	}
-	l, err := netlink.LinkByIndex(rec.Ifindex)
-	_, gone := errors.AsType[netlink.LinkNotFoundError](err)
-	// A device of another name at the index is another device (the
-	// index given to it with `ip link add ... index N`, or kept as it
-	// moved into the namespace), whose GRO the balancer never touched,
-	// or the recorded one renamed, which cannot be told from it. A record
-	// with no name (written by hand) goes by the index alone.
-	other := ""
-	if err == nil && rec.Dev != "" && l.Attrs().Name != rec.Dev {
-		other, gone = l.Attrs().Name, true
-	}
-	if gone {
-		done = fmt.Sprintf("interface %s (index %d), on which the balancer turned generic receive offload (GRO) off, is gone: its GRO record %s dropped", rec.Dev, rec.Ifindex, path)
-		if other != "" {
-			done += fmt.Sprintf(" (index %d is %s now, left as it is; if that is %s renamed, turn its GRO on with `ethtool -K %s gro on`)", rec.Ifindex, other, rec.Dev, other)
-		}
-		return done, removeGRORecord(path)
-	}
+	l, other, err := rec.Find(netlink.LinkByIndex)
 	if err != nil {
 		return "", fmt.Errorf("turn generic receive offload of %s on again: find interface index %d: %w (turn it on with `ethtool -K %s gro on`, then remove %s)", rec.Dev, rec.Ifindex, err, rec.Dev, path)
+	}
+	// A device of another name at the index may be the recorded one
+	// renamed, which the balancer cannot tell from another device: both
+	// count as the recorded interface gone, and the line says how to turn
+	// GRO on if it was renamed.
+	if l == nil || other != "" {
+		return rec.Gone("the balancer", path, other), removeGRORecord(path)
 	}
 	name := l.Attrs().Name
 	// A program still attached in generic mode needs GRO off: that of a

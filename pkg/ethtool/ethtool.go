@@ -6,10 +6,12 @@
 package ethtool
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"unsafe"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -144,9 +146,44 @@ func (h *Handle) ioctl(ifname string, v *value) error {
 type GROOff struct {
 	Dev string `json:"dev"`
 	// Ifindex tells a re-created interface of the same name (GRO on, as
-	// a new device's default) from the one whose GRO was turned off. The
-	// agent finds the interface by it after a rename; the balancer asks
-	// for Dev too at that index, as another device may have been given
-	// the index of one deleted.
+	// a new device's default) from the one whose GRO was turned off. Dev
+	// is asked for too at that index (see Find), as another device may
+	// have been given the index of one deleted.
 	Ifindex int `json:"ifindex"`
+}
+
+// Find looks up, with byIndex (netlink.LinkByIndex, or a Handle's), the
+// device at the recorded index. l is nil when there is none: the
+// interface was deleted, or created again under a new index (a new
+// device's GRO is on by default). other is the name of a device of
+// another name at the index (l is then that device), which is either
+// another one (given the index with `ip link add ... index N`, or moved
+// into the namespace, which keeps its index), whose GRO was never
+// touched, or the recorded one renamed: the name alone cannot tell them
+// apart, the caller may by other means. A record with no name (written
+// by hand) goes by the index alone.
+func (g GROOff) Find(byIndex func(int) (netlink.Link, error)) (l netlink.Link, other string, err error) {
+	l, err = byIndex(g.Ifindex)
+	if _, gone := errors.AsType[netlink.LinkNotFoundError](err); gone {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if name := l.Attrs().Name; g.Dev != "" && name != g.Dev {
+		return l, name, nil
+	}
+	return l, "", nil
+}
+
+// Gone is the line that says the recorded interface is gone and its
+// record (where: the record's file, or "in" the state file that holds it)
+// dropped, with the device at its index now, other (see Find), left as it
+// is. who turned GRO off: "the balancer", "the agent".
+func (g GROOff) Gone(who, where, other string) string {
+	s := fmt.Sprintf("interface %s (index %d), on which %s turned generic receive offload (GRO) off, is gone: its GRO record %s dropped", g.Dev, g.Ifindex, who, where)
+	if other != "" {
+		s += fmt.Sprintf(" (index %d is %s now, left as it is; if that is %s renamed, turn its GRO on with `ethtool -K %s gro on`)", g.Ifindex, other, g.Dev, other)
+	}
+	return s
 }
