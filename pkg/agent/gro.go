@@ -77,7 +77,9 @@ func groOffFailed(iface string) string {
 
 // restoreGRO turns GRO on again where the agent (or an earlier run) turned
 // it off, unless it is on again already. Gone with its interface, it is
-// nothing to restore.
+// nothing to restore. a.gro names this run's interface, followed by its
+// index while the agent runs (a rename keeps the program; a deletion
+// stops the agent), or one adoptGRO found to be the recorded one.
 func (a *Agent) restoreGRO() error {
 	g := a.gro
 	if g == nil {
@@ -85,7 +87,7 @@ func (a *Agent) restoreGRO() error {
 	}
 	l, err := a.nl.LinkByIndex(g.Ifindex)
 	if err != nil {
-		a.log.Info("interface on which GRO was turned off is gone", "was", g.Dev, "ifindex", g.Ifindex)
+		a.log.Info(g.Gone("the agent", "in "+a.statePath, ""))
 		a.gro = nil
 		return nil
 	}
@@ -105,10 +107,23 @@ func (a *Agent) restoreGRO() error {
 }
 
 // adoptGRO takes over GRO an earlier run turned off, if it is still off.
+// The record names the interface and its index: a device of another name
+// at the index is the recorded interface renamed only if the earlier
+// run's pinned link still drives it (deleting an interface detaches its
+// link); otherwise it is another device, given the index since (`ip link
+// add ... index N`, or moved into the namespace), whose GRO the agent
+// never touched, and the record is dropped as that of an interface gone.
 func (a *Agent) adoptGRO(g groRecord) error {
-	l, err := a.nl.LinkByIndex(g.Ifindex)
+	l, other, err := g.Find(a.nl.LinkByIndex)
 	if err != nil {
-		a.log.Info("interface on which the earlier run turned GRO off is gone", "was", g.Dev, "ifindex", g.Ifindex)
+		return fmt.Errorf("find interface %s (index %d), on which the earlier run turned generic receive offload (GRO) off: %w", g.Dev, g.Ifindex, err)
+	}
+	if other != "" && datapath.PinnedLinkOn(a.pinDir, l) {
+		a.log.Info("interface renamed since the earlier run", "was", g.Dev, "now", other, "ifindex", g.Ifindex)
+		other = ""
+	}
+	if l == nil || other != "" {
+		a.log.Info(g.Gone("the agent", "in "+a.statePath, other))
 		return nil
 	}
 	g.Dev = l.Attrs().Name

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,8 +15,10 @@ import (
 	"unsafe"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
+	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -327,4 +330,138 @@ func TestGROStaysOffWhileAttached(t *testing.T) {
 		t.Error("GRO is off after `remove --agent` detached the program, want on as before the agent")
 	}
 	requireNoState(t, r)
+}
+
+// reuseEthIndex deletes node's eth0 and gives its index to a new veth
+// named name (peer peer), whose GRO it turns off, as an admin's would
+// be: the device a killed agent's GRO record points at by index alone.
+func reuseEthIndex(t *testing.T, topo *topology.Topology, node, name, peer string) int {
+	t.Helper()
+	eth, err := topo.Link(node, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := eth.Attrs().Index
+	err = topo.Netlink(node, func(h *netlink.Handle) error {
+		if err := h.LinkDel(eth); err != nil {
+			return err
+		}
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}, PeerName: peer})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := topo.Link(node, name); err != nil || l.Attrs().Index != index {
+		t.Fatalf("the new veth %s did not take eth0's index %d (%v), so the test proves nothing", name, index, err)
+	}
+	if err := topo.SetGRO(node, name, false); err != nil {
+		t.Fatal(err)
+	}
+	return index
+}
+
+// TestCrashedGenericRunGROIndexReused: a killed generic-mode agent's GRO
+// record names its interface and that interface's index, but `remove
+// --agent` and the next run went by the index alone: with the interface
+// deleted and its index given to another device (`ip link add ... index
+// N`, or one moved into the namespace, which keeps its index), they
+// turned GRO on on that device, whose GRO the agent never touched. The
+// record is now dropped as that of an interface gone, with the line the
+// balancer prints. A renamed interface, which the killed run's pinned
+// link still drives, is followed as before.
+func TestCrashedGenericRunGROIndexReused(t *testing.T) {
+	t.Parallel()
+	const other = "syci0"
+	crashed := func(t *testing.T) (*topology.Topology, string, config.AgentConfig) {
+		topo := newTopology(t)
+		be := topo.Backend(1)
+		if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+			t.Fatal(err)
+		}
+		crash(t, startInMode(t, topo, datapath.AttachGeneric))
+		if groOf(t, topo, be) {
+			t.Fatal("GRO is on after the generic-mode agent crashed: it was never turned off")
+		}
+		return topo, be, testConfig(topo)
+	}
+	requireGone := func(t *testing.T, logs *logBuffer, index int) {
+		t.Helper()
+		want := fmt.Sprintf("interface eth0 (index %d), on which the agent turned generic receive offload (GRO) off, is gone: its GRO record in ", index)
+		if s := logs.String(); !strings.Contains(s, want) || !strings.Contains(s, fmt.Sprintf("index %d is %s now, left as it is", index, other)) {
+			t.Errorf("the agent did not say that the recorded interface is gone, and that %s is left as it is; it logged:\n%s", other, s)
+		}
+	}
+
+	t.Run("remove", func(t *testing.T) {
+		t.Parallel()
+		topo, be, c := crashed(t)
+		index := reuseEthIndex(t, topo, be, other, "syci1")
+		var logs logBuffer
+		r := newAgentLogs(t, c, &logs)
+		if err := topo.Do(be, r.Remove); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		if on, err := topo.GRO(be, other); err != nil || on {
+			t.Errorf("GRO of %s is %t (%v) after `remove --agent`: it took the index of the deleted eth0 the record names, and its GRO was never the agent's", other, on, err)
+		}
+		requireGone(t, &logs, index)
+		requireNoState(t, r)
+	})
+
+	t.Run("restart", func(t *testing.T) {
+		t.Parallel()
+		topo, be, c := crashed(t)
+		index := reuseEthIndex(t, topo, be, other, "syci1")
+		// eth0 is back, under a new index, for the next run.
+		err := topo.Netlink(be, func(h *netlink.Handle) error {
+			if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "syci2"}); err != nil {
+				return err
+			}
+			for _, name := range []string{topology.EthName, "syci2"} {
+				l, err := h.LinkByName(name)
+				if err != nil {
+					return err
+				}
+				if err := h.LinkSetUp(l); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs logBuffer
+		a := newAgentLogs(t, c, &logs)
+		a.mode = datapath.AttachGeneric
+		if err := topo.Do(be, a.Start); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		if on, err := topo.GRO(be, other); err != nil || on {
+			t.Errorf("GRO of %s is %t (%v) while the next run runs: it took the index of the deleted eth0 the record names", other, on, err)
+		}
+		if err := a.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		if on, err := topo.GRO(be, other); err != nil || on {
+			t.Errorf("GRO of %s is %t (%v) after the next run stopped: it took the index of the deleted eth0 the record names", other, on, err)
+		}
+		requireGone(t, &logs, index)
+		requireNoState(t, a)
+	})
+
+	t.Run("renamed", func(t *testing.T) {
+		t.Parallel()
+		const renamed = "aGren0"
+		topo, be, c := crashed(t)
+		renameEth(t, topo, be, renamed)
+		r := newAgent(t, c)
+		if err := topo.Do(be, r.Remove); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		if on, err := topo.GRO(be, renamed); err != nil || !on {
+			t.Errorf("GRO of %s (eth0 renamed) is %t (%v) after `remove --agent`, want on as before the agent", renamed, on, err)
+		}
+		requireNoState(t, r)
+	})
 }

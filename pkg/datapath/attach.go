@@ -378,6 +378,25 @@ func linkRuns(pinDir string, prog *ebpf.Program) bool {
 	return ok && id == info.Program
 }
 
+// PinnedLinkOn reports whether the XDP link pinned under pinDir drives
+// dev: attached to its index, with dev running the link's program. A
+// killed daemon's link stays attached to its interface, renamed or not,
+// while deleting the interface detaches it: so it tells that interface
+// from another device given its index since.
+func PinnedLinkOn(pinDir string, dev netlink.Link) bool {
+	l, err := link.LoadPinnedLink(filepath.Join(pinDir, linkPinName), nil)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil || info.XDP() == nil || int(info.XDP().Ifindex) != dev.Attrs().Index {
+		return false
+	}
+	x := dev.Attrs().Xdp
+	return x != nil && x.ProgId == uint32(info.Program)
+}
+
 // restoreLinkPin pins l again at pinDir/link if someone removed the pin
 // (rm, or a tool that cleans bpffs): the handle the daemon holds keeps the
 // program attached meanwhile, but only while its process lives. program
