@@ -65,6 +65,16 @@ const (
 	MinHealthInterval = 100 * time.Millisecond
 	MinHealthTimeout  = time.Millisecond
 
+	// MaxHealthInterval and MaxRiseFall bound a health check from above: a
+	// dead backend keeps getting new flows for fall intervals, a recovered
+	// one waits rise intervals, so a longer interval or a larger count is a
+	// typo (1000000h, 30000 for 3), not a check. The bound also keeps the
+	// monitor's timer arithmetic (an interval plus its jitter, the first
+	// checks spread over one interval) far from overflowing a
+	// time.Duration.
+	MaxHealthInterval = time.Hour
+	MaxRiseFall       = 1000
+
 	MinConnTableSize = 1024
 	MaxConnTableSize = 16 << 20
 
@@ -331,17 +341,17 @@ type Health struct {
 	Expect string `yaml:"expect"`
 	// ExpectBinary is Expect in hexadecimal (spaces allowed).
 	ExpectBinary string `yaml:"expect_binary"`
-	// Interval between checks, at least MinHealthInterval; this field and
-	// the ones below are not for type none. Default: 1s.
+	// Interval between checks, MinHealthInterval to MaxHealthInterval;
+	// this field and the ones below are not for type none. Default: 1s.
 	Interval Duration `yaml:"interval"`
 	// Timeout of one check, at least MinHealthTimeout and shorter than
 	// Interval. Default: 500ms.
 	Timeout Duration `yaml:"timeout"`
-	// Rise is how many consecutive successes mark a backend healthy.
-	// Default: 2.
+	// Rise is how many consecutive successes mark a backend healthy, 1 to
+	// MaxRiseFall. Default: 2.
 	Rise int `yaml:"rise"`
-	// Fall is how many consecutive failures mark a backend unhealthy.
-	// Default: 3.
+	// Fall is how many consecutive failures mark a backend unhealthy, 1 to
+	// MaxRiseFall. Default: 3.
 	Fall int `yaml:"fall"`
 }
 
@@ -884,6 +894,9 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 		p.add(path+".interval", "%s is not positive; write e.g. 1s", h.Interval)
 	case time.Duration(h.Interval) < MinHealthInterval:
 		p.add(path+".interval", "%s is below the minimum of %s; write e.g. 1s", h.Interval, MinHealthInterval)
+	case time.Duration(h.Interval) > MaxHealthInterval:
+		p.add(path+".interval", "%s is above the maximum of %s: a dead backend would keep getting new flows for fall intervals; write e.g. 1s",
+			shortDuration(time.Duration(h.Interval)), shortDuration(MaxHealthInterval))
 	default:
 		intervalOK = true
 	}
@@ -895,11 +908,17 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 	case intervalOK && h.Timeout >= h.Interval:
 		p.add(path+".timeout", "%s is not shorter than interval (%s); lower it or raise the interval", h.Timeout, h.Interval)
 	}
-	if h.Rise < 1 {
+	switch {
+	case h.Rise < 1:
 		p.add(path+".rise", "%d is below 1; it counts the successes that mark a backend healthy, e.g. 2", h.Rise)
+	case h.Rise > MaxRiseFall:
+		p.add(path+".rise", "%d is above the maximum of %d: a recovered backend would wait that many intervals for new flows; it counts the successes that mark a backend healthy, e.g. 2", h.Rise, MaxRiseFall)
 	}
-	if h.Fall < 1 {
+	switch {
+	case h.Fall < 1:
 		p.add(path+".fall", "%d is below 1; it counts the failures that mark a backend unhealthy, e.g. 3", h.Fall)
+	case h.Fall > MaxRiseFall:
+		p.add(path+".fall", "%d is above the maximum of %d: a dead backend would keep getting new flows for that many intervals; it counts the failures that mark a backend unhealthy, e.g. 3", h.Fall, MaxRiseFall)
 	}
 }
 

@@ -526,6 +526,16 @@ func TestParseErrors(t *testing.T) {
 		{"health interval below the minimum", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: 2ns", "      timeout: 1ns"),
 			[]string{"t.yaml:7: vips[0].health.interval: 2ns is below the minimum of 100ms", "write e.g. 1s",
 				"t.yaml:8: vips[0].health.timeout: 1ns is below the minimum of 1ms"}},
+		// Timers of a longer interval overflow in the monitor: an interval
+		// plus its jitter beyond time.Duration's range fires at once, every
+		// time, spinning the check.
+		{"health interval of a million hours", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: 1000000h"),
+			[]string{"t.yaml:7: vips[0].health.interval: 1000000h is above the maximum of 1h: a dead backend would keep getting new flows for fall intervals; write e.g. 1s"}},
+		{"health interval the longest a duration holds", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      interval: 9223372036854775807ns", "      timeout: 9223372036854775806ns"),
+			[]string{"t.yaml:7: vips[0].health.interval: 2562047h47m16.854775807s is above the maximum of 1h"}},
+		{"health rise and fall far too large", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      rise: 9223372036854775807", "      fall: 30000"),
+			[]string{"t.yaml:7: vips[0].health.rise: 9223372036854775807 is above the maximum of 1000: a recovered backend would wait that many intervals for new flows",
+				"t.yaml:8: vips[0].health.fall: 30000 is above the maximum of 1000: a dead backend would keep getting new flows for that many intervals; it counts the failures that mark a backend unhealthy, e.g. 3"}},
 		{"health timeout below the minimum", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      timeout: 500us"),
 			[]string{"t.yaml:7: vips[0].health.timeout: 500µs is below the minimum of 1ms; write e.g. 500ms"}},
 		{"health port with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: none", "      port: 8080"),
@@ -1243,6 +1253,14 @@ func TestValidateLimits(t *testing.T) {
 			c.VIPs[0].Health.Interval, c.VIPs[0].Health.Timeout = Duration(MinHealthInterval-time.Millisecond), Duration(50*time.Millisecond)
 		}, "vips[0].health.interval: 99ms is below the minimum of 100ms"},
 		{"shortest health timeout", func(c *Config) { c.VIPs[0].Health.Timeout = Duration(MinHealthTimeout) }, ""},
+		{"longest health interval", func(c *Config) {
+			c.VIPs[0].Health.Interval, c.VIPs[0].Health.Timeout = Duration(MaxHealthInterval), Duration(MaxHealthInterval-time.Millisecond)
+		}, ""},
+		{"health interval above the longest", func(c *Config) { c.VIPs[0].Health.Interval = Duration(MaxHealthInterval + time.Millisecond) },
+			"vips[0].health.interval: 1h0m0.001s is above the maximum of 1h"},
+		{"largest rise and fall", func(c *Config) { c.VIPs[0].Health.Rise, c.VIPs[0].Health.Fall = MaxRiseFall, MaxRiseFall }, ""},
+		{"rise above the largest", func(c *Config) { c.VIPs[0].Health.Rise = MaxRiseFall + 1 }, "vips[0].health.rise: 1001 is above the maximum of 1000"},
+		{"fall above the largest", func(c *Config) { c.VIPs[0].Health.Fall = MaxRiseFall + 1 }, "vips[0].health.fall: 1001 is above the maximum of 1000"},
 		{"lowest HTTP status", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 100 }, ""},
 		{"HTTP status below the lowest", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 99 }, "vips[0].health.expect_status: 99 is not an HTTP status"},
 		{"highest HTTP status", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.ExpectStatus = CheckHTTP, 599 }, ""},
