@@ -75,6 +75,15 @@ const (
 	MaxHealthInterval = time.Hour
 	MaxRiseFall       = 1000
 
+	// MinUDPIdleTimeout and MaxUDPIdleTimeout bound udp_idle_timeout. The
+	// datapath counts a flow's idle time in jiffies modulo 2^32 (49 days
+	// at HZ 1000), so a longer timeout would never expire an entry, and an
+	// idle time past the wrap would read as short; a day is well inside it.
+	// Below a second is a typo (30ns for 30s) that unpins every UDP flow
+	// after a tick, as IPVS, whose UDP timeout counts seconds, never does.
+	MinUDPIdleTimeout = time.Second
+	MaxUDPIdleTimeout = 24 * time.Hour
+
 	MinConnTableSize = 1024
 	MaxConnTableSize = 16 << 20
 
@@ -179,7 +188,8 @@ type Datapath struct {
 	// MinConnTableSize to MaxConnTableSize; the datapath rounds it up to
 	// whole sets of 4. Default: 1Mi entries.
 	ConnTableSize int `yaml:"conn_table_size"`
-	// UDPIdleTimeout ends a UDP flow's pinning to its backend. Default: 30s.
+	// UDPIdleTimeout ends a UDP flow's pinning to its backend, from
+	// MinUDPIdleTimeout to MaxUDPIdleTimeout. Default: 30s.
 	UDPIdleTimeout Duration `yaml:"udp_idle_timeout"`
 	// MTU is the largest encapsulated packet put on the wire: 0 (the
 	// interface's MTU) or 576 to 65535, and at least MinMTU.
@@ -554,8 +564,14 @@ func (c *Config) validate(set func(path string) bool) problems {
 		p.add("datapath.conn_table_size", "%d is out of range; use %d to %d (default %d)",
 			d.ConnTableSize, MinConnTableSize, MaxConnTableSize, DefaultConnTableSize)
 	}
-	if d.UDPIdleTimeout <= 0 {
+	switch t := time.Duration(d.UDPIdleTimeout); {
+	case t <= 0:
 		p.add("datapath.udp_idle_timeout", "%s is not positive; write e.g. 30s", d.UDPIdleTimeout)
+	case t < MinUDPIdleTimeout:
+		p.add("datapath.udp_idle_timeout", "%s is below the minimum of %s; write e.g. 30s", d.UDPIdleTimeout, MinUDPIdleTimeout)
+	case t > MaxUDPIdleTimeout:
+		p.add("datapath.udp_idle_timeout", "%s is above the maximum of %s: a UDP flow idle that long has ended, and past 49 days (at HZ 1000) the datapath's count of kernel ticks wraps, so no entry would expire; write e.g. 30s",
+			shortDuration(t), shortDuration(MaxUDPIdleTimeout))
 	}
 	if d.MTU != 0 && (d.MTU < 576 || d.MTU > 65535) {
 		p.add("datapath.mtu", "%d is out of range; use 0 (the interface MTU) or 576 to 65535", d.MTU)

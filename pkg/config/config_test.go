@@ -328,6 +328,14 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: datapath.conn_table_size: 16777217 is out of range"}},
 		{"udp idle timeout zero", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 0s"),
 			[]string{"t.yaml:3: datapath.udp_idle_timeout: 0s is not positive"}},
+		{"udp idle timeout a typo for seconds", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 30ns"),
+			[]string{"t.yaml:3: datapath.udp_idle_timeout: 30ns is below the minimum of 1s; write e.g. 30s"}},
+		// The datapath counts idle time in 32-bit jiffies: past the wrap
+		// (49 days at HZ 1000) no UDP entry would ever expire.
+		{"udp idle timeout of a million hours", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 1000000h"),
+			[]string{"t.yaml:3: datapath.udp_idle_timeout: 1000000h is above the maximum of 24h: a UDP flow idle that long has ended, and past 49 days"}},
+		{"udp idle timeout the longest a duration holds", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 9223372036854775807ns"),
+			[]string{"t.yaml:3: datapath.udp_idle_timeout: 2562047h47m16.854775807s is above the maximum of 24h"}},
 		{"mtu too small", lines("datapath:", "  interface: eth0", "  mtu: 100"),
 			[]string{"t.yaml:3: datapath.mtu: 100 is out of range; use 0 (the interface MTU) or 576 to 65535"}},
 		{"mtu below the IPv6 minimum", lines("datapath:", "  interface: eth0", "  mtu: 1000", "vips:",
@@ -1234,6 +1242,12 @@ func TestValidateLimits(t *testing.T) {
 	}{
 		{"highest metrics port", func(c *Config) { c.Metrics.Listen = "127.0.0.1:65535" }, ""},
 		{"metrics port above the highest", func(c *Config) { c.Metrics.Listen = "127.0.0.1:65536" }, `metrics.listen: port "65536"`},
+		{"shortest UDP idle timeout", func(c *Config) { c.Datapath.UDPIdleTimeout = Duration(MinUDPIdleTimeout) }, ""},
+		{"UDP idle timeout below the shortest", func(c *Config) { c.Datapath.UDPIdleTimeout = Duration(MinUDPIdleTimeout - time.Millisecond) },
+			"datapath.udp_idle_timeout: 999ms is below the minimum of 1s"},
+		{"longest UDP idle timeout", func(c *Config) { c.Datapath.UDPIdleTimeout = Duration(MaxUDPIdleTimeout) }, ""},
+		{"UDP idle timeout above the longest", func(c *Config) { c.Datapath.UDPIdleTimeout = Duration(MaxUDPIdleTimeout + time.Second) },
+			"datapath.udp_idle_timeout: 24h0m1s is above the maximum of 24h"},
 		{"smallest conn table", func(c *Config) { c.Datapath.ConnTableSize = MinConnTableSize }, ""},
 		{"conn table below the smallest", func(c *Config) { c.Datapath.ConnTableSize = MinConnTableSize - 1 }, "datapath.conn_table_size: 1023 is out of range"},
 		{"largest conn table", func(c *Config) { c.Datapath.ConnTableSize = MaxConnTableSize }, ""},
