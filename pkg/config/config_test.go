@@ -879,6 +879,32 @@ func TestAnchorsAndMergeKeys(t *testing.T) {
 	}
 }
 
+// Aliases cannot make a small file decode into a huge one: by nesting
+// (each level aliasing the one below ten times), or by aliasing one large
+// anchored value many times, which the count of aliases followed alone let
+// through: 300 VIPs sharing a list of 1200 backends decoded into 360,000
+// backends, and a few thousand of each into gigabytes. Either is refused,
+// naming the file, before any of it is validated.
+func TestAliasBudgets(t *testing.T) {
+	nested := []string{"datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:",
+		"      - &b0 {name: be1, address: 10.2.1.2}"}
+	for i := 1; i <= 6; i++ {
+		nested = append(nested, fmt.Sprintf("      - &b%d {<<: [%s]}", i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*b%d, ", i-1), 10), ", ")))
+	}
+	shared := []string{"datapath: {interface: eth0}", "vips:", "  - name: v0", "    address: 10.100.0.1", "    port: 80", "    backends: &all"}
+	for i := range 1200 {
+		shared = append(shared, fmt.Sprintf("      - {name: b%d, address: 10.3.%d.%d}", i, i/200, i%200+1))
+	}
+	for i := 1; i < 300; i++ {
+		shared = append(shared, fmt.Sprintf("  - {name: v%d, address: 10.100.%d.%d, port: 80, backends: *all}", i, i/200, i%200+1))
+	}
+	runErrCases(t, []errCase{
+		{"nested aliases", lines(nested...), []string{"t.yaml:", "more than 10000 aliases followed; write the values out"}},
+		{"one large value aliased many times", lines(shared...),
+			[]string{"t.yaml:", "the aliases (*name) of this file stand for more than 1000000 values; write the values out, or alias smaller ones"}},
+	}, func(data []byte) error { _, err := Parse(data, "t.yaml"); return err })
+}
+
 func TestDuration(t *testing.T) {
 	for _, tc := range []struct {
 		in      string

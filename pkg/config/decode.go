@@ -59,16 +59,16 @@ func parseInto(data []byte, name string, kind, other *fileKind, out any, finish 
 	}
 	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, active: map[*yaml.Node]bool{}, example: example}
 	d.decode(root, reflect.ValueOf(out).Elem(), "")
-	if d.aliases > maxAliases {
-		return join(d.errs) // the rest was not decoded: validating it is noise
-	}
-
 	all := d.errs
-	for _, p := range finish(func(path string) bool { return d.set[path] && !d.failedUnder(path) }) {
-		// A field that failed to decode kept its default; checking that
-		// default would only add noise next to the real problem.
-		if !d.failedUnder(p.Path) {
-			all = append(all, p)
+	// Over an alias budget the rest was not decoded: validating it is
+	// noise.
+	if d.aliases <= maxAliases && d.aliasValues <= maxAliasValues {
+		for _, p := range finish(func(path string) bool { return d.set[path] && !d.failedUnder(path) }) {
+			// A field that failed to decode kept its default; checking
+			// that default would only add noise next to the real problem.
+			if !d.failedUnder(p.Path) {
+				all = append(all, p)
+			}
 		}
 	}
 	for _, p := range all {
@@ -175,9 +175,11 @@ type decoder struct {
 	errs   problems
 	failed []string // paths that failed to decode
 
-	active  map[*yaml.Node]bool // nodes being decoded, to catch an alias inside its own anchor
-	aliases int                 // aliases followed so far
-	example string              // the annotated example, which documents each field's range
+	active      map[*yaml.Node]bool // nodes being decoded, to catch an alias inside its own anchor
+	aliases     int                 // aliases followed so far
+	inAlias     int                 // aliases being decoded (one inside another counts again)
+	aliasValues int                 // values decoded where an alias stands for them
+	example     string              // the annotated example, which documents each field's range
 }
 
 // wholeNumber is an integer written in decimal, of any size: the only
@@ -286,6 +288,15 @@ func keyName(k string) string {
 // a file of nested aliases cannot make decoding take exponential time.
 const maxAliases = 10000
 
+// maxAliasValues bounds how many values aliases stand for, counted as they
+// are decoded: within maxAliases, an anchored list of a few thousand
+// backends aliased in each of thousands of VIPs would make a file of a few
+// hundred kilobytes decode into gigabytes (a "billion laughs" that needs no
+// nesting). A million values decode in about a second and 250 MB, as a
+// file of some ten megabytes written out would; a health check, or a list
+// of a hundred backends, shared by 512 VIPs stays far below.
+const maxAliasValues = 1_000_000
+
 // resolve follows aliases to the node they name. It returns nil, having
 // reported why, if the alias budget is spent or the alias refers to a value
 // that contains it.
@@ -308,8 +319,22 @@ func (d *decoder) resolve(n *yaml.Node, path string) *yaml.Node {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.aliases > maxAliases || d.aliasValues > maxAliasValues {
+		return // over budget: reported once, decode no more
+	}
+	alias := n.Kind == yaml.AliasNode
 	if n = d.resolve(n, path); n == nil {
 		return
+	}
+	if alias {
+		d.inAlias++
+		defer func() { d.inAlias-- }()
+	}
+	if d.inAlias > 0 {
+		if d.aliasValues++; d.aliasValues > maxAliasValues {
+			d.fail(n, path, "the aliases (*name) of this file stand for more than %d values; write the values out, or alias smaller ones", maxAliasValues)
+			return
+		}
 	}
 	d.active[n] = true
 	defer delete(d.active, n)
