@@ -1280,6 +1280,14 @@ func TestValidateLimits(t *testing.T) {
 		{"conn table above the largest", func(c *Config) { c.Datapath.ConnTableSize = MaxConnTableSize + 1 }, "datapath.conn_table_size: 16777217 is out of range"},
 		{"interface name of 15 bytes", func(c *Config) { c.Datapath.Interface = "enp0s31f6abcdef" }, ""},
 		{"interface name of 16 bytes", func(c *Config) { c.Datapath.Interface = "enp0s31f6abcdefg" }, `datapath.interface: "enp0s31f6abcdefg" is longer than 15 bytes`},
+		// The kernel refuses what its isspace() takes for a space (0xa0
+		// too, the second byte of "à") and reads a name up to a NUL: such
+		// a name can name no interface, and "no such interface" would not
+		// say why.
+		{"interface name with a non-ASCII letter", func(c *Config) { c.Datapath.Interface = "ab\u00e9" }, ""},
+		{"interface name with byte 0xa0", func(c *Config) { c.Datapath.Interface = "ab\u00e0" }, `datapath.interface: "abà" is not a valid interface name`},
+		{"interface name with a carriage return", func(c *Config) { c.Datapath.Interface = "eth\r0" }, `datapath.interface: "eth\r0" is not a valid interface name`},
+		{"interface name with a NUL", func(c *Config) { c.Datapath.Interface = "eth0\x00" }, `datapath.interface: "eth0\x00" is not a valid interface name`},
 		{"socket path of 107 bytes", func(c *Config) { c.API.Socket = "/" + strings.Repeat("s", 106) }, ""},
 		{"socket path of 108 bytes", func(c *Config) { c.API.Socket = "/" + strings.Repeat("s", 107) }, "api.socket:"},
 		{"as many VIPs as the datapath holds", vips(MaxVIPs), ""},

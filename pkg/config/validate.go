@@ -30,16 +30,17 @@ func checkInterface(p *problems, path, name, what string) {
 }
 
 // CheckInterfaceName applies the kernel's rules for interface names
-// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or space.
-// A name that passes is one element of a path: the pin directories are
-// named after interfaces.
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or byte
+// its isspace() takes for a space (\t \n \v \f \r, ' ' and 0xa0), nor a
+// NUL, which ends the name the kernel reads. A name that passes is one
+// element of a path: the pin directories are named after interfaces.
 func CheckInterfaceName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("an interface name is required, e.g. eth0")
 	case len(name) > 15:
 		return fmt.Errorf("%q is longer than 15 bytes, the Linux limit for interface names; check `ip link`", name)
-	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n"):
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\v\f\r\x00") || strings.IndexByte(name, 0xa0) >= 0:
 		return fmt.Errorf("%q is not a valid interface name; check `ip link`", name)
 	}
 	return nil
