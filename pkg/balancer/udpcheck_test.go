@@ -46,6 +46,12 @@ func (d redirectingDialer) DialContext(ctx context.Context, network, address str
 	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError("not redirected: " + network + " " + address)}
 }
 
+// udpCheckConfig's timeout is not the test's subject, yet be1 must pass
+// every check, and a reply later than the timeout fails one: 50 ms for a
+// datagram's round trip through a goroutine of the test, under -race, on
+// a loaded 2-core CI machine (some three times slower than others) is a
+// scheduling delay away from failing. 900 ms leaves a wrong reply as the
+// only way for be1 to fail; the interval must be longer than it.
 const udpCheckConfig = `
 datapath:
   interface: lo
@@ -60,7 +66,7 @@ vips:
     port: 53
     protocol: udp
     table_size: 251
-    health: {type: udp, send_binary: "12 34 00 ff", expect_binary: "12 34", interval: 100ms, timeout: 50ms, rise: 1, fall: 1}
+    health: {type: udp, send_binary: "12 34 00 ff", expect_binary: "12 34", interval: 1s, timeout: 900ms, rise: 1, fall: 1}
     backends:
       - {name: be1, address: 10.2.1.2}
       - {name: be2, address: 10.2.2.2}
