@@ -74,11 +74,17 @@ func TestSweepOrphansRemovesWhatAKilledRunLeft(t *testing.T) {
 	// The killed run's.
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	f, child := KillAfterReady(t, ctx, "TestHelperOrphanTopology", orphanEnv+"=1")
+	f, child, release := KillAfterReady(t, ctx, "TestHelperOrphanTopology", orphanEnv+"=1")
 	if len(f) != 3 {
 		t.Fatalf("the child process's ready line has fields %v, want prefix, pid and directory", f)
 	}
 	prefix, dir := f[0], f[2]
+	// A sweep of another test process (go test runs packages in
+	// parallel, and each NewForTest sweeps) at this very moment: it must
+	// leave the killed run's topology to this test until release.
+	if swept, err := SweepOrphans(); slices.ContainsFunc(swept, func(o Orphan) bool { return o.Prefix == prefix }) {
+		t.Fatalf("a sweep right after the kill took the killed run's topology %s (%v): the test has nothing left to check", prefix, err)
+	}
 	pid, err := strconv.Atoi(f[1])
 	if err != nil {
 		t.Fatal(err)
@@ -89,11 +95,12 @@ func TestSweepOrphansRemovesWhatAKilledRunLeft(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Close(sleepFd) })
 	// Whatever this test fails to check, it leaves nothing behind.
-	t.Cleanup(func() { SweepOrphans() })
+	t.Cleanup(func() { release(); SweepOrphans() })
 	if len(Leftovers(prefix)) != 4 || exited(sleepFd) {
 		t.Fatalf("before the sweep: namespaces %v (want 4), its process exited: %t", Leftovers(prefix), exited(sleepFd))
 	}
 
+	release()
 	swept, err := SweepOrphans()
 	if err != nil {
 		t.Errorf("SweepOrphans: %v", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -76,12 +77,19 @@ func SweepTestOrphans(logf func(format string, args ...any)) {
 
 // KillAfterReady runs this test binary again as a child that runs only the
 // test named run, with env added to its environment, waits for the child
-// to print a line "ready FIELD...", SIGKILLs it (as Ctrl-C or a -timeout
-// panic would end a test run, with no cleanup) and returns the fields and
-// the child's pid. It
-// fails tb if the child ends, or ctx does, before it is ready. A child
-// left running by a failed tb is killed at tb's end.
-func KillAfterReady(tb testing.TB, ctx context.Context, run string, env ...string) ([]string, int) {
+// to print a line "ready PREFIX FIELD...", where PREFIX is that of the
+// topology it built, SIGKILLs it (as Ctrl-C or a -timeout panic would end
+// a test run, with no cleanup) and returns the fields (PREFIX first) and
+// the child's pid. It fails tb if the child ends, or ctx does, before it
+// is ready. A child left running by a failed tb is killed at tb's end.
+//
+// From before the kill until release is called (at the latest at tb's
+// end), this process holds the topology's marker locked, as a sweep in
+// progress does, so that no other sweep takes what the kill left: go test
+// runs packages in parallel, each NewForTest sweeps, and one that came
+// between the kill and tb's first look at the leftovers removed them
+// under it. Call release before tb's own SweepOrphans.
+func KillAfterReady(tb testing.TB, ctx context.Context, run string, env ...string) (fields []string, pid int, release func()) {
 	tb.Helper()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+run+"$", "-test.timeout=2m")
 	cmd.Env = append(os.Environ(), env...)
@@ -111,21 +119,32 @@ func KillAfterReady(tb testing.TB, ctx context.Context, run string, env ...strin
 		}
 		ready <- nil
 	}()
-	var fields []string
 	select {
 	case fields = <-ready:
-		if fields == nil {
-			tb.Fatalf("the child process (%s) ended before it was ready", run)
+		if len(fields) == 0 {
+			tb.Fatalf("the child process (%s) ended before it was ready, or its ready line named no topology", run)
 		}
 	case <-ctx.Done():
 		tb.Fatalf("the child process (%s) was not ready in time", run)
 	}
+	// Blocking: a sweep holds the marker of a live owner only while it
+	// reads it, and the child let go of it once it had built.
+	marker, err := lockMarker(fields[0], false, true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if marker == nil {
+		tb.Fatalf("the child process (%s) is ready, but topology %s of its ready line has no marker", run, fields[0])
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { marker.Close() }) }
+	tb.Cleanup(release)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		tb.Fatal(err)
 	}
 	cmd.Wait()
 	killed = true
-	return fields, cmd.Process.Pid
+	return fields, cmd.Process.Pid, release
 }
 
 // EthXDPProgID is the ID of the XDP program node's eth0 runs (0: none),

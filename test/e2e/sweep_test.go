@@ -29,11 +29,18 @@ func TestSweepRemovesTheLabOfAKilledRun(t *testing.T) {
 	live := newLab(t, demo.LabConfig{Backends: 1})
 	ctx := testContext(t, 2*time.Minute)
 
-	f, _ := topology.KillAfterReady(t, ctx, "TestHelperOrphanLab", orphanLabEnv+"=1", binaryEnv+"="+binary)
+	f, _, release := topology.KillAfterReady(t, ctx, "TestHelperOrphanLab", orphanLabEnv+"=1", binaryEnv+"="+binary)
 	if len(f) != 5 {
 		t.Fatalf("the child process's ready line has fields %v, want prefix, directory and three pids", f)
 	}
 	prefix, dir := f[0], f[1]
+	// A sweep of another test process (go test runs packages in
+	// parallel, and each NewForTest sweeps) at this very moment: it must
+	// leave the killed run's lab to this test until release. It took it
+	// there, and the test failed below, finding nothing left.
+	if swept, err := topology.SweepOrphans(); slices.ContainsFunc(swept, func(o topology.Orphan) bool { return o.Prefix == prefix }) {
+		t.Fatalf("a sweep right after the kill took the killed run's lab %s (%v): the test has nothing left to check", prefix, err)
+	}
 	var procs []int // pidfds of the lab's daemon, agent and server
 	t.Cleanup(func() {
 		for _, fd := range procs {
@@ -52,13 +59,14 @@ func TestSweepRemovesTheLabOfAKilledRun(t *testing.T) {
 		procs = append(procs, fd)
 	}
 	// Whatever this test fails to check, it leaves nothing behind.
-	t.Cleanup(func() { topology.SweepOrphans() })
+	t.Cleanup(func() { release(); topology.SweepOrphans() })
 	pinBase := demo.PinBase(prefix)
 	if _, err := os.Stat(pinBase); err != nil || len(topology.Leftovers(prefix)) == 0 || slices.ContainsFunc(procs, exited) {
 		t.Fatalf("after the kill: pins %v, namespaces %v, a process exited: %t; want them all left",
 			err, topology.Leftovers(prefix), slices.ContainsFunc(procs, exited))
 	}
 
+	release()
 	swept, err := topology.SweepOrphans()
 	if err != nil {
 		t.Errorf("SweepOrphans: %v", err)
