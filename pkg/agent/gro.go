@@ -107,22 +107,16 @@ func (a *Agent) restoreGRO() error {
 }
 
 // adoptGRO takes over GRO an earlier run turned off, if it is still off.
-// The record names the interface and its index: a device of another name
-// at the index is the recorded interface renamed only if the earlier
-// run's pinned link still drives it (deleting an interface detaches its
-// link); otherwise it is another device, given the index since (`ip link
-// add ... index N`, or moved into the namespace), whose GRO the agent
-// never touched, and the record is dropped as that of an interface gone.
+// The record names the interface and its index, found as a sysctl's are
+// (see recordedLink): another device at the index, whose GRO the agent
+// never touched, is left as it is, and the record dropped as that of an
+// interface gone.
 func (a *Agent) adoptGRO(g groRecord) error {
-	l, other, err := g.Find(a.nl.LinkByIndex)
+	l, other, err := a.recordedLink(g.Dev, g.Ifindex)
 	if err != nil {
 		return fmt.Errorf("find interface %s (index %d), on which the earlier run turned generic receive offload (GRO) off: %w", g.Dev, g.Ifindex, err)
 	}
-	if other != "" && datapath.PinnedLinkOn(a.pinDir, l) {
-		a.log.Info("interface renamed since the earlier run", "was", g.Dev, "now", other, "ifindex", g.Ifindex)
-		other = ""
-	}
-	if l == nil || other != "" {
+	if l == nil {
 		a.log.Info(g.Gone("the agent", "in "+a.statePath, other))
 		return nil
 	}

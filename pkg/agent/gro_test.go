@@ -360,6 +360,31 @@ func reuseEthIndex(t *testing.T, topo *topology.Topology, node, name, peer strin
 	return index
 }
 
+// newEth creates a veth eth0 (peer peer) in node, both up, as an eth0
+// created again after the one a killed agent ran on was deleted or
+// renamed.
+func newEth(t *testing.T, topo *topology.Topology, node, peer string) {
+	t.Helper()
+	err := topo.Netlink(node, func(h *netlink.Handle) error {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: peer}); err != nil {
+			return err
+		}
+		for _, name := range []string{topology.EthName, peer} {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if err := h.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCrashedGenericRunGROIndexReused: a killed generic-mode agent's GRO
 // record names its interface and that interface's index, but `remove
 // --agent` and the next run went by the index alone: with the interface
@@ -413,24 +438,7 @@ func TestCrashedGenericRunGROIndexReused(t *testing.T) {
 		topo, be, c := crashed(t)
 		index := reuseEthIndex(t, topo, be, other, "syci1")
 		// eth0 is back, under a new index, for the next run.
-		err := topo.Netlink(be, func(h *netlink.Handle) error {
-			if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: topology.EthName}, PeerName: "syci2"}); err != nil {
-				return err
-			}
-			for _, name := range []string{topology.EthName, "syci2"} {
-				l, err := h.LinkByName(name)
-				if err != nil {
-					return err
-				}
-				if err := h.LinkSetUp(l); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		newEth(t, topo, be, "syci2")
 		var logs logBuffer
 		a := newAgentLogs(t, c, &logs)
 		a.mode = datapath.AttachGeneric

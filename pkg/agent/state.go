@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/ethtool"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -232,19 +234,21 @@ func (a *Agent) leaveRecord() {
 }
 
 // adoptSysctl opens the setting r recorded, under the current name of its
-// interface, and returns it if it still has the value the earlier run
-// wrote (nil if it is gone or was changed since).
+// interface (see recordedLink), and returns it if it still has the value
+// the earlier run wrote (nil if it is gone or was changed since). Another
+// device at the recorded index is left as it is: its settings are its
+// own, though the admin may well have given it the values the agent sets.
 func (a *Agent) adoptSysctl(r sysctlRecord) (*sysctl, error) {
 	if r.Ifindex != 0 {
-		l, err := a.nl.LinkByIndex(r.Ifindex)
+		l, other, err := a.recordedLink(r.Dev, r.Ifindex)
 		if err != nil {
-			a.log.Info("interface of a sysctl the earlier run set is gone", "key", dotted(r.path()), "ifindex", r.Ifindex)
+			return nil, fmt.Errorf("find interface %s (index %d), whose sysctl %s the earlier run set: %w", r.Dev, r.Ifindex, dotted(r.path()), err)
+		}
+		if l == nil {
+			a.log.Info(a.sysctlGone(r, other))
 			return nil, nil
 		}
-		if name := l.Attrs().Name; name != r.Dev {
-			a.log.Info("interface renamed since the earlier run", "was", r.Dev, "now", name, "ifindex", r.Ifindex)
-			r.Dev = name
-		}
+		r.Dev = l.Attrs().Name
 	}
 	name := dotted(r.path())
 	f, err := os.OpenFile(filepath.Join(procSys, r.path()), os.O_RDWR, 0)
@@ -265,6 +269,42 @@ func (a *Agent) adoptSysctl(r sysctlRecord) (*sysctl, error) {
 		return nil, nil
 	}
 	return &sysctl{name: name, f: f, sysctlRecord: r}, nil
+}
+
+// recordedLink returns the device that is the interface an earlier run
+// recorded as dev, of index ifindex: the device at that index if it has
+// the name, or, under another name, while the earlier run's pinned link
+// still drives it (the interface renamed since: deleting an interface
+// detaches its link). Otherwise l is nil: the interface is gone, and
+// other names the device given its index since (`ip link add ... index
+// N`, or one moved into the namespace, which keeps its index), which the
+// earlier run never touched ("" if none). A netlink error other than a
+// missing device says nothing of either, and is returned.
+func (a *Agent) recordedLink(dev string, ifindex int) (l netlink.Link, other string, err error) {
+	// The balancer's rule for its GRO record, by name and index.
+	l, other, err = ethtool.GROOff{Dev: dev, Ifindex: ifindex}.Find(a.nl.LinkByIndex)
+	if err != nil || other == "" {
+		return l, "", err
+	}
+	if datapath.PinnedLinkOn(a.pinDir, l) {
+		a.log.Info("interface renamed since the earlier run", "was", dev, "now", other, "ifindex", ifindex)
+		return l, "", nil
+	}
+	return nil, other, nil
+}
+
+// sysctlGone says that the interface of the setting r recorded is gone,
+// its record dropped, in the words of the GRO record's line (see
+// ethtool.GROOff.Gone); other is the device at its index now, if any.
+func (a *Agent) sysctlGone(r sysctlRecord, other string) string {
+	s := fmt.Sprintf("interface %s (index %d), whose sysctl %s the agent set, is gone: its sysctl record in %s dropped", r.Dev, r.Ifindex, dotted(r.path()), a.statePath)
+	if other != "" {
+		o := r
+		o.Dev = other
+		s += fmt.Sprintf(" (index %d is %s now, left as it is; if that is %s renamed and %s is still %s, set it back with `sysctl -w %s=%s`)",
+			r.Ifindex, other, r.Dev, dotted(o.path()), r.Set, dotted(o.path()), r.Old)
+	}
+	return s
 }
 
 // undoUnwanted undoes the adopted changes this run would not make.

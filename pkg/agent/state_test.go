@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"golang.org/x/sys/unix"
@@ -678,4 +680,120 @@ func TestFailedTakeoverInEmptyPinDirKeepsRecord(t *testing.T) {
 			requireNoState(t, next)
 		})
 	}
+}
+
+// TestCrashedRunSysctlIndexReused: a killed agent's state file records
+// each setting of its interface with the interface's name and index, but
+// `remove --agent` and the next run found the interface by the index
+// alone: with the interface deleted and its index given to another device
+// (`ip link add ... index N`, or one moved into the namespace), they set
+// that device's arp_ignore, arp_announce and rp_filter back to the values
+// the killed run had found on the deleted one, whenever the admin had
+// given the new device the values the agent sets. They are the new
+// device's own, and stay, with the line that the recorded interface is
+// gone. An interface renamed since the crash, which the killed run's
+// pinned link still drives, is followed as before.
+func TestCrashedRunSysctlIndexReused(t *testing.T) {
+	t.Parallel()
+	const other = "syci0"
+	keys := []string{"arp_ignore", "arp_announce", "rp_filter"}
+	// found: eth0's values before the agent, which it records as old;
+	// admin: the values the admin gives the device that takes the
+	// index, the ones the agent sets, so that they look the agent's.
+	found := map[string]string{"arp_ignore": "0", "arp_announce": "0", "rp_filter": "1"}
+	admin := map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"}
+	crashed := func(t *testing.T) (*topology.Topology, string, config.AgentConfig) {
+		topo := newTopology(t)
+		be := topo.Backend(1)
+		for _, key := range keys {
+			setSysctl(t, topo, be, "net.ipv4.conf.eth0."+key, found[key])
+		}
+		c := testConfig(topo)
+		crash(t, startAgent(t, topo, be, c))
+		for _, key := range keys {
+			if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0."+key); got != admin[key] {
+				t.Fatalf("eth0.%s = %s after the crash, want %s as the agent sets it", key, got, admin[key])
+			}
+		}
+		return topo, be, c
+	}
+	reuse := func(t *testing.T, topo *topology.Topology, be string) int {
+		index := reuseEthIndex(t, topo, be, other, "syci1")
+		for _, key := range keys {
+			setSysctl(t, topo, be, "net.ipv4.conf."+other+"."+key, admin[key])
+		}
+		return index
+	}
+	requireLeft := func(t *testing.T, topo *topology.Topology, be, when string) {
+		t.Helper()
+		for _, key := range keys {
+			if got := sysctlValue(t, topo, be, "net.ipv4.conf."+other+"."+key); got != admin[key] {
+				t.Errorf("%s.%s = %s %s, want %s as the admin set it: it took the index of the deleted eth0 the record names, and its settings were never the agent's", other, key, got, when, admin[key])
+			}
+		}
+	}
+	requireGone := func(t *testing.T, logs *logBuffer, index int) {
+		t.Helper()
+		s := logs.String()
+		for _, key := range keys {
+			want := fmt.Sprintf("interface eth0 (index %d), whose sysctl net.ipv4.conf.eth0.%s the agent set, is gone: its sysctl record in ", index, key)
+			if !strings.Contains(s, want) {
+				t.Errorf("the agent did not say %q; it logged:\n%s", want, s)
+			}
+		}
+		if want := fmt.Sprintf("index %d is %s now, left as it is", index, other); logs.count(want) != len(keys) {
+			t.Errorf("the agent did not say %d times that %q; it logged:\n%s", len(keys), want, s)
+		}
+	}
+
+	t.Run("remove", func(t *testing.T) {
+		t.Parallel()
+		topo, be, c := crashed(t)
+		index := reuse(t, topo, be)
+		var logs logBuffer
+		r := newAgentLogs(t, c, &logs)
+		if err := topo.Do(be, r.Remove); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		requireLeft(t, topo, be, "after `remove --agent`")
+		requireGone(t, &logs, index)
+		requireNoState(t, r)
+	})
+
+	t.Run("restart", func(t *testing.T) {
+		t.Parallel()
+		topo, be, c := crashed(t)
+		index := reuse(t, topo, be)
+		// eth0 is back, under a new index, for the next run.
+		newEth(t, topo, be, "syci2")
+		var logs logBuffer
+		a := newAgentLogs(t, c, &logs)
+		if err := topo.Do(be, a.Start); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		requireLeft(t, topo, be, "while the next run runs")
+		if err := a.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		requireLeft(t, topo, be, "after the next run stopped")
+		requireGone(t, &logs, index)
+		requireNoState(t, a)
+	})
+
+	t.Run("renamed", func(t *testing.T) {
+		t.Parallel()
+		const renamed = "aGren0"
+		topo, be, c := crashed(t)
+		renameEth(t, topo, be, renamed)
+		r := newAgent(t, c)
+		if err := topo.Do(be, r.Remove); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		for _, key := range keys {
+			if got := sysctlValue(t, topo, be, "net.ipv4.conf."+renamed+"."+key); got != found[key] {
+				t.Errorf("%s.%s (eth0 renamed) = %s after `remove --agent`, want %s as found before the agent", renamed, key, got, found[key])
+			}
+		}
+		requireNoState(t, r)
+	})
 }
