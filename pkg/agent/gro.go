@@ -19,18 +19,18 @@ type groRecord = ethtool.GROOff
 // whose segmentation metadata then no longer fits what it carries. (The
 // kernel turns LRO and hardware GRO off itself when a generic program is
 // attached.) In native mode GRO runs after XDP: GRO an earlier generic
-// run turned off is turned on again. A failure to turn it off is logged,
-// not fatal: the agent decapsulates what GRO did not merge.
+// run turned off is turned on again, as it is in either mode on another
+// interface than this run's (see adoptGRO). A failure to turn it off is
+// logged, not fatal: the agent decapsulates what GRO did not merge.
 //
 // The record is written under the host lock, which is taken only then: a
 // start that has nothing to record (native mode, or GRO off already) does
 // not wait for an agent that holds the lock too long, nor fail on it with
 // its program attached.
 func (a *Agent) groForMode(ctx context.Context, mode datapath.AttachMode) error {
-	if mode != datapath.AttachGeneric {
-		if a.gro == nil {
-			return nil
-		}
+	if a.gro != nil && (mode != datapath.AttachGeneric || a.gro.Ifindex != a.ifindex) {
+		// Another interface's record (see adoptGRO) is restored in
+		// either mode: the attach took the earlier run's program off it.
 		if err := a.lockHost(ctx); err != nil {
 			return err
 		}
@@ -39,7 +39,12 @@ func (a *Agent) groForMode(ctx context.Context, mode datapath.AttachMode) error 
 		if serr := a.saveState(); err == nil {
 			err = serr
 		}
-		return err
+		if err != nil {
+			return err
+		}
+	}
+	if mode != datapath.AttachGeneric {
+		return nil
 	}
 	if a.gro != nil {
 		return nil // off already: an earlier run turned it off
@@ -129,9 +134,13 @@ func (a *Agent) adoptGRO(g groRecord) error {
 		a.log.Info("GRO turned on since the earlier run turned it off: left as it is", "device", g.Dev)
 		return nil
 	}
+	// Another interface's (the configured one renamed since, for a
+	// remove with the old configuration or a start on an interface
+	// created again under the name) is not this run's to keep; but the
+	// earlier run's generic-mode program may still run on it, and would
+	// see merged packets: it comes back on once that program is off, at
+	// Remove's teardown after the detach, or at Start's groForMode after
+	// the attach took the earlier run's link off it.
 	a.gro = &g
-	if g.Ifindex != a.ifindex {
-		return a.restoreGRO() // another interface's: not this run's to keep
-	}
 	return nil
 }

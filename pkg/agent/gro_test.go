@@ -473,3 +473,73 @@ func TestCrashedGenericRunGROIndexReused(t *testing.T) {
 		requireNoState(t, r)
 	})
 }
+
+// TestCrashedGenericRunGRORenamedOnceDetached: after a killed
+// generic-mode agent's interface was renamed, `remove --agent` with the
+// old configuration (whose interface no longer exists) and a start on an
+// eth0 created again took the recorded interface for another one, and
+// turned its GRO on at once, while the killed run's generic-mode program
+// was still attached to it: merged packets reached it until the remove's
+// teardown (or the start's attach) took it off. GRO now comes back only
+// once the program is off the interface, as at a stop; the feature change
+// events of the renamed interface tell (see TestGROOnOnlyOnceDetached).
+func TestCrashedGenericRunGRORenamedOnceDetached(t *testing.T) {
+	t.Parallel()
+	const renamed = "aGren0"
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, topo *topology.Topology, be string, c config.AgentConfig)
+	}{
+		{"remove", func(t *testing.T, topo *topology.Topology, be string, c config.AgentConfig) {
+			r := newAgent(t, c)
+			if err := topo.Do(be, r.Remove); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			requireNoState(t, r)
+		}},
+		{"restart", func(t *testing.T, topo *topology.Topology, be string, c config.AgentConfig) {
+			newEth(t, topo, be, "syci2")
+			a := newAgent(t, c)
+			a.mode = datapath.AttachGeneric
+			if err := topo.Do(be, a.Start); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			if err := a.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			requireNoState(t, a)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+				t.Fatal(err)
+			}
+			eth, err := topo.Link(be, topology.EthName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crash(t, startInMode(t, topo, datapath.AttachGeneric))
+			renameEth(t, topo, be, renamed)
+			var fd int
+			if err := topo.Do(be, func() (err error) { fd, err = linkEvents(); return err }); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(fd) })
+
+			tc.run(t, topo, be, testConfig(topo))
+			changes := featureChanges(t, fd, eth.Attrs().Index)
+			if on, err := topo.GRO(be, renamed); err != nil || !on {
+				t.Errorf("GRO of %s (eth0 renamed) is %t (%v), want on as before the agent", renamed, on, err)
+			}
+			if len(changes) == 0 {
+				t.Fatalf("no feature change of %s: GRO was not turned on again", renamed)
+			}
+			if slices.Contains(changes, true) {
+				t.Errorf("feature changes of %s %v (true: with a program attached): GRO came back on while the killed run's generic-mode decap program was attached", renamed, changes)
+			}
+		})
+	}
+}
