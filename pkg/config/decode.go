@@ -57,7 +57,7 @@ func parseInto(data []byte, name string, kind, other *fileKind, out any, finish 
 	if err := other.claims(root, kind, name); err != nil {
 		return err
 	}
-	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, active: map[*yaml.Node]bool{}, example: example}
+	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, failed: map[string]bool{}, active: map[*yaml.Node]bool{}, example: example}
 	d.decode(root, reflect.ValueOf(out).Elem(), "")
 	all := d.errs
 	// Over an alias budget the rest was not decoded: validating it is
@@ -173,7 +173,7 @@ type decoder struct {
 	lines  map[string]int  // field path → line of its key or list item
 	set    map[string]bool // field paths given a non-null value
 	errs   problems
-	failed []string // paths that failed to decode
+	failed map[string]bool // paths that failed to decode
 
 	active      map[*yaml.Node]bool // nodes being decoded, to catch an alias inside its own anchor
 	aliases     int                 // aliases followed so far
@@ -215,30 +215,23 @@ type defaulter interface{ setDefaults() }
 
 func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &FieldError{Line: n.Line, Path: path, Msg: fmt.Sprintf(format, args...)})
-	d.failed = append(d.failed, path)
+	d.failed[path] = true
 }
 
 // failedUnder reports whether path, or a field that contains it, failed to
-// decode.
+// decode. It looks up path and each of its parents rather than comparing
+// path with every failed one: a file can have tens of thousands of
+// problems, each asked about.
 func (d *decoder) failedUnder(path string) bool {
-	for _, f := range d.failed {
-		if within(path, f) {
+	for {
+		if d.failed[path] {
 			return true
 		}
+		if path == "" {
+			return false
+		}
+		path = parent(path)
 	}
-	return false
-}
-
-// within reports whether path is ancestor or a field inside it.
-func within(path, ancestor string) bool {
-	if ancestor == "" || path == ancestor {
-		return true
-	}
-	if !strings.HasPrefix(path, ancestor) {
-		return false
-	}
-	next := path[len(ancestor)]
-	return next == '.' || next == '['
 }
 
 // line returns the line of path, or of its nearest ancestor present in the

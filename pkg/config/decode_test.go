@@ -1,0 +1,102 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// problemPaths are the field paths of the problems err joins, in order.
+func problemPaths(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("%v is not a *FieldError", e)
+		}
+		out = append(out, fe.Path)
+	}
+	return out
+}
+
+// A field that failed to decode keeps its default, and so does everything
+// inside it: the problems validation finds there are noise next to the
+// real one and are left out, while those of its siblings, and of fields
+// whose path merely starts with the same text (vips[1] and vips[10]), are
+// reported.
+func TestFailedFieldHidesWhatItHolds(t *testing.T) {
+	vip := func(i int, extra string) string {
+		return fmt.Sprintf("  - {name: v%d, address: 10.100.0.%d, port: 80%s}", i, i+1, extra)
+	}
+	var eleven []string
+	for i := range 11 {
+		eleven = append(eleven, vip(i, ""))
+	}
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		// Only the root's problem: no "datapath.interface: required".
+		{"root not a mapping", "[1, 2]\n", []string{""}},
+		// The VIP failed whole: its missing name, address and port are
+		// not reported, vips[10]'s bad port is.
+		{"list item, and one whose index starts alike", lines(append(append([]string{"datapath: {interface: eth0}", "vips:", vip(0, "")}, "  - 5"),
+			append(eleven[2:10], vip(10, ", hash: nope"))...)...),
+			[]string{"vips[1]", "vips[10].hash"}},
+		// health failed: its defaults are not checked against the VIP (a
+		// udp check would want send); the next VIP's health is.
+		{"nested mapping", lines("datapath: {interface: eth0}", "vips:",
+			vip(0, ", protocol: udp, health: [udp]"), vip(1, ", health: {type: udp}")),
+			[]string{"vips[0].health", "vips[1].health.send"}},
+		// A port that did not decode is not also "required".
+		{"scalar", lines("datapath: {interface: eth0}", "vips:", "  - {name: web, address: 10.100.0.1, port: http}"),
+			[]string{"vips[0].port"}},
+		// Two levels down: the backend's bad weight is its only problem,
+		// and the backends list that failed hides its VIP's table check.
+		{"deep", lines("datapath: {interface: eth0}", "vips:",
+			vip(0, ", backends: [{name: be1, address: 10.2.1.2, weight: heavy}, {name: be1, address: 10.2.1.3}]"),
+			vip(1, ", table_size: 7, backends: {be1: 10.2.1.2}")),
+			[]string{"vips[0].backends[0].weight", "vips[0].backends[1].name", "vips[1].backends", "vips[1].table_size"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "t.yaml")
+			if got := problemPaths(t, err); !slices.Equal(got, tc.want) {
+				t.Errorf("problems at %q, want %q; the error:\n%v", got, tc.want, err)
+			}
+		})
+	}
+}
+
+// manyErrors is a file of n VIPs, each with a field that fails to decode
+// and one that validation refuses.
+func manyErrors(n int) []byte {
+	var b strings.Builder
+	b.WriteString("datapath: {interface: eth0}\nvips:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: v%d, address: 10.%d.%d.%d, port: 80, hash: x, weight: %d}\n", i, i>>16&255, i>>8&255, i&255+1, i)
+	}
+	return []byte(b.String())
+}
+
+// A file with tens of thousands of problems is refused in time linear in
+// their number: a reload is blocked while it is read. Checking each
+// problem against every field that failed took 25 s for 50,000.
+func BenchmarkParseManyErrors(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		data := manyErrors(n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Parse(data, "t.yaml"); err == nil {
+					b.Fatal("no error")
+				}
+			}
+		})
+	}
+}
