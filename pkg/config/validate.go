@@ -12,8 +12,11 @@ import (
 	"unicode/utf8"
 )
 
-// namePattern is what a VIP name may look like: it ends up in metric
-// labels, CLI arguments and pin paths, so it stays lower-case and plain.
+// namePattern is what a VIP name may look like: it is the metrics' vip
+// label, a column of status, the VIP of `drain VIP/NAME` and `flows --vip`
+// (so no '/' or space), and the start of the keys of the drains file, so
+// it stays lower-case and plain. No path is made of it: the pin
+// directories are named after the interface.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // maxSocketPath is the longest path a unix socket may have: sun_path is
