@@ -17,10 +17,17 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// readFile reads a config file; a missing or empty file is an error that
-// says so and points at the annotated example.
+// MaxFileSize bounds the size of a configuration file. The largest valid
+// configuration, 512 VIPs of 4096 backends each written out in block style
+// with IPv6 addresses and a weight, is 154 MiB; a larger file is another
+// file (a log, an image) given by mistake, or one that something keeps
+// writing to, and reading it whole would take the daemon's memory.
+const MaxFileSize = 256 << 20
+
+// readFile reads a config file; a missing, empty or oversized file is an
+// error that says so and points at the annotated example.
 func readFile(path, example string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read config %s: %w; pass the path of a config file (%s is an annotated example)", path, err, example)
 	}
@@ -30,13 +37,36 @@ func readFile(path, example string) ([]byte, error) {
 // rereadFile reads the config file of a running daemon for a reload,
 // which cannot name another file: the advice is to put this one right.
 func rereadFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path, MaxFileSize)
 	if err != nil {
 		fix := "restore " + path
 		if errors.Is(err, fs.ErrPermission) {
 			fix = "fix the permissions of " + path
 		}
 		return nil, fmt.Errorf("read config %s: %w; a reload reads the file switchyard run was started with: %s, then reload again", path, err, fix)
+	}
+	return data, nil
+}
+
+// readConfig reads the file at path, of at most limit bytes. It reads no
+// more than limit+1 of them: a file that grows while it is read, or a
+// device or pipe whose size stat does not tell, is stopped there too.
+func readConfig(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tooLarge := fmt.Errorf("%w: more than %d MiB, and no valid configuration is (512 VIPs of 4096 backends each, written out, are about 154 MiB)", ErrTooLarge, limit>>20)
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > limit {
+		return nil, tooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, tooLarge
 	}
 	return data, nil
 }

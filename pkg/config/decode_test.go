@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -98,5 +100,47 @@ func BenchmarkParseManyErrors(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A file larger than MaxFileSize is refused before it is read (a sparse
+// file: nothing is written to disk), by Load and by a reload alike.
+func TestLoadRefusesTooLargeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(MaxFileSize + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for name, load := range map[string]func(string) error{
+		"Load":      func(p string) error { _, err := Load(p); return err },
+		"Reload":    func(p string) error { _, err := Reload(p); return err },
+		"LoadAgent": func(p string) error { _, err := LoadAgent(p); return err },
+	} {
+		err := load(path)
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "configuration file is too large: more than 256 MiB") {
+			t.Errorf("%s of a file of 256 MiB and a byte: %v, want %v", name, err, ErrTooLarge)
+		}
+	}
+}
+
+// readConfig reads up to its limit and no byte more, from a regular file
+// and from one whose size stat does not tell (/dev/zero never ends).
+func TestReadConfigLimit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("node: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := readConfig(path, 9); err != nil || string(data) != "node: {}\n" {
+		t.Errorf("9 bytes with a limit of 9: %q, %v", data, err)
+	}
+	if _, err := readConfig(path, 8); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("9 bytes with a limit of 8: %v, want %v", err, ErrTooLarge)
+	}
+	if _, err := readConfig("/dev/zero", 1<<10); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("/dev/zero with a limit of 1 KiB: %v, want %v", err, ErrTooLarge)
 	}
 }

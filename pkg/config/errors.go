@@ -17,6 +17,8 @@ var (
 	ErrInvalid = errors.New("invalid configuration")
 	// ErrEmpty: the file holds no YAML document at all.
 	ErrEmpty = errors.New("configuration file is empty")
+	// ErrTooLarge: the file is larger than MaxFileSize.
+	ErrTooLarge = errors.New("configuration file is too large")
 )
 
 // FieldError is one problem with one field. Its message says what is wrong
