@@ -119,6 +119,8 @@ func (c *AgentConfig) validate() problems {
 	var p problems
 	if c.Node.Name == "" {
 		p.add("node.name", "required: the hostname could not be read; set a name for this appliance")
+	} else if len(c.Node.Name) > MaxNameLen {
+		nameTooLong(&p, "node.name", c.Node.Name)
 	}
 	checkInterface(&p, "interface", c.Interface, "receives the encapsulated packets")
 	if c.Interface == loopbackName {

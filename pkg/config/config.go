@@ -169,8 +169,8 @@ type Config struct {
 
 // Node identifies this machine to the cluster.
 type Node struct {
-	// Name is unique in the cluster, of visible characters with no space.
-	// Empty means the hostname.
+	// Name is unique in the cluster, of visible characters with no space,
+	// at most MaxNameLen bytes. Empty means the hostname.
 	Name string `yaml:"name"`
 }
 
@@ -268,7 +268,8 @@ type Metrics struct {
 // VIP is one virtual service: an address, port and protocol balanced over
 // a set of backends.
 type VIP struct {
-	// Name is unique among VIPs and matches [a-z0-9][a-z0-9._-]*. Required.
+	// Name is unique among VIPs, matches [a-z0-9][a-z0-9._-]* and is at
+	// most MaxNameLen bytes. Required.
 	Name string `yaml:"name"`
 	// Address is the IPv4 or IPv6 virtual address, of one host: not
 	// unspecified, loopback, multicast, broadcast, link-local (clients
@@ -381,7 +382,8 @@ func (h Health) MarshalYAML() (any, error) {
 // Backend is one server of a VIP.
 type Backend struct {
 	// Name is unique within the VIP, of visible characters with no space
-	// and no '/': what status, drains and health checks call the backend. Renaming it moves no flow.
+	// and no '/', at most MaxNameLen bytes: what status, drains and health
+	// checks call the backend. Renaming it moves no flow.
 	// Required.
 	Name string `yaml:"name"`
 	// Address receives the encapsulated packets: IPv4 or IPv6, whatever
@@ -545,6 +547,8 @@ func (c *Config) validate(set func(path string) bool) problems {
 	var p problems
 	if c.Node.Name == "" {
 		p.add("node.name", "required: the hostname could not be read; set a name unique in the cluster")
+	} else if len(c.Node.Name) > MaxNameLen {
+		nameTooLong(&p, "node.name", c.Node.Name)
 	} else if bad, ok := invisibleRune(c.Node.Name); ok {
 		p.add("node.name", "%q contains %q, a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. %s",
 			c.Node.Name, bad, visibleName(c.Node.Name))
@@ -618,6 +622,8 @@ func (c *Config) validate(set func(path string) bool) problems {
 		switch {
 		case v.Name == "":
 			p.add(path+".name", "required; name the VIP, e.g. web")
+		case len(v.Name) > MaxNameLen:
+			nameTooLong(&p, path+".name", v.Name)
 		case !namePattern.MatchString(v.Name):
 			p.add(path+".name", "%q is not a valid name; use lower-case letters, digits, '.', '-' and '_', starting with a letter or digit", v.Name)
 		default:
@@ -945,6 +951,8 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 		path := fmt.Sprintf("%s.backends[%d]", vipPath, j)
 		if b.Name == "" {
 			p.add(path+".name", "required; name the backend, e.g. be1")
+		} else if len(b.Name) > MaxNameLen {
+			nameTooLong(p, path+".name", b.Name)
 		} else if bad, ok := invisibleRune(b.Name); ok {
 			p.add(path+".name", "%q contains %q, a space or control character, which would break the status table; write visible characters only, e.g. %s",
 				b.Name, bad, visibleName(b.Name))

@@ -1390,3 +1390,37 @@ func TestOtherDaemonsFile(t *testing.T) {
 		t.Errorf("Parse(a balancer's file with a stray interface): %v, want the unknown field, not a wrong file", err)
 	}
 }
+
+// Names are metric labels and columns of status: one of a megabyte was
+// accepted. A name of MaxNameLen bytes (a host's longest FQDN) is, one
+// byte more is refused, and the error quotes only the start of it.
+func TestNameLength(t *testing.T) {
+	name := func(n int) string { return strings.Repeat("a", n) }
+	balancer := func(node, vip, backend string) string {
+		return lines("node: {name: "+node+"}", "datapath: {interface: eth0}", "vips:",
+			"  - {name: "+vip+", address: 10.100.0.1, port: 80, health: {type: none},",
+			"     backends: [{name: "+backend+", address: 10.2.1.2}]}")
+	}
+	if _, err := Parse([]byte(balancer(name(MaxNameLen), name(MaxNameLen), name(MaxNameLen))), "t.yaml"); err != nil {
+		t.Errorf("names of %d bytes: %v", MaxNameLen, err)
+	}
+	if _, err := ParseAgent([]byte(lines("node: {name: "+name(MaxNameLen)+"}", "interface: eth0")), "t.yaml"); err != nil {
+		t.Errorf("agent node name of %d bytes: %v", MaxNameLen, err)
+	}
+	long := func(n int, path string, line int) string {
+		return fmt.Sprintf("t.yaml:%d: %s: %q... is %d bytes, longer than the 253 a name may have: it is a metric label and a column of status; use a shorter name", line, path, name(32), n)
+	}
+	runErrCases(t, []errCase{
+		{"node name", balancer(name(254), "web", "be1"), []string{long(254, "node.name", 1)}},
+		{"VIP name", balancer("lb1", name(254), "be1"), []string{long(254, "vips[0].name", 4)}},
+		{"backend name", balancer("lb1", "web", name(254)), []string{long(254, "vips[0].backends[0].name", 5)}},
+	}, func(data []byte) error { _, err := Parse(data, "t.yaml"); return err })
+	runErrCases(t, []errCase{
+		{"agent node name", lines("node: {name: "+name(254)+"}", "interface: eth0"), []string{long(254, "node.name", 1)}},
+	}, func(data []byte) error { _, err := ParseAgent(data, "t.yaml"); return err })
+	// A megabyte of name makes an error of a line, not of a megabyte.
+	_, err := Parse([]byte(balancer("lb1", "web", name(1<<20))), "t.yaml")
+	if err == nil || len(err.Error()) > 300 {
+		t.Errorf("a backend name of 1 MiB: an error of %d bytes, want one short line", len(fmt.Sprint(err)))
+	}
+}

@@ -19,6 +19,19 @@ import (
 // directories are named after the interface.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
+// MaxNameLen is the longest name of a node, VIP or backend, in bytes: the
+// longest DNS name, so that a host's fully qualified name fits. Names are
+// metric labels, columns of status and log attributes, which a name of
+// megabytes would flood.
+const MaxNameLen = 253
+
+// nameTooLong reports that name is longer than MaxNameLen, quoting only
+// its start.
+func nameTooLong(p *problems, path, name string) {
+	p.add(path, "%q... is %d bytes, longer than the %d a name may have: it is a metric label and a column of status; use a shorter name",
+		strings.ToValidUTF8(name[:32], ""), len(name), MaxNameLen)
+}
+
 // maxSocketPath is the longest path a unix socket may have: sun_path is
 // 108 bytes including the terminating NUL.
 const maxSocketPath = 107
