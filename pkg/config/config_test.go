@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -284,9 +285,17 @@ func TestParseErrors(t *testing.T) {
 			[]string{"t.yaml:3: datapath.mtu: 0x5dc is not written in decimal (YAML reads it as 1500); write the number in decimal: 1500"}},
 		// Digits, so not "write digits only".
 		{"number beyond any range", lines("datapath:", "  interface: eth0", "  conn_table_size: 99999999999999999999"),
-			[]string{`t.yaml:3: datapath.conn_table_size: 99999999999999999999 is out of range; write a number`, "configs/switchyard.yaml"}},
+			[]string{`t.yaml:3: datapath.conn_table_size: 99999999999999999999 is out of range; use 1024 to 16777216`}},
 		{"negative number beyond any range", lines("datapath:", "  interface: eth0", "  mtu: -99999999999999999999"),
-			[]string{`t.yaml:3: datapath.mtu: -99999999999999999999 is out of range; write a number`}},
+			[]string{`t.yaml:3: datapath.mtu: -99999999999999999999 is out of range; use 0 (the interface MTU) or 576 to 65535`}},
+		{"weight beyond any range", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    backends:", "      - {name: be1, address: 10.2.1.2, weight: 99999999999999999999}"),
+			[]string{`t.yaml:7: vips[0].backends[0].weight: 99999999999999999999 is out of range; use 1 to 65535`}},
+		// Beyond time.Duration, but written as a duration.
+		{"duration beyond any range", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 3000000h"),
+			[]string{`t.yaml:3: datapath.udp_idle_timeout: 3000000h is too long for a duration (the longest is 2562047h47m16.854775807s, about 292 years), and this field's maximum is 24h; write e.g. 30s`}},
+		{"check interval beyond any range", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {interval: -3000000h, timeout: 9999999999999999999ns}"),
+			[]string{`t.yaml:6: vips[0].health.interval: -3000000h is too long for a duration (the longest is 2562047h47m16.854775807s, about 292 years), and this field's maximum is 1h; write e.g. 1s`,
+				`t.yaml:6: vips[0].health.timeout: 9999999999999999999ns is too long for a duration (the longest is 2562047h47m16.854775807s, about 292 years), and this field's maximum is below the interval, so below 1h; write e.g. 500ms`}},
 		{"not a bool", lines("datapath:", "  interface: eth0", "  icmp_too_big: maybe"),
 			[]string{`t.yaml:3: datapath.icmp_too_big: "maybe" is not true or false`}},
 		{"duration without unit", lines("datapath:", "  interface: eth0", "  udp_idle_timeout: 30"),
@@ -921,6 +930,9 @@ func TestDuration(t *testing.T) {
 		{in: "1.5", wantErr: "1.5 has no unit"},
 		{in: "fast", wantErr: `"fast" is not a duration`},
 		{in: "1 s", wantErr: `"1 s" is not a duration`},
+		{in: "3000000h", wantErr: "3000000h is too long for a duration (the longest is 2562047h47m16.854775807s, about 292 years); write e.g. 1s"},
+		{in: "2562047h47m16.854775808s", wantErr: "is too long for a duration"},
+		{in: "2562047h47m16.854775807s", want: math.MaxInt64},
 		{in: "[1s]", wantErr: "expected a duration"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {

@@ -87,7 +87,7 @@ func parseInto(data []byte, name string, kind, other *fileKind, out any, finish 
 	if err := other.claims(root, kind, name); err != nil {
 		return err
 	}
-	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, failed: map[string]bool{}, active: map[*yaml.Node]bool{}, example: example}
+	d := &decoder{lines: map[string]int{"": root.Line}, set: map[string]bool{}, failed: map[string]bool{}, active: map[*yaml.Node]bool{}}
 	d.decode(root, reflect.ValueOf(out).Elem(), "")
 	all := d.errs
 	// Over an alias budget the rest was not decoded: validating it is
@@ -209,7 +209,6 @@ type decoder struct {
 	aliases     int                 // aliases followed so far
 	inAlias     int                 // aliases being decoded (one inside another counts again)
 	aliasValues int                 // values decoded where an alias stands for them
-	example     string              // the annotated example, which documents each field's range
 }
 
 // wholeNumber is an integer written in decimal, of any size: the only
@@ -371,7 +370,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(n, path, "expected a single value, got %s", describe(n))
 			return
 		}
-		if err := u.UnmarshalYAML(n); err != nil {
+		if err := u.UnmarshalYAML(n); errors.Is(err, errDurationTooLong) {
+			d.fail(n, path, "%s", tooLongDuration(path, n.Value))
+		} else if err != nil {
 			d.fail(n, path, "%v", err)
 		}
 		return
@@ -472,7 +473,7 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		}
 		if _, err := strconv.Atoi(n.Value); errors.Is(err, strconv.ErrRange) && wholeNumber.MatchString(n.Value) {
 			// Digits, too many for an int (YAML reads them as a float).
-			d.fail(n, path, "%s is out of range; write a number in the range this field allows (%s gives it)", n.Value, d.example)
+			d.fail(n, path, "%s is out of range; use %s", n.Value, intRange(path))
 			return
 		}
 		if n.ShortTag() != "!!int" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -142,5 +143,37 @@ func TestReadConfigLimit(t *testing.T) {
 	}
 	if _, err := readConfig("/dev/zero", 1<<10); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("/dev/zero with a limit of 1 KiB: %v, want %v", err, ErrTooLarge)
+	}
+}
+
+// Every integer and duration field has its range in intRanges or
+// durationRanges, for the error of a value beyond its Go type: a field
+// added without one would be told the range of int.
+func TestEveryNumberFieldHasARange(t *testing.T) {
+	var walk func(typ reflect.Type, path string)
+	walk = func(typ reflect.Type, path string) {
+		for f := range typ.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			p := fieldPath(path, name)
+			switch {
+			case f.Type == reflect.TypeFor[Duration]():
+				if _, ok := durationRanges[p]; !ok {
+					t.Errorf("%s: no entry in durationRanges", p)
+				}
+			case f.Type.Kind() == reflect.Int:
+				if _, ok := intRanges[p]; !ok {
+					t.Errorf("%s: no entry in intRanges", p)
+				}
+			case f.Type.Kind() == reflect.Struct:
+				walk(f.Type, p)
+			case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+				walk(f.Type.Elem(), p+"[]")
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	walk(reflect.TypeFor[AgentConfig](), "")
+	if got := intRange("vips[12].backends[3].weight"); got != "1 to 65535" {
+		t.Errorf("the range of vips[12].backends[3].weight is %q, want 1 to 65535", got)
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +15,15 @@ import (
 // reads it: "1s", "500ms", "1m30s". A bare number is rejected because its
 // unit would be a guess. Convert with time.Duration(d).
 type Duration time.Duration
+
+// durationSyntax is what time.ParseDuration reads: decimal numbers, each
+// with a unit.
+var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// errDurationTooLong: a duration written as time.ParseDuration reads it,
+// but beyond what time.Duration holds. The decoder names the field's
+// maximum in its place.
+var errDurationTooLong = errors.New("too long for a duration")
 
 // plainDecimal is a number in decimal digits, with a fraction or not: what
 // time.ParseDuration reads once a unit follows.
@@ -33,6 +43,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 				return fmt.Errorf("%s has no unit; write a duration such as %ss or %sms", n.Value, n.Value, n.Value)
 			}
 			return fmt.Errorf("%s is a number with no unit; write a duration in decimal digits with a unit, such as 1s, 500ms or 1m30s", n.Value)
+		}
+		if durationSyntax.MatchString(n.Value) {
+			return fmt.Errorf("%s is %w (the longest is %s, about 292 years); write e.g. 1s", n.Value, errDurationTooLong, time.Duration(math.MaxInt64))
 		}
 		return fmt.Errorf("%q is not a duration; write one such as 1s, 500ms or 1m30s", n.Value)
 	}
