@@ -117,11 +117,7 @@ const loopbackName = "lo"
 
 func (c *AgentConfig) validate() problems {
 	var p problems
-	if c.Node.Name == "" {
-		p.add("node.name", "required: the hostname could not be read; set a name for this appliance")
-	} else if len(c.Node.Name) > MaxNameLen {
-		nameTooLong(&p, "node.name", c.Node.Name)
-	}
+	checkNodeName(&p, c.Node.Name, "for this appliance")
 	checkInterface(&p, "interface", c.Interface, "receives the encapsulated packets")
 	if c.Interface == loopbackName {
 		// The balancers' packets arrive on a NIC, never on lo, which the

@@ -545,14 +545,7 @@ func (c *Config) Validate() error {
 // differ from their defaults.
 func (c *Config) validate(set func(path string) bool) problems {
 	var p problems
-	if c.Node.Name == "" {
-		p.add("node.name", "required: the hostname could not be read; set a name unique in the cluster")
-	} else if len(c.Node.Name) > MaxNameLen {
-		nameTooLong(&p, "node.name", c.Node.Name)
-	} else if bad, ok := invisibleRune(c.Node.Name); ok {
-		p.add("node.name", "%q contains %q, a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. %s",
-			c.Node.Name, bad, visibleName(c.Node.Name))
-	}
+	checkNodeName(&p, c.Node.Name, "unique in the cluster")
 
 	d := c.Datapath
 	checkInterface(&p, "datapath.interface", d.Interface, "receives the VIP traffic")

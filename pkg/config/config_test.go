@@ -704,6 +704,8 @@ func TestParseAgentErrors(t *testing.T) {
 			[]string{"t.yaml:1: interface: required; name the NIC that receives the encapsulated packets"}},
 		{"interface invalid", lines("interface: 'eth 0'"),
 			[]string{`t.yaml:1: interface: "eth 0" is not a valid interface name`}},
+		{"node name with a tab", lines("node: {name: \"be\\t1\"}", "interface: eth0"),
+			[]string{`t.yaml:1: node.name: "be\t1" contains '\t', a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. be-1`}},
 		{"encap address invalid", lines("interface: eth0", "encap_addresses:", "  - 10.2.1.2", "  - 10.2.1"),
 			[]string{`t.yaml:4: encap_addresses[1]: "10.2.1" is not an IP address`}},
 		{"encap address duplicate", lines("interface: eth0", "encap_addresses: [10.2.1.2, 10.2.1.2]"),

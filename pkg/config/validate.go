@@ -32,6 +32,20 @@ func nameTooLong(p *problems, path, name string) {
 		strings.ToValidUTF8(name[:32], ""), len(name), MaxNameLen)
 }
 
+// checkNodeName checks node.name, of the balancer or the agent (which one
+// the hint for a missing name says): the node label of every metric and a
+// line of status.
+func checkNodeName(p *problems, name, hint string) {
+	if name == "" {
+		p.add("node.name", "required: the hostname could not be read; set a name %s", hint)
+	} else if len(name) > MaxNameLen {
+		nameTooLong(p, "node.name", name)
+	} else if bad, ok := invisibleRune(name); ok {
+		p.add("node.name", "%q contains %q, a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. %s",
+			name, bad, visibleName(name))
+	}
+}
+
 // maxSocketPath is the longest path a unix socket may have: sun_path is
 // 108 bytes including the terminating NUL.
 const maxSocketPath = 107
