@@ -691,6 +691,122 @@ func TestRemoveAgentAfterKill(t *testing.T) {
 	}
 }
 
+// TestRemoveAgentRefusesARunningAgentWhosePinsWereRemoved: `switchyard
+// remove --agent` while the agent runs with its pin directory removed by
+// hand (rm -r, a clean-up of bpffs), which took the directory's lock with
+// it, refuses, naming the agent's process and socket, and undoes nothing.
+// It used to find no lock holder and undo the live agent's VIPs, sysctls
+// and GRO from its state file, while the agent's generic-mode program
+// stayed attached, decapsulating to VIPs no longer on lo, GRO merging
+// packets under it.
+//
+// The whole directory is removed, so the agent cannot pin its link
+// again (it pins only into its own directory): remove --agent meets the
+// agent without pins however long it takes.
+func TestRemoveAgentRefusesARunningAgentWhosePinsWereRemoved(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	before := agentState(t, topo, be, pinDir)
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+	running := agentState(t, topo, be, pinDir)
+	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
+		t.Fatalf("GRO under the generic-mode agent: %v, %v; want off", gro, err)
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		t.Fatal(err)
+	}
+	running.pinned = false
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	rm.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := rm.CombinedOutput()
+	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+	if err == nil {
+		t.Errorf("remove --agent under a running agent succeeded: %s", out)
+	} else if want := fmt.Sprintf("process %d", cmd.Process.Pid); !strings.Contains(string(out), want) || !strings.Contains(string(out), sock) ||
+		!strings.Contains(string(out), "stop it first") {
+		t.Errorf("remove --agent under a running agent: %v, %q; want it to name the agent (%s, %s) and say to stop it first", err, out, want, sock)
+	}
+	if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, running.sysctls) || !slices.Equal(after.lo, running.lo) ||
+		after.xdp != running.xdp || after.pinned != running.pinned {
+		t.Errorf("host after the refused remove --agent: %+v\nthe running agent had %+v", after, running)
+	}
+	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
+		t.Errorf("GRO under the running generic-mode agent after the refused remove --agent: %v, %v; want off", gro, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 1 {
+		t.Errorf("state files after the refused remove --agent: %v, want the running agent's", left)
+	}
+
+	// The agent's own stop undoes it all.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+	if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
+		t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
+	}
+}
+
+// TestRemoveAgentRefusesAListenerThatDoesNotAnswer: with a process
+// listening on the agent's api.socket that does not answer its status
+// (an agent still starting, or hung), `switchyard remove --agent` cannot
+// tell it from a running agent of its configuration, and refuses, naming
+// the process, undoing nothing of what the killed run left. It used to
+// look at the pin directory's lock alone.
+func TestRemoveAgentRefusesAListenerThatDoesNotAnswer(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	killedAgent(t, topo, be, pinDir, cfgPath)
+	left := agentState(t, topo, be, pinDir)
+
+	// The killed agent's socket stays, with nothing listening on it.
+	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	rm.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := rm.CombinedOutput()
+	if want := fmt.Sprintf("(process %d) but did not answer its status", os.Getpid()); err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("remove --agent with a silent listener on the agent's socket: %v, %q; want an error saying %q", err, out, want)
+	}
+	requireAgentState(t, agentState(t, topo, be, pinDir), left)
+	if files, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(files) != 1 {
+		t.Errorf("state files after the refused remove --agent: %v, want the killed agent's", files)
+	}
+
+	// Once the listener is gone, remove --agent undoes the killed run.
+	ln.Close()
+	rm = topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	rm.Env = append(os.Environ(), mainEnv+"=1")
+	if out, err := rm.CombinedOutput(); err != nil {
+		t.Errorf("remove --agent once nothing listens: %v\n%s", err, out)
+	}
+}
+
 // TestAgentInterfaceRemoved: when its interface is removed, `switchyard
 // agent` has nothing left to decapsulate on: it undoes its changes and
 // exits with an error saying so, for a service manager to start it again

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/switchyard-lb/switchyard/pkg/agent"
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"golang.org/x/sys/unix"
 )
 
 func printJSON(v any) error {
@@ -318,9 +323,67 @@ func removeAgent(cfgPath, iface, pinDir string) error {
 	if perr != nil && serr != nil {
 		return fmt.Errorf("nothing pinned at %s and no state file %s: no agent left anything to remove", a.PinDir(), a.StatePath())
 	}
+	if err := refuseRunningAgent(c.API.Socket, a.PinDir(), a.StatePath()); err != nil {
+		return err
+	}
 	if err := a.Remove(); err != nil {
 		return err
 	}
 	fmt.Printf("removed the agent's decap program and maps pinned at %s, and undid the host changes %s recorded\n", a.PinDir(), a.StatePath())
 	return nil
+}
+
+// agentAnswerWait bounds remove --agent's status call to a running
+// agent, which answers in milliseconds unless it is still starting (a
+// start waits up to 30 s for the host's other agents).
+const agentAnswerWait = 5 * time.Second
+
+// refuseRunningAgent fails while the agent whose pins are in pinDir and
+// whose record is statePath runs: Remove would undo its VIPs, sysctls and
+// GRO from its record under its program, which stays attached. Remove's
+// own test, the pin directory's lock, misses an agent whose directory was
+// removed by hand (rm -r, a clean-up of bpffs), as the lock went with it;
+// the agent's api.socket does not, as a running agent listens on it
+// whatever became of its pins, and the kernel closes it with the process.
+// A listener that does not answer as another agent (one of another
+// configuration with the same api.socket) counts as this one: starting,
+// or hung.
+func refuseRunningAgent(socket, pinDir, statePath string) error {
+	conn, err := net.DialTimeout("unix", socket, agentAnswerWait)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR) {
+		return nil // nothing listens: a stopped agent's socket, or none
+	}
+	if err != nil {
+		return fmt.Errorf("check for a running agent on %s: %w (remove --agent undoes nothing while an agent of this configuration may run: its changes would go from under its decap program); fix the cause and run it again", socket, err)
+	}
+	who := "a process of another PID namespace"
+	pid := 0
+	if uc, ok := conn.(*net.UnixConn); ok {
+		if raw, err := uc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil && cred.Pid > 0 {
+					pid = int(cred.Pid)
+				}
+			})
+		}
+	}
+	conn.Close()
+	stop := "stop it first (`systemctl stop` its unit, or SIGTERM)"
+	if pid > 0 {
+		who = fmt.Sprintf("process %d", pid)
+		stop = fmt.Sprintf("stop it first (`systemctl stop` its unit, or `kill -TERM %d`)", pid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), agentAnswerWait)
+	defer cancel()
+	st, err := api.NewAgentClient(socket).AgentStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("something listens on the agent's api.socket %s (%s) but did not answer its status (%w): it may be this configuration's agent, starting or hung; "+
+			"%s, then run `switchyard remove --agent` again", socket, who, err, stop)
+	}
+	if filepath.Clean(st.PinDir) != filepath.Clean(pinDir) && st.StateFile != statePath {
+		return nil // another configuration's agent, on the same socket
+	}
+	return fmt.Errorf("an agent of this configuration runs (%s, on %s; pin directory %s, state file %s): %s; "+
+		"its stop undoes its VIPs, sysctls and GRO itself, while `switchyard remove --agent` is for what an agent that no longer runs left behind",
+		who, socket, st.PinDir, st.StateFile, stop)
 }

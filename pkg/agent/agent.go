@@ -576,7 +576,10 @@ func (a *Agent) teardown() error {
 // its state file records and finds still as that run left them, the
 // record itself, and the decap program with its pins. It works in the
 // network namespace of the calling thread and refuses, with ErrInUse,
-// while an agent holds the pin directory.
+// while an agent holds the pin directory. An agent whose pin directory
+// was removed by hand holds no lock that Remove could find: the caller
+// makes sure it does not run (switchyard remove --agent asks its
+// api.socket).
 func (a *Agent) Remove() (err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
