@@ -403,6 +403,10 @@ func (a *Agent) lockPinDir() error {
 			return heldByBalancer(fmt.Sprintf("pin directory %s (interface %s): in use by a running switchyard run, whose pins it holds, not an agent's: give the agent a pin_dir of its own",
 				a.pinDir, a.iface))
 		}
+		if a.removing {
+			return fmt.Errorf("pin directory %s (interface %s): %w: stop that agent (systemctl stop, or SIGTERM), whose clean stop undoes its changes, then remove what is left",
+				a.pinDir, a.iface, ErrInUse)
+		}
 		return fmt.Errorf("pin directory %s (interface %s): %w: stop that agent before starting another; agents for different interfaces each need a pin_dir of their own",
 			a.pinDir, a.iface, ErrInUse)
 	}

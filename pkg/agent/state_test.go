@@ -380,8 +380,8 @@ func TestRemoveUndoesCrashedRun(t *testing.T) {
 	a := startAgent(t, topo, be, c)
 	running := snapshot(t, topo, be)
 	r2 := newAgent(t, c)
-	if err := topo.Do(be, r2.Remove); !errors.Is(err, ErrInUse) {
-		t.Errorf("Remove while an agent runs = %v, want ErrInUse", err)
+	if err := topo.Do(be, r2.Remove); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "stop that agent (systemctl stop, or SIGTERM)") || strings.Contains(err.Error(), "before starting another") {
+		t.Errorf("Remove while an agent runs = %v, want ErrInUse telling to stop it, not to start another", err)
 	}
 	requireSame(t, running, snapshot(t, topo, be))
 	if err := a.Stop(); err != nil {
