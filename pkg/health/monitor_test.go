@@ -15,12 +15,19 @@ import (
 	"time"
 )
 
-// Short intervals keep the suite fast; deadlines are generous so that a
-// loaded machine (or -race) does not make the tests flaky.
+// Most tests here are about what checks' results do, not about the
+// timeout, yet a check that outlasts it fails, a successful one too: a
+// target went down, or a count the test waited for started again. 15 ms
+// was a scheduling delay away from that: a check of a loopback listener
+// took up to 12 ms beside a busy loop per core on a 2-core machine under
+// -race, and CI machines can be three times slower. 200 ms is over
+// fifteen times what was seen; the interval may not be shorter. The
+// deadline only bounds waits for what must come, the longest being
+// TestHysteresis's 23 checks (about 5 s).
 const (
-	interval = 20 * time.Millisecond
-	timeout  = 15 * time.Millisecond
-	deadline = 5 * time.Second
+	interval = 200 * time.Millisecond
+	timeout  = 200 * time.Millisecond
+	deadline = 20 * time.Second
 )
 
 // checkerFunc is a scripted Checker. Funcs are never DeepEqual, so Set
@@ -136,6 +143,7 @@ func TestTCPDownAndUp(t *testing.T) {
 // backend keeps its state, and the state changes exactly at the Rise-th
 // success or Fall-th failure.
 func TestHysteresis(t *testing.T) {
+	t.Parallel() // a few seconds of checks at the interval, no sockets
 	for _, tc := range []struct {
 		name         string
 		startHealthy bool
@@ -675,6 +683,7 @@ func TestRestartKeepsTheLastResult(t *testing.T) {
 // renamed, keyed by its address) keeps its running check, and its next
 // transition carries the new name.
 func TestRenameKeepsTheCheck(t *testing.T) {
+	t.Parallel() // ten checks at the interval; it only listens, so it takes no port another test expects closed
 	m, ch := newMonitor(t, false)
 	up := listen(t)
 	tg := target("web/10.2.1.2", TCPChecker{Addr: up}, 10, 1)
