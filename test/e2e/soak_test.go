@@ -162,11 +162,7 @@ func TestChurnSoak(t *testing.T) {
 	traffic.Wait()
 	t.Logf("%s; %s; %s", streams.summary(), w.summary(), readers.summary())
 
-	st, err := lab.Status(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkFinalStatus(t, st, spec, drained)
+	checkFinalStatus(t, within(t, ctx, 10*time.Second), lab, spec, drained)
 	for _, v := range spec.VIPs {
 		if v.Protocol != "tcp" {
 			continue
@@ -207,26 +203,16 @@ func TestChurnSoak(t *testing.T) {
 	}
 }
 
-// checkFinalStatus fails t unless st has exactly spec's VIPs and backends,
-// with their weights and the drains, and, every backend being healthy, a
-// share of its VIP's table exactly when not drained.
-func checkFinalStatus(t *testing.T, st api.Status, spec demo.Spec, drained map[string]bool) {
+// checkFinalStatus fails t unless status comes to have exactly spec's
+// VIPs and backends, with their weights and the drains, and, every
+// backend being healthy, a share of its VIP's table exactly when not
+// drained, before ctx ends. It polls: the backends were all healthy once
+// (WaitHealth), but a check that outlasts its timeout (100 ms here) is a
+// failure, and two in a row on a loaded machine took one down again for
+// the rise checks after; read once, status then failed the test.
+func checkFinalStatus(t *testing.T, ctx context.Context, lab *demo.Lab, spec demo.Spec, drained map[string]bool) {
 	t.Helper()
-	var got, want []string
-	for _, v := range st.VIPs {
-		n := 0
-		for _, b := range v.Backends {
-			if b.Removed {
-				continue // a removed backend's row, kept while its flows last
-			}
-			n++
-			got = append(got, fmt.Sprintf("%s/%s %s weight=%d drained=%t in_table=%t healthy=%t",
-				v.Name, b.Name, b.Address, b.Weight, b.Drained, b.TableSlots > 0, b.Healthy))
-		}
-		if n == 0 {
-			got = append(got, v.Name+" (no backends)")
-		}
-	}
+	var want []string
 	for _, v := range spec.VIPs {
 		for _, b := range v.Backends {
 			d := drained[v.Name+"/"+b.Name]
@@ -237,12 +223,44 @@ func checkFinalStatus(t *testing.T, st api.Status, spec demo.Spec, drained map[s
 			want = append(want, v.Name+" (no backends)")
 		}
 	}
-	slices.Sort(got)
 	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("status at the end:\n  %s\nwant (the last configuration and drains):\n  %s",
-			strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	var got []string
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; wait(ctx, tick) {
+		st, err := lab.Status(ctx, 1)
+		if err != nil && ctx.Err() != nil && got != nil {
+			break // the deadline, with a reading to show
+		}
+		if err != nil {
+			t.Errorf("status at the end: %v", err)
+			return
+		}
+		got = got[:0]
+		for _, v := range st.VIPs {
+			n := 0
+			for _, b := range v.Backends {
+				if b.Removed {
+					continue // a removed backend's row, kept while its flows last
+				}
+				n++
+				got = append(got, fmt.Sprintf("%s/%s %s weight=%d drained=%t in_table=%t healthy=%t",
+					v.Name, b.Name, b.Address, b.Weight, b.Drained, b.TableSlots > 0, b.Healthy))
+			}
+			if n == 0 {
+				got = append(got, v.Name+" (no backends)")
+			}
+		}
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			return
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
+	t.Errorf("status at the end:\n  %s\nwant (the last configuration and drains):\n  %s",
+		strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 }
 
 // soakWorld is what the churners did, and when: the configuration in force,
