@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -143,7 +142,7 @@ func drainCmd(name string, args []string) error {
 	// socket: a control character in them must not move the operator's
 	// cursor or clear the screen, as status does not let the daemon's
 	// strings.
-	fmt.Printf("%sed: %s\n", name, visibleJoin(resp.Matched, ", "))
+	fmt.Printf("%sed: %s\n", name, api.VisibleJoin(resp.Matched, ", "))
 	for _, w := range resp.Warnings {
 		fmt.Fprintf(os.Stderr, "switchyard %s: warning: %s\n", name, api.Visible(w))
 	}
@@ -178,18 +177,8 @@ func runReload(args []string) error {
 		return nil
 	}
 	// As drain's: the changes are the words of whatever answers.
-	fmt.Printf("reloaded (generation %d):\n  %s\n", resp.Generation, visibleJoin(resp.Changed, "\n  "))
+	fmt.Printf("reloaded (generation %d):\n  %s\n", resp.Generation, api.VisibleJoin(resp.Changed, "\n  "))
 	return nil
-}
-
-// visibleJoin joins the daemon's strings with sep, each made visible
-// (api.Visible).
-func visibleJoin(ss []string, sep string) string {
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = api.Visible(s)
-	}
-	return strings.Join(out, sep)
 }
 
 func runRemove(args []string) error {

@@ -31,13 +31,13 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	if !s.StartedAt.IsZero() {
 		up = ", up " + age(now.Sub(s.StartedAt))
 	}
-	fmt.Fprintf(tw, "node:\t%s%s\n", orDash(s.Node), up)
+	fmt.Fprintf(tw, "node:\t%s%s\n", orDash(Visible(s.Node)), up)
 	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
-	// The daemon's strings below quote the kernel and the network: an
-	// interface name may hold any byte but '/' and ':' (an escape
-	// sequence, a tab, a newline), and errors repeat it. Printed raw they
-	// would rewrite the operator's terminal or break the table.
-	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(Visible(s.Interface)), orDash(s.AttachMode), orDash(s.ProgramTag))
+	// Every string below is the daemon's, or whatever program answers on
+	// the socket: an interface name may hold any byte but '/' and ':' (an
+	// escape sequence, a tab, a newline), and errors repeat it. Printed
+	// raw they would rewrite the operator's terminal or break the table.
+	fmt.Fprintf(tw, "interface:\t%s (%s), program %s", orDash(Visible(s.Interface)), orDash(Visible(s.AttachMode)), orDash(Visible(s.ProgramTag)))
 	if s.ProgramDetached != "" {
 		fmt.Fprintf(tw, " NOT ATTACHED: VIP traffic is not balanced; %s", Visible(s.ProgramDetached))
 	}
@@ -59,7 +59,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	}
 	fmt.Fprintf(tw, "config:\tgeneration %d", s.ConfigGeneration)
 	if s.ConfigFile != "" {
-		fmt.Fprintf(tw, " of %s", s.ConfigFile)
+		fmt.Fprintf(tw, " of %s", Visible(s.ConfigFile))
 	}
 	fmt.Fprintf(tw, ", %s\n", plural(s.ReloadFailures, "failed reload"))
 	if s.LastReloadError != "" {
@@ -73,9 +73,9 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	}
 	switch {
 	case s.NextHop.Resolved:
-		fmt.Fprintf(tw, "next hop:\t%s (%s)\n", orDash(s.NextHop.Gateway), s.NextHop.MAC)
+		fmt.Fprintf(tw, "next hop:\t%s (%s)\n", orDash(Visible(s.NextHop.Gateway)), Visible(s.NextHop.MAC))
 	default:
-		fmt.Fprintf(tw, "next hop:\t%s NOT RESOLVED: VIP traffic is dropped\n", orDash(s.NextHop.Gateway))
+		fmt.Fprintf(tw, "next hop:\t%s NOT RESOLVED: VIP traffic is dropped\n", orDash(Visible(s.NextHop.Gateway)))
 	}
 	fmt.Fprintf(tw, "conn table:\t%d of %d entries (%s)\n", s.ConnTable.Entries, s.ConnTable.Capacity,
 		percent(float64(s.ConnTable.Entries), float64(s.ConnTable.Capacity)))
@@ -83,7 +83,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 
 	for _, v := range s.VIPs {
 		fmt.Fprintf(ew, "\nVIP %s  %s/%s  hash %s  %s packets  %.1f pkt/s  %s new flows",
-			v.Name, net.JoinHostPort(v.Address, strconv.Itoa(int(v.Port))), v.Protocol, orDash(v.Hash),
+			Visible(v.Name), net.JoinHostPort(Visible(v.Address), strconv.Itoa(int(v.Port))), Visible(v.Protocol), orDash(Visible(v.Hash)),
 			count(v.Packets), v.PacketRate, count(v.NewFlows))
 		if !v.Conntrack {
 			fmt.Fprint(ew, "  conntrack off")
@@ -99,7 +99,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 			flows := count(b.ActiveFlows) + "/" + count(b.Flows)
 			if b.Removed {
 				fmt.Fprintf(tw, "  %s\t%s\t-\tREMOVED\t-\t-\t%s\t%s\tnot in the configuration: its established flows continue\n",
-					b.Name, b.Address, flows, count(b.Packets))
+					Visible(b.Name), Visible(b.Address), flows, count(b.Packets))
 				continue
 			}
 			health := "DOWN"
@@ -113,7 +113,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 			if b.Drained {
 				drained = "yes"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, b.Address, b.Weight, health, drained,
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", Visible(b.Name), Visible(b.Address), b.Weight, health, drained,
 				percent(float64(b.TableSlots), float64(v.TableSize)), flows, count(b.Packets), checkInfo(b))
 		}
 		tw.Flush()
@@ -138,7 +138,7 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	if !s.StartedAt.IsZero() {
 		up = ", up " + age(now.Sub(s.StartedAt))
 	}
-	fmt.Fprintf(tw, "node:\t%s (agent)%s\n", orDash(s.Node), up)
+	fmt.Fprintf(tw, "node:\t%s (agent)%s\n", orDash(Visible(s.Node)), up)
 	fmt.Fprintf(tw, "build:\t%s\n", buildLine(s.Build))
 	renamed := ""
 	if s.ConfiguredInterface != "" {
@@ -153,9 +153,9 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	}
 	// As in writeStatus: interface names and errors are the kernel's.
 	iface := orDash(Visible(s.Interface))
-	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", iface, orDash(s.AttachMode), orDash(s.ProgramTag), detached, renamed)
+	fmt.Fprintf(tw, "interface:\t%s (%s), decap program %s%s%s\n", iface, orDash(Visible(s.AttachMode)), orDash(Visible(s.ProgramTag)), detached, renamed)
 	if s.ConfigFile != "" {
-		fmt.Fprintf(tw, "config:\t%s\n", s.ConfigFile)
+		fmt.Fprintf(tw, "config:\t%s\n", Visible(s.ConfigFile))
 	}
 	pins := orDash(Visible(s.PinDir))
 	switch {
@@ -171,8 +171,8 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 		pins += fmt.Sprintf(" (map pins removed by hand and pinned again %d times)", s.MapPinRestores)
 	}
 	fmt.Fprintf(tw, "pins:\t%s\n", pins)
-	fmt.Fprintf(tw, "state file:\t%s\n", orDash(s.StateFile))
-	encap := strings.Join(s.EncapAddresses, ", ")
+	fmt.Fprintf(tw, "state file:\t%s\n", orDash(Visible(s.StateFile)))
+	encap := VisibleJoin(s.EncapAddresses, ", ")
 	switch {
 	case len(s.EncapAddresses) == 0 && s.EncapFollowsInterface:
 		encap = fmt.Sprintf("NONE: %s has no address the balancers can reach (link-local ones are not followed), nothing is decapsulated", iface)
@@ -213,7 +213,7 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 				// Removed from lo: whoever adds it again owns it.
 				by = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Address, state, by)
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", Visible(v.Address), state, by)
 		}
 		tw.Flush()
 	}
@@ -230,7 +230,7 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 				now += " (changed since: kept at stop)"
 			}
 			// A sysctl of an interface has its name in it.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", Visible(sc.Name), Visible(sc.Old), sc.Set, Visible(now))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", Visible(sc.Name), Visible(sc.Old), Visible(sc.Set), Visible(now))
 		}
 		tw.Flush()
 	}
@@ -260,7 +260,7 @@ func reasonList(c map[string]uint64, prefix string) string {
 	var drops []string
 	for k, n := range c {
 		if reason, ok := strings.CutPrefix(k, prefix); ok && n > 0 {
-			drops = append(drops, fmt.Sprintf("%s %s", reason, count(n)))
+			drops = append(drops, fmt.Sprintf("%s %s", Visible(reason), count(n)))
 		}
 	}
 	sort.Strings(drops)
@@ -280,12 +280,13 @@ func WriteFlows(w io.Writer, f FlowsResponse) error {
 	tw := newTable(ew)
 	fmt.Fprintln(tw, "PROTO\tCLIENT\tVIP\tBACKEND\tIDLE")
 	for _, fl := range f.Flows {
-		vip := fl.VIP
+		// As status's: the daemon's strings, escaped.
+		vip := Visible(fl.VIP)
 		if fl.VIPName != "" {
-			vip = fl.VIPName + " " + fl.VIP
+			vip = Visible(fl.VIPName) + " " + vip
 		}
 		idle := time.Duration(fl.IdleSecond * float64(time.Second))
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", fl.Protocol, fl.Client, vip, fl.Backend, age(idle))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", Visible(fl.Protocol), Visible(fl.Client), vip, Visible(fl.Backend), age(idle))
 	}
 	tw.Flush()
 	if f.Truncated {
@@ -431,7 +432,7 @@ func checkInfo(b Backend) string {
 	case b.Check == "":
 		return info
 	case b.Checks == 0:
-		return b.Check + ", not checked yet"
+		return Visible(b.Check) + ", not checked yet"
 	case info == "":
 		d := time.Duration(b.LastCheckSeconds * float64(time.Second))
 		if d < time.Millisecond {
@@ -439,7 +440,7 @@ func checkInfo(b Backend) string {
 		} else {
 			d = d.Round(100 * time.Microsecond)
 		}
-		info = b.Check + " ok in " + d.String()
+		info = Visible(b.Check) + " ok in " + d.String()
 	}
 	if b.FailedChecks > 0 {
 		info += fmt.Sprintf(" (%d of %d checks failed)", b.FailedChecks, b.Checks)
@@ -475,7 +476,16 @@ func buildLine(b buildinfo.Info) string {
 	if b.Modified {
 		line += " (modified)"
 	}
-	return line + ", " + orDash(b.GoVersion)
+	return line + ", " + orDash(Visible(b.GoVersion))
+}
+
+// VisibleJoin joins ss, each made visible (Visible), with sep.
+func VisibleJoin(ss []string, sep string) string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = Visible(s)
+	}
+	return strings.Join(out, sep)
 }
 
 // VisibleLines is s with each line made visible (Visible), the lines

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"math"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -406,5 +407,101 @@ func TestWriteStatusEscapesDaemonStrings(t *testing.T) {
 	}
 	if !regexp.MustCompile(`last reload error: line 3: interface ` + regexp.QuoteMeta(shown) + `\n +line 4: bogus\n`).MatchString(b.String()) {
 		t.Errorf("the reload error lost its lines or was not escaped:\n%s", b.String())
+	}
+}
+
+// poison appends bad to every settable string that v holds (fields, slice
+// elements, map keys and values, through pointers) but the empty ones,
+// which mean "none" and so print nothing.
+func poison(v reflect.Value, bad string) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			poison(v.Elem(), bad)
+		}
+	case reflect.String:
+		if v.CanSet() && v.String() != "" {
+			v.SetString(v.String() + bad)
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				poison(v.Field(i), bad)
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			poison(v.Index(i), bad)
+		}
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for _, k := range v.MapKeys() {
+			nk, nv := reflect.New(k.Type()).Elem(), reflect.New(v.Type().Elem()).Elem()
+			nk.Set(k)
+			nv.Set(v.MapIndex(k))
+			poison(nk, bad)
+			poison(nv, bad)
+			m.SetMapIndex(nk, nv)
+		}
+		v.Set(m)
+	}
+}
+
+// The README says that status, status --agent and flows print the
+// daemon's words with their control characters escaped, so that a program
+// on the socket that is not switchyard cannot move the cursor or clear
+// the screen. Only the interface names, errors and check reasons were: a
+// node, VIP, backend or counter name, an address, the configuration
+// file's path or a flow's fields went to the terminal raw. Every string of
+// each answer here ends with an escape sequence, a tab, a carriage return
+// and a newline.
+func TestRenderersEscapeEveryStringOfTheAnswer(t *testing.T) {
+	const bad = "\x1b[2J\t\r\n"
+	now := fixedNow
+	for _, tc := range []struct {
+		name  string
+		write func(w *strings.Builder, poisoned bool) error
+	}{
+		{"status", func(w *strings.Builder, poisoned bool) error {
+			s := sampleStatus(now)
+			if poisoned {
+				poison(reflect.ValueOf(&s), bad)
+				// Its lines are kept, each escaped: the other tests
+				// see to it.
+				s.LastReloadError = sampleStatus(now).LastReloadError
+			}
+			return writeStatus(w, s, now)
+		}},
+		{"status --agent", func(w *strings.Builder, poisoned bool) error {
+			s := sampleAgentStatus(now)
+			if poisoned {
+				poison(reflect.ValueOf(&s), bad)
+			}
+			return writeAgentStatus(w, s, now)
+		}},
+		{"flows", func(w *strings.Builder, poisoned bool) error {
+			f := sampleFlows()
+			if poisoned {
+				poison(reflect.ValueOf(&f), bad)
+			}
+			return WriteFlows(w, f)
+		}},
+	} {
+		var clean, out strings.Builder
+		if err := tc.write(&clean, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.write(&out, true); err != nil {
+			t.Fatal(err)
+		}
+		if strings.ContainsAny(out.String(), "\x1b\t\r") {
+			t.Errorf("%s prints a control character of the daemon's answer raw:\n%q", tc.name, out.String())
+		}
+		if got, want := strings.Count(out.String(), "\n"), strings.Count(clean.String(), "\n"); got != want {
+			t.Errorf("%s has %d lines where the same answer without newlines in its strings has %d: a newline was printed raw:\n%s", tc.name, got, want, out.String())
+		}
+		if !strings.Contains(out.String(), `\x1b[2J\t\r\n`) {
+			t.Errorf("%s does not show the escaped characters:\n%s", tc.name, out.String())
+		}
 	}
 }
