@@ -420,6 +420,15 @@ func checkAgentStatusCommand(t *testing.T, sock, cfgPath string) {
 	if err == nil || !strings.Contains(out, "is the socket of `switchyard agent`, not of `switchyard run`: add --agent") {
 		t.Errorf("status on the agent's socket: %v\n%s", err, out)
 	}
+	// The balancer's other commands have no --agent to add: they are
+	// told to use the balancer's socket.
+	for _, args := range [][]string{{"flows"}, {"drain", "be1"}, {"undrain", "be1"}, {"reload"}} {
+		out, err := runMain(t, append(args, "--socket", sock)...)
+		const want = "is the socket of `switchyard agent`, not of `switchyard run`: this command is the balancer's (an agent answers only `switchyard status --agent`): give --socket the balancer's api.socket"
+		if err == nil || !strings.Contains(out, want) || strings.Contains(out, "add --agent") {
+			t.Errorf("%s on the agent's socket: %v\n%s\nwant %q", args[0], err, out, want)
+		}
+	}
 }
 
 // runMain runs the test binary as `switchyard args...` and returns its

@@ -395,7 +395,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		msg := fmt.Sprintf("no endpoint %s (this daemon serves %s)", r.URL.Path, strings.Join(s.paths(), ", "))
 		if slices.Contains(s.foreign, r.URL.Path) {
-			msg = fmt.Sprintf("%s is the socket of `%s`, not of `%s`: %s", s.socket, s.daemon, s.other, switchHint(s.daemon))
+			msg = fmt.Sprintf("%s is the socket of `%s`, not of `%s`: %s", s.socket, s.daemon, s.other, switchHint(s.daemon, r.URL.Path))
 		}
 		writeError(w, http.StatusNotFound, msg)
 		return
@@ -448,10 +448,16 @@ func (s *Server) paths() []string {
 	return p
 }
 
-// switchHint says how to talk to the daemon that serves a socket.
-func switchHint(daemon string) string {
-	if daemon == "switchyard agent" {
+// switchHint says how to talk to daemon, which serves the socket, when
+// asked for path, which the other daemon serves.
+func switchHint(daemon, path string) string {
+	switch {
+	case daemon == "switchyard agent" && path == "/v1/status":
 		return "add --agent (`switchyard status --agent --socket PATH`)"
+	case daemon == "switchyard agent":
+		// flows, drain, undrain and reload have no --agent: told to
+		// add one, the user got "flag provided but not defined".
+		return "this command is the balancer's (an agent answers only `switchyard status --agent`): give --socket the balancer's api.socket (default " + config.DefaultAPISocket + ")"
 	}
 	return "leave out --agent, or give the agent's socket (its api.socket, default " + config.DefaultAgentAPISocket + ")"
 }
