@@ -207,35 +207,8 @@ func TestAgentSIGTERMWhileWaitingForHostLock(t *testing.T) {
 	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
 	before := agentState(t, topo, be, pinDir)
 	// The state directory is that of api.socket, beside the config.
-	lockPath := filepath.Join(filepath.Dir(cfgPath), "agents.lock")
-	holder, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
-	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-
-	var stderr syncBuffer
-	cmd := agentCommand(t, topo, be, cfgPath)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	const waiting = "waiting for the agents' host lock, which another agent holds"
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), waiting); time.Sleep(5 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			t.Fatalf("agent exited before it waited for the host lock: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not log %q within 10 s:\n%s", waiting, stderr.String())
-		}
-	}
+	cmd, stderr, exited, release := startAgentAtHeldHostLock(t, topo, be, cfgPath)
+	defer release()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -246,6 +219,48 @@ func TestAgentSIGTERMWhileWaitingForHostLock(t *testing.T) {
 		t.Errorf("agent log lacks %q:\n%s", want, stderr.String())
 	}
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+}
+
+// startAgentAtHeldHostLock holds the host lock of the agent of cfgPath
+// (agents.lock in the state directory, that of api.socket beside the
+// config), as a hung agent would, starts the agent and returns once it
+// logs that it waits for that lock. release frees the lock (again: it may
+// be called twice); the agent is killed if it does not wait in time.
+func startAgentAtHeldHostLock(t *testing.T, topo *topology.Topology, be, cfgPath string) (cmd *exec.Cmd, stderr *syncBuffer, exited <-chan error, release func()) {
+	t.Helper()
+	holder, err := os.OpenFile(filepath.Join(filepath.Dir(cfgPath), "agents.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release = func() { holder.Close() }
+	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
+		release()
+		t.Fatal(err)
+	}
+	stderr = new(syncBuffer)
+	cmd = agentCommand(t, topo, be, cfgPath)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		release()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	const waiting = "waiting for the agents' host lock, which another agent holds"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), waiting); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-done:
+			release()
+			t.Fatalf("agent exited before it waited for the host lock: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			release()
+			t.Fatalf("the agent did not log %q within 10 s:\n%s", waiting, stderr.String())
+		}
+	}
+	return cmd, stderr, done, release
 }
 
 // waitExit waits for the agent to exit after a signal, killing it (by its
@@ -1077,42 +1092,14 @@ func TestAgentStatusDuringHeldStart(t *testing.T) {
 	if out, err := runMain(t, "status", "--agent", "--socket", sock); err == nil || !strings.Contains(out, crashed) {
 		t.Fatalf("status --agent on a killed agent's socket: %v\n%s\nwant it to say %q: the test proves nothing", err, out, crashed)
 	}
-	lockPath := filepath.Join(filepath.Dir(cfgPath), "agents.lock")
-	holder, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
-	if err := unix.Flock(int(holder.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-
-	var stderr syncBuffer
-	cmd := agentCommand(t, topo, be, cfgPath)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	const waiting = "waiting for the agents' host lock, which another agent holds"
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), waiting); time.Sleep(5 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			t.Fatalf("agent exited before it waited for the host lock: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("the agent did not log %q within 10 s:\n%s", waiting, stderr.String())
-		}
-	}
+	cmd, stderr, exited, release := startAgentAtHeldHostLock(t, topo, be, cfgPath)
+	defer release()
 	out, err := runMain(t, "status", "--agent", "--socket", sock, "--timeout", "1s")
 	if err == nil || strings.Contains(out, crashed) || strings.Contains(out, "is `switchyard agent` running?") || !strings.Contains(out, "did not answer in time") {
 		t.Errorf("status --agent while the agent's start waits for the host lock: %v\n%s\nwant it to wait for the start, until its timeout", err, out)
 	}
 
-	holder.Close() // releases the flock
+	release()
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "agent running"); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
