@@ -782,6 +782,69 @@ func TestRemoveAgentRefusesARunningAgentWhosePinsWereRemoved(t *testing.T) {
 	}
 }
 
+// TestRemoveAgentRefusesARunningAgentWhosePinsAndSocketWereRemoved:
+// with both the pin directory and the api.socket of a running agent
+// removed by hand, `switchyard remove --agent` finds neither lock nor
+// listener, but the run lock beside the agent's state file still shows
+// it running: it refuses, undoing nothing. It used to undo the live
+// agent's VIPs, sysctls and GRO from its record under its attached
+// program.
+func TestRemoveAgentRefusesARunningAgentWhosePinsAndSocketWereRemoved(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+		t.Fatal(err)
+	}
+	before := agentState(t, topo, be, pinDir)
+	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+	running := agentState(t, topo, be, pinDir)
+	if err := os.RemoveAll(pinDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(filepath.Dir(cfgPath), "agent.sock")); err != nil {
+		t.Fatal(err)
+	}
+	running.pinned = false
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	rm.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := rm.CombinedOutput()
+	if err == nil {
+		t.Errorf("remove --agent under a running agent succeeded: %s", out)
+	} else if !strings.Contains(string(out), "an agent of this configuration holds its run lock") || !strings.Contains(string(out), "stop that agent") {
+		t.Errorf("remove --agent under a running agent: %v, %q; want it to say that the agent holds its run lock and to stop it", err, out)
+	}
+	if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, running.sysctls) || !slices.Equal(after.lo, running.lo) ||
+		after.xdp != running.xdp || after.pinned != running.pinned {
+		t.Errorf("host after the refused remove --agent: %+v\nthe running agent had %+v", after, running)
+	}
+	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
+		t.Errorf("GRO under the running generic-mode agent after the refused remove --agent: %v, %v; want off", gro, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 1 {
+		t.Errorf("state files after the refused remove --agent: %v, want the running agent's", left)
+	}
+
+	// The agent's own stop undoes it all.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	requireAgentState(t, agentState(t, topo, be, pinDir), before)
+	if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
+		t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*")); len(left) != 0 {
+		t.Errorf("files left in the state directory after the agent's stop: %v, want none (its state file and run lock go)", left)
+	}
+}
+
 // TestRemoveAgentRefusesAListenerThatDoesNotAnswer: with a process
 // listening on the agent's api.socket that does not answer its status
 // (an agent still starting, or hung), `switchyard remove --agent` cannot

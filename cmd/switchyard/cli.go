@@ -332,8 +332,10 @@ const agentAnswerWait = 5 * time.Second
 // GRO from its record under its program, which stays attached. Remove's
 // own test, the pin directory's lock, misses an agent whose directory was
 // removed by hand (rm -r, a clean-up of bpffs), as the lock went with it;
-// the agent's api.socket does not, as a running agent listens on it
-// whatever became of its pins, and the kernel closes it with the process.
+// the run lock beside its state file, which Remove tests too, is held
+// only by agents of this release. The agent's api.socket does not miss
+// it, as a running agent listens on it whatever became of its pins, and
+// the kernel closes it with the process.
 // A listener that does not answer as another agent (one of another
 // configuration with the same api.socket) counts as this one: starting,
 // or hung.

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -120,7 +121,10 @@ type Agent struct {
 	ownPins bool
 	// lock holds the pin directory's flock from before Start touches the
 	// pins until teardown has removed them.
-	lock    *os.File
+	lock *os.File
+	// runLock holds the lock beside the state file (see lockRun) as
+	// long as lock, and until teardown is done.
+	runLock *os.File
 	sysctls []*sysctl // changed by Start, in the order they were set
 	// sysctlMu guards the files of sysctls, which a status reopens after
 	// their interface was renamed, against concurrent status calls.
@@ -417,6 +421,17 @@ func (a *Agent) lockPinDir() error {
 		f.Close()
 		return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
 	}
+	// Refused, this agent leaves the directory as it found it: the
+	// running agent's was removed, and LockPinDir created it afresh,
+	// empty (rmdir removes only an empty one). Pins in it, if any, are
+	// not this agent's to remove.
+	if err := a.lockRun(); err != nil {
+		if datapath.PinDirEmpty(f) {
+			os.Remove(a.pinDir)
+		}
+		f.Close()
+		return err
+	}
 	// Pins left by an earlier run that did not shut down cleanly stay
 	// theirs if this start fails; a successful start adopts them. Told
 	// apart under the lock, by what the directory holds: one that was
@@ -425,6 +440,76 @@ func (a *Agent) lockPinDir() error {
 	// none.
 	a.lock, a.ownPins = f, datapath.PinDirEmpty(f)
 	return nil
+}
+
+// lockRun takes the run lock of the agent's state file (runLockPath),
+// which it holds for as long as it runs, and fails with ErrInUse while
+// another process holds it. The pin directory's lock says the same, but
+// lives in bpffs: removed by hand with the directory (rm -r, a clean-up
+// of bpffs), it no longer shows that the agent runs, and another agent
+// of the host would take it for dead (see readPeers), and this
+// configuration's next start or `remove --agent` would undo its changes
+// from its record under its attached program. The run lock lives in the
+// state directory, beside the record it guards, and goes with the
+// process, however it ends.
+//
+// It is an open file description lock, which other agents test without
+// taking it (see runLockHeld). Only its holder removes the file (see
+// unlockRun): a lock taken on a file removed meanwhile is taken again on
+// the file now at the path.
+func (a *Agent) lockRun() error {
+	path := runLockPath(a.statePath)
+	dir := filepath.Dir(path)
+	why := "the agent holds it while it runs, so that the host's other agents and `switchyard remove --agent` see that it runs; make the directory writable (it follows the agent's api.socket)"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create state directory %s: %w (%s)", dir, err, why)
+	}
+	for attempt := 0; ; attempt++ {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("open the agent's run lock %s: %w (%s)", path, err, why)
+		}
+		lk := unix.Flock_t{Type: unix.F_WRLCK}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+			f.Close()
+			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+				return fmt.Errorf("lock the agent's run lock %s: %w", path, err)
+			}
+			stop := "stop that agent before starting another"
+			if a.removing {
+				stop = "stop that agent (systemctl stop, or SIGTERM), whose clean stop undoes its changes, then remove what is left"
+			}
+			return fmt.Errorf("an agent of this configuration holds its run lock %s (state file %s): %w, though the pin directory %s was free: it was removed by hand while that agent ran (rm -r, a clean-up of bpffs), taking the agent's lock on it; %s (`fuser -v %s` names it)",
+				path, a.statePath, ErrInUse, a.pinDir, stop, path)
+		}
+		var held, now unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
+			f.Close()
+			return fmt.Errorf("lock the agent's run lock %s: %w", path, err)
+		}
+		if err := unix.Stat(path, &now); err == nil && now.Dev == held.Dev && now.Ino == held.Ino {
+			a.runLock = f
+			return nil
+		}
+		f.Close() // its holder removed it as it stopped
+		if attempt == 10 {
+			return fmt.Errorf("lock the agent's run lock %s: it was removed and created again 10 times meanwhile: something removes it as it is created; stop that, then start again", path)
+		}
+	}
+}
+
+// unlockRun removes the run lock's file, while still holding it, and
+// releases it, if held. The file of a killed run stays, held by nobody,
+// and the next run takes it.
+func (a *Agent) unlockRun() {
+	if a.runLock == nil {
+		return
+	}
+	if err := os.Remove(a.runLock.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Warn("cannot remove the agent's run lock file: it is held by nobody now, and the next run takes it", "file", a.runLock.Name(), "error", err)
+	}
+	a.runLock.Close() // releases the lock
+	a.runLock = nil
 }
 
 func (a *Agent) loadDecap() error {
@@ -557,6 +642,7 @@ func (a *Agent) teardown() error {
 		a.lock.Close() // releases the flock
 		a.lock = nil
 	}
+	a.unlockRun()
 	if a.nl != nil {
 		a.nl.Close()
 		a.nl = nil
@@ -580,10 +666,11 @@ func (a *Agent) teardown() error {
 // its state file records and finds still as that run left them, the
 // record itself, and the decap program with its pins. It works in the
 // network namespace of the calling thread and refuses, with ErrInUse,
-// while an agent holds the pin directory. An agent whose pin directory
-// was removed by hand holds no lock that Remove could find: the caller
-// makes sure it does not run (switchyard remove --agent asks its
-// api.socket).
+// while an agent holds the pin directory or its run lock (see lockRun),
+// which shows an agent of this release running even with its pin
+// directory removed by hand. An agent of the previous release holds only
+// the pin directory's lock: switchyard remove --agent asks its
+// api.socket too.
 func (a *Agent) Remove() (err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

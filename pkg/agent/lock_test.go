@@ -124,3 +124,50 @@ func TestFailedStartInEmptyPinDirLeavesNothing(t *testing.T) {
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoPins(t, c.PinDir)
 }
+
+// TestSecondAgentRefusedAfterPinsRemoved: a second agent of a running
+// one's configuration, started after someone removed the running agent's
+// pin directory by hand (and with it the lock on it), is refused by the
+// run lock beside the state file, changing nothing. It used to take the
+// running agent's record for a killed run's and, its start failing on the
+// interface's attached program, undo the running agent's VIPs and
+// sysctls.
+func TestSecondAgentRefusedAfterPinsRemoved(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	before := snapshot(t, topo, be)
+	first := startAgent(t, topo, be, c)
+	if err := os.RemoveAll(c.PinDir); err != nil {
+		t.Fatal(err)
+	}
+	running := snapshot(t, topo, be)
+
+	second := newAgent(t, c)
+	err := topo.Do(be, second.Start)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), runLockPath(first.StatePath())) {
+		t.Errorf("second Start: %v, want an error naming the run lock %s that wraps ErrInUse", err, runLockPath(first.StatePath()))
+	}
+	t.Logf("second Start: %v", err)
+	requireSame(t, running, snapshot(t, topo, be))
+	if _, err := os.Stat(first.StatePath()); err != nil {
+		t.Errorf("the running agent's state file: %v", err)
+	}
+	if _, err := os.Stat(c.PinDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin directory after the refused start: %v, want it left removed, as it was", err)
+	}
+
+	err = topo.Do(be, second.Remove)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "whose clean stop undoes its changes") {
+		t.Errorf("Remove: %v, want ErrInUse telling to stop the agent", err)
+	}
+	requireSame(t, running, snapshot(t, topo, be))
+
+	// The running agent's own stop undoes it all.
+	if err := first.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, first)
+}

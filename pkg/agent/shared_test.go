@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -178,4 +179,44 @@ func TestSharedVIPsStayForPreviousReleaseAgent(t *testing.T) {
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoState(t, a)
 	requireNoState(t, old)
+}
+
+// TestSharedVIPsStayForAgentWhosePinsWereRemoved: an agent whose pin
+// directory someone removed by hand (rm -r, a clean-up of bpffs) still
+// runs, and still needs the VIPs and "all" sysctls it shares: the other
+// agent's stop leaves them for it. The lock on the pin directory, which
+// told that it ran, used to go with the directory, and the other agent's
+// stop removed the VIPs and put the sysctls back under it.
+func TestSharedVIPsStayForAgentWhosePinsWereRemoved(t *testing.T) {
+	t.Parallel()
+	topo, be, c1, c2 := twoAgents(t)
+	before := snapshot(t, topo, be)
+	a1 := startAgent(t, topo, be, c1)
+	a2 := startAgent(t, topo, be, c2)
+	if err := os.RemoveAll(a1.PinDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Do(be, a2.Stop); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
+		if !loHas(t, topo, be, p) {
+			t.Errorf("VIP %s left lo when one agent stopped, while the other, whose pin directory was removed, still uses it", p)
+		}
+	}
+	for key, want := range map[string]string{
+		"net.ipv4.conf.all.arp_ignore":   "1",
+		"net.ipv4.conf.all.arp_announce": "2",
+	} {
+		if got := sysctlValue(t, topo, be, key); got != want {
+			t.Errorf("%s = %s while the agent whose pin directory was removed runs, want %s", key, got, want)
+		}
+	}
+
+	if err := topo.Do(be, a1.Stop); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, be))
+	requireNoState(t, a1)
+	requireNoState(t, a2)
 }

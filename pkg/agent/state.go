@@ -56,8 +56,9 @@ type stateRecord struct {
 	BootID string `json:"boot_id"`
 	NetNS  uint64 `json:"netns"`
 	// PinDir is the writer's pin directory, which it holds a lock on
-	// while it runs: other agents tell from it whether the writer is
-	// alive (see pinDirHeld).
+	// while it runs: other agents tell from it, or from the lock beside
+	// the record (see runLockPath), whether the writer is alive (see
+	// readPeers).
 	PinDir  string         `json:"pin_dir,omitempty"`
 	Sysctls []sysctlRecord `json:"sysctls"` // in the order they were set
 	VIPs    []netip.Prefix `json:"vips"`    // added to lo
@@ -536,7 +537,11 @@ func (a *Agent) readPeers(dir string) []peer {
 		// counts as running. At worst a VIP it recorded stays on lo
 		// after this agent's stop, until that agent's next run or
 		// `remove --agent` undoes its own record.
-		alive := rec.PinDir == "" || pinDirHeld(rec.PinDir)
+		// An agent runs while it holds either lock: the pin
+		// directory's goes with the directory when someone removes it
+		// by hand (rm -r, a clean-up of bpffs); the run lock, beside
+		// the record, is not held by agents of the previous release.
+		alive := rec.PinDir == "" || pinDirHeld(rec.PinDir) || runLockHeld(path)
 		out = append(out, peer{path: path, rec: rec, alive: alive})
 	}
 	return out
@@ -550,6 +555,29 @@ func (a *Agent) readPeers(dir string) []peer {
 func holdLiveness(dir *os.File) error {
 	lk := unix.Flock_t{Type: unix.F_RDLCK}
 	return unix.FcntlFlock(dir.Fd(), unix.F_OFD_SETLK, &lk)
+}
+
+// runLockPath names the file beside the state file statePath on which its
+// agent holds a lock while it runs (see lockRun): agent-eth0.json.lock for
+// agent-eth0.json, which readPeers's glob of records does not take for
+// one.
+func runLockPath(statePath string) string { return statePath + ".lock" }
+
+// runLockHeld reports whether the agent whose record is statePath runs:
+// it holds its run lock. Tested with F_OFD_GETLK, as pinDirHeld does,
+// which takes no lock, so that a probe never keeps that agent from
+// starting.
+func runLockHeld(statePath string) bool {
+	f, err := os.Open(runLockPath(statePath))
+	if err != nil {
+		return false // none: an agent of the previous release, or none running
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
+	}
+	return lk.Type != unix.F_UNLCK
 }
 
 // pinDirHeld reports whether a running agent holds the pin directory dir.

@@ -38,11 +38,12 @@ func crash(t *testing.T, a *Agent) {
 		s.f.Close()
 	}
 	a.lock.Close()
+	a.runLock.Close()
 	a.nl.Close()
 	a.eth.Close()
 	a.eth, a.gro = nil, nil
 	a.running, a.ownPins, a.stateHeld = false, false, false
-	a.watch, a.decap, a.lock, a.nl = nil, nil, nil, nil
+	a.watch, a.decap, a.lock, a.runLock, a.nl = nil, nil, nil, nil, nil
 	a.sysctls, a.added = nil, nil
 }
 
@@ -55,6 +56,9 @@ func requireNoState(t *testing.T, a *Agent) {
 	t.Helper()
 	if _, err := os.Stat(a.statePath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file %s is still there after a clean stop (stat: %v)", a.statePath, err)
+	}
+	if _, err := os.Stat(runLockPath(a.statePath)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("run lock %s is still there after a clean stop (stat: %v)", runLockPath(a.statePath), err)
 	}
 }
 
