@@ -193,6 +193,20 @@ func runRemove(args []string) error {
 	if *cfgPath == "" && *iface == "" && *pinDir == "" {
 		return &usageError{"say what to remove: --config FILE, --interface NAME or --pin-dir DIR"}
 	}
+	// The file names its interface, and --interface is the default pin
+	// directory's (and, with --agent, state file's) other way to name it:
+	// given both, the file won and --interface went unread, whatever it
+	// said. --pin-dir with --config names the pins in place of the
+	// file's pin_dir, and with --agent --interface in place of the
+	// default's, keeping the interface's state file.
+	if *cfgPath != "" && *iface != "" {
+		return &usageError{"--config and --interface both say what to remove, and the file names its own interface: " +
+			"keep --config FILE (the configuration the daemon ran with), or --interface NAME alone for the default pin directory"}
+	}
+	if !*agent && *iface != "" && *pinDir != "" {
+		return &usageError{"--interface and --pin-dir both name the balancer's pin directory (--interface NAME names /sys/fs/bpf/switchyard/NAME): " +
+			"keep --pin-dir DIR, alone or with --config FILE (the configuration the daemon ran with)"}
+	}
 	if os.Geteuid() != 0 {
 		return errNotRoot
 	}

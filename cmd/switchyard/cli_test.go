@@ -151,6 +151,13 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"remove"}, 2, "say what to remove"},
 		{[]string{"demo", "--requests", "0"}, 2, "--requests 0: give at least 1"},
 		{[]string{"remove", "--agent"}, 2, "say what to remove"},
+		// Two ways to name one thing: the second went unread, whatever it
+		// said. (Old code, as root: exit 1, "read config" or "nothing
+		// pinned at" the pin directory, --interface ignored.)
+		{[]string{"remove", "--config", missing, "--interface", "eth0"}, 2, "--config and --interface both say what to remove"},
+		{[]string{"remove", "--agent", "--config", missing, "--interface", "eth0"}, 2, "--config and --interface both say what to remove"},
+		{[]string{"remove", "--interface", "eth0", "--pin-dir", filepath.Join(t.TempDir(), "none")}, 2, "--interface and --pin-dir both name the balancer's pin directory"},
+		{[]string{"remove", "--config", missing, "--interface", "eth0", "--pin-dir", filepath.Join(t.TempDir(), "none")}, 2, "--config and --interface both say what to remove"},
 		{[]string{"bogus"}, 2, `unknown command "bogus"`},
 		{[]string{}, 2, "usage: switchyard COMMAND"},
 		{[]string{"help"}, 0, "usage: switchyard COMMAND"},

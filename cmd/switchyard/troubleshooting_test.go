@@ -108,6 +108,8 @@ func TestErrorsAreInTroubleshooting(t *testing.T) {
 		{name: "log level", args: []string{"run", "--log-level", "verbose"}, phrase: `--log-level "verbose": use debug, info, warn or error`},
 		{name: "attach mode", args: []string{"agent", "--attach-mode", "skb"}, phrase: `unknown attach mode "skb": use native, generic or auto`},
 		{name: "remove what", args: []string{"remove"}, phrase: "say what to remove: --config FILE, --interface NAME or --pin-dir DIR"},
+		{name: "remove config and interface", args: []string{"remove", "--config", filepath.Join(dir, "missing.yaml"), "--interface", "eth1"}, phrase: "--config and --interface both say what to remove, and the file names its own interface: keep --config FILE"},
+		{name: "remove interface and pin dir", args: []string{"remove", "--interface", "eth0", "--pin-dir", filepath.Join(dir, "none")}, phrase: "--interface and --pin-dir both name the balancer's pin directory (--interface NAME names /sys/fs/bpf/switchyard/NAME): keep --pin-dir DIR"},
 		{name: "remove path", args: []string{"remove", "--interface", "../x"}, root: true, phrase: `--interface: "../x" is not a valid interface name`},
 		{name: "remove nothing", args: []string{"remove", "--pin-dir", filepath.Join(dir, "none")}, root: true, phrase: "nothing pinned at "},
 		{name: "agent pin dir not absolute", args: []string{"remove", "--agent", "--interface", "eth0", "--pin-dir", "pins"}, root: true, phrase: `agent config: pin_dir: "pins" is not an absolute path; `},
