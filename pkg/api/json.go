@@ -56,7 +56,7 @@ func (d DrainResponse) MarshalJSON() ([]byte, error) {
 func (r ReloadResponse) MarshalJSON() ([]byte, error) {
 	type plain ReloadResponse
 	p := plain(r)
-	p.Changed = orEmpty(p.Changed)
+	p.Changed, p.Changes = orEmpty(p.Changed), orEmpty(p.Changes)
 	return json.Marshal(p)
 }
 

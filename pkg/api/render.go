@@ -504,3 +504,52 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// maxShownValue is the longest value (quoted) a change line shows: a
+// udp check's send or expect may be a datagram long, and the line names
+// the field alone then (--json has the values).
+const maxShownValue = 40
+
+// String is the line `switchyard reload` prints for c: "vip web added",
+// "vip web: backend be1 changed: weight 1 -> 3, drained false -> true",
+// "vip web settings changed: hash 5tuple -> source", "global settings
+// changed: datapath.mtu 0 -> 9000". A value that is empty or holds a
+// character other than letters, digits and . : / _ - [ ] is quoted (Go
+// syntax), one longer than maxShownValue left out: the field's name alone.
+func (c Change) String() string {
+	var s string
+	switch {
+	case c.VIP == "":
+		s = "global settings " + c.Kind
+	case c.Backend == "" && c.Kind == "changed":
+		s = "vip " + c.VIP + " settings changed"
+	case c.Backend == "":
+		s = "vip " + c.VIP + " " + c.Kind
+	default:
+		s = "vip " + c.VIP + ": backend " + c.Backend + " " + c.Kind
+	}
+	if len(c.Fields) == 0 {
+		return s
+	}
+	fields := make([]string, len(c.Fields))
+	for i, f := range c.Fields {
+		from, to := shownValue(f.From), shownValue(f.To)
+		if len(from) > maxShownValue || len(to) > maxShownValue {
+			fields[i] = f.Field
+		} else {
+			fields[i] = f.Field + " " + from + " -> " + to
+		}
+	}
+	return s + ": " + strings.Join(fields, ", ")
+}
+
+// shownValue is v as a change line shows it: bare if it is one word a
+// script can split on spaces and commas, else quoted.
+func shownValue(v string) string {
+	if v == "" || strings.IndexFunc(v, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".:/_-[]", r))
+	}) >= 0 {
+		return strconv.Quote(v)
+	}
+	return v
+}

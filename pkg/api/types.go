@@ -175,8 +175,32 @@ type DrainResponse struct {
 
 // ReloadResponse is the answer of POST /v1/reload.
 type ReloadResponse struct {
-	Generation uint64   `json:"generation"`
-	Changed    []string `json:"changed"` // human summary of what changed, empty if nothing
+	Generation uint64 `json:"generation"`
+	// Changed is Changes as `switchyard reload` prints them, one line
+	// each (Change.String); empty if nothing changed.
+	Changed []string `json:"changed"`
+	// Changes is what changed, for scripts; empty if nothing did.
+	Changes []Change `json:"changes"`
+}
+
+// Change is a VIP or backend a reload added, removed or changed, or the
+// global settings it changed.
+type Change struct {
+	Kind    string `json:"kind"`              // "added", "removed" or "changed"
+	VIP     string `json:"vip,omitempty"`     // absent for the global settings
+	Backend string `json:"backend,omitempty"` // absent for a VIP's own settings
+	// Fields are those a "changed" changed, in the file's order.
+	Fields []FieldChange `json:"fields,omitempty"`
+}
+
+// FieldChange is one field of the configuration a reload changed, named
+// as the file names it (nested ones joined with dots: weight,
+// health.interval, datapath.mtu), with its value before and after as the
+// file writes it ("" for a field not set).
+type FieldChange struct {
+	Field string `json:"field"`
+	From  string `json:"from"`
+	To    string `json:"to"`
 }
 
 // Error is the body of every non-2xx answer.

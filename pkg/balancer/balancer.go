@@ -570,7 +570,7 @@ func (b *Balancer) do(ctx context.Context, fn func()) error {
 // configuration. It returns a summary of the changes. On an error the
 // datapath may hold part of cfg, but the health checks are still the
 // running configuration's (they change last).
-func (b *Balancer) apply(cfg *config.Config) ([]string, error) {
+func (b *Balancer) apply(cfg *config.Config) ([]api.Change, error) {
 	b.ids.Add(1)
 	old := b.cfg
 	changes := describeChanges(old, cfg)
@@ -1439,7 +1439,10 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 		}
 		b.generation++
 		b.lastErr = ""
-		resp = api.ReloadResponse{Generation: b.generation, Changed: changes}
+		resp = api.ReloadResponse{Generation: b.generation, Changes: changes}
+		for _, c := range changes {
+			resp.Changed = append(resp.Changed, c.String())
+		}
 		b.log.Info("configuration reloaded", "generation", b.generation, "changes", len(changes))
 	})
 	if err != nil {
@@ -1535,50 +1538,71 @@ func immutableChanged(old, cur *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// describeChanges summarises a configuration change for the operator.
-func describeChanges(old, cur *config.Config) []string {
+// describeChanges lists what cur changes of old, for the operator: each
+// VIP and backend added, removed or changed (with the fields that changed),
+// and the global settings' fields. A backend is its name in its VIP: a
+// renamed one is removed and added. Only the order of the VIPs or
+// backends changed is no change.
+func describeChanges(old, cur *config.Config) []api.Change {
 	if old == nil {
 		return nil
 	}
-	var out []string
+	var out []api.Change
 	for i := range cur.VIPs {
 		v := &cur.VIPs[i]
 		ov := old.VIPByName(v.Name)
 		if ov == nil {
-			out = append(out, "vip "+v.Name+" added")
+			out = append(out, api.Change{Kind: "added", VIP: v.Name})
 			continue
 		}
-		if !reflect.DeepEqual(ov, v) {
-			for _, be := range v.Backends {
-				ob := ov.BackendByName(be.Name)
-				switch {
-				case ob == nil:
-					out = append(out, "vip "+v.Name+": backend "+be.Name+" added")
-				case !reflect.DeepEqual(*ob, be):
-					out = append(out, "vip "+v.Name+": backend "+be.Name+" changed")
-				}
+		for _, be := range v.Backends {
+			ob := ov.BackendByName(be.Name)
+			if ob == nil {
+				out = append(out, api.Change{Kind: "added", VIP: v.Name, Backend: be.Name})
+			} else if f := fieldChanges(nil, "", reflect.ValueOf(*ob), reflect.ValueOf(be)); len(f) > 0 {
+				out = append(out, api.Change{Kind: "changed", VIP: v.Name, Backend: be.Name, Fields: f})
 			}
-			for _, be := range ov.Backends {
-				if v.BackendByName(be.Name) == nil {
-					out = append(out, "vip "+v.Name+": backend "+be.Name+" removed")
-				}
+		}
+		for _, be := range ov.Backends {
+			if v.BackendByName(be.Name) == nil {
+				out = append(out, api.Change{Kind: "removed", VIP: v.Name, Backend: be.Name})
 			}
-			ov2, v2 := *ov, *v
-			ov2.Backends, v2.Backends = nil, nil
-			if !reflect.DeepEqual(ov2, v2) {
-				out = append(out, "vip "+v.Name+" settings changed")
-			}
+		}
+		if f := fieldChanges(nil, "", reflect.ValueOf(*ov), reflect.ValueOf(*v), "backends"); len(f) > 0 {
+			out = append(out, api.Change{Kind: "changed", VIP: v.Name, Fields: f})
 		}
 	}
 	for i := range old.VIPs {
 		if cur.VIPByName(old.VIPs[i].Name) == nil {
-			out = append(out, "vip "+old.VIPs[i].Name+" removed")
+			out = append(out, api.Change{Kind: "removed", VIP: old.VIPs[i].Name})
 		}
 	}
-	o, c := *old, *cur
-	o.VIPs, c.VIPs = nil, nil
-	if !reflect.DeepEqual(o, c) {
-		out = append(out, "global settings changed")
+	if f := fieldChanges(nil, "", reflect.ValueOf(*old), reflect.ValueOf(*cur), "vips"); len(f) > 0 {
+		out = append(out, api.Change{Kind: "changed", Fields: f})
+	}
+	return out
+}
+
+// fieldChanges appends to out the fields in which a and b, structs of one
+// configuration type, differ, named by their YAML names after prefix
+// (a nested struct's fields joined with dots: health.interval), with their
+// values as the file writes them. It leaves out the top-level fields
+// skip names.
+func fieldChanges(out []api.FieldChange, prefix string, a, b reflect.Value, skip ...string) []api.FieldChange {
+	t := a.Type()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if slices.Contains(skip, name) {
+			continue
+		}
+		fa, fb := a.Field(i), b.Field(i)
+		if fa.Kind() == reflect.Struct {
+			out = fieldChanges(out, prefix+name+".", fa, fb)
+			continue
+		}
+		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			out = append(out, api.FieldChange{Field: prefix + name, From: fmt.Sprint(fa.Interface()), To: fmt.Sprint(fb.Interface())})
+		}
 	}
 	return out
 }

@@ -444,6 +444,16 @@ func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	if again := r.vips(); !mapsEqual(now, again) {
 		t.Errorf("no-op reload touched the datapath")
 	}
+
+	// A changed backend says what changed: it said "backend be1 changed".
+	r.write(strings.Replace(added, "{name: be1, address: 10.2.1.2}", "{name: be1, address: 10.2.1.2, weight: 3}", 1))
+	resp, err = r.b.Reload(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"vip web: backend be1 changed: weight 1 -> 3"}; !slices.Equal(resp.Changed, want) {
+		t.Errorf("changes %q, want %q", resp.Changed, want)
+	}
 }
 
 func mapsEqual(a, b map[datapath.VIPKey]datapath.VIPMeta) bool {
