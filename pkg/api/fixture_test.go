@@ -14,6 +14,7 @@ func sampleStatus(now time.Time) Status {
 		ProgramState:     ProgramState{ProgramAttached: true, LinkPinned: true},
 		ConfigFile:       "/etc/switchyard/switchyard.yaml",
 		ConfigGeneration: 4,
+		Reloads:          5,
 		ReloadFailures:   1,
 		LastReloadError:  "/etc/switchyard/switchyard.yaml:12: vips[0].port: 0 is not 1 to 65535",
 		Warnings:         []string{"backend self of VIP web: 10.1.1.2 is an address of this balancer's interface eth0: write the backend's own address"},

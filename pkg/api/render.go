@@ -61,7 +61,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	if s.ConfigFile != "" {
 		fmt.Fprintf(tw, " of %s", Visible(s.ConfigFile))
 	}
-	fmt.Fprintf(tw, ", %s\n", plural(s.ReloadFailures, "failed reload"))
+	fmt.Fprintf(tw, ", %s, %s\n", plural(s.Reloads, "reload"), plural(s.ReloadFailures, "failed reload"))
 	if s.LastReloadError != "" {
 		// A refused file's error has a line per problem: each goes in
 		// the value column (a line without a cell would end the

@@ -22,7 +22,7 @@ func TestWriteStatus(t *testing.T) {
 	for _, want := range []string{
 		"lb1, up 3h12m",
 		"eth0 (native), program 5f1c0a9e3b2d7c41",
-		"generation 4 of /etc/switchyard/switchyard.yaml, 1 failed reload",
+		"generation 4 of /etc/switchyard/switchyard.yaml, 5 reloads, 1 failed reload",
 		"last reload error: /etc/switchyard/switchyard.yaml:12: vips[0].port",
 		"\nwarning:     backend self of VIP web: 10.1.1.2 is an address of this balancer's interface eth0: write the backend's own address\n",
 		"10.0.0.1 (02:00:00:00:00:01)",

@@ -55,7 +55,8 @@ type Status struct {
 	// pinned.
 	ProgramState
 	ConfigFile       string            `json:"config_file"`
-	ConfigGeneration uint64            `json:"config_generation"` // +1 per applied (re)load
+	ConfigGeneration uint64            `json:"config_generation"` // 1 at start, +1 per reload that changed the configuration
+	Reloads          uint64            `json:"reloads"`           // reloads applied, whether they changed anything or not
 	ReloadFailures   uint64            `json:"reload_failures"`
 	LastReloadError  string            `json:"last_reload_error,omitempty"`
 	Warnings         []string          `json:"warnings,omitempty"` // what is wrong with the running configuration on this host, while it lasts

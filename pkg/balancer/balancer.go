@@ -98,6 +98,7 @@ type Balancer struct {
 	cfg          *config.Config
 	generation   uint64
 	reloadFails  uint64
+	reloads      uint64 // applied, whether they changed anything or not
 	lastErr      string
 	drain        map[string]override // by drainKey: "vip/address"
 	vipNums      map[datapath.VIPKey]uint32
@@ -1437,7 +1438,15 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 				b.log.Warn("operator drains outvoted by the file but not saved: a restart will bring them back", "file", b.drainFile, "error", err)
 			}
 		}
-		b.generation++
+		// The generation is the applied configuration's: a reload of
+		// the same file (a config manager's SIGHUP on every run, say)
+		// is no new configuration, and would make the generation, and
+		// an alert on its changes, move for nothing. reloads counts
+		// them all.
+		b.reloads++
+		if len(changes) > 0 {
+			b.generation++
+		}
 		b.lastErr = ""
 		resp = api.ReloadResponse{Generation: b.generation, Changes: changes}
 		for _, c := range changes {
@@ -1806,6 +1815,7 @@ func (b *Balancer) status() (api.Status, flowNames, error) {
 	st.Node = b.cfg.Node.Name // a reload may rename it
 	st.ConfigGeneration = b.generation
 	st.ReloadFailures = b.reloadFails
+	st.Reloads = b.reloads
 	st.LastReloadError = b.lastErr
 	st.Warnings = slices.Clone(b.hostWarnings)
 	st.NextHop = api.NextHop{Resolved: b.nhResolved}

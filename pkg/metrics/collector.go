@@ -30,22 +30,22 @@ type Collector struct {
 
 	scrapeErrors prometheus.Counter
 
-	vipPackets, vipBytes, vipNewFlows *prometheus.Desc
-	vipConnHits, vipConnMisses        *prometheus.Desc
-	backendPackets, backendBytes      *prometheus.Desc
-	backendHealthy, backendDrained    *prometheus.Desc
-	backendTableSlots, backendWeight  *prometheus.Desc
-	checks, checkFailures             *prometheus.Desc
-	checkDuration                     *prometheus.Desc
-	backendFlows, backendActiveFlows  *prometheus.Desc
-	drops, events                     *prometheus.Desc
-	connEntries, connCapacity         *prometheus.Desc
-	generation, reloadFailures        *prometheus.Desc
-	nexthopResolved, info             *prometheus.Desc
-	attached, detachments             *prometheus.Desc
-	linkPinned, linkPinRestores       *prometheus.Desc
-	mapsPinned, mapPinRestores        *prometheus.Desc
-	buildInfo                         *prometheus.Desc
+	vipPackets, vipBytes, vipNewFlows   *prometheus.Desc
+	vipConnHits, vipConnMisses          *prometheus.Desc
+	backendPackets, backendBytes        *prometheus.Desc
+	backendHealthy, backendDrained      *prometheus.Desc
+	backendTableSlots, backendWeight    *prometheus.Desc
+	checks, checkFailures               *prometheus.Desc
+	checkDuration                       *prometheus.Desc
+	backendFlows, backendActiveFlows    *prometheus.Desc
+	drops, events                       *prometheus.Desc
+	connEntries, connCapacity           *prometheus.Desc
+	generation, reloads, reloadFailures *prometheus.Desc
+	nexthopResolved, info               *prometheus.Desc
+	attached, detachments               *prometheus.Desc
+	linkPinned, linkPinRestores         *prometheus.Desc
+	mapsPinned, mapPinRestores          *prometheus.Desc
+	buildInfo                           *prometheus.Desc
 }
 
 // NewCollector returns a Collector that calls status once per scrape. A
@@ -96,7 +96,8 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		connEntries:  d("conntrack_entries", "Entries in the connection table."),
 		connCapacity: d("conntrack_capacity", "Capacity of the connection table."),
 
-		generation:      d("config_generation", "Generation of the applied configuration; +1 per applied (re)load."),
+		generation:      d("config_generation", "Generation of the applied configuration: 1 at start, +1 per reload that changed it."),
+		reloads:         d("config_reloads_total", "Configuration reloads applied (SIGHUP or switchyard reload), whether they changed anything or not."),
 		reloadFailures:  d("config_reload_failures_total", "Configuration reloads that were rejected."),
 		nexthopResolved: d("nexthop_resolved", "1 if the MAC address of the next hop is known, else 0 (VIP traffic is dropped)."),
 		attached:        d("datapath_attached", "1 while the balancer program runs on its interface; 0: VIP traffic is not balanced (its link was detached, see switchyard status), and the daemon does not attach it again by itself: restart it."),
@@ -120,7 +121,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.backendFlows, c.backendActiveFlows,
 		c.drops, c.events,
 		c.connEntries, c.connCapacity,
-		c.generation, c.reloadFailures, c.nexthopResolved, c.info,
+		c.generation, c.reloads, c.reloadFailures, c.nexthopResolved, c.info,
 		c.attached, c.detachments, c.linkPinned, c.linkPinRestores, c.mapsPinned, c.mapPinRestores,
 		c.buildInfo,
 	}
@@ -206,6 +207,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	e.gauge(c.connEntries, float64(st.ConnTable.Entries))
 	e.gauge(c.connCapacity, float64(st.ConnTable.Capacity))
 	e.gauge(c.generation, float64(st.ConfigGeneration))
+	e.counter(c.reloads, st.Reloads)
 	e.counter(c.reloadFailures, st.ReloadFailures)
 	e.gauge(c.nexthopResolved, boolValue(st.NextHop.Resolved))
 	e.gauge(c.attached, boolValue(st.ProgramAttached))

@@ -20,7 +20,7 @@ func sampleStatus() api.Status {
 		Node: "lb1", Interface: "eth0", AttachMode: "native", ProgramTag: "5f1c0a9e3b2d7c41",
 		Build:            buildinfo.Info{Version: "v1.4.0", Revision: "f3f1151abcde", GoVersion: "go1.26.8"},
 		ProgramState:     api.ProgramState{ProgramAttached: true, LinkPinned: true, LinkPinRestores: 1, MapsPinned: true, MapPinRestores: 2},
-		ConfigGeneration: 4, ReloadFailures: 2,
+		ConfigGeneration: 4, Reloads: 6, ReloadFailures: 2,
 		NextHop:   api.NextHop{Gateway: "10.0.0.1", MAC: "02:00:00:00:00:01", Resolved: true},
 		ConnTable: api.ConnTable{Capacity: 65536, Entries: 1234},
 		VIPs: []api.VIP{
@@ -142,9 +142,12 @@ switchyard_conntrack_entries 1234
 # HELP switchyard_conntrack_capacity Capacity of the connection table.
 # TYPE switchyard_conntrack_capacity gauge
 switchyard_conntrack_capacity 65536
-# HELP switchyard_config_generation Generation of the applied configuration; +1 per applied (re)load.
+# HELP switchyard_config_generation Generation of the applied configuration: 1 at start, +1 per reload that changed it.
 # TYPE switchyard_config_generation gauge
 switchyard_config_generation 4
+# HELP switchyard_config_reloads_total Configuration reloads applied (SIGHUP or switchyard reload), whether they changed anything or not.
+# TYPE switchyard_config_reloads_total counter
+switchyard_config_reloads_total 6
 # HELP switchyard_config_reload_failures_total Configuration reloads that were rejected.
 # TYPE switchyard_config_reload_failures_total counter
 switchyard_config_reload_failures_total 2
@@ -193,7 +196,7 @@ func TestCollectorReadsAtScrapeTime(t *testing.T) {
 	c := NewCollector(func(context.Context) (api.Status, error) { return st, nil }, nil)
 	want := func(n string) string {
 		return `
-# HELP switchyard_config_generation Generation of the applied configuration; +1 per applied (re)load.
+# HELP switchyard_config_generation Generation of the applied configuration: 1 at start, +1 per reload that changed it.
 # TYPE switchyard_config_generation gauge
 switchyard_config_generation ` + n + "\n"
 	}
