@@ -264,6 +264,7 @@ var notInTroubleshooting = map[string]string{
 	"data after the JSON object":                "wrapped by `request body: ...`, which has the row",
 	"expected a duration such as 1s or 500ms":   "the config decoder hands Duration a scalar only, saying `expected a single value, got ...` first; only a Go caller decoding with yaml.v3 itself reaches it",
 	"invalid configuration":                     "sentinel: FieldError's Unwrap for errors.Is; its text is never printed, each field error prints its own (the FILE:LINE: FIELD row)",
+	"configuration file of the other daemon":    "sentinel: FieldError's Is for errors.Is; its text is never printed, the field error prints its own (`this is a field of ...`, which has the row)",
 	"an interface name is required, e.g. eth0":  "its callers check for an empty name first: validation says `required; name the NIC ...`, and remove calls it only with --interface given",
 	"interface name ":                           "ethtool gets names from a validated configuration or the kernel, never over 15 bytes",
 	"ioctl SIOCETHTOOL cmd ":                    "wrapped by the get/set ... offload messages, which the rows quote",

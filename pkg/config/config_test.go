@@ -1397,11 +1397,22 @@ func TestOtherDaemonsFile(t *testing.T) {
 	if !errors.As(err, &fe) || !errors.Is(err, ErrInvalid) || fe.Path != "datapath" || fe.Line == 0 {
 		t.Errorf("ParseAgent(configs/switchyard.yaml): %#v, want a FieldError of datapath with its line, wrapping ErrInvalid", fe)
 	}
+	// `switchyard check` tells the other kind by ErrOtherKind, to say
+	// which of its modes reads the file.
+	if !errors.Is(err, ErrOtherKind) {
+		t.Errorf("ParseAgent(configs/switchyard.yaml): %v, want it to match ErrOtherKind", err)
+	}
+	if _, err := Parse(agentYAML, "agent.yaml"); !errors.Is(err, ErrOtherKind) || !errors.Is(err, ErrInvalid) {
+		t.Errorf("Parse(configs/agent.yaml): %v, want it to match ErrOtherKind and ErrInvalid", err)
+	}
 	// A balancer's file with a stray `interface:` (meant under datapath)
 	// is the balancer's: its own fields say so.
 	_, err = Parse([]byte(lines("interface: eth0", "datapath: {interface: eth0}")), "lb.yaml")
 	if err == nil || !strings.Contains(err.Error(), "lb.yaml:1: interface: unknown field") || strings.Contains(err.Error(), "the file is the agent's") {
 		t.Errorf("Parse(a balancer's file with a stray interface): %v, want the unknown field, not a wrong file", err)
+	}
+	if errors.Is(err, ErrOtherKind) {
+		t.Errorf("Parse(a balancer's file with a stray interface): %v matches ErrOtherKind, want only the file's own problems", err)
 	}
 }
 

@@ -145,7 +145,7 @@ func (k *fileKind) claims(root *yaml.Node, kind *fileKind, name string) error {
 	if theirs == nil {
 		return nil
 	}
-	return join([]*FieldError{{File: name, Line: theirs.Line, Path: theirs.Value, Msg: fmt.Sprintf(
+	return join([]*FieldError{{File: name, Line: theirs.Line, Path: theirs.Value, otherKind: true, Msg: fmt.Sprintf(
 		"this is a field of %s configuration (%s), not of %s: the file is %s; give %s %s configuration (%s is an annotated example)",
 		k.whose, k.command, kind.whose, k.whose, kind.command, kind.whose, kind.example)}})
 }

@@ -19,6 +19,11 @@ var (
 	ErrEmpty = errors.New("configuration file is empty")
 	// ErrTooLarge: the file is larger than MaxFileSize.
 	ErrTooLarge = errors.New("configuration file is too large")
+	// ErrOtherKind: the file is the other daemon's, an agent's given to
+	// Load or the balancer's to LoadAgent. The one *FieldError that says
+	// so matches it, besides ErrInvalid, so that a caller that can read
+	// either kind (`switchyard check`) can say how.
+	ErrOtherKind = errors.New("configuration file of the other daemon")
 )
 
 // FieldError is one problem with one field. Its message says what is wrong
@@ -33,6 +38,8 @@ type FieldError struct {
 	Line int    // 1-based line in File; 0 if unknown
 	Path string // field path such as "vips[0].backends[1].address"; "" for the whole file
 	Msg  string // what is wrong, then "; " and the fix
+
+	otherKind bool // the file is the other daemon's: matches ErrOtherKind
 }
 
 func (e *FieldError) Error() string {
@@ -54,6 +61,10 @@ func (e *FieldError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrInvalid) true.
 func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+// Is makes errors.Is(err, ErrOtherKind) true for the error that says the
+// file is the other daemon's.
+func (e *FieldError) Is(target error) bool { return e.otherKind && target == ErrOtherKind }
 
 // problems collects FieldErrors while validating, so that a user sees every
 // problem of a file at once.
