@@ -16,7 +16,7 @@ import (
 
 func runAgent(args []string) error {
 	fs := newFlagSet("agent")
-	cfgPath := fs.String("config", "/etc/switchyard/agent.yaml", "agent configuration file")
+	cfgPath := fs.String("config", defaultAgentConfigFile, "agent configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	modeFlag := fs.String("attach-mode", "native", "native, generic or auto")
 	if err := parseFlagsOnly(fs, args); err != nil {

@@ -326,22 +326,7 @@ func TestClientCommandsAsNonRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root to run the binary as another user")
 	}
-	// The test binary's directory is root's alone: copy it where nobody
-	// may run it.
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "switchyard")
-	data, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := binaryForNobody(t)
 	sock := filepath.Join(dir, "root.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -351,7 +336,6 @@ func TestClientCommandsAsNonRoot(t *testing.T) {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const nobody = 65534
 	for _, args := range [][]string{
 		{"status"}, {"status", "--agent"}, {"status", "--json"}, {"flows"}, {"reload"}, {"drain", "be1"}, {"undrain", "be1"},
 	} {

@@ -20,6 +20,7 @@ type command struct {
 var commands = []command{
 	{"run", "run the balancer daemon on this host", runRun},
 	{"agent", "run the backend agent (decap, VIPs on lo, DSR sysctls)", runAgent},
+	{"check", "validate a configuration file without running it (--agent: an agent's)", runCheck},
 	{"status", "show VIPs, backends, health and rates (--agent: a backend agent)", runStatus},
 	{"flows", "list the connection table", runFlows},
 	{"drain", "stop new flows to a backend (established flows continue)", runDrain},

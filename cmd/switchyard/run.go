@@ -26,7 +26,7 @@ var hiddenRunFlags = []string{"program-variant"}
 
 func runRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	cfgPath := fs.String("config", "/etc/switchyard/switchyard.yaml", "configuration file")
+	cfgPath := fs.String("config", defaultConfigFile, "configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	variant := fs.Uint("program-variant", 0, "load a functionally identical BPF program with a different tag (upgrade tests)")
 	hideFlags(fs, hiddenRunFlags...)
