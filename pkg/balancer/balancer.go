@@ -1453,11 +1453,30 @@ func (b *Balancer) Reload(ctx context.Context) (api.ReloadResponse, error) {
 			resp.Changed = append(resp.Changed, c.String())
 		}
 		b.log.Info("configuration reloaded", "generation", b.generation, "changes", len(changes))
+		b.logChanges(resp.Changed)
 	})
 	if err != nil {
 		return api.ReloadResponse{}, err // given up: resp is the loop's until fn ends
 	}
 	return resp, rerr
+}
+
+// maxLoggedChanges bounds the lines a reload logs: the first ones tell a
+// SIGHUP's sender (who gets no answer) what the reload did, and a reload
+// of thousands of backends does not flood the log with the rest.
+const maxLoggedChanges = 20
+
+// logChanges logs a reload's change lines, as switchyard reload prints
+// them, one record each, the first maxLoggedChanges of them, and then
+// how many more were not logged.
+func (b *Balancer) logChanges(lines []string) {
+	for i, line := range lines {
+		if i == maxLoggedChanges {
+			b.log.Info("reload changed", "change", fmt.Sprintf("and %d more, not logged", len(lines)-i))
+			return
+		}
+		b.log.Info("reload changed", "change", line)
+	}
 }
 
 // renameDrains gives each override the name its backend (by address) has

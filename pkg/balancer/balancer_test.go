@@ -468,8 +468,45 @@ func TestReloadAppliesChangesAndRefusesInvalid(t *testing.T) {
 	if want := []string{"vip web: backend be1 changed: weight 1 -> 3"}; !slices.Equal(resp.Changed, want) {
 		t.Errorf("changes %q, want %q", resp.Changed, want)
 	}
+	// A SIGHUP's sender sees no answer: the log says what changed.
+	if got := r.logs.matching(slog.LevelInfo, "reload changed", "change=vip web: backend be1 changed: weight 1 -> 3"); len(got) != 1 {
+		t.Errorf("log of the weight change: %q, want one record; reload records: %q", got, r.logs.matching(slog.LevelInfo, "reload"))
+	}
 	if resp.Generation != gen+1 {
 		t.Errorf("generation %d after a reload that changed a weight, want %d", resp.Generation, gen+1)
+	}
+}
+
+// A reload logs its change lines, at most maxLoggedChanges of them and how
+// many more there were, so that one of thousands of backends does not flood
+// the log.
+func TestReloadLogsItsChangesBounded(t *testing.T) {
+	r := newRig(t, baseConfig, datapath.Options{})
+	const added = maxLoggedChanges + 5
+	var more strings.Builder
+	for i := range added {
+		fmt.Fprintf(&more, "\n      - {name: new%02d, address: 10.3.%d.2}", i, i)
+	}
+	r.write(strings.Replace(baseConfig, "{name: be3, address: 10.2.3.2, weight: 2}",
+		"{name: be3, address: 10.2.3.2, weight: 2}"+more.String(), 1))
+	resp, err := r.b.Reload(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Changed) != added {
+		t.Fatalf("reload: %d changes, want %d: %q", len(resp.Changed), added, resp.Changed)
+	}
+	logged := r.logs.matching(slog.LevelInfo, "reload changed")
+	var want []string
+	for _, line := range resp.Changed[:maxLoggedChanges] {
+		want = append(want, "reload changed change="+line)
+	}
+	want = append(want, "reload changed change=and 5 more, not logged")
+	if !slices.Equal(logged, want) {
+		t.Errorf("reload of %d changes logged\n%s\nwant\n%s", added, strings.Join(logged, "\n"), strings.Join(want, "\n"))
+	}
+	if got := r.logs.matching(slog.LevelInfo, "configuration reloaded", fmt.Sprintf("changes=%d", added)); len(got) != 1 {
+		t.Errorf("configuration reloaded records: %q, want one with changes=%d", got, added)
 	}
 }
 
