@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/switchyard-lb/switchyard/test/readme"
 )
@@ -45,6 +46,54 @@ func messageLead(s string) string {
 		}
 	}
 	return s
+}
+
+// restLen is how much of a flag's message after its value the test looks
+// for: enough to tell `--limit N: give at least 1` from `--limit N: give
+// at most M`, short enough for a row to quote.
+const restLen = 16
+
+// flagRest is, for a message that opens with a flag's name alone before
+// its value (`--timeout %v: give a positive duration`), the first restLen
+// bytes of the first constant text after that value that is not shorter
+// than minLead: the name alone (`--timeout `) is quoted by any row that
+// names the flag, so that a new message about it would go unnoticed. It is
+// "" for other messages.
+func flagRest(text, lead string) string {
+	name := strings.TrimSpace(lead)
+	if !strings.HasPrefix(name, "-") || strings.Contains(name, " ") {
+		return ""
+	}
+	// The constant texts between the verbs and quotes, as messageLead
+	// ends a lead at them.
+	var segs []string
+	seg := ""
+	rest := text[len(lead):]
+	for i := 0; i < len(rest); i++ {
+		switch c := rest[i]; {
+		case c == '%' && i+1 < len(rest) && rest[i+1] == '%':
+			seg += "%"
+			i++
+		case c == '%':
+			// The verb ends at its letter: %v, %d, %-10s, %.2f.
+			for i++; i < len(rest) && !unicode.IsLetter(rune(rest[i])); i++ {
+			}
+			segs, seg = append(segs, seg), ""
+		case c == '"' || c == '\'' || c == '`':
+			segs, seg = append(segs, seg), ""
+		default:
+			seg += string(c)
+		}
+	}
+	for _, seg := range append(segs, seg) {
+		if len(strings.TrimSpace(seg)) >= minLead {
+			if len(seg) > restLen {
+				seg = strings.ToValidUTF8(seg[:restLen], "")
+			}
+			return seg
+		}
+	}
+	return ""
 }
 
 // literalStart is the constant text at the start of a message argument:
@@ -86,12 +135,34 @@ type userMessage struct {
 	pos  string
 	kind string
 	lead string
+	rest string // flagRest: quoted in the same row as lead
+}
+
+// usageMessage is the message of a usageError literal (`&usageError{...}`),
+// the wrong command lines the commands refuse with exit status 2; ok is
+// false for any other literal, and for a message built elsewhere (an error
+// of another function, whose own call is listed).
+func usageMessage(lit *ast.CompositeLit) (userMessage, bool) {
+	if id, ok := lit.Type.(*ast.Ident); !ok || id.Name != "usageError" || len(lit.Elts) != 1 {
+		return userMessage{}, false
+	}
+	e := lit.Elts[0]
+	if kv, ok := e.(*ast.KeyValueExpr); ok {
+		e = kv.Value
+	}
+	text, ok := literalStart(e)
+	if !ok {
+		return userMessage{}, false
+	}
+	lead := messageLead(text)
+	return userMessage{kind: "usageError", lead: lead, rest: flagRest(text, lead)}, true
 }
 
 // userMessages lists the messages of the non-test Go files under cmd/
 // and pkg/: the errors made with fmt.Errorf and errors.New, which the
-// commands print and the daemons log, and the texts of the Warn and
-// Error calls of the daemons' slog loggers.
+// commands print and the daemons log, the texts of the Warn and Error
+// calls of the daemons' slog loggers, and the wrong command lines told
+// with a usageError.
 func userMessages(t *testing.T, root string) []userMessage {
 	t.Helper()
 	var out []userMessage
@@ -110,6 +181,14 @@ func userMessages(t *testing.T, root string) []userMessage {
 				return err
 			}
 			ast.Inspect(f, func(n ast.Node) bool {
+				if lit, ok := n.(*ast.CompositeLit); ok {
+					if m, ok := usageMessage(lit); ok {
+						rel, _ := filepath.Rel(root, fset.Position(lit.Pos()).Filename)
+						m.pos = rel + ":" + strconv.Itoa(fset.Position(lit.Pos()).Line)
+						out = append(out, m)
+					}
+					return true
+				}
 				call, ok := n.(*ast.CallExpr)
 				if !ok {
 					return true
@@ -141,10 +220,12 @@ func userMessages(t *testing.T, root string) []userMessage {
 					return true
 				}
 				rel, _ := filepath.Rel(root, fset.Position(call.Pos()).Filename)
+				lead := messageLead(text)
 				out = append(out, userMessage{
 					pos:  rel + ":" + strconv.Itoa(fset.Position(call.Pos()).Line),
 					kind: pkg + "." + sel.Sel.Name,
-					lead: messageLead(text),
+					lead: lead,
+					rest: flagRest(text, lead),
 				})
 				return true
 			})
@@ -169,9 +250,12 @@ func TestEveryMessageIsInTroubleshooting(t *testing.T) {
 	if len(msgs) < 300 {
 		t.Fatalf("found only %d messages in cmd/ and pkg/: the parse misses calls", len(msgs))
 	}
+	if n := len(slices.DeleteFunc(slices.Clone(msgs), func(m userMessage) bool { return m.kind != "usageError" })); n < 10 {
+		t.Fatalf("found only %d usageError messages in cmd/: the parse misses them", n)
+	}
 	used := map[string]bool{}
 	for _, m := range msgs {
-		if len(strings.TrimSpace(m.lead)) < minLead {
+		if len(strings.TrimSpace(m.lead)) < minLead && m.rest == "" {
 			continue
 		}
 		if _, ok := notInTroubleshooting[m.lead]; ok || slices.Contains(notYetInTroubleshooting, m.lead) {
@@ -180,6 +264,10 @@ func TestEveryMessageIsInTroubleshooting(t *testing.T) {
 		}
 		if !strings.Contains(ts, m.lead) {
 			t.Errorf("%s: %s(%q...): the README's Troubleshooting section has no row quoting it; add one (message, when and why, what to do), or if no user can see it, add it to notInTroubleshooting with the reason", m.pos, m.kind, m.lead)
+		} else if m.rest != "" && !slices.ContainsFunc(strings.Split(ts, "\n"), func(row string) bool {
+			return strings.Contains(row, m.lead) && strings.Contains(row, m.rest)
+		}) {
+			t.Errorf("%s: %s(%q...%q...): the README's Troubleshooting section has no row quoting it: rows name the flag, but none quotes what the message says of it; add one (message, when and why, what to do)", m.pos, m.kind, m.lead, m.rest)
 		}
 	}
 	var stale []string
@@ -290,3 +378,23 @@ var notInTroubleshooting = map[string]string{
 // an internal reason above, and the list stays empty: it is no place for
 // new messages (the test fails on an entry no message starts with).
 var notYetInTroubleshooting = []string{}
+
+// flagRest finds what a flag's message says after the flag's value, where
+// two messages of one flag differ.
+func TestFlagRest(t *testing.T) {
+	for _, tc := range []struct{ format, want string }{
+		{"--limit %d: give at least 1", ": give at least "},
+		{"--limit %d: give at most %d (narrow the list with --vip)", ": give at most "},
+		{"--socket %s is %d bytes, longer than the %d a unix socket path may have", " bytes, longer t"},
+		{"--log-level %q: use debug, info, warn or error", ": use debug, inf"},
+		{"--interface: %v", ""},
+		{"--pin-dir %-10s: 100%% full", ": 100% full"},
+		{"--pin-dir %-10s: full", ""},
+		{"say what to remove: --config FILE", ""},
+		{"unexpected argument %q: this command takes only flags", ""},
+	} {
+		if got := flagRest(tc.format, messageLead(tc.format)); got != tc.want {
+			t.Errorf("flagRest(%q) = %q, want %q", tc.format, got, tc.want)
+		}
+	}
+}
