@@ -134,10 +134,10 @@ vips:
 		{[]string{"check", "--config", noEncap, "--agent"}, 0,
 			"agent configuration " + noEncap + " is valid: interface sycunone0, no VIPs (it only decapsulates), encap addresses every address of sycunone0 but link-local ones, followed as they change\n", nil},
 		{[]string{"check", "--config", be}, 1, "", []string{
-			"switchyard check: " + be + ":2: interface: this is a field of the agent's configuration (switchyard agent), not of the balancer's: the file is the agent's",
+			"switchyard check: " + be + ":2: interface: this is a field of the agent's configuration, not of the balancer's: the file is the agent's (switchyard agent runs it, switchyard check --agent checks it",
 			"\nto check it as the agent's file: switchyard check --agent --config " + be + "\n"}},
 		{[]string{"check", "--agent", "--config", lb}, 1, "", []string{
-			"switchyard check: " + lb + ":2: datapath: this is a field of the balancer's configuration (switchyard run), not of the agent's: the file is the balancer's",
+			"switchyard check: " + lb + ":2: datapath: this is a field of the balancer's configuration, not of the agent's: the file is the balancer's (switchyard run runs it, switchyard check checks it",
 			"\nto check it as the balancer's file: switchyard check --config " + lb + "\n"}},
 		{[]string{"check", "--config", bad}, 1, "", []string{
 			"switchyard check: " + bad + ":2: datapath.udp_idle_timeout: 48h is above the maximum of 24h",

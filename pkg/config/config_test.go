@@ -1385,12 +1385,15 @@ func TestOtherDaemonsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// run, a reload, remove and check all say it: the advice names the
+	// commands of the file's kind, not `give switchyard run ...`, which
+	// told check to run.
 	_, err = Parse(agentYAML, "agent.yaml")
-	if want := "this is a field of the agent's configuration (switchyard agent), not of the balancer's: the file is the agent's; give switchyard run the balancer's configuration (configs/switchyard.yaml"; err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "\n") != 0 {
+	if want := "this is a field of the agent's configuration, not of the balancer's: the file is the agent's (switchyard agent runs it, switchyard check --agent checks it, switchyard remove --agent removes what it set up); the balancer's commands take the balancer's configuration (configs/switchyard.yaml"; err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "\n") != 0 {
 		t.Errorf("Parse(configs/agent.yaml): %v, want one line with %q", err, want)
 	}
 	_, err = ParseAgent(balancerYAML, "switchyard.yaml")
-	if want := "this is a field of the balancer's configuration (switchyard run), not of the agent's: the file is the balancer's; give switchyard agent the agent's configuration (configs/agent.yaml"; err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "\n") != 0 {
+	if want := "this is a field of the balancer's configuration, not of the agent's: the file is the balancer's (switchyard run runs it, switchyard check checks it, switchyard remove removes what it set up); the agent's commands take the agent's configuration (configs/agent.yaml"; err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), "\n") != 0 {
 		t.Errorf("ParseAgent(configs/switchyard.yaml): %v, want one line with %q", err, want)
 	}
 	var fe *FieldError

@@ -113,15 +113,19 @@ func parseInto(data []byte, name string, kind, other *fileKind, out any, finish 
 // fileKind is one of the two configuration files, the balancer's and the
 // agent's, told apart by the top-level fields only it has.
 type fileKind struct {
-	whose   string   // "the balancer's"
-	command string   // the command that reads it
-	example string   // its annotated example
-	only    []string // top-level fields the other kind has not
+	whose    string   // "the balancer's"
+	commands string   // the commands that read it, and what each does with it
+	example  string   // its annotated example
+	only     []string // top-level fields the other kind has not
 }
 
 var (
-	balancerFile = &fileKind{"the balancer's", "switchyard run", exampleConfig, []string{"datapath", "encap", "nexthop"}}
-	agentFile    = &fileKind{"the agent's", "switchyard agent", exampleAgentConfig, []string{"interface", "encap_addresses", "gue_port", "pin_dir"}}
+	balancerFile = &fileKind{"the balancer's",
+		"switchyard run runs it, switchyard check checks it, switchyard remove removes what it set up",
+		exampleConfig, []string{"datapath", "encap", "nexthop"}}
+	agentFile = &fileKind{"the agent's",
+		"switchyard agent runs it, switchyard check --agent checks it, switchyard remove --agent removes what it set up",
+		exampleAgentConfig, []string{"interface", "encap_addresses", "gue_port", "pin_dir"}}
 )
 
 // claims returns an error if root, given to the command of kind, has a
@@ -145,9 +149,11 @@ func (k *fileKind) claims(root *yaml.Node, kind *fileKind, name string) error {
 	if theirs == nil {
 		return nil
 	}
+	// Said to run, a reload, check and remove (or the agent's): the
+	// advice names the commands of each kind, not one of them.
 	return join([]*FieldError{{File: name, Line: theirs.Line, Path: theirs.Value, otherKind: true, Msg: fmt.Sprintf(
-		"this is a field of %s configuration (%s), not of %s: the file is %s; give %s %s configuration (%s is an annotated example)",
-		k.whose, k.command, kind.whose, k.whose, kind.command, kind.whose, kind.example)}})
+		"this is a field of %s configuration, not of %s: the file is %s (%s); %s commands take %s configuration (%s is an annotated example)",
+		k.whose, kind.whose, k.whose, k.commands, kind.whose, kind.whose, kind.example)}})
 }
 
 var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
