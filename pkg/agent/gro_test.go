@@ -397,79 +397,118 @@ func newEth(t *testing.T, topo *topology.Topology, node, peer string) {
 func TestCrashedGenericRunGROIndexReused(t *testing.T) {
 	t.Parallel()
 	const other = "syci0"
-	crashed := func(t *testing.T) (*topology.Topology, string, config.AgentConfig) {
-		topo := newTopology(t)
-		be := topo.Backend(1)
-		if err := topo.SetGRO(be, topology.EthName, true); err != nil {
-			t.Fatal(err)
-		}
-		crash(t, startInMode(t, topo, datapath.AttachGeneric))
-		if groOf(t, topo, be) {
-			t.Fatal("GRO is on after the generic-mode agent crashed: it was never turned off")
-		}
-		return topo, be, testConfig(topo)
-	}
-	requireGone := func(t *testing.T, logs *logBuffer, index int) {
-		t.Helper()
-		want := fmt.Sprintf("interface eth0 (index %d), on which the agent turned generic receive offload (GRO) off, is gone: its GRO record in ", index)
-		if s := logs.String(); !strings.Contains(s, want) || !strings.Contains(s, fmt.Sprintf("index %d is %s now, left as it is", index, other)) {
-			t.Errorf("the agent did not say that the recorded interface is gone, and that %s is left as it is; it logged:\n%s", other, s)
-		}
-	}
+	indexReusedTest{
+		crashed: func(t *testing.T) (*topology.Topology, string, config.AgentConfig) {
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+				t.Fatal(err)
+			}
+			crash(t, startInMode(t, topo, datapath.AttachGeneric))
+			if groOf(t, topo, be) {
+				t.Fatal("GRO is on after the generic-mode agent crashed: it was never turned off")
+			}
+			return topo, be, testConfig(topo)
+		},
+		mode: datapath.AttachGeneric,
+		reuse: func(t *testing.T, topo *topology.Topology, be string) int {
+			return reuseEthIndex(t, topo, be, other, "syci1")
+		},
+		requireLeft: func(t *testing.T, topo *topology.Topology, be, when string) {
+			t.Helper()
+			if on, err := topo.GRO(be, other); err != nil || on {
+				t.Errorf("GRO of %s is %t (%v) %s: it took the index of the deleted eth0 the record names, and its GRO was never the agent's", other, on, err, when)
+			}
+		},
+		requireGone: func(t *testing.T, logs *logBuffer, index int) {
+			t.Helper()
+			want := fmt.Sprintf("interface eth0 (index %d), on which the agent turned generic receive offload (GRO) off, is gone: its GRO record in ", index)
+			if s := logs.String(); !strings.Contains(s, want) || !strings.Contains(s, fmt.Sprintf("index %d is %s now, left as it is", index, other)) {
+				t.Errorf("the agent did not say that the recorded interface is gone, and that %s is left as it is; it logged:\n%s", other, s)
+			}
+		},
+		requireRestored: func(t *testing.T, topo *topology.Topology, be, renamed string) {
+			t.Helper()
+			if on, err := topo.GRO(be, renamed); err != nil || !on {
+				t.Errorf("GRO of %s (eth0 renamed) is %t (%v) after `remove --agent`, want on as before the agent", renamed, on, err)
+			}
+		},
+	}.run(t)
+}
 
+// indexReusedTest is a test of what a killed agent recorded of a setting
+// of its interface (sysctls, GRO) by the interface's name and index, once
+// eth0 is deleted and its index given to another device: neither `remove
+// --agent` nor the next run may touch that device's setting, which was
+// never the agent's, and both say that the recorded interface is gone.
+// An eth0 renamed since the crash, which the killed run's pinned link
+// still drives, is followed: `remove --agent` restores its setting.
+type indexReusedTest struct {
+	// crashed builds a topology in whose node be an agent of c changed
+	// the setting of eth0, then crashed.
+	crashed func(t *testing.T) (topo *topology.Topology, be string, c config.AgentConfig)
+	// mode is the attach mode of the next run.
+	mode datapath.AttachMode
+	// reuse deletes eth0, gives its index to another device whose
+	// setting is the admin's, and returns the index.
+	reuse func(t *testing.T, topo *topology.Topology, be string) int
+	// requireLeft fails t unless that device's setting is still the
+	// admin's; when says at which point of the test.
+	requireLeft func(t *testing.T, topo *topology.Topology, be, when string)
+	// requireGone fails t unless logs say that the interface of index is
+	// gone and the device now there is left as it is.
+	requireGone func(t *testing.T, logs *logBuffer, index int)
+	// requireRestored fails t unless renamed, eth0 renamed, has its
+	// setting back as before the agent.
+	requireRestored func(t *testing.T, topo *topology.Topology, be, renamed string)
+}
+
+func (tc indexReusedTest) run(t *testing.T) {
 	t.Run("remove", func(t *testing.T) {
 		t.Parallel()
-		topo, be, c := crashed(t)
-		index := reuseEthIndex(t, topo, be, other, "syci1")
+		topo, be, c := tc.crashed(t)
+		index := tc.reuse(t, topo, be)
 		var logs logBuffer
 		r := newAgentLogs(t, c, &logs)
 		if err := topo.Do(be, r.Remove); err != nil {
 			t.Fatalf("Remove: %v", err)
 		}
-		if on, err := topo.GRO(be, other); err != nil || on {
-			t.Errorf("GRO of %s is %t (%v) after `remove --agent`: it took the index of the deleted eth0 the record names, and its GRO was never the agent's", other, on, err)
-		}
-		requireGone(t, &logs, index)
+		tc.requireLeft(t, topo, be, "after `remove --agent`")
+		tc.requireGone(t, &logs, index)
 		requireNoState(t, r)
 	})
 
 	t.Run("restart", func(t *testing.T) {
 		t.Parallel()
-		topo, be, c := crashed(t)
-		index := reuseEthIndex(t, topo, be, other, "syci1")
+		topo, be, c := tc.crashed(t)
+		index := tc.reuse(t, topo, be)
 		// eth0 is back, under a new index, for the next run.
 		newEth(t, topo, be, "syci2")
 		var logs logBuffer
 		a := newAgentLogs(t, c, &logs)
-		a.mode = datapath.AttachGeneric
+		a.mode = tc.mode
 		if err := topo.Do(be, a.Start); err != nil {
 			t.Fatalf("Start: %v", err)
 		}
-		if on, err := topo.GRO(be, other); err != nil || on {
-			t.Errorf("GRO of %s is %t (%v) while the next run runs: it took the index of the deleted eth0 the record names", other, on, err)
-		}
+		tc.requireLeft(t, topo, be, "while the next run runs")
 		if err := a.Stop(); err != nil {
 			t.Fatalf("Stop: %v", err)
 		}
-		if on, err := topo.GRO(be, other); err != nil || on {
-			t.Errorf("GRO of %s is %t (%v) after the next run stopped: it took the index of the deleted eth0 the record names", other, on, err)
-		}
-		requireGone(t, &logs, index)
+		tc.requireLeft(t, topo, be, "after the next run stopped")
+		tc.requireGone(t, &logs, index)
 		requireNoState(t, a)
 	})
 
 	t.Run("renamed", func(t *testing.T) {
 		t.Parallel()
 		const renamed = "aGren0"
-		topo, be, c := crashed(t)
+		topo, be, c := tc.crashed(t)
 		renameEth(t, topo, be, renamed)
 		r := newAgent(t, c)
 		if err := topo.Do(be, r.Remove); err != nil {
 			t.Fatalf("Remove: %v", err)
 		}
-		if on, err := topo.GRO(be, renamed); err != nil || !on {
-			t.Errorf("GRO of %s (eth0 renamed) is %t (%v) after `remove --agent`, want on as before the agent", renamed, on, err)
-		}
+		tc.requireRestored(t, topo, be, renamed)
 		requireNoState(t, r)
 	})
 }

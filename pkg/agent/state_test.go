@@ -62,6 +62,36 @@ func requireNoState(t *testing.T, a *Agent) {
 	}
 }
 
+// requireNextRunUndoesAll starts the next agent of c in node, which takes
+// over what an earlier run left, and stops it: the host must be as before
+// the earlier run, with no pins and no state file left.
+func requireNextRunUndoesAll(t *testing.T, topo *topology.Topology, node string, c config.AgentConfig, before hostState) {
+	t.Helper()
+	next := startAgent(t, topo, node, c)
+	if err := next.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	requireSame(t, before, snapshot(t, topo, node))
+	requireNoPins(t, c.PinDir)
+	requireNoState(t, next)
+}
+
+// readStateRecord reads and decodes the state file at path, failing t
+// with gone, which says what the file's absence means, if it cannot be
+// read. It returns the file's text too, for messages.
+func readStateRecord(t *testing.T, path, gone string) (stateRecord, []byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%s (read %s: %v)", gone, path, err)
+	}
+	var rec stateRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatalf("state file %s: %v\n%s", path, err, data)
+	}
+	return rec, data
+}
+
 // TestCrashedRunUndoneByNext: an agent that died without stopping leaves
 // its VIPs and sysctls; the next run takes them over and its clean stop
 // leaves the host as it was before the first run. It used to take them for
@@ -81,13 +111,7 @@ func TestCrashedRunUndoneByNext(t *testing.T) {
 		t.Fatal("the crashed agent's VIP is not on lo: the crash undid it")
 	}
 
-	a := startAgent(t, topo, be, c)
-	if err := a.Stop(); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
-	requireSame(t, before, snapshot(t, topo, be))
-	requireNoPins(t, c.PinDir)
-	requireNoState(t, a)
+	requireNextRunUndoesAll(t, topo, be, c, before)
 }
 
 // rewriteAsPreviousRelease makes the state file at path what the previous
@@ -588,26 +612,13 @@ func TestFailedTakeoverLeavesKilledRun(t *testing.T) {
 			if !loHas(t, topo, be, netip.PrefixFrom(vip4, 32)) {
 				t.Error("the killed agent's VIP is no longer on lo while its program stays attached")
 			}
-			got, err := os.ReadFile(a.statePath)
-			if err != nil {
-				t.Fatalf("the state file is gone after the failed start (read: %v): the next start would take the killed run's changes for the admin's", err)
-			}
-			var rec stateRecord
-			if err := json.Unmarshal(got, &rec); err != nil {
-				t.Fatal(err)
-			}
+			rec, got := readStateRecord(t, a.statePath, "the state file is gone after the failed start: the next start would take the killed run's changes for the admin's")
 			if !slices.Contains(rec.VIPs, netip.PrefixFrom(vip4, 32)) || len(rec.Sysctls) == 0 {
 				t.Errorf("the state file after the failed start no longer records the killed run's changes:\n%s\nwas\n%s", got, killed)
 			}
 
 			tc.restore(t, topo, be)
-			next := startAgent(t, topo, be, c)
-			if err := next.Stop(); err != nil {
-				t.Fatalf("Stop: %v", err)
-			}
-			requireSame(t, before, snapshot(t, topo, be))
-			requireNoPins(t, c.PinDir)
-			requireNoState(t, next)
+			requireNextRunUndoesAll(t, topo, be, c, before)
 		})
 	}
 }
@@ -655,14 +666,7 @@ func TestFailedTakeoverInEmptyPinDirKeepsRecord(t *testing.T) {
 				t.Fatalf("%s with /proc/sys read-only: %v, want a read-only file system error", tc.name, err)
 			}
 			t.Logf("%s: %v", tc.name, err)
-			data, err := os.ReadFile(a.statePath)
-			if err != nil {
-				t.Fatalf("the killed run's record after the failed %s: %v; its VIPs are left on lo unrecorded", tc.name, err)
-			}
-			var rec stateRecord
-			if err := json.Unmarshal(data, &rec); err != nil {
-				t.Fatal(err)
-			}
+			rec, data := readStateRecord(t, a.statePath, "the killed run's record is gone after the failed "+tc.name+": its VIPs are left on lo unrecorded")
 			for _, p := range []netip.Prefix{netip.PrefixFrom(vip4, 32), netip.PrefixFrom(vip6, 128)} {
 				if !slices.Contains(rec.VIPs, p) {
 					t.Errorf("the record after the failed %s lacks VIP %s:\n%s", tc.name, p, data)
@@ -675,13 +679,7 @@ func TestFailedTakeoverInEmptyPinDirKeepsRecord(t *testing.T) {
 				t.Errorf("the record after the failed %s lists no sysctl:\n%s", tc.name, data)
 			}
 
-			next := startAgent(t, topo, be, c)
-			if err := next.Stop(); err != nil {
-				t.Fatalf("Stop: %v", err)
-			}
-			requireSame(t, before, snapshot(t, topo, be))
-			requireNoPins(t, c.PinDir)
-			requireNoState(t, next)
+			requireNextRunUndoesAll(t, topo, be, c, before)
 		})
 	}
 }
@@ -706,98 +704,57 @@ func TestCrashedRunSysctlIndexReused(t *testing.T) {
 	// index, the ones the agent sets, so that they look the agent's.
 	found := map[string]string{"arp_ignore": "0", "arp_announce": "0", "rp_filter": "1"}
 	admin := map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"}
-	crashed := func(t *testing.T) (*topology.Topology, string, config.AgentConfig) {
-		topo := newTopology(t)
-		be := topo.Backend(1)
-		for _, key := range keys {
-			setSysctl(t, topo, be, "net.ipv4.conf.eth0."+key, found[key])
-		}
-		c := testConfig(topo)
-		crash(t, startAgent(t, topo, be, c))
-		for _, key := range keys {
-			if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0."+key); got != admin[key] {
-				t.Fatalf("eth0.%s = %s after the crash, want %s as the agent sets it", key, got, admin[key])
+	indexReusedTest{
+		crashed: func(t *testing.T) (*topology.Topology, string, config.AgentConfig) {
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			for _, key := range keys {
+				setSysctl(t, topo, be, "net.ipv4.conf.eth0."+key, found[key])
 			}
-		}
-		return topo, be, c
-	}
-	reuse := func(t *testing.T, topo *topology.Topology, be string) int {
-		index := reuseEthIndex(t, topo, be, other, "syci1")
-		for _, key := range keys {
-			setSysctl(t, topo, be, "net.ipv4.conf."+other+"."+key, admin[key])
-		}
-		return index
-	}
-	requireLeft := func(t *testing.T, topo *topology.Topology, be, when string) {
-		t.Helper()
-		for _, key := range keys {
-			if got := sysctlValue(t, topo, be, "net.ipv4.conf."+other+"."+key); got != admin[key] {
-				t.Errorf("%s.%s = %s %s, want %s as the admin set it: it took the index of the deleted eth0 the record names, and its settings were never the agent's", other, key, got, when, admin[key])
+			c := testConfig(topo)
+			crash(t, startAgent(t, topo, be, c))
+			for _, key := range keys {
+				if got := sysctlValue(t, topo, be, "net.ipv4.conf.eth0."+key); got != admin[key] {
+					t.Fatalf("eth0.%s = %s after the crash, want %s as the agent sets it", key, got, admin[key])
+				}
 			}
-		}
-	}
-	requireGone := func(t *testing.T, logs *logBuffer, index int) {
-		t.Helper()
-		s := logs.String()
-		for _, key := range keys {
-			want := fmt.Sprintf("interface eth0 (index %d), whose sysctl net.ipv4.conf.eth0.%s the agent set, is gone: its sysctl record in ", index, key)
-			if !strings.Contains(s, want) {
-				t.Errorf("the agent did not say %q; it logged:\n%s", want, s)
+			return topo, be, c
+		},
+		reuse: func(t *testing.T, topo *topology.Topology, be string) int {
+			index := reuseEthIndex(t, topo, be, other, "syci1")
+			for _, key := range keys {
+				setSysctl(t, topo, be, "net.ipv4.conf."+other+"."+key, admin[key])
 			}
-		}
-		if want := fmt.Sprintf("index %d is %s now, left as it is", index, other); logs.count(want) != len(keys) {
-			t.Errorf("the agent did not say %d times that %q; it logged:\n%s", len(keys), want, s)
-		}
-	}
-
-	t.Run("remove", func(t *testing.T) {
-		t.Parallel()
-		topo, be, c := crashed(t)
-		index := reuse(t, topo, be)
-		var logs logBuffer
-		r := newAgentLogs(t, c, &logs)
-		if err := topo.Do(be, r.Remove); err != nil {
-			t.Fatalf("Remove: %v", err)
-		}
-		requireLeft(t, topo, be, "after `remove --agent`")
-		requireGone(t, &logs, index)
-		requireNoState(t, r)
-	})
-
-	t.Run("restart", func(t *testing.T) {
-		t.Parallel()
-		topo, be, c := crashed(t)
-		index := reuse(t, topo, be)
-		// eth0 is back, under a new index, for the next run.
-		newEth(t, topo, be, "syci2")
-		var logs logBuffer
-		a := newAgentLogs(t, c, &logs)
-		if err := topo.Do(be, a.Start); err != nil {
-			t.Fatalf("Start: %v", err)
-		}
-		requireLeft(t, topo, be, "while the next run runs")
-		if err := a.Stop(); err != nil {
-			t.Fatalf("Stop: %v", err)
-		}
-		requireLeft(t, topo, be, "after the next run stopped")
-		requireGone(t, &logs, index)
-		requireNoState(t, a)
-	})
-
-	t.Run("renamed", func(t *testing.T) {
-		t.Parallel()
-		const renamed = "aGren0"
-		topo, be, c := crashed(t)
-		renameEth(t, topo, be, renamed)
-		r := newAgent(t, c)
-		if err := topo.Do(be, r.Remove); err != nil {
-			t.Fatalf("Remove: %v", err)
-		}
-		for _, key := range keys {
-			if got := sysctlValue(t, topo, be, "net.ipv4.conf."+renamed+"."+key); got != found[key] {
-				t.Errorf("%s.%s (eth0 renamed) = %s after `remove --agent`, want %s as found before the agent", renamed, key, got, found[key])
+			return index
+		},
+		requireLeft: func(t *testing.T, topo *topology.Topology, be, when string) {
+			t.Helper()
+			for _, key := range keys {
+				if got := sysctlValue(t, topo, be, "net.ipv4.conf."+other+"."+key); got != admin[key] {
+					t.Errorf("%s.%s = %s %s, want %s as the admin set it: it took the index of the deleted eth0 the record names, and its settings were never the agent's", other, key, got, when, admin[key])
+				}
 			}
-		}
-		requireNoState(t, r)
-	})
+		},
+		requireGone: func(t *testing.T, logs *logBuffer, index int) {
+			t.Helper()
+			s := logs.String()
+			for _, key := range keys {
+				want := fmt.Sprintf("interface eth0 (index %d), whose sysctl net.ipv4.conf.eth0.%s the agent set, is gone: its sysctl record in ", index, key)
+				if !strings.Contains(s, want) {
+					t.Errorf("the agent did not say %q; it logged:\n%s", want, s)
+				}
+			}
+			if want := fmt.Sprintf("index %d is %s now, left as it is", index, other); logs.count(want) != len(keys) {
+				t.Errorf("the agent did not say %d times that %q; it logged:\n%s", len(keys), want, s)
+			}
+		},
+		requireRestored: func(t *testing.T, topo *topology.Topology, be, renamed string) {
+			t.Helper()
+			for _, key := range keys {
+				if got := sysctlValue(t, topo, be, "net.ipv4.conf."+renamed+"."+key); got != found[key] {
+					t.Errorf("%s.%s (eth0 renamed) = %s after `remove --agent`, want %s as found before the agent", renamed, key, got, found[key])
+				}
+			}
+		},
+	}.run(t)
 }

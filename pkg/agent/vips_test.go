@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -82,14 +80,7 @@ func TestVIPRemovedBehindAgentNoLongerItsOwn(t *testing.T) {
 	}
 	// Its record no longer lists it, so a crash now would not make the
 	// next run take the address for its own either.
-	data, err := os.ReadFile(a.StatePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec stateRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
-		t.Fatal(err)
-	}
+	rec, _ := readStateRecord(t, a.StatePath(), "the running agent's state file is gone")
 	if slices.Contains(rec.VIPs, p4) || !slices.Contains(rec.VIPs, netip.PrefixFrom(vip6, 128)) {
 		t.Errorf("state file records VIPs %v, want %v without %v", rec.VIPs, vip6, p4)
 	}
