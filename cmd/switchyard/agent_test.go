@@ -388,10 +388,7 @@ func TestAgentCommand(t *testing.T) {
 		t.Errorf("the refused second agent changed the host: %+v, was %+v", now, running)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, &stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
 
@@ -548,10 +545,7 @@ func TestAgentSIGHUP(t *testing.T) {
 		t.Errorf("after SIGHUP the VIP is no longer on lo")
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, &stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
 
@@ -599,6 +593,32 @@ func killedAgent(t *testing.T, topo *topology.Topology, node, pinDir, cfgPath st
 	}
 }
 
+// stopAgentCommand stops the agent cmd started by runAgentCommand with
+// SIGTERM and requires a clean stop.
+func stopAgentCommand(t *testing.T, cmd *exec.Cmd, stderr *syncBuffer, exited <-chan error) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+}
+
+// runRemoveAgent runs `switchyard remove --agent --config cfgPath` in node
+// and returns what it printed.
+func runRemoveAgent(t *testing.T, topo *topology.Topology, node, cfgPath string) (string, error) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	rm := topo.Command(ctx, node, self, "remove", "--agent", "--config", cfgPath)
+	rm.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := rm.CombinedOutput()
+	return string(out), err
+}
+
 // TestAgentLinkPinRemovedThenKilled: the decap program's link pin removed
 // by hand (rm) while the agent runs changes nothing at once, as the
 // agent's own handle keeps the program attached; but once the agent dies
@@ -638,10 +658,7 @@ func TestAgentLinkPinRemovedThenKilled(t *testing.T) {
 	// The next run takes it over, and its clean stop leaves the host as
 	// it was.
 	cmd, stderr, exited = runAgentCommand(t, topo, be, cfgPath)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
 
@@ -663,10 +680,7 @@ func TestAgentKilledThenRestarted(t *testing.T) {
 	if !strings.Contains(stderr.String(), "an earlier run did not stop cleanly") {
 		t.Errorf("the restarted agent does not say it takes over the killed one's changes:\n%s", stderr.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 0 {
 		t.Errorf("state files left after a clean stop: %v", left)
@@ -687,19 +701,11 @@ func TestRemoveAgentAfterKill(t *testing.T) {
 
 	killedAgent(t, topo, be, pinDir, cfgPath)
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	rm.Env = append(os.Environ(), mainEnv+"=1")
-	out, err := rm.CombinedOutput()
+	out, err := runRemoveAgent(t, topo, be, cfgPath)
 	if err != nil {
 		t.Fatalf("remove --agent: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "undid the host changes") {
+	if !strings.Contains(out, "undid the host changes") {
 		t.Errorf("remove --agent says %q, want that it undid the recorded host changes", out)
 	}
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
@@ -708,10 +714,25 @@ func TestRemoveAgentAfterKill(t *testing.T) {
 	}
 
 	// Nothing left: said so, as an error.
-	again := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	again.Env = append(os.Environ(), mainEnv+"=1")
-	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "nothing pinned at") {
+	if out, err := runRemoveAgent(t, topo, be, cfgPath); err == nil || !strings.Contains(out, "nothing pinned at") {
 		t.Errorf("second remove --agent: %v, %q; want an error saying nothing is pinned", err, out)
+	}
+}
+
+// requireRefusedRemoveKeptAgent fails t unless a refused `remove --agent`
+// left the running generic-mode agent of cfgPath as it had the host
+// (running), GRO off under its program, and its state file.
+func requireRefusedRemoveKeptAgent(t *testing.T, topo *topology.Topology, be, pinDir, cfgPath string, running agentHostState) {
+	t.Helper()
+	if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, running.sysctls) || !slices.Equal(after.lo, running.lo) ||
+		after.xdp != running.xdp || after.pinned != running.pinned {
+		t.Errorf("host after the refused remove --agent: %+v\nthe running agent had %+v", after, running)
+	}
+	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
+		t.Errorf("GRO under the running generic-mode agent after the refused remove --agent: %v, %v; want off", gro, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 1 {
+		t.Errorf("state files after the refused remove --agent: %v, want the running agent's", left)
 	}
 }
 
@@ -744,38 +765,18 @@ func TestRemoveAgentRefusesARunningAgentWhosePinsWereRemoved(t *testing.T) {
 	}
 	running.pinned = false
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	rm.Env = append(os.Environ(), mainEnv+"=1")
-	out, err := rm.CombinedOutput()
+	out, err := runRemoveAgent(t, topo, be, cfgPath)
 	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
 	if err == nil {
 		t.Errorf("remove --agent under a running agent succeeded: %s", out)
-	} else if want := fmt.Sprintf("process %d", cmd.Process.Pid); !strings.Contains(string(out), want) || !strings.Contains(string(out), sock) ||
-		!strings.Contains(string(out), "stop it first") {
+	} else if want := fmt.Sprintf("process %d", cmd.Process.Pid); !strings.Contains(out, want) || !strings.Contains(out, sock) ||
+		!strings.Contains(out, "stop it first") {
 		t.Errorf("remove --agent under a running agent: %v, %q; want it to name the agent (%s, %s) and say to stop it first", err, out, want, sock)
 	}
-	if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, running.sysctls) || !slices.Equal(after.lo, running.lo) ||
-		after.xdp != running.xdp || after.pinned != running.pinned {
-		t.Errorf("host after the refused remove --agent: %+v\nthe running agent had %+v", after, running)
-	}
-	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
-		t.Errorf("GRO under the running generic-mode agent after the refused remove --agent: %v, %v; want off", gro, err)
-	}
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 1 {
-		t.Errorf("state files after the refused remove --agent: %v, want the running agent's", left)
-	}
+	requireRefusedRemoveKeptAgent(t, topo, be, pinDir, cfgPath, running)
 
 	// The agent's own stop undoes it all.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 	if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
 		t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
@@ -806,36 +807,16 @@ func TestRemoveAgentRefusesARunningAgentWhosePinsAndSocketWereRemoved(t *testing
 	}
 	running.pinned = false
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	rm.Env = append(os.Environ(), mainEnv+"=1")
-	out, err := rm.CombinedOutput()
+	out, err := runRemoveAgent(t, topo, be, cfgPath)
 	if err == nil {
 		t.Errorf("remove --agent under a running agent succeeded: %s", out)
-	} else if !strings.Contains(string(out), "an agent of this configuration holds its run lock") || !strings.Contains(string(out), "stop that agent") {
+	} else if !strings.Contains(out, "an agent of this configuration holds its run lock") || !strings.Contains(out, "stop that agent") {
 		t.Errorf("remove --agent under a running agent: %v, %q; want it to say that the agent holds its run lock and to stop it", err, out)
 	}
-	if after := agentState(t, topo, be, pinDir); !slices.Equal(after.sysctls, running.sysctls) || !slices.Equal(after.lo, running.lo) ||
-		after.xdp != running.xdp || after.pinned != running.pinned {
-		t.Errorf("host after the refused remove --agent: %+v\nthe running agent had %+v", after, running)
-	}
-	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
-		t.Errorf("GRO under the running generic-mode agent after the refused remove --agent: %v, %v; want off", gro, err)
-	}
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json")); len(left) != 1 {
-		t.Errorf("state files after the refused remove --agent: %v, want the running agent's", left)
-	}
+	requireRefusedRemoveKeptAgent(t, topo, be, pinDir, cfgPath, running)
 
 	// The agent's own stop undoes it all.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 	if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
 		t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
@@ -868,16 +849,8 @@ func TestRemoveAgentRefusesAListenerThatDoesNotAnswer(t *testing.T) {
 	}
 	defer ln.Close()
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rm := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	rm.Env = append(os.Environ(), mainEnv+"=1")
-	out, err := rm.CombinedOutput()
-	if want := fmt.Sprintf("(process %d) but did not answer its status", os.Getpid()); err == nil || !strings.Contains(string(out), want) {
+	out, err := runRemoveAgent(t, topo, be, cfgPath)
+	if want := fmt.Sprintf("(process %d) but did not answer its status", os.Getpid()); err == nil || !strings.Contains(out, want) {
 		t.Errorf("remove --agent with a silent listener on the agent's socket: %v, %q; want an error saying %q", err, out, want)
 	}
 	requireAgentState(t, agentState(t, topo, be, pinDir), left)
@@ -887,9 +860,7 @@ func TestRemoveAgentRefusesAListenerThatDoesNotAnswer(t *testing.T) {
 
 	// Once the listener is gone, remove --agent undoes the killed run.
 	ln.Close()
-	rm = topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	rm.Env = append(os.Environ(), mainEnv+"=1")
-	if out, err := rm.CombinedOutput(); err != nil {
+	if out, err := runRemoveAgent(t, topo, be, cfgPath); err != nil {
 		t.Errorf("remove --agent once nothing listens: %v\n%s", err, out)
 	}
 }
@@ -1033,10 +1004,7 @@ func TestAgentStatusDuringStartWaits(t *testing.T) {
 		}
 		close(stopped)
 		readers.Wait()
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+		stopAgentCommand(t, cmd, &stderr, exited)
 		if len(refused) > 0 {
 			t.Fatalf("start %d: %d status requests were refused while the agent started; the first: %s\n%s", i+1, len(refused), refused[0], stderr.String())
 		}
@@ -1122,10 +1090,7 @@ func TestAgentThatCannotServeChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
 
@@ -1172,9 +1137,6 @@ func TestAgentStatusDuringHeldStart(t *testing.T) {
 	if out, err := runMain(t, "status", "--agent", "--socket", sock); err != nil || !strings.Contains(out, "node:             be1 (agent), up ") {
 		t.Errorf("status --agent once the agent runs: %v\n%s", err, out)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	requireCleanStop(t, waitExit(t, cmd, exited), stderr.String())
+	stopAgentCommand(t, cmd, stderr, exited)
 	requireAgentState(t, agentState(t, topo, be, pinDir), before)
 }
