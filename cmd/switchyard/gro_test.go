@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -311,26 +309,8 @@ func TestRemoveGROIndexReused(t *testing.T) {
 	t.Parallel()
 	g := newGROTest(t, "sygri")
 	g.genericRun(t)
-	eth, err := g.topo.Link(g.lb, topology.EthName)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const other = "syci0"
-	err = g.topo.Netlink(g.lb, func(h *netlink.Handle) error {
-		if err := h.LinkDel(eth); err != nil {
-			return err
-		}
-		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: other, Index: eth.Attrs().Index}, PeerName: "syci1"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l, err := g.topo.Link(g.lb, other); err != nil || l.Attrs().Index != eth.Attrs().Index {
-		t.Fatalf("the new veth did not take eth0's index %d (%v), so the test proves nothing", eth.Attrs().Index, err)
-	}
-	if err := g.topo.SetGRO(g.lb, other, false); err != nil {
-		t.Fatal(err)
-	}
+	index := g.topo.ReuseEthIndex(t, g.lb, other, "syci1")
 	out, err := g.remove(t, "--config", g.cfgPath)
 	if err != nil {
 		t.Fatalf("switchyard remove: %v\n%s", err, out)
@@ -338,7 +318,7 @@ func TestRemoveGROIndexReused(t *testing.T) {
 	if g.groOn(t, other) {
 		t.Errorf("switchyard remove turned GRO on on %s, which took the index of the deleted eth0 the record names; it said:\n%s", other, out)
 	}
-	if !strings.Contains(out, "is gone: its GRO record") || !strings.Contains(out, fmt.Sprintf("index %d is %s now", eth.Attrs().Index, other)) {
+	if !strings.Contains(out, "is gone: its GRO record") || !strings.Contains(out, fmt.Sprintf("index %d is %s now", index, other)) {
 		t.Errorf("switchyard remove does not say the recorded interface is gone:\n%s", out)
 	}
 	if g.recorded() {

@@ -332,34 +332,6 @@ func TestGROStaysOffWhileAttached(t *testing.T) {
 	requireNoState(t, r)
 }
 
-// reuseEthIndex deletes node's eth0 and gives its index to a new veth
-// named name (peer peer), whose GRO it turns off, as an admin's would
-// be: the device a killed agent's GRO record points at by index alone.
-func reuseEthIndex(t *testing.T, topo *topology.Topology, node, name, peer string) int {
-	t.Helper()
-	eth, err := topo.Link(node, topology.EthName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	index := eth.Attrs().Index
-	err = topo.Netlink(node, func(h *netlink.Handle) error {
-		if err := h.LinkDel(eth); err != nil {
-			return err
-		}
-		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}, PeerName: peer})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l, err := topo.Link(node, name); err != nil || l.Attrs().Index != index {
-		t.Fatalf("the new veth %s did not take eth0's index %d (%v), so the test proves nothing", name, index, err)
-	}
-	if err := topo.SetGRO(node, name, false); err != nil {
-		t.Fatal(err)
-	}
-	return index
-}
-
 // newEth creates a veth eth0 (peer peer) in node, both up, as an eth0
 // created again after the one a killed agent ran on was deleted or
 // renamed.
@@ -412,7 +384,7 @@ func TestCrashedGenericRunGROIndexReused(t *testing.T) {
 		},
 		mode: datapath.AttachGeneric,
 		reuse: func(t *testing.T, topo *topology.Topology, be string) int {
-			return reuseEthIndex(t, topo, be, other, "syci1")
+			return topo.ReuseEthIndex(t, be, other, "syci1")
 		},
 		requireLeft: func(t *testing.T, topo *topology.Topology, be, when string) {
 			t.Helper()

@@ -721,7 +721,7 @@ func TestCrashedRunSysctlIndexReused(t *testing.T) {
 			return topo, be, c
 		},
 		reuse: func(t *testing.T, topo *topology.Topology, be string) int {
-			index := reuseEthIndex(t, topo, be, other, "syci1")
+			index := topo.ReuseEthIndex(t, be, other, "syci1")
 			for _, key := range keys {
 				setSysctl(t, topo, be, "net.ipv4.conf."+other+"."+key, admin[key])
 			}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 )
 
 const prefixAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -156,4 +158,33 @@ func (t *Topology) EthXDPProgID(tb testing.TB, node string) uint32 {
 		tb.Fatal(err)
 	}
 	return id
+}
+
+// ReuseEthIndex deletes node's eth0 and gives its index to a new veth
+// named name (peer peer), whose GRO it turns off, as an admin's would
+// be: the device that a record naming eth0 and its index (GRO, sysctls)
+// points at by the index alone. It returns the index.
+func (t *Topology) ReuseEthIndex(tb testing.TB, node, name, peer string) int {
+	tb.Helper()
+	eth, err := t.Link(node, EthName)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	index := eth.Attrs().Index
+	err = t.Netlink(node, func(h *netlink.Handle) error {
+		if err := h.LinkDel(eth); err != nil {
+			return err
+		}
+		return h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, Index: index}, PeerName: peer})
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if l, err := t.Link(node, name); err != nil || l.Attrs().Index != index {
+		tb.Fatalf("the new veth %s did not take eth0's index %d (%v), so the test proves nothing", name, index, err)
+	}
+	if err := t.SetGRO(node, name, false); err != nil {
+		tb.Fatal(err)
+	}
+	return index
 }
