@@ -607,15 +607,22 @@ func stopAgentCommand(t *testing.T, cmd *exec.Cmd, stderr *syncBuffer, exited <-
 // and returns what it printed.
 func runRemoveAgent(t *testing.T, topo *topology.Topology, node, cfgPath string) (string, error) {
 	t.Helper()
+	return runSwitchyardIn(t, topo, node, "remove", "--agent", "--config", cfgPath)
+}
+
+// runSwitchyardIn runs `switchyard args...` (the test binary) in node's
+// namespace, killed after 30 s, and returns what it printed.
+func runSwitchyardIn(t *testing.T, topo *topology.Topology, node string, args ...string) (string, error) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	rm := topo.Command(ctx, node, self, "remove", "--agent", "--config", cfgPath)
-	rm.Env = append(os.Environ(), mainEnv+"=1")
-	out, err := rm.CombinedOutput()
+	cmd := topo.Command(ctx, node, self, args...)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -89,16 +88,7 @@ func (g *groTest) waitDetached(t *testing.T, after string) {
 // remove runs `switchyard remove` with args in the balancer's namespace.
 func (g *groTest) remove(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := g.topo.Command(ctx, g.lb, self, append([]string{"remove"}, args...)...)
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return runSwitchyardIn(t, g.topo, g.lb, append([]string{"remove"}, args...)...)
 }
 
 // A balancer in generic mode turns GRO off on its interface, which stays
