@@ -13,7 +13,7 @@ import (
 // same interface is refused before it loads anything: its load would
 // rewrite the running daemon's pinned maps and swap its program under it.
 func lockPinDir(dir string) (*os.File, error) {
-	f, err := datapath.LockPinDir(dir, "datapath.pin_dir")
+	f, _, err := datapath.LockPinDir(dir, "datapath.pin_dir")
 	if errors.Is(err, datapath.ErrPinDirLocked) {
 		if datapath.PinDirOwner(dir) == "switchyard agent" {
 			return nil, fmt.Errorf("pin directory %s: %w: a switchyard agent runs with it, and its decap program's pins are there; give this balancer a datapath.pin_dir of its own", dir, err)

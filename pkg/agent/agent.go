@@ -401,7 +401,7 @@ func (a *Agent) leaveHostChanges(lockErr error) error {
 // program and delete the pins under the other. The lock goes with the
 // process, so pins left by a crashed agent are adopted as before.
 func (a *Agent) lockPinDir() error {
-	f, err := datapath.LockPinDir(a.pinDir, "pin_dir")
+	f, created, err := datapath.LockPinDir(a.pinDir, "pin_dir")
 	if errors.Is(err, datapath.ErrPinDirLocked) {
 		if datapath.PinDirOwner(a.pinDir) == "switchyard run" {
 			return heldByBalancer(fmt.Sprintf("pin directory %s (interface %s): in use by a running switchyard run, whose pins it holds, not an agent's: give the agent a pin_dir of its own",
@@ -421,12 +421,12 @@ func (a *Agent) lockPinDir() error {
 		f.Close()
 		return fmt.Errorf("lock pin directory %s: %w", a.pinDir, err)
 	}
-	// Refused, this agent leaves the directory as it found it: the
-	// running agent's was removed, and LockPinDir created it afresh,
-	// empty (rmdir removes only an empty one). Pins in it, if any, are
-	// not this agent's to remove.
+	// Refused, this agent leaves the directory as it found it: one that
+	// LockPinDir created (the running agent's was removed) goes, if still
+	// empty (rmdir removes only an empty one); one that was there (an
+	// admin's, prepared empty) stays, and so do pins in either.
 	if err := a.lockRun(); err != nil {
-		if datapath.PinDirEmpty(f) {
+		if created && datapath.PinDirEmpty(f) {
 			os.Remove(a.pinDir)
 		}
 		f.Close()

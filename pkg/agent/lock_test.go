@@ -171,3 +171,52 @@ func TestSecondAgentRefusedAfterPinsRemoved(t *testing.T) {
 	requireSame(t, before, snapshot(t, topo, be))
 	requireNoState(t, first)
 }
+
+// holdRunLock takes the run lock of the agent whose state file is
+// statePath, as that agent would, for the test; release lets go of it as
+// a stopping agent does (see unlockRun): the file goes, then the lock.
+func holdRunLock(t *testing.T, statePath string) (release func()) {
+	t.Helper()
+	path := runLockPath(statePath)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		f.Close()
+		t.Fatalf("take the run lock %s: %v", path, err)
+	}
+	released := false
+	release = func() {
+		if released {
+			return
+		}
+		released = true
+		os.Remove(path)
+		f.Close()
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// TestRefusedStartKeepsAPreparedPinDir: a start refused by the run lock
+// removed the pin directory if empty, taking it for one it created; it
+// may be one an admin prepared, which stays now.
+func TestRefusedStartKeepsAPreparedPinDir(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	if err := os.MkdirAll(c.PinDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(t, c)
+	holdRunLock(t, a.StatePath())
+	if err := topo.Do(be, a.Start); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Start with the run lock held: %v, want ErrInUse", err)
+	}
+	if fi, err := os.Stat(c.PinDir); err != nil || !fi.IsDir() {
+		t.Errorf("the pin directory an admin prepared, after a refused start: %v, want it left there", err)
+	}
+}

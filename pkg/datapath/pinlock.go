@@ -3,7 +3,9 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,30 +21,41 @@ var ErrPinDirLocked = errors.New("in use by a running switchyard")
 // refused at once, with an error wrapping ErrPinDirLocked. The lock is
 // taken again when the directory it was taken on was removed meanwhile (a
 // holder that stops, or `switchyard remove`): a lock on a removed
-// directory guards nothing.
-func LockPinDir(dir, field string) (*os.File, error) {
+// directory guards nothing. created says that this call created the
+// directory it locked, so that a caller refused afterwards removes only
+// a directory of its own, never an empty one an admin prepared.
+func LockPinDir(dir, field string) (f *os.File, created bool, err error) {
 	if err := CheckBPFFS(dir); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	for attempt := 0; ; attempt++ {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create pin directory %s: %w; %s must name a directory root can create on a bpffs mounted read-write (mount -t bpf bpf /sys/fs/bpf)", dir, err, field)
+		created = false
+		err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), 0o700)
+		if err == nil {
+			if err = os.Mkdir(dir, 0o700); err == nil {
+				created = true
+			} else if errors.Is(err, fs.ErrExist) {
+				err = os.MkdirAll(dir, 0o700) // fails on a file in the way
+			}
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("create pin directory %s: %w; %s must name a directory root can create on a bpffs mounted read-write (mount -t bpf bpf /sys/fs/bpf)", dir, err, field)
 		}
 		f, err := TryLockPinDir(dir)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		var held, now unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("stat pin directory %s: %w", dir, err)
+			return nil, false, fmt.Errorf("stat pin directory %s: %w", dir, err)
 		}
 		if err := unix.Stat(dir, &now); err == nil && now.Dev == held.Dev && now.Ino == held.Ino {
-			return f, nil
+			return f, created, nil
 		}
 		f.Close()
 		if attempt == 10 {
-			return nil, fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile: something removes it as it is created (a clean-up of bpffs, or switchyard remove in a loop); stop that, then start again", dir)
+			return nil, false, fmt.Errorf("lock pin directory %s: it was removed and created again 10 times meanwhile: something removes it as it is created (a clean-up of bpffs, or switchyard remove in a loop); stop that, then start again", dir)
 		}
 	}
 }
