@@ -163,6 +163,9 @@ type Agent struct {
 	// hostLockWait bounds each wait for hostLock (see
 	// defaultHostLockWait).
 	hostLockWait time.Duration
+	// runLockWait bounds the wait for the run lock of a stopping agent
+	// (see lockRun and defaultRunLockWait).
+	runLockWait time.Duration
 
 	encapMu sync.Mutex
 	encap   []netip.Addr // the set last written to the decap map
@@ -205,6 +208,12 @@ const linkCheckInterval = 10 * time.Second
 // as often as the balancer looks for its own (its 2 s tick).
 const attachCheckInterval = 2 * time.Second
 
+// defaultRunLockWait bounds a start's wait for the run lock of an agent
+// of its configuration: one that stops lets go of it within moments of
+// removing its pins (it turns GRO on and removes its record), one that
+// runs never.
+const defaultRunLockWait = 5 * time.Second
+
 // New returns an agent for cfg. It changes nothing on the host until Start.
 func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
@@ -229,6 +238,7 @@ func New(cfg Config) (*Agent, error) {
 		linkCheckEvery:   linkCheckInterval,
 		attachCheckEvery: attachCheckInterval,
 		hostLockWait:     defaultHostLockWait,
+		runLockWait:      defaultRunLockWait,
 	}
 	if a.pinDir == "" {
 		a.pinDir = datapath.DefaultAgentPinDir(c.Interface)
@@ -263,9 +273,10 @@ func New(cfg Config) (*Agent, error) {
 // decapsulates.
 func (a *Agent) Start() error { return a.StartContext(context.Background()) }
 
-// StartContext is Start, whose wait for the host's other agents (the host
+// StartContext is Start, whose waits for the host's other agents (the host
 // lock, which one holds for milliseconds as a rule, but up to 30 s when
-// hung) ends when ctx is done: Start then fails with ctx's error and, as
+// hung) and for a stopping agent of its configuration (its run lock, see
+// lockRun) end when ctx is done: Start then fails with ctx's error and, as
 // on any failure, undoes what it did. The rest of Start takes no time
 // worth cancelling, and is not cut short.
 func (a *Agent) StartContext(ctx context.Context) (err error) {
@@ -308,7 +319,7 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 	}
 	a.ifindex = l.Attrs().Index
 
-	if err := a.lockPinDir(); err != nil {
+	if err := a.lockPinDir(ctx); err != nil {
 		return err
 	}
 	// What the host's agents share (VIPs, the "all" sysctls) is decided
@@ -400,7 +411,7 @@ func (a *Agent) leaveHostChanges(lockErr error) error {
 // program, and the first of the two to stop would detach the decap
 // program and delete the pins under the other. The lock goes with the
 // process, so pins left by a crashed agent are adopted as before.
-func (a *Agent) lockPinDir() error {
+func (a *Agent) lockPinDir(ctx context.Context) error {
 	f, created, err := datapath.LockPinDir(a.pinDir, "pin_dir")
 	if errors.Is(err, datapath.ErrPinDirLocked) {
 		if datapath.PinDirOwner(a.pinDir) == "switchyard run" {
@@ -425,7 +436,7 @@ func (a *Agent) lockPinDir() error {
 	// LockPinDir created (the running agent's was removed) goes, if still
 	// empty (rmdir removes only an empty one); one that was there (an
 	// admin's, prepared empty) stays, and so do pins in either.
-	if err := a.lockRun(); err != nil {
+	if err := a.lockRun(ctx); err != nil {
 		if created && datapath.PinDirEmpty(f) {
 			os.Remove(a.pinDir)
 		}
@@ -453,18 +464,28 @@ func (a *Agent) lockPinDir() error {
 // state directory, beside the record it guards, and goes with the
 // process, however it ends.
 //
+// A stopping agent holds it a little longer than the pin directory's
+// lock, which goes with the pins it removes: to the end of its teardown.
+// A start (or `remove --agent`) that overlaps such a stop (a service
+// manager's restart, a start by hand during a slow stop) finds the pin
+// directory free and the run lock held, so lockRun waits for it, at most
+// runLockWait, or until ctx is done; an agent that runs holds it for
+// good, and is then refused.
+//
 // It is an open file description lock, which other agents test without
 // taking it (see runLockHeld). Only its holder removes the file (see
 // unlockRun): a lock taken on a file removed meanwhile is taken again on
 // the file now at the path.
-func (a *Agent) lockRun() error {
+func (a *Agent) lockRun(ctx context.Context) error {
 	path := runLockPath(a.statePath)
 	dir := filepath.Dir(path)
 	why := "the agent holds it while it runs, so that the host's other agents and `switchyard remove --agent` see that it runs; make the directory writable (it follows the agent's api.socket)"
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create state directory %s: %w (%s)", dir, err, why)
 	}
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(a.runLockWait)
+	waiting := false
+	for removed := 0; ; {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("open the agent's run lock %s: %w (%s)", path, err, why)
@@ -475,12 +496,22 @@ func (a *Agent) lockRun() error {
 			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
 				return fmt.Errorf("lock the agent's run lock %s: %w", path, err)
 			}
-			stop := "stop that agent before starting another"
-			if a.removing {
-				stop = "stop that agent (systemctl stop, or SIGTERM), whose clean stop undoes its changes, then remove what is left"
+			if !waiting {
+				a.log.Warn("waiting for the agent's run lock: an agent of this configuration holds it, stopping, or running with its pin directory removed by hand",
+					"lock", path, "seconds", a.runLockWait.Seconds())
+				waiting = true
 			}
-			return fmt.Errorf("an agent of this configuration holds its run lock %s (state file %s): %w, though the pin directory %s was free: it was removed by hand while that agent ran (rm -r, a clean-up of bpffs), taking the agent's lock on it; %s (`fuser -v %s` names it)",
-				path, a.statePath, ErrInUse, a.pinDir, stop, path)
+			if !time.Now().Before(deadline) {
+				return a.runLockRefused(path)
+			}
+			// The file is opened again: its holder removes it as it
+			// stops.
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("wait for the agent's run lock %s: %w", path, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
 		}
 		var held, now unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
@@ -488,14 +519,30 @@ func (a *Agent) lockRun() error {
 			return fmt.Errorf("lock the agent's run lock %s: %w", path, err)
 		}
 		if err := unix.Stat(path, &now); err == nil && now.Dev == held.Dev && now.Ino == held.Ino {
+			if waiting {
+				a.log.Info("took the agent's run lock: the agent that held it has stopped", "lock", path)
+			}
 			a.runLock = f
 			return nil
 		}
 		f.Close() // its holder removed it as it stopped
-		if attempt == 10 {
+		if removed++; removed == 10 {
 			return fmt.Errorf("lock the agent's run lock %s: it was removed and created again 10 times meanwhile: something removes it as it is created; stop that, then start again", path)
 		}
 	}
+}
+
+// runLockRefused is lockRun's refusal, once the run lock at path stayed
+// held for all of runLockWait.
+func (a *Agent) runLockRefused(path string) error {
+	stop := "stop that agent before starting another"
+	if a.removing {
+		stop = "stop that agent (systemctl stop, or SIGTERM), whose clean stop undoes its changes, then remove what is left"
+	}
+	return fmt.Errorf("an agent of this configuration holds its run lock %s (state file %s): %w, though the pin directory %s was free, and it did not let go within %s: "+
+		"either that agent runs and its pin directory was removed by hand (rm -r, a clean-up of bpffs), taking its lock on it, or it is stopping and hangs after removing its pins; "+
+		"%s, or, if it hangs stopping, kill it (`fuser -v %s` names it)",
+		path, a.statePath, ErrInUse, a.pinDir, a.runLockWait, stop, path)
 }
 
 // unlockRun removes the run lock's file, while still holding it, and
@@ -698,7 +745,7 @@ func (a *Agent) Remove() (err error) {
 	}
 	// Nothing is wanted: loadState undoes every change it takes over.
 	a.removing = true
-	if err := a.lockPinDir(); err != nil {
+	if err := a.lockPinDir(context.Background()); err != nil {
 		return err
 	}
 	if err := a.lockHost(context.Background()); err != nil {

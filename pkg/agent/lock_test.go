@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -145,6 +146,7 @@ func TestSecondAgentRefusedAfterPinsRemoved(t *testing.T) {
 	running := snapshot(t, topo, be)
 
 	second := newAgent(t, c)
+	second.runLockWait = 100 * time.Millisecond // the first never lets go
 	err := topo.Do(be, second.Start)
 	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), runLockPath(first.StatePath())) {
 		t.Errorf("second Start: %v, want an error naming the run lock %s that wraps ErrInUse", err, runLockPath(first.StatePath()))
@@ -200,6 +202,68 @@ func holdRunLock(t *testing.T, statePath string) (release func()) {
 	return release
 }
 
+// TestStartWaitsForAStoppingAgentsRunLock: a stopping agent removes its
+// pins, and with them its pin directory and the lock on it, before it
+// lets go of its run lock at the end of its teardown. A start of the same
+// configuration overlapping that stop (a service manager's restart, a
+// start by hand during a slow stop) created a fresh pin directory, locked
+// it, and was refused at once by the run lock, saying the pin directory
+// had been removed by hand while the agent ran, which was not what
+// happened. It now waits for the run lock, a bounded time: a stopping
+// agent lets go within moments, and the start goes on; an agent that
+// runs on does not, and the start is refused, naming both.
+func TestStartWaitsForAStoppingAgentsRunLock(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+
+	t.Run("released", func(t *testing.T) {
+		logs := &logBuffer{}
+		a := newAgentLogs(t, c, logs)
+		a.runLockWait = time.Minute // longer than the test could wait
+		release := holdRunLock(t, a.StatePath())
+		done := make(chan error, 1)
+		go func() { done <- topo.Do(be, a.Start) }()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "waiting for the agent's run lock"); time.Sleep(10 * time.Millisecond) {
+			select {
+			case err := <-done:
+				t.Fatalf("Start returned before it said it waits for the run lock: %v\n%s", err, logs.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Start did not say it waits for the run lock within 10 s:\n%s", logs.String())
+			}
+		}
+		release()
+		if err := <-done; err != nil {
+			t.Fatalf("Start, once the stopping agent let go of its run lock: %v", err)
+		}
+		if id := topo.EthXDPProgID(t, be); id == 0 {
+			t.Errorf("eth0 runs no XDP program after the start")
+		}
+		if err := a.Stop(); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		requireNoState(t, a)
+	})
+	t.Run("held", func(t *testing.T) {
+		before := snapshot(t, topo, be)
+		a := newAgent(t, c)
+		a.runLockWait = 200 * time.Millisecond
+		holdRunLock(t, a.StatePath())
+		err := topo.Do(be, a.Start)
+		if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "did not let go within 200ms") ||
+			!strings.Contains(err.Error(), "its pin directory was removed by hand") || !strings.Contains(err.Error(), "it is stopping and hangs") {
+			t.Fatalf("Start with the run lock held for good: %v, want ErrInUse naming an agent that runs with its pins removed and one that hangs stopping", err)
+		}
+		requireSame(t, before, snapshot(t, topo, be))
+		if _, err := os.Stat(c.PinDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("pin directory after the refused start: %v, want the one it created removed", err)
+		}
+	})
+}
+
 // TestRefusedStartKeepsAPreparedPinDir: a start refused by the run lock
 // removed the pin directory if empty, taking it for one it created; it
 // may be one an admin prepared, which stays now.
@@ -212,6 +276,7 @@ func TestRefusedStartKeepsAPreparedPinDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newAgent(t, c)
+	a.runLockWait = 100 * time.Millisecond
 	holdRunLock(t, a.StatePath())
 	if err := topo.Do(be, a.Start); !errors.Is(err, ErrInUse) {
 		t.Fatalf("Start with the run lock held: %v, want ErrInUse", err)
