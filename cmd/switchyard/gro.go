@@ -142,8 +142,9 @@ func removeGRORecord(path string) error {
 	return nil
 }
 
-// restoreGROLogged is restoreGRO for the daemon, which logs what it did.
-func restoreGROLogged(log *slog.Logger, path string, keep int) {
+// restoreGROLogged is restoreGRO for the daemon, which logs what it did
+// and returns its error, logged already.
+func restoreGROLogged(log *slog.Logger, path string, keep int) error {
 	done, err := restoreGRO(path, keep)
 	if done != "" {
 		log.Info(done)
@@ -151,4 +152,5 @@ func restoreGROLogged(log *slog.Logger, path string, keep int) {
 	if err != nil {
 		log.Error("could not restore generic receive offload (GRO) as it was before generic mode", "error", err)
 	}
+	return err
 }

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/switchyard-lb/switchyard/pkg/datapath"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -313,5 +316,104 @@ func TestRemoveGROIndexReused(t *testing.T) {
 	}
 	if g.recorded() {
 		t.Errorf("switchyard remove left the GRO record %s of the deleted interface", g.record)
+	}
+}
+
+// A generic-mode start first turns GRO on again on another interface its
+// record names (the configuration's interface changed, say), then
+// records its own. When that restore failed, here under another
+// balancer's generic-mode program on eth0, the start recorded its own
+// interface all the same, over eth0's record: once that program was
+// gone, nothing turned eth0's GRO on again. The start now keeps the
+// record and leaves its interface's GRO on, saying so; `switchyard
+// remove` later turns eth0's GRO on from it.
+func TestRunGROKeepsARecordItCannotRestore(t *testing.T) {
+	t.Parallel()
+	g := newGROTest(t, "sygrk")
+	yaml, err := os.ReadFile(g.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What an earlier generic-mode run of this configuration on eth0
+	// left: eth0's GRO off, and its record.
+	eth, err := g.topo.Link(g.lb, topology.EthName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.topo.SetGRO(g.lb, topology.EthName, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGRORecord(g.record, topology.EthName, eth.Attrs().Index); err != nil {
+		t.Fatal(err)
+	}
+	// Another balancer (a pin directory and socket of its own) runs on
+	// eth0 in generic mode, which needs GRO off.
+	otherPins := filepath.Join(filepath.Dir(g.pinDir), "other")
+	t.Cleanup(func() { datapath.RemoveBalancer(otherPins) })
+	otherDir := t.TempDir()
+	otherCfg := filepath.Join(otherDir, "switchyard.yaml")
+	cfg := strings.Replace(string(yaml), "pin_dir: "+g.pinDir, "pin_dir: "+otherPins, 1)
+	cfg = strings.Replace(cfg, filepath.Join(filepath.Dir(g.cfgPath), "switchyard.sock"), filepath.Join(otherDir, "switchyard.sock"), 1)
+	if err := os.WriteFile(otherCfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := startRun(t, g.topo, g.lb, otherCfg)
+
+	// This configuration now runs on syc0, whose GRO is on.
+	const iface = "syc0"
+	err = g.topo.Netlink(g.lb, func(h *netlink.Handle) error {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: iface}, PeerName: "syc1"}); err != nil {
+			return err
+		}
+		for _, n := range []string{iface, "syc1"} {
+			if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: n}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.topo.SetGRO(g.lb, iface, true); err != nil {
+		t.Fatal(err)
+	}
+	cfg = strings.Replace(string(yaml), "interface: "+topology.EthName, "interface: "+iface, 1)
+	if err := os.WriteFile(g.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := g.runAndStop(t)
+	if !strings.Contains(out, "a generic-mode XDP program runs on "+topology.EthName) {
+		t.Fatalf("the start did not fail to restore eth0's GRO under the other balancer's program, so the test proves nothing:\n%s", out)
+	}
+	rec, err := readGRORecord(g.record)
+	if err != nil || rec == nil || rec.Dev != topology.EthName {
+		t.Errorf("GRO record after the start on %s: %+v (%v), want eth0's kept", iface, rec, err)
+	}
+	if !g.groOn(t, iface) || !strings.Contains(out, "generic receive offload (GRO) left on for generic-mode XDP") {
+		t.Errorf("the start turned GRO off on %s without a record of it, or did not say it left it on:\n%s", iface, out)
+	}
+
+	// Once the other balancer is gone, remove turns eth0's GRO on.
+	if err := other.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-other.exited; err != nil {
+		t.Fatalf("the other balancer exited with %v on SIGTERM:\n%s", err, other.stderr.String())
+	}
+	rm, err := runSwitchyardIn(t, g.topo, g.lb, "remove", "--config", otherCfg)
+	if err != nil {
+		t.Fatalf("switchyard remove of the other balancer: %v\n%s", err, rm)
+	}
+	g.waitDetached(t, "the other balancer was removed")
+	rm, err = g.remove(t, "--config", g.cfgPath)
+	if err != nil {
+		t.Fatalf("switchyard remove: %v\n%s", err, rm)
+	}
+	if !g.groOn(t, topology.EthName) {
+		t.Errorf("GRO is off on eth0 after `switchyard remove`, whose record the start on %s lost; remove said:\n%s", iface, rm)
+	}
+	if g.recorded() {
+		t.Errorf("switchyard remove left the GRO record %s", g.record)
 	}
 }

@@ -249,12 +249,21 @@ func stopServersFirst(ctx context.Context, log *slog.Logger, servers ...interfac
 // stays attached, after the daemon too: that it was on is written to
 // record first (see groRecord), for a native-mode start, `switchyard
 // remove` or a failed start to turn it on again. A record of another
-// interface (one gone, or created again) is dealt with first. A failure
-// is not fatal: the balancer forwards what GRO did not merge. It reports
-// whether it turned GRO off.
+// interface (one gone, or created again) is dealt with first; while it
+// cannot be (a generic-mode program still runs there, say), GRO stays on
+// here: this interface's record would take the other's place, and
+// nothing would turn the other's GRO on again. A failure is not fatal:
+// the balancer forwards what GRO did not merge. It reports whether it
+// turned GRO off.
 func groOffForGeneric(log *slog.Logger, iface string, ifindex int, record string) bool {
-	restoreGROLogged(log, record, ifindex)
+	settled := restoreGROLogged(log, record, ifindex) == nil
 	on, err := ethtool.GRO(iface)
+	if err == nil && on && !settled {
+		log.Warn("generic receive offload (GRO) left on for generic-mode XDP: the GRO record names another interface, whose GRO could not be turned on again, and this one's record would replace it; "+
+			"fix what the error before names, then start the balancer again, which turns GRO off; meanwhile packets GRO merges beyond the MTU reach the balancer, which drops them or answers \"too big\"",
+			"interface", iface, "record", record)
+		return false
+	}
 	if err == nil && on {
 		if rerr := writeGRORecord(record, iface, ifindex); rerr != nil {
 			log.Warn("could not record that generic receive offload (GRO) was on: it is turned off all the same, and stays off after `switchyard remove` or a native-mode start; "+
