@@ -74,7 +74,7 @@ func runRun(args []string) error {
 	}
 	// Before the load too: a second daemon of this interface must not
 	// touch the maps and program the running one uses.
-	lock, err := lockPinDir(pinDir)
+	lock, created, err := lockPinDir(pinDir)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,9 @@ func runRun(args []string) error {
 	// pins of an earlier run hold its flows, and stay. Told apart under
 	// the lock, by what the directory holds: one that was missing before
 	// the lock may hold the pins of a run that took it first; an empty
-	// one (a run killed before it pinned anything) holds none.
+	// one (a run killed before it pinned anything, or one an admin
+	// prepared) holds none. Only a directory this start created goes
+	// with its pins: one that was there stays, empty, as it was found.
 	fresh := datapath.PinDirEmpty(lock)
 	running := false
 	groTurnedOff := false
@@ -95,7 +97,11 @@ func runRun(args []string) error {
 		// Before the lock is let go: no other start may take the
 		// directory meanwhile.
 		if fresh && !running {
-			if err := datapath.RemoveBalancer(pinDir); err != nil {
+			remove := datapath.RemoveBalancerPins
+			if created {
+				remove = datapath.RemoveBalancer
+			}
+			if err := remove(pinDir); err != nil {
 				// GRO stays off with the program, perhaps still
 				// attached, and its record, for that remove.
 				log.Error("a failed first start could not remove what it pinned: run `switchyard remove --config FILE` with its configuration", "pins", pinDir, "error", err)

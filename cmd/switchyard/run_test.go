@@ -266,7 +266,9 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 	})
 	// An empty pin directory holds no earlier run's pins: a run killed
 	// before it pinned anything leaves one, and so may an administrator
-	// who prepares it. A start that failed there left its 64 MiB of maps.
+	// who prepares it. A start that failed there left its 64 MiB of maps;
+	// then it removed them with the directory, which it had not created.
+	// The directory stays, empty.
 	t.Run("empty pin directory", func(t *testing.T) {
 		pinDir := pinDirFor(t)
 		if err := os.MkdirAll(pinDir, 0o700); err != nil {
@@ -278,6 +280,9 @@ func TestRunFailedFirstStartLeavesNothing(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(pinDir, "conns")); err == nil {
 			t.Errorf("a failed start in an empty pin directory left its connection table pinned in %s", pinDir)
+		}
+		if left, err := os.ReadDir(pinDir); err != nil || len(left) != 0 {
+			t.Errorf("a failed start in an empty pin directory prepared beforehand: %v, %v; want the directory there, empty, as it was found", left, err)
 		}
 	})
 	t.Run("earlier pins", func(t *testing.T) {
@@ -313,7 +318,7 @@ func TestRunOnAnAgentsPinDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	lock, err := lockPinDir(pinDir)
+	lock, _, err := lockPinDir(pinDir)
 	if err == nil {
 		lock.Close()
 	}

@@ -582,8 +582,9 @@ func pinnedLinkUsable(l link.Link, ifindex int) (bool, string, AttachMode) {
 }
 
 // removePinned detaches the pinned link under pinDir (if any) and removes
-// every pin there. Safe to call when nothing is pinned.
-func removePinned(pinDir string) error {
+// every pin there, and pinDir itself unless keepDir. Safe to call when
+// nothing is pinned.
+func removePinned(pinDir string, keepDir bool) error {
 	if err := CheckBPFFS(pinDir); err != nil {
 		return err
 	}
@@ -606,6 +607,18 @@ func removePinned(pinDir string) error {
 		l.Close()
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("load pinned link %s: %w; run as root, and if something else is pinned there (not a BPF link), remove it with rm, then run remove again", linkPath, err)
+	}
+	if keepDir {
+		names, err := os.ReadDir(pinDir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove pins in %s: %w; the program is detached: remove what is left with rm -r", pinDir, err)
+		}
+		for _, e := range names {
+			if err := os.RemoveAll(filepath.Join(pinDir, e.Name())); err != nil {
+				return fmt.Errorf("remove pins in %s: %w; the program is detached: remove what is left with rm -r", pinDir, err)
+			}
+		}
+		return nil
 	}
 	if err := os.RemoveAll(pinDir); err != nil {
 		return fmt.Errorf("remove pins in %s: %w; the program is detached: remove what is left with rm -r", pinDir, err)

@@ -581,7 +581,7 @@ func TestStaleRestorePinsSwept(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			pin := filepath.Join(BPFFSRoot, fmt.Sprintf("sybj-stalepins-%s-%d", kind, time.Now().UnixNano()))
 			t.Cleanup(func() {
-				if err := removePinned(pin); err != nil {
+				if err := removePinned(pin, false); err != nil {
 					t.Errorf("cleanup: %v", err)
 				}
 			})

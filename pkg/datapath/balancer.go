@@ -752,7 +752,12 @@ func (b *Balancer) Close() error {
 
 // RemoveBalancer detaches the balancer pinned under pinDir and deletes its
 // pins, dropping every flow. The explicit way to uninstall.
-func RemoveBalancer(pinDir string) error { return removePinned(pinDir) }
+func RemoveBalancer(pinDir string) error { return removePinned(pinDir, false) }
+
+// RemoveBalancerPins is RemoveBalancer that keeps pinDir itself, empty:
+// for a failed first start in a directory it did not create (one an
+// admin prepared, with its owner and mode), which must leave it as found.
+func RemoveBalancerPins(pinDir string) error { return removePinned(pinDir, true) }
 
 // Settings are the balancer-wide datapath parameters.
 type Settings struct {

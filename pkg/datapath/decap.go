@@ -196,7 +196,7 @@ func (d *Decap) Close() error {
 }
 
 // RemoveDecap detaches the decap program pinned under pinDir and deletes its pins.
-func RemoveDecap(pinDir string) error { return removePinned(pinDir) }
+func RemoveDecap(pinDir string) error { return removePinned(pinDir, false) }
 
 var decapStatNames = [decapDecapStatDECAP_STAT_MAX]string{
 	decapDecapStatDECAP_STAT_IPIP:            "decap_ipv4_outer",
