@@ -872,6 +872,89 @@ func TestRemoveAgentRefusesAListenerThatDoesNotAnswer(t *testing.T) {
 	}
 }
 
+// TestRemoveAgentInterruptedWhileWaitingForTheRunLock: `switchyard remove
+// --agent` that finds the run lock held (an agent of the configuration
+// stopping, or one whose pin directory was removed by hand) waits up to
+// 5 s for it. A Ctrl-C or SIGTERM meanwhile ends the wait at once with an
+// error saying it was interrupted and undid nothing, exit status 1, and
+// the killed run's record, VIPs, sysctls and pins stay for the next
+// remove. The wait took no context: the signal's default action killed
+// the process with no word, after a wait that had logged nothing either.
+func TestRemoveAgentInterruptedWhileWaitingForTheRunLock(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	killedAgent(t, topo, be, pinDir, cfgPath)
+	left := agentState(t, topo, be, pinDir)
+	states, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json"))
+	if len(states) != 1 {
+		t.Fatalf("state files the killed agent left: %v, want one", states)
+	}
+
+	// The run lock beside the state file, held as a stopping agent holds
+	// it (an OFD lock, as the agent takes it).
+	runLock := states[0] + ".lock"
+	holder, err := os.OpenFile(runLock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if err := unix.FcntlFlock(holder.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+		t.Fatalf("take the run lock %s: %v", runLock, err)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	const waiting = "waiting for the agent's run lock"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), waiting); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			t.Fatalf("remove --agent exited before it logged %q: %v\n%s", waiting, err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("remove --agent did not log %q within 10 s:\n%s", waiting, out.String())
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	// Well within the 5 s the wait lasts unless interrupted.
+	select {
+	case err = <-exited:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("remove --agent still waits 2 s after Ctrl-C:\n%s", out.String())
+	}
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+		t.Errorf("remove --agent interrupted while it waited: %v, want exit status 1; it printed:\n%s", err, out.String())
+	}
+	if want := "remove --agent interrupted while it waited: wait for the agent's run lock " + runLock + ": context canceled; nothing was undone or removed"; !strings.Contains(out.String(), want) {
+		t.Errorf("remove --agent interrupted while it waited printed:\n%s\nwant %q", out.String(), want)
+	}
+	requireAgentState(t, agentState(t, topo, be, pinDir), left)
+	if _, err := os.Stat(states[0]); err != nil {
+		t.Errorf("the killed agent's state file after the interrupted remove --agent: %v, want it kept", err)
+	}
+
+	// Once the lock is free, remove --agent undoes the killed run.
+	holder.Close()
+	if out, err := runRemoveAgent(t, topo, be, cfgPath); err != nil {
+		t.Errorf("remove --agent once the run lock is free: %v\n%s", err, out)
+	}
+}
+
 // TestAgentInterfaceRemoved: when its interface is removed, `switchyard
 // agent` has nothing left to decapsulate on: it undoes its changes and
 // exits with an error saying so, for a service manager to start it again

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -317,7 +318,14 @@ func removeAgent(cfgPath, iface, pinDir string) error {
 	if pinDir != "" {
 		c.PinDir = pinDir
 	}
-	a, err := agent.New(agent.Config{Agent: c, StateDir: filepath.Dir(c.API.Socket)})
+	// Warnings only: the lines a run's takeover logs as info are not
+	// for remove, but its waits (for a stopping agent, or the host's
+	// other agents) must show, or it seems to hang.
+	log, err := newLogger("warn")
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{Agent: c, Logger: log, StateDir: filepath.Dir(c.API.Socket)})
 	if err != nil {
 		return err
 	}
@@ -329,7 +337,15 @@ func removeAgent(cfgPath, iface, pinDir string) error {
 	if err := refuseRunningAgent(c.API.Socket, a.PinDir(), a.StatePath()); err != nil {
 		return err
 	}
-	if err := a.Remove(); err != nil {
+	// Remove waits up to 5 s for a stopping agent's run lock, and up to
+	// 30 s for the host's other agents: a Ctrl-C or SIGTERM meanwhile
+	// ends the wait, with nothing undone.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.RemoveContext(ctx); err != nil {
+		if ctx.Err() != nil && agent.Cancelled(err) {
+			return fmt.Errorf("remove --agent interrupted while it waited: %w; nothing was undone or removed: run it again once the agent holding the lock has stopped", err)
+		}
 		return err
 	}
 	fmt.Printf("removed the agent's decap program and maps pinned at %s, and undid the host changes %s recorded\n", a.PinDir(), a.StatePath())

@@ -47,9 +47,9 @@ var (
 // errNotUndone: a failed start could not undo all it did (see Cancelled).
 var errNotUndone = errors.New("undo the partial start")
 
-// Cancelled reports whether err, from StartContext, says that the start
-// was cancelled and left the host as it was: ctx was done while Start
-// waited, and what Start had done was undone.
+// Cancelled reports whether err, from StartContext or RemoveContext,
+// says that the start (or remove) was cancelled and left the host as it
+// was: ctx was done while it waited, and what Start had done was undone.
 func Cancelled(err error) bool {
 	return (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && !errors.Is(err, errNotUndone)
 }
@@ -718,7 +718,14 @@ func (a *Agent) teardown() error {
 // directory removed by hand. An agent of the previous release holds only
 // the pin directory's lock: switchyard remove --agent asks its
 // api.socket too.
-func (a *Agent) Remove() (err error) {
+func (a *Agent) Remove() error { return a.RemoveContext(context.Background()) }
+
+// RemoveContext is Remove, whose waits for a stopping agent of its
+// configuration (its run lock, up to runLockWait) and for the host's
+// other agents (the host lock) end when ctx is done: Remove then fails
+// with ctx's error, having undone and removed nothing (Cancelled says
+// so), as it takes both locks before it touches anything.
+func (a *Agent) RemoveContext(ctx context.Context) (err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.running {
@@ -745,10 +752,10 @@ func (a *Agent) Remove() (err error) {
 	}
 	// Nothing is wanted: loadState undoes every change it takes over.
 	a.removing = true
-	if err := a.lockPinDir(context.Background()); err != nil {
+	if err := a.lockPinDir(ctx); err != nil {
 		return err
 	}
-	if err := a.lockHost(context.Background()); err != nil {
+	if err := a.lockHost(ctx); err != nil {
 		return err
 	}
 	// What the record names comes first: pins go only once it is undone,
