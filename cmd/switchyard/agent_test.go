@@ -752,84 +752,75 @@ func requireRefusedRemoveKeptAgent(t *testing.T, topo *topology.Topology, be, pi
 // stayed attached, decapsulating to VIPs no longer on lo, GRO merging
 // packets under it.
 //
+// With its api.socket removed too, remove --agent finds neither lock nor
+// listener, but the run lock beside the agent's state file still shows
+// it running: it refuses, saying so, undoing nothing. It used to undo the
+// live agent's changes from its record under its attached program.
+//
 // The whole directory is removed, so the agent cannot pin its link
 // again (it pins only into its own directory): remove --agent meets the
 // agent without pins however long it takes.
 func TestRemoveAgentRefusesARunningAgentWhosePinsWereRemoved(t *testing.T) {
 	t.Parallel()
-	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
-	if err := topo.SetGRO(be, topology.EthName, true); err != nil {
-		t.Fatal(err)
-	}
-	before := agentState(t, topo, be, pinDir)
-	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
-	running := agentState(t, topo, be, pinDir)
-	if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
-		t.Fatalf("GRO under the generic-mode agent: %v, %v; want off", gro, err)
-	}
-	if err := os.RemoveAll(pinDir); err != nil {
-		t.Fatal(err)
-	}
-	running.pinned = false
+	for _, tc := range []struct {
+		name         string
+		removeSocket bool
+		// want: what the refusal must say, given the agent's process
+		// and its socket.
+		want func(pid int, sock string) []string
+	}{
+		{"pin directory", false, func(pid int, sock string) []string {
+			return []string{fmt.Sprintf("process %d", pid), sock, "stop it first"}
+		}},
+		{"pin directory and socket", true, func(int, string) []string {
+			return []string{"an agent of this configuration holds its run lock", "stop that agent"}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+			if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+				t.Fatal(err)
+			}
+			before := agentState(t, topo, be, pinDir)
+			cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
+			running := agentState(t, topo, be, pinDir)
+			if gro, err := topo.GRO(be, topology.EthName); err != nil || gro {
+				t.Fatalf("GRO under the generic-mode agent: %v, %v; want off", gro, err)
+			}
+			if err := os.RemoveAll(pinDir); err != nil {
+				t.Fatal(err)
+			}
+			sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+			if tc.removeSocket {
+				if err := os.Remove(sock); err != nil {
+					t.Fatal(err)
+				}
+			}
+			running.pinned = false
 
-	out, err := runRemoveAgent(t, topo, be, cfgPath)
-	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
-	if err == nil {
-		t.Errorf("remove --agent under a running agent succeeded: %s", out)
-	} else if want := fmt.Sprintf("process %d", cmd.Process.Pid); !strings.Contains(out, want) || !strings.Contains(out, sock) ||
-		!strings.Contains(out, "stop it first") {
-		t.Errorf("remove --agent under a running agent: %v, %q; want it to name the agent (%s, %s) and say to stop it first", err, out, want, sock)
-	}
-	requireRefusedRemoveKeptAgent(t, topo, be, pinDir, cfgPath, running)
+			out, err := runRemoveAgent(t, topo, be, cfgPath)
+			if err == nil {
+				t.Errorf("remove --agent under a running agent succeeded: %s", out)
+			} else {
+				for _, w := range tc.want(cmd.Process.Pid, sock) {
+					if !strings.Contains(out, w) {
+						t.Errorf("remove --agent under a running agent: %v, %q; want it to say %q", err, out, w)
+					}
+				}
+			}
+			requireRefusedRemoveKeptAgent(t, topo, be, pinDir, cfgPath, running)
 
-	// The agent's own stop undoes it all.
-	stopAgentCommand(t, cmd, stderr, exited)
-	requireAgentState(t, agentState(t, topo, be, pinDir), before)
-	if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
-		t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
-	}
-}
-
-// TestRemoveAgentRefusesARunningAgentWhosePinsAndSocketWereRemoved:
-// with both the pin directory and the api.socket of a running agent
-// removed by hand, `switchyard remove --agent` finds neither lock nor
-// listener, but the run lock beside the agent's state file still shows
-// it running: it refuses, undoing nothing. It used to undo the live
-// agent's VIPs, sysctls and GRO from its record under its attached
-// program.
-func TestRemoveAgentRefusesARunningAgentWhosePinsAndSocketWereRemoved(t *testing.T) {
-	t.Parallel()
-	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
-	if err := topo.SetGRO(be, topology.EthName, true); err != nil {
-		t.Fatal(err)
-	}
-	before := agentState(t, topo, be, pinDir)
-	cmd, stderr, exited := runAgentCommand(t, topo, be, cfgPath)
-	running := agentState(t, topo, be, pinDir)
-	if err := os.RemoveAll(pinDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(filepath.Dir(cfgPath), "agent.sock")); err != nil {
-		t.Fatal(err)
-	}
-	running.pinned = false
-
-	out, err := runRemoveAgent(t, topo, be, cfgPath)
-	if err == nil {
-		t.Errorf("remove --agent under a running agent succeeded: %s", out)
-	} else if !strings.Contains(out, "an agent of this configuration holds its run lock") || !strings.Contains(out, "stop that agent") {
-		t.Errorf("remove --agent under a running agent: %v, %q; want it to say that the agent holds its run lock and to stop it", err, out)
-	}
-	requireRefusedRemoveKeptAgent(t, topo, be, pinDir, cfgPath, running)
-
-	// The agent's own stop undoes it all.
-	stopAgentCommand(t, cmd, stderr, exited)
-	requireAgentState(t, agentState(t, topo, be, pinDir), before)
-	if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
-		t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
-	}
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*")); len(left) != 0 {
-		t.Errorf("files left in the state directory after the agent's stop: %v, want none (its state file and run lock go)", left)
+			// The agent's own stop undoes it all.
+			stopAgentCommand(t, cmd, stderr, exited)
+			requireAgentState(t, agentState(t, topo, be, pinDir), before)
+			if gro, err := topo.GRO(be, topology.EthName); err != nil || !gro {
+				t.Errorf("GRO after the agent's stop: %v, %v; want on again", gro, err)
+			}
+			if left, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*")); len(left) != 0 {
+				t.Errorf("files left in the state directory after the agent's stop: %v, want none (its state file and run lock go)", left)
+			}
+		})
 	}
 }
 
