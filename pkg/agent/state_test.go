@@ -76,6 +76,21 @@ func requireNextRunUndoesAll(t *testing.T, topo *topology.Topology, node string,
 	requireNoState(t, next)
 }
 
+// crashedRun starts an agent of testConfig on a fresh topology's first
+// backend, with eth0.rp_filter at 1 so that the agent changes it, and
+// crashes it: it returns the topology, the backend, the configuration
+// and the host as it was before the agent started.
+func crashedRun(t *testing.T) (*topology.Topology, string, config.AgentConfig, hostState) {
+	t.Helper()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
+	before := snapshot(t, topo, be)
+	c := testConfig(topo)
+	crash(t, startAgent(t, topo, be, c))
+	return topo, be, c, before
+}
+
 // readStateRecord reads and decodes the state file at path, failing t
 // with gone, which says what the file's absence means, if it cannot be
 // read. It returns the file's text too, for messages.
@@ -384,14 +399,7 @@ func TestStateFromElsewhereIgnored(t *testing.T) {
 // alone.
 func TestRemoveUndoesCrashedRun(t *testing.T) {
 	t.Parallel()
-	topo := newTopology(t)
-	be := topo.Backend(1)
-	setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
-	before := snapshot(t, topo, be)
-	c := testConfig(topo)
-
-	crashed := startAgent(t, topo, be, c)
-	crash(t, crashed)
+	topo, be, c, before := crashedRun(t)
 	if !loHas(t, topo, be, netip.PrefixFrom(vip4, 32)) {
 		t.Fatal("the crashed agent's VIP is not on lo: the crash undid it")
 	}
@@ -585,13 +593,7 @@ func TestFailedTakeoverLeavesKilledRun(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			topo := newTopology(t)
-			be := topo.Backend(1)
-			setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
-			before := snapshot(t, topo, be)
-			c := testConfig(topo)
-
-			crash(t, startAgent(t, topo, be, c))
+			topo, be, c, before := crashedRun(t)
 			a := newAgent(t, c)
 			killed, err := os.ReadFile(a.statePath)
 			if err != nil {
@@ -645,12 +647,7 @@ func TestFailedTakeoverInEmptyPinDirKeepsRecord(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			topo := newTopology(t)
-			be := topo.Backend(1)
-			setSysctl(t, topo, be, "net.ipv4.conf.eth0.rp_filter", "1")
-			before := snapshot(t, topo, be)
-			c := testConfig(topo)
-			crash(t, startAgent(t, topo, be, c))
+			topo, be, c, before := crashedRun(t)
 			if err := datapath.RemoveDecap(c.PinDir); err != nil {
 				t.Fatal(err)
 			}
