@@ -10,3 +10,4 @@ package datapath
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath -type clock_sample clock ../../bpf/clock.bpf.c -- -I../../bpf
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath memlat ../../bpf/memlat.bpf.c -- -I../../bpf
 //go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath balancerbench ../../bpf/balancer.bpf.c -- -I../../bpf -DSY_BENCH_UNDO
+//go:generate go tool bpf2go -cc clang-16 -strip llvm-strip-16 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -I../../bpf/include" -target bpfel -go-package datapath -type hc_stat hcencap ../../bpf/hc_encap.bpf.c -- -I../../bpf
