@@ -156,6 +156,21 @@ const (
 	CheckNone  CheckType = "none"  // no check: the backend is always healthy
 )
 
+// CheckVia is the path a health check takes to a backend.
+type CheckVia string
+
+const (
+	// ViaDirect: the check goes to the backend's own address, as a
+	// client of the backend host (the default).
+	ViaDirect CheckVia = "direct"
+	// ViaTunnel: the check goes to the VIP's address, encapsulated to
+	// the backend as client packets are (pkg/datapath HCEncap), so it
+	// proves the whole path: the backend's decap, the VIP on its lo,
+	// the service and the direct return. Needs switchyard agent (or
+	// another decap with the VIP on lo) on every backend.
+	ViaTunnel CheckVia = "tunnel"
+)
+
 // Config is the configuration of a balancer (`switchyard run`).
 type Config struct {
 	Node     Node     `yaml:"node"`
@@ -364,6 +379,10 @@ type Health struct {
 	// Fall is how many consecutive failures mark a backend unhealthy, 1 to
 	// MaxRiseFall. Default: 3.
 	Fall int `yaml:"fall"`
+	// Via is direct (the check goes to the backend's address) or tunnel
+	// (to the VIP's address, encapsulated to the backend like client
+	// packets). Default: direct.
+	Via CheckVia `yaml:"via"`
 }
 
 // MarshalYAML implements yaml.Marshaler. A type none check is printed as
@@ -432,6 +451,7 @@ func DefaultVIP() VIP {
 			Timeout:  Duration(DefaultHealthTimeout),
 			Rise:     DefaultRise,
 			Fall:     DefaultFall,
+			Via:      ViaDirect,
 		},
 	}
 }
@@ -729,6 +749,7 @@ var noneUnused = map[string]unusedBy{
 	"timeout":       {"has no timeout", "tcp, http, https or udp"},
 	"rise":          {"counts no successes (rise)", "tcp, http, https or udp"},
 	"fall":          {"counts no failures (fall)", "tcp, http, https or udp"},
+	"via":           {"sends nothing, directly or through the tunnel (via)", "tcp, http, https or udp"},
 }
 
 // isDefault reports whether the health field named by its yaml name holds
@@ -861,7 +882,14 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 		}
 		return
 	}
+	switch h.Via {
+	case ViaDirect, ViaTunnel:
+	default:
+		p.add(path+".via", "%q is not a check path; use direct (to each backend's address) or tunnel (to the VIP, encapsulated to each backend)", h.Via)
+	}
 	switch {
+	case h.Port == 0 && vipPort == 0 && h.Via == ViaTunnel:
+		p.add(path+".port", "required because the VIP has port 0 (all ports): a check via tunnel connects to the VIP's address on this port; set the port the backends serve the VIP on")
 	case h.Port == 0 && vipPort == 0:
 		p.add(path+".port", "required because the VIP has port 0 (all ports); set the port to probe on each backend")
 	case h.Port != vipPort: // else the VIP's port is checked already

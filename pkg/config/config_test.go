@@ -166,13 +166,13 @@ func TestDefaults(t *testing.T) {
 			Name: "web", Address: "10.100.0.1", Port: 80, Protocol: ProtocolTCP, Hash: Hash5Tuple,
 			Conntrack: true, TableSize: 65537,
 			Health: Health{Type: CheckHTTPS, Port: 80, Path: "/", ExpectStatus: 200,
-				Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond), Rise: 2, Fall: 3},
+				Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond), Rise: 2, Fall: 3, Via: ViaDirect},
 			Backends: []Backend{{Name: "be1", Address: "10.2.1.2", Weight: 1}},
 		}, {
 			Name: "any", Address: "10.100.0.2", Port: 0, Protocol: ProtocolTCP, Hash: Hash5Tuple,
 			Conntrack: true, TableSize: 65537,
 			Health: Health{Type: CheckTCP, Port: 22,
-				Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond), Rise: 2, Fall: 3},
+				Interval: Duration(time.Second), Timeout: Duration(500 * time.Millisecond), Rise: 2, Fall: 3, Via: ViaDirect},
 		}},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -594,6 +594,12 @@ func TestParseErrors(t *testing.T) {
 				"t.yaml:10: vips[0].health.expect_binary: 1453 bytes are more than one unfragmented datagram carries (1452)"}},
 		{"health path on udp", lines("datapath: {interface: eth0}", "vips:", "  - name: dns", "    address: 10.100.0.1", "    port: 53", "    protocol: udp", "    health: {type: udp, send: ping, path: /}"),
 			[]string{"t.yaml:7: vips[0].health.path: only http and https checks have a path"}},
+		{"health via unknown", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {via: encap}"),
+			[]string{`t.yaml:6: vips[0].health.via: "encap" is not a check path; use direct (to each backend's address) or tunnel (to the VIP, encapsulated to each backend)`}},
+		{"health via tunnel on all ports without port", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 0", "    health: {via: tunnel}"),
+			[]string{"t.yaml:6: vips[0].health.port: required because the VIP has port 0 (all ports): a check via tunnel connects to the VIP's address on this port"}},
+		{"health via with type none", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {type: none, via: tunnel}"),
+			[]string{"t.yaml:6: vips[0].health.via: type none runs no check, so it sends nothing, directly or through the tunnel (via); remove via, or set type to tcp, http, https or udp"}},
 		{"health sni on http", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health:", "      type: http", "      sni: app.example.com"),
 			[]string{"t.yaml:8: vips[0].health.sni: only https checks send a server name (SNI); remove sni or set type to https"}},
 		{"health sni on tcp", lines("datapath: {interface: eth0}", "vips:", "  - name: web", "    address: 10.100.0.1", "    port: 80", "    health: {sni: app.example.com}"),
