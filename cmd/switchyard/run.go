@@ -188,11 +188,29 @@ func runRun(args []string) error {
 		groBackOn(log, cfg.Datapath.Interface, groRecordFile, groTurnedOff)
 	}()
 
+	// Checks via tunnel: always attached (unmarked packets pass it
+	// untouched), so that a reload can turn them on; held by this
+	// process alone, as only its checks mark packets.
+	var hcTunnel balancer.HealthTunnel
+	hc, hcErr := dp.LoadHCEncap()
+	if hcErr == nil {
+		if hcErr = hc.Attach(cfg.Datapath.Interface); hcErr != nil {
+			hc.Close()
+		} else {
+			defer hc.Close()
+			hcTunnel = hc
+		}
+	}
+	if hcErr != nil {
+		log.Warn("health checks via tunnel are not available: a configuration with health.via tunnel is refused", "interface", cfg.Datapath.Interface, "error", hcErr)
+	}
+
 	drainFile, legacyDrainFile := drainFiles(cfg.API.Socket, pinDir)
 	bal, err := balancer.New(balancer.Config{
 		ConfigPath: *cfgPath, Initial: cfg, Datapath: dp, Logger: log,
 		AttachMode: res.Mode.String(), ProgramTag: res.NewTag,
 		DrainFile: drainFile, LegacyDrainFile: legacyDrainFile,
+		HealthTunnel: hcTunnel, HealthTunnelErr: hcErr,
 	})
 	if err != nil {
 		return err

@@ -88,6 +88,9 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 		if !v.Conntrack {
 			fmt.Fprint(ew, "  conntrack off")
 		}
+		if v.HealthVia != "" {
+			fmt.Fprintf(ew, "  checks via %s", Visible(v.HealthVia))
+		}
 		fmt.Fprintln(ew)
 		if len(v.Backends) == 0 {
 			fmt.Fprintln(ew, "  no backends")

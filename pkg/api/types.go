@@ -65,6 +65,10 @@ type Status struct {
 	ConnTable        ConnTable         `json:"conn_table"`
 	VIPs             []VIP             `json:"vips"`
 	Counters         map[string]uint64 `json:"counters"` // datapath global counters (drop_* are drop reasons)
+	// HealthTunnel counts what the program that sends checks through
+	// the tunnel did with marked packets (encapsulated, no_backend,
+	// too_big, error); absent when it is not attached.
+	HealthTunnel map[string]uint64 `json:"health_tunnel,omitempty"`
 }
 
 // NextHop is the router the balancer sends encapsulated packets to.
@@ -82,21 +86,24 @@ type ConnTable struct {
 
 // VIP is one virtual service.
 type VIP struct {
-	Name       string    `json:"name"`
-	Address    string    `json:"address"`
-	Port       uint16    `json:"port"`
-	Protocol   string    `json:"protocol"`
-	Hash       string    `json:"hash"`
-	Conntrack  bool      `json:"conntrack"`
-	TableSize  uint32    `json:"table_size"`
-	Generation uint32    `json:"generation"` // active table generation (0/1)
-	Packets    uint64    `json:"packets"`
-	Bytes      uint64    `json:"bytes"`
-	NewFlows   uint64    `json:"new_flows"`
-	ConnHits   uint64    `json:"conn_hits"`   // packets a connection-table entry sent
-	ConnMisses uint64    `json:"conn_misses"` // packets that found no usable entry
-	PacketRate float64   `json:"packet_rate"` // packets/s over the last 0.5-2.5 s (sampled every 2 s)
-	Backends   []Backend `json:"backends"`
+	Name       string  `json:"name"`
+	Address    string  `json:"address"`
+	Port       uint16  `json:"port"`
+	Protocol   string  `json:"protocol"`
+	Hash       string  `json:"hash"`
+	Conntrack  bool    `json:"conntrack"`
+	TableSize  uint32  `json:"table_size"`
+	Generation uint32  `json:"generation"` // active table generation (0/1)
+	Packets    uint64  `json:"packets"`
+	Bytes      uint64  `json:"bytes"`
+	NewFlows   uint64  `json:"new_flows"`
+	ConnHits   uint64  `json:"conn_hits"`   // packets a connection-table entry sent
+	ConnMisses uint64  `json:"conn_misses"` // packets that found no usable entry
+	PacketRate float64 `json:"packet_rate"` // packets/s over the last 0.5-2.5 s (sampled every 2 s)
+	// HealthVia is "tunnel" when the VIP's checks go through the tunnel
+	// (health.via), "" when they go to each backend's own address.
+	HealthVia string    `json:"health_via,omitempty"`
+	Backends  []Backend `json:"backends"`
 }
 
 // Backend is one backend of a VIP.

@@ -82,7 +82,24 @@ type Config struct {
 	// LegacyDrainFile, if set, is where an earlier release kept the
 	// drains DrainFile now keeps: read when DrainFile is missing.
 	LegacyDrainFile string
+	// HealthTunnel is the attached program that sends checks through
+	// the tunnel (datapath.HCEncap), or nil: then HealthTunnelErr says
+	// why it is not, and a configuration with a check via tunnel is
+	// refused (sent plain, such a check would reach whichever backend
+	// the balancers choose for it).
+	HealthTunnel    HealthTunnel
+	HealthTunnelErr error
 }
+
+// HealthTunnel is what the control loop reads of the program that sends
+// checks through the tunnel: its counters.
+type HealthTunnel interface {
+	Stats() (map[string]uint64, error)
+}
+
+// ErrNoHealthTunnel: a configuration has a check via tunnel, and the
+// program that sends checks through the tunnel is not attached.
+var ErrNoHealthTunnel = errors.New("the tunnel health-check program is not attached")
 
 // ErrNoNetworkWatch: the start could not subscribe to the kernel's netlink
 // notifications of links, neighbours, addresses and routes.
@@ -127,6 +144,8 @@ type Balancer struct {
 	health       *health.Monitor
 	transitions  chan health.Transition
 	dialer       health.Dialer
+	tunnel       HealthTunnel // nil: not attached, for tunnelErr
+	tunnelErr    error
 	requests     chan func()
 	stopped      chan struct{} // closed when Run returns: requests fail at once
 	stopOnce     sync.Once
@@ -230,6 +249,8 @@ func New(cfg Config) (*Balancer, error) {
 		inputs:       map[datapath.VIPKey]string{},
 		transitions:  make(chan health.Transition, 64),
 		dialer:       cfg.HealthDialer,
+		tunnel:       cfg.HealthTunnel,
+		tunnelErr:    cfg.HealthTunnelErr,
 		requests:     make(chan func()),
 		stopped:      make(chan struct{}),
 		netEvents:    make(chan struct{}, 1),
@@ -582,6 +603,17 @@ func (b *Balancer) apply(cfg *config.Config) ([]api.Change, error) {
 	// flows' entries emptied, which no rollback brings back. The health
 	// checks change after it (see there), so their targets are checked
 	// now, before anything changed.
+	if b.tunnel == nil {
+		for i := range cfg.VIPs {
+			if h := cfg.VIPs[i].Health; h.Via == config.ViaTunnel && h.Type != config.CheckNone {
+				err := fmt.Errorf("vips[%d].health.via: tunnel, but %w", i, ErrNoHealthTunnel)
+				if b.tunnelErr != nil {
+					err = fmt.Errorf("%w (%w)", err, b.tunnelErr)
+				}
+				return changes, fmt.Errorf("%w; set via: direct, or fix that and restart the daemon", err)
+			}
+		}
+	}
 	targets := b.healthTargets()
 	if err := health.ValidateTargets(targets); err != nil {
 		return changes, err
@@ -630,6 +662,9 @@ func (b *Balancer) apply(cfg *config.Config) ([]api.Change, error) {
 	// fail anyway, it changed nothing: the running checks go on, and
 	// cfg's new backends count as healthy until they have checks, as new
 	// targets do.
+	// Again, now that syncVIPs gave new backends their slots, which
+	// checks through the tunnel mark their packets with.
+	targets = b.healthTargets()
 	if err := b.health.Set(targets); err != nil {
 		b.log.Error("health checks not changed to the new configuration; its datapath is in force", "error", err)
 	}
@@ -1196,15 +1231,26 @@ func (b *Balancer) healthTargets() []health.Target {
 				port = v.Port
 			}
 			ap := netip.AddrPortFrom(be.Addr(), uint16(port))
+			dialer := b.dialer
+			if v.Health.Via == config.ViaTunnel {
+				// To the VIP, in packets the tc program encapsulates
+				// to this backend's slot, as the datapath sends
+				// clients' (the slot is known once syncVIPs gave it).
+				ap = netip.AddrPortFrom(v.Addr(), uint16(port))
+				dialer = health.TunnelDialer{Mark: datapath.HCMark(b.backendIDs[be.Addr()])}
+			}
 			switch v.Health.Type {
 			case config.CheckTCP:
-				t.Checker = health.TCPChecker{Addr: ap, Dialer: b.dialer}
+				t.Checker = health.TCPChecker{Addr: ap, Dialer: dialer}
 			case config.CheckHTTP, config.CheckHTTPS:
 				u := string(v.Health.Type) + "://" + ap.String() + v.Health.Path
 				t.Checker = health.HTTPChecker{URL: u, ExpectStatus: v.Health.ExpectStatus, ServerName: v.Health.SNI,
-					Host: v.Health.Host, Dialer: b.dialer}
+					Host: v.Health.Host, Dialer: dialer}
 			case config.CheckUDP:
-				t.Checker = health.UDPChecker{Addr: ap, Send: string(v.Health.Request()), Expect: string(v.Health.Reply()), Dialer: b.dialer}
+				t.Checker = health.UDPChecker{Addr: ap, Send: string(v.Health.Request()), Expect: string(v.Health.Reply()), Dialer: dialer}
+			}
+			if v.Health.Via == config.ViaTunnel && t.Checker != nil {
+				t.Checker = health.TunnelCheck{Checker: t.Checker, Backend: be.Addr()}
 			}
 			targets = append(targets, t)
 		}
@@ -1870,6 +1916,11 @@ func (b *Balancer) status() (api.Status, flowNames, error) {
 	}
 	st.ConnTable = api.ConnTable{Capacity: b.dp.ConnTableSize()}
 	var err error
+	if b.tunnel != nil {
+		if st.HealthTunnel, err = b.tunnel.Stats(); err != nil {
+			return st, names, fmt.Errorf("read the tunnel health-check counters: %w", err)
+		}
+	}
 	if st.Counters, err = b.dp.Stats(); err != nil {
 		return st, names, err
 	}
@@ -1899,6 +1950,9 @@ func (b *Balancer) status() (api.Status, flowNames, error) {
 		// Between samples, the rate since the latest one is fresher.
 		if s, ok := b.rates[num]; ok && time.Since(s.at) > 500*time.Millisecond && c.Packets >= s.packets {
 			av.PacketRate = float64(c.Packets-s.packets) / time.Since(s.at).Seconds()
+		}
+		if v.Health.Via == config.ViaTunnel && v.Health.Type != config.CheckNone {
+			av.HealthVia = string(config.ViaTunnel)
 		}
 		slots := b.published[k]
 		for _, be := range v.Backends {

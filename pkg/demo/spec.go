@@ -57,6 +57,7 @@ type HealthSpec struct {
 	Timeout  time.Duration
 	Rise     int
 	Fall     int
+	Via      string // direct or tunnel; "" leaves it out (direct)
 }
 
 // BackendSpec is vips[].backends[].
@@ -210,6 +211,9 @@ func render(f balancerFile, s Spec) string {
 			}
 			if h.Rise > 0 {
 				w("      rise: %d", h.Rise)
+			}
+			if h.Via != "" {
+				w("      via: %s", h.Via)
 			}
 			if h.Fall > 0 {
 				w("      fall: %d", h.Fall)

@@ -39,6 +39,7 @@ type Collector struct {
 	checkDuration                       *prometheus.Desc
 	backendFlows, backendActiveFlows    *prometheus.Desc
 	drops, events                       *prometheus.Desc
+	healthTunnel                        *prometheus.Desc
 	connEntries, connCapacity           *prometheus.Desc
 	generation, reloads, reloadFailures *prometheus.Desc
 	nexthopResolved, info               *prometheus.Desc
@@ -93,6 +94,8 @@ func NewCollector(status func(ctx context.Context) (api.Status, error), log *slo
 		drops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
 		events: d("datapath_events_total", "Datapath events other than drops, by event.", "event"),
 
+		healthTunnel: d("health_tunnel_packets_total", "Health-check packets (checks via tunnel) the tc program took, by result: encapsulated, or dropped for no_backend, too_big or error.", "result"),
+
 		connEntries:  d("conntrack_entries", "Entries in the connection table."),
 		connCapacity: d("conntrack_capacity", "Capacity of the connection table."),
 
@@ -119,7 +122,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.backendHealthy, c.backendDrained, c.backendTableSlots, c.backendWeight,
 		c.checks, c.checkFailures, c.checkDuration,
 		c.backendFlows, c.backendActiveFlows,
-		c.drops, c.events,
+		c.drops, c.events, c.healthTunnel,
 		c.connEntries, c.connCapacity,
 		c.generation, c.reloads, c.reloadFailures, c.nexthopResolved, c.info,
 		c.attached, c.detachments, c.linkPinned, c.linkPinRestores, c.mapsPinned, c.mapPinRestores,
@@ -203,6 +206,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			e.counter(c.events, n, k)
 		}
+	}
+	for result, n := range st.HealthTunnel {
+		e.counter(c.healthTunnel, n, result)
 	}
 	e.gauge(c.connEntries, float64(st.ConnTable.Entries))
 	e.gauge(c.connCapacity, float64(st.ConnTable.Capacity))
