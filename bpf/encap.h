@@ -11,6 +11,7 @@
 #include "csum.h"
 #include "hash.h"
 #include "parsing.h"
+#include "outer.h"
 
 static __always_inline __u32 encap_overhead(const struct backend *be, const struct lb_config *cfg)
 {
@@ -52,50 +53,6 @@ static __always_inline int l2_rewrite(void *data, void *data_end, __u32 l2_len, 
 	return 0;
 }
 
-/* Writes a 20-byte IPv4 header (DF set, no options) at oh. It is built in
- * registers and its checksum summed from them, not read back from the
- * packet (see sy_u64). */
-static __always_inline void ipv4_outer_write(void *oh, __u8 tos, __u16 tot_len, __u8 proto,
-					     __be32 saddr, __be32 daddr)
-{
-	/* version, IHL, TOS, total length, ID 0, flags and fragment offset */
-	__u64 w0 = 0x45 | ((__u64)tos << 8) | ((__u64)bpf_htons(tot_len) << 16) |
-		   ((__u64)bpf_htons(IP_DF) << 48);
-	/* TTL, protocol, checksum (0 while summing), source */
-	__u64 w1 = DEFAULT_TTL | ((__u64)proto << 8) | ((__u64)saddr << 32);
-	__u64 sum = (w0 & 0xffffffff) + (w0 >> 32) + (w1 & 0xffffffff) + (w1 >> 32) + daddr;
-
-	w1 |= (__u64)csum_fold(sum) << 16;
-	*(sy_u64 *)oh = w0;
-	*(sy_u64 *)(oh + 8) = w1;
-	*(sy_u32 *)(oh + 16) = daddr;
-}
-
-static __always_inline __be32 outer_src_v4(const struct lb_config *cfg, const struct pkt *p)
-{
-	if (!(cfg->flags & CFG_F_SRC_PREFIX_V4))
-		return cfg->src_v4;
-	return cfg->src_prefix_v4 |
-	       (bpf_htonl(hash_addr(&p->flow.src, FLOW_HASH_SEED)) & cfg->src_hostmask_v4);
-}
-
-static __always_inline void outer_src_v6(const struct lb_config *cfg, const struct pkt *p,
-					 struct addr *out)
-{
-	__u32 h;
-
-	if (!(cfg->flags & CFG_F_SRC_PREFIX_V6)) {
-		*out = cfg->src_v6;
-		return;
-	}
-	h = hash_addr(&p->flow.src, FLOW_HASH_SEED);
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		out->a[i] = cfg->src_prefix_v6.a[i] | (bpf_htonl(h) & cfg->src_hostmask_v6.a[i]);
-		h = murmur_final(h, i + 1);
-	}
-}
-
 /* Prepends the outer headers (overhead = encap_overhead(be, cfg) bytes)
  * and rewrites L2 to the next hop. flow_sum: the packet's flow sum, whose
  * flow hash (taken only where an outer header carries it: the IPv6 flow
@@ -126,7 +83,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		if ((void *)(oh + 1) > data_end)
 			return -1;
 		ipv4_outer_write(oh, p->tos, inner_len + overhead, gue ? IPPROTO_UDP : inner_proto,
-				 outer_src_v4(cfg, p), be->addr.a[3]);
+				 outer_src_v4(cfg, &p->flow.src), be->addr.a[3]);
 		l4 = oh + 1;
 	} else {
 		struct ipv6hdr *oh = data + (l2_len & 0x1f);
@@ -144,7 +101,7 @@ static __always_inline int encap(struct xdp_md *ctx, const struct pkt *p, const 
 		oh->payload_len = bpf_htons(inner_len + (gue ? UDP_HDR_LEN : 0));
 		oh->nexthdr = gue ? IPPROTO_UDP : inner_proto;
 		oh->hop_limit = DEFAULT_TTL;
-		outer_src_v6(cfg, p, &oh->saddr);
+		outer_src_v6(cfg, &p->flow.src, &oh->saddr);
 		oh->daddr = be->addr;
 		l4 = oh + 1;
 	}

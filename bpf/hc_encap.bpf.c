@@ -21,12 +21,12 @@
 #include "pkt.h"
 #include "csum.h"
 #include "hash.h"
+#include "outer.h"
 
-/* encap.h's helpers come with the balancer's parser and every one of its
- * maps (parsing.h, maps.h); this program shares two of those maps and
- * needs neither the parser nor the rest. Its few lines of header writing
- * mirror encap.h's (which stays as it is: changing it would change the
- * balancer object). */
+/* encap.h comes with the balancer's parser and every one of its maps
+ * (parsing.h, maps.h); this program shares two of those maps and needs
+ * neither the parser nor the rest: it writes its outer headers with
+ * outer.h's pieces, which encap.h uses too. */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -75,47 +75,6 @@ static __always_inline int hc_count(__u32 idx, int verdict)
 	if (c)
 		*c += 1;
 	return verdict;
-}
-
-/* As encap.h's ipv4_outer_write: a 20-byte IPv4 header, DF set. */
-static __always_inline void hc_ipv4_outer(struct iphdr *oh, __u8 tos, __u16 tot_len, __u8 proto,
-					  __be32 saddr, __be32 daddr)
-{
-	__u64 w0 = 0x45 | ((__u64)tos << 8) | ((__u64)bpf_htons(tot_len) << 16) |
-		   ((__u64)bpf_htons(IP_DF) << 48);
-	__u64 w1 = DEFAULT_TTL | ((__u64)proto << 8) | ((__u64)saddr << 32);
-	__u64 sum = (w0 & 0xffffffff) + (w0 >> 32) + (w1 & 0xffffffff) + (w1 >> 32) + daddr;
-
-	w1 |= (__u64)csum_fold(sum) << 16;
-	*(sy_u64 *)oh = w0;
-	*(sy_u64 *)((void *)oh + 8) = w1;
-	*(sy_u32 *)((void *)oh + 16) = daddr;
-}
-
-/* As encap.h's outer_src_v4 and outer_src_v6, hashing the inner source
- * (the balancer's own address) where a source prefix is configured. */
-static __always_inline __be32 hc_src_v4(const struct lb_config *cfg, const struct addr *src)
-{
-	if (!(cfg->flags & CFG_F_SRC_PREFIX_V4))
-		return cfg->src_v4;
-	return cfg->src_prefix_v4 | (bpf_htonl(hash_addr(src, FLOW_HASH_SEED)) & cfg->src_hostmask_v4);
-}
-
-static __always_inline void hc_src_v6(const struct lb_config *cfg, const struct addr *src,
-				      struct addr *out)
-{
-	__u32 h;
-
-	if (!(cfg->flags & CFG_F_SRC_PREFIX_V6)) {
-		*out = cfg->src_v6;
-		return;
-	}
-	h = hash_addr(src, FLOW_HASH_SEED);
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		out->a[i] = cfg->src_prefix_v6.a[i] | (bpf_htonl(h) & cfg->src_hostmask_v6.a[i]);
-		h = murmur_final(h, i + 1);
-	}
 }
 
 SEC("tc")
@@ -212,8 +171,8 @@ int tc_hc_encap(struct __sk_buff *skb)
 
 		if ((void *)(oh + 1) > data_end)
 			return hc_count(HC_STAT_ERROR, TC_ACT_SHOT);
-		hc_ipv4_outer(oh, tos, l3_len + overhead, gue ? IPPROTO_UDP : inner_proto,
-				 hc_src_v4(cfg, &src), be->addr.a[3]);
+		ipv4_outer_write(oh, tos, l3_len + overhead, gue ? IPPROTO_UDP : inner_proto,
+				 outer_src_v4(cfg, &src), be->addr.a[3]);
 	} else {
 		struct ipv6hdr *oh = (void *)(eth + 1);
 		__u32 hash = hash_addr(&src, FLOW_HASH_SEED);
@@ -228,7 +187,7 @@ int tc_hc_encap(struct __sk_buff *skb)
 		oh->payload_len = bpf_htons(l3_len + (gue ? UDP_HDR_LEN : 0));
 		oh->nexthdr = gue ? IPPROTO_UDP : inner_proto;
 		oh->hop_limit = DEFAULT_TTL;
-		hc_src_v6(cfg, &src, &oh->saddr);
+		outer_src_v6(cfg, &src, &oh->saddr);
 		oh->daddr = be->addr;
 	}
 	if (gue) {
