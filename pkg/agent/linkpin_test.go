@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/switchyard-lb/switchyard/pkg/config"
 )
 
 // TestLinkPinRestoredByWatcher: a running agent pins its decap link again
@@ -23,14 +25,7 @@ import (
 // link is not pinned.
 func TestLinkPinRestoredByWatcher(t *testing.T) {
 	t.Parallel()
-	topo := newTopology(t)
-	be := topo.Backend(1)
-	c := testConfig(topo)
-	a := newAgent(t, c)
-	a.linkCheckEvery = 20 * time.Millisecond
-	if err := topo.Do(be, a.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	c, a := startWatchedAgent(t)
 	pin := filepath.Join(c.PinDir, "link")
 	if err := os.Remove(pin); err != nil {
 		t.Fatal(err)
@@ -79,14 +74,7 @@ func TestLinkPinRestoredByWatcher(t *testing.T) {
 // afresh (the counters it took back only through the link pin).
 func TestMapPinsRestoredByWatcher(t *testing.T) {
 	t.Parallel()
-	topo := newTopology(t)
-	be := topo.Backend(1)
-	c := testConfig(topo)
-	a := newAgent(t, c)
-	a.linkCheckEvery = 20 * time.Millisecond
-	if err := topo.Do(be, a.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	c, a := startWatchedAgent(t)
 	names := []string{"decap_addrs", "decap_cfg", "decap_stats"}
 	ids := map[string]ebpf.MapID{}
 	for _, name := range names {
@@ -171,4 +159,19 @@ func pinnedMapID(t *testing.T, path string) ebpf.MapID {
 	}
 	id, _ := info.ID()
 	return id
+}
+
+// startWatchedAgent starts an agent on a backend of a topology of its own
+// whose pin checks run every 20 ms, for the tests that remove its pins.
+func startWatchedAgent(t *testing.T) (config.AgentConfig, *Agent) {
+	t.Helper()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	c := testConfig(topo)
+	a := newAgent(t, c)
+	a.linkCheckEvery = 20 * time.Millisecond
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return c, a
 }
