@@ -24,7 +24,7 @@ import (
 // TestUpgradeFromPreviousRelease builds from git history and upgrades
 // from. At each release, move it to the commit of the release that
 // landed: an upgrade is supported from the previous release only.
-const previousRelease = "59a29aaee2b3a487abb18cd7c9e410867ccfc53b"
+const previousRelease = "bada6b7e05a3b3a026d43f43966f6816b7df9c13"
 
 // TestUpgradeFromPreviousRelease: the binaries of the previous release,
 // built from git history, run the balancer and the agents with live
