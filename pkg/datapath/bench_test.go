@@ -6,9 +6,12 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/switchyard-lb/switchyard/test/readme"
 )
 
 // Benchmarks time the programs inside the kernel with BPF_PROG_TEST_RUN and
@@ -97,8 +100,13 @@ func BenchmarkDatapath(b *testing.B) {
 }
 
 // TestMapMemory reports the kernel memory the balancer's maps take at the
-// default sizes (1Mi connections, one VIP with two 65537-slot tables) and
-// holds it to the budget the README states.
+// default sizes (1Mi connections, one VIP with two 65537-slot tables),
+// holds it to the budget, and checks the README's figure against it. It
+// counts every map the balancer holds (each of its object's maps and data
+// sections, found by reflection so that a new map is never left out), the
+// maps its program uses (.rodata among them), and the inner maps behind
+// the outer ones, each once. Per-CPU maps grow with the CPUs, so the
+// README states the figure for 2 CPUs and what each further CPU adds.
 func TestMapMemory(t *testing.T) {
 	requireRoot(t)
 	bal, err := LoadBalancer(Options{})
@@ -116,37 +124,88 @@ func TestMapMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	maps := map[string]*ebpf.Map{"vips": bal.objs.Vips, "vip_addrs": bal.objs.VipAddrs, "maglev_tables": bal.objs.MaglevTables, "maglev_std": bal.objs.MaglevStd,
-		"conns": bal.objs.Conns, "backends": bal.objs.Backends, "config": bal.data.Config, "vip_filter": bal.data.VipFilter,
-		"backend_table": bal.data.BackendTable, "vip_epoch_table": bal.data.VipEpochTable, "stats": bal.objs.Stats,
-		"vip_stats": bal.objs.VipStats, "backend_stats": bal.objs.BackendStats, "vip_epochs": bal.objs.VipEpochs,
-		"vip_index": bal.objs.VipIndex}
+	type counted struct {
+		name string
+		m    *ebpf.Map
+	}
+	var maps []counted
+	for _, v := range []reflect.Value{reflect.ValueOf(bal.objs.balancerMaps), reflect.ValueOf(bal.data)} {
+		for i := range v.NumField() {
+			if m, ok := v.Field(i).Interface().(*ebpf.Map); ok {
+				maps = append(maps, counted{v.Type().Field(i).Tag.Get("ebpf"), m})
+			}
+		}
+	}
+	if len(maps) < 17 {
+		t.Fatalf("found %d maps by reflection: the balancer has at least 17", len(maps))
+	}
 	for k, m := range bal.tables {
-		maps[fmt.Sprintf("maglev table %d", k.slot)] = m
+		maps = append(maps, counted{fmt.Sprintf("maglev table %d", k.slot), m})
+	}
+	open := func(id ebpf.MapID) *ebpf.Map {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
 	}
 	var indexID ebpf.MapID
 	if err := bal.objs.VipIndex.Lookup(uint32(0), &indexID); err != nil {
 		t.Fatal(err)
 	}
-	index, err := ebpf.NewMapFromID(indexID)
+	maps = append(maps, counted{"vip index table", open(indexID)})
+	pi, err := bal.objs.XdpBalancer.Info()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer index.Close()
-	maps["vip index table"] = index
-	var total uint64
-	for name, m := range maps {
+	uses, ok := pi.MapIDs()
+	if !ok {
+		t.Fatal("the kernel does not list the program's maps")
+	}
+	for _, id := range uses {
+		m := open(id)
 		info, err := m.Info()
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, _ := info.Memlock()
-		t.Logf("%-16s %8.2f MiB", name, float64(n)/(1<<20))
-		total += n
+		maps = append(maps, counted{"program's " + info.Name, m})
 	}
-	t.Logf("total            %8.2f MiB", float64(total)/(1<<20))
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[ebpf.MapID]bool{}
+	var total, perCPU uint64
+	for _, c := range maps {
+		info, err := c.m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info.ID()
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		n, _ := info.Memlock()
+		t.Logf("%-24s %8.3f MiB", c.name, float64(n)/(1<<20))
+		total += n
+		if c.m.Type() == ebpf.PerCPUArray || c.m.Type() == ebpf.PerCPUHash {
+			perCPU += uint64(c.m.MaxEntries()) * uint64((c.m.ValueSize()+7)&^7)
+		}
+	}
+	const mib = 1 << 20
+	t.Logf("total                    %8.3f MiB on %d CPUs, of which %.3f MiB per CPU", float64(total)/mib, cpus, float64(perCPU)/mib)
 	if total > 256<<20 {
 		t.Errorf("maps take %d MiB at default sizes, over the 256 MiB budget", total>>20)
+	}
+	// The README's figure, for 2 CPUs, and what each further CPU adds.
+	on2 := float64(total-uint64(cpus)*perCPU+2*perCPU) / mib
+	text := strings.Join(strings.Fields(readme.Section(t, "### Map memory")), " ")
+	want := fmt.Sprintf("%.1f MiB on 2 CPUs", on2)
+	wantPer := fmt.Sprintf("%.2f MiB for each further CPU", float64(perCPU)/mib)
+	if !strings.Contains(text, want) || !strings.Contains(text, wantPer) {
+		t.Errorf("the README's Map memory says:\n%s\nwant it to say %q and %q", text, want, wantPer)
 	}
 }
 
