@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -63,5 +65,33 @@ func TestREADMENamesEveryCounter(t *testing.T) {
 				t.Errorf("the README's %q... names %s, which is not counted", tc.start, n)
 			}
 		}
+	}
+}
+
+// The README's datapath benchmark figures name the commands that produced
+// them: each `go test` command of its "Datapath, inside the kernel"
+// section is one scripts/bench.sh (make bench) runs, flags and all (the
+// figures are medians of its -count runs of -benchtime packets), and they
+// name both benchmarks the table comes from.
+func TestREADMEBenchmarkCommands(t *testing.T) {
+	text := strings.ReplaceAll(readme.Section(t, "### Datapath, inside the kernel"), "\n", " ")
+	bench, err := os.ReadFile(filepath.Join("..", "..", "scripts", "bench.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := regexp.MustCompile("`(go test [^`]*)`").FindAllStringSubmatch(text, -1)
+	var named []string
+	for _, c := range cmds {
+		if !strings.Contains(string(bench), c[1]+" ") {
+			t.Errorf("the README's datapath benchmark command %q is not one make bench runs (scripts/bench.sh)", c[1])
+		}
+		for _, b := range []string{"BenchmarkDatapath", "BenchmarkRatios"} {
+			if strings.Contains(c[1], b) {
+				named = append(named, b)
+			}
+		}
+	}
+	if len(named) != 2 {
+		t.Errorf("the README's datapath benchmark commands name %v, want BenchmarkDatapath and BenchmarkRatios", named)
 	}
 }
