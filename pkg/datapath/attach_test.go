@@ -149,6 +149,78 @@ func TestAttachGeneric(t *testing.T) {
 	}
 }
 
+// TestAttachAutoFallsBackToGeneric: auto mode on a driver without native
+// XDP (a bridge here: no driver hook for XDP) attaches in generic mode and says so in a
+// warning, the one README's Troubleshooting explains; the pinned link runs
+// generic. Native mode asked for explicitly is refused there with the
+// advice, and nothing is attached: the fallback is auto's alone.
+func TestAttachAutoFallsBackToGeneric(t *testing.T) {
+	requireRoot(t)
+	topo := topology.NewForTest(t, topology.Config{Prefix: "syfb", Balancers: 1, Backends: 1})
+	const dev = "syfb0"
+	err := topo.Netlink(topo.Balancer(1), func(h *netlink.Handle) error {
+		d := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: dev}}
+		if err := h.LinkAdd(d); err != nil {
+			return fmt.Errorf("add bridge %s: %w", dev, err)
+		}
+		return h.LinkSetUp(d)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(BPFFSRoot, topo.Prefix()+"-fallback")
+	t.Cleanup(func() {
+		if err := RemoveBalancer(pin); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	const warning = "native XDP attach failed, falling back to generic (skb) mode: expect lower performance"
+	err = topo.Do(topo.Balancer(1), func() error {
+		var logs strings.Builder
+		b, err := LoadBalancer(Options{PinDir: pin, ConnTableSize: 4096, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+
+		if _, err := b.Attach(dev, AttachNative); err == nil || !strings.Contains(err.Error(), "in native mode") ||
+			!strings.Contains(err.Error(), "the driver may not support native XDP") {
+			return fmt.Errorf("native on a bridge: %v, want a refusal saying the driver may lack native XDP", err)
+		}
+		if id, err := xdpProgID(dev); err != nil || id != 0 {
+			return fmt.Errorf("a refused native attach left program %d on %s (%v)", id, dev, err)
+		}
+		if strings.Contains(logs.String(), warning) {
+			return fmt.Errorf("native asked for explicitly fell back:\n%s", logs.String())
+		}
+
+		res, err := b.Attach(dev, AttachAuto)
+		if err != nil {
+			return fmt.Errorf("auto on a bridge: %w", err)
+		}
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		if res.Mode != AttachGeneric || l.Attrs().Xdp == nil || l.Attrs().Xdp.AttachMode != nl.XDP_ATTACHED_SKB {
+			return fmt.Errorf("auto on a bridge: %+v, link XDP %+v, want generic (skb) mode", res, l.Attrs().Xdp)
+		}
+		if err := runsProgram(b.objs.XdpBalancer, dev); err != nil {
+			return err
+		}
+		if !linkRuns(pin, b.objs.XdpBalancer) {
+			return fmt.Errorf("the link pinned under %s does not run the program", pin)
+		}
+		if !strings.Contains(logs.String(), warning) || !strings.Contains(logs.String(), "interface="+dev) {
+			return fmt.Errorf("auto fell back without the warning %q naming %s; log:\n%s", warning, dev, logs.String())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // xdpProgID is the id of the XDP program on ifname, 0 if none. A failed
 // lookup is an error, not 0: "no program after remove" must not pass on it.
 func xdpProgID(ifname string) (uint32, error) {
