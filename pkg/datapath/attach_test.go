@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,10 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		pins1, err := mapPins(pin)
+		if err != nil {
+			return err
+		}
 		b1.Close()
 		if id, err := xdpProgID("eth0"); err != nil || id == 0 {
 			return fmt.Errorf("closing the daemon's handles detached the program (%v)", err)
@@ -80,6 +85,18 @@ func TestAttachUpgradeRemove(t *testing.T) {
 		}
 		if cfg2 != cfg1 || cfg1.Flags == 0 || filter2 != filter1 {
 			return fmt.Errorf("settings or VIP filter reset by the upgrade: config %+v -> %+v", cfg1, cfg2)
+		}
+		// Every map, the connection table among them, is the one the
+		// first program used: the upgrade keeps flows.
+		pins2, err := mapPins(pin)
+		if err != nil {
+			return err
+		}
+		if !maps.Equal(pins1, pins2) {
+			return fmt.Errorf("map pins across the upgrade: %v -> %v, want every map kept", pins1, pins2)
+		}
+		if err := usesOnlyPinned(b2.objs.XdpBalancer, pins2); err != nil {
+			return err
 		}
 		if err := runsProgram(b2.objs.XdpBalancer, "eth0"); err != nil {
 			return err
@@ -112,6 +129,42 @@ func TestAttachUpgradeRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// usesOnlyPinned returns an error unless every map p uses (but its
+// read-only data, fixed at load) is one of pins: a map without a pin is
+// made afresh by the next load, and what it held is lost to an upgrade.
+func usesOnlyPinned(p *ebpf.Program, pins map[string]ebpf.MapID) error {
+	info, err := p.Info()
+	if err != nil {
+		return err
+	}
+	ids, ok := info.MapIDs()
+	if !ok || len(ids) == 0 {
+		return errors.New("the kernel names no map of the program: the check proves nothing")
+	}
+	pinned := map[ebpf.MapID]bool{}
+	for _, id := range pins {
+		pinned[id] = true
+	}
+	for _, id := range ids {
+		if pinned[id] {
+			continue
+		}
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			return fmt.Errorf("open map %d of the program: %w", id, err)
+		}
+		mi, err := m.Info()
+		m.Close()
+		if err != nil {
+			return err
+		}
+		if !strings.HasSuffix(mi.Name, ".rodata") {
+			return fmt.Errorf("the program uses map %d (%q), which has no pin (pins %v)", id, mi.Name, pins)
+		}
+	}
+	return nil
 }
 
 // readGlobals reads the balancer's config and vip_filter globals.
