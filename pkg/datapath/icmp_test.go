@@ -267,6 +267,72 @@ func TestTooBigQuotingMappedIPv6(t *testing.T) {
 	}
 }
 
+// TestTooBigQuotingNoIPHeader: a "too big" to a VIP whose quote does not
+// start with an IP header of the message's family (another version, or
+// an IPv4 IHL below 5) quotes no reply of ours: it is dropped as
+// drop_icmp_invalid, even though the bytes where the quoted ports would
+// be name an established flow, whose backend it must not reach.
+func TestTooBigQuotingNoIPHeader(t *testing.T) {
+	w := newWorld(t, Options{})
+	// A client whose address reads as its flow's ports (VIP port 80,
+	// client port 258): behind an IHL of 4 the quoted destination
+	// address is where the ports would be, and names the flow all the
+	// same.
+	ihl4 := syn4(0x0102)
+	ihl4.src = netip.AddrFrom4([4]byte{0, 80, 1, 2})
+	for i, c := range []struct {
+		name  string
+		v6    bool
+		first byte     // the quote's first byte: version and, for IPv4, IHL
+		flow  *pktSpec // nil: a flow of the test's own
+	}{
+		{"IPv4 quoting version 6", false, 0x65, nil},
+		{"IPv4 quoting version 0", false, 0x05, nil},
+		{"IPv4 quoting IHL 4", false, 0x44, &ihl4},
+		{"IPv6 quoting version 4", true, 0x40, nil},
+		{"IPv6 quoting version 0", true, 0x00, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, v := syn4(uint16(44700+i)), vipTCP4
+			if c.flow != nil {
+				s = *c.flow
+			}
+			icmp := pktSpec{src: netip.MustParseAddr("10.9.9.9"), dst: vip4, icmpType: 3, icmpCode: 4, icmpMTU: 1400}
+			if c.v6 {
+				s = pktSpec{src: client6, dst: vip6, sport: uint16(44700 + i), dport: 80, proto: ProtoTCP, syn: true}
+				v = vipTCP6
+				icmp = pktSpec{src: netip.MustParseAddr("fd00:9::9"), dst: vip6, icmpType: ICMPv6PacketTooBig, icmpMTU: 1400}
+			}
+			w.open(t, v, s)
+			quote := quotedReply(t, s)
+			// Only the version (and IPv4's IHL) changed: the addresses
+			// and ports still name s. (IPv6 keeps its traffic class's
+			// high bits.)
+			if c.v6 {
+				quote[0] = c.first | quote[0]&0x0f
+			} else {
+				quote[0] = c.first
+			}
+			icmp.icmpPayload = quote
+			in, _ := build(t, icmp)
+			before := w.stats(t)
+			vc, err := w.b.VIPCounters(v.num)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if act, _ := w.run(t, in); act != xdpDrop {
+				t.Errorf("too big quoting %x: %s, want DROP", quote[:4], actionNames[act])
+			}
+			if d := statsDelta(before, w.stats(t)); !maps.Equal(d, map[string]uint64{"drop_icmp_invalid": 1}) {
+				t.Errorf("counters moved by %v, want drop_icmp_invalid +1", d)
+			}
+			if after, _ := w.b.VIPCounters(v.num); after != vc {
+				t.Errorf("VIP counters moved: %+v -> %+v", vc, after)
+			}
+		})
+	}
+}
+
 // TestTooBigQuotingExtensionHeaders: a "packet too big" about a reply
 // the backend sent from an IPv6 VIP behind extension headers reaches the
 // flow's backend like any other: the quote's headers are followed to its
