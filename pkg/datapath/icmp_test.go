@@ -131,6 +131,61 @@ func TestTooBigReachesTheFlowsBackend(t *testing.T) {
 	}
 }
 
+// checkTooBig sends s, which exceeds the MTU once encapsulated, and checks
+// that it is answered with a "fragmentation needed" / "packet too big"
+// announcing wantMTU: back to the sender's MAC, from the VIP to the
+// client, quoting the packet's first 28 / 48 bytes, lengths and checksums
+// right.
+func checkTooBig(t *testing.T, w *world, s pktSpec, wantMTU uint32) {
+	t.Helper()
+	in, l2 := build(t, s)
+	act, out := w.run(t, in)
+	if act != xdpTX {
+		t.Fatalf("oversized packet: %s, want TX of a too-big", actionNames[act])
+	}
+	if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) {
+		t.Errorf("too-big not addressed back to the sender's MAC")
+	}
+	pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
+	if s.dst.Is4() {
+		ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if netip.MustParseAddr(ip.SrcIP.String()) != s.dst || netip.MustParseAddr(ip.DstIP.String()) != s.src || ip.Protocol != layers.IPProtocolICMPv4 {
+			t.Errorf("too-big %s -> %s proto %v", ip.SrcIP, ip.DstIP, ip.Protocol)
+		}
+		icmp := out[l2+20:]
+		if icmp[0] != 3 || icmp[1] != 4 || uint32(binary.BigEndian.Uint16(icmp[6:])) != wantMTU {
+			t.Errorf("ICMP type %d code %d mtu %d, want 3/4/%d", icmp[0], icmp[1], binary.BigEndian.Uint16(icmp[6:]), wantMTU)
+		}
+		if len(icmp) != 8+28 || !bytes.Equal(icmp[8:], in[l2:l2+28]) {
+			t.Errorf("quote is not the offending packet's first 28 bytes: %x", icmp[8:])
+		}
+		if ip.Flags != layers.IPv4DontFragment || ip.FragOffset != 0 {
+			t.Errorf("the too-big has flags %v, offset %d; want DF alone: its ID is 0, so it must be atomic (RFC 6864)", ip.Flags, ip.FragOffset)
+		}
+		if inetChecksum(out[l2:l2+20], 0) != 0 || inetChecksum(icmp, 0) != 0 || int(ip.Length) != 20+8+28 {
+			t.Errorf("bad checksum or length %d", ip.Length)
+		}
+	} else {
+		ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		if netip.MustParseAddr(ip.SrcIP.String()) != s.dst || netip.MustParseAddr(ip.DstIP.String()) != s.src || ip.NextHeader != layers.IPProtocolICMPv6 {
+			t.Errorf("too-big %s -> %s next %v", ip.SrcIP, ip.DstIP, ip.NextHeader)
+		}
+		icmp := out[l2+40:]
+		if icmp[0] != 2 || binary.BigEndian.Uint32(icmp[4:]) != wantMTU {
+			t.Errorf("ICMPv6 type %d mtu %d, want 2/%d", icmp[0], binary.BigEndian.Uint32(icmp[4:]), wantMTU)
+		}
+		if len(icmp) != 8+48 || !bytes.Equal(icmp[8:], in[l2:l2+48]) {
+			t.Errorf("quote is not the offending packet's first 48 bytes")
+		}
+		if int(ip.Length) != 8+48 {
+			t.Errorf("IPv6 payload length %d, want %d", ip.Length, 8+48)
+		}
+		if inetChecksum(icmp, pseudoSum(s.dst, s.src, uint32(len(icmp)), 58)) != 0 {
+			t.Errorf("bad ICMPv6 checksum")
+		}
+	}
+}
+
 func TestMTUExceededSendsTooBig(t *testing.T) {
 	w := newWorld(t, Options{})
 	for _, c := range []struct {
@@ -146,52 +201,7 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 		// A new UDP flow (of a VIP with a connection table).
 		{pktSpec{src: client4, dst: vip4, sport: 45005, dport: 53, proto: ProtoUDP, payload: make([]byte, 1472)}, 1480},
 	} {
-		in, l2 := build(t, c.spec)
-		act, out := w.run(t, in)
-		if act != xdpTX {
-			t.Fatalf("oversized packet: %s, want TX of a too-big", actionNames[act])
-		}
-		if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) {
-			t.Errorf("too-big not addressed back to the sender's MAC")
-		}
-		pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
-		if c.spec.dst.Is4() {
-			ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-			if netip.MustParseAddr(ip.SrcIP.String()) != vip4 || netip.MustParseAddr(ip.DstIP.String()) != client4 || ip.Protocol != layers.IPProtocolICMPv4 {
-				t.Errorf("too-big %s -> %s proto %v", ip.SrcIP, ip.DstIP, ip.Protocol)
-			}
-			icmp := out[l2+20:]
-			if icmp[0] != 3 || icmp[1] != 4 || uint32(binary.BigEndian.Uint16(icmp[6:])) != c.wantMTU {
-				t.Errorf("ICMP type %d code %d mtu %d, want 3/4/%d", icmp[0], icmp[1], binary.BigEndian.Uint16(icmp[6:]), c.wantMTU)
-			}
-			if len(icmp) != 8+28 || !bytes.Equal(icmp[8:], in[l2:l2+28]) {
-				t.Errorf("quote is not the offending packet's first 28 bytes: %x", icmp[8:])
-			}
-			if ip.Flags != layers.IPv4DontFragment || ip.FragOffset != 0 {
-				t.Errorf("the too-big has flags %v, offset %d; want DF alone: its ID is 0, so it must be atomic (RFC 6864)", ip.Flags, ip.FragOffset)
-			}
-			if inetChecksum(out[l2:l2+20], 0) != 0 || inetChecksum(icmp, 0) != 0 || int(ip.Length) != 20+8+28 {
-				t.Errorf("bad checksum or length %d", ip.Length)
-			}
-		} else {
-			ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
-			if netip.MustParseAddr(ip.SrcIP.String()) != vip6 || netip.MustParseAddr(ip.DstIP.String()) != client6 || ip.NextHeader != layers.IPProtocolICMPv6 {
-				t.Errorf("too-big %s -> %s next %v", ip.SrcIP, ip.DstIP, ip.NextHeader)
-			}
-			icmp := out[l2+40:]
-			if icmp[0] != 2 || binary.BigEndian.Uint32(icmp[4:]) != c.wantMTU {
-				t.Errorf("ICMPv6 type %d mtu %d, want 2/%d", icmp[0], binary.BigEndian.Uint32(icmp[4:]), c.wantMTU)
-			}
-			if len(icmp) != 8+48 || !bytes.Equal(icmp[8:], in[l2:l2+48]) {
-				t.Errorf("quote is not the offending packet's first 48 bytes")
-			}
-			if int(ip.Length) != 8+48 {
-				t.Errorf("IPv6 payload length %d, want %d", ip.Length, 8+48)
-			}
-			if inetChecksum(icmp, pseudoSum(vip6, client6, uint32(len(icmp)), 58)) != 0 {
-				t.Errorf("bad ICMPv6 checksum")
-			}
-		}
+		checkTooBig(t, w, c.spec, c.wantMTU)
 	}
 	st := w.stats(t)
 	if st["icmp_too_big_sent"] != 4 {
@@ -230,6 +240,61 @@ func TestMTUExceededSendsTooBig(t *testing.T) {
 	}
 	// Forwarded, not answered with a too-big (also an XDP_TX).
 	checkEncap(t, in, l2, out, encapWant{backend: w.expectBackend(vipTCP4, flowOf(at))})
+}
+
+// TestMTUExceededOnEstablishedFlow: the packets that exceed the MTU are
+// mostly an established flow's (a handshake's are small), which its
+// connection entry sends without a VIP lookup. Such a packet is answered
+// with a "too big" announcing the usable MTU of the flow's backend, as a
+// new flow's is, counts only icmp_too_big_sent (it was not forwarded: no
+// hit, no VIP packet), and leaves the entry for the flow's next packets,
+// which still go to its backend when the table no longer would.
+func TestMTUExceededOnEstablishedFlow(t *testing.T) {
+	w := newWorld(t, Options{})
+	for _, c := range []struct {
+		name    string
+		first   pktSpec // records the flow
+		vip     fixtureVIP
+		big     int // payload bytes that make a packet of the flow 1500 bytes of IP
+		wantMTU uint32
+	}{
+		{"IPv4 TCP to an IPv4 backend", syn4(45100), vipTCP4, 1460, 1480},
+		{"IPv6 TCP to an IPv6 backend", pktSpec{src: client6, dst: vip6, sport: 45101, dport: 80, proto: ProtoTCP, syn: true}, vipTCP6, 1440, 1460},
+		{"IPv4 TCP to an IPv6 backend", pktSpec{src: client4, dst: vip4to6, sport: 45102, dport: 80, proto: ProtoTCP, syn: true, df: true}, vip4To6, 1460, 1460},
+		{"IPv4 UDP", pktSpec{src: client4, dst: vip4, sport: 45103, dport: 53, proto: ProtoUDP, payload: []byte("q")}, vipUDPSrc, 1472, 1480},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pinned := w.open(t, c.vip, c.first)
+			// Only the connection entry still names the flow's backend.
+			w.publish(t, c.vip.key, otherBackend(c.vip, pinned))
+			defer w.publish(t, c.vip.key, c.vip.backends...)
+			small := c.first
+			if small.proto == ProtoTCP {
+				small = ackOf(small)
+			}
+			big := small
+			big.payload = make([]byte, c.big)
+
+			before := w.stats(t)
+			vc, err := w.b.VIPCounters(c.vip.num)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTooBig(t, w, big, c.wantMTU)
+			if d := statsDelta(before, w.stats(t)); !maps.Equal(d, map[string]uint64{"icmp_too_big_sent": 1}) {
+				t.Errorf("counters moved by %v, want icmp_too_big_sent +1", d)
+			}
+			if after, _ := w.b.VIPCounters(c.vip.num); after != vc {
+				t.Errorf("VIP counters moved for a packet answered with a too-big: %+v -> %+v", vc, after)
+			}
+
+			before = w.stats(t)
+			w.expectSent(t, small, pinned)
+			if d := statsDelta(before, w.stats(t)); d["conn_hit"] != 1 {
+				t.Errorf("the flow's next packet moved counters by %v, want conn_hit +1: the entry is gone", d)
+			}
+		})
+	}
 }
 
 // TestTooBigQuotingMappedIPv6: an ICMPv6 "packet too big" whose quoted
