@@ -494,6 +494,22 @@ func TestUDPIdleExpiry(t *testing.T) {
 		t.Errorf("udp_expired %d -> %d, want +1", before, got)
 	}
 
+	// The idle timeout is UDP's alone: under a timeout of zero a TCP
+	// flow's next packet still follows its entry.
+	tcp := pktSpec{src: client4, dst: vip4, sport: 7778, dport: 80, proto: ProtoTCP, syn: true}
+	synIn, _ := build(t, tcp)
+	w.run(t, synIn)
+	tcp.syn, tcp.ack = false, true
+	ackIn, _ := build(t, tcp)
+	s0 := w.stats(t)
+	if act, _ := w.run(t, ackIn); act != xdpTX {
+		t.Fatalf("TCP packet of a recorded flow: %s, want TX", actionNames[act])
+	}
+	if s1 := w.stats(t); s1["conn_hit"] != s0["conn_hit"]+1 || s1["conn_miss"] != s0["conn_miss"] || s1["udp_expired"] != s0["udp_expired"] {
+		t.Errorf("TCP packet of a recorded flow under a zero UDP idle timeout: conn_hit %d -> %d (want +1), conn_miss %d -> %d, udp_expired %d -> %d (want both unchanged)",
+			s0["conn_hit"], s1["conn_hit"], s0["conn_miss"], s1["conn_miss"], s0["udp_expired"], s1["udp_expired"])
+	}
+
 	// Idle time is counted in jiffies: a 100 ms timeout spares a packet
 	// right after the previous one and expires the entry 150 ms later.
 	set.UDPIdleTimeout = 100 * time.Millisecond
