@@ -148,7 +148,10 @@ func checkTooBig(t *testing.T, w *world, s pktSpec, wantMTU uint32) {
 	}
 	pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default)
 	if s.dst.Is4() {
-		ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		ip, ok := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if !ok || len(out) < l2+20+8 {
+			t.Fatalf("the answer to an oversized IPv4 packet is no IPv4 ICMP message: %x", out)
+		}
 		if netip.MustParseAddr(ip.SrcIP.String()) != s.dst || netip.MustParseAddr(ip.DstIP.String()) != s.src || ip.Protocol != layers.IPProtocolICMPv4 {
 			t.Errorf("too-big %s -> %s proto %v", ip.SrcIP, ip.DstIP, ip.Protocol)
 		}
@@ -166,7 +169,10 @@ func checkTooBig(t *testing.T, w *world, s pktSpec, wantMTU uint32) {
 			t.Errorf("bad checksum or length %d", ip.Length)
 		}
 	} else {
-		ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		ip, ok := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		if !ok || len(out) < l2+40+8 {
+			t.Fatalf("the answer to an oversized IPv6 packet is no IPv6 ICMP message: %x", out)
+		}
 		if netip.MustParseAddr(ip.SrcIP.String()) != s.dst || netip.MustParseAddr(ip.DstIP.String()) != s.src || ip.NextHeader != layers.IPProtocolICMPv6 {
 			t.Errorf("too-big %s -> %s next %v", ip.SrcIP, ip.DstIP, ip.NextHeader)
 		}
