@@ -18,12 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
 	"github.com/switchyard-lb/switchyard/pkg/balancer"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/datapath/datapathtest"
 	"github.com/switchyard-lb/switchyard/pkg/ethtool"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 	"github.com/switchyard-lb/switchyard/test/readme"
@@ -489,13 +487,7 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	}
 	// What an interface created again looks like: the pins stay, the
 	// link is detached, GRO is on (a new device's default).
-	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = l.Detach()
-	l.Close()
-	if err != nil {
+	if err := datapathtest.DetachPinnedLink(pinDir); err != nil {
 		t.Fatal(err)
 	}
 	if err := topo.SetGRO(lb, topology.EthName, true); err != nil {
@@ -515,20 +507,13 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	if err := os.WriteFile(failCfg, []byte(more), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "vip_addrs"), nil)
+	foreign, err := datapathtest.FillPinnedMap(filepath.Join(pinDir, "vip_addrs"), func(i int, k []byte) {
+		k[0], k[1], k[2], k[3] = 10, 250, byte(i>>8), byte(i)
+	}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer addrs.Close()
-	var foreign [][]byte
-	for i := 0; ; i++ {
-		k := make([]byte, addrs.KeySize())
-		k[0], k[1], k[2], k[3] = 10, 250, byte(i>>8), byte(i)
-		if err := addrs.Put(k, uint32(1)); err != nil {
-			break
-		}
-		foreign = append(foreign, k)
-	}
+	defer foreign.Close()
 
 	out := runFailing(t, topo, lb, failCfg, "write VIP address 10.100.0.2")
 	// The datapath's error alone named no step of the start.
@@ -554,10 +539,8 @@ func TestRunFailedStartOverPinsDetachesWhatItAttached(t *testing.T) {
 	}
 
 	// The next start, with room in vip_addrs, attaches afresh over the pins.
-	for _, k := range foreign {
-		if err := addrs.Delete(k); err != nil {
-			t.Fatal(err)
-		}
+	if err := foreign.Empty(); err != nil {
+		t.Fatal(err)
 	}
 	d = startRun(t, topo, lb, cfgPath)
 	if st := d.status(t); !st.ProgramAttached || !st.LinkPinned {

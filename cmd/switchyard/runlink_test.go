@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/datapath/datapathtest"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -231,13 +231,7 @@ func TestRunProgramDetached(t *testing.T) {
 	d := startRun(t, topo, lb, cfgPath)
 	ours := topo.EthXDPProgID(t, lb)
 
-	l, err := link.LoadPinnedLink(filepath.Join(pinDir, "link"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = l.Detach() // what `bpftool link detach` does
-	l.Close()
-	if err != nil {
+	if err := datapathtest.DetachPinnedLink(pinDir); err != nil { // what `bpftool link detach` does
 		t.Fatal(err)
 	}
 	if err := datapath.AttachPass(topo.NsHandle(lb), topology.EthName); err != nil {
@@ -273,7 +267,7 @@ func TestRunProgramDetached(t *testing.T) {
 	}
 
 	// The fix the README gives: the other program off, a restart.
-	err = topo.Do(lb, func() error {
+	err := topo.Do(lb, func() error {
 		eth, err := netlink.LinkByName(topology.EthName)
 		if err != nil {
 			return err

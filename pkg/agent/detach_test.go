@@ -4,15 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
@@ -20,6 +16,7 @@ import (
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/api/apitest"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/datapath/datapathtest"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -94,31 +91,15 @@ func TestDecapDetachedShows(t *testing.T) {
 			m["switchyard_agent_decap_attached"], m["switchyard_agent_decap_detachments_total"])
 	}
 
-	l, err := link.LoadPinnedLink(filepath.Join(c.PinDir, "link"), nil)
+	l, err := datapathtest.OpenPinnedLink(c.PinDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	decap, err := ebpf.NewProgramFromID(info.Program)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer decap.Close()
-	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "sybg_other", Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
 
 	// The link made to run another program, and back.
-	if err := l.Update(other); err != nil {
+	restore, err := l.RunRival()
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitLogged(1)
@@ -126,7 +107,7 @@ func TestDecapDetachedShows(t *testing.T) {
 		t.Errorf("status with the link updated to another program: program_attached %v, program_detachments %d, program_detached %q; want not attached, once, naming the other program",
 			st.ProgramAttached, st.ProgramDetachments, st.ProgramDetached)
 	}
-	if err := l.Update(decap); err != nil {
+	if err := restore(); err != nil {
 		t.Fatal(err)
 	}
 	if st := status(); !st.ProgramAttached || st.ProgramDetached != "" || st.ProgramDetachments != 1 {
@@ -262,12 +243,7 @@ func TestAttachCheckFailureIsNoDetachment(t *testing.T) {
 	}
 
 	// Detached: a failed check keeps that too, and counts nothing more.
-	l, err := link.LoadPinnedLink(filepath.Join(c.PinDir, "link"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := l.Detach(); err != nil {
+	if err := datapathtest.DetachPinnedLink(c.PinDir); err != nil {
 		t.Fatal(err)
 	}
 	if st := status(); st.ProgramAttached || st.ProgramDetachments != 1 {

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchyard-lb/switchyard/pkg/config"
+	"github.com/switchyard-lb/switchyard/pkg/datapath/datapathtest"
 )
 
 // TestLinkPinRestoredByWatcher: a running agent pins its decap link again
@@ -76,7 +76,7 @@ func TestMapPinsRestoredByWatcher(t *testing.T) {
 	t.Parallel()
 	c, a := startWatchedAgent(t)
 	names := []string{"decap_addrs", "decap_cfg", "decap_stats"}
-	ids := map[string]ebpf.MapID{}
+	ids := map[string]uint32{}
 	for _, name := range names {
 		ids[name] = pinnedMapID(t, filepath.Join(c.PinDir, name))
 		if err := os.Remove(filepath.Join(c.PinDir, name)); err != nil {
@@ -120,12 +120,7 @@ func TestMapPinsRestoredByWatcher(t *testing.T) {
 	// remove: the status says which, the metrics that not all are pinned.
 	// (Renamed over the pin: the watcher restores a pin removed first.)
 	stats := filepath.Join(c.PinDir, "decap_stats")
-	other, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if err := other.Pin(filepath.Join(c.PinDir, "other")); err != nil {
+	if err := datapathtest.PinRivalMap(filepath.Join(c.PinDir, "other")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(filepath.Join(c.PinDir, "other"), stats); err != nil {
@@ -146,18 +141,12 @@ func TestMapPinsRestoredByWatcher(t *testing.T) {
 }
 
 // pinnedMapID returns the ID of the map pinned at path.
-func pinnedMapID(t *testing.T, path string) ebpf.MapID {
+func pinnedMapID(t *testing.T, path string) uint32 {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(path, nil)
+	id, err := datapathtest.PinnedMapID(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	info, err := m.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := info.ID()
 	return id
 }
 

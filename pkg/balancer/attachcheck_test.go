@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/link"
-
 	"github.com/switchyard-lb/switchyard/pkg/api"
 	"github.com/switchyard-lb/switchyard/pkg/api/apitest"
 	"github.com/switchyard-lb/switchyard/pkg/config"
 	"github.com/switchyard-lb/switchyard/pkg/datapath"
+	"github.com/switchyard-lb/switchyard/pkg/datapath/datapathtest"
 	"github.com/switchyard-lb/switchyard/pkg/topology"
 )
 
@@ -116,12 +115,7 @@ func TestAttachCheckFailureIsNoDetachment(t *testing.T) {
 	}
 
 	// Detached: a failed check keeps that too, and counts nothing more.
-	l, err := link.LoadPinnedLink(filepath.Join(pin, "link"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := l.Detach(); err != nil { // what `bpftool link detach` does
+	if err := datapathtest.DetachPinnedLink(pin); err != nil { // what `bpftool link detach` does
 		t.Fatal(err)
 	}
 	if st := status(); st.ProgramAttached || st.ProgramDetachments != 1 {

@@ -8,25 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
+	"github.com/switchyard-lb/switchyard/pkg/datapath/datapathtest"
 	"github.com/switchyard-lb/switchyard/pkg/demo"
 )
 
 // linkProgram is the ID of the program on the link pinned in pinDir.
-func linkProgram(t *testing.T, pinDir string) ebpf.ProgramID {
+func linkProgram(t *testing.T, pinDir string) uint32 {
 	t.Helper()
-	l, err := link.LoadPinnedLink(pinDir+"/link", nil)
+	id, err := datapathtest.PinnedLinkProgramID(pinDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	info, err := l.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.Program
+	return id
 }
 
 // TestSecondDaemonTouchesNothing: a second `switchyard run` of a running
