@@ -1,6 +1,7 @@
 // Package datapath loads, pins, attaches and upgrades Switchyard's XDP
 // programs and gives typed access to their maps. It is the only package that
-// imports cilium/ebpf.
+// imports cilium/ebpf, with its test-support package datapathtest
+// (TestOnlyDatapathImportsEbpf checks it).
 //
 // Pinned state lives under a directory in bpffs (by default
 // /sys/fs/bpf/switchyard/<interface>): every map and the XDP link. Loading a
