@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -172,8 +173,14 @@ func userMessages(t *testing.T, root string) []userMessage {
 			if err != nil {
 				return err
 			}
+			if d.IsDir() {
+				if rel, _ := filepath.Rel(root, path); testSupport[filepath.ToSlash(rel)] != "" {
+					return filepath.SkipDir
+				}
+				return nil
+			}
 			// bpf2go's generated loaders are not ours to word.
-			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, "_bpfel.go") {
+			if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, "_bpfel.go") {
 				return nil
 			}
 			f, err := parser.ParseFile(fset, path, nil, 0)
@@ -284,6 +291,47 @@ func TestEveryMessageIsInTroubleshooting(t *testing.T) {
 	slices.Sort(stale)
 	for _, lead := range stale {
 		t.Errorf("the lists of messages without a row have %q, which no message of cmd/ or pkg/ starts with any more: remove it", lead)
+	}
+}
+
+// testSupport: the packages only tests import, whose messages no user
+// can see (TestTestSupportIsTestOnly holds them to that), each with what
+// it is for.
+var testSupport = map[string]string{
+	"pkg/api/apitest":           "checks of the API's answers that the tests of the balancer and the agent share",
+	"pkg/datapath/datapathtest": "looks at and plays with pinned links and maps from outside pkg/datapath, the only other importer of cilium/ebpf",
+}
+
+// TestTestSupportIsTestOnly: no Go file but a test imports a package of
+// testSupport, so skipping their messages hides none a user can see.
+func TestTestSupportIsTestOnly(t *testing.T) {
+	root := filepath.Join("..", "..")
+	const module = "github.com/switchyard-lb/switchyard/"
+	fset := token.NewFileSet()
+	for _, dir := range []string{"cmd", "pkg", "test"} {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+			if err != nil {
+				return err
+			}
+			for _, imp := range f.Imports {
+				if pkg, _ := strconv.Unquote(imp.Path.Value); testSupport[strings.TrimPrefix(pkg, module)] != "" {
+					t.Errorf("%s imports %s, which the messages check skips as test support: move what it needs out of it, or take it off testSupport", path, pkg)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for dir := range testSupport {
+		if _, err := os.Stat(filepath.Join(root, dir)); err != nil {
+			t.Errorf("testSupport names %s: %v; remove it", dir, err)
+		}
 	}
 }
 
