@@ -946,6 +946,115 @@ func TestRemoveAgentInterruptedWhileWaitingForTheRunLock(t *testing.T) {
 	}
 }
 
+// TestRemoveAgentInterruptedWhileAskingTheSocket: `switchyard remove
+// --agent` first asks what listens on the agent's api.socket whether it is
+// an agent of this configuration, waiting up to 5 s for its answer. A
+// Ctrl-C meanwhile ends that wait at once, as it ends remove's other
+// waits: an error saying it was interrupted and undid nothing, exit status
+// 1, and the killed run's record, VIPs, sysctls and pins stay. The check
+// took no context and came before remove took Ctrl-C: the signal's
+// default action killed the process with no word.
+func TestRemoveAgentInterruptedWhileAskingTheSocket(t *testing.T) {
+	t.Parallel()
+	topo, be, pinDir, cfgPath := agentSetup(t, `{listen: ""}`)
+	killedAgent(t, topo, be, pinDir, cfgPath)
+	left := agentState(t, topo, be, pinDir)
+	states, _ := filepath.Glob(filepath.Join(filepath.Dir(cfgPath), "agent-*.json"))
+	if len(states) != 1 {
+		t.Fatalf("state files the killed agent left: %v, want one", states)
+	}
+
+	// A listener that takes connections and requests and never answers,
+	// as an agent hung, or still starting.
+	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	asked := make(chan struct{})
+	var (
+		connsMu sync.Mutex
+		conns   []net.Conn
+	)
+	defer func() {
+		connsMu.Lock()
+		defer connsMu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	go func() {
+		var once sync.Once
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connsMu.Lock()
+			conns = append(conns, conn)
+			connsMu.Unlock()
+			go func() {
+				buf := make([]byte, 512)
+				if n, _ := conn.Read(buf); strings.HasPrefix(string(buf[:n]), "GET ") {
+					once.Do(func() { close(asked) })
+				}
+			}()
+		}
+	}()
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-asked:
+	case err := <-exited:
+		t.Fatalf("remove --agent exited before it asked the listener on %s for the agent's status: %v\n%s", sock, err, out.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("remove --agent did not ask the listener on %s for the agent's status within 10 s:\n%s", sock, out.String())
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	// Well within the 5 s the wait lasts unless interrupted.
+	select {
+	case err = <-exited:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("remove --agent still waits 2 s after Ctrl-C:\n%s", out.String())
+	}
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+		t.Errorf("remove --agent interrupted while it asked the socket: %v, want exit status 1; it printed:\n%s", err, out.String())
+	}
+	if want := "remove --agent interrupted while it waited: wait for an answer on the agent's api.socket " + sock + ": context canceled; nothing was undone or removed"; !strings.Contains(out.String(), want) {
+		t.Errorf("remove --agent interrupted while it asked the socket printed:\n%s\nwant %q", out.String(), want)
+	}
+	requireAgentState(t, agentState(t, topo, be, pinDir), left)
+	if _, err := os.Stat(states[0]); err != nil {
+		t.Errorf("the killed agent's state file after the interrupted remove --agent: %v, want it kept", err)
+	}
+
+	// Once the listener is gone, remove --agent undoes the killed run.
+	ln.Close()
+	if out, err := runRemoveAgent(t, topo, be, cfgPath); err != nil {
+		t.Errorf("remove --agent once nothing listens: %v\n%s", err, out)
+	}
+}
+
 // TestAgentInterfaceRemoved: when its interface is removed, `switchyard
 // agent` has nothing left to decapsulate on: it undoes its changes and
 // exits with an error saying so, for a service manager to start it again

@@ -334,14 +334,18 @@ func removeAgent(cfgPath, iface, pinDir string) error {
 	if perr != nil && serr != nil {
 		return fmt.Errorf("nothing pinned at %s and no state file %s: no agent left anything to remove", a.PinDir(), a.StatePath())
 	}
-	if err := refuseRunningAgent(c.API.Socket, a.PinDir(), a.StatePath()); err != nil {
-		return err
-	}
-	// Remove waits up to 5 s for a stopping agent's run lock, and up to
-	// 30 s for the host's other agents: a Ctrl-C or SIGTERM meanwhile
-	// ends the wait, with nothing undone.
+	// The check for a running agent waits up to 5 s for an answer on its
+	// api.socket, Remove up to 5 s for a stopping agent's run lock, and
+	// up to 30 s for the host's other agents: a Ctrl-C or SIGTERM
+	// meanwhile ends the wait, with nothing undone.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := refuseRunningAgent(ctx, c.API.Socket, a.PinDir(), a.StatePath()); err != nil {
+		if ctx.Err() != nil && agent.Cancelled(err) {
+			return fmt.Errorf("remove --agent interrupted while it waited: %w; nothing was undone or removed: run it again once what listens there has stopped or answers", err)
+		}
+		return err
+	}
 	if err := a.RemoveContext(ctx); err != nil {
 		if ctx.Err() != nil && agent.Cancelled(err) {
 			return fmt.Errorf("remove --agent interrupted while it waited: %w; nothing was undone or removed: run it again once the agent holding the lock has stopped", err)
@@ -369,10 +373,18 @@ const agentAnswerWait = 5 * time.Second
 // A listener that does not answer as another agent (one of another
 // configuration with the same api.socket) counts as this one: starting,
 // or hung.
-func refuseRunningAgent(socket, pinDir, statePath string) error {
-	conn, err := net.DialTimeout("unix", socket, agentAnswerWait)
+//
+// ctx ends the wait for the listener's answer (a Ctrl-C): the error then
+// wraps ctx's.
+func refuseRunningAgent(ctx context.Context, socket, pinDir, statePath string) error {
+	dialCtx, cancel := context.WithTimeout(ctx, agentAnswerWait)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dialCtx, "unix", socket)
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR) {
 		return nil // nothing listens: a stopped agent's socket, or none
+	}
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("wait for an answer on the agent's api.socket %s: %w", socket, ctx.Err())
 	}
 	if err != nil {
 		return fmt.Errorf("check for a running agent on %s: %w (remove --agent undoes nothing while an agent of this configuration may run: its changes would go from under its decap program); fix the cause and run it again", socket, err)
@@ -394,9 +406,12 @@ func refuseRunningAgent(socket, pinDir, statePath string) error {
 		who = fmt.Sprintf("process %d", pid)
 		stop = fmt.Sprintf("stop it first (`systemctl stop` its unit, or `kill -TERM %d`)", pid)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), agentAnswerWait)
-	defer cancel()
-	st, err := api.NewAgentClient(socket).AgentStatus(ctx)
+	statusCtx, cancelStatus := context.WithTimeout(ctx, agentAnswerWait)
+	defer cancelStatus()
+	st, err := api.NewAgentClient(socket).AgentStatus(statusCtx)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("wait for an answer on the agent's api.socket %s: %w", socket, ctx.Err())
+	}
 	if err != nil {
 		return fmt.Errorf("something listens on the agent's api.socket %s (%s) but did not answer its status (%w): it may be this configuration's agent, starting or hung; "+
 			"%s, then run `switchyard remove --agent` again", socket, who, err, stop)
