@@ -119,6 +119,9 @@ type Agent struct {
 	// ownPins: the pin directory is ours to remove on teardown (Start
 	// created it, or Start completed).
 	ownPins bool
+	// keepPinDir: a failed Start removes its pins but keeps the pin
+	// directory, which it did not create (an admin's, prepared empty).
+	keepPinDir bool
 	// lock holds the pin directory's flock from before Start touches the
 	// pins until teardown has removed them.
 	lock *os.File
@@ -357,7 +360,8 @@ func (a *Agent) StartContext(ctx context.Context) (err error) {
 	if a.watch, err = a.startWatch(); err != nil {
 		return err
 	}
-	a.ownPins = true
+	// A running agent's stop removes the directory with its pins.
+	a.ownPins, a.keepPinDir = true, false
 	a.running = true
 	a.attached, a.started = res, time.Now()
 	a.log.Info("agent started", "mode", res.Mode.String(), "replaced", res.Replaced,
@@ -448,8 +452,9 @@ func (a *Agent) lockPinDir(ctx context.Context) error {
 	// apart under the lock, by what the directory holds: one that was
 	// missing before the lock may hold the pins of an agent that took it
 	// first; an empty one (prepared, or an agent killed before it pinned)
-	// none.
-	a.lock, a.ownPins = f, datapath.PinDirEmpty(f)
+	// none. Only a directory this start created goes with the pins of a
+	// failed start: one that was there stays, empty, as it was found.
+	a.lock, a.ownPins, a.keepPinDir = f, datapath.PinDirEmpty(f), !created
 	return nil
 }
 
@@ -652,13 +657,18 @@ func (a *Agent) teardown() error {
 	}
 	var detachErr error
 	if a.ownPins {
+		remove := datapath.RemoveDecap
+		if a.keepPinDir {
+			remove = datapath.RemoveDecapPins
+		}
 		if _, err := os.Stat(a.pinDir); err == nil {
-			if err := datapath.RemoveDecap(a.pinDir); err != nil {
+			if err := remove(a.pinDir); err != nil {
 				detachErr = fmt.Errorf("detach decap program from %s: %w", a.iface, err)
 			}
 		}
 		a.ownPins = false
 	}
+	a.keepPinDir = false
 	// GRO comes back only once the generic-mode program is detached, or
 	// it would see merged packets meanwhile; if it stays attached, so
 	// does GRO's record, for the next run or remove --agent. Removing the
@@ -764,7 +774,8 @@ func (a *Agent) RemoveContext(ctx context.Context) (err error) {
 		a.ownPins = false
 		return err
 	}
-	a.ownPins = true
+	// Remove takes the directory with the pins, whoever created it.
+	a.ownPins, a.keepPinDir = true, false
 	return nil
 }
 

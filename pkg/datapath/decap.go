@@ -198,6 +198,11 @@ func (d *Decap) Close() error {
 // RemoveDecap detaches the decap program pinned under pinDir and deletes its pins.
 func RemoveDecap(pinDir string) error { return removePinned(pinDir, false) }
 
+// RemoveDecapPins is RemoveDecap that keeps pinDir itself, empty: for a
+// failed start in a directory it did not create (one an admin prepared,
+// with its owner and mode), which must leave it as found.
+func RemoveDecapPins(pinDir string) error { return removePinned(pinDir, true) }
+
 var decapStatNames = [decapDecapStatDECAP_STAT_MAX]string{
 	decapDecapStatDECAP_STAT_IPIP:            "decap_ipv4_outer",
 	decapDecapStatDECAP_STAT_IP6:             "decap_ipv6_outer",
