@@ -282,13 +282,24 @@ func (a *Agent) adoptSysctl(r sysctlRecord) (*sysctl, error) {
 // earlier run never touched ("" if none). A netlink error other than a
 // missing device says nothing of either, and is returned.
 func (a *Agent) recordedLink(dev string, ifindex int) (l netlink.Link, other string, err error) {
+	l, other, err = a.interfaceAt(dev, ifindex)
+	if l != nil && dev != "" && l.Attrs().Name != dev {
+		a.log.Info("interface renamed since the earlier run", "was", dev, "now", l.Attrs().Name, "ifindex", ifindex)
+	}
+	return l, other, err
+}
+
+// interfaceAt is recordedLink without its line: the device that is the
+// interface recorded as dev, of index ifindex, or nil and the name of
+// another device at the index. A running agent follows its own
+// interface's renames by it too (see readSysctlOf): its link is pinned.
+func (a *Agent) interfaceAt(dev string, ifindex int) (l netlink.Link, other string, err error) {
 	// The balancer's rule for its GRO record, by name and index.
 	l, other, err = ethtool.GROOff{Dev: dev, Ifindex: ifindex}.Find(a.nl.LinkByIndex)
 	if err != nil || other == "" {
 		return l, "", err
 	}
 	if datapath.PinnedLinkOn(a.pinDir, l) {
-		a.log.Info("interface renamed since the earlier run", "was", dev, "now", other, "ifindex", ifindex)
 		return l, "", nil
 	}
 	return nil, other, nil

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -74,6 +73,9 @@ type sysctl struct {
 	f    *os.File
 	// shared: another agent of the host set it, and it has that value.
 	shared bool
+	// other: the device found at the interface's index once the
+	// interface was gone (see readSysctlOf), "" if none.
+	other string
 	sysctlRecord
 }
 
@@ -188,19 +190,29 @@ func maxSysctl(v, path string) (string, error) {
 // readSysctlOf reads the current value of s. The kernel registers the
 // settings of a renamed interface anew, and the file opened under the old
 // name then reads ENOENT: the setting is opened again under the
-// interface's current name (found by its index) and read from there.
-// fs.ErrNotExist means the interface is gone.
+// interface's current name and read from there. The interface is found
+// as a record's is (see recordedLink): the device at its index with its
+// name, or under another name while the agent's pinned link still drives
+// it (deleting the interface detaches the link). Another device given
+// the index since (the interface deleted, and `ip link add ... index
+// N`, say, before the agent stopped) is not followed: its settings are
+// its own, though they may have the values the agent sets. fs.ErrNotExist
+// means the interface is gone.
 func (a *Agent) readSysctlOf(s *sysctl) (string, error) {
 	cur, err := readSysctl(s.f)
 	if !errors.Is(err, fs.ErrNotExist) || s.Ifindex == 0 || a.nl == nil {
 		return cur, err
 	}
-	l, lerr := a.nl.LinkByIndex(s.Ifindex)
+	l, other, lerr := a.interfaceAt(s.Dev, s.Ifindex)
 	if lerr != nil {
-		if errors.As(lerr, &netlink.LinkNotFoundError{}) {
-			return "", err // gone, and its settings with it
-		}
 		return "", fmt.Errorf("find interface %d of sysctl %s: %w", s.Ifindex, s.name, lerr)
+	}
+	if l == nil {
+		if other != "" && s.other != other {
+			s.other = other // said once, not at every status call
+			a.log.Info(a.sysctlGone(s.sysctlRecord, other))
+		}
+		return "", err // gone, and its settings with it
 	}
 	r := s.sysctlRecord
 	r.Dev = l.Attrs().Name

@@ -257,3 +257,74 @@ func TestReadOnlyProcSys(t *testing.T) {
 		requireNoState(t, a)
 	})
 }
+
+// TestStopSysctlIndexReused: the agent's interface deleted while it runs,
+// and its index given to another device before the agent stops (`ip link
+// add ... index N`, or a device moved into the namespace, which keeps its
+// index). The stop, and a status call before it, found the interface's
+// settings by the index alone: the stop set the new device's arp_ignore,
+// arp_announce and rp_filter back to the values the agent had found on
+// the deleted one, whenever the new device had the values the agent sets
+// (the admin's, or net.ipv4.conf.default's). They are the new device's
+// own, and stay, with the line that the interface is gone; the settings
+// of a renamed interface, which the agent's pinned link still drives,
+// are followed as before (TestInterfaceRenamedWhileRunning).
+func TestStopSysctlIndexReused(t *testing.T) {
+	t.Parallel()
+	const other = "sysr0"
+	keys := []string{"arp_ignore", "arp_announce", "rp_filter"}
+	found := map[string]string{"arp_ignore": "0", "arp_announce": "0", "rp_filter": "1"}
+	admin := map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"}
+	for _, tc := range []struct {
+		name   string
+		status bool // a status call between the reuse and the stop
+	}{
+		{"stop", false},
+		{"status, then stop", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			for _, key := range keys {
+				setSysctl(t, topo, be, "net.ipv4.conf.eth0."+key, found[key])
+			}
+			c := testConfig(topo)
+			var logs logBuffer
+			a := newAgentLogs(t, c, &logs)
+			if err := topo.Do(be, a.Start); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			index := topo.ReuseEthIndex(t, be, other, "sysr1")
+			for _, key := range keys {
+				setSysctl(t, topo, be, "net.ipv4.conf."+other+"."+key, admin[key])
+			}
+			if tc.status {
+				st, err := a.AgentStatus(context.Background())
+				t.Logf("AgentStatus after the reuse: %v", err)
+				for _, s := range st.Sysctls {
+					if strings.Contains(s.Name, "."+other+".") {
+						t.Errorf("status shows %s's setting %+v as the agent's: it took the index of the deleted eth0", other, s)
+					}
+				}
+			}
+			if err := a.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			for _, key := range keys {
+				if got := sysctlValue(t, topo, be, "net.ipv4.conf."+other+"."+key); got != admin[key] {
+					t.Errorf("%s.%s = %s after Stop, want %s as the admin set it: it took the index of the deleted eth0, and its settings were never the agent's", other, key, got, admin[key])
+				}
+			}
+			for _, key := range keys {
+				want := fmt.Sprintf("interface eth0 (index %d), whose sysctl net.ipv4.conf.eth0.%s the agent set, is gone: ", index, key)
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("the agent did not say %q; it logged:\n%s", want, logs.String())
+				}
+			}
+			if want := fmt.Sprintf("index %d is %s now, left as it is", index, other); logs.count(want) != len(keys) {
+				t.Errorf("the agent did not say once for each of its %d settings of eth0 that %q; it logged:\n%s", len(keys), want, logs.String())
+			}
+		})
+	}
+}
