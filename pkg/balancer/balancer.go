@@ -706,7 +706,7 @@ func (e *nextHopError) Unwrap() error { return e.err }
 // syncSettings writes to the datapath.
 func settingsChanged(old, cur *config.Config) bool {
 	return old.Datapath.MTU != cur.Datapath.MTU || old.Datapath.ICMPTooBig != cur.Datapath.ICMPTooBig ||
-		old.Datapath.UDPIdleTimeout != cur.Datapath.UDPIdleTimeout || old.Encap != cur.Encap || old.Nexthop != cur.Nexthop
+		old.Datapath.UDPIdleTimeout != cur.Datapath.UDPIdleTimeout || !config.Same(old.Encap, cur.Encap) || !config.Same(old.Nexthop, cur.Nexthop)
 }
 
 // logSettings logs an error of syncSettings, if any. A next hop not
@@ -1608,7 +1608,10 @@ func immutableChanged(old, cur *config.Config) error {
 	check("datapath.attach_mode", old.Datapath.AttachMode, cur.Datapath.AttachMode)
 	check("datapath.conn_table_size", old.Datapath.ConnTableSize, cur.Datapath.ConnTableSize)
 	check("api.socket", old.API.Socket, cur.API.Socket)
-	check("metrics.listen", old.Metrics.Listen, cur.Metrics.Listen)
+	// As the address and port it is: [FD00::1]:9301 is [fd00::1]:9301.
+	if !config.Same(old.Metrics, cur.Metrics) {
+		check("metrics.listen", old.Metrics.Listen, cur.Metrics.Listen)
+	}
 	return errors.Join(errs...)
 }
 
@@ -1660,8 +1663,10 @@ func describeChanges(old, cur *config.Config) []api.Change {
 // fieldChanges appends to out the fields in which a and b, structs of one
 // configuration type, differ, named by their YAML names after prefix
 // (a nested struct's fields joined with dots: health.interval), with their
-// values as the file writes them. It leaves out the top-level fields
-// skip names.
+// values as the file writes them. Fields are compared as config.SameField
+// has it: an address or prefix only written differently (fd00:0::1 for
+// fd00::1) is no change, and a changed one is shown as each file writes it.
+// It leaves out the top-level fields skip names.
 func fieldChanges(out []api.FieldChange, prefix string, a, b reflect.Value, skip ...string) []api.FieldChange {
 	t := a.Type()
 	for i := range t.NumField() {
@@ -1674,7 +1679,7 @@ func fieldChanges(out []api.FieldChange, prefix string, a, b reflect.Value, skip
 			out = fieldChanges(out, prefix+name+".", fa, fb)
 			continue
 		}
-		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+		if !config.SameField(t.Field(i), fa, fb) {
 			out = append(out, api.FieldChange{Field: prefix + name, From: fmt.Sprint(fa.Interface()), To: fmt.Sprint(fb.Interface())})
 		}
 	}

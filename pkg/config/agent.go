@@ -26,13 +26,13 @@ type AgentConfig struct {
 	// (the backend addresses the balancers use), unicast and routed: not
 	// link-local or reserved, as backends[].address. Empty means every
 	// address of Interface but link-local ones, followed as they change.
-	EncapAddresses []string `yaml:"encap_addresses"`
+	EncapAddresses []string `yaml:"encap_addresses" compare:"addr"`
 	// GUEPort is the UDP port GUE packets arrive on; 0 disables GUE decap
 	// (IPIP is always decapsulated). Default: 6080.
 	GUEPort int `yaml:"gue_port"`
 	// VIPs are added to lo so that the servers accept the decapsulated
 	// packets and reply to clients directly.
-	VIPs []string `yaml:"vips"`
+	VIPs []string `yaml:"vips" compare:"addr"`
 	// PinDir is the bpffs directory for pinned maps and links. Empty means
 	// DefaultAgentPinDirBase/<interface>.
 	PinDir string `yaml:"pin_dir"`

@@ -13,10 +13,10 @@
 // is kept and validated. Derived defaults (documented as "Empty/0 means …")
 // depend on other fields and are filled by ApplyDefaults after decoding.
 //
-// The types are plain values (no pointers, no hidden state), so a reload
-// can compare old and new configs with reflect.DeepEqual. Addresses are
+// The types are plain values (no pointers, no hidden state). Addresses are
 // kept as the strings of the file, for printing; methods such as VIP.Addr
-// return them parsed.
+// return them parsed, and a reload compares old and new configs with Same,
+// which takes two spellings of one address (fd00::1, fd00:0::1) for one.
 package config
 
 import (
@@ -227,17 +227,17 @@ type Encap struct {
 	// link-local or reserved). Empty means the interface's first IPv4
 	// address that routers forward (link-local, loopback and 240.0.0.0/4
 	// ones are skipped), followed as the interface's addresses change.
-	SourceV4 string `yaml:"source_v4"`
+	SourceV4 string `yaml:"source_v4" compare:"addr"`
 	// SourceV6 is the outer IPv6 source, not link-local. Empty means the
 	// interface's first global IPv6 address that is neither tentative,
 	// dadfailed nor deprecated, followed as it changes.
-	SourceV6 string `yaml:"source_v6"`
+	SourceV6 string `yaml:"source_v6" compare:"addr"`
 	// SourcePrefixV4, if set, is a CIDR prefix the outer IPv4 source is
 	// picked from by hashing the client address, so that backend NICs
 	// spread the load over their receive queues. Overrides SourceV4.
-	SourcePrefixV4 string `yaml:"source_prefix_v4"`
+	SourcePrefixV4 string `yaml:"source_prefix_v4" compare:"prefix"`
 	// SourcePrefixV6 is SourcePrefixV4 for IPv6.
-	SourcePrefixV6 string `yaml:"source_prefix_v6"`
+	SourcePrefixV6 string `yaml:"source_prefix_v6" compare:"prefix"`
 }
 
 // SourceV4Addr returns SourceV4 parsed; invalid (zero) if unset.
@@ -259,7 +259,7 @@ type Nexthop struct {
 	// the router is on the link); its MAC is resolved through netlink. Empty means the
 	// gateway of the default route through the interface: IPv4's if there
 	// is one, else IPv6's.
-	Gateway string `yaml:"gateway"`
+	Gateway string `yaml:"gateway" compare:"addr"`
 }
 
 // GatewayAddr returns Gateway parsed; invalid (zero) if unset.
@@ -277,7 +277,7 @@ type Metrics struct {
 	// Listen is host:port to serve /metrics on; "" disables it. Default:
 	// DefaultMetricsListen for the balancer, DefaultAgentMetricsListen for
 	// the agent.
-	Listen string `yaml:"listen"`
+	Listen string `yaml:"listen" compare:"hostport"`
 }
 
 // VIP is one virtual service: an address, port and protocol balanced over
@@ -290,7 +290,7 @@ type VIP struct {
 	// unspecified, loopback, multicast, broadcast, link-local (clients
 	// reach it through routers), reserved (240.0.0.0/4) or the next hop's
 	// (the router's own). Required.
-	Address string `yaml:"address"`
+	Address string `yaml:"address" compare:"addr"`
 	// Port is the service port; 0 means every port of Protocol. Required in
 	// a file (a forgotten port would make an all-ports VIP), even if 0.
 	Port int `yaml:"port"`
@@ -412,7 +412,7 @@ type Backend struct {
 	// the balancers). It is the backend's identity in the Maglev table
 	// (pkg/balancer sorts by it), so changing it moves the backend's
 	// flows. Required.
-	Address string `yaml:"address"`
+	Address string `yaml:"address" compare:"addr"`
 	// Weight is the backend's relative share of new flows, 1 to 65535.
 	// Default: 1.
 	Weight int `yaml:"weight"`
