@@ -572,7 +572,7 @@ func (c *Config) validate(set func(path string) bool) problems {
 	switch d.AttachMode {
 	case AttachNative, AttachGeneric, AttachAuto:
 	default:
-		p.add("datapath.attach_mode", "%q is not an attach mode; use native, generic or auto", d.AttachMode)
+		p.add("datapath.attach_mode", "%q is not an attach mode; use native, generic or auto", userValue(d.AttachMode))
 	}
 	if d.PinDir != "" || d.Interface != "" {
 		checkPinDir(&p, "datapath.pin_dir", d.PinDir, filepath.Join(DefaultPinDirBase, d.Interface))
@@ -600,7 +600,7 @@ func (c *Config) validate(set func(path string) bool) problems {
 	switch e.Type {
 	case EncapIPIP, EncapGUE:
 	default:
-		p.add("encap.type", "%q is not an encapsulation; use ipip or gue", e.Type)
+		p.add("encap.type", "%q is not an encapsulation; use ipip or gue", userValue(e.Type))
 	}
 	checkPort(&p, "encap.gue_port", e.GUEPort, 1, "")
 	checkFamilyAddr(&p, "encap.source_v4", e.SourceV4, false)
@@ -638,10 +638,10 @@ func (c *Config) validate(set func(path string) bool) problems {
 		case len(v.Name) > MaxNameLen:
 			nameTooLong(&p, path+".name", v.Name)
 		case !namePattern.MatchString(v.Name):
-			p.add(path+".name", "%q is not a valid name; use lower-case letters, digits, '.', '-' and '_', starting with a letter or digit", v.Name)
+			p.add(path+".name", "%q is not a valid name; use lower-case letters, digits, '.', '-' and '_', starting with a letter or digit", userValue(v.Name))
 		default:
 			if j, dup := names[v.Name]; dup {
-				p.add(path+".name", "%q is already the name of vips[%d]; VIP names must be unique", v.Name, j)
+				p.add(path+".name", "%q is already the name of vips[%d]; VIP names must be unique", userValue(v.Name), j)
 			} else {
 				names[v.Name] = i
 			}
@@ -651,13 +651,13 @@ func (c *Config) validate(set func(path string) bool) problems {
 		switch v.Protocol {
 		case ProtocolTCP, ProtocolUDP:
 		default:
-			p.add(path+".protocol", "%q is not a protocol; use tcp or udp", v.Protocol)
+			p.add(path+".protocol", "%q is not a protocol; use tcp or udp", userValue(v.Protocol))
 		}
 		if addrOK {
 			k := vipKey{a, v.Port, v.Protocol}
 			if j, dup := keys[k]; dup {
 				p.add(path, "%s port %d %s is already vips[%d] (%s); each address, port and protocol may be one VIP only",
-					a, v.Port, v.Protocol, j, c.VIPs[j].Name)
+					a, v.Port, v.Protocol, j, userValue(c.VIPs[j].Name))
 			} else {
 				keys[k] = i
 			}
@@ -665,7 +665,7 @@ func (c *Config) validate(set func(path string) bool) problems {
 		switch v.Hash {
 		case Hash5Tuple, HashSource:
 		default:
-			p.add(path+".hash", "%q is not a hash mode; use 5tuple or source", v.Hash)
+			p.add(path+".hash", "%q is not a hash mode; use 5tuple or source", userValue(v.Hash))
 		}
 		if !v.Conntrack && v.Protocol != ProtocolUDP {
 			p.add(path+".conntrack", "false is only allowed for udp VIPs; TCP flows need the connection table to keep their backend, so set it to true")
@@ -726,7 +726,7 @@ func checkVIPAddrUses(p *problems, c *Config) {
 				continue
 			}
 			p.add(fmt.Sprintf("vips[%d].backends[%d].address", i, j), "%s is the address of vips[%d] (%s): routers send packets to it to the balancers, so the backend would never get those encapsulated to it; write the backend's own address (the VIP goes on its lo)",
-				a, k, c.VIPs[k].Name)
+				a, k, userValue(c.VIPs[k].Name))
 		}
 	}
 }
@@ -800,7 +800,7 @@ func (h Health) validatePayloads(p *problems, path string) {
 		}
 		if n == 0 && f.required {
 			// Spaces only: an empty datagram, which services ignore.
-			p.add(path+"."+name, "%q has no hexadecimal digits, so each check would send an empty datagram; write the request as pairs of hexadecimal digits, e.g. \"1234 0100\"", bin)
+			p.add(path+"."+name, "%q has no hexadecimal digits, so each check would send an empty datagram; write the request as pairs of hexadecimal digits, e.g. \"1234 0100\"", userValue(bin))
 			continue
 		}
 		if n > health.MaxUDPPayload {
@@ -848,11 +848,11 @@ func (h Health) Reply() []byte {
 func decodeHex(s string) ([]byte, error) {
 	digits := strings.Join(strings.Fields(s), "")
 	if len(digits)%2 != 0 {
-		return nil, fmt.Errorf("%q has an odd number of hexadecimal digits", s)
+		return nil, fmt.Errorf("%q has an odd number of hexadecimal digits", userValue(s))
 	}
 	b, err := hex.DecodeString(digits)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not hexadecimal", s)
+		return nil, fmt.Errorf("%q is not hexadecimal", userValue(s))
 	}
 	return b, nil
 }
@@ -863,7 +863,7 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 	switch h.Type {
 	case CheckTCP, CheckHTTP, CheckHTTPS, CheckUDP, CheckNone:
 	default:
-		p.add(path+".type", "%q is not a check type; use tcp, http, https, udp or none", h.Type)
+		p.add(path+".type", "%q is not a check type; use tcp, http, https, udp or none", userValue(h.Type))
 		return
 	}
 	if h.Type == CheckNone {
@@ -885,7 +885,7 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 	switch h.Via {
 	case ViaDirect, ViaTunnel:
 	default:
-		p.add(path+".via", "%q is not a check path; use direct (to each backend's address) or tunnel (to the VIP, encapsulated to each backend)", h.Via)
+		p.add(path+".via", "%q is not a check path; use direct (to each backend's address) or tunnel (to the VIP, encapsulated to each backend)", userValue(h.Via))
 	}
 	switch {
 	case h.Port == 0 && vipPort == 0 && h.Via == ViaTunnel:
@@ -900,7 +900,7 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 	case !httpCheck && h.Path != "":
 		p.add(path+".path", "only http and https checks have a path; remove it or set type to http")
 	case httpCheck && !strings.HasPrefix(h.Path, "/"):
-		p.add(path+".path", "%q does not start with /; write e.g. /healthz", h.Path)
+		p.add(path+".path", "%q does not start with /; write e.g. /healthz", userValue(h.Path))
 	case httpCheck:
 		// The check's URL is parsed at every check: a path it refuses
 		// would fail every backend's checks and take the VIP down.
@@ -909,7 +909,7 @@ func (h Health) validate(p *problems, path string, vipPort int, given func(field
 			if ue, ok := errors.AsType[*url.Error](err); ok {
 				why = ue.Err
 			}
-			p.add(path+".path", "%q is not a URL path (%v); percent-encode it, a %% as %%25", h.Path, why)
+			p.add(path+".path", "%q is not a URL path (%v); percent-encode it, a %% as %%25", userValue(h.Path), why)
 		}
 	}
 	switch {
@@ -976,18 +976,18 @@ func validateBackends(p *problems, vipPath string, bs []Backend) {
 			nameTooLong(p, path+".name", b.Name)
 		} else if bad, ok := invisibleRune(b.Name); ok {
 			p.add(path+".name", "%q contains %q, a space or control character, which would break the status table; write visible characters only, e.g. %s",
-				b.Name, bad, visibleName(b.Name))
+				userValue(b.Name), bad, userValue(visibleName(b.Name)))
 		} else if strings.Contains(b.Name, "/") {
 			p.add(path+".name", "%q contains '/', which switchyard drain and undrain read as VIP/NAME; use e.g. %s",
-				b.Name, strings.ReplaceAll(b.Name, "/", "-"))
+				userValue(b.Name), userValue(strings.ReplaceAll(b.Name, "/", "-")))
 		} else if k, dup := names[b.Name]; dup {
-			p.add(path+".name", "%q is already the name of backends[%d]; backend names must be unique within a VIP", b.Name, k)
+			p.add(path+".name", "%q is already the name of backends[%d]; backend names must be unique within a VIP", userValue(b.Name), k)
 		} else {
 			names[b.Name] = j
 		}
 		if a, ok := parseUnicast(p, path+".address", b.Address); ok {
 			if k, dup := addrs[a]; dup {
-				p.add(path+".address", "%s is already backends[%d] (%s); list each backend once per VIP", a, k, bs[k].Name)
+				p.add(path+".address", "%s is already backends[%d] (%s); list each backend once per VIP", a, k, userValue(bs[k].Name))
 			} else {
 				addrs[a] = j
 			}

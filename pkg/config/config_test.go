@@ -1340,14 +1340,14 @@ func TestValidateLimits(t *testing.T) {
 		{"server name label of 64 bytes", func(c *Config) {
 			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a", 64)+".example"
 		},
-			`vips[0].health.sni: "` + strings.Repeat("a", 64) + `.example" has a label of 64 bytes, longer than the 63 DNS allows`},
+			`vips[0].health.sni: "` + strings.Repeat("a", 64) + `"... (72 bytes) has a label of 64 bytes, longer than the 63 DNS allows`},
 		{"server name of 253 bytes", func(c *Config) {
 			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a.", 126)+"a"
 		}, ""},
 		{"server name of 254 bytes", func(c *Config) {
 			c.VIPs[0].Health.Type, c.VIPs[0].Health.SNI = CheckHTTPS, strings.Repeat("a.", 126)+"ab"
 		},
-			`vips[0].health.sni: "` + strings.Repeat("a.", 126) + `ab" is 254 bytes, longer than the 253 a DNS name may have`},
+			`vips[0].health.sni: "` + strings.Repeat("a.", 32) + `"... (254 bytes) is 254 bytes, longer than the 253 a DNS name may have`},
 		{"http check with a Host name", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.Host = CheckHTTP, "app.example.com" }, ""},
 		{"https check with a Host name and port", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.Host = CheckHTTPS, "app.example.com:8443" }, ""},
 		{"Host of an IPv4 address and port", func(c *Config) { c.VIPs[0].Health.Type, c.VIPs[0].Health.Host = CheckHTTP, "192.0.2.1:8080" }, ""},
@@ -1442,7 +1442,7 @@ func TestNameLength(t *testing.T) {
 		t.Errorf("agent node name of %d bytes: %v", MaxNameLen, err)
 	}
 	long := func(n int, path string, line int) string {
-		return fmt.Sprintf("t.yaml:%d: %s: %q... is %d bytes, longer than the 253 a name may have: it is a metric label and a column of status; use a shorter name", line, path, name(32), n)
+		return fmt.Sprintf("t.yaml:%d: %s: %q... is %d bytes, longer than the 253 a name may have: it is a metric label and a column of status; use a shorter name", line, path, name(64), n)
 	}
 	runErrCases(t, []errCase{
 		{"node name", balancer(name(254), "web", "be1"), []string{long(254, "node.name", 1)}},

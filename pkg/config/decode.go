@@ -194,9 +194,17 @@ func syntaxError(name string, err error) error {
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
+	// yaml.v3 quotes what it could not take whole (unknown anchor 'NAME'
+	// referenced): cut as every value an error quotes.
+	msg = yamlQuoted.ReplaceAllStringFunc(msg, func(q string) string {
+		return fmt.Sprintf("'%s'", userValue(q[1:len(q)-1]))
+	})
 	fe.Msg = "not valid YAML: " + msg + "; check the indentation and quoting around this line"
 	return join([]*FieldError{fe})
 }
+
+// yamlQuoted is a text a yaml.v3 error quotes.
+var yamlQuoted = regexp.MustCompile(`'[^']*'`)
 
 // decoder walks a yaml.Node tree into Go values, field by field.
 //
@@ -300,16 +308,17 @@ func fieldPath(path, name string) string {
 }
 
 // keyName is a mapping key as an error's path shows it: as written if it
-// is a plain word, else quoted. An unknown key is the one text of the
-// file an error showed as it was: a tab or newline in it broke the line
-// of the error, an escape sequence rewrote the user's terminal.
+// is a plain word, else quoted, and cut as userValue cuts it. An unknown
+// key is the one text of the file an error showed as it was: a tab or
+// newline in it broke the line of the error, an escape sequence rewrote
+// the user's terminal. (No field's name is long enough to be cut.)
 func keyName(k string) string {
 	for _, r := range k {
 		if !unicode.IsPrint(r) || r == ' ' {
-			return strconv.Quote(k)
+			return fmt.Sprintf("%q", userValue(k))
 		}
 	}
-	return k
+	return fmt.Sprint(userValue(k))
 }
 
 // maxAliases bounds how many times aliases (*name) are followed, so that
@@ -474,16 +483,16 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		if leadingZero.MatchString(n.Value) {
 			// YAML reads 010 as octal 8 and 080 as a float: neither is
 			// the decimal number meant.
-			d.fail(n, path, "%s has a leading zero, which YAML may read as octal; write %s", n.Value, withoutLeadingZeros(n.Value))
+			d.fail(n, path, "%s has a leading zero, which YAML may read as octal; write %s", userValue(n.Value), userValue(withoutLeadingZeros(n.Value)))
 			return
 		}
 		if _, err := strconv.Atoi(n.Value); errors.Is(err, strconv.ErrRange) && wholeNumber.MatchString(n.Value) {
 			// Digits, too many for an int (YAML reads them as a float).
-			d.fail(n, path, "%s is out of range; use %s", n.Value, intRange(path))
+			d.fail(n, path, "%s is out of range; use %s", userValue(n.Value), intRange(path))
 			return
 		}
 		if n.ShortTag() != "!!int" {
-			d.fail(n, path, "%q is not a whole number; write digits only, e.g. 80", n.Value)
+			d.fail(n, path, "%q is not a whole number; write digits only, e.g. 80", userValue(n.Value))
 			return
 		}
 		if !wholeNumber.MatchString(n.Value) {
@@ -492,15 +501,15 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 			// number, which the file should show as written.
 			var i int
 			if err := n.Decode(&i); err != nil {
-				d.fail(n, path, "%s is not written in decimal; write the number in decimal digits", n.Value)
+				d.fail(n, path, "%s is not written in decimal; write the number in decimal digits", userValue(n.Value))
 			} else {
-				d.fail(n, path, "%s is not written in decimal (YAML reads it as %d); write the number in decimal: %d", n.Value, i, i)
+				d.fail(n, path, "%s is not written in decimal (YAML reads it as %d); write the number in decimal: %d", userValue(n.Value), i, i)
 			}
 			return
 		}
 	case reflect.Bool:
 		if n.ShortTag() != "!!bool" {
-			d.fail(n, path, "%q is not true or false; write true or false", n.Value)
+			d.fail(n, path, "%q is not true or false; write true or false", userValue(n.Value))
 			return
 		}
 	case reflect.String:
@@ -510,7 +519,7 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
-		d.fail(n, path, "%q cannot be used here: %v", n.Value, err)
+		d.fail(n, path, "%q cannot be used here: %v", userValue(n.Value), err)
 	}
 }
 
@@ -521,7 +530,7 @@ func describe(n *yaml.Node) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
+		return fmt.Sprintf("%q", userValue(n.Value))
 	default:
 		return "something else"
 	}

@@ -40,14 +40,14 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 			// Only a plain decimal number takes a unit to become a
 			// duration: 0x10s, 1e3s, 1_000s and .infs are none.
 			if plainDecimal.MatchString(n.Value) {
-				return fmt.Errorf("%s has no unit; write a duration such as %ss or %sms", n.Value, n.Value, n.Value)
+				return fmt.Errorf("%s has no unit; write a duration such as %ss or %sms", userValue(n.Value), userValue(n.Value), userValue(n.Value))
 			}
-			return fmt.Errorf("%s is a number with no unit; write a duration in decimal digits with a unit, such as 1s, 500ms or 1m30s", n.Value)
+			return fmt.Errorf("%s is a number with no unit; write a duration in decimal digits with a unit, such as 1s, 500ms or 1m30s", userValue(n.Value))
 		}
 		if durationSyntax.MatchString(n.Value) {
-			return fmt.Errorf("%s is %w (the longest is %s, about 292 years); write e.g. 1s", n.Value, errDurationTooLong, time.Duration(math.MaxInt64))
+			return fmt.Errorf("%s is %w (the longest is %s, about 292 years); write e.g. 1s", userValue(n.Value), errDurationTooLong, time.Duration(math.MaxInt64))
 		}
-		return fmt.Errorf("%q is not a duration; write one such as 1s, 500ms or 1m30s", n.Value)
+		return fmt.Errorf("%q is not a duration; write one such as 1s, 500ms or 1m30s", userValue(n.Value))
 	}
 	*d = Duration(v)
 	return nil

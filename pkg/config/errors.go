@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Sentinel errors. Every error from Load, Parse and Validate wraps one of
@@ -87,4 +89,40 @@ func join(ps []*FieldError) error {
 		errs[i] = p
 	}
 	return errors.Join(errs...)
+}
+
+// maxQuoted is the most bytes of a value from the file that an error
+// quotes: enough to tell which value it is, where the whole of a 10 KB one
+// (a paste gone wrong, a generated file) would bury the message and its
+// fix.
+const maxQuoted = 64
+
+// userValue is a value from the file as an error shows it, formatted with
+// %s or %q (%v is %s): whole up to maxQuoted bytes, else its first
+// maxQuoted bytes (cut where a character starts), then "... (N bytes)".
+// Every error that quotes what the user wrote passes it through this.
+type userValue string
+
+func (v userValue) Format(f fmt.State, verb rune) {
+	head, cut := v.head()
+	if verb == 'q' {
+		fmt.Fprintf(f, "%q", head)
+	} else {
+		io.WriteString(f, head)
+	}
+	if cut {
+		fmt.Fprintf(f, "... (%d bytes)", len(v))
+	}
+}
+
+// head is what of v an error quotes, and whether that is less than v.
+func (v userValue) head() (string, bool) {
+	if len(v) <= maxQuoted {
+		return string(v), false
+	}
+	i := maxQuoted
+	for i > 0 && !utf8.RuneStart(v[i]) {
+		i--
+	}
+	return string(v[:i]), true
 }

@@ -55,7 +55,7 @@ func intRange(path string) string {
 // tooLongDuration is the error for a duration written correctly that
 // time.Duration cannot hold: its maximum is about 292 years.
 func tooLongDuration(path, value string) string {
-	msg := fmt.Sprintf("%s is too long for a duration (the longest is %s, about 292 years)", value, time.Duration(math.MaxInt64))
+	msg := fmt.Sprintf("%s is too long for a duration (the longest is %s, about 292 years)", userValue(value), time.Duration(math.MaxInt64))
 	if r, ok := durationRanges[genericPath(path)]; ok {
 		return fmt.Sprintf("%s, and this field's maximum is %s; write e.g. %s", msg, r.max, r.example)
 	}

@@ -28,8 +28,9 @@ const MaxNameLen = 253
 // nameTooLong reports that name is longer than MaxNameLen, quoting only
 // its start.
 func nameTooLong(p *problems, path, name string) {
+	head, _ := userValue(name).head()
 	p.add(path, "%q... is %d bytes, longer than the %d a name may have: it is a metric label and a column of status; use a shorter name",
-		strings.ToValidUTF8(name[:32], ""), len(name), MaxNameLen)
+		head, len(name), MaxNameLen)
 }
 
 // checkNodeName checks node.name, of the balancer or the agent (which one
@@ -42,7 +43,7 @@ func checkNodeName(p *problems, name, hint string) {
 		nameTooLong(p, "node.name", name)
 	} else if bad, ok := invisibleRune(name); ok {
 		p.add("node.name", "%q contains %q, a space or control character, which would break status and the metrics' node label; write visible characters only, e.g. %s",
-			name, bad, visibleName(name))
+			userValue(name), bad, userValue(visibleName(name)))
 	}
 }
 
@@ -69,9 +70,9 @@ func CheckInterfaceName(name string) error {
 	case name == "":
 		return errors.New("an interface name is required, e.g. eth0")
 	case len(name) > 15:
-		return fmt.Errorf("%q is longer than 15 bytes, the Linux limit for interface names; check `ip link`", name)
+		return fmt.Errorf("%q is longer than 15 bytes, the Linux limit for interface names; check `ip link`", userValue(name))
 	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\v\f\r\x00") || strings.IndexByte(name, 0xa0) >= 0:
-		return fmt.Errorf("%q is not a valid interface name; check `ip link`", name)
+		return fmt.Errorf("%q is not a valid interface name; check `ip link`", userValue(name))
 	}
 	return nil
 }
@@ -122,16 +123,16 @@ func parseAddr(p *problems, path, s string) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
-		p.add(path, "%q is not an IP address; write e.g. 10.0.0.1 or fd00::1", s)
+		p.add(path, "%q is not an IP address; write e.g. 10.0.0.1 or fd00::1", userValue(s))
 	case a.Zone() != "":
-		p.add(path, "%q has an IPv6 zone; remove %%%s, the interface comes from the interface setting", s, a.Zone())
+		p.add(path, "%q has an IPv6 zone; remove %%%s, the interface comes from the interface setting", userValue(s), userValue(a.Zone()))
 	case a.Is4In6():
-		p.add(path, "%s is an IPv4-mapped IPv6 address; write it as %s", s, a.Unmap())
+		p.add(path, "%s is an IPv4-mapped IPv6 address; write it as %s", userValue(s), a.Unmap())
 	case ipv4Compatible.Contains(a) && a.Compare(netip.IPv6Loopback()) > 0:
 		// ::a.b.c.d, deprecated by RFC 4291: no router forwards it as
 		// the IPv4 address it embeds (:: and ::1 are named below).
 		p.add(path, "%s is an IPv4-compatible IPv6 address, deprecated and not routed; write the IPv4 address %s, or an IPv6 one",
-			s, netip.AddrFrom4([4]byte(a.AsSlice()[12:])))
+			userValue(s), netip.AddrFrom4([4]byte(a.AsSlice()[12:])))
 	default:
 		return a, true
 	}
@@ -148,13 +149,13 @@ func checkFamilyAddr(p *problems, path, s string, v6 bool) {
 		return
 	}
 	if a.Is6() != v6 {
-		p.add(path, "%s is not an %s address; %s", s, familyName(v6), otherFamilyHint(path, v6))
+		p.add(path, "%s is not an %s address; %s", userValue(s), familyName(v6), otherFamilyHint(path, v6))
 		return
 	}
 	for _, r := range martianRanges(v6) {
 		if r.prefix.Contains(a) {
 			p.add(path, "%s is %s %s address (%s); use an address of this host that routers forward, or leave it empty",
-				s, article(r.what), r.what, r.prefix)
+				userValue(s), article(r.what), r.what, r.prefix)
 			return
 		}
 	}
@@ -176,18 +177,18 @@ func checkFamilyPrefix(p *problems, path, s string, v6 bool) {
 	pf, err := netip.ParsePrefix(s)
 	switch {
 	case err != nil:
-		p.add(path, "%q is not a CIDR prefix; write one such as %s", s, prefixExample(v6))
+		p.add(path, "%q is not a CIDR prefix; write one such as %s", userValue(s), prefixExample(v6))
 	case pf.Addr().Is4In6() || pf.Addr().Is6() != v6:
-		p.add(path, "%s is not an %s prefix; %s", s, familyName(v6), otherFamilyHint(path, v6))
+		p.add(path, "%s is not an %s prefix; %s", userValue(s), familyName(v6), otherFamilyHint(path, v6))
 	case pf != pf.Masked():
-		p.add(path, "%s has host bits set; write %s", s, pf.Masked())
+		p.add(path, "%s has host bits set; write %s", userValue(s), pf.Masked())
 	default:
 		// The outer source is hashed from anywhere in the prefix, so all
 		// of it must be unicast, as checkFamilyAddr asks of one address.
 		for _, r := range martianRanges(v6) {
 			if pf.Overlaps(r.prefix) {
 				p.add(path, "%s holds %s addresses (%s); use a unicast prefix routed to this balancer, e.g. %s",
-					s, r.what, r.prefix, prefixExample(v6))
+					userValue(s), r.what, r.prefix, prefixExample(v6))
 				return
 			}
 		}
@@ -274,15 +275,15 @@ func checkServerName(p *problems, path, s string) {
 		name = s
 	}
 	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
-		p.add(path, "%q is an IP address, which TLS does not send as a server name (RFC 6066); write the DNS name the backend serves, e.g. app.example.com, or leave it empty to send none", s)
+		p.add(path, "%q is an IP address, which TLS does not send as a server name (RFC 6066); write the DNS name the backend serves, e.g. app.example.com, or leave it empty to send none", userValue(s))
 		return
 	}
 	if hasPort {
-		p.add(path, "%q has a port, which TLS does not send; write the name alone, e.g. %s", s, name)
+		p.add(path, "%q has a port, which TLS does not send; write the name alone, e.g. %s", userValue(s), userValue(name))
 		return
 	}
 	if why := dnsNameProblem(s); why != "" {
-		p.add(path, "%q %s; write the DNS name alone, e.g. app.example.com", s, why)
+		p.add(path, "%q %s; write the DNS name alone, e.g. app.example.com", userValue(s), why)
 	}
 }
 
@@ -291,7 +292,7 @@ func checkServerName(p *problems, path, s string) {
 func checkHostHeader(p *problems, path, s string) {
 	const fix = "write a host name or an address, with a port if needed, e.g. app.example.com or [fd00::1]:8080"
 	if strings.Contains(s, "://") || strings.ContainsAny(s, "/?#@") {
-		p.add(path, "%q is a URL, not a host; %s", s, fix)
+		p.add(path, "%q is a URL, not a host; %s", userValue(s), fix)
 		return
 	}
 	var host, port string
@@ -299,40 +300,40 @@ func checkHostHeader(p *problems, path, s string) {
 	if strings.HasPrefix(s, "[") {
 		end := strings.Index(s, "]")
 		if end < 0 {
-			p.add(path, "%q has no closing ']'; %s", s, fix)
+			p.add(path, "%q has no closing ']'; %s", userValue(s), fix)
 			return
 		}
 		host = s[1:end]
 		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() || a.Zone() != "" {
-			p.add(path, "%q: %s in brackets is not an IPv6 address; %s", s, host, fix)
+			p.add(path, "%q: %s in brackets is not an IPv6 address; %s", userValue(s), userValue(host), fix)
 			return
 		}
 		switch rest := s[end+1:]; {
 		case strings.HasPrefix(rest, ":"):
 			port, hasPort = rest[1:], true
 		case rest != "":
-			p.add(path, "%q has %q after the address; %s", s, rest, fix)
+			p.add(path, "%q has %q after the address; %s", userValue(s), userValue(rest), fix)
 			return
 		}
 	} else {
 		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
-			p.add(path, "%q is an IPv6 address, which a Host header writes in brackets: write [%s]", s, s)
+			p.add(path, "%q is an IPv6 address, which a Host header writes in brackets: write [%s]", userValue(s), userValue(s))
 			return
 		}
 		host, port, hasPort = strings.Cut(s, ":")
 		if host == "" {
-			p.add(path, "%q has no host before the port; %s", s, fix)
+			p.add(path, "%q has no host before the port; %s", userValue(s), fix)
 			return
 		}
 		if a, err := netip.ParseAddr(host); err != nil || !a.Is4() {
 			if why := dnsNameProblem(host); why != "" {
-				p.add(path, "%q %s; %s", s, why, fix)
+				p.add(path, "%q %s; %s", userValue(s), why, fix)
 				return
 			}
 		}
 	}
 	if n, err := strconv.Atoi(port); hasPort && (err != nil || n < 1 || n > 65535) {
-		p.add(path, "port %q in %q is not 1 to 65535; %s", port, s, fix)
+		p.add(path, "port %q in %q is not 1 to 65535; %s", userValue(port), userValue(s), fix)
 	}
 }
 
@@ -376,16 +377,16 @@ func checkListen(p *problems, path, s, example string) {
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		p.add(path, "%q is not host:port; write e.g. %s, or \"\" to disable", s, example)
+		p.add(path, "%q is not host:port; write e.g. %s, or \"\" to disable", userValue(s), example)
 		return
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		p.add(path, "port %q in %q is not 1 to 65535; write e.g. %s", port, s, example)
+		p.add(path, "port %q in %q is not 1 to 65535; write e.g. %s", userValue(port), userValue(s), example)
 		return
 	}
 	if strings.ContainsAny(host, " \t/%") {
-		p.add(path, "host %q in %q is not an address or host name; write e.g. %s", host, s, example)
+		p.add(path, "host %q in %q is not an address or host name; write e.g. %s", userValue(host), userValue(s), example)
 	}
 }
 
@@ -395,9 +396,9 @@ func checkSocket(p *problems, path, s, example string) {
 	case s == "":
 		p.add(path, "required; the command line tools talk to the daemon over it, e.g. %s", example)
 	case !filepath.IsAbs(s):
-		p.add(path, "%q is not an absolute path; write e.g. %s", s, example)
+		p.add(path, "%q is not an absolute path; write e.g. %s", userValue(s), example)
 	case len(s) > maxSocketPath:
-		p.add(path, "%q is %d bytes, longer than the %d a unix socket path may have; use a shorter path", s, len(s), maxSocketPath)
+		p.add(path, "%q is %d bytes, longer than the %d a unix socket path may have; use a shorter path", userValue(s), len(s), maxSocketPath)
 	}
 }
 
@@ -410,11 +411,11 @@ const bpffsRoot = "/sys/fs/bpf"
 func checkPinDir(p *problems, path, s, def string) {
 	switch clean := filepath.Clean(s); {
 	case !filepath.IsAbs(s):
-		p.add(path, "%q is not an absolute path; leave it empty for the default, or write a directory under /sys/fs/bpf", s)
+		p.add(path, "%q is not an absolute path; leave it empty for the default, or write a directory under /sys/fs/bpf", userValue(s))
 	case clean == bpffsRoot:
-		p.add(path, "%q is the root of bpffs, where other programs pin theirs too, and `switchyard remove` deletes the pin directory whole; leave it empty for %s, or write a directory under it", s, def)
+		p.add(path, "%q is the root of bpffs, where other programs pin theirs too, and `switchyard remove` deletes the pin directory whole; leave it empty for %s, or write a directory under it", userValue(s), userValue(def))
 	case clean == "/":
-		p.add(path, "%q is the root directory; leave it empty for %s, or write a directory under /sys/fs/bpf", s, def)
+		p.add(path, "%q is the root directory; leave it empty for %s, or write a directory under /sys/fs/bpf", userValue(s), userValue(def))
 	}
 }
 
@@ -428,7 +429,7 @@ func checkUniqueAddrs(p *problems, path string, list []string) {
 			continue
 		}
 		if j, dup := seen[a]; dup {
-			p.add(ip, "%s is already %s[%d]; list each address once", s, path, j)
+			p.add(ip, "%s is already %s[%d]; list each address once", userValue(s), path, j)
 			continue
 		}
 		seen[a] = i
