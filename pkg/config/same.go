@@ -49,6 +49,9 @@ func sameValue(kind string, a, b reflect.Value) bool {
 			}
 		}
 		return true
+	case reflect.Map, reflect.Pointer, reflect.Interface, reflect.Func, reflect.Chan:
+		// Not in the configuration today; Equal would panic on a map.
+		return reflect.DeepEqual(a.Interface(), b.Interface())
 	}
 	return a.Equal(b)
 }

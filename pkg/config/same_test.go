@@ -101,3 +101,18 @@ func TestAddressFieldsAreTaggedForSame(t *testing.T) {
 	walk("", reflect.TypeFor[Config]())
 	walk("agent:", reflect.TypeFor[AgentConfig]())
 }
+
+// TestSameComparesMapsWithoutPanic: Same takes any configuration type; a
+// map (none in the configuration today) compares as reflect.DeepEqual
+// would, where reflect.Value.Equal would panic.
+func TestSameComparesMapsWithoutPanic(t *testing.T) {
+	type withMap struct{ M map[string]string }
+	a, b := withMap{map[string]string{"k": "v"}}, withMap{map[string]string{"k": "v"}}
+	if !Same(a, b) {
+		t.Errorf("Same(%v, %v) = false, want true", a, b)
+	}
+	b.M["k"] = "w"
+	if Same(a, b) {
+		t.Errorf("Same(%v, %v) = true, want false", a, b)
+	}
+}
