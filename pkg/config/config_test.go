@@ -258,6 +258,11 @@ func TestParseErrors(t *testing.T) {
 		// sequence reached the terminal, its tab broke the line.
 		{"unknown field with control characters", lines("datapath: {interface: eth0}", `"vi\e[31mps": []`, "\"a\\tb\": 1"),
 			[]string{`t.yaml:2: "vi\x1b[31mps": unknown field; valid here: node,`, `t.yaml:3: "a\tb": unknown field`}},
+		// A local tag is another program's type: refused, not ignored.
+		{"local YAML tag", lines("datapath: !foo {interface: eth0}"),
+			[]string{"t.yaml:1: datapath: the YAML tag !foo means nothing here; remove it"}},
+		{"local YAML tag on a value", lines("datapath:", "  interface: !iface eth0"),
+			[]string{"t.yaml:2: datapath.interface: the YAML tag !iface means nothing here; remove it"}},
 		{"field set twice", lines("datapath:", "  interface: eth0", "  interface: eth1"),
 			[]string{"t.yaml:3: datapath.interface: set twice (first on line 2)"}},
 		{"not a number", lines("datapath:", "  interface: eth0", "  conn_table_size: 1Mi"),

@@ -375,6 +375,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	}
 	d.active[n] = true
 	defer delete(d.active, n)
+	// A local tag (!foo) names a type of another program's: YAML's own
+	// (!!str, !!int, ...) are checked where their values are read.
+	if n.Tag != "" && !strings.HasPrefix(n.ShortTag(), "!!") {
+		d.fail(n, path, "the YAML tag %s means nothing here; remove it", userValue(n.Tag))
+		return
+	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		// "port:" with nothing after it means "not set": keep the default.
 		return
