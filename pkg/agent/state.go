@@ -305,6 +305,18 @@ func (a *Agent) interfaceAt(dev string, ifindex int) (l netlink.Link, other stri
 	return nil, other, nil
 }
 
+// currentInterface returns the device that is the running agent's
+// interface, found as interfaceAt finds a record's: the device at its
+// index under the configured name, or under another one while the
+// agent's pinned link drives it (renamed while the agent runs). nil: the
+// interface is gone, though another device may have its index since
+// (`ip link add ... index N`, or one moved into the namespace), which is
+// not the agent's.
+func (a *Agent) currentInterface() (netlink.Link, error) {
+	l, _, err := a.interfaceAt(a.iface, a.ifindex)
+	return l, err
+}
+
 // sysctlGone says that the interface of the setting r recorded is gone,
 // its record dropped, in the words of the GRO record's line (see
 // ethtool.GROOff.Gone); other is the device at its index now, if any.

@@ -41,9 +41,10 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 		VIPs:                  []api.AgentVIP{},
 		Sysctls:               []api.AgentSysctl{},
 	}
-	// The interface is followed by its index: one renamed while the
-	// agent runs keeps the decap program, and shows under its name now.
-	if l, err := a.nl.LinkByIndex(a.ifindex); err == nil && l.Attrs().Name != a.iface {
+	// One renamed while the agent runs keeps the decap program, and
+	// shows under its name now; another device given its index since is
+	// not it (see currentInterface).
+	if l, err := a.currentInterface(); err == nil && l != nil && l.Attrs().Name != a.iface {
 		st.Interface, st.ConfiguredInterface = l.Attrs().Name, a.iface
 	}
 	for _, e := range a.EncapAddrs() {

@@ -103,3 +103,31 @@ func TestAgentStatus(t *testing.T) {
 		t.Errorf("AgentStatus after Stop: %v, want ErrNotRunning", err)
 	}
 }
+
+// TestStatusInterfaceIndexReused: the status's interface line followed
+// the interface by its index alone. With the interface deleted while the
+// agent ran and its index given to another device (`ip link add ...
+// index N`, or one moved into the namespace), it showed that device as
+// the agent's interface, "renamed from eth0". It now shows eth0, as
+// configured; a rename is still followed (TestInterfaceRenamedWhileRunning).
+func TestStatusInterfaceIndexReused(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	// eth0's settings as the agent wants them: it changes none, whose
+	// reading would fail the status once eth0 is gone.
+	for key, v := range map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"} {
+		setSysctl(t, topo, be, "net.ipv4.conf.eth0."+key, v)
+	}
+	a := startAgent(t, topo, be, testConfig(topo))
+	const other = "systi0"
+	topo.ReuseEthIndex(t, be, other, "systi1")
+	st, err := a.AgentStatus(context.Background())
+	if err != nil {
+		t.Fatalf("AgentStatus after the reuse: %v", err)
+	}
+	if st.Interface != topology.EthName || st.ConfiguredInterface != "" {
+		t.Errorf("status interface %q (configured %q), want %q: %s took the index of the deleted eth0, and is not the agent's interface renamed",
+			st.Interface, st.ConfiguredInterface, topology.EthName, other)
+	}
+}
