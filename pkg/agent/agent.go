@@ -864,7 +864,8 @@ func (a *Agent) checkDetached() (detached, checkErr error) {
 		a.checkErr = nil
 	}
 	if err != nil {
-		if _, lerr := a.nl.LinkByIndex(a.ifindex); errors.As(lerr, &netlink.LinkNotFoundError{}) {
+		// Gone, even with its index given to another device since.
+		if l, lerr := a.currentInterface(); lerr == nil && l == nil {
 			return a.goneError(), nil
 		}
 	}

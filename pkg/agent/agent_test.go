@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -603,6 +604,63 @@ func TestInterfaceRemoved(t *testing.T) {
 	// be as before.
 	requireSameButEth(t, topo, be, before)
 	requireNoPins(t, c.PinDir)
+}
+
+// TestInterfaceRemovedIndexReused: the watcher took the interface for
+// gone only when no device had its index: deleted, and its index given
+// to another device (`ip link add ... index N`, or one moved into the
+// namespace) before the watcher looked, the agent never reported it on
+// Lost, and ran on with no program attached, decapsulating nothing. The
+// interface is now gone unless the device at its index has its name or
+// the agent's pinned link drives it (a rename, which
+// TestInterfaceRenamedWhileRunning covers, is no loss).
+func TestInterfaceRemovedIndexReused(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	p4 := netip.PrefixFrom(vip4, 32)
+	// The watcher is held where it takes note of a VIP removed from lo,
+	// while the index is reused: it reads the deletion only then, as a
+	// watcher behind on its messages would.
+	held, goOn := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(goOn) })
+	var logs logBuffer
+	msg := "VIP removed from lo behind the agent's back: the host drops what the balancers send to it until it is back on lo (restart the agent to put it back); " +
+		"the agent no longer counts it as its own, so one added again by someone else stays at stop"
+	a := newAgentOnLog(t, testConfig(topo), &logs, msg, func(*Agent) {
+		close(held)
+		<-goOn
+	})
+	defer release()
+	if err := topo.Do(be, a.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	err := topo.Netlink(be, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return h.AddrDel(lo, &netlink.Addr{IPNet: ipNet(p4)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(testTimeout):
+		t.Fatalf("the watcher did not take note of %s removed from lo within %s", p4, testTimeout)
+	}
+	topo.ReuseEthIndex(t, be, "sywri0", "sywri1")
+	release()
+	select {
+	case err := <-a.Lost():
+		if !errors.Is(err, ErrInterfaceGone) {
+			t.Errorf("Lost: %v, want ErrInterfaceGone", err)
+		}
+		t.Logf("Lost: %v", err)
+	case <-time.After(testTimeout):
+		t.Fatalf("the agent did not report its interface gone within %s: sywri0 took the index of the deleted eth0", testTimeout)
+	}
 }
 
 // TestEncapAddrsSkipDADFailed: an IPv6 address whose duplicate address

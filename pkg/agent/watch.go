@@ -270,16 +270,26 @@ func (w *watcher) resubscribe() *subscription {
 }
 
 // linkChanged handles the link notification u: a deletion of the agent's
-// interface reports it gone, once the kernel confirms that no interface has
-// its index any more. A bridge announces that a port left it with a
+// interface reports it gone, once the kernel confirms that the interface
+// is gone (see lost). A bridge announces that a port left it with a
 // deletion message of its own (family AF_BRIDGE), and the port stays.
 func (w *watcher) linkChanged(u netlink.LinkUpdate) {
 	if int(u.Index) != w.a.ifindex || u.Header.Type != unix.RTM_DELLINK {
 		return
 	}
-	if _, err := w.a.nl.LinkByIndex(w.a.ifindex); errors.As(err, &netlink.LinkNotFoundError{}) {
+	if w.lost() {
 		w.a.interfaceGone()
 	}
+}
+
+// lost reports whether the agent's interface is gone: no device has its
+// index, or another one has it (see currentInterface), given it since
+// the interface was deleted (`ip link add ... index N`, or a device
+// moved into the namespace) before the watcher looked. A netlink error
+// says nothing of it.
+func (w *watcher) lost() bool {
+	l, err := w.a.currentInterface()
+	return err == nil && l == nil
 }
 
 // vipRemoved handles the removal of the address n from lo. The removal
@@ -312,7 +322,7 @@ func (w *watcher) checkVIPs() {
 
 // sync brings the watcher up to date after a change it may have missed.
 func (w *watcher) sync() {
-	if _, err := w.a.nl.LinkByIndex(w.a.ifindex); errors.As(err, &netlink.LinkNotFoundError{}) {
+	if w.lost() {
 		w.a.interfaceGone()
 		return
 	}
