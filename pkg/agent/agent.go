@@ -655,6 +655,8 @@ func (a *Agent) teardown() error {
 	if err := a.restoreSysctls(); err != nil {
 		undoErrs = append(undoErrs, err)
 	}
+	// GRO's interface renamed is told by the pinned link, removed below.
+	a.followGRO()
 	var detachErr error
 	if a.ownPins {
 		remove := datapath.RemoveDecap

@@ -82,17 +82,24 @@ func groOffFailed(iface string) string {
 
 // restoreGRO turns GRO on again where the agent (or an earlier run) turned
 // it off, unless it is on again already. Gone with its interface, it is
-// nothing to restore. a.gro names this run's interface, followed by its
-// index while the agent runs (a rename keeps the program; a deletion
-// stops the agent), or one adoptGRO found to be the recorded one.
+// nothing to restore. a.gro names this run's interface (under its name
+// now: see followGRO) or one adoptGRO found to be the recorded one, and
+// its index. It may run once the pins are gone, with nothing left to
+// tell a rename by: the device at the index is the interface only under
+// that name, as the balancer's GRO record is found (ethtool.GROOff.Find).
+// Another device given the index since (the interface deleted, and `ip
+// link add ... index N`) is left as it is: its GRO was never the agent's.
 func (a *Agent) restoreGRO() error {
 	g := a.gro
 	if g == nil {
 		return nil
 	}
-	l, err := a.nl.LinkByIndex(g.Ifindex)
+	l, other, err := g.Find(a.nl.LinkByIndex)
 	if err != nil {
-		a.log.Info(g.Gone("the agent", "in "+a.statePath, ""))
+		return fmt.Errorf("find interface %s (index %d), on which generic receive offload (GRO) was turned off: %w (turn it on with `ethtool -K %s gro on`)", g.Dev, g.Ifindex, err, g.Dev)
+	}
+	if l == nil || other != "" {
+		a.log.Info(g.Gone("the agent", "in "+a.statePath, other))
 		a.gro = nil
 		return nil
 	}
@@ -109,6 +116,20 @@ func (a *Agent) restoreGRO() error {
 	}
 	a.gro = nil
 	return nil
+}
+
+// followGRO brings a.gro's name up to date with a rename while the pins
+// are still there (see restoreGRO): the device at the index is the
+// interface under another name while the pinned link drives it (see
+// interfaceAt). A device that is not the interface, or a netlink error,
+// is left for restoreGRO to find as such.
+func (a *Agent) followGRO() {
+	if a.gro == nil {
+		return
+	}
+	if l, _, err := a.interfaceAt(a.gro.Dev, a.gro.Ifindex); err == nil && l != nil {
+		a.gro.Dev = l.Attrs().Name
+	}
 }
 
 // adoptGRO takes over GRO an earlier run turned off, if it is still off.

@@ -554,3 +554,92 @@ func TestCrashedGenericRunGRORenamedOnceDetached(t *testing.T) {
 		})
 	}
 }
+
+// TestGROIndexReusedWhileRunning: a generic-mode agent's stop, and its
+// status, found the interface whose GRO it turned off by its index alone.
+// With the interface deleted while the agent ran and its index given to
+// another device (`ip link add ... index N`, or one moved into the
+// namespace), the stop turned GRO on on that device, whose GRO was never
+// the agent's, and the status showed that device's GRO as the agent's.
+// Now the device is left as it is, with the line the balancer prints for
+// a record of an interface gone, and the status says the interface is
+// gone. An interface renamed while the agent runs, which its pinned link
+// still drives, is followed as before, though GRO comes back only once
+// the pins are gone.
+func TestGROIndexReusedWhileRunning(t *testing.T) {
+	t.Parallel()
+	const other, renamed = "sygri0", "sygrn0"
+	for _, tc := range []struct {
+		name   string
+		status bool // a status call before the stop
+		rename bool // eth0 renamed, not deleted with its index reused
+	}{
+		{"stop", false, false},
+		{"status, then stop", true, false},
+		{"renamed", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			topo := newTopology(t)
+			be := topo.Backend(1)
+			if err := topo.SetGRO(be, topology.EthName, true); err != nil {
+				t.Fatal(err)
+			}
+			// eth0's settings as the agent wants them: it changes none,
+			// whose reading would fail the status once eth0 is gone.
+			for key, v := range map[string]string{"arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"} {
+				setSysctl(t, topo, be, "net.ipv4.conf.eth0."+key, v)
+			}
+			var logs logBuffer
+			a := newAgentLogs(t, testConfig(topo), &logs)
+			a.mode = datapath.AttachGeneric
+			if err := topo.Do(be, a.Start); err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			if groOf(t, topo, be) {
+				t.Fatal("GRO of eth0 is on while the generic-mode agent runs")
+			}
+			dev, index := other, 0
+			if tc.rename {
+				dev = renamed
+				renameEth(t, topo, be, renamed)
+			} else {
+				index = topo.ReuseEthIndex(t, be, other, "sygri1")
+			}
+			if tc.status {
+				st, err := a.AgentStatus(context.Background())
+				switch {
+				case tc.rename && err != nil:
+					t.Errorf("AgentStatus after the rename: %v", err)
+				case tc.rename:
+					if want := (&api.AgentGRO{Interface: renamed, WasOn: true}); !reflect.DeepEqual(st.GRO, want) {
+						t.Errorf("status GRO %+v after the rename, want %+v", st.GRO, want)
+					}
+				case !errors.Is(err, ErrInterfaceGone):
+					t.Errorf("AgentStatus after the reuse: GRO %+v, error %v; want ErrInterfaceGone: %s took the index of the deleted eth0, and its GRO was never the agent's", st.GRO, err, other)
+				default:
+					t.Logf("AgentStatus after the reuse: %v", err)
+				}
+			}
+			if err := a.Stop(); err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			on, err := topo.GRO(be, dev)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case tc.rename && !on:
+				t.Errorf("GRO of %s (eth0 renamed while the agent ran) is off after Stop, want on as before the agent", renamed)
+			case !tc.rename && on:
+				t.Errorf("GRO of %s is on after Stop: it took the index of the deleted eth0, and its GRO was never the agent's", other)
+			}
+			if !tc.rename {
+				want := fmt.Sprintf("interface eth0 (index %d), on which the agent turned generic receive offload (GRO) off, is gone: its GRO record in ", index)
+				if s := logs.String(); !strings.Contains(s, want) || !strings.Contains(s, fmt.Sprintf("index %d is %s now, left as it is", index, other)) {
+					t.Errorf("the agent did not say that eth0 is gone, and that %s is left as it is; it logged:\n%s", other, s)
+				}
+			}
+			requireNoState(t, a)
+		})
+	}
+}

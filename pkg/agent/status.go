@@ -109,8 +109,13 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 		st.Sysctls = append(st.Sysctls, api.AgentSysctl{Name: s.name, Old: s.Old, Set: s.Set, Now: now})
 	}
 	if g := a.gro; g != nil {
-		// By index, as restoreGRO finds it: the name may have changed.
-		l, err := a.nl.LinkByIndex(g.Ifindex)
+		// By name and index, a rename followed while the pinned link
+		// drives the interface: another device given its index since
+		// is not it (see interfaceAt).
+		l, _, err := a.interfaceAt(g.Dev, g.Ifindex)
+		if err == nil && l == nil {
+			err = a.goneError()
+		}
 		if err != nil {
 			return api.AgentStatus{}, fmt.Errorf("find interface %s (index %d), on which GRO was turned off: %w", g.Dev, g.Ifindex, err)
 		}
