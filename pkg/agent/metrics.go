@@ -134,7 +134,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	overridden := 0
 	for _, s := range status.Sysctls {
-		if s.Now != s.Set {
+		// One gone with its interface was changed by nobody.
+		if !s.Gone && s.Now != s.Set {
 			overridden++
 		}
 	}

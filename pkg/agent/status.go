@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -101,30 +102,34 @@ func (a *Agent) AgentStatus(context.Context) (api.AgentStatus, error) {
 	}
 	a.sysctlMu.Lock()
 	defer a.sysctlMu.Unlock()
+	// The interface deleted while the agent runs (the watcher then
+	// reports it on Lost, and `switchyard agent` stops) takes its
+	// settings and its GRO with it: the status shows them gone, as the
+	// interface line does (see checkDetached), instead of failing on
+	// what it reports.
 	for _, s := range a.sysctls {
 		now, err := a.readSysctlOf(s)
-		if err != nil {
+		gone := errors.Is(err, ErrInterfaceGone)
+		if err != nil && !gone {
 			return api.AgentStatus{}, fmt.Errorf("read sysctl %s: %w", s.name, err)
 		}
-		st.Sysctls = append(st.Sysctls, api.AgentSysctl{Name: s.name, Old: s.Old, Set: s.Set, Now: now})
+		st.Sysctls = append(st.Sysctls, api.AgentSysctl{Name: s.name, Old: s.Old, Set: s.Set, Now: now, Gone: gone})
 	}
 	if g := a.gro; g != nil {
 		// By name and index, a rename followed while the pinned link
 		// drives the interface: another device given its index since
 		// is not it (see interfaceAt).
 		l, _, err := a.interfaceAt(g.Dev, g.Ifindex)
-		if err == nil && l == nil {
-			err = a.goneError()
-		}
 		if err != nil {
 			return api.AgentStatus{}, fmt.Errorf("find interface %s (index %d), on which GRO was turned off: %w", g.Dev, g.Ifindex, err)
 		}
-		name := l.Attrs().Name
-		on, err := a.eth.GRO(name)
-		if err != nil {
-			return api.AgentStatus{}, err
+		st.GRO = &api.AgentGRO{Interface: g.Dev, WasOn: true, Gone: l == nil}
+		if l != nil {
+			st.GRO.Interface = l.Attrs().Name
+			if st.GRO.NowOn, err = a.eth.GRO(st.GRO.Interface); err != nil {
+				return api.AgentStatus{}, err
+			}
 		}
-		st.GRO = &api.AgentGRO{Interface: name, WasOn: true, NowOn: on}
 	}
 	return st, nil
 }

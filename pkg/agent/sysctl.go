@@ -196,8 +196,9 @@ func maxSysctl(v, path string) (string, error) {
 // it (deleting the interface detaches the link). Another device given
 // the index since (the interface deleted, and `ip link add ... index
 // N`, say, before the agent stopped) is not followed: its settings are
-// its own, though they may have the values the agent sets. fs.ErrNotExist
-// means the interface is gone.
+// its own, though they may have the values the agent sets. An error
+// that wraps ErrInterfaceGone (and fs.ErrNotExist) means the interface
+// is gone, and the setting with it.
 func (a *Agent) readSysctlOf(s *sysctl) (string, error) {
 	cur, err := readSysctl(s.f)
 	if !errors.Is(err, fs.ErrNotExist) || s.Ifindex == 0 || a.nl == nil {
@@ -212,7 +213,7 @@ func (a *Agent) readSysctlOf(s *sysctl) (string, error) {
 			s.other = other // said once, not at every status call
 			a.log.Info(a.sysctlGone(s.sysctlRecord, other))
 		}
-		return "", err // gone, and its settings with it
+		return "", fmt.Errorf("%w: %w", ErrInterfaceGone, err) // and its settings with it
 	}
 	r := s.sysctlRecord
 	r.Dev = l.Attrs().Name

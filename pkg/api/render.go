@@ -229,7 +229,10 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 		fmt.Fprintln(tw, "SYSCTL CHANGED\tWAS\tSET\tNOW")
 		for _, sc := range s.Sysctls {
 			now := sc.Now
-			if now != sc.Set {
+			switch {
+			case sc.Gone:
+				now = "GONE with its interface: nothing to restore at stop"
+			case now != sc.Set:
 				now += " (changed since: kept at stop)"
 			}
 			// A sysctl of an interface has its name in it.
@@ -240,7 +243,10 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	if g := s.GRO; g != nil {
 		now := "off (turned on again at stop)"
 		gi := Visible(g.Interface)
-		if g.NowOn {
+		switch {
+		case g.Gone:
+			now = fmt.Sprintf("GONE: interface %s is gone, and its GRO with it (nothing to turn on again at stop)", gi)
+		case g.NowOn:
 			now = fmt.Sprintf("ON: turned on since, the decap program sees merged packets (`ethtool -K %s gro off` turns it off again)", gi)
 		}
 		fmt.Fprintf(ew, "\nGRO of %s turned off for the generic-mode decap program: was %s, now %s\n", gi, onOff(g.WasOn), now)

@@ -278,6 +278,10 @@ type AgentSysctl struct {
 	Old  string `json:"old"`  // found before the agent changed it
 	Set  string `json:"set"`  // what the agent wrote
 	Now  string `json:"now"`  // read at the time of the status
+	// Gone: the setting's interface is gone (deleted while the agent
+	// ran), and the setting with it; Now is empty, and nothing is
+	// restored at stop.
+	Gone bool `json:"gone,omitempty"`
 }
 
 // AgentGRO is generic receive offload the agent turned off on its
@@ -287,4 +291,8 @@ type AgentGRO struct {
 	Interface string `json:"interface"`
 	WasOn     bool   `json:"was_on"` // found before the agent turned it off
 	NowOn     bool   `json:"now_on"` // read at the time of the status
+	// Gone: the interface is gone (deleted while the agent ran), and
+	// its GRO with it; NowOn is false, and nothing is turned on again
+	// at stop.
+	Gone bool `json:"gone,omitempty"`
 }
