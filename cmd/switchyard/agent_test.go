@@ -893,21 +893,7 @@ func TestRemoveAgentInterruptedWhileWaitingForTheRunLock(t *testing.T) {
 		t.Fatalf("take the run lock %s: %v", runLock, err)
 	}
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, exited, out := startRemoveAgent(t, topo, be, cfgPath)
 	const waiting = "waiting for the agent's run lock"
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), waiting); time.Sleep(5 * time.Millisecond) {
 		select {
@@ -919,21 +905,8 @@ func TestRemoveAgentInterruptedWhileWaitingForTheRunLock(t *testing.T) {
 			t.Fatalf("remove --agent did not log %q within 10 s:\n%s", waiting, out.String())
 		}
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	// Well within the 5 s the wait lasts unless interrupted.
-	select {
-	case err = <-exited:
-	case <-time.After(2 * time.Second):
-		t.Fatalf("remove --agent still waits 2 s after Ctrl-C:\n%s", out.String())
-	}
-	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
-		t.Errorf("remove --agent interrupted while it waited: %v, want exit status 1; it printed:\n%s", err, out.String())
-	}
-	if want := "remove --agent interrupted while it waited: wait for the agent's run lock " + runLock + ": context canceled; nothing was undone or removed"; !strings.Contains(out.String(), want) {
-		t.Errorf("remove --agent interrupted while it waited printed:\n%s\nwant %q", out.String(), want)
-	}
+	interruptRemoveAgent(t, cmd, exited, out,
+		"remove --agent interrupted while it waited: wait for the agent's run lock "+runLock+": context canceled; nothing was undone or removed")
 	requireAgentState(t, agentState(t, topo, be, pinDir), left)
 	if _, err := os.Stat(states[0]); err != nil {
 		t.Errorf("the killed agent's state file after the interrupted remove --agent: %v, want it kept", err)
@@ -1006,21 +979,7 @@ func TestRemoveAgentInterruptedWhileAskingTheSocket(t *testing.T) {
 		}
 	}()
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := topo.Command(ctx, be, self, "remove", "--agent", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, exited, out := startRemoveAgent(t, topo, be, cfgPath)
 	select {
 	case <-asked:
 	case err := <-exited:
@@ -1028,21 +987,8 @@ func TestRemoveAgentInterruptedWhileAskingTheSocket(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("remove --agent did not ask the listener on %s for the agent's status within 10 s:\n%s", sock, out.String())
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	// Well within the 5 s the wait lasts unless interrupted.
-	select {
-	case err = <-exited:
-	case <-time.After(2 * time.Second):
-		t.Fatalf("remove --agent still waits 2 s after Ctrl-C:\n%s", out.String())
-	}
-	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
-		t.Errorf("remove --agent interrupted while it asked the socket: %v, want exit status 1; it printed:\n%s", err, out.String())
-	}
-	if want := "remove --agent interrupted while it waited: wait for an answer on the agent's api.socket " + sock + ": context canceled; nothing was undone or removed"; !strings.Contains(out.String(), want) {
-		t.Errorf("remove --agent interrupted while it asked the socket printed:\n%s\nwant %q", out.String(), want)
-	}
+	interruptRemoveAgent(t, cmd, exited, out,
+		"remove --agent interrupted while it waited: wait for an answer on the agent's api.socket "+sock+": context canceled; nothing was undone or removed")
 	requireAgentState(t, agentState(t, topo, be, pinDir), left)
 	if _, err := os.Stat(states[0]); err != nil {
 		t.Errorf("the killed agent's state file after the interrupted remove --agent: %v, want it kept", err)
@@ -1052,6 +998,51 @@ func TestRemoveAgentInterruptedWhileAskingTheSocket(t *testing.T) {
 	ln.Close()
 	if out, err := runRemoveAgent(t, topo, be, cfgPath); err != nil {
 		t.Errorf("remove --agent once nothing listens: %v\n%s", err, out)
+	}
+}
+
+// startRemoveAgent starts `switchyard remove --agent` of cfgPath in node,
+// for a test to interrupt: exited says how it ended, out what it printed.
+func startRemoveAgent(t *testing.T, topo *topology.Topology, node, cfgPath string) (*exec.Cmd, <-chan error, *syncBuffer) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	cmd := topo.Command(ctx, node, self, "remove", "--agent", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return cmd, exited, out
+}
+
+// interruptRemoveAgent sends Ctrl-C to cmd, a `remove --agent` that
+// waits, and requires it to end at once (well within the 5 s each of its
+// waits lasts unless interrupted), with exit status 1 and want in what it
+// printed.
+func interruptRemoveAgent(t *testing.T, cmd *exec.Cmd, exited <-chan error, out *syncBuffer, want string) {
+	t.Helper()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("remove --agent still waits 2 s after Ctrl-C:\n%s", out.String())
+	}
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.ExitCode() != 1 {
+		t.Errorf("remove --agent interrupted: %v, want exit status 1; it printed:\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("remove --agent interrupted printed:\n%s\nwant %q", out.String(), want)
 	}
 }
 
