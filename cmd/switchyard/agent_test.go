@@ -1079,14 +1079,7 @@ func TestAgentInterfaceRemoved(t *testing.T) {
 // 10 s.
 func deleteEthAndAwaitExit(t *testing.T, topo *topology.Topology, node string, cmd *exec.Cmd, exited <-chan error, stderr *syncBuffer, who string) error {
 	t.Helper()
-	err := topo.Netlink(node, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(topology.EthName)
-		if err != nil {
-			return err
-		}
-		return h.LinkDel(l)
-	})
-	if err != nil {
+	if err := topo.DeleteLink(node, topology.EthName); err != nil {
 		t.Fatal(err)
 	}
 	select {

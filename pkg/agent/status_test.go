@@ -148,14 +148,7 @@ func TestStatusInterfaceGone(t *testing.T) {
 		remove func(t *testing.T, topo *topology.Topology, be string)
 	}{
 		{"deleted", func(t *testing.T, topo *topology.Topology, be string) {
-			err := topo.Netlink(be, func(h *netlink.Handle) error {
-				l, err := h.LinkByName(topology.EthName)
-				if err != nil {
-					return err
-				}
-				return h.LinkDel(l)
-			})
-			if err != nil {
+			if err := topo.DeleteLink(be, topology.EthName); err != nil {
 				t.Fatal(err)
 			}
 		}},

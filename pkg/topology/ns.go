@@ -253,6 +253,21 @@ func (t *Topology) AddAddr(node, ifname string, p netip.Prefix) error {
 	})
 }
 
+// DeleteLink deletes a device of node (fault injection: an interface
+// removed under a daemon that uses it).
+func (t *Topology) DeleteLink(node, ifname string) error {
+	return t.Netlink(node, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("%s: find %s: %w", node, ifname, err)
+		}
+		if err := h.LinkDel(l); err != nil {
+			return fmt.Errorf("%s: delete %s: %w", node, ifname, err)
+		}
+		return nil
+	})
+}
+
 // LinkDown sets a device of node administratively down (fault injection).
 // Taking one end of a veth down also drops the peer's carrier.
 func (t *Topology) LinkDown(node, ifname string) error {
