@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard-lb/switchyard/pkg/metrics"
 )
 
 // Names of the decap counters in datapath.Decap.Stats.
@@ -110,20 +112,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- c.scrapeErrors
+	// The labels below hold the interface's current name, which may be
+	// any bytes: a series the client library refuses is logged and left
+	// out, not a panic in the registry's goroutine, which ends the agent.
+	e := metrics.NewEmitter(ch, c.a.log)
 	st := status.Counters
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	counter(c.decap, st[statDecapIPv4], "ipv4")
-	counter(c.decap, st[statDecapIPv6], "ipv6")
-	counter(c.gue, st[statDecapGUE])
-	counter(c.passed, st[statPass])
+	e.Counter(c.decap, st[statDecapIPv4], "ipv4")
+	e.Counter(c.decap, st[statDecapIPv6], "ipv6")
+	e.Counter(c.gue, st[statDecapGUE])
+	e.Counter(c.passed, st[statPass])
 	for name, v := range st {
 		if reason, ok := strings.CutPrefix(name, statDropPfx); ok {
-			counter(c.drops, v, reason)
+			e.Counter(c.drops, v, reason)
 		}
 		if reason, ok := strings.CutPrefix(name, statBadPfx); ok {
-			counter(c.badOuter, v, reason)
+			e.Counter(c.badOuter, v, reason)
 		}
 	}
 	missing := 0
@@ -139,29 +142,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			overridden++
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(c.sysctlsOverridden, prometheus.GaugeValue, float64(overridden))
-	attached := 0.0
-	if status.ProgramAttached {
-		attached = 1
+	e.Gauge(c.sysctlsOverridden, float64(overridden))
+	e.Gauge(c.attached, boolValue(status.ProgramAttached))
+	e.Counter(c.detachments, status.ProgramDetachments)
+	e.Gauge(c.linkPinned, boolValue(status.LinkPinned))
+	e.Counter(c.linkPinRestores, status.LinkPinRestores)
+	e.Gauge(c.mapsPinned, boolValue(status.MapsPinned))
+	e.Counter(c.mapPinRestores, status.MapPinRestores)
+	e.Gauge(c.vips, float64(len(status.VIPs)))
+	e.Gauge(c.missing, float64(missing))
+	e.Gauge(c.info, 1, status.Node, status.Interface, status.AttachMode, status.ProgramTag)
+	e.Gauge(c.buildInfo, 1, status.Build.Version, status.Build.Revision, status.Build.GoVersion)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
 	}
-	ch <- prometheus.MustNewConstMetric(c.attached, prometheus.GaugeValue, attached)
-	counter(c.detachments, status.ProgramDetachments)
-	pinned := 0.0
-	if status.LinkPinned {
-		pinned = 1
-	}
-	ch <- prometheus.MustNewConstMetric(c.linkPinned, prometheus.GaugeValue, pinned)
-	counter(c.linkPinRestores, status.LinkPinRestores)
-	mapsPinned := 0.0
-	if status.MapsPinned {
-		mapsPinned = 1
-	}
-	ch <- prometheus.MustNewConstMetric(c.mapsPinned, prometheus.GaugeValue, mapsPinned)
-	counter(c.mapPinRestores, status.MapPinRestores)
-	ch <- prometheus.MustNewConstMetric(c.vips, prometheus.GaugeValue, float64(len(status.VIPs)))
-	ch <- prometheus.MustNewConstMetric(c.missing, prometheus.GaugeValue, float64(missing))
-	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,
-		status.Node, status.Interface, status.AttachMode, status.ProgramTag)
-	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1,
-		status.Build.Version, status.Build.Revision, status.Build.GoVersion)
+	return 0
 }

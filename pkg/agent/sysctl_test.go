@@ -136,6 +136,43 @@ func TestInterfaceRenamedWhileRunning(t *testing.T) {
 	}
 }
 
+// TestScrapeInterfaceRenamedNotUTF8: an interface name may hold any byte
+// but '/', ':' and spaces, and switchyard_agent_info carries the current
+// one. Renamed to a name that is not UTF-8 while the agent ran, the next
+// scrape panicked (prometheus.MustNewConstMetric refuses such a label
+// value) in the registry's own goroutine, which ended the agent: a rename
+// took decapsulation down with the first scrape. The scrape now leaves
+// that series out (logged), as the balancer's does, and keeps the rest.
+func TestScrapeInterfaceRenamedNotUTF8(t *testing.T) {
+	t.Parallel()
+	topo := newTopology(t)
+	be := topo.Backend(1)
+	a := startAgent(t, topo, be, testConfig(topo))
+	renameEth(t, topo, be, "eth\xff")
+	ch := make(chan prometheus.Metric, 100)
+	func() {
+		// Collect in this goroutine: a panic in the registry's would
+		// end the test binary, namespaces and all.
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("scrape with the interface renamed to a name that is not UTF-8 panicked: %v", p)
+			}
+		}()
+		a.Collector().Collect(ch)
+	}()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	got := gather(t, reg)
+	for series := range got {
+		if strings.HasPrefix(series, "switchyard_agent_info") {
+			t.Errorf("%s exported, want the series with a label that is not UTF-8 left out", series)
+		}
+	}
+	if v, ok := got[`switchyard_agent_decap_attached`]; !ok || v != 1 {
+		t.Errorf("switchyard_agent_decap_attached = %v (exported: %v), want 1: the other series stay; series: %v", v, ok, slices.Sorted(maps.Keys(got)))
+	}
+}
+
 // TestSysctlOverriddenMetric: a setting changed behind the agent's back
 // (here eth0.arp_announce, which the agent set to 2, put back to 0) puts
 // the backend at risk of answering ARP for its VIPs, and used to show only

@@ -148,20 +148,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- c.scrapeErrors
 
-	e := emitter{ch: ch, log: c.log}
+	e := NewEmitter(ch, c.log)
 	seenAddr := map[string]bool{}
 	var removed []api.Backend
 	for _, v := range st.VIPs {
 		vl := []string{v.Name, v.Address, strconv.Itoa(int(v.Port)), v.Protocol}
-		e.counter(c.vipPackets, v.Packets, vl...)
-		e.counter(c.vipBytes, v.Bytes, vl...)
-		e.counter(c.vipNewFlows, v.NewFlows, vl...)
-		e.counter(c.vipConnHits, v.ConnHits, vl...)
-		e.counter(c.vipConnMisses, v.ConnMisses, vl...)
+		e.Counter(c.vipPackets, v.Packets, vl...)
+		e.Counter(c.vipBytes, v.Bytes, vl...)
+		e.Counter(c.vipNewFlows, v.NewFlows, vl...)
+		e.Counter(c.vipConnHits, v.ConnHits, vl...)
+		e.Counter(c.vipConnMisses, v.ConnMisses, vl...)
 		for _, b := range v.Backends {
 			bl := []string{v.Name, b.Name, b.Address}
-			e.gauge(c.backendFlows, float64(b.Flows), bl...)
-			e.gauge(c.backendActiveFlows, float64(b.ActiveFlows), bl...)
+			e.Gauge(c.backendFlows, float64(b.Flows), bl...)
+			e.Gauge(c.backendActiveFlows, float64(b.ActiveFlows), bl...)
 			if b.Removed {
 				// Out of the configuration: no health, drain,
 				// weight or slots, and the address series below
@@ -169,17 +169,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				removed = append(removed, b)
 				continue
 			}
-			e.gauge(c.backendHealthy, boolValue(b.Healthy), bl...)
-			e.gauge(c.backendDrained, boolValue(b.Drained), bl...)
-			e.gauge(c.backendTableSlots, float64(b.TableSlots), bl...)
-			e.gauge(c.backendWeight, float64(b.Weight), bl...)
+			e.Gauge(c.backendHealthy, boolValue(b.Healthy), bl...)
+			e.Gauge(c.backendDrained, boolValue(b.Drained), bl...)
+			e.Gauge(c.backendTableSlots, float64(b.TableSlots), bl...)
+			e.Gauge(c.backendWeight, float64(b.Weight), bl...)
 			if b.Check != "" {
-				e.counter(c.checks, b.Checks, bl...)
-				e.counter(c.checkFailures, b.FailedChecks, bl...)
+				e.Counter(c.checks, b.Checks, bl...)
+				e.Counter(c.checkFailures, b.FailedChecks, bl...)
 				if b.Checks > 0 {
 					// Before the first check there is no duration:
 					// 0 would be a check that took no time.
-					e.gauge(c.checkDuration, b.LastCheckSeconds, bl...)
+					e.Gauge(c.checkDuration, b.LastCheckSeconds, bl...)
 				}
 			}
 			// The datapath counts per address, whatever VIPs share it:
@@ -188,42 +188,42 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				continue
 			}
 			seenAddr[b.Address] = true
-			e.counter(c.backendPackets, b.Packets, b.Name, b.Address)
-			e.counter(c.backendBytes, b.Bytes, b.Name, b.Address)
+			e.Counter(c.backendPackets, b.Packets, b.Name, b.Address)
+			e.Counter(c.backendBytes, b.Bytes, b.Name, b.Address)
 		}
 	}
 	for _, b := range removed {
 		// Traffic still reaches it: its counters go on.
 		if !seenAddr[b.Address] {
 			seenAddr[b.Address] = true
-			e.counter(c.backendPackets, b.Packets, b.Name, b.Address)
-			e.counter(c.backendBytes, b.Bytes, b.Name, b.Address)
+			e.Counter(c.backendPackets, b.Packets, b.Name, b.Address)
+			e.Counter(c.backendBytes, b.Bytes, b.Name, b.Address)
 		}
 	}
 	for k, n := range st.Counters {
 		if reason, ok := strings.CutPrefix(k, "drop_"); ok {
-			e.counter(c.drops, n, reason)
+			e.Counter(c.drops, n, reason)
 		} else {
-			e.counter(c.events, n, k)
+			e.Counter(c.events, n, k)
 		}
 	}
 	for result, n := range st.HealthTunnel {
-		e.counter(c.healthTunnel, n, result)
+		e.Counter(c.healthTunnel, n, result)
 	}
-	e.gauge(c.connEntries, float64(st.ConnTable.Entries))
-	e.gauge(c.connCapacity, float64(st.ConnTable.Capacity))
-	e.gauge(c.generation, float64(st.ConfigGeneration))
-	e.counter(c.reloads, st.Reloads)
-	e.counter(c.reloadFailures, st.ReloadFailures)
-	e.gauge(c.nexthopResolved, boolValue(st.NextHop.Resolved))
-	e.gauge(c.attached, boolValue(st.ProgramAttached))
-	e.counter(c.detachments, st.ProgramDetachments)
-	e.gauge(c.linkPinned, boolValue(st.LinkPinned))
-	e.counter(c.linkPinRestores, st.LinkPinRestores)
-	e.gauge(c.mapsPinned, boolValue(st.MapsPinned))
-	e.counter(c.mapPinRestores, st.MapPinRestores)
-	e.gauge(c.info, 1, st.Node, st.Interface, st.AttachMode, st.ProgramTag)
-	e.gauge(c.buildInfo, 1, st.Build.Version, st.Build.Revision, st.Build.GoVersion)
+	e.Gauge(c.connEntries, float64(st.ConnTable.Entries))
+	e.Gauge(c.connCapacity, float64(st.ConnTable.Capacity))
+	e.Gauge(c.generation, float64(st.ConfigGeneration))
+	e.Counter(c.reloads, st.Reloads)
+	e.Counter(c.reloadFailures, st.ReloadFailures)
+	e.Gauge(c.nexthopResolved, boolValue(st.NextHop.Resolved))
+	e.Gauge(c.attached, boolValue(st.ProgramAttached))
+	e.Counter(c.detachments, st.ProgramDetachments)
+	e.Gauge(c.linkPinned, boolValue(st.LinkPinned))
+	e.Counter(c.linkPinRestores, st.LinkPinRestores)
+	e.Gauge(c.mapsPinned, boolValue(st.MapsPinned))
+	e.Counter(c.mapPinRestores, st.MapPinRestores)
+	e.Gauge(c.info, 1, st.Node, st.Interface, st.AttachMode, st.ProgramTag)
+	e.Gauge(c.buildInfo, 1, st.Build.Version, st.Build.Revision, st.Build.GoVersion)
 }
 
 // readStatus calls the status function, turning a panic into an error:
@@ -240,22 +240,35 @@ func (c *Collector) readStatus() (st api.Status, err error) {
 	return c.status(ctx)
 }
 
-// emitter sends const metrics, logging (instead of panicking on) the ones
-// the client library refuses, such as label values that are not UTF-8.
-type emitter struct {
+// Emitter sends const metrics to a Collect channel, logging (instead of
+// panicking on) the ones the client library refuses, such as label values
+// that are not UTF-8 (an interface name may hold any byte): a panic in
+// Collect runs in the registry's goroutine, where it ends the process.
+type Emitter struct {
 	ch  chan<- prometheus.Metric
 	log *slog.Logger
 }
 
-func (e emitter) counter(d *prometheus.Desc, v uint64, labels ...string) {
+// NewEmitter returns an Emitter that sends to ch and logs to log (nil: no
+// logging).
+func NewEmitter(ch chan<- prometheus.Metric, log *slog.Logger) Emitter {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return Emitter{ch: ch, log: log}
+}
+
+// Counter sends a counter of d.
+func (e Emitter) Counter(d *prometheus.Desc, v uint64, labels ...string) {
 	e.emit(d, prometheus.CounterValue, float64(v), labels)
 }
 
-func (e emitter) gauge(d *prometheus.Desc, v float64, labels ...string) {
+// Gauge sends a gauge of d.
+func (e Emitter) Gauge(d *prometheus.Desc, v float64, labels ...string) {
 	e.emit(d, prometheus.GaugeValue, v, labels)
 }
 
-func (e emitter) emit(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
+func (e Emitter) emit(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
 	m, err := prometheus.NewConstMetric(d, t, v, labels...)
 	if err != nil {
 		e.log.Warn("metrics scrape: dropped a series", "desc", d.String(), "error", err)
