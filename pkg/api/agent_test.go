@@ -203,7 +203,17 @@ func TestWriteAgentStatus(t *testing.T) {
 	if want := "pins:             /sys/fs/bpf/switchyard/agent/eth0 (the link's pin was removed by hand and pinned again 2 times)\n"; !strings.Contains(b.String(), want) {
 		t.Errorf("agent status with a restored link pin lacks %q:\n%s", want, b.String())
 	}
-	pins.LinkPinned, pins.LinkPinError = false, "the pin directory /sys/fs/bpf/switchyard/agent/eth0 was removed"
+	// Counts read as the balancer's do: "1 time", and map pins counted
+	// as pins (three removed at once are 3 pins restored, not 3 times).
+	pins.LinkPinRestores, pins.MapPinRestores = 1, 3
+	b.Reset()
+	if err := writeAgentStatus(&b, pins, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "pins:             /sys/fs/bpf/switchyard/agent/eth0 (the link's pin was removed by hand and pinned again 1 time) (map pins removed by hand and pinned again: 3 pins)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("agent status with a restored link pin and map pins lacks %q:\n%s", want, b.String())
+	}
+	pins.LinkPinned, pins.LinkPinError, pins.MapPinRestores = false, "the pin directory /sys/fs/bpf/switchyard/agent/eth0 was removed", 0
 	b.Reset()
 	if err := writeAgentStatus(&b, pins, fixedNow); err != nil {
 		t.Fatal(err)

@@ -165,13 +165,13 @@ func writeAgentStatus(w io.Writer, s AgentStatus, now time.Time) error {
 	case s.LinkPinError != "":
 		pins += fmt.Sprintf(" (link NOT PINNED: a kill or an in-place upgrade of the agent detaches the decap program; %s)", Visible(s.LinkPinError))
 	case s.LinkPinRestores > 0:
-		pins += fmt.Sprintf(" (the link's pin was removed by hand and pinned again %d times)", s.LinkPinRestores)
+		pins += fmt.Sprintf(" (the link's pin was removed by hand and pinned again %s)", plural(s.LinkPinRestores, "time"))
 	}
 	switch {
 	case s.MapPinError != "":
 		pins += fmt.Sprintf(" (maps NOT all PINNED: the next run of the agent creates them afresh; %s)", Visible(s.MapPinError))
 	case s.MapPinRestores > 0:
-		pins += fmt.Sprintf(" (map pins removed by hand and pinned again %d times)", s.MapPinRestores)
+		pins += fmt.Sprintf(" (map pins removed by hand and pinned again: %s)", plural(s.MapPinRestores, "pin"))
 	}
 	fmt.Fprintf(tw, "pins:\t%s\n", pins)
 	fmt.Fprintf(tw, "state file:\t%s\n", orDash(Visible(s.StateFile)))
