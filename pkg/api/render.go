@@ -77,7 +77,7 @@ func writeStatus(w io.Writer, s Status, now time.Time) error {
 	default:
 		fmt.Fprintf(tw, "next hop:\t%s NOT RESOLVED: VIP traffic is dropped\n", orDash(Visible(s.NextHop.Gateway)))
 	}
-	fmt.Fprintf(tw, "conn table:\t%d of %d entries (%s)\n", s.ConnTable.Entries, s.ConnTable.Capacity,
+	fmt.Fprintf(tw, "conn table:\t%s of %s entries (%s)\n", count(s.ConnTable.Entries), count(uint64(s.ConnTable.Capacity)),
 		percent(float64(s.ConnTable.Entries), float64(s.ConnTable.Capacity)))
 	tw.Flush()
 
@@ -452,7 +452,7 @@ func checkInfo(b Backend) string {
 		info = Visible(b.Check) + " ok in " + d.String()
 	}
 	if b.FailedChecks > 0 {
-		info += fmt.Sprintf(" (%d of %d checks failed)", b.FailedChecks, b.Checks)
+		info += fmt.Sprintf(" (%s of %s checks failed)", count(b.FailedChecks), count(b.Checks))
 	}
 	return info
 }

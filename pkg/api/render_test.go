@@ -26,7 +26,7 @@ func TestWriteStatus(t *testing.T) {
 		"last reload error: /etc/switchyard/switchyard.yaml:12: vips[0].port",
 		"\nwarning:     backend self of VIP web: 10.1.1.2 is an address of this balancer's interface eth0: write the backend's own address\n",
 		"10.0.0.1 (02:00:00:00:00:01)",
-		"1234 of 65536 entries (1.9%)",
+		"1234 of 65.5k entries (1.9%)",
 		"VIP web  10.0.0.100:80/tcp  hash maglev  12.3k packets  120.5 pkt/s  321 new flows\n",
 		"VIP dns  10.0.0.53:53/udp  hash maglev  7 packets  0.0 pkt/s  0 new flows  conntrack off\n",
 		"drops: fragment 3, no_backend 12\n",
@@ -79,6 +79,28 @@ func TestWriteStatusUnresolvedNextHop(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Large counts in the text status read as the other counts there do
+// (12.3k, 1.05M): a full default connection table and a week of checks
+// every second printed as 1048576 and 604800, digits to count.
+func TestWriteStatusLargeCounts(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	st := sampleStatus(now)
+	st.ConnTable = ConnTable{Entries: 734003, Capacity: 1 << 20}
+	st.VIPs[0].Backends[0].Checks, st.VIPs[0].Backends[0].FailedChecks = 604800, 12345
+	var b strings.Builder
+	if err := writeStatus(&b, st, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"734k of 1.05M entries (70.0%)\n",
+		"http ok in 2.5ms (12.3k of 605k checks failed)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
 		}
 	}
 }
