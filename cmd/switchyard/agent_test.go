@@ -836,16 +836,8 @@ func TestRemoveAgentRefusesAListenerThatDoesNotAnswer(t *testing.T) {
 	killedAgent(t, topo, be, pinDir, cfgPath)
 	left := agentState(t, topo, be, pinDir)
 
-	// The killed agent's socket stays, with nothing listening on it.
-	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
-	if err := os.Remove(sock); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	// In place of the killed agent's socket, a listener that never answers.
+	ln, _, _ := silentAgentSocket(t, cfgPath)
 
 	out, err := runRemoveAgent(t, topo, be, cfgPath)
 	if want := fmt.Sprintf("(process %d) but did not answer its status", os.Getpid()); err == nil || !strings.Contains(out, want) {
@@ -937,47 +929,8 @@ func TestRemoveAgentInterruptedWhileAskingTheSocket(t *testing.T) {
 		t.Fatalf("state files the killed agent left: %v, want one", states)
 	}
 
-	// A listener that takes connections and requests and never answers,
-	// as an agent hung, or still starting.
-	sock := filepath.Join(filepath.Dir(cfgPath), "agent.sock")
-	if err := os.Remove(sock); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	asked := make(chan struct{})
-	var (
-		connsMu sync.Mutex
-		conns   []net.Conn
-	)
-	defer func() {
-		connsMu.Lock()
-		defer connsMu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	go func() {
-		var once sync.Once
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			connsMu.Lock()
-			conns = append(conns, conn)
-			connsMu.Unlock()
-			go func() {
-				buf := make([]byte, 512)
-				if n, _ := conn.Read(buf); strings.HasPrefix(string(buf[:n]), "GET ") {
-					once.Do(func() { close(asked) })
-				}
-			}()
-		}
-	}()
+	// A listener that never answers, as an agent hung, or still starting.
+	ln, sock, asked := silentAgentSocket(t, cfgPath)
 
 	cmd, exited, out := startRemoveAgent(t, topo, be, cfgPath)
 	select {
@@ -999,6 +952,54 @@ func TestRemoveAgentInterruptedWhileAskingTheSocket(t *testing.T) {
 	if out, err := runRemoveAgent(t, topo, be, cfgPath); err != nil {
 		t.Errorf("remove --agent once nothing listens: %v\n%s", err, out)
 	}
+}
+
+// silentAgentSocket puts in place of the agent's api.socket beside
+// cfgPath a listener that takes connections and requests and never
+// answers, as an agent hung, or still starting. asked is closed at its
+// first request; closing ln ends it (the test's end does too).
+func silentAgentSocket(t *testing.T, cfgPath string) (ln net.Listener, sock string, asked <-chan struct{}) {
+	t.Helper()
+	sock = filepath.Join(filepath.Dir(cfgPath), "agent.sock")
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	first := make(chan struct{})
+	var (
+		connsMu sync.Mutex
+		conns   []net.Conn
+	)
+	t.Cleanup(func() {
+		connsMu.Lock()
+		defer connsMu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		var once sync.Once
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connsMu.Lock()
+			conns = append(conns, conn)
+			connsMu.Unlock()
+			go func() {
+				buf := make([]byte, 512)
+				if n, _ := conn.Read(buf); strings.HasPrefix(string(buf[:n]), "GET ") {
+					once.Do(func() { close(first) })
+				}
+			}()
+		}
+	}()
+	return ln, sock, first
 }
 
 // startRemoveAgent starts `switchyard remove --agent` of cfgPath in node,
